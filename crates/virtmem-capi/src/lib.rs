@@ -1,0 +1,1 @@
+//! libvirtmem: the Win32 virtual-memory API as a C library.

@@ -1,0 +1,120 @@
+//! Failure injection: a backend wrapper that fails exactly one chosen side effect.
+//!
+//! Arm it with `n` and the `n`-th fallible operation from then on (1-based) returns
+//! [`BackendError::Injected`] without being passed on; every other operation, including
+//! the engine's undo of earlier steps, goes through. Tests use it to show that, for every
+//! `n`, a failed call leaves the space exactly as it was.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
+
+/// A backend that fails its `n`-th side effect once armed. See the module docs.
+pub struct Faulty<B> {
+    inner: B,
+    /// Side effects seen since the last [`Faulty::arm`].
+    seen: AtomicUsize,
+    /// The 1-based side effect to fail; 0 when disarmed.
+    fail_at: AtomicUsize,
+    /// Whether the armed failure has happened.
+    fired: AtomicUsize,
+}
+
+impl<B: Backend> Faulty<B> {
+    /// Wrap `inner`, disarmed.
+    pub fn new(inner: B) -> Faulty<B> {
+        Faulty { inner, seen: AtomicUsize::new(0), fail_at: AtomicUsize::new(0), fired: AtomicUsize::new(0) }
+    }
+
+    /// Fail the `n`-th side effect from now on (1-based); `0` disarms.
+    pub fn arm(&self, n: usize) {
+        self.seen.store(0, Ordering::SeqCst);
+        self.fired.store(0, Ordering::SeqCst);
+        self.fail_at.store(n, Ordering::SeqCst);
+    }
+
+    /// How many side effects were attempted since the last [`Faulty::arm`].
+    pub fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Whether the armed failure was injected.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst) != 0
+    }
+
+    /// The wrapped backend.
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    fn step(&self) -> Result<(), BackendError> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = self.fail_at.load(Ordering::SeqCst);
+        if at != 0 && n == at {
+            self.fail_at.store(0, Ordering::SeqCst);
+            self.fired.store(1, Ordering::SeqCst);
+            return Err(BackendError::Injected);
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Backend for Faulty<B> {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn initial_blocked(&self) -> Vec<Range<usize>> {
+        self.inner.initial_blocked()
+    }
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.reserve(range, opts)
+    }
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.release(range, opts)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.set_access(range, from, to)
+    }
+    fn discard(&self, range: Range<usize>) {
+        self.inner.discard(range)
+    }
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.reset(range)
+    }
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+        self.step()?;
+        self.inner.reset_undo(range)
+    }
+    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.lock(range)
+    }
+    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.unlock(range)
+    }
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.inner.read(address, buf)
+    }
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.write(address, data)
+    }
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+        self.step()?;
+        self.inner.dirty_pages(range, max, reset)
+    }
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.clear_dirty(range)
+    }
+    fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
+        self.inner.foreign(address, limit)
+    }
+}

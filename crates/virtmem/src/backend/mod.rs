@@ -1,0 +1,194 @@
+//! Backends: what carries out the page-range side effects the rule engine decides on.
+//!
+//! A backend knows nothing of Win32. It is told to claim address ranges, to give a
+//! range an [`Access`] (what the CPU would allow), to drop contents, and to copy bytes.
+//! Every fallible operation is *atomic*: when it returns an error it has changed nothing
+//! (a backend that needs several system calls undoes its own partial work). The engine
+//! composes operations and undoes the completed ones when a later one fails, so a failed
+//! Win32 call never leaves a partial change.
+//!
+//! - [`sim::SimBackend`]: an address space that exists only as data.
+//! - `linux::LinuxBackend` (Linux only): the process's real memory.
+//! - [`faulty::Faulty`]: wraps another backend and fails its N-th side effect, for tests.
+
+pub mod faulty;
+pub mod sim;
+
+use std::ops::Range;
+
+/// The hardware access a range grants: what the engine maps a Win32 protection to.
+/// An armed guard page is `None` at this level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// No access (reserved, decommitted, `PAGE_NOACCESS`, armed guard pages).
+    None,
+    /// Read only.
+    Read,
+    /// Read and write.
+    ReadWrite,
+    /// Execute only (readable on most hardware; the engine checks the rule).
+    Execute,
+    /// Execute and read.
+    ExecuteRead,
+    /// Execute, read and write.
+    ExecuteReadWrite,
+}
+
+impl Access {
+    /// Readable at the hardware level.
+    pub fn readable(self) -> bool {
+        !matches!(self, Access::None)
+    }
+    /// Writable at the hardware level.
+    pub fn writable(self) -> bool {
+        matches!(self, Access::ReadWrite | Access::ExecuteReadWrite)
+    }
+    /// Executable at the hardware level.
+    pub fn executable(self) -> bool {
+        matches!(self, Access::Execute | Access::ExecuteRead | Access::ExecuteReadWrite)
+    }
+}
+
+/// Options of a new reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReserveOptions {
+    /// Back the range with large pages (the range is aligned to the large-page size).
+    pub large_pages: bool,
+    /// Track writes to the range ([`Backend::dirty_pages`]).
+    pub write_watch: bool,
+}
+
+/// The address range and page sizes a backend offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The lowest address a reservation may start at (a multiple of 64 KiB).
+    pub min_address: usize,
+    /// One past the highest usable address (a multiple of 64 KiB).
+    pub end_address: usize,
+    /// The large-page size, or 0 when the backend has none.
+    pub large_page_size: usize,
+}
+
+/// What kind of foreign mapping (memory the engine did not allocate) lives at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForeignKind {
+    /// Anonymous private memory (a heap, a thread stack).
+    Private,
+    /// A file or shared mapping.
+    Mapped,
+    /// An executable image (a program or library).
+    Image,
+}
+
+/// A mapping the engine did not make, reported so that a query never calls it free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForeignRegion {
+    /// First address of the mapping (page aligned).
+    pub start: usize,
+    /// One past its last address (page aligned).
+    pub end: usize,
+    /// The access it grants.
+    pub access: Access,
+    /// Its kind.
+    pub kind: ForeignKind,
+}
+
+/// Why a backend operation failed. A failed operation changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Something the engine does not own occupies `[start, end)` inside the requested range.
+    #[error("range occupied by a foreign mapping {start:#x}..{end:#x}")]
+    Occupied {
+        /// First occupied address.
+        start: usize,
+        /// One past the last occupied address.
+        end: usize,
+    },
+    /// The OS is out of memory or out of mappings (`ENOMEM`).
+    #[error("out of memory")]
+    OutOfMemory,
+    /// Large pages cannot be had.
+    #[error("large pages unavailable")]
+    LargePagesUnavailable,
+    /// The feature needs kernel support that is missing.
+    #[error("not supported by this kernel: {0}")]
+    Unsupported(&'static str),
+    /// The OS refused to lock pages.
+    #[error("page lock refused")]
+    LockRefused,
+    /// Memory could not be accessed (a copy hit an inaccessible page).
+    #[error("memory fault at {0:#x}")]
+    Fault(usize),
+    /// An injected failure (see [`faulty::Faulty`]).
+    #[error("injected failure")]
+    Injected,
+    /// Any other OS error, with its errno.
+    #[error("os error {0}")]
+    Os(i32),
+}
+
+/// The narrow interface between the rule engine and the memory it manages.
+///
+/// Ranges are page aligned and non-empty. The engine never asks for an operation on
+/// a range it does not own (except [`Backend::foreign`], [`Backend::read`] and
+/// [`Backend::write`] on foreign memory), never runs two operations on the same
+/// reservation at once, and always passes the access a range currently has as `from`.
+pub trait Backend: Send + Sync {
+    /// The address range this backend offers.
+    fn limits(&self) -> Limits;
+
+    /// Ranges the engine must never place a reservation in (e.g. the room a stack grows
+    /// into). Asked once, when the space is created.
+    fn initial_blocked(&self) -> Vec<Range<usize>> {
+        Vec::new()
+    }
+
+    /// Claim `range` as a new reservation: inaccessible, reading as zero once made
+    /// accessible. Fails with [`BackendError::Occupied`] if something else lives there.
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError>;
+
+    /// Give up a reservation made by [`Backend::reserve`]. The engine has already made
+    /// the whole range inaccessible; the backend drops contents, locks and write-tracking.
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError>;
+
+    /// Change the access of `range` from `from` (what it has now) to `to`, keeping contents.
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError>;
+
+    /// Drop the contents of `range` (already inaccessible): it reads as zero when made
+    /// accessible again, and is clean for write tracking. Cannot fail.
+    fn discard(&self, range: Range<usize>);
+
+    /// `MEM_RESET`: the contents of accessible `range` may be dropped lazily.
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError>;
+
+    /// `MEM_RESET_UNDO`: keep the contents of `range`; `Ok(true)` if every byte survived
+    /// the reset, `Ok(false)` if some were dropped (they now read as zero).
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError>;
+
+    /// Lock accessible `range` into memory (`VirtualLock`).
+    fn lock(&self, range: Range<usize>) -> Result<(), BackendError>;
+
+    /// Undo [`Backend::lock`].
+    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError>;
+
+    /// Copy bytes out of memory at `address`. The engine has checked the rules; the
+    /// backend still fails cleanly ([`BackendError::Fault`]) rather than crash.
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError>;
+
+    /// Copy bytes into memory at `address`, marking written pages dirty for write tracking.
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError>;
+
+    /// The base of each page of write-tracked `range` written since it was last cleaned,
+    /// ascending, at most `max`; with `reset`, exactly the reported pages become clean.
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError>;
+
+    /// Make every page of write-tracked `range` clean.
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError>;
+
+    /// The first mapping the engine did not make that intersects `[address, limit)`.
+    /// Simulated spaces have none.
+    fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
+        let _ = (address, limit);
+        None
+    }
+}

@@ -1,0 +1,246 @@
+//! The simulated backend: an address space that exists only as data.
+//!
+//! Page contents are stored sparsely: a page costs memory only once it is written, so
+//! reserving and committing terabytes costs nothing. Everything is deterministic; the
+//! backend keeps no clock, no randomness and no host addresses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use parking_lot::Mutex;
+
+use super::{Access, Backend, BackendError, Limits, ReserveOptions};
+use crate::rules::PAGE;
+
+/// How a simulated `MEM_RESET` treats the data it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetPolicy {
+    /// Keep the data (as when the OS never needed the memory): `MEM_RESET_UNDO` succeeds.
+    #[default]
+    Keep,
+    /// Drop the data at once (as under memory pressure): the pages read as zero and
+    /// `MEM_RESET_UNDO` reports the loss.
+    Discard,
+}
+
+/// Configuration of a simulated address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimConfig {
+    /// The lowest address a reservation may start at (multiple of 64 KiB, at least 64 KiB).
+    pub min_address: usize,
+    /// One past the highest user address (multiple of 64 KiB).
+    pub end_address: usize,
+    /// The large-page size, 0 for none (then `MEM_LARGE_PAGES` fails).
+    pub large_page_size: usize,
+    /// What `MEM_RESET` does to data.
+    pub reset_policy: ResetPolicy,
+}
+
+impl Default for SimConfig {
+    /// The Windows x64 user address space: 0x10000 to 0x7FFF_FFFE_FFFF, 2 MiB large pages.
+    fn default() -> Self {
+        SimConfig {
+            min_address: 0x1_0000,
+            end_address: 0x7FFF_FFFF_0000,
+            large_page_size: 2 << 20,
+            reset_policy: ResetPolicy::Keep,
+        }
+    }
+}
+
+type Page = Box<[u8; PAGE]>;
+
+#[derive(Default)]
+struct Store {
+    /// Page number → contents; absent pages read as zero.
+    pages: BTreeMap<usize, Page>,
+    /// Write-tracked ranges: start → end.
+    watched: BTreeMap<usize, usize>,
+    /// Dirty page numbers inside write-tracked ranges.
+    dirty: BTreeSet<usize>,
+    /// Page numbers whose data a `Discard` reset dropped (until undo or discard).
+    lost: BTreeSet<usize>,
+}
+
+impl Store {
+    fn is_watched(&self, addr: usize) -> bool {
+        self.watched.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
+    }
+}
+
+/// A simulated address space backend. See the module docs.
+pub struct SimBackend {
+    config: SimConfig,
+    store: Mutex<Store>,
+}
+
+impl SimBackend {
+    /// A backend with the given configuration.
+    pub fn new(config: SimConfig) -> SimBackend {
+        SimBackend { config, store: Mutex::new(Store::default()) }
+    }
+
+    /// The configuration this backend was made with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// How many pages hold data (the memory the simulation really uses is this many
+    /// pages of 4 KiB plus bookkeeping).
+    pub fn stored_pages(&self) -> usize {
+        self.store.lock().pages.len()
+    }
+}
+
+impl Default for SimBackend {
+    fn default() -> Self {
+        SimBackend::new(SimConfig::default())
+    }
+}
+
+fn page_numbers(range: &Range<usize>) -> Range<usize> {
+    range.start / PAGE..range.end.div_ceil(PAGE)
+}
+
+impl Backend for SimBackend {
+    fn limits(&self) -> Limits {
+        Limits {
+            min_address: self.config.min_address,
+            end_address: self.config.end_address,
+            large_page_size: self.config.large_page_size,
+        }
+    }
+
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        if opts.large_pages && self.config.large_page_size == 0 {
+            return Err(BackendError::LargePagesUnavailable);
+        }
+        if opts.write_watch {
+            self.store.lock().watched.insert(range.start, range.end);
+        }
+        Ok(())
+    }
+
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        let mut store = self.store.lock();
+        if opts.write_watch {
+            store.watched.remove(&range.start);
+        }
+        drop(store);
+        self.discard(range);
+        Ok(())
+    }
+
+    fn set_access(&self, _range: Range<usize>, _from: Access, _to: Access) -> Result<(), BackendError> {
+        // The engine checks every simulated access against its own page runs, so there is
+        // no separate hardware state to change.
+        Ok(())
+    }
+
+    fn discard(&self, range: Range<usize>) {
+        let pages = page_numbers(&range);
+        let mut guard = self.store.lock();
+        let store = &mut *guard;
+        let doomed: Vec<usize> = store.pages.range(pages.clone()).map(|(&k, _)| k).collect();
+        for k in doomed {
+            store.pages.remove(&k);
+        }
+        for set in [&mut store.dirty, &mut store.lost] {
+            let doomed: Vec<usize> = set.range(pages.clone()).copied().collect();
+            for k in doomed {
+                set.remove(&k);
+            }
+        }
+    }
+
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        if self.config.reset_policy == ResetPolicy::Keep {
+            return Ok(());
+        }
+        let pages = page_numbers(&range);
+        let mut store = self.store.lock();
+        let doomed: Vec<usize> = store.pages.range(pages).map(|(&k, _)| k).collect();
+        for k in doomed {
+            // A page that held only zeros loses nothing.
+            if let Some(p) = store.pages.remove(&k) {
+                if p.iter().any(|&b| b != 0) {
+                    store.lost.insert(k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+        let pages = page_numbers(&range);
+        let mut store = self.store.lock();
+        let lost: Vec<usize> = store.lost.range(pages).copied().collect();
+        for k in &lost {
+            store.lost.remove(k);
+        }
+        Ok(lost.is_empty())
+    }
+
+    fn lock(&self, _range: Range<usize>) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn unlock(&self, _range: Range<usize>) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+        let store = self.store.lock();
+        let mut done = 0;
+        while done < buf.len() {
+            let addr = address + done;
+            let off = addr % PAGE;
+            let n = (PAGE - off).min(buf.len() - done);
+            match store.pages.get(&(addr / PAGE)) {
+                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+        let mut store = self.store.lock();
+        let mut done = 0;
+        while done < data.len() {
+            let addr = address + done;
+            let off = addr % PAGE;
+            let n = (PAGE - off).min(data.len() - done);
+            let k = addr / PAGE;
+            if store.is_watched(addr) {
+                store.dirty.insert(k);
+            }
+            store.lost.remove(&k);
+            let page = store.pages.entry(k).or_insert_with(|| Box::new([0u8; PAGE]));
+            page[off..off + n].copy_from_slice(&data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+        let mut store = self.store.lock();
+        let found: Vec<usize> = store.dirty.range(page_numbers(&range)).take(max).copied().collect();
+        if reset {
+            for k in &found {
+                store.dirty.remove(k);
+            }
+        }
+        Ok(found.into_iter().map(|k| k * PAGE).collect())
+    }
+
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+        let mut store = self.store.lock();
+        let doomed: Vec<usize> = store.dirty.range(page_numbers(&range)).copied().collect();
+        for k in doomed {
+            store.dirty.remove(&k);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! # virtmem
+//!
+//! The Win32 virtual-memory model — `VirtualAlloc`, `VirtualFree`, `VirtualQuery`,
+//! `VirtualProtect`, `MEM_RESET`/`MEM_RESET_UNDO`, `MEM_TOP_DOWN`, `MEM_LARGE_PAGES`,
+//! `PAGE_GUARD` and write watch — with Windows' exact rules and error codes, over two
+//! backends that share one rule engine:
+//!
+//! - a **simulated** address space that exists only as data (deterministic, sparse page
+//!   contents, every access checked), for emulators and sandboxes;
+//! - the **Linux** process's real memory (reserve = `mmap(PROT_NONE)`, commit =
+//!   `mprotect`, decommit really drops pages), for runtimes and ported Windows code.
+//!
+//! Data flows one way: the API ([`AddressSpace`]) → the [`rules`] (validation, rounding,
+//! errors) → the page-run bookkeeping → the [`backend`]. Bookkeeping is an ordered
+//! interval map of page runs, so every call costs `O(log n + runs touched)` whatever the
+//! size of the reservations.
+//!
+//! ```
+//! use virtmem::{AllocationType, FreeType, MemState, Protection, SimSpace};
+//!
+//! let space = SimSpace::simulated();
+//! let base = space.alloc(0, 1 << 40, AllocationType::RESERVE, Protection::NOACCESS)?; // 1 TiB
+//! space.alloc(base, 0x2000, AllocationType::COMMIT, Protection::READWRITE)?;
+//! space.write(base + 10, b"hello")?;
+//! let info = space.query(base)?;
+//! assert_eq!((info.state, info.region_size), (MemState::Commit, 0x2000));
+//! assert!(space.read(base + 0x2000, &mut [0u8; 1]).is_err()); // reserved: access violation
+//! space.free(base, 0, FreeType::RELEASE)?;
+//! # Ok::<(), virtmem::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod error;
+pub mod flags;
+pub mod rules;
+mod runs;
+mod space;
+pub mod win32;
+
+pub use backend::sim::{ResetPolicy, SimBackend, SimConfig};
+pub use error::{Error, Result};
+pub use flags::{
+    AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
+    WriteWatchFlags,
+};
+pub use space::{AddressSpace, SpaceStats};
+
+/// An address space over the simulated backend.
+pub type SimSpace = AddressSpace<SimBackend>;
+
+impl AddressSpace<SimBackend> {
+    /// A simulated Windows x64 address space (0x10000 to 0x7FFF_FFFE_FFFF).
+    pub fn simulated() -> Self {
+        AddressSpace::with_backend(SimBackend::default())
+    }
+
+    /// A simulated address space with the given configuration.
+    pub fn simulated_with(config: SimConfig) -> Self {
+        AddressSpace::with_backend(SimBackend::new(config))
+    }
+}

@@ -1,0 +1,368 @@
+//! The rules: argument validation (in Windows' order), rounding, and the mapping from
+//! Win32 protections to backend access. Pure functions, no state, no system calls.
+//!
+//! Each `*_request` function turns raw Win32 arguments into a checked request, or the
+//! error Windows gives for them, before anything is touched.
+
+use std::ops::Range;
+
+use crate::backend::{Access, Limits};
+use crate::error::{Error, Result};
+use crate::flags::{AccessKind, AllocationType, FreeType, Protection, WriteWatchFlags};
+
+/// The page size P (4 KiB).
+pub const PAGE: usize = 4096;
+/// The allocation granularity G (64 KiB).
+pub const GRANULE: usize = 65536;
+/// The lowest allocatable address.
+pub const MIN_ADDRESS: usize = 0x1_0000;
+
+/// `x` rounded down to a multiple of `align` (a power of two).
+pub fn round_down(x: usize, align: usize) -> usize {
+    x & !(align - 1)
+}
+
+/// `x` rounded up to a multiple of `align` (a power of two); `None` on overflow.
+pub fn round_up(x: usize, align: usize) -> Option<usize> {
+    Some(x.checked_add(align - 1)? & !(align - 1))
+}
+
+/// Every page touched by `[address, address + size)`, or 87 when the end wraps.
+pub fn page_span(address: usize, size: usize) -> Result<Range<usize>> {
+    let end = address.checked_add(size).ok_or(Error::InvalidParameter)?;
+    let end = round_up(end, PAGE).ok_or(Error::InvalidParameter)?;
+    Ok(round_down(address, PAGE)..end)
+}
+
+/// What a valid `VirtualAlloc` call asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AllocRequest {
+    /// A new reservation (`MEM_RESERVE`, or `MEM_COMMIT` with a NULL address).
+    Reserve {
+        /// The G-aligned base, or `None` for "anywhere".
+        base: Option<usize>,
+        /// Page-rounded size of the reservation.
+        size: usize,
+        /// Commit the whole reservation too.
+        commit: bool,
+        /// `MEM_TOP_DOWN`.
+        top_down: bool,
+        /// `MEM_LARGE_PAGES`.
+        large: bool,
+        /// `MEM_WRITE_WATCH`.
+        write_watch: bool,
+        /// `MEM_PHYSICAL`.
+        physical: bool,
+        /// The (validated) protection.
+        protect: Protection,
+    },
+    /// Commit pages of an existing reservation.
+    Commit { range: Range<usize>, protect: Protection },
+    /// `MEM_RESET`.
+    Reset { range: Range<usize> },
+    /// `MEM_RESET_UNDO`.
+    ResetUndo { range: Range<usize> },
+}
+
+/// Check a protection value (rule 2 of VirtualAlloc; also VirtualProtect's).
+pub fn check_protect(p: Protection) -> Result<Protection> {
+    let bits = p.bits();
+    if bits & !0x7FF != 0 {
+        return Err(Error::InvalidParameter);
+    }
+    let base = bits & 0xFF;
+    if !matches!(base, 0x01 | 0x02 | 0x04 | 0x10 | 0x20 | 0x40) {
+        return Err(Error::InvalidParameter);
+    }
+    let modifiers = bits & 0x700;
+    if modifiers.count_ones() > 1 || (base == 0x01 && modifiers != 0) {
+        return Err(Error::InvalidParameter);
+    }
+    Ok(p)
+}
+
+/// Validate the arguments of `VirtualAlloc` in Windows' order.
+pub(crate) fn alloc_request(
+    address: usize,
+    size: usize,
+    ty: AllocationType,
+    protect: Protection,
+    limits: &Limits,
+) -> Result<AllocRequest> {
+    use AllocationType as T;
+    // 1. size, then the type combination.
+    if size == 0 {
+        return Err(Error::InvalidParameter);
+    }
+    if ty.bits() & !T::all().bits() != 0 {
+        return Err(Error::InvalidParameter);
+    }
+    enum Kind {
+        Reset,
+        ResetUndo,
+        Alloc,
+    }
+    let kind = if ty == T::RESET {
+        Kind::Reset
+    } else if ty == T::RESET_UNDO {
+        Kind::ResetUndo
+    } else if ty.intersects(T::RESET | T::RESET_UNDO) {
+        return Err(Error::InvalidParameter);
+    } else {
+        let reserve = ty.contains(T::RESERVE);
+        let commit = ty.contains(T::COMMIT);
+        if !reserve && !commit {
+            return Err(Error::InvalidParameter);
+        }
+        if ty.contains(T::WRITE_WATCH) && !reserve {
+            return Err(Error::InvalidParameter);
+        }
+        if ty.contains(T::PHYSICAL) && ty != (T::PHYSICAL | T::RESERVE) {
+            return Err(Error::InvalidParameter);
+        }
+        Kind::Alloc
+    };
+    // 2. the protection, even for MEM_RESET and MEM_RESET_UNDO.
+    let protect = check_protect(protect)?;
+    // 3. the address range.
+    let top = limits.end_address;
+    let span_checked = |address: usize| -> Result<Range<usize>> {
+        if address < MIN_ADDRESS {
+            return Err(Error::InvalidParameter);
+        }
+        let end = address.checked_add(size).ok_or(Error::InvalidParameter)?;
+        if end > top {
+            return Err(Error::InvalidParameter);
+        }
+        page_span(address, size)
+    };
+    match kind {
+        Kind::Reset => Ok(AllocRequest::Reset { range: span_checked(address)? }),
+        Kind::ResetUndo => Ok(AllocRequest::ResetUndo { range: span_checked(address)? }),
+        Kind::Alloc => {
+            let reserve = ty.contains(T::RESERVE);
+            let commit = ty.contains(T::COMMIT);
+            let large = ty.contains(T::LARGE_PAGES);
+            if size > top - limits.min_address.min(top) {
+                return Err(Error::InvalidParameter);
+            }
+            if address != 0 && !reserve {
+                // Commit inside an existing reservation.
+                let range = span_checked(address)?;
+                if large {
+                    return Err(Error::InvalidParameter);
+                }
+                return Ok(AllocRequest::Commit { range, protect });
+            }
+            let (base, size) = if address == 0 {
+                (None, round_up(size, PAGE).ok_or(Error::InvalidParameter)?)
+            } else {
+                let range = span_checked(address)?;
+                let base = round_down(address, GRANULE);
+                (Some(base), range.end - base)
+            };
+            if large {
+                let lp = limits.large_page_size;
+                if !(reserve && commit) {
+                    return Err(Error::InvalidParameter);
+                }
+                if lp == 0 {
+                    return Err(Error::NoSystemResources);
+                }
+                if size % lp != 0 || address % lp != 0 {
+                    return Err(Error::InvalidParameter);
+                }
+            }
+            Ok(AllocRequest::Reserve {
+                base,
+                size,
+                commit,
+                top_down: ty.contains(T::TOP_DOWN),
+                large,
+                write_watch: ty.contains(T::WRITE_WATCH),
+                physical: ty.contains(T::PHYSICAL),
+                protect,
+            })
+        }
+    }
+}
+
+/// What a valid `VirtualFree` call asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FreeRequest {
+    /// Release the reservation whose base is `base`.
+    Release { base: usize },
+    /// Decommit the whole reservation whose base is `base`.
+    DecommitAll { base: usize },
+    /// Decommit every page of `range`.
+    Decommit { range: Range<usize> },
+}
+
+/// Validate the arguments of `VirtualFree`.
+pub(crate) fn free_request(address: usize, size: usize, ty: FreeType) -> Result<FreeRequest> {
+    if ty != FreeType::DECOMMIT && ty != FreeType::RELEASE {
+        return Err(Error::InvalidParameter);
+    }
+    if ty == FreeType::RELEASE {
+        if size != 0 || address == 0 {
+            return Err(Error::InvalidParameter);
+        }
+        return Ok(FreeRequest::Release { base: round_down(address, PAGE) });
+    }
+    if address == 0 {
+        return Err(Error::InvalidParameter);
+    }
+    if size == 0 {
+        return Ok(FreeRequest::DecommitAll { base: round_down(address, PAGE) });
+    }
+    Ok(FreeRequest::Decommit { range: page_span(address, size)? })
+}
+
+/// Validate the arguments of `VirtualProtect` (the out-pointer is checked by the caller).
+pub(crate) fn protect_request(address: usize, size: usize, protect: Protection) -> Result<(Range<usize>, Protection)> {
+    let protect = check_protect(protect)?;
+    let range = page_span(address, size.max(1))?;
+    Ok((range, protect))
+}
+
+/// Validate the flags of `GetWriteWatch`.
+pub(crate) fn write_watch_flags(flags: WriteWatchFlags) -> Result<bool> {
+    match flags.bits() {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::InvalidParameter),
+    }
+}
+
+/// The protection a page really gets when `requested` is applied inside a reservation made
+/// with `allocation`: `PAGE_NOCACHE` belongs to the allocation.
+pub(crate) fn effective_protect(requested: Protection, allocation: Protection) -> Protection {
+    if allocation.contains(Protection::NOCACHE) {
+        if requested.base() == Protection::NOACCESS || requested.contains(Protection::WRITECOMBINE) {
+            requested
+        } else {
+            requested | Protection::NOCACHE
+        }
+    } else {
+        requested - Protection::NOCACHE
+    }
+}
+
+/// The hardware access of a committed page with protection `p` (an armed guard page has none).
+pub(crate) fn access_of(p: Protection) -> Access {
+    if p.contains(Protection::GUARD) {
+        return Access::None;
+    }
+    let b = p.base();
+    if b == Protection::READONLY {
+        Access::Read
+    } else if b == Protection::READWRITE || b == Protection::WRITECOPY {
+        Access::ReadWrite
+    } else if b == Protection::EXECUTE {
+        Access::Execute
+    } else if b == Protection::EXECUTE_READ {
+        Access::ExecuteRead
+    } else if b == Protection::EXECUTE_READWRITE || b == Protection::EXECUTE_WRITECOPY {
+        Access::ExecuteReadWrite
+    } else {
+        Access::None
+    }
+}
+
+/// The protection `VirtualQuery` reports for foreign memory with hardware access `a`.
+pub(crate) fn protection_of(a: Access) -> Protection {
+    match a {
+        Access::None => Protection::NOACCESS,
+        Access::Read => Protection::READONLY,
+        Access::ReadWrite => Protection::READWRITE,
+        Access::Execute => Protection::EXECUTE,
+        Access::ExecuteRead => Protection::EXECUTE_READ,
+        Access::ExecuteReadWrite => Protection::EXECUTE_READWRITE,
+    }
+}
+
+/// Whether hardware access `a` allows an access of `kind`.
+pub(crate) fn access_allows(a: Access, kind: AccessKind) -> bool {
+    match kind {
+        AccessKind::Read => a.readable(),
+        AccessKind::Write => a.writable(),
+        AccessKind::Execute => a.executable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { min_address: MIN_ADDRESS, end_address: 0x7FFF_FFFF_0000, large_page_size: 2 << 20 }
+    }
+
+    #[test]
+    fn protect_values() {
+        for ok in [0x01, 0x02, 0x04, 0x10, 0x20, 0x40, 0x104, 0x204, 0x404, 0x120] {
+            assert!(check_protect(Protection::from_bits_retain(ok)).is_ok(), "{ok:#x}");
+        }
+        for bad in [0, 0x06, 0x08, 0x80, 0x101, 0x201, 0x401, 0x304, 0x100, 0x800, 0x1004] {
+            assert_eq!(check_protect(Protection::from_bits_retain(bad)), Err(Error::InvalidParameter), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn alloc_type_combinations() {
+        let p = Protection::READWRITE;
+        let t = AllocationType::from_bits_retain;
+        let ok = [0x2000, 0x1000, 0x3000, 0x102000, 0x202000, 0x203000, 0x402000, 0x80000, 0x1000000];
+        for bits in ok {
+            assert!(alloc_request(0x10000, 0x1000, t(bits), p, &limits()).is_ok(), "{bits:#x}");
+        }
+        let bad = [0, 0x100000, 0x201000, 0x400000, 0x401000, 0x81000, 0x82000, 0x1002000, 0x40002000, 0x4000, 0x8000];
+        for bits in bad {
+            assert_eq!(
+                alloc_request(0x10000, 0x1000, t(bits), p, &limits()),
+                Err(Error::InvalidParameter),
+                "{bits:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserve_rounding() {
+        let r = alloc_request(0x12345, 2, AllocationType::RESERVE, Protection::READWRITE, &limits()).unwrap();
+        match r {
+            AllocRequest::Reserve { base, size, .. } => {
+                assert_eq!(base, Some(0x10000));
+                assert_eq!(size, 0x3000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = alloc_request(0, 5, AllocationType::RESERVE, Protection::READWRITE, &limits()).unwrap();
+        assert!(matches!(r, AllocRequest::Reserve { base: None, size: 0x1000, .. }));
+    }
+
+    #[test]
+    fn straddling_commit_touches_two_pages() {
+        let r = alloc_request(0x10FFF, 2, AllocationType::COMMIT, Protection::READWRITE, &limits()).unwrap();
+        assert_eq!(r, AllocRequest::Commit { range: 0x10000..0x12000, protect: Protection::READWRITE });
+    }
+
+    #[test]
+    fn address_checks() {
+        let l = limits();
+        let rw = Protection::READWRITE;
+        assert_eq!(alloc_request(0xFFFF, 1, AllocationType::RESERVE, rw, &l), Err(Error::InvalidParameter));
+        assert_eq!(alloc_request(0, usize::MAX, AllocationType::RESERVE, rw, &l), Err(Error::InvalidParameter));
+        assert_eq!(
+            alloc_request(0x7FFF_FFFE_0000, 0x20000, AllocationType::RESERVE, rw, &l),
+            Err(Error::InvalidParameter)
+        );
+        assert_eq!(alloc_request(usize::MAX - 10, 100, AllocationType::COMMIT, rw, &l), Err(Error::InvalidParameter));
+    }
+
+    #[test]
+    fn nocache_belongs_to_allocation() {
+        let nc = Protection::READWRITE | Protection::NOCACHE;
+        assert_eq!(effective_protect(Protection::READONLY, nc), Protection::READONLY | Protection::NOCACHE);
+        assert_eq!(effective_protect(nc, Protection::READWRITE), Protection::READWRITE);
+    }
+}

@@ -1,0 +1,859 @@
+//! The engine: an address space that applies the rules to the bookkeeping and has a
+//! backend carry out the side effects.
+//!
+//! Every call validates completely (rules), then, under the space's lock, checks the
+//! bookkeeping and plans a list of backend steps. The reservation it acts on is marked
+//! busy and the lock is dropped while the backend runs the steps, so calls on different
+//! reservations never wait for each other's system calls. If a step fails, the steps
+//! already done are undone in reverse and the bookkeeping is not touched: a failed call
+//! changes nothing. Irrevocable work (dropping contents) only runs once every fallible
+//! step has succeeded.
+
+use std::ops::Range;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
+use crate::error::{Error, Result};
+use crate::flags::{
+    AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
+    WriteWatchFlags,
+};
+use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
+use crate::runs::{Book, PageState, Reservation, RunMap};
+
+/// A backend side effect, as planned by the engine.
+#[derive(Debug, Clone)]
+enum Step {
+    Reserve(Range<usize>, ReserveOptions),
+    Release(Range<usize>, ReserveOptions),
+    Access(Range<usize>, Access, Access),
+    Lock(Range<usize>),
+    Unlock(Range<usize>),
+}
+
+/// Totals of an address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpaceStats {
+    /// Bytes reserved (committed pages included).
+    pub reserved: usize,
+    /// Bytes committed.
+    pub committed: usize,
+    /// Number of reservations.
+    pub reservations: usize,
+    /// Number of distinct page runs in all reservations.
+    pub runs: usize,
+    /// The largest free gap that a reservation could use, in bytes.
+    pub largest_free: usize,
+    /// Number of free gaps.
+    pub free_gaps: usize,
+}
+
+/// A Win32 virtual address space over backend `B`. See the crate docs.
+///
+/// `AddressSpace` is `Send + Sync`: share it between threads with `Arc`.
+pub struct AddressSpace<B: Backend> {
+    backend: B,
+    limits: Limits,
+    book: Mutex<Book>,
+    idle: Condvar,
+}
+
+impl<B: Backend> std::fmt::Debug for AddressSpace<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.stats();
+        f.debug_struct("AddressSpace")
+            .field("reserved", &s.reserved)
+            .field("committed", &s.committed)
+            .field("reservations", &s.reservations)
+            .finish()
+    }
+}
+
+fn backend_error(e: BackendError) -> Error {
+    match e {
+        BackendError::Occupied { .. } => Error::InvalidAddress,
+        BackendError::OutOfMemory | BackendError::Injected => Error::NotEnoughMemory,
+        BackendError::LargePagesUnavailable => Error::NoSystemResources,
+        BackendError::Unsupported(_) => Error::NotSupported,
+        BackendError::LockRefused => Error::WorkingSetQuota,
+        BackendError::Fault(_) => Error::NoAccess,
+        BackendError::Os(errno) => match errno {
+            22 => Error::InvalidParameter,
+            1 | 13 => Error::AccessDenied,
+            _ => Error::NotEnoughMemory,
+        },
+    }
+}
+
+impl<B: Backend> AddressSpace<B> {
+    /// An empty address space over `backend`.
+    pub fn with_backend(backend: B) -> Self {
+        let limits = backend.limits();
+        let min = limits.min_address.max(MIN_ADDRESS);
+        let mut book = Book::new(min..limits.end_address);
+        for r in backend.initial_blocked() {
+            let r = rules::round_down(r.start, GRANULE)..rules::round_up(r.end, GRANULE).unwrap_or(usize::MAX);
+            book.free.take(&r);
+        }
+        AddressSpace { backend, limits, book: Mutex::new(book), idle: Condvar::new() }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// What `GetSystemInfo` reports for this space.
+    pub fn system_info(&self) -> SystemInfo {
+        SystemInfo {
+            page_size: PAGE,
+            allocation_granularity: GRANULE,
+            minimum_application_address: self.limits.min_address.max(MIN_ADDRESS),
+            maximum_application_address: self.limits.end_address - 1,
+            large_page_size: self.limits.large_page_size,
+        }
+    }
+
+    /// Set (or with `None` remove) the commit limit: a commit that would take the
+    /// committed total past it fails with `ERROR_COMMITMENT_LIMIT` and commits nothing.
+    pub fn set_commit_limit(&self, limit: Option<usize>) {
+        self.book.lock().commit_limit = limit;
+    }
+
+    /// The commit limit, if any.
+    pub fn commit_limit(&self) -> Option<usize> {
+        self.book.lock().commit_limit
+    }
+
+    /// Bytes committed.
+    pub fn committed_bytes(&self) -> usize {
+        self.book.lock().committed
+    }
+
+    /// Bytes reserved (committed included).
+    pub fn reserved_bytes(&self) -> usize {
+        self.book.lock().reserved
+    }
+
+    /// Totals and fragmentation figures.
+    pub fn stats(&self) -> SpaceStats {
+        let book = self.book.lock();
+        SpaceStats {
+            reserved: book.reserved,
+            committed: book.committed,
+            reservations: book.reservations.len(),
+            runs: book.reservations.values().map(|r| r.pages.len()).sum(),
+            largest_free: book.free.largest(),
+            free_gaps: book.free.count(),
+        }
+    }
+
+    // ----- VirtualAlloc ---------------------------------------------------------------
+
+    /// `VirtualAlloc`: reserve and/or commit, reset or undo a reset. Returns the base of
+    /// the reservation or of the first committed page.
+    pub fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize> {
+        match rules::alloc_request(address, size, ty, protect, &self.limits)? {
+            AllocRequest::Reserve { base, size, commit, top_down, large, write_watch, physical, protect } => {
+                let opts = ReserveOptions { large_pages: large, write_watch };
+                self.reserve(base, size, commit, top_down, opts, physical, protect)
+            }
+            AllocRequest::Commit { range, protect } => self.commit(range, protect),
+            AllocRequest::Reset { range } => self.reset(range).map(|_| address),
+            AllocRequest::ResetUndo { range } => self.reset_undo(range).map(|_| address),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reserve(
+        &self,
+        fixed: Option<usize>,
+        size: usize,
+        commit: bool,
+        top_down: bool,
+        opts: ReserveOptions,
+        physical: bool,
+        protect: Protection,
+    ) -> Result<usize> {
+        let align = if opts.large_pages { self.limits.large_page_size.max(GRANULE) } else { GRANULE };
+        let claim_size = rules::round_up(size, GRANULE).ok_or(Error::InvalidParameter)?;
+        let charge = if commit { size } else { 0 };
+        let mut collisions = 0;
+        loop {
+            let mut book = self.book.lock();
+            let base = match fixed {
+                Some(b) => {
+                    let claim = b..b + claim_size;
+                    if !book.free.contains(&claim) {
+                        if book.pending_overlaps(&claim) {
+                            self.idle.wait(&mut book);
+                            continue;
+                        }
+                        return Err(Error::InvalidAddress);
+                    }
+                    b
+                }
+                None => book.free.find(claim_size, align, top_down).ok_or(Error::NotEnoughMemory)?,
+            };
+            if let Some(limit) = book.commit_limit {
+                if book.committed + charge > limit {
+                    return Err(Error::CommitmentLimit);
+                }
+            }
+            let claim = base..base + claim_size;
+            book.free.take(&claim);
+            book.pending.insert(base, claim.end);
+            book.committed += charge;
+            book.reserved += size;
+            drop(book);
+
+            let range = base..base + size;
+            let mut steps = vec![Step::Reserve(range.clone(), opts)];
+            let access = rules::access_of(protect);
+            if commit && access != Access::None {
+                steps.push(Step::Access(range.clone(), Access::None, access));
+            }
+            let result = self.run(&steps);
+
+            let mut book = self.book.lock();
+            book.pending.remove(&base);
+            let outcome = match result {
+                Ok(()) => {
+                    let state = if commit { PageState::Committed(protect) } else { PageState::Reserved };
+                    book.reservations.insert(
+                        base,
+                        Reservation {
+                            base,
+                            end: range.end,
+                            alloc_protect: protect,
+                            opts,
+                            physical,
+                            pages: RunMap::new(range, state),
+                            locked: None,
+                            committed: charge,
+                            busy: false,
+                        },
+                    );
+                    Some(Ok(base))
+                }
+                Err(e) => {
+                    book.committed -= charge;
+                    book.reserved -= size;
+                    book.free.give(claim);
+                    match e {
+                        BackendError::Occupied { start, end } => {
+                            // Something we do not own lives there: never offer it again.
+                            let g =
+                                rules::round_down(start, GRANULE)..rules::round_up(end, GRANULE).unwrap_or(usize::MAX);
+                            book.free.take(&g);
+                            collisions += 1;
+                            if fixed.is_some() {
+                                Some(Err(Error::InvalidAddress))
+                            } else if collisions > 1000 {
+                                Some(Err(Error::NotEnoughMemory))
+                            } else {
+                                None
+                            }
+                        }
+                        e => Some(Err(backend_error(e))),
+                    }
+                }
+            };
+            drop(book);
+            self.idle.notify_all();
+            if let Some(out) = outcome {
+                return out;
+            }
+        }
+    }
+
+    /// Lock the book and wait until the reservation containing `addr` is not busy.
+    /// Returns the guard and the reservation's base, or `None` if no reservation
+    /// contains `addr`.
+    fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<usize>) {
+        let mut book = self.book.lock();
+        loop {
+            match book.containing(addr) {
+                Some(base) if book.reservations[&base].busy => self.idle.wait(&mut book),
+                found => return (book, found),
+            }
+        }
+    }
+
+    /// Mark the reservation at `base` busy, run `f` without the lock, then take the lock
+    /// back and clear the mark. Other calls on that reservation wait; all others go on.
+    fn outside<T>(
+        &self,
+        mut book: MutexGuard<'_, Book>,
+        base: usize,
+        f: impl FnOnce() -> T,
+    ) -> (MutexGuard<'_, Book>, T) {
+        book.reservations.get_mut(&base).expect("reservation").busy = true;
+        drop(book);
+        let out = f();
+        let mut book = self.book.lock();
+        if let Some(r) = book.reservations.get_mut(&base) {
+            r.busy = false;
+        }
+        (book, out)
+    }
+
+    /// Run planned `steps` on the reservation at `base` outside the lock; on success run
+    /// the irrevocable `after` and then `apply` the bookkeeping change under the lock, on
+    /// failure (steps already undone) run `undo_charge`.
+    fn finish<T>(
+        &self,
+        book: MutexGuard<'_, Book>,
+        base: usize,
+        steps: Vec<Step>,
+        after: impl FnOnce(&B),
+        apply: impl FnOnce(&mut Book) -> T,
+        undo_charge: impl FnOnce(&mut Book),
+    ) -> Result<T> {
+        let (mut book, result) = self.outside(book, base, || {
+            let r = self.run(&steps);
+            if r.is_ok() {
+                after(&self.backend);
+            }
+            r
+        });
+        let out = match result {
+            Ok(()) => Ok(apply(&mut book)),
+            Err(e) => {
+                undo_charge(&mut book);
+                Err(backend_error(e))
+            }
+        };
+        drop(book);
+        self.idle.notify_all();
+        out
+    }
+
+    fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
+        let (mut book, base) = self.settle(range.start);
+        let base = base.ok_or(Error::InvalidAddress)?;
+        let res = &book.reservations[&base];
+        if range.end > res.end {
+            return Err(Error::InvalidAddress);
+        }
+        if res.physical {
+            return Err(Error::InvalidParameter);
+        }
+        let eff = rules::effective_protect(protect, res.alloc_protect);
+        let to = rules::access_of(eff);
+        let mut steps = Vec::new();
+        let mut newly = 0;
+        for (r, st) in res.pages.runs(range.clone()) {
+            let from = match st {
+                PageState::Reserved => {
+                    newly += r.len();
+                    Access::None
+                }
+                PageState::Committed(p) => rules::access_of(p),
+            };
+            if from != to {
+                steps.push(Step::Access(r, from, to));
+            }
+        }
+        if let Some(limit) = book.commit_limit {
+            if book.committed + newly > limit {
+                return Err(Error::CommitmentLimit);
+            }
+        }
+        book.committed += newly;
+        let start = range.start;
+        self.finish(
+            book,
+            base,
+            steps,
+            |_| {},
+            |book| {
+                let res = book.reservations.get_mut(&base).expect("reservation");
+                res.pages.set(range, PageState::Committed(eff));
+                res.committed += newly;
+                start
+            },
+            |book| book.committed -= newly,
+        )
+    }
+
+    fn reset(&self, range: Range<usize>) -> Result<()> {
+        let (book, base) = self.settle(range.start);
+        let base = base.ok_or(Error::InvalidAddress)?;
+        let res = &book.reservations[&base];
+        if range.end > res.end {
+            return Err(Error::InvalidAddress);
+        }
+        let committed: Vec<Range<usize>> =
+            res.pages.runs(range).filter(|(_, st)| matches!(st, PageState::Committed(_))).map(|(r, _)| r).collect();
+        drop(book);
+        // A reset is not undoable, so it runs as one atomic backend operation per call
+        // on the smallest range holding every committed page.
+        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
+            self.backend.reset(first.start..last.end).map_err(backend_error)?;
+        }
+        Ok(())
+    }
+
+    fn reset_undo(&self, range: Range<usize>) -> Result<()> {
+        let (book, base) = self.settle(range.start);
+        let base = base.ok_or(Error::InvalidAddress)?;
+        if range.end > book.reservations[&base].end {
+            return Err(Error::InvalidAddress);
+        }
+        drop(book);
+        match self.backend.reset_undo(range) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::DataDiscarded),
+            Err(e) => Err(backend_error(e)),
+        }
+    }
+
+    // ----- VirtualFree ----------------------------------------------------------------
+
+    /// `VirtualFree`: decommit pages or release a whole reservation.
+    pub fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()> {
+        match rules::free_request(address, size, ty)? {
+            FreeRequest::Release { base } => self.release(base),
+            FreeRequest::DecommitAll { base } => {
+                let (book, found) = self.settle(base);
+                match found {
+                    Some(b) if b == base => {
+                        let end = book.reservations[&b].end;
+                        self.decommit(book, b, base..end)
+                    }
+                    _ => Err(Error::InvalidAddress),
+                }
+            }
+            FreeRequest::Decommit { range } => {
+                let (book, found) = self.settle(range.start);
+                let b = found.ok_or(Error::InvalidAddress)?;
+                if range.end > book.reservations[&b].end {
+                    return Err(Error::InvalidParameter);
+                }
+                self.decommit(book, b, range)
+            }
+        }
+    }
+
+    fn release(&self, base: usize) -> Result<()> {
+        let (book, found) = self.settle(base);
+        if found != Some(base) {
+            return Err(Error::InvalidAddress);
+        }
+        let res = &book.reservations[&base];
+        let whole = res.base..res.end;
+        let opts = res.opts;
+        let mut steps: Vec<Step> = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
+        for (r, st) in res.pages.runs(whole.clone()) {
+            if let PageState::Committed(p) = st {
+                let from = rules::access_of(p);
+                if from != Access::None {
+                    steps.push(Step::Access(r, from, Access::None));
+                }
+            }
+        }
+        steps.push(Step::Release(whole, opts));
+        self.finish(
+            book,
+            base,
+            steps,
+            |_| {},
+            |book| {
+                let res = book.reservations.remove(&base).expect("reservation");
+                book.committed -= res.committed;
+                book.reserved -= res.end - res.base;
+                book.free.give(res.claim());
+            },
+            |_| {},
+        )
+    }
+
+    fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
+        let res = &book.reservations[&base];
+        let mut steps: Vec<Step> = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
+        let mut committed = Vec::new();
+        let mut freed = 0;
+        for (r, st) in res.pages.runs(range.clone()) {
+            if let PageState::Committed(p) = st {
+                let from = rules::access_of(p);
+                if from != Access::None {
+                    steps.push(Step::Access(r.clone(), from, Access::None));
+                }
+                freed += r.len();
+                committed.push(r);
+            }
+        }
+        self.finish(
+            book,
+            base,
+            steps,
+            |backend| {
+                for r in committed {
+                    backend.discard(r);
+                }
+            },
+            |book| {
+                book.committed -= freed;
+                let res = book.reservations.get_mut(&base).expect("reservation");
+                res.committed -= freed;
+                res.pages.set(range.clone(), PageState::Reserved);
+                if let Some(l) = res.locked.as_mut() {
+                    l.set(range, false);
+                }
+            },
+            |_| {},
+        )
+    }
+
+    // ----- VirtualQuery ---------------------------------------------------------------
+
+    /// `VirtualQuery`: what lives at `address`. Never blocks on other calls' system calls.
+    pub fn query(&self, address: usize) -> Result<MemoryBasicInformation> {
+        if address >= self.limits.end_address {
+            return Err(Error::InvalidParameter);
+        }
+        let page = rules::round_down(address, PAGE);
+        let book = self.book.lock();
+        if let Some(base) = book.containing(page) {
+            let res = &book.reservations[&base];
+            let (run, st) = res.pages.get(page);
+            let (state, protect) = match st {
+                PageState::Reserved => (MemState::Reserve, Protection::empty()),
+                PageState::Committed(p) => (MemState::Commit, p),
+            };
+            return Ok(MemoryBasicInformation {
+                base_address: page,
+                allocation_base: res.base,
+                allocation_protect: res.alloc_protect,
+                region_size: run.end - page,
+                state,
+                protect,
+                mem_type: Some(MemType::Private),
+            });
+        }
+        let limit = book.next_after(page).unwrap_or(self.limits.end_address);
+        drop(book);
+        let free = |end: usize| MemoryBasicInformation {
+            base_address: page,
+            allocation_base: 0,
+            allocation_protect: Protection::empty(),
+            region_size: end - page,
+            state: MemState::Free,
+            protect: Protection::NOACCESS,
+            mem_type: None,
+        };
+        match self.backend.foreign(page, limit) {
+            None => Ok(free(limit)),
+            Some(f) if f.start > page => Ok(free(f.start.min(limit))),
+            Some(f) => {
+                let (state, protect) = if f.access == Access::None {
+                    (MemState::Reserve, Protection::empty())
+                } else {
+                    (MemState::Commit, rules::protection_of(f.access))
+                };
+                Ok(MemoryBasicInformation {
+                    base_address: page,
+                    allocation_base: f.start,
+                    allocation_protect: rules::protection_of(f.access),
+                    region_size: f.end.min(limit) - page,
+                    state,
+                    protect,
+                    mem_type: Some(match f.kind {
+                        crate::backend::ForeignKind::Private => MemType::Private,
+                        crate::backend::ForeignKind::Mapped => MemType::Mapped,
+                        crate::backend::ForeignKind::Image => MemType::Image,
+                    }),
+                })
+            }
+        }
+    }
+
+    /// Every region from address 0 to the top of the space, as a `VirtualQuery` walk.
+    pub fn regions(&self) -> Vec<MemoryBasicInformation> {
+        let mut out = Vec::new();
+        let mut addr = 0;
+        while addr < self.limits.end_address {
+            match self.query(addr) {
+                Ok(m) if m.region_size > 0 => {
+                    addr = m.base_address + m.region_size;
+                    out.push(m);
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    // ----- VirtualProtect -------------------------------------------------------------
+
+    /// `VirtualProtect`: returns the old protection of the first page.
+    pub fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection> {
+        self.protect_detailed(address, size, protect).map_err(|(e, _)| e)
+    }
+
+    /// `VirtualProtect`, also returning on failure what Windows stores in `*old_protect`
+    /// (`PAGE_NOACCESS` when the range holds reserved pages).
+    pub fn protect_detailed(
+        &self,
+        address: usize,
+        size: usize,
+        protect: Protection,
+    ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
+        let (range, protect) = rules::protect_request(address, size, protect).map_err(|e| (e, None))?;
+        let (book, base) = self.settle(range.start);
+        let base = base.ok_or((Error::InvalidAddress, None))?;
+        let res = &book.reservations[&base];
+        if range.end > res.end {
+            return Err((Error::InvalidAddress, None));
+        }
+        let eff = rules::effective_protect(protect, res.alloc_protect);
+        let to = rules::access_of(eff);
+        let mut old = None;
+        let mut steps = Vec::new();
+        for (r, st) in res.pages.runs(range.clone()) {
+            match st {
+                PageState::Reserved => return Err((Error::InvalidAddress, Some(Protection::NOACCESS))),
+                PageState::Committed(p) => {
+                    old.get_or_insert(p);
+                    let from = rules::access_of(p);
+                    if from != to {
+                        steps.push(Step::Access(r, from, to));
+                    }
+                }
+            }
+        }
+        let old = old.unwrap_or(Protection::NOACCESS);
+        self.finish(
+            book,
+            base,
+            steps,
+            |_| {},
+            |book| {
+                let res = book.reservations.get_mut(&base).expect("reservation");
+                res.pages.set(range, PageState::Committed(eff));
+                old
+            },
+            |_| {},
+        )
+        .map_err(|e| (e, None))
+    }
+
+    // ----- VirtualLock / VirtualUnlock ------------------------------------------------
+
+    /// `VirtualLock`: every page touched must be committed and accessible.
+    pub fn lock(&self, address: usize, size: usize) -> Result<()> {
+        self.set_locked(address, size, true)
+    }
+
+    /// `VirtualUnlock`: every page touched must be locked (`ERROR_NOT_LOCKED` otherwise).
+    pub fn unlock(&self, address: usize, size: usize) -> Result<()> {
+        self.set_locked(address, size, false)
+    }
+
+    fn set_locked(&self, address: usize, size: usize, lock: bool) -> Result<()> {
+        let range = rules::page_span(address, size.max(1))?;
+        let (book, base) = self.settle(range.start);
+        let base = base.ok_or(Error::InvalidAddress)?;
+        let res = &book.reservations[&base];
+        if range.end > res.end {
+            return Err(Error::InvalidAddress);
+        }
+        for (_, st) in res.pages.runs(range.clone()) {
+            match st {
+                PageState::Committed(p) if p.base() != Protection::NOACCESS => {}
+                _ => return Err(Error::NoAccess),
+            }
+        }
+        let mut steps = Vec::new();
+        match &res.locked {
+            Some(m) => {
+                for (r, l) in m.runs(range.clone()) {
+                    if lock && !l {
+                        steps.push(Step::Lock(r));
+                    } else if !lock && l {
+                        steps.push(Step::Unlock(r));
+                    } else if !lock {
+                        return Err(Error::NotLocked);
+                    }
+                }
+            }
+            None if lock => steps.push(Step::Lock(range.clone())),
+            None => return Err(Error::NotLocked),
+        }
+        self.finish(
+            book,
+            base,
+            steps,
+            |_| {},
+            |book| {
+                let res = book.reservations.get_mut(&base).expect("reservation");
+                let (b, e) = (res.base, res.end);
+                res.locked.get_or_insert_with(|| RunMap::new(b..e, false)).set(range, lock);
+            },
+            |_| {},
+        )
+    }
+
+    // ----- Write watch ----------------------------------------------------------------
+
+    fn watched_range(&self, base: usize, size: usize) -> Result<(MutexGuard<'_, Book>, usize, Range<usize>)> {
+        if size == 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let range = rules::page_span(base, size)?;
+        let (book, found) = self.settle(range.start);
+        let b = found.ok_or(Error::InvalidParameter)?;
+        let res = &book.reservations[&b];
+        if !res.opts.write_watch || range.end > res.end {
+            return Err(Error::InvalidParameter);
+        }
+        Ok((book, b, range))
+    }
+
+    /// `GetWriteWatch`: the base of each page of `[base, base + size)` written since the
+    /// last reset, ascending, at most `max_count` (which must not be 0).
+    pub fn get_write_watch(
+        &self,
+        flags: WriteWatchFlags,
+        base: usize,
+        size: usize,
+        max_count: usize,
+    ) -> Result<Vec<usize>> {
+        let reset = rules::write_watch_flags(flags)?;
+        if max_count == 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let (book, b, range) = self.watched_range(base, size)?;
+        let (book, found) = self.outside(book, b, || self.backend.dirty_pages(range, max_count, reset));
+        drop(book);
+        self.idle.notify_all();
+        found.map_err(backend_error)
+    }
+
+    /// `ResetWriteWatch`: make every page of the range clean.
+    pub fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
+        let (book, _, range) = self.watched_range(base, size)?;
+        drop(book);
+        self.backend.clear_dirty(range).map_err(backend_error)
+    }
+
+    // ----- Checked accesses -----------------------------------------------------------
+
+    /// Check that `len` bytes at `address` may be accessed as `kind`, in address order.
+    /// An armed guard page is disarmed and reported. Returns `Ok(None)` when allowed,
+    /// `Ok(Some(base))` when a busy reservation must be waited for.
+    fn check_access(&self, book: &mut Book, address: usize, len: usize, kind: AccessKind) -> Result<Option<usize>> {
+        let end = address.saturating_add(len);
+        let mut a = address;
+        while a < end {
+            let Some(base) = book.containing(a) else {
+                let limit = book.next_after(a).unwrap_or(self.limits.end_address).min(end);
+                match self.backend.foreign(rules::round_down(a, PAGE), limit) {
+                    Some(f) if f.start <= a && rules::access_allows(f.access, kind) => {
+                        a = f.end.min(end);
+                        continue;
+                    }
+                    _ => return Err(Error::AccessViolation { address: a, access: kind }),
+                }
+            };
+            let res = book.reservations.get_mut(&base).expect("reservation");
+            if res.busy {
+                return Ok(Some(base));
+            }
+            let page = rules::round_down(a, PAGE);
+            let (run, st) = res.pages.get(page);
+            match st {
+                PageState::Reserved => return Err(Error::AccessViolation { address: a, access: kind }),
+                PageState::Committed(p) if p.contains(Protection::GUARD) => {
+                    let disarmed = p - Protection::GUARD;
+                    let to = rules::access_of(disarmed);
+                    if to == Access::None || self.backend.set_access(page..page + PAGE, Access::None, to).is_ok() {
+                        res.pages.set(page..page + PAGE, PageState::Committed(disarmed));
+                    }
+                    return Err(Error::GuardPage { address: a, access: kind });
+                }
+                PageState::Committed(p) if !p.allows(kind) => {
+                    return Err(Error::AccessViolation { address: a, access: kind })
+                }
+                PageState::Committed(_) => a = run.end.min(end),
+            }
+        }
+        Ok(None)
+    }
+
+    fn access(
+        &self,
+        address: usize,
+        len: usize,
+        kind: AccessKind,
+        op: impl FnOnce(&B) -> std::result::Result<(), BackendError>,
+    ) -> Result<()> {
+        let mut book = self.book.lock();
+        loop {
+            match self.check_access(&mut book, address, len, kind)? {
+                Some(_) => self.idle.wait(&mut book),
+                None => break,
+            }
+        }
+        op(&self.backend).map_err(|e| match e {
+            BackendError::Fault(a) => Error::AccessViolation { address: a, access: kind },
+            other => backend_error(other),
+        })
+    }
+
+    /// Read `buf.len()` bytes at `address`, checked like a CPU load: a free, reserved,
+    /// no-access or execute-only page is an access violation; an armed guard page raises
+    /// the guard-page error once. Nothing is read unless every byte may be.
+    pub fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        self.access(address, buf.len(), AccessKind::Read, |b| b.read(address, buf))
+    }
+
+    /// Write `data` at `address`, checked like a CPU store (read-only pages fault too).
+    /// Nothing is written unless every byte may be. Marks write-watched pages dirty.
+    pub fn write(&self, address: usize, data: &[u8]) -> Result<()> {
+        self.access(address, data.len(), AccessKind::Write, |b| b.write(address, data))
+    }
+
+    /// Fetch `buf.len()` bytes of instructions at `address`, checked for execute access.
+    pub fn execute(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        self.access(address, buf.len(), AccessKind::Execute, |b| b.read(address, buf))
+    }
+
+    // ----- Steps ----------------------------------------------------------------------
+
+    fn apply(&self, step: &Step) -> std::result::Result<(), BackendError> {
+        match step {
+            Step::Reserve(r, o) => self.backend.reserve(r.clone(), *o),
+            Step::Release(r, o) => self.backend.release(r.clone(), *o),
+            Step::Access(r, from, to) => self.backend.set_access(r.clone(), *from, *to),
+            Step::Lock(r) => self.backend.lock(r.clone()),
+            Step::Unlock(r) => self.backend.unlock(r.clone()),
+        }
+    }
+
+    fn undo(&self, step: &Step) {
+        let undone = match step {
+            Step::Reserve(r, o) => self.backend.release(r.clone(), *o),
+            Step::Release(..) => unreachable!("a release is always the last step"),
+            Step::Access(r, from, to) => self.backend.set_access(r.clone(), *to, *from),
+            Step::Lock(r) => self.backend.unlock(r.clone()),
+            Step::Unlock(r) => self.backend.lock(r.clone()),
+        };
+        debug_assert!(undone.is_ok(), "undo of {step:?} failed: {undone:?}");
+    }
+
+    /// Run `steps` in order; on failure undo the completed ones in reverse.
+    fn run(&self, steps: &[Step]) -> std::result::Result<(), BackendError> {
+        for (i, step) in steps.iter().enumerate() {
+            if let Err(e) = self.apply(step) {
+                for done in steps[..i].iter().rev() {
+                    self.undo(done);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Thin Win32-shaped functions for people porting code: raw `DWORD` flags, `0`/`NULL`
+//! results and a per-thread last error, exactly as the Win32 API reports them.
+//!
+//! ```
+//! use virtmem::{win32, SimSpace};
+//! let space = SimSpace::simulated();
+//! let p = win32::VirtualAlloc(&space, 0, 0x10000, win32::MEM_RESERVE, win32::PAGE_NOACCESS);
+//! assert_ne!(p, 0);
+//! assert_eq!(win32::VirtualAlloc(&space, p, 0, win32::MEM_COMMIT, win32::PAGE_READWRITE), 0);
+//! assert_eq!(win32::GetLastError(), 87);
+//! ```
+#![allow(non_snake_case, non_camel_case_types)]
+
+use std::cell::Cell;
+
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::flags::{AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags};
+use crate::space::AddressSpace;
+
+/// `MEM_COMMIT`.
+pub const MEM_COMMIT: u32 = 0x1000;
+/// `MEM_RESERVE`.
+pub const MEM_RESERVE: u32 = 0x2000;
+/// `MEM_DECOMMIT`.
+pub const MEM_DECOMMIT: u32 = 0x4000;
+/// `MEM_RELEASE`.
+pub const MEM_RELEASE: u32 = 0x8000;
+/// `MEM_FREE`.
+pub const MEM_FREE: u32 = 0x1_0000;
+/// `MEM_PRIVATE`.
+pub const MEM_PRIVATE: u32 = 0x2_0000;
+/// `MEM_MAPPED`.
+pub const MEM_MAPPED: u32 = 0x4_0000;
+/// `MEM_RESET`.
+pub const MEM_RESET: u32 = 0x8_0000;
+/// `MEM_TOP_DOWN`.
+pub const MEM_TOP_DOWN: u32 = 0x10_0000;
+/// `MEM_WRITE_WATCH`.
+pub const MEM_WRITE_WATCH: u32 = 0x20_0000;
+/// `MEM_PHYSICAL`.
+pub const MEM_PHYSICAL: u32 = 0x40_0000;
+/// `MEM_RESET_UNDO`.
+pub const MEM_RESET_UNDO: u32 = 0x100_0000;
+/// `MEM_IMAGE`.
+pub const MEM_IMAGE: u32 = 0x100_0000;
+/// `MEM_LARGE_PAGES`.
+pub const MEM_LARGE_PAGES: u32 = 0x2000_0000;
+/// `PAGE_NOACCESS`.
+pub const PAGE_NOACCESS: u32 = 0x01;
+/// `PAGE_READONLY`.
+pub const PAGE_READONLY: u32 = 0x02;
+/// `PAGE_READWRITE`.
+pub const PAGE_READWRITE: u32 = 0x04;
+/// `PAGE_WRITECOPY`.
+pub const PAGE_WRITECOPY: u32 = 0x08;
+/// `PAGE_EXECUTE`.
+pub const PAGE_EXECUTE: u32 = 0x10;
+/// `PAGE_EXECUTE_READ`.
+pub const PAGE_EXECUTE_READ: u32 = 0x20;
+/// `PAGE_EXECUTE_READWRITE`.
+pub const PAGE_EXECUTE_READWRITE: u32 = 0x40;
+/// `PAGE_EXECUTE_WRITECOPY`.
+pub const PAGE_EXECUTE_WRITECOPY: u32 = 0x80;
+/// `PAGE_GUARD`.
+pub const PAGE_GUARD: u32 = 0x100;
+/// `PAGE_NOCACHE`.
+pub const PAGE_NOCACHE: u32 = 0x200;
+/// `PAGE_WRITECOMBINE`.
+pub const PAGE_WRITECOMBINE: u32 = 0x400;
+/// `WRITE_WATCH_FLAG_RESET`.
+pub const WRITE_WATCH_FLAG_RESET: u32 = 1;
+
+/// `MEMORY_BASIC_INFORMATION` in the Win64 layout (48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MEMORY_BASIC_INFORMATION {
+    /// `BaseAddress`.
+    pub BaseAddress: usize,
+    /// `AllocationBase`.
+    pub AllocationBase: usize,
+    /// `AllocationProtect`.
+    pub AllocationProtect: u32,
+    /// `PartitionId` (always 0).
+    pub PartitionId: u16,
+    /// Padding.
+    pub _pad0: u16,
+    /// `RegionSize`.
+    pub RegionSize: usize,
+    /// `State`.
+    pub State: u32,
+    /// `Protect`.
+    pub Protect: u32,
+    /// `Type`.
+    pub Type: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
+impl From<MemoryBasicInformation> for MEMORY_BASIC_INFORMATION {
+    fn from(m: MemoryBasicInformation) -> Self {
+        MEMORY_BASIC_INFORMATION {
+            BaseAddress: m.base_address,
+            AllocationBase: m.allocation_base,
+            AllocationProtect: m.allocation_protect.bits(),
+            PartitionId: 0,
+            _pad0: 0,
+            RegionSize: m.region_size,
+            State: m.state as u32,
+            Protect: m.protect.bits(),
+            Type: m.type_bits(),
+            _pad1: 0,
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The calling thread's last error.
+pub fn GetLastError() -> u32 {
+    LAST_ERROR.with(|c| c.get())
+}
+
+/// Set the calling thread's last error.
+pub fn SetLastError(code: u32) {
+    LAST_ERROR.with(|c| c.set(code))
+}
+
+/// Record `e` as the last error and return `fail`.
+pub fn fail<T>(e: Error, fail: T) -> T {
+    SetLastError(e.code());
+    fail
+}
+
+/// `VirtualAlloc`: the base, or 0 with the last error set.
+pub fn VirtualAlloc<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize, ty: u32, protect: u32) -> usize {
+    match space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect)) {
+        Ok(p) => p,
+        Err(e) => fail(e, 0),
+    }
+}
+
+/// `VirtualFree`: 1 on success, 0 with the last error set.
+pub fn VirtualFree<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize, ty: u32) -> i32 {
+    match space.free(address, size, FreeType::from_bits_retain(ty)) {
+        Ok(()) => 1,
+        Err(e) => fail(e, 0),
+    }
+}
+
+/// `VirtualQuery`: bytes written (48) or 0 with the last error set. `buffer` `None` with a
+/// sufficient `length` is `ERROR_NOACCESS`.
+pub fn VirtualQuery<B: Backend>(
+    space: &AddressSpace<B>,
+    address: usize,
+    buffer: Option<&mut MEMORY_BASIC_INFORMATION>,
+    length: usize,
+) -> usize {
+    if length < std::mem::size_of::<MEMORY_BASIC_INFORMATION>() {
+        return fail(Error::BadLength, 0);
+    }
+    match space.query(address) {
+        Ok(m) => match buffer {
+            Some(b) => {
+                *b = m.into();
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>()
+            }
+            None => fail(Error::NoAccess, 0),
+        },
+        Err(e) => fail(e, 0),
+    }
+}
+
+/// `VirtualProtect`: 1 on success with `*old_protect` set, 0 with the last error set.
+pub fn VirtualProtect<B: Backend>(
+    space: &AddressSpace<B>,
+    address: usize,
+    size: usize,
+    new_protect: u32,
+    old_protect: Option<&mut u32>,
+) -> i32 {
+    let Some(old) = old_protect else {
+        return fail(Error::NoAccess, 0);
+    };
+    match space.protect_detailed(address, size, Protection::from_bits_retain(new_protect)) {
+        Ok(p) => {
+            *old = p.bits();
+            1
+        }
+        Err((e, reported)) => {
+            if let Some(r) = reported {
+                *old = r.bits();
+            }
+            fail(e, 0)
+        }
+    }
+}
+
+/// `GetWriteWatch`: 0 on success, `u32::MAX` with the last error set. `addresses` holds
+/// room for `*count` entries (its length caps the count).
+pub fn GetWriteWatch<B: Backend>(
+    space: &AddressSpace<B>,
+    flags: u32,
+    base: usize,
+    size: usize,
+    addresses: Option<&mut [usize]>,
+    count: Option<&mut usize>,
+    granularity: Option<&mut u32>,
+) -> u32 {
+    if crate::rules::write_watch_flags(WriteWatchFlags::from_bits_retain(flags)).is_err() {
+        return fail(Error::InvalidParameter, u32::MAX);
+    }
+    let (Some(count), Some(granularity)) = (count, granularity) else {
+        return fail(Error::NoAccess, u32::MAX);
+    };
+    if *count == 0 {
+        return fail(Error::InvalidParameter, u32::MAX);
+    }
+    let Some(addresses) = addresses else {
+        return fail(Error::NoAccess, u32::MAX);
+    };
+    let max = (*count).min(addresses.len());
+    if max == 0 {
+        return fail(Error::NoAccess, u32::MAX);
+    }
+    match space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base, size, max) {
+        Ok(pages) => {
+            addresses[..pages.len()].copy_from_slice(&pages);
+            *count = pages.len();
+            *granularity = crate::rules::PAGE as u32;
+            0
+        }
+        Err(e) => fail(e, u32::MAX),
+    }
+}
+
+/// `ResetWriteWatch`: 0 on success, nonzero with the last error set.
+pub fn ResetWriteWatch<B: Backend>(space: &AddressSpace<B>, base: usize, size: usize) -> u32 {
+    match space.reset_write_watch(base, size) {
+        Ok(()) => 0,
+        Err(e) => fail(e, u32::MAX),
+    }
+}
+
+/// `VirtualLock`: 1 on success, 0 with the last error set.
+pub fn VirtualLock<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize) -> i32 {
+    match space.lock(address, size) {
+        Ok(()) => 1,
+        Err(e) => fail(e, 0),
+    }
+}
+
+/// `VirtualUnlock`: 1 on success, 0 with the last error set.
+pub fn VirtualUnlock<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize) -> i32 {
+    match space.unlock(address, size) {
+        Ok(()) => 1,
+        Err(e) => fail(e, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mbi_is_48_bytes_in_win64_layout() {
+        assert_eq!(std::mem::size_of::<MEMORY_BASIC_INFORMATION>(), 48);
+        assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, RegionSize), 24);
+        assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, State), 32);
+        assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, Type), 40);
+    }
+}
