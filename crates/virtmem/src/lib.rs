@@ -44,7 +44,7 @@ pub use flags::{
     AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
     WriteWatchFlags,
 };
-pub use space::{AddressSpace, SpaceStats};
+pub use space::{AddressSpace, SpaceStats, VirtualSpace};
 
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;

@@ -857,3 +857,124 @@ impl<B: Backend> AddressSpace<B> {
         Ok(())
     }
 }
+
+/// The operations of an address space, object safe, so that code can hold spaces over
+/// different backends side by side (`Arc<dyn VirtualSpace>`). Implemented by every
+/// [`AddressSpace`]; each method is the inherent method of the same name.
+pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
+    /// See [`AddressSpace::alloc`].
+    fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize>;
+    /// See [`AddressSpace::free`].
+    fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()>;
+    /// See [`AddressSpace::query`].
+    fn query(&self, address: usize) -> Result<MemoryBasicInformation>;
+    /// See [`AddressSpace::protect`].
+    fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection>;
+    /// See [`AddressSpace::protect_detailed`].
+    fn protect_detailed(
+        &self,
+        address: usize,
+        size: usize,
+        protect: Protection,
+    ) -> std::result::Result<Protection, (Error, Option<Protection>)>;
+    /// See [`AddressSpace::lock`].
+    fn lock(&self, address: usize, size: usize) -> Result<()>;
+    /// See [`AddressSpace::unlock`].
+    fn unlock(&self, address: usize, size: usize) -> Result<()>;
+    /// See [`AddressSpace::get_write_watch`].
+    fn get_write_watch(&self, flags: WriteWatchFlags, base: usize, size: usize, max_count: usize)
+        -> Result<Vec<usize>>;
+    /// See [`AddressSpace::reset_write_watch`].
+    fn reset_write_watch(&self, base: usize, size: usize) -> Result<()>;
+    /// See [`AddressSpace::read`].
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
+    /// See [`AddressSpace::write`].
+    fn write(&self, address: usize, data: &[u8]) -> Result<()>;
+    /// See [`AddressSpace::execute`].
+    fn execute(&self, address: usize, buf: &mut [u8]) -> Result<()>;
+    /// See [`AddressSpace::system_info`].
+    fn system_info(&self) -> SystemInfo;
+    /// See [`AddressSpace::stats`].
+    fn stats(&self) -> SpaceStats;
+    /// See [`AddressSpace::regions`].
+    fn regions(&self) -> Vec<MemoryBasicInformation>;
+    /// See [`AddressSpace::set_commit_limit`].
+    fn set_commit_limit(&self, limit: Option<usize>);
+    /// See [`AddressSpace::commit_limit`].
+    fn commit_limit(&self) -> Option<usize>;
+    /// See [`AddressSpace::committed_bytes`].
+    fn committed_bytes(&self) -> usize;
+    /// See [`AddressSpace::reserved_bytes`].
+    fn reserved_bytes(&self) -> usize;
+}
+
+impl<B: Backend> VirtualSpace for AddressSpace<B> {
+    fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize> {
+        AddressSpace::alloc(self, address, size, ty, protect)
+    }
+    fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()> {
+        AddressSpace::free(self, address, size, ty)
+    }
+    fn query(&self, address: usize) -> Result<MemoryBasicInformation> {
+        AddressSpace::query(self, address)
+    }
+    fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection> {
+        AddressSpace::protect(self, address, size, protect)
+    }
+    fn protect_detailed(
+        &self,
+        address: usize,
+        size: usize,
+        protect: Protection,
+    ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
+        AddressSpace::protect_detailed(self, address, size, protect)
+    }
+    fn lock(&self, address: usize, size: usize) -> Result<()> {
+        AddressSpace::lock(self, address, size)
+    }
+    fn unlock(&self, address: usize, size: usize) -> Result<()> {
+        AddressSpace::unlock(self, address, size)
+    }
+    fn get_write_watch(
+        &self,
+        flags: WriteWatchFlags,
+        base: usize,
+        size: usize,
+        max_count: usize,
+    ) -> Result<Vec<usize>> {
+        AddressSpace::get_write_watch(self, flags, base, size, max_count)
+    }
+    fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
+        AddressSpace::reset_write_watch(self, base, size)
+    }
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        AddressSpace::read(self, address, buf)
+    }
+    fn write(&self, address: usize, data: &[u8]) -> Result<()> {
+        AddressSpace::write(self, address, data)
+    }
+    fn execute(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        AddressSpace::execute(self, address, buf)
+    }
+    fn system_info(&self) -> SystemInfo {
+        AddressSpace::system_info(self)
+    }
+    fn stats(&self) -> SpaceStats {
+        AddressSpace::stats(self)
+    }
+    fn regions(&self) -> Vec<MemoryBasicInformation> {
+        AddressSpace::regions(self)
+    }
+    fn set_commit_limit(&self, limit: Option<usize>) {
+        AddressSpace::set_commit_limit(self, limit)
+    }
+    fn commit_limit(&self) -> Option<usize> {
+        AddressSpace::commit_limit(self)
+    }
+    fn committed_bytes(&self) -> usize {
+        AddressSpace::committed_bytes(self)
+    }
+    fn reserved_bytes(&self) -> usize {
+        AddressSpace::reserved_bytes(self)
+    }
+}

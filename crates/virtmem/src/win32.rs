@@ -13,10 +13,9 @@
 
 use std::cell::Cell;
 
-use crate::backend::Backend;
 use crate::error::Error;
 use crate::flags::{AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags};
-use crate::space::AddressSpace;
+use crate::space::VirtualSpace;
 
 /// `MEM_COMMIT`.
 pub const MEM_COMMIT: u32 = 0x1000;
@@ -135,7 +134,7 @@ pub fn fail<T>(e: Error, fail: T) -> T {
 }
 
 /// `VirtualAlloc`: the base, or 0 with the last error set.
-pub fn VirtualAlloc<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize, ty: u32, protect: u32) -> usize {
+pub fn VirtualAlloc<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize, ty: u32, protect: u32) -> usize {
     match space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect)) {
         Ok(p) => p,
         Err(e) => fail(e, 0),
@@ -143,7 +142,7 @@ pub fn VirtualAlloc<B: Backend>(space: &AddressSpace<B>, address: usize, size: u
 }
 
 /// `VirtualFree`: 1 on success, 0 with the last error set.
-pub fn VirtualFree<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize, ty: u32) -> i32 {
+pub fn VirtualFree<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize, ty: u32) -> i32 {
     match space.free(address, size, FreeType::from_bits_retain(ty)) {
         Ok(()) => 1,
         Err(e) => fail(e, 0),
@@ -152,8 +151,8 @@ pub fn VirtualFree<B: Backend>(space: &AddressSpace<B>, address: usize, size: us
 
 /// `VirtualQuery`: bytes written (48) or 0 with the last error set. `buffer` `None` with a
 /// sufficient `length` is `ERROR_NOACCESS`.
-pub fn VirtualQuery<B: Backend>(
-    space: &AddressSpace<B>,
+pub fn VirtualQuery<S: VirtualSpace + ?Sized>(
+    space: &S,
     address: usize,
     buffer: Option<&mut MEMORY_BASIC_INFORMATION>,
     length: usize,
@@ -174,8 +173,8 @@ pub fn VirtualQuery<B: Backend>(
 }
 
 /// `VirtualProtect`: 1 on success with `*old_protect` set, 0 with the last error set.
-pub fn VirtualProtect<B: Backend>(
-    space: &AddressSpace<B>,
+pub fn VirtualProtect<S: VirtualSpace + ?Sized>(
+    space: &S,
     address: usize,
     size: usize,
     new_protect: u32,
@@ -200,8 +199,8 @@ pub fn VirtualProtect<B: Backend>(
 
 /// `GetWriteWatch`: 0 on success, `u32::MAX` with the last error set. `addresses` holds
 /// room for `*count` entries (its length caps the count).
-pub fn GetWriteWatch<B: Backend>(
-    space: &AddressSpace<B>,
+pub fn GetWriteWatch<S: VirtualSpace + ?Sized>(
+    space: &S,
     flags: u32,
     base: usize,
     size: usize,
@@ -237,7 +236,7 @@ pub fn GetWriteWatch<B: Backend>(
 }
 
 /// `ResetWriteWatch`: 0 on success, nonzero with the last error set.
-pub fn ResetWriteWatch<B: Backend>(space: &AddressSpace<B>, base: usize, size: usize) -> u32 {
+pub fn ResetWriteWatch<S: VirtualSpace + ?Sized>(space: &S, base: usize, size: usize) -> u32 {
     match space.reset_write_watch(base, size) {
         Ok(()) => 0,
         Err(e) => fail(e, u32::MAX),
@@ -245,7 +244,7 @@ pub fn ResetWriteWatch<B: Backend>(space: &AddressSpace<B>, base: usize, size: u
 }
 
 /// `VirtualLock`: 1 on success, 0 with the last error set.
-pub fn VirtualLock<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize) -> i32 {
+pub fn VirtualLock<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize) -> i32 {
     match space.lock(address, size) {
         Ok(()) => 1,
         Err(e) => fail(e, 0),
@@ -253,7 +252,7 @@ pub fn VirtualLock<B: Backend>(space: &AddressSpace<B>, address: usize, size: us
 }
 
 /// `VirtualUnlock`: 1 on success, 0 with the last error set.
-pub fn VirtualUnlock<B: Backend>(space: &AddressSpace<B>, address: usize, size: usize) -> i32 {
+pub fn VirtualUnlock<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize) -> i32 {
     match space.unlock(address, size) {
         Ok(()) => 1,
         Err(e) => fail(e, 0),
