@@ -36,6 +36,7 @@ pub mod flags;
 pub mod rules;
 mod runs;
 mod space;
+pub mod trace;
 pub mod win32;
 
 pub use backend::sim::{ResetPolicy, SimBackend, SimConfig};
