@@ -197,7 +197,9 @@ impl<B: Backend> AddressSpace<B> {
                 None => book.free.find(claim_size, align, top_down).ok_or(Error::NotEnoughMemory)?,
             };
             if let Some(limit) = book.commit_limit {
-                if book.committed + charge > limit {
+                // Only new commit charge can exceed the limit (it may have been lowered
+                // below the committed total: reserving alone must still work).
+                if charge > 0 && book.committed + charge > limit {
                     return Err(Error::CommitmentLimit);
                 }
             }
@@ -357,7 +359,8 @@ impl<B: Backend> AddressSpace<B> {
             }
         }
         if let Some(limit) = book.commit_limit {
-            if book.committed + newly > limit {
+            // Recommitting committed pages charges nothing, so it never hits the limit.
+            if newly > 0 && book.committed + newly > limit {
                 return Err(Error::CommitmentLimit);
             }
         }

@@ -1,0 +1,19 @@
+//! Regression tests for engine bugs found by the spec and differential tests. Each test
+//! names the rule it guards; the spec tests cover the same ground on every backend.
+
+use virtmem::{AllocationType as T, Error, Protection as Pr, SimSpace};
+
+const P: usize = 4096;
+
+/// A lowered commit limit below the committed total must not block calls that add no
+/// commit charge: reserving, and recommitting committed pages.
+#[test]
+fn commit_limit_only_limits_new_charge() {
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, 8 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    s.set_commit_limit(Some(4 * P));
+    assert_eq!(s.alloc(a, 8 * P, T::COMMIT, Pr::READONLY), Ok(a));
+    assert!(s.alloc(0, P, T::RESERVE, Pr::READWRITE).is_ok());
+    assert_eq!(s.alloc(0, P, T::RESERVE | T::COMMIT, Pr::READWRITE), Err(Error::CommitmentLimit));
+    assert_eq!(s.committed_bytes(), 8 * P);
+}
