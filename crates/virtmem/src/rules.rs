@@ -219,9 +219,13 @@ pub(crate) fn free_request(address: usize, size: usize, ty: FreeType) -> Result<
 }
 
 /// Validate the arguments of `VirtualProtect` (the out-pointer is checked by the caller).
+/// A zero size is 87, as Windows' `NtProtectVirtualMemory` has it.
 pub(crate) fn protect_request(address: usize, size: usize, protect: Protection) -> Result<(Range<usize>, Protection)> {
     let protect = check_protect(protect)?;
-    let range = page_span(address, size.max(1))?;
+    if size == 0 {
+        return Err(Error::InvalidParameter);
+    }
+    let range = page_span(address, size)?;
     Ok((range, protect))
 }
 

@@ -17,3 +17,13 @@ fn commit_limit_only_limits_new_charge() {
     assert_eq!(s.alloc(0, P, T::RESERVE | T::COMMIT, Pr::READWRITE), Err(Error::CommitmentLimit));
     assert_eq!(s.committed_bytes(), 8 * P);
 }
+
+/// VirtualProtect with size 0 changed the page at the address (as if the size were 1)
+/// instead of failing with 87 like Windows.
+#[test]
+fn protect_size_zero_is_invalid_parameter() {
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    assert_eq!(s.protect(a, 0, Pr::READONLY), Err(Error::InvalidParameter));
+    assert_eq!(s.query(a).unwrap().protect, Pr::READWRITE);
+}
