@@ -645,28 +645,40 @@ impl<B: Backend> AddressSpace<B> {
 
     // ----- VirtualLock / VirtualUnlock ------------------------------------------------
 
-    /// `VirtualLock`: every page touched must be committed and accessible.
+    /// `VirtualLock`: every page touched must be committed and accessible
+    /// (`ERROR_NOACCESS` otherwise, free memory included); a zero size is
+    /// `ERROR_INVALID_PARAMETER`. The range must lie in one reservation.
     pub fn lock(&self, address: usize, size: usize) -> Result<()> {
         self.set_locked(address, size, true)
     }
 
-    /// `VirtualUnlock`: every page touched must be locked (`ERROR_NOT_LOCKED` otherwise).
+    /// `VirtualUnlock`: every page touched must be locked (`ERROR_NOT_LOCKED` otherwise,
+    /// whatever the page's state); a zero size is `ERROR_INVALID_PARAMETER`.
     pub fn unlock(&self, address: usize, size: usize) -> Result<()> {
         self.set_locked(address, size, false)
     }
 
     fn set_locked(&self, address: usize, size: usize, lock: bool) -> Result<()> {
-        let range = rules::page_span(address, size.max(1))?;
+        // As Windows' NtLockVirtualMemory / NtUnlockVirtualMemory: a page that cannot be
+        // locked (not committed and accessible, or not ours) is an access fault for a lock;
+        // for an unlock, any page that is not locked is ERROR_NOT_LOCKED.
+        if size == 0 {
+            return Err(Error::InvalidParameter);
+        }
+        let range = rules::page_span(address, size)?;
+        let refused = if lock { Error::NoAccess } else { Error::NotLocked };
         let (book, base) = self.settle(range.start);
-        let base = base.ok_or(Error::InvalidAddress)?;
+        let base = base.ok_or(refused)?;
         let res = &book.reservations[&base];
         if range.end > res.end {
-            return Err(Error::InvalidAddress);
+            return Err(refused);
         }
-        for (_, st) in res.pages.runs(range.clone()) {
-            match st {
-                PageState::Committed(p) if p.base() != Protection::NOACCESS => {}
-                _ => return Err(Error::NoAccess),
+        if lock {
+            for (_, st) in res.pages.runs(range.clone()) {
+                match st {
+                    PageState::Committed(p) if p.base() != Protection::NOACCESS => {}
+                    _ => return Err(Error::NoAccess),
+                }
             }
         }
         let mut steps = Vec::new();

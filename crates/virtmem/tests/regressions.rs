@@ -27,3 +27,22 @@ fn protect_size_zero_is_invalid_parameter() {
     assert_eq!(s.protect(a, 0, Pr::READONLY), Err(Error::InvalidParameter));
     assert_eq!(s.query(a).unwrap().protect, Pr::READWRITE);
 }
+
+/// VirtualLock / VirtualUnlock error codes follow Windows' kernel: a zero size is 87 (it
+/// used to act on one page), locking free memory is 998 (was 487), and unlocking anything
+/// that is not locked is 158 (reserved pages gave 998, free memory 487).
+#[test]
+fn lock_unlock_error_codes() {
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, 4 * P, T::RESERVE, Pr::READWRITE).unwrap();
+    s.alloc(a, P, T::COMMIT, Pr::READWRITE).unwrap();
+    assert_eq!(s.lock(a, 0), Err(Error::InvalidParameter));
+    assert_eq!(s.unlock(a, 0), Err(Error::InvalidParameter));
+    assert_eq!(s.lock(a + 0x10_0000, P), Err(Error::NoAccess));
+    assert_eq!(s.lock(a, 8 * P), Err(Error::NoAccess));
+    assert_eq!(s.unlock(a + P, P), Err(Error::NotLocked));
+    assert_eq!(s.unlock(a + 0x10_0000, P), Err(Error::NotLocked));
+    assert_eq!(s.unlock(a, P), Err(Error::NotLocked));
+    assert_eq!(s.lock(a, P), Ok(()));
+    assert_eq!(s.unlock(a, P), Ok(()));
+}
