@@ -1,0 +1,279 @@
+//! Shared fixture of the spec tests: a space over one backend plus a window of address
+//! space that is free when the test starts, and helpers to look at a range.
+//!
+//! Every test written with [`backend_tests!`] runs once per backend. On the simulated
+//! backend the window is a constant address; on Linux it is carved out of a large range
+//! that was reserved and released once per test binary, so tests never assume that an
+//! address picked out of thin air is free.
+#![allow(dead_code)]
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use virtmem::{
+    AllocationType, Error, FreeType, MemState, MemoryBasicInformation, Protection, SimConfig, SimSpace, VirtualSpace,
+};
+
+/// Page size.
+pub const P: usize = 4096;
+/// Allocation granularity.
+pub const G: usize = 65536;
+/// Size of the window each test may place fixed reservations in.
+pub const WINDOW: usize = 64 << 20;
+
+/// Which backend a fixture runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The simulated backend.
+    Sim,
+    /// The Linux backend (real memory).
+    Linux,
+}
+
+/// A space and a free window inside it.
+pub struct Fx {
+    /// The space under test.
+    pub space: Arc<dyn VirtualSpace>,
+    /// Base of the window (64 KiB aligned); `[w, w + WINDOW)` is free at the start.
+    pub w: usize,
+    /// The backend.
+    pub kind: Kind,
+}
+
+/// Base of the window on simulated spaces.
+pub const SIM_WINDOW: usize = 0x1_0000_0000;
+
+impl Fx {
+    /// A fresh simulated space.
+    pub fn sim() -> Fx {
+        Fx::sim_with(SimConfig::default())
+    }
+
+    /// A fresh simulated space with `config`.
+    pub fn sim_with(config: SimConfig) -> Fx {
+        Fx { space: Arc::new(SimSpace::simulated_with(config)), w: SIM_WINDOW, kind: Kind::Sim }
+    }
+
+    /// `VirtualAlloc` with typed flags from raw values.
+    pub fn alloc(&self, address: usize, size: usize, ty: u32, protect: u32) -> Result<usize, Error> {
+        self.space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect))
+    }
+
+    /// `VirtualFree` with a raw free type.
+    pub fn free(&self, address: usize, size: usize, ty: u32) -> Result<(), Error> {
+        self.space.free(address, size, FreeType::from_bits_retain(ty))
+    }
+
+    /// `VirtualProtect` with a raw protection; returns the raw old protection.
+    pub fn protect(&self, address: usize, size: usize, protect: u32) -> Result<u32, Error> {
+        self.space.protect(address, size, Protection::from_bits_retain(protect)).map(|p| p.bits())
+    }
+
+    /// Reserve `size` bytes at window offset `off` (must succeed).
+    pub fn reserve(&self, off: usize, size: usize, protect: u32) -> usize {
+        let a = self.w + off;
+        let got = self.alloc(a, size, MEM_RESERVE, protect).unwrap_or_else(|e| panic!("reserve {a:#x}+{size:#x}: {e}"));
+        assert_eq!(got, a & !(G - 1));
+        got
+    }
+
+    /// Reserve and commit `size` bytes at window offset `off` (must succeed).
+    pub fn reserve_commit(&self, off: usize, size: usize, protect: u32) -> usize {
+        let a = self.w + off;
+        let got = self
+            .alloc(a, size, MEM_RESERVE | MEM_COMMIT, protect)
+            .unwrap_or_else(|e| panic!("reserve+commit {a:#x}+{size:#x}: {e}"));
+        assert_eq!(got, a & !(G - 1));
+        got
+    }
+
+    /// Commit `[address, address + size)` (must succeed).
+    pub fn commit(&self, address: usize, size: usize, protect: u32) -> usize {
+        self.alloc(address, size, MEM_COMMIT, protect).unwrap_or_else(|e| panic!("commit {address:#x}+{size:#x}: {e}"))
+    }
+
+    /// `VirtualQuery` (must succeed).
+    pub fn q(&self, address: usize) -> MemoryBasicInformation {
+        self.space.query(address).unwrap_or_else(|e| panic!("query {address:#x}: {e}"))
+    }
+
+    /// The `VirtualQuery` walk of `range`: each region as reported, the last one clipped to the range.
+    pub fn walk(&self, range: Range<usize>) -> Vec<MemoryBasicInformation> {
+        walk(&*self.space, range)
+    }
+
+    /// The walk of the whole window.
+    pub fn walk_window(&self) -> Vec<MemoryBasicInformation> {
+        self.walk(self.w..self.w + WINDOW)
+    }
+
+    /// Everything observable about the window (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot(&*self.space, self.w..self.w + WINDOW)
+    }
+
+    /// Read `len` bytes (must succeed).
+    pub fn read_vec(&self, address: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.space.read(address, &mut v).unwrap_or_else(|e| panic!("read {address:#x}+{len:#x}: {e}"));
+        v
+    }
+
+    /// Write `data` (must succeed).
+    pub fn write(&self, address: usize, data: &[u8]) {
+        self.space.write(address, data).unwrap_or_else(|e| panic!("write {address:#x}+{:#x}: {e}", data.len()))
+    }
+}
+
+/// The Win32 error code of a result (0 for success).
+pub fn code<T>(r: &Result<T, Error>) -> u32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.code(),
+    }
+}
+
+/// The `VirtualQuery` walk of `range` on any space; the last region is clipped to the range.
+pub fn walk(space: &dyn VirtualSpace, range: Range<usize>) -> Vec<MemoryBasicInformation> {
+    let mut out = Vec::new();
+    let mut a = range.start;
+    while a < range.end {
+        let mut m = space.query(a).unwrap_or_else(|e| panic!("query {a:#x} during a walk: {e}"));
+        assert_eq!(m.base_address, a & !(P - 1), "BaseAddress of query {a:#x}");
+        assert!(m.region_size > 0 && m.region_size % P == 0, "RegionSize {:#x} at {a:#x}", m.region_size);
+        let end = m.base_address + m.region_size;
+        if end > range.end {
+            m.region_size = range.end - m.base_address;
+        }
+        a = m.base_address + m.region_size;
+        out.push(m);
+    }
+    out
+}
+
+/// What a failed call must leave untouched: the query walk of a range, the space's
+/// totals and the bytes of every page that can be read without side effects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The walk.
+    pub regions: Vec<MemoryBasicInformation>,
+    /// Committed bytes of the space.
+    pub committed: usize,
+    /// Reserved bytes of the space.
+    pub reserved: usize,
+    /// `(page, hash of its bytes)` of every committed page that can be read or executed
+    /// without tripping a guard.
+    pub contents: Vec<(usize, u64)>,
+}
+
+/// A cheap content hash (FNV-1a).
+pub fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+/// See [`Snapshot`].
+pub fn snapshot(space: &dyn VirtualSpace, range: Range<usize>) -> Snapshot {
+    let regions = walk(space, range);
+    let mut contents = Vec::new();
+    let mut buf = vec![0u8; P];
+    for m in &regions {
+        if m.state != MemState::Commit || m.protect.contains(Protection::GUARD) {
+            continue;
+        }
+        for page in (m.base_address..m.base_address + m.region_size).step_by(P) {
+            let r = if m.protect.can_read() {
+                space.read(page, &mut buf)
+            } else if m.protect.can_execute() {
+                space.execute(page, &mut buf)
+            } else {
+                continue;
+            };
+            r.unwrap_or_else(|e| panic!("snapshot read of {page:#x} ({:?}): {e}", m.protect));
+            contents.push((page, hash(&buf)));
+        }
+    }
+    Snapshot { regions, committed: space.committed_bytes(), reserved: space.reserved_bytes(), contents }
+}
+
+/// Assert that the totals of `space` equal the sums of a walk of `range` (which must
+/// hold every reservation of the space).
+pub fn assert_totals_match_walk(space: &dyn VirtualSpace, range: Range<usize>) {
+    let regions = walk(space, range);
+    let committed: usize = regions.iter().filter(|m| m.state == MemState::Commit).map(|m| m.region_size).sum();
+    let reserved: usize = regions.iter().filter(|m| m.state != MemState::Free).map(|m| m.region_size).sum();
+    assert_eq!(space.committed_bytes(), committed, "committed total vs walk");
+    assert_eq!(space.reserved_bytes(), reserved, "reserved total vs walk");
+}
+
+pub const MEM_COMMIT: u32 = 0x1000;
+pub const MEM_RESERVE: u32 = 0x2000;
+pub const MEM_DECOMMIT: u32 = 0x4000;
+pub const MEM_RELEASE: u32 = 0x8000;
+pub const MEM_FREE: u32 = 0x1_0000;
+pub const MEM_PRIVATE: u32 = 0x2_0000;
+pub const MEM_RESET: u32 = 0x8_0000;
+pub const MEM_TOP_DOWN: u32 = 0x10_0000;
+pub const MEM_WRITE_WATCH: u32 = 0x20_0000;
+pub const MEM_PHYSICAL: u32 = 0x40_0000;
+pub const MEM_RESET_UNDO: u32 = 0x100_0000;
+pub const MEM_LARGE_PAGES: u32 = 0x2000_0000;
+pub const AT_ROUND_TO_PAGE: u32 = 0x4000_0000;
+pub const PAGE_NOACCESS: u32 = 0x01;
+pub const PAGE_READONLY: u32 = 0x02;
+pub const PAGE_READWRITE: u32 = 0x04;
+pub const PAGE_WRITECOPY: u32 = 0x08;
+pub const PAGE_EXECUTE: u32 = 0x10;
+pub const PAGE_EXECUTE_READ: u32 = 0x20;
+pub const PAGE_EXECUTE_READWRITE: u32 = 0x40;
+pub const PAGE_EXECUTE_WRITECOPY: u32 = 0x80;
+pub const PAGE_GUARD: u32 = 0x100;
+pub const PAGE_NOCACHE: u32 = 0x200;
+pub const PAGE_WRITECOMBINE: u32 = 0x400;
+
+/// The six base protections valid for private memory.
+pub const BASES: [u32; 6] =
+    [PAGE_NOACCESS, PAGE_READONLY, PAGE_READWRITE, PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE];
+
+/// Every protection value `VirtualAlloc` / `VirtualProtect` accept.
+pub fn valid_protections() -> Vec<u32> {
+    let mut v = BASES.to_vec();
+    for b in &BASES[1..] {
+        for m in [PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE] {
+            v.push(b | m);
+        }
+    }
+    v
+}
+
+/// Protection values both calls reject with 87, one per kind of mistake.
+pub const BAD_PROTECTIONS: [u32; 17] = [
+    0,                                                 // nothing
+    PAGE_READONLY | PAGE_READWRITE,                    // two base bits
+    PAGE_NOACCESS | PAGE_EXECUTE,                      // two base bits
+    PAGE_WRITECOPY,                                    // copy-on-write on private memory
+    PAGE_EXECUTE_WRITECOPY,                            // copy-on-write on private memory
+    PAGE_WRITECOPY | PAGE_GUARD,                       // copy-on-write with a modifier
+    PAGE_NOACCESS | PAGE_GUARD,                        // NOACCESS with a modifier
+    PAGE_NOACCESS | PAGE_NOCACHE,                      // NOACCESS with a modifier
+    PAGE_NOACCESS | PAGE_WRITECOMBINE,                 // NOACCESS with a modifier
+    PAGE_GUARD,                                        // a modifier alone
+    PAGE_NOCACHE,                                      // a modifier alone
+    PAGE_READWRITE | PAGE_GUARD | PAGE_NOCACHE,        // two modifiers
+    PAGE_READWRITE | PAGE_NOCACHE | PAGE_WRITECOMBINE, // two modifiers
+    PAGE_READWRITE | 0x800,                            // unknown bit
+    PAGE_READWRITE | 0x8000_0000,                      // unknown bit
+    0xFF,                                              // every base bit
+    0x03,                                              // NOACCESS | READONLY
+];
+
+/// Generate one `#[test]` per backend for each function `fn name(fx: &Fx) { .. }`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($(#[$meta:meta])* fn $name:ident($fx:ident : &Fx) $body:block)*) => {
+        $( $(#[$meta])* fn $name($fx: &$crate::common::Fx) $body )*
+
+        mod sim {
+            $( #[test] fn $name() { super::$name(&$crate::common::Fx::sim()) } )*
+        }
+    };
+}

@@ -1,0 +1,145 @@
+//! Spec § VirtualProtect: argument checks, committed-only ranges, the old protection,
+//! NOCACHE belonging to the allocation.
+
+use crate::backend_tests;
+use crate::common::*;
+use virtmem::{win32, MemState, Protection};
+
+/// `VirtualProtect` through the Win32 shape: (result, last error, *old_protect) with
+/// `*old_protect` preset to a marker.
+fn vp(fx: &Fx, address: usize, size: usize, new: u32) -> (i32, u32, u32) {
+    let mut old = 0xDEAD_BEEF;
+    win32::SetLastError(0);
+    let r = win32::VirtualProtect(&*fx.space, address, size, new, Some(&mut old));
+    (r, if r == 0 { win32::GetLastError() } else { 0 }, old)
+}
+
+backend_tests! {
+    /// `old_protect` NULL → 998 and nothing changes.
+    fn null_old_protect_is_998(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let before = fx.snapshot();
+        win32::SetLastError(0);
+        assert_eq!(win32::VirtualProtect(&*fx.space, a, P, PAGE_READONLY, None), 0);
+        assert_eq!(win32::GetLastError(), 998);
+        // Even with a bad protection or on free memory, 998 comes first.
+        assert_eq!(win32::VirtualProtect(&*fx.space, a, P, PAGE_WRITECOPY, None), 0);
+        assert_eq!(win32::GetLastError(), 998);
+        assert_eq!(win32::VirtualProtect(&*fx.space, fx.w + 5 * G, P, PAGE_READONLY, None), 0);
+        assert_eq!(win32::GetLastError(), 998);
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// `new_protect` is validated as for VirtualAlloc: every bad value → 87, nothing
+    /// changes, `*old_protect` untouched. WRITECOPY and EXECUTE_WRITECOPY are among them.
+    fn bad_new_protection_is_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let before = fx.snapshot();
+        for p in BAD_PROTECTIONS {
+            assert_eq!(vp(fx, a, 2 * P, p), (0, 87, 0xDEAD_BEEF), "protect {p:#x}");
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// A reserved page anywhere in the range → 487 with `*old_protect` = PAGE_NOACCESS;
+    /// nothing changes, not even the committed pages before it.
+    fn reserved_pages_in_the_range_are_487_with_old_noaccess(fx: &Fx) {
+        let a = fx.reserve(0, 8 * P, PAGE_READWRITE);
+        fx.commit(a, 3 * P, PAGE_READWRITE);
+        fx.commit(a + 4 * P, 2 * P, PAGE_EXECUTE_READ);
+        let before = fx.snapshot();
+        for (addr, size) in [(a, 4 * P), (a + 2 * P, 3 * P), (a + 3 * P, 1), (a + 4 * P, 4 * P), (a, 8 * P), (a + 6 * P, 2 * P)] {
+            assert_eq!(vp(fx, addr, size, PAGE_READONLY), (0, 487, PAGE_NOACCESS), "{addr:#x}+{size:#x}");
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// Free memory, past the reservation's end, or across two reservations → 487.
+    fn ranges_outside_one_reservation_are_487(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let b = fx.reserve_commit(G, G, PAGE_READWRITE);
+        let _c = fx.reserve_commit(2 * G, G, PAGE_READWRITE);
+        let before = fx.snapshot();
+        for (addr, size, what) in [
+            (fx.w + 5 * G, P, "free granule"),
+            (a + 4 * P, P, "blocked tail"),
+            (a + 3 * P, 2 * P, "past the end"),
+            (a, 4 * P + 1, "one byte past the end"),
+            (b + G - P, 2 * P, "across two reservations"),
+            (b, 2 * G, "two whole reservations"),
+        ] {
+            let (r, e, _) = vp(fx, addr, size, PAGE_READONLY);
+            assert_eq!((r, e), (0, 487), "{what}");
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// Success: `*old_protect` is the protection of the first page only (GUARD bit
+    /// included) and every touched page takes the new protection.
+    fn old_protection_is_the_first_pages(fx: &Fx) {
+        let a = fx.reserve_commit(0, 6 * P, PAGE_READWRITE);
+        fx.protect(a + P, P, PAGE_READONLY).unwrap();
+        fx.protect(a + 2 * P, P, PAGE_EXECUTE).unwrap();
+        fx.protect(a + 3 * P, P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        assert_eq!(vp(fx, a + 2, 4 * P, PAGE_EXECUTE_READ), (1, 0, PAGE_READWRITE));
+        let m = fx.q(a);
+        assert_eq!((m.protect.bits(), m.region_size), (PAGE_EXECUTE_READ, 5 * P), "2 bytes into page 0 + 4 pages = 5 pages");
+        assert_eq!(fx.q(a + 5 * P).protect.bits(), PAGE_READWRITE);
+        // Starting on a guard page reports the GUARD bit.
+        fx.protect(a + 3 * P, P, PAGE_READONLY | PAGE_GUARD).unwrap();
+        assert_eq!(vp(fx, a + 3 * P, 2 * P, PAGE_NOACCESS), (1, 0, PAGE_READONLY | PAGE_GUARD));
+        // A 2-byte range straddling two pages changes both.
+        assert_eq!(vp(fx, a + P - 1, 2, PAGE_READONLY), (1, 0, PAGE_EXECUTE_READ));
+        let got: Vec<_> = fx.walk(a..a + 6 * P).iter().map(|m| (m.protect.bits(), m.region_size)).collect();
+        assert_eq!(
+            got,
+            vec![(PAGE_READONLY, 2 * P), (PAGE_EXECUTE_READ, P), (PAGE_NOACCESS, 2 * P), (PAGE_READWRITE, P)]
+        );
+        // The typed call reports the same.
+        assert_eq!(fx.protect(a, 6 * P, PAGE_READWRITE), Ok(PAGE_READONLY));
+        assert_eq!(fx.q(a).region_size, 6 * P);
+        assert_eq!(fx.q(a).state, MemState::Commit);
+    }
+
+    /// PAGE_NOCACHE belongs to the allocation: a reservation made with it keeps it on
+    /// every VirtualProtect; one made without it silently drops a requested NOCACHE.
+    fn nocache_belongs_to_the_allocation(fx: &Fx) {
+        let nc = fx.reserve_commit(0, 2 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        assert_eq!(fx.q(nc).protect.bits(), PAGE_READWRITE | PAGE_NOCACHE);
+        assert_eq!(vp(fx, nc, P, PAGE_READONLY), (1, 0, PAGE_READWRITE | PAGE_NOCACHE));
+        assert_eq!(fx.q(nc).protect.bits(), PAGE_READONLY | PAGE_NOCACHE, "a request without NOCACHE keeps it");
+        assert_eq!(vp(fx, nc, P, PAGE_EXECUTE_READ | PAGE_NOCACHE), (1, 0, PAGE_READONLY | PAGE_NOCACHE));
+        assert_eq!(fx.q(nc).protect.bits(), PAGE_EXECUTE_READ | PAGE_NOCACHE);
+        assert_eq!(fx.q(nc + P).protect.bits(), PAGE_READWRITE | PAGE_NOCACHE);
+        // Pages committed later inside it get NOCACHE too.
+        let nr = fx.reserve(G, 2 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(nr, P, PAGE_READONLY);
+        assert_eq!(fx.q(nr).protect.bits(), PAGE_READONLY | PAGE_NOCACHE);
+
+        let plain = fx.reserve_commit(2 * G, 2 * P, PAGE_READWRITE);
+        assert_eq!(vp(fx, plain, P, PAGE_READONLY | PAGE_NOCACHE), (1, 0, PAGE_READWRITE));
+        assert_eq!(fx.q(plain).protect, Protection::READONLY, "NOCACHE dropped");
+        assert_eq!(vp(fx, plain, P, PAGE_READWRITE), (1, 0, PAGE_READONLY));
+        assert_eq!(fx.q(plain).allocation_protect, Protection::READWRITE);
+        assert_eq!(fx.q(nc).allocation_protect.bits(), PAGE_READWRITE | PAGE_NOCACHE);
+    }
+
+    /// VirtualProtect with size 0 → 87 and nothing changes (the spec is silent; Windows'
+    /// NtProtectVirtualMemory rejects a zero region size, as it does for VirtualLock).
+    fn zero_size_is_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let before = fx.snapshot();
+        assert_eq!(vp(fx, a, 0, PAGE_READONLY), (0, 87, 0xDEAD_BEEF));
+        assert_eq!(vp(fx, a + 5, 0, PAGE_READONLY), (0, 87, 0xDEAD_BEEF));
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// A size that wraps the address space is 87.
+    fn wrapping_size_is_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let before = fx.snapshot();
+        assert_eq!(vp(fx, a, usize::MAX, PAGE_READONLY).1, 87);
+        assert_eq!(vp(fx, a + P, usize::MAX - a - P + 1, PAGE_READONLY).1, 87);
+        assert_eq!(fx.snapshot(), before);
+    }
+}

@@ -1,0 +1,140 @@
+//! Spec § VirtualQuery: errors, fields, region coalescing, free regions.
+
+use crate::backend_tests;
+use crate::common::*;
+use virtmem::win32::{self, MEMORY_BASIC_INFORMATION};
+use virtmem::{MemState, MemType, Protection};
+
+backend_tests! {
+    /// Returns 48, or 0 with 24 for a short buffer and 87 above the highest user
+    /// address; address 0 is valid.
+    fn query_result_and_errors(fx: &Fx) {
+        let s = &*fx.space;
+        let top = s.system_info().maximum_application_address;
+        let mut mbi = MEMORY_BASIC_INFORMATION::default();
+        for len in [0, 1, 47] {
+            win32::SetLastError(0);
+            assert_eq!(win32::VirtualQuery(s, fx.w, Some(&mut mbi), len), 0, "length {len}");
+            assert_eq!(win32::GetLastError(), 24);
+        }
+        assert_eq!(win32::VirtualQuery(s, fx.w, Some(&mut mbi), 48), 48);
+        assert_eq!(win32::VirtualQuery(s, fx.w, Some(&mut mbi), 100), 48);
+        assert_eq!(mbi.BaseAddress, fx.w);
+        for addr in [top + 1, top + P, usize::MAX, 1 << 63] {
+            win32::SetLastError(0);
+            assert_eq!(win32::VirtualQuery(s, addr, Some(&mut mbi), 48), 0, "{addr:#x}");
+            assert_eq!(win32::GetLastError(), 87);
+        }
+        assert_eq!(win32::VirtualQuery(s, top, Some(&mut mbi), 48), 48);
+        assert_eq!(mbi.BaseAddress, top & !(P - 1));
+        // Address 0: free memory, with the free-memory field values.
+        let mut mbi = MEMORY_BASIC_INFORMATION::default();
+        assert_eq!(win32::VirtualQuery(s, 0, Some(&mut mbi), 48), 48);
+        assert_eq!((mbi.BaseAddress, mbi.AllocationBase, mbi.AllocationProtect), (0, 0, 0));
+        assert_eq!((mbi.State, mbi.Protect, mbi.Type), (MEM_FREE, PAGE_NOACCESS, 0));
+        assert!(mbi.RegionSize >= 0x10000);
+    }
+
+    /// The fields of free, reserved and committed pages.
+    fn fields_of_each_state(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_EXECUTE_READ);
+        fx.commit(a + 2 * P, P, PAGE_READWRITE | PAGE_GUARD);
+        // Reserved: Protect 0, state MEM_RESERVE, AllocationProtect as given.
+        let m = fx.q(a + 5);
+        assert_eq!(m.base_address, a);
+        assert_eq!((m.allocation_base, m.allocation_protect), (a, Protection::EXECUTE_READ));
+        assert_eq!((m.state, m.protect, m.region_size), (MemState::Reserve, Protection::empty(), 2 * P));
+        assert_eq!(m.mem_type, Some(MemType::Private));
+        // Committed: the page protection, GUARD included while armed.
+        let m = fx.q(a + 2 * P + P - 1);
+        assert_eq!(m.base_address, a + 2 * P);
+        assert_eq!((m.state, m.protect.bits(), m.region_size), (MemState::Commit, PAGE_READWRITE | PAGE_GUARD, P));
+        assert_eq!((m.allocation_base, m.allocation_protect), (a, Protection::EXECUTE_READ));
+        // The same through the raw structure.
+        let mut raw = MEMORY_BASIC_INFORMATION::default();
+        assert_eq!(win32::VirtualQuery(&*fx.space, a + 2 * P + 1, Some(&mut raw), 48), 48);
+        assert_eq!(
+            (raw.BaseAddress, raw.AllocationBase, raw.AllocationProtect, raw.RegionSize),
+            (a + 2 * P, a, PAGE_EXECUTE_READ, P)
+        );
+        assert_eq!((raw.State, raw.Protect, raw.Type), (MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD, MEM_PRIVATE));
+        // Free (the blocked tail of the granule is free too): NULL base, 0, NOACCESS, type 0.
+        let m = fx.q(a + 4 * P + 123);
+        assert_eq!(m.base_address, a + 4 * P);
+        assert_eq!((m.allocation_base, m.allocation_protect), (0, Protection::empty()));
+        assert_eq!((m.state, m.protect, m.mem_type, m.type_bits()), (MemState::Free, Protection::NOACCESS, None, 0));
+    }
+
+    /// RegionSize never runs past the reservation's end, even into an identical neighbour.
+    fn regions_stop_at_reservation_boundaries(fx: &Fx) {
+        let a = fx.reserve_commit(0, G, PAGE_READWRITE);
+        let b = fx.reserve_commit(G, G, PAGE_READWRITE);
+        let c = fx.reserve(2 * G, G, PAGE_READWRITE);
+        let d = fx.reserve(3 * G, 2 * G, PAGE_READWRITE);
+        let walk = fx.walk(a..d + 2 * G);
+        let got: Vec<_> = walk.iter().map(|m| (m.base_address, m.region_size, m.allocation_base, m.state)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (a, G, a, MemState::Commit),
+                (b, G, b, MemState::Commit),
+                (c, G, c, MemState::Reserve),
+                (d, 2 * G, d, MemState::Reserve),
+            ]
+        );
+        assert_eq!(fx.q(a + 5 * P).region_size, G - 5 * P, "from the middle to the end of its reservation");
+    }
+
+    /// Adjacent pages with equal attributes are one region however they got there;
+    /// decommitted and never-committed pages look the same and merge.
+    fn equal_neighbours_are_one_region(fx: &Fx) {
+        let a = fx.reserve(0, 16 * P, PAGE_READWRITE);
+        // Commit page by page, in an odd order.
+        for i in [3, 0, 2, 1, 7, 5, 4, 6] {
+            fx.commit(a + i * P, P, PAGE_READWRITE);
+        }
+        let m = fx.q(a);
+        assert_eq!((m.state, m.region_size), (MemState::Commit, 8 * P));
+        // Change protections piecemeal and back.
+        fx.protect(a + 2 * P, 3 * P, PAGE_READONLY).unwrap();
+        fx.protect(a + 3 * P, P, PAGE_EXECUTE).unwrap();
+        assert_eq!(fx.walk(a..a + 8 * P).len(), 5);
+        fx.protect(a + 2 * P, P, PAGE_READWRITE).unwrap();
+        fx.protect(a + 3 * P, 2 * P, PAGE_READWRITE).unwrap();
+        assert_eq!(fx.q(a).region_size, 8 * P);
+        // Decommit inside, next to never-committed pages.
+        fx.free(a + 6 * P, 2 * P, MEM_DECOMMIT).unwrap();
+        let m = fx.q(a + 6 * P);
+        assert_eq!((m.state, m.protect, m.region_size), (MemState::Reserve, Protection::empty(), 10 * P));
+        fx.free(a, 6 * P, MEM_DECOMMIT).unwrap();
+        assert_eq!(fx.walk(a..a + 16 * P).len(), 1, "all reserved again: one region");
+        assert_eq!(fx.q(a + 9 * P).region_size, 7 * P);
+        // Guard pages disarmed by an access merge with their unguarded neighbours.
+        fx.commit(a, 4 * P, PAGE_READWRITE);
+        fx.protect(a + P, P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        assert_eq!(fx.walk(a..a + 4 * P).len(), 3);
+        assert!(fx.space.read(a + P, &mut [0]).is_err());
+        assert_eq!(fx.q(a).region_size, 4 * P);
+    }
+
+    /// A free region runs to the next reservation (or the end of the address space).
+    fn free_regions_run_to_the_next_reservation(fx: &Fx) {
+        let a = fx.reserve(3 * G, P, PAGE_READWRITE);
+        let m = fx.q(fx.w + 5);
+        assert_eq!((m.base_address, m.state, m.region_size), (fx.w, MemState::Free, 3 * G));
+        let m = fx.q(fx.w + G + 7 * P);
+        assert_eq!(m.region_size, 2 * G - 7 * P);
+        // The tail of a's granule runs to b.
+        let b = fx.reserve(6 * G, 2 * P, PAGE_READWRITE);
+        let m = fx.q(a + P);
+        assert_eq!((m.base_address, m.state, m.region_size), (a + P, MemState::Free, b - a - P));
+        if fx.kind == Kind::Sim {
+            // After the last reservation, free memory runs to the top.
+            let top = fx.space.system_info().maximum_application_address + 1;
+            let m = fx.q(b + 2 * P);
+            assert_eq!(m.region_size, top - b - 2 * P);
+            let m = fx.q(0);
+            assert_eq!(m.region_size, fx.w + 3 * G, "address 0 runs to the first reservation");
+        }
+    }
+}

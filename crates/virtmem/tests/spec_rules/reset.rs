@@ -1,0 +1,112 @@
+//! Spec § VirtualAlloc MEM_RESET / MEM_RESET_UNDO.
+
+use crate::backend_tests;
+use crate::common::*;
+use virtmem::{MemState, ResetPolicy, SimConfig};
+
+backend_tests! {
+    /// MEM_RESET keeps state and protection; committed contents become unchanged or zero
+    /// (per page); reserved-only pages are fine.
+    fn reset_keeps_state_and_protection(fx: &Fx) {
+        let a = fx.reserve(0, 8 * P, PAGE_READWRITE);
+        fx.commit(a, 2 * P, PAGE_READWRITE);
+        fx.commit(a + 4 * P, 2 * P, PAGE_EXECUTE_READWRITE);
+        fx.write(a, &[0x11; 2 * P]);
+        fx.write(a + 4 * P, &[0x22; 2 * P]);
+        let walk = fx.walk(a..a + 8 * P);
+        // Whole range (mixed states), with a protection value the call then ignores.
+        assert!(fx.alloc(a, 8 * P, MEM_RESET, PAGE_NOACCESS).is_ok());
+        assert_eq!(fx.walk(a..a + 8 * P), walk, "state and protection unchanged");
+        for (page, fill) in [(a, 0x11), (a + P, 0x11), (a + 4 * P, 0x22), (a + 5 * P, 0x22)] {
+            let v = fx.read_vec(page, P);
+            assert!(v.iter().all(|&b| b == fill) || v.iter().all(|&b| b == 0), "page {page:#x}: unchanged or zero");
+        }
+        // Reserved-only pages.
+        assert!(fx.alloc(a + 2 * P, 2 * P, MEM_RESET, PAGE_READWRITE).is_ok());
+        assert!(fx.alloc(a + 7 * P + 1, 1, MEM_RESET, PAGE_READONLY).is_ok());
+        assert_eq!(fx.walk(a..a + 8 * P), walk);
+        assert_eq!(fx.space.committed_bytes(), 4 * P);
+        // The pages stay usable.
+        fx.write(a, b"again");
+        assert_eq!(fx.read_vec(a, 5), b"again");
+    }
+
+    /// MEM_RESET needs the range inside one reservation, else 487.
+    fn reset_outside_one_reservation_is_487(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let b = fx.reserve_commit(G, G, PAGE_READWRITE);
+        fx.write(a, b"keep");
+        let before = fx.snapshot();
+        for ty in [MEM_RESET, MEM_RESET_UNDO] {
+            for (addr, size, what) in [
+                (fx.w + 5 * G, P, "free granule"),
+                (a + 4 * P, P, "blocked tail"),
+                (a + 3 * P, 2 * P, "past the end"),
+                (b + G - P, 2 * P, "across two reservations"),
+            ] {
+                assert_eq!(code(&fx.alloc(addr, size, ty, PAGE_READWRITE)), 487, "type {ty:#x}: {what}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.read_vec(a, 4), b"keep");
+    }
+
+    /// MEM_RESET_UNDO after MEM_RESET: success means every byte is intact; a failure
+    /// means some data was lost and reads zero.
+    fn reset_undo_success_means_data_intact(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let pattern: Vec<u8> = (0..4 * P).map(|i| (i % 251) as u8 + 1).collect();
+        fx.write(a, &pattern);
+        fx.alloc(a, 4 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+        match fx.alloc(a, 4 * P, MEM_RESET_UNDO, PAGE_READWRITE) {
+            Ok(_) => assert_eq!(fx.read_vec(a, 4 * P), pattern, "undo succeeded: all data intact"),
+            Err(e) => {
+                assert_ne!(e.code(), 87);
+                assert_ne!(e.code(), 487);
+                let v = fx.read_vec(a, 4 * P);
+                let lost = (0..4).filter(|i| v[i * P..(i + 1) * P].iter().all(|&b| b == 0)).count();
+                assert!(lost > 0, "undo failed ({e}) but no page was zeroed");
+                for i in 0..4 {
+                    let page = &v[i * P..(i + 1) * P];
+                    assert!(page == &pattern[i * P..(i + 1) * P] || page.iter().all(|&b| b == 0));
+                }
+            }
+        }
+        assert_eq!(fx.q(a).state, MemState::Commit);
+        // An undo without a reset before it loses nothing.
+        let b = fx.reserve_commit(G, P, PAGE_READWRITE);
+        fx.write(b, b"fresh");
+        assert!(fx.alloc(b, P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
+        assert_eq!(fx.read_vec(b, 5), b"fresh");
+    }
+}
+
+/// The two simulated reset policies: `Keep` keeps data and undo succeeds; `Discard`
+/// zeroes the data at once and undo reports the loss (ERROR_BUSY, as
+/// ReclaimVirtualMemory does), without touching state or protection.
+#[test]
+fn sim_reset_policies() {
+    let fx = Fx::sim_with(SimConfig { reset_policy: ResetPolicy::Keep, ..Default::default() });
+    let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+    fx.write(a, &[9; 2 * P]);
+    fx.alloc(a, 2 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+    assert_eq!(fx.read_vec(a, 2 * P), vec![9; 2 * P]);
+    assert!(fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
+
+    let fx = Fx::sim_with(SimConfig { reset_policy: ResetPolicy::Discard, ..Default::default() });
+    let a = fx.reserve_commit(0, 3 * P, PAGE_READWRITE);
+    fx.write(a, &[9; P]);
+    fx.write(a + 2 * P, &[7; P]);
+    let walk = fx.walk_window();
+    fx.alloc(a, 2 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+    assert_eq!(fx.walk_window(), walk);
+    assert_eq!(fx.read_vec(a, P), vec![0; P], "discarded");
+    assert_eq!(fx.read_vec(a + 2 * P, P), vec![7; P], "outside the reset range");
+    assert_eq!(code(&fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE)), 170);
+    assert_eq!(fx.read_vec(a, P), vec![0; P]);
+    // The loss is reported once; a page that only held zeros loses nothing.
+    assert!(fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
+    fx.write(a + P, &[0; 64]);
+    fx.alloc(a + P, P, MEM_RESET, PAGE_READWRITE).unwrap();
+    assert!(fx.alloc(a + P, P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
+}

@@ -1,0 +1,157 @@
+//! Spec § Address space: page states, reservations, granule blocking, zero fill,
+//! data surviving protection changes, failed calls changing nothing.
+
+use crate::backend_tests;
+use crate::common::*;
+use virtmem::{MemState, MemType, Protection, WriteWatchFlags};
+
+backend_tests! {
+    /// A reservation of fewer than 16 pages blocks the rest of its 64 KiB granule: no
+    /// other reservation may start inside it, but the tail pages are reported free.
+    fn small_reservation_blocks_its_granule(fx: &Fx) {
+        let a = fx.reserve(0, P, PAGE_READWRITE);
+        // The tail of the granule is free memory as far as VirtualQuery is concerned.
+        let tail = fx.q(a + P);
+        assert_eq!(tail.state, MemState::Free);
+        assert_eq!(tail.allocation_base, 0);
+        // ...but a reservation starting anywhere in it rounds down to the taken granule.
+        for off in [P, 0x8000, G - P, G - 1] {
+            assert_eq!(code(&fx.alloc(a + off, P, MEM_RESERVE, PAGE_READWRITE)), 487, "offset {off:#x}");
+            assert_eq!(code(&fx.alloc(a + off, P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)), 487);
+        }
+        // Nor can a commit use the free tail.
+        assert_eq!(code(&fx.alloc(a + P, P, MEM_COMMIT, PAGE_READWRITE)), 487);
+        // The next granule is available.
+        assert_eq!(fx.alloc(a + G, P, MEM_RESERVE, PAGE_READWRITE), Ok(a + G));
+        // A 17-page reservation blocks two granules.
+        let b = fx.reserve(4 * G, 17 * P, PAGE_READWRITE);
+        assert_eq!(code(&fx.alloc(b + G, P, MEM_RESERVE, PAGE_READWRITE)), 487);
+        assert_eq!(code(&fx.alloc(b + G + 0xF000, P, MEM_RESERVE, PAGE_READWRITE)), 487);
+        assert_eq!(fx.alloc(b + 2 * G, P, MEM_RESERVE, PAGE_READWRITE), Ok(b + 2 * G));
+        // Once released the granule is free again.
+        fx.free(a, 0, MEM_RELEASE).unwrap();
+        assert_eq!(fx.alloc(a + 0x8000, P, MEM_RESERVE, PAGE_READWRITE), Ok(a));
+    }
+
+    /// Every page is free, reserved or committed; a reservation has a G-aligned base, a
+    /// page-multiple size, its AllocationProtect (never changed) and type MEM_PRIVATE.
+    fn reservation_attributes_never_change(fx: &Fx) {
+        let a = fx.reserve(0, 5 * P, PAGE_EXECUTE_READ);
+        assert_eq!(a % G, 0);
+        fx.commit(a + P, P, PAGE_READWRITE);
+        fx.protect(a + P, P, PAGE_READONLY).unwrap();
+        fx.free(a + P, P, MEM_DECOMMIT).unwrap();
+        fx.commit(a + 2 * P, 2 * P, PAGE_NOACCESS);
+        for page in (a..a + 5 * P).step_by(P) {
+            let m = fx.q(page);
+            assert_eq!(m.allocation_base, a);
+            assert_eq!(m.allocation_protect, Protection::EXECUTE_READ, "AllocationProtect at {page:#x}");
+            assert_eq!(m.mem_type, Some(MemType::Private));
+            assert_eq!(m.type_bits(), MEM_PRIVATE);
+            assert!(m.base_address + m.region_size <= a + 5 * P, "region never runs past the reservation");
+        }
+        let states: Vec<_> = fx.walk(a..a + 5 * P).iter().map(|m| (m.state, m.region_size)).collect();
+        assert_eq!(
+            states,
+            vec![(MemState::Reserve, 2 * P), (MemState::Commit, 2 * P), (MemState::Reserve, P)]
+        );
+    }
+
+    /// Committed pages read as zero after a fresh commit and after every recommit.
+    fn committed_pages_read_zero_after_commit_and_recommit(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_NOACCESS);
+        fx.commit(a, 4 * P, PAGE_READWRITE);
+        assert_eq!(fx.read_vec(a, 4 * P), vec![0u8; 4 * P]);
+        fx.write(a, &[0xAB; 4 * P]);
+        // Decommit the middle two pages and recommit them: zeros there, data elsewhere.
+        fx.free(a + P, 2 * P, MEM_DECOMMIT).unwrap();
+        fx.commit(a + P, 2 * P, PAGE_READWRITE);
+        let v = fx.read_vec(a, 4 * P);
+        assert!(v[..P].iter().all(|&b| b == 0xAB));
+        assert!(v[P..3 * P].iter().all(|&b| b == 0), "recommitted pages read zero");
+        assert!(v[3 * P..].iter().all(|&b| b == 0xAB));
+        // Whole-reservation decommit, recommit with another protection: zeros.
+        fx.write(a, &[0xCD; 4 * P]);
+        fx.free(a, 0, MEM_DECOMMIT).unwrap();
+        fx.commit(a, 4 * P, PAGE_READONLY);
+        assert_eq!(fx.read_vec(a, 4 * P), vec![0u8; 4 * P]);
+        // Release and reserve again at the same place: zeros.
+        fx.protect(a, 4 * P, PAGE_READWRITE).unwrap();
+        fx.write(a + 100, b"survivor?");
+        fx.free(a, 0, MEM_RELEASE).unwrap();
+        let b = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        assert_eq!(b, a);
+        assert_eq!(fx.read_vec(a, 4 * P), vec![0u8; 4 * P]);
+        // A decommit of a never-committed-then-committed page also yields zeros.
+        let c = fx.alloc(0, 3 * P, MEM_COMMIT, PAGE_READWRITE).unwrap();
+        assert_eq!(fx.read_vec(c, 3 * P), vec![0u8; 3 * P]);
+    }
+
+    /// Data survives every protection change, including NOACCESS and GUARD round trips.
+    fn data_survives_protection_changes(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let pattern: Vec<u8> = (0..2 * P).map(|i| (i * 7 + 3) as u8).collect();
+        fx.write(a, &pattern);
+        for p in [
+            PAGE_READONLY,
+            PAGE_NOACCESS,
+            PAGE_EXECUTE,
+            PAGE_EXECUTE_READ,
+            PAGE_READWRITE | PAGE_GUARD,
+            PAGE_EXECUTE_READWRITE,
+            PAGE_READWRITE | PAGE_WRITECOMBINE,
+            PAGE_READWRITE,
+        ] {
+            fx.protect(a, 2 * P, p).unwrap();
+            if Protection::from_bits_retain(p).can_read() && p & PAGE_GUARD == 0 {
+                assert_eq!(fx.read_vec(a, 2 * P), pattern, "after protect {p:#x}");
+            }
+        }
+        assert_eq!(fx.read_vec(a, 2 * P), pattern);
+        // Recommitting committed pages keeps data too.
+        fx.commit(a, 2 * P, PAGE_READONLY);
+        assert_eq!(fx.read_vec(a, 2 * P), pattern);
+    }
+
+    /// A failed call changes nothing: one failing call of every kind against a populated
+    /// window leaves the query walk, the totals and every readable byte as they were.
+    fn failed_calls_change_nothing(fx: &Fx) {
+        let a = fx.reserve(0, 8 * P, PAGE_READWRITE);
+        fx.commit(a + P, 3 * P, PAGE_READWRITE);
+        fx.write(a + P, &[1; 3 * P]);
+        fx.protect(a + 3 * P, P, PAGE_READONLY).unwrap();
+        let b = fx.reserve_commit(G, G, PAGE_EXECUTE_READWRITE);
+        fx.write(b, &[2; 100]);
+        let ww = fx.alloc(fx.w + 2 * G, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.write(ww, &[3]);
+        let before = fx.snapshot();
+        let failing: Vec<(&str, Box<dyn Fn() -> u32>)> = vec![
+            ("reserve over a reservation", Box::new(|| code(&fx.alloc(a + P, P, MEM_RESERVE, PAGE_READWRITE)))),
+            ("reserve+commit straddling", Box::new(|| code(&fx.alloc(a + G - P, 2 * G, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)))),
+            ("commit across two reservations", Box::new(|| code(&fx.alloc(a + 7 * P, G, MEM_COMMIT, PAGE_READONLY)))),
+            ("commit past the end", Box::new(|| code(&fx.alloc(a, 9 * P, MEM_COMMIT, PAGE_READONLY)))),
+            ("commit with a bad protection", Box::new(|| code(&fx.alloc(a, P, MEM_COMMIT, PAGE_WRITECOPY)))),
+            ("commit with a bad type", Box::new(|| code(&fx.alloc(a, P, MEM_COMMIT | MEM_RESET, PAGE_READWRITE)))),
+            ("reset past the end", Box::new(|| code(&fx.alloc(a, 9 * P, MEM_RESET, PAGE_READWRITE)))),
+            ("decommit across two reservations", Box::new(|| code(&fx.free(a + P, G, MEM_DECOMMIT)))),
+            ("release not at the base", Box::new(|| code(&fx.free(a + P, 0, MEM_RELEASE)))),
+            ("release with a size", Box::new(|| code(&fx.free(a, 8 * P, MEM_RELEASE)))),
+            ("decommit|release", Box::new(|| code(&fx.free(a, 0, MEM_DECOMMIT | MEM_RELEASE)))),
+            ("protect over reserved pages", Box::new(|| code(&fx.protect(a, 4 * P, PAGE_READONLY)))),
+            ("protect over a reserved tail", Box::new(|| code(&fx.protect(a + P, 4 * P, PAGE_READONLY)))),
+            ("protect across two reservations", Box::new(|| code(&fx.protect(b + G - P, 2 * P, PAGE_READONLY)))),
+            ("protect with WRITECOPY", Box::new(|| code(&fx.protect(a + P, P, PAGE_WRITECOPY)))),
+            ("write to a read-only page", Box::new(|| fx.space.write(a + 3 * P - 1, &[9, 9]).map_or(1, |_| 0))),
+            ("write into reserved pages", Box::new(|| fx.space.write(a + 4 * P, &[9, 9]).map_or(1, |_| 0))),
+            ("read of reserved pages", Box::new(|| fx.space.read(a, &mut [0; 2]).map_or(1, |_| 0))),
+            ("write watch past the end", Box::new(|| code(&fx.space.get_write_watch(WriteWatchFlags::RESET, ww, 5 * P, 16)))),
+            ("reset write watch without write watch", Box::new(|| code(&fx.space.reset_write_watch(a, P)))),
+        ];
+        for (what, call) in failing {
+            assert_ne!(call(), 0, "{what} should fail");
+            assert_eq!(fx.snapshot(), before, "{what} changed the space");
+        }
+        // The write-watch state is untouched too: the written page is still dirty.
+        assert_eq!(fx.space.get_write_watch(WriteWatchFlags::empty(), ww, 4 * P, 16), Ok(vec![ww]));
+    }
+}

@@ -1,0 +1,171 @@
+//! Spec § Write watch, through the Win32-shaped `GetWriteWatch` / `ResetWriteWatch`.
+
+use crate::backend_tests;
+use crate::common::*;
+use virtmem::win32;
+
+const FAIL: u32 = u32::MAX;
+const MARK: usize = 0xDEAD_BEEF;
+
+/// `GetWriteWatch` with every pointer present: (result, last error or 0, reported pages,
+/// *count, *granularity). `addresses` holds `room` entries preset to MARK.
+fn gww(fx: &Fx, flags: u32, base: usize, size: usize, count: usize, room: usize) -> (u32, u32, Vec<usize>, usize, u32) {
+    let mut addrs = vec![MARK; room];
+    let mut n = count;
+    let mut gran = 0xFFFF_u32;
+    win32::SetLastError(0);
+    let r = win32::GetWriteWatch(&*fx.space, flags, base, size, Some(&mut addrs[..]), Some(&mut n), Some(&mut gran));
+    let e = if r == 0 { 0 } else { win32::GetLastError() };
+    (r, e, addrs, n, gran)
+}
+
+/// The reported pages of a successful call.
+fn dirty(fx: &Fx, flags: u32, base: usize, size: usize, count: usize) -> Vec<usize> {
+    let (r, e, addrs, n, gran) = gww(fx, flags, base, size, count, count);
+    assert_eq!((r, e), (0, 0), "GetWriteWatch({flags}, {base:#x}, {size:#x}, {count})");
+    assert_eq!(gran, P as u32, "*granularity");
+    assert!(addrs[n..].iter().all(|&x| x == MARK), "nothing written past *count");
+    addrs[..n].to_vec()
+}
+
+fn last_error_of(r: u32) -> u32 {
+    assert_eq!(r, FAIL, "a failure returns 0xFFFFFFFF");
+    win32::GetLastError()
+}
+
+backend_tests! {
+    /// GetWriteWatch's errors, each in the spec's order.
+    fn get_write_watch_errors_in_order(fx: &Fx) {
+        let s = &*fx.space;
+        let a = fx.alloc(fx.w, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        let plain = fx.reserve_commit(G, 4 * P, PAGE_READWRITE);
+        fx.write(a, b"dirty");
+        let mut addrs = [MARK; 8];
+        let (mut n, mut gran) = (8usize, 0u32);
+        let call = |flags: u32, base: usize, size: usize, addrs: Option<&mut [usize]>, n: Option<&mut usize>, g: Option<&mut u32>| {
+            win32::SetLastError(0);
+            last_error_of(win32::GetWriteWatch(s, flags, base, size, addrs, n, g))
+        };
+        // 1. flags.
+        for flags in [2, 3, 0x100, u32::MAX] {
+            assert_eq!(call(flags, a, P, Some(&mut addrs[..]), Some(&mut n), Some(&mut gran)), 87, "flags {flags}");
+            assert_eq!(call(flags, a, P, None, None, None), 87, "flags come first");
+        }
+        // 2. count or granularity NULL → 998.
+        assert_eq!(call(0, a, P, Some(&mut addrs[..]), None, Some(&mut gran)), 998);
+        assert_eq!(call(0, a, P, Some(&mut addrs[..]), Some(&mut n), None), 998);
+        let mut zero = 0usize;
+        assert_eq!(call(0, a, P, Some(&mut addrs[..]), Some(&mut zero), None), 998, "NULL granularity before *count == 0");
+        // 3. *count == 0 → 87, checked before addresses.
+        assert_eq!(call(0, a, P, Some(&mut addrs[..]), Some(&mut zero), Some(&mut gran)), 87);
+        assert_eq!(call(0, a, P, None, Some(&mut zero), Some(&mut gran)), 87);
+        // 4. addresses NULL → 998, even with a bad range.
+        assert_eq!(call(0, a, P, None, Some(&mut n), Some(&mut gran)), 998);
+        assert_eq!(call(0, a, 0, None, Some(&mut n), Some(&mut gran)), 998);
+        // 5. the range.
+        for (base, size, what) in [
+            (a, 0, "size 0"),
+            (a, 4 * P + 1, "past the end"),
+            (a + 3 * P, 2 * P, "past the end from inside"),
+            (plain, P, "memory without MEM_WRITE_WATCH"),
+            (fx.w + 5 * G, P, "free memory"),
+            (a + 4 * P, P, "the blocked tail"),
+        ] {
+            let mut n = 8usize;
+            assert_eq!(call(0, base, size, Some(&mut addrs[..]), Some(&mut n), Some(&mut gran)), 87, "{what}");
+        }
+        assert!(addrs.iter().all(|&x| x == MARK), "no failure wrote into addresses");
+        // Nothing was reset by the failures.
+        assert_eq!(dirty(fx, 0, a, 4 * P, 8), vec![a]);
+    }
+
+    /// Pages written since the last reset, ascending, capped at *count; *count and
+    /// *granularity set; nothing written into `addresses` when nothing is dirty.
+    fn get_write_watch_reports_written_pages(fx: &Fx) {
+        let a = fx.alloc(fx.w, 16 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        // A fresh reservation is clean: *count = 0, addresses untouched.
+        let (r, _, addrs, n, gran) = gww(fx, 0, a, 16 * P, 16, 16);
+        assert_eq!((r, n, gran), (0, 0, P as u32));
+        assert!(addrs.iter().all(|&x| x == MARK));
+        // Writes of any size mark every page they touch, in any order.
+        fx.write(a + 9 * P + 5, &[1]);
+        fx.write(a + 2 * P - 1, &[1, 2]); // pages 1 and 2
+        fx.write(a + 5 * P + 10, &vec![3; 2 * P]); // pages 5, 6, 7
+        fx.write(a + 9 * P + 6, &[1]); // page 9 again
+        let all = vec![a + P, a + 2 * P, a + 5 * P, a + 6 * P, a + 7 * P, a + 9 * P];
+        assert_eq!(dirty(fx, 0, a, 16 * P, 16), all);
+        // Capped count: the first *count pages.
+        assert_eq!(dirty(fx, 0, a, 16 * P, 4), all[..4].to_vec());
+        // A sub-range, with an unaligned base and size.
+        assert_eq!(dirty(fx, 0, a + 2 * P + 7, 4 * P, 16), vec![a + 2 * P, a + 5 * P, a + 6 * P]);
+        // Reading does not dirty.
+        fx.read_vec(a + 12 * P, P);
+        assert_eq!(dirty(fx, 0, a + 10 * P, 6 * P, 16), Vec::<usize>::new());
+    }
+
+    /// WRITE_WATCH_FLAG_RESET resets only the pages it reported; ResetWriteWatch clears
+    /// a range.
+    fn reset_semantics(fx: &Fx) {
+        let a = fx.alloc(fx.w, 8 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.write(a, &vec![1; 8 * P]);
+        let all: Vec<usize> = (0..8).map(|i| a + i * P).collect();
+        assert_eq!(dirty(fx, win32::WRITE_WATCH_FLAG_RESET, a, 8 * P, 3), all[..3].to_vec());
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), all[3..].to_vec(), "a capped reset leaves the rest dirty");
+        assert_eq!(dirty(fx, win32::WRITE_WATCH_FLAG_RESET, a + 5 * P, 3 * P, 8), all[5..].to_vec());
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), all[3..5].to_vec());
+        // ResetWriteWatch: 0 on success, clears exactly the pages touched by its range.
+        fx.write(a, &vec![2; 8 * P]);
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, a + 2 * P + 1, 2 * P), 0);
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), [&all[..2], &all[5..]].concat());
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, a, 8 * P), 0);
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), Vec::<usize>::new());
+        // Written again after a reset: dirty again.
+        fx.write(a + 4 * P, &[5]);
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), vec![a + 4 * P]);
+    }
+
+    /// ResetWriteWatch: size 0 or memory without write watch → 87 (nonzero result).
+    fn reset_write_watch_errors(fx: &Fx) {
+        let s = &*fx.space;
+        let a = fx.alloc(fx.w, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        let plain = fx.reserve_commit(G, 4 * P, PAGE_READWRITE);
+        fx.write(a, b"d");
+        for (base, size, what) in [
+            (a, 0, "size 0"),
+            (plain, P, "no write watch"),
+            (fx.w + 5 * G, P, "free memory"),
+            (a, 5 * P, "past the end"),
+        ] {
+            win32::SetLastError(0);
+            let r = win32::ResetWriteWatch(s, base, size);
+            assert_ne!(r, 0, "{what}");
+            assert_eq!(win32::GetLastError(), 87, "{what}");
+        }
+        assert_eq!(dirty(fx, 0, a, 4 * P, 4), vec![a], "failures reset nothing");
+    }
+
+    /// Protection changes do not alter the dirty state; decommitting clears it and a
+    /// recommitted page starts clean.
+    fn protection_and_decommit(fx: &Fx) {
+        let a = fx.alloc(fx.w, 6 * P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.commit(a, 6 * P, PAGE_READWRITE);
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), Vec::<usize>::new(), "commit does not dirty");
+        fx.write(a, &vec![1; 6 * P]);
+        fx.protect(a, 6 * P, PAGE_READONLY).unwrap();
+        fx.protect(a, 2 * P, PAGE_NOACCESS).unwrap();
+        fx.protect(a, 6 * P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        fx.protect(a, 6 * P, PAGE_READWRITE).unwrap();
+        let all: Vec<usize> = (0..6).map(|i| a + i * P).collect();
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), all);
+        fx.free(a + 2 * P, 2 * P, MEM_DECOMMIT).unwrap();
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a, a + P, a + 4 * P, a + 5 * P]);
+        fx.commit(a + 2 * P, 2 * P, PAGE_READWRITE);
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a, a + P, a + 4 * P, a + 5 * P], "recommitted pages start clean");
+        fx.free(a, 0, MEM_DECOMMIT).unwrap();
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), Vec::<usize>::new());
+        // Write watch works on reserved-only pages too (nothing can be written there).
+        fx.commit(a + P, P, PAGE_READWRITE);
+        fx.write(a + P, &[1]);
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a + P]);
+    }
+}
