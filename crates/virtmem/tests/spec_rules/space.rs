@@ -125,7 +125,8 @@ backend_tests! {
         let ww = fx.alloc(fx.w + 2 * G, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
         fx.write(ww, &[3]);
         let before = fx.snapshot();
-        let failing: Vec<(&str, Box<dyn Fn() -> u32>)> = vec![
+        type Call<'a> = Box<dyn Fn() -> u32 + 'a>;
+        let failing: Vec<(&str, Call)> = vec![
             ("reserve over a reservation", Box::new(|| code(&fx.alloc(a + P, P, MEM_RESERVE, PAGE_READWRITE)))),
             ("reserve+commit straddling", Box::new(|| code(&fx.alloc(a + G - P, 2 * G, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)))),
             ("commit across two reservations", Box::new(|| code(&fx.alloc(a + 7 * P, G, MEM_COMMIT, PAGE_READONLY)))),
