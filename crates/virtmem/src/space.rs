@@ -390,13 +390,15 @@ impl<B: Backend> AddressSpace<B> {
         }
         let committed: Vec<Range<usize>> =
             res.pages.runs(range).filter(|(_, st)| matches!(st, PageState::Committed(_))).map(|(r, _)| r).collect();
-        drop(book);
         // A reset is not undoable, so it runs as one atomic backend operation per call
-        // on the smallest range holding every committed page.
-        if let (Some(first), Some(last)) = (committed.first(), committed.last()) {
-            self.backend.reset(first.start..last.end).map_err(backend_error)?;
-        }
-        Ok(())
+        // on the smallest range holding every committed page. The reservation is held
+        // busy meanwhile, so that no other call frees or reuses the range under it.
+        let (Some(first), Some(last)) = (committed.first(), committed.last()) else { return Ok(()) };
+        let span = first.start..last.end;
+        let (book, result) = self.outside(book, base, || self.backend.reset(span));
+        drop(book);
+        self.idle.notify_all();
+        result.map_err(backend_error)
     }
 
     fn reset_undo(&self, range: Range<usize>) -> Result<()> {
@@ -405,8 +407,10 @@ impl<B: Backend> AddressSpace<B> {
         if range.end > book.reservations[&base].end {
             return Err(Error::InvalidAddress);
         }
+        let (book, result) = self.outside(book, base, || self.backend.reset_undo(range));
         drop(book);
-        match self.backend.reset_undo(range) {
+        self.idle.notify_all();
+        match result {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::DataDiscarded),
             Err(e) => Err(backend_error(e)),
@@ -749,9 +753,11 @@ impl<B: Backend> AddressSpace<B> {
 
     /// `ResetWriteWatch`: make every page of the range clean.
     pub fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
-        let (book, _, range) = self.watched_range(base, size)?;
+        let (book, b, range) = self.watched_range(base, size)?;
+        let (book, result) = self.outside(book, b, || self.backend.clear_dirty(range));
         drop(book);
-        self.backend.clear_dirty(range).map_err(backend_error)
+        self.idle.notify_all();
+        result.map_err(backend_error)
     }
 
     // ----- Checked accesses -----------------------------------------------------------

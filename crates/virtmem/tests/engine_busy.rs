@@ -1,0 +1,123 @@
+//! The engine holds a reservation busy while the backend resets it, undoes a reset or
+//! clears its write watch, so a concurrent release waits instead of freeing (and
+//! letting another call reuse) the range under the backend's feet.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use virtmem::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
+use virtmem::{AddressSpace, AllocationType, FreeType, Protection, SimBackend, WriteWatchFlags};
+
+#[derive(Default)]
+struct Gate {
+    inner: SimBackend,
+    entered: AtomicBool,
+    go: AtomicBool,
+    log: Mutex<Vec<&'static str>>,
+}
+
+impl Gate {
+    fn hold(&self, what: &'static str) {
+        self.log.lock().unwrap().push(what);
+        self.entered.store(true, Ordering::SeqCst);
+        while !self.go.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.log.lock().unwrap().push("end");
+    }
+}
+
+impl Backend for Gate {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.inner.reserve(range, opts)
+    }
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.log.lock().unwrap().push("release");
+        self.inner.release(range, opts)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.inner.set_access(range, from, to)
+    }
+    fn discard(&self, range: Range<usize>) {
+        self.inner.discard(range)
+    }
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.hold("reset");
+        self.inner.reset(range)
+    }
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+        self.hold("undo");
+        self.inner.reset_undo(range)
+    }
+    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.lock(range)
+    }
+    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.unlock(range)
+    }
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.inner.read(address, buf)
+    }
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.write(address, data)
+    }
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+        self.inner.dirty_pages(range, max, reset)
+    }
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.hold("clear");
+        self.inner.clear_dirty(range)
+    }
+}
+
+fn release_waits_for(what: &'static str, call: fn(&AddressSpace<Gate>, usize)) {
+    let space = Arc::new(AddressSpace::with_backend(Gate::default()));
+    let ty = AllocationType::RESERVE | AllocationType::COMMIT | AllocationType::WRITE_WATCH;
+    let base = space.alloc(0, 0x10000, ty, Protection::READWRITE).unwrap();
+    let s = space.clone();
+    let first = std::thread::spawn(move || call(&s, base));
+    while !space.backend().entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let s = space.clone();
+    let second = std::thread::spawn(move || s.free(base, 0, FreeType::RELEASE).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    space.backend().go.store(true, Ordering::SeqCst);
+    first.join().unwrap();
+    second.join().unwrap();
+    assert_eq!(*space.backend().log.lock().unwrap(), [what, "end", "release"]);
+}
+
+#[test]
+fn release_waits_for_reset() {
+    release_waits_for("reset", |s, b| {
+        s.alloc(b, 0x1000, AllocationType::RESET, Protection::READWRITE).unwrap();
+    });
+}
+
+#[test]
+fn release_waits_for_reset_undo() {
+    release_waits_for("undo", |s, b| {
+        s.alloc(b, 0x1000, AllocationType::RESET_UNDO, Protection::READWRITE).unwrap();
+    });
+}
+
+#[test]
+fn release_waits_for_reset_write_watch() {
+    release_waits_for("clear", |s, b| s.reset_write_watch(b, 0x1000).unwrap());
+}
+
+#[test]
+fn get_write_watch_still_works() {
+    let space = AddressSpace::with_backend(Gate::default());
+    space.backend().go.store(true, Ordering::SeqCst);
+    let ty = AllocationType::RESERVE | AllocationType::COMMIT | AllocationType::WRITE_WATCH;
+    let base = space.alloc(0, 0x10000, ty, Protection::READWRITE).unwrap();
+    space.write(base + 0x2000, b"x").unwrap();
+    assert_eq!(space.get_write_watch(WriteWatchFlags::empty(), base, 0x10000, 8).unwrap(), [base + 0x2000]);
+}
