@@ -47,6 +47,9 @@ pub use flags::{
 };
 pub use space::{AddressSpace, SpaceStats, VirtualSpace};
 
+#[cfg(all(target_os = "linux", not(miri)))]
+pub use backend::linux::LinuxBackend;
+
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;
 
@@ -60,4 +63,36 @@ impl AddressSpace<SimBackend> {
     pub fn simulated_with(config: SimConfig) -> Self {
         AddressSpace::with_backend(SimBackend::new(config))
     }
+}
+
+/// An address space over this process's real memory.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub type LinuxSpace = AddressSpace<LinuxBackend>;
+
+#[cfg(all(target_os = "linux", not(miri)))]
+impl AddressSpace<LinuxBackend> {
+    /// A new address space over this process's real memory. Several may exist at
+    /// once: each sees the others' reservations as foreign memory. Fails with
+    /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted.
+    pub fn linux() -> Result<Self> {
+        LinuxBackend::new().map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
+    }
+}
+
+/// The process-wide address space over this process's real memory, what
+/// `GetCurrentProcess()` names; created on first use.
+///
+/// # Panics
+/// If `/proc` is not mounted (see [`try_current_process`]).
+#[cfg(all(target_os = "linux", not(miri)))]
+pub fn current_process() -> &'static LinuxSpace {
+    try_current_process().expect("virtmem needs /proc/self/maps to manage this process's memory")
+}
+
+/// The process-wide address space (see [`current_process`]), or
+/// `ERROR_NOT_SUPPORTED` if it cannot be created because `/proc` is not mounted.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub fn try_current_process() -> Result<&'static LinuxSpace> {
+    static SPACE: std::sync::OnceLock<Option<LinuxSpace>> = std::sync::OnceLock::new();
+    SPACE.get_or_init(|| LinuxSpace::linux().ok()).as_ref().ok_or(Error::NotSupported)
 }

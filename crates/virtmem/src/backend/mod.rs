@@ -12,6 +12,8 @@
 //! - [`faulty::Faulty`]: wraps another backend and fails its N-th side effect, for tests.
 
 pub mod faulty;
+#[cfg(all(target_os = "linux", not(miri)))]
+pub mod linux;
 pub mod sim;
 
 use std::ops::Range;

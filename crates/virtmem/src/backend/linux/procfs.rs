@@ -1,0 +1,307 @@
+//! What the kernel says about this process's mappings and pages: `/proc/self/maps`
+//! (through the `PROCMAP_QUERY` ioctl, or by parsing the text on kernels before 6.11)
+//! and `/proc/self/pagemap` (through the `PAGEMAP_SCAN` ioctl, or by reading its
+//! 8-byte entries on kernels before 6.7).
+//!
+//! A `/proc/self/...` file opened once keeps naming the process that opened it, so a
+//! forked child would see its parent's mappings through an inherited descriptor: each
+//! [`ProcFile`] remembers the fork generation it was opened in and reopens itself in a
+//! child.
+
+use std::fs::File;
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+
+use parking_lot::RwLock;
+use rustix::io::Errno;
+
+use super::sys;
+use crate::backend::{Access, ForeignKind};
+use crate::rules::PAGE;
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+fn watch_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic counter, which is
+        // async-signal-safe and so allowed in a child after fork.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// A `/proc/self/<name>` file, reopened when the process has forked since.
+pub struct ProcFile {
+    path: &'static str,
+    file: RwLock<(u64, Arc<File>)>,
+}
+
+impl ProcFile {
+    pub fn open(path: &'static str) -> std::io::Result<ProcFile> {
+        watch_forks();
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let file = File::open(path)?;
+        Ok(ProcFile { path, file: RwLock::new((generation, Arc::new(file))) })
+    }
+
+    /// The file, naming the calling process.
+    pub fn get(&self) -> Arc<File> {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        {
+            let f = self.file.read();
+            if f.0 == generation {
+                return f.1.clone();
+            }
+        }
+        let mut f = self.file.write();
+        if f.0 != generation {
+            if let Ok(file) = File::open(self.path) {
+                *f = (generation, Arc::new(file));
+            }
+        }
+        f.1.clone()
+    }
+}
+
+/// A kernel mapping (VMA) as `/proc/self/maps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vma {
+    pub start: usize,
+    pub end: usize,
+    pub access: Access,
+    pub kind: ForeignKind,
+}
+
+fn access_of(read: bool, write: bool, exec: bool) -> Access {
+    match (read, write, exec) {
+        (_, true, true) => Access::ExecuteReadWrite,
+        (true, false, true) => Access::ExecuteRead,
+        (false, false, true) => Access::Execute,
+        (_, true, false) => Access::ReadWrite,
+        (true, false, false) => Access::Read,
+        (false, false, false) => Access::None,
+    }
+}
+
+fn kind_of(shared: bool, file_backed: bool) -> ForeignKind {
+    if shared {
+        ForeignKind::Mapped
+    } else if file_backed {
+        ForeignKind::Image
+    } else {
+        ForeignKind::Private
+    }
+}
+
+/// `/proc/self/maps`, asked one mapping at a time.
+pub struct Maps {
+    file: ProcFile,
+    /// Whether `PROCMAP_QUERY` works (cleared the first time it answers `ENOTTY`).
+    ioctl: std::sync::atomic::AtomicBool,
+}
+
+impl Maps {
+    pub fn open() -> std::io::Result<Maps> {
+        Ok(Maps { file: ProcFile::open("/proc/self/maps")?, ioctl: std::sync::atomic::AtomicBool::new(true) })
+    }
+
+    /// The first mapping that ends above `addr` (the one containing it, or the next).
+    ///
+    /// Uses `PROCMAP_QUERY` because it answers in one system call under the kernel's
+    /// per-VMA RCU lock, without formatting or parsing the whole map; falls back to
+    /// parsing the text where the ioctl is missing.
+    pub fn at_or_after(&self, addr: usize) -> Option<Vma> {
+        if self.ioctl.load(Ordering::Relaxed) {
+            let file = self.file.get();
+            let mut q = sys::ProcmapQuery {
+                size: std::mem::size_of::<sys::ProcmapQuery>() as u64,
+                query_flags: sys::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+                query_addr: addr as u64,
+                ..Default::default()
+            };
+            // SAFETY: `q` is a properly sized procmap_query with no name or build-id
+            // buffers, which is all PROCMAP_QUERY reads or writes.
+            match unsafe { sys::ioctl(file.as_fd(), sys::PROCMAP_QUERY, &mut q) } {
+                Ok(_) => {
+                    let f = q.vma_flags;
+                    return Some(Vma {
+                        start: q.vma_start as usize,
+                        end: q.vma_end as usize,
+                        access: access_of(
+                            f & sys::PROCMAP_QUERY_VMA_READABLE != 0,
+                            f & sys::PROCMAP_QUERY_VMA_WRITABLE != 0,
+                            f & sys::PROCMAP_QUERY_VMA_EXECUTABLE != 0,
+                        ),
+                        kind: kind_of(f & sys::PROCMAP_QUERY_VMA_SHARED != 0, q.inode != 0),
+                    });
+                }
+                Err(Errno::NOENT) => return None,
+                Err(Errno::NOTTY) | Err(Errno::INVAL) => self.ioctl.store(false, Ordering::Relaxed),
+                Err(_) => {}
+            }
+        }
+        self.parse().into_iter().find(|v| v.end > addr)
+    }
+
+    /// Every mapping, parsed from the text of `/proc/self/maps`.
+    pub fn parse(&self) -> Vec<Vma> {
+        parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default())
+    }
+}
+
+/// Parse the text of a `/proc/<pid>/maps` file.
+pub fn parse_maps(text: &str) -> Vec<Vma> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Some((s, e)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16)) else {
+            continue;
+        };
+        let p = perms.as_bytes();
+        if p.len() < 4 {
+            continue;
+        }
+        out.push(Vma {
+            start,
+            end,
+            access: access_of(p[0] == b'r', p[1] == b'w', p[2] == b'x'),
+            kind: kind_of(p[3] == b's', inode != "0"),
+        });
+    }
+    out
+}
+
+/// The named mapping (e.g. `[stack]`), from the text of `/proc/self/maps`.
+pub fn named_mapping(name: &str) -> Option<Range<usize>> {
+    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
+    text.lines().find(|l| l.split_whitespace().nth(5) == Some(name)).and_then(|l| {
+        let (s, e) = l.split_whitespace().next()?.split_once('-')?;
+        Some(usize::from_str_radix(s, 16).ok()?..usize::from_str_radix(e, 16).ok()?)
+    })
+}
+
+/// `/proc/self/pagemap`: which pages are populated and which were written.
+pub struct Pagemap {
+    file: ProcFile,
+}
+
+/// One `PAGEMAP_SCAN` query.
+pub struct Scan {
+    pub flags: u64,
+    pub inverted: u64,
+    pub mask: u64,
+    pub anyof: u64,
+    pub ret: u64,
+}
+
+impl Pagemap {
+    pub fn open() -> std::io::Result<Pagemap> {
+        Ok(Pagemap { file: ProcFile::open("/proc/self/pagemap")? })
+    }
+
+    /// Run a `PAGEMAP_SCAN` over `range`: the matching pages as runs, at most
+    /// `max_pages` pages (0: no limit).
+    pub fn scan(&self, range: Range<usize>, q: &Scan, max_pages: usize) -> Result<Vec<Range<usize>>, Errno> {
+        let file = self.file.get();
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut found = 0usize;
+        let mut regions = vec![sys::PageRegion::default(); 256];
+        let mut start = range.start;
+        while start < range.end && (max_pages == 0 || found < max_pages) {
+            let mut arg = sys::PmScanArg {
+                size: std::mem::size_of::<sys::PmScanArg>() as u64,
+                flags: q.flags,
+                start: start as u64,
+                end: range.end as u64,
+                walk_end: 0,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: regions.len() as u64,
+                max_pages: if max_pages == 0 { 0 } else { (max_pages - found) as u64 },
+                category_inverted: q.inverted,
+                category_mask: q.mask,
+                category_anyof_mask: q.anyof,
+                return_mask: q.ret,
+            };
+            // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to
+            // `vec_len` writable page_region entries that outlive the call.
+            let n = loop {
+                match unsafe { sys::ioctl(file.as_fd(), sys::PAGEMAP_SCAN, &mut arg) } {
+                    Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
+                    r => break r?,
+                }
+            } as usize;
+            for r in &regions[..n.min(regions.len())] {
+                let r = r.start as usize..r.end as usize;
+                found += r.len() / PAGE;
+                match out.last_mut() {
+                    Some(last) if last.end == r.start => last.end = r.end,
+                    _ => out.push(r),
+                }
+            }
+            let walked = arg.walk_end as usize;
+            if walked <= start {
+                break;
+            }
+            start = walked;
+        }
+        Ok(out)
+    }
+
+    /// The pages of `range` that hold data (present or swapped out, the shared zero
+    /// page excepted), as runs.
+    pub fn populated(&self, range: Range<usize>, scan_ioctl: bool) -> Vec<Range<usize>> {
+        if scan_ioctl {
+            let q = Scan {
+                flags: 0,
+                inverted: sys::PAGE_IS_PFNZERO,
+                mask: sys::PAGE_IS_PFNZERO,
+                anyof: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+                ret: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            };
+            if let Ok(runs) = self.scan(range.clone(), &q, 0) {
+                return runs;
+            }
+        }
+        // Fallback: one 8-byte entry per page; bit 63 present, bit 62 swapped.
+        let file = self.file.get();
+        let mut out: Vec<Range<usize>> = Vec::new();
+        let mut buf = vec![0u8; 8 * 512];
+        let mut page = range.start;
+        while page < range.end {
+            let n = ((range.end - page) / PAGE).min(512);
+            let bytes = &mut buf[..n * 8];
+            if file.read_exact_at(bytes, (page / PAGE * 8) as u64).is_err() {
+                // Unknown: count every page as populated (a reset then keeps witnesses
+                // for all of them, which is safe).
+                bytes.fill(0xFF);
+            }
+            for (i, e) in bytes.chunks_exact(8).enumerate() {
+                let v = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+                if v & (3 << 62) != 0 {
+                    let p = page + i * PAGE;
+                    match out.last_mut() {
+                        Some(last) if last.end == p => last.end = p + PAGE,
+                        _ => out.push(p..p + PAGE),
+                    }
+                }
+            }
+            page += n * PAGE;
+        }
+        out
+    }
+}

@@ -1,0 +1,137 @@
+//! Write watch on real memory: userfaultfd's asynchronous write protection
+//! (`UFFD_FEATURE_WP_ASYNC`, Linux 6.7) and the `PAGEMAP_SCAN` ioctl.
+//!
+//! A write-watched reservation is registered with a userfaultfd in write-protect
+//! mode. The kernel then keeps a "write-protected" bit in each page-table entry: a
+//! write to a protected page is resolved by the kernel itself (asynchronous mode: no
+//! fault message, no handler thread, no signal) by clearing the bit, and
+//! `PAGEMAP_SCAN` reports pages whose bit is clear as written. With
+//! `PM_SCAN_WP_MATCHING` the same scan sets the bit again on exactly the pages it
+//! reports, atomically with respect to concurrent writers, which is `GetWriteWatch`
+//! with `WRITE_WATCH_FLAG_RESET`.
+//!
+//! Pages that were never populated hold no data and are not reported (the kernel
+//! does not protect empty entries, so it would call them written); neither are pages
+//! mapped to the shared zero page (only ever read). A first write populates a page
+//! with an unprotected entry, which is then reported. Dropping pages
+//! (`MADV_DONTNEED`, i.e. decommit) empties their entries, so a recommitted page starts
+//! clean.
+
+use std::ops::Range;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::io::Errno;
+
+use super::procfs::{Pagemap, Scan};
+use super::sys;
+use crate::backend::BackendError;
+use crate::rules::PAGE;
+
+/// A userfaultfd set up for asynchronous write protection.
+pub struct Watch {
+    uffd: OwnedFd,
+}
+
+fn open_uffd() -> Result<OwnedFd, Errno> {
+    // SAFETY: userfaultfd(2) only creates a descriptor.
+    let fd =
+        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK | sys::UFFD_USER_MODE_ONLY) };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
+        return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
+    }
+    let e = sys::last_errno();
+    if e != Errno::INVAL {
+        return Err(e);
+    }
+    // Before Linux 5.11 there is no UFFD_USER_MODE_ONLY.
+    // SAFETY: as above.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if fd >= 0 {
+        // SAFETY: as above.
+        Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+    } else {
+        Err(sys::last_errno())
+    }
+}
+
+impl Watch {
+    /// Open a userfaultfd and enable asynchronous write protection, or say why not.
+    pub fn new() -> Result<Watch, BackendError> {
+        let uffd = open_uffd().map_err(|_| BackendError::Unsupported("userfaultfd"))?;
+        let mut api = sys::UffdioApi { api: sys::UFFD_API, features: sys::UFFD_FEATURE_WP_ASYNC, ioctls: 0 };
+        // SAFETY: `api` is a uffdio_api structure, which is what UFFDIO_API reads and writes.
+        unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_API, &mut api) }
+            .map_err(|_| BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"))?;
+        if api.features & sys::UFFD_FEATURE_WP_ASYNC == 0 {
+            return Err(BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"));
+        }
+        Ok(Watch { uffd })
+    }
+
+    /// Start tracking writes to `range` (freshly mapped, so every page is clean).
+    pub fn register(&self, range: &Range<usize>) -> Result<(), BackendError> {
+        let mut reg = sys::UffdioRegister {
+            range: sys::UffdioRange { start: range.start as u64, len: range.len() as u64 },
+            mode: sys::UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
+        // SAFETY: `reg` is a uffdio_register structure; registration only changes how
+        // the kernel handles write faults in our own mapping.
+        unsafe { sys::ioctl(self.uffd.as_fd(), sys::UFFDIO_REGISTER, &mut reg) }.map(|_| ()).map_err(|e| match e {
+            Errno::NOMEM | Errno::AGAIN => BackendError::OutOfMemory,
+            Errno::INVAL | Errno::PERM | Errno::NOTTY => BackendError::Unsupported("userfaultfd write protection"),
+            e => BackendError::Os(e.raw_os_error()),
+        })
+    }
+
+    /// Make every page of `range` clean.
+    pub fn clear(&self, range: &Range<usize>) -> Result<(), BackendError> {
+        let mut wp = sys::UffdioWriteprotect {
+            range: sys::UffdioRange { start: range.start as u64, len: range.len() as u64 },
+            mode: sys::UFFDIO_WRITEPROTECT_MODE_WP,
+        };
+        loop {
+            // SAFETY: `wp` is a uffdio_writeprotect structure over a registered range.
+            match unsafe { sys::ioctl(self.uffd.as_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } {
+                Ok(_) => return Ok(()),
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                Err(Errno::NOMEM) => return Err(BackendError::OutOfMemory),
+                Err(e) => return Err(BackendError::Os(e.raw_os_error())),
+            }
+        }
+    }
+
+    /// The written pages of `range`, ascending, at most `max`; with `reset`, exactly
+    /// those become clean again, in the same scan.
+    pub fn dirty_pages(
+        &self,
+        pagemap: &Pagemap,
+        range: Range<usize>,
+        max: usize,
+        reset: bool,
+    ) -> Result<Vec<usize>, BackendError> {
+        let q = Scan {
+            flags: if reset { sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC } else { 0 },
+            // Written, holding data (present or swapped out), and not the shared zero
+            // page. The kernel counts a never-populated entry as "written" because
+            // nothing protects it; it holds nothing, so it is not reported here.
+            inverted: sys::PAGE_IS_PFNZERO,
+            mask: sys::PAGE_IS_WRITTEN | sys::PAGE_IS_PFNZERO,
+            anyof: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            ret: sys::PAGE_IS_WRITTEN,
+        };
+        let runs = pagemap.scan(range, &q, max).map_err(|e| match e {
+            Errno::NOMEM => BackendError::OutOfMemory,
+            e => BackendError::Os(e.raw_os_error()),
+        })?;
+        let mut out = Vec::new();
+        for r in runs {
+            out.extend(r.step_by(PAGE).take(max - out.len()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

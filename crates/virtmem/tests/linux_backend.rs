@@ -1,0 +1,354 @@
+//! The Linux backend on this process's real memory: what the kernel really does for
+//! each Win32 call.
+#![cfg(target_os = "linux")]
+
+mod linux_util;
+
+use linux_util::*;
+use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace};
+
+const KB: usize = 1024;
+const MB: usize = 1024 * KB;
+
+fn space() -> LinuxSpace {
+    LinuxSpace::linux().expect("linux space")
+}
+
+#[test]
+fn reserve_commit_decommit_release_are_real() {
+    let s = space();
+    let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+    assert_eq!(base % (64 * KB), 0);
+    assert_eq!(mappings(base..base + MB), [(base, base + MB, "---p".to_string())]);
+
+    s.alloc(base + 64 * KB, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(perms_at(base + 64 * KB).unwrap(), "rw-p");
+    assert_eq!(perms_at(base).unwrap(), "---p");
+    for a in (base + 64 * KB..base + 128 * KB).step_by(4096) {
+        store(a, 0xAB);
+    }
+    assert!(resident(base + 64 * KB..base + 128 * KB).iter().all(|&r| r));
+    let mut b = [0u8; 2];
+    s.read(base + 64 * KB, &mut b).unwrap();
+    assert_eq!(b, [0xAB, 0]);
+
+    s.free(base + 64 * KB, 64 * KB, FreeType::DECOMMIT).unwrap();
+    assert_eq!(perms_at(base + 64 * KB).unwrap(), "---p");
+    assert!(resident(base + 64 * KB..base + 128 * KB).iter().all(|&r| !r), "decommitted pages left RSS");
+    let q = s.query(base + 64 * KB).unwrap();
+    assert_eq!((q.state, q.protect), (MemState::Reserve, P::empty()));
+
+    s.alloc(base + 64 * KB, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+    for a in (base + 64 * KB..base + 128 * KB).step_by(4096) {
+        assert_eq!(load(a), 0, "recommitted page must read zero");
+    }
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(mappings(base..base + MB), []);
+    assert_eq!(s.query(base).unwrap().state, MemState::Free);
+}
+
+#[test]
+fn a_small_reservation_maps_its_whole_granule() {
+    let s = space();
+    let base = s.alloc(0, 8 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(
+        mappings(base..base + 64 * KB),
+        [(base, base + 8 * KB, "rw-p".to_string()), (base + 8 * KB, base + 64 * KB, "---p".to_string())]
+    );
+    // The tail reads as free to VirtualQuery, as on Windows, yet nobody can map there.
+    assert_eq!(s.query(base + 8 * KB).unwrap().state, MemState::Free);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(mappings(base..base + 64 * KB), []);
+}
+
+#[test]
+fn protections_map_to_the_kernel() {
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    let cases = [
+        (P::READONLY, "r--p"),
+        (P::READWRITE, "rw-p"),
+        (P::EXECUTE, "--xp"),
+        (P::EXECUTE_READ, "r-xp"),
+        (P::EXECUTE_READWRITE, "rwxp"),
+        (P::NOACCESS, "---p"),
+        (P::READWRITE | P::GUARD, "---p"),
+        (P::READONLY | P::GUARD, "---p"),
+    ];
+    store(base, 7);
+    for (p, perms) in cases {
+        s.protect(base, 4096, p).unwrap();
+        assert_eq!(perms_at(base).unwrap(), perms, "{p:?}");
+        assert_eq!(s.query(base).unwrap().protect, p);
+    }
+    s.protect(base, 4096, P::READWRITE).unwrap();
+    assert_eq!(load(base), 7, "data survives protection changes");
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn guard_page_is_inaccessible_until_touched_through_the_space() {
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE | P::GUARD).unwrap();
+    assert_eq!(perms_at(base).unwrap(), "---p");
+    assert_eq!(s.query(base).unwrap().protect, P::READWRITE | P::GUARD);
+    assert_eq!(
+        child_signal(|| {
+            let _ = load(base);
+        }),
+        Some(libc::SIGSEGV)
+    );
+    // A checked access disarms the guard on that page only.
+    let e = s.read(base, &mut [0u8; 1]).unwrap_err();
+    assert!(matches!(e, Error::GuardPage { .. }), "{e:?}");
+    assert_eq!(perms_at(base).unwrap(), "rw-p");
+    assert_eq!(perms_at(base + 4096).unwrap(), "---p");
+    assert_eq!(s.query(base + 4096).unwrap().protect, P::READWRITE | P::GUARD);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn malloc_memory_is_not_ours() {
+    let s = space();
+    let mut block = vec![0x5Au8; 256 * KB];
+    let addr = block.as_mut_ptr() as usize;
+    let page = (addr + 4095) & !4095;
+    assert_eq!(s.free(page, 0, FreeType::RELEASE), Err(Error::InvalidAddress));
+    assert_eq!(s.free(page, 4096, FreeType::DECOMMIT), Err(Error::InvalidAddress));
+    assert_eq!(s.protect(page, 4096, P::NOACCESS), Err(Error::InvalidAddress));
+    assert_eq!(s.alloc(page, 4096, T::COMMIT, P::READONLY), Err(Error::InvalidAddress));
+    assert_eq!(s.alloc(page & !0xFFFF, 64 * KB, T::RESERVE, P::READWRITE), Err(Error::InvalidAddress));
+    assert!(block.iter().all(|&b| b == 0x5A));
+    block[0] = 1; // still writable
+    let q = s.query(page).unwrap();
+    assert_eq!((q.state, q.mem_type), (MemState::Commit, Some(MemType::Private)));
+    assert_eq!(q.protect, P::READWRITE);
+}
+
+#[test]
+fn query_never_calls_foreign_memory_free() {
+    let s = space();
+    let small = Box::new(17u64);
+    let local = 5u32;
+    let code = libc::malloc as *const () as usize;
+    let statik = &MB as *const usize as usize;
+    for addr in [&*small as *const u64 as usize, &local as *const u32 as usize, code, statik] {
+        let q = s.query(addr).unwrap();
+        assert_ne!(q.state, MemState::Free, "{addr:#x}: {q:?}");
+        assert!(q.base_address <= addr && addr < q.base_address + q.region_size);
+    }
+    let q = s.query(code).unwrap();
+    assert_eq!(q.mem_type, Some(MemType::Image));
+    assert!(q.protect.contains(P::EXECUTE_READ) || q.protect == P::EXECUTE, "{q:?}");
+    // A shared mapping is MEM_MAPPED.
+    // SAFETY: a fresh shared anonymous mapping.
+    let shared = unsafe {
+        libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    } as usize;
+    let q = s.query(shared).unwrap();
+    assert_eq!((q.state, q.mem_type, q.protect), (MemState::Commit, Some(MemType::Mapped), P::READONLY));
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(shared as *mut libc::c_void, 8192) };
+    // A whole walk never reports as free a region where a kernel mapping lived
+    // throughout the walk (mappings present, identical, before and after it).
+    let before = mappings(0..usize::MAX);
+    let regions = s.regions();
+    let after = mappings(0..usize::MAX);
+    let stable: Vec<_> = before.iter().filter(|m| after.contains(m)).collect();
+    assert!(stable.len() > 5);
+    for r in regions.iter().filter(|r| r.state == MemState::Free) {
+        let (a, b) = (r.base_address, r.base_address + r.region_size);
+        for m in &stable {
+            assert!(!(m.0 < b && a < m.1), "free region {a:#x}..{b:#x} overlaps live mapping {m:x?}");
+        }
+    }
+}
+
+/// Map `len` bytes at exactly `addr` behind the space's back, if nobody is there.
+fn map_foreign(addr: usize, len: usize) -> bool {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    p as usize == addr
+}
+
+#[test]
+fn a_foreign_mapping_is_never_replaced() {
+    let s = space();
+    // Find a place the space would choose next, then occupy it behind its back.
+    let mut foreign = 0;
+    for _ in 0..50 {
+        let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+        if map_foreign(base, 64 * KB) {
+            foreign = base;
+            break;
+        }
+    }
+    assert_ne!(foreign, 0, "could not occupy a free spot");
+    store(foreign, 0x77);
+    // At a given address: ERROR_INVALID_ADDRESS, and the mapping is untouched.
+    assert_eq!(s.alloc(foreign, MB, T::RESERVE, P::NOACCESS), Err(Error::InvalidAddress));
+    assert_eq!(load(foreign), 0x77);
+    assert_eq!(perms_at(foreign).unwrap(), "rw-p");
+    // With no address: silently placed elsewhere.
+    let other = s.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert!(other + MB <= foreign || other >= foreign + 64 * KB, "{other:#x} overlaps {foreign:#x}");
+    assert_eq!(load(foreign), 0x77);
+    let q = s.query(foreign).unwrap();
+    assert_eq!((q.state, q.allocation_base), (MemState::Commit, foreign));
+    s.free(other, 0, FreeType::RELEASE).unwrap();
+    // SAFETY: unmaps the foreign mapping this test made.
+    unsafe { libc::munmap(foreign as *mut libc::c_void, 64 * KB) };
+}
+
+#[test]
+fn two_spaces_see_each_other_as_foreign() {
+    let a = space();
+    let b = space();
+    let x = a.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    let y = b.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert!(x + MB <= y || y + MB <= x);
+    assert_eq!(b.free(x, 0, FreeType::RELEASE), Err(Error::InvalidAddress));
+    assert_eq!(b.alloc(x, 4096, T::RESERVE, P::READWRITE), Err(Error::InvalidAddress));
+    assert_eq!(b.query(x).unwrap().state, MemState::Commit);
+    a.free(x, 0, FreeType::RELEASE).unwrap();
+    b.free(y, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn top_down_places_high_and_below_the_stack() {
+    let s = space();
+    let low = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+    let high = s.alloc(0, MB, T::RESERVE | T::TOP_DOWN, P::NOACCESS).unwrap();
+    assert!(high > low);
+    assert!(high > 1 << 46, "{high:#x} is not near the top");
+    let stack = &low as *const usize as usize;
+    // The main thread's stack and the room it grows into are never used.
+    let main_stack = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with("[stack]"))
+        .map(|l| usize::from_str_radix(l.split('-').next().unwrap(), 16).unwrap())
+        .unwrap();
+    assert!(high + MB <= main_stack - (8 * MB), "{high:#x} too close to the stack at {main_stack:#x}");
+    let _ = stack;
+    s.free(low, 0, FreeType::RELEASE).unwrap();
+    s.free(high, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn large_pages_are_real_or_a_clear_error() {
+    let s = space();
+    let lp = s.system_info().large_page_size;
+    let r = s.alloc(0, 2 * MB, T::RESERVE | T::COMMIT | T::LARGE_PAGES, P::READWRITE);
+    if lp == 0 {
+        assert_eq!(r, Err(Error::NoSystemResources));
+        assert_eq!(r.unwrap_err().code(), 1450);
+    } else {
+        // Huge pages may be configured yet all in use: then the same clear error.
+        match r {
+            Ok(base) => {
+                assert_eq!(base % lp, 0);
+                s.free(base, 0, FreeType::RELEASE).unwrap();
+            }
+            Err(e) => assert_eq!(e, Error::NoSystemResources),
+        }
+    }
+    assert_eq!(s.stats().reservations, 0);
+}
+
+#[test]
+fn system_info_matches_the_kernel() {
+    let s = space();
+    let si = s.system_info();
+    let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr").unwrap().trim().parse::<usize>().unwrap();
+    assert!(si.minimum_application_address >= min.max(64 * KB));
+    assert_eq!(si.minimum_application_address % (64 * KB), 0);
+    assert_eq!(si.maximum_application_address, 0x7FFF_FFFE_FFFF);
+}
+
+#[test]
+fn reset_keeps_data_when_memory_is_plentiful_and_undo_says_so() {
+    let s = space();
+    let base = s.alloc(0, 256 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    for i in 0..64 {
+        store(base + i * 4096 + 100, i as u8 + 1);
+    }
+    s.alloc(base, 256 * KB, T::RESET, P::NOACCESS).unwrap();
+    s.alloc(base, 256 * KB, T::RESET_UNDO, P::NOACCESS).unwrap();
+    for i in 0..64 {
+        assert_eq!(load(base + i * 4096 + 100), i as u8 + 1);
+    }
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn reset_undo_tells_the_truth_when_pages_were_reclaimed() {
+    const MADV_PAGEOUT: i32 = 21;
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    for i in 0..16 {
+        store(base + i * 4096 + 8, 0xC0 | i as u8);
+    }
+    s.alloc(base, 64 * KB, T::RESET, P::NOACCESS).unwrap();
+    // Make the kernel reclaim the lazily freed pages now, as memory pressure would.
+    // SAFETY: advice on our own committed range; reclaim only drops lazily freed pages.
+    let r = unsafe { libc::madvise(base as *mut libc::c_void, 64 * KB, MADV_PAGEOUT) };
+    assert_eq!(r, 0);
+    let e = s.alloc(base, 64 * KB, T::RESET_UNDO, P::NOACCESS).unwrap_err();
+    assert_eq!(e, Error::DataDiscarded);
+    assert_eq!(e.code(), 170);
+    assert_eq!(load(base + 8), 0, "dropped data reads zero");
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn lock_and_unlock() {
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    s.lock(base, 16 * KB).unwrap();
+    assert!(resident(base..base + 16 * KB).iter().all(|&r| r), "locked pages are resident");
+    s.unlock(base, 16 * KB).unwrap();
+    assert_eq!(s.unlock(base, 16 * KB), Err(Error::NotLocked));
+    s.lock(base, 16 * KB).unwrap();
+    // Decommitting unlocks and drops.
+    s.free(base, 16 * KB, FreeType::DECOMMIT).unwrap();
+    assert!(resident(base..base + 16 * KB).iter().all(|&r| !r));
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn checked_copies_never_crash() {
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.alloc(base, 4096, T::COMMIT, P::READWRITE).unwrap();
+    let e = s.read(base + 4000, &mut [0u8; 200]).unwrap_err();
+    assert!(matches!(e, Error::AccessViolation { address, .. } if address == base + 4096), "{e:?}");
+    // Straight to the backend, bypassing the rules: a fault, not a crash.
+    let e = virtmem::backend::Backend::read(s.backend(), base + 4096, &mut [0u8; 1]).unwrap_err();
+    assert_eq!(e, virtmem::backend::BackendError::Fault(base + 4096));
+    let e = virtmem::backend::Backend::write(s.backend(), 0x10, &[1]).unwrap_err();
+    assert_eq!(e, virtmem::backend::BackendError::Fault(0x10));
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn current_process_is_shared() {
+    let a = virtmem::current_process();
+    let b = virtmem::current_process();
+    assert!(std::ptr::eq(a, b));
+    let base = a.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(b.query(base).unwrap().state, MemState::Commit);
+    b.free(base, 0, FreeType::RELEASE).unwrap();
+    let v: &dyn VirtualSpace = a;
+    assert_eq!(v.query(base).unwrap().state, MemState::Free);
+}

@@ -1,0 +1,96 @@
+//! Helpers shared by the Linux backend tests.
+#![allow(dead_code)]
+
+use std::ops::Range;
+
+use virtmem::{MemoryBasicInformation, VirtualSpace};
+
+/// The kernel mappings inside `range` as (start, end, "rwxp"), clipped to `range`,
+/// with adjacent entries of equal permissions coalesced (the kernel may or may not
+/// merge them; what the CPU allows is what matters).
+pub fn mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut out: Vec<(usize, usize, String)> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(r), Some(perms)) = (f.next(), f.next()) else { continue };
+        let (s, e) = r.split_once('-').unwrap();
+        let (s, e) = (usize::from_str_radix(s, 16).unwrap(), usize::from_str_radix(e, 16).unwrap());
+        let (s, e) = (s.max(range.start), e.min(range.end));
+        if s >= e {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.1 == s && last.2 == perms => last.1 = e,
+            _ => out.push((s, e, perms.to_string())),
+        }
+    }
+    out
+}
+
+/// The permissions of the kernel mapping holding `addr`, e.g. "rw-p".
+pub fn perms_at(addr: usize) -> Option<String> {
+    mappings(addr..addr + 1).first().map(|m| m.2.clone())
+}
+
+/// A `VirtualQuery` walk over `range`, the last region clipped to its end.
+pub fn walk(space: &dyn VirtualSpace, range: Range<usize>) -> Vec<MemoryBasicInformation> {
+    let mut out = Vec::new();
+    let mut a = range.start;
+    while a < range.end {
+        let mut m = space.query(a).unwrap();
+        a = m.base_address + m.region_size;
+        m.region_size = m.region_size.min(range.end - m.base_address);
+        out.push(m);
+    }
+    out
+}
+
+/// Which pages of `range` are resident in memory (`mincore`).
+pub fn resident(range: Range<usize>) -> Vec<bool> {
+    let pages = range.len() / 4096;
+    let mut v = vec![0u8; pages];
+    // SAFETY: mincore only reads page-table state of the range and writes `pages` bytes.
+    let r = unsafe { libc::mincore(range.start as *mut libc::c_void, range.len(), v.as_mut_ptr()) };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    v.into_iter().map(|b| b & 1 != 0).collect()
+}
+
+/// Run `f` in a forked child and return the signal that killed it (None if it exited).
+/// `f` must only touch memory (no allocation, no locks): the parent is multi-threaded.
+pub fn child_signal(f: impl FnOnce()) -> Option<i32> {
+    // SAFETY: the child runs `f`, which by contract only reads or writes memory, then
+    // calls _exit; nothing in it needs locks another thread might hold.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        // SAFETY: ends the child without running destructors or atexit handlers, and
+        // without ever returning into the test harness.
+        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    if libc::WIFSIGNALED(status) {
+        Some(libc::WTERMSIG(status))
+    } else {
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(libc::WEXITSTATUS(status), 0, "the child failed an assertion");
+        None
+    }
+}
+
+/// Read a byte with a plain CPU load.
+pub fn load(addr: usize) -> u8 {
+    // SAFETY: callers use this in forked children to provoke real faults, or on
+    // memory they know is readable.
+    unsafe { std::ptr::read_volatile(addr as *const u8) }
+}
+
+/// Write a byte with a plain CPU store.
+pub fn store(addr: usize, v: u8) {
+    // SAFETY: as for `load`.
+    unsafe { std::ptr::write_volatile(addr as *mut u8, v) }
+}
