@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod error;
 pub mod flags;
+pub mod host;
 pub mod rules;
 mod runs;
 mod space;

@@ -1,0 +1,355 @@
+//! The budget: what is charged, by whom, admission by critical level, waiting for memory,
+//! and memory-pressure notifications.
+//!
+//! One mutex guards the counters; waiters sleep on one condition variable that every
+//! refund, shutdown and cancellation signals. Notifications are computed under the mutex
+//! (each threshold crossing is recorded exactly once) and delivered after it is dropped.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::error::{HostError, HostResult};
+use super::{CriticalLevel, MemoryAvailable, NotificationCallback, Thresholds};
+
+/// Index of a tenant in the budget.
+pub(crate) type TenantId = usize;
+
+/// What a charge pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Pages committed through `VirtualAlloc`.
+    Virtual = 0,
+    /// Pages committed by an `IHostMalloc` heap.
+    Heap = 1,
+    /// Views announced with `AcquiredVirtualAddressSpace`.
+    View = 2,
+}
+
+/// The admission policy, fixed when the manager is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub budget: usize,
+    pub soft_reserve: usize,
+    pub emergency_reserve: usize,
+    pub process_wait: Duration,
+    pub thresholds: Thresholds,
+}
+
+impl Policy {
+    /// What a request of `level` may take on top of a limit.
+    fn extra(&self, level: CriticalLevel) -> usize {
+        match level {
+            CriticalLevel::Task => 0,
+            CriticalLevel::AppDomain => self.soft_reserve,
+            CriticalLevel::Process => self.soft_reserve.saturating_add(self.emergency_reserve),
+        }
+    }
+}
+
+struct Tenant {
+    name: String,
+    limit: Option<usize>,
+    used: usize,
+    by_kind: [usize; 3],
+    level: MemoryAvailable,
+    callbacks: Vec<NotificationCallback>,
+    /// Bumped by a cancellation: waiters that saw an older value give up.
+    cancel_gen: u64,
+    waiting: usize,
+}
+
+struct State {
+    used: usize,
+    by_kind: [usize; 3],
+    peak: usize,
+    closed: bool,
+    waiting: usize,
+    tenants: Vec<Tenant>,
+}
+
+/// A point-in-time view of one tenant's accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantStats {
+    /// The tenant's name.
+    pub name: String,
+    /// Its sub-budget, if it has one.
+    pub limit: Option<usize>,
+    /// Bytes it has in use (committed + heap + views).
+    pub used: usize,
+    /// Of which committed through `VirtualAlloc`.
+    pub virtual_committed: usize,
+    /// Of which committed by its heaps.
+    pub heap_committed: usize,
+    /// Of which acquired views.
+    pub views: usize,
+    /// Its current notification level.
+    pub level: MemoryAvailable,
+    /// Its requests waiting for memory now.
+    pub waiting: usize,
+}
+
+/// A point-in-time view of the whole budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetStats {
+    /// The budget in bytes (what task-critical requests may use).
+    pub budget: usize,
+    /// Bytes in use: committed + heap + views, every tenant together.
+    pub used: usize,
+    /// Of which committed through `VirtualAlloc`.
+    pub virtual_committed: usize,
+    /// Of which committed by heaps.
+    pub heap_committed: usize,
+    /// Of which acquired views.
+    pub views: usize,
+    /// The highest `used` ever seen.
+    pub peak: usize,
+    /// Requests waiting for memory now.
+    pub waiting: usize,
+    /// Every tenant, by tenant index.
+    pub tenants: Vec<TenantStats>,
+}
+
+pub(crate) struct Budget {
+    policy: Policy,
+    st: Mutex<State>,
+    cv: Condvar,
+}
+
+fn percent(used: usize, limit: usize) -> u32 {
+    if limit == 0 {
+        return 100;
+    }
+    ((used as u128 * 100 / limit as u128).min(100)) as u32
+}
+
+impl State {
+    fn fits(&self, policy: &Policy, t: TenantId, bytes: usize, level: CriticalLevel) -> bool {
+        let extra = policy.extra(level);
+        let global_ok = self.used.checked_add(bytes).is_some_and(|n| n <= policy.budget.saturating_add(extra));
+        let tenant = &self.tenants[t];
+        let tenant_ok =
+            tenant.limit.map_or(true, |l| tenant.used.checked_add(bytes).is_some_and(|n| n <= l.saturating_add(extra)));
+        global_ok && tenant_ok
+    }
+
+    fn add(&mut self, t: TenantId, kind: Kind, bytes: usize) {
+        self.used += bytes;
+        self.by_kind[kind as usize] += bytes;
+        self.peak = self.peak.max(self.used);
+        let tenant = &mut self.tenants[t];
+        tenant.used += bytes;
+        tenant.by_kind[kind as usize] += bytes;
+    }
+
+    fn load(&self, policy: &Policy, t: TenantId) -> (u32, usize) {
+        let tenant = &self.tenants[t];
+        let mut pct = percent(self.used, policy.budget);
+        let mut avail = policy.budget.saturating_sub(self.used);
+        if let Some(l) = tenant.limit {
+            pct = pct.max(percent(tenant.used, l));
+            avail = avail.min(l.saturating_sub(tenant.used));
+        }
+        (pct, avail)
+    }
+}
+
+/// The level after `current` for a load of `p` percent.
+pub(crate) fn next_level(current: MemoryAvailable, p: u32, th: &Thresholds) -> MemoryAvailable {
+    use MemoryAvailable::*;
+    let settle = |p: u32| {
+        if p >= th.low_percent {
+            Low
+        } else if p <= th.high_percent {
+            High
+        } else {
+            Neutral
+        }
+    };
+    match current {
+        High if p > th.high_percent.saturating_add(th.hysteresis) => settle(p),
+        Low if p.saturating_add(th.hysteresis) < th.low_percent => settle(p),
+        Neutral if p >= th.low_percent || p <= th.high_percent => settle(p),
+        other => other,
+    }
+}
+
+impl Budget {
+    pub fn new(policy: Policy, name: String, limit: Option<usize>, callbacks: Vec<NotificationCallback>) -> Budget {
+        let b = Budget {
+            policy,
+            st: Mutex::new(State { used: 0, by_kind: [0; 3], peak: 0, closed: false, waiting: 0, tenants: Vec::new() }),
+            cv: Condvar::new(),
+        };
+        b.add_tenant(name, limit, callbacks);
+        b
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn add_tenant(&self, name: String, limit: Option<usize>, callbacks: Vec<NotificationCallback>) -> TenantId {
+        let mut st = self.st.lock();
+        let level = next_level(MemoryAvailable::Neutral, 0, &self.policy.thresholds);
+        st.tenants.push(Tenant { name, limit, used: 0, by_kind: [0; 3], level, callbacks, cancel_gen: 0, waiting: 0 });
+        let t = st.tenants.len() - 1;
+        // A new tenant starts at the level its (possibly shared) load gives it.
+        let (p, _) = st.load(&self.policy, t);
+        st.tenants[t].level = next_level(level, p, &self.policy.thresholds);
+        t
+    }
+
+    /// Charge `bytes` to tenant `t` if `level` admits them now; otherwise, when `wait`
+    /// (a process-critical request with a nonzero timeout), wait for refunds.
+    pub fn charge(&self, t: TenantId, kind: Kind, bytes: usize, level: CriticalLevel, wait: bool) -> HostResult<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let mut st = self.st.lock();
+        if st.closed {
+            return Err(HostError::ClrNotAvailable);
+        }
+        if st.fits(&self.policy, t, bytes, level) {
+            st.add(t, kind, bytes);
+            return Ok(());
+        }
+        if !wait || level != CriticalLevel::Process || self.policy.process_wait.is_zero() {
+            return Err(HostError::OutOfMemory);
+        }
+        let deadline = Instant::now() + self.policy.process_wait;
+        let gen = st.tenants[t].cancel_gen;
+        st.waiting += 1;
+        st.tenants[t].waiting += 1;
+        let out = loop {
+            let timed_out = self.cv.wait_until(&mut st, deadline).timed_out();
+            if st.closed || st.tenants[t].cancel_gen != gen {
+                break Err(HostError::Abandoned);
+            }
+            if st.fits(&self.policy, t, bytes, level) {
+                st.add(t, kind, bytes);
+                break Ok(());
+            }
+            if timed_out || Instant::now() >= deadline {
+                break Err(HostError::Timeout);
+            }
+        };
+        st.waiting -= 1;
+        st.tenants[t].waiting -= 1;
+        out
+    }
+
+    /// Charge without admission (a view the runtime has already mapped).
+    pub fn force(&self, t: TenantId, kind: Kind, bytes: usize) {
+        self.st.lock().add(t, kind, bytes);
+    }
+
+    /// Give back `bytes` charged to `t` and wake the waiters.
+    pub fn refund(&self, t: TenantId, kind: Kind, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut st = self.st.lock();
+        debug_assert!(st.tenants[t].by_kind[kind as usize] >= bytes, "refund of more than was charged");
+        st.used -= bytes;
+        st.by_kind[kind as usize] -= bytes;
+        let tenant = &mut st.tenants[t];
+        tenant.used -= bytes;
+        tenant.by_kind[kind as usize] -= bytes;
+        let waiters = st.waiting;
+        drop(st);
+        if waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Refuse every later charge and wake every waiter with `HOST_E_ABANDONED`.
+    pub fn close(&self) {
+        self.st.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Abandon the requests of tenant `t` that are waiting now.
+    pub fn cancel(&self, t: TenantId) {
+        self.st.lock().tenants[t].cancel_gen += 1;
+        self.cv.notify_all();
+    }
+
+    /// Percent of the budget in use and bytes available, as tenant `t` sees them.
+    pub fn load(&self, t: TenantId) -> (u32, usize) {
+        self.st.lock().load(&self.policy, t)
+    }
+
+    pub fn register(&self, t: TenantId, cb: NotificationCallback) {
+        self.st.lock().tenants[t].callbacks.push(cb);
+    }
+
+    /// Record every threshold crossing since the last call and deliver it, from this
+    /// thread, with no lock held.
+    pub fn notify(&self) {
+        let mut due: Vec<(NotificationCallback, MemoryAvailable)> = Vec::new();
+        {
+            let mut st = self.st.lock();
+            for t in 0..st.tenants.len() {
+                let (p, _) = st.load(&self.policy, t);
+                let tenant = &mut st.tenants[t];
+                let next = next_level(tenant.level, p, &self.policy.thresholds);
+                if next != tenant.level {
+                    tenant.level = next;
+                    due.extend(tenant.callbacks.iter().map(|cb| (cb.clone(), next)));
+                }
+            }
+        }
+        for (cb, level) in due {
+            cb(level);
+        }
+    }
+
+    pub fn stats(&self) -> BudgetStats {
+        let st = self.st.lock();
+        BudgetStats {
+            budget: self.policy.budget,
+            used: st.used,
+            virtual_committed: st.by_kind[Kind::Virtual as usize],
+            heap_committed: st.by_kind[Kind::Heap as usize],
+            views: st.by_kind[Kind::View as usize],
+            peak: st.peak,
+            waiting: st.waiting,
+            tenants: st
+                .tenants
+                .iter()
+                .map(|t| TenantStats {
+                    name: t.name.clone(),
+                    limit: t.limit,
+                    used: t.used,
+                    virtual_committed: t.by_kind[Kind::Virtual as usize],
+                    heap_committed: t.by_kind[Kind::Heap as usize],
+                    views: t.by_kind[Kind::View as usize],
+                    level: t.level,
+                    waiting: t.waiting,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MemoryAvailable::*;
+
+    #[test]
+    fn hysteresis() {
+        let th = Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 };
+        assert_eq!(next_level(Neutral, 0, &th), High);
+        assert_eq!(next_level(High, 55, &th), High);
+        assert_eq!(next_level(High, 56, &th), Neutral);
+        assert_eq!(next_level(Neutral, 51, &th), Neutral);
+        assert_eq!(next_level(Neutral, 50, &th), High);
+        assert_eq!(next_level(Neutral, 90, &th), Low);
+        assert_eq!(next_level(Low, 86, &th), Low);
+        assert_eq!(next_level(Low, 84, &th), Neutral);
+        assert_eq!(next_level(Low, 10, &th), High);
+        assert_eq!(next_level(High, 95, &th), Low);
+    }
+}

@@ -1,0 +1,767 @@
+//! [`HostMalloc`]: the `IHostMalloc` heap. Small blocks come from size classes carved out
+//! of slabs the heap commits through the manager (so the budget counts them); blocks over
+//! [`MAX_SMALL`] bytes are committed directly, one reservation each.
+//!
+//! The heap keeps all its metadata outside the memory it hands out (a free bitmap per
+//! slab), so it works the same over a simulated space, whose addresses are only numbers,
+//! and over the process's real memory. Layout:
+//!
+//! - a *segment* is a 4 MiB window, aligned to 4 MiB, of an 8 MiB reservation (reserving
+//!   is free); a two-level radix table maps an address to its segment in two loads;
+//! - a *slab* is 16 KiB of a segment, committed when a size class needs it (charged to the
+//!   budget at the request's critical level) and decommitted (refunded) when it empties
+//!   and is not the class's current slab or its one cached spare;
+//! - each size class is split over *shards*, each behind its own lock. A thread always
+//!   allocates from the same shard; a free goes to the shard owning the slab. A
+//!   `MALLOC_THREADSAFE` heap has several shards, any other heap one (it is still safe to
+//!   share, only not built for it).
+//!
+//! `Free` of anything this heap did not return — a foreign pointer, a pointer inside a
+//! block, a block already freed — is `HOST_E_INVALIDOPERATION` and changes nothing.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, ReentrantMutex, RwLock};
+
+use super::error::{HostError, HostResult};
+use super::manager::HostMemoryManager;
+use super::{enter, CriticalLevel, MallocType};
+use crate::flags::{AllocationType, FreeType, Protection};
+use crate::rules::{round_up, PAGE};
+
+/// The largest block served from a size class; larger blocks are committed directly.
+pub const MAX_SMALL: usize = 2048;
+/// The size classes, in bytes.
+pub const SIZE_CLASSES: [usize; 24] = [
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792,
+    2048,
+];
+/// The unit a heap commits (and the budget is charged) for small blocks: 16 KiB.
+pub const SLAB_SIZE: usize = SLAB;
+const NCLASSES: usize = SIZE_CLASSES.len();
+const SLAB_SHIFT: u32 = 14;
+const SLAB: usize = 1 << SLAB_SHIFT;
+const SEG_SHIFT: u32 = 22;
+const SEG: usize = 1 << SEG_SHIFT;
+const SLABS_PER_SEG: usize = SEG / SLAB;
+const WORDS: usize = SLAB / 16 / 64;
+const LEAF_BITS: u32 = 12;
+const LEAF: usize = 1 << LEAF_BITS;
+const NONE: u32 = u32::MAX;
+
+/// Class index for each size in 16-byte steps (`(size + 15) / 16`).
+const CLASS_OF: [u8; MAX_SMALL / 16 + 1] = {
+    let mut t = [0u8; MAX_SMALL / 16 + 1];
+    let mut i = 0;
+    while i < t.len() {
+        let size = i * 16;
+        let mut c = 0;
+        while SIZE_CLASSES[c] < size {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A live block allocated with `DebugAlloc`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeakRecord {
+    /// The block's address.
+    pub address: usize,
+    /// The size asked for.
+    pub size: usize,
+    /// The source file given to `DebugAlloc`.
+    pub file: String,
+    /// The source line given to `DebugAlloc`.
+    pub line: u32,
+}
+
+impl std::fmt::Display for LeakRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes at {:#x} allocated at {}:{}", self.size, self.address, self.file, self.line)
+    }
+}
+
+/// Figures of one heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapStats {
+    /// Blocks allocated and not freed.
+    pub live_blocks: usize,
+    /// Their sizes, as rounded to their class (or to pages for large blocks).
+    pub live_bytes: usize,
+    /// Bytes this heap has committed (and the budget is charged for).
+    pub committed: usize,
+    /// Segments reserved.
+    pub segments: usize,
+    /// Large blocks live.
+    pub large_blocks: usize,
+    /// `DebugAlloc` blocks live.
+    pub debug_blocks: usize,
+}
+
+struct SlabData {
+    class: u32,
+    size: u32,
+    cap: u32,
+    free: u32,
+    hint: u32,
+    /// Position in its class's partial list, or `NONE`.
+    partial_pos: u32,
+    /// 1 = free slot.
+    bits: [u64; WORDS],
+}
+
+struct Slab {
+    base: usize,
+    /// `shard << 8 | class` while a shard owns the slab, `NONE` while it is uncommitted.
+    /// Changes only under the owning shard's lock.
+    owner: AtomicU32,
+    data: UnsafeCell<SlabData>,
+}
+
+// SAFETY: `data` is only touched by a thread holding the lock of the shard named by
+// `owner` (and having checked `owner` under that lock), or by the one thread that took
+// the slab out of the pool before publishing an owner; see `Heap::slab_data`.
+unsafe impl Sync for Slab {}
+
+struct Segment {
+    /// The 4 MiB-aligned window the slabs live in.
+    base: usize,
+    /// The reservation (8 MiB) the window was cut from.
+    reservation: usize,
+    slabs: Box<[Slab]>,
+}
+
+/// Address → segment, without locks for spaces up to 2^50 bytes.
+enum SegIndex {
+    Radix(Box<[AtomicPtr<[AtomicPtr<Segment>; LEAF]>]>),
+    Map(RwLock<BTreeMap<usize, usize>>),
+}
+
+impl SegIndex {
+    fn new(end_address: usize) -> SegIndex {
+        let keys = (end_address.saturating_sub(1) >> SEG_SHIFT) + 1;
+        let top = keys.div_ceil(LEAF);
+        if top <= 1 << 16 {
+            SegIndex::Radix((0..top).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect())
+        } else {
+            SegIndex::Map(RwLock::new(BTreeMap::new()))
+        }
+    }
+
+    fn get(&self, addr: usize) -> Option<&Segment> {
+        let k = addr >> SEG_SHIFT;
+        let p = match self {
+            SegIndex::Radix(top) => {
+                let leaf = top.get(k >> LEAF_BITS)?.load(Ordering::Acquire);
+                if leaf.is_null() {
+                    return None;
+                }
+                // SAFETY: leaves are allocated once, published with Release, and freed
+                // only in `Drop`, when no other reference to the heap exists.
+                unsafe { (*leaf)[k & (LEAF - 1)].load(Ordering::Acquire) }
+            }
+            SegIndex::Map(m) => m.read().get(&k).map_or(std::ptr::null_mut(), |&p| p as *mut Segment),
+        };
+        // SAFETY: segments are boxed, published after construction and live until the
+        // heap is dropped.
+        unsafe { p.as_ref() }
+    }
+
+    fn insert(&self, seg: *const Segment, base: usize) {
+        let k = base >> SEG_SHIFT;
+        match self {
+            SegIndex::Radix(top) => {
+                let slot = &top[k >> LEAF_BITS];
+                let mut leaf = slot.load(Ordering::Acquire);
+                if leaf.is_null() {
+                    let fresh: Box<[AtomicPtr<Segment>; LEAF]> =
+                        Box::new(std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())));
+                    let fresh = Box::into_raw(fresh);
+                    match slot.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => leaf = fresh,
+                        Err(existing) => {
+                            // SAFETY: `fresh` was never published.
+                            drop(unsafe { Box::from_raw(fresh) });
+                            leaf = existing;
+                        }
+                    }
+                }
+                // SAFETY: as in `get`.
+                unsafe { (*leaf)[k & (LEAF - 1)].store(seg as *mut Segment, Ordering::Release) };
+            }
+            SegIndex::Map(m) => {
+                m.write().insert(k, seg as usize);
+            }
+        }
+    }
+}
+
+impl Drop for SegIndex {
+    fn drop(&mut self) {
+        if let SegIndex::Radix(top) = self {
+            for slot in top.iter() {
+                let leaf = slot.load(Ordering::Acquire);
+                if !leaf.is_null() {
+                    // SAFETY: allocated by `insert` with `Box::into_raw`, freed once here.
+                    drop(unsafe { Box::from_raw(leaf) });
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct ClassState {
+    current: Option<SlabRef>,
+    partial: Vec<SlabRef>,
+    spare: Option<SlabRef>,
+}
+
+#[derive(Default)]
+struct Shard {
+    classes: [ClassState; NCLASSES],
+    live_blocks: isize,
+    live_bytes: isize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SlabRef(*const Slab);
+// SAFETY: a pointer to a slab of a segment the heap owns; segments outlive every shard.
+unsafe impl Send for SlabRef {}
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Pool {
+    /// Boxed: the index points at them, so they must not move when the vector grows.
+    #[allow(clippy::vec_box)]
+    segments: Vec<Box<Segment>>,
+    /// Uncommitted slabs.
+    free: Vec<SlabRef>,
+}
+
+struct Large {
+    bytes: usize,
+}
+
+struct Site {
+    size: usize,
+    file: String,
+    line: u32,
+}
+
+struct Heap {
+    mgr: HostMemoryManager,
+    ty: MallocType,
+    protect: Protection,
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    pool: Mutex<Pool>,
+    index: SegIndex,
+    /// Large blocks. Reentrant, so that a global allocator's `dealloc` running inside a
+    /// map operation of this thread can still ask whether a pointer is a large block.
+    large: ReentrantMutex<RefCell<HashMap<usize, Large>>>,
+    sites: Mutex<HashMap<usize, Site>>,
+    debug_live: AtomicUsize,
+    committed: AtomicUsize,
+}
+
+/// An `IHostMalloc` heap (see the [module docs](self)). Cheap to clone; clones share the
+/// heap. Dropping the last clone gives every page of the heap back to the manager.
+#[derive(Clone)]
+pub struct HostMalloc {
+    heap: Arc<Heap>,
+}
+
+impl std::fmt::Debug for HostMalloc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMalloc").field("type", &self.heap.ty).field("stats", &self.stats()).finish()
+    }
+}
+
+thread_local! {
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+fn thread_slot() -> usize {
+    THREAD_SLOT.with(|c| {
+        let mut v = c.get();
+        if v == usize::MAX {
+            v = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+            c.set(v);
+        }
+        v
+    })
+}
+
+/// The class for `size` bytes aligned to `align`, if a class serves it.
+fn class_for(size: usize, align: usize) -> Option<usize> {
+    if size > MAX_SMALL {
+        return None;
+    }
+    let c = CLASS_OF[size.max(1).div_ceil(16)] as usize;
+    if align <= 16 {
+        return Some(c);
+    }
+    (c..NCLASSES).find(|&c| SIZE_CLASSES[c] % align == 0)
+}
+
+impl HostMalloc {
+    pub(crate) fn new(mgr: HostMemoryManager, ty: MallocType) -> HostMalloc {
+        let nshards = if ty.contains(MallocType::THREADSAFE) {
+            (std::thread::available_parallelism().map_or(4, |n| n.get()) * 2).next_power_of_two().min(32)
+        } else {
+            1
+        };
+        let protect =
+            if ty.contains(MallocType::EXECUTABLE) { Protection::EXECUTE_READWRITE } else { Protection::READWRITE };
+        let end = mgr.space().system_info().maximum_application_address.saturating_add(1);
+        HostMalloc {
+            heap: Arc::new(Heap {
+                mgr,
+                ty,
+                protect,
+                shards: (0..nshards).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
+                pool: Mutex::new(Pool { segments: Vec::new(), free: Vec::new() }),
+                index: SegIndex::new(end),
+                large: ReentrantMutex::new(RefCell::new(HashMap::new())),
+                sites: Mutex::new(HashMap::new()),
+                debug_live: AtomicUsize::new(0),
+                committed: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The `MALLOC_TYPE` the heap was created with.
+    pub fn malloc_type(&self) -> MallocType {
+        self.heap.ty
+    }
+
+    /// The manager (tenant) this heap draws on.
+    pub fn manager(&self) -> &HostMemoryManager {
+        &self.heap.mgr
+    }
+
+    /// `IHostMalloc::Alloc`: a block of at least `size` bytes (16-byte aligned; a size of
+    /// 0 gets a minimal block). `E_OUTOFMEMORY` when the pages it needs are refused at
+    /// `level` (a process-critical request may wait, see the manager).
+    pub fn alloc(&self, size: usize, level: CriticalLevel) -> HostResult<usize> {
+        let _g = enter();
+        self.check()?;
+        self.heap.alloc(size, 16, level)
+    }
+
+    /// [`HostMalloc::alloc`] with an alignment (a power of two up to 64 KiB).
+    /// `E_INVALIDARG` for any other alignment.
+    pub fn alloc_aligned(&self, size: usize, align: usize, level: CriticalLevel) -> HostResult<usize> {
+        let _g = enter();
+        self.check()?;
+        if !align.is_power_of_two() || align > crate::rules::GRANULE {
+            return Err(HostError::InvalidArg);
+        }
+        self.heap.alloc(size, align, level)
+    }
+
+    /// `IHostMalloc::DebugAlloc`: [`HostMalloc::alloc`], remembering `file` and `line`
+    /// until the block is freed (see [`HostMalloc::leaks`]).
+    pub fn debug_alloc(&self, size: usize, level: CriticalLevel, file: &str, line: u32) -> HostResult<usize> {
+        let _g = enter();
+        self.check()?;
+        let p = self.heap.alloc(size, 16, level)?;
+        self.heap.sites.lock().insert(p, Site { size, file: file.to_owned(), line });
+        self.heap.debug_live.fetch_add(1, Ordering::SeqCst);
+        Ok(p)
+    }
+
+    /// `IHostMalloc::Free`: 0 is accepted and does nothing; a pointer this heap did not
+    /// return (or already took back) is `HOST_E_INVALIDOPERATION`.
+    pub fn free(&self, ptr: usize) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        if ptr == 0 {
+            return Ok(());
+        }
+        self.heap.free(ptr)
+    }
+
+    /// Whether `ptr` lies in memory this heap manages (a segment or a large block).
+    pub fn owns(&self, ptr: usize) -> bool {
+        let _g = enter();
+        self.owns_raw(ptr)
+    }
+
+    pub(crate) fn owns_raw(&self, ptr: usize) -> bool {
+        if self.heap.index.get(ptr).is_some() {
+            return true;
+        }
+        let large = self.heap.large.lock();
+        // Borrowed already: this thread is inside an operation on the map itself, and what
+        // it frees is the map's own storage, never a block of the heap.
+        let owned = large.try_borrow().is_ok_and(|m| m.contains_key(&ptr));
+        owned
+    }
+
+    /// The live `DebugAlloc` blocks, by address: the leak report.
+    pub fn leaks(&self) -> Vec<LeakRecord> {
+        let _g = enter();
+        let mut out: Vec<LeakRecord> = self
+            .heap
+            .sites
+            .lock()
+            .iter()
+            .map(|(&address, s)| LeakRecord { address, size: s.size, file: s.file.clone(), line: s.line })
+            .collect();
+        out.sort_by_key(|r| r.address);
+        out
+    }
+
+    /// Figures of this heap.
+    pub fn stats(&self) -> HeapStats {
+        let _g = enter();
+        let h = &self.heap;
+        let (mut blocks, mut bytes) = (0isize, 0isize);
+        for s in h.shards.iter() {
+            let s = s.0.lock();
+            blocks += s.live_blocks;
+            bytes += s.live_bytes;
+        }
+        let large = h.large.lock();
+        let large = large.borrow();
+        HeapStats {
+            live_blocks: blocks as usize + large.len(),
+            live_bytes: bytes as usize + large.values().map(|l| l.bytes).sum::<usize>(),
+            committed: h.committed.load(Ordering::SeqCst),
+            segments: h.pool.lock().segments.len(),
+            large_blocks: large.len(),
+            debug_blocks: h.debug_live.load(Ordering::SeqCst),
+        }
+    }
+
+    fn check(&self) -> HostResult<()> {
+        if self.heap.mgr.is_running() {
+            Ok(())
+        } else {
+            Err(HostError::ClrNotAvailable)
+        }
+    }
+}
+
+impl Heap {
+    /// The slab's data.
+    ///
+    /// # Safety
+    /// The caller holds the lock of the shard that owns `slab` (and checked `owner` under
+    /// it), or the slab is unowned and was taken out of the pool by this thread.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slab_data(slab: &Slab) -> &mut SlabData {
+        // SAFETY: exclusive access per the function's contract.
+        unsafe { &mut *slab.data.get() }
+    }
+
+    fn alloc(&self, size: usize, align: usize, level: CriticalLevel) -> HostResult<usize> {
+        match class_for(size, align) {
+            Some(c) => self.alloc_small(c, level),
+            None => self.alloc_large(size, level),
+        }
+    }
+
+    fn alloc_small(&self, c: usize, level: CriticalLevel) -> HostResult<usize> {
+        let si = thread_slot() & (self.shards.len() - 1);
+        let mut shard = self.shards[si].0.lock();
+        loop {
+            let shard_ref = &mut *shard;
+            let cs = &mut shard_ref.classes[c];
+            if let Some(SlabRef(p)) = cs.current {
+                // SAFETY: slabs live as long as the heap.
+                let slab = unsafe { &*p };
+                // SAFETY: this shard owns its current slab and we hold its lock.
+                let d = unsafe { Heap::slab_data(slab) };
+                if d.free > 0 {
+                    let idx = take_bit(d);
+                    shard_ref.live_blocks += 1;
+                    shard_ref.live_bytes += d.size as isize;
+                    return Ok(slab.base + idx * d.size as usize);
+                }
+                cs.current = None;
+            }
+            if let Some(s) = cs.partial.pop() {
+                // SAFETY: slabs in a shard's lists are owned by it; we hold its lock.
+                unsafe { Heap::slab_data(&*s.0) }.partial_pos = NONE;
+                cs.current = Some(s);
+                continue;
+            }
+            if let Some(s) = cs.spare.take() {
+                cs.current = Some(s);
+                continue;
+            }
+            // A new slab: commit it without the shard lock (the commit may wait).
+            drop(shard);
+            let fresh = self.new_slab(level)?;
+            shard = self.shards[si].0.lock();
+            // SAFETY: `fresh` is unowned and was taken out of the pool by this thread.
+            let slab = unsafe { &*fresh.0 };
+            let d = unsafe { Heap::slab_data(slab) };
+            init_slab(d, c);
+            slab.owner.store(((si as u32) << 8) | c as u32, Ordering::Release);
+            let cs = &mut shard.classes[c];
+            if cs.current.is_none() {
+                cs.current = Some(fresh);
+            } else {
+                d.partial_pos = cs.partial.len() as u32;
+                cs.partial.push(fresh);
+            }
+        }
+    }
+
+    /// An uncommitted slab from the pool (reserving a segment if needed), committed.
+    fn new_slab(&self, level: CriticalLevel) -> HostResult<SlabRef> {
+        let s = {
+            let mut pool = self.pool.lock();
+            if pool.free.is_empty() {
+                self.add_segment(&mut pool)?;
+            }
+            pool.free.pop().expect("a free slab")
+        };
+        // SAFETY: slabs live as long as the heap.
+        let base = unsafe { &*s.0 }.base;
+        match self.mgr.alloc_as(self.mgr.heap_actor(), base, SLAB, AllocationType::COMMIT, self.protect, level) {
+            Ok(_) => {
+                self.committed.fetch_add(SLAB, Ordering::SeqCst);
+                Ok(s)
+            }
+            Err(e) => {
+                self.pool.lock().free.push(s);
+                Err(e)
+            }
+        }
+    }
+
+    fn add_segment(&self, pool: &mut Pool) -> HostResult<()> {
+        let reservation = self.mgr.alloc_as(
+            self.mgr.heap_actor(),
+            0,
+            2 * SEG,
+            AllocationType::RESERVE,
+            self.protect,
+            CriticalLevel::Task,
+        )?;
+        let base = round_up(reservation, SEG).expect("segment inside the address space");
+        let slabs: Box<[Slab]> = (0..SLABS_PER_SEG)
+            .map(|i| Slab {
+                base: base + i * SLAB,
+                owner: AtomicU32::new(NONE),
+                data: UnsafeCell::new(SlabData {
+                    class: 0,
+                    size: 0,
+                    cap: 0,
+                    free: 0,
+                    hint: 0,
+                    partial_pos: NONE,
+                    bits: [0; WORDS],
+                }),
+            })
+            .collect();
+        let seg = Box::new(Segment { base, reservation, slabs });
+        let ptr: *const Segment = &*seg;
+        pool.free.extend(seg.slabs.iter().rev().map(|s| SlabRef(s as *const Slab)));
+        pool.segments.push(seg);
+        self.index.insert(ptr, base);
+        Ok(())
+    }
+
+    fn alloc_large(&self, size: usize, level: CriticalLevel) -> HostResult<usize> {
+        let bytes = round_up(size, PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
+        let p = self.mgr.alloc_as(
+            self.mgr.heap_actor(),
+            0,
+            bytes,
+            AllocationType::RESERVE | AllocationType::COMMIT,
+            self.protect,
+            level,
+        )?;
+        self.committed.fetch_add(bytes, Ordering::SeqCst);
+        self.large.lock().borrow_mut().insert(p, Large { bytes });
+        Ok(p)
+    }
+
+    fn free(&self, ptr: usize) -> HostResult<()> {
+        if let Some(seg) = self.index.get(ptr) {
+            if ptr < seg.base {
+                return Err(HostError::InvalidOperation);
+            }
+            let slab = &seg.slabs[(ptr - seg.base) >> SLAB_SHIFT];
+            self.free_small(slab, ptr)?;
+        } else {
+            let large = self.large.lock().borrow_mut().remove(&ptr).ok_or(HostError::InvalidOperation)?;
+            if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), ptr, 0, FreeType::RELEASE) {
+                self.large.lock().borrow_mut().insert(ptr, large);
+                return Err(e);
+            }
+            self.committed.fetch_sub(large.bytes, Ordering::SeqCst);
+        }
+        if self.debug_live.load(Ordering::SeqCst) > 0 && self.sites.lock().remove(&ptr).is_some() {
+            self.debug_live.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn free_small(&self, slab: &Slab, ptr: usize) -> HostResult<()> {
+        let owner = slab.owner.load(Ordering::Acquire);
+        if owner == NONE {
+            return Err(HostError::InvalidOperation);
+        }
+        let si = (owner >> 8) as usize;
+        let mut shard = self.shards[si].0.lock();
+        if slab.owner.load(Ordering::Acquire) != owner {
+            return Err(HostError::InvalidOperation);
+        }
+        // SAFETY: `owner` names this shard and we hold its lock.
+        let d = unsafe { Heap::slab_data(slab) };
+        let off = ptr - slab.base;
+        let size = d.size as usize;
+        let idx = off / size;
+        if off % size != 0 || idx >= d.cap as usize {
+            return Err(HostError::InvalidOperation);
+        }
+        let (w, b) = (idx / 64, idx % 64);
+        if d.bits[w] & (1 << b) != 0 {
+            return Err(HostError::InvalidOperation); // already free
+        }
+        d.bits[w] |= 1 << b;
+        d.free += 1;
+        shard.live_blocks -= 1;
+        shard.live_bytes -= size as isize;
+        let me = SlabRef(slab);
+        let cs = &mut shard.classes[d.class as usize];
+        if cs.current == Some(me) {
+            return Ok(());
+        }
+        if d.free == 1 {
+            d.partial_pos = cs.partial.len() as u32;
+            cs.partial.push(me);
+        }
+        if d.free < d.cap {
+            return Ok(());
+        }
+        // Empty: out of the partial list, then keep it as the spare or give it back.
+        let pos = d.partial_pos as usize;
+        d.partial_pos = NONE;
+        cs.partial.swap_remove(pos);
+        if let Some(&moved) = cs.partial.get(pos) {
+            // SAFETY: slabs in this shard's lists are owned by it; we hold its lock.
+            unsafe { Heap::slab_data(&*moved.0) }.partial_pos = pos as u32;
+        }
+        if cs.spare.is_none() {
+            cs.spare = Some(me);
+            return Ok(());
+        }
+        slab.owner.store(NONE, Ordering::Release);
+        drop(shard);
+        self.retire(me);
+        Ok(())
+    }
+
+    /// Decommit an empty, unowned slab and put it back in the pool.
+    fn retire(&self, s: SlabRef) {
+        // SAFETY: slabs live as long as the heap.
+        let base = unsafe { &*s.0 }.base;
+        // If the manager refuses (it was disabled), the slab stays committed and unused.
+        if self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT).is_ok() {
+            self.committed.fetch_sub(SLAB, Ordering::SeqCst);
+            self.pool.lock().free.push(s);
+        }
+    }
+}
+
+fn init_slab(d: &mut SlabData, class: usize) {
+    let size = SIZE_CLASSES[class];
+    let cap = SLAB / size;
+    d.class = class as u32;
+    d.size = size as u32;
+    d.cap = cap as u32;
+    d.free = cap as u32;
+    d.hint = 0;
+    d.partial_pos = NONE;
+    for (w, word) in d.bits.iter_mut().enumerate() {
+        let lo = w * 64;
+        *word = if lo + 64 <= cap {
+            u64::MAX
+        } else if lo < cap {
+            (1u64 << (cap - lo)) - 1
+        } else {
+            0
+        };
+    }
+}
+
+/// Take a free slot of a slab with `free > 0`.
+fn take_bit(d: &mut SlabData) -> usize {
+    let words = (d.cap as usize).div_ceil(64);
+    let mut w = d.hint as usize;
+    loop {
+        let word = d.bits[w];
+        if word != 0 {
+            d.bits[w] = word & (word - 1);
+            d.free -= 1;
+            d.hint = w as u32;
+            return w * 64 + word.trailing_zeros() as usize;
+        }
+        w += 1;
+        if w == words {
+            w = 0;
+        }
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        let actor = self.mgr.heap_actor();
+        for (p, _) in self.large.get_mut().get_mut().drain() {
+            let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
+        }
+        for seg in &self.pool.get_mut().segments {
+            let _ = self.mgr.free_as(actor, seg.reservation, 0, FreeType::RELEASE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes() {
+        assert_eq!(class_for(0, 16), Some(0));
+        assert_eq!(class_for(16, 16), Some(0));
+        assert_eq!(class_for(17, 16), Some(1));
+        assert_eq!(class_for(129, 16).map(|c| SIZE_CLASSES[c]), Some(160));
+        assert_eq!(class_for(2048, 16).map(|c| SIZE_CLASSES[c]), Some(2048));
+        assert_eq!(class_for(2049, 16), None);
+        assert_eq!(class_for(40, 64).map(|c| SIZE_CLASSES[c]), Some(64));
+        assert_eq!(class_for(130, 128).map(|c| SIZE_CLASSES[c]), Some(256));
+        assert_eq!(class_for(1100, 1024).map(|c| SIZE_CLASSES[c]), Some(2048));
+        assert_eq!(class_for(100, 4096), None);
+        for (i, &s) in SIZE_CLASSES.iter().enumerate() {
+            assert_eq!(s % 16, 0);
+            assert!(SLAB / s <= WORDS * 64);
+            assert_eq!(class_for(s, 16), Some(i));
+        }
+    }
+
+    #[test]
+    fn bitmap() {
+        let mut d = SlabData { class: 0, size: 0, cap: 0, free: 0, hint: 0, partial_pos: NONE, bits: [0; WORDS] };
+        init_slab(&mut d, NCLASSES - 1);
+        assert_eq!(d.cap, 8);
+        let got: Vec<usize> = (0..8).map(|_| take_bit(&mut d)).collect();
+        assert_eq!(got, (0..8).collect::<Vec<_>>());
+        assert_eq!(d.free, 0);
+        assert!(d.bits.iter().all(|&w| w == 0));
+    }
+}

@@ -1,0 +1,925 @@
+//! [`HostMemoryManager`]: budget, ownership, lifecycle and the `IHostMemoryManager`
+//! methods over any [`VirtualSpace`].
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::budget::{Budget, BudgetStats, Kind, Policy, TenantId};
+use super::error::{HostError, HostResult};
+use super::heap::HostMalloc;
+use super::{
+    enter, CriticalLevel, MallocType, MemoryAvailable, NotificationCallback, ReclaimHook, Thresholds,
+    DEFAULT_PROCESS_WAIT,
+};
+use crate::backend::Limits;
+use crate::error::Error;
+use crate::flags::{AllocationType, FreeType, MemState, MemoryBasicInformation, Protection};
+use crate::rules::{self, AllocRequest, FreeRequest};
+use crate::space::VirtualSpace;
+
+/// Where a manager is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Lifecycle {
+    /// Built, not started: every call is `HOST_E_CLRNOTAVAILABLE`.
+    NotStarted = 0,
+    /// Serving requests.
+    Running = 1,
+    /// Shut down: every call is `HOST_E_CLRNOTAVAILABLE`.
+    ShutDown = 2,
+    /// Disabled by an unrecoverable failure (one call got `E_FAIL`): every call is
+    /// `HOST_E_CLRNOTAVAILABLE`.
+    Disabled = 3,
+}
+
+impl Lifecycle {
+    fn from_u8(v: u8) -> Lifecycle {
+        match v {
+            0 => Lifecycle::NotStarted,
+            1 => Lifecycle::Running,
+            2 => Lifecycle::ShutDown,
+            _ => Lifecycle::Disabled,
+        }
+    }
+}
+
+/// What `GetMemoryLoad` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemoryLoad {
+    /// Percent of the budget in use (0..=100), the higher of the global load and the
+    /// tenant's own sub-budget load.
+    pub percent: u32,
+    /// Bytes a task-critical request could still get (the smaller of what is left of the
+    /// budget and of the tenant's sub-budget).
+    pub available: usize,
+}
+
+/// Everything a host may want to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStats {
+    /// Where the manager is in its life.
+    pub lifecycle: Lifecycle,
+    /// Budget, usage and waiters, in total and per tenant.
+    pub budget: BudgetStats,
+    /// Live reservations made through `VirtualAlloc`.
+    pub reservations: usize,
+    /// Live reservations made by heaps.
+    pub heap_reservations: usize,
+    /// Views announced with `AcquiredVirtualAddressSpace` and not yet released.
+    pub views: usize,
+}
+
+/// Who made a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The runtime, through `VirtualAlloc`.
+    Runtime,
+    /// A heap of the runtime's tenant.
+    Heap,
+}
+
+/// A reservation made through the manager.
+pub(crate) struct Region {
+    base: usize,
+    end: usize,
+    tenant: TenantId,
+    owner: Owner,
+    /// Set (under the region lock) just before the space is asked to release it.
+    releasing: AtomicBool,
+    inner: Mutex<RegionInner>,
+}
+
+struct RegionInner {
+    alive: bool,
+    /// Bytes of this reservation charged to the budget.
+    committed: usize,
+}
+
+struct View {
+    end: usize,
+    tenant: TenantId,
+}
+
+struct Shared {
+    space: Arc<dyn VirtualSpace>,
+    limits: Limits,
+    state: AtomicU8,
+    budget: Budget,
+    regions: RwLock<BTreeMap<usize, Arc<Region>>>,
+    views: Mutex<BTreeMap<usize, View>>,
+    reclaim: Option<ReclaimHook>,
+    disable_on_process_failure: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The manager owns what it allocated: give every reservation still registered
+        // back to the space (heaps have released theirs already).
+        let regions = std::mem::take(&mut *self.regions.write());
+        for (base, r) in regions {
+            if r.inner.lock().alive {
+                let _ = self.space.free(base, 0, FreeType::RELEASE);
+            }
+        }
+    }
+}
+
+/// Who is acting: a tenant, as its runtime or as one of its heaps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Actor {
+    tenant: TenantId,
+    owner: Owner,
+}
+
+impl Actor {
+    fn kind(&self) -> Kind {
+        match self.owner {
+            Owner::Runtime => Kind::Virtual,
+            Owner::Heap => Kind::Heap,
+        }
+    }
+}
+
+/// Configures a [`HostMemoryManager`]. Every setting has a sensible default; only the
+/// space and the budget are required.
+pub struct HostBuilder {
+    space: Arc<dyn VirtualSpace>,
+    budget: usize,
+    soft_reserve: Option<usize>,
+    emergency_reserve: Option<usize>,
+    process_wait: Duration,
+    thresholds: Thresholds,
+    callbacks: Vec<NotificationCallback>,
+    reclaim: Option<ReclaimHook>,
+    disable_on_process_failure: bool,
+    name: String,
+    tenant_limit: Option<usize>,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("budget", &self.budget)
+            .field("soft_reserve", &self.soft_reserve)
+            .field("emergency_reserve", &self.emergency_reserve)
+            .field("process_wait", &self.process_wait)
+            .field("thresholds", &self.thresholds)
+            .field("callbacks", &self.callbacks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostBuilder {
+    /// The soft reserve: how far above the budget domain-critical (and process-critical)
+    /// requests may go. Default: 1/16 of the budget.
+    pub fn soft_reserve(mut self, bytes: usize) -> Self {
+        self.soft_reserve = Some(bytes);
+        self
+    }
+
+    /// The emergency reserve: how far above budget + soft reserve process-critical
+    /// requests may go. Default: 1/16 of the budget.
+    pub fn emergency_reserve(mut self, bytes: usize) -> Self {
+        self.emergency_reserve = Some(bytes);
+        self
+    }
+
+    /// How long a process-critical request that does not fit waits for other threads to
+    /// free memory before failing with `HOST_E_TIMEOUT`. Zero: it fails at once with
+    /// `E_OUTOFMEMORY`. Default: [`DEFAULT_PROCESS_WAIT`].
+    pub fn process_critical_timeout(mut self, wait: Duration) -> Self {
+        self.process_wait = wait;
+        self
+    }
+
+    /// Notification thresholds. Default: [`Thresholds::default`].
+    pub fn thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.thresholds = thresholds;
+        self
+    }
+
+    /// A callback for the first tenant's memory notifications (more can be registered
+    /// later with [`HostMemoryManager::register_memory_notification_callback`]).
+    pub fn on_memory_notification(mut self, cb: impl Fn(MemoryAvailable) + Send + Sync + 'static) -> Self {
+        self.callbacks.push(Arc::new(cb));
+        self
+    }
+
+    /// How `NeedsVirtualAddressSpace` frees address space. Without a hook it answers
+    /// `E_OUTOFMEMORY`.
+    pub fn on_needs_address_space(mut self, hook: impl Fn(usize, usize) -> bool + Send + Sync + 'static) -> Self {
+        self.reclaim = Some(Arc::new(hook));
+        self
+    }
+
+    /// Whether a failed process-critical request (over every reserve, after its wait)
+    /// disables the manager, as the runtime disables itself after such a failure: the
+    /// request gets its error and every later call `HOST_E_CLRNOTAVAILABLE`. Default: no.
+    pub fn disable_on_process_critical_failure(mut self, yes: bool) -> Self {
+        self.disable_on_process_failure = yes;
+        self
+    }
+
+    /// The first tenant's name. Default: `"default"`.
+    pub fn tenant_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A sub-budget for the first tenant. Default: none (only the global budget).
+    pub fn tenant_budget(mut self, bytes: usize) -> Self {
+        self.tenant_limit = Some(bytes);
+        self
+    }
+
+    /// The manager (not started; see [`HostMemoryManager::start`]), as seen by its first
+    /// tenant. `E_INVALIDARG` for a zero budget or sub-budget, or thresholds with
+    /// `high_percent >= low_percent` or `low_percent > 100`.
+    pub fn build(self) -> HostResult<HostMemoryManager> {
+        let th = self.thresholds;
+        if self.budget == 0 || self.tenant_limit == Some(0) || th.high_percent >= th.low_percent || th.low_percent > 100
+        {
+            return Err(HostError::InvalidArg);
+        }
+        let policy = Policy {
+            budget: self.budget,
+            soft_reserve: self.soft_reserve.unwrap_or(self.budget / 16),
+            emergency_reserve: self.emergency_reserve.unwrap_or(self.budget / 16),
+            process_wait: self.process_wait,
+            thresholds: th,
+        };
+        let info = self.space.system_info();
+        let limits = Limits {
+            min_address: info.minimum_application_address,
+            end_address: info.maximum_application_address.saturating_add(1),
+            large_page_size: info.large_page_size,
+        };
+        let shared = Shared {
+            space: self.space,
+            limits,
+            state: AtomicU8::new(Lifecycle::NotStarted as u8),
+            budget: Budget::new(policy, self.name, self.tenant_limit, self.callbacks),
+            regions: RwLock::new(BTreeMap::new()),
+            views: Mutex::new(BTreeMap::new()),
+            reclaim: self.reclaim,
+            disable_on_process_failure: self.disable_on_process_failure,
+        };
+        Ok(HostMemoryManager { shared: Arc::new(shared), tenant: 0 })
+    }
+
+    /// [`HostBuilder::build`], then [`HostMemoryManager::start`].
+    pub fn build_started(self) -> HostResult<HostMemoryManager> {
+        let m = self.build()?;
+        m.start()?;
+        Ok(m)
+    }
+}
+
+/// A host memory manager, as one tenant (runtime) sees it. Cheap to clone; every clone
+/// and every tenant handle share one budget, registry and lifecycle. See the
+/// [module docs](super).
+///
+/// Dropping the last handle (and every heap) releases every reservation still made
+/// through the manager.
+#[derive(Clone)]
+pub struct HostMemoryManager {
+    shared: Arc<Shared>,
+    tenant: TenantId,
+}
+
+impl std::fmt::Debug for HostMemoryManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMemoryManager")
+            .field("tenant", &self.tenant)
+            .field("lifecycle", &self.lifecycle())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostMemoryManager {
+    /// Start configuring a manager over `space` with a budget of `budget` bytes.
+    pub fn builder(space: Arc<dyn VirtualSpace>, budget: usize) -> HostBuilder {
+        HostBuilder {
+            space,
+            budget,
+            soft_reserve: None,
+            emergency_reserve: None,
+            process_wait: DEFAULT_PROCESS_WAIT,
+            thresholds: Thresholds::default(),
+            callbacks: Vec::new(),
+            reclaim: None,
+            disable_on_process_failure: false,
+            name: "default".into(),
+            tenant_limit: None,
+        }
+    }
+
+    // ----- Lifecycle and tenants ------------------------------------------------------
+
+    /// Start serving requests. Starting a running manager does nothing; a manager that
+    /// was shut down or disabled cannot start again (`HOST_E_CLRNOTAVAILABLE`).
+    pub fn start(&self) -> HostResult<()> {
+        match self.shared.state.compare_exchange(
+            Lifecycle::NotStarted as u8,
+            Lifecycle::Running as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => Ok(()),
+            Err(s) if s == Lifecycle::Running as u8 => Ok(()),
+            Err(_) => Err(HostError::ClrNotAvailable),
+        }
+    }
+
+    /// Shut the manager down for every tenant: requests waiting for memory fail with
+    /// `HOST_E_ABANDONED`, every later call with `HOST_E_CLRNOTAVAILABLE`. Memory stays
+    /// allocated until the manager is dropped.
+    pub fn shutdown(&self) {
+        let _ = self.shared.state.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+            (s != Lifecycle::Disabled as u8).then_some(Lifecycle::ShutDown as u8)
+        });
+        self.shared.budget.close();
+    }
+
+    /// Where the manager is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle::from_u8(self.shared.state.load(Ordering::SeqCst))
+    }
+
+    /// Abandon every request of this tenant that is waiting for memory now: each fails
+    /// with `HOST_E_ABANDONED`. Later requests are not affected.
+    pub fn cancel_waits(&self) {
+        self.shared.budget.cancel(self.tenant);
+    }
+
+    /// A handle for a new tenant (another runtime) sharing this manager, with its own
+    /// sub-budget if `budget` is given. `E_INVALIDARG` for a zero sub-budget,
+    /// `HOST_E_CLRNOTAVAILABLE` once shut down or disabled.
+    pub fn add_tenant(&self, name: impl Into<String>, budget: Option<usize>) -> HostResult<HostMemoryManager> {
+        let _g = enter();
+        if matches!(self.lifecycle(), Lifecycle::ShutDown | Lifecycle::Disabled) {
+            return Err(HostError::ClrNotAvailable);
+        }
+        if budget == Some(0) {
+            return Err(HostError::InvalidArg);
+        }
+        let tenant = self.shared.budget.add_tenant(name.into(), budget, Vec::new());
+        Ok(HostMemoryManager { shared: self.shared.clone(), tenant })
+    }
+
+    /// This handle's tenant index (0 for the tenant the builder made).
+    pub fn tenant(&self) -> usize {
+        self.tenant
+    }
+
+    /// The space the manager allocates from.
+    pub fn space(&self) -> &Arc<dyn VirtualSpace> {
+        &self.shared.space
+    }
+
+    /// Usage, waiters, reservations and views.
+    pub fn stats(&self) -> HostStats {
+        let _g = enter();
+        let (reservations, heap_reservations) = {
+            let reg = self.shared.regions.read();
+            let heap = reg.values().filter(|r| r.owner == Owner::Heap).count();
+            (reg.len() - heap, heap)
+        };
+        HostStats {
+            lifecycle: self.lifecycle(),
+            budget: self.shared.budget.stats(),
+            reservations,
+            heap_reservations,
+            views: self.shared.views.lock().len(),
+        }
+    }
+
+    fn check(&self) -> HostResult<()> {
+        if self.shared.state.load(Ordering::Acquire) == Lifecycle::Running as u8 {
+            Ok(())
+        } else {
+            Err(HostError::ClrNotAvailable)
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.check().is_ok()
+    }
+
+    /// The space contradicts the registry: disable the manager. The first caller gets
+    /// `E_FAIL`, everyone after `HOST_E_CLRNOTAVAILABLE`.
+    fn inconsistent(&self) -> HostError {
+        let first = self
+            .shared
+            .state
+            .compare_exchange(Lifecycle::Running as u8, Lifecycle::Disabled as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        self.shared.budget.close();
+        if first {
+            HostError::Fail
+        } else {
+            HostError::ClrNotAvailable
+        }
+    }
+
+    fn runtime(&self) -> Actor {
+        Actor { tenant: self.tenant, owner: Owner::Runtime }
+    }
+
+    pub(crate) fn heap_actor(&self) -> Actor {
+        Actor { tenant: self.tenant, owner: Owner::Heap }
+    }
+
+    // ----- Admission ------------------------------------------------------------------
+
+    fn may_wait(&self, level: CriticalLevel) -> bool {
+        level == CriticalLevel::Process && !self.shared.budget.policy().process_wait.is_zero()
+    }
+
+    /// A request of `level` was refused for good.
+    fn refused(&self, level: CriticalLevel, e: HostError) -> HostError {
+        if level == CriticalLevel::Process
+            && self.shared.disable_on_process_failure
+            && matches!(e, HostError::OutOfMemory | HostError::Timeout)
+            && self
+                .shared
+                .state
+                .compare_exchange(
+                    Lifecycle::Running as u8,
+                    Lifecycle::Disabled as u8,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                )
+                .is_ok()
+        {
+            self.shared.budget.close();
+        }
+        e
+    }
+
+    /// Charge `bytes`, waiting if the level allows it.
+    fn admit(&self, actor: Actor, bytes: usize, level: CriticalLevel) -> HostResult<()> {
+        self.shared
+            .budget
+            .charge(actor.tenant, actor.kind(), bytes, level, self.may_wait(level))
+            .map_err(|e| self.refused(level, e))
+    }
+
+    // ----- Registry -------------------------------------------------------------------
+
+    fn lookup(&self, addr: usize) -> Option<Arc<Region>> {
+        let reg = self.shared.regions.read();
+        reg.range(..=addr).next_back().filter(|(_, r)| addr < r.end).map(|(_, r)| r.clone())
+    }
+
+    fn owned(&self, actor: Actor, addr: usize) -> HostResult<Arc<Region>> {
+        let r = self.lookup(addr).ok_or(HostError::InvalidOperation)?;
+        if r.tenant != actor.tenant {
+            return Err(HostError::NotOwner);
+        }
+        if r.owner != actor.owner {
+            return Err(HostError::InvalidOperation);
+        }
+        Ok(r)
+    }
+
+    /// Bytes of `range` (inside `region`, whose lock the caller holds) in state `want`,
+    /// by walking the space's answers; any answer that contradicts the registry disables
+    /// the manager.
+    fn count(&self, region: &Region, range: Range<usize>, want: MemState) -> HostResult<usize> {
+        let mut n = 0;
+        let mut a = range.start;
+        while a < range.end {
+            let info = match self.shared.space.query(a) {
+                Ok(i) if i.allocation_base == region.base && i.state != MemState::Free && i.region_size > 0 => i,
+                _ => return Err(self.inconsistent()),
+            };
+            let end = (info.base_address + info.region_size).min(range.end);
+            if info.state == want {
+                n += end - a;
+            }
+            a = end;
+        }
+        Ok(n)
+    }
+
+    // ----- VirtualAlloc ---------------------------------------------------------------
+
+    /// `IHostMemoryManager::VirtualAlloc`: Win32 `VirtualAlloc` through the host. Newly
+    /// committed pages are charged and admitted by `level`; a commit into memory the host
+    /// did not allocate is `HOST_E_INVALIDOPERATION`, into another tenant's
+    /// `HOST_E_NOT_OWNER`. Returns what `VirtualAlloc` returns.
+    pub fn virtual_alloc(
+        &self,
+        address: usize,
+        size: usize,
+        ty: AllocationType,
+        protect: Protection,
+        level: CriticalLevel,
+    ) -> HostResult<usize> {
+        let _g = enter();
+        self.check()?;
+        self.alloc_as(self.runtime(), address, size, ty, protect, level)
+    }
+
+    pub(crate) fn alloc_as(
+        &self,
+        actor: Actor,
+        address: usize,
+        size: usize,
+        ty: AllocationType,
+        protect: Protection,
+        level: CriticalLevel,
+    ) -> HostResult<usize> {
+        match rules::alloc_request(address, size, ty, protect, &self.shared.limits)? {
+            AllocRequest::Reserve { size: rsize, commit, .. } => {
+                self.reserve_as(actor, (address, size, ty, protect), level, rsize, commit)
+            }
+            AllocRequest::Commit { range, .. } => self.commit_as(actor, (address, size, ty, protect), level, range),
+            AllocRequest::Reset { range } | AllocRequest::ResetUndo { range } => {
+                let region = self.owned(actor, range.start)?;
+                let g = region.inner.lock();
+                if !g.alive {
+                    return Err(HostError::InvalidOperation);
+                }
+                if range.end > region.end {
+                    return Err(HostError::Win32(Error::InvalidAddress));
+                }
+                match self.shared.space.alloc(address, size, ty, protect) {
+                    Ok(p) => Ok(p),
+                    Err(Error::InvalidAddress) => Err(self.inconsistent()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    fn reserve_as(
+        &self,
+        actor: Actor,
+        (address, size, ty, protect): (usize, usize, AllocationType, Protection),
+        level: CriticalLevel,
+        rsize: usize,
+        commit: bool,
+    ) -> HostResult<usize> {
+        let charge = if commit { rsize } else { 0 };
+        self.admit(actor, charge, level)?;
+        let out = match self.shared.space.alloc(address, size, ty, protect) {
+            Ok(base) => self.register(actor, base, rsize, charge),
+            Err(e) => {
+                self.shared.budget.refund(actor.tenant, actor.kind(), charge);
+                Err(e.into())
+            }
+        };
+        self.shared.budget.notify();
+        out
+    }
+
+    fn register(&self, actor: Actor, base: usize, size: usize, charge: usize) -> HostResult<usize> {
+        let end = base + size;
+        let region = Arc::new(Region {
+            base,
+            end,
+            tenant: actor.tenant,
+            owner: actor.owner,
+            releasing: AtomicBool::new(false),
+            inner: Mutex::new(RegionInner { alive: true, committed: charge }),
+        });
+        let mut reg = self.shared.regions.write();
+        loop {
+            let overlap = reg.range(..end).next_back().filter(|(_, r)| r.end > base).map(|(&b, r)| (b, r.clone()));
+            match overlap {
+                // A release of that range is finishing: the space has already freed it.
+                Some((b, r)) if r.releasing.load(Ordering::SeqCst) => {
+                    reg.remove(&b);
+                }
+                Some(_) => {
+                    drop(reg);
+                    // The space handed out memory the host still owns. The new
+                    // reservation's charge stays: the books can no longer be trusted.
+                    return Err(self.inconsistent());
+                }
+                None => break,
+            }
+        }
+        reg.insert(base, region);
+        Ok(base)
+    }
+
+    fn commit_as(
+        &self,
+        actor: Actor,
+        (address, size, ty, protect): (usize, usize, AllocationType, Protection),
+        level: CriticalLevel,
+        range: Range<usize>,
+    ) -> HostResult<usize> {
+        let region = self.owned(actor, range.start)?;
+        if range.end > region.end {
+            return Err(HostError::Win32(Error::InvalidAddress));
+        }
+        let budget = &self.shared.budget;
+        let mut prepaid = 0;
+        let out = loop {
+            let mut g = region.inner.lock();
+            if !g.alive {
+                break Err(HostError::InvalidOperation);
+            }
+            let need = match self.count(&region, range.clone(), MemState::Reserve) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            if need > prepaid {
+                match budget.charge(actor.tenant, actor.kind(), need - prepaid, level, false) {
+                    Ok(()) => prepaid = need,
+                    Err(HostError::OutOfMemory) if self.may_wait(level) => {
+                        // Wait without the region lock: a thread freeing pages of this
+                        // reservation must be able to get in.
+                        drop(g);
+                        match self.admit(actor, need - prepaid, level) {
+                            Ok(()) => {
+                                prepaid = need;
+                                continue;
+                            }
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    Err(e) => break Err(self.refused(level, e)),
+                }
+            }
+            match self.shared.space.alloc(address, size, ty, protect) {
+                Ok(p) => {
+                    g.committed += need;
+                    prepaid -= need;
+                    break Ok(p);
+                }
+                Err(Error::InvalidAddress) => break Err(self.inconsistent()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        budget.refund(actor.tenant, actor.kind(), prepaid);
+        budget.notify();
+        out
+    }
+
+    // ----- VirtualFree ----------------------------------------------------------------
+
+    /// `IHostMemoryManager::VirtualFree`: Win32 `VirtualFree` through the host; decommit
+    /// and release refund the budget. `HOST_E_INVALIDOPERATION` for memory this host did
+    /// not allocate (left untouched), `HOST_E_NOT_OWNER` for another tenant's.
+    pub fn virtual_free(&self, address: usize, size: usize, ty: FreeType) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        self.free_as(self.runtime(), address, size, ty)
+    }
+
+    pub(crate) fn free_as(&self, actor: Actor, address: usize, size: usize, ty: FreeType) -> HostResult<()> {
+        let req = rules::free_request(address, size, ty)?;
+        let anchor = match &req {
+            FreeRequest::Release { base } | FreeRequest::DecommitAll { base } => *base,
+            FreeRequest::Decommit { range } => range.start,
+        };
+        let region = self.owned(actor, anchor)?;
+        let mut g = region.inner.lock();
+        if !g.alive {
+            return Err(HostError::InvalidOperation);
+        }
+        let budget = &self.shared.budget;
+        let range = match req {
+            FreeRequest::Release { base } => {
+                if base != region.base {
+                    return Err(HostError::Win32(Error::InvalidAddress));
+                }
+                // Never release what may no longer be ours: the space must still show our
+                // reservation with exactly the pages we paid for.
+                if self.count(&region, region.base..region.end, MemState::Commit)? != g.committed {
+                    drop(g);
+                    return Err(self.inconsistent());
+                }
+                region.releasing.store(true, Ordering::SeqCst);
+                return match self.shared.space.free(address, size, ty) {
+                    Ok(()) => {
+                        g.alive = false;
+                        let refund = std::mem::take(&mut g.committed);
+                        drop(g);
+                        {
+                            let mut reg = self.shared.regions.write();
+                            if reg.get(&region.base).is_some_and(|r| Arc::ptr_eq(r, &region)) {
+                                reg.remove(&region.base);
+                            }
+                        }
+                        budget.refund(actor.tenant, actor.kind(), refund);
+                        budget.notify();
+                        Ok(())
+                    }
+                    Err(e) => {
+                        region.releasing.store(false, Ordering::SeqCst);
+                        drop(g);
+                        Err(if e == Error::InvalidAddress { self.inconsistent() } else { e.into() })
+                    }
+                };
+            }
+            FreeRequest::DecommitAll { base } => {
+                if base != region.base {
+                    return Err(HostError::Win32(Error::InvalidAddress));
+                }
+                region.base..region.end
+            }
+            FreeRequest::Decommit { range } => {
+                if range.end > region.end {
+                    return Err(HostError::InvalidArg);
+                }
+                range
+            }
+        };
+        let n = self.count(&region, range, MemState::Commit)?;
+        match self.shared.space.free(address, size, ty) {
+            Ok(()) => {
+                g.committed -= n;
+                drop(g);
+                budget.refund(actor.tenant, actor.kind(), n);
+                budget.notify();
+                Ok(())
+            }
+            Err(Error::InvalidAddress) => {
+                drop(g);
+                Err(self.inconsistent())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ----- VirtualQuery / VirtualProtect ----------------------------------------------
+
+    /// `IHostMemoryManager::VirtualQuery`: what lives at `address`. Memory this host
+    /// allocated is described as Win32 does; free address space answers `MEM_FREE`;
+    /// memory someone else owns (another user of the space, a view the runtime mapped) is
+    /// `HOST_E_INVALIDOPERATION`; another tenant's is `HOST_E_NOT_OWNER`. Never waits for
+    /// memory and allocates nothing.
+    pub fn virtual_query(&self, address: usize) -> HostResult<MemoryBasicInformation> {
+        let _g = enter();
+        self.check()?;
+        match self.lookup(address) {
+            Some(r) => {
+                if r.tenant != self.tenant {
+                    return Err(HostError::NotOwner);
+                }
+                match self.shared.space.query(address) {
+                    Ok(i) if i.allocation_base == r.base && i.state != MemState::Free => Ok(i),
+                    // Released while we looked: no longer the host's.
+                    _ if r.releasing.load(Ordering::SeqCst) => Err(HostError::InvalidOperation),
+                    _ => Err(self.inconsistent()),
+                }
+            }
+            None => {
+                if self.view_at(address).is_some() {
+                    return Err(HostError::InvalidOperation);
+                }
+                let info = self.shared.space.query(address)?;
+                if info.state == MemState::Free {
+                    Ok(info)
+                } else {
+                    Err(HostError::InvalidOperation)
+                }
+            }
+        }
+    }
+
+    /// `IHostMemoryManager::VirtualProtect`: Win32 `VirtualProtect` through the host;
+    /// returns the old protection of the first page.
+    pub fn virtual_protect(&self, address: usize, size: usize, protect: Protection) -> HostResult<Protection> {
+        self.virtual_protect_detailed(address, size, protect).map_err(|(e, _)| e)
+    }
+
+    /// [`HostMemoryManager::virtual_protect`], also returning on failure what Windows
+    /// stores in `*old_protect`, if anything.
+    pub fn virtual_protect_detailed(
+        &self,
+        address: usize,
+        size: usize,
+        protect: Protection,
+    ) -> Result<Protection, (HostError, Option<Protection>)> {
+        let _g = enter();
+        self.check().map_err(|e| (e, None))?;
+        let (range, _) = rules::protect_request(address, size, protect).map_err(|e| (e.into(), None))?;
+        let region = self.owned(self.runtime(), range.start).map_err(|e| (e, None))?;
+        let g = region.inner.lock();
+        if !g.alive {
+            return Err((HostError::InvalidOperation, None));
+        }
+        if range.end > region.end {
+            return Err((HostError::Win32(Error::InvalidAddress), None));
+        }
+        match self.shared.space.protect_detailed(address, size, protect) {
+            Ok(old) => Ok(old),
+            Err((Error::InvalidAddress, None)) => {
+                drop(g);
+                Err((self.inconsistent(), None))
+            }
+            Err((e, old)) => Err((e.into(), old)),
+        }
+    }
+
+    // ----- Load and notifications -----------------------------------------------------
+
+    /// `IHostMemoryManager::GetMemoryLoad`.
+    pub fn memory_load(&self) -> HostResult<MemoryLoad> {
+        let _g = enter();
+        self.check()?;
+        let (percent, available) = self.shared.budget.load(self.tenant);
+        Ok(MemoryLoad { percent, available })
+    }
+
+    /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: `cb` is called with the
+    /// new level each time this tenant's load crosses a threshold.
+    pub fn register_memory_notification_callback(&self, cb: NotificationCallback) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        self.shared.budget.register(self.tenant, cb);
+        Ok(())
+    }
+
+    // ----- Views ----------------------------------------------------------------------
+
+    fn view_at(&self, addr: usize) -> Option<usize> {
+        let views = self.shared.views.lock();
+        views.range(..=addr).next_back().filter(|(_, v)| addr < v.end).map(|(&b, _)| b)
+    }
+
+    /// `IHostMemoryManager::NeedsVirtualAddressSpace`: the runtime failed to map `size`
+    /// bytes at `address`. `S_OK` (retry) if the host's reclaim hook freed address space,
+    /// `E_OUTOFMEMORY` otherwise; `E_INVALIDARG` for a zero size or a wrapping range.
+    pub fn needs_virtual_address_space(&self, address: usize, size: usize) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        if size == 0 || address.checked_add(size).is_none() {
+            return Err(HostError::InvalidArg);
+        }
+        match &self.shared.reclaim {
+            Some(hook) if hook(address, size) => Ok(()),
+            _ => Err(HostError::OutOfMemory),
+        }
+    }
+
+    /// `IHostMemoryManager::AcquiredVirtualAddressSpace`: the runtime mapped a view of
+    /// `size` bytes at `address` outside `VirtualAlloc`. Its pages count against the
+    /// budget from now on (the view exists already, so it is charged even over the
+    /// budget; later requests feel it). `E_INVALIDARG` for a NULL address, a zero size, a
+    /// wrapping range or an overlap with a view already announced.
+    pub fn acquired_virtual_address_space(&self, address: usize, size: usize) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        if address == 0 || size == 0 {
+            return Err(HostError::InvalidArg);
+        }
+        let span = rules::page_span(address, size)?;
+        {
+            let mut views = self.shared.views.lock();
+            // The last view starting before our end overlaps us iff it ends after our start.
+            if views.range(..span.end).next_back().is_some_and(|(_, v)| v.end > address) {
+                return Err(HostError::InvalidArg);
+            }
+            views.insert(address, View { end: address + size, tenant: self.tenant });
+        }
+        self.shared.budget.force(self.tenant, Kind::View, span.len());
+        self.shared.budget.notify();
+        Ok(())
+    }
+
+    /// `IHostMemoryManager::ReleasedVirtualAddressSpace`: the view at `address` is gone;
+    /// its charge is refunded. `HOST_E_INVALIDOPERATION` for an address no view was
+    /// announced at, `HOST_E_NOT_OWNER` for another tenant's view.
+    pub fn released_virtual_address_space(&self, address: usize) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        let bytes = {
+            let mut views = self.shared.views.lock();
+            let v = views.get(&address).ok_or(HostError::InvalidOperation)?;
+            if v.tenant != self.tenant {
+                return Err(HostError::NotOwner);
+            }
+            let v = views.remove(&address).expect("view");
+            rules::page_span(address, v.end - address).map(|r| r.len()).unwrap_or(0)
+        };
+        self.shared.budget.refund(self.tenant, Kind::View, bytes);
+        self.shared.budget.notify();
+        Ok(())
+    }
+
+    // ----- Heaps ----------------------------------------------------------------------
+
+    /// `IHostMemoryManager::CreateMalloc`: a heap of this tenant drawing on the budget.
+    /// `E_INVALIDARG` for unknown `MALLOC_TYPE` bits.
+    pub fn create_malloc(&self, ty: MallocType) -> HostResult<HostMalloc> {
+        let _g = enter();
+        self.check()?;
+        if ty.bits() & !MallocType::all().bits() != 0 {
+            return Err(HostError::InvalidArg);
+        }
+        Ok(HostMalloc::new(self.clone(), ty))
+    }
+}

@@ -1,0 +1,322 @@
+//! IHostMalloc over a simulated space: size classes, large blocks, budget, ownership,
+//! executable heaps, DebugAlloc leak reports, thread safety.
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, MallocType, MAX_SMALL, SIZE_CLASSES, SLAB_SIZE};
+use virtmem::{AllocationType, FreeType, MemState, Protection, SimSpace};
+
+const P: usize = 4096;
+const TASK: CriticalLevel = CriticalLevel::Task;
+
+fn host(budget: usize) -> (Arc<SimSpace>, HostMemoryManager) {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space.clone(), budget)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(Duration::ZERO)
+        .build_started()
+        .unwrap();
+    (space, m)
+}
+
+fn heap_committed(m: &HostMemoryManager) -> usize {
+    m.stats().budget.heap_committed
+}
+
+#[test]
+fn blocks_are_distinct_aligned_and_in_committed_writable_memory() {
+    let (space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let mut seen = HashSet::new();
+    let mut blocks = Vec::new();
+    for i in 0..3000 {
+        let size = [1, 8, 16, 17, 100, 255, 1000, 2048, 2049, 5000, 70_000][i % 11];
+        let b = heap.alloc(size, TASK).unwrap();
+        assert_eq!(b % 16, 0);
+        assert!(seen.insert(b), "block {b:#x} handed out twice");
+        let q = space.query(b).unwrap();
+        assert_eq!((q.state, q.protect), (MemState::Commit, Protection::READWRITE));
+        // The whole block is committed and writable.
+        space.write(b, &vec![0xAB; size]).unwrap();
+        blocks.push((b, size));
+    }
+    // Blocks do not overlap: each still holds its own fill after all were written.
+    for &(b, size) in blocks.iter().step_by(97) {
+        space.write(b, &vec![(b >> 4) as u8; size]).unwrap();
+    }
+    for &(b, size) in blocks.iter().step_by(97) {
+        let mut buf = vec![0; size];
+        space.read(b, &mut buf).unwrap();
+        assert!(buf.iter().all(|&x| x == (b >> 4) as u8));
+    }
+    assert_eq!(heap.stats().live_blocks, 3000);
+    for (b, _) in blocks {
+        heap.free(b).unwrap();
+    }
+    assert_eq!(heap.stats().live_blocks, 0);
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn the_budget_counts_committed_slabs_and_large_blocks() {
+    let (_space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let b = heap.alloc(24, TASK).unwrap();
+    assert_eq!(heap_committed(&m), SLAB_SIZE, "one slab for the class");
+    // The rest of the slab's 32-byte slots cost nothing more.
+    let more: Vec<usize> = (1..SLAB_SIZE / 32).map(|_| heap.alloc(32, TASK).unwrap()).collect();
+    assert_eq!(heap_committed(&m), SLAB_SIZE);
+    let next = heap.alloc(32, TASK).unwrap();
+    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE);
+    let big = heap.alloc(100_000, TASK).unwrap();
+    let big_bytes = 100_000usize.div_ceil(P) * P;
+    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE + big_bytes);
+    assert_eq!(heap.stats().committed, heap_committed(&m));
+    assert_eq!(m.stats().budget.virtual_committed, 0, "heap pages are heap, not VirtualAlloc");
+    heap.free(big).unwrap();
+    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE);
+    for p in more.into_iter().chain([b, next]) {
+        heap.free(p).unwrap();
+    }
+    assert!(heap_committed(&m) <= 2 * SLAB_SIZE, "current slab and one spare at most");
+    drop(heap);
+    assert_eq!(m.stats().budget.used, 0, "dropping the heap refunds everything");
+    assert_eq!(m.space().reserved_bytes(), 0);
+}
+
+#[test]
+fn emptied_slabs_are_decommitted_and_refunded() {
+    let (space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let per_slab = SLAB_SIZE / 64;
+    let blocks: Vec<usize> = (0..per_slab * 10).map(|_| heap.alloc(64, TASK).unwrap()).collect();
+    assert_eq!(heap_committed(&m), 10 * SLAB_SIZE);
+    for b in &blocks {
+        heap.free(*b).unwrap();
+    }
+    assert!(heap_committed(&m) <= 2 * SLAB_SIZE, "{}", heap_committed(&m));
+    assert_eq!(space.committed_bytes(), heap_committed(&m));
+    // Decommitted slabs are reused.
+    let again: Vec<usize> = (0..per_slab * 10).map(|_| heap.alloc(64, TASK).unwrap()).collect();
+    assert_eq!(heap_committed(&m), 10 * SLAB_SIZE);
+    assert_eq!(heap.stats().segments, 1);
+    for b in again {
+        heap.free(b).unwrap();
+    }
+}
+
+#[test]
+fn over_budget_allocations_fail_and_recover() {
+    let (_space, m) = host(4 * SLAB_SIZE);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let mut blocks = Vec::new();
+    let err = loop {
+        match heap.alloc(2048, TASK) {
+            Ok(b) => blocks.push(b),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, HostError::OutOfMemory);
+    assert_eq!(blocks.len(), 4 * SLAB_SIZE / 2048);
+    assert_eq!(heap.alloc(100_000, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(heap.alloc(usize::MAX - 10, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(m.memory_load().unwrap().percent, 100);
+    heap.free(blocks.pop().unwrap()).unwrap();
+    blocks.push(heap.alloc(2000, TASK).unwrap());
+    for b in blocks {
+        heap.free(b).unwrap();
+    }
+    // Another class can now get slabs.
+    heap.alloc(16, TASK).unwrap();
+}
+
+#[test]
+fn a_process_critical_heap_allocation_waits_for_memory() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 2 * SLAB_SIZE)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(Duration::from_secs(60))
+        .build_started()
+        .unwrap();
+    let hog = m.virtual_alloc(0, 2 * SLAB_SIZE, AllocationType::COMMIT, Protection::READWRITE, TASK).unwrap();
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    assert_eq!(heap.alloc(10, TASK), Err(HostError::OutOfMemory));
+    let h2 = heap.clone();
+    let waiter = thread::spawn(move || h2.alloc(10, CriticalLevel::Process));
+    let t = Instant::now();
+    while m.stats().budget.waiting == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        thread::sleep(Duration::from_millis(1));
+    }
+    m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
+    let b = waiter.join().unwrap().unwrap();
+    heap.free(b).unwrap();
+}
+
+#[test]
+fn free_of_anything_it_did_not_return_is_refused_and_changes_nothing() {
+    let (space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let other = m.create_malloc(MallocType::empty()).unwrap();
+    let b = heap.alloc(100, TASK).unwrap();
+    let big = heap.alloc(50_000, TASK).unwrap();
+    let theirs = other.alloc(100, TASK).unwrap();
+    let foreign = space.alloc(0, P, AllocationType::COMMIT, Protection::READWRITE).unwrap();
+    let runtime = m.virtual_alloc(0, P, AllocationType::COMMIT, Protection::READWRITE, TASK).unwrap();
+    let before = (heap.stats(), m.stats());
+    let io = Err(HostError::InvalidOperation);
+    assert_eq!(heap.free(0), Ok(()), "Free(NULL) is S_OK");
+    assert_eq!(heap.free(b + 16), io, "inside a block");
+    assert_eq!(heap.free(b + 1), io, "unaligned");
+    assert_eq!(heap.free(big + P), io, "inside a large block");
+    assert_eq!(heap.free(theirs), io, "another heap's block");
+    assert_eq!(heap.free(foreign), io, "memory the host never saw");
+    assert_eq!(heap.free(runtime), io, "the runtime's VirtualAlloc memory");
+    assert_eq!(heap.free(0x1234), io);
+    assert_eq!(heap.free(usize::MAX & !15), io);
+    // A slot of a committed slab that was never handed out.
+    let slot = heap.alloc(100, TASK).unwrap();
+    heap.free(slot).unwrap();
+    assert_eq!(heap.free(slot), io, "double free");
+    assert_eq!((heap.stats(), m.stats()), before);
+    heap.free(b).unwrap();
+    heap.free(big).unwrap();
+    assert_eq!(heap.free(big), io, "large block twice");
+    other.free(theirs).unwrap();
+    assert_eq!(space.query(foreign).unwrap().state, MemState::Commit);
+}
+
+#[test]
+fn executable_heaps_commit_executable_pages() {
+    let (space, m) = host(64 << 20);
+    let exec = m.create_malloc(MallocType::EXECUTABLE | MallocType::THREADSAFE).unwrap();
+    let plain = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    for size in [16, 2048, 10_000] {
+        let x = exec.alloc(size, TASK).unwrap();
+        let p = plain.alloc(size, TASK).unwrap();
+        assert_eq!(space.query(x).unwrap().protect, Protection::EXECUTE_READWRITE);
+        assert_eq!(space.query(p).unwrap().protect, Protection::READWRITE);
+        let mut code = [0u8; 4];
+        space.write(x, &[0xC3, 0x90, 0x90, 0x90]).unwrap();
+        space.execute(x, &mut code).unwrap();
+        assert!(space.execute(p, &mut code).is_err(), "data heap is not executable");
+    }
+    assert_eq!(exec.malloc_type(), MallocType::EXECUTABLE | MallocType::THREADSAFE);
+    assert!(matches!(m.create_malloc(MallocType::from_bits_retain(4)), Err(HostError::InvalidArg)));
+}
+
+#[test]
+fn debug_alloc_keeps_the_site_for_a_leak_report() {
+    let (_space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let a = heap.debug_alloc(40, TASK, "gc.cpp", 120).unwrap();
+    let b = heap.debug_alloc(5000, TASK, "jit.cpp", 7).unwrap();
+    let c = heap.alloc(40, TASK).unwrap();
+    let leaks = heap.leaks();
+    assert_eq!(leaks.len(), 2);
+    let la = leaks.iter().find(|l| l.address == a).unwrap();
+    assert_eq!((la.size, la.file.as_str(), la.line), (40, "gc.cpp", 120));
+    assert_eq!(la.to_string(), format!("40 bytes at {a:#x} allocated at gc.cpp:120"));
+    assert!(leaks.iter().any(|l| l.address == b && l.file == "jit.cpp" && l.line == 7));
+    assert_eq!(heap.stats().debug_blocks, 2);
+    heap.free(a).unwrap();
+    heap.free(c).unwrap();
+    let leaks = heap.leaks();
+    assert_eq!(leaks.len(), 1);
+    assert_eq!(leaks[0].address, b);
+    heap.free(b).unwrap();
+    assert!(heap.leaks().is_empty());
+}
+
+#[test]
+fn aligned_allocations() {
+    let (_space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    for align in [1, 2, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 65536] {
+        for size in [1, 24, 100, 1500, 3000] {
+            let p = heap.alloc_aligned(size, align, TASK).unwrap();
+            assert_eq!(p % align, 0, "size {size} align {align}");
+            heap.free(p).unwrap();
+        }
+    }
+    assert_eq!(heap.alloc_aligned(8, 3, TASK), Err(HostError::InvalidArg));
+    assert_eq!(heap.alloc_aligned(8, 1 << 17, TASK), Err(HostError::InvalidArg));
+}
+
+#[test]
+fn size_classes_cover_every_small_size() {
+    assert_eq!(*SIZE_CLASSES.last().unwrap(), MAX_SMALL);
+    let (_space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let before = heap_committed(&m);
+    // The smallest and the largest size of each class.
+    let sizes =
+        SIZE_CLASSES.iter().enumerate().flat_map(|(i, &c)| [if i == 0 { 1 } else { SIZE_CLASSES[i - 1] + 1 }, c]);
+    let blocks: Vec<usize> = sizes.map(|s| heap.alloc(s, TASK).unwrap()).collect();
+    assert_eq!(heap_committed(&m) - before, SIZE_CLASSES.len() * SLAB_SIZE, "one slab per class");
+    assert_eq!(heap.stats().large_blocks, 0);
+    for b in blocks {
+        heap.free(b).unwrap();
+    }
+}
+
+#[test]
+fn threadsafe_heap_under_cross_thread_frees() {
+    let (space, m) = host(256 << 20);
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    let live = Arc::new(Mutex::new(HashSet::new()));
+    let threads = 4;
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel::<usize>()).unzip();
+    let mut rxs: Vec<Option<mpsc::Receiver<usize>>> = rxs.into_iter().map(Some).collect();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let heap = heap.clone();
+            let live = live.clone();
+            let tx = txs[(t + 1) % threads].clone();
+            let rx = rxs[t].take().unwrap();
+            thread::spawn(move || {
+                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ t as u64;
+                for i in 0..4000 {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let size = if rng % 50 == 0 { 3000 + (rng % 20000) as usize } else { 1 + (rng % 600) as usize };
+                    let b = heap.alloc(size, TASK).unwrap();
+                    assert!(live.lock().unwrap().insert(b), "{b:#x} handed out twice");
+                    if i % 2 == 0 {
+                        tx.send(b).unwrap(); // freed by the next thread
+                    } else {
+                        assert!(live.lock().unwrap().remove(&b));
+                        heap.free(b).unwrap();
+                    }
+                    while let Ok(x) = rx.try_recv() {
+                        assert!(live.lock().unwrap().remove(&x));
+                        heap.free(x).unwrap();
+                    }
+                }
+                drop(tx);
+                rx
+            })
+        })
+        .collect();
+    drop(txs);
+    let rxs: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for rx in rxs {
+        for x in rx.try_iter() {
+            assert!(live.lock().unwrap().remove(&x));
+            heap.free(x).unwrap();
+        }
+    }
+    assert!(live.lock().unwrap().is_empty());
+    let s = heap.stats();
+    assert_eq!((s.live_blocks, s.live_bytes, s.large_blocks), (0, 0, 0));
+    assert_eq!(space.committed_bytes(), heap_committed(&m));
+    drop(heap);
+    assert_eq!(m.stats().budget.used, 0);
+    assert_eq!(space.committed_bytes(), 0);
+}

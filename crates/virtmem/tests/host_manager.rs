@@ -1,0 +1,767 @@
+//! The host memory manager over a simulated space: budget, critical levels, ownership,
+//! tenants, lifecycle, load, views, inconsistent state. Every HRESULT of the contract
+//! except E_POINTER (which only the C interface can produce) is provoked here.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use virtmem::backend::faulty::Faulty;
+use virtmem::host::{hresult::*, CriticalLevel, HostError, HostMemoryManager, Lifecycle, MemoryAvailable, Thresholds};
+use virtmem::{
+    AddressSpace, AllocationType, Error, FreeType, MemState, MemoryBasicInformation, Protection, SimBackend, SimSpace,
+    SpaceStats, SystemInfo, VirtualSpace, WriteWatchFlags,
+};
+
+const P: usize = 4096;
+const RW: Protection = Protection::READWRITE;
+const RESERVE: AllocationType = AllocationType::RESERVE;
+const COMMIT: AllocationType = AllocationType::COMMIT;
+const TASK: CriticalLevel = CriticalLevel::Task;
+const DOMAIN: CriticalLevel = CriticalLevel::AppDomain;
+const PROCESS: CriticalLevel = CriticalLevel::Process;
+
+/// A started manager with no reserves and no waiting, over a fresh simulated space.
+fn host(budget: usize) -> (Arc<SimSpace>, HostMemoryManager) {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space.clone(), budget)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(Duration::ZERO)
+        .build_started()
+        .unwrap();
+    (space, m)
+}
+
+fn used(m: &HostMemoryManager) -> usize {
+    m.stats().budget.used
+}
+
+/// Poll until `cond` holds (for a thread to start waiting); fails after 10 s.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn commit_is_charged_reserve_is_free_decommit_and_release_refund() {
+    let (space, m) = host(64 * P);
+    let base = m.virtual_alloc(0, 1 << 30, RESERVE, RW, TASK).unwrap();
+    assert_eq!(used(&m), 0, "reserving is free");
+    m.virtual_alloc(base, 8 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(used(&m), 8 * P);
+    // Recommitting committed pages costs nothing; an overlapping commit pays only new pages.
+    m.virtual_alloc(base, 8 * P, COMMIT, Protection::READONLY, TASK).unwrap();
+    assert_eq!(used(&m), 8 * P);
+    m.virtual_alloc(base + 4 * P, 8 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(used(&m), 12 * P);
+    // A straddling commit of 2 bytes touches two pages.
+    m.virtual_alloc(base + 20 * P - 1, 2, COMMIT, RW, TASK).unwrap();
+    assert_eq!(used(&m), 14 * P);
+    m.virtual_free(base + 2 * P, 4 * P, FreeType::DECOMMIT).unwrap();
+    assert_eq!(used(&m), 10 * P);
+    // Decommitting reserved pages refunds nothing.
+    m.virtual_free(base + 2 * P, 4 * P, FreeType::DECOMMIT).unwrap();
+    assert_eq!(used(&m), 10 * P);
+    assert_eq!(space.committed_bytes(), 10 * P);
+    m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(used(&m), 0);
+    assert_eq!(space.committed_bytes(), 0);
+    assert_eq!(space.reserved_bytes(), 0);
+    // MEM_COMMIT with a NULL address reserves and commits, page-rounded.
+    let p = m.virtual_alloc(0, 5, COMMIT, RW, TASK).unwrap();
+    assert_eq!(used(&m), P);
+    m.virtual_free(p, 0, FreeType::DECOMMIT).unwrap();
+    assert_eq!(used(&m), 0);
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(m.stats().reservations, 0);
+}
+
+#[test]
+fn task_critical_fails_at_the_budget_and_changes_nothing() {
+    let (space, m) = host(16 * P);
+    let base = m.virtual_alloc(0, 64 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base, 12 * P, COMMIT, RW, TASK).unwrap();
+    let e = m.virtual_alloc(base + 12 * P, 5 * P, COMMIT, RW, TASK).unwrap_err();
+    assert_eq!(e, HostError::OutOfMemory);
+    assert_eq!(e.hresult(), E_OUTOFMEMORY);
+    assert_eq!(used(&m), 12 * P);
+    assert_eq!(space.query(base + 12 * P).unwrap().state, MemState::Reserve, "nothing committed");
+    // Exactly up to the budget is fine.
+    m.virtual_alloc(base + 12 * P, 4 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(m.memory_load().unwrap().available, 0);
+    let e = m.virtual_alloc(0, 1, COMMIT, RW, TASK).unwrap_err();
+    assert_eq!(e, HostError::OutOfMemory);
+    assert_eq!(m.stats().reservations, 1, "a refused reserve+commit reserves nothing");
+}
+
+#[test]
+fn domain_critical_uses_the_soft_reserve_process_critical_the_emergency_reserve() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 16 * P)
+        .soft_reserve(4 * P)
+        .emergency_reserve(4 * P)
+        .process_critical_timeout(Duration::ZERO)
+        .build_started()
+        .unwrap();
+    let base = m.virtual_alloc(0, 64 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base, 16 * P, COMMIT, RW, TASK).unwrap();
+    let next = |i: usize| base + (16 + i) * P;
+    assert_eq!(m.virtual_alloc(next(0), P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    for i in 0..4 {
+        m.virtual_alloc(next(i), P, COMMIT, RW, DOMAIN).unwrap();
+    }
+    assert_eq!(m.virtual_alloc(next(4), P, COMMIT, RW, DOMAIN), Err(HostError::OutOfMemory));
+    for i in 4..8 {
+        m.virtual_alloc(next(i), P, COMMIT, RW, PROCESS).unwrap();
+    }
+    assert_eq!(m.virtual_alloc(next(8), P, COMMIT, RW, PROCESS), Err(HostError::OutOfMemory), "no wait configured");
+    let load = m.memory_load().unwrap();
+    assert_eq!((load.percent, load.available), (100, 0));
+    assert_eq!(used(&m), 24 * P);
+}
+
+#[test]
+fn default_policy_has_reserves() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 16 * P).build_started().unwrap();
+    m.virtual_alloc(0, 16 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    // 1/16 of the budget each: one page of soft reserve, one of emergency reserve.
+    m.virtual_alloc(0, P, COMMIT, RW, DOMAIN).unwrap();
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, DOMAIN), Err(HostError::OutOfMemory));
+    m.virtual_alloc(0, P, COMMIT, RW, PROCESS).unwrap();
+}
+
+fn waiting_host(budget: usize, wait: Duration) -> HostMemoryManager {
+    let space = Arc::new(SimSpace::simulated());
+    HostMemoryManager::builder(space, budget)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(wait)
+        .build_started()
+        .unwrap()
+}
+
+#[test]
+fn process_critical_waits_and_succeeds_when_another_thread_frees() {
+    let m = waiting_host(8 * P, Duration::from_secs(60));
+    let hog = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    let waiter = thread::spawn(move || m2.virtual_alloc(0, 4 * P, COMMIT, RW, PROCESS));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    // A task-critical request does not wait.
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    let t = Instant::now();
+    m.virtual_free(hog, 4 * P, FreeType::DECOMMIT).unwrap();
+    let p = waiter.join().unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30), "woken by the free, not by the timeout");
+    assert_eq!(m.virtual_query(p).unwrap().state, MemState::Commit);
+    assert_eq!(used(&m), 8 * P);
+    assert_eq!(m.stats().budget.waiting, 0);
+}
+
+#[test]
+fn a_waiting_commit_into_a_reservation_does_not_block_frees_of_that_reservation() {
+    let m = waiting_host(8 * P, Duration::from_secs(60));
+    let base = m.virtual_alloc(0, 16 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base, 8 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    let waiter = thread::spawn(move || m2.virtual_alloc(base + 8 * P, 2 * P, COMMIT, RW, PROCESS));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    m.virtual_free(base, 2 * P, FreeType::DECOMMIT).unwrap();
+    assert_eq!(waiter.join().unwrap(), Ok(base + 8 * P));
+    assert_eq!(used(&m), 8 * P);
+    assert_eq!(m.space().committed_bytes(), 8 * P);
+}
+
+#[test]
+fn process_critical_times_out() {
+    let m = waiting_host(4 * P, Duration::from_millis(50));
+    m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    let t = Instant::now();
+    let e = m.virtual_alloc(0, P, COMMIT, RW, PROCESS).unwrap_err();
+    assert_eq!(e, HostError::Timeout);
+    assert_eq!(e.hresult(), HOST_E_TIMEOUT);
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    assert_eq!(used(&m), 4 * P);
+    assert_eq!(m.stats().reservations, 1);
+}
+
+#[test]
+fn shutdown_abandons_waiters() {
+    let m = waiting_host(4 * P, Duration::from_secs(60));
+    m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let m = m.clone();
+            thread::spawn(move || m.virtual_alloc(0, P, COMMIT, RW, PROCESS))
+        })
+        .collect();
+    eventually("three waiters", || m.stats().budget.waiting == 3);
+    m.shutdown();
+    for w in waiters {
+        let e = w.join().unwrap().unwrap_err();
+        assert_eq!(e, HostError::Abandoned);
+        assert_eq!(e.hresult(), HOST_E_ABANDONED);
+    }
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, PROCESS), Err(HostError::ClrNotAvailable));
+}
+
+#[test]
+fn cancel_abandons_only_the_waiters_of_that_tenant_and_only_current_ones() {
+    let m = waiting_host(4 * P, Duration::from_secs(60));
+    let other = m.add_tenant("other", None).unwrap();
+    let hog = m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    let (ma, mb) = (m.clone(), other.clone());
+    let wa = thread::spawn(move || ma.virtual_alloc(0, P, COMMIT, RW, PROCESS));
+    let wb = thread::spawn(move || mb.virtual_alloc(0, P, COMMIT, RW, PROCESS));
+    eventually("two waiters", || m.stats().budget.waiting == 2);
+    m.cancel_waits();
+    assert_eq!(wa.join().unwrap(), Err(HostError::Abandoned));
+    assert_eq!(m.stats().budget.waiting, 1, "the other tenant still waits");
+    m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
+    let p = wb.join().unwrap().unwrap();
+    // A new request after the cancellation is served normally.
+    m.virtual_alloc(0, P, COMMIT, RW, PROCESS).unwrap();
+    other.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn process_critical_failure_can_disable_the_manager() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 4 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(Duration::from_millis(10))
+        .disable_on_process_critical_failure(true)
+        .build_started()
+        .unwrap();
+    m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, TASK), Err(HostError::OutOfMemory), "task failure: still up");
+    assert_eq!(m.lifecycle(), Lifecycle::Running);
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, PROCESS), Err(HostError::Timeout));
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+    assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+}
+
+#[test]
+fn foreign_memory_is_refused_and_left_untouched() {
+    let (space, m) = host(1 << 20);
+    // Memory someone else allocated in the same space.
+    let foreign = space.alloc(0, 4 * P, RESERVE | COMMIT, RW).unwrap();
+    space.write(foreign, b"mine").unwrap();
+    let before = space.query(foreign).unwrap();
+    let io = HostError::InvalidOperation;
+    assert_eq!(io.hresult(), HOST_E_INVALIDOPERATION);
+    assert_eq!(m.virtual_free(foreign, 0, FreeType::RELEASE), Err(io));
+    assert_eq!(m.virtual_free(foreign, P, FreeType::DECOMMIT), Err(io));
+    assert_eq!(m.virtual_free(foreign, 0, FreeType::DECOMMIT), Err(io));
+    assert_eq!(m.virtual_query(foreign), Err(io));
+    assert_eq!(m.virtual_query(foreign + 3 * P + 17), Err(io));
+    assert_eq!(m.virtual_protect(foreign, P, Protection::NOACCESS), Err(io));
+    assert_eq!(m.virtual_alloc(foreign, P, COMMIT, Protection::READONLY, TASK), Err(io));
+    assert_eq!(m.virtual_alloc(foreign, P, AllocationType::RESET, RW, TASK), Err(io));
+    assert_eq!(space.query(foreign).unwrap(), before);
+    let mut buf = [0u8; 4];
+    space.read(foreign, &mut buf).unwrap();
+    assert_eq!(&buf, b"mine");
+    assert_eq!(used(&m), 0);
+    // Free address space: nothing to free or protect, but a query describes it.
+    let free = foreign + (1 << 30);
+    assert_eq!(m.virtual_free(free, 0, FreeType::RELEASE), Err(io));
+    assert_eq!(m.virtual_protect(free, P, RW), Err(io));
+    assert_eq!(m.virtual_alloc(free, P, COMMIT, RW, TASK), Err(io));
+    let q = m.virtual_query(free).unwrap();
+    assert_eq!((q.state, q.allocation_base), (MemState::Free, 0));
+    // A query past the end of the address space is ERROR_INVALID_PARAMETER.
+    assert_eq!(m.virtual_query(usize::MAX), Err(HostError::InvalidArg));
+}
+
+#[test]
+fn win32_errors_map_to_hresult_from_win32() {
+    let (_space, m) = host(1 << 20);
+    let base = m.virtual_alloc(0, 16 * P, RESERVE, RW, TASK).unwrap();
+    // Release from inside the reservation: ERROR_INVALID_ADDRESS.
+    let e = m.virtual_free(base + P, 0, FreeType::RELEASE).unwrap_err();
+    assert_eq!(e, HostError::Win32(Error::InvalidAddress));
+    assert_eq!(e.hresult() as u32, 0x8007_01E7);
+    // Protecting reserved pages: ERROR_INVALID_ADDRESS, *old = PAGE_NOACCESS.
+    let (e, old) = m.virtual_protect_detailed(base, P, RW).unwrap_err();
+    assert_eq!((e.hresult() as u32, old), (0x8007_01E7, Some(Protection::NOACCESS)));
+    // Committing past the end of the reservation.
+    assert_eq!(m.virtual_alloc(base + 15 * P, 2 * P, COMMIT, RW, TASK), Err(HostError::Win32(Error::InvalidAddress)));
+    // Invalid arguments: E_INVALIDARG.
+    let ia = HostError::InvalidArg;
+    assert_eq!(ia.hresult(), E_INVALIDARG);
+    assert_eq!(m.virtual_alloc(0, 0, COMMIT, RW, TASK), Err(ia));
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, Protection::from_bits_retain(0x3), TASK), Err(ia));
+    assert_eq!(m.virtual_alloc(0, P, AllocationType::from_bits_retain(0x4000), RW, TASK), Err(ia));
+    assert_eq!(m.virtual_free(base, P, FreeType::RELEASE), Err(ia));
+    assert_eq!(m.virtual_free(base, 17 * P, FreeType::DECOMMIT), Err(ia));
+    assert_eq!(m.virtual_protect(base, P, Protection::from_bits_retain(0)), Err(ia));
+    assert_eq!(CriticalLevel::from_raw(3), Err(ia));
+    assert_eq!(CriticalLevel::from_raw(2), Ok(PROCESS));
+    // Still running, nothing charged.
+    assert_eq!(m.lifecycle(), Lifecycle::Running);
+    assert_eq!(used(&m), 0);
+}
+
+#[test]
+fn query_and_protect_of_own_memory_follow_win32() {
+    let (_space, m) = host(1 << 20);
+    let base = m.virtual_alloc(0, 16 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base + P, 2 * P, COMMIT, RW, TASK).unwrap();
+    let q = m.virtual_query(base + P + 5).unwrap();
+    assert_eq!((q.base_address, q.allocation_base, q.region_size, q.state), (base + P, base, 2 * P, MemState::Commit));
+    assert_eq!(q.protect, RW);
+    let q = m.virtual_query(base).unwrap();
+    assert_eq!((q.state, q.region_size), (MemState::Reserve, P));
+    assert_eq!(m.virtual_protect(base + P, P, Protection::READONLY), Ok(RW));
+    assert_eq!(m.virtual_query(base + P).unwrap().protect, Protection::READONLY);
+    m.virtual_alloc(base + P, P, AllocationType::RESET, RW, TASK).unwrap();
+    assert_eq!(used(&m), 2 * P, "MEM_RESET keeps pages committed");
+}
+
+#[test]
+fn lifecycle_before_start_after_shutdown() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 1 << 20).build().unwrap();
+    let na = HostError::ClrNotAvailable;
+    assert_eq!(na.hresult(), HOST_E_CLRNOTAVAILABLE);
+    assert_eq!(m.lifecycle(), Lifecycle::NotStarted);
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, TASK), Err(na));
+    assert_eq!(m.memory_load(), Err(na));
+    assert_eq!(m.virtual_query(0x10000), Err(na));
+    assert_eq!(m.acquired_virtual_address_space(0x10000, P), Err(na));
+    assert!(matches!(m.create_malloc(Default::default()), Err(HostError::ClrNotAvailable)));
+    m.start().unwrap();
+    m.start().unwrap();
+    let p = m.virtual_alloc(0, P, COMMIT, RW, TASK).unwrap();
+    let heap = m.create_malloc(Default::default()).unwrap();
+    let b = heap.alloc(10, TASK).unwrap();
+    m.acquired_virtual_address_space(0x7000_0000_0000, P).unwrap();
+    m.shutdown();
+    assert_eq!(m.lifecycle(), Lifecycle::ShutDown);
+    assert_eq!(m.virtual_alloc(0, P, COMMIT, RW, TASK), Err(na));
+    assert_eq!(m.virtual_free(p, 0, FreeType::RELEASE), Err(na));
+    assert_eq!(m.virtual_query(p), Err(na));
+    assert_eq!(m.virtual_protect(p, P, Protection::READONLY), Err(na));
+    assert_eq!(m.memory_load(), Err(na));
+    assert_eq!(m.register_memory_notification_callback(Arc::new(|_| {})), Err(na));
+    assert_eq!(m.needs_virtual_address_space(p, P), Err(na));
+    assert_eq!(m.acquired_virtual_address_space(0x7100_0000_0000, P), Err(na));
+    assert_eq!(m.released_virtual_address_space(0x7000_0000_0000), Err(na));
+    assert_eq!(heap.alloc(10, TASK), Err(na));
+    assert_eq!(heap.free(b), Err(na));
+    assert_eq!(heap.free(0), Err(na));
+    assert!(matches!(m.add_tenant("late", None), Err(HostError::ClrNotAvailable)));
+    assert_eq!(m.start(), Err(na), "no restart");
+}
+
+#[test]
+fn dropping_the_manager_releases_everything() {
+    let space = Arc::new(SimSpace::simulated());
+    {
+        let m = HostMemoryManager::builder(space.clone(), 1 << 24).build_started().unwrap();
+        m.virtual_alloc(0, 1 << 20, RESERVE, RW, TASK).unwrap();
+        m.virtual_alloc(0, 1 << 16, COMMIT, RW, TASK).unwrap();
+        let heap = m.create_malloc(Default::default()).unwrap();
+        heap.alloc(100, TASK).unwrap();
+        heap.alloc(100_000, TASK).unwrap();
+        assert!(space.reserved_bytes() > 0);
+        m.shutdown();
+    }
+    assert_eq!(space.reserved_bytes(), 0);
+    assert_eq!(space.committed_bytes(), 0);
+}
+
+#[test]
+fn builder_rejects_nonsense() {
+    let space: Arc<dyn VirtualSpace> = Arc::new(SimSpace::simulated());
+    let b = |budget| HostMemoryManager::builder(space.clone(), budget);
+    assert_eq!(b(0).build().unwrap_err(), HostError::InvalidArg);
+    assert_eq!(b(P).tenant_budget(0).build().unwrap_err(), HostError::InvalidArg);
+    let th = |low, high| Thresholds { low_percent: low, high_percent: high, hysteresis: 1 };
+    assert_eq!(b(P).thresholds(th(50, 50)).build().unwrap_err(), HostError::InvalidArg);
+    assert_eq!(b(P).thresholds(th(101, 50)).build().unwrap_err(), HostError::InvalidArg);
+    assert!(b(P).thresholds(th(100, 0)).build().is_ok());
+}
+
+#[test]
+fn tenants_have_sub_budgets_and_cannot_touch_each_other() {
+    let (_space, a) = host(64 * P);
+    let b = a.add_tenant("b", Some(8 * P)).unwrap();
+    assert_eq!(a.add_tenant("zero", Some(0)).unwrap_err(), HostError::InvalidArg);
+    let pb = b.virtual_alloc(0, 16 * P, RESERVE, RW, TASK).unwrap();
+    b.virtual_alloc(pb, 8 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(b.virtual_alloc(pb + 8 * P, P, COMMIT, RW, TASK), Err(HostError::OutOfMemory), "sub-budget");
+    assert_eq!(b.memory_load().unwrap().percent, 100);
+    assert_eq!(b.memory_load().unwrap().available, 0);
+    assert_eq!(a.memory_load().unwrap().percent, 12, "8 of 64 pages");
+    let pa = a.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    let no = HostError::NotOwner;
+    assert_eq!(no.hresult(), HOST_E_NOT_OWNER);
+    assert_eq!(a.virtual_free(pb, 0, FreeType::RELEASE), Err(no));
+    assert_eq!(a.virtual_free(pb, P, FreeType::DECOMMIT), Err(no));
+    assert_eq!(a.virtual_query(pb), Err(no));
+    assert_eq!(a.virtual_protect(pb, P, Protection::READONLY), Err(no));
+    assert_eq!(a.virtual_alloc(pb + 8 * P, P, COMMIT, RW, TASK), Err(no));
+    assert_eq!(b.virtual_free(pa, 0, FreeType::RELEASE), Err(no));
+    a.acquired_virtual_address_space(0x7000_0000_0000, P).unwrap();
+    assert_eq!(b.released_virtual_address_space(0x7000_0000_0000), Err(no));
+    let s = a.stats();
+    assert_eq!(s.budget.tenants[0].used, 5 * P);
+    assert_eq!(s.budget.tenants[1].used, 8 * P);
+    assert_eq!(s.budget.tenants[1].name, "b");
+    // The global budget binds tenants without a sub-budget.
+    assert_eq!(a.virtual_alloc(0, 52 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    a.virtual_alloc(0, 51 * P, COMMIT, RW, TASK).unwrap();
+    b.virtual_free(pb, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(used(&a), 56 * P);
+}
+
+#[test]
+fn memory_load_counts_committed_heap_and_views() {
+    let (_space, m) = host(100 * P);
+    assert_eq!(m.memory_load().unwrap().percent, 0);
+    m.virtual_alloc(0, 10 * P, COMMIT, RW, TASK).unwrap();
+    m.acquired_virtual_address_space(0x7000_0000_0000, 20 * P).unwrap();
+    let heap = m.create_malloc(Default::default()).unwrap();
+    heap.alloc(64, TASK).unwrap();
+    let s = m.stats().budget;
+    assert_eq!((s.virtual_committed, s.views), (10 * P, 20 * P));
+    assert!(s.heap_committed >= P);
+    let load = m.memory_load().unwrap();
+    let in_use = 30 * P + s.heap_committed;
+    assert_eq!(load.percent as usize, in_use * 100 / (100 * P));
+    assert_eq!(load.available, 100 * P - in_use);
+}
+
+#[test]
+fn views_count_against_the_budget_and_are_remembered_by_address() {
+    let (_space, m) = host(16 * P);
+    let v = 0x6000_0000_0000;
+    m.acquired_virtual_address_space(v, 10 * P - 100).unwrap();
+    assert_eq!(m.stats().budget.views, 10 * P, "charged in whole pages");
+    assert_eq!(m.virtual_alloc(0, 7 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    // Overlapping views, NULL or empty views are invalid.
+    assert_eq!(m.acquired_virtual_address_space(v + P, P), Err(HostError::InvalidArg));
+    assert_eq!(m.acquired_virtual_address_space(v - P, 2 * P), Err(HostError::InvalidArg));
+    assert_eq!(m.acquired_virtual_address_space(0, P), Err(HostError::InvalidArg));
+    assert_eq!(m.acquired_virtual_address_space(v + 20 * P, 0), Err(HostError::InvalidArg));
+    assert_eq!(m.acquired_virtual_address_space(usize::MAX - P, 2 * P), Err(HostError::InvalidArg));
+    // A view is not the host's memory.
+    assert_eq!(m.virtual_query(v + P), Err(HostError::InvalidOperation));
+    assert_eq!(m.virtual_free(v, 0, FreeType::RELEASE), Err(HostError::InvalidOperation));
+    // Views can be acquired over the budget: the runtime has mapped them already.
+    m.acquired_virtual_address_space(v + 10 * P, 10 * P).unwrap();
+    assert_eq!(m.memory_load().unwrap().percent, 100);
+    // Unknown addresses, including the middle of a view.
+    assert_eq!(m.released_virtual_address_space(v + P), Err(HostError::InvalidOperation));
+    assert_eq!(m.released_virtual_address_space(0x1234_0000), Err(HostError::InvalidOperation));
+    m.released_virtual_address_space(v).unwrap();
+    assert_eq!(m.released_virtual_address_space(v), Err(HostError::InvalidOperation), "only once");
+    m.released_virtual_address_space(v + 10 * P).unwrap();
+    assert_eq!(used(&m), 0);
+    m.virtual_alloc(0, 16 * P, COMMIT, RW, TASK).unwrap();
+}
+
+#[test]
+fn needs_virtual_address_space_asks_the_reclaim_hook() {
+    let (_space, m) = host(16 * P);
+    assert_eq!(m.needs_virtual_address_space(0x10000, P), Err(HostError::OutOfMemory));
+    assert_eq!(m.needs_virtual_address_space(0x10000, 0), Err(HostError::InvalidArg));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 16 * P)
+        .on_needs_address_space(move |a, s| {
+            log.lock().unwrap().push((a, s));
+            s <= 0x10000
+        })
+        .build_started()
+        .unwrap();
+    assert_eq!(m.needs_virtual_address_space(0x20000, 0x10000), Ok(()));
+    assert_eq!(m.needs_virtual_address_space(0x20000, 0x20000), Err(HostError::OutOfMemory));
+    assert_eq!(*asked.lock().unwrap(), vec![(0x20000, 0x10000), (0x20000, 0x20000)]);
+}
+
+type Log = Arc<Mutex<Vec<(MemoryAvailable, thread::ThreadId)>>>;
+
+fn notified_host(budget: usize) -> (HostMemoryManager, Log) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, budget)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
+        .on_memory_notification(move |lvl| l.lock().unwrap().push((lvl, thread::current().id())))
+        .build_started()
+        .unwrap();
+    (m, log)
+}
+
+fn levels(log: &Log) -> Vec<MemoryAvailable> {
+    log.lock().unwrap().iter().map(|&(l, _)| l).collect()
+}
+
+#[test]
+fn notifications_fire_on_crossings_only_with_hysteresis() {
+    use MemoryAvailable::*;
+    let (m, log) = notified_host(100 * P);
+    let base = m.virtual_alloc(0, 100 * P, RESERVE, RW, TASK).unwrap();
+    let commit = |from: usize, to: usize| m.virtual_alloc(base + from * P, (to - from) * P, COMMIT, RW, TASK).unwrap();
+    let decommit =
+        |from: usize, to: usize| m.virtual_free(base + from * P, (to - from) * P, FreeType::DECOMMIT).unwrap();
+    commit(0, 40);
+    commit(40, 50); // 50 %: still High (needs > 40 + 10)
+    assert_eq!(levels(&log), vec![]);
+    commit(50, 51); // 51 %: Neutral
+    assert_eq!(levels(&log), vec![Neutral]);
+    commit(51, 79);
+    m.memory_load().unwrap();
+    assert_eq!(levels(&log), vec![Neutral], "no notification without a crossing");
+    commit(79, 80); // 80 %: Low
+    commit(80, 95);
+    assert_eq!(levels(&log), vec![Neutral, Low]);
+    decommit(75, 95); // 75 %: still Low (needs < 80 - 10)
+    assert_eq!(levels(&log), vec![Neutral, Low]);
+    decommit(69, 75); // 69 %: Neutral
+    assert_eq!(levels(&log), vec![Neutral, Low, Neutral]);
+    decommit(0, 69); // 0 %: High
+    assert_eq!(levels(&log), vec![Neutral, Low, Neutral, High]);
+    commit(0, 100); // straight to Low
+    assert_eq!(levels(&log), vec![Neutral, Low, Neutral, High, Low]);
+}
+
+#[test]
+fn notifications_come_from_the_crossing_thread_without_locks_held() {
+    use MemoryAvailable::*;
+    let (m, log) = notified_host(10 * P);
+    // A callback that calls back into the manager would deadlock if a lock were held.
+    let m2 = m.clone();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    m.register_memory_notification_callback(Arc::new(move |_| {
+        s2.store(m2.memory_load().unwrap().percent as usize + 1, Ordering::SeqCst);
+    }))
+    .unwrap();
+    let t = thread::spawn({
+        let m = m.clone();
+        move || (m.virtual_alloc(0, 9 * P, COMMIT, RW, TASK).unwrap(), thread::current().id())
+    });
+    let (p, crosser) = t.join().unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![(Low, crosser)]);
+    assert_eq!(seen.load(Ordering::SeqCst), 91);
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(log.lock().unwrap()[1], (High, thread::current().id()));
+}
+
+#[test]
+fn notifications_follow_other_tenants_load() {
+    use MemoryAvailable::*;
+    let (a, log) = notified_host(10 * P);
+    let b = a.add_tenant("b", None).unwrap();
+    let p = b.virtual_alloc(0, 9 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(levels(&log), vec![Low], "tenant a feels the global load");
+    b.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(levels(&log), vec![Low, High]);
+}
+
+#[test]
+fn injected_backend_failures_are_refunded() {
+    let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
+    let m = HostMemoryManager::builder(space.clone(), 64 * P).build_started().unwrap();
+    let base = m.virtual_alloc(0, 32 * P, RESERVE, RW, TASK).unwrap();
+    space.backend().arm(1);
+    assert_eq!(m.virtual_alloc(base, 4 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    assert!(space.backend().fired());
+    assert_eq!(used(&m), 0);
+    space.backend().arm(1);
+    assert_eq!(m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(used(&m), 0);
+    assert_eq!(m.stats().reservations, 1);
+    m.virtual_alloc(base, 4 * P, COMMIT, RW, TASK).unwrap();
+    space.backend().arm(1);
+    assert_eq!(m.virtual_free(base, 2 * P, FreeType::DECOMMIT), Err(HostError::OutOfMemory));
+    assert_eq!(used(&m), 4 * P, "a failed decommit refunds nothing");
+    space.backend().arm(1);
+    assert!(m.virtual_free(base, 0, FreeType::RELEASE).is_err());
+    assert_eq!(used(&m), 4 * P);
+    assert_eq!(m.lifecycle(), Lifecycle::Running, "ordinary failures do not disable the manager");
+    m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(used(&m), 0);
+    // The space's own commit limit is out-of-memory too.
+    space.set_commit_limit(Some(2 * P));
+    assert_eq!(m.virtual_alloc(0, 3 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(used(&m), 0);
+}
+
+#[test]
+fn memory_freed_behind_the_hosts_back_fails_once_then_disables() {
+    let (space, m) = host(64 * P);
+    let a = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    let b = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    // Someone releases the host's reservation directly in the space.
+    space.free(a, 0, FreeType::RELEASE).unwrap();
+    let e = m.virtual_free(a, 0, FreeType::RELEASE).unwrap_err();
+    assert_eq!(e, HostError::Fail);
+    assert_eq!(e.hresult(), E_FAIL);
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+    assert_eq!(m.virtual_free(b, 0, FreeType::RELEASE), Err(HostError::ClrNotAvailable));
+    assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+    assert_eq!(m.start(), Err(HostError::ClrNotAvailable));
+}
+
+#[test]
+fn each_kind_of_contradiction_is_detected() {
+    type Sabotage = fn(&SimSpace, usize);
+    type Probe = fn(&HostMemoryManager, usize) -> Result<(), HostError>;
+    let release: Sabotage = |s, a| s.free(a, 0, FreeType::RELEASE).unwrap();
+    let cases: Vec<(&str, Sabotage, Probe)> = vec![
+        ("query", release, |m, a| m.virtual_query(a).map(|_| ())),
+        ("commit", release, |m, a| m.virtual_alloc(a, P, COMMIT, RW, TASK).map(|_| ())),
+        ("decommit", release, |m, a| m.virtual_free(a, P, FreeType::DECOMMIT)),
+        ("protect", release, |m, a| m.virtual_protect(a, P, Protection::READONLY).map(|_| ())),
+        ("reset", release, |m, a| m.virtual_alloc(a, P, AllocationType::RESET, RW, TASK).map(|_| ())),
+        (
+            "replaced",
+            |s, a| {
+                s.free(a, 0, FreeType::RELEASE).unwrap();
+                assert_eq!(s.alloc(a, 16 * P, RESERVE, RW).unwrap(), a);
+            },
+            |m, a| m.virtual_free(a, 0, FreeType::RELEASE),
+        ),
+        (
+            "handed out again",
+            |s, a| {
+                s.free(a, 0, FreeType::RELEASE).unwrap();
+            },
+            |m, a| m.virtual_alloc(a, P, RESERVE, RW, TASK).map(|_| ()),
+        ),
+    ];
+    for (what, sabotage, probe) in cases {
+        let (space, m) = host(64 * P);
+        let a = m.virtual_alloc(0, 16 * P, RESERVE | COMMIT, RW, TASK).unwrap();
+        sabotage(&space, a);
+        let before = space.regions();
+        assert_eq!(probe(&m, a), Err(HostError::Fail), "{what}");
+        assert_eq!(probe(&m, a), Err(HostError::ClrNotAvailable), "{what}");
+        if what != "handed out again" {
+            assert_eq!(space.regions(), before, "{what}: whatever lives there now is left alone");
+        }
+    }
+}
+
+/// A space that delegates to a simulated one but can be told to deny that a
+/// reservation exists when asked to change protections.
+#[derive(Debug)]
+struct Amnesiac {
+    inner: SimSpace,
+    forget: std::sync::atomic::AtomicBool,
+}
+
+impl VirtualSpace for Amnesiac {
+    fn alloc(&self, a: usize, s: usize, t: AllocationType, p: Protection) -> virtmem::Result<usize> {
+        self.inner.alloc(a, s, t, p)
+    }
+    fn free(&self, a: usize, s: usize, t: FreeType) -> virtmem::Result<()> {
+        self.inner.free(a, s, t)
+    }
+    fn query(&self, a: usize) -> virtmem::Result<MemoryBasicInformation> {
+        self.inner.query(a)
+    }
+    fn protect(&self, a: usize, s: usize, p: Protection) -> virtmem::Result<Protection> {
+        self.protect_detailed(a, s, p).map_err(|(e, _)| e)
+    }
+    fn protect_detailed(&self, a: usize, s: usize, p: Protection) -> Result<Protection, (Error, Option<Protection>)> {
+        if self.forget.load(Ordering::SeqCst) {
+            return Err((Error::InvalidAddress, None));
+        }
+        self.inner.protect_detailed(a, s, p)
+    }
+    fn lock(&self, a: usize, s: usize) -> virtmem::Result<()> {
+        self.inner.lock(a, s)
+    }
+    fn unlock(&self, a: usize, s: usize) -> virtmem::Result<()> {
+        self.inner.unlock(a, s)
+    }
+    fn get_write_watch(&self, f: WriteWatchFlags, b: usize, s: usize, m: usize) -> virtmem::Result<Vec<usize>> {
+        self.inner.get_write_watch(f, b, s, m)
+    }
+    fn reset_write_watch(&self, b: usize, s: usize) -> virtmem::Result<()> {
+        self.inner.reset_write_watch(b, s)
+    }
+    fn read(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
+        self.inner.read(a, buf)
+    }
+    fn write(&self, a: usize, d: &[u8]) -> virtmem::Result<()> {
+        self.inner.write(a, d)
+    }
+    fn execute(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
+        self.inner.execute(a, buf)
+    }
+    fn system_info(&self) -> SystemInfo {
+        self.inner.system_info()
+    }
+    fn stats(&self) -> SpaceStats {
+        self.inner.stats()
+    }
+    fn regions(&self) -> Vec<MemoryBasicInformation> {
+        self.inner.regions()
+    }
+    fn set_commit_limit(&self, l: Option<usize>) {
+        self.inner.set_commit_limit(l)
+    }
+    fn commit_limit(&self) -> Option<usize> {
+        self.inner.commit_limit()
+    }
+    fn committed_bytes(&self) -> usize {
+        self.inner.committed_bytes()
+    }
+    fn reserved_bytes(&self) -> usize {
+        self.inner.reserved_bytes()
+    }
+}
+
+#[test]
+fn a_backend_that_forgets_a_reservation_disables_the_manager_and_abandons_waiters() {
+    let space = Arc::new(Amnesiac { inner: SimSpace::simulated(), forget: false.into() });
+    let m = HostMemoryManager::builder(space.clone(), 8 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .process_critical_timeout(Duration::from_secs(60))
+        .build_started()
+        .unwrap();
+    let p = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    assert_eq!(m.virtual_protect(p, P, Protection::READONLY), Ok(RW));
+    let m2 = m.clone();
+    let waiter = thread::spawn(move || m2.virtual_alloc(0, P, COMMIT, RW, PROCESS));
+    eventually("a waiter", || m.stats().budget.waiting == 1);
+    space.forget.store(true, Ordering::SeqCst);
+    assert_eq!(m.virtual_protect(p, P, RW), Err(HostError::Fail));
+    assert_eq!(waiter.join().unwrap(), Err(HostError::Abandoned));
+    assert_eq!(m.virtual_protect(p, P, RW), Err(HostError::ClrNotAvailable));
+}
+
+#[test]
+fn heap_memory_is_not_the_runtimes_to_free() {
+    let (_space, m) = host(1 << 20);
+    let heap = m.create_malloc(Default::default()).unwrap();
+    let b = heap.alloc(100, TASK).unwrap();
+    let big = heap.alloc(10_000, TASK).unwrap();
+    assert_eq!(m.virtual_free(b, 0, FreeType::RELEASE), Err(HostError::InvalidOperation));
+    assert_eq!(m.virtual_free(big, 0, FreeType::RELEASE), Err(HostError::InvalidOperation));
+    assert_eq!(m.virtual_protect(b, 1, Protection::NOACCESS), Err(HostError::InvalidOperation));
+    assert_eq!(m.virtual_alloc(b, 1, COMMIT, RW, TASK), Err(HostError::InvalidOperation));
+    // It is the host's memory, so it can be described.
+    assert_eq!(m.virtual_query(b).unwrap().state, MemState::Commit);
+    heap.free(b).unwrap();
+    heap.free(big).unwrap();
+}
