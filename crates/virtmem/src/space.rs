@@ -160,8 +160,16 @@ impl<B: Backend> AddressSpace<B> {
                 self.reserve(base, size, commit, top_down, opts, physical, protect)
             }
             AllocRequest::Commit { range, protect } => self.commit(range, protect),
-            AllocRequest::Reset { range } => self.reset(range).map(|_| address),
-            AllocRequest::ResetUndo { range } => self.reset_undo(range).map(|_| address),
+            // Like Windows (recorded under Wine), MEM_RESET and MEM_RESET_UNDO return the
+            // address rounded down to its page.
+            AllocRequest::Reset { range } => {
+                let start = range.start;
+                self.reset(range).map(|_| start)
+            }
+            AllocRequest::ResetUndo { range } => {
+                let start = range.start;
+                self.reset_undo(range).map(|_| start)
+            }
         }
     }
 
