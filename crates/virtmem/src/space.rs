@@ -679,20 +679,38 @@ impl<B: Backend> AddressSpace<B> {
         }
         let range = rules::page_span(address, size)?;
         let refused = if lock { Error::NoAccess } else { Error::NotLocked };
-        let (book, base) = self.settle(range.start);
+        let (mut book, base) = self.settle(range.start);
         let base = base.ok_or(refused)?;
         let res = &book.reservations[&base];
         if range.end > res.end {
             return Err(refused);
         }
         if lock {
-            for (_, st) in res.pages.runs(range.clone()) {
+            let mut guard = None;
+            for (r, st) in res.pages.runs(range.clone()) {
                 match st {
+                    // Locking touches the pages in order: an armed guard page fails the
+                    // lock with the guard-page exception and is disarmed, like an access
+                    // (Windows, in Wine's kernel32 conformance tests).
+                    PageState::Committed(p) if p.contains(Protection::GUARD) => {
+                        guard = Some((r.start, p));
+                        break;
+                    }
                     PageState::Committed(p) if p.base() != Protection::NOACCESS => {}
                     _ => return Err(Error::NoAccess),
                 }
             }
+            if let Some((page, p)) = guard {
+                let disarmed = p - Protection::GUARD;
+                let to = rules::access_of(disarmed);
+                if to == Access::None || self.backend.set_access(page..page + PAGE, Access::None, to).is_ok() {
+                    let res = book.reservations.get_mut(&base).expect("reservation");
+                    res.pages.set(page..page + PAGE, PageState::Committed(disarmed));
+                }
+                return Err(Error::GuardPage { address: page, access: AccessKind::Read });
+            }
         }
+        let res = &book.reservations[&base];
         let mut steps = Vec::new();
         match &res.locked {
             Some(m) => {

@@ -243,10 +243,16 @@ pub fn ResetWriteWatch<S: VirtualSpace + ?Sized>(space: &S, base: usize, size: u
     }
 }
 
-/// `VirtualLock`: 1 on success, 0 with the last error set.
+/// `VirtualLock`: 1 on success, 0 with the last error set. Locking an armed guard page
+/// fails with `STATUS_GUARD_PAGE_VIOLATION` (0x80000001) itself as the last error (and
+/// disarms the page), as Windows does.
 pub fn VirtualLock<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize) -> i32 {
     match space.lock(address, size) {
         Ok(()) => 1,
+        Err(e @ Error::GuardPage { .. }) => {
+            SetLastError(e.exception_code().unwrap_or(e.code()));
+            0
+        }
         Err(e) => fail(e, 0),
     }
 }

@@ -56,3 +56,38 @@ fn mem_reset_on_free_memory_is_invalid_address() {
     assert_eq!(space.alloc(base + 0x8000, 0x1000, T::RESET, P::READWRITE), Err(Error::InvalidAddress));
     assert_eq!(space.alloc(base + 0x40000, 0x1000, T::RESET, P::READWRITE), Err(Error::InvalidAddress));
 }
+
+/// protect.expected.txt: `protect +0x20000 size 0 readonly: ok old=0x04` with the page
+/// unchanged afterwards — size 0 at a page-aligned address changes no page but still
+/// protect.expected.txt: `protect +0x21800 size 0 readonly: ok old=0x04` and the page
+/// protect.expected.txt: `protect +0x4000 (reserved) size 0: fail err=487 old=0x01` and
+/// `protect +0x30000 (free) size 0: fail err=487 old=unset` — the page at the address
+/// lock.expected.txt: `lock +0x2000 (guard): fail err=2147483649`, then the page reads
+/// `prot=0x04` and `lock +0x2000 again: ok` — the first lock of an armed guard page
+/// fails with STATUS_GUARD_PAGE_VIOLATION as the last error and disarms the page.
+#[test]
+fn virtual_lock_of_a_guard_page_trips_the_guard() {
+    let (space, base) = space_with_rw(0x4000);
+    space.protect(base + 0x2000, 0x1000, P::READWRITE | P::GUARD).expect("protect");
+    assert_eq!(win32::VirtualLock(&space, base + 0x2000, 0x1000), 0);
+    assert_eq!(win32::GetLastError(), 0x8000_0001);
+    assert_eq!(space.query(base + 0x2000).expect("query").protect, P::READWRITE);
+    assert_eq!(win32::VirtualLock(&space, base + 0x2000, 0x1000), 1);
+    assert_eq!(win32::VirtualUnlock(&space, base + 0x2000, 0x1000), 1);
+}
+
+/// lock.expected.txt: `unlock +0 again (not locked): fail err=158` and
+/// `unlock +0 after recommit (not locked): fail err=158` (decommit unlocks).
+#[test]
+fn virtual_unlock_of_unlocked_pages_is_not_locked() {
+    let (space, base) = space_with_rw(0x4000);
+    assert_eq!(win32::VirtualLock(&space, base, 0x1000), 1);
+    assert_eq!(win32::VirtualUnlock(&space, base, 0x1000), 1);
+    assert_eq!(win32::VirtualUnlock(&space, base, 0x1000), 0);
+    assert_eq!(win32::GetLastError(), 158);
+    assert_eq!(win32::VirtualLock(&space, base, 0x1000), 1);
+    space.free(base, 0x1000, FreeType::DECOMMIT).expect("decommit");
+    space.alloc(base, 0x1000, T::COMMIT, P::READWRITE).expect("recommit");
+    assert_eq!(win32::VirtualUnlock(&space, base, 0x1000), 0);
+    assert_eq!(win32::GetLastError(), 158);
+}
