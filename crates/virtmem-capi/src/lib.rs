@@ -1,1 +1,48 @@
-//! libvirtmem: the Win32 virtual-memory API as a C library.
+//! # libvirtmem: the Win32 virtual-memory API as a C library
+//!
+//! `libvirtmem.so` exports `VirtualAlloc`, `VirtualAllocEx`, `VirtualFree`,
+//! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
+//! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
+//! `ReadProcessMemory`, `WriteProcessMemory`, `GetCurrentProcess`, `CloseHandle`,
+//! `GetLastError`, `SetLastError` and `GetSystemInfo` with the exact Win32 x64 signatures
+//! (`include/virtmem.h`), plus a small extension for emulators:
+//! [`VirtmemCreateProcess`], [`TerminateProcess`] and `VirtmemAccess`.
+//!
+//! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
+//!   memory: what `VirtualAlloc` returns is ordinary memory the program can use. The
+//!   library never unmaps or changes memory it did not allocate.
+//! - A simulated process (`VirtmemCreateProcess`) is a Windows-x64 address space that
+//!   exists only inside the library; the `Ex` functions, `ReadProcessMemory`,
+//!   `WriteProcessMemory` and `VirtmemAccess` act on it.
+//! - Errors follow Win32: a failure value plus a per-thread `GetLastError` code (also
+//!   stored in `errno`, where .NET and Mono look on Unix). No panic crosses the C
+//!   boundary (an internal error is reported as `ERROR_INTERNAL_ERROR`, 1359), and pointer
+//!   arguments are checked: NULL or inaccessible memory is `ERROR_NOACCESS` (998).
+//!
+//! Modules per area: [`types`] (the Win32 types and constants), `memory` (the `Virtual*`
+//! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`),
+//! `process` (handles), `system` (last error, system info).
+
+#![warn(missing_docs)]
+// The exported functions keep the Win32 names of their parameters.
+#![allow(non_snake_case)]
+// Every export is `unsafe` to call from Rust (it acts on raw memory, as C code does); the
+// contract of each is its Win32 documentation.
+#![allow(clippy::missing_safety_doc)]
+
+mod ffi;
+mod memory;
+mod process;
+mod procmem;
+mod system;
+pub mod types;
+mod uaccess;
+
+pub use memory::*;
+pub use process::*;
+pub use procmem::*;
+pub use system::*;
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+//! The C boundary: every exported function runs its body through [`call`], which turns a
+//! failure into the Win32 convention (a failure value plus the thread's last error) and
+//! stops any panic from crossing into C.
+//!
+//! The last error is per thread and shared with the core crate's `virtmem::win32`. On
+//! failure it is also stored in `errno`, because that is where managed runtimes on Unix
+//! (.NET's and Mono's `SetLastError = true` P/Invoke marshalling) look for it; a call
+//! that succeeds leaves `errno` as the caller had it.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::types::{DWORD, ERROR_INTERNAL_ERROR};
+
+/// A failed call: the Win32 error code to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fail(pub DWORD);
+
+impl From<vm::Error> for Fail {
+    fn from(e: vm::Error) -> Self {
+        Fail(e.code())
+    }
+}
+
+/// The outcome of an exported function's body.
+pub(crate) type Outcome<T> = Result<T, Fail>;
+
+/// The calling thread's last error.
+pub(crate) fn last_error() -> DWORD {
+    vm::win32::GetLastError()
+}
+
+/// Set the calling thread's last error (not `errno`).
+pub(crate) fn set_last_error(code: DWORD) {
+    vm::win32::SetLastError(code)
+}
+
+fn errno_slot() -> *mut libc::c_int {
+    // SAFETY: `__errno_location` has no preconditions and returns the calling thread's
+    // errno slot, valid for the thread's lifetime.
+    unsafe { libc::__errno_location() }
+}
+
+fn get_errno() -> libc::c_int {
+    // SAFETY: the slot is this thread's errno, always valid to read.
+    unsafe { *errno_slot() }
+}
+
+fn set_errno(v: libc::c_int) {
+    // SAFETY: the slot is this thread's errno, always valid to write.
+    unsafe { *errno_slot() = v }
+}
+
+/// Record `code` as the calling thread's last error (and `errno`).
+pub(crate) fn report(code: DWORD) {
+    set_last_error(code);
+    set_errno(code as libc::c_int);
+}
+
+/// Run the body of exported function `name`: its value on success; `failed` with the last
+/// error set on failure; `failed` with `ERROR_INTERNAL_ERROR` if it panicked.
+pub(crate) fn call<T: Copy>(name: &'static str, failed: T, body: impl FnOnce() -> Outcome<T>) -> T {
+    let saved_errno = get_errno();
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(v)) => {
+            set_errno(saved_errno);
+            v
+        }
+        Ok(Err(Fail(code))) => {
+            report(code);
+            failed
+        }
+        Err(_) => {
+            let _ = name;
+            report(ERROR_INTERNAL_ERROR);
+            failed
+        }
+    }
+}

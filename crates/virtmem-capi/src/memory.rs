@@ -1,0 +1,260 @@
+//! `VirtualAlloc`, `VirtualFree`, `VirtualQuery`, `VirtualProtect` (plain and `Ex`),
+//! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock` and `VirtualUnlock`.
+//!
+//! Each is a thin shell: resolve the process handle, check the pointer arguments the
+//! way Windows does, hand the raw flags to the engine (which validates them in Windows'
+//! order), and copy results out through checked stores.
+
+use std::mem::size_of;
+
+use vm::{AllocationType, FreeType, Protection, VirtualSpace, WriteWatchFlags};
+
+use crate::ffi::{call, Fail, Outcome};
+use crate::process::{current_space, resolve};
+use crate::types::*;
+use crate::uaccess;
+
+const PAGE: usize = 4096;
+
+fn alloc(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD, protect: DWORD) -> Outcome<LPVOID> {
+    let p = space.alloc(
+        address as usize,
+        size,
+        AllocationType::from_bits_retain(ty),
+        Protection::from_bits_retain(protect),
+    )?;
+    Ok(p as LPVOID)
+}
+
+fn free(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD) -> Outcome<BOOL> {
+    space.free(address as usize, size, FreeType::from_bits_retain(ty))?;
+    Ok(TRUE)
+}
+
+fn query(
+    space: &dyn VirtualSpace,
+    address: LPCVOID,
+    buffer: PMEMORY_BASIC_INFORMATION,
+    length: SIZE_T,
+) -> Outcome<SIZE_T> {
+    if length < size_of::<MEMORY_BASIC_INFORMATION>() {
+        return Err(Fail(ERROR_BAD_LENGTH));
+    }
+    if buffer.is_null() {
+        return Err(Fail(ERROR_NOACCESS));
+    }
+    let info = MEMORY_BASIC_INFORMATION::from(space.query(address as usize)?);
+    uaccess::write_bytes(buffer as usize, &info.to_bytes())?;
+    Ok(size_of::<MEMORY_BASIC_INFORMATION>())
+}
+
+fn protect(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, new: DWORD, old: PDWORD) -> Outcome<BOOL> {
+    if old.is_null() {
+        return Err(Fail(ERROR_NOACCESS));
+    }
+    // Nothing may change if the result cannot be stored: check the slot first.
+    uaccess::probe_writable(old as usize, size_of::<DWORD>())?;
+    match space.protect_detailed(address as usize, size, Protection::from_bits_retain(new)) {
+        Ok(previous) => {
+            uaccess::store(old, previous.bits())?;
+            Ok(TRUE)
+        }
+        Err((e, reported)) => {
+            if let Some(r) = reported {
+                uaccess::store(old, r.bits())?;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `VirtualAlloc`: reserve, commit, reset or undo a reset of pages in the current
+/// process. Returns the base of the reservation (or of the first committed page), NULL
+/// with the last error set on failure. The memory is the process's own: the caller may
+/// use it directly as the protection allows.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualAlloc(
+    lpAddress: LPVOID,
+    dwSize: SIZE_T,
+    flAllocationType: DWORD,
+    flProtect: DWORD,
+) -> LPVOID {
+    call("VirtualAlloc", std::ptr::null_mut(), || {
+        alloc(current_space(), lpAddress, dwSize, flAllocationType, flProtect)
+    })
+}
+
+/// `VirtualAllocEx`: `VirtualAlloc` in the process `hProcess` (the current-process pseudo
+/// handle or a simulated process). NULL or unknown handle -> `ERROR_INVALID_HANDLE`;
+/// exited process -> `ERROR_ACCESS_DENIED`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualAllocEx(
+    hProcess: HANDLE,
+    lpAddress: LPVOID,
+    dwSize: SIZE_T,
+    flAllocationType: DWORD,
+    flProtect: DWORD,
+) -> LPVOID {
+    call("VirtualAllocEx", std::ptr::null_mut(), || {
+        alloc(&*resolve(hProcess)?, lpAddress, dwSize, flAllocationType, flProtect)
+    })
+}
+
+/// `VirtualFree`: decommit pages (`MEM_DECOMMIT`) or release a whole reservation
+/// (`MEM_RELEASE`, size 0) in the current process. `TRUE`, or `FALSE` with the last error
+/// set. Memory libvirtmem did not allocate (a `malloc`'d block, a stack) is never touched:
+/// freeing it fails with `ERROR_INVALID_ADDRESS` (487).
+#[no_mangle]
+pub unsafe extern "C" fn VirtualFree(lpAddress: LPVOID, dwSize: SIZE_T, dwFreeType: DWORD) -> BOOL {
+    call("VirtualFree", FALSE, || free(current_space(), lpAddress, dwSize, dwFreeType))
+}
+
+/// `VirtualFreeEx`: `VirtualFree` in the process `hProcess`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualFreeEx(hProcess: HANDLE, lpAddress: LPVOID, dwSize: SIZE_T, dwFreeType: DWORD) -> BOOL {
+    call("VirtualFreeEx", FALSE, || free(&*resolve(hProcess)?, lpAddress, dwSize, dwFreeType))
+}
+
+/// `VirtualQuery`: describe the region of pages containing `lpAddress` in the current
+/// process. Returns the number of bytes stored in `*lpBuffer` (48), or 0 with the last
+/// error set: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; a NULL or unwritable `lpBuffer` ->
+/// `ERROR_NOACCESS`; an address above the highest user address -> `ERROR_INVALID_PARAMETER`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualQuery(
+    lpAddress: LPCVOID,
+    lpBuffer: PMEMORY_BASIC_INFORMATION,
+    dwLength: SIZE_T,
+) -> SIZE_T {
+    call("VirtualQuery", 0, || query(current_space(), lpAddress, lpBuffer, dwLength))
+}
+
+/// `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualQueryEx(
+    hProcess: HANDLE,
+    lpAddress: LPCVOID,
+    lpBuffer: PMEMORY_BASIC_INFORMATION,
+    dwLength: SIZE_T,
+) -> SIZE_T {
+    call("VirtualQueryEx", 0, || query(&*resolve(hProcess)?, lpAddress, lpBuffer, dwLength))
+}
+
+/// `VirtualProtect`: change the protection of committed pages of one reservation in the
+/// current process, storing the first page's old protection in `*lpflOldProtect`. `TRUE`,
+/// or `FALSE` with the last error set. A NULL or unwritable `lpflOldProtect` ->
+/// `ERROR_NOACCESS` and nothing changes.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualProtect(
+    lpAddress: LPVOID,
+    dwSize: SIZE_T,
+    flNewProtect: DWORD,
+    lpflOldProtect: PDWORD,
+) -> BOOL {
+    call("VirtualProtect", FALSE, || protect(current_space(), lpAddress, dwSize, flNewProtect, lpflOldProtect))
+}
+
+/// `VirtualProtectEx`: `VirtualProtect` in the process `hProcess`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualProtectEx(
+    hProcess: HANDLE,
+    lpAddress: LPVOID,
+    dwSize: SIZE_T,
+    flNewProtect: DWORD,
+    lpflOldProtect: PDWORD,
+) -> BOOL {
+    call("VirtualProtectEx", FALSE, || protect(&*resolve(hProcess)?, lpAddress, dwSize, flNewProtect, lpflOldProtect))
+}
+
+/// The number of pages `[base, base + size)` touches, or `None` if the range wraps.
+fn pages_in(base: usize, size: usize) -> Option<usize> {
+    let end = base.checked_add(size)?.checked_add(PAGE - 1)? & !(PAGE - 1);
+    Some((end - (base & !(PAGE - 1))) / PAGE)
+}
+
+fn get_write_watch(
+    space: &dyn VirtualSpace,
+    flags: DWORD,
+    base: PVOID,
+    size: SIZE_T,
+    addresses: *mut PVOID,
+    count: PULONG_PTR,
+    granularity: LPDWORD,
+) -> Outcome<UINT> {
+    if flags > WRITE_WATCH_FLAG_RESET {
+        return Err(Fail(ERROR_INVALID_PARAMETER));
+    }
+    if count.is_null() || granularity.is_null() {
+        return Err(Fail(ERROR_NOACCESS));
+    }
+    let wanted = uaccess::load(count as *const ULONG_PTR)?;
+    if wanted == 0 {
+        return Err(Fail(ERROR_INVALID_PARAMETER));
+    }
+    if addresses.is_null() {
+        return Err(Fail(ERROR_NOACCESS));
+    }
+    let max = wanted.min(pages_in(base as usize, size).unwrap_or(1).max(1));
+    if flags & WRITE_WATCH_FLAG_RESET != 0 {
+        // A reset cannot be taken back: make sure every result can be stored first.
+        uaccess::probe_writable(addresses as usize, max * size_of::<PVOID>())?;
+        uaccess::probe_writable(count as usize, size_of::<ULONG_PTR>())?;
+        uaccess::probe_writable(granularity as usize, size_of::<DWORD>())?;
+    }
+    let pages = space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base as usize, size, max)?;
+    if !pages.is_empty() {
+        let bytes: Vec<u8> = pages.iter().flat_map(|p| p.to_ne_bytes()).collect();
+        uaccess::write_bytes(addresses as usize, &bytes)?;
+    }
+    uaccess::store(count, pages.len())?;
+    uaccess::store(granularity, PAGE as DWORD)?;
+    Ok(0)
+}
+
+/// `GetWriteWatch`: the pages of a `MEM_WRITE_WATCH` reservation of the current process
+/// written since the last reset, in ascending order, at most `*lpdwCount` of them
+/// (`WRITE_WATCH_FLAG_RESET` also resets the ones reported). Returns 0, or `0xFFFFFFFF`
+/// with the last error set. Where the kernel lacks userfaultfd write-protect support,
+/// `MEM_WRITE_WATCH` allocations fail with `ERROR_NOT_SUPPORTED` (50).
+#[no_mangle]
+pub unsafe extern "C" fn GetWriteWatch(
+    dwFlags: DWORD,
+    lpBaseAddress: PVOID,
+    dwRegionSize: SIZE_T,
+    lpAddresses: *mut PVOID,
+    lpdwCount: PULONG_PTR,
+    lpdwGranularity: LPDWORD,
+) -> UINT {
+    call("GetWriteWatch", u32::MAX, || {
+        get_write_watch(current_space(), dwFlags, lpBaseAddress, dwRegionSize, lpAddresses, lpdwCount, lpdwGranularity)
+    })
+}
+
+/// `ResetWriteWatch`: mark every page of the range of a `MEM_WRITE_WATCH` reservation of
+/// the current process as not written. Returns 0, or `0xFFFFFFFF` with the last error set.
+#[no_mangle]
+pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SIZE_T) -> UINT {
+    call("ResetWriteWatch", u32::MAX, || {
+        current_space().reset_write_watch(lpBaseAddress as usize, dwRegionSize)?;
+        Ok(0)
+    })
+}
+
+/// `VirtualLock`: lock committed, accessible pages of the current process into memory.
+/// `TRUE`, or `FALSE` with the last error set.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
+    call("VirtualLock", FALSE, || {
+        current_space().lock(lpAddress as usize, dwSize)?;
+        Ok(TRUE)
+    })
+}
+
+/// `VirtualUnlock`: unlock pages locked by `VirtualLock` (`ERROR_NOT_LOCKED` if some are
+/// not). `TRUE`, or `FALSE` with the last error set.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualUnlock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
+    call("VirtualUnlock", FALSE, || {
+        current_space().unlock(lpAddress as usize, dwSize)?;
+        Ok(TRUE)
+    })
+}

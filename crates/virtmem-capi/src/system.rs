@@ -1,0 +1,110 @@
+//! `GetLastError`, `SetLastError` and `GetSystemInfo`.
+
+use crate::ffi::{call, last_error, set_last_error, Fail};
+use crate::process::current_space;
+use crate::types::*;
+use crate::uaccess;
+
+/// `GetLastError`: the calling thread's last error code, as set by the last failed call
+/// of this library on this thread (or by `SetLastError`). Each thread has its own.
+#[no_mangle]
+pub extern "C" fn GetLastError() -> DWORD {
+    last_error()
+}
+
+/// `SetLastError`: set the calling thread's last error code.
+#[no_mangle]
+pub extern "C" fn SetLastError(dwErrCode: DWORD) {
+    set_last_error(dwErrCode)
+}
+
+/// The processor fields of `SYSTEM_INFO` for this machine: architecture, type, level,
+/// revision.
+fn processor() -> (WORD, DWORD, WORD, WORD) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: CPUID leaf 1 exists on every x86-64 processor. (The intrinsic is safe
+        // on newer compilers, hence the allow.)
+        #[allow(unused_unsafe)]
+        let r = unsafe { std::arch::x86_64::__cpuid(1) };
+        let stepping = r.eax & 0xF;
+        let mut model = (r.eax >> 4) & 0xF;
+        let mut family = (r.eax >> 8) & 0xF;
+        if family == 0xF {
+            family += (r.eax >> 20) & 0xFF;
+        }
+        if family >= 6 {
+            model |= ((r.eax >> 16) & 0xF) << 4;
+        }
+        (PROCESSOR_ARCHITECTURE_AMD64, PROCESSOR_AMD_X8664, family as WORD, ((model << 8) | stepping) as WORD)
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        (PROCESSOR_ARCHITECTURE_ARM64, 0, 0, 0)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        (PROCESSOR_ARCHITECTURE_UNKNOWN, 0, 0, 0)
+    }
+}
+
+/// What `GetSystemInfo` reports: the current process's space, and this machine.
+pub(crate) fn system_info() -> SYSTEM_INFO {
+    let si = current_space().system_info();
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = if online > 0 { online as u32 } else { 1 };
+    let mask = if cpus >= usize::BITS { usize::MAX } else { (1usize << cpus) - 1 };
+    let (arch, ty, level, revision) = processor();
+    SYSTEM_INFO {
+        wProcessorArchitecture: arch,
+        wReserved: 0,
+        dwPageSize: si.page_size as DWORD,
+        lpMinimumApplicationAddress: si.minimum_application_address as LPVOID,
+        lpMaximumApplicationAddress: si.maximum_application_address as LPVOID,
+        dwActiveProcessorMask: mask,
+        dwNumberOfProcessors: cpus,
+        dwProcessorType: ty,
+        dwAllocationGranularity: si.allocation_granularity as DWORD,
+        wProcessorLevel: level,
+        wProcessorRevision: revision,
+    }
+}
+
+impl SYSTEM_INFO {
+    /// The 48 bytes of this structure as C sees them (it has no padding).
+    pub fn to_bytes(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.wProcessorArchitecture.to_ne_bytes());
+        put(&self.wReserved.to_ne_bytes());
+        put(&self.dwPageSize.to_ne_bytes());
+        put(&(self.lpMinimumApplicationAddress as usize).to_ne_bytes());
+        put(&(self.lpMaximumApplicationAddress as usize).to_ne_bytes());
+        put(&self.dwActiveProcessorMask.to_ne_bytes());
+        put(&self.dwNumberOfProcessors.to_ne_bytes());
+        put(&self.dwProcessorType.to_ne_bytes());
+        put(&self.dwAllocationGranularity.to_ne_bytes());
+        put(&self.wProcessorLevel.to_ne_bytes());
+        put(&self.wProcessorRevision.to_ne_bytes());
+        out
+    }
+}
+
+/// `GetSystemInfo`: page size (4096), allocation granularity (65536), the lowest and
+/// highest application addresses of the current process's space, and the processors.
+/// A NULL or unwritable `lpSystemInfo` is left alone (the last error is set to
+/// `ERROR_NOACCESS`; the function has no return value).
+#[no_mangle]
+pub unsafe extern "C" fn GetSystemInfo(lpSystemInfo: LPSYSTEM_INFO) {
+    call("GetSystemInfo", (), || {
+        if lpSystemInfo.is_null() {
+            return Err(Fail(ERROR_NOACCESS));
+        }
+        uaccess::write_bytes(lpSystemInfo as usize, &system_info().to_bytes())
+    })
+}
