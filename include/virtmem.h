@@ -617,8 +617,9 @@ BOOL ReadProcessMemory(HANDLE hProcess, LPCVOID lpBaseAddress, LPVOID lpBuffer, 
  * `WriteProcessMemory`: copy `nSize` bytes from the caller's `lpBuffer` to
  * `lpBaseAddress` in process `hProcess`. `TRUE`, or `FALSE` with the last error set: a
  * destination range that is not entirely writable (read-only, no-access, reserved or
- * free pages, an armed guard page) or an unreadable `lpBuffer` -> `ERROR_NOACCESS` (998),
- * and nothing is written. `*lpNumberOfBytesWritten` (optional) is set to the number of
+ * free pages, an armed guard page) fails and nothing is written: with `ERROR_NOACCESS`
+ * (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
+ * starts writable and runs into such a page. An unreadable `lpBuffer` -> `ERROR_NOACCESS`. `*lpNumberOfBytesWritten` (optional) is set to the number of
  * bytes copied (0 on failure). Writes mark write-watched pages as written.
  */
 BOOL WriteProcessMemory(HANDLE hProcess, LPVOID lpBaseAddress, LPCVOID lpBuffer, SIZE_T nSize, SIZE_T *lpNumberOfBytesWritten);

@@ -56,23 +56,23 @@ pub(crate) fn report(code: DWORD) {
     set_errno(code as libc::c_int);
 }
 
-/// Run the body of exported function `name`: its value on success; `failed` with the last
-/// error set on failure; `failed` with `ERROR_INTERNAL_ERROR` if it panicked.
-pub(crate) fn call<T: Copy>(name: &'static str, failed: T, body: impl FnOnce() -> Outcome<T>) -> T {
+/// Run the body of an exported function: `(value, 0)` on success; `(failed, code)` with
+/// the last error set to `code` on failure; `(failed, ERROR_INTERNAL_ERROR)` if it
+/// panicked (the panic is contained here and never reaches C).
+pub(crate) fn run<T: Copy>(failed: T, body: impl FnOnce() -> Outcome<T>) -> (T, DWORD) {
     let saved_errno = get_errno();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(v)) => {
             set_errno(saved_errno);
-            v
+            (v, 0)
         }
         Ok(Err(Fail(code))) => {
             report(code);
-            failed
+            (failed, code)
         }
         Err(_) => {
-            let _ = name;
             report(ERROR_INTERNAL_ERROR);
-            failed
+            (failed, ERROR_INTERNAL_ERROR)
         }
     }
 }

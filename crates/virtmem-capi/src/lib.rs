@@ -35,6 +35,7 @@ mod memory;
 mod process;
 mod procmem;
 mod system;
+mod trace;
 pub mod types;
 mod uaccess;
 

@@ -9,8 +9,11 @@ use std::mem::size_of;
 
 use vm::{AllocationType, FreeType, Protection, VirtualSpace, WriteWatchFlags};
 
-use crate::ffi::{call, Fail, Outcome};
+use std::ptr::null_mut;
+
+use crate::ffi::{run, Fail, Outcome};
 use crate::process::{current_space, resolve};
+use crate::trace::{self, Call, Out};
 use crate::types::*;
 use crate::uaccess;
 
@@ -26,9 +29,28 @@ fn alloc(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD, pro
     Ok(p as LPVOID)
 }
 
+fn alloc_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD, protect: DWORD) -> LPVOID {
+    let (r, err) = run(null_mut(), || match process {
+        None => alloc(current_space(), address, size, ty, protect),
+        Some(h) => alloc(&*resolve(h)?, address, size, ty, protect),
+    });
+    let call = Call::Alloc { address: address as usize, size, alloc_type: ty, protect };
+    trace::record(process, call, r as u64, err, Out::None);
+    r
+}
+
 fn free(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD) -> Outcome<BOOL> {
     space.free(address as usize, size, FreeType::from_bits_retain(ty))?;
     Ok(TRUE)
+}
+
+fn free_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD) -> BOOL {
+    let (r, err) = run(FALSE, || match process {
+        None => free(current_space(), address, size, ty),
+        Some(h) => free(&*resolve(h)?, address, size, ty),
+    });
+    trace::record(process, Call::Free { address: address as usize, size, free_type: ty }, r as u64, err, Out::None);
+    r
 }
 
 fn query(
@@ -36,6 +58,7 @@ fn query(
     address: LPCVOID,
     buffer: PMEMORY_BASIC_INFORMATION,
     length: SIZE_T,
+    out: &mut Out,
 ) -> Outcome<SIZE_T> {
     if length < size_of::<MEMORY_BASIC_INFORMATION>() {
         return Err(Fail(ERROR_BAD_LENGTH));
@@ -43,12 +66,36 @@ fn query(
     if buffer.is_null() {
         return Err(Fail(ERROR_NOACCESS));
     }
-    let info = MEMORY_BASIC_INFORMATION::from(space.query(address as usize)?);
-    uaccess::write_bytes(buffer as usize, &info.to_bytes())?;
+    let found = space.query(address as usize)?;
+    uaccess::write_bytes(buffer as usize, &MEMORY_BASIC_INFORMATION::from(found).to_bytes())?;
+    *out = Out::Info(found.into());
     Ok(size_of::<MEMORY_BASIC_INFORMATION>())
 }
 
-fn protect(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, new: DWORD, old: PDWORD) -> Outcome<BOOL> {
+fn query_traced(
+    process: Option<HANDLE>,
+    address: LPCVOID,
+    buffer: PMEMORY_BASIC_INFORMATION,
+    length: SIZE_T,
+) -> SIZE_T {
+    let mut out = Out::None;
+    let (r, err) = run(0, || match process {
+        None => query(current_space(), address, buffer, length, &mut out),
+        Some(h) => query(&*resolve(h)?, address, buffer, length, &mut out),
+    });
+    let call = Call::Query { address: address as usize, buffer: buffer as usize, length };
+    trace::record(process, call, r as u64, err, out);
+    r
+}
+
+fn protect(
+    space: &dyn VirtualSpace,
+    address: LPVOID,
+    size: SIZE_T,
+    new: DWORD,
+    old: PDWORD,
+    out: &mut Out,
+) -> Outcome<BOOL> {
     if old.is_null() {
         return Err(Fail(ERROR_NOACCESS));
     }
@@ -57,15 +104,28 @@ fn protect(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, new: DWORD, 
     match space.protect_detailed(address as usize, size, Protection::from_bits_retain(new)) {
         Ok(previous) => {
             uaccess::store(old, previous.bits())?;
+            *out = Out::OldProtect(previous.bits());
             Ok(TRUE)
         }
         Err((e, reported)) => {
             if let Some(r) = reported {
                 uaccess::store(old, r.bits())?;
+                *out = Out::OldProtect(r.bits());
             }
             Err(e.into())
         }
     }
+}
+
+fn protect_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, new: DWORD, old: PDWORD) -> BOOL {
+    let mut out = Out::None;
+    let (r, err) = run(FALSE, || match process {
+        None => protect(current_space(), address, size, new, old, &mut out),
+        Some(h) => protect(&*resolve(h)?, address, size, new, old, &mut out),
+    });
+    let call = Call::Protect { address: address as usize, size, new_protect: new, old_protect: old as usize };
+    trace::record(process, call, r as u64, err, out);
+    r
 }
 
 /// `VirtualAlloc`: reserve, commit, reset or undo a reset of pages in the current
@@ -79,9 +139,7 @@ pub unsafe extern "C" fn VirtualAlloc(
     flAllocationType: DWORD,
     flProtect: DWORD,
 ) -> LPVOID {
-    call("VirtualAlloc", std::ptr::null_mut(), || {
-        alloc(current_space(), lpAddress, dwSize, flAllocationType, flProtect)
-    })
+    alloc_traced(None, lpAddress, dwSize, flAllocationType, flProtect)
 }
 
 /// `VirtualAllocEx`: `VirtualAlloc` in the process `hProcess` (the current-process pseudo
@@ -95,9 +153,7 @@ pub unsafe extern "C" fn VirtualAllocEx(
     flAllocationType: DWORD,
     flProtect: DWORD,
 ) -> LPVOID {
-    call("VirtualAllocEx", std::ptr::null_mut(), || {
-        alloc(&*resolve(hProcess)?, lpAddress, dwSize, flAllocationType, flProtect)
-    })
+    alloc_traced(Some(hProcess), lpAddress, dwSize, flAllocationType, flProtect)
 }
 
 /// `VirtualFree`: decommit pages (`MEM_DECOMMIT`) or release a whole reservation
@@ -106,13 +162,13 @@ pub unsafe extern "C" fn VirtualAllocEx(
 /// freeing it fails with `ERROR_INVALID_ADDRESS` (487).
 #[no_mangle]
 pub unsafe extern "C" fn VirtualFree(lpAddress: LPVOID, dwSize: SIZE_T, dwFreeType: DWORD) -> BOOL {
-    call("VirtualFree", FALSE, || free(current_space(), lpAddress, dwSize, dwFreeType))
+    free_traced(None, lpAddress, dwSize, dwFreeType)
 }
 
 /// `VirtualFreeEx`: `VirtualFree` in the process `hProcess`.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualFreeEx(hProcess: HANDLE, lpAddress: LPVOID, dwSize: SIZE_T, dwFreeType: DWORD) -> BOOL {
-    call("VirtualFreeEx", FALSE, || free(&*resolve(hProcess)?, lpAddress, dwSize, dwFreeType))
+    free_traced(Some(hProcess), lpAddress, dwSize, dwFreeType)
 }
 
 /// `VirtualQuery`: describe the region of pages containing `lpAddress` in the current
@@ -125,7 +181,7 @@ pub unsafe extern "C" fn VirtualQuery(
     lpBuffer: PMEMORY_BASIC_INFORMATION,
     dwLength: SIZE_T,
 ) -> SIZE_T {
-    call("VirtualQuery", 0, || query(current_space(), lpAddress, lpBuffer, dwLength))
+    query_traced(None, lpAddress, lpBuffer, dwLength)
 }
 
 /// `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`.
@@ -136,7 +192,7 @@ pub unsafe extern "C" fn VirtualQueryEx(
     lpBuffer: PMEMORY_BASIC_INFORMATION,
     dwLength: SIZE_T,
 ) -> SIZE_T {
-    call("VirtualQueryEx", 0, || query(&*resolve(hProcess)?, lpAddress, lpBuffer, dwLength))
+    query_traced(Some(hProcess), lpAddress, lpBuffer, dwLength)
 }
 
 /// `VirtualProtect`: change the protection of committed pages of one reservation in the
@@ -150,7 +206,7 @@ pub unsafe extern "C" fn VirtualProtect(
     flNewProtect: DWORD,
     lpflOldProtect: PDWORD,
 ) -> BOOL {
-    call("VirtualProtect", FALSE, || protect(current_space(), lpAddress, dwSize, flNewProtect, lpflOldProtect))
+    protect_traced(None, lpAddress, dwSize, flNewProtect, lpflOldProtect)
 }
 
 /// `VirtualProtectEx`: `VirtualProtect` in the process `hProcess`.
@@ -162,7 +218,7 @@ pub unsafe extern "C" fn VirtualProtectEx(
     flNewProtect: DWORD,
     lpflOldProtect: PDWORD,
 ) -> BOOL {
-    call("VirtualProtectEx", FALSE, || protect(&*resolve(hProcess)?, lpAddress, dwSize, flNewProtect, lpflOldProtect))
+    protect_traced(Some(hProcess), lpAddress, dwSize, flNewProtect, lpflOldProtect)
 }
 
 /// The number of pages `[base, base + size)` touches, or `None` if the range wraps.
@@ -171,6 +227,7 @@ fn pages_in(base: usize, size: usize) -> Option<usize> {
     Some((end - (base & !(PAGE - 1))) / PAGE)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn get_write_watch(
     space: &dyn VirtualSpace,
     flags: DWORD,
@@ -179,6 +236,8 @@ fn get_write_watch(
     addresses: *mut PVOID,
     count: PULONG_PTR,
     granularity: LPDWORD,
+    count_in: &mut Option<usize>,
+    out: &mut Out,
 ) -> Outcome<UINT> {
     if flags > WRITE_WATCH_FLAG_RESET {
         return Err(Fail(ERROR_INVALID_PARAMETER));
@@ -187,6 +246,7 @@ fn get_write_watch(
         return Err(Fail(ERROR_NOACCESS));
     }
     let wanted = uaccess::load(count as *const ULONG_PTR)?;
+    *count_in = Some(wanted);
     if wanted == 0 {
         return Err(Fail(ERROR_INVALID_PARAMETER));
     }
@@ -207,6 +267,7 @@ fn get_write_watch(
     }
     uaccess::store(count, pages.len())?;
     uaccess::store(granularity, PAGE as DWORD)?;
+    *out = Out::WriteWatch { addresses: pages, granularity: PAGE as DWORD };
     Ok(0)
 }
 
@@ -224,37 +285,60 @@ pub unsafe extern "C" fn GetWriteWatch(
     lpdwCount: PULONG_PTR,
     lpdwGranularity: LPDWORD,
 ) -> UINT {
-    call("GetWriteWatch", u32::MAX, || {
-        get_write_watch(current_space(), dwFlags, lpBaseAddress, dwRegionSize, lpAddresses, lpdwCount, lpdwGranularity)
-    })
+    let (mut count_in, mut out) = (None, Out::None);
+    let (r, err) = run(u32::MAX, || {
+        let space = current_space();
+        let (base, size) = (lpBaseAddress, dwRegionSize);
+        get_write_watch(space, dwFlags, base, size, lpAddresses, lpdwCount, lpdwGranularity, &mut count_in, &mut out)
+    });
+    if trace::on() && count_in.is_none() && !lpdwCount.is_null() {
+        count_in = uaccess::load(lpdwCount as *const ULONG_PTR).ok();
+    }
+    let call = Call::GetWriteWatch {
+        flags: dwFlags,
+        base: lpBaseAddress as usize,
+        size: dwRegionSize,
+        addresses: lpAddresses as usize,
+        count: count_in,
+        granularity: lpdwGranularity as usize,
+    };
+    trace::record(None, call, r as u64, err, out);
+    r
 }
 
 /// `ResetWriteWatch`: mark every page of the range of a `MEM_WRITE_WATCH` reservation of
 /// the current process as not written. Returns 0, or `0xFFFFFFFF` with the last error set.
 #[no_mangle]
 pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SIZE_T) -> UINT {
-    call("ResetWriteWatch", u32::MAX, || {
+    let (r, err) = run(u32::MAX, || {
         current_space().reset_write_watch(lpBaseAddress as usize, dwRegionSize)?;
         Ok(0)
-    })
+    });
+    let call = Call::ResetWriteWatch { base: lpBaseAddress as usize, size: dwRegionSize };
+    trace::record(None, call, r as u64, err, Out::None);
+    r
 }
 
 /// `VirtualLock`: lock committed, accessible pages of the current process into memory.
 /// `TRUE`, or `FALSE` with the last error set.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
-    call("VirtualLock", FALSE, || {
+    let (r, err) = run(FALSE, || {
         current_space().lock(lpAddress as usize, dwSize)?;
         Ok(TRUE)
-    })
+    });
+    trace::record(None, Call::Lock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);
+    r
 }
 
 /// `VirtualUnlock`: unlock pages locked by `VirtualLock` (`ERROR_NOT_LOCKED` if some are
 /// not). `TRUE`, or `FALSE` with the last error set.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualUnlock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
-    call("VirtualUnlock", FALSE, || {
+    let (r, err) = run(FALSE, || {
         current_space().unlock(lpAddress as usize, dwSize)?;
         Ok(TRUE)
-    })
+    });
+    trace::record(None, Call::Unlock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);
+    r
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::RwLock;
 use vm::VirtualSpace;
 
-use crate::ffi::{call, Fail, Outcome};
+use crate::ffi::{run, Fail, Outcome};
+use crate::trace;
 use crate::types::*;
 
 /// The value of the current-process pseudo handle, `(HANDLE)-1`.
@@ -29,7 +30,9 @@ pub(crate) struct Process {
 }
 
 static TABLE: RwLock<Option<HashMap<usize, Arc<Process>>>> = RwLock::new(None);
-static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x100);
+/// The first simulated-process handle value.
+const FIRST_HANDLE: usize = 0x100;
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(FIRST_HANDLE);
 
 /// The address space of the current process.
 pub(crate) fn current_space() -> &'static dyn VirtualSpace {
@@ -74,6 +77,20 @@ pub(crate) fn resolve(handle: HANDLE) -> Outcome<Target> {
     Ok(Target::Simulated(p))
 }
 
+/// The number of the process `handle` names in traces: 0 for the current process, `n` for
+/// the `n`-th simulated process ever created (open, exited or closed), `u32::MAX` for
+/// NULL and values never handed out.
+pub(crate) fn trace_id(handle: HANDLE) -> u32 {
+    let h = handle as usize;
+    if h == CURRENT_PROCESS {
+        return 0;
+    }
+    if h < FIRST_HANDLE || h >= NEXT_HANDLE.load(Ordering::Relaxed) || h % 4 != 0 {
+        return u32::MAX;
+    }
+    u32::try_from((h - FIRST_HANDLE) / 4 + 1).unwrap_or(u32::MAX)
+}
+
 /// Register an address space as a new simulated process and return its handle.
 pub(crate) fn register(space: Arc<dyn VirtualSpace>) -> HANDLE {
     let h = NEXT_HANDLE.fetch_add(4, Ordering::Relaxed);
@@ -86,6 +103,7 @@ pub(crate) fn register(space: Arc<dyn VirtualSpace>) -> HANDLE {
 /// the handle needs no closing.
 #[no_mangle]
 pub extern "C" fn GetCurrentProcess() -> HANDLE {
+    trace::comment(format_args!("GetCurrentProcess -> {CURRENT_PROCESS:#x} err=0"));
     CURRENT_PROCESS as HANDLE
 }
 
@@ -98,7 +116,9 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 /// with the last error set on failure.
 #[no_mangle]
 pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
-    call("VirtmemCreateProcess", std::ptr::null_mut(), || Ok(register(Arc::new(vm::SimSpace::simulated()))))
+    let (h, err) = run(std::ptr::null_mut(), || Ok(register(Arc::new(vm::SimSpace::simulated()))));
+    trace::comment(format_args!("VirtmemCreateProcess -> {:#x} err={err} process={}", h as usize, trace_id(h)));
+    h
 }
 
 /// `TerminateProcess`: mark a simulated process as exited with `uExitCode`. Afterwards
@@ -109,7 +129,7 @@ pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
 /// exits. NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6).
 #[no_mangle]
 pub extern "C" fn TerminateProcess(hProcess: HANDLE, uExitCode: UINT) -> BOOL {
-    call("TerminateProcess", FALSE, || {
+    let (r, err) = run(FALSE, || {
         let h = hProcess as usize;
         if h == CURRENT_PROCESS {
             return Err(Fail(ERROR_ACCESS_DENIED));
@@ -120,7 +140,10 @@ pub extern "C" fn TerminateProcess(hProcess: HANDLE, uExitCode: UINT) -> BOOL {
         }
         p.exit_code.store(uExitCode, Ordering::Release);
         Ok(TRUE)
-    })
+    });
+    let id = trace_id(hProcess);
+    trace::comment(format_args!("TerminateProcess {id:#x} {uExitCode:#x} -> {r:#x} err={err}"));
+    r
 }
 
 /// `CloseHandle`: close a simulated process handle (its address space is freed once no
@@ -129,7 +152,7 @@ pub extern "C" fn TerminateProcess(hProcess: HANDLE, uExitCode: UINT) -> BOOL {
 /// -> `ERROR_INVALID_HANDLE` (6).
 #[no_mangle]
 pub extern "C" fn CloseHandle(hObject: HANDLE) -> BOOL {
-    call("CloseHandle", FALSE, || {
+    let (r, err) = run(FALSE, || {
         let h = hObject as usize;
         if h == CURRENT_PROCESS {
             return Ok(TRUE);
@@ -140,5 +163,7 @@ pub extern "C" fn CloseHandle(hObject: HANDLE) -> BOOL {
             Some(_) => Ok(TRUE),
             None => Err(Fail(ERROR_INVALID_HANDLE)),
         }
-    })
+    });
+    trace::comment(format_args!("CloseHandle {:#x} -> {r:#x} err={err}", trace_id(hObject)));
+    r
 }

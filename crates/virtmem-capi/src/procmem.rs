@@ -8,8 +8,9 @@
 
 use vm::{AccessKind, Error};
 
-use crate::ffi::{call, Fail, Outcome};
+use crate::ffi::{run, Fail, Outcome};
 use crate::process::resolve;
+use crate::trace::{self, Call, Out};
 use crate::types::*;
 use crate::uaccess;
 
@@ -35,7 +36,7 @@ pub unsafe extern "C" fn ReadProcessMemory(
     nSize: SIZE_T,
     lpNumberOfBytesRead: *mut SIZE_T,
 ) -> BOOL {
-    call("ReadProcessMemory", FALSE, || {
+    let (r, err) = run(FALSE, || {
         let space = resolve(hProcess)?;
         if !lpNumberOfBytesRead.is_null() {
             uaccess::store(lpNumberOfBytesRead, 0)?;
@@ -50,14 +51,19 @@ pub unsafe extern "C" fn ReadProcessMemory(
             uaccess::store(lpNumberOfBytesRead, nSize)?;
         }
         Ok(TRUE)
-    })
+    });
+    let (address, buffer, done) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesRead as usize);
+    let out = Out::Transferred(if r == TRUE { nSize } else { 0 });
+    trace::record(Some(hProcess), Call::ReadProcessMemory { address, buffer, size: nSize, done }, r as u64, err, out);
+    r
 }
 
 /// `WriteProcessMemory`: copy `nSize` bytes from the caller's `lpBuffer` to
 /// `lpBaseAddress` in process `hProcess`. `TRUE`, or `FALSE` with the last error set: a
 /// destination range that is not entirely writable (read-only, no-access, reserved or
-/// free pages, an armed guard page) or an unreadable `lpBuffer` -> `ERROR_NOACCESS` (998),
-/// and nothing is written. `*lpNumberOfBytesWritten` (optional) is set to the number of
+/// free pages, an armed guard page) fails and nothing is written: with `ERROR_NOACCESS`
+/// (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
+/// starts writable and runs into such a page. An unreadable `lpBuffer` -> `ERROR_NOACCESS`. `*lpNumberOfBytesWritten` (optional) is set to the number of
 /// bytes copied (0 on failure). Writes mark write-watched pages as written.
 #[no_mangle]
 pub unsafe extern "C" fn WriteProcessMemory(
@@ -67,7 +73,7 @@ pub unsafe extern "C" fn WriteProcessMemory(
     nSize: SIZE_T,
     lpNumberOfBytesWritten: *mut SIZE_T,
 ) -> BOOL {
-    call("WriteProcessMemory", FALSE, || {
+    let (r, err) = run(FALSE, || {
         let space = resolve(hProcess)?;
         if !lpNumberOfBytesWritten.is_null() {
             uaccess::store(lpNumberOfBytesWritten, 0)?;
@@ -75,14 +81,21 @@ pub unsafe extern "C" fn WriteProcessMemory(
         let mut data = buffer(nSize)?;
         uaccess::read_bytes(lpBuffer as usize, &mut data)?;
         space.write(lpBaseAddress as usize, &data).map_err(|e| match e {
-            Error::AccessViolation { .. } | Error::GuardPage { .. } => Fail(ERROR_NOACCESS),
+            // Not even the first byte could be written, or only some could have been.
+            Error::AccessViolation { address, .. } | Error::GuardPage { address, .. } => {
+                Fail(if address == lpBaseAddress as usize { ERROR_NOACCESS } else { ERROR_PARTIAL_COPY })
+            }
             other => other.into(),
         })?;
         if !lpNumberOfBytesWritten.is_null() {
             uaccess::store(lpNumberOfBytesWritten, nSize)?;
         }
         Ok(TRUE)
-    })
+    });
+    let (address, buffer, done) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesWritten as usize);
+    let out = Out::Transferred(if r == TRUE { nSize } else { 0 });
+    trace::record(Some(hProcess), Call::WriteProcessMemory { address, buffer, size: nSize, done }, r as u64, err, out);
+    r
 }
 
 /// Extension: perform a checked memory access in process `hProcess`, as a CPU would.
@@ -113,7 +126,7 @@ pub unsafe extern "C" fn VirtmemAccess(
     kind: DWORD,
     faultAddress: *mut ULONG_PTR,
 ) -> DWORD {
-    call("VirtmemAccess", VIRTMEM_ACCESS_FAILED, || {
+    let (r, err) = run(VIRTMEM_ACCESS_FAILED, || {
         let space = resolve(hProcess)?;
         let kind = match kind {
             VIRTMEM_ACCESS_READ => AccessKind::Read,
@@ -148,5 +161,12 @@ pub unsafe extern "C" fn VirtmemAccess(
             }
             Err(other) => Err(other.into()),
         }
-    })
+    });
+    trace::comment(format_args!(
+        "VirtmemAccess {:#x} {address:#x} {:#x} {size:#x} {kind:#x} {:#x} -> {r:#x} err={err}",
+        crate::process::trace_id(hProcess),
+        buffer as usize,
+        faultAddress as usize
+    ));
+    r
 }

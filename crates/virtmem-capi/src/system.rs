@@ -1,7 +1,8 @@
 //! `GetLastError`, `SetLastError` and `GetSystemInfo`.
 
-use crate::ffi::{call, last_error, set_last_error, Fail};
+use crate::ffi::{last_error, run, set_last_error, Fail};
 use crate::process::current_space;
+use crate::trace;
 use crate::types::*;
 use crate::uaccess;
 
@@ -9,13 +10,16 @@ use crate::uaccess;
 /// of this library on this thread (or by `SetLastError`). Each thread has its own.
 #[no_mangle]
 pub extern "C" fn GetLastError() -> DWORD {
-    last_error()
+    let code = last_error();
+    trace::comment(format_args!("GetLastError -> {code:#x} err={code}"));
+    code
 }
 
 /// `SetLastError`: set the calling thread's last error code.
 #[no_mangle]
 pub extern "C" fn SetLastError(dwErrCode: DWORD) {
-    set_last_error(dwErrCode)
+    set_last_error(dwErrCode);
+    trace::comment(format_args!("SetLastError {dwErrCode:#x} -> 0x0 err={dwErrCode}"));
 }
 
 /// The processor fields of `SYSTEM_INFO` for this machine: architecture, type, level,
@@ -101,10 +105,11 @@ impl SYSTEM_INFO {
 /// `ERROR_NOACCESS`; the function has no return value).
 #[no_mangle]
 pub unsafe extern "C" fn GetSystemInfo(lpSystemInfo: LPSYSTEM_INFO) {
-    call("GetSystemInfo", (), || {
+    let ((), err) = run((), || {
         if lpSystemInfo.is_null() {
             return Err(Fail(ERROR_NOACCESS));
         }
         uaccess::write_bytes(lpSystemInfo as usize, &system_info().to_bytes())
-    })
+    });
+    trace::comment(format_args!("GetSystemInfo {:#x} -> 0x0 err={err}", lpSystemInfo as usize));
 }

@@ -297,9 +297,13 @@ fn process_memory_copies_follow_the_spec() {
         expect_error(ERROR_PARTIAL_COPY);
         assert_eq!(n, 0);
         assert!(over.iter().all(|&b| b == 0xEE));
-        // A write that reaches the read-only page: 998 and nothing written.
+        // A write that starts writable and reaches the read-only page: 299, nothing written.
         let ones = [1u8; 0x20];
         assert_eq!(WriteProcessMemory(h, (base + 0x1FF0) as LPVOID, ones.as_ptr().cast(), 0x20, &mut n), FALSE);
+        expect_error(ERROR_PARTIAL_COPY);
+        assert_eq!(n, 0);
+        // One that starts on the read-only page: 998.
+        assert_eq!(WriteProcessMemory(h, (base + 0x2000) as LPVOID, ones.as_ptr().cast(), 0x20, &mut n), FALSE);
         expect_error(ERROR_NOACCESS);
         assert_eq!(ReadProcessMemory(h, (base + 0x1FF0) as LPCVOID, back.as_mut_ptr().cast(), 0x10, null_mut()), TRUE);
         assert_eq!(&back[..0x10], &data[0x1FF0..0x2000]);

@@ -1,0 +1,52 @@
+//! Loading the built `libvirtmem.so` (the cdylib of this package, which cargo builds
+//! before the integration tests) and looking up its exports.
+
+#![allow(dead_code)]
+
+use std::ffi::{c_void, CString};
+use std::path::PathBuf;
+
+/// The loaded library.
+pub struct Lib(*mut c_void);
+
+// SAFETY: a dlopen handle may be used from any thread.
+unsafe impl Send for Lib {}
+// SAFETY: dlsym is thread-safe.
+unsafe impl Sync for Lib {}
+
+/// Where cargo put `libvirtmem.so` for this build.
+pub fn library_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps directory");
+    for candidate in [deps.join("libvirtmem.so"), deps.join("../libvirtmem.so")] {
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!("libvirtmem.so not found next to {}", exe.display());
+}
+
+impl Lib {
+    /// `dlopen` the library.
+    pub fn open() -> Lib {
+        let path = CString::new(library_path().to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; the library's initialisers are Rust statics.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!h.is_null(), "dlopen failed");
+        Lib(h)
+    }
+
+    /// The address of export `name`, as a function pointer of type `F`.
+    ///
+    /// # Safety
+    /// `F` must be the export's exact C signature.
+    pub unsafe fn get<F: Copy>(&self, name: &str) -> F {
+        let c = CString::new(name).unwrap();
+        // SAFETY: the handle is live and `c` is NUL-terminated.
+        let p = unsafe { libc::dlsym(self.0, c.as_ptr()) };
+        assert!(!p.is_null(), "{name} is not exported");
+        assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+        // SAFETY: the caller promises F is the function's signature (a function pointer).
+        unsafe { std::mem::transmute_copy(&p) }
+    }
+}

@@ -1,0 +1,73 @@
+//! `VIRTMEM_TRACE`: the built `libvirtmem.so` appends one line per call it receives, in
+//! the format `virtmem::trace` parses. (One test in this binary: the environment
+//! variable is set before the library first looks at it.)
+
+mod common;
+
+use std::ffi::c_void;
+
+use vm::trace::{read, Call, Line, Out};
+
+type VirtualAllocEx = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32, u32) -> *mut c_void;
+type VirtualQueryEx = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void, usize) -> usize;
+type VirtualProtectEx = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32, *mut u32) -> i32;
+type WriteProcessMemory = unsafe extern "C" fn(*mut c_void, *mut c_void, *const c_void, usize, *mut usize) -> i32;
+type Handle0 = unsafe extern "C" fn() -> *mut c_void;
+type CloseHandle = unsafe extern "C" fn(*mut c_void) -> i32;
+
+#[test]
+fn every_call_is_recorded_in_the_trace_format() {
+    let path = std::env::temp_dir().join(format!("virtmem-capi-trace-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    std::env::set_var("VIRTMEM_TRACE", &path);
+    let lib = common::Lib::open();
+    // SAFETY: the signatures match the exports; buffers are valid local storage.
+    let (base, h) = unsafe {
+        let alloc = lib.get::<VirtualAllocEx>("VirtualAllocEx");
+        let query = lib.get::<VirtualQueryEx>("VirtualQueryEx");
+        let protect = lib.get::<VirtualProtectEx>("VirtualProtectEx");
+        let wpm = lib.get::<WriteProcessMemory>("WriteProcessMemory");
+        let create = lib.get::<Handle0>("VirtmemCreateProcess");
+        let close = lib.get::<CloseHandle>("CloseHandle");
+        let h = create();
+        let base = alloc(h, std::ptr::null_mut(), 0x3000, 0x3000, 4);
+        assert!(!base.is_null());
+        assert!(alloc(h, std::ptr::null_mut(), 0, 0x3000, 4).is_null());
+        let mut mbi = [0u8; 48];
+        assert_eq!(query(h, base, mbi.as_mut_ptr().cast(), 48), 48);
+        let mut old = 0u32;
+        assert_eq!(protect(h, base, 0x1000, 2, &mut old), 1);
+        let data = [7u8; 16];
+        let mut n = 0usize;
+        assert_eq!(wpm(h, base, data.as_ptr().cast(), 16, &mut n), 0, "read-only now");
+        assert_eq!(close(h), 1);
+        (base as usize, h as usize)
+    };
+    let text = std::fs::read_to_string(&path).expect("the trace file was written");
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<Line> = read(text.as_bytes()).map(|r| r.expect("every line parses").1).collect();
+    assert!(matches!(&lines[0], Line::Header(hd) if hd.get("pid") == Some(&std::process::id().to_string())));
+    let records: Vec<_> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Record(r) => Some(r),
+            Line::Header(_) => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 5, "{text}");
+    let process = records[0].process.expect("an Ex call names its process");
+    assert_ne!(process, 0, "a simulated process, not the current one");
+    assert!(records.iter().all(|r| r.process == Some(process)));
+    assert_eq!(records[0].call, Call::Alloc { address: 0, size: 0x3000, alloc_type: 0x3000, protect: 4 });
+    assert_eq!((records[0].result as usize, records[0].last_error), (base, 0));
+    assert_eq!((records[1].result, records[1].last_error), (0, 87));
+    match &records[2].out {
+        Out::Info(m) => assert_eq!((m.BaseAddress, m.RegionSize, m.State, m.Protect), (base, 0x3000, 0x1000, 4)),
+        other => panic!("VirtualQueryEx out-values: {other:?}"),
+    }
+    assert_eq!(records[3].out, Out::OldProtect(4));
+    assert_eq!((records[4].result, records[4].last_error, &records[4].out), (0, 998, &Out::Transferred(0)));
+    // Calls outside the record format are comments, in the same shape.
+    assert!(text.contains(&format!("# VirtmemCreateProcess -> {h:#x} err=0 process={process}")), "{text}");
+    assert!(text.contains(&format!("# CloseHandle {process:#x} -> 0x1 err=0")), "{text}");
+}

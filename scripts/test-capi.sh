@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# libvirtmem from other languages: builds target/release/libvirtmem.so, checks the header
+# (cbindgen staleness, compiles cleanly as C and C++), then runs the C tests.
+# Needs: cargo, gcc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+lib=$root/target/release
+build=$root/target/capi-tests
+mkdir -p "$build"
+
+cargo build --release -q -p virtmem-capi
+test -f "$lib/libvirtmem.so"
+
+echo "-- header: include/virtmem.h is what cbindgen generates now"
+cargo test --release -q -p virtmem-capi --test header
+
+echo "-- header: compiles cleanly on its own"
+printf '#include "virtmem.h"\nint main(void){return 0;}\n' >"$build/header.c"
+gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.c" -o "$build/header.o"
+if command -v g++ >/dev/null; then
+  cp "$build/header.c" "$build/header.cc"
+  g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.cc" -o "$build/header-cc.o"
+else
+  echo "   (g++ not installed: C++ compile check not run)"
+fi
+
+cflags=(-std=gnu11 -O2 -g -Wall -Wextra -Werror -I include)
+ldflags=(-L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread)
+
+echo "-- C tests"
+for src in tests/c/test_*.c; do
+  name=$(basename "$src" .c)
+  gcc "${cflags[@]}" "$src" -o "$build/$name" "${ldflags[@]}"
+  echo "   $name"
+  "$build/$name"
+done
+
+echo "libvirtmem: all C tests passed"
