@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libvirtmem from other languages: builds target/release/libvirtmem.so, checks the header
-# (cbindgen staleness, compiles cleanly as C and C++), then runs the C tests.
-# Needs: cargo, gcc.
+# (cbindgen staleness, compiles cleanly as C and C++), then runs the C tests, the C example
+# (built through pkg-config), the Python ctypes test and the C# P/Invoke test.
+# Needs: cargo, gcc, pkg-config, python3, mcs + mono (Debian: mono-mcs, mono-runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,4 +37,25 @@ for src in tests/c/test_*.c; do
   "$build/$name"
 done
 
-echo "libvirtmem: all C tests passed"
+echo "-- C example through pkg-config"
+sed -e "s|@PREFIX@|$root|" -e "s|@LIBDIR@|$lib|" -e "s|@INCLUDEDIR@|$root/include|" \
+  crates/virtmem-capi/virtmem.pc.in >"$build/virtmem.pc"
+export PKG_CONFIG_PATH="$build${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+for src in examples/c/*.c; do
+  name=$(basename "$src" .c)
+  # shellcheck disable=SC2046
+  gcc -std=gnu11 -O2 -Wall -Wextra -Werror "$src" -o "$build/$name" $(pkg-config --cflags --libs virtmem) \
+    -Wl,-rpath,"$(pkg-config --variable=libdir virtmem)"
+  echo "   $name"
+  "$build/$name"
+done
+
+echo "-- Python (ctypes)"
+VIRTMEM_LIB="$lib/libvirtmem.so" python3 -m unittest discover -s tests/python -p 'test_*.py'
+
+echo "-- C# (P/Invoke, mono)"
+mcs -nologo -warnaserror -out:"$build/VirtmemTest.exe" tests/csharp/VirtmemTest.cs
+sed -e "s|@LIB@|$lib/libvirtmem.so|" tests/csharp/VirtmemTest.exe.config.in >"$build/VirtmemTest.exe.config"
+mono "$build/VirtmemTest.exe"
+
+echo "libvirtmem: all C, Python and C# tests passed"

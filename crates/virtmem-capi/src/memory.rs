@@ -31,7 +31,7 @@ fn alloc(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD, pro
 
 fn alloc_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD, protect: DWORD) -> LPVOID {
     let (r, err) = run(null_mut(), || match process {
-        None => alloc(current_space(), address, size, ty, protect),
+        None => alloc(current_space()?, address, size, ty, protect),
         Some(h) => alloc(&*resolve(h)?, address, size, ty, protect),
     });
     let call = Call::Alloc { address: address as usize, size, alloc_type: ty, protect };
@@ -46,7 +46,7 @@ fn free(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD) -> O
 
 fn free_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD) -> BOOL {
     let (r, err) = run(FALSE, || match process {
-        None => free(current_space(), address, size, ty),
+        None => free(current_space()?, address, size, ty),
         Some(h) => free(&*resolve(h)?, address, size, ty),
     });
     trace::record(process, Call::Free { address: address as usize, size, free_type: ty }, r as u64, err, Out::None);
@@ -80,7 +80,7 @@ fn query_traced(
 ) -> SIZE_T {
     let mut out = Out::None;
     let (r, err) = run(0, || match process {
-        None => query(current_space(), address, buffer, length, &mut out),
+        None => query(current_space()?, address, buffer, length, &mut out),
         Some(h) => query(&*resolve(h)?, address, buffer, length, &mut out),
     });
     let call = Call::Query { address: address as usize, buffer: buffer as usize, length };
@@ -120,7 +120,7 @@ fn protect(
 fn protect_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, new: DWORD, old: PDWORD) -> BOOL {
     let mut out = Out::None;
     let (r, err) = run(FALSE, || match process {
-        None => protect(current_space(), address, size, new, old, &mut out),
+        None => protect(current_space()?, address, size, new, old, &mut out),
         Some(h) => protect(&*resolve(h)?, address, size, new, old, &mut out),
     });
     let call = Call::Protect { address: address as usize, size, new_protect: new, old_protect: old as usize };
@@ -254,11 +254,16 @@ fn get_write_watch(
         return Err(Fail(ERROR_NOACCESS));
     }
     let max = wanted.min(pages_in(base as usize, size).unwrap_or(1).max(1));
+    let entry = size_of::<PVOID>();
     if flags & WRITE_WATCH_FLAG_RESET != 0 {
         // A reset cannot be taken back: make sure every result can be stored first.
-        uaccess::probe_writable(addresses as usize, max * size_of::<PVOID>())?;
+        uaccess::probe_writable(addresses as usize, max * entry)?;
         uaccess::probe_writable(count as usize, size_of::<ULONG_PTR>())?;
         uaccess::probe_writable(granularity as usize, size_of::<DWORD>())?;
+    } else {
+        // The array's first and last entries (a full probe would cost as much as the scan).
+        uaccess::probe_writable(addresses as usize, entry)?;
+        uaccess::probe_writable(addresses as usize + (max - 1) * entry, entry)?;
     }
     let pages = space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base as usize, size, max)?;
     if !pages.is_empty() {
@@ -287,7 +292,7 @@ pub unsafe extern "C" fn GetWriteWatch(
 ) -> UINT {
     let (mut count_in, mut out) = (None, Out::None);
     let (r, err) = run(u32::MAX, || {
-        let space = current_space();
+        let space = current_space()?;
         let (base, size) = (lpBaseAddress, dwRegionSize);
         get_write_watch(space, dwFlags, base, size, lpAddresses, lpdwCount, lpdwGranularity, &mut count_in, &mut out)
     });
@@ -311,7 +316,7 @@ pub unsafe extern "C" fn GetWriteWatch(
 #[no_mangle]
 pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SIZE_T) -> UINT {
     let (r, err) = run(u32::MAX, || {
-        current_space().reset_write_watch(lpBaseAddress as usize, dwRegionSize)?;
+        current_space()?.reset_write_watch(lpBaseAddress as usize, dwRegionSize)?;
         Ok(0)
     });
     let call = Call::ResetWriteWatch { base: lpBaseAddress as usize, size: dwRegionSize };
@@ -324,7 +329,7 @@ pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SI
 #[no_mangle]
 pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {
-        current_space().lock(lpAddress as usize, dwSize)?;
+        current_space()?.lock(lpAddress as usize, dwSize)?;
         Ok(TRUE)
     });
     trace::record(None, Call::Lock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);
@@ -336,7 +341,7 @@ pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL 
 #[no_mangle]
 pub unsafe extern "C" fn VirtualUnlock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {
-        current_space().unlock(lpAddress as usize, dwSize)?;
+        current_space()?.unlock(lpAddress as usize, dwSize)?;
         Ok(TRUE)
     });
     trace::record(None, Call::Unlock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 use vm::VirtualSpace;
@@ -34,11 +34,21 @@ static TABLE: RwLock<Option<HashMap<usize, Arc<Process>>>> = RwLock::new(None);
 const FIRST_HANDLE: usize = 0x100;
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(FIRST_HANDLE);
 
-/// The address space of the current process.
-pub(crate) fn current_space() -> &'static dyn VirtualSpace {
-    static CURRENT: OnceLock<Box<dyn VirtualSpace>> = OnceLock::new();
-    // TODO(linux backend): the real process memory once `virtmem::current_process()` lands.
-    CURRENT.get_or_init(|| Box::new(vm::SimSpace::simulated())).as_ref()
+/// The address space of the current process: this process's real memory (the Linux
+/// backend), or `ERROR_NOT_SUPPORTED` where it cannot be managed (no `/proc`).
+#[cfg(target_os = "linux")]
+pub(crate) fn current_space() -> Outcome<&'static dyn VirtualSpace> {
+    match vm::try_current_process() {
+        Ok(space) => Ok(space),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The address space of the current process: elsewhere than Linux there is no real-memory
+/// backend, so every current-process call fails with `ERROR_NOT_SUPPORTED`.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn current_space() -> Outcome<&'static dyn VirtualSpace> {
+    Err(Fail(ERROR_NOT_SUPPORTED))
 }
 
 /// What a process handle names, resolved for one call.
@@ -68,7 +78,7 @@ fn lookup(handle: usize) -> Option<Arc<Process>> {
 pub(crate) fn resolve(handle: HANDLE) -> Outcome<Target> {
     let h = handle as usize;
     if h == CURRENT_PROCESS {
-        return Ok(Target::Current(current_space()));
+        return Ok(Target::Current(current_space()?));
     }
     let p = lookup(h).ok_or(Fail(ERROR_INVALID_HANDLE))?;
     if p.exited.load(Ordering::Acquire) {

@@ -54,7 +54,11 @@ fn processor() -> (WORD, DWORD, WORD, WORD) {
 
 /// What `GetSystemInfo` reports: the current process's space, and this machine.
 pub(crate) fn system_info() -> SYSTEM_INFO {
-    let si = current_space().system_info();
+    // Without a current-process space (no /proc), the Windows x64 values of a simulated one.
+    let si = match current_space() {
+        Ok(space) => space.system_info(),
+        Err(_) => vm::SimSpace::simulated().system_info(),
+    };
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let cpus = if online > 0 { online as u32 } else { 1 };
