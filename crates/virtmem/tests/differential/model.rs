@@ -240,7 +240,7 @@ impl Model {
                 self.one_alloc(from, to).ok_or(InvalidAddress)?;
                 // MEM_RESET offers committed contents to the OS; MEM_RESET_UNDO's outcome
                 // is applied by the caller (`undo_succeeded`), since an implementation may
-                // report lost data.
+                // report lost data. Both return the page-rounded address (Windows).
                 if matches!(kind, Kind::Reset) {
                     for p in self.pages_mut(from, to) {
                         if p.st == St::Committed {
@@ -248,7 +248,7 @@ impl Model {
                         }
                     }
                 }
-                Ok(address)
+                Ok(from)
             }
             Kind::Alloc => {
                 let reserve = ty & MEM_RESERVE != 0;
@@ -588,8 +588,18 @@ impl Model {
         let refused = if lock { Error::NoAccess } else { Error::NotLocked };
         self.one_alloc(from, to).ok_or(refused)?;
         if lock {
-            if self.pages_in(from, to).any(|p| p.st != St::Committed || p.prot & 0xFF == PAGE_NOACCESS) {
-                return Err(Error::NoAccess);
+            // Locking touches the pages in order, like a read: the first page that cannot
+            // be touched fails the lock; an armed guard page is disarmed on the way.
+            for a in (from..to).step_by(P) {
+                let i = self.idx(a).expect("inside the allocation");
+                let p = &mut self.pages[i];
+                if p.st != St::Committed || p.prot & 0xFF == PAGE_NOACCESS {
+                    return Err(Error::NoAccess);
+                }
+                if p.prot & PAGE_GUARD != 0 {
+                    p.prot &= !PAGE_GUARD;
+                    return Err(Error::GuardPage { address: a, access: AccessKind::Read });
+                }
             }
         } else if self.pages_in(from, to).any(|p| !p.locked) {
             return Err(Error::NotLocked);
@@ -608,13 +618,6 @@ impl Model {
         let Some((from, to)) = touched(address, size) else { return false };
         let (from, to) = (from.max(self.w), to.min(self.top));
         from < to && self.pages_in(from, to).any(|p| p.ww)
-    }
-
-    /// Whether `[address, address + size)` touches an armed guard page.
-    pub fn touches_guard(&self, address: usize, size: usize) -> bool {
-        let Some((from, to)) = touched(address, size.max(1)) else { return false };
-        let (from, to) = (from.max(self.w), to.min(self.top));
-        from < to && self.pages_in(from, to).any(|p| p.st == St::Committed && p.prot & PAGE_GUARD != 0)
     }
 
     /// One past the last page of the allocation at `base`.
