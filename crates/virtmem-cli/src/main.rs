@@ -1,1 +1,276 @@
-fn main() {}
+//! `virtmem`: run Win32 memory scripts against a simulated (or this process's real)
+//! address space, print and draw memory maps, replay call traces, benchmark.
+
+mod bench;
+mod map;
+mod names;
+mod replay;
+mod script;
+mod svg;
+mod views;
+mod wine;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use virtmem::{SimSpace, VirtualSpace};
+
+#[derive(Parser)]
+#[command(
+    name = "virtmem",
+    version,
+    about = "The Win32 virtual-memory model: run scripts, view memory maps, replay traces, benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a script of Win32 memory calls (an interactive prompt when no script is given).
+    ///
+    /// The language is documented in docs/script.md. Exit status: 0 when the script ran
+    /// and every `expect` held, 1 when an `expect` failed, 2 for a bad script or file.
+    Run {
+        /// The script (`-` for standard input); omit it for an interactive prompt.
+        script: Option<PathBuf>,
+        /// Act on this process's real address space (the Linux backend) instead of a
+        /// fresh simulated one.
+        #[arg(long)]
+        os: bool,
+        /// Draw the final address space of process 0 as SVG into FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Replay a call trace against a simulated address space and report what it did.
+    ///
+    /// Reads virtmem's own trace format (written by libvirtmem when VIRTMEM_TRACE names
+    /// a file) and, best effort, Wine's `WINEDEBUG=+virtual` log. Exit status: 0, or 1
+    /// with --strict when a call's result differs from the recorded one, 2 for an
+    /// unreadable trace.
+    Replay {
+        /// The trace file.
+        trace: PathBuf,
+        /// The trace's format (detected from its first lines by default).
+        #[arg(long, value_enum, default_value_t = Format::Auto)]
+        format: Format,
+        /// Draw the final address space as SVG into FILE.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Exit with status 1 when any call's result differs from the recorded one.
+        #[arg(long)]
+        strict: bool,
+        /// List at most N differing calls (all are counted).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        max_diffs: usize,
+    },
+    /// Time the standard workloads on the simulated and Linux backends beside the raw
+    /// system calls (ns per operation and the ratio).
+    Bench {
+        /// Scale every workload's iteration count by this factor (default 1.0: a few
+        /// seconds in all).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+/// Trace formats `replay` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Detect from the first lines.
+    Auto,
+    /// virtmem's own trace format.
+    Virtmem,
+    /// Wine's `WINEDEBUG=+virtual` log.
+    Wine,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { script, os, svg } => run(script.as_deref(), os, svg.as_deref()),
+        Command::Replay { trace, format, svg, strict, max_diffs } => {
+            replay::main(&trace, format, svg.as_deref(), strict, max_diffs)
+        }
+        Command::Bench { scale } => bench::main(scale),
+    }
+}
+
+/// This process's real address space, when the Linux backend is available.
+#[cfg(target_os = "linux")]
+fn os_space() -> Result<Box<dyn VirtualSpace>, String> {
+    Err("--os needs the Linux backend, which this build does not have yet".into())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_space() -> Result<Box<dyn VirtualSpace>, String> {
+    Err("--os is only available on Linux".into())
+}
+
+/// Write `text` to `path`, reporting failure as a message.
+pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn show_error(source: &str, name: &str, e: &script::ScriptError) {
+    eprintln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
+    if let Some(text) = source.lines().nth(e.line.saturating_sub(1)) {
+        let width = e.line.to_string().len();
+        eprintln!(" {} | {text}", e.line);
+        let pad: String =
+            text.chars().take(e.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        eprintln!(" {:width$} | {pad}^", "");
+    }
+}
+
+fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>) -> ExitCode {
+    let (space, kind): (Box<dyn VirtualSpace>, &'static str) = if os {
+        match os_space() {
+            Ok(s) => (s, "this Linux process"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        (Box::new(SimSpace::simulated()), "simulated")
+    };
+    let mut session = script::Session::new(space, kind, Box::new(std::io::stdout()));
+    let interactive = script_path.is_none();
+    let status = if let Some(path) = script_path {
+        let (text, name) = if path == Path::new("-") {
+            let mut s = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::from(2);
+            }
+            (s, "<stdin>".to_string())
+        } else {
+            match std::fs::read(path) {
+                Ok(b) => match String::from_utf8(b) {
+                    Ok(s) => (s, path.display().to_string()),
+                    Err(e) => {
+                        let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
+                        eprintln!("error: {}:{line}:{col}: the script is not UTF-8 text", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+        };
+        let stmts = match script::parse(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                show_error(&text, &name, &e);
+                return ExitCode::from(2);
+            }
+        };
+        let mut status = 0;
+        for s in &stmts {
+            if let Err(e) = session.exec(s) {
+                show_error(&text, &name, &e);
+                status = 2;
+                break;
+            }
+        }
+        status
+    } else {
+        prompt(&mut session);
+        0
+    };
+    if let Some(p) = svg_path {
+        let space = session.main_space();
+        let st = space.stats();
+        let notes = vec![format!(
+            "reserved {} in {} reservation(s), committed {}, largest free block {}",
+            names::human(st.reserved as u64),
+            st.reservations,
+            names::human(st.committed as u64),
+            names::human(st.largest_free as u64)
+        )];
+        let title = match script_path {
+            Some(s) => format!("virtmem run {} ({kind} address space)", s.display()),
+            None => format!("virtmem interactive session ({kind} address space)"),
+        };
+        if let Err(e) = write_file(p, &svg::render(&space.regions(), &title, &notes)) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if status == 0 && session.failed_expectations > 0 {
+        if !interactive {
+            eprintln!("{} expectation(s) failed", session.failed_expectations);
+        }
+        return ExitCode::from(1);
+    }
+    ExitCode::from(status)
+}
+
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, col)
+}
+
+fn prompt(session: &mut script::Session) {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        println!("virtmem interactive: Win32 memory calls on a fresh address space. `help` lists the commands, `quit` leaves.");
+    }
+    let mut compiler = script::Compiler::default();
+    let mut lines = stdin.lock();
+    let mut n = 0;
+    loop {
+        if tty {
+            print!("virtmem> ");
+            let _ = std::io::stdout().flush();
+        }
+        let mut buf = Vec::new();
+        match lines.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        n += 1;
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim_end_matches(['\n', '\r']);
+        match text.trim() {
+            "quit" | "exit" | "q" => break,
+            "help" | "?" => {
+                println!("{}", HELP);
+                continue;
+            }
+            _ => {}
+        }
+        match compiler.line(text, n) {
+            Ok(Some(stmt)) => {
+                if let Err(e) = session.exec(&stmt) {
+                    show_error(text, "<input>", &script::ScriptError { line: 1, ..e.clone() });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => show_error(text, "<input>", &script::ScriptError { line: 1, ..e }),
+        }
+    }
+}
+
+const HELP: &str = "\
+commands (arguments are separated by commas; see docs/script.md):
+  [x =] alloc ADDRESS, SIZE, TYPE, PROTECT     VirtualAlloc       e.g. p = alloc 0, 1T, reserve, noaccess
+  [x =] free ADDRESS, SIZE, decommit|release   VirtualFree
+  [x =] query ADDRESS                          VirtualQuery
+  [x =] protect ADDRESS, SIZE, PROTECT         VirtualProtect     e.g. protect p, 4K, readonly|guard
+  [x =] read ADDRESS, LENGTH                   a checked load     write ADDRESS, \"text\", 0x41 ...
+  fill ADDRESS, LENGTH, BYTE   exec ADDRESS   reset ADDRESS, SIZE   reset_undo ADDRESS, SIZE
+  [x =] getwritewatch BASE, SIZE [, reset [, MAX]]   resetwritewatch BASE, SIZE   lock/unlock ADDRESS, SIZE
+  map   stats   sysinfo   echo \"text\", VALUE   expect ok|ERROR_NAME|CODE   commitlimit SIZE|none
+  process N|null|off   (Ex calls on process N; 0 = this process)   exit N
+numbers: 4096, 0x1000, 4K, 64KiB, 1T; + - * | and parentheses; NULL PAGE GRANULE SIZE_MAX";

@@ -1,0 +1,1197 @@
+//! The `.vms` script language: lexing, parsing (with line:column errors) and the
+//! interpreter that runs each statement as a Win32 call. See `docs/script.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write;
+
+use virtmem::{
+    AllocationType, Error, FreeType, MemoryBasicInformation, Protection, SimSpace, VirtualSpace, WriteWatchFlags,
+};
+
+use crate::names::{self, describe, error_code_of, human, FlagKind};
+
+// ----- Errors --------------------------------------------------------------------------
+
+/// A script error at a line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptError {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.col, self.msg)
+    }
+}
+
+fn serr(line: usize, col: usize, msg: impl Into<String>) -> ScriptError {
+    ScriptError { line, col, msg: msg.into() }
+}
+
+// ----- Lexer ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Num(u64),
+    Str(Vec<u8>),
+    Sym(char),
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    col: usize,
+}
+
+fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let col = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '#' {
+            break;
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Token { tok: Tok::Ident(chars[start..i].iter().collect()), col });
+        } else if c.is_ascii_digit() {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().filter(|&&c| c != '_').collect();
+            out.push(Token { tok: Tok::Num(number(&word).map_err(|m| serr(line, col, m))?), col });
+        } else if c == '"' {
+            i += 1;
+            let mut bytes = Vec::new();
+            loop {
+                let Some(&d) = chars.get(i) else {
+                    return Err(serr(line, col, "unterminated string (missing closing `\"`)"));
+                };
+                i += 1;
+                match d {
+                    '"' => break,
+                    '\\' => {
+                        let ecol = i;
+                        let e = chars.get(i).copied();
+                        i += 1;
+                        match e {
+                            Some('n') => bytes.push(b'\n'),
+                            Some('t') => bytes.push(b'\t'),
+                            Some('0') => bytes.push(0),
+                            Some('\\') => bytes.push(b'\\'),
+                            Some('"') => bytes.push(b'"'),
+                            Some('x') => {
+                                let hex: String = chars.get(i..i + 2).map(|s| s.iter().collect()).unwrap_or_default();
+                                let v = u8::from_str_radix(&hex, 16)
+                                    .map_err(|_| serr(line, ecol, "`\\x` needs two hex digits, like \\x41"))?;
+                                bytes.push(v);
+                                i += 2;
+                            }
+                            _ => return Err(serr(line, ecol, "unknown escape (use \\n \\t \\0 \\\\ \\\" or \\xNN)")),
+                        }
+                    }
+                    d => {
+                        let mut buf = [0u8; 4];
+                        bytes.extend_from_slice(d.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+            out.push(Token { tok: Tok::Str(bytes), col });
+        } else if "=,|+-*()".contains(c) {
+            out.push(Token { tok: Tok::Sym(c), col });
+            i += 1;
+        } else {
+            return Err(serr(line, col, format!("unexpected character `{c}`")));
+        }
+    }
+    Ok(out)
+}
+
+/// A number: decimal or `0x` hex, `_` separators, an optional binary-unit suffix
+/// (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`).
+fn number(word: &str) -> Result<u64, String> {
+    let lower = word.to_ascii_lowercase();
+    let (digits, radix) = match lower.strip_prefix("0x") {
+        Some(h) => (h.to_string(), 16),
+        None => (lower.clone(), 10),
+    };
+    let (digits, mult) = if radix == 10 {
+        let split = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+        let (d, suffix) = digits.split_at(split);
+        let mult: u64 = match suffix {
+            "" => 1,
+            "k" | "kib" | "kb" => 1 << 10,
+            "m" | "mib" | "mb" => 1 << 20,
+            "g" | "gib" | "gb" => 1 << 30,
+            "t" | "tib" | "tb" => 1 << 40,
+            _ => return Err(format!("`{word}` is not a number (suffixes: K, M, G, T)")),
+        };
+        (d.to_string(), mult)
+    } else {
+        (digits, 1)
+    };
+    if digits.is_empty() {
+        return Err(format!("`{word}` is not a number"));
+    }
+    let v = u64::from_str_radix(&digits, radix).map_err(|_| format!("`{word}` is not a 64-bit number"))?;
+    v.checked_mul(mult).ok_or_else(|| format!("`{word}` does not fit in 64 bits"))
+}
+
+// ----- Expressions -----------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Num(u64),
+    Var(String),
+    Str(Vec<u8>),
+    Ident(String),
+    Neg(Box<Expr>),
+    Bin(char, Box<Expr>, Box<Expr>),
+}
+
+#[derive(Debug, Clone)]
+struct Arg {
+    expr: Expr,
+    col: usize,
+}
+
+struct Parser<'a> {
+    toks: &'a [Token],
+    pos: usize,
+    line: usize,
+    end_col: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos).map(|t| &t.tok)
+    }
+    fn col(&self) -> usize {
+        self.toks.get(self.pos).map_or(self.end_col, |t| t.col)
+    }
+    fn err(&self, msg: impl Into<String>) -> ScriptError {
+        serr(self.line, self.col(), msg)
+    }
+    fn eat(&mut self, c: char) -> bool {
+        if self.peek() == Some(&Tok::Sym(c)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expr(&mut self) -> Result<Expr, ScriptError> {
+        let mut e = self.sum()?;
+        while self.eat('|') {
+            e = Expr::Bin('|', Box::new(e), Box::new(self.sum()?));
+        }
+        Ok(e)
+    }
+    fn sum(&mut self) -> Result<Expr, ScriptError> {
+        let mut e = self.product()?;
+        loop {
+            if self.eat('+') {
+                e = Expr::Bin('+', Box::new(e), Box::new(self.product()?));
+            } else if self.eat('-') {
+                e = Expr::Bin('-', Box::new(e), Box::new(self.product()?));
+            } else {
+                return Ok(e);
+            }
+        }
+    }
+    fn product(&mut self) -> Result<Expr, ScriptError> {
+        let mut e = self.unary()?;
+        while self.eat('*') {
+            e = Expr::Bin('*', Box::new(e), Box::new(self.unary()?));
+        }
+        Ok(e)
+    }
+    fn unary(&mut self) -> Result<Expr, ScriptError> {
+        if self.eat('-') {
+            return Ok(Expr::Neg(Box::new(self.unary()?)));
+        }
+        let what = match self.peek() {
+            Some(Tok::Num(n)) => Expr::Num(*n),
+            Some(Tok::Ident(s)) => Expr::Ident(s.clone()),
+            Some(Tok::Str(b)) => Expr::Str(b.clone()),
+            Some(Tok::Sym('(')) => {
+                self.pos += 1;
+                let e = self.expr()?;
+                if !self.eat(')') {
+                    return Err(self.err("expected `)`"));
+                }
+                return Ok(e);
+            }
+            Some(Tok::Sym(c)) => return Err(self.err(format!("expected a value, found `{c}`"))),
+            None => return Err(self.err("expected a value at the end of the line")),
+        };
+        self.pos += 1;
+        Ok(what)
+    }
+    /// `arg, arg, ...` up to the end of the tokens.
+    fn args(&mut self) -> Result<Vec<Arg>, ScriptError> {
+        let mut out = Vec::new();
+        if self.peek().is_none() {
+            return Ok(out);
+        }
+        loop {
+            let col = self.col();
+            out.push(Arg { expr: self.expr()?, col });
+            if self.peek().is_none() {
+                return Ok(out);
+            }
+            if !self.eat(',') {
+                return Err(self.err("expected `,` between arguments"));
+            }
+        }
+    }
+}
+
+// ----- Statements ------------------------------------------------------------------------
+
+/// The commands of the language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Alloc,
+    Free,
+    Query,
+    Protect,
+    Read,
+    Write,
+    Fill,
+    Exec,
+    Reset,
+    ResetUndo,
+    GetWriteWatch,
+    ResetWriteWatch,
+    Lock,
+    Unlock,
+    Map,
+    Stats,
+    SysInfo,
+    Process,
+    Exit,
+    Echo,
+    Expect,
+    CommitLimit,
+}
+
+const COMMANDS: &[(&str, Cmd)] = &[
+    ("alloc", Cmd::Alloc),
+    ("virtualalloc", Cmd::Alloc),
+    ("virtualallocex", Cmd::Alloc),
+    ("free", Cmd::Free),
+    ("virtualfree", Cmd::Free),
+    ("virtualfreeex", Cmd::Free),
+    ("query", Cmd::Query),
+    ("virtualquery", Cmd::Query),
+    ("virtualqueryex", Cmd::Query),
+    ("protect", Cmd::Protect),
+    ("virtualprotect", Cmd::Protect),
+    ("virtualprotectex", Cmd::Protect),
+    ("read", Cmd::Read),
+    ("write", Cmd::Write),
+    ("fill", Cmd::Fill),
+    ("exec", Cmd::Exec),
+    ("reset", Cmd::Reset),
+    ("reset_undo", Cmd::ResetUndo),
+    ("getwritewatch", Cmd::GetWriteWatch),
+    ("resetwritewatch", Cmd::ResetWriteWatch),
+    ("lock", Cmd::Lock),
+    ("virtuallock", Cmd::Lock),
+    ("unlock", Cmd::Unlock),
+    ("virtualunlock", Cmd::Unlock),
+    ("map", Cmd::Map),
+    ("stats", Cmd::Stats),
+    ("sysinfo", Cmd::SysInfo),
+    ("process", Cmd::Process),
+    ("exit", Cmd::Exit),
+    ("echo", Cmd::Echo),
+    ("expect", Cmd::Expect),
+    ("commitlimit", Cmd::CommitLimit),
+];
+
+/// What a parameter accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Param {
+    Num,
+    Flags(FlagKind),
+    Data,
+}
+
+impl Cmd {
+    /// (required, optional) parameters; `Data` as the last required one is variadic.
+    fn params(self) -> (&'static [Param], &'static [Param]) {
+        use Param::*;
+        match self {
+            Cmd::Alloc => (&[Num, Num, Flags(FlagKind::Alloc), Flags(FlagKind::Protect)], &[]),
+            Cmd::Free => (&[Num, Num, Flags(FlagKind::Free)], &[]),
+            Cmd::Query => (&[Num], &[]),
+            Cmd::Protect => (&[Num, Num, Flags(FlagKind::Protect)], &[]),
+            Cmd::Read => (&[Num, Num], &[]),
+            Cmd::Write => (&[Num, Data], &[]),
+            Cmd::Fill => (&[Num, Num, Num], &[]),
+            Cmd::Exec => (&[Num], &[Num]),
+            Cmd::Reset | Cmd::ResetUndo | Cmd::ResetWriteWatch | Cmd::Lock | Cmd::Unlock => (&[Num, Num], &[]),
+            Cmd::GetWriteWatch => (&[Num, Num], &[Flags(FlagKind::WriteWatch), Num]),
+            Cmd::Map | Cmd::Stats | Cmd::SysInfo => (&[], &[]),
+            Cmd::Exit => (&[Num], &[]),
+            Cmd::Echo => (&[], &[]),
+            // Parsed specially.
+            Cmd::Process | Cmd::Expect | Cmd::CommitLimit => (&[], &[]),
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Cmd::Alloc => "alloc ADDRESS, SIZE, TYPE, PROTECT",
+            Cmd::Free => "free ADDRESS, SIZE, FREE_TYPE",
+            Cmd::Query => "query ADDRESS",
+            Cmd::Protect => "protect ADDRESS, SIZE, PROTECT",
+            Cmd::Read => "read ADDRESS, LENGTH",
+            Cmd::Write => "write ADDRESS, DATA... (strings or byte values)",
+            Cmd::Fill => "fill ADDRESS, LENGTH, BYTE",
+            Cmd::Exec => "exec ADDRESS [, LENGTH]",
+            Cmd::Reset => "reset ADDRESS, SIZE",
+            Cmd::ResetUndo => "reset_undo ADDRESS, SIZE",
+            Cmd::GetWriteWatch => "getwritewatch BASE, SIZE [, reset [, MAX_COUNT]]",
+            Cmd::ResetWriteWatch => "resetwritewatch BASE, SIZE",
+            Cmd::Lock => "lock ADDRESS, SIZE",
+            Cmd::Unlock => "unlock ADDRESS, SIZE",
+            Cmd::Map => "map",
+            Cmd::Stats => "stats",
+            Cmd::SysInfo => "sysinfo",
+            Cmd::Process => "process N | process null | process off",
+            Cmd::Exit => "exit PROCESS",
+            Cmd::Echo => "echo VALUE...",
+            Cmd::Expect => "expect ok | expect ERROR_NAME | expect CODE",
+            Cmd::CommitLimit => "commitlimit SIZE | commitlimit none",
+        }
+    }
+
+    fn has_value(self) -> bool {
+        matches!(self, Cmd::Alloc | Cmd::Free | Cmd::Query | Cmd::Protect | Cmd::Read | Cmd::GetWriteWatch | Cmd::Exec)
+    }
+}
+
+/// Which process a `process` statement selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Select {
+    Off,
+    Null,
+    Id(u32),
+}
+
+/// What `expect` wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Ok,
+    Code(u32),
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Call { cmd: Cmd, args: Vec<Arg> },
+    Process(Select),
+    Expect(Want),
+    CommitLimit(Option<Arg>),
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub struct Stmt {
+    line: usize,
+    assign: Option<String>,
+    body: Body,
+}
+
+/// Parses statements one line at a time, tracking which variables exist so that an
+/// unknown name is reported where it is written.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    vars: std::collections::HashSet<String>,
+}
+
+const CONSTANTS: &[(&str, u64)] =
+    &[("NULL", 0), ("null", 0), ("PAGE", 0x1000), ("GRANULE", 0x1_0000), ("SIZE_MAX", u64::MAX)];
+
+impl Compiler {
+    /// Parse one line (`Ok(None)` for a blank or comment line).
+    pub fn line(&mut self, text: &str, line: usize) -> Result<Option<Stmt>, ScriptError> {
+        let toks = lex(text, line)?;
+        if toks.is_empty() {
+            return Ok(None);
+        }
+        let end_col = text.chars().count() + 1;
+        let mut p = Parser { toks: &toks, pos: 0, line, end_col };
+        let mut assign = None;
+        if let (Some(Tok::Ident(name)), Some(Tok::Sym('='))) =
+            (toks.first().map(|t| &t.tok), toks.get(1).map(|t| &t.tok))
+        {
+            if CONSTANTS.iter().any(|(c, _)| c == name) || lookup_cmd(name).is_some() {
+                return Err(serr(line, 1, format!("`{name}` is a reserved word and cannot be assigned")));
+            }
+            assign = Some(name.clone());
+            p.pos = 2;
+        }
+        let cmd_col = p.col();
+        let name = match p.peek() {
+            Some(Tok::Ident(n)) => n.clone(),
+            Some(_) => return Err(p.err("expected a command such as alloc, free, query, protect, read, write, map")),
+            None => return Err(p.err("expected a command after `=`")),
+        };
+        let cmd = lookup_cmd(&name)
+            .ok_or_else(|| serr(line, cmd_col, format!("unknown command `{name}` (commands: {})", command_list())))?;
+        p.pos += 1;
+        if assign.is_some() && !cmd.has_value() {
+            return Err(serr(line, cmd_col, format!("`{name}` has no value to assign")));
+        }
+        // Optional parentheses around the whole argument list: `alloc(0, 4K, commit, rw)`.
+        let body = match cmd {
+            Cmd::Process => Body::Process(self.select(&mut p)?),
+            Cmd::Expect => Body::Expect(self.want(&mut p)?),
+            Cmd::CommitLimit => {
+                if let Some(Tok::Ident(w)) = p.peek() {
+                    if w.eq_ignore_ascii_case("none") && p.toks.len() == p.pos + 1 {
+                        Body::CommitLimit(None)
+                    } else {
+                        Body::CommitLimit(Some(self.one_num(&mut p, cmd)?))
+                    }
+                } else {
+                    Body::CommitLimit(Some(self.one_num(&mut p, cmd)?))
+                }
+            }
+            _ => {
+                let args = self.arglist(&mut p)?;
+                let args = self.check(cmd, args, line, end_col)?;
+                Body::Call { cmd, args }
+            }
+        };
+        if let Some(n) = &assign {
+            self.vars.insert(n.clone());
+        }
+        Ok(Some(Stmt { line, assign, body }))
+    }
+
+    fn arglist(&self, p: &mut Parser<'_>) -> Result<Vec<Arg>, ScriptError> {
+        if p.peek() == Some(&Tok::Sym('(')) {
+            let save = p.pos;
+            p.pos += 1;
+            let inner_end = p.toks.len().saturating_sub(1);
+            if p.toks.last().map(|t| &t.tok) == Some(&Tok::Sym(')')) && inner_end >= p.pos {
+                let mut q =
+                    Parser { toks: &p.toks[..inner_end], pos: p.pos, line: p.line, end_col: p.toks[inner_end].col };
+                if let Ok(args) = q.args() {
+                    if q.pos == inner_end {
+                        p.pos = p.toks.len();
+                        return Ok(args);
+                    }
+                }
+            }
+            p.pos = save;
+        }
+        p.args()
+    }
+
+    fn one_num(&self, p: &mut Parser<'_>, cmd: Cmd) -> Result<Arg, ScriptError> {
+        let args = self.arglist(p)?;
+        let mut args = self.check_kinds(cmd, args, &[Param::Num], p.line)?;
+        if args.len() != 1 {
+            return Err(serr(p.line, p.end_col, format!("usage: {}", cmd.usage())));
+        }
+        Ok(args.remove(0))
+    }
+
+    fn select(&self, p: &mut Parser<'_>) -> Result<Select, ScriptError> {
+        let col = p.col();
+        let s = match p.peek() {
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("off") || w.eq_ignore_ascii_case("plain") => Select::Off,
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("null") => Select::Null,
+            Some(Tok::Num(n)) => {
+                Select::Id(u32::try_from(*n).map_err(|_| serr(p.line, col, "process ids are 0 to 4294967295"))?)
+            }
+            _ => return Err(serr(p.line, col, format!("usage: {}", Cmd::Process.usage()))),
+        };
+        p.pos += 1;
+        if p.peek().is_some() {
+            return Err(p.err("unexpected text after the process"));
+        }
+        Ok(s)
+    }
+
+    fn want(&self, p: &mut Parser<'_>) -> Result<Want, ScriptError> {
+        let col = p.col();
+        let w = match p.peek() {
+            Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("ok") || w.eq_ignore_ascii_case("success") => Want::Ok,
+            Some(Tok::Ident(w)) => {
+                Want::Code(error_code_of(w).ok_or_else(|| serr(p.line, col, format!("unknown error name `{w}`")))?)
+            }
+            Some(Tok::Num(n)) => {
+                Want::Code(u32::try_from(*n).map_err(|_| serr(p.line, col, "error codes are 32-bit"))?)
+            }
+            _ => return Err(serr(p.line, col, format!("usage: {}", Cmd::Expect.usage()))),
+        };
+        p.pos += 1;
+        if p.peek().is_some() {
+            return Err(p.err("unexpected text after the expected outcome"));
+        }
+        Ok(w)
+    }
+
+    fn check(&self, cmd: Cmd, args: Vec<Arg>, line: usize, end_col: usize) -> Result<Vec<Arg>, ScriptError> {
+        let (req, opt) = cmd.params();
+        let variadic = cmd == Cmd::Echo || req.last() == Some(&Param::Data);
+        if args.len() < req.len() {
+            let col = args.last().map_or(end_col, |_| end_col);
+            return Err(serr(
+                line,
+                col,
+                format!(
+                    "{} needs {} argument(s), found {} (usage: {})",
+                    cmd_name(cmd),
+                    req.len(),
+                    args.len(),
+                    cmd.usage()
+                ),
+            ));
+        }
+        if !variadic && args.len() > req.len() + opt.len() {
+            let extra = &args[req.len() + opt.len()];
+            return Err(serr(line, extra.col, format!("too many arguments (usage: {})", cmd.usage())));
+        }
+        let mut kinds: Vec<Param> = req.iter().chain(opt.iter()).copied().collect();
+        while kinds.len() < args.len() {
+            kinds.push(Param::Data);
+        }
+        self.check_kinds(cmd, args, &kinds, line)
+    }
+
+    fn check_kinds(&self, _cmd: Cmd, args: Vec<Arg>, kinds: &[Param], line: usize) -> Result<Vec<Arg>, ScriptError> {
+        args.into_iter()
+            .zip(kinds)
+            .map(|(a, &k)| Ok(Arg { expr: self.resolve(a.expr, k, line, a.col)?, col: a.col }))
+            .collect()
+    }
+
+    fn resolve(&self, e: Expr, kind: Param, line: usize, col: usize) -> Result<Expr, ScriptError> {
+        Ok(match e {
+            Expr::Ident(name) => {
+                if let Param::Flags(fk) = kind {
+                    if let Some(v) = fk.lookup(&name) {
+                        return Ok(Expr::Num(v as u64));
+                    }
+                }
+                if self.vars.contains(&name) {
+                    Expr::Var(name)
+                } else if let Some(&(_, v)) = CONSTANTS.iter().find(|(c, _)| *c == name) {
+                    Expr::Num(v)
+                } else if let Param::Flags(fk) = kind {
+                    return Err(serr(
+                        line,
+                        col,
+                        format!("unknown flag or variable `{name}` (flags: {})", fk.expected()),
+                    ));
+                } else {
+                    return Err(serr(line, col, format!("unknown variable `{name}`")));
+                }
+            }
+            Expr::Str(b) => {
+                if kind != Param::Data {
+                    return Err(serr(line, col, "a string is only allowed as data (write, echo)"));
+                }
+                Expr::Str(b)
+            }
+            Expr::Neg(x) => Expr::Neg(Box::new(self.resolve(*x, num_like(kind), line, col)?)),
+            Expr::Bin(op, a, b) => Expr::Bin(
+                op,
+                Box::new(self.resolve(*a, num_like(kind), line, col)?),
+                Box::new(self.resolve(*b, num_like(kind), line, col)?),
+            ),
+            other => other,
+        })
+    }
+}
+
+/// Inside an expression, strings are not allowed; flags stay flags.
+fn num_like(kind: Param) -> Param {
+    match kind {
+        Param::Data => Param::Num,
+        k => k,
+    }
+}
+
+fn lookup_cmd(name: &str) -> Option<Cmd> {
+    let lower = name.to_ascii_lowercase();
+    COMMANDS.iter().find(|(n, _)| *n == lower).map(|&(_, c)| c)
+}
+
+fn cmd_name(cmd: Cmd) -> &'static str {
+    COMMANDS.iter().find(|(_, c)| *c == cmd).map_or("?", |(n, _)| n)
+}
+
+fn command_list() -> String {
+    COMMANDS.iter().map(|(n, _)| *n).filter(|n| !n.starts_with("virtual")).collect::<Vec<_>>().join(", ")
+}
+
+/// Parse a whole script; the first error stops parsing.
+pub fn parse(text: &str) -> Result<Vec<Stmt>, ScriptError> {
+    let mut c = Compiler::default();
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if let Some(s) = c.line(l, i + 1)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+// ----- Interpreter -------------------------------------------------------------------------
+
+/// The outcome of the last call, for `expect`.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    None,
+    Ok,
+    Err(u32),
+}
+
+struct Proc {
+    space: Box<dyn VirtualSpace>,
+    exited: bool,
+}
+
+/// A running script: its processes, variables and output.
+pub struct Session {
+    procs: BTreeMap<u32, Proc>,
+    select: Select,
+    vars: HashMap<String, u64>,
+    last: Outcome,
+    out: Box<dyn Write>,
+    /// Failed `expect`s.
+    pub failed_expectations: usize,
+    /// The name of process 0's space ("simulated" or "this Linux process").
+    kind0: &'static str,
+}
+
+/// Largest `read` shown and largest `fill`.
+const MAX_READ: u64 = 1 << 20;
+const MAX_FILL: u64 = 256 << 20;
+
+impl Session {
+    /// A session whose current process (0) is `space`.
+    pub fn new(space: Box<dyn VirtualSpace>, kind0: &'static str, out: Box<dyn Write>) -> Session {
+        let mut procs = BTreeMap::new();
+        procs.insert(0, Proc { space, exited: false });
+        Session {
+            procs,
+            select: Select::Off,
+            vars: HashMap::new(),
+            last: Outcome::None,
+            out,
+            failed_expectations: 0,
+            kind0,
+        }
+    }
+
+    /// The current process's space (process 0).
+    pub fn main_space(&self) -> &dyn VirtualSpace {
+        &*self.procs[&0].space
+    }
+
+    fn eval(&self, e: &Expr) -> u64 {
+        match e {
+            Expr::Num(n) => *n,
+            Expr::Var(v) => self.vars.get(v).copied().unwrap_or(0),
+            Expr::Ident(_) | Expr::Str(_) => 0,
+            Expr::Neg(x) => self.eval(x).wrapping_neg(),
+            Expr::Bin(op, a, b) => {
+                let (a, b) = (self.eval(a), self.eval(b));
+                match op {
+                    '+' => a.wrapping_add(b),
+                    '-' => a.wrapping_sub(b),
+                    '*' => a.wrapping_mul(b),
+                    _ => a | b,
+                }
+            }
+        }
+    }
+
+    fn num(&self, a: &Arg) -> usize {
+        self.eval(&a.expr) as usize
+    }
+
+    fn flags(&self, a: &Arg, line: usize) -> Result<u32, ScriptError> {
+        u32::try_from(self.eval(&a.expr)).map_err(|_| serr(line, a.col, "flags are 32-bit values"))
+    }
+
+    /// Run one statement. Output errors (a closed pipe) are ignored.
+    pub fn exec(&mut self, s: &Stmt) -> Result<(), ScriptError> {
+        let line = s.line;
+        match &s.body {
+            Body::Process(sel) => {
+                self.select = *sel;
+                match sel {
+                    Select::Off => self.say("calls now use the plain forms (the current process)"),
+                    Select::Null => self.say("Ex calls now pass a NULL process handle"),
+                    Select::Id(0) => {
+                        self.say(&format!("Ex calls now target process 0 (the current process, {})", self.kind0))
+                    }
+                    Select::Id(n) => {
+                        let fresh = !self.procs.contains_key(n);
+                        self.procs
+                            .entry(*n)
+                            .or_insert_with(|| Proc { space: Box::new(SimSpace::simulated()), exited: false });
+                        let what = if fresh { "a new simulated process" } else { "a simulated process" };
+                        self.say(&format!("Ex calls now target process {n} ({what})"))
+                    }
+                }
+                Ok(())
+            }
+            Body::Expect(want) => {
+                let ok = match (want, self.last) {
+                    (Want::Ok, Outcome::Ok) => true,
+                    (Want::Code(c), Outcome::Err(e)) => *c == e,
+                    _ => false,
+                };
+                if !ok {
+                    self.failed_expectations += 1;
+                    let wanted = match want {
+                        Want::Ok => "success".to_string(),
+                        Want::Code(c) => outcome_text(*c),
+                    };
+                    let got = match self.last {
+                        Outcome::None => "no call yet".to_string(),
+                        Outcome::Ok => "success".to_string(),
+                        Outcome::Err(c) => outcome_text(c),
+                    };
+                    let _ = writeln!(self.out, "!! line {line}: expected {wanted}, got {got}");
+                }
+                Ok(())
+            }
+            Body::CommitLimit(arg) => {
+                let limit = arg.as_ref().map(|a| self.num(a));
+                self.main_space().set_commit_limit(limit);
+                match limit {
+                    Some(l) => self.say(&format!("commit limit of process 0: {l:#x} ({})", human(l as u64))),
+                    None => self.say("commit limit of process 0: none"),
+                }
+                Ok(())
+            }
+            Body::Call { cmd, args } => {
+                let value = self.call(*cmd, args, line)?;
+                if let (Some(name), Some(v)) = (&s.assign, value) {
+                    self.vars.insert(name.clone(), v);
+                    let _ = writeln!(self.out, "   {name} = {v:#x}");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    /// The space a call acts on, or the error an Ex call's handle gives.
+    fn target(&self) -> Result<&dyn VirtualSpace, Error> {
+        match self.select {
+            Select::Off => Ok(&*self.procs[&0].space),
+            Select::Null => Err(Error::InvalidHandle),
+            Select::Id(n) => match self.procs.get(&n) {
+                None => Err(Error::InvalidHandle),
+                Some(p) if p.exited => Err(Error::AccessDenied),
+                Some(p) => Ok(&*p.space),
+            },
+        }
+    }
+
+    fn fname(&self, plain: &str) -> String {
+        match self.select {
+            Select::Off => plain.to_string(),
+            Select::Null => format!("{plain}Ex(NULL, "),
+            Select::Id(n) => format!("{plain}Ex({n}, "),
+        }
+    }
+
+    /// `Name(args` with the process handle first for Ex calls.
+    fn sig(&self, plain: &str, args: &str) -> String {
+        match self.select {
+            Select::Off => format!("{plain}({args})"),
+            _ => format!("{}{args})", self.fname(plain)),
+        }
+    }
+
+    fn report<T>(&mut self, sig: &str, r: &Result<T, Error>, ok: impl FnOnce(&T) -> String) {
+        let text = match r {
+            Ok(v) => {
+                self.last = Outcome::Ok;
+                format!("{sig} = {}", ok(v))
+            }
+            Err(e) => {
+                self.last = Outcome::Err(e.exception_code().unwrap_or(e.code()));
+                if e.exception_code().is_some() {
+                    format!("{sig} raised {}", describe(e))
+                } else {
+                    format!("{sig} failed: {}", describe(e))
+                }
+            }
+        };
+        self.say(&text);
+    }
+
+    fn call(&mut self, cmd: Cmd, a: &[Arg], line: usize) -> Result<Option<u64>, ScriptError> {
+        let ex = self.select != Select::Off;
+        Ok(match cmd {
+            Cmd::Alloc => {
+                let (addr, size) = (self.num(&a[0]), self.num(&a[1]));
+                let (ty, prot) = (self.flags(&a[2], line)?, self.flags(&a[3], line)?);
+                let sig = self.sig(
+                    "VirtualAlloc",
+                    &format!(
+                        "{}, {size:#x}, {}, {}",
+                        ptr(addr),
+                        FlagKind::Alloc.format(ty),
+                        FlagKind::Protect.format(prot)
+                    ),
+                );
+                let r = self.target().and_then(|s| {
+                    s.alloc(addr, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(prot))
+                });
+                self.report(&sig, &r, |p| format!("{p:#x}"));
+                Some(r.unwrap_or(0) as u64)
+            }
+            Cmd::Free => {
+                let (addr, size, ty) = (self.num(&a[0]), self.num(&a[1]), self.flags(&a[2], line)?);
+                let sig = self.sig("VirtualFree", &format!("{}, {size:#x}, {}", ptr(addr), FlagKind::Free.format(ty)));
+                let r = self.target().and_then(|s| s.free(addr, size, FreeType::from_bits_retain(ty)));
+                self.report(&sig, &r, |_| "TRUE".into());
+                Some(r.is_ok() as u64)
+            }
+            Cmd::Query => {
+                let addr = self.num(&a[0]);
+                let sig = self.sig("VirtualQuery", &ptr(addr));
+                let r = self.target().and_then(|s| s.query(addr));
+                self.report(&sig, &r, mbi_text);
+                Some(r.map_or(0, |m| m.region_size as u64))
+            }
+            Cmd::Protect => {
+                let (addr, size, prot) = (self.num(&a[0]), self.num(&a[1]), self.flags(&a[2], line)?);
+                let sig = self
+                    .sig("VirtualProtect", &format!("{}, {size:#x}, {}", ptr(addr), FlagKind::Protect.format(prot)));
+                let r = self.target().and_then(|s| s.protect(addr, size, Protection::from_bits_retain(prot)));
+                self.report(&sig, &r, |old| format!("TRUE, old protection {}", FlagKind::Protect.format(old.bits())));
+                Some(r.map_or(0, |p| p.bits() as u64))
+            }
+            Cmd::Read => {
+                let (addr, len) = (self.num(&a[0]), self.eval(&a[1].expr));
+                if len > MAX_READ {
+                    return Err(serr(line, a[1].col, format!("read length {len:#x} is too large (at most 1 MiB)")));
+                }
+                let mut buf = vec![0u8; len as usize];
+                let name = if ex { "ReadProcessMemory" } else { "read" };
+                let sig = self.sig(name, &format!("{}, {len:#x}", ptr(addr)));
+                let r = self.target().and_then(|s| s.read(addr, &mut buf)).map_err(|e| rpm_error(ex, e, true));
+                self.report(&sig, &r, |_| dump(&buf));
+                Some(r.map_or(0, |_| buf.iter().take(8).rev().fold(0u64, |v, &b| v << 8 | b as u64)))
+            }
+            Cmd::Exec => {
+                let addr = self.num(&a[0]);
+                let len = a.get(1).map_or(1, |l| self.eval(&l.expr));
+                if len > MAX_READ {
+                    return Err(serr(line, a[1].col, format!("exec length {len:#x} is too large (at most 1 MiB)")));
+                }
+                let mut buf = vec![0u8; len as usize];
+                let sig = self.sig("exec", &format!("{}, {len:#x}", ptr(addr)));
+                let r = self.target().and_then(|s| s.execute(addr, &mut buf));
+                self.report(&sig, &r, |_| format!("fetched {}", dump(&buf)));
+                Some(r.is_ok() as u64)
+            }
+            Cmd::Write => {
+                let addr = self.num(&a[0]);
+                let mut data = Vec::new();
+                for arg in &a[1..] {
+                    match &arg.expr {
+                        Expr::Str(b) => data.extend_from_slice(b),
+                        e => {
+                            let v = self.eval(e);
+                            let b = u8::try_from(v)
+                                .map_err(|_| serr(line, arg.col, format!("{v:#x} is not a byte (0 to 255)")))?;
+                            data.push(b);
+                        }
+                    }
+                }
+                self.write(addr, &data, ex, &format!("{}, {}", ptr(addr), show_data(&data)));
+                None
+            }
+            Cmd::Fill => {
+                let (addr, len, byte) = (self.num(&a[0]), self.eval(&a[1].expr), self.eval(&a[2].expr));
+                if len > MAX_FILL {
+                    return Err(serr(line, a[1].col, format!("fill length {len:#x} is too large (at most 256 MiB)")));
+                }
+                let b = u8::try_from(byte).map_err(|_| serr(line, a[2].col, format!("{byte:#x} is not a byte")))?;
+                let data = vec![b; len as usize];
+                self.write(addr, &data, ex, &format!("{}, {len:#x} x {b:#04x}", ptr(addr)));
+                None
+            }
+            Cmd::Reset | Cmd::ResetUndo => {
+                let (addr, size) = (self.num(&a[0]), self.num(&a[1]));
+                let ty = if cmd == Cmd::Reset { AllocationType::RESET } else { AllocationType::RESET_UNDO };
+                let sig = self.sig(
+                    "VirtualAlloc",
+                    &format!("{}, {size:#x}, {}, PAGE_NOACCESS", ptr(addr), FlagKind::Alloc.format(ty.bits())),
+                );
+                let r = self.target().and_then(|s| s.alloc(addr, size, ty, Protection::NOACCESS));
+                self.report(&sig, &r, |p| format!("{p:#x}"));
+                None
+            }
+            Cmd::GetWriteWatch => {
+                let (base, size) = (self.num(&a[0]), self.num(&a[1]));
+                let flags = match a.get(2) {
+                    Some(f) => self.flags(f, line)?,
+                    None => 0,
+                };
+                let max = a.get(3).map_or(4096, |m| self.num(m));
+                let sig = format!(
+                    "GetWriteWatch({}, {}, {size:#x}, max {max})",
+                    FlagKind::WriteWatch.format(flags),
+                    ptr(base)
+                );
+                let r = match self.select {
+                    Select::Off => self.target(),
+                    // GetWriteWatch has no Ex form: it always acts on the current process.
+                    _ => Ok(&*self.procs[&0].space),
+                }
+                .and_then(|s| s.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base, size, max));
+                self.report(&sig, &r, |pages| {
+                    let list: Vec<String> = pages.iter().take(16).map(|p| format!("{p:#x}")).collect();
+                    let more =
+                        if pages.len() > 16 { format!(", ... ({} more)", pages.len() - 16) } else { String::new() };
+                    format!("{} page(s) written: [{}{more}]", pages.len(), list.join(", "))
+                });
+                Some(r.map_or(0, |p| p.len() as u64))
+            }
+            Cmd::ResetWriteWatch => {
+                let (base, size) = (self.num(&a[0]), self.num(&a[1]));
+                let sig = format!("ResetWriteWatch({}, {size:#x})", ptr(base));
+                let r = self.procs[&0].space.reset_write_watch(base, size);
+                self.report(&sig, &r, |_| "0".into());
+                None
+            }
+            Cmd::Lock | Cmd::Unlock => {
+                let (addr, size) = (self.num(&a[0]), self.num(&a[1]));
+                let name = if cmd == Cmd::Lock { "VirtualLock" } else { "VirtualUnlock" };
+                let sig = format!("{name}({}, {size:#x})", ptr(addr));
+                let space = &self.procs[&0].space;
+                let r = if cmd == Cmd::Lock { space.lock(addr, size) } else { space.unlock(addr, size) };
+                self.report(&sig, &r, |_| "TRUE".into());
+                None
+            }
+            Cmd::Map => {
+                let regions = match self.target() {
+                    Ok(s) => s.regions(),
+                    Err(_) => self.procs[&0].space.regions(),
+                };
+                let mut text = String::new();
+                crate::map::write_table(&mut text, &regions);
+                let _ = self.out.write_all(text.as_bytes());
+                None
+            }
+            Cmd::Stats => {
+                let st = self.target().unwrap_or(&*self.procs[&0].space).stats();
+                let text = format!(
+                    "reserved {} in {} reservation(s), committed {}, {} page run(s), largest free block {}, {} free gap(s)",
+                    human(st.reserved as u64),
+                    st.reservations,
+                    human(st.committed as u64),
+                    st.runs,
+                    human(st.largest_free as u64),
+                    st.free_gaps
+                );
+                self.say(&text);
+                None
+            }
+            Cmd::SysInfo => {
+                let si = self.target().unwrap_or(&*self.procs[&0].space).system_info();
+                let text = format!(
+                    "page size {:#x}, allocation granularity {:#x}, user space {:#x} to {:#x}, large pages {}",
+                    si.page_size,
+                    si.allocation_granularity,
+                    si.minimum_application_address,
+                    si.maximum_application_address,
+                    if si.large_page_size == 0 { "none".into() } else { human(si.large_page_size as u64) }
+                );
+                self.say(&text);
+                None
+            }
+            Cmd::Exit => {
+                let n = self.eval(&a[0].expr);
+                match u32::try_from(n).ok().filter(|n| *n != 0) {
+                    Some(n) => {
+                        let text = match self.procs.get_mut(&n) {
+                            Some(p) => {
+                                p.exited = true;
+                                format!("process {n} has exited")
+                            }
+                            None => format!("there is no process {n}"),
+                        };
+                        self.say(&text);
+                    }
+                    None => return Err(serr(line, a[0].col, "only a simulated process (1 and up) can exit")),
+                }
+                None
+            }
+            Cmd::Echo => {
+                let parts: Vec<String> = a
+                    .iter()
+                    .map(|arg| match &arg.expr {
+                        Expr::Str(b) => String::from_utf8_lossy(b).into_owned(),
+                        e => format!("{:#x}", self.eval(e)),
+                    })
+                    .collect();
+                self.say(&parts.join(" "));
+                None
+            }
+            Cmd::Process | Cmd::Expect | Cmd::CommitLimit => None,
+        })
+    }
+
+    fn write(&mut self, addr: usize, data: &[u8], ex: bool, args: &str) {
+        let name = if ex { "WriteProcessMemory" } else { "write" };
+        let sig = self.sig(name, args);
+        let r = self.target().and_then(|s| s.write(addr, data)).map_err(|e| rpm_error(ex, e, false));
+        let n = data.len();
+        self.report(&sig, &r, |_| format!("{n} byte(s) written"));
+    }
+}
+
+/// Read/WriteProcessMemory report inaccessible memory as error codes, not exceptions.
+fn rpm_error(ex: bool, e: Error, read: bool) -> Error {
+    match e {
+        Error::AccessViolation { .. } | Error::GuardPage { .. } if ex => {
+            if read {
+                Error::PartialCopy
+            } else {
+                Error::NoAccess
+            }
+        }
+        e => e,
+    }
+}
+
+fn outcome_text(code: u32) -> String {
+    if code >= 0x8000_0000 {
+        let name = match code {
+            virtmem::error::STATUS_ACCESS_VIOLATION => "STATUS_ACCESS_VIOLATION",
+            virtmem::error::STATUS_GUARD_PAGE_VIOLATION => "STATUS_GUARD_PAGE_VIOLATION",
+            _ => "an exception",
+        };
+        format!("{name} ({code:#010X})")
+    } else {
+        names::error_text(code)
+    }
+}
+
+fn ptr(a: usize) -> String {
+    if a == 0 {
+        "NULL".into()
+    } else {
+        format!("{a:#x}")
+    }
+}
+
+fn mbi_text(m: &MemoryBasicInformation) -> String {
+    let raw = virtmem::win32::MEMORY_BASIC_INFORMATION::from(*m);
+    format!(
+        "{{ BaseAddress {:#x}, AllocationBase {}, AllocationProtect {}, RegionSize {:#x} ({}), State {}, Protect {}, Type {} }}",
+        raw.BaseAddress,
+        ptr(raw.AllocationBase),
+        FlagKind::Protect.format(raw.AllocationProtect),
+        raw.RegionSize,
+        human(raw.RegionSize as u64),
+        names::state_name(raw.State),
+        FlagKind::Protect.format(raw.Protect),
+        names::type_name(raw.Type)
+    )
+}
+
+fn show_data(d: &[u8]) -> String {
+    if !d.is_empty() && d.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        format!("\"{}\"", String::from_utf8_lossy(d))
+    } else {
+        let hex: Vec<String> = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("[{}{}]", hex.join(" "), if d.len() > 16 { " ..." } else { "" })
+    }
+}
+
+fn dump(buf: &[u8]) -> String {
+    let hex: Vec<String> = buf.iter().take(32).map(|b| format!("{b:02x}")).collect();
+    let ascii: String = buf.iter().take(32).map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+    let more = if buf.len() > 32 { format!(" ... ({} bytes)", buf.len()) } else { String::new() };
+    format!("{}  \"{ascii}\"{more}", hex.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(text: &str) -> ScriptError {
+        parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn numbers_and_suffixes() {
+        assert_eq!(number("0x10000"), Ok(0x10000));
+        assert_eq!(number("64k"), Ok(0x10000));
+        assert_eq!(number("1TiB"), Ok(1 << 40));
+        assert!(number("16777216T").is_err());
+        assert!(number("0x").is_err());
+        assert!(number("12q").is_err());
+    }
+
+    #[test]
+    fn parse_errors_name_line_and_column() {
+        let e = err_of("alloc 0, 4K, commit, rw\n  frobnicate 1\n");
+        assert_eq!((e.line, e.col), (2, 3));
+        assert!(e.msg.contains("unknown command `frobnicate`"), "{e}");
+        let e = err_of("alloc 0, 4K, comit, rw");
+        assert_eq!((e.line, e.col), (1, 14));
+        assert!(e.msg.contains("unknown flag or variable `comit`"), "{e}");
+        let e = err_of("free p, 0, release");
+        assert_eq!((e.line, e.col), (1, 6));
+        let e = err_of("alloc 0, 4K commit, rw");
+        assert_eq!((e.line, e.col), (1, 13));
+        let e = err_of("write 0x10000, \"abc");
+        assert_eq!((e.line, e.col), (1, 16));
+        let e = err_of("query 0x10000 $");
+        assert_eq!((e.line, e.col), (1, 15));
+        let e = err_of("query 1, 2");
+        assert_eq!((e.line, e.col), (1, 10));
+        let e = err_of("alloc 0, 4K");
+        assert!(e.msg.contains("needs 4 argument"), "{e}");
+        let e = err_of("x = map");
+        assert!(e.msg.contains("no value"), "{e}");
+        let e = err_of("alloc (0, 4K, commit, rw");
+        assert_eq!((e.line, e.col), (1, 9));
+    }
+
+    #[test]
+    fn parenthesised_and_bare_argument_lists_agree() {
+        assert!(parse("p = VirtualAlloc(NULL, 64K, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)").is_ok());
+        assert!(parse("p = alloc (1 + 2) * GRANULE, 4K, reserve, rw").is_ok());
+        assert!(parse("p = alloc 0, 4K, reserve, rw\nwrite p + 0x10, \"hi\", 0, 255").is_ok());
+    }
+}
