@@ -44,6 +44,9 @@ enum Command {
         /// Draw the final address space of process 0 as SVG into FILE.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// Record every Win32 call in FILE, in virtmem's trace format (appending).
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
     },
     /// Replay a call trace against a simulated address space and report what it did.
     ///
@@ -91,7 +94,7 @@ pub enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { script, os, svg } => run(script.as_deref(), os, svg.as_deref()),
+        Command::Run { script, os, svg, trace } => run(script.as_deref(), os, svg.as_deref(), trace.as_deref()),
         Command::Replay { trace, format, svg, strict, max_diffs } => {
             replay::main(&trace, format, svg.as_deref(), strict, max_diffs)
         }
@@ -126,7 +129,7 @@ fn show_error(source: &str, name: &str, e: &script::ScriptError) {
     }
 }
 
-fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>) -> ExitCode {
+fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Option<&Path>) -> ExitCode {
     let (space, kind): (Box<dyn VirtualSpace>, &'static str) = if os {
         match os_space() {
             Ok(s) => (s, "this Linux process"),
@@ -139,6 +142,15 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>) -> ExitCod
         (Box::new(SimSpace::simulated()), "simulated")
     };
     let mut session = script::Session::new(space, kind, Box::new(std::io::stdout()));
+    if let Some(t) = trace {
+        match std::fs::OpenOptions::new().create(true).append(true).open(t) {
+            Ok(f) => session.set_trace(virtmem::trace::TraceWriter::to_writer(Box::new(f))),
+            Err(e) => {
+                eprintln!("error: cannot open trace file {}: {e}", t.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     let interactive = script_path.is_none();
     let status = if let Some(path) = script_path {
         let (text, name) = if path == Path::new("-") {

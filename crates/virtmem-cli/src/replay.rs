@@ -1,5 +1,599 @@
+//! `virtmem replay`: replay a trace (virtmem's own format, or Wine's `+virtual` log)
+//! against a simulated address space; report throughput, peaks, fragmentation and every
+//! call whose result differs from the recorded one.
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-pub fn main(_t: &Path, _f: crate::Format, _s: Option<&Path>, _strict: bool, _m: usize) -> ExitCode {
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use virtmem::backend::{Access, Backend, ForeignKind};
+use virtmem::trace::{self, Call, Line, Out, Record};
+use virtmem::win32::{self, MEMORY_BASIC_INFORMATION};
+use virtmem::{AllocationType, MemState, Protection, SimSpace, VirtualSpace};
+
+use crate::names::{error_text, human, FlagKind};
+use crate::views::{ViewSpace, Views};
+use crate::wine;
+use crate::Format;
+
+/// Events above which a progress bar is shown (on a terminal).
+const PROGRESS_MIN: usize = 20_000;
+
+/// What a replay found.
+struct Report {
+    ops: u64,
+    elapsed: Duration,
+    peak_reserved: usize,
+    peak_committed: usize,
+    sessions: usize,
+    diffs: Vec<String>,
+    diff_count: usize,
+    max_diffs: usize,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn new(max_diffs: usize) -> Report {
+        Report {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            peak_reserved: 0,
+            peak_committed: 0,
+            sessions: 0,
+            diffs: Vec::new(),
+            diff_count: 0,
+            max_diffs,
+            notes: Vec::new(),
+        }
+    }
+
+    fn diff(&mut self, text: String) {
+        self.diff_count += 1;
+        if self.diffs.len() < self.max_diffs {
+            self.diffs.push(text);
+        }
+    }
+
+    fn sample(&mut self, space: &dyn VirtualSpace) {
+        self.peak_reserved = self.peak_reserved.max(space.reserved_bytes());
+        self.peak_committed = self.peak_committed.max(space.committed_bytes());
+    }
+}
+
+fn progress(len: usize) -> ProgressBar {
+    if len < PROGRESS_MIN {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} replaying [{bar:40}] {pos}/{len} calls ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Entry point of `virtmem replay`.
+pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_diffs: usize) -> ExitCode {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let format = match format {
+        Format::Auto if wine::looks_like_wine(&text) => Format::Wine,
+        Format::Auto => Format::Virtmem,
+        f => f,
+    };
+    let mut report = Report::new(max_diffs);
+    let result = match format {
+        Format::Wine => replay_wine(&text, &mut report),
+        _ => replay_own(&text, &mut report),
+    };
+    let space = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let summary = summarize(&report, &*space, format);
+    print!("{summary}");
+    if let Some(p) = svg {
+        let notes: Vec<String> = summary.lines().take(4).map(str::to_string).collect();
+        let title = format!("virtmem replay {}", path.display());
+        if let Err(e) = crate::write_file(p, &crate::svg::render(&space.regions(), &title, &notes)) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if strict && report.diff_count > 0 {
+        return ExitCode::from(1);
+    }
     ExitCode::SUCCESS
+}
+
+fn summarize(r: &Report, space: &dyn VirtualSpace, format: Format) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let secs = r.elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { r.ops as f64 / secs } else { 0.0 };
+    let fmt_name = if format == Format::Wine { "Wine +virtual log" } else { "virtmem trace" };
+    let _ = writeln!(
+        s,
+        "replayed {} calls ({fmt_name}, {} session(s)) in {:.3} ms: {:.0} ops/s",
+        r.ops,
+        r.sessions,
+        secs * 1e3,
+        rate
+    );
+    let _ = writeln!(
+        s,
+        "peak reserved {}, peak committed {}",
+        human(r.peak_reserved as u64),
+        human(r.peak_committed as u64)
+    );
+    let st = space.stats();
+    let min = space.system_info().minimum_application_address;
+    let gaps: Vec<u128> = space
+        .regions()
+        .iter()
+        .filter(|m| m.state == MemState::Free && m.base_address + m.region_size > min)
+        .map(|m| (m.base_address + m.region_size - m.base_address.max(min)) as u128)
+        .collect();
+    let free: u128 = gaps.iter().sum();
+    let largest = gaps.iter().copied().max().unwrap_or(0);
+    let frag = if free > 0 { 100.0 * (1.0 - largest as f64 / free as f64) } else { 0.0 };
+    let _ = writeln!(
+        s,
+        "final: reserved {} in {} reservation(s), committed {}, largest free block {}, {} free gap(s), fragmentation {frag:.4}% (1 - largest free block / all free space)",
+        human(st.reserved as u64),
+        st.reservations,
+        human(st.committed as u64),
+        human(largest as u64),
+        gaps.len()
+    );
+    let _ = writeln!(s, "calls whose result differs from the recorded one: {}", r.diff_count);
+    for d in &r.diffs {
+        let _ = writeln!(s, "  {d}");
+    }
+    if r.diff_count > r.diffs.len() {
+        let _ = writeln!(s, "  ... and {} more (--max-diffs)", r.diff_count - r.diffs.len());
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+// ----- Own format ------------------------------------------------------------------------
+
+fn fresh() -> BTreeMap<u32, Arc<dyn VirtualSpace>> {
+    let mut m: BTreeMap<u32, Arc<dyn VirtualSpace>> = BTreeMap::new();
+    m.insert(0, Arc::new(SimSpace::simulated()));
+    m
+}
+
+fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
+    let mut lines = Vec::new();
+    let mut bad = 0;
+    for item in trace::read(text.as_bytes()) {
+        match item {
+            Ok(l) => lines.push(l),
+            Err(e @ trace::ReadError::NoHeader { .. }) => return Err(e.to_string()),
+            Err(trace::ReadError::Parse { line, .. }) if lines.is_empty() => {
+                return Err(format!(
+                    "line {line}, column 1: neither a virtmem trace (whose first line is `virtmem-trace 1`) nor a Wine +virtual log"
+                ))
+            }
+            Err(e) => {
+                bad += 1;
+                if bad <= 5 {
+                    report.notes.push(format!("skipped {e}"));
+                }
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Err("no trace records (the first line must be `virtmem-trace 1`)".into());
+    }
+    if bad > 5 {
+        report.notes.push(format!("skipped {bad} malformed lines in all"));
+    }
+    let mut procs = fresh();
+    let mut last_main: Arc<dyn VirtualSpace> = procs[&0].clone();
+    let pb = progress(lines.len());
+    let start = Instant::now();
+    for (i, (line, item)) in lines.iter().enumerate() {
+        if i % 4096 == 0 {
+            pb.set_position(i as u64);
+        }
+        match item {
+            Line::Header(_) => {
+                report.sessions += 1;
+                if report.sessions > 1 {
+                    procs = fresh();
+                }
+                last_main = procs[&0].clone();
+            }
+            Line::Record(rec) => {
+                report.ops += 1;
+                let pid = rec.process.unwrap_or(0);
+                if rec.process.is_some() && matches!(rec.last_error, 5 | 6) {
+                    // Handle errors depend on process state a trace does not record.
+                    continue;
+                }
+                let space = procs.entry(pid).or_insert_with(|| Arc::new(SimSpace::simulated())).clone();
+                if let Some(d) = replay_record(&*space, rec) {
+                    report.diff(format!("line {line}: {d}"));
+                }
+                report.sample(&*space);
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    pb.finish_and_clear();
+    Ok(last_main)
+}
+
+fn outcome(result: u64, err: u32, failed: bool) -> String {
+    if failed {
+        format!("failed with {}", error_text(err))
+    } else {
+        format!("returned {result:#x}")
+    }
+}
+
+/// Replay one record with the Win32-shaped functions; describe a difference, if any.
+fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
+    win32::SetLastError(0);
+    let name = rec.function_name();
+    let (result, failed_rec, failed_now, extra): (u64, bool, bool, Option<String>) = match &rec.call {
+        Call::Alloc { address, size, alloc_type, protect } => {
+            let reserving = alloc_type & 0x2000 != 0 || (*address == 0 && alloc_type & 0x1000 != 0);
+            // Place a reservation where the recorded program got it.
+            let (addr, ty) = if *address == 0 && reserving && rec.result != 0 {
+                (rec.result as usize, alloc_type | 0x2000)
+            } else {
+                (*address, *alloc_type)
+            };
+            let r = win32::VirtualAlloc(space, addr, *size, ty, *protect) as u64;
+            (r, rec.result == 0, r == 0, None)
+        }
+        Call::Free { address, size, free_type } => {
+            let r = win32::VirtualFree(space, *address, *size, *free_type) as u64;
+            (r, rec.result == 0, r == 0, None)
+        }
+        Call::Query { address, buffer, length } => {
+            let mut m = MEMORY_BASIC_INFORMATION::default();
+            let r = win32::VirtualQuery(space, *address, (*buffer != 0).then_some(&mut m), *length) as u64;
+            let extra = match &rec.out {
+                Out::Info(want) if r != 0 && *want != m => {
+                    Some(format!("recorded {}, replayed {}", mbi(want), mbi(&m)))
+                }
+                _ => None,
+            };
+            (r, rec.result == 0, r == 0, extra)
+        }
+        Call::Protect { address, size, new_protect, old_protect } => {
+            let mut old = 0u32;
+            let r = win32::VirtualProtect(space, *address, *size, *new_protect, (*old_protect != 0).then_some(&mut old))
+                as u64;
+            let extra = match rec.out {
+                Out::OldProtect(want) if r != 0 && want != old => Some(format!(
+                    "old protection recorded {}, replayed {}",
+                    FlagKind::Protect.format(want),
+                    FlagKind::Protect.format(old)
+                )),
+                _ => None,
+            };
+            (r, rec.result == 0, r == 0, extra)
+        }
+        Call::GetWriteWatch { flags, base, size, addresses, count, granularity } => {
+            // The program's stores are not in the trace: only success and failure compare.
+            let mut n = count.unwrap_or(0);
+            let mut buf = vec![0usize; n.min(1 << 16)];
+            let mut g = 0u32;
+            let r = win32::GetWriteWatch(
+                space,
+                *flags,
+                *base,
+                *size,
+                (*addresses != 0).then_some(&mut buf[..]),
+                count.is_some().then_some(&mut n),
+                (*granularity != 0).then_some(&mut g),
+            ) as u64;
+            (r, rec.result != 0, r != 0, None)
+        }
+        Call::ResetWriteWatch { base, size } => {
+            let r = win32::ResetWriteWatch(space, *base, *size) as u64;
+            (r, rec.result != 0, r != 0, None)
+        }
+        Call::Lock { address, size } => {
+            let r = win32::VirtualLock(space, *address, *size) as u64;
+            (r, rec.result == 0, r == 0, None)
+        }
+        Call::Unlock { address, size } => {
+            let r = win32::VirtualUnlock(space, *address, *size) as u64;
+            (r, rec.result == 0, r == 0, None)
+        }
+        Call::ReadProcessMemory { address, size, .. } => {
+            let mut buf = vec![0u8; (*size).min(1 << 24)];
+            let ok = space.read(*address, &mut buf).is_ok();
+            if !ok {
+                win32::SetLastError(virtmem::error::code::PARTIAL_COPY);
+            }
+            (ok as u64, rec.result == 0, !ok, None)
+        }
+        Call::WriteProcessMemory { address, size, .. } => {
+            let buf = vec![0u8; (*size).min(1 << 24)];
+            let ok = space.write(*address, &buf).is_ok();
+            if !ok {
+                win32::SetLastError(virtmem::error::code::NOACCESS);
+            }
+            (ok as u64, rec.result == 0, !ok, None)
+        }
+    };
+    let err = win32::GetLastError();
+    let args = render_args(&rec.call);
+    if failed_rec != failed_now || (failed_rec && err != rec.last_error) {
+        return Some(format!(
+            "{name}({args}): recorded {}, replayed {}",
+            outcome(rec.result, rec.last_error, failed_rec),
+            outcome(result, err, failed_now)
+        ));
+    }
+    if !failed_rec && result != rec.result && !matches!(rec.call, Call::GetWriteWatch { .. }) {
+        return Some(format!("{name}({args}): recorded {:#x}, replayed {result:#x}", rec.result));
+    }
+    extra.map(|e| format!("{name}({args}): {e}"))
+}
+
+fn render_args(c: &Call) -> String {
+    match c {
+        Call::Alloc { address, size, alloc_type, protect } => format!(
+            "{address:#x}, {size:#x}, {}, {}",
+            FlagKind::Alloc.format(*alloc_type),
+            FlagKind::Protect.format(*protect)
+        ),
+        Call::Free { address, size, free_type } => {
+            format!("{address:#x}, {size:#x}, {}", FlagKind::Free.format(*free_type))
+        }
+        Call::Query { address, .. } => format!("{address:#x}"),
+        Call::Protect { address, size, new_protect, .. } => {
+            format!("{address:#x}, {size:#x}, {}", FlagKind::Protect.format(*new_protect))
+        }
+        Call::GetWriteWatch { flags, base, size, .. } => format!("{flags:#x}, {base:#x}, {size:#x}"),
+        Call::ResetWriteWatch { base, size } => format!("{base:#x}, {size:#x}"),
+        Call::Lock { address, size } | Call::Unlock { address, size } => format!("{address:#x}, {size:#x}"),
+        Call::ReadProcessMemory { address, size, .. } | Call::WriteProcessMemory { address, size, .. } => {
+            format!("{address:#x}, {size:#x}")
+        }
+    }
+}
+
+fn mbi(m: &MEMORY_BASIC_INFORMATION) -> String {
+    format!(
+        "{{base {:#x}, allocbase {:#x}, size {:#x}, {}, {}}}",
+        m.BaseAddress,
+        m.AllocationBase,
+        m.RegionSize,
+        crate::names::state_name(m.State),
+        FlagKind::Protect.format(m.Protect)
+    )
+}
+
+// ----- Wine ------------------------------------------------------------------------------
+
+fn access_of(protect: u32) -> Access {
+    match protect & 0xFF {
+        0x02 | 0x08 => Access::Read,
+        0x04 => Access::ReadWrite,
+        0x10 => Access::Execute,
+        0x20 | 0x80 => Access::ExecuteRead,
+        0x40 => Access::ExecuteReadWrite,
+        _ => Access::None,
+    }
+}
+
+fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
+    let (events, skipped) = wine::parse(text);
+    if events.is_empty() {
+        return Err(
+            "no NtAllocateVirtualMemory / NtFreeVirtualMemory / NtProtectVirtualMemory lines or view dumps found \
+                    (record with WINEDEBUG=+virtual)"
+                .into(),
+        );
+    }
+    report.sessions = 1;
+    let space = Arc::new(ViewSpace::with_backend(Views::new()));
+    let mut synthesized = 0;
+    let mut mapped = 0;
+    let pb = progress(events.len());
+    let start = Instant::now();
+    for (i, ev) in events.iter().enumerate() {
+        if i % 4096 == 0 {
+            pb.set_position(i as u64);
+        }
+        match ev {
+            wine::Event::View(v) => {
+                if v.kind == "valloc" {
+                    synthesized += synthesize(&space, v) as usize;
+                } else {
+                    add_view(&space, v);
+                    mapped += 1;
+                }
+            }
+            wine::Event::Call { line, call, views } => {
+                if matches!(call, wine::Call::MapView) {
+                    for v in views {
+                        add_view(&space, v);
+                        mapped += 1;
+                    }
+                    continue;
+                }
+                // The call's own view: the first valloc dump holding its address (any
+                // for a NULL-address allocation). Other dumps are Wine's own doing.
+                let target = match *call {
+                    wine::Call::Alloc { address, .. } | wine::Call::Protect { address, .. } => Some(address),
+                    _ => None,
+                };
+                let own = views.iter().position(|v| {
+                    v.kind == "valloc" && target.is_some_and(|a| a == 0 || (v.start..v.end).contains(&a))
+                });
+                let dumped = own.map(|i| &views[i]);
+                for (i, v) in views.iter().enumerate() {
+                    if Some(i) != own {
+                        if v.kind == "valloc" {
+                            synthesized += synthesize(&space, v) as usize;
+                        } else {
+                            add_view(&space, v);
+                            mapped += 1;
+                        }
+                    }
+                }
+                if let wine::Call::Unmap { .. } = call {
+                    continue;
+                }
+                report.ops += 1;
+                win32::SetLastError(0);
+                let (name, args, expect_ok, ok) = match *call {
+                    wine::Call::Alloc { address, size, alloc_type, protect } => {
+                        let reserving = alloc_type & 0x2000 != 0 || (address == 0 && alloc_type & 0x1000 != 0);
+                        let (addr, ty) = match dumped {
+                            Some(v) if address == 0 && reserving => (v.start, alloc_type | 0x2000),
+                            _ => (address, alloc_type),
+                        };
+                        let r = win32::VirtualAlloc(&*space, addr, size, ty, protect);
+                        let args = format!(
+                            "{}, {size:#x}, {}, {}",
+                            if address == 0 { "NULL".to_string() } else { format!("{address:#x}") },
+                            FlagKind::Alloc.format(alloc_type),
+                            FlagKind::Protect.format(protect)
+                        );
+                        ("NtAllocateVirtualMemory", args, Some(dumped.is_some()), r != 0)
+                    }
+                    wine::Call::Protect { address, size, protect } => {
+                        // Protections inside image and file views act on the view, which
+                        // the replay only places.
+                        if space.backend().foreign(address, address.saturating_add(1)).is_some() {
+                            report.ops -= 1;
+                            continue;
+                        }
+                        let mut old = 0;
+                        let r = win32::VirtualProtect(&*space, address, size, protect, Some(&mut old));
+                        let args = format!("{address:#x}, {size:#x}, {}", FlagKind::Protect.format(protect));
+                        ("NtProtectVirtualMemory", args, Some(dumped.is_some()), r != 0)
+                    }
+                    wine::Call::Free { address, size, free_type } => {
+                        let r = win32::VirtualFree(&*space, address, size, free_type);
+                        let args = format!("{address:#x}, {size:#x}, {}", FlagKind::Free.format(free_type));
+                        ("NtFreeVirtualMemory", args, None, r != 0)
+                    }
+                    wine::Call::GetWriteWatch { flags, base, size } => {
+                        let r =
+                            space.get_write_watch(virtmem::WriteWatchFlags::from_bits_retain(flags), base, size, 4096);
+                        ("NtGetWriteWatch", format!("{flags:#x}, {base:#x}, {size:#x}"), None, r.is_ok())
+                    }
+                    wine::Call::Query { address } => {
+                        let r = space.query(address);
+                        ("NtQueryVirtualMemory", format!("{address:#x}"), None, r.is_ok())
+                    }
+                    wine::Call::MapView | wine::Call::Unmap { .. } => continue,
+                };
+                let err = win32::GetLastError();
+                if let Some(want) = expect_ok {
+                    if want != ok {
+                        let now = if ok { "succeeded".to_string() } else { format!("failed with {}", error_text(err)) };
+                        let then =
+                            if want { "succeeded (its view was dumped)" } else { "failed (no view dump followed)" };
+                        report.diff(format!("line {line}: {name}({args}): Wine {then}, replay {now}"));
+                    }
+                }
+                if let Some(v) = dumped {
+                    if let Some(d) = compare_view(&space, v) {
+                        report.diff(format!("line {}: after {name}({args}): {d}", v.line));
+                    }
+                }
+                report.sample(&*space);
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    pb.finish_and_clear();
+    report.notes.push(format!(
+        "{mapped} image/file view(s) placed as mapped regions, {synthesized} allocation(s) Wine made itself (thread stacks...) placed from its view dumps, {skipped} other `virtual` line(s) skipped"
+    ));
+    report.notes.push("Wine logs no results: a call counts as successful when a dump of its view follows; frees, queries and write-watch calls are replayed without a recorded result".into());
+    Ok(space)
+}
+
+fn add_view(space: &ViewSpace, v: &wine::View) {
+    let kind = match v.kind.as_str() {
+        "image" => ForeignKind::Image,
+        "file" => ForeignKind::Mapped,
+        _ => ForeignKind::Private,
+    };
+    let access = v.runs.first().map_or(Access::Read, |r| access_of(r.protect));
+    space.backend().add(v.start..v.end, access, kind);
+}
+
+/// Place an allocation Wine made without a logged call: reserve the view, commit its
+/// committed runs. Returns whether anything was placed.
+fn synthesize(space: &ViewSpace, v: &wine::View) -> bool {
+    if space.query(v.start).map(|m| m.state != MemState::Free).unwrap_or(true) {
+        return false;
+    }
+    let alloc_protect = v.runs.first().map_or(0x04, |r| r.protect & 0xFF);
+    let alloc_protect = if alloc_protect == 0x01 { 0x04 } else { alloc_protect };
+    if space
+        .alloc(v.start, v.end - v.start, AllocationType::RESERVE, Protection::from_bits_retain(alloc_protect))
+        .is_err()
+    {
+        return false;
+    }
+    for r in v.runs.iter().filter(|r| r.committed) {
+        let _ = space.alloc(r.start, r.end - r.start, AllocationType::COMMIT, Protection::from_bits_retain(r.protect));
+    }
+    true
+}
+
+/// Compare the simulated state of a valloc view with Wine's dump of it.
+fn compare_view(space: &ViewSpace, v: &wine::View) -> Option<String> {
+    for r in &v.runs {
+        let mut a = r.start;
+        while a < r.end {
+            let m = match space.query(a) {
+                Ok(m) => m,
+                Err(e) => return Some(format!("query {a:#x} failed: {e}")),
+            };
+            let (state, prot) = (m.state, m.protect.bits());
+            let ok = match (r.committed, state) {
+                (true, MemState::Commit) => prot == r.protect,
+                (false, MemState::Reserve) => true,
+                _ => false,
+            };
+            if !ok {
+                let want = if r.committed {
+                    format!("committed {}", FlagKind::Protect.format(r.protect))
+                } else {
+                    "reserved".to_string()
+                };
+                let have = match state {
+                    MemState::Commit => format!("committed {}", FlagKind::Protect.format(prot)),
+                    MemState::Reserve => "reserved".to_string(),
+                    MemState::Free => "free".to_string(),
+                };
+                return Some(format!("Wine's view has {a:#x} {want}, the replay has it {have}"));
+            }
+            a = (m.base_address + m.region_size).min(r.end).max(a + 1);
+        }
+    }
+    None
 }

@@ -9,6 +9,8 @@ use virtmem::{
     AllocationType, Error, FreeType, MemoryBasicInformation, Protection, SimSpace, VirtualSpace, WriteWatchFlags,
 };
 
+use virtmem::trace::{self, Call as TCall, Out, Record, TraceWriter};
+
 use crate::names::{self, describe, error_code_of, human, FlagKind};
 
 // ----- Errors --------------------------------------------------------------------------
@@ -174,7 +176,11 @@ struct Parser<'a> {
     pos: usize,
     line: usize,
     end_col: usize,
+    depth: usize,
 }
+
+/// Deepest expression nesting accepted (keeps the recursive parser's stack small).
+const MAX_DEPTH: usize = 64;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
@@ -221,6 +227,15 @@ impl Parser<'_> {
         Ok(e)
     }
     fn unary(&mut self) -> Result<Expr, ScriptError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(format!("expression nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let e = self.unary_inner();
+        self.depth -= 1;
+        e
+    }
+    fn unary_inner(&mut self) -> Result<Expr, ScriptError> {
         if self.eat('-') {
             return Ok(Expr::Neg(Box::new(self.unary()?)));
         }
@@ -437,7 +452,7 @@ impl Compiler {
             return Ok(None);
         }
         let end_col = text.chars().count() + 1;
-        let mut p = Parser { toks: &toks, pos: 0, line, end_col };
+        let mut p = Parser { toks: &toks, pos: 0, line, end_col, depth: 0 };
         let mut assign = None;
         if let (Some(Tok::Ident(name)), Some(Tok::Sym('='))) =
             (toks.first().map(|t| &t.tok), toks.get(1).map(|t| &t.tok))
@@ -493,8 +508,13 @@ impl Compiler {
             p.pos += 1;
             let inner_end = p.toks.len().saturating_sub(1);
             if p.toks.last().map(|t| &t.tok) == Some(&Tok::Sym(')')) && inner_end >= p.pos {
-                let mut q =
-                    Parser { toks: &p.toks[..inner_end], pos: p.pos, line: p.line, end_col: p.toks[inner_end].col };
+                let mut q = Parser {
+                    toks: &p.toks[..inner_end],
+                    pos: p.pos,
+                    line: p.line,
+                    end_col: p.toks[inner_end].col,
+                    depth: 0,
+                };
                 if let Ok(args) = q.args() {
                     if q.pos == inner_end {
                         p.pos = p.toks.len();
@@ -685,6 +705,8 @@ pub struct Session {
     pub failed_expectations: usize,
     /// The name of process 0's space ("simulated" or "this Linux process").
     kind0: &'static str,
+    /// Where every Win32 call is recorded, if anywhere.
+    trace: Option<TraceWriter>,
 }
 
 /// Largest `read` shown and largest `fill`.
@@ -704,7 +726,33 @@ impl Session {
             out,
             failed_expectations: 0,
             kind0,
+            trace: None,
         }
+    }
+
+    /// Record every Win32 call in `writer` (virtmem's trace format).
+    pub fn set_trace(&mut self, writer: TraceWriter) {
+        writer.header(&trace::Header::new(vec![("source".into(), "virtmem-run".into())]));
+        self.trace = Some(writer);
+    }
+
+    /// Trace a call made on the selected process (nothing for a NULL handle).
+    fn rec<T>(&self, call: TCall, r: &Result<T, Error>, ok: impl FnOnce(&T) -> (u64, Out), fail: u64) {
+        let Some(w) = &self.trace else { return };
+        let process = match self.select {
+            Select::Off => None,
+            Select::Null => return,
+            Select::Id(n) => Some(n),
+        };
+        let process = if call.has_ex_form() { process } else { None };
+        let (result, last_error, out) = match r {
+            Ok(v) => {
+                let (res, out) = ok(v);
+                (res, 0, out)
+            }
+            Err(e) => (fail, e.code(), Out::None),
+        };
+        w.record(&Record { process, call, result, last_error, out });
     }
 
     /// The current process's space (process 0).
@@ -872,6 +920,12 @@ impl Session {
                     s.alloc(addr, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(prot))
                 });
                 self.report(&sig, &r, |p| format!("{p:#x}"));
+                self.rec(
+                    TCall::Alloc { address: addr, size, alloc_type: ty, protect: prot },
+                    &r,
+                    |p| (*p as u64, Out::None),
+                    0,
+                );
                 Some(r.unwrap_or(0) as u64)
             }
             Cmd::Free => {
@@ -879,6 +933,7 @@ impl Session {
                 let sig = self.sig("VirtualFree", &format!("{}, {size:#x}, {}", ptr(addr), FlagKind::Free.format(ty)));
                 let r = self.target().and_then(|s| s.free(addr, size, FreeType::from_bits_retain(ty)));
                 self.report(&sig, &r, |_| "TRUE".into());
+                self.rec(TCall::Free { address: addr, size, free_type: ty }, &r, |_| (1, Out::None), 0);
                 Some(r.is_ok() as u64)
             }
             Cmd::Query => {
@@ -886,6 +941,9 @@ impl Session {
                 let sig = self.sig("VirtualQuery", &ptr(addr));
                 let r = self.target().and_then(|s| s.query(addr));
                 self.report(&sig, &r, mbi_text);
+                let buffer = &r as *const _ as usize;
+                let call = TCall::Query { address: addr, buffer, length: 48 };
+                self.rec(call, &r, |m| (48, Out::Info((*m).into())), 0);
                 Some(r.map_or(0, |m| m.region_size as u64))
             }
             Cmd::Protect => {
@@ -894,6 +952,9 @@ impl Session {
                     .sig("VirtualProtect", &format!("{}, {size:#x}, {}", ptr(addr), FlagKind::Protect.format(prot)));
                 let r = self.target().and_then(|s| s.protect(addr, size, Protection::from_bits_retain(prot)));
                 self.report(&sig, &r, |old| format!("TRUE, old protection {}", FlagKind::Protect.format(old.bits())));
+                let old_ptr = &r as *const _ as usize;
+                let call = TCall::Protect { address: addr, size, new_protect: prot, old_protect: old_ptr };
+                self.rec(call, &r, |p| (1, Out::OldProtect(p.bits())), 0);
                 Some(r.map_or(0, |p| p.bits() as u64))
             }
             Cmd::Read => {
@@ -956,6 +1017,8 @@ impl Session {
                 );
                 let r = self.target().and_then(|s| s.alloc(addr, size, ty, Protection::NOACCESS));
                 self.report(&sig, &r, |p| format!("{p:#x}"));
+                let call = TCall::Alloc { address: addr, size, alloc_type: ty.bits(), protect: 1 };
+                self.rec(call, &r, |p| (*p as u64, Out::None), 0);
                 None
             }
             Cmd::GetWriteWatch => {
@@ -982,6 +1045,18 @@ impl Session {
                         if pages.len() > 16 { format!(", ... ({} more)", pages.len() - 16) } else { String::new() };
                     format!("{} page(s) written: [{}{more}]", pages.len(), list.join(", "))
                 });
+                let saved = self.select;
+                self.select = Select::Off;
+                let buf = &r as *const _ as usize;
+                let call =
+                    TCall::GetWriteWatch { flags, base, size, addresses: buf, count: Some(max), granularity: buf + 8 };
+                self.rec(
+                    call,
+                    &r,
+                    |p| (0, Out::WriteWatch { addresses: p.clone(), granularity: 0x1000 }),
+                    u32::MAX as u64,
+                );
+                self.select = saved;
                 Some(r.map_or(0, |p| p.len() as u64))
             }
             Cmd::ResetWriteWatch => {
@@ -989,6 +1064,7 @@ impl Session {
                 let sig = format!("ResetWriteWatch({}, {size:#x})", ptr(base));
                 let r = self.procs[&0].space.reset_write_watch(base, size);
                 self.report(&sig, &r, |_| "0".into());
+                self.rec(TCall::ResetWriteWatch { base, size }, &r, |_| (0, Out::None), u32::MAX as u64);
                 None
             }
             Cmd::Lock | Cmd::Unlock => {
@@ -998,6 +1074,12 @@ impl Session {
                 let space = &self.procs[&0].space;
                 let r = if cmd == Cmd::Lock { space.lock(addr, size) } else { space.unlock(addr, size) };
                 self.report(&sig, &r, |_| "TRUE".into());
+                let call = if cmd == Cmd::Lock {
+                    TCall::Lock { address: addr, size }
+                } else {
+                    TCall::Unlock { address: addr, size }
+                };
+                self.rec(call, &r, |_| (1, Out::None), 0);
                 None
             }
             Cmd::Map => {

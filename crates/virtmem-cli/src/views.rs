@@ -33,11 +33,6 @@ impl Views {
         v.insert(range.start, ForeignRegion { start: range.start, end: range.end, access, kind });
     }
 
-    /// The view starting at `start`, if any.
-    pub fn get(&self, start: usize) -> Option<ForeignRegion> {
-        self.views.lock().get(&start).copied()
-    }
-
     fn overlap(&self, range: &Range<usize>) -> Option<ForeignRegion> {
         self.views.lock().range(..range.end).rev().find(|(_, f)| f.end > range.start).map(|(_, f)| *f)
     }

@@ -1,0 +1,278 @@
+//! Drive the `virtmem` binary as a user would: every command, bad input included.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn virtmem() -> Command {
+    let mut c = Command::cargo_bin("virtmem").expect("binary");
+    c.current_dir(root());
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("virtmem-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Out {
+    let o = cmd.output().expect("runs");
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!out.stderr.contains("panicked"), "the binary panicked: {}", out.stderr);
+    out
+}
+
+fn script(name: &str, text: &[u8]) -> PathBuf {
+    let p = tmp(name);
+    std::fs::write(&p, text).expect("write script");
+    p
+}
+
+/// Parse an SVG file as XML and check what a reader needs is there.
+fn check_svg(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).expect("svg written");
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("SVG is not well-formed XML: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+    for attr in ["width", "height", "viewBox"] {
+        assert!(root.attribute(attr).is_some(), "svg lacks {attr}");
+    }
+    // Every drawn rectangle has a positive size.
+    let rects: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("rect")).collect();
+    assert!(rects.len() > 3, "too few shapes");
+    for r in &rects {
+        if let Some(w) = r.attribute("width").and_then(|w| w.parse::<f64>().ok()) {
+            assert!(w > 0.0, "rect of width {w}");
+        }
+    }
+    text
+}
+
+#[test]
+fn tour_runs_and_draws() {
+    let svg = tmp("tour.svg");
+    let o = run(virtmem().args(["run", "examples/scripts/tour.vms", "--svg"]).arg(&svg));
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    for want in [
+        "VirtualAlloc(NULL, 0x10000000000, MEM_RESERVE, PAGE_NOACCESS) = 0x10000",
+        "raised STATUS_ACCESS_VIOLATION (0xC0000005): read at 0x110000",
+        "raised STATUS_GUARD_PAGE_VIOLATION (0x80000001): write at 0x11000",
+        "VirtualFree(0x11000, 0x0, MEM_RELEASE) failed: ERROR_INVALID_ADDRESS (487)",
+        "failed: ERROR_INVALID_HANDLE (6)",
+        "failed: ERROR_ACCESS_DENIED (5)",
+        "failed: ERROR_COMMITMENT_LIMIT (1455)",
+        "4 page(s) written: [0x10000013000, 0x10000020000, 0x10000021000, 0x10000022000]",
+        "BaseAddress",
+    ] {
+        assert!(o.stdout.contains(want), "missing `{want}` in:\n{}", o.stdout);
+    }
+    // The map: one row per region, a guard page among them.
+    let guard_row = o.stdout.lines().find(|l| l.starts_with("0x000001000014b000")).expect("guard row");
+    assert!(guard_row.contains("MEM_COMMIT") && guard_row.contains("PAGE_READWRITE|PAGE_GUARD"), "{guard_row}");
+    let text = check_svg(&svg);
+    assert!(
+        text.contains("url(#guard)")
+            && text.contains("0x1000014b000 - 0x1000014c000: 4 KiB committed, PAGE_READWRITE|PAGE_GUARD"),
+        "guard page drawn"
+    );
+    assert!(text.contains("free 127 TiB"), "free gap labelled");
+}
+
+#[test]
+fn failed_expectation_exits_1() {
+    let p = script("expect.vms", b"alloc NULL, 64K, reserve, rw\nexpect ERROR_INVALID_PARAMETER\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 1);
+    assert!(o.stdout.contains("!! line 2: expected ERROR_INVALID_PARAMETER (87), got success"), "{}", o.stdout);
+}
+
+#[test]
+fn bad_scripts_name_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        ("alloc 0, 64K, reserve, rw\n  frobnicate 1\n", ":2:3: unknown command `frobnicate`"),
+        ("p = alloc 0, 64K, reserv, rw\n", ":1:19: unknown flag or variable `reserv`"),
+        ("free q, 0, release\n", ":1:6: unknown variable `q`"),
+        ("write 0x10000, \"abc\n", ":1:16: unterminated string"),
+        ("alloc 0, 64K reserve, rw\n", ":1:14: expected `,` between arguments"),
+        ("query 0x10000, 5\n", ":1:16: too many arguments"),
+        ("alloc 0, 99999999999999999999, reserve, rw\n", ":1:10: `99999999999999999999` is not a 64-bit number"),
+        ("protect 0x10000, 4K\n", "protect needs 3 argument(s), found 2"),
+        ("read 0x10000, 1T\n", ":1:15: read length 0x10000000000 is too large"),
+        ("write 0x10000, 256\n", ":1:16: 0x100 is not a byte"),
+        ("alloc 0, 4K, commit, rw ; \n", ":1:25: unexpected character `;`"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = script(&format!("bad{i}.vms"), text.as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 2, "{text}: {}", o.stderr);
+        assert!(o.stderr.contains(want), "{text}: wanted `{want}` in {}", o.stderr);
+        assert!(o.stderr.contains(" | "), "the offending line is shown: {}", o.stderr);
+    }
+    // A syntax error anywhere stops the script before anything runs.
+    let p = script("late.vms", b"alloc 0, 64K, reserve, rw\nmap\n)\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!((o.code, o.stdout.as_str()), (2, ""));
+    assert!(o.stderr.contains("late.vms:3:1:"), "{}", o.stderr);
+}
+
+#[test]
+fn unreadable_inputs_are_clear_errors() {
+    let p = script("latin1.vms", b"echo \"ok\"\necho \"caf\xe9\"\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("latin1.vms:2:10: the script is not UTF-8"), "{}", o.stderr);
+    let o = run(virtmem().args(["run", "no/such/script.vms"]));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("cannot read no/such/script.vms"), "{}", o.stderr);
+    let o = run(virtmem().args(["replay", "no/such/trace"]));
+    assert_eq!(o.code, 2);
+    let p = script("notatrace.txt", b"hello\nworld\n");
+    let o = run(virtmem().arg("replay").arg(&p));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("line 1, column 1"), "{}", o.stderr);
+    let o = run(virtmem().args(["frobnicate"]));
+    assert_eq!(o.code, 2, "clap usage error");
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b"alloc free query protect read write fill map 0x10000 64K 1T , | + - * ( ) = \" \\ # x y rw guard reset \n\t\x00\xff";
+    for i in 0..12 {
+        let len = (next() % 400) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let p = script(&format!("garbage{i}.vms"), &bytes);
+        let o = run(virtmem().arg("run").arg(&p));
+        assert!(matches!(o.code, 0..=2), "garbage {i}: exit {}", o.code);
+        let o = run(virtmem().arg("replay").arg(&p));
+        assert!(matches!(o.code, 0..=2), "garbage replay {i}: exit {}", o.code);
+    }
+    // Deep nesting and huge values are refused, not crashed on.
+    let deep = format!("query {}1{}\n", "(".repeat(5000), ")".repeat(5000));
+    let p = script("deep.vms", deep.as_bytes());
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("nested deeper"), "{}", o.stderr);
+    let p = script("wild.vms", b"query SIZE_MAX\nalloc -1, -1, 0xffffffff, 0xffffffff\nfree SIZE_MAX, SIZE_MAX, 0\nprotect 0x7fffffffffff, SIZE_MAX, rw\nread SIZE_MAX - 2, 8\ngetwritewatch 0, SIZE_MAX, 0, 0\nmap\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("VirtualQuery(0xffffffffffffffff) failed: ERROR_INVALID_PARAMETER (87)"), "{}", o.stdout);
+}
+
+#[test]
+fn interactive_prompt_reads_stdin() {
+    let o = run(virtmem().arg("run").write_stdin(
+        "p = alloc 0, 64K, reserve|commit, rw\nfrobnicate\nwrite p, \"hi\"\nread p, 2\nhelp\nmap\nquit\nquery p\n",
+    ));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("VirtualAlloc(NULL, 0x10000, MEM_COMMIT|MEM_RESERVE, PAGE_READWRITE) = 0x10000"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("read(0x10000, 0x2) = 68 69  \"hi\""), "{}", o.stdout);
+    assert!(o.stdout.contains("commands (arguments are separated by commas"), "help");
+    assert!(o.stderr.contains("<input>:1:1: unknown command `frobnicate`"), "{}", o.stderr);
+    assert!(!o.stdout.contains("VirtualQuery(0x10000)"), "nothing runs after quit");
+}
+
+#[test]
+fn script_from_stdin_with_dash() {
+    let o = run(virtmem().args(["run", "-"]).write_stdin("echo \"from stdin\", 42\n"));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "from stdin 0x2a\n"));
+}
+
+#[test]
+fn recorded_trace_replays_clean_and_differences_are_reported() {
+    let o = run(virtmem().args(["replay", "examples/traces/gc-heap.vmt", "--strict"]));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("replayed 23 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
+    assert!(o.stdout.contains("peak reserved 256.1 MiB, peak committed 5 MiB"), "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
+
+    // Tamper with two recorded results: both are reported, with their lines.
+    let text = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("trace");
+    let tampered = text.replacen("0x1000 0x4 -> 0x10000 err=0", "0x1000 0x4 -> 0x0 err=487", 1).replacen(
+        "-> 0x1 err=0 old=0x4",
+        "-> 0x1 err=0 old=0x2",
+        1,
+    );
+    assert_ne!(tampered, text);
+    let p = script("tampered.vmt", tampered.as_bytes());
+    let o = run(virtmem().arg("replay").arg(&p).arg("--strict"));
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 2"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("line 3: VirtualAlloc(0x10000, 0x100000, MEM_COMMIT, PAGE_READWRITE): recorded failed with ERROR_INVALID_ADDRESS (487), replayed returned 0x10000"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("old protection recorded PAGE_READONLY, replayed PAGE_READWRITE"), "{}", o.stdout);
+}
+
+#[test]
+fn run_trace_round_trips_through_replay() {
+    let t = tmp("tour.vmt");
+    let _ = std::fs::remove_file(&t);
+    let p = script("rt.vms", b"p = alloc NULL, 1M, reserve|write_watch, rw\nalloc p, 8K, commit, rw\nwrite p + 5000, 1\ngetwritewatch p, 1M\nprotect p, 4K, readonly|guard\nquery p\nfree p + 4K, 0, release\nprocess 2\nalloc NULL, 64K, reserve, rw\nprocess off\nfree p, 0, release\n");
+    assert_eq!(run(virtmem().arg("run").arg(&p).arg("--trace").arg(&t)).code, 0);
+    let text = std::fs::read_to_string(&t).expect("trace written");
+    assert!(text.starts_with("virtmem-trace 1"), "{text}");
+    assert!(text.contains("VirtualAllocEx 0x2 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0"), "{text}");
+    assert!(text.contains("VirtualFree 0x11000 0x0 0x8000 -> 0x0 err=487"), "{text}");
+    assert!(text.contains("count=0x1 granularity=0x1000 addresses=0x11000"), "{text}");
+    let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("replayed 8 calls"), "{}", o.stdout);
+}
+
+#[test]
+fn wine_log_replays_with_views_and_svg() {
+    let svg = tmp("wine.svg");
+    let o = run(virtmem().args(["replay", "examples/traces/wine-virtual.log", "--svg"]).arg(&svg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(Wine +virtual log, 1 session(s))"), "{}", o.stdout);
+    // The program reserved 4 GiB, so the peak is at least that.
+    assert!(o.stdout.contains("peak reserved 4.0 GiB"), "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
+    assert!(o.stdout.contains("29 image/file view(s) placed as mapped regions"), "{}", o.stdout);
+    let n: u64 = o.stdout.split_whitespace().nth(1).and_then(|w| w.parse().ok()).expect("call count");
+    assert!(n > 100, "{n} calls");
+    let text = check_svg(&svg);
+    assert!(text.contains(" image"), "image views drawn");
+}
+
+#[test]
+fn os_flag_is_clear_when_unavailable_or_works() {
+    let p = script("os.vms", b"p = alloc NULL, 1G, reserve, noaccess\nalloc p, 64K, commit, rw\nwrite p, \"real\"\nread p, 4\nfree p, 0, release\nexpect ok\n");
+    let o = run(virtmem().args(["run", "--os"]).arg(&p));
+    if o.code == 2 {
+        assert!(o.stderr.contains("--os needs the Linux backend"), "{}", o.stderr);
+    } else {
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(o.stdout.contains("read("), "{}", o.stdout);
+        assert!(o.stdout.contains("\"real\""), "{}", o.stdout);
+    }
+}
