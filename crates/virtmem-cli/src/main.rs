@@ -102,10 +102,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// This process's real address space, when the Linux backend is available.
+/// This process's real address space (the Linux backend).
 #[cfg(target_os = "linux")]
 fn os_space() -> Result<Box<dyn VirtualSpace>, String> {
-    Err("--os needs the Linux backend, which this build does not have yet".into())
+    virtmem::LinuxSpace::linux()
+        .map(|s| Box::new(s) as Box<dyn VirtualSpace>)
+        .map_err(|e| format!("cannot manage this process's memory: {e}"))
 }
 
 #[cfg(not(target_os = "linux"))]

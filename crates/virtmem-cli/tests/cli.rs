@@ -265,14 +265,30 @@ fn wine_log_replays_with_views_and_svg() {
 }
 
 #[test]
-fn os_flag_is_clear_when_unavailable_or_works() {
-    let p = script("os.vms", b"p = alloc NULL, 1G, reserve, noaccess\nalloc p, 64K, commit, rw\nwrite p, \"real\"\nread p, 4\nfree p, 0, release\nexpect ok\n");
-    let o = run(virtmem().args(["run", "--os"]).arg(&p));
-    if o.code == 2 {
-        assert!(o.stderr.contains("--os needs the Linux backend"), "{}", o.stderr);
-    } else {
-        assert_eq!(o.code, 0, "{}", o.stderr);
-        assert!(o.stdout.contains("read("), "{}", o.stdout);
-        assert!(o.stdout.contains("\"real\""), "{}", o.stdout);
+fn os_flag_uses_this_process_real_memory() {
+    let p = script(
+        "os.vms",
+        b"p = alloc NULL, 1G, reserve, noaccess\nalloc p, 64K, commit, rw\nwrite p, \"real\"\nread p, 4\nread p + 64K, 1\nexpect STATUS_ACCESS_VIOLATION\nmap\nfree p, 0, release\nexpect ok\n",
+    );
+    let svg = tmp("os.svg");
+    let o = run(virtmem().args(["run", "--os"]).arg(&p).arg("--svg").arg(&svg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("= 72 65 61 6c  \"real\""), "{}", o.stdout);
+    // The real map holds the program's own image and libraries, not only our reservation.
+    assert!(o.stdout.contains("MEM_IMAGE") || o.stdout.contains("MEM_MAPPED"), "{}", o.stdout);
+    check_svg(&svg);
+}
+
+#[test]
+fn bench_prints_every_workload_with_ratios() {
+    let o = run(virtmem().args(["bench", "--scale", "0.001"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for w in ["lifecycle", "churn", "live allocations: reserve+commit", "query among", "release each"] {
+        let row = o.stdout.lines().find(|l| l.contains(w)).unwrap_or_else(|| panic!("no `{w}` row: {}", o.stdout));
+        assert!(row.contains(" ns"), "{row}");
     }
+    let life = o.stdout.lines().find(|l| l.starts_with("lifecycle")).expect("row");
+    assert_eq!(life.matches("x)").count(), 2, "two ratios against the raw calls: {life}");
+    let o = run(virtmem().args(["bench", "--scale", "0"]));
+    assert_eq!(o.code, 2);
 }
