@@ -233,6 +233,16 @@ fn recorded_trace_replays_clean_and_differences_are_reported() {
 }
 
 #[test]
+fn trace_recorded_through_libvirtmem_replays_clean() {
+    // examples/traces/growable-buffer.vmt: examples/c/growable_buffer.c run on real memory
+    // with VIRTMEM_TRACE set (scripts/test-cli-trace.sh records a fresh one in CI).
+    let o = run(virtmem().args(["replay", "examples/traces/growable-buffer.vmt", "--strict"]));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("replayed 13 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
+    assert!(o.stdout.contains("peak reserved 1 GiB, peak committed 256 KiB"), "{}", o.stdout);
+}
+
+#[test]
 fn run_trace_round_trips_through_replay() {
     let t = tmp("tour.vmt");
     let _ = std::fs::remove_file(&t);

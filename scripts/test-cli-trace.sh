@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Record a real program through libvirtmem (VIRTMEM_TRACE) and replay the trace with the
+# virtmem CLI: every recorded result must be reproduced by the simulated replay.
+# Needs: cargo, gcc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+lib=$root/target/release
+build=$root/target/cli-trace-test
+mkdir -p "$build"
+cargo build --release -q -p virtmem-capi -p virtmem-cli
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include examples/c/growable_buffer.c -o "$build/growable_buffer" \
+  -L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread
+rm -f "$build/trace.vmt"
+VIRTMEM_TRACE="$build/trace.vmt" "$build/growable_buffer" >/dev/null
+head -1 "$build/trace.vmt" | grep -q '^virtmem-trace 1 pid='
+"$lib/virtmem" replay --strict "$build/trace.vmt"
+echo "cli trace: recorded $(($(wc -l <"$build/trace.vmt") - 1)) calls through libvirtmem, replayed with no difference"
