@@ -1,53 +1,125 @@
-//! Page-run bookkeeping: ordered interval maps whose cost depends on the number of
-//! distinct runs, never on the number of pages.
+//! Page-run bookkeeping: ordered interval structures whose cost depends on the number
+//! of distinct runs, never on the number of pages.
 //!
 //! - [`RunMap`]: a range split into maximal runs of equal value (coalesced on every
-//!   change), so a 1 TiB reservation with one state is one entry.
-//! - [`FreeSpace`]: the free, allocatable gaps of an address space (64 KiB aligned).
-//! - [`Book`]: the reservations of a space, each with its page runs.
+//!   change), so a 1 TiB reservation with one state is one entry. Up to [`FEW`] runs
+//!   live in a sorted inline vector (no allocation for one or two runs); beyond that in
+//!   a B-tree.
+//! - [`FreeSpace`]: the free, allocatable gaps of an address space (64 KiB aligned), in
+//!   a treap augmented with the largest gap of each subtree, so that first-fit (lowest
+//!   or highest address) placement is `O(log n)` however many small gaps lie before it.
+//! - [`Reservations`]: the reservations of a space by base address.
+//! - [`Book`]: the reservations of a space, each with its page runs, and the free space.
 //!
-//! Every operation is `O(log n + runs touched)`.
+//! Every operation is `O(log n + runs touched)`; memory is proportional to the number of
+//! runs and gaps.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::ops::Range;
+use std::ops::{Bound, Range, RangeBounds};
+
+use smallvec::SmallVec;
 
 use crate::backend::ReserveOptions;
 use crate::flags::Protection;
 
+/// How many runs a [`RunMap`] keeps in its sorted vector before moving them to a B-tree
+/// (an edit of the vector moves at most this many entries).
+pub(crate) const FEW: usize = 32;
+
+#[derive(Debug, Clone)]
+enum Store<V> {
+    /// Run starts and values, ascending; the first start is the map's start.
+    Few(SmallVec<[(usize, V); 2]>),
+    /// Run start → value.
+    Many(BTreeMap<usize, V>),
+}
+
 /// A range `[start, end)` split into runs of equal value; adjacent runs always differ.
 #[derive(Debug, Clone)]
 pub(crate) struct RunMap<V> {
-    /// Run start → value; a run extends to the next key or to `end`.
-    starts: BTreeMap<usize, V>,
+    store: Store<V>,
     end: usize,
+}
+
+/// The runs of a [`RunMap`] intersecting a range, clipped to it, in address order.
+pub(crate) struct Runs<'a, V> {
+    inner: RunsInner<'a, V>,
+    range: Range<usize>,
+    map_end: usize,
+}
+
+enum RunsInner<'a, V> {
+    Few(&'a [(usize, V)]),
+    Many { first: Option<(usize, V)>, rest: std::iter::Peekable<std::collections::btree_map::Range<'a, usize, V>> },
+}
+
+impl<V: Copy> Iterator for Runs<'_, V> {
+    type Item = (Range<usize>, V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (start, v, next) = match &mut self.inner {
+            RunsInner::Few(slice) => {
+                let (&(start, v), rest) = slice.split_first()?;
+                if start >= self.range.end {
+                    return None;
+                }
+                *slice = rest;
+                (start, v, rest.first().map(|&(k, _)| k))
+            }
+            RunsInner::Many { first, rest } => {
+                let (start, v) = match first.take() {
+                    Some(f) => f,
+                    None => rest.next().map(|(&k, &v)| (k, v))?,
+                };
+                (start, v, rest.peek().map(|(&k, _)| k))
+            }
+        };
+        let end = next.unwrap_or(self.map_end);
+        Some((start.max(self.range.start)..end.min(self.range.end), v))
+    }
 }
 
 impl<V: Copy + Eq> RunMap<V> {
     /// One run covering `range` with value `v`.
     pub fn new(range: Range<usize>, v: V) -> Self {
-        let mut starts = BTreeMap::new();
-        starts.insert(range.start, v);
-        RunMap { starts, end: range.end }
+        let mut few = SmallVec::new();
+        few.push((range.start, v));
+        RunMap { store: Store::Few(few), end: range.end }
     }
 
     /// The run containing `addr` (which must lie inside the map) and its value.
     pub fn get(&self, addr: usize) -> (Range<usize>, V) {
-        let (&start, &v) = self.starts.range(..=addr).next_back().expect("address inside the run map");
-        let end = self.starts.range(addr + 1..).next().map_or(self.end, |(&k, _)| k);
-        (start..end, v)
+        match &self.store {
+            Store::Few(few) => {
+                let i = few.partition_point(|&(k, _)| k <= addr);
+                debug_assert!(i > 0, "address inside the run map");
+                let (start, v) = few[i.max(1) - 1];
+                let end = few.get(i).map_or(self.end, |&(k, _)| k);
+                (start..end, v)
+            }
+            Store::Many(map) => {
+                let (&start, &v) = map.range(..=addr).next_back().expect("address inside the run map");
+                let end = map.range((Bound::Excluded(addr), Bound::Unbounded)).next().map_or(self.end, |(&k, _)| k);
+                (start..end, v)
+            }
+        }
     }
 
     /// The runs intersecting `range`, clipped to it, in address order.
-    pub fn runs(&self, range: Range<usize>) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
-        let first = self.starts.range(..=range.start).next_back().map(|(&k, &v)| (k, v));
-        let rest = self.starts.range(range.start + 1..range.end).map(|(&k, &v)| (k, v));
-        let mut it = first.into_iter().chain(rest).peekable();
-        let map_end = self.end;
-        std::iter::from_fn(move || {
-            let (start, v) = it.next()?;
-            let end = it.peek().map_or(map_end, |&(k, _)| k);
-            Some((start.max(range.start)..end.min(range.end), v))
-        })
+    pub fn runs(&self, range: Range<usize>) -> Runs<'_, V> {
+        let inner = match &self.store {
+            _ if range.start >= range.end => RunsInner::Few(&[]),
+            Store::Few(few) => {
+                let i = few.partition_point(|&(k, _)| k <= range.start).max(1) - 1;
+                RunsInner::Few(&few[i..])
+            }
+            Store::Many(map) => RunsInner::Many {
+                first: map.range(..=range.start).next_back().map(|(&k, &v)| (k, v)),
+                rest: map.range((Bound::Excluded(range.start), Bound::Excluded(range.end))).peekable(),
+            },
+        };
+        Runs { inner, range, map_end: self.end }
     }
 
     /// Give every address of `range` the value `v`, coalescing with neighbours.
@@ -56,114 +128,425 @@ impl<V: Copy + Eq> RunMap<V> {
         if s >= e {
             return;
         }
-        let after = (e < self.end).then(|| self.get(e).1);
-        let inner: Vec<usize> = self.starts.range(s..e).map(|(&k, _)| k).collect();
-        for k in inner {
-            self.starts.remove(&k);
-        }
-        let before = self.starts.range(..s).next_back().map(|(_, &b)| b);
-        if before != Some(v) {
-            self.starts.insert(s, v);
-        }
-        if let Some(a) = after {
-            if a == v {
-                self.starts.remove(&e);
-            } else {
-                self.starts.insert(e, a);
+        match &mut self.store {
+            Store::Few(few) => {
+                // Runs starting in [s, e] are replaced by at most two: `v` at `s` (unless
+                // the run before already has it) and what was at `e` (unless it is `v`).
+                let lo = few.partition_point(|&(k, _)| k < s);
+                let hi = few.partition_point(|&(k, _)| k <= e);
+                let after = if e < self.end { Some(few[hi - 1].1) } else { None };
+                let before = lo.checked_sub(1).map(|i| few[i].1);
+                let mut put: SmallVec<[(usize, V); 2]> = SmallVec::new();
+                if before != Some(v) {
+                    put.push((s, v));
+                }
+                if let Some(a) = after.filter(|&a| a != v) {
+                    put.push((e, a));
+                }
+                let removed = hi - lo;
+                // Overwrite in place what can be, then insert or remove the difference.
+                let common = removed.min(put.len());
+                few[lo..lo + common].copy_from_slice(&put[..common]);
+                if put.len() > removed {
+                    few.insert_many(lo + common, put[common..].iter().copied());
+                } else if removed > put.len() {
+                    few.drain(lo + common..hi);
+                }
+                if few.len() > FEW {
+                    self.store = Store::Many(few.iter().copied().collect());
+                }
+            }
+            Store::Many(map) => {
+                let after = (e < self.end).then(|| map.range(..=e).next_back().map(|(_, &a)| a)).flatten();
+                let inner: SmallVec<[usize; 8]> = map.range(s..e).map(|(&k, _)| k).collect();
+                for k in inner {
+                    map.remove(&k);
+                }
+                let before = map.range(..s).next_back().map(|(_, &b)| b);
+                if before != Some(v) {
+                    map.insert(s, v);
+                }
+                if let Some(a) = after {
+                    if a == v {
+                        map.remove(&e);
+                    } else {
+                        map.insert(e, a);
+                    }
+                }
+                if map.len() <= FEW / 4 {
+                    self.store = Store::Few(map.iter().map(|(&k, &v)| (k, v)).collect());
+                }
             }
         }
     }
 
     /// How many runs the map holds.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        match &self.store {
+            Store::Few(few) => few.len(),
+            Store::Many(map) => map.len(),
+        }
     }
 }
 
+const NIL: u32 = u32::MAX;
+
+/// A node of the free-space treap: one gap.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    start: usize,
+    end: usize,
+    /// The largest gap length in this subtree.
+    max: usize,
+    left: u32,
+    right: u32,
+    /// Heap priority (a parent's is at least its children's).
+    prio: u32,
+}
+
 /// The allocatable free gaps of an address space, 64 KiB aligned at both ends.
-#[derive(Debug, Clone, Default)]
+///
+/// A treap keyed by gap start, each node also holding the largest gap length of its
+/// subtree, kept in an arena of nodes. Priorities come from a fixed-seed generator, so
+/// the same calls always build the same tree; placement itself never depends on the
+/// tree's shape (it is always the lowest or highest fitting address).
+#[derive(Debug, Clone)]
 pub(crate) struct FreeSpace {
-    /// Gap start → gap end.
-    gaps: BTreeMap<usize, usize>,
+    nodes: Vec<Gap>,
+    vacant: Vec<u32>,
+    root: u32,
+    count: usize,
+    seed: u32,
+}
+
+impl Default for FreeSpace {
+    fn default() -> Self {
+        FreeSpace { nodes: Vec::new(), vacant: Vec::new(), root: NIL, count: 0, seed: 0x9E37_79B9 }
+    }
 }
 
 impl FreeSpace {
     /// All of `range` free.
     pub fn new(range: Range<usize>) -> Self {
-        let mut gaps = BTreeMap::new();
+        let mut f = FreeSpace::default();
         if range.start < range.end {
-            gaps.insert(range.start, range.end);
+            f.insert(range.start, range.end);
         }
-        FreeSpace { gaps }
+        f
+    }
+
+    fn max_of(&self, t: u32) -> usize {
+        if t == NIL {
+            0
+        } else {
+            self.nodes[t as usize].max
+        }
+    }
+
+    fn update(&mut self, t: u32) {
+        let n = self.nodes[t as usize];
+        let m = (n.end - n.start).max(self.max_of(n.left)).max(self.max_of(n.right));
+        self.nodes[t as usize].max = m;
+    }
+
+    /// Split subtree `t` into the gaps starting before `key` and the others.
+    fn split(&mut self, t: u32, key: usize) -> (u32, u32) {
+        if t == NIL {
+            return (NIL, NIL);
+        }
+        let n = self.nodes[t as usize];
+        if n.start < key {
+            let (a, b) = self.split(n.right, key);
+            self.nodes[t as usize].right = a;
+            self.update(t);
+            (t, b)
+        } else {
+            let (a, b) = self.split(n.left, key);
+            self.nodes[t as usize].left = b;
+            self.update(t);
+            (a, t)
+        }
+    }
+
+    /// Join two subtrees, every gap of `a` lying before every gap of `b`.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
+            let r = self.merge(self.nodes[a as usize].right, b);
+            self.nodes[a as usize].right = r;
+            self.update(a);
+            a
+        } else {
+            let l = self.merge(a, self.nodes[b as usize].left);
+            self.nodes[b as usize].left = l;
+            self.update(b);
+            b
+        }
+    }
+
+    fn insert_at(&mut self, t: u32, n: u32) -> u32 {
+        if t == NIL {
+            return n;
+        }
+        let (key, prio) = (self.nodes[n as usize].start, self.nodes[n as usize].prio);
+        let node = self.nodes[t as usize];
+        if prio > node.prio {
+            let (l, r) = self.split(t, key);
+            self.nodes[n as usize].left = l;
+            self.nodes[n as usize].right = r;
+            self.update(n);
+            return n;
+        }
+        if key < node.start {
+            let l = self.insert_at(node.left, n);
+            self.nodes[t as usize].left = l;
+        } else {
+            let r = self.insert_at(node.right, n);
+            self.nodes[t as usize].right = r;
+        }
+        self.update(t);
+        t
+    }
+
+    /// Add the gap `[start, end)`, which overlaps no other.
+    fn insert(&mut self, start: usize, end: usize) {
+        // xorshift32: a fixed sequence of priorities.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 17;
+        self.seed ^= self.seed << 5;
+        let gap = Gap { start, end, max: end - start, left: NIL, right: NIL, prio: self.seed };
+        let n = match self.vacant.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = gap;
+                i
+            }
+            None => {
+                self.nodes.push(gap);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.root = self.insert_at(self.root, n);
+        self.count += 1;
+    }
+
+    fn remove_at(&mut self, t: u32, key: usize) -> u32 {
+        let node = self.nodes[t as usize];
+        if node.start == key {
+            self.vacant.push(t);
+            return self.merge(node.left, node.right);
+        }
+        if key < node.start {
+            let l = self.remove_at(node.left, key);
+            self.nodes[t as usize].left = l;
+        } else {
+            let r = self.remove_at(node.right, key);
+            self.nodes[t as usize].right = r;
+        }
+        self.update(t);
+        t
+    }
+
+    /// Remove the gap starting at `key`, which exists.
+    fn remove(&mut self, key: usize) {
+        self.root = self.remove_at(self.root, key);
+        self.count -= 1;
+        if self.count == 0 {
+            self.nodes.clear();
+            self.vacant.clear();
+        }
+    }
+
+    fn reshape_at(&mut self, t: u32, key: usize, to: (usize, usize)) {
+        let node = self.nodes[t as usize];
+        if node.start == key {
+            self.nodes[t as usize].start = to.0;
+            self.nodes[t as usize].end = to.1;
+        } else if key < node.start {
+            self.reshape_at(node.left, key, to);
+        } else {
+            self.reshape_at(node.right, key, to);
+        }
+        self.update(t);
+    }
+
+    /// Give the gap starting at `key` (which exists) the bounds `to`, which overlap no
+    /// other gap (so its place in the order stays the same).
+    fn reshape(&mut self, key: usize, to: (usize, usize)) {
+        self.reshape_at(self.root, key, to);
+    }
+
+    /// The gap with the greatest start at most `addr`.
+    fn floor(&self, addr: usize) -> Option<(usize, usize)> {
+        let (mut t, mut best) = (self.root, None);
+        while t != NIL {
+            let n = &self.nodes[t as usize];
+            if n.start <= addr {
+                best = Some((n.start, n.end));
+                t = n.right;
+            } else {
+                t = n.left;
+            }
+        }
+        best
+    }
+
+    /// The gap with the least start at least `addr`.
+    fn ceil(&self, addr: usize) -> Option<(usize, usize)> {
+        let (mut t, mut best) = (self.root, None);
+        while t != NIL {
+            let n = &self.nodes[t as usize];
+            if n.start >= addr {
+                best = Some((n.start, n.end));
+                t = n.left;
+            } else {
+                t = n.right;
+            }
+        }
+        best
+    }
+
+    /// The lowest gap of subtree `t` starting at or after `lo` at least `need` long.
+    fn lowest_fit(&self, t: u32, lo: usize, need: usize) -> Option<(usize, usize)> {
+        if t == NIL || self.nodes[t as usize].max < need {
+            return None;
+        }
+        let n = &self.nodes[t as usize];
+        if n.start < lo {
+            return self.lowest_fit(n.right, lo, need);
+        }
+        if let Some(found) = self.lowest_fit(n.left, lo, need) {
+            return Some(found);
+        }
+        if n.end - n.start >= need {
+            return Some((n.start, n.end));
+        }
+        self.lowest_fit(n.right, lo, need)
+    }
+
+    /// The highest gap of subtree `t` starting before `hi` at least `need` long.
+    fn highest_fit(&self, t: u32, hi: usize, need: usize) -> Option<(usize, usize)> {
+        if t == NIL || self.nodes[t as usize].max < need {
+            return None;
+        }
+        let n = &self.nodes[t as usize];
+        if n.start >= hi {
+            return self.highest_fit(n.left, hi, need);
+        }
+        if let Some(found) = self.highest_fit(n.right, hi, need) {
+            return Some(found);
+        }
+        if n.end - n.start >= need {
+            return Some((n.start, n.end));
+        }
+        self.highest_fit(n.left, hi, need)
     }
 
     /// Whether all of `range` is inside one free gap.
     pub fn contains(&self, range: &Range<usize>) -> bool {
-        self.gaps.range(..=range.start).next_back().is_some_and(|(_, &end)| range.end <= end && range.start < end)
+        self.floor(range.start).is_some_and(|(_, end)| range.end <= end && range.start < end)
     }
 
     /// Mark every free address of `range` as taken.
     pub fn take(&mut self, range: &Range<usize>) {
-        let mut touched: Vec<(usize, usize)> = Vec::new();
-        if let Some((&s, &e)) = self.gaps.range(..range.start).next_back() {
-            if e > range.start {
-                touched.push((s, e));
-            }
+        let (rs, re) = (range.start, range.end);
+        if rs >= re {
+            return;
         }
-        touched.extend(self.gaps.range(range.start..range.end).map(|(&s, &e)| (s, e)));
-        for (s, e) in touched {
-            self.gaps.remove(&s);
-            if s < range.start {
-                self.gaps.insert(s, range.start);
+        let mut cur = match self.floor(rs) {
+            Some(g) if g.1 > rs => Some(g),
+            _ => self.ceil(rs),
+        };
+        while let Some((s, e)) = cur {
+            if s >= re {
+                break;
             }
-            if e > range.end {
-                self.gaps.insert(range.end, e);
+            match (s < rs, e > re) {
+                (true, true) => {
+                    self.reshape(s, (s, rs));
+                    self.insert(re, e);
+                }
+                (true, false) => self.reshape(s, (s, rs)),
+                (false, true) => self.reshape(s, (re, e)),
+                (false, false) => self.remove(s),
             }
+            if e >= re {
+                break;
+            }
+            cur = self.ceil(e);
         }
     }
 
     /// Mark `range` (none of which is free now) as free, merging with neighbours.
     pub fn give(&mut self, range: Range<usize>) {
-        let (mut s, mut e) = (range.start, range.end);
-        if let Some((&ps, &pe)) = self.gaps.range(..s).next_back() {
-            if pe == s {
-                self.gaps.remove(&ps);
-                s = ps;
+        let (s, e) = (range.start, range.end);
+        if s >= e {
+            return;
+        }
+        let prev = self.floor(s).filter(|&(_, pe)| pe == s);
+        let next = self.ceil(e).filter(|&(ns, _)| ns == e);
+        match (prev, next) {
+            (Some((ps, _)), Some((ns, ne))) => {
+                self.remove(ns);
+                self.reshape(ps, (ps, ne));
             }
+            (Some((ps, _)), None) => self.reshape(ps, (ps, e)),
+            (None, Some((ns, ne))) => self.reshape(ns, (s, ne)),
+            (None, None) => self.insert(s, e),
         }
-        if let Some(ne) = self.gaps.remove(&e) {
-            e = ne;
-        }
-        self.gaps.insert(s, e);
     }
 
     /// A base for `size` bytes aligned to `align`: the lowest that fits, or with
     /// `top_down` the highest.
     pub fn find(&self, size: usize, align: usize, top_down: bool) -> Option<usize> {
-        let fits = |(&s, &e): (&usize, &usize)| -> Option<usize> {
-            if top_down {
-                let base = e.checked_sub(size)? & !(align - 1);
-                (base >= s).then_some(base)
-            } else {
-                let base = s.checked_add(align - 1)? & !(align - 1);
-                (base.checked_add(size)? <= e).then_some(base)
-            }
-        };
         if top_down {
-            self.gaps.iter().rev().find_map(fits)
+            let mut hi = usize::MAX;
+            loop {
+                let (s, e) = self.highest_fit(self.root, hi, size)?;
+                let base = (e - size) & !(align - 1);
+                if base >= s {
+                    return Some(base);
+                }
+                hi = s;
+            }
         } else {
-            self.gaps.iter().find_map(fits)
+            let mut lo = 0;
+            loop {
+                let (s, e) = self.lowest_fit(self.root, lo, size)?;
+                if let Some(base) = s.checked_add(align - 1).map(|b| b & !(align - 1)) {
+                    if base.checked_add(size).is_some_and(|end| end <= e) {
+                        return Some(base);
+                    }
+                }
+                lo = s + 1;
+            }
         }
     }
 
     /// The largest free gap, in bytes.
     pub fn largest(&self) -> usize {
-        self.gaps.iter().map(|(&s, &e)| e - s).max().unwrap_or(0)
+        self.max_of(self.root)
     }
 
     /// How many gaps there are.
     pub fn count(&self) -> usize {
-        self.gaps.len()
+        self.count
+    }
+
+    /// Every gap, in address order (for tests and debugging).
+    #[cfg(test)]
+    pub fn gaps(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(g) = self.ceil(at) {
+            out.push(g);
+            at = g.0 + 1;
+        }
+        out
     }
 }
 
@@ -192,7 +575,7 @@ pub(crate) struct Reservation {
     /// Page states.
     pub pages: RunMap<PageState>,
     /// Locked pages (`VirtualLock`), made on first use.
-    pub locked: Option<RunMap<bool>>,
+    pub locked: Option<Box<RunMap<bool>>>,
     /// Committed bytes.
     pub committed: usize,
     /// An operation on it is under way (its side effects run outside the space's lock).
@@ -214,11 +597,127 @@ impl Reservation {
     }
 }
 
+/// The reservations of a space by base address: an ordered index of bases into a slab
+/// of reservations, with the last one looked up remembered (one call typically looks
+/// the same reservation up several times).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reservations {
+    /// Base → slot in `slab`.
+    index: BTreeMap<usize, u32>,
+    slab: Vec<Option<Reservation>>,
+    vacant: Vec<u32>,
+    /// The base and slot of the last lookup (`NIL` slot: none).
+    last: Cell<(usize, u32)>,
+}
+
+impl Reservations {
+    fn slot(&self, base: usize) -> Option<usize> {
+        let (b, s) = self.last.get();
+        if b == base && s != NIL {
+            return Some(s as usize);
+        }
+        let &s = self.index.get(&base)?;
+        self.last.set((base, s));
+        Some(s as usize)
+    }
+
+    fn at(&self, slot: u32) -> &Reservation {
+        self.slab[slot as usize].as_ref().expect("indexed reservation")
+    }
+
+    /// The reservation at `base`.
+    pub fn get(&self, base: &usize) -> Option<&Reservation> {
+        let s = self.slot(*base)?;
+        self.slab[s].as_ref()
+    }
+
+    /// The reservation at `base`, to change.
+    pub fn get_mut(&mut self, base: &usize) -> Option<&mut Reservation> {
+        let s = self.slot(*base)?;
+        self.slab[s].as_mut()
+    }
+
+    /// Add `res` at `base`, returning the one it replaces.
+    pub fn insert(&mut self, base: usize, res: Reservation) -> Option<Reservation> {
+        let vacant = match self.index.entry(base) {
+            std::collections::btree_map::Entry::Occupied(e) => return self.slab[*e.get() as usize].replace(res),
+            std::collections::btree_map::Entry::Vacant(v) => v,
+        };
+        let s = match self.vacant.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(res);
+                s
+            }
+            None => {
+                self.slab.push(Some(res));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        vacant.insert(s);
+        self.last.set((base, s));
+        None
+    }
+
+    /// Remove the reservation at `base`.
+    pub fn remove(&mut self, base: &usize) -> Option<Reservation> {
+        let s = self.index.remove(base)?;
+        if self.last.get().0 == *base {
+            self.last.set((0, NIL));
+        }
+        let res = self.slab[s as usize].take();
+        if self.index.is_empty() {
+            self.slab.clear();
+            self.vacant.clear();
+        } else {
+            self.vacant.push(s);
+        }
+        res
+    }
+
+    /// How many reservations there are.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The reservations whose bases lie in `range`, in address order.
+    pub fn range<R: RangeBounds<usize>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
+        self.index.range(range).map(|(b, &s)| (b, self.at(s)))
+    }
+
+    /// Every reservation, in address order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
+        self.range(..)
+    }
+
+    /// Every reservation, in address order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &Reservation> + '_ {
+        self.iter().map(|(_, r)| r)
+    }
+
+    /// The reservation with the greatest base at most `addr`.
+    fn floor(&self, addr: usize) -> Option<(usize, &Reservation)> {
+        let (&b, &s) = self.index.range(..=addr).next_back()?;
+        self.last.set((b, s));
+        Some((b, self.at(s)))
+    }
+}
+
+impl std::ops::Index<&usize> for Reservations {
+    type Output = Reservation;
+
+    fn index(&self, base: &usize) -> &Reservation {
+        self.get(base).expect("no reservation at this base")
+    }
+}
+
 /// All reservations of a space and the free space around them.
 #[derive(Debug, Clone)]
 pub(crate) struct Book {
     /// Base → reservation.
-    pub reservations: BTreeMap<usize, Reservation>,
+    pub reservations: Reservations,
     /// Allocatable free gaps.
     pub free: FreeSpace,
     /// Ranges claimed by reservations still being made: base → claim end.
@@ -235,7 +734,7 @@ impl Book {
     /// A book with `range` free.
     pub fn new(range: Range<usize>) -> Self {
         Book {
-            reservations: BTreeMap::new(),
+            reservations: Reservations::default(),
             free: FreeSpace::new(range),
             pending: BTreeMap::new(),
             committed: 0,
@@ -246,7 +745,7 @@ impl Book {
 
     /// The base of the reservation containing `addr`.
     pub fn containing(&self, addr: usize) -> Option<usize> {
-        self.reservations.range(..=addr).next_back().filter(|(_, r)| addr < r.end).map(|(&b, _)| b)
+        self.reservations.floor(addr).filter(|(_, r)| addr < r.end).map(|(b, _)| b)
     }
 
     /// The base of the first reservation starting after `addr`.
@@ -299,5 +798,136 @@ mod tests {
         f.take(&(0x50000..0x60000));
         assert_eq!(f.count(), 2);
         assert_eq!(f.largest(), 0xA0000);
+    }
+
+    mod model {
+        //! The structures against naive per-unit models, over random operation sequences.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const UNITS: usize = 80;
+
+        fn check_runmap(m: &RunMap<u8>, model: &[u8], base: usize) {
+            // Maximal runs, each matching the model, coalesced.
+            let runs: Vec<_> = m.runs(base..base + UNITS).collect();
+            let mut at = base;
+            for (i, (r, v)) in runs.iter().enumerate() {
+                assert_eq!(r.start, at);
+                assert!(r.end > r.start);
+                for u in r.clone() {
+                    assert_eq!(model[u - base], *v, "unit {u}");
+                }
+                if i > 0 {
+                    assert_ne!(runs[i - 1].1, *v, "adjacent runs must differ");
+                }
+                at = r.end;
+            }
+            assert_eq!(at, base + UNITS);
+            assert_eq!(m.len(), runs.len());
+            for u in 0..UNITS {
+                let (r, v) = m.get(base + u);
+                assert_eq!(v, model[u]);
+                assert!(r.contains(&(base + u)));
+                assert!(runs.contains(&(r, v)));
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn runmap_matches_model(ops in prop::collection::vec((0..UNITS, 0..UNITS, 0u8..3), 1..120)) {
+                let base = 1000;
+                let mut m = RunMap::new(base..base + UNITS, 0u8);
+                let mut model = vec![0u8; UNITS];
+                for (a, b, v) in ops {
+                    let (s, e) = (a.min(b), a.max(b) + 1);
+                    m.set(base + s..base + e, v);
+                    model[s..e].fill(v);
+                    check_runmap(&m, &model, base);
+                    // A clipped query sees the same values.
+                    for (r, rv) in m.runs(base + s..base + e) {
+                        prop_assert!(r.start >= base + s && r.end <= base + e);
+                        prop_assert!(model[r.start - base..r.end - base].iter().all(|&x| x == rv));
+                    }
+                }
+            }
+
+            #[test]
+            fn runmap_many_runs(ops in prop::collection::vec((0..UNITS, 0u8..2), 1..200)) {
+                // Single-unit sets of alternating values push past FEW and back.
+                let mut m = RunMap::new(0..UNITS, 0u8);
+                let mut model = vec![0u8; UNITS];
+                for (u, v) in ops {
+                    m.set(u..u + 1, v);
+                    model[u] = v;
+                }
+                check_runmap(&m, &model, 0);
+                for u in (0..UNITS).step_by(2) {
+                    m.set(u..u + 1, 1);
+                    model[u] = 1;
+                }
+                check_runmap(&m, &model, 0);
+                m.set(0..UNITS, 2);
+                model.fill(2);
+                check_runmap(&m, &model, 0);
+            }
+
+            #[test]
+            fn freespace_matches_model(
+                ops in prop::collection::vec((any::<bool>(), 0..UNITS, 1..12usize, 0..3u8), 1..150)
+            ) {
+                // Units are granules; unit 0 and the last are never free (bounds).
+                let g = 0x10000;
+                let mut f = FreeSpace::new(g..(UNITS - 1) * g);
+                let mut free = vec![false; UNITS];
+                free[1..UNITS - 1].fill(true);
+                for (take, at, len, mode) in ops {
+                    let (s, e) = (at.max(1), (at + len).min(UNITS - 1));
+                    if s >= e {
+                        continue;
+                    }
+                    if take {
+                        f.take(&(s * g..e * g));
+                        free[s..e].fill(false);
+                    } else if free[s..e].iter().all(|&x| !x) {
+                        f.give(s * g..e * g);
+                        free[s..e].fill(true);
+                    }
+                    // Gaps are exactly the maximal free stretches.
+                    let mut gaps = Vec::new();
+                    let mut u = 0;
+                    while u < UNITS {
+                        if free[u] {
+                            let s = u;
+                            while u < UNITS && free[u] {
+                                u += 1;
+                            }
+                            gaps.push((s * g, u * g));
+                        } else {
+                            u += 1;
+                        }
+                    }
+                    prop_assert_eq!(f.gaps(), gaps.clone());
+                    prop_assert_eq!(f.count(), gaps.len());
+                    prop_assert_eq!(f.largest(), gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0));
+                    // Placement: lowest / highest fitting base, with 64 KiB or 128 KiB alignment.
+                    let align = if mode == 2 { 2 * g } else { g };
+                    let size = len * g;
+                    let lowest = gaps.iter().find_map(|&(s, e)| {
+                        let b = (s + align - 1) & !(align - 1);
+                        (b + size <= e).then_some(b)
+                    });
+                    let highest = gaps.iter().rev().find_map(|&(s, e)| {
+                        let b = e.checked_sub(size)? & !(align - 1);
+                        (b >= s).then_some(b)
+                    });
+                    prop_assert_eq!(f.find(size, align, false), lowest);
+                    prop_assert_eq!(f.find(size, align, true), highest);
+                    let probe = s * g..e * g;
+                    prop_assert_eq!(f.contains(&probe), free[s..e].iter().all(|&x| x));
+                }
+            }
+        }
     }
 }

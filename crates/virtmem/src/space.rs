@@ -12,6 +12,7 @@
 use std::ops::Range;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use smallvec::{smallvec, SmallVec};
 
 use crate::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
 use crate::error::{Error, Result};
@@ -21,6 +22,9 @@ use crate::flags::{
 };
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
 use crate::runs::{Book, PageState, Reservation, RunMap};
+
+/// The steps of one call: most calls plan one or two, kept inline.
+type Steps = SmallVec<[Step; 4]>;
 
 /// A backend side effect, as planned by the engine.
 #[derive(Debug, Clone)]
@@ -188,6 +192,7 @@ impl<B: Backend> AddressSpace<B> {
         let claim_size = rules::round_up(size, GRANULE).ok_or(Error::InvalidParameter)?;
         let charge = if commit { size } else { 0 };
         let mut collisions = 0;
+        let inline = self.backend.inline_effects();
         loop {
             let mut book = self.book.lock();
             let base = match fixed {
@@ -213,21 +218,34 @@ impl<B: Backend> AddressSpace<B> {
             }
             let claim = base..base + claim_size;
             book.free.take(&claim);
-            book.pending.insert(base, claim.end);
             book.committed += charge;
             book.reserved += size;
-            drop(book);
+            // Side effects run without the lock (the claim marked pending), unless the
+            // backend's are inline.
+            let held = if inline {
+                Some(book)
+            } else {
+                book.pending.insert(base, claim.end);
+                drop(book);
+                None
+            };
 
             let range = base..base + size;
-            let mut steps = vec![Step::Reserve(range.clone(), opts)];
+            let mut steps: Steps = smallvec![Step::Reserve(range.clone(), opts)];
             let access = rules::access_of(protect);
             if commit && access != Access::None {
                 steps.push(Step::Access(range.clone(), Access::None, access));
             }
             let result = self.run(&steps);
 
-            let mut book = self.book.lock();
-            book.pending.remove(&base);
+            let mut book = match held {
+                Some(book) => book,
+                None => {
+                    let mut book = self.book.lock();
+                    book.pending.remove(&base);
+                    book
+                }
+            };
             let outcome = match result {
                 Ok(()) => {
                     let state = if commit { PageState::Committed(protect) } else { PageState::Reserved };
@@ -271,7 +289,9 @@ impl<B: Backend> AddressSpace<B> {
                 }
             };
             drop(book);
-            self.idle.notify_all();
+            if !inline {
+                self.idle.notify_all();
+            }
             if let Some(out) = outcome {
                 return out;
             }
@@ -316,11 +336,26 @@ impl<B: Backend> AddressSpace<B> {
         &self,
         book: MutexGuard<'_, Book>,
         base: usize,
-        steps: Vec<Step>,
+        steps: Steps,
         after: impl FnOnce(&B),
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
     ) -> Result<T> {
+        if self.backend.inline_effects() {
+            // Nothing to wait for: carry the steps out under the lock.
+            let mut book = book;
+            let result = self.run(&steps);
+            if result.is_ok() {
+                after(&self.backend);
+            }
+            return match result {
+                Ok(()) => Ok(apply(&mut book)),
+                Err(e) => {
+                    undo_charge(&mut book);
+                    Err(backend_error(e))
+                }
+            };
+        }
         let (mut book, result) = self.outside(book, base, || {
             let r = self.run(&steps);
             if r.is_ok() {
@@ -352,7 +387,7 @@ impl<B: Backend> AddressSpace<B> {
         }
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
-        let mut steps = Vec::new();
+        let mut steps = Steps::new();
         let mut newly = 0;
         for (r, st) in res.pages.runs(range.clone()) {
             let from = match st {
@@ -460,7 +495,7 @@ impl<B: Backend> AddressSpace<B> {
         let res = &book.reservations[&base];
         let whole = res.base..res.end;
         let opts = res.opts;
-        let mut steps: Vec<Step> = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
+        let mut steps: Steps = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
         for (r, st) in res.pages.runs(whole.clone()) {
             if let PageState::Committed(p) = st {
                 let from = rules::access_of(p);
@@ -487,8 +522,8 @@ impl<B: Backend> AddressSpace<B> {
 
     fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
         let res = &book.reservations[&base];
-        let mut steps: Vec<Step> = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
-        let mut committed = Vec::new();
+        let mut steps: Steps = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
+        let mut committed: SmallVec<[Range<usize>; 2]> = SmallVec::new();
         let mut freed = 0;
         for (r, st) in res.pages.runs(range.clone()) {
             if let PageState::Committed(p) = st {
@@ -626,7 +661,7 @@ impl<B: Backend> AddressSpace<B> {
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
         let mut old = None;
-        let mut steps = Vec::new();
+        let mut steps = Steps::new();
         for (r, st) in res.pages.runs(range.clone()) {
             match st {
                 PageState::Reserved => return Err((Error::InvalidAddress, Some(Protection::NOACCESS))),
@@ -711,7 +746,7 @@ impl<B: Backend> AddressSpace<B> {
             }
         }
         let res = &book.reservations[&base];
-        let mut steps = Vec::new();
+        let mut steps = Steps::new();
         match &res.locked {
             Some(m) => {
                 for (r, l) in m.runs(range.clone()) {
@@ -735,7 +770,7 @@ impl<B: Backend> AddressSpace<B> {
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
                 let (b, e) = (res.base, res.end);
-                res.locked.get_or_insert_with(|| RunMap::new(b..e, false)).set(range, lock);
+                res.locked.get_or_insert_with(|| Box::new(RunMap::new(b..e, false))).set(range, lock);
             },
             |_| {},
         )

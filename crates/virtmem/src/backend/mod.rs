@@ -145,6 +145,13 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Whether every side effect of this backend is cheap and never blocks (no system
+    /// call, no waiting on anything), so that the engine may carry it out while holding
+    /// its own lock: one lock round trip per call instead of two. Default `false`.
+    fn inline_effects(&self) -> bool {
+        false
+    }
+
     /// Claim `range` as a new reservation: inaccessible, reading as zero once made
     /// accessible. Fails with [`BackendError::Occupied`] if something else lives there.
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError>;

@@ -111,6 +111,11 @@ impl Backend for SimBackend {
         }
     }
 
+    fn inline_effects(&self) -> bool {
+        // Every operation is a little bookkeeping under the store's own lock.
+        true
+    }
+
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if opts.large_pages && self.config.large_page_size == 0 {
             return Err(BackendError::LargePagesUnavailable);

@@ -1,0 +1,214 @@
+//! Costs at scale, each beside the bare system calls where Linux can do the same work:
+//!
+//! - `sim1e6_<op>`: the simulated backend with 10^6 live reservations (64 KiB each, the
+//!   first page committed, a 64 KiB hole after each: 3×10^6 regions), plus placement
+//!   that must skip every hole (`sim1e6_reserve_skip`) and top-down placement;
+//! - `query1e5`: `VirtualQuery` with 10^5 live regions (5×10^4 reservations and their
+//!   holes) beside the `PROCMAP_QUERY` ioctl over as many kernel mappings;
+//! - `tib_<op>`: reserve, commit 64 KiB in, query inside, decommit, release a 1 TiB
+//!   reservation, beside `mmap`/`mprotect`/`PROCMAP_QUERY`/`madvise`/`munmap`.
+//!
+//! Memory per live reservation is printed as a `note:` line. `VIRTMEM_PROFILE=<op>`
+//! instead runs 10^5 of one operation at 10^6 reservations without criterion, for
+//! `valgrind --tool=callgrind --toggle-collect='*profile_run*'`.
+
+mod common;
+
+use common::{batched, bench_ops, live_bytes, note, populate, Mem, Rng, GRANULE, PAGE};
+use criterion::{criterion_group, Criterion};
+use std::hint::black_box;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: common::Counting = common::Counting;
+
+const MILLION: usize = 1_000_000;
+const TIB: usize = 1 << 40;
+
+fn sim_million(c: &mut Criterion) {
+    let sim = virtmem::SimSpace::simulated();
+    let before = live_bytes();
+    let t = Instant::now();
+    let bases = populate(&sim, MILLION, true);
+    let took = t.elapsed();
+    let bytes = live_bytes() - before - bases.capacity() * std::mem::size_of::<usize>();
+    let regions = sim.regions().len();
+    note("sim1e6_regions", regions);
+    note("sim1e6_setup_ms", format!("{:.0}", took.as_secs_f64() * 1e3));
+    note("sim1e6_bytes_per_reservation_2runs", bytes / MILLION);
+    bench_ops(c, "sim1e6", "sim", &sim, &bases);
+
+    let mut g = c.benchmark_group("sim1e6_reserve_skip");
+    g.bench_function("sim", |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                256,
+                |k| (k, Vec::with_capacity(k)),
+                |(k, made)| made.extend((0..*k).map(|_| sim.reserve(3 * GRANULE))),
+                |(_, made)| made.into_iter().for_each(|a| sim.release(a, 3 * GRANULE)),
+            )
+        })
+    });
+    drop(g);
+    c.benchmark_group("sim1e6_reserve_top_down").bench_function("sim", |b| {
+        use virtmem::{AllocationType as A, Protection as P};
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                256,
+                |k| (k, Vec::with_capacity(k)),
+                |(k, made)| {
+                    made.extend(
+                        (0..*k).map(|_| sim.alloc(0, GRANULE, A::RESERVE | A::TOP_DOWN, P::NOACCESS).expect("reserve")),
+                    )
+                },
+                |(_, made)| made.into_iter().for_each(|a| sim.release(a, GRANULE)),
+            )
+        })
+    });
+    drop(sim);
+
+    // Memory of reservations that are one run each.
+    let sim = virtmem::SimSpace::simulated();
+    let before = live_bytes();
+    let bases = populate(&sim, MILLION, false);
+    let bytes = live_bytes() - before - bases.capacity() * std::mem::size_of::<usize>();
+    note("sim1e6_bytes_per_reservation_1run", bytes / MILLION);
+}
+
+fn query_1e5(c: &mut Criterion) {
+    const N: usize = 50_000;
+    let mut g = c.benchmark_group("query1e5");
+    let mut run = |name: &str, m: &dyn Mem| {
+        let bases = populate(m, N, false);
+        let mut rng = Rng::new(7);
+        let addrs: Vec<usize> = (0..4096).map(|_| bases[rng.below(N)] + rng.below(2 * GRANULE)).collect();
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % addrs.len();
+                black_box(m.query(addrs[i]))
+            })
+        });
+        bases
+    };
+    #[cfg(target_os = "linux")]
+    {
+        let raw = common::Raw::default();
+        for b in run("raw", &raw) {
+            raw.release(b, GRANULE);
+        }
+    }
+    let sim = virtmem::SimSpace::simulated();
+    run("sim", &sim);
+}
+
+/// The 1 TiB operations of `m` as function `name` of the `tib_<op>` groups.
+fn tib_ops(c: &mut Criterion, name: &str, m: &dyn Mem) {
+    // Few at a time: 8 TiB of address space per batch at most.
+    const BATCH: usize = 8;
+    c.benchmark_group("tib_reserve").bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                BATCH,
+                |k| (k, Vec::with_capacity(k)),
+                |(k, made)| made.extend((0..*k).map(|_| m.reserve(TIB))),
+                |(_, made)| made.into_iter().for_each(|a| m.release(a, TIB)),
+            )
+        })
+    });
+    c.benchmark_group("tib_release").bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            batched(
+                iters,
+                BATCH,
+                |k| (0..k).map(|_| m.reserve(TIB)).collect::<Vec<_>>(),
+                |made| made.iter().for_each(|&a| m.release(a, TIB)),
+                |_| {},
+            )
+        })
+    });
+    let base = m.reserve(TIB);
+    let mut rng = Rng::new(11);
+    let spots: Vec<usize> = (0..1024).map(|_| base + rng.below(TIB / GRANULE) * GRANULE).collect();
+    let mut per_spot = |group: &str, op: &dyn Fn(usize), undo: &dyn Fn(usize)| {
+        c.benchmark_group(group).bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                batched(
+                    iters,
+                    256,
+                    |k| rng.distinct(k, spots.len()),
+                    |pick| pick.iter().for_each(|&i| op(spots[i])),
+                    |pick| pick.into_iter().for_each(|i| undo(spots[i])),
+                )
+            })
+        });
+    };
+    per_spot("tib_commit", &|a| m.commit(a, GRANULE), &|a| m.decommit(a, GRANULE));
+    per_spot("tib_decommit", &|a| m.decommit(a, GRANULE), &|a| m.commit(a, GRANULE));
+    // Queries meet a reservation with ~1000 committed 64 KiB islands.
+    for &a in &spots {
+        m.commit(a, GRANULE);
+    }
+    let mut i = 0;
+    c.benchmark_group("tib_query").bench_function(name, |b| {
+        b.iter(|| {
+            i = (i + 1) % spots.len();
+            black_box(m.query(spots[i] + GRANULE + PAGE))
+        })
+    });
+    m.release(base, TIB);
+}
+
+fn tib(c: &mut Criterion) {
+    #[cfg(target_os = "linux")]
+    tib_ops(c, "raw", &common::Raw::default());
+    let sim = virtmem::SimSpace::simulated();
+    tib_ops(c, "sim", &sim);
+    let before = live_bytes();
+    let base = sim.reserve(TIB);
+    note("tib_sim_bytes_for_reservation", live_bytes() - before);
+    sim.release(base, TIB);
+}
+
+#[inline(never)]
+fn profile_run(op: &str, m: &dyn Mem, bases: &[usize], pick: &[usize]) {
+    match op {
+        "reserve" => pick.iter().for_each(|_| {
+            black_box(m.reserve(GRANULE));
+        }),
+        "reserve_skip" => pick.iter().for_each(|_| {
+            black_box(m.reserve(3 * GRANULE));
+        }),
+        "commit" => pick.iter().for_each(|&i| m.commit(bases[i] + PAGE, PAGE)),
+        "decommit" => pick.iter().for_each(|&i| m.decommit(bases[i], PAGE)),
+        "protect" => pick.iter().for_each(|&i| m.protect(bases[i], PAGE, true)),
+        "release" => pick.iter().for_each(|&i| m.release(bases[i], GRANULE)),
+        "query" => pick.iter().for_each(|&i| {
+            black_box(m.query(bases[i] + (i % 32) * PAGE));
+        }),
+        other => panic!("unknown operation {other}"),
+    }
+}
+
+fn profile(op: &str) {
+    let n: usize = std::env::var("VIRTMEM_PROFILE_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(MILLION);
+    let sim = virtmem::SimSpace::simulated();
+    let bases = populate(&sim, n, true);
+    let pick = Rng::new(3).distinct(100_000.min(n), n);
+    let t = Instant::now();
+    profile_run(op, &sim, &bases, &pick);
+    println!("{op}: {:.1} ns/op", t.elapsed().as_nanos() as f64 / pick.len() as f64);
+}
+
+criterion_group! { name = benches; config = common::criterion(); targets = sim_million, query_1e5, tib }
+
+fn main() {
+    if let Ok(op) = std::env::var("VIRTMEM_PROFILE") {
+        return profile(&op);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
