@@ -824,9 +824,9 @@ mod tests {
             }
             assert_eq!(at, base + UNITS);
             assert_eq!(m.len(), runs.len());
-            for u in 0..UNITS {
+            for (u, &want) in model.iter().enumerate() {
                 let (r, v) = m.get(base + u);
-                assert_eq!(v, model[u]);
+                assert_eq!(v, want);
                 assert!(r.contains(&(base + u)));
                 assert!(runs.contains(&(r, v)));
             }
@@ -880,7 +880,7 @@ mod tests {
                 // Units are granules; unit 0 and the last are never free (bounds).
                 let g = 0x10000;
                 let mut f = FreeSpace::new(g..(UNITS - 1) * g);
-                let mut free = vec![false; UNITS];
+                let mut free = [false; UNITS];
                 free[1..UNITS - 1].fill(true);
                 for (take, at, len, mode) in ops {
                     let (s, e) = (at.max(1), (at + len).min(UNITS - 1));
