@@ -15,7 +15,9 @@
 mod common;
 
 use common::{batched, bench_ops, live_bytes, note, populate, Mem, Rng, GRANULE, PAGE};
-use criterion::{criterion_group, Criterion};
+use criterion::criterion_group;
+
+type Criterion = criterion::Criterion<common::ThreadCpu>;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -99,6 +101,10 @@ fn query_1e5(c: &mut Criterion) {
         for b in run("raw", &raw) {
             raw.release(b, GRANULE);
         }
+        let linux = virtmem::LinuxSpace::linux().expect("linux space");
+        for b in run("linux", &linux) {
+            linux.release(b, GRANULE);
+        }
     }
     let sim = virtmem::SimSpace::simulated();
     run("sim", &sim);
@@ -164,7 +170,10 @@ fn tib_ops(c: &mut Criterion, name: &str, m: &dyn Mem) {
 
 fn tib(c: &mut Criterion) {
     #[cfg(target_os = "linux")]
-    tib_ops(c, "raw", &common::Raw::default());
+    {
+        tib_ops(c, "raw", &common::Raw::default());
+        tib_ops(c, "linux", &virtmem::LinuxSpace::linux().expect("linux space"));
+    }
     let sim = virtmem::SimSpace::simulated();
     tib_ops(c, "sim", &sim);
     let before = live_bytes();
@@ -198,9 +207,9 @@ fn profile(op: &str) {
     let sim = virtmem::SimSpace::simulated();
     let bases = populate(&sim, n, true);
     let pick = Rng::new(3).distinct(100_000.min(n), n);
-    let t = Instant::now();
+    let t = common::thread_cpu();
     profile_run(op, &sim, &bases, &pick);
-    println!("{op}: {:.1} ns/op", t.elapsed().as_nanos() as f64 / pick.len() as f64);
+    println!("{op}: {:.1} ns/op (CPU time)", (common::thread_cpu() - t).as_nanos() as f64 / pick.len() as f64);
 }
 
 criterion_group! { name = benches; config = common::criterion(); targets = sim_million, query_1e5, tib }
@@ -210,5 +219,5 @@ fn main() {
         return profile(&op);
     }
     benches();
-    Criterion::default().configure_from_args().final_summary();
+    common::criterion().final_summary();
 }

@@ -4,18 +4,87 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use std::hint::black_box;
 
-/// Criterion settings that keep the whole suite to a few minutes on a busy machine.
-pub fn criterion() -> Criterion {
+/// Criterion settings that keep the whole suite to a few minutes on a busy machine,
+/// measuring the CPU time of the benchmarking thread (user and kernel: system calls
+/// and page faults included), so that other processes competing for the CPU do not
+/// inflate the figures. Only for single-threaded benchmarks.
+pub fn criterion() -> Criterion<ThreadCpu> {
     Criterion::default()
+        .with_measurement(ThreadCpu)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500))
         .sample_size(20)
         .configure_from_args()
+}
+
+/// The same settings measuring wall-clock time (for benchmarks with several threads).
+pub fn criterion_wall() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(2000))
+        .sample_size(20)
+        .configure_from_args()
+}
+
+/// The CPU time this thread has used so far.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Criterion measurement: CPU time of the benchmarking thread ([`thread_cpu`]).
+pub struct ThreadCpu;
+
+impl criterion::measurement::Measurement for ThreadCpu {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        thread_cpu()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu() - started
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn criterion::measurement::ValueFormatter {
+        &Nanoseconds
+    }
+}
+
+/// Shows CPU times in nanoseconds.
+struct Nanoseconds;
+
+impl criterion::measurement::ValueFormatter for Nanoseconds {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+    fn scale_throughputs(&self, _typical: f64, throughput: &criterion::Throughput, values: &mut [f64]) -> &'static str {
+        let n = match throughput {
+            criterion::Throughput::Bytes(n)
+            | criterion::Throughput::BytesDecimal(n)
+            | criterion::Throughput::Elements(n) => *n as f64,
+        };
+        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
+        "/s"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
 }
 
 /// Time `iters` operations done in batches of at most `batch`: for each batch of `n`,
@@ -34,9 +103,9 @@ pub fn batched<T>(
     while left > 0 {
         let n = left.min(batch);
         let mut inputs = prepare(n);
-        let t = Instant::now();
+        let t = thread_cpu();
         timed(&mut inputs);
-        total += t.elapsed();
+        total += thread_cpu() - t;
         undo(inputs);
         left -= n;
     }
@@ -326,7 +395,7 @@ mod raw {
 
 /// Benchmark every operation of `m` (already populated with `bases`) as function `name`
 /// of the groups `<prefix>_<op>`.
-pub fn bench_ops(c: &mut Criterion, prefix: &str, name: &str, m: &dyn Mem, bases: &[usize]) {
+pub fn bench_ops(c: &mut Criterion<ThreadCpu>, prefix: &str, name: &str, m: &dyn Mem, bases: &[usize]) {
     let mut rng = Rng::new(0x5eed);
     let n = bases.len();
     let batch = 256.min(n);
