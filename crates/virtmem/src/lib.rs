@@ -49,7 +49,7 @@ pub use flags::{
 pub use space::{AddressSpace, SpaceStats, VirtualSpace};
 
 #[cfg(all(target_os = "linux", not(miri)))]
-pub use backend::linux::LinuxBackend;
+pub use backend::linux::{LinuxBackend, LinuxOptions};
 
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;
@@ -77,6 +77,12 @@ impl AddressSpace<LinuxBackend> {
     /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted.
     pub fn linux() -> Result<Self> {
         LinuxBackend::new().map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
+    }
+
+    /// A new address space over this process's real memory with the given backend
+    /// tuning (see [`LinuxOptions`]).
+    pub fn linux_with(options: LinuxOptions) -> Result<Self> {
+        LinuxBackend::with_options(options).map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
     }
 }
 

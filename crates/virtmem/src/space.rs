@@ -34,6 +34,8 @@ enum Step {
     Access(Range<usize>, Access, Access),
     Lock(Range<usize>),
     Unlock(Range<usize>),
+    /// Drop committed runs (each with its current access); irrevocable, so always last.
+    Decommit(Vec<(Range<usize>, Access)>),
 }
 
 /// Totals of an address space.
@@ -527,23 +529,20 @@ impl<B: Backend> AddressSpace<B> {
         let mut freed = 0;
         for (r, st) in res.pages.runs(range.clone()) {
             if let PageState::Committed(p) = st {
-                let from = rules::access_of(p);
-                if from != Access::None {
-                    steps.push(Step::Access(r.clone(), from, Access::None));
-                }
                 freed += r.len();
-                committed.push(r);
+                committed.push((r, rules::access_of(p)));
             }
+        }
+        if !committed.is_empty() {
+            // One atomic backend operation that makes the runs inaccessible and drops
+            // them, so that a backend can do both at once (and undo its own partial work).
+            steps.push(Step::Decommit(committed));
         }
         self.finish(
             book,
             base,
             steps,
-            |backend| {
-                for r in committed {
-                    backend.discard(r);
-                }
-            },
+            |_| {},
             |book| {
                 book.committed -= freed;
                 let res = book.reservations.get_mut(&base).expect("reservation");
@@ -912,6 +911,7 @@ impl<B: Backend> AddressSpace<B> {
             Step::Access(r, from, to) => self.backend.set_access(r.clone(), *from, *to),
             Step::Lock(r) => self.backend.lock(r.clone()),
             Step::Unlock(r) => self.backend.unlock(r.clone()),
+            Step::Decommit(runs) => self.backend.decommit(runs),
         }
     }
 
@@ -919,6 +919,7 @@ impl<B: Backend> AddressSpace<B> {
         let undone = match step {
             Step::Reserve(r, o) => self.backend.release(r.clone(), *o),
             Step::Release(..) => unreachable!("a release is always the last step"),
+            Step::Decommit(..) => unreachable!("a decommit is always the last step"),
             Step::Access(r, from, to) => self.backend.set_access(r.clone(), *to, *from),
             Step::Lock(r) => self.backend.unlock(r.clone()),
             Step::Unlock(r) => self.backend.lock(r.clone()),

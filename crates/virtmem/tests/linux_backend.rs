@@ -5,7 +5,9 @@
 mod linux_util;
 
 use linux_util::*;
-use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace};
+use virtmem::{
+    AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace,
+};
 
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
@@ -14,9 +16,15 @@ fn space() -> LinuxSpace {
     LinuxSpace::linux().expect("linux space")
 }
 
+/// A space whose backend does exactly mmap / mprotect / madvise / munmap: no pool, no
+/// guard regions.
+fn plain() -> LinuxSpace {
+    LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: false }).expect("linux space")
+}
+
 #[test]
 fn reserve_commit_decommit_release_are_real() {
-    let s = space();
+    let s = plain();
     let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
     assert_eq!(base % (64 * KB), 0);
     assert_eq!(mappings(base..base + MB), [(base, base + MB, "---p".to_string())]);
@@ -49,7 +57,7 @@ fn reserve_commit_decommit_release_are_real() {
 
 #[test]
 fn a_small_reservation_maps_its_whole_granule() {
-    let s = space();
+    let s = plain();
     let base = s.alloc(0, 8 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
     assert_eq!(
         mappings(base..base + 64 * KB),
@@ -182,7 +190,7 @@ fn map_foreign(addr: usize, len: usize) -> bool {
 
 #[test]
 fn a_foreign_mapping_is_never_replaced() {
-    let s = space();
+    let s = plain();
     // Find a place the space would choose next, then occupy it behind its back.
     let mut foreign = 0;
     for _ in 0..50 {
@@ -351,4 +359,100 @@ fn current_process_is_shared() {
     b.free(base, 0, FreeType::RELEASE).unwrap();
     let v: &dyn VirtualSpace = a;
     assert_eq!(v.query(base).unwrap().state, MemState::Free);
+}
+
+#[test]
+fn decommit_with_guard_markers_drops_pages_and_splits_no_mapping() {
+    let s = space();
+    if !s.backend().uses_guard_regions() {
+        eprintln!("kernel without MADV_GUARD_INSTALL: the mprotect path is tested instead");
+    }
+    let size = 4 * MB;
+    let base = s.alloc(0, size, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    for a in (base..base + size).step_by(4096) {
+        store(a, 3);
+    }
+    // Punch a hole in every other 64 KiB.
+    for i in (0..size / (64 * KB)).step_by(2) {
+        s.free(base + i * 64 * KB, 64 * KB, FreeType::DECOMMIT).unwrap();
+    }
+    let holes = (0..size / (64 * KB)).step_by(2).map(|i| base + i * 64 * KB);
+    for h in holes.clone() {
+        assert!(resident(h..h + 64 * KB).iter().all(|&r| !r), "decommitted pages left RSS");
+        assert_eq!(s.query(h).unwrap().state, MemState::Reserve);
+    }
+    assert_eq!(child_signal(|| touch(base)), Some(libc::SIGSEGV));
+    assert_eq!(child_signal(|| store(base + 64 * KB * 4, 1)), Some(libc::SIGSEGV));
+    assert_eq!(child_signal(|| assert_eq!(load(base + 64 * KB), 3)), None);
+    let maps = mappings(base..base + size);
+    if s.backend().uses_guard_regions() {
+        assert_eq!(maps.len(), 1, "guard markers split no mapping: {maps:x?}");
+        assert!(guarded(base..base + 64 * KB).iter().all(|&g| g));
+        assert!(guarded(base + 64 * KB..base + 128 * KB).iter().all(|&g| !g));
+    } else {
+        assert_eq!(maps.len(), size / (64 * KB));
+    }
+    // Recommit reads zero, the rest kept its data.
+    s.alloc(base, size, T::COMMIT, P::READWRITE).unwrap();
+    for h in holes {
+        assert_eq!(load(h), 0);
+        assert_eq!(load(h + 64 * KB), 3);
+    }
+    assert_eq!(mappings(base..base + size).len(), 1);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() {
+    let s = space();
+    let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+    s.alloc(base, 128 * KB, T::COMMIT, P::READWRITE).unwrap();
+    store(base + 4096, 1);
+    s.protect(base + 64 * KB, 64 * KB, P::READONLY).unwrap();
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    // Free to VirtualQuery, inaccessible to the CPU, and holding no pages.
+    assert_eq!(s.query(base).unwrap().state, MemState::Free);
+    assert_eq!(s.query(base + 64 * KB).unwrap().state, MemState::Free);
+    if !mappings(base..base + MB).is_empty() {
+        assert!(resident(base..base + MB).iter().all(|&r| !r));
+    }
+    assert_eq!(child_signal(|| touch(base + 4096)), Some(libc::SIGSEGV));
+    assert_eq!(child_signal(|| touch(base + 64 * KB)), Some(libc::SIGSEGV));
+    // Another space sees the pooled range as taken, never as its own.
+    let other = space();
+    assert_eq!(other.alloc(base, 64 * KB, T::RESERVE, P::NOACCESS), Err(Error::InvalidAddress));
+    // The same space reuses it (the engine picks the lowest fit) and it reads zero.
+    let before = s.backend().stats();
+    let again = s.alloc(base, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(again, base);
+    assert_eq!(load(base + 4096), 0);
+    store(base + 64 * KB, 2);
+    let after = s.backend().stats();
+    assert_eq!(after.pooled_ranges + 1, before.pooled_ranges.max(1));
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    assert!(s.backend().stats().pooled_bytes >= MB);
+}
+
+#[test]
+fn a_collision_reports_exactly_the_foreign_mapping() {
+    use virtmem::backend::{Backend, BackendError, ReserveOptions};
+    let s = plain();
+    let mut spot = 0;
+    for _ in 0..50 {
+        let b = s.alloc(0, 512 * KB, T::RESERVE, P::NOACCESS).unwrap();
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+        if map_foreign(b + 128 * KB, 64 * KB) {
+            spot = b;
+            break;
+        }
+    }
+    assert_ne!(spot, 0);
+    let backend = virtmem::LinuxBackend::new().unwrap();
+    let r = backend.reserve(spot..spot + 512 * KB, ReserveOptions::default());
+    assert_eq!(r, Err(BackendError::Occupied { start: spot + 128 * KB, end: spot + 192 * KB }));
+    // Nothing of the attempt is left behind.
+    assert_eq!(mappings(spot..spot + 512 * KB), [(spot + 128 * KB, spot + 192 * KB, "rw-p".to_string())]);
+    assert_eq!(backend.stats().reservations, 0);
+    // SAFETY: unmaps the foreign mapping this test made.
+    unsafe { libc::munmap((spot + 128 * KB) as *mut libc::c_void, 64 * KB) };
 }

@@ -83,6 +83,10 @@ impl<B: Backend> Backend for Faulty<B> {
     fn discard(&self, range: Range<usize>) {
         self.inner.discard(range)
     }
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.decommit(runs)
+    }
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
         self.step()?;
         self.inner.reset(range)

@@ -167,6 +167,29 @@ pub trait Backend: Send + Sync {
     /// accessible again, and is clean for write tracking. Cannot fail.
     fn discard(&self, range: Range<usize>);
 
+    /// Decommit: make each committed run (given with its current access) inaccessible
+    /// and drop its contents, as [`Backend::set_access`] to [`Access::None`] followed by
+    /// [`Backend::discard`] would. Atomic: on error nothing changed, contents included.
+    /// The default does exactly that; a backend may do it in fewer steps.
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        for (i, (r, from)) in runs.iter().enumerate() {
+            if *from == Access::None {
+                continue;
+            }
+            if let Err(e) = self.set_access(r.clone(), *from, Access::None) {
+                for (r, from) in runs[..i].iter().rev().filter(|(_, f)| *f != Access::None) {
+                    let undone = self.set_access(r.clone(), Access::None, *from);
+                    debug_assert!(undone.is_ok(), "undo of a decommit step failed: {undone:?}");
+                }
+                return Err(e);
+            }
+        }
+        for (r, _) in runs {
+            self.discard(r.clone());
+        }
+        Ok(())
+    }
+
     /// `MEM_RESET`: the contents of accessible `range` may be dropped lazily.
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError>;
 

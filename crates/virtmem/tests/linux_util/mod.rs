@@ -94,3 +94,36 @@ pub fn store(addr: usize, v: u8) {
     // SAFETY: as for `load`.
     unsafe { std::ptr::write_volatile(addr as *mut u8, v) }
 }
+
+/// Read a byte and ignore it (to provoke a fault).
+pub fn touch(addr: usize) {
+    let _ = load(addr);
+}
+
+/// Whether each page of `range` carries a guard-region marker (bit 58 of its
+/// `/proc/self/pagemap` entry, Linux 6.14+).
+pub fn guarded(range: Range<usize>) -> Vec<bool> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").unwrap();
+    let mut buf = vec![0u8; range.len() / 4096 * 8];
+    f.read_exact_at(&mut buf, (range.start / 4096 * 8) as u64).unwrap();
+    buf.chunks_exact(8).map(|e| u64::from_le_bytes(e.try_into().unwrap()) & (1 << 58) != 0).collect()
+}
+
+/// What the CPU allows in `range`, as [`mappings`] shows it but with guard-marked
+/// pages as "---p": how the kernel got there (a `PROT_NONE` mapping or guard markers
+/// in a read-write one) makes no difference to anyone.
+pub fn effective_mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
+    let mut out: Vec<(usize, usize, String)> = Vec::new();
+    for (s, e, perms) in mappings(range) {
+        for (i, g) in guarded(s..e).into_iter().enumerate() {
+            let a = s + i * 4096;
+            let p = if g { format!("---{}", &perms[3..]) } else { perms.clone() };
+            match out.last_mut() {
+                Some(last) if last.1 == a && last.2 == p => last.1 = a + 4096,
+                _ => out.push((a, a + 4096, p)),
+            }
+        }
+    }
+    out
+}

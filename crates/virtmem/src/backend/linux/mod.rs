@@ -2,10 +2,10 @@
 //!
 //! | engine operation | system call | why |
 //! |---|---|---|
-//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)` | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
-//! | set access | `mprotect` | the only way to change what the CPU allows on a range while keeping its contents |
-//! | discard | `madvise(MADV_DONTNEED)` | drops private anonymous pages at once: RSS falls and the next access reads zeros |
-//! | release | `munmap` | gives the range back to the kernel |
+//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
+//! | commit, protect | `mprotect`, and `MADV_GUARD_REMOVE` where a decommit left guard markers | `mprotect` is the only way to change what the CPU allows while keeping contents |
+//! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
+//! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
 //! | reset | `madvise(MADV_FREE)` | lets the kernel reclaim pages lazily, the exact meaning of `MEM_RESET` |
 //! | lock | `mlock` / `munlock` | |
 //! | read / write | `process_vm_readv` / `process_vm_writev` on ourselves | copies fail with `EFAULT` instead of crashing when memory is inaccessible |
@@ -15,11 +15,22 @@
 //! Every reservation is mapped to the end of its 64 KiB granule, so nobody else's
 //! mapping can land in the unused tail the engine keeps blocked.
 //!
-//! The backend remembers the extents it has mapped, so that [`Backend::foreign`] never
-//! reports its own memory, even where the kernel has merged one of its mappings with
-//! a neighbour's.
+//! The backend remembers what it did to the kernel ([`state`]): the ranges it has
+//! mapped, so that [`Backend::foreign`] never reports its own memory (even where the
+//! kernel has merged one of its mappings with a neighbour's); the pool of released
+//! ranges; and which pages are guard-marked rather than `PROT_NONE`. Its lock is
+//! never held across a system call.
+//!
+//! # Kernel mappings
+//!
+//! Each run of pages with a distinct protection is a kernel mapping (VMA), and the
+//! kernel caps their number (`vm.max_map_count`, 65530 by default). Decommitting with
+//! guard markers keeps a read-write run one mapping however many holes are punched in
+//! it, and pooled ranges merge with their neighbours. A call that would cross the cap
+//! fails with `ERROR_NOT_ENOUGH_MEMORY` and changes nothing: `mprotect` is reverted.
 
 mod procfs;
+mod state;
 mod sys;
 mod watch;
 
@@ -33,6 +44,7 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 
 use procfs::{Maps, Pagemap};
+use state::{Extent, Kernel, State};
 
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
 use crate::rules::{round_down, round_up, GRANULE, PAGE};
@@ -44,6 +56,31 @@ const USER_TOP: usize = 0x7FFF_FFFF_F000;
 /// The size of a huge page on x86-64.
 const HUGE_PAGE: usize = 2 << 20;
 
+/// The largest run decommitted with guard markers. Markers need page tables for the
+/// whole run (4 KiB per 2 MiB); beyond this, `mprotect` is cheaper to keep.
+const GUARD_MAX: usize = 16 << 20;
+
+/// The most separate ranges the pool keeps (each is at least one kernel mapping).
+const POOL_MAX_RANGES: usize = 256;
+
+/// Tuning of a [`LinuxBackend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinuxOptions {
+    /// The most address space that released reservations keep mapped for reuse
+    /// (inaccessible and empty; they cost no memory). 0 unmaps every release.
+    pub pool_bytes: usize,
+    /// Decommit small read-write runs with guard markers (`MADV_GUARD_INSTALL`) where
+    /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`.
+    pub guard_regions: bool,
+}
+
+impl Default for LinuxOptions {
+    /// A 1 GiB pool and guard regions.
+    fn default() -> Self {
+        LinuxOptions { pool_bytes: 1 << 30, guard_regions: true }
+    }
+}
+
 /// Kernel features, probed once per process.
 #[derive(Debug, Clone, Copy)]
 struct Features {
@@ -52,11 +89,17 @@ struct Features {
     fixed_noreplace: bool,
     /// `PAGEMAP_SCAN` works (Linux 6.7+).
     pagemap_scan: bool,
+    /// `MADV_GUARD_INSTALL` / `MADV_GUARD_REMOVE` work (Linux 6.13+).
+    guard: bool,
 }
 
 fn features() -> Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
-    *FEATURES.get_or_init(|| Features { fixed_noreplace: probe_fixed_noreplace(), pagemap_scan: probe_pagemap_scan() })
+    *FEATURES.get_or_init(|| Features {
+        fixed_noreplace: probe_fixed_noreplace(),
+        pagemap_scan: probe_pagemap_scan(),
+        guard: probe_guard(),
+    })
 }
 
 /// Map a page anywhere, then ask for the same page with `MAP_FIXED_NOREPLACE`: a
@@ -104,6 +147,25 @@ fn probe_pagemap_scan() -> bool {
     ok
 }
 
+/// Install and remove a guard marker on a private probe page (`EINVAL` before 6.13).
+fn probe_guard() -> bool {
+    // SAFETY: as in probe_fixed_noreplace.
+    let Ok(p) = (unsafe {
+        rustix::mm::mmap_anonymous(std::ptr::null_mut(), PAGE, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE)
+    }) else {
+        return false;
+    };
+    let p = p as usize;
+    // SAFETY: the probe page is ours alone.
+    let ok = unsafe {
+        sys::madvise_raw(p, PAGE, sys::MADV_GUARD_INSTALL).is_ok()
+            && sys::madvise_raw(p, PAGE, sys::MADV_GUARD_REMOVE).is_ok()
+    };
+    // SAFETY: the probe mapping made above.
+    let _ = unsafe { rustix::mm::munmap(ptr(p), PAGE) };
+    ok
+}
+
 fn errno_error(e: Errno) -> BackendError {
     match e {
         Errno::NOMEM | Errno::AGAIN => BackendError::OutOfMemory,
@@ -126,6 +188,13 @@ fn ptr(addr: usize) -> *mut std::ffi::c_void {
     addr as *mut std::ffi::c_void
 }
 
+/// The kernel state of a page with no entry: inaccessible, unguarded, empty.
+const FRESH: Kernel = Kernel { prot: Access::None, guarded: false, touched: false };
+
+fn entry(k: Kernel) -> Option<Kernel> {
+    (k != FRESH).then_some(k)
+}
+
 /// A value of a page that `MEM_RESET` offered to the kernel: the first non-zero
 /// 8-byte word and where it is. A page the kernel reclaims reads as zero, so finding
 /// the word intact later proves the page survived.
@@ -138,10 +207,11 @@ struct Witness {
 /// The process's real memory. See the module docs.
 pub struct LinuxBackend {
     limits: Limits,
+    options: LinuxOptions,
     maps: Maps,
     pagemap: Pagemap,
-    /// Extents this backend has mapped: start → end.
-    owned: Mutex<BTreeMap<usize, usize>>,
+    /// What this backend did to the kernel; never locked across a system call.
+    state: Mutex<State>,
     /// Pages offered to the kernel by `MEM_RESET` that held data: page → witness.
     witnesses: Mutex<BTreeMap<usize, Witness>>,
     /// Write tracking, set up on first use.
@@ -164,10 +234,32 @@ fn read_number(path: &str) -> Option<usize> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Statistics of a [`LinuxBackend`], for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinuxStats {
+    /// Memory-changing system calls made so far.
+    pub syscalls: u64,
+    /// Live reservations.
+    pub reservations: usize,
+    /// Ranges in the pool, and their bytes.
+    pub pooled_ranges: usize,
+    /// Bytes in the pool.
+    pub pooled_bytes: usize,
+    /// Runs of pages whose kernel state differs from fresh.
+    pub kernel_runs: usize,
+    /// Runs decommitted with guard markers.
+    pub guarded_runs: usize,
+}
+
 impl LinuxBackend {
     /// A backend over this process's memory. Fails if `/proc` is not mounted (the
     /// backend needs `/proc/self/maps` to see other mappings).
     pub fn new() -> std::io::Result<LinuxBackend> {
+        LinuxBackend::with_options(LinuxOptions::default())
+    }
+
+    /// A backend with the given tuning.
+    pub fn with_options(options: LinuxOptions) -> std::io::Result<LinuxBackend> {
         let maps = Maps::open()?;
         let pagemap = Pagemap::open()?;
         let min = read_number("/proc/sys/vm/mmap_min_addr").unwrap_or(0);
@@ -182,9 +274,10 @@ impl LinuxBackend {
                 end_address: round_down(USER_TOP, GRANULE),
                 large_page_size: if huge { HUGE_PAGE } else { 0 },
             },
+            options,
             maps,
             pagemap,
-            owned: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
             witnesses: Mutex::new(BTreeMap::new()),
             watch: OnceLock::new(),
             syscalls: AtomicU64::new(0),
@@ -197,10 +290,34 @@ impl LinuxBackend {
         self.syscalls.load(Ordering::Relaxed)
     }
 
+    /// Counters describing the backend's state.
+    pub fn stats(&self) -> LinuxStats {
+        let st = self.state.lock();
+        LinuxStats {
+            syscalls: self.syscall_count(),
+            reservations: st.live.len(),
+            pooled_ranges: st.pool.len(),
+            pooled_bytes: st.pool_bytes,
+            kernel_runs: st.kernel.len(),
+            guarded_runs: st.kernel.iter().filter(|(_, k)| k.guarded).count(),
+        }
+    }
+
     /// Whether write watch (`MEM_WRITE_WATCH`) is available: the kernel has
     /// userfaultfd's asynchronous write protection and `PAGEMAP_SCAN`.
     pub fn write_watch_supported(&self) -> bool {
         self.watch().is_ok()
+    }
+
+    /// Whether decommit uses guard markers (`MADV_GUARD_INSTALL`, Linux 6.13+, and
+    /// [`LinuxOptions::guard_regions`]).
+    pub fn uses_guard_regions(&self) -> bool {
+        self.options.guard_regions && features().guard
+    }
+
+    /// The tuning this backend was made with.
+    pub fn options(&self) -> LinuxOptions {
+        self.options
     }
 
     /// Failure injection below the backend interface: the `n`-th fallible system call
@@ -220,13 +337,14 @@ impl LinuxBackend {
 
     /// Count an infallible system call.
     fn count(&self) {
-        self.syscalls.fetch_add(1, Ordering::SeqCst);
+        self.syscalls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count a fallible system call about to be made, or fail it by injection.
     fn gate(&self) -> Result<(), Errno> {
-        let n = self.syscalls.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_at.load(Ordering::SeqCst) == n {
+        let n = self.syscalls.fetch_add(1, Ordering::Relaxed) + 1;
+        let at = self.fail_at.load(Ordering::Relaxed);
+        if at != 0 && at == n {
             self.fail_at.store(0, Ordering::SeqCst);
             return Err(Errno::NOMEM);
         }
@@ -252,8 +370,9 @@ impl LinuxBackend {
     }
 
     /// The first part of `[addr, limit)` that the kernel has mapped and this backend
-    /// did not, with the whole extent of that foreign piece.
-    fn foreign_piece(&self, addr: usize, limit: usize) -> Option<procfs::Vma> {
+    /// did not, with the whole extent of that foreign piece. `mapping` is an extent
+    /// being mapped right now: recorded as ours, but not yet (all) in the kernel.
+    fn foreign_piece(&self, addr: usize, limit: usize, mapping: Option<&Range<usize>>) -> Option<procfs::Vma> {
         let mut a = addr;
         while a < limit {
             let vma = self.maps.at_or_after(a)?;
@@ -261,19 +380,19 @@ impl LinuxBackend {
                 return None;
             }
             // The kernel merges adjacent compatible mappings, so a VMA may hold
-            // some of ours: subtract every owned extent from it.
-            let owned = self.owned.lock();
-            let mut cursor = vma.start;
-            let first = owned.range(..=vma.start).next_back().filter(|(_, &e)| e > vma.start);
-            let rest = owned.range(vma.start + 1..vma.end);
-            let mut pieces = Vec::new();
-            for (&s, &e) in first.into_iter().chain(rest) {
-                if s > cursor {
-                    pieces.push(cursor..s);
-                }
-                cursor = cursor.max(e);
+            // some of ours: subtract every range we own from it.
+            let mut owned = self.state.lock().owned_in(vma.start..vma.end);
+            if let Some(m) = mapping {
+                owned.retain(|o| o != m);
             }
-            drop(owned);
+            let mut cursor = vma.start;
+            let mut pieces = Vec::new();
+            for o in owned {
+                if o.start > cursor {
+                    pieces.push(cursor..o.start);
+                }
+                cursor = cursor.max(o.end);
+            }
             if cursor < vma.end {
                 pieces.push(cursor..vma.end);
             }
@@ -285,13 +404,9 @@ impl LinuxBackend {
         None
     }
 
-    /// Who occupies `ext`, for an `mmap` that found it taken.
-    fn occupant(&self, ext: &Range<usize>) -> Option<BackendError> {
-        self.foreign_piece(ext.start, ext.end).map(|v| BackendError::Occupied { start: v.start, end: v.end })
-    }
-
-    /// Map `ext` inaccessible without replacing anything.
-    fn map_new(&self, ext: &Range<usize>, large: bool) -> Result<(), BackendError> {
+    /// Map `ext` (part of the reservation extent `whole`) inaccessible without
+    /// replacing anything.
+    fn map_new(&self, ext: &Range<usize>, whole: &Range<usize>, large: bool) -> Result<(), BackendError> {
         let mut flags = MapFlags::PRIVATE;
         if large {
             // Hugetlb pages are reserved at mmap time (no NORESERVE), so a system
@@ -300,8 +415,7 @@ impl LinuxBackend {
         } else {
             flags |= MapFlags::NORESERVE;
         }
-        let noreplace = features().fixed_noreplace;
-        if noreplace {
+        if features().fixed_noreplace {
             flags |= MapFlags::FIXED_NOREPLACE;
         }
         let len = ext.end - ext.start;
@@ -320,12 +434,11 @@ impl LinuxBackend {
                     let _ = unsafe { rustix::mm::munmap(p, len) };
                 }
                 Err(Errno::EXIST) => {}
-                Err(Errno::NOMEM) if large => return Err(BackendError::LargePagesUnavailable),
                 Err(e) if large && e != Errno::AGAIN => return Err(BackendError::LargePagesUnavailable),
                 Err(e) => return Err(errno_error(e)),
             }
-            if let Some(occupied) = self.occupant(ext) {
-                return Err(occupied);
+            if let Some(v) = self.foreign_piece(ext.start, ext.end, Some(whole)) {
+                return Err(BackendError::Occupied { start: v.start, end: v.end });
             }
             // The occupant went away between the two calls: try again.
         }
@@ -344,19 +457,65 @@ impl LinuxBackend {
         }
     }
 
-    /// The kernel mappings covering `range`, clipped to it.
-    fn vmas_in(&self, range: &Range<usize>) -> Vec<procfs::Vma> {
-        let mut out = Vec::new();
-        let mut a = range.start;
-        while a < range.end {
-            let Some(v) = self.maps.at_or_after(a) else { break };
-            if v.start >= range.end {
-                break;
-            }
-            out.push(procfs::Vma { start: v.start.max(a), end: v.end.min(range.end), ..v });
-            a = v.end;
+    /// `MADV_DONTNEED` drops private anonymous pages immediately (unlike `MADV_FREE`):
+    /// RSS falls now, the range reads zero when next accessible, and the emptied
+    /// page-table entries carry no write-protect bit, so the pages are clean for write
+    /// watch. It leaves guard markers in place.
+    fn drop_pages(&self, range: &Range<usize>) {
+        self.count();
+        // SAFETY: a range of one of our reservations whose contents the engine has
+        // decided to drop.
+        let _ = unsafe { rustix::mm::madvise(ptr(range.start), range.len(), rustix::mm::Advice::LinuxDontNeed) };
+        self.forget_witnesses(range);
+    }
+
+    /// `mprotect`, counted and subject to failure injection.
+    fn protect(&self, range: &Range<usize>, to: Access) -> Result<(), Errno> {
+        self.gate()?;
+        // SAFETY: the range belongs to one of our reservations (engine contract);
+        // changing its protection cannot affect memory Rust code relies on.
+        unsafe { rustix::mm::mprotect(ptr(range.start), range.len(), prot_of(to)) }
+    }
+
+    /// Put each run back to the kernel protection it had (after a failed change).
+    fn restore(&self, runs: &[(Range<usize>, Kernel)]) {
+        for (r, k) in runs {
+            self.count();
+            // SAFETY: as in `protect`; restores what the kernel had before.
+            let r = unsafe { rustix::mm::mprotect(ptr(r.start), r.len(), prot_of(k.prot)) };
+            debug_assert!(r.is_ok(), "restoring a protection failed: {r:?}");
         }
-        out
+    }
+
+    /// `madvise` guard advice, counted and subject to failure injection.
+    fn guard(&self, range: &Range<usize>, install: bool) -> Result<(), Errno> {
+        self.gate()?;
+        let advice = if install { sys::MADV_GUARD_INSTALL } else { sys::MADV_GUARD_REMOVE };
+        loop {
+            // SAFETY: a range of one of our reservations: installing markers drops its
+            // pages (a decommit), removing them makes empty pages accessible again.
+            match unsafe { sys::madvise_raw(range.start, range.len(), advice) } {
+                Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// The kernel state of each piece of `range`.
+    fn kernel_runs(st: &State, range: &Range<usize>) -> Vec<(Range<usize>, Kernel)> {
+        st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
+    }
+}
+
+impl Drop for LinuxBackend {
+    /// Unmap the pool. Live reservations stay mapped: memory a caller may still use
+    /// is never pulled from under it.
+    fn drop(&mut self) {
+        let st = self.state.get_mut();
+        for (r, _) in st.pool.iter() {
+            // SAFETY: pooled ranges are mapped by us and used by nobody.
+            let _ = unsafe { rustix::mm::munmap(ptr(r.start), r.len()) };
+        }
     }
 }
 
@@ -389,87 +548,253 @@ impl Backend for LinuxBackend {
         out
     }
 
+    /// Ranges in the pool are reused as they are (inaccessible and empty, possibly with
+    /// guard markers that the backend remembers); the rest is mapped.
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if opts.large_pages && self.limits.large_page_size == 0 {
             return Err(BackendError::LargePagesUnavailable);
         }
         let watch = if opts.write_watch { Some(self.watch()?) } else { None };
         let ext = Self::extent(&range);
-        // Owned before it exists, so that a concurrent `foreign` never sees it as
-        // someone else's.
-        self.owned.lock().insert(ext.start, ext.end);
-        let mapped = self.map_new(&ext, opts.large_pages).and_then(|()| {
-            if let Some(w) = watch {
-                if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext)) {
-                    self.count();
-                    // SAFETY: `ext` is the mapping made just above.
-                    let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
-                    return Err(e);
-                }
+        let poolable = !opts.write_watch && !opts.large_pages;
+        let extent = Extent { end: ext.end, write_watch: opts.write_watch, large: opts.large_pages };
+        // Claim the pooled pieces and record the reservation before mapping, so that
+        // a concurrent `foreign` never sees it as someone else's.
+        let (mut pooled, mut holes) = {
+            let mut st = self.state.lock();
+            let runs = st.pool.runs(ext.clone());
+            let pooled: Vec<Range<usize>> = runs.iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r.clone()).collect();
+            let holes: Vec<Range<usize>> = runs.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| r.clone()).collect();
+            for r in &pooled {
+                st.pool.set(r.clone(), None);
+                st.pool_bytes -= r.len();
             }
-            Ok(())
-        });
-        if mapped.is_err() {
-            self.owned.lock().remove(&ext.start);
+            st.live.insert(ext.start, extent);
+            (pooled, holes)
+        };
+        let give_back = |pooled: &[Range<usize>], mapped: &[Range<usize>]| {
+            let mut st = self.state.lock();
+            st.live.remove(&ext.start);
+            for r in pooled.iter().chain(mapped) {
+                st.pool.set(r.clone(), Some(()));
+                st.pool_bytes += r.len();
+            }
+        };
+        if !poolable && !pooled.is_empty() {
+            // Write tracking and huge pages need a mapping of their own: unmap the
+            // pooled pieces and map the whole extent afresh.
+            while let Some(r) = pooled.last().cloned() {
+                // SAFETY: the piece is ours (it was pooled) and unused.
+                let unmapped = self.gate().and_then(|()| unsafe { rustix::mm::munmap(ptr(r.start), r.len()) });
+                if let Err(e) = unmapped {
+                    give_back(&pooled, &[]);
+                    return Err(errno_error(e));
+                }
+                self.state.lock().kernel.set(r, None);
+                pooled.pop();
+            }
+            holes = vec![ext.clone()];
         }
-        mapped
+        let mut mapped = Vec::new();
+        for h in holes {
+            if let Err(e) = self.map_new(&h, &ext, opts.large_pages) {
+                // What was mapped so far is fresh, inaccessible and empty: pool it.
+                give_back(&pooled, &mapped);
+                return Err(e);
+            }
+            mapped.push(h);
+        }
+        if let Some(w) = watch {
+            if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext)) {
+                self.count();
+                // SAFETY: `ext` was mapped just above for this reservation.
+                let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
+                self.state.lock().live.remove(&ext.start);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
+    /// The engine has made every committed run inaccessible. Pages that were ever
+    /// accessible are dropped; then the range goes to the pool (no system call when
+    /// it was already empty) or, when the pool is full or the reservation tracked
+    /// writes or used huge pages, is unmapped.
     fn release(&self, range: Range<usize>, _opts: ReserveOptions) -> Result<(), BackendError> {
         let ext = Self::extent(&range);
+        let (touched, poolable) = {
+            let st = self.state.lock();
+            let Some(&extent) = st.live.get(&ext.start) else {
+                return Err(BackendError::Os(libc::EINVAL));
+            };
+            let runs = Self::kernel_runs(&st, &ext);
+            debug_assert!(runs.iter().all(|(_, k)| k.access() == Access::None), "release of accessible pages");
+            let touched: Vec<Range<usize>> = runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
+            let poolable = !extent.write_watch
+                && !extent.large
+                && st.pool_bytes + ext.len() <= self.options.pool_bytes
+                && st.pool.len() < POOL_MAX_RANGES;
+            (touched, poolable)
+        };
+        if poolable {
+            for r in &touched {
+                self.drop_pages(r);
+            }
+            let mut st = self.state.lock();
+            for (r, k) in Self::kernel_runs(&st, &ext) {
+                st.kernel.set(r, entry(Kernel { touched: false, ..k }));
+            }
+            st.live.remove(&ext.start);
+            st.pool.set(ext.clone(), Some(()));
+            st.pool_bytes += ext.len();
+            self.forget_witnesses(&ext);
+            return Ok(());
+        }
         self.gate().map_err(errno_error)?;
         // SAFETY: the engine releases only reservations this backend mapped, and
         // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
         unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
-        self.owned.lock().remove(&ext.start);
+        let mut st = self.state.lock();
+        st.live.remove(&ext.start);
+        st.kernel.set(ext.clone(), None);
+        drop(st);
         self.forget_witnesses(&ext);
         Ok(())
     }
 
-    /// `mprotect`: changes what the CPU allows and keeps the contents. A call that
-    /// fails part-way (the kernel splits mappings one by one and may hit
-    /// `vm.max_map_count`) is reverted to `from`.
+    /// `mprotect` changes what the CPU allows and keeps the contents; pages a decommit
+    /// left guard-marked also need `MADV_GUARD_REMOVE` (after the `mprotect`, so they
+    /// stay inaccessible until both have worked). A failure part-way is reverted.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        // SAFETY: the range belongs to one of our reservations (engine contract);
-        // changing its protection cannot affect memory Rust code relies on.
-        let r = self.gate().and_then(|()| unsafe { rustix::mm::mprotect(ptr(range.start), range.len(), prot_of(to)) });
-        if let Err(e) = r {
-            self.count();
-            // SAFETY: as above; restores the protection the whole range had.
-            let _ = unsafe { rustix::mm::mprotect(ptr(range.start), range.len(), prot_of(from)) };
-            return Err(errno_error(e));
+        let runs = Self::kernel_runs(&self.state.lock(), &range);
+        debug_assert!(from == Access::None || runs.iter().all(|(_, k)| !k.guarded));
+        let reprotect = runs.iter().any(|(_, k)| k.prot != to);
+        let unguard = runs.iter().any(|(_, k)| k.guarded);
+        if reprotect {
+            if let Err(e) = self.protect(&range, to) {
+                // A failed mprotect may have changed some mappings before failing.
+                let changed: Vec<_> = runs.iter().filter(|(_, k)| k.prot != to).cloned().collect();
+                self.restore(&changed);
+                return Err(errno_error(e));
+            }
+        }
+        if unguard {
+            if let Err(e) = self.guard(&range, false) {
+                let changed: Vec<_> = runs.iter().filter(|(_, k)| k.prot != to).cloned().collect();
+                self.restore(&changed);
+                return Err(errno_error(e));
+            }
+        }
+        let mut st = self.state.lock();
+        for (r, k) in runs {
+            let touched = k.touched || (from == Access::None && to != Access::None);
+            st.kernel.set(r, entry(Kernel { prot: to, guarded: false, touched }));
         }
         Ok(())
     }
 
-    /// `MADV_DONTNEED` drops private anonymous pages immediately (unlike `MADV_FREE`),
-    /// so RSS falls now and the range reads zero when made accessible again. The
-    /// emptied page-table entries also carry no write-protect state, so the pages are
-    /// clean for write watch.
     fn discard(&self, range: Range<usize>) {
-        self.count();
-        // SAFETY: the range is an inaccessible part of one of our reservations whose
-        // contents the engine has decided to drop.
-        let _ = unsafe { rustix::mm::madvise(ptr(range.start), range.len(), rustix::mm::Advice::LinuxDontNeed) };
-        self.forget_witnesses(&range);
+        self.drop_pages(&range);
+        let mut st = self.state.lock();
+        for (r, k) in Self::kernel_runs(&st, &range) {
+            st.kernel.set(r, entry(Kernel { touched: false, ..k }));
+        }
     }
 
-    /// `MADV_FREE` on the read-write parts of the range: the kernel may reclaim those
-    /// pages lazily, whenever it needs memory, and a write before then cancels it.
-    /// Before offering a page, one non-zero word of it is noted as a witness so that
-    /// `MEM_RESET_UNDO` can tell whether the page survived. Parts that are not
-    /// writable keep their contents (allowed: a reset leaves data "unchanged or zero").
-    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-        let scan = features().pagemap_scan;
-        for v in self.vmas_in(&range) {
-            if v.access != Access::ReadWrite && v.access != Access::ExecuteReadWrite {
+    /// Small accessible runs of ordinary reservations get guard markers
+    /// (`MADV_GUARD_INSTALL`): one system call under the mmap read lock that drops the
+    /// pages and makes them fault, with no mapping split. Other accessible runs are
+    /// made `PROT_NONE` first (revocable), and everything is dropped last.
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        let Some(first) = runs.first() else { return Ok(()) };
+        let (guards_ok, kernel) = {
+            let st = self.state.lock();
+            let x = st.extent_of(first.0.start);
+            let ok = self.uses_guard_regions() && x.is_some_and(|(_, x)| !x.write_watch && !x.large);
+            let kernel: Vec<Vec<(Range<usize>, Kernel)>> =
+                runs.iter().map(|(r, _)| Self::kernel_runs(&st, r)).collect();
+            (ok, kernel)
+        };
+        let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;
+        // 1. Revocable: PROT_NONE for the runs that will not be guarded.
+        let mut protected: Vec<(Range<usize>, Kernel)> = Vec::new();
+        for ((r, from), k) in runs.iter().zip(&kernel) {
+            if *from == Access::None || by_guard(r, *from) {
                 continue;
             }
-            let piece = v.start..v.end;
+            if let Err(e) = self.protect(r, Access::None) {
+                protected.extend(k.iter().cloned());
+                self.restore(&protected);
+                return Err(errno_error(e));
+            }
+            protected.extend(k.iter().cloned());
+        }
+        // 2. Guard markers (irrevocable: they drop the pages). Should one fail (only
+        // an allocation failure for page tables can do that), its markers are
+        // removed and the run takes the PROT_NONE path instead.
+        let mut fallback = Vec::new();
+        for (r, from) in runs {
+            if !by_guard(r, *from) {
+                continue;
+            }
+            if self.guard(r, true).is_err() {
+                self.count();
+                // SAFETY: removing markers from our own run only makes its (empty)
+                // pages accessible again, as they were.
+                let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
+                if let Err(e) = self.protect(r, Access::None) {
+                    self.restore(&protected);
+                    return Err(errno_error(e));
+                }
+                fallback.push(r.clone());
+            }
+        }
+        // 3. Drop what is not guarded.
+        let mut st_updates: Vec<(Range<usize>, Option<Kernel>)> = Vec::new();
+        for ((r, from), k) in runs.iter().zip(&kernel) {
+            let guarded = by_guard(r, *from) && !fallback.contains(r);
+            if guarded {
+                st_updates.push((r.clone(), Some(Kernel { prot: *from, guarded: true, touched: false })));
+                self.forget_witnesses(r);
+            } else {
+                if k.iter().any(|(_, k)| k.touched) {
+                    self.drop_pages(r);
+                }
+                for (piece, k) in k {
+                    st_updates.push((
+                        piece.clone(),
+                        entry(Kernel {
+                            prot: if *from == Access::None { k.prot } else { Access::None },
+                            guarded: k.guarded,
+                            touched: false,
+                        }),
+                    ));
+                }
+            }
+        }
+        let mut st = self.state.lock();
+        for (r, k) in st_updates {
+            st.kernel.set(r, k);
+        }
+        Ok(())
+    }
+
+    /// `MADV_FREE` on the read-write parts of the range that may hold data: the kernel
+    /// may reclaim those pages lazily, whenever it needs memory, and a write before
+    /// then cancels it. Before offering a page, one non-zero word of it is noted as a
+    /// witness so that `MEM_RESET_UNDO` can tell whether the page survived. Other parts
+    /// keep their contents (allowed: a reset leaves data "unchanged or zero").
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        let scan = features().pagemap_scan;
+        let runs = Self::kernel_runs(&self.state.lock(), &range);
+        for (piece, k) in runs {
+            if !k.touched || !k.access().writable() {
+                continue;
+            }
             let mut found = Vec::new();
             for run in self.pagemap.populated(piece.clone(), scan) {
                 for page in run.step_by(PAGE) {
-                    // SAFETY: the page is readable (its mapping is read-write) and
+                    // SAFETY: the page is readable (read-write, unguarded) and
                     // populated, and the engine keeps the reservation busy, so no
                     // other call changes it meanwhile.
                     let words = unsafe { std::slice::from_raw_parts(page as *const u64, PAGE / 8) };
@@ -501,15 +826,11 @@ impl Backend for LinuxBackend {
         if taken.is_empty() {
             return Ok(true);
         }
+        let runs = Self::kernel_runs(&self.state.lock(), &range);
+        let writable = |page: usize| runs.iter().any(|(r, k)| r.contains(&page) && k.access().writable());
         let mut intact = true;
-        let mut vma: Option<procfs::Vma> = None;
         for (page, w) in taken {
-            if !matches!(vma, Some(v) if v.start <= page && page < v.end) {
-                vma = self.maps.at_or_after(page);
-            }
-            let writable = vma
-                .is_some_and(|v| v.start <= page && matches!(v.access, Access::ReadWrite | Access::ExecuteReadWrite));
-            if writable {
+            if writable(page) {
                 let word = (page + w.offset as usize * 8) as *mut u64;
                 // SAFETY: the word lies in a writable, mapped page of a reservation the
                 // engine keeps busy; an atomic RMW of 0 leaves its value unchanged.
@@ -519,9 +840,7 @@ impl Backend for LinuxBackend {
                 }
             } else {
                 intact = false;
-                self.count();
-                // SAFETY: a page of one of our reservations whose data we report lost.
-                let _ = unsafe { rustix::mm::madvise(ptr(page), PAGE, rustix::mm::Advice::LinuxDontNeed) };
+                self.drop_pages(&(page..page + PAGE));
             }
         }
         Ok(intact)
@@ -571,7 +890,7 @@ impl Backend for LinuxBackend {
     }
 
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
-        self.foreign_piece(address, limit).map(|v| ForeignRegion {
+        self.foreign_piece(address, limit, None).map(|v| ForeignRegion {
             start: v.start,
             end: v.end,
             access: v.access,
