@@ -14,6 +14,9 @@ use crate::flags::{AccessKind, AllocationType, FreeType, Protection, WriteWatchF
 pub const PAGE: usize = 4096;
 /// The allocation granularity G (64 KiB).
 pub const GRANULE: usize = 65536;
+/// The large-page size of x86-64 and AArch64 (2 MiB): what `MEM_LARGE_PAGES` sizes and
+/// addresses must be multiples of when the backend reports none of its own.
+pub const LARGE_PAGE: usize = 2 << 20;
 /// The lowest allocatable address.
 pub const MIN_ADDRESS: usize = 0x1_0000;
 
@@ -162,15 +165,19 @@ pub(crate) fn alloc_request(
                 (Some(base), range.end - base)
             };
             if large {
-                let lp = limits.large_page_size;
+                // Misaligned arguments are 87 whether or not large pages can be had: the
+                // size they must be a multiple of is the architecture's large page even
+                // when the backend has none (as GetLargePageMinimum reports it).
+                let available = limits.large_page_size;
+                let lp = if available == 0 { LARGE_PAGE } else { available };
                 if !(reserve && commit) {
                     return Err(Error::InvalidParameter);
                 }
-                if lp == 0 {
-                    return Err(Error::NoSystemResources);
-                }
                 if size % lp != 0 || address % lp != 0 {
                     return Err(Error::InvalidParameter);
+                }
+                if available == 0 {
+                    return Err(Error::NoSystemResources);
                 }
             }
             Ok(AllocRequest::Reserve {

@@ -91,3 +91,17 @@ fn virtual_unlock_of_unlocked_pages_is_not_locked() {
     assert_eq!(win32::VirtualUnlock(&space, base, 0x1000), 0);
     assert_eq!(win32::GetLastError(), 158);
 }
+
+/// alloc_args.expected.txt: `large RESERVE|COMMIT size 0x1000: fail err=87` and
+/// `large RESERVE|COMMIT at +0x1000 2M: fail err=87` — misaligned large-page requests
+/// are argument errors even where large pages cannot be had; only a well-formed
+/// request reports that (ERROR_NO_SYSTEM_RESOURCES).
+#[test]
+fn misaligned_large_pages_are_87_even_without_large_pages() {
+    let config = virtmem::SimConfig { large_page_size: 0, ..Default::default() };
+    let space = SimSpace::simulated_with(config);
+    let large = T::LARGE_PAGES | T::RESERVE | T::COMMIT;
+    assert_eq!(space.alloc(0, 0x1000, large, P::READWRITE), Err(Error::InvalidParameter));
+    assert_eq!(space.alloc(0x20_1000, 2 << 20, large, P::READWRITE), Err(Error::InvalidParameter));
+    assert_eq!(space.alloc(0, 2 << 20, large, P::READWRITE), Err(Error::NoSystemResources));
+}

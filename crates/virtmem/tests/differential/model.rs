@@ -275,11 +275,14 @@ impl Model {
                     if !(reserve && commit) {
                         return Err(InvalidParameter);
                     }
+                    // Misaligned arguments are 87 even without large pages (checked
+                    // against the architecture's 2 MiB then); only then 1450.
+                    let lp = if self.lp == 0 { 2 << 20 } else { self.lp };
+                    if len % lp != 0 || address % lp != 0 {
+                        return Err(InvalidParameter);
+                    }
                     if self.lp == 0 {
                         return Err(NoSystemResources);
-                    }
-                    if len % self.lp != 0 || address % self.lp != 0 {
-                        return Err(InvalidParameter);
                     }
                 }
                 let claim = up(len, G).ok_or(InvalidParameter)?;
