@@ -16,7 +16,7 @@ static char *g_base; /* offsets are printed relative to this */
 static void at(void *base) { g_base = (char *)base; }
 
 /* An address as an offset from the base ("+0x1000"), or NULL, or as it is when it is
- * in the first megabyte of the address space. */
+ * in the first megabyte of the address space and the base is not. */
 static const char *rel(const void *p)
 {
     static char bufs[8][40];
@@ -25,7 +25,7 @@ static const char *rel(const void *p)
     long long d;
     if (!p)
         return "NULL";
-    if ((uintptr_t)p < 0x100000) { /* below any arena: print it as it is */
+    if ((uintptr_t)p < 0x100000 && (uintptr_t)g_base >= 0x100000) { /* far below the base: as it is */
         snprintf(s, 40, "0x%llx", (unsigned long long)(uintptr_t)p);
         return s;
     }
@@ -254,7 +254,11 @@ static void run(void);
 
 int main(void)
 {
+#ifdef _WIN32
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+#else
+    setvbuf(stdout, NULL, _IOLBF, 0); /* keep every line printed before a crash */
+#endif
     run();
     fflush(stdout);
     return 0;

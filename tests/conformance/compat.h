@@ -137,9 +137,31 @@ static BOOL conf_child_kill(HANDLE h)
 
 #else /* native */
 
-/* Native: a forked child touches the page and reports through its exit status. The
- * parent's memory is never touched, so a probe changes nothing. */
+/* Native: a forked child touches the page and reports through its exit status, so the
+ * hardware access is real and the parent's memory is not touched. When the child
+ * faults, the parent asks libvirtmem what the access raises (VirtmemAccess, the engine's
+ * checked access): a guard page reports STATUS_GUARD_PAGE_VIOLATION and is disarmed, as
+ * the first access is on Windows; a page that faulted in hardware but that the engine
+ * would allow is reported as "other", a mismatch. */
+static int conf_child_touch(void *p, int kind);
+
 static int conf_probe(void *p, int kind)
+{
+    static const DWORD kinds[] = {0 /* read */, 1 /* write */, 8 /* execute */};
+    unsigned char byte = 0;
+    DWORD raised;
+    int r = conf_child_touch(p, kind);
+    if (r != PROBE_FAULT)
+        return r;
+    raised = VirtmemAccess(GetCurrentProcess(), (ULONG_PTR)p, &byte, 1, kinds[kind], NULL);
+    if (raised == STATUS_GUARD_PAGE_VIOLATION)
+        return PROBE_GUARD;
+    if (raised == STATUS_ACCESS_VIOLATION)
+        return PROBE_FAULT;
+    return PROBE_OTHER;
+}
+
+static int conf_child_touch(void *p, int kind)
 {
     pid_t pid;
     int st;

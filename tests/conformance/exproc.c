@@ -98,7 +98,6 @@ static void run(void)
     unsigned char src[0x2000];
     char *p, *C;
     MEMORY_BASIC_INFORMATION m;
-    DWORD old;
     char *A = arena(0x100000);
     at(A);
 
@@ -186,10 +185,10 @@ static void run(void)
     /* the other rules are the plain ones */
     vpx("ProtectEx child +0x2000 (reserved)", child, C + 0x2000, 0x1000, PAGE_READONLY);
     vpx("ProtectEx child +0x9000 (free)", child, C + 0x9000, 0x1000, PAGE_READONLY);
-    old = OLD_UNSET;
-    LINE("ProtectEx child old NULL: %s err=%u", VirtualProtectEx(child, C, 0x1000, PAGE_READONLY, NULL) ? "ok" : "fail",
-         err());
-    (void)old;
+    {
+        BOOL ok = VirtualProtectEx(child, C, 0x1000, PAGE_READONLY, NULL);
+        LINE("ProtectEx child old NULL: %s err=%u", ok ? "ok" : "fail", ok ? 0 : err());
+    }
     vfx("FreeEx child +0x1000 release (not base)", child, C + 0x1000, 0, MEM_RELEASE);
     vfx("FreeEx child +0 release size 0x1000", child, C, 0x1000, MEM_RELEASE);
     vfx("FreeEx child +0x9000 release (free)", child, C + 0x9000, 0, MEM_RELEASE);
