@@ -558,7 +558,9 @@ UINT ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize);
 
 /**
  * `VirtualLock`: lock committed, accessible pages of the current process into memory.
- * `TRUE`, or `FALSE` with the last error set.
+ * `TRUE`, or `FALSE` with the last error set. An armed guard page in the range fails
+ * the lock with `STATUS_GUARD_PAGE_VIOLATION` (0x80000001) itself as the last error and
+ * is disarmed, as on Windows; locking again then succeeds.
  */
 BOOL VirtualLock(LPVOID lpAddress, SIZE_T dwSize);
 

@@ -325,11 +325,16 @@ pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SI
 }
 
 /// `VirtualLock`: lock committed, accessible pages of the current process into memory.
-/// `TRUE`, or `FALSE` with the last error set.
+/// `TRUE`, or `FALSE` with the last error set. An armed guard page in the range fails
+/// the lock with `STATUS_GUARD_PAGE_VIOLATION` (0x80000001) itself as the last error and
+/// is disarmed, as on Windows; locking again then succeeds.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {
-        current_space()?.lock(lpAddress as usize, dwSize)?;
+        current_space()?.lock(lpAddress as usize, dwSize).map_err(|e| match e {
+            vm::Error::GuardPage { .. } => Fail(vm::error::STATUS_GUARD_PAGE_VIOLATION),
+            e => Fail::from(e),
+        })?;
         Ok(TRUE)
     });
     trace::record(None, Call::Lock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);

@@ -385,3 +385,20 @@ fn system_info_describes_the_current_space_and_machine() {
         assert!(si.wProcessorLevel >= 6);
     }
 }
+
+#[test]
+fn locking_a_guard_page_reports_the_guard_violation() {
+    // SAFETY: plain values; the memory is this test's own allocation.
+    unsafe {
+        let p = VirtualAlloc(null_mut(), 0x2000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD);
+        assert!(!p.is_null());
+        assert_eq!(VirtualLock(p, 0x1000), FALSE);
+        expect_error(STATUS_GUARD_PAGE_VIOLATION);
+        let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+        assert_ne!(VirtualQuery(p, &mut info, size_of::<MEMORY_BASIC_INFORMATION>()), 0);
+        assert_eq!((info.Protect, info.RegionSize), (PAGE_READWRITE, 0x1000), "the first page is disarmed");
+        assert_eq!(VirtualLock(p, 0x1000), TRUE);
+        assert_eq!(VirtualUnlock(p, 0x1000), TRUE);
+        assert_eq!(VirtualFree(p, 0, MEM_RELEASE), TRUE);
+    }
+}
