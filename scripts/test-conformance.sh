@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build every conformance scenario natively against libvirtmem, run it, and compare its
-# output with the golden file. Also checks that the goldens are exactly the Wine
-# recordings with corrections.txt applied. No Wine needed.
+# The conformance suite (tests/conformance): build every scenario natively with gcc
+# against libvirtmem, run it, and compare its output with the golden file recorded
+# from Windows behaviour (Wine 8 plus corrections.txt). Also checks that the goldens
+# are exactly the Wine recordings with the corrections applied. No Wine needed; to
+# re-record the goldens see scripts/record-wine-goldens.sh.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 dir=tests/conformance
 
 python3 "$dir/corrections.py" check "$dir"
