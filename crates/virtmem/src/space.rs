@@ -525,7 +525,7 @@ impl<B: Backend> AddressSpace<B> {
     fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
         let res = &book.reservations[&base];
         let mut steps: Steps = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
-        let mut committed: SmallVec<[Range<usize>; 2]> = SmallVec::new();
+        let mut committed: Vec<(Range<usize>, Access)> = Vec::new();
         let mut freed = 0;
         for (r, st) in res.pages.runs(range.clone()) {
             if let PageState::Committed(p) = st {
