@@ -173,6 +173,8 @@ fn query_never_calls_foreign_memory_free() {
 }
 
 /// Map `len` bytes at exactly `addr` behind the space's back, if nobody is there.
+/// A shared mapping, which the kernel never merges with a neighbour, so that its
+/// extent stays exactly what was mapped while other tests map memory next to it.
 fn map_foreign(addr: usize, len: usize) -> bool {
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
     let p = unsafe {
@@ -180,7 +182,7 @@ fn map_foreign(addr: usize, len: usize) -> bool {
             addr as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         )
@@ -206,13 +208,13 @@ fn a_foreign_mapping_is_never_replaced() {
     // At a given address: ERROR_INVALID_ADDRESS, and the mapping is untouched.
     assert_eq!(s.alloc(foreign, MB, T::RESERVE, P::NOACCESS), Err(Error::InvalidAddress));
     assert_eq!(load(foreign), 0x77);
-    assert_eq!(perms_at(foreign).unwrap(), "rw-p");
+    assert_eq!(perms_at(foreign).unwrap(), "rw-s");
     // With no address: silently placed elsewhere.
     let other = s.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
     assert!(other + MB <= foreign || other >= foreign + 64 * KB, "{other:#x} overlaps {foreign:#x}");
     assert_eq!(load(foreign), 0x77);
     let q = s.query(foreign).unwrap();
-    assert_eq!((q.state, q.allocation_base), (MemState::Commit, foreign));
+    assert_eq!((q.state, q.allocation_base, q.mem_type), (MemState::Commit, foreign, Some(MemType::Mapped)));
     s.free(other, 0, FreeType::RELEASE).unwrap();
     // SAFETY: unmaps the foreign mapping this test made.
     unsafe { libc::munmap(foreign as *mut libc::c_void, 64 * KB) };
@@ -451,7 +453,7 @@ fn a_collision_reports_exactly_the_foreign_mapping() {
     let r = backend.reserve(spot..spot + 512 * KB, ReserveOptions::default());
     assert_eq!(r, Err(BackendError::Occupied { start: spot + 128 * KB, end: spot + 192 * KB }));
     // Nothing of the attempt is left behind.
-    assert_eq!(mappings(spot..spot + 512 * KB), [(spot + 128 * KB, spot + 192 * KB, "rw-p".to_string())]);
+    assert_eq!(mappings(spot..spot + 512 * KB), [(spot + 128 * KB, spot + 192 * KB, "rw-s".to_string())]);
     assert_eq!(backend.stats().reservations, 0);
     // SAFETY: unmaps the foreign mapping this test made.
     unsafe { libc::munmap((spot + 128 * KB) as *mut libc::c_void, 64 * KB) };
