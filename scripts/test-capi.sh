@@ -58,4 +58,8 @@ mcs -nologo -warnaserror -out:"$build/VirtmemTest.exe" tests/csharp/VirtmemTest.
 sed -e "s|@LIB@|$lib/libvirtmem.so|" tests/csharp/VirtmemTest.exe.config.in >"$build/VirtmemTest.exe.config"
 mono "$build/VirtmemTest.exe"
 
+echo "-- C benchmark (smoke run; scripts/bench-capi.sh measures)"
+gcc "${cflags[@]}" bench/c/bench.c -o "$build/bench" "${ldflags[@]}"
+"$build/bench" --quick >/dev/null
+
 echo "libvirtmem: all C, Python and C# tests passed"

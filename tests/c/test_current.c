@@ -198,6 +198,14 @@ static void test_lock(void)
         CHECK(VirtualUnlock(p, 0x2000), "VirtualUnlock");
         CHECK_ERR(!VirtualUnlock(p, 0x2000), ERROR_NOT_LOCKED);
     }
+    /* Locking touches the pages: an armed guard page fails it with the guard exception
+     * as the last error, and is disarmed. */
+    MEMORY_BASIC_INFORMATION mbi;
+    DWORD old;
+    CHECK(VirtualProtect(p + 0x3000, 0x1000, PAGE_READWRITE | PAGE_GUARD, &old), "arm a guard page");
+    CHECK_ERR(!VirtualLock(p + 0x3000, 0x1000), STATUS_GUARD_PAGE_VIOLATION);
+    CHECK(VirtualQuery(p + 0x3000, &mbi, sizeof mbi) && mbi.Protect == PAGE_READWRITE, "disarmed: %#x",
+          (unsigned)mbi.Protect);
     CHECK(VirtualFree(p, 0, MEM_RELEASE), "release");
 }
 

@@ -16,8 +16,14 @@ use crate::types::{DWORD, ERROR_INTERNAL_ERROR};
 pub(crate) struct Fail(pub DWORD);
 
 impl From<vm::Error> for Fail {
+    /// The Win32 code of an engine error. An armed guard page met by a call (e.g.
+    /// `VirtualLock` touching it) is reported as Windows does: `GetLastError()` is the
+    /// exception code `STATUS_GUARD_PAGE_VIOLATION` itself (0x80000001).
     fn from(e: vm::Error) -> Self {
-        Fail(e.code())
+        match e {
+            vm::Error::GuardPage { .. } => Fail(crate::types::STATUS_GUARD_PAGE_VIOLATION),
+            other => Fail(other.code()),
+        }
     }
 }
 

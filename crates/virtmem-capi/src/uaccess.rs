@@ -1,12 +1,16 @@
 //! Checked copies between the caller's memory and ours, so that a bad pointer argument is
 //! reported as `ERROR_NOACCESS` (998) instead of crashing the caller.
 //!
-//! The copies go through `process_vm_readv`/`process_vm_writev` on our own process: the
-//! kernel checks every page (present, readable, and writable for a store) and answers
-//! `EFAULT` rather than raising `SIGSEGV`. A NULL pointer is rejected before any system
-//! call. Where those system calls are forbidden (a seccomp sandbox), the copies fall back
-//! to plain loads and stores after the NULL check.
+//! A NULL pointer is rejected first. A pointer into the calling thread's live stack (from
+//! the current stack pointer up to the top of the thread's stack: the caller's own
+//! frames, where out-parameters such as `&old` or `&mbi` usually live) is certainly
+//! mapped and writable, and is accessed directly. Any other pointer goes through
+//! `process_vm_readv`/`process_vm_writev` on our own process: the kernel checks every page
+//! (present, readable, and writable for a store) and answers `EFAULT` rather than raising
+//! `SIGSEGV`. Where those system calls are forbidden (a seccomp sandbox), the copies fall
+//! back to plain loads and stores after the NULL check.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use crate::ffi::Fail;
@@ -70,6 +74,46 @@ fn vm_copy(pid: libc::pid_t, local: usize, remote: usize, len: usize, write: boo
     Ok(())
 }
 
+/// The calling thread's stack, `[low, high)`, as pthreads reports it (cached per thread);
+/// `(0, 0)` when unknown.
+fn thread_stack() -> (usize, usize) {
+    thread_local! {
+        static STACK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    }
+    STACK.with(|c| {
+        if let Some(s) = c.get() {
+            return s;
+        }
+        let mut bounds = (0, 0);
+        let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+        // SAFETY: pthread_getattr_np initialises `attr` for the calling thread when it
+        // returns 0; it is then read by pthread_attr_getstack and destroyed exactly once.
+        unsafe {
+            if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) == 0 {
+                let mut addr: *mut libc::c_void = std::ptr::null_mut();
+                let mut size: libc::size_t = 0;
+                if libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0 {
+                    bounds = (addr as usize, addr as usize + size);
+                }
+                libc::pthread_attr_destroy(attr.as_mut_ptr());
+            }
+        }
+        c.set(Some(bounds));
+        bounds
+    })
+}
+
+/// Whether `[addr, addr + len)` lies in the calling thread's live stack: between the
+/// current stack pointer and the top of the stack, which is mapped and writable. (When
+/// running on another stack, a coroutine's or a signal stack, the answer is no.)
+#[inline(never)]
+fn on_live_stack(addr: usize, len: usize) -> bool {
+    let marker = 0u8;
+    let sp = std::hint::black_box(&marker) as *const u8 as usize;
+    let (low, high) = thread_stack();
+    sp >= low && sp < high && addr >= sp && addr.checked_add(len).is_some_and(|end| end <= high)
+}
+
 /// Read `out.len()` bytes of caller memory at `src`. NULL (with a non-empty `out`) or any
 /// unreadable byte -> `ERROR_NOACCESS`.
 pub(crate) fn read_bytes(src: usize, out: &mut [u8]) -> Result<(), Fail> {
@@ -78,6 +122,12 @@ pub(crate) fn read_bytes(src: usize, out: &mut [u8]) -> Result<(), Fail> {
     }
     if src == 0 || src.checked_add(out.len()).is_none() {
         return Err(NOACCESS);
+    }
+    if on_live_stack(src, out.len()) {
+        // SAFETY: the range lies in this thread's live stack, above our own frames,
+        // which is mapped and readable; `out` is our own buffer, so they cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
+        return Ok(());
     }
     match mode() {
         Mode::Checked(pid) => vm_copy(pid, out.as_mut_ptr() as usize, src, out.len(), false).map_err(|_| NOACCESS),
@@ -100,6 +150,12 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
     if dst == 0 || dst.checked_add(data.len()).is_none() {
         return Err(NOACCESS);
     }
+    if on_live_stack(dst, data.len()) {
+        // SAFETY: the range lies in this thread's live stack, above our own frames,
+        // which is mapped and writable; `data` is our own buffer, so they cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
+        return Ok(());
+    }
     match mode() {
         Mode::Checked(pid) => vm_copy(pid, data.as_ptr() as usize, dst, data.len(), true).map_err(|_| NOACCESS),
         Mode::Direct => {
@@ -114,6 +170,9 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
 /// Check that `len` bytes at `dst` can be written, without changing them (each byte is
 /// read and written back). Used before an irrevocable change whose result must land there.
 pub(crate) fn probe_writable(dst: usize, len: usize) -> Result<(), Fail> {
+    if dst != 0 && on_live_stack(dst, len) {
+        return Ok(());
+    }
     let mut buf = vec![0u8; len];
     read_bytes(dst, &mut buf)?;
     write_bytes(dst, &buf)
@@ -185,6 +244,27 @@ mod tests {
         assert_eq!(read_bytes(0xFFFF_FFFF_FFFF_F000, &mut [0u8; 16]), Err(NOACCESS));
         // Empty copies touch nothing and succeed, even at NULL.
         assert_eq!(write_bytes(0, &[]), Ok(()));
+    }
+
+    #[test]
+    fn the_live_stack_is_recognised_and_nothing_else() {
+        let local = [0u8; 64];
+        assert!(on_live_stack(local.as_ptr() as usize, 64));
+        let heap = vec![0u8; 64];
+        assert!(!on_live_stack(heap.as_ptr() as usize, 64));
+        static STATIC: [u8; 4] = [0; 4];
+        assert!(!on_live_stack(STATIC.as_ptr() as usize, 4));
+        let (_, high) = thread_stack();
+        assert!(!on_live_stack(high - 8, 16), "past the top of the stack");
+        std::thread::spawn(|| {
+            let mine = [1u8; 8];
+            assert!(on_live_stack(mine.as_ptr() as usize, 8));
+            let mut x = 0u32;
+            store(&mut x, 5).unwrap();
+            assert_eq!(x, 5);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
