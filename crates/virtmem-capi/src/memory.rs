@@ -331,10 +331,8 @@ pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SI
 #[no_mangle]
 pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {
-        current_space()?.lock(lpAddress as usize, dwSize).map_err(|e| match e {
-            vm::Error::GuardPage { .. } => Fail(vm::error::STATUS_GUARD_PAGE_VIOLATION),
-            e => Fail::from(e),
-        })?;
+        // An armed guard page maps to STATUS_GUARD_PAGE_VIOLATION (see `Fail::from`).
+        current_space()?.lock(lpAddress as usize, dwSize)?;
         Ok(TRUE)
     });
     trace::record(None, Call::Lock { address: lpAddress as usize, size: dwSize }, r as u64, err, Out::None);
