@@ -78,11 +78,23 @@ fn the_budget_counts_committed_slabs_and_large_blocks() {
     assert_eq!(heap.stats().committed, heap_committed(&m));
     assert_eq!(m.stats().budget.virtual_committed, 0, "heap pages are heap, not VirtualAlloc");
     heap.free(big).unwrap();
-    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE);
+    // Kept committed (and charged) for reuse by the next block of about that size.
+    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE + big_bytes);
+    assert_eq!(heap.stats().cached, big_bytes);
+    let again = heap.alloc(90_000, TASK).unwrap();
+    assert_eq!(again, big);
+    assert_eq!(heap.stats().cached, 0);
+    assert_eq!(heap_committed(&m), 2 * SLAB_SIZE + big_bytes);
+    heap.free(again).unwrap();
+    // Too small a request for that block: a new one.
+    let small_large = heap.alloc(3000, TASK).unwrap();
+    assert_ne!(small_large, big);
+    heap.free(small_large).unwrap();
     for p in more.into_iter().chain([b, next]) {
         heap.free(p).unwrap();
     }
-    assert!(heap_committed(&m) <= 2 * SLAB_SIZE, "current slab and one spare at most");
+    let cached = heap.stats().cached;
+    assert!(heap_committed(&m) - cached <= 2 * SLAB_SIZE, "current slab and one spare at most");
     drop(heap);
     assert_eq!(m.stats().budget.used, 0, "dropping the heap refunds everything");
     assert_eq!(m.space().reserved_bytes(), 0);
@@ -98,7 +110,9 @@ fn emptied_slabs_are_decommitted_and_refunded() {
     for b in &blocks {
         heap.free(*b).unwrap();
     }
-    assert!(heap_committed(&m) <= 2 * SLAB_SIZE, "{}", heap_committed(&m));
+    let cached = heap.stats().cached;
+    assert!(cached <= (64 << 20) / 64);
+    assert!(heap_committed(&m) - cached <= 2 * SLAB_SIZE, "{}", heap_committed(&m));
     assert_eq!(space.committed_bytes(), heap_committed(&m));
     // Decommitted slabs are reused.
     let again: Vec<usize> = (0..per_slab * 10).map(|_| heap.alloc(64, TASK).unwrap()).collect();
@@ -132,6 +146,32 @@ fn over_budget_allocations_fail_and_recover() {
     }
     // Another class can now get slabs.
     heap.alloc(16, TASK).unwrap();
+}
+
+#[test]
+fn cached_large_blocks_are_given_back_when_memory_is_refused() {
+    let budget = 4 << 20;
+    let (_space, m) = host(budget);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let cap = budget / 64;
+    let blocks: Vec<usize> = (0..4).map(|_| heap.alloc(cap / 4, TASK).unwrap()).collect();
+    for b in blocks {
+        heap.free(b).unwrap();
+    }
+    assert_eq!(heap.stats().cached, cap);
+    assert_eq!(heap_committed(&m), cap);
+    // The runtime takes everything else; the heap's next slab only fits without the cache.
+    m.virtual_alloc(0, budget - cap, AllocationType::COMMIT, Protection::READWRITE, TASK).unwrap();
+    let b = heap.alloc(16, TASK).unwrap();
+    assert_eq!(heap.stats().cached, 0);
+    assert_eq!(heap_committed(&m), SLAB_SIZE);
+    heap.free(b).unwrap();
+    // A large block over the cache limits is released at once.
+    let (_space, m) = host(budget);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let big = heap.alloc(2 * cap, TASK).unwrap();
+    heap.free(big).unwrap();
+    assert_eq!((heap.stats().cached, heap_committed(&m)), (0, 0));
 }
 
 #[test]

@@ -11,6 +11,10 @@
 //! - a *slab* is 16 KiB of a segment, committed when a size class needs it (charged to the
 //!   budget at the request's critical level) and decommitted (refunded) when it empties
 //!   and is not the class's current slab or its one cached spare;
+//! - empty slabs and freed large blocks (up to 1 MiB; reused by a later block of at least
+//!   2/3 their size) are kept committed, and charged, for reuse: up to 8 MiB or 1/64 of the
+//!   budget in all, 64 large blocks. The cache is given back whenever the heap is refused
+//!   memory;
 //! - each size class is split over *shards*, each behind its own lock. A thread always
 //!   allocates from the same shard; a free goes to the shard owning the slab. A
 //!   `MALLOC_THREADSAFE` heap has several shards, any other heap one (it is still safe to
@@ -42,6 +46,11 @@ pub const SIZE_CLASSES: [usize; 24] = [
 /// The unit a heap commits (and the budget is charged) for small blocks: 16 KiB.
 pub const SLAB_SIZE: usize = SLAB;
 const NCLASSES: usize = SIZE_CLASSES.len();
+/// Freed large blocks kept for reuse: at most this many bytes in all (and 1/64 of the
+/// budget), this many blocks, blocks up to this size.
+const MAX_CACHE: usize = 8 << 20;
+const MAX_CACHED: usize = 64;
+const MAX_CACHED_BLOCK: usize = 1 << 20;
 const SLAB_SHIFT: u32 = 14;
 const SLAB: usize = 1 << SLAB_SHIFT;
 const SEG_SHIFT: u32 = 22;
@@ -102,6 +111,9 @@ pub struct HeapStats {
     pub large_blocks: usize,
     /// `DebugAlloc` blocks live.
     pub debug_blocks: usize,
+    /// Bytes of empty slabs and freed large blocks kept committed for reuse (part of
+    /// `committed`).
+    pub cached: usize,
 }
 
 struct SlabData {
@@ -244,6 +256,15 @@ struct Pool {
     segments: Vec<Box<Segment>>,
     /// Uncommitted slabs.
     free: Vec<SlabRef>,
+    /// Empty slabs kept committed (and charged) for reuse by any class.
+    ready: Vec<SlabRef>,
+}
+
+#[derive(Default)]
+struct LargeCache {
+    /// (address, bytes).
+    blocks: Vec<(usize, usize)>,
+    bytes: usize,
 }
 
 struct Large {
@@ -266,6 +287,9 @@ struct Heap {
     /// Large blocks. Reentrant, so that a global allocator's `dealloc` running inside a
     /// map operation of this thread can still ask whether a pointer is a large block.
     large: ReentrantMutex<RefCell<HashMap<usize, Large>>>,
+    /// Freed large blocks kept committed (and charged) for reuse.
+    cache: Mutex<LargeCache>,
+    cache_cap: usize,
     sites: Mutex<HashMap<usize, Site>>,
     debug_live: AtomicUsize,
     committed: AtomicUsize,
@@ -322,15 +346,18 @@ impl HostMalloc {
         let protect =
             if ty.contains(MallocType::EXECUTABLE) { Protection::EXECUTE_READWRITE } else { Protection::READWRITE };
         let end = mgr.space().system_info().maximum_application_address.saturating_add(1);
+        let mgr_budget = mgr.budget_bytes();
         HostMalloc {
             heap: Arc::new(Heap {
                 mgr,
                 ty,
                 protect,
                 shards: (0..nshards).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
-                pool: Mutex::new(Pool { segments: Vec::new(), free: Vec::new() }),
+                pool: Mutex::new(Pool { segments: Vec::new(), free: Vec::new(), ready: Vec::new() }),
                 index: SegIndex::new(end),
                 large: ReentrantMutex::new(RefCell::new(HashMap::new())),
+                cache: Mutex::new(LargeCache::default()),
+                cache_cap: (mgr_budget / 64).min(MAX_CACHE),
                 sites: Mutex::new(HashMap::new()),
                 debug_live: AtomicUsize::new(0),
                 committed: AtomicUsize::new(0),
@@ -431,6 +458,7 @@ impl HostMalloc {
             blocks += s.live_blocks;
             bytes += s.live_bytes;
         }
+        let ready = h.pool.lock().ready.len() * SLAB;
         let large = h.large.lock();
         let large = large.borrow();
         HeapStats {
@@ -440,6 +468,7 @@ impl HostMalloc {
             segments: h.pool.lock().segments.len(),
             large_blocks: large.len(),
             debug_blocks: h.debug_live.load(Ordering::SeqCst),
+            cached: ready + h.cache.lock().bytes,
         }
     }
 
@@ -523,6 +552,9 @@ impl Heap {
     fn new_slab(&self, level: CriticalLevel) -> HostResult<SlabRef> {
         let s = {
             let mut pool = self.pool.lock();
+            if let Some(s) = pool.ready.pop() {
+                return Ok(s);
+            }
             if pool.free.is_empty() {
                 self.add_segment(&mut pool)?;
             }
@@ -530,7 +562,13 @@ impl Heap {
         };
         // SAFETY: slabs live as long as the heap.
         let base = unsafe { &*s.0 }.base;
-        match self.mgr.alloc_as(self.mgr.heap_actor(), base, SLAB, AllocationType::COMMIT, self.protect, level) {
+        let commit =
+            || self.mgr.alloc_as(self.mgr.heap_actor(), base, SLAB, AllocationType::COMMIT, self.protect, level);
+        let done = match commit() {
+            Err(HostError::OutOfMemory) if self.flush_cache() => commit(),
+            other => other,
+        };
+        match done {
             Ok(_) => {
                 self.committed.fetch_add(SLAB, Ordering::SeqCst);
                 Ok(s)
@@ -577,17 +615,74 @@ impl Heap {
 
     fn alloc_large(&self, size: usize, level: CriticalLevel) -> HostResult<usize> {
         let bytes = round_up(size, PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
-        let p = self.mgr.alloc_as(
-            self.mgr.heap_actor(),
-            0,
-            bytes,
-            AllocationType::RESERVE | AllocationType::COMMIT,
-            self.protect,
-            level,
-        )?;
-        self.committed.fetch_add(bytes, Ordering::SeqCst);
+        // The smallest cached block that fits without wasting more than a third of it.
+        let cached = {
+            let mut cache = self.cache.lock();
+            let best = (0..cache.blocks.len())
+                .filter(|&i| (bytes..=bytes + bytes / 2).contains(&cache.blocks[i].1))
+                .min_by_key(|&i| cache.blocks[i].1);
+            best.map(|i| {
+                let b = cache.blocks.swap_remove(i);
+                cache.bytes -= b.1;
+                b
+            })
+        };
+        let (p, bytes) = match cached {
+            Some(b) => b,
+            None => {
+                let actor = self.mgr.heap_actor();
+                let ty = AllocationType::RESERVE | AllocationType::COMMIT;
+                let p = match self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level) {
+                    Err(HostError::OutOfMemory) if self.flush_cache() => {
+                        self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level)?
+                    }
+                    other => other?,
+                };
+                self.committed.fetch_add(bytes, Ordering::SeqCst);
+                (p, bytes)
+            }
+        };
         self.large.lock().borrow_mut().insert(p, Large { bytes });
         Ok(p)
+    }
+
+    /// Keep a freed large block committed for reuse if the cache has room.
+    fn cache_large(&self, p: usize, bytes: usize) -> bool {
+        // Lock order: pool, then cache.
+        let ready = self.pool.lock().ready.len() * SLAB;
+        let mut cache = self.cache.lock();
+        if bytes > MAX_CACHED_BLOCK || ready + cache.bytes + bytes > self.cache_cap || cache.blocks.len() >= MAX_CACHED
+        {
+            return false;
+        }
+        cache.blocks.push((p, bytes));
+        cache.bytes += bytes;
+        true
+    }
+
+    /// Give every cached large block back to the manager; whether there was any.
+    fn flush_cache(&self) -> bool {
+        let blocks = {
+            let mut cache = self.cache.lock();
+            cache.bytes = 0;
+            std::mem::take(&mut cache.blocks)
+        };
+        let ready = std::mem::take(&mut self.pool.lock().ready);
+        let any = !blocks.is_empty() || !ready.is_empty();
+        for s in ready {
+            // SAFETY: slabs live as long as the heap.
+            let base = unsafe { &*s.0 }.base;
+            if self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT).is_ok() {
+                self.committed.fetch_sub(SLAB, Ordering::SeqCst);
+                self.pool.lock().free.push(s);
+            }
+        }
+        for (p, bytes) in blocks {
+            if self.mgr.free_as(self.mgr.heap_actor(), p, 0, FreeType::RELEASE).is_ok() {
+                self.committed.fetch_sub(bytes, Ordering::SeqCst);
+            }
+        }
+        any
     }
 
     fn free(&self, ptr: usize) -> HostResult<()> {
@@ -599,11 +694,13 @@ impl Heap {
             self.free_small(slab, ptr)?;
         } else {
             let large = self.large.lock().borrow_mut().remove(&ptr).ok_or(HostError::InvalidOperation)?;
-            if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), ptr, 0, FreeType::RELEASE) {
-                self.large.lock().borrow_mut().insert(ptr, large);
-                return Err(e);
+            if !self.cache_large(ptr, large.bytes) {
+                if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), ptr, 0, FreeType::RELEASE) {
+                    self.large.lock().borrow_mut().insert(ptr, large);
+                    return Err(e);
+                }
+                self.committed.fetch_sub(large.bytes, Ordering::SeqCst);
             }
-            self.committed.fetch_sub(large.bytes, Ordering::SeqCst);
         }
         if self.debug_live.load(Ordering::SeqCst) > 0 && self.sites.lock().remove(&ptr).is_some() {
             self.debug_live.fetch_sub(1, Ordering::SeqCst);
@@ -671,6 +768,13 @@ impl Heap {
     fn retire(&self, s: SlabRef) {
         // SAFETY: slabs live as long as the heap.
         let base = unsafe { &*s.0 }.base;
+        {
+            let mut pool = self.pool.lock();
+            if (pool.ready.len() + 1) * SLAB + self.cache.lock().bytes <= self.cache_cap {
+                pool.ready.push(s);
+                return;
+            }
+        }
         // If the manager refuses (it was disabled), the slab stays committed and unused.
         if self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT).is_ok() {
             self.committed.fetch_sub(SLAB, Ordering::SeqCst);
@@ -722,6 +826,9 @@ fn take_bit(d: &mut SlabData) -> usize {
 impl Drop for Heap {
     fn drop(&mut self) {
         let actor = self.mgr.heap_actor();
+        for (p, _) in self.cache.get_mut().blocks.drain(..) {
+            let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
+        }
         for (p, _) in self.large.get_mut().get_mut().drain() {
             let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
         }

@@ -407,6 +407,10 @@ impl HostMemoryManager {
         }
     }
 
+    pub(crate) fn budget_bytes(&self) -> usize {
+        self.shared.budget.policy().budget
+    }
+
     pub(crate) fn is_running(&self) -> bool {
         self.check().is_ok()
     }

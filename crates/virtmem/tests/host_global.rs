@@ -1,0 +1,83 @@
+//! A whole Rust program's heap under the manager's budget: this test binary's global
+//! allocator is a `HostGlobalAlloc` over a manager on this process's real memory.
+#![cfg(all(target_os = "linux", not(miri)))]
+
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use virtmem::host::{HostGlobalAlloc, HostMemoryManager, MallocType};
+use virtmem::LinuxSpace;
+
+#[global_allocator]
+static HEAP: HostGlobalAlloc = HostGlobalAlloc::new();
+
+const BUDGET: usize = 96 << 20;
+
+/// One test, run in steps, so that no other test's allocations disturb the figures.
+#[test]
+fn a_programs_heap_under_the_budget() {
+    let space = Arc::new(LinuxSpace::linux().unwrap());
+    let m = HostMemoryManager::builder(space, BUDGET).soft_reserve(0).emergency_reserve(0).build_started().unwrap();
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    // SAFETY: the manager runs over this process's real memory and is never shut down;
+    // it is leaked below, so its reservations stay mapped for the life of the process.
+    unsafe { HEAP.install(heap) }.unwrap();
+    let m: &'static HostMemoryManager = Box::leak(Box::new(m));
+    let second = m.create_malloc(MallocType::empty()).unwrap();
+    // SAFETY: as above (and it is refused anyway).
+    assert!(unsafe { HEAP.install(second) }.is_err(), "only once");
+    allocations_are_charged_to_the_budget(m);
+    the_budget_refuses_what_does_not_fit();
+    many_threads_with_cross_thread_frees(m);
+}
+
+fn allocations_are_charged_to_the_budget(m: &HostMemoryManager) {
+    let heap = HEAP.heap().unwrap();
+    let before = m.stats().budget.heap_committed;
+    let v: Vec<u64> = (0..(4 << 20) / 8).collect(); // 4 MiB: a large block
+    assert!(heap.owns(v.as_ptr() as usize));
+    assert!(m.stats().budget.heap_committed >= before + (4 << 20));
+    let s = String::from("small strings come from the size classes");
+    assert!(heap.owns(s.as_ptr() as usize));
+    assert_eq!(v.iter().sum::<u64>(), ((4u64 << 20) / 8) * ((4u64 << 20) / 8 - 1) / 2);
+    let during = m.stats().budget.heap_committed;
+    drop(v);
+    assert!(m.stats().budget.heap_committed <= during - (4 << 20), "freeing refunds");
+}
+
+fn the_budget_refuses_what_does_not_fit() {
+    let mut v: Vec<u8> = Vec::new();
+    assert!(v.try_reserve_exact(BUDGET + (1 << 20)).is_err(), "over the budget");
+    assert!(v.try_reserve_exact(1 << 20).is_ok(), "and fine again below it");
+    v.resize(1 << 20, 7);
+    assert_eq!(v[12345], 7);
+}
+
+fn many_threads_with_cross_thread_frees(m: &HostMemoryManager) {
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let producers: Vec<_> = (0..4)
+        .map(|t| {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut map = HashMap::new();
+                for i in 0..5000 {
+                    map.insert(i, format!("thread {t} item {i} {}", "x".repeat(i % 300)));
+                    if i % 100 == 99 {
+                        let batch: Vec<String> = map.drain().map(|(_, v)| v).collect();
+                        tx.send(batch).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let consumer = thread::spawn(move || rx.iter().map(|b| b.len()).sum::<usize>());
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), 4 * 5000);
+    let s = m.stats().budget;
+    assert!(s.heap_committed <= BUDGET);
+    assert!(s.peak <= BUDGET);
+}
