@@ -458,3 +458,72 @@ fn a_collision_reports_exactly_the_foreign_mapping() {
     // SAFETY: unmaps the foreign mapping this test made.
     unsafe { libc::munmap((spot + 128 * KB) as *mut libc::c_void, 64 * KB) };
 }
+
+/// A busy reservation (random commits, decommits and protection changes): no call adds
+/// more than two kernel mappings (an `mprotect` splits at most at both ends), and a
+/// decommit with guard markers adds none, so the kernel's cap on mappings is only
+/// approached by a space with that many distinct protection runs.
+#[test]
+fn kernel_mappings_grow_at_most_two_per_call_and_not_on_guarded_decommit() {
+    for s in [space(), plain()] {
+        let pages = 1024;
+        let size = pages * 4096;
+        let base = s.alloc(0, size, T::RESERVE, P::NOACCESS).unwrap();
+        let mut x: u64 = 0x2545F4914F6CDD1D;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let prots = [P::READWRITE, P::READWRITE, P::READWRITE, P::READONLY, P::NOACCESS];
+        let count = || mappings(base..base + size).len();
+        let (mut worst, mut regions_then) = (0usize, 0usize);
+        for _ in 0..1500 {
+            let start = next(pages);
+            let len = 1 + next(16.min(pages - start));
+            let (a, n) = (base + start * 4096, len * 4096);
+            let before = count();
+            let before_maps = mappings(base..base + size);
+            let op = next(3);
+            match op {
+                0 => {
+                    s.alloc(a, n, T::COMMIT, prots[next(prots.len())]).unwrap();
+                }
+                1 => s.free(a, n, FreeType::DECOMMIT).unwrap(),
+                _ => {
+                    let _ = s.protect(a, n, prots[next(prots.len())]);
+                }
+            }
+            let after = count();
+            assert!(
+                after <= before + 2,
+                "op {op} at {:#x}+{n:#x} added {} mappings: {:x?} -> {:x?}",
+                a - base,
+                after - before,
+                before_maps
+                    .iter()
+                    .filter(|m| m.1 + 0x10000 > a && m.0 < a + n + 0x10000)
+                    .map(|m| (m.0 - base, m.1 - base, m.2.clone()))
+                    .collect::<Vec<_>>(),
+                mappings(base..base + size)
+                    .iter()
+                    .filter(|m| m.1 + 0x10000 > a && m.0 < a + n + 0x10000)
+                    .map(|m| (m.0 - base, m.1 - base, m.2.clone()))
+                    .collect::<Vec<_>>()
+            );
+            if op == 1 && s.backend().uses_guard_regions() {
+                assert!(after <= before, "a guarded decommit added a mapping");
+            }
+            if after > worst {
+                worst = after;
+                regions_then = walk(&s, base..base + size).len();
+            }
+        }
+        eprintln!(
+            "guard regions {}: at most {worst} kernel mappings ({regions_then} VirtualQuery regions then)",
+            s.backend().uses_guard_regions()
+        );
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+    }
+}

@@ -666,29 +666,46 @@ impl Backend for LinuxBackend {
     /// left guard-marked also need `MADV_GUARD_REMOVE` (after the `mprotect`, so they
     /// stay inaccessible until both have worked). A failure part-way is reverted.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        let runs = Self::kernel_runs(&self.state.lock(), &range);
-        debug_assert!(from == Access::None || runs.iter().all(|(_, k)| !k.guarded));
+        let (span, runs) = {
+            let st = self.state.lock();
+            // Going to PROT_NONE, take the guard-marked pages on either side along:
+            // they are inaccessible whatever their mapping's protection, and giving
+            // them PROT_NONE too lets the kernel merge the whole run into one mapping
+            // instead of splitting around them.
+            let span = match st.extent_of(range.start) {
+                Some((s, x)) if to == Access::None => st.widen_over_guards(&range, &(s..x.end)),
+                _ => range.clone(),
+            };
+            (span.clone(), Self::kernel_runs(&st, &span))
+        };
+        debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
         let reprotect = runs.iter().any(|(_, k)| k.prot != to);
-        let unguard = runs.iter().any(|(_, k)| k.guarded);
+        let unguard = to != Access::None && runs.iter().any(|(_, k)| k.guarded);
+        let changed = || runs.iter().filter(|(_, k)| k.prot != to).cloned().collect::<Vec<_>>();
         if reprotect {
-            if let Err(e) = self.protect(&range, to) {
+            if let Err(e) = self.protect(&span, to) {
                 // A failed mprotect may have changed some mappings before failing.
-                let changed: Vec<_> = runs.iter().filter(|(_, k)| k.prot != to).cloned().collect();
-                self.restore(&changed);
+                self.restore(&changed());
                 return Err(errno_error(e));
             }
         }
         if unguard {
-            if let Err(e) = self.guard(&range, false) {
-                let changed: Vec<_> = runs.iter().filter(|(_, k)| k.prot != to).cloned().collect();
-                self.restore(&changed);
+            if let Err(e) = self.guard(&span, false) {
+                self.restore(&changed());
                 return Err(errno_error(e));
             }
         }
         let mut st = self.state.lock();
         for (r, k) in runs {
-            let touched = k.touched || (from == Access::None && to != Access::None);
-            st.kernel.set(r, entry(Kernel { prot: to, guarded: false, touched }));
+            let inside = r.start >= range.start && r.end <= range.end;
+            let k = if inside {
+                let touched = k.touched || (from == Access::None && to != Access::None);
+                Kernel { prot: to, guarded: false, touched }
+            } else {
+                // A guard-marked neighbour: still marked, now under PROT_NONE.
+                Kernel { prot: Access::None, ..k }
+            };
+            st.kernel.set(r, entry(k));
         }
         Ok(())
     }

@@ -96,6 +96,11 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.map.insert(s, (e, v));
     }
 
+    /// The range containing `addr` and its value.
+    pub fn at(&self, addr: usize) -> Option<(Range<usize>, V)> {
+        self.map.range(..=addr).next_back().filter(|(_, (e, _))| *e > addr).map(|(&s, &(e, v))| (s..e, v))
+    }
+
     /// Number of ranges.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -165,6 +170,24 @@ impl State {
         }
         out.sort_by_key(|r| r.start);
         out
+    }
+
+    /// `range` widened over the guard-marked pages next to it (inside `within`).
+    pub fn widen_over_guards(&self, range: &Range<usize>, within: &Range<usize>) -> Range<usize> {
+        let (mut s, mut e) = (range.start, range.end);
+        while s > within.start {
+            match self.kernel.at(s - 1) {
+                Some((r, k)) if k.guarded => s = r.start.max(within.start),
+                _ => break,
+            }
+        }
+        while e < within.end {
+            match self.kernel.at(e) {
+                Some((r, k)) if k.guarded => e = r.end.min(within.end),
+                _ => break,
+            }
+        }
+        s..e
     }
 
     /// The live extent containing `addr`.

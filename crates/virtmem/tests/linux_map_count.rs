@@ -1,0 +1,114 @@
+//! The kernel's cap on mappings (`vm.max_map_count`): at the wall, a call that needs
+//! more mappings fails with ERROR_NOT_ENOUGH_MEMORY and changes nothing, while a
+//! decommit with guard markers (which splits no mapping) still works. Runs in a child
+//! process of its own, which it fills with mappings up to the cap.
+#![cfg(target_os = "linux")]
+
+mod linux_util;
+
+use linux_util::*;
+use virtmem::{AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, MemState, Protection as P};
+
+const KB: usize = 1024;
+const CHILD: &str = "VIRTMEM_MAP_COUNT_CHILD";
+
+/// Re-run this test alone in a child process; true in the parent once it passed.
+fn in_child(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// Map single pages with alternating protections (so that none merge) until the
+/// kernel refuses: the process is then exactly at its mapping cap.
+fn fill_to_the_cap() -> Vec<usize> {
+    let mut pages = Vec::new();
+    loop {
+        let prot = if pages.len() % 2 == 0 { libc::PROT_READ } else { libc::PROT_NONE };
+        // SAFETY: a fresh anonymous page wherever the kernel likes.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), 4096, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        if p == libc::MAP_FAILED {
+            assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOMEM));
+            return pages;
+        }
+        pages.push(p as usize);
+        assert!(pages.len() < 10_000_000);
+    }
+}
+
+fn unfill(pages: Vec<usize>) {
+    for p in pages {
+        // SAFETY: pages mapped by fill_to_the_cap.
+        unsafe { libc::munmap(p as *mut libc::c_void, 4096) };
+    }
+}
+
+fn at_the_cap(options: LinuxOptions) {
+    let s = LinuxSpace::linux_with(options).unwrap();
+    let base = s.alloc(0, 1024 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.alloc(base, 512 * KB, T::COMMIT, P::READWRITE).unwrap();
+    for a in (base..base + 512 * KB).step_by(4096) {
+        store(a, 0x5A);
+    }
+    let spare = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(spare, 0, FreeType::RELEASE).unwrap();
+    let before_walk = walk(&s, base..base + 1024 * KB);
+    let before_maps = effective_mappings(base..base + 1024 * KB);
+
+    let filler = fill_to_the_cap();
+    // Needs two more mappings (a read-only page in the middle of read-write ones).
+    assert_eq!(s.protect(base + 64 * KB, 4096, P::READONLY), Err(Error::NotEnoughMemory));
+    // Also two (committing a page in the middle of the reserved half).
+    assert_eq!(s.alloc(base + 768 * KB, 4096, T::COMMIT, P::READWRITE), Err(Error::NotEnoughMemory));
+    assert_eq!(walk(&s, base..base + 1024 * KB), before_walk);
+    assert_eq!(effective_mappings(base..base + 1024 * KB), before_maps);
+    assert!((base..base + 512 * KB).step_by(4096).all(|a| load(a) == 0x5A));
+
+    // A decommit in the middle: guard markers split nothing, mprotect would.
+    let hole = base + 128 * KB..base + 192 * KB;
+    let r = s.free(hole.start, hole.len(), FreeType::DECOMMIT);
+    if s.backend().uses_guard_regions() {
+        assert_eq!(r, Ok(()));
+        assert_eq!(s.query(hole.start).unwrap().state, MemState::Reserve);
+        // And recommitting it splits nothing either.
+        assert_eq!(s.alloc(hole.start, hole.len(), T::COMMIT, P::READWRITE), Ok(hole.start));
+        assert_eq!(load(hole.start), 0);
+    } else {
+        assert_eq!(r, Err(Error::NotEnoughMemory));
+        assert_eq!(walk(&s, base..base + 1024 * KB), before_walk);
+        assert!(hole.clone().step_by(4096).all(|a| load(a) == 0x5A));
+    }
+    // A new reservation: from the pool if it has one, else mmap fails cleanly.
+    let r = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS);
+    if options.pool_bytes > 0 {
+        assert_eq!(r, Ok(spare));
+    } else {
+        assert_eq!(r, Err(Error::NotEnoughMemory));
+        assert_eq!(s.stats().reservations, 1);
+    }
+    unfill(filler);
+    // Room again: everything works.
+    s.protect(base + 64 * KB, 4096, P::READONLY).unwrap();
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn the_mapping_cap_is_a_clean_out_of_memory() {
+    if in_child("the_mapping_cap_is_a_clean_out_of_memory") {
+        return;
+    }
+    at_the_cap(LinuxOptions::default());
+    at_the_cap(LinuxOptions { pool_bytes: 0, guard_regions: false });
+}
