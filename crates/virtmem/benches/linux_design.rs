@@ -57,6 +57,9 @@ fn lifecycle_raw() {
     }
 }
 
+/// A lifecycle to time.
+type Lifecycle<'a> = Box<dyn Fn() + Sync + 'a>;
+
 fn run(threads: usize, iters: u64, f: &(dyn Fn() + Sync)) -> Duration {
     let per = iters.div_ceil(threads as u64);
     let start = Barrier::new(threads + 1);
@@ -91,7 +94,7 @@ fn design(c: &mut Criterion) {
     ];
     let spaces: Vec<(&str, LinuxSpace)> =
         variants.iter().map(|(n, o)| (*n, LinuxSpace::linux_with(*o).expect("linux space"))).collect();
-    let mut providers: Vec<(&str, Box<dyn Fn() + Sync + '_>)> = vec![("raw", Box::new(lifecycle_raw))];
+    let mut providers: Vec<(&str, Lifecycle<'_>)> = vec![("raw", Box::new(lifecycle_raw))];
     for (name, s) in &spaces {
         providers.push((name, Box::new(move || lifecycle_space(s))));
     }
