@@ -25,12 +25,17 @@
 #define INVALID_HANDLE_VALUE ((HANDLE)(intptr_t)-1)
 #endif
 
+/* The COM interfaces of the host memory manager refer to each other in their vtables. */
+struct IHostMemoryManager;
+struct IHostMalloc;
+struct ICLRMemoryNotificationCallback;
+
 
 
 /**
- * `LPVOID`: a pointer to anything.
+ * `HRESULT`: a COM result (negative is a failure, `S_OK` success).
  */
-typedef void *LPVOID;
+typedef int32_t HRESULT;
 
 /**
  * `SIZE_T`: an unsigned integer as wide as a pointer.
@@ -51,6 +56,339 @@ typedef void *HANDLE;
  * `BOOL`: a 32-bit signed integer, `TRUE` (1) or `FALSE` (0).
  */
 typedef int32_t BOOL;
+
+/**
+ * `LPVOID`: a pointer to anything.
+ */
+typedef void *LPVOID;
+
+/**
+ * The host's answer to `NeedsVirtualAddressSpace`: free address space and return TRUE
+ * if the runtime should retry.
+ */
+typedef BOOL (*VIRTMEM_RECLAIM_FN)(void *context, LPVOID startAddress, SIZE_T size);
+
+/**
+ * Everything a host configures. Fill it with [`VirtmemHostConfigInit`], change what you
+ * need, pass it to [`VirtmemCreateHostMemoryManagerEx`].
+ */
+typedef struct VIRTMEM_HOST_CONFIG {
+  /**
+   * `sizeof(VIRTMEM_HOST_CONFIG)`.
+   */
+  DWORD cbSize;
+  /**
+   * `VIRTMEM_HOST_*` flags.
+   */
+  DWORD dwFlags;
+  /**
+   * Whose memory: NULL or `GetCurrentProcess()` for this process's real memory (a space
+   * of its own: memory the rest of the program allocated is foreign to it), or a
+   * simulated process from `VirtmemCreateProcess` (shared with the `Ex` functions).
+   */
+  HANDLE hProcess;
+  /**
+   * The budget in bytes (committed + heap + acquired views). Not 0.
+   */
+  SIZE_T Budget;
+  /**
+   * How far above the budget domain- and process-critical requests may go.
+   */
+  SIZE_T SoftReserve;
+  /**
+   * How far above budget + soft reserve process-critical requests may go.
+   */
+  SIZE_T EmergencyReserve;
+  /**
+   * A sub-budget for the first tenant, 0 for none.
+   */
+  SIZE_T TenantBudget;
+  /**
+   * How long a process-critical request waits for memory (ms); 0: it does not wait.
+   */
+  DWORD ProcessCriticalWaitMs;
+  /**
+   * Load (percent) at which memory is Low.
+   */
+  DWORD LowPercent;
+  /**
+   * Load (percent) at or below which memory is High (less than `LowPercent`).
+   */
+  DWORD HighPercent;
+  /**
+   * Points of hysteresis around both thresholds.
+   */
+  DWORD Hysteresis;
+  /**
+   * The answer to `NeedsVirtualAddressSpace` (NULL: always `E_OUTOFMEMORY`).
+   */
+  VIRTMEM_RECLAIM_FN Reclaim;
+  /**
+   * Passed to `Reclaim`.
+   */
+  void *ReclaimContext;
+} VIRTMEM_HOST_CONFIG;
+
+/**
+ * `GUID`: a COM interface identifier.
+ */
+typedef struct GUID {
+  /**
+   * First 32 bits.
+   */
+  uint32_t Data1;
+  /**
+   * Next 16 bits.
+   */
+  uint16_t Data2;
+  /**
+   * Next 16 bits.
+   */
+  uint16_t Data3;
+  /**
+   * Last 64 bits, as bytes.
+   */
+  uint8_t Data4[8];
+} GUID;
+
+/**
+ * `IID`: an interface identifier.
+ */
+typedef struct GUID IID;
+
+/**
+ * `REFIID`: a pointer to an interface identifier.
+ */
+typedef const IID *REFIID;
+
+/**
+ * `ULONG`: a 32-bit unsigned integer (Win64 is LLP64).
+ */
+typedef uint32_t ULONG;
+
+/**
+ * `EMemoryCriticalLevel`: how bad a failure of a request would be.
+ */
+typedef int EMemoryCriticalLevel;
+
+/**
+ * The methods of `IHostMalloc`, in `mscoree.h` order (`IUnknown` first).
+ */
+typedef struct IHostMallocVtbl {
+  /**
+   * `IUnknown::QueryInterface`: `IID_IHostMalloc` and `IID_IUnknown`.
+   */
+  HRESULT (*QueryInterface)(struct IHostMalloc *This, REFIID riid, void **ppvObject);
+  /**
+   * `IUnknown::AddRef`.
+   */
+  ULONG (*AddRef)(struct IHostMalloc *This);
+  /**
+   * `IUnknown::Release`.
+   */
+  ULONG (*Release)(struct IHostMalloc *This);
+  /**
+   * A block of `cbSize` bytes (16-byte aligned); `*ppMem` NULL when refused.
+   */
+  HRESULT (*Alloc)(struct IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+  /**
+   * `Alloc`, remembering the file and line for the leak report.
+   */
+  HRESULT (*DebugAlloc)(struct IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName, int iLineNo, void **ppMem);
+  /**
+   * Free a block; NULL is `S_OK`; anything this heap did not return is
+   * `HOST_E_INVALIDOPERATION`.
+   */
+  HRESULT (*Free)(struct IHostMalloc *This, void *pMem);
+} IHostMallocVtbl;
+
+/**
+ * `IHostMalloc`: a heap under the host's budget. See [`IHostMallocVtbl`].
+ */
+typedef struct IHostMalloc {
+  /**
+   * The methods.
+   */
+  const struct IHostMallocVtbl *lpVtbl;
+} IHostMalloc;
+
+/**
+ * `EMemoryAvailable`: what a memory notification says.
+ */
+typedef int EMemoryAvailable;
+
+/**
+ * The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
+ * `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
+ * crossed a threshold (it must not block), and `Release` when the manager is gone.
+ */
+typedef struct ICLRMemoryNotificationCallbackVtbl {
+  /**
+   * `IUnknown::QueryInterface` (not called by the host).
+   */
+  HRESULT (*QueryInterface)(struct ICLRMemoryNotificationCallback *This, REFIID riid, void **ppvObject);
+  /**
+   * `IUnknown::AddRef`.
+   */
+  ULONG (*AddRef)(struct ICLRMemoryNotificationCallback *This);
+  /**
+   * `IUnknown::Release`.
+   */
+  ULONG (*Release)(struct ICLRMemoryNotificationCallback *This);
+  /**
+   * The load crossed a threshold: memory is now Low, Neutral or High.
+   */
+  HRESULT (*OnMemoryNotification)(struct ICLRMemoryNotificationCallback *This, EMemoryAvailable eMemoryAvailable);
+} ICLRMemoryNotificationCallbackVtbl;
+
+/**
+ * `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
+ * host. See [`ICLRMemoryNotificationCallbackVtbl`].
+ */
+typedef struct ICLRMemoryNotificationCallback {
+  /**
+   * The methods.
+   */
+  const struct ICLRMemoryNotificationCallbackVtbl *lpVtbl;
+} ICLRMemoryNotificationCallback;
+
+/**
+ * The methods of `IHostMemoryManager`, in `mscoree.h` order (`IUnknown` first).
+ */
+typedef struct IHostMemoryManagerVtbl {
+  /**
+   * `IUnknown::QueryInterface`: `IID_IHostMemoryManager` and `IID_IUnknown` give this
+   * object (with a new reference); any other IID `E_NOINTERFACE` with `*ppvObject` NULL.
+   */
+  HRESULT (*QueryInterface)(struct IHostMemoryManager *This, REFIID riid, void **ppvObject);
+  /**
+   * `IUnknown::AddRef`: the new reference count.
+   */
+  ULONG (*AddRef)(struct IHostMemoryManager *This);
+  /**
+   * `IUnknown::Release`: the new reference count; the object goes at 0.
+   */
+  ULONG (*Release)(struct IHostMemoryManager *This);
+  /**
+   * A heap drawing on the same budget (`MALLOC_THREADSAFE`, `MALLOC_EXECUTABLE`).
+   */
+  HRESULT (*CreateMalloc)(struct IHostMemoryManager *This, DWORD dwMallocType, struct IHostMalloc **ppMalloc);
+  /**
+   * Win32 `VirtualAlloc` through the host; `*ppMem` is NULL on any failure.
+   */
+  HRESULT (*VirtualAlloc)(struct IHostMemoryManager *This, void *pAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+  /**
+   * Win32 `VirtualFree` through the host.
+   */
+  HRESULT (*VirtualFree)(struct IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
+  /**
+   * Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+   */
+  HRESULT (*VirtualQuery)(struct IHostMemoryManager *This, void *lpAddress, void *lpBuffer, SIZE_T dwLength, SIZE_T *pResult);
+  /**
+   * Win32 `VirtualProtect` through the host.
+   */
+  HRESULT (*VirtualProtect)(struct IHostMemoryManager *This, void *lpAddress, SIZE_T dwSize, DWORD flNewProtect, DWORD *pflOldProtect);
+  /**
+   * Percent of the budget in use and bytes still available.
+   */
+  HRESULT (*GetMemoryLoad)(struct IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
+  /**
+   * Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps
+   * a reference until the manager is gone).
+   */
+  HRESULT (*RegisterMemoryNotificationCallback)(struct IHostMemoryManager *This, struct ICLRMemoryNotificationCallback *pCallback);
+  /**
+   * The runtime failed to map a view: `S_OK` to retry, `E_OUTOFMEMORY` otherwise.
+   */
+  HRESULT (*NeedsVirtualAddressSpace)(struct IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+  /**
+   * The runtime mapped a view outside `VirtualAlloc`: it counts against the budget.
+   */
+  HRESULT (*AcquiredVirtualAddressSpace)(struct IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+  /**
+   * That view is gone.
+   */
+  HRESULT (*ReleasedVirtualAddressSpace)(struct IHostMemoryManager *This, LPVOID startAddress);
+} IHostMemoryManagerVtbl;
+
+/**
+ * `IHostMemoryManager`: what a runtime asks for memory. See [`IHostMemoryManagerVtbl`].
+ */
+typedef struct IHostMemoryManager {
+  /**
+   * The methods.
+   */
+  const struct IHostMemoryManagerVtbl *lpVtbl;
+} IHostMemoryManager;
+
+/**
+ * Figures of a manager, as seen by one tenant (`VirtmemHostGetStats`).
+ */
+typedef struct VIRTMEM_HOST_STATS {
+  /**
+   * 0 not started, 1 running, 2 shut down, 3 disabled by a failure.
+   */
+  DWORD Lifecycle;
+  /**
+   * Requests waiting for memory now (every tenant).
+   */
+  DWORD Waiting;
+  /**
+   * The budget.
+   */
+  SIZE_T Budget;
+  /**
+   * Bytes in use, every tenant.
+   */
+  SIZE_T Used;
+  /**
+   * Of which committed through `VirtualAlloc`.
+   */
+  SIZE_T VirtualCommitted;
+  /**
+   * Of which committed by heaps.
+   */
+  SIZE_T HeapCommitted;
+  /**
+   * Of which acquired views.
+   */
+  SIZE_T Views;
+  /**
+   * The highest `Used` seen.
+   */
+  SIZE_T Peak;
+  /**
+   * Bytes in use by this tenant.
+   */
+  SIZE_T TenantUsed;
+} VIRTMEM_HOST_STATS;
+
+/**
+ * A live `DebugAlloc` block (`VirtmemHostMallocLeaks`).
+ */
+typedef struct VIRTMEM_HOST_LEAK {
+  /**
+   * The block.
+   */
+  LPVOID Address;
+  /**
+   * The size asked for.
+   */
+  SIZE_T Size;
+  /**
+   * The line given to `DebugAlloc`.
+   */
+  int Line;
+  /**
+   * Always 0.
+   */
+  int Reserved;
+  /**
+   * The file given to `DebugAlloc`, NUL-terminated (truncated to 255 bytes).
+   */
+  char File[256];
+} VIRTMEM_HOST_LEAK;
 
 /**
  * `LPCVOID`: a pointer to anything constant.
@@ -202,14 +540,119 @@ typedef struct SYSTEM_INFO *LPSYSTEM_INFO;
 typedef uint8_t BYTE;
 
 /**
- * `ULONG`: a 32-bit unsigned integer (Win64 is LLP64).
- */
-typedef uint32_t ULONG;
-
-/**
  * `PSIZE_T`: a pointer to a `SIZE_T`.
  */
 typedef SIZE_T *PSIZE_T;
+
+/**
+ * `S_OK`: done.
+ */
+#define S_OK 0
+
+/**
+ * `E_OUTOFMEMORY` (0x8007000E): the request cannot be satisfied now (budget or OS).
+ */
+#define E_OUTOFMEMORY (int32_t)2147942414u
+
+/**
+ * `E_INVALIDARG` (0x80070057): an argument is invalid.
+ */
+#define E_INVALIDARG (int32_t)2147942487u
+
+/**
+ * `E_POINTER` (0x80004003): a required out-pointer is NULL (or cannot be written).
+ */
+#define E_POINTER (int32_t)2147500035u
+
+/**
+ * `E_FAIL` (0x80004005): unrecoverable failure; the manager is disabled from then on.
+ */
+#define E_FAIL (int32_t)2147500037u
+
+/**
+ * `E_NOINTERFACE` (0x80004002): `QueryInterface` for an interface the object lacks.
+ */
+#define E_NOINTERFACE (int32_t)2147500034u
+
+/**
+ * `HOST_E_INVALIDOPERATION` (0x80131022): memory this host did not allocate.
+ */
+#define HOST_E_INVALIDOPERATION (int32_t)2148732962u
+
+/**
+ * `HOST_E_CLRNOTAVAILABLE` (0x80131023): not started, shut down, or disabled.
+ */
+#define HOST_E_CLRNOTAVAILABLE (int32_t)2148732963u
+
+/**
+ * `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out.
+ */
+#define HOST_E_TIMEOUT (int32_t)2148732964u
+
+/**
+ * `HOST_E_NOT_OWNER` (0x80131025): another tenant's memory.
+ */
+#define HOST_E_NOT_OWNER (int32_t)2148732965u
+
+/**
+ * `HOST_E_ABANDONED` (0x80131026): a wait was cancelled (shutdown, cancellation).
+ */
+#define HOST_E_ABANDONED (int32_t)2148732966u
+
+/**
+ * `eTaskCritical` (0): fails at the budget.
+ */
+#define eTaskCritical 0
+
+/**
+ * `eAppDomainCritical` (1): may use the soft reserve.
+ */
+#define eAppDomainCritical 1
+
+/**
+ * `eProcessCritical` (2): may use the emergency reserve, then waits for memory.
+ */
+#define eProcessCritical 2
+
+/**
+ * `eMemoryAvailableLow` (1).
+ */
+#define eMemoryAvailableLow 1
+
+/**
+ * `eMemoryAvailableNeutral` (2).
+ */
+#define eMemoryAvailableNeutral 2
+
+/**
+ * `eMemoryAvailableHigh` (3).
+ */
+#define eMemoryAvailableHigh 3
+
+/**
+ * `MALLOC_THREADSAFE` (0x1): a heap many threads may use at once.
+ */
+#define MALLOC_THREADSAFE 1
+
+/**
+ * `MALLOC_EXECUTABLE` (0x2): a heap of executable memory.
+ */
+#define MALLOC_EXECUTABLE 2
+
+/**
+ * `VIRTMEM_HOST_CONFIG::dwFlags`: a fresh simulated address space (`hProcess` ignored).
+ */
+#define VIRTMEM_HOST_SIMULATED 1
+
+/**
+ * `VIRTMEM_HOST_CONFIG::dwFlags`: leave the manager not started (`VirtmemHostStart`).
+ */
+#define VIRTMEM_HOST_NOT_STARTED 2
+
+/**
+ * `VIRTMEM_HOST_CONFIG::dwFlags`: a failed process-critical request disables the manager.
+ */
+#define VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE 4
 
 /**
  * `MEM_COMMIT` (0x1000): commit pages (`VirtualAlloc`), or the committed state (`VirtualQuery`).
@@ -486,6 +929,88 @@ typedef SIZE_T *PSIZE_T;
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * `IID_IUnknown` {00000000-0000-0000-C000-000000000046}.
+ */
+extern const IID IID_IUnknown;
+
+/**
+ * `IID_IHostMemoryManager` {7BC698D1-F9E3-4460-9CDE-D04248E9FA25}.
+ */
+extern const IID IID_IHostMemoryManager;
+
+/**
+ * `IID_IHostMalloc` {1831991C-CC53-4A31-B218-04E910446479}.
+ */
+extern const IID IID_IHostMalloc;
+
+/**
+ * `IID_ICLRMemoryNotificationCallback` {47EB8E57-0846-4546-AF76-6F42FCFC2649}.
+ */
+extern const IID IID_ICLRMemoryNotificationCallback;
+
+/**
+ * Fill `*config` with the default policy for a budget of `budget` bytes: reserves of
+ * 1/16 of the budget each, a 5 s process-critical wait, Low at 90 %, High at 50 %, 5
+ * points of hysteresis, this process's real memory, started. `E_POINTER` for a NULL
+ * `config`.
+ */
+HRESULT VirtmemHostConfigInit(SIZE_T budget, struct VIRTMEM_HOST_CONFIG *config);
+
+/**
+ * A started host memory manager over this process's real memory with a budget of
+ * `budget_bytes` and the default policy (see [`VirtmemHostConfigInit`]), with one
+ * reference. `E_INVALIDARG` for a zero budget, `E_POINTER` for a NULL `out` (`*out` is
+ * NULL on any failure).
+ */
+HRESULT VirtmemCreateHostMemoryManager(SIZE_T budget_bytes, struct IHostMemoryManager **out);
+
+/**
+ * A host memory manager configured by `*config` (see [`VIRTMEM_HOST_CONFIG`]), with one
+ * reference. `E_INVALIDARG` for a NULL or unreadable `config`, a wrong `cbSize`, unknown
+ * flags, a zero budget or thresholds out of order; `E_POINTER` for a NULL `out`; a
+ * simulated process that has exited is `HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`, an
+ * unknown handle `HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)`.
+ */
+HRESULT VirtmemCreateHostMemoryManagerEx(const struct VIRTMEM_HOST_CONFIG *config, struct IHostMemoryManager **out);
+
+/**
+ * Start a manager made with `VIRTMEM_HOST_NOT_STARTED`. `HOST_E_CLRNOTAVAILABLE` once it
+ * was shut down or disabled.
+ */
+HRESULT VirtmemHostStart(struct IHostMemoryManager *host);
+
+/**
+ * Shut the manager down for every tenant: waiting requests fail with
+ * `HOST_E_ABANDONED`, every later call with `HOST_E_CLRNOTAVAILABLE`. Memory stays
+ * allocated until the last reference to the manager and its heaps is released.
+ */
+HRESULT VirtmemHostShutdown(struct IHostMemoryManager *host);
+
+/**
+ * Abandon this tenant's requests that wait for memory now (`HOST_E_ABANDONED`).
+ */
+HRESULT VirtmemHostCancelWaits(struct IHostMemoryManager *host);
+
+/**
+ * A new tenant (another runtime) sharing `host`'s manager, with a sub-budget of `budget`
+ * bytes (0: none): its own `IHostMemoryManager`, with one reference. Tenants cannot act
+ * on each other's memory (`HOST_E_NOT_OWNER`). `name` may be NULL.
+ */
+HRESULT VirtmemHostAddTenant(struct IHostMemoryManager *host, const char *name, SIZE_T budget, struct IHostMemoryManager **out);
+
+/**
+ * Figures of the manager as `host`'s tenant sees them. Answers in every lifecycle state.
+ */
+HRESULT VirtmemHostGetStats(struct IHostMemoryManager *host, struct VIRTMEM_HOST_STATS *stats);
+
+/**
+ * The leak report of a heap: its live `DebugAlloc` blocks, by address. Writes up to
+ * `capacity` of them to `buffer` (which may be NULL when `capacity` is 0) and the total
+ * number to `*count`. `E_POINTER` for a NULL `count`.
+ */
+HRESULT VirtmemHostMallocLeaks(struct IHostMalloc *malloc, struct VIRTMEM_HOST_LEAK *buffer, SIZE_T capacity, SIZE_T *count);
 
 /**
  * `VirtualAlloc`: reserve, commit, reset or undo a reset of pages in the current

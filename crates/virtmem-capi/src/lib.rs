@@ -21,7 +21,8 @@
 //!
 //! Modules per area: [`types`] (the Win32 types and constants), `memory` (the `Virtual*`
 //! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`),
-//! `process` (handles), `system` (last error, system info).
+//! `process` (handles), `system` (last error, system info), `host` (the host memory
+//! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`).
 
 #![warn(missing_docs)]
 // The exported functions keep the Win32 names of their parameters.
@@ -31,6 +32,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod ffi;
+mod host;
 mod memory;
 mod process;
 mod procmem;
@@ -39,6 +41,7 @@ mod trace;
 pub mod types;
 mod uaccess;
 
+pub use host::*;
 pub use memory::*;
 pub use process::*;
 pub use procmem::*;

@@ -69,6 +69,13 @@ impl Deref for Target {
     }
 }
 
+impl Process {
+    /// The process's address space, shared (a host memory manager over it).
+    pub(crate) fn shared_space(&self) -> Arc<dyn VirtualSpace> {
+        self.space.clone()
+    }
+}
+
 fn lookup(handle: usize) -> Option<Arc<Process>> {
     TABLE.read().as_ref()?.get(&handle).cloned()
 }

@@ -1,0 +1,1223 @@
+//! The host memory manager as COM-compatible objects: `IHostMemoryManager`, `IHostMalloc`
+//! and the host's calls to `ICLRMemoryNotificationCallback`, with the method order of
+//! `mscoree.h`, over `virtmem::host`.
+//!
+//! Each interface is a struct whose first (only) member points to its vtable; every method
+//! takes the interface pointer first (`This`), as C code calls COM objects:
+//! `host->lpVtbl->VirtualAlloc(host, NULL, size, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p)`.
+//! Objects are reference counted (`AddRef`/`Release`); the factories return them with one
+//! reference. Methods return an `HRESULT` (`S_OK` is success) and never let a panic into C
+//! (an internal error is `E_FAIL`). A NULL or unwritable out-pointer is `E_POINTER`, and an
+//! out-pointer that can be written gets NULL / 0 on failure.
+//!
+//! Factories: [`VirtmemCreateHostMemoryManager`] (a started manager over this process's
+//! real memory, default policy) and [`VirtmemCreateHostMemoryManagerEx`] (every setting,
+//! real or simulated memory, filled in by [`VirtmemHostConfigInit`]); plus tenants, start,
+//! shutdown, cancellation, figures and the heap's leak report.
+
+#![allow(non_camel_case_types, non_upper_case_globals)]
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vm::host::{
+    CriticalLevel, HostError, HostMalloc, HostMemoryManager, Lifecycle, MallocType, MemoryAvailable, Thresholds,
+};
+use vm::{AllocationType, FreeType, Protection, VirtualSpace};
+
+use crate::process;
+use crate::types::*;
+use crate::uaccess;
+
+/// `HRESULT`: a COM result (negative is a failure, `S_OK` success).
+pub type HRESULT = i32;
+
+/// `S_OK`: done.
+pub const S_OK: HRESULT = 0;
+/// `E_OUTOFMEMORY` (0x8007000E): the request cannot be satisfied now (budget or OS).
+pub const E_OUTOFMEMORY: HRESULT = 0x8007_000E_u32 as i32;
+/// `E_INVALIDARG` (0x80070057): an argument is invalid.
+pub const E_INVALIDARG: HRESULT = 0x8007_0057_u32 as i32;
+/// `E_POINTER` (0x80004003): a required out-pointer is NULL (or cannot be written).
+pub const E_POINTER: HRESULT = 0x8000_4003_u32 as i32;
+/// `E_FAIL` (0x80004005): unrecoverable failure; the manager is disabled from then on.
+pub const E_FAIL: HRESULT = 0x8000_4005_u32 as i32;
+/// `E_NOINTERFACE` (0x80004002): `QueryInterface` for an interface the object lacks.
+pub const E_NOINTERFACE: HRESULT = 0x8000_4002_u32 as i32;
+/// `HOST_E_INVALIDOPERATION` (0x80131022): memory this host did not allocate.
+pub const HOST_E_INVALIDOPERATION: HRESULT = 0x8013_1022_u32 as i32;
+/// `HOST_E_CLRNOTAVAILABLE` (0x80131023): not started, shut down, or disabled.
+pub const HOST_E_CLRNOTAVAILABLE: HRESULT = 0x8013_1023_u32 as i32;
+/// `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out.
+pub const HOST_E_TIMEOUT: HRESULT = 0x8013_1024_u32 as i32;
+/// `HOST_E_NOT_OWNER` (0x80131025): another tenant's memory.
+pub const HOST_E_NOT_OWNER: HRESULT = 0x8013_1025_u32 as i32;
+/// `HOST_E_ABANDONED` (0x80131026): a wait was cancelled (shutdown, cancellation).
+pub const HOST_E_ABANDONED: HRESULT = 0x8013_1026_u32 as i32;
+
+/// `EMemoryCriticalLevel`: how bad a failure of a request would be.
+pub type EMemoryCriticalLevel = c_int;
+/// `eTaskCritical` (0): fails at the budget.
+pub const eTaskCritical: EMemoryCriticalLevel = 0;
+/// `eAppDomainCritical` (1): may use the soft reserve.
+pub const eAppDomainCritical: EMemoryCriticalLevel = 1;
+/// `eProcessCritical` (2): may use the emergency reserve, then waits for memory.
+pub const eProcessCritical: EMemoryCriticalLevel = 2;
+
+/// `EMemoryAvailable`: what a memory notification says.
+pub type EMemoryAvailable = c_int;
+/// `eMemoryAvailableLow` (1).
+pub const eMemoryAvailableLow: EMemoryAvailable = 1;
+/// `eMemoryAvailableNeutral` (2).
+pub const eMemoryAvailableNeutral: EMemoryAvailable = 2;
+/// `eMemoryAvailableHigh` (3).
+pub const eMemoryAvailableHigh: EMemoryAvailable = 3;
+
+/// `MALLOC_THREADSAFE` (0x1): a heap many threads may use at once.
+pub const MALLOC_THREADSAFE: DWORD = 0x1;
+/// `MALLOC_EXECUTABLE` (0x2): a heap of executable memory.
+pub const MALLOC_EXECUTABLE: DWORD = 0x2;
+
+/// `GUID`: a COM interface identifier.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GUID {
+    /// First 32 bits.
+    pub Data1: u32,
+    /// Next 16 bits.
+    pub Data2: u16,
+    /// Next 16 bits.
+    pub Data3: u16,
+    /// Last 64 bits, as bytes.
+    pub Data4: [u8; 8],
+}
+
+/// `IID`: an interface identifier.
+pub type IID = GUID;
+/// `REFIID`: a pointer to an interface identifier.
+pub type REFIID = *const IID;
+
+/// `IID_IUnknown` {00000000-0000-0000-C000-000000000046}.
+#[no_mangle]
+pub static IID_IUnknown: IID = GUID { Data1: 0, Data2: 0, Data3: 0, Data4: [0xC0, 0, 0, 0, 0, 0, 0, 0x46] };
+/// `IID_IHostMemoryManager` {7BC698D1-F9E3-4460-9CDE-D04248E9FA25}.
+#[no_mangle]
+pub static IID_IHostMemoryManager: IID =
+    GUID { Data1: 0x7BC6_98D1, Data2: 0xF9E3, Data3: 0x4460, Data4: [0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25] };
+/// `IID_IHostMalloc` {1831991C-CC53-4A31-B218-04E910446479}.
+#[no_mangle]
+pub static IID_IHostMalloc: IID =
+    GUID { Data1: 0x1831_991C, Data2: 0xCC53, Data3: 0x4A31, Data4: [0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79] };
+/// `IID_ICLRMemoryNotificationCallback` {47EB8E57-0846-4546-AF76-6F42FCFC2649}.
+#[no_mangle]
+pub static IID_ICLRMemoryNotificationCallback: IID =
+    GUID { Data1: 0x47EB_8E57, Data2: 0x0846, Data3: 0x4546, Data4: [0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49] };
+
+/// `IHostMemoryManager`: what a runtime asks for memory. See [`IHostMemoryManagerVtbl`].
+#[repr(C)]
+pub struct IHostMemoryManager {
+    /// The methods.
+    pub lpVtbl: *const IHostMemoryManagerVtbl,
+}
+
+/// The methods of `IHostMemoryManager`, in `mscoree.h` order (`IUnknown` first).
+#[repr(C)]
+pub struct IHostMemoryManagerVtbl {
+    /// `IUnknown::QueryInterface`: `IID_IHostMemoryManager` and `IID_IUnknown` give this
+    /// object (with a new reference); any other IID `E_NOINTERFACE` with `*ppvObject` NULL.
+    pub QueryInterface:
+        unsafe extern "C" fn(This: *mut IHostMemoryManager, riid: REFIID, ppvObject: *mut *mut c_void) -> HRESULT,
+    /// `IUnknown::AddRef`: the new reference count.
+    pub AddRef: unsafe extern "C" fn(This: *mut IHostMemoryManager) -> ULONG,
+    /// `IUnknown::Release`: the new reference count; the object goes at 0.
+    pub Release: unsafe extern "C" fn(This: *mut IHostMemoryManager) -> ULONG,
+    /// A heap drawing on the same budget (`MALLOC_THREADSAFE`, `MALLOC_EXECUTABLE`).
+    pub CreateMalloc: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        dwMallocType: DWORD,
+        ppMalloc: *mut *mut IHostMalloc,
+    ) -> HRESULT,
+    /// Win32 `VirtualAlloc` through the host; `*ppMem` is NULL on any failure.
+    pub VirtualAlloc: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        pAddress: *mut c_void,
+        dwSize: SIZE_T,
+        flAllocationType: DWORD,
+        flProtect: DWORD,
+        eCriticalLevel: EMemoryCriticalLevel,
+        ppMem: *mut *mut c_void,
+    ) -> HRESULT,
+    /// Win32 `VirtualFree` through the host.
+    pub VirtualFree: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        lpAddress: LPVOID,
+        dwSize: SIZE_T,
+        dwFreeType: DWORD,
+    ) -> HRESULT,
+    /// Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+    pub VirtualQuery: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        lpAddress: *mut c_void,
+        lpBuffer: *mut c_void,
+        dwLength: SIZE_T,
+        pResult: *mut SIZE_T,
+    ) -> HRESULT,
+    /// Win32 `VirtualProtect` through the host.
+    pub VirtualProtect: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        lpAddress: *mut c_void,
+        dwSize: SIZE_T,
+        flNewProtect: DWORD,
+        pflOldProtect: *mut DWORD,
+    ) -> HRESULT,
+    /// Percent of the budget in use and bytes still available.
+    pub GetMemoryLoad: unsafe extern "C" fn(
+        This: *mut IHostMemoryManager,
+        pMemoryLoad: *mut DWORD,
+        pAvailableBytes: *mut SIZE_T,
+    ) -> HRESULT,
+    /// Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps
+    /// a reference until the manager is gone).
+    pub RegisterMemoryNotificationCallback:
+        unsafe extern "C" fn(This: *mut IHostMemoryManager, pCallback: *mut ICLRMemoryNotificationCallback) -> HRESULT,
+    /// The runtime failed to map a view: `S_OK` to retry, `E_OUTOFMEMORY` otherwise.
+    pub NeedsVirtualAddressSpace:
+        unsafe extern "C" fn(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT,
+    /// The runtime mapped a view outside `VirtualAlloc`: it counts against the budget.
+    pub AcquiredVirtualAddressSpace:
+        unsafe extern "C" fn(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT,
+    /// That view is gone.
+    pub ReleasedVirtualAddressSpace:
+        unsafe extern "C" fn(This: *mut IHostMemoryManager, startAddress: LPVOID) -> HRESULT,
+}
+
+/// `IHostMalloc`: a heap under the host's budget. See [`IHostMallocVtbl`].
+#[repr(C)]
+pub struct IHostMalloc {
+    /// The methods.
+    pub lpVtbl: *const IHostMallocVtbl,
+}
+
+/// The methods of `IHostMalloc`, in `mscoree.h` order (`IUnknown` first).
+#[repr(C)]
+pub struct IHostMallocVtbl {
+    /// `IUnknown::QueryInterface`: `IID_IHostMalloc` and `IID_IUnknown`.
+    pub QueryInterface:
+        unsafe extern "C" fn(This: *mut IHostMalloc, riid: REFIID, ppvObject: *mut *mut c_void) -> HRESULT,
+    /// `IUnknown::AddRef`.
+    pub AddRef: unsafe extern "C" fn(This: *mut IHostMalloc) -> ULONG,
+    /// `IUnknown::Release`.
+    pub Release: unsafe extern "C" fn(This: *mut IHostMalloc) -> ULONG,
+    /// A block of `cbSize` bytes (16-byte aligned); `*ppMem` NULL when refused.
+    pub Alloc: unsafe extern "C" fn(
+        This: *mut IHostMalloc,
+        cbSize: SIZE_T,
+        eCriticalLevel: EMemoryCriticalLevel,
+        ppMem: *mut *mut c_void,
+    ) -> HRESULT,
+    /// `Alloc`, remembering the file and line for the leak report.
+    pub DebugAlloc: unsafe extern "C" fn(
+        This: *mut IHostMalloc,
+        cbSize: SIZE_T,
+        eCriticalLevel: EMemoryCriticalLevel,
+        pszFileName: *mut c_char,
+        iLineNo: c_int,
+        ppMem: *mut *mut c_void,
+    ) -> HRESULT,
+    /// Free a block; NULL is `S_OK`; anything this heap did not return is
+    /// `HOST_E_INVALIDOPERATION`.
+    pub Free: unsafe extern "C" fn(This: *mut IHostMalloc, pMem: *mut c_void) -> HRESULT,
+}
+
+/// `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
+/// host. See [`ICLRMemoryNotificationCallbackVtbl`].
+#[repr(C)]
+pub struct ICLRMemoryNotificationCallback {
+    /// The methods.
+    pub lpVtbl: *const ICLRMemoryNotificationCallbackVtbl,
+}
+
+/// The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
+/// `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
+/// crossed a threshold (it must not block), and `Release` when the manager is gone.
+#[repr(C)]
+pub struct ICLRMemoryNotificationCallbackVtbl {
+    /// `IUnknown::QueryInterface` (not called by the host).
+    pub QueryInterface: Option<
+        unsafe extern "C" fn(
+            This: *mut ICLRMemoryNotificationCallback,
+            riid: REFIID,
+            ppvObject: *mut *mut c_void,
+        ) -> HRESULT,
+    >,
+    /// `IUnknown::AddRef`.
+    pub AddRef: Option<unsafe extern "C" fn(This: *mut ICLRMemoryNotificationCallback) -> ULONG>,
+    /// `IUnknown::Release`.
+    pub Release: Option<unsafe extern "C" fn(This: *mut ICLRMemoryNotificationCallback) -> ULONG>,
+    /// The load crossed a threshold: memory is now Low, Neutral or High.
+    pub OnMemoryNotification: Option<
+        unsafe extern "C" fn(This: *mut ICLRMemoryNotificationCallback, eMemoryAvailable: EMemoryAvailable) -> HRESULT,
+    >,
+}
+
+// ----- Objects ------------------------------------------------------------------------
+
+#[repr(C)]
+struct ManagerObject {
+    iface: IHostMemoryManager,
+    refs: AtomicU32,
+    mgr: HostMemoryManager,
+}
+
+#[repr(C)]
+struct MallocObject {
+    iface: IHostMalloc,
+    refs: AtomicU32,
+    heap: HostMalloc,
+}
+
+static MANAGER_VTBL: IHostMemoryManagerVtbl = IHostMemoryManagerVtbl {
+    QueryInterface: mgr_query_interface,
+    AddRef: mgr_add_ref,
+    Release: mgr_release,
+    CreateMalloc: mgr_create_malloc,
+    VirtualAlloc: mgr_virtual_alloc,
+    VirtualFree: mgr_virtual_free,
+    VirtualQuery: mgr_virtual_query,
+    VirtualProtect: mgr_virtual_protect,
+    GetMemoryLoad: mgr_get_memory_load,
+    RegisterMemoryNotificationCallback: mgr_register_callback,
+    NeedsVirtualAddressSpace: mgr_needs,
+    AcquiredVirtualAddressSpace: mgr_acquired,
+    ReleasedVirtualAddressSpace: mgr_released,
+};
+
+static MALLOC_VTBL: IHostMallocVtbl = IHostMallocVtbl {
+    QueryInterface: malloc_query_interface,
+    AddRef: malloc_add_ref,
+    Release: malloc_release,
+    Alloc: malloc_alloc,
+    DebugAlloc: malloc_debug_alloc,
+    Free: malloc_free,
+};
+
+fn new_manager(mgr: HostMemoryManager) -> *mut IHostMemoryManager {
+    let obj =
+        Box::new(ManagerObject { iface: IHostMemoryManager { lpVtbl: &MANAGER_VTBL }, refs: AtomicU32::new(1), mgr });
+    Box::into_raw(obj).cast()
+}
+
+fn new_malloc(heap: HostMalloc) -> *mut IHostMalloc {
+    let obj = Box::new(MallocObject { iface: IHostMalloc { lpVtbl: &MALLOC_VTBL }, refs: AtomicU32::new(1), heap });
+    Box::into_raw(obj).cast()
+}
+
+/// The manager behind `this`: NULL is `E_POINTER`, an object that is not one of our
+/// managers `E_INVALIDARG`.
+///
+/// # Safety
+/// `this` is NULL or points to a live COM object (its first word a vtable pointer).
+unsafe fn manager<'a>(this: *mut IHostMemoryManager) -> Result<&'a ManagerObject, HostError> {
+    if this.is_null() {
+        return Err(HostError::Pointer);
+    }
+    // SAFETY: a live COM object starts with its vtable pointer (the caller's contract).
+    if !std::ptr::eq(unsafe { (*this).lpVtbl }, &MANAGER_VTBL) {
+        return Err(HostError::InvalidArg);
+    }
+    // SAFETY: our vtable, so `this` is the `iface` field, first in a live `ManagerObject`.
+    Ok(unsafe { &*this.cast::<ManagerObject>() })
+}
+
+/// The heap behind `this` (see [`manager`]).
+///
+/// # Safety
+/// As for [`manager`].
+unsafe fn heap<'a>(this: *mut IHostMalloc) -> Result<&'a MallocObject, HostError> {
+    if this.is_null() {
+        return Err(HostError::Pointer);
+    }
+    // SAFETY: as in `manager`.
+    if !std::ptr::eq(unsafe { (*this).lpVtbl }, &MALLOC_VTBL) {
+        return Err(HostError::InvalidArg);
+    }
+    // SAFETY: our vtable, so `this` is the first field of a live `MallocObject`.
+    Ok(unsafe { &*this.cast::<MallocObject>() })
+}
+
+/// Run a method body: its error as an HRESULT, a panic as `E_FAIL` (never into C).
+fn com(body: impl FnOnce() -> Result<(), HostError>) -> HRESULT {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => S_OK,
+        Ok(Err(e)) => e.hresult(),
+        Err(_) => E_FAIL,
+    }
+}
+
+/// Store a plain value (an integer or a pointer) at an out-pointer of the caller; NULL or
+/// unwritable -> `E_POINTER`. Allocates nothing.
+fn put<T: Copy>(dst: *mut T, value: T) -> Result<(), HostError> {
+    if dst.is_null() {
+        return Err(HostError::Pointer);
+    }
+    // SAFETY: the bytes of a plain `Copy` value; callers only pass integers and pointers,
+    // which have no padding.
+    let bytes = unsafe { std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>()) };
+    uaccess::write_bytes(dst as usize, bytes).map_err(|_| HostError::Pointer)
+}
+
+/// Check an out-pointer before doing anything irrevocable.
+fn writable<T>(dst: *mut T) -> Result<(), HostError> {
+    if dst.is_null() {
+        return Err(HostError::Pointer);
+    }
+    uaccess::probe_writable(dst as usize, size_of::<T>()).map_err(|_| HostError::Pointer)
+}
+
+fn level(raw: EMemoryCriticalLevel) -> Result<CriticalLevel, HostError> {
+    u32::try_from(raw).map_err(|_| HostError::InvalidArg).and_then(CriticalLevel::from_raw)
+}
+
+fn same_iid(riid: REFIID, iid: &IID) -> bool {
+    let mut buf = [0u8; size_of::<IID>()];
+    if uaccess::read_bytes(riid as usize, &mut buf).is_err() {
+        return false;
+    }
+    // SAFETY: 16 bytes read from the caller; every bit pattern is a valid GUID.
+    let got: IID = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+    got == *iid
+}
+
+/// The shared `QueryInterface` logic: `Ok(true)` when `riid` is one of `iids`.
+fn query(riid: REFIID, ppv: *mut *mut c_void, iids: &[&IID]) -> Result<bool, HostError> {
+    if riid.is_null() {
+        return Err(HostError::Pointer);
+    }
+    writable(ppv)?;
+    let found = iids.iter().any(|iid| same_iid(riid, iid));
+    if !found {
+        put(ppv, std::ptr::null_mut())?;
+    }
+    Ok(found)
+}
+
+fn add_ref(refs: &AtomicU32) -> ULONG {
+    refs.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+}
+
+/// Drop a reference; `true` when it was the last one. An over-released object stays at 0.
+fn release(refs: &AtomicU32) -> (ULONG, bool) {
+    match refs.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1)) {
+        Ok(1) => {
+            fence(Ordering::Acquire);
+            (0, true)
+        }
+        Ok(n) => (n - 1, false),
+        Err(_) => (0, false),
+    }
+}
+
+// ----- IHostMemoryManager ---------------------------------------------------------------
+
+unsafe extern "C" fn mgr_query_interface(
+    This: *mut IHostMemoryManager,
+    riid: REFIID,
+    ppvObject: *mut *mut c_void,
+) -> HRESULT {
+    let mut missing = false;
+    let hr = com(|| {
+        // SAFETY: the COM contract: `This` is NULL or a live object.
+        let obj = unsafe { manager(This) }?;
+        if query(riid, ppvObject, &[&IID_IHostMemoryManager, &IID_IUnknown])? {
+            add_ref(&obj.refs);
+            put(ppvObject, This.cast())
+        } else {
+            missing = true;
+            Ok(())
+        }
+    });
+    if missing {
+        E_NOINTERFACE
+    } else {
+        hr
+    }
+}
+
+unsafe extern "C" fn mgr_add_ref(This: *mut IHostMemoryManager) -> ULONG {
+    // SAFETY: the COM contract.
+    match unsafe { manager(This) } {
+        Ok(obj) => add_ref(&obj.refs),
+        Err(_) => 0,
+    }
+}
+
+unsafe extern "C" fn mgr_release(This: *mut IHostMemoryManager) -> ULONG {
+    // SAFETY: the COM contract.
+    let Ok(obj) = (unsafe { manager(This) }) else { return 0 };
+    let (n, last) = release(&obj.refs);
+    if last {
+        // SAFETY: the last reference: made by `new_manager` with `Box::into_raw`, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(This.cast::<ManagerObject>()) })));
+    }
+    n
+}
+
+unsafe extern "C" fn mgr_create_malloc(
+    This: *mut IHostMemoryManager,
+    dwMallocType: DWORD,
+    ppMalloc: *mut *mut IHostMalloc,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        writable(ppMalloc)?;
+        match obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)) {
+            Ok(heap) => put(ppMalloc, new_malloc(heap)),
+            Err(e) => {
+                put(ppMalloc, std::ptr::null_mut())?;
+                Err(e)
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn mgr_virtual_alloc(
+    This: *mut IHostMemoryManager,
+    pAddress: *mut c_void,
+    dwSize: SIZE_T,
+    flAllocationType: DWORD,
+    flProtect: DWORD,
+    eCriticalLevel: EMemoryCriticalLevel,
+    ppMem: *mut *mut c_void,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        writable(ppMem)?;
+        let out = level(eCriticalLevel).and_then(|l| {
+            obj.mgr.virtual_alloc(
+                pAddress as usize,
+                dwSize,
+                AllocationType::from_bits_retain(flAllocationType),
+                Protection::from_bits_retain(flProtect),
+                l,
+            )
+        });
+        match out {
+            Ok(p) => put(ppMem, p as *mut c_void),
+            Err(e) => {
+                put(ppMem, std::ptr::null_mut())?;
+                Err(e)
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn mgr_virtual_free(
+    This: *mut IHostMemoryManager,
+    lpAddress: LPVOID,
+    dwSize: SIZE_T,
+    dwFreeType: DWORD,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        obj.mgr.virtual_free(lpAddress as usize, dwSize, FreeType::from_bits_retain(dwFreeType))
+    })
+}
+
+unsafe extern "C" fn mgr_virtual_query(
+    This: *mut IHostMemoryManager,
+    lpAddress: *mut c_void,
+    lpBuffer: *mut c_void,
+    dwLength: SIZE_T,
+    pResult: *mut SIZE_T,
+) -> HRESULT {
+    // Never blocks on the budget and allocates nothing (no probe: the writes are checked).
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        if pResult.is_null() || lpBuffer.is_null() {
+            return Err(HostError::Pointer);
+        }
+        if dwLength < size_of::<MEMORY_BASIC_INFORMATION>() {
+            put(pResult, 0)?;
+            return Err(vm::Error::BadLength.into());
+        }
+        match obj.mgr.virtual_query(lpAddress as usize) {
+            Ok(info) => {
+                uaccess::write_bytes(lpBuffer as usize, &MEMORY_BASIC_INFORMATION::from(info).to_bytes())
+                    .map_err(|_| HostError::Pointer)?;
+                put(pResult, size_of::<MEMORY_BASIC_INFORMATION>())
+            }
+            Err(e) => {
+                put(pResult, 0)?;
+                Err(e)
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn mgr_virtual_protect(
+    This: *mut IHostMemoryManager,
+    lpAddress: *mut c_void,
+    dwSize: SIZE_T,
+    flNewProtect: DWORD,
+    pflOldProtect: *mut DWORD,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        writable(pflOldProtect)?;
+        match obj.mgr.virtual_protect_detailed(lpAddress as usize, dwSize, Protection::from_bits_retain(flNewProtect)) {
+            Ok(old) => put(pflOldProtect, old.bits()),
+            Err((e, old)) => {
+                if let Some(old) = old {
+                    put(pflOldProtect, old.bits())?;
+                }
+                Err(e)
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn mgr_get_memory_load(
+    This: *mut IHostMemoryManager,
+    pMemoryLoad: *mut DWORD,
+    pAvailableBytes: *mut SIZE_T,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        writable(pMemoryLoad)?;
+        writable(pAvailableBytes)?;
+        let load = obj.mgr.memory_load()?;
+        put(pMemoryLoad, load.percent)?;
+        put(pAvailableBytes, load.available)
+    })
+}
+
+/// A registered callback: one reference, released when the host drops it.
+struct CallbackRef(NonNull<ICLRMemoryNotificationCallback>);
+
+// SAFETY: a COM callback registered with the host must accept calls from any thread (the
+// contract of `RegisterMemoryNotificationCallback`, documented in the header).
+unsafe impl Send for CallbackRef {}
+// SAFETY: as above.
+unsafe impl Sync for CallbackRef {}
+
+impl CallbackRef {
+    fn vtbl(&self) -> &ICLRMemoryNotificationCallbackVtbl {
+        // SAFETY: checked non-NULL at registration; the object is alive while we hold a
+        // reference.
+        unsafe { &*(*self.0.as_ptr()).lpVtbl }
+    }
+
+    fn notify(&self, level: MemoryAvailable) {
+        if let Some(f) = self.vtbl().OnMemoryNotification {
+            // SAFETY: calling the object's own method with itself, as COM does.
+            unsafe { f(self.0.as_ptr(), level as EMemoryAvailable) };
+        }
+    }
+}
+
+impl Drop for CallbackRef {
+    fn drop(&mut self) {
+        if let Some(f) = self.vtbl().Release {
+            // SAFETY: gives back the reference taken at registration.
+            unsafe { f(self.0.as_ptr()) };
+        }
+    }
+}
+
+unsafe extern "C" fn mgr_register_callback(
+    This: *mut IHostMemoryManager,
+    pCallback: *mut ICLRMemoryNotificationCallback,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        let cb = NonNull::new(pCallback).ok_or(HostError::InvalidArg)?;
+        // SAFETY: a live COM object (the caller's contract): its first word is its vtable.
+        let vtbl = unsafe { (*cb.as_ptr()).lpVtbl };
+        // SAFETY: non-NULL vtables of live objects are readable.
+        if vtbl.is_null() || unsafe { (*vtbl).OnMemoryNotification }.is_none() {
+            return Err(HostError::InvalidArg);
+        }
+        // SAFETY: as above.
+        if let Some(add_ref) = unsafe { (*vtbl).AddRef } {
+            // SAFETY: takes the reference `CallbackRef` gives back.
+            unsafe { add_ref(cb.as_ptr()) };
+        }
+        let held = CallbackRef(cb);
+        obj.mgr.register_memory_notification_callback(Arc::new(move |level| held.notify(level)))
+    })
+}
+
+unsafe extern "C" fn mgr_needs(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        obj.mgr.needs_virtual_address_space(startAddress as usize, size)
+    })
+}
+
+unsafe extern "C" fn mgr_acquired(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        obj.mgr.acquired_virtual_address_space(startAddress as usize, size)
+    })
+}
+
+unsafe extern "C" fn mgr_released(This: *mut IHostMemoryManager, startAddress: LPVOID) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { manager(This) }?;
+        obj.mgr.released_virtual_address_space(startAddress as usize)
+    })
+}
+
+// ----- IHostMalloc ---------------------------------------------------------------------
+
+unsafe extern "C" fn malloc_query_interface(
+    This: *mut IHostMalloc,
+    riid: REFIID,
+    ppvObject: *mut *mut c_void,
+) -> HRESULT {
+    let mut missing = false;
+    let hr = com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { heap(This) }?;
+        if query(riid, ppvObject, &[&IID_IHostMalloc, &IID_IUnknown])? {
+            add_ref(&obj.refs);
+            put(ppvObject, This.cast())
+        } else {
+            missing = true;
+            Ok(())
+        }
+    });
+    if missing {
+        E_NOINTERFACE
+    } else {
+        hr
+    }
+}
+
+unsafe extern "C" fn malloc_add_ref(This: *mut IHostMalloc) -> ULONG {
+    // SAFETY: the COM contract.
+    match unsafe { heap(This) } {
+        Ok(obj) => add_ref(&obj.refs),
+        Err(_) => 0,
+    }
+}
+
+unsafe extern "C" fn malloc_release(This: *mut IHostMalloc) -> ULONG {
+    // SAFETY: the COM contract.
+    let Ok(obj) = (unsafe { heap(This) }) else { return 0 };
+    let (n, last) = release(&obj.refs);
+    if last {
+        // SAFETY: the last reference: made by `new_malloc` with `Box::into_raw`, freed once.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(This.cast::<MallocObject>()) })));
+    }
+    n
+}
+
+fn alloc_into(
+    obj: &MallocObject,
+    size: SIZE_T,
+    lvl: EMemoryCriticalLevel,
+    site: Option<(&str, c_int)>,
+    ppMem: *mut *mut c_void,
+) -> Result<(), HostError> {
+    writable(ppMem)?;
+    let out = level(lvl).and_then(|l| match site {
+        Some((file, line)) => obj.heap.debug_alloc(size, l, file, line.max(0) as u32),
+        None => obj.heap.alloc(size, l),
+    });
+    match out {
+        Ok(p) => put(ppMem, p as *mut c_void),
+        Err(e) => {
+            put(ppMem, std::ptr::null_mut())?;
+            Err(e)
+        }
+    }
+}
+
+unsafe extern "C" fn malloc_alloc(
+    This: *mut IHostMalloc,
+    cbSize: SIZE_T,
+    eCriticalLevel: EMemoryCriticalLevel,
+    ppMem: *mut *mut c_void,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { heap(This) }?;
+        alloc_into(obj, cbSize, eCriticalLevel, None, ppMem)
+    })
+}
+
+unsafe extern "C" fn malloc_debug_alloc(
+    This: *mut IHostMalloc,
+    cbSize: SIZE_T,
+    eCriticalLevel: EMemoryCriticalLevel,
+    pszFileName: *mut c_char,
+    iLineNo: c_int,
+    ppMem: *mut *mut c_void,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { heap(This) }?;
+        let file = if pszFileName.is_null() {
+            "<unknown>".into()
+        } else {
+            // SAFETY: a NUL-terminated file name (the caller's contract, as `__FILE__` is).
+            unsafe { CStr::from_ptr(pszFileName) }.to_string_lossy()
+        };
+        alloc_into(obj, cbSize, eCriticalLevel, Some((&file, iLineNo)), ppMem)
+    })
+}
+
+unsafe extern "C" fn malloc_free(This: *mut IHostMalloc, pMem: *mut c_void) -> HRESULT {
+    com(|| {
+        // SAFETY: the COM contract.
+        let obj = unsafe { heap(This) }?;
+        obj.heap.free(pMem as usize)
+    })
+}
+
+// ----- Factories and host controls -------------------------------------------------------
+
+/// `VIRTMEM_HOST_CONFIG::dwFlags`: a fresh simulated address space (`hProcess` ignored).
+pub const VIRTMEM_HOST_SIMULATED: DWORD = 0x1;
+/// `VIRTMEM_HOST_CONFIG::dwFlags`: leave the manager not started (`VirtmemHostStart`).
+pub const VIRTMEM_HOST_NOT_STARTED: DWORD = 0x2;
+/// `VIRTMEM_HOST_CONFIG::dwFlags`: a failed process-critical request disables the manager.
+pub const VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE: DWORD = 0x4;
+
+/// The host's answer to `NeedsVirtualAddressSpace`: free address space and return TRUE
+/// if the runtime should retry.
+pub type VIRTMEM_RECLAIM_FN =
+    Option<unsafe extern "C" fn(context: *mut c_void, startAddress: LPVOID, size: SIZE_T) -> BOOL>;
+
+/// Everything a host configures. Fill it with [`VirtmemHostConfigInit`], change what you
+/// need, pass it to [`VirtmemCreateHostMemoryManagerEx`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct VIRTMEM_HOST_CONFIG {
+    /// `sizeof(VIRTMEM_HOST_CONFIG)`.
+    pub cbSize: DWORD,
+    /// `VIRTMEM_HOST_*` flags.
+    pub dwFlags: DWORD,
+    /// Whose memory: NULL or `GetCurrentProcess()` for this process's real memory (a space
+    /// of its own: memory the rest of the program allocated is foreign to it), or a
+    /// simulated process from `VirtmemCreateProcess` (shared with the `Ex` functions).
+    pub hProcess: HANDLE,
+    /// The budget in bytes (committed + heap + acquired views). Not 0.
+    pub Budget: SIZE_T,
+    /// How far above the budget domain- and process-critical requests may go.
+    pub SoftReserve: SIZE_T,
+    /// How far above budget + soft reserve process-critical requests may go.
+    pub EmergencyReserve: SIZE_T,
+    /// A sub-budget for the first tenant, 0 for none.
+    pub TenantBudget: SIZE_T,
+    /// How long a process-critical request waits for memory (ms); 0: it does not wait.
+    pub ProcessCriticalWaitMs: DWORD,
+    /// Load (percent) at which memory is Low.
+    pub LowPercent: DWORD,
+    /// Load (percent) at or below which memory is High (less than `LowPercent`).
+    pub HighPercent: DWORD,
+    /// Points of hysteresis around both thresholds.
+    pub Hysteresis: DWORD,
+    /// The answer to `NeedsVirtualAddressSpace` (NULL: always `E_OUTOFMEMORY`).
+    pub Reclaim: VIRTMEM_RECLAIM_FN,
+    /// Passed to `Reclaim`.
+    pub ReclaimContext: *mut c_void,
+}
+
+/// Figures of a manager, as seen by one tenant (`VirtmemHostGetStats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VIRTMEM_HOST_STATS {
+    /// 0 not started, 1 running, 2 shut down, 3 disabled by a failure.
+    pub Lifecycle: DWORD,
+    /// Requests waiting for memory now (every tenant).
+    pub Waiting: DWORD,
+    /// The budget.
+    pub Budget: SIZE_T,
+    /// Bytes in use, every tenant.
+    pub Used: SIZE_T,
+    /// Of which committed through `VirtualAlloc`.
+    pub VirtualCommitted: SIZE_T,
+    /// Of which committed by heaps.
+    pub HeapCommitted: SIZE_T,
+    /// Of which acquired views.
+    pub Views: SIZE_T,
+    /// The highest `Used` seen.
+    pub Peak: SIZE_T,
+    /// Bytes in use by this tenant.
+    pub TenantUsed: SIZE_T,
+}
+
+/// A live `DebugAlloc` block (`VirtmemHostMallocLeaks`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct VIRTMEM_HOST_LEAK {
+    /// The block.
+    pub Address: LPVOID,
+    /// The size asked for.
+    pub Size: SIZE_T,
+    /// The line given to `DebugAlloc`.
+    pub Line: c_int,
+    /// Always 0.
+    pub Reserved: c_int,
+    /// The file given to `DebugAlloc`, NUL-terminated (truncated to 255 bytes).
+    pub File: [c_char; 256],
+}
+
+fn config_defaults(budget: usize) -> VIRTMEM_HOST_CONFIG {
+    let th = Thresholds::default();
+    VIRTMEM_HOST_CONFIG {
+        cbSize: size_of::<VIRTMEM_HOST_CONFIG>() as DWORD,
+        dwFlags: 0,
+        hProcess: std::ptr::null_mut(),
+        Budget: budget,
+        SoftReserve: budget / 16,
+        EmergencyReserve: budget / 16,
+        TenantBudget: 0,
+        ProcessCriticalWaitMs: vm::host::DEFAULT_PROCESS_WAIT.as_millis() as DWORD,
+        LowPercent: th.low_percent,
+        HighPercent: th.high_percent,
+        Hysteresis: th.hysteresis,
+        Reclaim: None,
+        ReclaimContext: std::ptr::null_mut(),
+    }
+}
+
+/// Fill `*config` with the default policy for a budget of `budget` bytes: reserves of
+/// 1/16 of the budget each, a 5 s process-critical wait, Low at 90 %, High at 50 %, 5
+/// points of hysteresis, this process's real memory, started. `E_POINTER` for a NULL
+/// `config`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostConfigInit(budget: SIZE_T, config: *mut VIRTMEM_HOST_CONFIG) -> HRESULT {
+    com(|| {
+        if config.is_null() {
+            return Err(HostError::Pointer);
+        }
+        let c = config_defaults(budget);
+        // SAFETY: the bytes of a `repr(C)` struct of integers and pointers laid out without
+        // padding (2 DWORDs, 5 pointer-sized fields, 4 DWORDs, 2 pointers).
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&c as *const VIRTMEM_HOST_CONFIG).cast::<u8>(), size_of_val(&c)) };
+        uaccess::write_bytes(config as usize, bytes).map_err(|_| HostError::Pointer)
+    })
+}
+
+/// A real-memory space of its own for a manager.
+#[cfg(target_os = "linux")]
+fn real_space() -> Result<Arc<dyn VirtualSpace>, HostError> {
+    Ok(Arc::new(vm::LinuxSpace::linux()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn real_space() -> Result<Arc<dyn VirtualSpace>, HostError> {
+    Err(vm::Error::NotSupported.into())
+}
+
+fn create(c: &VIRTMEM_HOST_CONFIG, out: *mut *mut IHostMemoryManager) -> Result<(), HostError> {
+    let known = VIRTMEM_HOST_SIMULATED | VIRTMEM_HOST_NOT_STARTED | VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE;
+    if c.cbSize as usize != size_of::<VIRTMEM_HOST_CONFIG>() || c.dwFlags & !known != 0 {
+        return Err(HostError::InvalidArg);
+    }
+    let space: Arc<dyn VirtualSpace> = if c.dwFlags & VIRTMEM_HOST_SIMULATED != 0 {
+        Arc::new(vm::SimSpace::simulated())
+    } else if c.hProcess.is_null() || c.hProcess as usize == process::CURRENT_PROCESS {
+        real_space()?
+    } else {
+        match process::resolve(c.hProcess)
+            .map_err(|f| HostError::from(vm::Error::from_code(f.0).unwrap_or(vm::Error::InvalidHandle)))?
+        {
+            process::Target::Simulated(p) => p.shared_space(),
+            process::Target::Current(_) => real_space()?,
+        }
+    };
+    let mut b = HostMemoryManager::builder(space, c.Budget)
+        .soft_reserve(c.SoftReserve)
+        .emergency_reserve(c.EmergencyReserve)
+        .process_critical_timeout(Duration::from_millis(c.ProcessCriticalWaitMs.into()))
+        .thresholds(Thresholds { low_percent: c.LowPercent, high_percent: c.HighPercent, hysteresis: c.Hysteresis })
+        .disable_on_process_critical_failure(c.dwFlags & VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE != 0);
+    if c.TenantBudget != 0 {
+        b = b.tenant_budget(c.TenantBudget);
+    }
+    if let Some(f) = c.Reclaim {
+        let ctx = c.ReclaimContext as usize;
+        // SAFETY (of the call below): the host's own function and context, given for this.
+        b = b.on_needs_address_space(move |a, s| unsafe { f(ctx as *mut c_void, a as LPVOID, s) } != 0);
+    }
+    let mgr = b.build()?;
+    if c.dwFlags & VIRTMEM_HOST_NOT_STARTED == 0 {
+        mgr.start()?;
+    }
+    put(out, new_manager(mgr))
+}
+
+/// A started host memory manager over this process's real memory with a budget of
+/// `budget_bytes` and the default policy (see [`VirtmemHostConfigInit`]), with one
+/// reference. `E_INVALIDARG` for a zero budget, `E_POINTER` for a NULL `out` (`*out` is
+/// NULL on any failure).
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemCreateHostMemoryManager(
+    budget_bytes: SIZE_T,
+    out: *mut *mut IHostMemoryManager,
+) -> HRESULT {
+    com(|| {
+        writable(out)?;
+        let r = create(&config_defaults(budget_bytes), out);
+        if r.is_err() {
+            put(out, std::ptr::null_mut())?;
+        }
+        r
+    })
+}
+
+/// A host memory manager configured by `*config` (see [`VIRTMEM_HOST_CONFIG`]), with one
+/// reference. `E_INVALIDARG` for a NULL or unreadable `config`, a wrong `cbSize`, unknown
+/// flags, a zero budget or thresholds out of order; `E_POINTER` for a NULL `out`; a
+/// simulated process that has exited is `HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`, an
+/// unknown handle `HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemCreateHostMemoryManagerEx(
+    config: *const VIRTMEM_HOST_CONFIG,
+    out: *mut *mut IHostMemoryManager,
+) -> HRESULT {
+    com(|| {
+        writable(out)?;
+        let mut buf = [0u8; size_of::<VIRTMEM_HOST_CONFIG>()];
+        let r = uaccess::read_bytes(config as usize, &mut buf).map_err(|_| HostError::InvalidArg).and_then(|()| {
+            // SAFETY: every field is an integer, a pointer or a nullable function pointer,
+            // for which any bit pattern is valid.
+            let c: VIRTMEM_HOST_CONFIG = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
+            create(&c, out)
+        });
+        if r.is_err() {
+            put(out, std::ptr::null_mut())?;
+        }
+        r
+    })
+}
+
+/// Start a manager made with `VIRTMEM_HOST_NOT_STARTED`. `HOST_E_CLRNOTAVAILABLE` once it
+/// was shut down or disabled.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRESULT {
+    // SAFETY: `host` is NULL or a live object (the caller's contract).
+    com(|| unsafe { manager(host) }?.mgr.start())
+}
+
+/// Shut the manager down for every tenant: waiting requests fail with
+/// `HOST_E_ABANDONED`, every later call with `HOST_E_CLRNOTAVAILABLE`. Memory stays
+/// allocated until the last reference to the manager and its heaps is released.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> HRESULT {
+    // SAFETY: as above.
+    com(|| {
+        unsafe { manager(host) }?.mgr.shutdown();
+        Ok(())
+    })
+}
+
+/// Abandon this tenant's requests that wait for memory now (`HOST_E_ABANDONED`).
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostCancelWaits(host: *mut IHostMemoryManager) -> HRESULT {
+    // SAFETY: as above.
+    com(|| {
+        unsafe { manager(host) }?.mgr.cancel_waits();
+        Ok(())
+    })
+}
+
+/// A new tenant (another runtime) sharing `host`'s manager, with a sub-budget of `budget`
+/// bytes (0: none): its own `IHostMemoryManager`, with one reference. Tenants cannot act
+/// on each other's memory (`HOST_E_NOT_OWNER`). `name` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostAddTenant(
+    host: *mut IHostMemoryManager,
+    name: *const c_char,
+    budget: SIZE_T,
+    out: *mut *mut IHostMemoryManager,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: as above.
+        let obj = unsafe { manager(host) }?;
+        writable(out)?;
+        let name = if name.is_null() {
+            String::from("tenant")
+        } else {
+            // SAFETY: a NUL-terminated string (the caller's contract).
+            unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        };
+        match obj.mgr.add_tenant(name, (budget != 0).then_some(budget)) {
+            Ok(m) => put(out, new_manager(m)),
+            Err(e) => {
+                put(out, std::ptr::null_mut())?;
+                Err(e)
+            }
+        }
+    })
+}
+
+/// Figures of the manager as `host`'s tenant sees them. Answers in every lifecycle state.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stats: *mut VIRTMEM_HOST_STATS) -> HRESULT {
+    com(|| {
+        // SAFETY: as above.
+        let obj = unsafe { manager(host) }?;
+        if stats.is_null() {
+            return Err(HostError::Pointer);
+        }
+        let s = obj.mgr.stats();
+        let b = &s.budget;
+        let out = VIRTMEM_HOST_STATS {
+            Lifecycle: match s.lifecycle {
+                Lifecycle::NotStarted => 0,
+                Lifecycle::Running => 1,
+                Lifecycle::ShutDown => 2,
+                Lifecycle::Disabled => 3,
+            },
+            Waiting: b.waiting as DWORD,
+            Budget: b.budget,
+            Used: b.used,
+            VirtualCommitted: b.virtual_committed,
+            HeapCommitted: b.heap_committed,
+            Views: b.views,
+            Peak: b.peak,
+            TenantUsed: b.tenants.get(obj.mgr.tenant()).map_or(0, |t| t.used),
+        };
+        // SAFETY: the bytes of a `repr(C)` struct of integers without padding (two DWORDs
+        // then SIZE_Ts).
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&out as *const VIRTMEM_HOST_STATS).cast::<u8>(), size_of_val(&out)) };
+        uaccess::write_bytes(stats as usize, bytes).map_err(|_| HostError::Pointer)
+    })
+}
+
+/// The leak report of a heap: its live `DebugAlloc` blocks, by address. Writes up to
+/// `capacity` of them to `buffer` (which may be NULL when `capacity` is 0) and the total
+/// number to `*count`. `E_POINTER` for a NULL `count`.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemHostMallocLeaks(
+    malloc: *mut IHostMalloc,
+    buffer: *mut VIRTMEM_HOST_LEAK,
+    capacity: SIZE_T,
+    count: *mut SIZE_T,
+) -> HRESULT {
+    com(|| {
+        // SAFETY: `malloc` is NULL or a live object (the caller's contract).
+        let obj = unsafe { heap(malloc) }?;
+        writable(count)?;
+        let leaks = obj.heap.leaks();
+        for (i, l) in leaks.iter().take(capacity).enumerate() {
+            let mut file = [0 as c_char; 256];
+            for (d, &s) in file.iter_mut().zip(l.file.as_bytes().iter().take(255)) {
+                *d = s as c_char;
+            }
+            let rec = VIRTMEM_HOST_LEAK {
+                Address: l.address as LPVOID,
+                Size: l.size,
+                Line: l.line as c_int,
+                Reserved: 0,
+                File: file,
+            };
+            // SAFETY: the bytes of a `repr(C)` record without padding (8 + 8 + 4 + 4 + 256).
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&rec as *const VIRTMEM_HOST_LEAK).cast::<u8>(), size_of_val(&rec))
+            };
+            let at = (buffer as usize).wrapping_add(i * size_of::<VIRTMEM_HOST_LEAK>());
+            uaccess::write_bytes(at, bytes).map_err(|_| HostError::Pointer)?;
+        }
+        put(count, leaks.len())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simulated(budget: usize) -> *mut IHostMemoryManager {
+        let mut c = config_defaults(budget);
+        c.dwFlags = VIRTMEM_HOST_SIMULATED;
+        let mut h = std::ptr::null_mut();
+        // SAFETY: valid config and out-pointer.
+        assert_eq!(unsafe { VirtmemCreateHostMemoryManagerEx(&c, &mut h) }, S_OK);
+        h
+    }
+
+    #[test]
+    fn null_out_pointers_are_e_pointer_and_nothing_happens() {
+        let h = simulated(1 << 20);
+        // SAFETY: `h` is a live manager; the calls under test get NULL out-pointers.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let rw = PAGE_READWRITE;
+            assert_eq!(
+                (v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 0, std::ptr::null_mut()),
+                E_POINTER
+            );
+            let mut load = 0;
+            let mut avail = 0;
+            assert_eq!((v.GetMemoryLoad)(h, &mut load, &mut avail), S_OK);
+            assert_eq!((load, avail), (0, 1 << 20), "the refused call allocated nothing");
+            assert_eq!((v.GetMemoryLoad)(h, std::ptr::null_mut(), &mut avail), E_POINTER);
+            assert_eq!((v.CreateMalloc)(h, 0, std::ptr::null_mut()), E_POINTER);
+            let mut mem = std::ptr::null_mut();
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 0, &mut mem), S_OK);
+            assert_eq!((v.VirtualProtect)(h, mem, 4096, PAGE_READONLY, std::ptr::null_mut()), E_POINTER);
+            let mut mbi = std::mem::MaybeUninit::<MEMORY_BASIC_INFORMATION>::uninit();
+            assert_eq!((v.VirtualQuery)(h, mem, mbi.as_mut_ptr().cast(), 48, std::ptr::null_mut()), E_POINTER);
+            let mut n = 1;
+            assert_eq!((v.VirtualQuery)(h, mem, std::ptr::null_mut(), 48, &mut n), E_POINTER);
+            let mut unknown = std::ptr::null_mut();
+            assert_eq!((v.QueryInterface)(h, &IID_IUnknown, std::ptr::null_mut()), E_POINTER);
+            assert_eq!((v.QueryInterface)(h, std::ptr::null(), &mut unknown), E_POINTER);
+            // An unwritable out-pointer is E_POINTER too, never a crash.
+            let ro = &IID_IUnknown as *const IID as *mut *mut c_void;
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 0, ro), E_POINTER);
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+
+    #[test]
+    fn query_interface_and_reference_counts() {
+        let h = simulated(1 << 20);
+        // SAFETY: live objects made here.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let mut out = std::ptr::null_mut();
+            assert_eq!((v.QueryInterface)(h, &IID_IHostMemoryManager, &mut out), S_OK);
+            assert_eq!(out, h.cast());
+            out = 1 as *mut c_void;
+            assert_eq!((v.QueryInterface)(h, &IID_IHostMalloc, &mut out), E_NOINTERFACE);
+            assert!(out.is_null());
+            let mut m: *mut IHostMalloc = std::ptr::null_mut();
+            assert_eq!((v.CreateMalloc)(h, MALLOC_THREADSAFE, &mut m), S_OK);
+            let mv = &*(*m).lpVtbl;
+            assert_eq!((mv.QueryInterface)(m, &IID_IHostMalloc, &mut out), S_OK);
+            assert_eq!((mv.QueryInterface)(m, &IID_IHostMemoryManager, &mut out), E_NOINTERFACE);
+            assert_eq!((mv.Release)(m), 1);
+            let mut b = std::ptr::null_mut();
+            assert_eq!((mv.Alloc)(m, 10, eProcessCritical, &mut b), S_OK);
+            assert_eq!((mv.Free)(m, b), S_OK);
+            assert_eq!((mv.Free)(m, b), HOST_E_INVALIDOPERATION);
+            assert_eq!((mv.Alloc)(m, 10, 3, &mut b), E_INVALIDARG);
+            assert!(b.is_null());
+            assert_eq!((mv.Release)(m), 0);
+            assert_eq!((v.Release)(h), 1);
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+}
