@@ -46,3 +46,21 @@ fn lock_unlock_error_codes() {
     assert_eq!(s.lock(a, P), Ok(()));
     assert_eq!(s.unlock(a, P), Ok(()));
 }
+
+/// Linux: an instruction fetch (`execute`) from a PAGE_EXECUTE page failed with an access
+/// violation, because the backend copied with process_vm_readv, which needs PROT_READ,
+/// and PAGE_EXECUTE pages are mapped execute-only. Found by the differential test.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_execute_fetch_from_execute_only_pages() {
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let a = s.alloc(0, 2 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    s.write(a + P - 2, &[0xC3, 0x90, 0xCC, 0xF4]).unwrap();
+    s.protect(a, 2 * P, Pr::EXECUTE).unwrap();
+    let mut code = [0u8; 4];
+    s.execute(a + P - 2, &mut code).unwrap();
+    assert_eq!(code, [0xC3, 0x90, 0xCC, 0xF4]);
+    // Reading it is still refused by the rules.
+    assert!(matches!(s.read(a, &mut code), Err(Error::AccessViolation { .. })));
+    s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
+}

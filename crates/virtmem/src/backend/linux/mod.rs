@@ -884,7 +884,13 @@ impl Backend for LinuxBackend {
     }
 
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        copy(address, buf.as_mut_ptr(), buf.len(), false)
+        match copy(address, buf.as_mut_ptr(), buf.len(), false) {
+            // Execute-only pages (PROT_EXEC without PROT_READ) cannot be copied with
+            // process_vm_readv. The engine has checked that this access (an instruction
+            // fetch) is allowed, so read them the way a debugger does.
+            Err(BackendError::Fault(at)) => read_forced(address, buf).map_err(|()| BackendError::Fault(at)),
+            r => r,
+        }
     }
 
     fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
@@ -914,6 +920,16 @@ impl Backend for LinuxBackend {
             kind: v.kind,
         })
     }
+}
+
+/// Read our own memory through `/proc/self/mem`, which (like a debugger, with the
+/// kernel's forced access) can read pages mapped without `PROT_READ`, such as
+/// execute-only code.
+fn read_forced(address: usize, buf: &mut [u8]) -> Result<(), ()> {
+    use std::os::unix::fs::FileExt;
+    static MEM: OnceLock<Option<std::fs::File>> = OnceLock::new();
+    let mem = MEM.get_or_init(|| std::fs::File::open("/proc/self/mem").ok()).as_ref().ok_or(())?;
+    mem.read_exact_at(buf, address as u64).map_err(|_| ())
 }
 
 /// Copy between `local` and our own memory at `address` with `process_vm_readv` /
