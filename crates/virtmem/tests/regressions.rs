@@ -64,3 +64,21 @@ fn linux_execute_fetch_from_execute_only_pages() {
     assert!(matches!(s.read(a, &mut code), Err(Error::AccessViolation { .. })));
     s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
 }
+
+/// Linux: VirtualLock on a write-watched range made GetWriteWatch report the locked
+/// pages as written (mlock populates pages with write faults). A lock writes nothing;
+/// pages written before the lock stay dirty. Found by the differential test.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_lock_does_not_dirty_write_watched_pages() {
+    use virtmem::WriteWatchFlags as W;
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let a = s.alloc(0, 4 * P, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).unwrap();
+    s.write(a + 2 * P, &[1]).unwrap();
+    s.lock(a, 4 * P).unwrap();
+    assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![a + 2 * P]));
+    s.unlock(a, 4 * P).unwrap();
+    s.write(a, &[1]).unwrap();
+    assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![a, a + 2 * P]));
+    s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
+}

@@ -863,7 +863,15 @@ impl Backend for LinuxBackend {
         Ok(intact)
     }
 
+    /// `mlock`. It populates pages with write faults, which write tracking would take
+    /// for writes: on a write-watched range, the pages the lock populated are made clean
+    /// again (a lock writes nothing).
     fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        let watch = self.watch.get().and_then(|w| w.as_ref().ok());
+        let written_before = match watch {
+            Some(w) => w.written_if_watched(&self.pagemap, &range)?,
+            None => None,
+        };
         // SAFETY: locking pages of our reservation has no effect on their contents.
         if let Err(e) = self.gate().and_then(|()| unsafe { rustix::mm::mlock(ptr(range.start), range.len()) }) {
             // mlock may have locked some mappings before failing: undo them all.
@@ -873,6 +881,23 @@ impl Backend for LinuxBackend {
                 Errno::NOMEM | Errno::AGAIN | Errno::PERM => BackendError::LockRefused,
                 e => BackendError::Os(e.raw_os_error()),
             });
+        }
+        if let (Some(w), Some(before)) = (watch, written_before) {
+            let cleaned = w.written_if_watched(&self.pagemap, &range).and_then(|after| {
+                for run in after.unwrap_or_default() {
+                    for page in run.step_by(PAGE) {
+                        if !before.iter().any(|b| b.contains(&page)) {
+                            w.clear(&(page..page + PAGE))?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = cleaned {
+                // SAFETY: as above; undoes the lock made just now.
+                let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
+                return Err(e);
+            }
         }
         Ok(())
     }

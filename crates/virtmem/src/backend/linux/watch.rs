@@ -102,6 +102,28 @@ impl Watch {
         }
     }
 
+    /// The written runs of `range` if the whole range is write-watched, `None` if it
+    /// is not (or only partly) registered for write tracking.
+    pub fn written_if_watched(
+        &self,
+        pagemap: &Pagemap,
+        range: &Range<usize>,
+    ) -> Result<Option<Vec<Range<usize>>>, BackendError> {
+        let q = Scan {
+            flags: sys::PM_SCAN_CHECK_WPASYNC,
+            inverted: sys::PAGE_IS_PFNZERO,
+            mask: sys::PAGE_IS_WRITTEN | sys::PAGE_IS_PFNZERO,
+            anyof: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+            ret: sys::PAGE_IS_WRITTEN,
+        };
+        match pagemap.scan(range.clone(), &q, 0) {
+            Ok(runs) => Ok(Some(runs)),
+            Err(Errno::PERM) => Ok(None),
+            Err(Errno::NOMEM) => Err(BackendError::OutOfMemory),
+            Err(e) => Err(BackendError::Os(e.raw_os_error())),
+        }
+    }
+
     /// The written pages of `range`, ascending, at most `max`; with `reset`, exactly
     /// those become clean again, in the same scan.
     pub fn dirty_pages(
