@@ -82,3 +82,23 @@ fn linux_lock_does_not_dirty_write_watched_pages() {
     assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![a, a + 2 * P]));
     s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
 }
+
+/// Linux: making locked, write-watched memory writable again (VirtualProtect, or a guard
+/// page firing) marked its pages as written (mprotect populates locked memory with write
+/// faults). Found by the differential test.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_protecting_locked_memory_does_not_dirty_write_watched_pages() {
+    use virtmem::WriteWatchFlags as W;
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let a = s.alloc(0, 4 * P, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).unwrap();
+    s.lock(a, 4 * P).unwrap();
+    s.protect(a, 4 * P, Pr::READONLY).unwrap();
+    s.protect(a, 2 * P, Pr::READWRITE).unwrap();
+    s.protect(a + 2 * P, 2 * P, Pr::READWRITE | Pr::GUARD).unwrap();
+    assert!(matches!(s.write(a + 3 * P, &[1]), Err(Error::GuardPage { .. })));
+    assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![]));
+    s.write(a + 3 * P, &[1]).unwrap();
+    assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![a + 3 * P]));
+    s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
+}

@@ -469,6 +469,88 @@ impl LinuxBackend {
         self.forget_witnesses(range);
     }
 
+    /// Run `op` on `range` so that it does not count as a write for write watch: `mlock`,
+    /// and `mprotect` making locked memory writable, populate pages with write faults,
+    /// which the kernel's write tracking records; on a write-watched range the pages `op`
+    /// dirtied are made clean again (a lock or a protection change writes nothing). If
+    /// that fails, `undo` reverts `op`. (A store by the program itself between `op` and
+    /// the clean-up would be lost from tracking; the engine's own writes wait for it.)
+    fn without_writes(
+        &self,
+        range: &Range<usize>,
+        op: impl FnOnce() -> Result<(), BackendError>,
+        undo: impl FnOnce(),
+    ) -> Result<(), BackendError> {
+        let watch = self.watch.get().and_then(|w| w.as_ref().ok());
+        let before = match watch {
+            Some(w) => w.written_if_watched(&self.pagemap, range)?,
+            None => None,
+        };
+        op()?;
+        let (Some(w), Some(before)) = (watch, before) else { return Ok(()) };
+        let cleaned = w.written_if_watched(&self.pagemap, range).and_then(|after| {
+            for run in after.unwrap_or_default() {
+                for page in run.step_by(PAGE) {
+                    if !before.iter().any(|b| b.contains(&page)) {
+                        w.clear(&(page..page + PAGE))?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        if cleaned.is_err() {
+            undo();
+        }
+        cleaned
+    }
+
+    /// The work of [`Backend::set_access`].
+    fn change_access(&self, range: &Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        let range = range.clone();
+        let (span, runs) = {
+            let st = self.state.lock();
+            // Going to PROT_NONE, take the guard-marked pages on either side along:
+            // they are inaccessible whatever their mapping's protection, and giving
+            // them PROT_NONE too lets the kernel merge the whole run into one mapping
+            // instead of splitting around them.
+            let span = match st.extent_of(range.start) {
+                Some((s, x)) if to == Access::None => st.widen_over_guards(&range, &(s..x.end)),
+                _ => range.clone(),
+            };
+            (span.clone(), Self::kernel_runs(&st, &span))
+        };
+        debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
+        let reprotect = runs.iter().any(|(_, k)| k.prot != to);
+        let unguard = to != Access::None && runs.iter().any(|(_, k)| k.guarded);
+        let changed = || runs.iter().filter(|(_, k)| k.prot != to).cloned().collect::<Vec<_>>();
+        if reprotect {
+            if let Err(e) = self.protect(&span, to) {
+                // A failed mprotect may have changed some mappings before failing.
+                self.restore(&changed());
+                return Err(errno_error(e));
+            }
+        }
+        if unguard {
+            if let Err(e) = self.guard(&span, false) {
+                self.restore(&changed());
+                return Err(errno_error(e));
+            }
+        }
+        let mut st = self.state.lock();
+        for (r, k) in runs {
+            let inside = r.start >= range.start && r.end <= range.end;
+            let k = if inside {
+                let touched = k.touched || (from == Access::None && to != Access::None);
+                Kernel { prot: to, guarded: false, touched }
+            } else {
+                // A guard-marked neighbour: still marked, now under PROT_NONE.
+                Kernel { prot: Access::None, ..k }
+            };
+            st.kernel.set(r, entry(k));
+        }
+        Ok(())
+    }
+
     /// `mprotect`, counted and subject to failure injection.
     fn protect(&self, range: &Range<usize>, to: Access) -> Result<(), Errno> {
         self.gate()?;
@@ -666,48 +748,15 @@ impl Backend for LinuxBackend {
     /// left guard-marked also need `MADV_GUARD_REMOVE` (after the `mprotect`, so they
     /// stay inaccessible until both have worked). A failure part-way is reverted.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        let (span, runs) = {
-            let st = self.state.lock();
-            // Going to PROT_NONE, take the guard-marked pages on either side along:
-            // they are inaccessible whatever their mapping's protection, and giving
-            // them PROT_NONE too lets the kernel merge the whole run into one mapping
-            // instead of splitting around them.
-            let span = match st.extent_of(range.start) {
-                Some((s, x)) if to == Access::None => st.widen_over_guards(&range, &(s..x.end)),
-                _ => range.clone(),
+        // Making locked memory writable populates it with write faults (see
+        // `without_writes`).
+        if to.writable() && !from.writable() {
+            let undo = || {
+                let _ = self.change_access(&range, to, from);
             };
-            (span.clone(), Self::kernel_runs(&st, &span))
-        };
-        debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
-        let reprotect = runs.iter().any(|(_, k)| k.prot != to);
-        let unguard = to != Access::None && runs.iter().any(|(_, k)| k.guarded);
-        let changed = || runs.iter().filter(|(_, k)| k.prot != to).cloned().collect::<Vec<_>>();
-        if reprotect {
-            if let Err(e) = self.protect(&span, to) {
-                // A failed mprotect may have changed some mappings before failing.
-                self.restore(&changed());
-                return Err(errno_error(e));
-            }
+            return self.without_writes(&range, || self.change_access(&range, from, to), undo);
         }
-        if unguard {
-            if let Err(e) = self.guard(&span, false) {
-                self.restore(&changed());
-                return Err(errno_error(e));
-            }
-        }
-        let mut st = self.state.lock();
-        for (r, k) in runs {
-            let inside = r.start >= range.start && r.end <= range.end;
-            let k = if inside {
-                let touched = k.touched || (from == Access::None && to != Access::None);
-                Kernel { prot: to, guarded: false, touched }
-            } else {
-                // A guard-marked neighbour: still marked, now under PROT_NONE.
-                Kernel { prot: Access::None, ..k }
-            };
-            st.kernel.set(r, entry(k));
-        }
-        Ok(())
+        self.change_access(&range, from, to)
     }
 
     fn discard(&self, range: Range<usize>) {
@@ -867,39 +916,24 @@ impl Backend for LinuxBackend {
     /// for writes: on a write-watched range, the pages the lock populated are made clean
     /// again (a lock writes nothing).
     fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        let watch = self.watch.get().and_then(|w| w.as_ref().ok());
-        let written_before = match watch {
-            Some(w) => w.written_if_watched(&self.pagemap, &range)?,
-            None => None,
-        };
-        // SAFETY: locking pages of our reservation has no effect on their contents.
-        if let Err(e) = self.gate().and_then(|()| unsafe { rustix::mm::mlock(ptr(range.start), range.len()) }) {
-            // mlock may have locked some mappings before failing: undo them all.
-            // SAFETY: as above.
-            let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
-            return Err(match e {
-                Errno::NOMEM | Errno::AGAIN | Errno::PERM => BackendError::LockRefused,
-                e => BackendError::Os(e.raw_os_error()),
-            });
-        }
-        if let (Some(w), Some(before)) = (watch, written_before) {
-            let cleaned = w.written_if_watched(&self.pagemap, &range).and_then(|after| {
-                for run in after.unwrap_or_default() {
-                    for page in run.step_by(PAGE) {
-                        if !before.iter().any(|b| b.contains(&page)) {
-                            w.clear(&(page..page + PAGE))?;
-                        }
-                    }
-                }
-                Ok(())
-            });
-            if let Err(e) = cleaned {
-                // SAFETY: as above; undoes the lock made just now.
+        let lock = || {
+            // SAFETY: locking pages of our reservation has no effect on their contents.
+            if let Err(e) = self.gate().and_then(|()| unsafe { rustix::mm::mlock(ptr(range.start), range.len()) }) {
+                // mlock may have locked some mappings before failing: undo them all.
+                // SAFETY: as above.
                 let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
-                return Err(e);
+                return Err(match e {
+                    Errno::NOMEM | Errno::AGAIN | Errno::PERM => BackendError::LockRefused,
+                    e => BackendError::Os(e.raw_os_error()),
+                });
             }
-        }
-        Ok(())
+            Ok(())
+        };
+        let undo = || {
+            // SAFETY: unlocking pages of our reservation has no effect on their contents.
+            let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
+        };
+        self.without_writes(&range, lock, undo)
     }
 
     fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
