@@ -54,6 +54,17 @@ impl Fx {
         Fx { space: Arc::new(SimSpace::simulated_with(config)), w: SIM_WINDOW, kind: Kind::Sim }
     }
 
+    /// A fresh Linux space over this process's real memory, confined to a window of
+    /// its own: reservations at a NULL address land in the window, so tests running in
+    /// parallel never take each other's addresses.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    pub fn linux() -> Fx {
+        let w = linux::window(WINDOW);
+        let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
+        let space = virtmem::AddressSpace::with_backend(linux::Confined::new(backend, w..w + WINDOW, false));
+        Fx { space: Arc::new(space), w, kind: Kind::Linux }
+    }
+
     /// `VirtualAlloc` with typed flags from raw values.
     pub fn alloc(&self, address: usize, size: usize, ty: u32, protect: u32) -> Result<usize, Error> {
         self.space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect))
@@ -122,6 +133,28 @@ impl Fx {
     /// Write `data` (must succeed).
     pub fn write(&self, address: usize, data: &[u8]) {
         self.space.write(address, data).unwrap_or_else(|e| panic!("write {address:#x}+{:#x}: {e}", data.len()))
+    }
+}
+
+impl Drop for Fx {
+    /// Release whatever the test left in its window (real mappings on Linux).
+    fn drop(&mut self) {
+        release_all(&*self.space, self.w..self.w + WINDOW);
+    }
+}
+
+/// Release every reservation whose base lies in `range` (best effort: used to clean up).
+pub fn release_all(space: &dyn VirtualSpace, range: Range<usize>) {
+    let mut a = range.start;
+    while a < range.end {
+        let Ok(m) = space.query(a) else { break };
+        if m.state != MemState::Free && m.allocation_base >= range.start && m.allocation_base == m.base_address {
+            let _ = space.free(m.allocation_base, 0, FreeType::RELEASE);
+        }
+        if m.region_size == 0 {
+            break;
+        }
+        a = m.base_address + m.region_size;
     }
 }
 
@@ -266,6 +299,146 @@ pub const BAD_PROTECTIONS: [u32; 17] = [
     0x03,                                              // NOACCESS | READONLY
 ];
 
+/// Linux helpers: windows of address space that are free, and a backend confined to one.
+#[cfg(all(target_os = "linux", not(miri)))]
+pub mod linux {
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    use virtmem::backend::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
+    use virtmem::{AllocationType, FreeType, LinuxSpace, Protection};
+
+    /// The arena windows are cut from.
+    const ARENA: usize = 64 << 30;
+
+    /// A window of `size` bytes (2 MiB aligned) that nothing maps: cut from a 64 GiB
+    /// arena that was reserved and released once per process. The arena lies where the
+    /// engine places reservations (low addresses), far below where the kernel puts
+    /// mappings nobody asked an address for, and each window is handed out once, so
+    /// tests never assume that an address picked out of thin air is free.
+    pub fn window(size: usize) -> usize {
+        static BASE: OnceLock<usize> = OnceLock::new();
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = *BASE.get_or_init(|| {
+            let probe = LinuxSpace::linux().expect("the Linux backend needs /proc");
+            let a = probe
+                .alloc(0, ARENA + (2 << 20), AllocationType::RESERVE, Protection::NOACCESS)
+                .expect("reserve the window arena");
+            probe.free(a, 0, FreeType::RELEASE).expect("release the window arena");
+            (a + (2 << 20) - 1) & !((2 << 20) - 1)
+        });
+        let size = (size + (2 << 20) - 1) & !((2 << 20) - 1);
+        let off = NEXT.fetch_add(size, Ordering::SeqCst);
+        assert!(off + size <= ARENA, "the window arena is exhausted");
+        base + off
+    }
+
+    /// A backend confined to `window`: the engine may place reservations only there
+    /// (everything else is blocked), and sees no foreign memory outside it. With
+    /// `limits`, the window is also the whole address space (lowest and highest address).
+    pub struct Confined<B> {
+        inner: B,
+        window: Range<usize>,
+        limits: bool,
+    }
+
+    impl<B: Backend> Confined<B> {
+        /// Confine `inner` to `window`.
+        pub fn new(inner: B, window: Range<usize>, limits: bool) -> Confined<B> {
+            Confined { inner, window, limits }
+        }
+
+        /// The confined backend.
+        pub fn inner(&self) -> &B {
+            &self.inner
+        }
+    }
+
+    impl<B: Backend> Backend for Confined<B> {
+        fn limits(&self) -> Limits {
+            let l = self.inner.limits();
+            if self.limits {
+                Limits { min_address: self.window.start, end_address: self.window.end, ..l }
+            } else {
+                l
+            }
+        }
+        fn initial_blocked(&self) -> Vec<Range<usize>> {
+            let l = self.inner.limits();
+            vec![0..self.window.start, self.window.end..l.end_address.max(self.window.end)]
+        }
+        fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+            self.inner.reserve(range, opts)
+        }
+        fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+            self.inner.release(range, opts)
+        }
+        fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+            self.inner.set_access(range, from, to)
+        }
+        fn discard(&self, range: Range<usize>) {
+            self.inner.discard(range)
+        }
+        fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+            self.inner.reset(range)
+        }
+        fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+            self.inner.reset_undo(range)
+        }
+        fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+            self.inner.lock(range)
+        }
+        fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
+            self.inner.unlock(range)
+        }
+        fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+            self.inner.read(address, buf)
+        }
+        fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+            self.inner.write(address, data)
+        }
+        fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+            self.inner.dirty_pages(range, max, reset)
+        }
+        fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+            self.inner.clear_dirty(range)
+        }
+        fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
+            // Other tests' memory is none of this space's business: only look inside
+            // the window (where nothing foreign should ever appear).
+            let (a, l) = (address.max(self.window.start), limit.min(self.window.end));
+            if a >= l {
+                return None;
+            }
+            self.inner.foreign(a, l)
+        }
+    }
+
+    /// The kernel's mappings inside `range` as (start, end, "rwxp"), clipped to the range,
+    /// adjacent entries with equal permissions merged (the kernel may or may not merge
+    /// them; what the CPU allows is what counts).
+    pub fn mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
+        let text = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
+        let mut out: Vec<(usize, usize, String)> = Vec::new();
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(r), Some(perms)) = (f.next(), f.next()) else { continue };
+            let Some((s, e)) = r.split_once('-') else { continue };
+            let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16)) else { continue };
+            let (s, e) = (s.max(range.start), e.min(range.end));
+            if s >= e {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.1 == s && last.2 == perms => last.1 = e,
+                _ => out.push((s, e, perms.to_string())),
+            }
+        }
+        out
+    }
+}
+
 /// Generate one `#[test]` per backend for each function `fn name(fx: &Fx) { .. }`.
 #[macro_export]
 macro_rules! backend_tests {
@@ -274,6 +447,11 @@ macro_rules! backend_tests {
 
         mod sim {
             $( #[test] fn $name() { super::$name(&$crate::common::Fx::sim()) } )*
+        }
+
+        #[cfg(all(target_os = "linux", not(miri)))]
+        mod linux {
+            $( #[test] fn $name() { super::$name(&$crate::common::Fx::linux()) } )*
         }
     };
 }

@@ -404,14 +404,54 @@ struct Subject {
     exact: bool,
 }
 
-fn sim_subject(w: usize) -> Subject {
-    let config = SimConfig { min_address: w, end_address: w + WINDOW, large_page_size: 0, ..SimConfig::default() };
+impl Drop for Subject {
+    /// Release what the sequence left (real mappings on Linux).
+    fn drop(&mut self) {
+        common::release_all(&*self.space, self.model.w..self.model.top);
+    }
+}
+
+/// The simulated space, confined to the window, with large pages of `lp` bytes.
+fn sim_subject(w: usize, lp: usize) -> Subject {
+    let config = SimConfig { min_address: w, end_address: w + WINDOW, large_page_size: lp, ..SimConfig::default() };
     Subject {
         name: "sim",
         space: Box::new(SimSpace::simulated_with(config)),
-        model: Model::new(w, w + WINDOW, 0),
+        model: Model::new(w, w + WINDOW, lp),
         exact: true,
     }
+}
+
+/// This process's real memory, confined to the window (which is the whole address space
+/// of the subject: its lowest and highest address).
+#[cfg(all(target_os = "linux", not(miri)))]
+fn linux_subject(w: usize) -> Subject {
+    use virtmem::backend::Backend;
+    let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
+    let lp = backend.limits().large_page_size;
+    let space = virtmem::AddressSpace::with_backend(common::linux::Confined::new(backend, w..w + WINDOW, true));
+    Subject { name: "linux", space: Box::new(space), model: Model::new(w, w + WINDOW, lp), exact: false }
+}
+
+/// The large-page size the subjects share (the Linux backend's, so that both give the
+/// same answers).
+fn large_page_size() -> usize {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    {
+        use virtmem::backend::Backend;
+        virtmem::LinuxBackend::new().map(|b| b.limits().large_page_size).unwrap_or(0)
+    }
+    #[cfg(not(all(target_os = "linux", not(miri))))]
+    0
+}
+
+/// Every subject, over the window at `w`.
+fn subjects(w: usize, lp: usize) -> Vec<Subject> {
+    #[allow(unused_mut)]
+    let mut v = vec![sim_subject(w, lp)];
+    #[cfg(all(target_os = "linux", not(miri)))]
+    v.push(linux_subject(w));
+    v
 }
 
 /// Run `op` on a subject.
@@ -628,13 +668,17 @@ fn config(default_cases: u32) -> Config {
 /// Run `cases` sequences drawn with `mix` on every subject; with the default number of
 /// cases, check that the sequences reached every outcome in `must_reach`.
 fn differential(mix: Mix, cases: u32, must_reach: &[&str]) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    let w = common::linux::window(WINDOW);
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     let w = common::SIM_WINDOW;
+    let lp = large_page_size();
     let config = config(cases);
     let full = config.cases >= cases;
     let mut runner = TestRunner::new(config);
     STATS.with(|st| st.borrow_mut().clear());
     let result = runner.run(&sequence(mix), |ops| {
-        let mut subjects = vec![sim_subject(w)];
+        let mut subjects = subjects(w, lp);
         check_sequence(&mut subjects, w, &ops)
     });
     if let Err(e) = result {

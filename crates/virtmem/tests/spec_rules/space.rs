@@ -156,3 +156,38 @@ backend_tests! {
         assert_eq!(fx.space.get_write_watch(WriteWatchFlags::empty(), ww, 4 * P, 16), Ok(vec![ww]));
     }
 }
+
+/// On Linux the spec's page states are real: the kernel's mappings of a reservation
+/// follow commit, protection, guard, decommit and release (and reserve the whole
+/// granule, so nobody else can map its blocked tail).
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_real_mappings_follow_page_states() {
+    use crate::common::linux::mappings;
+    let fx = Fx::linux();
+    let a = fx.reserve(0, 4 * P, PAGE_READWRITE);
+    let m = |r: std::ops::Range<usize>| -> Vec<(usize, usize, String)> { mappings(r) };
+    assert_eq!(m(a..a + G), vec![(a, a + G, "---p".to_string())]);
+    fx.commit(a, P, PAGE_READWRITE);
+    fx.commit(a + P, P, PAGE_READONLY);
+    fx.commit(a + 2 * P, P, PAGE_READWRITE | PAGE_GUARD);
+    fx.commit(a + 3 * P, P, PAGE_EXECUTE_READ);
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        m(a..a + G),
+        vec![
+            (a, a + P, s("rw-p")),
+            (a + P, a + 2 * P, s("r--p")),
+            (a + 2 * P, a + 3 * P, s("---p")),
+            (a + 3 * P, a + 4 * P, s("r-xp")),
+            (a + 4 * P, a + G, s("---p")),
+        ]
+    );
+    // The guard fires once, then the page is what its base protection says.
+    assert!(fx.space.read(a + 2 * P, &mut [0]).is_err());
+    assert_eq!(m(a + 2 * P..a + 3 * P), vec![(a + 2 * P, a + 3 * P, s("rw-p"))]);
+    fx.free(a, 2 * P, MEM_DECOMMIT).unwrap();
+    assert_eq!(m(a..a + 2 * P), vec![(a, a + 2 * P, s("---p"))]);
+    fx.free(a, 0, MEM_RELEASE).unwrap();
+    assert_eq!(m(a..a + G), vec![], "released: unmapped");
+}
