@@ -1,0 +1,227 @@
+//! Failure injection: for every kind of call and every N up to the number of side
+//! effects the call performs, a backend that fails its N-th side effect
+//! (`backend::faulty::Faulty`) makes the call fail and leaves the space exactly as it was
+//! before the call: the VirtualQuery walk, the committed and reserved totals, the bytes
+//! of every committed page (read around the rules, so guard pages stay armed), the
+//! write-watch state, and on Linux the kernel's mappings of the window.
+//!
+//! Runs on the simulated backend and on the Linux backend.
+
+mod common;
+
+use std::ops::Range;
+
+use common::*;
+use virtmem::backend::faulty::Faulty;
+use virtmem::backend::Backend;
+use virtmem::{AddressSpace, Error, MemState, MemoryBasicInformation, WriteWatchFlags};
+
+/// Where the write-watched reservation of the set-up lives, from the window base.
+const WW: usize = 2 * G;
+
+/// Everything a failed call must leave as it was.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    walk: Vec<MemoryBasicInformation>,
+    totals: (usize, usize, usize),
+    /// (page, hash of its bytes) for every committed page.
+    contents: Vec<(usize, u64)>,
+    /// (reservation, its written pages) for every write-watched reservation.
+    dirty: Vec<(usize, Vec<usize>)>,
+    /// The kernel's mappings of the window (Linux only).
+    maps: Vec<(usize, usize, String)>,
+}
+
+/// A space over `Faulty<B>` with a window, and a way to read memory around the rules.
+struct Rig<B: Backend> {
+    space: AddressSpace<Faulty<B>>,
+    w: usize,
+    /// Read bytes whatever the page's protection (guard pages stay armed).
+    raw: fn(&Faulty<B>, usize, &mut [u8]) -> bool,
+    /// The kernel's mappings of a range (empty on the simulated backend).
+    maps: fn(Range<usize>) -> Vec<(usize, usize, String)>,
+    /// Write-watched reservations (base, size).
+    watched: Vec<(usize, usize)>,
+}
+
+impl<B: Backend> Rig<B> {
+    fn window(&self) -> Range<usize> {
+        self.w..self.w + WINDOW
+    }
+
+    fn state(&self) -> State {
+        let walk = walk(&self.space, self.window());
+        let mut contents = Vec::new();
+        let mut buf = vec![0u8; P];
+        for m in walk.iter().filter(|m| m.state == MemState::Commit) {
+            for page in (m.base_address..m.base_address + m.region_size).step_by(P) {
+                assert!((self.raw)(self.space.backend(), page, &mut buf), "raw read of {page:#x}");
+                contents.push((page, hash(&buf)));
+            }
+        }
+        let dirty = self
+            .watched
+            .iter()
+            .filter(|(b, _)| self.space.query(*b).is_ok_and(|m| m.allocation_base == *b))
+            .map(|&(b, n)| (b, self.space.get_write_watch(WriteWatchFlags::empty(), b, n, usize::MAX).unwrap()))
+            .collect();
+        let st = self.space.stats();
+        State {
+            walk,
+            totals: (st.reserved, st.committed, st.reservations),
+            contents,
+            dirty,
+            maps: (self.maps)(self.window()),
+        }
+    }
+
+    /// A window with every kind of page in it:
+    /// - `w`: 32 pages, reserved; pages 0-3 read-write with data (0-1 locked), 4-7
+    ///   read-only with data, 8-9 read-write guard pages with data, 10-11 no access,
+    ///   12-13 execute-read, the rest reserved;
+    /// - `w + WW`: 16 pages, committed, write-watched, pages 0, 3 and 5 written.
+    fn setup(&mut self) {
+        let s = &self.space;
+        let t = |x: u32| virtmem::AllocationType::from_bits_retain(x);
+        let p = |x: u32| virtmem::Protection::from_bits_retain(x);
+        let w = self.w;
+        s.alloc(w, 32 * P, t(MEM_RESERVE), p(PAGE_READWRITE)).unwrap();
+        s.alloc(w, 10 * P, t(MEM_COMMIT), p(PAGE_READWRITE)).unwrap();
+        for i in 0..10 {
+            s.write(w + i * P + 7, &[i as u8 + 1; 100]).unwrap();
+        }
+        s.protect(w + 4 * P, 4 * P, p(PAGE_READONLY)).unwrap();
+        s.protect(w + 8 * P, 2 * P, p(PAGE_READWRITE | PAGE_GUARD)).unwrap();
+        s.alloc(w + 10 * P, 2 * P, t(MEM_COMMIT), p(PAGE_NOACCESS)).unwrap();
+        s.alloc(w + 12 * P, 2 * P, t(MEM_COMMIT), p(PAGE_EXECUTE_READ)).unwrap();
+        s.lock(w, 2 * P).unwrap();
+        let ww = w + WW;
+        s.alloc(ww, 16 * P, t(MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH), p(PAGE_READWRITE)).unwrap();
+        for i in [0, 3, 5] {
+            s.write(ww + i * P + 1, &[0xEE; 10]).unwrap();
+        }
+        self.watched = vec![(ww, 16 * P)];
+    }
+
+    fn teardown(&mut self) {
+        release_all(&self.space, self.window());
+        release_all(&self.space, 0..usize::MAX >> 1);
+        self.watched.clear();
+    }
+
+    /// Fail the N-th side effect of `call` for N = 1, 2, ... until it runs with nothing
+    /// injected; every failure must change nothing. Returns the number of side effects.
+    fn every_failure(
+        &mut self,
+        name: &str,
+        call: &dyn Fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>,
+    ) -> usize {
+        self.setup();
+        let before = self.state();
+        let f = self.space.backend();
+        for n in 1..100 {
+            f.arm(n);
+            let r = call(&self.space, self.w);
+            let fired = f.fired();
+            f.arm(0);
+            if !fired {
+                assert_eq!(r, Ok(()), "{name}: failed with nothing injected");
+                self.teardown();
+                return n - 1;
+            }
+            let e = r.expect_err(&format!("{name}: succeeded although side effect #{n} failed"));
+            assert_eq!(e, Error::NotEnoughMemory, "{name}: side effect #{n}");
+            let after = self.state();
+            assert_eq!(after, before, "{name}: failing side effect #{n} changed the space");
+        }
+        panic!("{name}: still failing after 100 side effects");
+    }
+}
+
+type Call<B> = (&'static str, fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>);
+
+fn calls<B: Backend>() -> Vec<Call<B>> {
+    use virtmem::{AllocationType as T, FreeType as F, Protection as Pr};
+    vec![
+        ("reserve at an address", |s, w| s.alloc(w + 4 * G, 8 * P, T::RESERVE, Pr::READWRITE).map(drop)),
+        ("reserve anywhere", |s, _| s.alloc(0, 8 * P, T::RESERVE, Pr::READWRITE).map(drop)),
+        ("reserve and commit", |s, w| s.alloc(w + 4 * G, 8 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).map(drop)),
+        ("reserve and commit anywhere, top down", |s, _| {
+            s.alloc(0, 8 * P, T::COMMIT | T::TOP_DOWN, Pr::EXECUTE_READWRITE).map(drop)
+        }),
+        ("reserve, commit, write watch", |s, w| {
+            s.alloc(w + 4 * G, 8 * P, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).map(drop)
+        }),
+        ("reserve and commit no-access", |s, w| {
+            s.alloc(w + 4 * G, 8 * P, T::RESERVE | T::COMMIT, Pr::NOACCESS).map(drop)
+        }),
+        ("commit over every kind of page", |s, w| s.alloc(w, 20 * P, T::COMMIT, Pr::EXECUTE_READ).map(drop)),
+        ("commit reserved pages", |s, w| s.alloc(w + 14 * P, 4 * P, T::COMMIT, Pr::READWRITE).map(drop)),
+        ("decommit a range (locked pages included)", |s, w| s.free(w, 16 * P, F::DECOMMIT)),
+        ("decommit everything", |s, w| s.free(w, 0, F::DECOMMIT)),
+        ("decommit write-watched pages", |s, w| s.free(w + WW + 2 * P, 4 * P, F::DECOMMIT)),
+        ("release (locked pages included)", |s, w| s.free(w, 0, F::RELEASE)),
+        ("release a write-watched reservation", |s, w| s.free(w + WW, 0, F::RELEASE)),
+        ("protect every kind of committed page", |s, w| s.protect(w, 14 * P, Pr::READONLY).map(drop)),
+        ("protect guard pages", |s, w| s.protect(w + 6 * P, 4 * P, Pr::EXECUTE_READWRITE).map(drop)),
+        ("protect to guard", |s, w| s.protect(w, 4 * P, Pr::READWRITE | Pr::GUARD).map(drop)),
+        ("lock", |s, w| s.lock(w + 2 * P, 6 * P)),
+        ("lock locked and unlocked pages", |s, w| s.lock(w, 4 * P)),
+        ("unlock", |s, w| s.unlock(w, 2 * P)),
+        ("reset", |s, w| s.alloc(w, 16 * P, T::RESET, Pr::READWRITE).map(drop)),
+        ("reset undo", |s, w| s.alloc(w, 8 * P, T::RESET_UNDO, Pr::READWRITE).map(drop)),
+        ("get write watch with reset", |s, w| s.get_write_watch(WriteWatchFlags::RESET, w + WW, 16 * P, 2).map(drop)),
+        ("reset write watch", |s, w| s.reset_write_watch(w + WW, 16 * P)),
+        ("write", |s, w| s.write(w + 2 * P - 3, &[0x77; 9])),
+        ("write to write-watched pages", |s, w| s.write(w + WW + 7 * P - 3, &[0x77; 9])),
+    ]
+}
+
+fn run_all<B: Backend>(mut rig: Rig<B>) {
+    for (name, call) in calls::<B>() {
+        let n = rig.every_failure(name, &call);
+        assert!(n >= 1, "{name}: no side effect to fail");
+    }
+    // A guard page firing disarms it with one side effect; if that fails, the access
+    // still reports the guard (it did fire) and the page stays armed, unchanged.
+    rig.setup();
+    let before = rig.state();
+    let f = rig.space.backend();
+    f.arm(1);
+    let r = rig.space.read(rig.w + 8 * P, &mut [0]);
+    assert!(f.fired(), "disarming a guard page is a side effect");
+    f.arm(0);
+    assert!(matches!(r, Err(Error::GuardPage { .. })), "{r:?}");
+    assert_eq!(rig.state(), before, "a failed disarm changed the space");
+    assert!(matches!(rig.space.read(rig.w + 8 * P, &mut [0]), Err(Error::GuardPage { .. })), "still armed");
+    assert_eq!(rig.space.read(rig.w + 8 * P + 7, &mut [0; 1]), Ok(()));
+    rig.teardown();
+}
+
+#[test]
+fn simulated_backend() {
+    let rig = Rig {
+        space: AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default())),
+        w: SIM_WINDOW,
+        raw: |f, a, buf| f.inner().read(a, buf).is_ok(),
+        maps: |_| Vec::new(),
+        watched: Vec::new(),
+    };
+    run_all(rig);
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_backend() {
+    let w = linux::window(WINDOW);
+    let backend = linux::Confined::new(virtmem::LinuxBackend::new().unwrap(), w..w + WINDOW, false);
+    let rig = Rig {
+        space: AddressSpace::with_backend(Faulty::new(backend)),
+        w,
+        // The backend reads pages that are not readable through /proc/self/mem.
+        raw: |f, a, buf| f.inner().inner().read(a, buf).is_ok(),
+        maps: linux::mappings,
+        watched: Vec::new(),
+    };
+    run_all(rig);
+}
