@@ -945,9 +945,24 @@ impl Backend for LinuxBackend {
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
         match copy(address, buf.as_mut_ptr(), buf.len(), false) {
             // Execute-only pages (PROT_EXEC without PROT_READ) cannot be copied with
-            // process_vm_readv. The engine has checked that this access (an instruction
-            // fetch) is allowed, so read them the way a debugger does.
-            Err(BackendError::Fault(at)) => read_forced(address, buf).map_err(|()| BackendError::Fault(at)),
+            // process_vm_readv: where every page of the copy is one of ours that the CPU
+            // may execute, read them the way a debugger does (the engine has checked that
+            // this instruction fetch is allowed). Anything else stays a fault.
+            Err(BackendError::Fault(at)) => {
+                let span = round_down(address, PAGE)..round_up(address + buf.len(), PAGE).unwrap_or(usize::MAX);
+                let executable = self
+                    .state
+                    .lock()
+                    .kernel
+                    .runs(span)
+                    .iter()
+                    .all(|(_, k)| k.is_some_and(|k| k.prot.executable() && !k.guarded));
+                if executable {
+                    read_forced(address, buf).map_err(|()| BackendError::Fault(at))
+                } else {
+                    Err(BackendError::Fault(at))
+                }
+            }
             r => r,
         }
     }
