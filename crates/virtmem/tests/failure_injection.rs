@@ -3,7 +3,8 @@
 //! (`backend::faulty::Faulty`) makes the call fail and leaves the space exactly as it was
 //! before the call: the VirtualQuery walk, the committed and reserved totals, the bytes
 //! of every committed page (read around the rules, so guard pages stay armed), the
-//! write-watch state, and on Linux the kernel's mappings of the window.
+//! write-watch state, and on Linux the kernel's mappings of the window (what the CPU
+//! allows: every accessible mapping).
 //!
 //! Runs on the simulated backend and on the Linux backend.
 
@@ -19,6 +20,9 @@ use virtmem::{AddressSpace, Error, MemState, MemoryBasicInformation, WriteWatchF
 /// Where the write-watched reservation of the set-up lives, from the window base.
 const WW: usize = 2 * G;
 
+/// Mappings as (start, end, "rwxp").
+type Maps = Vec<(usize, usize, String)>;
+
 /// Everything a failed call must leave as it was.
 #[derive(Debug, PartialEq, Eq)]
 struct State {
@@ -29,7 +33,10 @@ struct State {
     /// (reservation, its written pages) for every write-watched reservation.
     dirty: Vec<(usize, Vec<usize>)>,
     /// The kernel's mappings of the window (Linux only).
-    maps: Vec<(usize, usize, String)>,
+    maps: Maps,
+    /// Whether the CPU may read each page where the calls work (Linux only: this also
+    /// sees guard markers, which /proc/self/maps does not show).
+    cpu: Vec<bool>,
 }
 
 /// A space over `Faulty<B>` with a window, and a way to read memory around the rules.
@@ -39,7 +46,9 @@ struct Rig<B: Backend> {
     /// Read bytes whatever the page's protection (guard pages stay armed).
     raw: fn(&Faulty<B>, usize, &mut [u8]) -> bool,
     /// The kernel's mappings of a range (empty on the simulated backend).
-    maps: fn(Range<usize>) -> Vec<(usize, usize, String)>,
+    maps: fn(Range<usize>) -> Maps,
+    /// Whether the CPU may read a page (None on the simulated backend).
+    cpu: fn(usize) -> Option<bool>,
     /// Write-watched reservations (base, size).
     watched: Vec<(usize, usize)>,
 }
@@ -66,12 +75,15 @@ impl<B: Backend> Rig<B> {
             .map(|&(b, n)| (b, self.space.get_write_watch(WriteWatchFlags::empty(), b, n, usize::MAX).unwrap()))
             .collect();
         let st = self.space.stats();
+        let w = self.w;
+        let cpu = (w..w + 6 * G).chain(w + WINDOW - 2 * G..w + WINDOW).step_by(P).filter_map(self.cpu).collect();
         State {
             walk,
             totals: (st.reserved, st.committed, st.reservations),
             contents,
             dirty,
             maps: (self.maps)(self.window()),
+            cpu,
         }
     }
 
@@ -111,11 +123,7 @@ impl<B: Backend> Rig<B> {
 
     /// Fail the N-th side effect of `call` for N = 1, 2, ... until it runs with nothing
     /// injected; every failure must change nothing. Returns the number of side effects.
-    fn every_failure(
-        &mut self,
-        name: &str,
-        call: &dyn Fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>,
-    ) -> usize {
+    fn every_failure(&mut self, name: &str, call: &CallFn<B>) -> usize {
         self.setup();
         let before = self.state();
         let f = self.space.backend();
@@ -138,7 +146,8 @@ impl<B: Backend> Rig<B> {
     }
 }
 
-type Call<B> = (&'static str, fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>);
+type CallFn<B> = fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>;
+type Call<B> = (&'static str, CallFn<B>);
 
 fn calls<B: Backend>() -> Vec<Call<B>> {
     use virtmem::{AllocationType as T, FreeType as F, Protection as Pr};
@@ -205,6 +214,7 @@ fn simulated_backend() {
         w: SIM_WINDOW,
         raw: |f, a, buf| f.inner().read(a, buf).is_ok(),
         maps: |_| Vec::new(),
+        cpu: |_| None,
         watched: Vec::new(),
     };
     run_all(rig);
@@ -218,9 +228,15 @@ fn linux_backend() {
     let rig = Rig {
         space: AddressSpace::with_backend(Faulty::new(backend)),
         w,
-        // The backend reads pages that are not readable through /proc/self/mem.
-        raw: |f, a, buf| f.inner().inner().read(a, buf).is_ok(),
-        maps: linux::mappings,
+        // Around the protections, as a debugger reads (the kernel's forced access).
+        raw: |_, a, buf| {
+            use std::os::unix::fs::FileExt;
+            std::fs::File::open("/proc/self/mem").and_then(|f| f.read_exact_at(buf, a as u64)).is_ok()
+        },
+        // What the CPU allows: the accessible mappings (the backend may keep released
+        // ranges mapped inaccessible for reuse, which is the same as unmapped).
+        maps: |r| linux::mappings(r).into_iter().filter(|m| m.2 != "---p").collect(),
+        cpu: |a| Some(linux::readable(a)),
         watched: Vec::new(),
     };
     run_all(rig);

@@ -377,8 +377,14 @@ pub mod linux {
         fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
             self.inner.set_access(range, from, to)
         }
+        fn inline_effects(&self) -> bool {
+            self.inner.inline_effects()
+        }
         fn discard(&self, range: Range<usize>) {
             self.inner.discard(range)
+        }
+        fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+            self.inner.decommit(runs)
         }
         fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
             self.inner.reset(range)
@@ -415,10 +421,34 @@ pub mod linux {
         }
     }
 
+    /// Whether the kernel lets this process read the byte at `address` (a copy with
+    /// `process_vm_readv`, which fails instead of faulting; guard markers count).
+    pub fn readable(address: usize) -> bool {
+        let mut byte = 0u8;
+        let local = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+        let remote = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: 1 };
+        // SAFETY: the local iovec covers one writable byte; the kernel checks the remote one.
+        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        n == 1
+    }
+
     /// The kernel's mappings inside `range` as (start, end, "rwxp"), clipped to the range,
     /// adjacent entries with equal permissions merged (the kernel may or may not merge
     /// them; what the CPU allows is what counts).
     pub fn mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
+        // /proc/self/maps is read in pieces, so a mapping made by another thread
+        // meanwhile can show a line twice or miss one: read until two reads agree.
+        let mut last = read_mappings(range.clone());
+        loop {
+            let now = read_mappings(range.clone());
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    fn read_mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
         let text = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
         let mut out: Vec<(usize, usize, String)> = Vec::new();
         for line in text.lines() {
