@@ -18,12 +18,22 @@ unsafe impl Sync for Lib {}
 pub fn library_path() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("deps directory");
-    for candidate in [deps.join("libvirtmem.so"), deps.join("../libvirtmem.so")] {
-        if candidate.exists() {
-            return candidate;
-        }
+    let candidates = [deps.join("libvirtmem.so"), deps.join("../libvirtmem.so")];
+    let found = || candidates.iter().find(|c| c.exists()).cloned();
+    if let Some(path) = found() {
+        return path;
     }
-    panic!("libvirtmem.so not found next to {}", exe.display());
+    // `cargo test` does not always build a cdylib-only package's library before its
+    // integration tests (it cannot be linked into them): build it with the same profile.
+    let release = deps.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "release");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", "virtmem-capi"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build for libvirtmem.so");
+    assert!(status.success(), "cargo build -p virtmem-capi failed");
+    found().unwrap_or_else(|| panic!("libvirtmem.so not found next to {}", exe.display()))
 }
 
 impl Lib {
