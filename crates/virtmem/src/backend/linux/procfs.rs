@@ -305,3 +305,52 @@ impl Pagemap {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_text_as_the_ioctl_would_report_it() {
+        let text = "\
+00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
+00e03000-00e24000 rw-p 00000000 00:00 0           [heap]
+7f2c4000-7f2c5000 ---p 00000000 00:00 0
+7f2c5000-7f2c6000 rw-s 00000000 00:05 1234        /dev/zero (deleted)
+7ffd0000-7ffd1000 --xp 00000000 00:00 0
+garbage line
+";
+        let v = parse_maps(text);
+        let got: Vec<_> = v.iter().map(|m| (m.start, m.end, m.access, m.kind)).collect();
+        assert_eq!(
+            got,
+            [
+                (0x400000, 0x452000, Access::ExecuteRead, ForeignKind::Image),
+                (0xe03000, 0xe24000, Access::ReadWrite, ForeignKind::Private),
+                (0x7f2c4000, 0x7f2c5000, Access::None, ForeignKind::Private),
+                (0x7f2c5000, 0x7f2c6000, Access::ReadWrite, ForeignKind::Mapped),
+                (0x7ffd0000, 0x7ffd1000, Access::Execute, ForeignKind::Private),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ioctl_and_the_text_agree_on_this_process() {
+        let maps = Maps::open().unwrap();
+        // A mapping of our own that nobody else changes meanwhile.
+        let v = vec![7u8; 1 << 20];
+        let addr = v.as_ptr() as usize;
+        // Other threads may map memory next to it between the two looks: retry.
+        let (mut by_ioctl, mut by_text) = (None, None);
+        for _ in 0..5 {
+            by_ioctl = maps.at_or_after(addr);
+            by_text = maps.parse().into_iter().find(|m| m.end > addr);
+            if by_ioctl == by_text {
+                break;
+            }
+        }
+        assert_eq!(by_ioctl, by_text);
+        let by_ioctl = by_ioctl.unwrap();
+        assert!(by_ioctl.start <= addr && addr < by_ioctl.end);
+    }
+}
