@@ -16,7 +16,12 @@ pub fn mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
         let (Some(r), Some(perms)) = (f.next(), f.next()) else { continue };
         let (s, e) = r.split_once('-').unwrap();
         let (s, e) = (usize::from_str_radix(s, 16).unwrap(), usize::from_str_radix(e, 16).unwrap());
-        let (s, e) = (s.max(range.start), e.min(range.end));
+        let (mut s, e) = (s.max(range.start), e.min(range.end));
+        // The file is read in several steps, so a mapping changed meanwhile by another
+        // thread can show up twice: never go backwards.
+        if let Some(last) = out.last() {
+            s = s.max(last.1);
+        }
         if s >= e {
             continue;
         }
