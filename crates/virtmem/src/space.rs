@@ -30,7 +30,9 @@ type Steps = SmallVec<[Step; 4]>;
 #[derive(Debug, Clone)]
 enum Step {
     Reserve(Range<usize>, ReserveOptions),
-    Release(Range<usize>, ReserveOptions),
+    /// Give up a reservation whose committed runs have the given (accessible) access;
+    /// always last.
+    Release(Range<usize>, ReserveOptions, Vec<(Range<usize>, Access)>),
     Access(Range<usize>, Access, Access),
     Lock(Range<usize>),
     Unlock(Range<usize>),
@@ -498,15 +500,18 @@ impl<B: Backend> AddressSpace<B> {
         let whole = res.base..res.end;
         let opts = res.opts;
         let mut steps: Steps = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
+        let mut accessible = Vec::new();
         for (r, st) in res.pages.runs(whole.clone()) {
             if let PageState::Committed(p) = st {
                 let from = rules::access_of(p);
                 if from != Access::None {
-                    steps.push(Step::Access(r, from, Access::None));
+                    accessible.push((r, from));
                 }
             }
         }
-        steps.push(Step::Release(whole, opts));
+        // One backend operation: it may drop accessible pages in the same stroke as
+        // it gives the range up, rather than make them inaccessible first.
+        steps.push(Step::Release(whole, opts, accessible));
         self.finish(
             book,
             base,
@@ -907,7 +912,7 @@ impl<B: Backend> AddressSpace<B> {
     fn apply(&self, step: &Step) -> std::result::Result<(), BackendError> {
         match step {
             Step::Reserve(r, o) => self.backend.reserve(r.clone(), *o),
-            Step::Release(r, o) => self.backend.release(r.clone(), *o),
+            Step::Release(r, o, accessible) => self.backend.release_committed(r.clone(), *o, accessible),
             Step::Access(r, from, to) => self.backend.set_access(r.clone(), *from, *to),
             Step::Lock(r) => self.backend.lock(r.clone()),
             Step::Unlock(r) => self.backend.unlock(r.clone()),

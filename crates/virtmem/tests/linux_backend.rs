@@ -529,3 +529,30 @@ fn kernel_mappings_grow_at_most_two_per_call_and_not_on_guarded_decommit() {
         s.free(base, 0, FreeType::RELEASE).unwrap();
     }
 }
+
+/// Releasing committed memory into the pool drops its pages with one guard-marker call
+/// per committed run (no `mprotect`, no `munmap`); without a pool, one `munmap` does it.
+#[test]
+fn releasing_committed_memory_costs_one_system_call() {
+    for s in [space(), plain()] {
+        let base = s.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+        for a in (base..base + MB).step_by(4096) {
+            store(a, 1);
+        }
+        let before = s.backend().syscall_count();
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+        // (A pooled release without guard markers needs mprotect + MADV_DONTNEED.)
+        let pooled_without_guards = s.backend().options().pool_bytes > 0 && !s.backend().uses_guard_regions();
+        let expected = if pooled_without_guards { 2 } else { 1 };
+        assert_eq!(s.backend().syscall_count() - before, expected);
+        if !mappings(base..base + MB).is_empty() {
+            assert!(resident(base..base + MB).iter().all(|&r| !r), "pooled pages left RSS");
+        }
+        assert_eq!(child_signal(|| touch(base + 8192)), Some(libc::SIGSEGV));
+        assert_eq!(s.query(base).unwrap().state, MemState::Free);
+        // Reused, it reads zero.
+        let again = s.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+        assert_eq!(load(again + 8192), 0);
+        s.free(again, 0, FreeType::RELEASE).unwrap();
+    }
+}

@@ -76,6 +76,15 @@ impl<B: Backend> Backend for Faulty<B> {
         self.step()?;
         self.inner.release(range, opts)
     }
+    fn release_committed(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        self.step()?;
+        self.inner.release_committed(range, opts, accessible)
+    }
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
         self.step()?;
         self.inner.set_access(range, from, to)

@@ -160,6 +160,36 @@ pub trait Backend: Send + Sync {
     /// the whole range inaccessible; the backend drops contents, locks and write-tracking.
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError>;
 
+    /// Give up a whole reservation whose `accessible` runs still grant the given access
+    /// (every other page is inaccessible): as [`Backend::set_access`] to
+    /// [`Access::None`] on each of them followed by [`Backend::release`], which is the
+    /// default. Atomic: on error nothing changed. A backend may drop accessible pages
+    /// directly instead of making them inaccessible first.
+    fn release_committed(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        let undo = |done: &[(Range<usize>, Access)]| {
+            for (r, from) in done.iter().rev() {
+                let undone = self.set_access(r.clone(), Access::None, *from);
+                debug_assert!(undone.is_ok(), "undo of a release step failed: {undone:?}");
+            }
+        };
+        for (i, (r, from)) in accessible.iter().enumerate() {
+            if let Err(e) = self.set_access(r.clone(), *from, Access::None) {
+                undo(&accessible[..i]);
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.release(range, opts) {
+            undo(accessible);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Change the access of `range` from `from` (what it has now) to `to`, keeping contents.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError>;
 

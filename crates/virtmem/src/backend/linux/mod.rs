@@ -188,6 +188,17 @@ fn ptr(addr: usize) -> *mut std::ffi::c_void {
     addr as *mut std::ffi::c_void
 }
 
+/// Where a released extent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    /// To the pool if it has room, else unmapped.
+    IfRoom,
+    /// To the pool (its accessible pages were already dropped).
+    Always,
+    /// Unmapped (it may still have accessible pages).
+    Never,
+}
+
 /// The kernel state of a page with no entry: inaccessible, unguarded, empty.
 const FRESH: Kernel = Kernel { prot: Access::None, guarded: false, touched: false };
 
@@ -587,6 +598,67 @@ impl LinuxBackend {
     fn kernel_runs(st: &State, range: &Range<usize>) -> Vec<(Range<usize>, Kernel)> {
         st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
     }
+
+    /// Whether a released `ext` would go to the pool.
+    fn poolable(&self, ext: &Range<usize>) -> bool {
+        let st = self.state.lock();
+        st.live.get(&ext.start).is_some_and(|x| {
+            !x.write_watch
+                && !x.large
+                && st.pool_bytes + ext.len() <= self.options.pool_bytes
+                && st.pool.len() < POOL_MAX_RANGES
+        })
+    }
+
+    /// Release the live extent `ext`: to the pool after dropping pages that may hold
+    /// data, or with `munmap`, which drops everything, accessible pages included.
+    fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
+        let (touched, poolable) = {
+            let st = self.state.lock();
+            let Some(&extent) = st.live.get(&ext.start) else {
+                return Err(BackendError::Os(libc::EINVAL));
+            };
+            let runs = Self::kernel_runs(&st, &ext);
+            let room = st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
+            let poolable = !extent.write_watch
+                && !extent.large
+                && match pooling {
+                    Pooling::IfRoom => room,
+                    Pooling::Always => true,
+                    Pooling::Never => false,
+                };
+            debug_assert!(
+                !poolable || runs.iter().all(|(_, k)| k.access() == Access::None),
+                "pooling accessible pages"
+            );
+            let touched: Vec<Range<usize>> = runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
+            (touched, poolable)
+        };
+        if poolable {
+            for r in &touched {
+                self.drop_pages(r);
+            }
+            let mut st = self.state.lock();
+            for (r, k) in Self::kernel_runs(&st, &ext) {
+                st.kernel.set(r, entry(Kernel { touched: false, ..k }));
+            }
+            st.live.remove(&ext.start);
+            st.pool.set(ext.clone(), Some(()));
+            st.pool_bytes += ext.len();
+            self.forget_witnesses(&ext);
+            return Ok(());
+        }
+        self.gate().map_err(errno_error)?;
+        // SAFETY: the engine releases only reservations this backend mapped, and
+        // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
+        unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
+        let mut st = self.state.lock();
+        st.live.remove(&ext.start);
+        st.kernel.set(ext.clone(), None);
+        drop(st);
+        self.forget_witnesses(&ext);
+        Ok(())
+    }
 }
 
 impl Drop for LinuxBackend {
@@ -698,50 +770,33 @@ impl Backend for LinuxBackend {
         Ok(())
     }
 
-    /// The engine has made every committed run inaccessible. Pages that were ever
-    /// accessible are dropped; then the range goes to the pool (no system call when
-    /// it was already empty) or, when the pool is full or the reservation tracked
-    /// writes or used huge pages, is unmapped.
+    /// Every committed run is inaccessible. Pages that were ever accessible are
+    /// dropped; then the range goes to the pool (no system call when it was already
+    /// empty) or, when the pool is full or the reservation tracked writes or used huge
+    /// pages, is unmapped.
     fn release(&self, range: Range<usize>, _opts: ReserveOptions) -> Result<(), BackendError> {
-        let ext = Self::extent(&range);
-        let (touched, poolable) = {
-            let st = self.state.lock();
-            let Some(&extent) = st.live.get(&ext.start) else {
-                return Err(BackendError::Os(libc::EINVAL));
-            };
-            let runs = Self::kernel_runs(&st, &ext);
-            debug_assert!(runs.iter().all(|(_, k)| k.access() == Access::None), "release of accessible pages");
-            let touched: Vec<Range<usize>> = runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
-            let poolable = !extent.write_watch
-                && !extent.large
-                && st.pool_bytes + ext.len() <= self.options.pool_bytes
-                && st.pool.len() < POOL_MAX_RANGES;
-            (touched, poolable)
-        };
-        if poolable {
-            for r in &touched {
-                self.drop_pages(r);
-            }
-            let mut st = self.state.lock();
-            for (r, k) in Self::kernel_runs(&st, &ext) {
-                st.kernel.set(r, entry(Kernel { touched: false, ..k }));
-            }
-            st.live.remove(&ext.start);
-            st.pool.set(ext.clone(), Some(()));
-            st.pool_bytes += ext.len();
-            self.forget_witnesses(&ext);
-            return Ok(());
+        self.release_extent(Self::extent(&range), Pooling::IfRoom)
+    }
+
+    /// Accessible runs need no `mprotect` first: an unmapped range drops everything at
+    /// once, and a pooled one has its accessible runs decommitted the cheap way (guard
+    /// markers) before it joins the pool.
+    fn release_committed(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        if accessible.is_empty() {
+            return self.release(range, opts);
         }
-        self.gate().map_err(errno_error)?;
-        // SAFETY: the engine releases only reservations this backend mapped, and
-        // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
-        unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
-        let mut st = self.state.lock();
-        st.live.remove(&ext.start);
-        st.kernel.set(ext.clone(), None);
-        drop(st);
-        self.forget_witnesses(&ext);
-        Ok(())
+        let ext = Self::extent(&range);
+        if !self.poolable(&ext) {
+            return self.release_extent(ext, Pooling::Never);
+        }
+        self.decommit(accessible)?;
+        // Pooled even if another release filled the pool meanwhile: nothing may fail now.
+        self.release_extent(ext, Pooling::Always)
     }
 
     /// `mprotect` changes what the CPU allows and keeps the contents; pages a decommit
