@@ -1064,7 +1064,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(300))]
+            #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 300 }))]
 
             #[test]
             fn runmap_matches_model(ops in prop::collection::vec((0..UNITS, 0..UNITS, 0u8..3), 1..120)) {

@@ -1054,6 +1054,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 256 }))]
         #[test]
         fn records_round_trip(r in arb_record()) {
             let text = r.to_string();
