@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::ops::{Bound, Range, RangeBounds};
+use std::ops::{Bound, Range};
 
 use smallvec::SmallVec;
 
@@ -828,99 +828,288 @@ impl Reservation {
     }
 }
 
-/// The reservations of a space by base address: an ordered index of bases into a slab
-/// of reservations, with the last one looked up remembered (one call typically looks
-/// the same reservation up several times).
+/// Most reservations a leaf of [`Reservations`] holds. (Small under test, so that the
+/// model tests split and merge leaves all the time.)
+#[cfg(not(test))]
+const LEAF: usize = 32;
+#[cfg(test)]
+const LEAF: usize = 8;
+
+/// A run of consecutive reservations: their bases (scanned together to find one) and
+/// the records themselves, inline, so that a lookup touches the bases and then the one
+/// record it needs, both in one allocation. (Fixed arrays rather than vectors: a
+/// vector's length would live past its inline elements, another cache line.)
+#[derive(Debug, Clone)]
+struct Leaf {
+    /// How many reservations it holds (at least one unless vacant).
+    len: usize,
+    /// Ascending, then `usize::MAX` in the unused places; `bases[i]` is `recs[i]`'s base.
+    bases: [usize; LEAF],
+    /// The first `len` are `Some`.
+    recs: [Option<Reservation>; LEAF],
+}
+
+impl Default for Leaf {
+    fn default() -> Self {
+        Leaf { len: 0, bases: [usize::MAX; LEAF], recs: [const { None }; LEAF] }
+    }
+}
+
+impl Leaf {
+    fn one(base: usize, res: Reservation) -> Box<Leaf> {
+        let mut leaf = Box::<Leaf>::default();
+        leaf.put(0, base, res);
+        leaf
+    }
+
+    /// The number of bases at most `addr` (so the floor is at one less). A plain count
+    /// over the whole leaf: its loads are independent of each other (they miss the
+    /// caches together, not one after another as a binary search's would).
+    fn rank(&self, addr: usize) -> usize {
+        self.bases.iter().map(|&b| usize::from(b <= addr)).sum()
+    }
+
+    fn rec(&self, i: usize) -> &Reservation {
+        self.recs[i].as_ref().expect("leaf entry")
+    }
+
+    fn rec_mut(&mut self, i: usize) -> &mut Reservation {
+        self.recs[i].as_mut().expect("leaf entry")
+    }
+
+    /// Insert at `i` (the leaf not full).
+    fn put(&mut self, i: usize, base: usize, res: Reservation) {
+        let n = self.len;
+        self.bases[i..=n].rotate_right(1);
+        self.recs[i..=n].rotate_right(1);
+        self.bases[i] = base;
+        self.recs[i] = Some(res);
+        self.len += 1;
+    }
+
+    /// Remove the `i`-th.
+    fn take(&mut self, i: usize) -> Reservation {
+        let n = self.len;
+        let res = self.recs[i].take().expect("leaf entry");
+        self.bases[i] = usize::MAX;
+        self.bases[i..n].rotate_left(1);
+        self.recs[i..n].rotate_left(1);
+        self.len -= 1;
+        res
+    }
+
+    /// Move the entries from `at` on to the end of `to` (which has room).
+    fn move_tail(&mut self, at: usize, to: &mut Leaf) {
+        for i in at..self.len {
+            to.bases[to.len] = std::mem::replace(&mut self.bases[i], usize::MAX);
+            to.recs[to.len] = self.recs[i].take();
+            to.len += 1;
+        }
+        self.len = at;
+    }
+}
+
+/// Where a lookup of an address landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Inside the reservation at this base.
+    Inside(usize),
+    /// In no reservation; the next one starts at this base, if any.
+    Outside(Option<usize>),
+}
+
+/// The reservations of a space by base address: a B+-tree of two levels, leaves of up
+/// to [`LEAF`] reservations stored inline (ordered by base) under a `BTreeMap` from the
+/// first base of each leaf to the leaf. A lookup descends the small upper map (which
+/// stays in the caches), scans one leaf's bases and reads one record: at 10^6
+/// reservations that is two cache misses where a `BTreeMap` of every base into a slab
+/// of records took five or six. The position of the last lookup is remembered (one
+/// call typically looks the same reservation up several times).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Reservations {
-    /// Base → slot in `slab`.
-    index: BTreeMap<usize, u32>,
-    slab: Vec<Option<Reservation>>,
+    /// First base of each leaf → leaf number.
+    top: BTreeMap<usize, u32>,
+    /// Leaves by number (boxed: growing this vector moves pointers, not leaves).
+    leaves: Vec<Box<Leaf>>,
+    /// Numbers of empty leaves, for reuse.
     vacant: Vec<u32>,
-    /// The base and slot of the last lookup (`NIL` slot: none).
-    last: Cell<(usize, u32)>,
+    len: usize,
+    /// The base, leaf and index of the last lookup (checked before use).
+    last: Cell<(usize, u32, u32)>,
 }
 
 impl Reservations {
-    fn slot(&self, base: usize) -> Option<usize> {
-        let (b, s) = self.last.get();
-        if b == base && s != NIL {
-            return Some(s as usize);
-        }
-        let &s = self.index.get(&base)?;
-        self.last.set((base, s));
-        Some(s as usize)
+    /// The leaf and index of the greatest base at most `addr`.
+    fn floor_pos(&self, addr: usize) -> Option<(u32, usize)> {
+        let (_, &l) = self.top.range(..=addr).next_back()?;
+        // The leaf's first base is its key, at most `addr`: the rank is at least 1.
+        Some((l, self.leaves[l as usize].rank(addr) - 1))
     }
 
-    fn at(&self, slot: u32) -> &Reservation {
-        self.slab[slot as usize].as_ref().expect("indexed reservation")
+    /// The leaf and index of the reservation at `base`.
+    fn slot(&self, base: usize) -> Option<(u32, usize)> {
+        let (b, l, i) = self.last.get();
+        if b == base && l != NIL && self.leaves.get(l as usize).is_some_and(|f| f.bases[i as usize] == base) {
+            return Some((l, i as usize));
+        }
+        let (l, i) = self.floor_pos(base)?;
+        if self.leaves[l as usize].bases[i] != base {
+            return None;
+        }
+        self.last.set((base, l, i as u32));
+        Some((l, i))
     }
 
     /// The reservation at `base`.
     pub fn get(&self, base: &usize) -> Option<&Reservation> {
-        let s = self.slot(*base)?;
-        self.slab[s].as_ref()
+        let (l, i) = self.slot(*base)?;
+        Some(self.leaves[l as usize].rec(i))
     }
 
     /// The reservation at `base`, to change.
     pub fn get_mut(&mut self, base: &usize) -> Option<&mut Reservation> {
-        let s = self.slot(*base)?;
-        self.slab[s].as_mut()
+        let (l, i) = self.slot(*base)?;
+        Some(self.leaves[l as usize].rec_mut(i))
+    }
+
+    /// Link in `leaf` (not empty, keyed by its first base).
+    fn new_leaf(&mut self, leaf: Box<Leaf>) -> u32 {
+        let key = leaf.bases[0];
+        let l = match self.vacant.pop() {
+            Some(l) => {
+                self.leaves[l as usize] = leaf;
+                l
+            }
+            None => {
+                self.leaves.push(leaf);
+                (self.leaves.len() - 1) as u32
+            }
+        };
+        self.top.insert(key, l);
+        l
     }
 
     /// Add `res` at `base`, returning the one it replaces.
     pub fn insert(&mut self, base: usize, res: Reservation) -> Option<Reservation> {
-        let vacant = match self.index.entry(base) {
-            std::collections::btree_map::Entry::Occupied(e) => return self.slab[*e.get() as usize].replace(res),
-            std::collections::btree_map::Entry::Vacant(v) => v,
-        };
-        let s = match self.vacant.pop() {
-            Some(s) => {
-                self.slab[s as usize] = Some(res);
-                s
+        let (l, i) = match self.floor_pos(base) {
+            Some((l, i)) if self.leaves[l as usize].bases[i] == base => {
+                self.last.set((base, l, i as u32));
+                return self.leaves[l as usize].recs[i].replace(res);
             }
-            None => {
-                self.slab.push(Some(res));
-                (self.slab.len() - 1) as u32
-            }
+            Some((l, i)) => (l, i + 1),
+            None => match self.top.values().next() {
+                Some(&l) => (l, 0),
+                None => {
+                    let l = self.new_leaf(Leaf::one(base, res));
+                    self.len += 1;
+                    self.last.set((base, l, 0));
+                    return None;
+                }
+            },
         };
-        vacant.insert(s);
-        self.last.set((base, s));
+        self.len += 1;
+        let leaf = &mut self.leaves[l as usize];
+        let old_key = leaf.bases[0];
+        if leaf.len < LEAF {
+            leaf.put(i, base, res);
+            if i == 0 {
+                self.top.remove(&old_key);
+                self.top.insert(base, l);
+            }
+            self.last.set((base, l, i as u32));
+            return None;
+        }
+        // Full. Past its end the new reservation goes to the front of the next leaf if
+        // that has room; at either end it otherwise starts a leaf of its own, so that
+        // ascending (or descending) insertions leave full leaves behind them (`i == 0`
+        // only before the first leaf). Elsewhere the upper half moves to a new leaf.
+        if i == LEAF {
+            if let Some((&nk, &n)) = self.top.range(old_key + 1..).next() {
+                if self.leaves[n as usize].len < LEAF {
+                    self.top.remove(&nk);
+                    self.top.insert(base, n);
+                    self.leaves[n as usize].put(0, base, res);
+                    self.last.set((base, n, 0));
+                    return None;
+                }
+            }
+        }
+        if i == 0 || i == LEAF {
+            let n = self.new_leaf(Leaf::one(base, res));
+            self.last.set((base, n, 0));
+            return None;
+        }
+        let mut upper = Box::<Leaf>::default();
+        self.leaves[l as usize].move_tail(LEAF / 2, &mut upper);
+        let n = self.new_leaf(upper);
+        let (l, i) = if i <= LEAF / 2 { (l, i) } else { (n, i - LEAF / 2) };
+        self.leaves[l as usize].put(i, base, res);
+        self.last.set((base, l, i as u32));
         None
     }
 
     /// Remove the reservation at `base`.
     pub fn remove(&mut self, base: &usize) -> Option<Reservation> {
-        let s = self.index.remove(base)?;
-        if self.last.get().0 == *base {
-            self.last.set((0, NIL));
-        }
-        let res = self.slab[s as usize].take();
-        if self.index.is_empty() {
-            self.slab.clear();
+        let (l, i) = self.slot(*base)?;
+        self.last.set((0, NIL, 0));
+        self.len -= 1;
+        let leaf = &mut self.leaves[l as usize];
+        let res = leaf.take(i);
+        if self.len == 0 {
+            self.top.clear();
+            self.leaves.clear();
             self.vacant.clear();
-        } else {
-            self.vacant.push(s);
+            return Some(res);
         }
-        res
+        if leaf.len == 0 {
+            self.top.remove(base);
+            self.vacant.push(l);
+            return Some(res);
+        }
+        let (key, len) = (leaf.bases[0], leaf.len);
+        if i == 0 {
+            self.top.remove(base);
+            self.top.insert(key, l);
+        }
+        // A thin leaf joins a neighbour when the two fit in three quarters of a leaf, so
+        // leaves stay well filled whatever order reservations come and go in.
+        if len < LEAF / 4 {
+            let prev = self.top.range(..key).next_back().map(|(&k, &p)| (k, p));
+            let next = self.top.range(key + 1..).next().map(|(&k, &n)| (k, n));
+            let fits = |n: u32| len + self.leaves[n as usize].len <= LEAF * 3 / 4;
+            if let Some((_, p)) = prev.filter(|&(_, p)| fits(p)) {
+                // Into the predecessor: this leaf goes.
+                self.top.remove(&key);
+                self.absorb(p, l);
+            } else if let Some((nk, n)) = next.filter(|&(_, n)| fits(n)) {
+                // The successor into this one.
+                self.top.remove(&nk);
+                self.absorb(l, n);
+            }
+        }
+        Some(res)
+    }
+
+    /// Append every entry of leaf `from` (already unlinked from `top`) to leaf `to`,
+    /// which has room, and recycle `from`.
+    fn absorb(&mut self, to: u32, from: u32) {
+        let mut src = std::mem::take(&mut self.leaves[from as usize]);
+        src.move_tail(0, &mut self.leaves[to as usize]);
+        self.leaves[from as usize] = src;
+        self.vacant.push(from);
     }
 
     /// How many reservations there are.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.len
     }
 
-    /// The reservations whose bases lie in `range`, in address order.
-    pub fn range<R: RangeBounds<usize>>(
-        &self,
-        range: R,
-    ) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
-        self.index.range(range).map(|(b, &s)| (b, self.at(s)))
-    }
-
-    /// Every reservation, in address order.
+    /// Every reservation with its base, in address order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
-        self.range(..)
+        self.top.values().flat_map(move |&l| {
+            let leaf = &self.leaves[l as usize];
+            leaf.bases[..leaf.len].iter().zip(leaf.recs[..leaf.len].iter().map(|r| r.as_ref().expect("leaf entry")))
+        })
     }
 
     /// Every reservation, in address order.
@@ -928,11 +1117,22 @@ impl Reservations {
         self.iter().map(|(_, r)| r)
     }
 
-    /// The reservation with the greatest base at most `addr`.
-    fn floor(&self, addr: usize) -> Option<(usize, &Reservation)> {
-        let (&b, &s) = self.index.range(..=addr).next_back()?;
-        self.last.set((b, s));
-        Some((b, self.at(s)))
+    /// The reservation containing `addr`, or else the base of the next one: one descent.
+    pub fn lookup(&self, addr: usize) -> Lookup {
+        let Some((l, i)) = self.floor_pos(addr) else {
+            return Lookup::Outside(self.top.keys().next().copied());
+        };
+        let leaf = &self.leaves[l as usize];
+        let base = leaf.bases[i];
+        if addr < leaf.rec(i).end {
+            self.last.set((base, l, i as u32));
+            return Lookup::Inside(base);
+        }
+        match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
+            Some(&next) => Lookup::Outside(Some(next)),
+            // The next leaf's key is its first base.
+            None => Lookup::Outside(self.top.range(leaf.bases[0] + 1..).next().map(|(&k, _)| k)),
+        }
     }
 }
 
@@ -976,12 +1176,15 @@ impl Book {
 
     /// The base of the reservation containing `addr`.
     pub fn containing(&self, addr: usize) -> Option<usize> {
-        self.reservations.floor(addr).filter(|(_, r)| addr < r.end).map(|(b, _)| b)
+        match self.reservations.lookup(addr) {
+            Lookup::Inside(base) => Some(base),
+            Lookup::Outside(_) => None,
+        }
     }
 
-    /// The base of the first reservation starting after `addr`.
-    pub fn next_after(&self, addr: usize) -> Option<usize> {
-        self.reservations.range(addr.saturating_add(1)..).next().map(|(&b, _)| b)
+    /// The reservation containing `addr`, or else the base of the next one.
+    pub fn lookup(&self, addr: usize) -> Lookup {
+        self.reservations.lookup(addr)
     }
 
     /// Whether a pending reservation claims any of `range`.
@@ -1102,6 +1305,82 @@ mod tests {
                 m.set(0..UNITS, 2);
                 model.fill(2);
                 check_runmap(&m, &model, 0);
+            }
+
+            #[test]
+            fn reservations_match_model(
+                ops in prop::collection::vec((0..4u8, 0..UNITS, 1..4usize), 1..300)
+            ) {
+                // Reservations of 1..4 units (each unit 16 addresses) at unit-aligned
+                // bases, against a map of base → end; leaves of 8 under test.
+                let u = 16;
+                let rec = |base: usize, end: usize| Reservation {
+                    base,
+                    end,
+                    alloc_protect: Protection::READWRITE,
+                    opts: ReserveOptions::default(),
+                    physical: false,
+                    pages: RunMap::new(base..end, PageState::Reserved),
+                    locked: None,
+                    committed: 0,
+                    busy: false,
+                };
+                let mut r = Reservations::default();
+                let mut model: BTreeMap<usize, usize> = BTreeMap::new();
+                for (op, at, len) in ops {
+                    let base = at * u;
+                    match op {
+                        // Insert (also over an existing base: a replacement).
+                        0 | 1 => {
+                            let old = r.insert(base, rec(base, base + len * u)).map(|o| o.end);
+                            prop_assert_eq!(old, model.insert(base, base + len * u));
+                        }
+                        // Remove (often of a base that is not there).
+                        2 => {
+                            let b = if at % 2 == 0 { model.range(base..).next().map_or(base, |(&b, _)| b) } else { base };
+                            prop_assert_eq!(r.remove(&b).map(|o| (o.base, o.end)), model.remove(&b).map(|e| (b, e)));
+                        }
+                        // Change one in place.
+                        _ => {
+                            let got = r.get_mut(&base).map(|o| {
+                                o.committed += 1;
+                                o.end
+                            });
+                            prop_assert_eq!(got, model.get(&base).copied());
+                        }
+                    }
+                    prop_assert_eq!(r.len(), model.len());
+                    let all: Vec<(usize, usize)> = r.iter().map(|(&b, o)| (b, o.end)).collect();
+                    prop_assert!(all.iter().all(|&(b, _)| r.get(&b).is_some_and(|o| o.base == b)));
+                    prop_assert_eq!(all.clone(), model.iter().map(|(&b, &e)| (b, e)).collect::<Vec<_>>());
+                    let rev: Vec<usize> = r.values().rev().map(|o| o.base).collect();
+                    prop_assert_eq!(rev, model.keys().rev().copied().collect::<Vec<_>>());
+                    // Every address: inside the floor reservation, or else the next base.
+                    for a in (0..(UNITS + 4) * u).step_by(5) {
+                        let want = match model.range(..=a).next_back() {
+                            Some((&b, &e)) if a < e => Lookup::Inside(b),
+                            _ => Lookup::Outside(model.range(a + 1..).next().map(|(&b, _)| b)),
+                        };
+                        prop_assert_eq!(r.lookup(a), want, "address {}", a);
+                        prop_assert_eq!(r.get(&a).map(|o| o.base), model.get(&a).map(|_| a));
+                    }
+                    // No two neighbouring leaves are both thin (so leaves stay filled).
+                    let lens: Vec<usize> = r.top.values().map(|&l| r.leaves[l as usize].len).collect();
+                    prop_assert!(
+                        lens.windows(2).all(|w| w[0] >= LEAF / 4 || w[1] >= LEAF / 4),
+                        "leaf lengths {:?}", lens
+                    );
+                    // Leaves stay within bounds and keyed by their first base.
+                    for (&k, &l) in &r.top {
+                        let leaf = &r.leaves[l as usize];
+                        prop_assert!(leaf.len > 0 && leaf.len <= LEAF);
+                        prop_assert_eq!(leaf.bases[0], k);
+                        for i in 0..LEAF {
+                            prop_assert_eq!(leaf.recs[i].as_ref().map(|o| o.base), (i < leaf.len).then_some(leaf.bases[i]));
+                            prop_assert_eq!(leaf.bases[i] == usize::MAX, i >= leaf.len);
+                        }
+                    }
+                }
             }
 
             #[test]

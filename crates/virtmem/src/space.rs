@@ -21,10 +21,13 @@ use crate::flags::{
     WriteWatchFlags,
 };
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
-use crate::runs::{Book, PageState, Reservation, RunMap};
+use crate::runs::{Book, Lookup, PageState, Reservation, RunMap};
 
 /// The steps of one call: most calls plan one or two, kept inline.
 type Steps = SmallVec<[Step; 4]>;
+
+/// Runs with their access, for a release or decommit step: usually one or two, inline.
+type AccessRuns = SmallVec<[(Range<usize>, Access); 2]>;
 
 /// A backend side effect, as planned by the engine.
 #[derive(Debug, Clone)]
@@ -32,12 +35,12 @@ enum Step {
     Reserve(Range<usize>, ReserveOptions),
     /// Give up a reservation whose committed runs have the given (accessible) access;
     /// always last.
-    Release(Range<usize>, ReserveOptions, Vec<(Range<usize>, Access)>),
+    Release(Range<usize>, ReserveOptions, AccessRuns),
     Access(Range<usize>, Access, Access),
     Lock(Range<usize>),
     Unlock(Range<usize>),
     /// Drop committed runs (each with its current access); irrevocable, so always last.
-    Decommit(Vec<(Range<usize>, Access)>),
+    Decommit(AccessRuns),
 }
 
 /// Totals of an address space.
@@ -500,7 +503,7 @@ impl<B: Backend> AddressSpace<B> {
         let whole = res.base..res.end;
         let opts = res.opts;
         let mut steps: Steps = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
-        let mut accessible = Vec::new();
+        let mut accessible = AccessRuns::new();
         for (r, st) in res.pages.runs(whole.clone()) {
             if let PageState::Committed(p) = st {
                 let from = rules::access_of(p);
@@ -530,7 +533,7 @@ impl<B: Backend> AddressSpace<B> {
     fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
         let res = &book.reservations[&base];
         let mut steps: Steps = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
-        let mut committed: Vec<(Range<usize>, Access)> = Vec::new();
+        let mut committed = AccessRuns::new();
         let mut freed = 0;
         for (r, st) in res.pages.runs(range.clone()) {
             if let PageState::Committed(p) = st {
@@ -570,24 +573,27 @@ impl<B: Backend> AddressSpace<B> {
         }
         let page = rules::round_down(address, PAGE);
         let book = self.book.lock();
-        if let Some(base) = book.containing(page) {
-            let res = &book.reservations[&base];
-            let (run, st) = res.pages.get(page);
-            let (state, protect) = match st {
-                PageState::Reserved => (MemState::Reserve, Protection::empty()),
-                PageState::Committed(p) => (MemState::Commit, p),
-            };
-            return Ok(MemoryBasicInformation {
-                base_address: page,
-                allocation_base: res.base,
-                allocation_protect: res.alloc_protect,
-                region_size: run.end - page,
-                state,
-                protect,
-                mem_type: Some(MemType::Private),
-            });
-        }
-        let limit = book.next_after(page).unwrap_or(self.limits.end_address);
+        let next = match book.lookup(page) {
+            Lookup::Outside(next) => next,
+            Lookup::Inside(base) => {
+                let res = &book.reservations[&base];
+                let (run, st) = res.pages.get(page);
+                let (state, protect) = match st {
+                    PageState::Reserved => (MemState::Reserve, Protection::empty()),
+                    PageState::Committed(p) => (MemState::Commit, p),
+                };
+                return Ok(MemoryBasicInformation {
+                    base_address: page,
+                    allocation_base: res.base,
+                    allocation_protect: res.alloc_protect,
+                    region_size: run.end - page,
+                    state,
+                    protect,
+                    mem_type: Some(MemType::Private),
+                });
+            }
+        };
+        let limit = next.unwrap_or(self.limits.end_address);
         drop(book);
         let free = |end: usize| MemoryBasicInformation {
             base_address: page,
@@ -834,14 +840,17 @@ impl<B: Backend> AddressSpace<B> {
         let end = address.saturating_add(len);
         let mut a = address;
         while a < end {
-            let Some(base) = book.containing(a) else {
-                let limit = book.next_after(a).unwrap_or(self.limits.end_address).min(end);
-                match self.backend.foreign(rules::round_down(a, PAGE), limit) {
-                    Some(f) if f.start <= a && rules::access_allows(f.access, kind) => {
-                        a = f.end.min(end);
-                        continue;
+            let base = match book.lookup(a) {
+                Lookup::Inside(base) => base,
+                Lookup::Outside(next) => {
+                    let limit = next.unwrap_or(self.limits.end_address).min(end);
+                    match self.backend.foreign(rules::round_down(a, PAGE), limit) {
+                        Some(f) if f.start <= a && rules::access_allows(f.access, kind) => {
+                            a = f.end.min(end);
+                            continue;
+                        }
+                        _ => return Err(Error::AccessViolation { address: a, access: kind }),
                     }
-                    _ => return Err(Error::AccessViolation { address: a, access: kind }),
                 }
             };
             let res = book.reservations.get_mut(&base).expect("reservation");
