@@ -46,6 +46,9 @@ use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use procfs::{Maps, Pagemap};
 use state::{Extent, Kernel, State};
 
+/// The kernel state of the pieces of a range (see [`LinuxBackend::kernel_runs`]).
+type KernelRuns = smallvec::SmallVec<[(Range<usize>, Kernel); 4]>;
+
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
 use crate::rules::{round_down, round_up, GRANULE, PAGE};
 
@@ -524,9 +527,10 @@ impl LinuxBackend {
             // they are inaccessible whatever their mapping's protection, and giving
             // them PROT_NONE too lets the kernel merge the whole run into one mapping
             // instead of splitting around them.
-            let span = match st.extent_of(range.start) {
-                Some((s, x)) if to == Access::None => st.widen_over_guards(&range, &(s..x.end)),
-                _ => range.clone(),
+            let extent = if to == Access::None { st.extent_of(range.start) } else { None };
+            let span = match extent {
+                Some((s, x)) => st.widen_over_guards(&range, &(s..x.end)),
+                None => range.clone(),
             };
             (span.clone(), Self::kernel_runs(&st, &span))
         };
@@ -595,7 +599,7 @@ impl LinuxBackend {
     }
 
     /// The kernel state of each piece of `range`.
-    fn kernel_runs(st: &State, range: &Range<usize>) -> Vec<(Range<usize>, Kernel)> {
+    fn kernel_runs(st: &State, range: &Range<usize>) -> KernelRuns {
         st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
     }
 
@@ -832,8 +836,7 @@ impl Backend for LinuxBackend {
             let st = self.state.lock();
             let x = st.extent_of(first.0.start);
             let ok = self.uses_guard_regions() && x.is_some_and(|(_, x)| !x.write_watch && !x.large);
-            let kernel: Vec<Vec<(Range<usize>, Kernel)>> =
-                runs.iter().map(|(r, _)| Self::kernel_runs(&st, r)).collect();
+            let kernel: Vec<KernelRuns> = runs.iter().map(|(r, _)| Self::kernel_runs(&st, r)).collect();
             (ok, kernel)
         };
         let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;

@@ -7,7 +7,13 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
 use crate::backend::Access;
+
+/// Pieces of a range with their values, as [`IntervalMap::runs`] returns them: most
+/// ranges meet one to three pieces, kept inline.
+pub type Pieces<V> = SmallVec<[(Range<usize>, Option<V>); 4]>;
 
 /// A sparse map from page ranges to values; ranges not in the map have no value.
 /// Adjacent ranges with equal values are merged.
@@ -30,20 +36,28 @@ impl<V: Copy + Eq> IntervalMap<V> {
     }
 
     /// The pieces of `range`, each with its value (`None` for gaps), in order.
-    pub fn runs(&self, range: Range<usize>) -> Vec<(Range<usize>, Option<V>)> {
-        let mut out = Vec::new();
+    pub fn runs(&self, range: Range<usize>) -> Pieces<V> {
+        let mut out = Pieces::new();
+        if range.start >= range.end {
+            return out;
+        }
+        // The entries overlapping `range`, found walking back from its end (entries
+        // are sorted and disjoint, so their ends decrease too).
+        let mut hits: SmallVec<[(usize, usize, V); 4]> = SmallVec::new();
+        for (&s, &(e, v)) in self.map.range(..range.end).rev() {
+            if e <= range.start {
+                break;
+            }
+            hits.push((s, e, v));
+        }
         let mut cursor = range.start;
-        let first = self.map.range(..=range.start).next_back().filter(|(_, (e, _))| *e > range.start);
-        let rest = self.map.range(range.start + 1..range.end);
-        for (&s, &(e, v)) in first.into_iter().chain(rest) {
+        for &(s, e, v) in hits.iter().rev() {
             if s > cursor {
                 out.push((cursor..s, None));
             }
-            let (a, b) = (s.max(cursor), e.min(range.end));
-            if a < b {
-                out.push((a..b, Some(v)));
-            }
-            cursor = cursor.max(b);
+            let b = e.min(range.end);
+            out.push((s.max(cursor)..b, Some(v)));
+            cursor = b;
         }
         if cursor < range.end {
             out.push((cursor..range.end, None));
@@ -59,28 +73,139 @@ impl<V: Copy + Eq> IntervalMap<V> {
 
     /// Give every page of `range` the value `v` (`None` removes).
     pub fn set(&mut self, range: Range<usize>, v: Option<V>) {
-        if range.start >= range.end {
+        if range.start >= range.end || self.set_within_one(range.start, range.end, v) {
             return;
         }
-        // Cut the entries overlapping `range` out.
-        let mut touched: Vec<(usize, usize, V)> = Vec::new();
-        if let Some((&s, &(e, val))) = self.map.range(..range.start).next_back() {
-            if e > range.start {
+        self.set_across(range.start, range.end, v);
+    }
+
+    /// [`IntervalMap::set`] when `[start, end)` lies inside one entry or one gap (the
+    /// usual case): one walk of the tree finds that entry and both neighbours, values
+    /// change in place and at most one entry is inserted or removed besides. Returns
+    /// false, having changed nothing, when the range spans several pieces.
+    fn set_within_one(&mut self, start: usize, end: usize, v: Option<V>) -> bool {
+        // Walking back from `end`: the entry starting at `end` (the right neighbour),
+        // then `p`, the last entry starting before `end`, then the one before it.
+        let mut it = self.map.range_mut(..=end);
+        let mut p = it.next_back();
+        let mut right: Option<(usize, V)> = None;
+        if let Some((&k, &mut (re, rw))) = p {
+            if k == end {
+                right = Some((re, rw));
+                p = it.next_back();
+            }
+        }
+        let joins_right = |v: V| right.is_some_and(|(_, rw)| rw == v);
+        let Some((&ps, pv)) = p else {
+            // Nothing starts before `end`: the range is in a gap with no left neighbour.
+            drop(it);
+            self.fill_gap(start, end, v, joins_right);
+            return true;
+        };
+        let (pe, pw) = *pv;
+        if pe <= start {
+            // In the gap after `p`, which is the left neighbour if it ends at `start`.
+            let Some(v) = v else { return true };
+            if pe == start && pw == v {
+                match right {
+                    Some((re, rw)) if rw == v => {
+                        pv.0 = re;
+                        drop(it);
+                        self.map.remove(&end);
+                    }
+                    _ => pv.0 = end,
+                }
+                return true;
+            }
+            drop(it);
+            self.fill_gap(start, end, Some(v), joins_right);
+            return true;
+        }
+        if ps > start || pe < end {
+            return false;
+        }
+        // Inside `p`.
+        if v == Some(pw) {
+            return true;
+        }
+        let (keep_left, keep_right) = (ps < start, pe > end);
+        match v {
+            None => {
+                if keep_left {
+                    pv.0 = start;
+                    drop(it);
+                } else {
+                    drop(it);
+                    self.map.remove(&ps);
+                }
+            }
+            Some(v) => {
+                let new_end = match right {
+                    Some((re, rw)) if rw == v => re,
+                    _ => end,
+                };
+                if keep_left {
+                    pv.0 = start;
+                    drop(it);
+                    self.map.insert(start, (new_end, v));
+                } else {
+                    match it.next_back() {
+                        Some((_, l)) if l.0 == start && l.1 == v => {
+                            l.0 = new_end;
+                            drop(it);
+                            self.map.remove(&start);
+                        }
+                        _ => {
+                            *pv = (new_end, v);
+                            drop(it);
+                        }
+                    }
+                }
+                if new_end != end {
+                    self.map.remove(&end);
+                }
+            }
+        }
+        if keep_right {
+            self.map.insert(end, (pe, pw));
+        }
+        true
+    }
+
+    /// Give the gap `[start, end)` the value `v`, joining the entry starting at `end`
+    /// when `joins_right(v)`; the left neighbour is known not to join.
+    fn fill_gap(&mut self, start: usize, end: usize, v: Option<V>, joins_right: impl Fn(V) -> bool) {
+        let Some(v) = v else { return };
+        if joins_right(v) {
+            if let Some((re, _)) = self.map.remove(&end) {
+                self.map.insert(start, (re, v));
+                return;
+            }
+        }
+        self.map.insert(start, (end, v));
+    }
+
+    /// [`IntervalMap::set`] in general: cut the entries overlapping the range out,
+    /// keeping their parts outside it, then insert it, merged with equal neighbours.
+    fn set_across(&mut self, start: usize, end: usize, v: Option<V>) {
+        let mut touched: SmallVec<[(usize, usize, V); 8]> = SmallVec::new();
+        if let Some((&s, &(e, val))) = self.map.range(..start).next_back() {
+            if e > start {
                 touched.push((s, e, val));
             }
         }
-        touched.extend(self.map.range(range.start..range.end).map(|(&s, &(e, val))| (s, e, val)));
+        touched.extend(self.map.range(start..end).map(|(&s, &(e, val))| (s, e, val)));
         for &(s, e, val) in &touched {
             self.map.remove(&s);
-            if s < range.start {
-                self.map.insert(s, (range.start, val));
+            if s < start {
+                self.map.insert(s, (start, val));
             }
-            if e > range.end {
-                self.map.insert(range.end, (e, val));
+            if e > end {
+                self.map.insert(end, (e, val));
             }
         }
         let Some(v) = v else { return };
-        let (mut s, mut e) = (range.start, range.end);
+        let (mut s, mut e) = (start, end);
         if let Some((&ps, &(pe, pv))) = self.map.range(..s).next_back() {
             if pe == s && pv == v {
                 self.map.remove(&ps);
@@ -208,14 +333,98 @@ mod tests {
         assert_eq!(m.len(), 1);
         m.set(15..25, Some(2));
         assert_eq!(
-            m.runs(0..40),
+            m.runs(0..40).to_vec(),
             vec![(0..10, None), (10..15, Some(1)), (15..25, Some(2)), (25..30, Some(1)), (30..40, None)]
         );
         m.set(12..28, None);
-        assert_eq!(m.runs(10..30), vec![(10..12, Some(1)), (12..28, None), (28..30, Some(1))]);
+        assert_eq!(m.runs(10..30).to_vec(), vec![(10..12, Some(1)), (12..28, None), (28..30, Some(1))]);
         assert!(m.any(11..13));
         assert!(!m.any(12..28));
         m.set(12..28, Some(1));
         assert_eq!(m.len(), 1);
+    }
+
+    /// Each shape `set` meets inside one entry or one gap, with the neighbours that
+    /// must (not) merge.
+    #[test]
+    fn interval_map_sets_inside_one_piece() {
+        let mut m = IntervalMap::new();
+        m.set(10..20, Some(1));
+        m.set(12..14, Some(1)); // same value: nothing
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..20, 1)]);
+        m.set(12..14, Some(2)); // middle: split in three
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..12, 1), (12..14, 2), (14..20, 1)]);
+        m.set(12..14, Some(1)); // equal to an entry, both neighbours merge
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..20, 1)]);
+        m.set(10..12, None); // left end removed
+        m.set(18..20, None); // right end removed
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(12..18, 1)]);
+        m.set(20..22, Some(1)); // gap, no neighbour touching
+        m.set(18..20, Some(1)); // gap between two equal entries: all three merge
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(12..22, 1)]);
+        m.set(22..24, Some(1)); // gap after an equal entry
+        m.set(10..12, Some(1)); // gap before an equal entry
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..24, 1)]);
+        m.set(30..32, Some(2));
+        m.set(28..30, Some(1)); // gap before an unequal entry
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..24, 1), (28..30, 1), (30..32, 2)]);
+        m.set(30..32, Some(1)); // equal to an entry, left neighbour merges
+        m.set(28..32, None); // equal to an entry: removed
+        m.set(10..24, Some(3)); // whole entry, new value
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..24, 3)]);
+        m.set(5..6, None); // gap to gap: nothing
+        assert_eq!(m.len(), 1);
+    }
+
+    const PAGES: usize = 48;
+
+    /// `m` holds exactly the per-page `model`, as maximal runs.
+    fn check(m: &IntervalMap<u8>, model: &[Option<u8>]) {
+        let mut last: Option<(Range<usize>, u8)> = None;
+        for (r, v) in m.iter() {
+            assert!(r.start < r.end && r.end <= PAGES, "bad entry {r:?}");
+            if let Some((l, lv)) = &last {
+                assert!(l.end <= r.start, "overlap {l:?} {r:?}");
+                assert!(l.end < r.start || *lv != v, "unmerged {l:?} {r:?} = {v}");
+            }
+            last = Some((r, v));
+        }
+        for (p, want) in model.iter().enumerate() {
+            assert_eq!(m.at(p).map(|(_, v)| v), *want, "page {p}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 300 }))]
+
+        /// `set` and `runs` agree with a per-page model whatever the sequence of sets.
+        #[test]
+        fn interval_map_matches_a_per_page_model(
+            ops in proptest::collection::vec((0..PAGES, 1..9usize, proptest::option::of(0u8..3)), 1..80),
+            queries in proptest::collection::vec((0..PAGES, 1..PAGES), 8),
+        ) {
+            let mut m = IntervalMap::new();
+            let mut model = vec![None; PAGES];
+            for (start, len, v) in ops {
+                let end = (start + len).min(PAGES);
+                m.set(start..end, v);
+                model[start..end].fill(v);
+                check(&m, &model);
+                for &(qs, ql) in &queries {
+                    let q = qs..(qs + ql).min(PAGES);
+                    let runs = m.runs(q.clone());
+                    let mut at = q.start;
+                    for (r, v) in &runs {
+                        proptest::prop_assert_eq!(r.start, at);
+                        proptest::prop_assert!(r.start < r.end);
+                        proptest::prop_assert!(model[r.clone()].iter().all(|x| x == v));
+                        at = r.end;
+                    }
+                    proptest::prop_assert_eq!(at, q.end);
+                    // Maximal within the query: neighbouring pieces differ.
+                    proptest::prop_assert!(runs.windows(2).all(|w| w[0].1 != w[1].1));
+                }
+            }
+        }
     }
 }
