@@ -862,11 +862,11 @@ impl Leaf {
         leaf
     }
 
-    /// The number of bases at most `addr` (so the floor is at one less). A plain count
-    /// over the whole leaf: its loads are independent of each other (they miss the
-    /// caches together, not one after another as a binary search's would).
+    /// The number of bases at most `addr` (so the floor is at one less): a bisection of
+    /// the whole array (a fixed number of steps, which the standard library does without
+    /// branches; the unused places hold `usize::MAX` and so sort last).
     fn rank(&self, addr: usize) -> usize {
-        self.bases.iter().map(|&b| usize::from(b <= addr)).sum()
+        self.bases.partition_point(|&b| b <= addr).min(self.len)
     }
 
     fn rec(&self, i: usize) -> &Reservation {
@@ -918,17 +918,183 @@ pub(crate) enum Lookup {
     Outside(Option<usize>),
 }
 
-/// The reservations of a space by base address: a B+-tree of two levels, leaves of up
-/// to [`LEAF`] reservations stored inline (ordered by base) under a `BTreeMap` from the
-/// first base of each leaf to the leaf. A lookup descends the small upper map (which
-/// stays in the caches), scans one leaf's bases and reads one record: at 10^6
+/// Most leaves a block of the [`Directory`] holds. (Small under test, as [`LEAF`].)
+#[cfg(not(test))]
+const DIR: usize = 64;
+#[cfg(test)]
+const DIR: usize = 4;
+
+/// A place in the [`Directory`]: block, then slot in the block.
+type Pos = (usize, usize);
+
+/// Up to [`DIR`] consecutive leaves of the directory: their first bases (ascending,
+/// then `usize::MAX` in the unused places) and their numbers.
+#[derive(Debug, Clone)]
+struct Block {
+    len: usize,
+    keys: [usize; DIR],
+    ids: [u32; DIR],
+}
+
+impl Block {
+    fn empty() -> Box<Block> {
+        Box::new(Block { len: 0, keys: [usize::MAX; DIR], ids: [NIL; DIR] })
+    }
+
+    /// The number of keys at most `addr` (a bisection, as [`Leaf::rank`]).
+    fn rank(&self, addr: usize) -> usize {
+        self.keys.partition_point(|&k| k <= addr).min(self.len)
+    }
+
+    /// Move the entries from `at` on to the end of `to` (which has room).
+    fn move_tail(&mut self, at: usize, to: &mut Block) {
+        for i in at..self.len {
+            to.keys[to.len] = std::mem::replace(&mut self.keys[i], usize::MAX);
+            to.ids[to.len] = std::mem::replace(&mut self.ids[i], NIL);
+            to.len += 1;
+        }
+        self.len = at;
+    }
+}
+
+/// The leaves of [`Reservations`] in address order, each by its first base: blocks of
+/// up to [`DIR`] leaves under a sorted vector of the blocks' first keys. The vector has
+/// one entry per `DIR` leaves (under 1000 at 10^6 reservations), so it stays in the
+/// caches, is searched by bisection, and moving its tail on a block split is cheap;
+/// `BTreeMap::range` in its place cost three times the instructions per lookup.
+#[derive(Debug, Clone, Default)]
+struct Directory {
+    /// `blocks[b].keys[0]` for every block.
+    firsts: Vec<usize>,
+    /// Never empty blocks, in order.
+    blocks: Vec<Box<Block>>,
+}
+
+impl Directory {
+    /// The place of the greatest key at most `addr`.
+    fn floor(&self, addr: usize) -> Option<Pos> {
+        let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
+        // The block's first key is at most `addr`: the rank is at least 1.
+        Some((b, self.blocks[b].rank(addr) - 1))
+    }
+
+    fn first(&self) -> Option<Pos> {
+        (!self.blocks.is_empty()).then_some((0, 0))
+    }
+
+    fn next(&self, (b, s): Pos) -> Option<Pos> {
+        if s + 1 < self.blocks[b].len {
+            Some((b, s + 1))
+        } else {
+            (b + 1 < self.blocks.len()).then_some((b + 1, 0))
+        }
+    }
+
+    fn prev(&self, (b, s): Pos) -> Option<Pos> {
+        match (s, b) {
+            (0, 0) => None,
+            (0, _) => Some((b - 1, self.blocks[b - 1].len - 1)),
+            _ => Some((b, s - 1)),
+        }
+    }
+
+    fn key(&self, (b, s): Pos) -> usize {
+        self.blocks[b].keys[s]
+    }
+
+    fn id(&self, (b, s): Pos) -> u32 {
+        self.blocks[b].ids[s]
+    }
+
+    /// Give the leaf at `pos` a new key that keeps its place in the order.
+    fn set_key(&mut self, (b, s): Pos, key: usize) {
+        self.blocks[b].keys[s] = key;
+        if s == 0 {
+            self.firsts[b] = key;
+        }
+    }
+
+    /// Put leaf `id` with `key` at `pos` (`s` may be the block's length: after its last
+    /// entry), the caller keeping the order.
+    fn insert(&mut self, (b, s): Pos, key: usize, id: u32) {
+        if self.blocks.is_empty() {
+            let mut blk = Block::empty();
+            (blk.keys[0], blk.ids[0], blk.len) = (key, id, 1);
+            self.blocks.push(blk);
+            self.firsts.push(key);
+            return;
+        }
+        let (mut b, mut s) = (b, s);
+        if self.blocks[b].len == DIR {
+            let mut upper = Block::empty();
+            self.blocks[b].move_tail(DIR / 2, &mut upper);
+            self.firsts.insert(b + 1, upper.keys[0]);
+            self.blocks.insert(b + 1, upper);
+            if s > DIR / 2 {
+                (b, s) = (b + 1, s - DIR / 2);
+            }
+        }
+        let blk = &mut self.blocks[b];
+        let n = blk.len;
+        blk.keys[s..=n].rotate_right(1);
+        blk.ids[s..=n].rotate_right(1);
+        (blk.keys[s], blk.ids[s]) = (key, id);
+        blk.len += 1;
+        if s == 0 {
+            self.firsts[b] = key;
+        }
+    }
+
+    /// Take out the leaf at `pos`. A block left thin joins a neighbour when the two fit
+    /// in three quarters of a block (as leaves do).
+    fn remove(&mut self, (b, s): Pos) {
+        let blk = &mut self.blocks[b];
+        let n = blk.len;
+        blk.keys[s..n].rotate_left(1);
+        blk.ids[s..n].rotate_left(1);
+        (blk.keys[n - 1], blk.ids[n - 1]) = (usize::MAX, NIL);
+        blk.len -= 1;
+        let len = blk.len;
+        if len == 0 {
+            self.blocks.remove(b);
+            self.firsts.remove(b);
+            return;
+        }
+        if s == 0 {
+            self.firsts[b] = self.blocks[b].keys[0];
+        }
+        if len < DIR / 4 {
+            let fits = |o: usize| len + self.blocks[o].len <= DIR * 3 / 4;
+            let (to, from) = if b > 0 && fits(b - 1) {
+                (b - 1, b)
+            } else if b + 1 < self.blocks.len() && fits(b + 1) {
+                (b, b + 1)
+            } else {
+                return;
+            };
+            let mut src = self.blocks.remove(from);
+            self.firsts.remove(from);
+            src.move_tail(0, &mut self.blocks[to]);
+        }
+    }
+
+    /// The leaf numbers in order.
+    fn ids(&self) -> impl DoubleEndedIterator<Item = u32> + '_ {
+        self.blocks.iter().flat_map(|blk| blk.ids[..blk.len].iter().copied())
+    }
+}
+
+/// The reservations of a space by base address: a B+-tree of three levels. Leaves of up
+/// to [`LEAF`] reservations store them inline, ordered by base; the [`Directory`] orders
+/// the leaves. A lookup bisects the directory's short vector and scans one block's keys
+/// (both in the caches), then scans one leaf's bases and reads one record: at 10^6
 /// reservations that is two cache misses where a `BTreeMap` of every base into a slab
 /// of records took five or six. The position of the last lookup is remembered (one
 /// call typically looks the same reservation up several times).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Reservations {
-    /// First base of each leaf → leaf number.
-    top: BTreeMap<usize, u32>,
+    /// The leaves in order.
+    dir: Directory,
     /// Leaves by number (boxed: growing this vector moves pointers, not leaves).
     leaves: Vec<Box<Leaf>>,
     /// Numbers of empty leaves, for reuse.
@@ -939,11 +1105,12 @@ pub(crate) struct Reservations {
 }
 
 impl Reservations {
-    /// The leaf and index of the greatest base at most `addr`.
-    fn floor_pos(&self, addr: usize) -> Option<(u32, usize)> {
-        let (_, &l) = self.top.range(..=addr).next_back()?;
+    /// The directory place, leaf and index of the greatest base at most `addr`.
+    fn floor_pos(&self, addr: usize) -> Option<(Pos, u32, usize)> {
+        let p = self.dir.floor(addr)?;
+        let l = self.dir.id(p);
         // The leaf's first base is its key, at most `addr`: the rank is at least 1.
-        Some((l, self.leaves[l as usize].rank(addr) - 1))
+        Some((p, l, self.leaves[l as usize].rank(addr) - 1))
     }
 
     /// The leaf and index of the reservation at `base`.
@@ -952,7 +1119,7 @@ impl Reservations {
         if b == base && l != NIL && self.leaves.get(l as usize).is_some_and(|f| f.bases[i as usize] == base) {
             return Some((l, i as usize));
         }
-        let (l, i) = self.floor_pos(base)?;
+        let (_, l, i) = self.floor_pos(base)?;
         if self.leaves[l as usize].bases[i] != base {
             return None;
         }
@@ -972,8 +1139,8 @@ impl Reservations {
         Some(self.leaves[l as usize].rec_mut(i))
     }
 
-    /// Link in `leaf` (not empty, keyed by its first base).
-    fn new_leaf(&mut self, leaf: Box<Leaf>) -> u32 {
+    /// Link in `leaf` (not empty) at directory place `at`.
+    fn new_leaf(&mut self, leaf: Box<Leaf>, at: Pos) -> u32 {
         let key = leaf.bases[0];
         let l = match self.vacant.pop() {
             Some(l) => {
@@ -985,22 +1152,22 @@ impl Reservations {
                 (self.leaves.len() - 1) as u32
             }
         };
-        self.top.insert(key, l);
+        self.dir.insert(at, key, l);
         l
     }
 
     /// Add `res` at `base`, returning the one it replaces.
     pub fn insert(&mut self, base: usize, res: Reservation) -> Option<Reservation> {
-        let (l, i) = match self.floor_pos(base) {
-            Some((l, i)) if self.leaves[l as usize].bases[i] == base => {
+        let (p, l, i) = match self.floor_pos(base) {
+            Some((_, l, i)) if self.leaves[l as usize].bases[i] == base => {
                 self.last.set((base, l, i as u32));
                 return self.leaves[l as usize].recs[i].replace(res);
             }
-            Some((l, i)) => (l, i + 1),
-            None => match self.top.values().next() {
-                Some(&l) => (l, 0),
+            Some((p, l, i)) => (p, l, i + 1),
+            None => match self.dir.first() {
+                Some(p) => (p, self.dir.id(p), 0),
                 None => {
-                    let l = self.new_leaf(Leaf::one(base, res));
+                    let l = self.new_leaf(Leaf::one(base, res), (0, 0));
                     self.len += 1;
                     self.last.set((base, l, 0));
                     return None;
@@ -1009,12 +1176,10 @@ impl Reservations {
         };
         self.len += 1;
         let leaf = &mut self.leaves[l as usize];
-        let old_key = leaf.bases[0];
         if leaf.len < LEAF {
             leaf.put(i, base, res);
             if i == 0 {
-                self.top.remove(&old_key);
-                self.top.insert(base, l);
+                self.dir.set_key(p, base);
             }
             self.last.set((base, l, i as u32));
             return None;
@@ -1023,25 +1188,26 @@ impl Reservations {
         // that has room; at either end it otherwise starts a leaf of its own, so that
         // ascending (or descending) insertions leave full leaves behind them (`i == 0`
         // only before the first leaf). Elsewhere the upper half moves to a new leaf.
+        let after = (p.0, p.1 + 1);
         if i == LEAF {
-            if let Some((&nk, &n)) = self.top.range(old_key + 1..).next() {
+            if let Some(np) = self.dir.next(p) {
+                let n = self.dir.id(np);
                 if self.leaves[n as usize].len < LEAF {
-                    self.top.remove(&nk);
-                    self.top.insert(base, n);
                     self.leaves[n as usize].put(0, base, res);
+                    self.dir.set_key(np, base);
                     self.last.set((base, n, 0));
                     return None;
                 }
             }
         }
         if i == 0 || i == LEAF {
-            let n = self.new_leaf(Leaf::one(base, res));
+            let n = self.new_leaf(Leaf::one(base, res), if i == 0 { p } else { after });
             self.last.set((base, n, 0));
             return None;
         }
         let mut upper = Box::<Leaf>::default();
         self.leaves[l as usize].move_tail(LEAF / 2, &mut upper);
-        let n = self.new_leaf(upper);
+        let n = self.new_leaf(upper, after);
         let (l, i) = if i <= LEAF / 2 { (l, i) } else { (n, i - LEAF / 2) };
         self.leaves[l as usize].put(i, base, res);
         self.last.set((base, l, i as u32));
@@ -1050,47 +1216,47 @@ impl Reservations {
 
     /// Remove the reservation at `base`.
     pub fn remove(&mut self, base: &usize) -> Option<Reservation> {
-        let (l, i) = self.slot(*base)?;
+        let (p, l, i) = self.floor_pos(*base).filter(|&(_, l, i)| self.leaves[l as usize].bases[i] == *base)?;
         self.last.set((0, NIL, 0));
         self.len -= 1;
         let leaf = &mut self.leaves[l as usize];
         let res = leaf.take(i);
         if self.len == 0 {
-            self.top.clear();
+            self.dir = Directory::default();
             self.leaves.clear();
             self.vacant.clear();
             return Some(res);
         }
         if leaf.len == 0 {
-            self.top.remove(base);
+            self.dir.remove(p);
             self.vacant.push(l);
             return Some(res);
         }
-        let (key, len) = (leaf.bases[0], leaf.len);
+        let len = leaf.len;
         if i == 0 {
-            self.top.remove(base);
-            self.top.insert(key, l);
+            let key = leaf.bases[0];
+            self.dir.set_key(p, key);
         }
         // A thin leaf joins a neighbour when the two fit in three quarters of a leaf, so
         // leaves stay well filled whatever order reservations come and go in.
         if len < LEAF / 4 {
-            let prev = self.top.range(..key).next_back().map(|(&k, &p)| (k, p));
-            let next = self.top.range(key + 1..).next().map(|(&k, &n)| (k, n));
-            let fits = |n: u32| len + self.leaves[n as usize].len <= LEAF * 3 / 4;
-            if let Some((_, p)) = prev.filter(|&(_, p)| fits(p)) {
+            let fits = |q: Pos| len + self.leaves[self.dir.id(q) as usize].len <= LEAF * 3 / 4;
+            if let Some(pp) = self.dir.prev(p).filter(|&q| fits(q)) {
                 // Into the predecessor: this leaf goes.
-                self.top.remove(&key);
-                self.absorb(p, l);
-            } else if let Some((nk, n)) = next.filter(|&(_, n)| fits(n)) {
+                let to = self.dir.id(pp);
+                self.dir.remove(p);
+                self.absorb(to, l);
+            } else if let Some(np) = self.dir.next(p).filter(|&q| fits(q)) {
                 // The successor into this one.
-                self.top.remove(&nk);
-                self.absorb(l, n);
+                let from = self.dir.id(np);
+                self.dir.remove(np);
+                self.absorb(l, from);
             }
         }
         Some(res)
     }
 
-    /// Append every entry of leaf `from` (already unlinked from `top`) to leaf `to`,
+    /// Append every entry of leaf `from` (already out of the directory) to leaf `to`,
     /// which has room, and recycle `from`.
     fn absorb(&mut self, to: u32, from: u32) {
         let mut src = std::mem::take(&mut self.leaves[from as usize]);
@@ -1106,7 +1272,7 @@ impl Reservations {
 
     /// Every reservation with its base, in address order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
-        self.top.values().flat_map(move |&l| {
+        self.dir.ids().flat_map(move |l| {
             let leaf = &self.leaves[l as usize];
             leaf.bases[..leaf.len].iter().zip(leaf.recs[..leaf.len].iter().map(|r| r.as_ref().expect("leaf entry")))
         })
@@ -1119,8 +1285,8 @@ impl Reservations {
 
     /// The reservation containing `addr`, or else the base of the next one: one descent.
     pub fn lookup(&self, addr: usize) -> Lookup {
-        let Some((l, i)) = self.floor_pos(addr) else {
-            return Lookup::Outside(self.top.keys().next().copied());
+        let Some((p, l, i)) = self.floor_pos(addr) else {
+            return Lookup::Outside(self.dir.first().map(|q| self.dir.key(q)));
         };
         let leaf = &self.leaves[l as usize];
         let base = leaf.bases[i];
@@ -1131,7 +1297,7 @@ impl Reservations {
         match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
             Some(&next) => Lookup::Outside(Some(next)),
             // The next leaf's key is its first base.
-            None => Lookup::Outside(self.top.range(leaf.bases[0] + 1..).next().map(|(&k, _)| k)),
+            None => Lookup::Outside(self.dir.next(p).map(|q| self.dir.key(q))),
         }
     }
 }
@@ -1364,14 +1530,33 @@ mod tests {
                         prop_assert_eq!(r.lookup(a), want, "address {}", a);
                         prop_assert_eq!(r.get(&a).map(|o| o.base), model.get(&a).map(|_| a));
                     }
-                    // No two neighbouring leaves are both thin (so leaves stay filled).
-                    let lens: Vec<usize> = r.top.values().map(|&l| r.leaves[l as usize].len).collect();
+                    // No two neighbouring leaves (or directory blocks) are both thin.
+                    let ids: Vec<u32> = r.dir.ids().collect();
+                    let lens: Vec<usize> = ids.iter().map(|&l| r.leaves[l as usize].len).collect();
                     prop_assert!(
                         lens.windows(2).all(|w| w[0] >= LEAF / 4 || w[1] >= LEAF / 4),
                         "leaf lengths {:?}", lens
                     );
-                    // Leaves stay within bounds and keyed by their first base.
-                    for (&k, &l) in &r.top {
+                    let blens: Vec<usize> = r.dir.blocks.iter().map(|b| b.len).collect();
+                    prop_assert!(
+                        blens.windows(2).all(|w| w[0] >= DIR / 4 || w[1] >= DIR / 4),
+                        "block lengths {:?}", blens
+                    );
+                    // Blocks: within bounds, keyed by their first entry, the keys those
+                    // of the leaves, ascending.
+                    prop_assert_eq!(r.dir.firsts.len(), r.dir.blocks.len());
+                    for (b, blk) in r.dir.blocks.iter().enumerate() {
+                        prop_assert!(blk.len > 0 && blk.len <= DIR);
+                        prop_assert_eq!(r.dir.firsts[b], blk.keys[0]);
+                        for i in 0..DIR {
+                            prop_assert_eq!(blk.keys[i] == usize::MAX, i >= blk.len);
+                            prop_assert_eq!(blk.ids[i] == NIL, i >= blk.len);
+                        }
+                    }
+                    let keys: Vec<usize> = r.dir.blocks.iter().flat_map(|b| b.keys[..b.len].to_vec()).collect();
+                    prop_assert!(keys.windows(2).all(|w| w[0] < w[1]));
+                    // Leaves: within bounds and keyed by their first base.
+                    for (&k, &l) in keys.iter().zip(&ids) {
                         let leaf = &r.leaves[l as usize];
                         prop_assert!(leaf.len > 0 && leaf.len <= LEAF);
                         prop_assert_eq!(leaf.bases[0], k);
