@@ -208,6 +208,9 @@ struct Chunk {
     gaps: Vec<(usize, usize)>,
     /// The longest gap of this chunk.
     own: usize,
+    /// How many of its gaps are that long (so that losing one of them needs a rescan
+    /// only when it was the last).
+    own_n: u32,
     /// The longest gap of this subtree.
     max: usize,
     left: u32,
@@ -239,8 +242,13 @@ impl Default for FreeSpace {
     }
 }
 
-fn longest(gaps: &[(usize, usize)]) -> usize {
-    gaps.iter().map(|&(s, e)| e - s).max().unwrap_or(0)
+/// The longest of `gaps` and how many are that long.
+fn longest(gaps: &[(usize, usize)]) -> (usize, u32) {
+    gaps.iter().fold((0, 0), |(m, n), &(s, e)| match (e - s).cmp(&m) {
+        std::cmp::Ordering::Greater => (e - s, 1),
+        std::cmp::Ordering::Equal => (m, n + 1),
+        std::cmp::Ordering::Less => (m, n),
+    })
 }
 
 impl FreeSpace {
@@ -342,8 +350,8 @@ impl FreeSpace {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 17;
         self.seed ^= self.seed << 5;
-        let own = longest(&gaps);
-        let chunk = Chunk { key: gaps[0].0, gaps, own, max: own, left: NIL, right: NIL, prio: self.seed };
+        let (own, own_n) = longest(&gaps);
+        let chunk = Chunk { key: gaps[0].0, gaps, own, own_n, max: own, left: NIL, right: NIL, prio: self.seed };
         let n = match self.vacant.pop() {
             Some(i) => {
                 self.nodes[i as usize] = chunk;
@@ -500,7 +508,7 @@ impl FreeSpace {
     fn insert_in(&mut self, c: u32, i: usize, gap: (usize, usize)) {
         self.count += 1;
         self.nodes[c as usize].gaps.insert(i, gap);
-        self.settle(c, false, gap.1 - gap.0);
+        self.settle(c, 0, gap.1 - gap.0);
     }
 
     /// Remove the `i`-th gap of chunk `c`.
@@ -511,8 +519,7 @@ impl FreeSpace {
             return;
         }
         let (s, e) = self.nodes[c as usize].gaps.remove(i);
-        let shrunk = e - s == self.nodes[c as usize].own;
-        self.settle(c, shrunk, 0);
+        self.settle(c, e - s, 0);
     }
 
     /// Give the `i`-th gap of chunk `c` the bounds `to`, which keep its place in the
@@ -520,22 +527,36 @@ impl FreeSpace {
     fn reshape_in(&mut self, c: u32, i: usize, to: (usize, usize)) {
         let chunk = &mut self.nodes[c as usize];
         let (s, e) = std::mem::replace(&mut chunk.gaps[i], to);
-        let shrunk = to.1 - to.0 < e - s && e - s == chunk.own;
-        self.settle(c, shrunk, to.1 - to.0);
+        self.settle(c, e - s, to.1 - to.0);
     }
 
-    /// After the gaps of chunk `c` (still not empty) changed: update its longest gap
-    /// (rescanned if the longest may have `shrunk`, else `grown` is a candidate), split
-    /// it if too full, merge it with its successor if both are thin, and fix the
-    /// maxima above it.
-    fn settle(&mut self, c: u32, shrunk: bool, grown: usize) {
+    /// After the gaps of chunk `c` (still not empty) changed — a gap `lost` long went
+    /// (or changed) and one `gained` long came (or is what it changed to); 0 for none,
+    /// and any other gap that came is shorter than `lost` — update its longest gap (a
+    /// rescan only when the last gap of that length went), split it if too full, merge
+    /// it with a neighbour if both are thin, and fix the maxima above it.
+    fn settle(&mut self, c: u32, lost: usize, gained: usize) {
         let chunk = &mut self.nodes[c as usize];
         // A new key keeps the chunk's place in the order, so the path to it is the same.
         chunk.key = chunk.gaps[0].0;
-        chunk.own = if shrunk { longest(&chunk.gaps) } else { chunk.own.max(grown) };
+        if gained > chunk.own {
+            // Longer than any other (so than the lost one).
+            (chunk.own, chunk.own_n) = (gained, 1);
+        } else {
+            if gained != 0 && gained == chunk.own {
+                chunk.own_n += 1;
+            }
+            if lost != 0 && lost == chunk.own {
+                if chunk.own_n == 1 {
+                    (chunk.own, chunk.own_n) = longest(&chunk.gaps);
+                } else {
+                    chunk.own_n -= 1;
+                }
+            }
+        }
         if chunk.gaps.len() > CHUNK {
             let upper = chunk.gaps.split_off(CHUNK / 2);
-            chunk.own = longest(&chunk.gaps);
+            (chunk.own, chunk.own_n) = longest(&chunk.gaps);
             self.refresh(c);
             self.new_chunk(upper);
             return;
@@ -545,11 +566,15 @@ impl FreeSpace {
         if len < CHUNK / 4 {
             if let Some(n) = self.next_chunk(self.key(c)) {
                 if len + self.nodes[n as usize].gaps.len() <= CHUNK * 3 / 4 {
-                    let own = self.nodes[n as usize].own;
+                    let (own, own_n) = (self.nodes[n as usize].own, self.nodes[n as usize].own_n);
                     let moved = self.drop_chunk(n);
                     let chunk = &mut self.nodes[c as usize];
                     chunk.gaps.extend(moved);
-                    chunk.own = chunk.own.max(own);
+                    match own.cmp(&chunk.own) {
+                        std::cmp::Ordering::Greater => (chunk.own, chunk.own_n) = (own, own_n),
+                        std::cmp::Ordering::Equal => chunk.own_n += own_n,
+                        std::cmp::Ordering::Less => {}
+                    }
                     self.refresh(c);
                 }
             }
@@ -651,11 +676,11 @@ impl FreeSpace {
                 match (s < rs, e > re) {
                     (true, true) => {
                         let chunk = &mut self.nodes[c as usize];
-                        let shrunk = e - s == chunk.own;
                         chunk.gaps[i].1 = rs;
                         chunk.gaps.insert(i + 1, (re, e));
                         self.count += 1;
-                        self.settle(c, shrunk, 0);
+                        // Both pieces are shorter than the gap that went.
+                        self.settle(c, e - s, 0);
                     }
                     (true, false) => self.reshape_in(c, i, (s, rs)),
                     (false, true) => self.reshape_in(c, i, (re, e)),
@@ -709,7 +734,8 @@ impl FreeSpace {
                         chunk.gaps[i - 1].1 = ne;
                         chunk.gaps.remove(i);
                         self.count -= 1;
-                        self.settle(c, false, ne - ps);
+                        // Two gaps went, each shorter than the one they make.
+                        self.settle(c, 0, ne - ps);
                     }
                     (Some(ps), None) => self.reshape_in(c, i - 1, (ps, e)),
                     (None, Some(ne)) => self.reshape_in(c, i, (s, ne)),
@@ -835,23 +861,33 @@ const LEAF: usize = 32;
 #[cfg(test)]
 const LEAF: usize = 8;
 
-/// A run of consecutive reservations: their bases (scanned together to find one) and
+/// A run of consecutive reservations: their bases (searched together to find one) and
 /// the records themselves, inline, so that a lookup touches the bases and then the one
 /// record it needs, both in one allocation. (Fixed arrays rather than vectors: a
-/// vector's length would live past its inline elements, another cache line.)
+/// vector's length would live past its inline elements, another cache line.) Records
+/// stay where they were put: an insertion or removal shifts the bases and a byte per
+/// record, not the records (about a hundred bytes each).
 #[derive(Debug, Clone)]
 struct Leaf {
     /// How many reservations it holds (at least one unless vacant).
     len: usize,
-    /// Ascending, then `usize::MAX` in the unused places; `bases[i]` is `recs[i]`'s base.
+    /// Ascending, then `usize::MAX` in the unused places.
     bases: [usize; LEAF],
-    /// The first `len` are `Some`.
+    /// A permutation of the places in `recs`: the first `len` hold the records of
+    /// `bases[..len]` in that order, the others are free.
+    slots: [u8; LEAF],
+    /// The records at the first `len` places of `slots` are `Some`.
     recs: [Option<Reservation>; LEAF],
 }
 
 impl Default for Leaf {
     fn default() -> Self {
-        Leaf { len: 0, bases: [usize::MAX; LEAF], recs: [const { None }; LEAF] }
+        Leaf {
+            len: 0,
+            bases: [usize::MAX; LEAF],
+            slots: std::array::from_fn(|i| i as u8),
+            recs: [const { None }; LEAF],
+        }
     }
 }
 
@@ -869,31 +905,38 @@ impl Leaf {
         self.bases.partition_point(|&b| b <= addr).min(self.len)
     }
 
+    /// The record of the `i`-th reservation (in base order), as stored.
+    fn slot(&mut self, i: usize) -> &mut Option<Reservation> {
+        &mut self.recs[self.slots[i] as usize]
+    }
+
     fn rec(&self, i: usize) -> &Reservation {
-        self.recs[i].as_ref().expect("leaf entry")
+        self.recs[self.slots[i] as usize].as_ref().expect("leaf entry")
     }
 
     fn rec_mut(&mut self, i: usize) -> &mut Reservation {
-        self.recs[i].as_mut().expect("leaf entry")
+        self.slot(i).as_mut().expect("leaf entry")
     }
 
     /// Insert at `i` (the leaf not full).
     fn put(&mut self, i: usize, base: usize, res: Reservation) {
         let n = self.len;
         self.bases[i..=n].rotate_right(1);
-        self.recs[i..=n].rotate_right(1);
+        // The first free place moves to position `i`.
+        self.slots[i..=n].rotate_right(1);
         self.bases[i] = base;
-        self.recs[i] = Some(res);
+        *self.slot(i) = Some(res);
         self.len += 1;
     }
 
     /// Remove the `i`-th.
     fn take(&mut self, i: usize) -> Reservation {
         let n = self.len;
-        let res = self.recs[i].take().expect("leaf entry");
+        let res = self.slot(i).take().expect("leaf entry");
         self.bases[i] = usize::MAX;
         self.bases[i..n].rotate_left(1);
-        self.recs[i..n].rotate_left(1);
+        // Its place becomes the first free one.
+        self.slots[i..n].rotate_left(1);
         self.len -= 1;
         res
     }
@@ -901,10 +944,13 @@ impl Leaf {
     /// Move the entries from `at` on to the end of `to` (which has room).
     fn move_tail(&mut self, at: usize, to: &mut Leaf) {
         for i in at..self.len {
-            to.bases[to.len] = std::mem::replace(&mut self.bases[i], usize::MAX);
-            to.recs[to.len] = self.recs[i].take();
+            let base = std::mem::replace(&mut self.bases[i], usize::MAX);
+            let res = self.slot(i).take();
+            to.bases[to.len] = base;
+            *to.slot(to.len) = res;
             to.len += 1;
         }
+        // Places `at..` of `slots` are the freed ones: still a permutation.
         self.len = at;
     }
 }
@@ -1161,7 +1207,7 @@ impl Reservations {
         let (p, l, i) = match self.floor_pos(base) {
             Some((_, l, i)) if self.leaves[l as usize].bases[i] == base => {
                 self.last.set((base, l, i as u32));
-                return self.leaves[l as usize].recs[i].replace(res);
+                return self.leaves[l as usize].slot(i).replace(res);
             }
             Some((p, l, i)) => (p, l, i + 1),
             None => match self.dir.first() {
@@ -1274,7 +1320,7 @@ impl Reservations {
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&usize, &Reservation)> + '_ {
         self.dir.ids().flat_map(move |l| {
             let leaf = &self.leaves[l as usize];
-            leaf.bases[..leaf.len].iter().zip(leaf.recs[..leaf.len].iter().map(|r| r.as_ref().expect("leaf entry")))
+            leaf.bases[..leaf.len].iter().zip((0..leaf.len).map(|i| leaf.rec(i)))
         })
     }
 
@@ -1560,8 +1606,11 @@ mod tests {
                         let leaf = &r.leaves[l as usize];
                         prop_assert!(leaf.len > 0 && leaf.len <= LEAF);
                         prop_assert_eq!(leaf.bases[0], k);
+                        let mut seen = [false; LEAF];
                         for i in 0..LEAF {
-                            prop_assert_eq!(leaf.recs[i].as_ref().map(|o| o.base), (i < leaf.len).then_some(leaf.bases[i]));
+                            let slot = leaf.slots[i] as usize;
+                            prop_assert!(!std::mem::replace(&mut seen[slot], true), "slots not a permutation");
+                            prop_assert_eq!(leaf.recs[slot].as_ref().map(|o| o.base), (i < leaf.len).then_some(leaf.bases[i]));
                             prop_assert_eq!(leaf.bases[i] == usize::MAX, i >= leaf.len);
                         }
                     }
@@ -1606,6 +1655,17 @@ mod tests {
                     prop_assert_eq!(f.gaps(), gaps.clone());
                     prop_assert_eq!(f.count(), gaps.len());
                     prop_assert_eq!(f.largest(), gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0));
+                    // Every chunk's longest gap and its count, and every subtree maximum.
+                    let mut stack = vec![f.root];
+                    while let Some(t) = stack.pop() {
+                        if t == NIL {
+                            continue;
+                        }
+                        let n = &f.nodes[t as usize];
+                        prop_assert_eq!((n.own, n.own_n), longest(&n.gaps));
+                        prop_assert_eq!(n.max, n.own.max(f.max_of(n.left)).max(f.max_of(n.right)));
+                        stack.extend([n.left, n.right]);
+                    }
                     // Placement: lowest / highest fitting base, with 64 KiB or 128 KiB alignment.
                     let align = if mode == 2 { 2 * g } else { g };
                     let size = len * g;
