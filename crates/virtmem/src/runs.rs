@@ -6,9 +6,12 @@
 //!   live in a sorted inline vector (no allocation for one or two runs); beyond that in
 //!   a B-tree.
 //! - [`FreeSpace`]: the free, allocatable gaps of an address space (64 KiB aligned), in
-//!   a treap augmented with the largest gap of each subtree, so that first-fit (lowest
-//!   or highest address) placement is `O(log n)` however many small gaps lie before it.
-//! - [`Reservations`]: the reservations of a space by base address.
+//!   sorted chunks under a treap augmented with the largest gap of each subtree, so that
+//!   first-fit (lowest or highest address) placement is `O(log n)` however many small
+//!   gaps lie before it.
+//! - [`Reservations`]: the reservations of a space by base address, in a three-level
+//!   B+-tree whose leaves hold the records inline (a lookup at 10^6 reservations touches
+//!   two cache lines outside the caches: a leaf's bases and the record).
 //! - [`Book`]: the reservations of a space, each with its page runs, and the free space.
 //!
 //! Every operation is `O(log n + runs touched)`; memory is proportional to the number of
