@@ -295,7 +295,7 @@ struct Heap {
     committed: AtomicUsize,
 }
 
-/// An `IHostMalloc` heap (see the [module docs](self)). Cheap to clone; clones share the
+/// An `IHostMalloc` heap (see the [`host`](crate::host) module). Cheap to clone; clones share the
 /// heap. Dropping the last clone gives every page of the heap back to the manager.
 #[derive(Clone)]
 pub struct HostMalloc {

@@ -1,5 +1,5 @@
 //! The host memory manager: the host side of `IHostMemoryManager` / `IHostMalloc`
-//! (see `shared/spec/host-memory-manager.md`), over any [`VirtualSpace`] — a simulated
+//! (see `shared/spec/host-memory-manager.md`), over any [`VirtualSpace`](crate::VirtualSpace) — a simulated
 //! space or the current process's real memory.
 //!
 //! A host builds one [`HostMemoryManager`] with a [`HostBuilder`], gives a handle to each

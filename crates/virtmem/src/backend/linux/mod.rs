@@ -15,7 +15,7 @@
 //! Every reservation is mapped to the end of its 64 KiB granule, so nobody else's
 //! mapping can land in the unused tail the engine keeps blocked.
 //!
-//! The backend remembers what it did to the kernel ([`state`]): the ranges it has
+//! The backend remembers what it did to the kernel (`state`): the ranges it has
 //! mapped, so that [`Backend::foreign`] never reports its own memory (even where the
 //! kernel has merged one of its mappings with a neighbour's); the pool of released
 //! ranges; and which pages are guard-marked rather than `PROT_NONE`. Its lock is
