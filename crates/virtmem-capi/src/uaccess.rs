@@ -250,6 +250,8 @@ mod tests {
     fn the_live_stack_is_recognised_and_nothing_else() {
         let local = [0u8; 64];
         assert!(on_live_stack(local.as_ptr() as usize, 64));
+        // On the heap on purpose (an array would be on the stack).
+        #[allow(clippy::useless_vec)]
         let heap = vec![0u8; 64];
         assert!(!on_live_stack(heap.as_ptr() as usize, 64));
         static STATIC: [u8; 4] = [0; 4];

@@ -1015,7 +1015,8 @@ impl Block {
 struct Directory {
     /// `blocks[b].keys[0]` for every block.
     firsts: Vec<usize>,
-    /// Never empty blocks, in order.
+    /// Never empty blocks, in order (boxed: inserting a block moves pointers, not blocks).
+    #[allow(clippy::vec_box)]
     blocks: Vec<Box<Block>>,
 }
 
@@ -1145,6 +1146,7 @@ pub(crate) struct Reservations {
     /// The leaves in order.
     dir: Directory,
     /// Leaves by number (boxed: growing this vector moves pointers, not leaves).
+    #[allow(clippy::vec_box)]
     leaves: Vec<Box<Leaf>>,
     /// Numbers of empty leaves, for reuse.
     vacant: Vec<u32>,

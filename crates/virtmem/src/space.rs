@@ -886,11 +886,8 @@ impl<B: Backend> AddressSpace<B> {
         op: impl FnOnce(&B) -> std::result::Result<(), BackendError>,
     ) -> Result<()> {
         let mut book = self.book.lock();
-        loop {
-            match self.check_access(&mut book, address, len, kind)? {
-                Some(_) => self.idle.wait(&mut book),
-                None => break,
-            }
+        while self.check_access(&mut book, address, len, kind)?.is_some() {
+            self.idle.wait(&mut book);
         }
         op(&self.backend).map_err(|e| match e {
             BackendError::Fault(a) => Error::AccessViolation { address: a, access: kind },
