@@ -1,8 +1,10 @@
 //! Costs at scale, each beside the bare system calls where Linux can do the same work:
 //!
 //! - `sim1e6_<op>`: the simulated backend with 10^6 live reservations (64 KiB each, the
-//!   first page committed, a 64 KiB hole after each: 3×10^6 regions), plus placement
-//!   that must skip every hole (`sim1e6_reserve_skip`) and top-down placement;
+//!   first page committed, a 64 KiB hole after each: 3×10^6 regions), each call on a
+//!   reservation picked at random, plus placement that must skip every hole
+//!   (`sim1e6_reserve_skip`) and top-down placement; `sim1e6hot_<op>`: the same calls on
+//!   a working set of 1024 neighbouring reservations among the 10^6;
 //! - `query1e5`: `VirtualQuery` with 10^5 live regions (5×10^4 reservations and their
 //!   holes) beside the `PROCMAP_QUERY` ioctl over as many kernel mappings;
 //! - `tib_<op>`: reserve, commit 64 KiB in, query inside, decommit, release a 1 TiB
@@ -39,6 +41,11 @@ fn sim_million(c: &mut Criterion) {
     note("sim1e6_setup_ms", format!("{:.0}", took.as_secs_f64() * 1e3));
     note("sim1e6_bytes_per_reservation_2runs", bytes / MILLION);
     bench_ops(c, "sim1e6", "sim", &sim, &bases);
+    // The same calls confined to a working set of 1024 neighbouring reservations (as an
+    // allocator or a GC mostly touches recent memory) among the 10^6: the structures'
+    // own cost, without a miss to main memory on every call.
+    let hot = &bases[MILLION / 2..MILLION / 2 + 1024];
+    bench_ops(c, "sim1e6hot", "sim", &sim, hot);
 
     let mut g = c.benchmark_group("sim1e6_reserve_skip");
     g.bench_function("sim", |b| {
