@@ -42,12 +42,13 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+use smallvec::SmallVec;
 
 use procfs::{Maps, Pagemap};
 use state::{Extent, Kernel, State};
 
 /// The kernel state of the pieces of a range (see [`LinuxBackend::kernel_runs`]).
-type KernelRuns = smallvec::SmallVec<[(Range<usize>, Kernel); 4]>;
+type KernelRuns = SmallVec<[(Range<usize>, Kernel); 4]>;
 
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
 use crate::rules::{round_down, round_up, GRANULE, PAGE};
@@ -520,6 +521,22 @@ impl LinuxBackend {
 
     /// The work of [`Backend::set_access`].
     fn change_access(&self, range: &Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        if from != Access::None && to != Access::None {
+            // Pages the CPU may access are not guard-marked and have the protection
+            // `from` (the engine passes the access they have): one mprotect does it,
+            // with no need to read the state first (the engine runs nothing else on
+            // this reservation meanwhile).
+            if let Err(e) = self.protect(range, to) {
+                self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
+                return Err(errno_error(e));
+            }
+            self.state.lock().kernel.update(range.clone(), |k| {
+                let k = k.unwrap_or(FRESH);
+                debug_assert_eq!(k.access(), from, "kernel state disagrees with the engine");
+                entry(Kernel { prot: to, guarded: false, ..k })
+            });
+            return Ok(());
+        }
         let range = range.clone();
         let (span, runs) = {
             let st = self.state.lock();
@@ -622,29 +639,34 @@ impl LinuxBackend {
             let Some(&extent) = st.live.get(&ext.start) else {
                 return Err(BackendError::Os(libc::EINVAL));
             };
-            let runs = Self::kernel_runs(&st, &ext);
-            let room = st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
+            let room = || st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
             let poolable = !extent.write_watch
                 && !extent.large
                 && match pooling {
-                    Pooling::IfRoom => room,
+                    Pooling::IfRoom => room(),
                     Pooling::Always => true,
                     Pooling::Never => false,
                 };
-            debug_assert!(
-                !poolable || runs.iter().all(|(_, k)| k.access() == Access::None),
-                "pooling accessible pages"
-            );
-            let touched: Vec<Range<usize>> = runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
-            (touched, poolable)
+            if !poolable {
+                // munmap drops everything: the kernel state is not needed.
+                (SmallVec::new(), false)
+            } else {
+                let runs = Self::kernel_runs(&st, &ext);
+                debug_assert!(runs.iter().all(|(_, k)| k.access() == Access::None), "pooling accessible pages");
+                let touched: SmallVec<[Range<usize>; 2]> =
+                    runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
+                (touched, true)
+            }
         };
         if poolable {
             for r in &touched {
                 self.drop_pages(r);
             }
             let mut st = self.state.lock();
-            for (r, k) in Self::kernel_runs(&st, &ext) {
-                st.kernel.set(r, entry(Kernel { touched: false, ..k }));
+            // (The state of the extent did not change meanwhile: the engine runs
+            // nothing else on it.)
+            for r in touched {
+                st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
             }
             st.live.remove(&ext.start);
             st.pool.set(ext.clone(), Some(()));
@@ -832,16 +854,22 @@ impl Backend for LinuxBackend {
     /// made `PROT_NONE` first (revocable), and everything is dropped last.
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         let Some(first) = runs.first() else { return Ok(()) };
+        let guards_ok = self.uses_guard_regions();
         let (guards_ok, kernel) = {
             let st = self.state.lock();
-            let x = st.extent_of(first.0.start);
-            let ok = self.uses_guard_regions() && x.is_some_and(|(_, x)| !x.write_watch && !x.large);
-            let kernel: Vec<KernelRuns> = runs.iter().map(|(r, _)| Self::kernel_runs(&st, r)).collect();
-            (ok, kernel)
+            let guards_ok = guards_ok && st.extent_of(first.0.start).is_some_and(|(_, x)| !x.write_watch && !x.large);
+            let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;
+            // The kernel state of the runs that will not be guarded (a guarded run's
+            // new state does not depend on its old one).
+            let kernel: SmallVec<[KernelRuns; 2]> = runs
+                .iter()
+                .map(|(r, from)| if by_guard(r, *from) { KernelRuns::new() } else { Self::kernel_runs(&st, r) })
+                .collect();
+            (guards_ok, kernel)
         };
         let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;
         // 1. Revocable: PROT_NONE for the runs that will not be guarded.
-        let mut protected: Vec<(Range<usize>, Kernel)> = Vec::new();
+        let mut protected: KernelRuns = KernelRuns::new();
         for ((r, from), k) in runs.iter().zip(&kernel) {
             if *from == Access::None || by_guard(r, *from) {
                 continue;
@@ -856,7 +884,7 @@ impl Backend for LinuxBackend {
         // 2. Guard markers (irrevocable: they drop the pages). Should one fail (only
         // an allocation failure for page tables can do that), its markers are
         // removed and the run takes the PROT_NONE path instead.
-        let mut fallback = Vec::new();
+        let mut fallback: SmallVec<[Range<usize>; 2]> = SmallVec::new();
         for (r, from) in runs {
             if !by_guard(r, *from) {
                 continue;
@@ -874,9 +902,17 @@ impl Backend for LinuxBackend {
             }
         }
         // 3. Drop what is not guarded.
-        let mut st_updates: Vec<(Range<usize>, Option<Kernel>)> = Vec::new();
+        let mut st_updates: SmallVec<[(Range<usize>, Option<Kernel>); 4]> = SmallVec::new();
         for ((r, from), k) in runs.iter().zip(&kernel) {
             let guarded = by_guard(r, *from) && !fallback.contains(r);
+            let fell_back;
+            let k = if by_guard(r, *from) && !guarded {
+                // Its state was not read above: read it now (nothing else changes it).
+                fell_back = Self::kernel_runs(&self.state.lock(), r);
+                &fell_back
+            } else {
+                k
+            };
             if guarded {
                 st_updates.push((r.clone(), Some(Kernel { prot: *from, guarded: true, touched: false })));
                 self.forget_witnesses(r);

@@ -73,17 +73,30 @@ impl<V: Copy + Eq> IntervalMap<V> {
 
     /// Give every page of `range` the value `v` (`None` removes).
     pub fn set(&mut self, range: Range<usize>, v: Option<V>) {
-        if range.start >= range.end || self.set_within_one(range.start, range.end, v) {
+        if range.start >= range.end || self.update_within_one(range.start, range.end, |_| v) {
             return;
         }
         self.set_across(range.start, range.end, v);
     }
 
-    /// [`IntervalMap::set`] when `[start, end)` lies inside one entry or one gap (the
-    /// usual case): one walk of the tree finds that entry and both neighbours, values
-    /// change in place and at most one entry is inserted or removed besides. Returns
-    /// false, having changed nothing, when the range spans several pieces.
-    fn set_within_one(&mut self, start: usize, end: usize, v: Option<V>) -> bool {
+    /// Give every piece of `range` the value `f(its value)`.
+    pub fn update(&mut self, range: Range<usize>, f: impl Fn(Option<V>) -> Option<V>) {
+        if range.start >= range.end || self.update_within_one(range.start, range.end, &f) {
+            return;
+        }
+        for (r, old) in self.runs(range) {
+            let new = f(old);
+            if new != old {
+                self.set_across(r.start, r.end, new);
+            }
+        }
+    }
+
+    /// [`IntervalMap::update`] when `[start, end)` lies inside one entry or one gap
+    /// (the usual case): one walk of the tree finds that entry and both neighbours,
+    /// values change in place and at most one entry is inserted or removed besides.
+    /// Returns false, having changed nothing, when the range spans several pieces.
+    fn update_within_one(&mut self, start: usize, end: usize, f: impl FnOnce(Option<V>) -> Option<V>) -> bool {
         // Walking back from `end`: the entry starting at `end` (the right neighbour),
         // then `p`, the last entry starting before `end`, then the one before it.
         let mut it = self.map.range_mut(..=end);
@@ -99,13 +112,13 @@ impl<V: Copy + Eq> IntervalMap<V> {
         let Some((&ps, pv)) = p else {
             // Nothing starts before `end`: the range is in a gap with no left neighbour.
             drop(it);
-            self.fill_gap(start, end, v, joins_right);
+            self.fill_gap(start, end, f(None), joins_right);
             return true;
         };
         let (pe, pw) = *pv;
         if pe <= start {
             // In the gap after `p`, which is the left neighbour if it ends at `start`.
-            let Some(v) = v else { return true };
+            let Some(v) = f(None) else { return true };
             if pe == start && pw == v {
                 match right {
                     Some((re, rw)) if rw == v => {
@@ -125,6 +138,7 @@ impl<V: Copy + Eq> IntervalMap<V> {
             return false;
         }
         // Inside `p`.
+        let v = f(Some(pw));
         if v == Some(pw) {
             return true;
         }
@@ -188,13 +202,14 @@ impl<V: Copy + Eq> IntervalMap<V> {
     /// [`IntervalMap::set`] in general: cut the entries overlapping the range out,
     /// keeping their parts outside it, then insert it, merged with equal neighbours.
     fn set_across(&mut self, start: usize, end: usize, v: Option<V>) {
-        let mut touched: SmallVec<[(usize, usize, V); 8]> = SmallVec::new();
-        if let Some((&s, &(e, val))) = self.map.range(..start).next_back() {
-            if e > start {
-                touched.push((s, e, val));
-            }
-        }
-        touched.extend(self.map.range(start..end).map(|(&s, &(e, val))| (s, e, val)));
+        // The entries overlapping the range, walking back from its end (see `runs`).
+        let touched: SmallVec<[(usize, usize, V); 8]> = self
+            .map
+            .range(..end)
+            .rev()
+            .take_while(|(_, &(e, _))| e > start)
+            .map(|(&s, &(e, val))| (s, e, val))
+            .collect();
         for &(s, e, val) in &touched {
             self.map.remove(&s);
             if s < start {
@@ -400,15 +415,26 @@ mod tests {
         /// `set` and `runs` agree with a per-page model whatever the sequence of sets.
         #[test]
         fn interval_map_matches_a_per_page_model(
-            ops in proptest::collection::vec((0..PAGES, 1..9usize, proptest::option::of(0u8..3)), 1..80),
+            ops in proptest::collection::vec((0..PAGES, 1..9usize, proptest::option::of(0u8..4)), 1..80),
             queries in proptest::collection::vec((0..PAGES, 1..PAGES), 8),
         ) {
             let mut m = IntervalMap::new();
             let mut model = vec![None; PAGES];
             for (start, len, v) in ops {
                 let end = (start + len).min(PAGES);
-                m.set(start..end, v);
-                model[start..end].fill(v);
+                if v == Some(3) {
+                    // A value-dependent change: 0 <-> 1, none -> 2, 2 -> none.
+                    let f = |x: Option<u8>| match x {
+                        None => Some(2),
+                        Some(2) => None,
+                        Some(x) => Some(1 - x),
+                    };
+                    m.update(start..end, f);
+                    model[start..end].iter_mut().for_each(|x| *x = f(*x));
+                } else {
+                    m.set(start..end, v);
+                    model[start..end].fill(v);
+                }
                 check(&m, &model);
                 for &(qs, ql) in &queries {
                     let q = qs..(qs + ql).min(PAGES);
