@@ -281,9 +281,9 @@ struct MallocObject {
 }
 
 static MANAGER_VTBL: IHostMemoryManagerVtbl = IHostMemoryManagerVtbl {
-    QueryInterface: mgr_query_interface,
-    AddRef: mgr_add_ref,
-    Release: mgr_release,
+    QueryInterface: query_interface::<ManagerObject>,
+    AddRef: add_ref_this::<ManagerObject>,
+    Release: release_this::<ManagerObject>,
     CreateMalloc: mgr_create_malloc,
     VirtualAlloc: mgr_virtual_alloc,
     VirtualFree: mgr_virtual_free,
@@ -297,9 +297,9 @@ static MANAGER_VTBL: IHostMemoryManagerVtbl = IHostMemoryManagerVtbl {
 };
 
 static MALLOC_VTBL: IHostMallocVtbl = IHostMallocVtbl {
-    QueryInterface: malloc_query_interface,
-    AddRef: malloc_add_ref,
-    Release: malloc_release,
+    QueryInterface: query_interface::<MallocObject>,
+    AddRef: add_ref_this::<MallocObject>,
+    Release: release_this::<MallocObject>,
     Alloc: malloc_alloc,
     DebugAlloc: malloc_debug_alloc,
     Free: malloc_free,
@@ -316,37 +316,74 @@ fn new_malloc(heap: HostMalloc) -> *mut IHostMalloc {
     Box::into_raw(obj).cast()
 }
 
-/// The manager behind `this`: NULL is `E_POINTER`, an object that is not one of our
-/// managers `E_INVALIDARG`.
+/// One of our COM objects: a `repr(C)` struct whose first field is its interface struct
+/// (`Iface`, itself a `repr(C)` struct holding only the vtable pointer), followed by its
+/// reference count. The `IUnknown` methods ([`query_interface`], [`add_ref_this`],
+/// [`release_this`]) are written once over this trait and placed in both vtables.
 ///
 /// # Safety
-/// `this` is NULL or points to a live COM object (its first word a vtable pointer).
-unsafe fn manager<'a>(this: *mut IHostMemoryManager) -> Result<&'a ManagerObject, HostError> {
-    if this.is_null() {
-        return Err(HostError::Pointer);
+/// An implementation must have that layout, and its objects must be made by `Box::into_raw`
+/// with [`ComObject::vtbl`] as their vtable pointer.
+unsafe trait ComObject: Sized + 'static {
+    /// The interface struct `This` points to.
+    type Iface;
+    /// Its vtable.
+    type Vtbl: 'static;
+    /// The one vtable of this object type (how `This` is told apart from a foreign object).
+    fn vtbl() -> &'static Self::Vtbl;
+    /// The interfaces `QueryInterface` answers with this object.
+    fn iids() -> [&'static IID; 2];
+    /// The reference count.
+    fn refs(&self) -> &AtomicU32;
+
+    /// The object behind `this`: NULL is `E_POINTER`, an object that is not one of ours (of
+    /// this type) `E_INVALIDARG`.
+    ///
+    /// # Safety
+    /// `this` is NULL or points to a live COM object (its first word a vtable pointer).
+    unsafe fn from_this<'a>(this: *mut Self::Iface) -> Result<&'a Self, HostError> {
+        if this.is_null() {
+            return Err(HostError::Pointer);
+        }
+        // SAFETY: a live COM object starts with its vtable pointer (the caller's contract).
+        let vtbl = unsafe { *this.cast::<*const Self::Vtbl>() };
+        if !std::ptr::eq(vtbl, Self::vtbl()) {
+            return Err(HostError::InvalidArg);
+        }
+        // SAFETY: our vtable, so `this` is the `Iface` field, first in a live `Self` (the
+        // trait's layout contract).
+        Ok(unsafe { &*this.cast::<Self>() })
     }
-    // SAFETY: a live COM object starts with its vtable pointer (the caller's contract).
-    if !std::ptr::eq(unsafe { (*this).lpVtbl }, &MANAGER_VTBL) {
-        return Err(HostError::InvalidArg);
-    }
-    // SAFETY: our vtable, so `this` is the `iface` field, first in a live `ManagerObject`.
-    Ok(unsafe { &*this.cast::<ManagerObject>() })
 }
 
-/// The heap behind `this` (see [`manager`]).
-///
-/// # Safety
-/// As for [`manager`].
-unsafe fn heap<'a>(this: *mut IHostMalloc) -> Result<&'a MallocObject, HostError> {
-    if this.is_null() {
-        return Err(HostError::Pointer);
+// SAFETY: `repr(C)`, `iface` (only `lpVtbl`) first then `refs`; made by `new_manager`.
+unsafe impl ComObject for ManagerObject {
+    type Iface = IHostMemoryManager;
+    type Vtbl = IHostMemoryManagerVtbl;
+    fn vtbl() -> &'static IHostMemoryManagerVtbl {
+        &MANAGER_VTBL
     }
-    // SAFETY: as in `manager`.
-    if !std::ptr::eq(unsafe { (*this).lpVtbl }, &MALLOC_VTBL) {
-        return Err(HostError::InvalidArg);
+    fn iids() -> [&'static IID; 2] {
+        [&IID_IHostMemoryManager, &IID_IUnknown]
     }
-    // SAFETY: our vtable, so `this` is the first field of a live `MallocObject`.
-    Ok(unsafe { &*this.cast::<MallocObject>() })
+    fn refs(&self) -> &AtomicU32 {
+        &self.refs
+    }
+}
+
+// SAFETY: `repr(C)`, `iface` (only `lpVtbl`) first then `refs`; made by `new_malloc`.
+unsafe impl ComObject for MallocObject {
+    type Iface = IHostMalloc;
+    type Vtbl = IHostMallocVtbl;
+    fn vtbl() -> &'static IHostMallocVtbl {
+        &MALLOC_VTBL
+    }
+    fn iids() -> [&'static IID; 2] {
+        [&IID_IHostMalloc, &IID_IUnknown]
+    }
+    fn refs(&self) -> &AtomicU32 {
+        &self.refs
+    }
 }
 
 /// Run a method body: its error as an HRESULT, a panic as `E_FAIL` (never into C).
@@ -358,16 +395,47 @@ fn com(body: impl FnOnce() -> Result<(), HostError>) -> HRESULT {
     }
 }
 
-/// Store a plain value (an integer or a pointer) at an out-pointer of the caller; NULL or
-/// unwritable -> `E_POINTER`. Allocates nothing.
-fn put<T: Copy>(dst: *mut T, value: T) -> Result<(), HostError> {
+/// A value [`put`] can copy to the caller byte by byte.
+///
+/// # Safety
+/// Every byte of every value is initialised: no padding (integers, pointers, `repr(C)`
+/// records of them laid out without gaps).
+unsafe trait Plain: Copy {}
+// SAFETY: integers and pointers have no padding.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for usize {}
+// SAFETY: as above.
+unsafe impl<T> Plain for *mut T {}
+// SAFETY: `repr(C)`: 2 DWORDs, 5 pointer-sized fields, 4 DWORDs, 2 pointers, each at its
+// natural alignment with nothing between them.
+unsafe impl Plain for VIRTMEM_HOST_CONFIG {}
+// SAFETY: `repr(C)`: two DWORDs then SIZE_Ts.
+unsafe impl Plain for VIRTMEM_HOST_STATS {}
+// SAFETY: `repr(C)`: 8 + 8 + 4 + 4 + 256 bytes, each field at its natural alignment.
+unsafe impl Plain for VIRTMEM_HOST_LEAK {}
+
+/// Store a plain value at an out-pointer of the caller; NULL or unwritable -> `E_POINTER`.
+/// Allocates nothing.
+fn put<T: Plain>(dst: *mut T, value: T) -> Result<(), HostError> {
     if dst.is_null() {
         return Err(HostError::Pointer);
     }
-    // SAFETY: the bytes of a plain `Copy` value; callers only pass integers and pointers,
-    // which have no padding.
+    // SAFETY: the bytes of a live `Plain` value, all initialised (the trait's contract).
     let bytes = unsafe { std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>()) };
     uaccess::write_bytes(dst as usize, bytes).map_err(|_| HostError::Pointer)
+}
+
+/// Store the pointer a call made at an out-pointer, or NULL when the call failed (its
+/// error is passed on, unless the out-pointer cannot be written: `E_POINTER`).
+fn put_made<T>(dst: *mut *mut T, made: Result<*mut T, HostError>) -> Result<(), HostError> {
+    match made {
+        Ok(p) => put(dst, p),
+        Err(e) => {
+            put(dst, std::ptr::null_mut())?;
+            Err(e)
+        }
+    }
 }
 
 /// Check an out-pointer before doing anything irrevocable.
@@ -392,50 +460,26 @@ fn same_iid(riid: REFIID, iid: &IID) -> bool {
     got == *iid
 }
 
-/// The shared `QueryInterface` logic: `Ok(true)` when `riid` is one of `iids`.
-fn query(riid: REFIID, ppv: *mut *mut c_void, iids: &[&IID]) -> Result<bool, HostError> {
-    if riid.is_null() {
-        return Err(HostError::Pointer);
-    }
-    writable(ppv)?;
-    let found = iids.iter().any(|iid| same_iid(riid, iid));
-    if !found {
-        put(ppv, std::ptr::null_mut())?;
-    }
-    Ok(found)
-}
-
-fn add_ref(refs: &AtomicU32) -> ULONG {
-    refs.fetch_add(1, Ordering::Relaxed).saturating_add(1)
-}
-
-/// Drop a reference; `true` when it was the last one. An over-released object stays at 0.
-fn release(refs: &AtomicU32) -> (ULONG, bool) {
-    match refs.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1)) {
-        Ok(1) => {
-            fence(Ordering::Acquire);
-            (0, true)
-        }
-        Ok(n) => (n - 1, false),
-        Err(_) => (0, false),
-    }
-}
-
-// ----- IHostMemoryManager ---------------------------------------------------------------
-
-unsafe extern "C" fn mgr_query_interface(
-    This: *mut IHostMemoryManager,
+/// `IUnknown::QueryInterface` of either object: one of [`ComObject::iids`] gives `This`
+/// with a new reference; any other IID `E_NOINTERFACE` with `*ppvObject` NULL.
+unsafe extern "C" fn query_interface<T: ComObject>(
+    This: *mut T::Iface,
     riid: REFIID,
     ppvObject: *mut *mut c_void,
 ) -> HRESULT {
     let mut missing = false;
     let hr = com(|| {
         // SAFETY: the COM contract: `This` is NULL or a live object.
-        let obj = unsafe { manager(This) }?;
-        if query(riid, ppvObject, &[&IID_IHostMemoryManager, &IID_IUnknown])? {
-            add_ref(&obj.refs);
+        let obj = unsafe { T::from_this(This) }?;
+        if riid.is_null() {
+            return Err(HostError::Pointer);
+        }
+        writable(ppvObject)?;
+        if T::iids().iter().any(|iid| same_iid(riid, iid)) {
+            add_ref(obj.refs());
             put(ppvObject, This.cast())
         } else {
+            put(ppvObject, std::ptr::null_mut())?;
             missing = true;
             Ok(())
         }
@@ -447,24 +491,38 @@ unsafe extern "C" fn mgr_query_interface(
     }
 }
 
-unsafe extern "C" fn mgr_add_ref(This: *mut IHostMemoryManager) -> ULONG {
+fn add_ref(refs: &AtomicU32) -> ULONG {
+    refs.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+}
+
+/// `IUnknown::AddRef` of either object: the new count (0 for a bad `This`).
+unsafe extern "C" fn add_ref_this<T: ComObject>(This: *mut T::Iface) -> ULONG {
     // SAFETY: the COM contract.
-    match unsafe { manager(This) } {
-        Ok(obj) => add_ref(&obj.refs),
+    match unsafe { T::from_this(This) } {
+        Ok(obj) => add_ref(obj.refs()),
         Err(_) => 0,
     }
 }
 
-unsafe extern "C" fn mgr_release(This: *mut IHostMemoryManager) -> ULONG {
+/// `IUnknown::Release` of either object: the new count; the object goes at 0. An
+/// over-released object stays at 0.
+unsafe extern "C" fn release_this<T: ComObject>(This: *mut T::Iface) -> ULONG {
     // SAFETY: the COM contract.
-    let Ok(obj) = (unsafe { manager(This) }) else { return 0 };
-    let (n, last) = release(&obj.refs);
-    if last {
-        // SAFETY: the last reference: made by `new_manager` with `Box::into_raw`, freed once.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(This.cast::<ManagerObject>()) })));
+    let Ok(obj) = (unsafe { T::from_this(This) }) else { return 0 };
+    match obj.refs().fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1)) {
+        Ok(1) => {
+            fence(Ordering::Acquire);
+            // SAFETY: the last reference to an object made with `Box::into_raw` (the trait's
+            // contract): freed once.
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(This.cast::<T>()) })));
+            0
+        }
+        Ok(n) => n - 1,
+        Err(_) => 0,
     }
-    n
 }
+
+// ----- IHostMemoryManager ---------------------------------------------------------------
 
 unsafe extern "C" fn mgr_create_malloc(
     This: *mut IHostMemoryManager,
@@ -473,15 +531,9 @@ unsafe extern "C" fn mgr_create_malloc(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         writable(ppMalloc)?;
-        match obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)) {
-            Ok(heap) => put(ppMalloc, new_malloc(heap)),
-            Err(e) => {
-                put(ppMalloc, std::ptr::null_mut())?;
-                Err(e)
-            }
-        }
+        put_made(ppMalloc, obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)).map(new_malloc))
     })
 }
 
@@ -496,7 +548,7 @@ unsafe extern "C" fn mgr_virtual_alloc(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         writable(ppMem)?;
         let out = level(eCriticalLevel).and_then(|l| {
             obj.mgr.virtual_alloc(
@@ -507,13 +559,7 @@ unsafe extern "C" fn mgr_virtual_alloc(
                 l,
             )
         });
-        match out {
-            Ok(p) => put(ppMem, p as *mut c_void),
-            Err(e) => {
-                put(ppMem, std::ptr::null_mut())?;
-                Err(e)
-            }
-        }
+        put_made(ppMem, out.map(|p| p as *mut c_void))
     })
 }
 
@@ -525,7 +571,7 @@ unsafe extern "C" fn mgr_virtual_free(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         obj.mgr.virtual_free(lpAddress as usize, dwSize, FreeType::from_bits_retain(dwFreeType))
     })
 }
@@ -540,7 +586,7 @@ unsafe extern "C" fn mgr_virtual_query(
     // Never blocks on the budget and allocates nothing (no probe: the writes are checked).
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         if pResult.is_null() || lpBuffer.is_null() {
             return Err(HostError::Pointer);
         }
@@ -571,7 +617,7 @@ unsafe extern "C" fn mgr_virtual_protect(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         writable(pflOldProtect)?;
         match obj.mgr.virtual_protect_detailed(lpAddress as usize, dwSize, Protection::from_bits_retain(flNewProtect)) {
             Ok(old) => put(pflOldProtect, old.bits()),
@@ -592,7 +638,7 @@ unsafe extern "C" fn mgr_get_memory_load(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         writable(pMemoryLoad)?;
         writable(pAvailableBytes)?;
         let load = obj.mgr.memory_load()?;
@@ -640,7 +686,7 @@ unsafe extern "C" fn mgr_register_callback(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         let cb = NonNull::new(pCallback).ok_or(HostError::InvalidArg)?;
         // SAFETY: a live COM object (the caller's contract): its first word is its vtable.
         let vtbl = unsafe { (*cb.as_ptr()).lpVtbl };
@@ -661,7 +707,7 @@ unsafe extern "C" fn mgr_register_callback(
 unsafe extern "C" fn mgr_needs(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         obj.mgr.needs_virtual_address_space(startAddress as usize, size)
     })
 }
@@ -669,7 +715,7 @@ unsafe extern "C" fn mgr_needs(This: *mut IHostMemoryManager, startAddress: LPVO
 unsafe extern "C" fn mgr_acquired(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         obj.mgr.acquired_virtual_address_space(startAddress as usize, size)
     })
 }
@@ -677,55 +723,12 @@ unsafe extern "C" fn mgr_acquired(This: *mut IHostMemoryManager, startAddress: L
 unsafe extern "C" fn mgr_released(This: *mut IHostMemoryManager, startAddress: LPVOID) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { manager(This) }?;
+        let obj = unsafe { ManagerObject::from_this(This) }?;
         obj.mgr.released_virtual_address_space(startAddress as usize)
     })
 }
 
 // ----- IHostMalloc ---------------------------------------------------------------------
-
-unsafe extern "C" fn malloc_query_interface(
-    This: *mut IHostMalloc,
-    riid: REFIID,
-    ppvObject: *mut *mut c_void,
-) -> HRESULT {
-    let mut missing = false;
-    let hr = com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { heap(This) }?;
-        if query(riid, ppvObject, &[&IID_IHostMalloc, &IID_IUnknown])? {
-            add_ref(&obj.refs);
-            put(ppvObject, This.cast())
-        } else {
-            missing = true;
-            Ok(())
-        }
-    });
-    if missing {
-        E_NOINTERFACE
-    } else {
-        hr
-    }
-}
-
-unsafe extern "C" fn malloc_add_ref(This: *mut IHostMalloc) -> ULONG {
-    // SAFETY: the COM contract.
-    match unsafe { heap(This) } {
-        Ok(obj) => add_ref(&obj.refs),
-        Err(_) => 0,
-    }
-}
-
-unsafe extern "C" fn malloc_release(This: *mut IHostMalloc) -> ULONG {
-    // SAFETY: the COM contract.
-    let Ok(obj) = (unsafe { heap(This) }) else { return 0 };
-    let (n, last) = release(&obj.refs);
-    if last {
-        // SAFETY: the last reference: made by `new_malloc` with `Box::into_raw`, freed once.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(This.cast::<MallocObject>()) })));
-    }
-    n
-}
 
 fn alloc_into(
     obj: &MallocObject,
@@ -739,13 +742,7 @@ fn alloc_into(
         Some((file, line)) => obj.heap.debug_alloc(size, l, file, line.max(0) as u32),
         None => obj.heap.alloc(size, l),
     });
-    match out {
-        Ok(p) => put(ppMem, p as *mut c_void),
-        Err(e) => {
-            put(ppMem, std::ptr::null_mut())?;
-            Err(e)
-        }
-    }
+    put_made(ppMem, out.map(|p| p as *mut c_void))
 }
 
 unsafe extern "C" fn malloc_alloc(
@@ -756,7 +753,7 @@ unsafe extern "C" fn malloc_alloc(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { heap(This) }?;
+        let obj = unsafe { MallocObject::from_this(This) }?;
         alloc_into(obj, cbSize, eCriticalLevel, None, ppMem)
     })
 }
@@ -771,7 +768,7 @@ unsafe extern "C" fn malloc_debug_alloc(
 ) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { heap(This) }?;
+        let obj = unsafe { MallocObject::from_this(This) }?;
         let file = if pszFileName.is_null() {
             "<unknown>".into()
         } else {
@@ -785,7 +782,7 @@ unsafe extern "C" fn malloc_debug_alloc(
 unsafe extern "C" fn malloc_free(This: *mut IHostMalloc, pMem: *mut c_void) -> HRESULT {
     com(|| {
         // SAFETY: the COM contract.
-        let obj = unsafe { heap(This) }?;
+        let obj = unsafe { MallocObject::from_this(This) }?;
         obj.heap.free(pMem as usize)
     })
 }
@@ -904,17 +901,7 @@ fn config_defaults(budget: usize) -> VIRTMEM_HOST_CONFIG {
 /// `config`.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostConfigInit(budget: SIZE_T, config: *mut VIRTMEM_HOST_CONFIG) -> HRESULT {
-    com(|| {
-        if config.is_null() {
-            return Err(HostError::Pointer);
-        }
-        let c = config_defaults(budget);
-        // SAFETY: the bytes of a `repr(C)` struct of integers and pointers laid out without
-        // padding (2 DWORDs, 5 pointer-sized fields, 4 DWORDs, 2 pointers).
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&c as *const VIRTMEM_HOST_CONFIG).cast::<u8>(), size_of_val(&c)) };
-        uaccess::write_bytes(config as usize, bytes).map_err(|_| HostError::Pointer)
-    })
+    com(|| put(config, config_defaults(budget)))
 }
 
 /// A real-memory space of its own for a manager.
@@ -928,7 +915,8 @@ fn real_space() -> Result<Arc<dyn VirtualSpace>, HostError> {
     Err(vm::Error::NotSupported.into())
 }
 
-fn create(c: &VIRTMEM_HOST_CONFIG, out: *mut *mut IHostMemoryManager) -> Result<(), HostError> {
+/// A new manager object as `*c` configures it (with one reference).
+fn create(c: &VIRTMEM_HOST_CONFIG) -> Result<*mut IHostMemoryManager, HostError> {
     let known = VIRTMEM_HOST_SIMULATED | VIRTMEM_HOST_NOT_STARTED | VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE;
     if c.cbSize as usize != size_of::<VIRTMEM_HOST_CONFIG>() || c.dwFlags & !known != 0 {
         return Err(HostError::InvalidArg);
@@ -963,7 +951,7 @@ fn create(c: &VIRTMEM_HOST_CONFIG, out: *mut *mut IHostMemoryManager) -> Result<
     if c.dwFlags & VIRTMEM_HOST_NOT_STARTED == 0 {
         mgr.start()?;
     }
-    put(out, new_manager(mgr))
+    Ok(new_manager(mgr))
 }
 
 /// A started host memory manager over this process's real memory with a budget of
@@ -977,11 +965,7 @@ pub unsafe extern "C" fn VirtmemCreateHostMemoryManager(
 ) -> HRESULT {
     com(|| {
         writable(out)?;
-        let r = create(&config_defaults(budget_bytes), out);
-        if r.is_err() {
-            put(out, std::ptr::null_mut())?;
-        }
-        r
+        put_made(out, create(&config_defaults(budget_bytes)))
     })
 }
 
@@ -998,16 +982,13 @@ pub unsafe extern "C" fn VirtmemCreateHostMemoryManagerEx(
     com(|| {
         writable(out)?;
         let mut buf = [0u8; size_of::<VIRTMEM_HOST_CONFIG>()];
-        let r = uaccess::read_bytes(config as usize, &mut buf).map_err(|_| HostError::InvalidArg).and_then(|()| {
+        let made = uaccess::read_bytes(config as usize, &mut buf).map_err(|_| HostError::InvalidArg).and_then(|()| {
             // SAFETY: every field is an integer, a pointer or a nullable function pointer,
             // for which any bit pattern is valid.
             let c: VIRTMEM_HOST_CONFIG = unsafe { std::ptr::read_unaligned(buf.as_ptr().cast()) };
-            create(&c, out)
+            create(&c)
         });
-        if r.is_err() {
-            put(out, std::ptr::null_mut())?;
-        }
-        r
+        put_made(out, made)
     })
 }
 
@@ -1016,7 +997,7 @@ pub unsafe extern "C" fn VirtmemCreateHostMemoryManagerEx(
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRESULT {
     // SAFETY: `host` is NULL or a live object (the caller's contract).
-    com(|| unsafe { manager(host) }?.mgr.start())
+    com(|| unsafe { ManagerObject::from_this(host) }?.mgr.start())
 }
 
 /// Shut the manager down for every tenant: waiting requests fail with
@@ -1026,7 +1007,7 @@ pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRES
 pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> HRESULT {
     // SAFETY: as above.
     com(|| {
-        unsafe { manager(host) }?.mgr.shutdown();
+        unsafe { ManagerObject::from_this(host) }?.mgr.shutdown();
         Ok(())
     })
 }
@@ -1036,7 +1017,7 @@ pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> H
 pub unsafe extern "C" fn VirtmemHostCancelWaits(host: *mut IHostMemoryManager) -> HRESULT {
     // SAFETY: as above.
     com(|| {
-        unsafe { manager(host) }?.mgr.cancel_waits();
+        unsafe { ManagerObject::from_this(host) }?.mgr.cancel_waits();
         Ok(())
     })
 }
@@ -1053,7 +1034,7 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
 ) -> HRESULT {
     com(|| {
         // SAFETY: as above.
-        let obj = unsafe { manager(host) }?;
+        let obj = unsafe { ManagerObject::from_this(host) }?;
         writable(out)?;
         let name = if name.is_null() {
             String::from("tenant")
@@ -1061,13 +1042,7 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
             // SAFETY: a NUL-terminated string (the caller's contract).
             unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
         };
-        match obj.mgr.add_tenant(name, (budget != 0).then_some(budget)) {
-            Ok(m) => put(out, new_manager(m)),
-            Err(e) => {
-                put(out, std::ptr::null_mut())?;
-                Err(e)
-            }
-        }
+        put_made(out, obj.mgr.add_tenant(name, (budget != 0).then_some(budget)).map(new_manager))
     })
 }
 
@@ -1076,7 +1051,7 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
 pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stats: *mut VIRTMEM_HOST_STATS) -> HRESULT {
     com(|| {
         // SAFETY: as above.
-        let obj = unsafe { manager(host) }?;
+        let obj = unsafe { ManagerObject::from_this(host) }?;
         if stats.is_null() {
             return Err(HostError::Pointer);
         }
@@ -1098,11 +1073,7 @@ pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stat
             Peak: b.peak,
             TenantUsed: b.tenants.get(obj.mgr.tenant()).map_or(0, |t| t.used),
         };
-        // SAFETY: the bytes of a `repr(C)` struct of integers without padding (two DWORDs
-        // then SIZE_Ts).
-        let bytes =
-            unsafe { std::slice::from_raw_parts((&out as *const VIRTMEM_HOST_STATS).cast::<u8>(), size_of_val(&out)) };
-        uaccess::write_bytes(stats as usize, bytes).map_err(|_| HostError::Pointer)
+        put(stats, out)
     })
 }
 
@@ -1118,7 +1089,7 @@ pub unsafe extern "C" fn VirtmemHostMallocLeaks(
 ) -> HRESULT {
     com(|| {
         // SAFETY: `malloc` is NULL or a live object (the caller's contract).
-        let obj = unsafe { heap(malloc) }?;
+        let obj = unsafe { MallocObject::from_this(malloc) }?;
         writable(count)?;
         let leaks = obj.heap.leaks();
         for (i, l) in leaks.iter().take(capacity).enumerate() {
@@ -1133,12 +1104,7 @@ pub unsafe extern "C" fn VirtmemHostMallocLeaks(
                 Reserved: 0,
                 File: file,
             };
-            // SAFETY: the bytes of a `repr(C)` record without padding (8 + 8 + 4 + 4 + 256).
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&rec as *const VIRTMEM_HOST_LEAK).cast::<u8>(), size_of_val(&rec))
-            };
-            let at = (buffer as usize).wrapping_add(i * size_of::<VIRTMEM_HOST_LEAK>());
-            uaccess::write_bytes(at, bytes).map_err(|_| HostError::Pointer)?;
+            put(buffer.wrapping_add(i), rec)?;
         }
         put(count, leaks.len())
     })
