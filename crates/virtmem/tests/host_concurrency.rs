@@ -4,11 +4,14 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, MallocType};
 use virtmem::{AllocationType, FreeType, MemState, Protection, SimSpace};
+
+mod host_util;
+use host_util::{eventually, host, started};
 
 const P: usize = 4096;
 const RW: Protection = Protection::READWRITE;
@@ -139,12 +142,7 @@ fn many_threads_never_exceed_a_small_budget_and_lose_no_refund() {
 #[test]
 fn every_waiter_wakes_as_memory_comes_back() {
     let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space.clone(), 8 * P)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(Duration::from_secs(60))
-        .build_started()
-        .unwrap();
+    let m = started(space.clone(), 8 * P, Duration::from_secs(60));
     let hogs: Vec<usize> =
         (0..8).map(|_| m.virtual_alloc(0, P, AllocationType::COMMIT, RW, CriticalLevel::Task).unwrap()).collect();
     let n = 8;
@@ -159,19 +157,11 @@ fn every_waiter_wakes_as_memory_comes_back() {
         })
         .collect();
     start.wait();
-    let t = Instant::now();
-    while m.stats().budget.waiting < n {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        thread::sleep(Duration::from_millis(1));
-    }
+    eventually("every request to wait", || m.stats().budget.waiting >= n);
     // Give the pages back one by one: each wakes exactly one more waiter.
     for (i, h) in hogs.into_iter().enumerate() {
         m.virtual_free(h, 0, FreeType::RELEASE).unwrap();
-        let t = Instant::now();
-        while m.stats().budget.waiting > n - i - 1 {
-            assert!(t.elapsed() < Duration::from_secs(10), "a waiter did not wake");
-            thread::sleep(Duration::from_millis(1));
-        }
+        eventually("a waiter to wake", || m.stats().budget.waiting < n - i);
         assert_eq!(m.stats().budget.used, 8 * P);
     }
     for w in waiters {
@@ -258,13 +248,7 @@ proptest! {
     #[test]
     fn books_match_the_space(ops in prop::collection::vec(op(), 1..60)) {
         let budget = 48 * P;
-        let space = Arc::new(SimSpace::simulated());
-        let m = HostMemoryManager::builder(space.clone(), budget)
-            .soft_reserve(0)
-            .emergency_reserve(0)
-            .process_critical_timeout(Duration::ZERO)
-            .build_started()
-            .unwrap();
+        let (space, m) = host(budget);
         let task = CriticalLevel::Task;
         let mut res: Vec<usize> = Vec::new();
         for op in ops {

@@ -4,24 +4,16 @@
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, MallocType, MAX_SMALL, SIZE_CLASSES, SLAB_SIZE};
 use virtmem::{AllocationType, FreeType, MemState, Protection, SimSpace};
 
+mod host_util;
+use host_util::{eventually, host, started};
+
 const P: usize = 4096;
 const TASK: CriticalLevel = CriticalLevel::Task;
-
-fn host(budget: usize) -> (Arc<SimSpace>, HostMemoryManager) {
-    let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space.clone(), budget)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(Duration::ZERO)
-        .build_started()
-        .unwrap();
-    (space, m)
-}
 
 fn heap_committed(m: &HostMemoryManager) -> usize {
     m.stats().budget.heap_committed
@@ -176,23 +168,13 @@ fn cached_large_blocks_are_given_back_when_memory_is_refused() {
 
 #[test]
 fn a_process_critical_heap_allocation_waits_for_memory() {
-    let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space, 2 * SLAB_SIZE)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(Duration::from_secs(60))
-        .build_started()
-        .unwrap();
+    let m = started(Arc::new(SimSpace::simulated()), 2 * SLAB_SIZE, Duration::from_secs(60));
     let hog = m.virtual_alloc(0, 2 * SLAB_SIZE, AllocationType::COMMIT, Protection::READWRITE, TASK).unwrap();
     let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
     assert_eq!(heap.alloc(10, TASK), Err(HostError::OutOfMemory));
     let h2 = heap.clone();
     let waiter = thread::spawn(move || h2.alloc(10, CriticalLevel::Process));
-    let t = Instant::now();
-    while m.stats().budget.waiting == 0 {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        thread::sleep(Duration::from_millis(1));
-    }
+    eventually("the request to wait", || m.stats().budget.waiting != 0);
     m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
     let b = waiter.join().unwrap().unwrap();
     heap.free(b).unwrap();

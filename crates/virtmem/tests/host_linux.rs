@@ -1,26 +1,15 @@
 //! The host memory manager over this process's real memory.
 #![cfg(all(target_os = "linux", not(miri)))]
 
-use std::sync::Arc;
-use std::time::Duration;
+use virtmem::host::{CriticalLevel, HostError, MallocType};
+use virtmem::{AllocationType, FreeType, MemState, Protection};
 
-use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, MallocType};
-use virtmem::{AllocationType, FreeType, LinuxSpace, MemState, Protection};
+mod host_util;
+use host_util::linux_host as host;
 
 const P: usize = 4096;
 const RW: Protection = Protection::READWRITE;
 const TASK: CriticalLevel = CriticalLevel::Task;
-
-fn host(budget: usize) -> (Arc<LinuxSpace>, HostMemoryManager) {
-    let space = Arc::new(LinuxSpace::linux().unwrap());
-    let m = HostMemoryManager::builder(space.clone(), budget)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(Duration::ZERO)
-        .build_started()
-        .unwrap();
-    (space, m)
-}
 
 #[test]
 fn committed_memory_is_real_and_charged() {

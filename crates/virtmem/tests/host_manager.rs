@@ -8,6 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use virtmem::backend::faulty::Faulty;
+
+mod host_util;
+use host_util::{eventually, host, started};
 use virtmem::host::{hresult::*, CriticalLevel, HostError, HostMemoryManager, Lifecycle, MemoryAvailable, Thresholds};
 use virtmem::{
     AddressSpace, AllocationType, Error, FreeType, MemState, MemoryBasicInformation, Protection, SimBackend, SimSpace,
@@ -22,29 +25,8 @@ const TASK: CriticalLevel = CriticalLevel::Task;
 const DOMAIN: CriticalLevel = CriticalLevel::AppDomain;
 const PROCESS: CriticalLevel = CriticalLevel::Process;
 
-/// A started manager with no reserves and no waiting, over a fresh simulated space.
-fn host(budget: usize) -> (Arc<SimSpace>, HostMemoryManager) {
-    let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space.clone(), budget)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(Duration::ZERO)
-        .build_started()
-        .unwrap();
-    (space, m)
-}
-
 fn used(m: &HostMemoryManager) -> usize {
     m.stats().budget.used
-}
-
-/// Poll until `cond` holds (for a thread to start waiting); fails after 10 s.
-fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -138,13 +120,7 @@ fn default_policy_has_reserves() {
 }
 
 fn waiting_host(budget: usize, wait: Duration) -> HostMemoryManager {
-    let space = Arc::new(SimSpace::simulated());
-    HostMemoryManager::builder(space, budget)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .process_critical_timeout(wait)
-        .build_started()
-        .unwrap()
+    started(Arc::new(SimSpace::simulated()), budget, wait)
 }
 
 #[test]
