@@ -398,21 +398,31 @@ impl FreeSpace {
         gaps
     }
 
-    fn refresh_at(&mut self, t: u32, key: usize) {
-        let k = self.key(t);
-        if key < k {
-            self.refresh_at(self.nodes[t as usize].left, key);
-        } else if key > k {
-            self.refresh_at(self.nodes[t as usize].right, key);
-        }
-        self.update(t);
-    }
-
     /// Recompute the subtree maxima on the path to chunk `c` after its gaps changed
-    /// (its `own` already right).
+    /// (its `own` already right), from `c` up, stopping at the first maximum that stays
+    /// the same (those above depend on nothing else that changed): usually a level or two
+    /// instead of the whole path.
     fn refresh(&mut self, c: u32) {
         let key = self.key(c);
-        self.refresh_at(self.root, key);
+        let mut path: SmallVec<[u32; 64]> = SmallVec::new();
+        let mut t = self.root;
+        while t != NIL {
+            path.push(t);
+            let k = self.key(t);
+            t = match key.cmp(&k) {
+                std::cmp::Ordering::Less => self.nodes[t as usize].left,
+                std::cmp::Ordering::Greater => self.nodes[t as usize].right,
+                std::cmp::Ordering::Equal => break,
+            };
+        }
+        debug_assert_eq!(path.last(), Some(&c));
+        for &t in path.iter().rev() {
+            let old = self.nodes[t as usize].max;
+            self.update(t);
+            if self.nodes[t as usize].max == old {
+                break;
+            }
+        }
     }
 
     /// The chunk with the greatest key at most `addr`.
