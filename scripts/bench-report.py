@@ -86,6 +86,24 @@ one = median("threads_linux", "1")
 print(f"\nlinux / raw on one thread: {ratio(one, median('threads_raw', '1'))}; "
       f"on two: {ratio(median('threads_linux', '2'), median('threads_raw', '2'))}")
 
+if median("linux_design", "both_1") is not None:
+    print("\n### Linux backend design variants, allocation lifecycle (`linux_design`, wall clock)\n")
+    rows = []
+    for v in ("raw", "plain", "pool", "guard", "both"):
+        one, two = median("linux_design", f"{v}_1"), median("linux_design", f"{v}_2")
+        cpu = median("linux_design", f"cpu_{v}")
+        rows.append([v, ns(one), ns(two), ratio(one, two), ns(cpu), ratio(one, median("linux_design", "raw_1"))])
+    print(table(["variant", "1 thread", "2 threads", "throughput 2 / 1", "CPU per lifecycle", "1 thread / raw"],
+                rows))
+
+if median("heap_mixed_1thread", "host") is not None:
+    print("\n### IHostMalloc heap vs the system allocator, mixed sizes (`heap_mixed_*`)\n")
+    rows = []
+    for g in ("heap_mixed_1thread", "heap_mixed_2threads"):
+        host, system = median(g, "host"), median(g, "system")
+        rows.append([g, ns(system), ns(host), ratio(host, system)])
+    print(table(["workload (20 000 operations)", "system allocator", "IHostMalloc", "host / system"], rows))
+
 notes = os.path.join(root, "notes")
 if os.path.isdir(notes):
     print("\n### Other figures\n")
