@@ -299,6 +299,10 @@ pub const BAD_PROTECTIONS: [u32; 17] = [
     0x03,                                              // NOACCESS | READONLY
 ];
 
+#[cfg(all(target_os = "linux", not(miri)))]
+#[path = "../linux_util/mod.rs"]
+mod linux_util;
+
 /// Linux helpers: windows of address space that are free, and a backend confined to one.
 #[cfg(all(target_os = "linux", not(miri)))]
 pub mod linux {
@@ -438,34 +442,14 @@ pub mod linux {
     pub fn mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
         // /proc/self/maps is read in pieces, so a mapping made by another thread
         // meanwhile can show a line twice or miss one: read until two reads agree.
-        let mut last = read_mappings(range.clone());
+        let mut last = super::linux_util::mappings(range.clone());
         loop {
-            let now = read_mappings(range.clone());
+            let now = super::linux_util::mappings(range.clone());
             if now == last {
                 return now;
             }
             last = now;
         }
-    }
-
-    fn read_mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
-        let text = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-        let mut out: Vec<(usize, usize, String)> = Vec::new();
-        for line in text.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(r), Some(perms)) = (f.next(), f.next()) else { continue };
-            let Some((s, e)) = r.split_once('-') else { continue };
-            let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16)) else { continue };
-            let (s, e) = (s.max(range.start), e.min(range.end));
-            if s >= e {
-                continue;
-            }
-            match out.last_mut() {
-                Some(last) if last.1 == s && last.2 == perms => last.1 = e,
-                _ => out.push((s, e, perms.to_string())),
-            }
-        }
-        out
     }
 }
 
