@@ -554,31 +554,51 @@ typedef struct {
     IHostMalloc *m;
     int seed;
     int refused;
+    pthread_barrier_t *filled;
 } Worker;
+
+/* Allocate a block of the workload's next size into `*slot`, counting refusals. */
+static void take(Worker *w, unsigned x, void **slot)
+{
+    SIZE_T size = (x >> 8) % 64 == 0 ? 3000 + (x >> 12) % 20000 : 1 + (x >> 12) % 2048;
+    HRESULT hr = M(w->m, Alloc, size, eTaskCritical, slot);
+    if (hr == E_OUTOFMEMORY)
+        w->refused++;
+    else if (hr != S_OK)
+        w->refused = -1000000;
+    else
+        memset(*slot, 0xEE, size < 64 ? size : 64);
+}
+
+static unsigned next(unsigned x)
+{
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
 
 static void *churn(void *arg)
 {
     Worker *w = arg;
     void *live[256] = {0};
     unsigned x = (unsigned)w->seed * 2654435761u + 1;
+    /* Every thread fills all its slots before any frees one: together they ask for more
+     * than the budget (about 4 x 300 KiB against 1 MiB) however they are scheduled. */
+    for (int slot = 0; slot < 256; slot++) {
+        x = next(x);
+        take(w, x, &live[slot]);
+    }
+    pthread_barrier_wait(w->filled);
     for (int k = 0; k < 20000; k++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+        x = next(x);
         int slot = (int)(x % 256);
         if (live[slot]) {
             if (M(w->m, Free, live[slot]) != S_OK)
                 w->refused = -1000000;
             live[slot] = NULL;
         } else {
-            SIZE_T size = (x >> 8) % 64 == 0 ? 3000 + (x >> 12) % 20000 : 1 + (x >> 12) % 2048;
-            HRESULT hr = M(w->m, Alloc, size, eTaskCritical, &live[slot]);
-            if (hr == E_OUTOFMEMORY)
-                w->refused++;
-            else if (hr != S_OK)
-                w->refused = -1000000;
-            else
-                memset(live[slot], 0xEE, size < 64 ? size : 64);
+            take(w, x, &live[slot]);
         }
     }
     for (int k = 0; k < 256; k++)
@@ -589,15 +609,17 @@ static void *churn(void *arg)
 
 static void test_concurrent_heap(void)
 {
-    SIZE_T budget = 2 * MB;
+    SIZE_T budget = 1 * MB;
     IHostMemoryManager *h = NULL;
     CHECK_HR(VirtmemCreateHostMemoryManager(budget, &h), S_OK);
     IHostMalloc *m = NULL;
     CHECK_HR(M(h, CreateMalloc, MALLOC_THREADSAFE, &m), S_OK);
     pthread_t t[4];
     Worker w[4];
+    pthread_barrier_t filled;
+    pthread_barrier_init(&filled, NULL, 4);
     for (int k = 0; k < 4; k++) {
-        w[k] = (Worker){m, k + 1, 0};
+        w[k] = (Worker){m, k + 1, 0, &filled};
         pthread_create(&t[k], NULL, churn, &w[k]);
     }
     int refused = 0;
@@ -610,6 +632,7 @@ static void test_concurrent_heap(void)
     /* The default policy lets process-critical requests exceed the budget by the reserves;
      * these are task-critical, so never past the budget itself. */
     CHECK(s.Peak <= budget, "peak %zu within budget %zu", (size_t)s.Peak, (size_t)budget);
+    pthread_barrier_destroy(&filled);
     CHECK(refused > 0, "the budget was contended (%d refusals)", refused);
     CHECK(RELEASE(m) == 0, "heap gone");
     CHECK(stats(h).Used == 0, "every page refunded");
