@@ -404,6 +404,40 @@ fn decommit_with_guard_markers_drops_pages_and_splits_no_mapping() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
+/// Changing the protection of committed pages next to guard-decommitted ones (which
+/// share their kernel mapping) takes the marked pages along rather than splitting the
+/// mapping around them; they stay inaccessible and empty, and recommit normally.
+#[test]
+fn protect_beside_guarded_pages_keeps_them_decommitted_and_splits_no_mapping() {
+    let s = space();
+    let base = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    let page = 4 * KB;
+    s.alloc(base, 2 * page, T::COMMIT, P::READWRITE).unwrap();
+    store(base, 7);
+    store(base + page, 8);
+    s.free(base + page, page, FreeType::DECOMMIT).unwrap();
+    let maps_before = mappings(base..base + 64 * KB).len();
+    for (p, perms) in [(P::READONLY, "r--p"), (P::READWRITE, "rw-p"), (P::EXECUTE_READ, "r-xp")] {
+        s.protect(base, page, p).unwrap();
+        assert_eq!(perms_at(base).as_deref(), Some(perms));
+        assert_eq!(s.query(base + page).unwrap().state, MemState::Reserve);
+        assert_eq!(child_signal(|| touch(base + page)), Some(libc::SIGSEGV), "decommitted page became accessible");
+        assert_eq!(load(base), 7);
+        if s.backend().uses_guard_regions() {
+            assert!(guarded(base + page..base + 2 * page)[0], "the guard marker went away");
+            assert_eq!(mappings(base..base + 64 * KB).len(), maps_before, "{:x?}", mappings(base..base + 64 * KB));
+        }
+    }
+    s.protect(base, page, P::READWRITE).unwrap();
+    s.alloc(base + page, page, T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(load(base + page), 0);
+    store(base + page, 1);
+    assert_eq!(load(base + page), 1);
+    assert_eq!(load(base), 7);
+    assert_eq!(effective_mappings(base..base + 2 * page), vec![(base, base + 2 * page, "rw-p".to_string())]);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
 #[test]
 fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() {
     let s = space();

@@ -521,10 +521,12 @@ impl LinuxBackend {
 
     /// The work of [`Backend::set_access`].
     fn change_access(&self, range: &Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        if from != Access::None && to != Access::None {
+        let accessible = from != Access::None && to != Access::None;
+        let span = if accessible { self.state.lock().widen_over_same_guards(range, from) } else { range.clone() };
+        if accessible && span == *range {
             // Pages the CPU may access are not guard-marked and have the protection
             // `from` (the engine passes the access they have): one mprotect does it,
-            // with no need to read the state first (the engine runs nothing else on
+            // with no need to read their state first (the engine runs nothing else on
             // this reservation meanwhile).
             if let Err(e) = self.protect(range, to) {
                 self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
@@ -547,13 +549,14 @@ impl LinuxBackend {
             let extent = if to == Access::None { st.extent_of(range.start) } else { None };
             let span = match extent {
                 Some((s, x)) => st.widen_over_guards(&range, &(s..x.end)),
-                None => range.clone(),
+                None => span,
             };
             (span.clone(), Self::kernel_runs(&st, &span))
         };
         debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
         let reprotect = runs.iter().any(|(_, k)| k.prot != to);
-        let unguard = to != Access::None && runs.iter().any(|(_, k)| k.guarded);
+        // (Guard-marked neighbours the span was widened over stay marked.)
+        let unguard = to != Access::None && runs.iter().any(|(r, k)| k.guarded && range.contains(&r.start));
         let changed = || runs.iter().filter(|(_, k)| k.prot != to).cloned().collect::<Vec<_>>();
         if reprotect {
             if let Err(e) = self.protect(&span, to) {
@@ -563,7 +566,7 @@ impl LinuxBackend {
             }
         }
         if unguard {
-            if let Err(e) = self.guard(&span, false) {
+            if let Err(e) = self.guard(&range, false) {
                 self.restore(&changed());
                 return Err(errno_error(e));
             }
@@ -575,8 +578,8 @@ impl LinuxBackend {
                 let touched = k.touched || (from == Access::None && to != Access::None);
                 Kernel { prot: to, guarded: false, touched }
             } else {
-                // A guard-marked neighbour: still marked, now under PROT_NONE.
-                Kernel { prot: Access::None, ..k }
+                // A guard-marked neighbour: still marked, now under the new protection.
+                Kernel { prot: to, ..k }
             };
             st.kernel.set(r, entry(k));
         }

@@ -236,6 +236,24 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.map.insert(s, (e, v));
     }
 
+    /// The entries right next to `range`: the one ending at its start and the one
+    /// starting at its end (one walk of the tree).
+    #[allow(clippy::type_complexity)]
+    pub fn neighbours(&self, range: Range<usize>) -> (Option<(Range<usize>, V)>, Option<(Range<usize>, V)>) {
+        let (mut left, mut right) = (None, None);
+        for (&s, &(e, v)) in self.map.range(..=range.end).rev() {
+            if s == range.end {
+                right = Some((s..e, v));
+            } else if e <= range.start {
+                if e == range.start {
+                    left = Some((s..e, v));
+                }
+                break;
+            }
+        }
+        (left, right)
+    }
+
     /// The range containing `addr` and its value.
     pub fn at(&self, addr: usize) -> Option<(Range<usize>, V)> {
         self.map.range(..=addr).next_back().filter(|(_, (e, _))| *e > addr).map(|(&s, &(e, v))| (s..e, v))
@@ -327,6 +345,24 @@ impl State {
                 _ => break,
             }
         }
+        s..e
+    }
+
+    /// `range` (of pages with protection `prot`) widened over the guard-marked runs
+    /// right next to it that have the same protection, inside its live extent. Such
+    /// runs are part of the same kernel mapping: changing their protection along with
+    /// the range (they stay inaccessible) spares the kernel a split and a merge.
+    pub fn widen_over_same_guards(&self, range: &Range<usize>, prot: Access) -> Range<usize> {
+        let (left, right) = self.kernel.neighbours(range.clone());
+        let same =
+            |n: &Option<(Range<usize>, Kernel)>| n.as_ref().filter(|(_, k)| k.guarded && k.prot == prot).cloned();
+        let (left, right) = (same(&left), same(&right));
+        if left.is_none() && right.is_none() {
+            return range.clone();
+        }
+        let Some((xs, x)) = self.extent_of(range.start) else { return range.clone() };
+        let s = left.map_or(range.start, |(r, _)| r.start.max(xs));
+        let e = right.map_or(range.end, |(r, _)| r.end.min(x.end));
         s..e
     }
 
@@ -438,6 +474,17 @@ mod tests {
                 check(&m, &model);
                 for &(qs, ql) in &queries {
                     let q = qs..(qs + ql).min(PAGES);
+                    // The neighbours are the maximal runs of one value that end at the
+                    // query's start and start at its end.
+                    let run_of = |p: usize| {
+                        let v = model[p]?;
+                        let s = (0..=p).rev().take_while(|&i| model[i] == Some(v)).last().unwrap_or(p);
+                        let e = (p..PAGES).take_while(|&i| model[i] == Some(v)).last().unwrap_or(p) + 1;
+                        Some((s..e, v))
+                    };
+                    let left = if q.start == 0 { None } else { run_of(q.start - 1).filter(|(r, _)| r.end == q.start) };
+                    let right = if q.end == PAGES { None } else { run_of(q.end).filter(|(r, _)| r.start == q.end) };
+                    proptest::prop_assert_eq!(m.neighbours(q.clone()), (left, right));
                     let runs = m.runs(q.clone());
                     let mut at = q.start;
                     for (r, v) in &runs {
