@@ -521,37 +521,42 @@ impl LinuxBackend {
 
     /// The work of [`Backend::set_access`].
     fn change_access(&self, range: &Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        let range = range.clone();
         let accessible = from != Access::None && to != Access::None;
-        let span = if accessible { self.state.lock().widen_over_same_guards(range, from) } else { range.clone() };
-        if accessible && span == *range {
+        let (span, runs) = {
+            let st = self.state.lock();
+            let span = if accessible {
+                st.widen_over_same_guards(&range, from)
+            } else if to == Access::None {
+                // Going to PROT_NONE, take the guard-marked pages on either side along:
+                // they are inaccessible whatever their mapping's protection, and giving
+                // them PROT_NONE too lets the kernel merge the whole run into one
+                // mapping instead of splitting around them.
+                match st.extent_of(range.start) {
+                    Some((s, x)) => st.widen_over_guards(&range, &(s..x.end)),
+                    None => range.clone(),
+                }
+            } else {
+                range.clone()
+            };
             // Pages the CPU may access are not guard-marked and have the protection
-            // `from` (the engine passes the access they have): one mprotect does it,
-            // with no need to read their state first (the engine runs nothing else on
-            // this reservation meanwhile).
-            if let Err(e) = self.protect(range, to) {
+            // `from` (the engine passes the access they have): their state need not
+            // be read (the engine runs nothing else on this reservation meanwhile).
+            let runs = (!accessible || span != range).then(|| Self::kernel_runs(&st, &span));
+            (span, runs)
+        };
+        let Some(runs) = runs else {
+            // One mprotect does it.
+            if let Err(e) = self.protect(&range, to) {
                 self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
                 return Err(errno_error(e));
             }
-            self.state.lock().kernel.update(range.clone(), |k| {
+            self.state.lock().kernel.update(range, |k| {
                 let k = k.unwrap_or(FRESH);
                 debug_assert_eq!(k.access(), from, "kernel state disagrees with the engine");
                 entry(Kernel { prot: to, guarded: false, ..k })
             });
             return Ok(());
-        }
-        let range = range.clone();
-        let (span, runs) = {
-            let st = self.state.lock();
-            // Going to PROT_NONE, take the guard-marked pages on either side along:
-            // they are inaccessible whatever their mapping's protection, and giving
-            // them PROT_NONE too lets the kernel merge the whole run into one mapping
-            // instead of splitting around them.
-            let extent = if to == Access::None { st.extent_of(range.start) } else { None };
-            let span = match extent {
-                Some((s, x)) => st.widen_over_guards(&range, &(s..x.end)),
-                None => span,
-            };
-            (span.clone(), Self::kernel_runs(&st, &span))
         };
         debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
         let reprotect = runs.iter().any(|(_, k)| k.prot != to);

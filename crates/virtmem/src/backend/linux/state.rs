@@ -10,6 +10,7 @@ use std::ops::Range;
 use smallvec::SmallVec;
 
 use crate::backend::Access;
+use crate::rules::{round_down, round_up, GRANULE};
 
 /// Pieces of a range with their values, as [`IntervalMap::runs`] returns them: most
 /// ranges meet one to three pieces, kept inline.
@@ -360,10 +361,16 @@ impl State {
         if left.is_none() && right.is_none() {
             return range.clone();
         }
+        // Within the granules the range touches, pages belong to its extent
+        // (extents are whole granules); beyond them, ask where the extent ends.
+        let within = round_down(range.start, GRANULE)..round_up(range.end, GRANULE).unwrap_or(range.end);
+        let s = left.map_or(range.start, |(r, _)| r.start);
+        let e = right.map_or(range.end, |(r, _)| r.end);
+        if s >= within.start && e <= within.end {
+            return s..e;
+        }
         let Some((xs, x)) = self.extent_of(range.start) else { return range.clone() };
-        let s = left.map_or(range.start, |(r, _)| r.start.max(xs));
-        let e = right.map_or(range.end, |(r, _)| r.end.min(x.end));
-        s..e
+        s.max(xs)..e.min(x.end)
     }
 
     /// The live extent containing `addr`.
