@@ -253,6 +253,42 @@ impl<S: virtmem::VirtualSpace> Mem for S {
     }
 }
 
+/// A space over this process's real memory whose pages a benchmark touches with a
+/// plain CPU store, as a program does (the [`VirtualSpace::write`] of any space is a
+/// checked copy: for the Linux backend a `process_vm_writev` system call per call).
+#[cfg(target_os = "linux")]
+pub struct Direct<'a>(pub &'a virtmem::LinuxSpace);
+
+#[cfg(target_os = "linux")]
+impl Mem for Direct<'_> {
+    fn reserve(&self, size: usize) -> usize {
+        self.0.reserve(size)
+    }
+    fn reserve_at(&self, addr: usize, size: usize) {
+        self.0.reserve_at(addr, size)
+    }
+    fn commit(&self, addr: usize, size: usize) {
+        self.0.commit(addr, size)
+    }
+    fn decommit(&self, addr: usize, size: usize) {
+        self.0.decommit(addr, size)
+    }
+    fn release(&self, base: usize, size: usize) {
+        self.0.release(base, size)
+    }
+    fn protect(&self, addr: usize, size: usize, read_only: bool) {
+        Mem::protect(self.0, addr, size, read_only)
+    }
+    fn query(&self, addr: usize) -> usize {
+        Mem::query(self.0, addr)
+    }
+    fn touch(&self, addr: usize) {
+        // SAFETY: the caller has committed `addr` read-write in one of the space's
+        // reservations, which is ordinary memory of this process.
+        unsafe { std::ptr::write_volatile(addr as *mut u8, 1) };
+    }
+}
+
 /// Lay out `n` live 64 KiB reservations 128 KiB apart (a free 64 KiB hole after each),
 /// the first page of each committed read-write when `commit_first` (then each
 /// reservation is two regions and two kernel mappings). Returns their bases.
