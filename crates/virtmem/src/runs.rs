@@ -905,12 +905,6 @@ impl Default for Leaf {
 }
 
 impl Leaf {
-    fn one(base: usize, res: Reservation) -> Box<Leaf> {
-        let mut leaf = Box::<Leaf>::default();
-        leaf.put(0, base, res);
-        leaf
-    }
-
     /// The number of bases at most `addr` (so the floor is at one less): a bisection of
     /// the whole array (a fixed number of steps, which the standard library does without
     /// branches; the unused places hold `usize::MAX` and so sort last).
@@ -1028,6 +1022,8 @@ struct Directory {
     /// Never empty blocks, in order (boxed: inserting a block moves pointers, not blocks).
     #[allow(clippy::vec_box)]
     blocks: Vec<Box<Block>>,
+    /// An empty block kept by [`Directory::clear`] for the next first entry.
+    spare: Option<Box<Block>>,
 }
 
 impl Directory {
@@ -1078,7 +1074,7 @@ impl Directory {
     /// entry), the caller keeping the order.
     fn insert(&mut self, (b, s): Pos, key: usize, id: u32) {
         if self.blocks.is_empty() {
-            let mut blk = Block::empty();
+            let mut blk = self.spare.take().unwrap_or_else(Block::empty);
             (blk.keys[0], blk.ids[0], blk.len) = (key, id, 1);
             self.blocks.push(blk);
             self.firsts.push(key);
@@ -1135,6 +1131,18 @@ impl Directory {
             let mut src = self.blocks.remove(from);
             self.firsts.remove(from);
             src.move_tail(0, &mut self.blocks[to]);
+        }
+    }
+
+    /// Take every entry out, keeping one block's allocation.
+    fn clear(&mut self) {
+        self.firsts.clear();
+        self.blocks.truncate(1);
+        if let Some(mut blk) = self.blocks.pop() {
+            blk.keys.fill(usize::MAX);
+            blk.ids.fill(NIL);
+            blk.len = 0;
+            self.spare = Some(blk);
         }
     }
 
@@ -1200,20 +1208,19 @@ impl Reservations {
         Some(self.leaves[l as usize].rec_mut(i))
     }
 
-    /// Link in `leaf` (not empty) at directory place `at`.
-    fn new_leaf(&mut self, leaf: Box<Leaf>, at: Pos) -> u32 {
-        let key = leaf.bases[0];
-        let l = match self.vacant.pop() {
-            Some(l) => {
-                self.leaves[l as usize] = leaf;
-                l
-            }
-            None => {
-                self.leaves.push(leaf);
-                (self.leaves.len() - 1) as u32
-            }
-        };
-        self.dir.insert(at, key, l);
+    /// An empty leaf: a vacant one if any (vacant leaves are always empty), else a new one.
+    fn fresh_leaf(&mut self) -> u32 {
+        self.vacant.pop().unwrap_or_else(|| {
+            self.leaves.push(Box::default());
+            (self.leaves.len() - 1) as u32
+        })
+    }
+
+    /// A fresh leaf holding only `res` at `base`, linked in at directory place `at`.
+    fn new_leaf(&mut self, base: usize, res: Reservation, at: Pos) -> u32 {
+        let l = self.fresh_leaf();
+        self.leaves[l as usize].put(0, base, res);
+        self.dir.insert(at, base, l);
         l
     }
 
@@ -1228,7 +1235,7 @@ impl Reservations {
             None => match self.dir.first() {
                 Some(p) => (p, self.dir.id(p), 0),
                 None => {
-                    let l = self.new_leaf(Leaf::one(base, res), (0, 0));
+                    let l = self.new_leaf(base, res, (0, 0));
                     self.len += 1;
                     self.last.set((base, l, 0));
                     return None;
@@ -1262,13 +1269,15 @@ impl Reservations {
             }
         }
         if i == 0 || i == LEAF {
-            let n = self.new_leaf(Leaf::one(base, res), if i == 0 { p } else { after });
+            let n = self.new_leaf(base, res, if i == 0 { p } else { after });
             self.last.set((base, n, 0));
             return None;
         }
-        let mut upper = Box::<Leaf>::default();
-        self.leaves[l as usize].move_tail(LEAF / 2, &mut upper);
-        let n = self.new_leaf(upper, after);
+        let n = self.fresh_leaf();
+        let (full, upper) = self.two_leaves(l, n);
+        full.move_tail(LEAF / 2, upper);
+        let key = upper.bases[0];
+        self.dir.insert(after, key, n);
         let (l, i) = if i <= LEAF / 2 { (l, i) } else { (n, i - LEAF / 2) };
         self.leaves[l as usize].put(i, base, res);
         self.last.set((base, l, i as u32));
@@ -1283,9 +1292,13 @@ impl Reservations {
         let leaf = &mut self.leaves[l as usize];
         let res = leaf.take(i);
         if self.len == 0 {
-            self.dir = Directory::default();
-            self.leaves.clear();
+            // Keep one empty leaf and the directory's block for the next reservation (a
+            // space that keeps making and releasing its only reservation would otherwise
+            // allocate and initialise 4 KiB under its lock every time); free the rest.
+            self.dir.clear();
+            self.leaves.truncate(1);
             self.vacant.clear();
+            self.vacant.push(0);
             return Some(res);
         }
         if leaf.len == 0 {
@@ -1320,10 +1333,22 @@ impl Reservations {
     /// Append every entry of leaf `from` (already out of the directory) to leaf `to`,
     /// which has room, and recycle `from`.
     fn absorb(&mut self, to: u32, from: u32) {
-        let mut src = std::mem::take(&mut self.leaves[from as usize]);
-        src.move_tail(0, &mut self.leaves[to as usize]);
-        self.leaves[from as usize] = src;
+        let (dst, src) = self.two_leaves(to, from);
+        src.move_tail(0, dst);
         self.vacant.push(from);
+    }
+
+    /// Leaves `a` and `b` (distinct), both to change.
+    fn two_leaves(&mut self, a: u32, b: u32) -> (&mut Leaf, &mut Leaf) {
+        let (a, b) = (a as usize, b as usize);
+        assert_ne!(a, b, "two distinct leaves");
+        if a < b {
+            let (lo, hi) = self.leaves.split_at_mut(b);
+            (&mut lo[a], &mut hi[0])
+        } else {
+            let (lo, hi) = self.leaves.split_at_mut(a);
+            (&mut hi[0], &mut lo[b])
+        }
     }
 
     /// How many reservations there are.
