@@ -22,7 +22,7 @@ const NOACCESS: Fail = Fail(ERROR_NOACCESS);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Checked by the kernel (`process_vm_readv`/`process_vm_writev` on ourselves).
-    Checked(libc::pid_t),
+    Checked,
     /// Plain copies (the checked system calls are unavailable).
     Direct,
 }
@@ -30,48 +30,22 @@ enum Mode {
 fn mode() -> Mode {
     static MODE: OnceLock<Mode> = OnceLock::new();
     *MODE.get_or_init(|| {
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
         let src = [0x5Au8; 8];
         let mut dst = [0u8; 8];
-        match vm_copy(pid, dst.as_mut_ptr() as usize, src.as_ptr() as usize, 8, false) {
-            Ok(()) if dst == src => Mode::Checked(pid),
+        match vm_copy(dst.as_mut_ptr() as usize, src.as_ptr() as usize, 8, false) {
+            Ok(()) if dst == src => Mode::Checked,
             _ => Mode::Direct,
         }
     })
 }
 
 /// Copy `len` bytes from `remote` to `local` (`write == false`, a read of caller memory)
-/// or from `local` to `remote` (`write == true`), both in our own process, through the
-/// kernel's checked path. Retries after partial progress; fails on the first fault.
-fn vm_copy(pid: libc::pid_t, local: usize, remote: usize, len: usize, write: bool) -> Result<(), i32> {
-    let mut done = 0;
-    while done < len {
-        let l = libc::iovec { iov_base: (local + done) as *mut libc::c_void, iov_len: len - done };
-        let r = libc::iovec { iov_base: (remote + done) as *mut libc::c_void, iov_len: len - done };
-        // SAFETY: the kernel validates the remote range and reports EFAULT instead of
-        // faulting; the local range is a live Rust buffer of `len` bytes that we own
-        // (mutably when the kernel writes into it).
-        let n = unsafe {
-            if write {
-                libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
-            } else {
-                libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
-            }
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EFAULT);
-            if e == libc::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(libc::EFAULT);
-        }
-        done += n as usize;
-    }
-    Ok(())
+/// or from `local` to `remote` (`write == true`), both in this process, through the
+/// kernel's checked path ([`vm::checked_copy`], which also stays right in a forked child).
+fn vm_copy(local: usize, remote: usize, len: usize, write: bool) -> Result<(), i32> {
+    // SAFETY: every caller passes a live Rust buffer of `len` bytes that it owns (mutably
+    // when the kernel writes into it), which cannot overlap the caller's memory at `remote`.
+    unsafe { vm::checked_copy(remote, local as *mut u8, len, write) }.map_err(|(_, e)| e)
 }
 
 /// The calling thread's stack, `[low, high)`, as pthreads reports it (cached per thread);
@@ -130,7 +104,7 @@ pub(crate) fn read_bytes(src: usize, out: &mut [u8]) -> Result<(), Fail> {
         return Ok(());
     }
     match mode() {
-        Mode::Checked(pid) => vm_copy(pid, out.as_mut_ptr() as usize, src, out.len(), false).map_err(|_| NOACCESS),
+        Mode::Checked => vm_copy(out.as_mut_ptr() as usize, src, out.len(), false).map_err(|_| NOACCESS),
         Mode::Direct => {
             // SAFETY: fallback mode without kernel checks: the caller promised (by the C
             // contract of the function) `out.len()` readable bytes at the non-NULL `src`;
@@ -157,7 +131,7 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
         return Ok(());
     }
     match mode() {
-        Mode::Checked(pid) => vm_copy(pid, data.as_ptr() as usize, dst, data.len(), true).map_err(|_| NOACCESS),
+        Mode::Checked => vm_copy(data.as_ptr() as usize, dst, data.len(), true).map_err(|_| NOACCESS),
         Mode::Direct => {
             // SAFETY: fallback mode without kernel checks: the caller promised `data.len()`
             // writable bytes at the non-NULL `dst`, which is not our buffer `data`.
@@ -220,7 +194,35 @@ mod tests {
 
     #[test]
     fn checked_mode_is_available_here() {
-        assert!(matches!(mode(), Mode::Checked(_)), "process_vm_readv on ourselves should work in the test sandbox");
+        assert!(matches!(mode(), Mode::Checked), "process_vm_readv on ourselves should work in the test sandbox");
+    }
+
+    #[test]
+    fn a_forked_child_copies_within_itself() {
+        // A heap buffer (not on the live stack, so the checked path is taken) that the
+        // child overwrites: the child must see its own copy changed, the parent nothing.
+        assert_eq!(mode(), Mode::Checked);
+        let buf: Box<[u8; 64]> = Box::new([1u8; 64]);
+        let at = buf.as_ptr() as usize;
+        // Once before the fork, so that this thread's stack bounds are already cached
+        // (the child then needs no allocation or lock to find them).
+        read_bytes(at, &mut [0u8; 64]).unwrap();
+        // SAFETY: the child only copies memory and exits with `_exit`, touching no lock
+        // another thread of the test harness could hold across the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let ok = write_bytes(at, &[7u8; 64]).is_ok() && buf.iter().all(|&b| b == 7);
+            let mut back = [0u8; 64];
+            let ok = ok && read_bytes(at, &mut back).is_ok() && back == [7u8; 64];
+            // SAFETY: ends the child at once, running no destructor or atexit handler.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child made above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child copied wrongly: {status:#x}");
+        assert!(buf.iter().all(|&b| b == 1), "the parent's memory changed");
     }
 
     #[test]

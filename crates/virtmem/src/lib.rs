@@ -49,7 +49,7 @@ pub use flags::{
 pub use space::{AddressSpace, SpaceStats, VirtualSpace};
 
 #[cfg(all(target_os = "linux", not(miri)))]
-pub use backend::linux::{LinuxBackend, LinuxOptions};
+pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};
 
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;

@@ -1108,10 +1108,31 @@ fn read_forced(address: usize, buf: &mut [u8]) -> Result<(), ()> {
     mem.read_exact_at(buf, address as u64).map_err(|_| ())
 }
 
-/// Copy between `local` and our own memory at `address` with `process_vm_readv` /
-/// `process_vm_writev`: the kernel walks our page tables and reports `EFAULT` (or a
-/// short count) at an inaccessible page, so a bad address is an error, never a crash.
+/// Copy between `local` and our own memory at `address` (see [`checked_copy`]).
 fn copy(address: usize, local: *mut u8, len: usize, write: bool) -> Result<(), BackendError> {
+    // SAFETY: the engine passes a buffer of `len` bytes it owns (mutably for a read).
+    unsafe { checked_copy(address, local, len, write) }.map_err(|(at, e)| match e {
+        libc::EFAULT | libc::ENOMEM => BackendError::Fault(at),
+        e => BackendError::Os(e),
+    })
+}
+
+/// Copy `len` bytes between `local` and this process's memory at `address` — from
+/// `address` into `local` when `write` is false, from `local` to `address` when it is
+/// true — through `process_vm_readv` / `process_vm_writev` on this process: the kernel
+/// walks the page tables and reports `EFAULT` (or a short count) at an inaccessible page,
+/// so a bad `address` is an error, never a crash. Retries after partial progress and
+/// `EINTR`. The process id is asked for on every call, so that a forked child copies
+/// within itself, not within its parent.
+///
+/// On failure returns the first address that could not be copied and the `errno`
+/// (`EFAULT` or `ENOMEM` for an inaccessible page; `EPERM` or `ENOSYS` where the system
+/// calls are forbidden, e.g. by seccomp).
+///
+/// # Safety
+/// `local` must be valid for `len` bytes: readable when `write`, writable otherwise, and
+/// not overlapping `address..address + len`.
+pub unsafe fn checked_copy(address: usize, local: *mut u8, len: usize, write: bool) -> Result<(), (usize, i32)> {
     let mut done = 0;
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -1119,7 +1140,8 @@ fn copy(address: usize, local: *mut u8, len: usize, write: bool) -> Result<(), B
         let l = libc::iovec { iov_base: local.wrapping_add(done) as *mut libc::c_void, iov_len: len - done };
         let r = libc::iovec { iov_base: (address + done) as *mut libc::c_void, iov_len: len - done };
         // SAFETY: the local iovec covers the caller's buffer (readable, and writable
-        // for a read); the remote one is only accessed by the kernel, which checks it.
+        // for a read: the function's contract); the remote one is only accessed by the
+        // kernel, which checks it.
         let n = unsafe {
             if write {
                 libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
@@ -1132,13 +1154,10 @@ fn copy(address: usize, local: *mut u8, len: usize, write: bool) -> Result<(), B
             if e == Errno::INTR {
                 continue;
             }
-            return Err(match e {
-                Errno::FAULT | Errno::NOMEM => BackendError::Fault(address + done),
-                e => BackendError::Os(e.raw_os_error()),
-            });
+            return Err((address + done, e.raw_os_error()));
         }
         if n == 0 {
-            return Err(BackendError::Fault(address + done));
+            return Err((address + done, libc::EFAULT));
         }
         done += n as usize;
     }
