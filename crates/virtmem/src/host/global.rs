@@ -14,15 +14,16 @@ use super::{inside, CriticalLevel};
 /// (`handle_alloc_error`).
 ///
 /// ```no_run
+/// use std::sync::Arc;
 /// use virtmem::host::{HostGlobalAlloc, HostMemoryManager, MallocType};
-/// # fn space() -> std::sync::Arc<dyn virtmem::VirtualSpace> { unimplemented!() }
 ///
 /// #[global_allocator]
 /// static HEAP: HostGlobalAlloc = HostGlobalAlloc::new();
 ///
-/// let host = HostMemoryManager::builder(space(), 256 << 20).build_started().unwrap();
+/// let space = Arc::new(virtmem::LinuxSpace::linux().unwrap());
+/// let host = HostMemoryManager::builder(space, 256 << 20).build_started().unwrap();
 /// let heap = host.create_malloc(MallocType::THREADSAFE).unwrap();
-/// // SAFETY: `space()` is the current process's real memory.
+/// // SAFETY: the space is this process's real memory.
 /// unsafe { HEAP.install(heap) }.unwrap();
 /// let v = vec![0u8; 1 << 20]; // charged to the budget
 /// ```
