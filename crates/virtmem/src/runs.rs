@@ -1471,6 +1471,45 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_index_keeps_one_empty_leaf_and_block_and_works_again() {
+        let rec = |base: usize| Reservation {
+            base,
+            end: base + 16,
+            alloc_protect: Protection::READWRITE,
+            opts: ReserveOptions::default(),
+            physical: false,
+            pages: RunMap::new(base..base + 16, PageState::Reserved),
+            locked: None,
+            committed: 0,
+            busy: false,
+        };
+        let mut r = Reservations::default();
+        // Enough for many leaves of 8 and several directory blocks of 4.
+        for round in 0..2 {
+            for k in 0..100 {
+                assert!(r.insert(k * 32, rec(k * 32)).is_none());
+            }
+            assert!(r.leaves.len() > 10 && r.dir.blocks.len() > 2, "round {round}");
+            for k in (0..100).rev() {
+                assert_eq!(r.remove(&(k * 32)).map(|o| o.base), Some(k * 32));
+            }
+            assert_eq!(r.len(), 0);
+            assert_eq!((r.leaves.len(), r.vacant.as_slice()), (1, &[0][..]));
+            let leaf = &r.leaves[0];
+            assert!(leaf.len == 0 && leaf.recs.iter().all(|x| x.is_none()));
+            assert!(leaf.bases.iter().all(|&b| b == usize::MAX));
+            assert!(r.dir.blocks.is_empty() && r.dir.firsts.is_empty());
+            assert!(r.dir.spare.as_ref().is_some_and(|b| b.len == 0));
+            assert_eq!(r.lookup(5), Lookup::Outside(None));
+        }
+        // And it works again from there.
+        r.insert(64, rec(64));
+        assert_eq!(r.lookup(70), Lookup::Inside(64));
+        assert_eq!(r.lookup(10), Lookup::Outside(Some(64)));
+        assert_eq!(r.iter().map(|(&b, _)| b).collect::<Vec<_>>(), vec![64]);
+    }
+
+    #[test]
     fn freespace_take_give_find() {
         let mut f = FreeSpace::new(0x10000..0x100000);
         assert_eq!(f.find(0x10000, 0x10000, false), Some(0x10000));
@@ -1616,6 +1655,20 @@ mod tests {
                         prop_assert_eq!(r.lookup(a), want, "address {}", a);
                         prop_assert_eq!(r.get(&a).map(|o| o.base), model.get(&a).map(|_| a));
                     }
+                    // Vacant leaves (reused without reinitialising) and the directory's
+                    // spare block are empty; every leaf is either vacant or linked, once.
+                    for &v in &r.vacant {
+                        let leaf = &r.leaves[v as usize];
+                        prop_assert_eq!(leaf.len, 0);
+                        prop_assert!(leaf.bases.iter().all(|&b| b == usize::MAX));
+                        prop_assert!(leaf.recs.iter().all(|x| x.is_none()));
+                    }
+                    if let Some(spare) = &r.dir.spare {
+                        prop_assert!(spare.len == 0 && spare.keys.iter().all(|&k| k == usize::MAX));
+                    }
+                    let mut owners: Vec<u32> = r.dir.ids().chain(r.vacant.iter().copied()).collect();
+                    owners.sort_unstable();
+                    prop_assert_eq!(owners, (0..r.leaves.len() as u32).collect::<Vec<_>>());
                     // No two neighbouring leaves (or directory blocks) are both thin.
                     let ids: Vec<u32> = r.dir.ids().collect();
                     let lens: Vec<usize> = ids.iter().map(|&l| r.leaves[l as usize].len).collect();
