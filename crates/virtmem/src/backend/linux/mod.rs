@@ -30,6 +30,7 @@
 //! fails with `ERROR_NOT_ENOUGH_MEMORY` and changes nothing: `mprotect` is reverted.
 
 mod procfs;
+mod sorted;
 mod state;
 mod sys;
 mod watch;
@@ -199,12 +200,16 @@ enum Pooling {
     IfRoom,
     /// To the pool (its accessible pages were already dropped).
     Always,
-    /// Unmapped (it may still have accessible pages).
-    Never,
 }
 
 /// The kernel state of a page with no entry: inaccessible, unguarded, empty.
 const FRESH: Kernel = Kernel { prot: Access::None, guarded: false, touched: false };
+
+/// The kernel state of a page the CPU may access with `a`: never guard-marked, and
+/// it has been accessible.
+fn granting(a: Access) -> Kernel {
+    Kernel { prot: a, guarded: false, touched: true }
+}
 
 fn entry(k: Kernel) -> Option<Kernel> {
     (k != FRESH).then_some(k)
@@ -463,7 +468,7 @@ impl LinuxBackend {
     /// Drop the witnesses of pages in `range`.
     fn forget_witnesses(&self, range: &Range<usize>) {
         let mut w = self.witnesses.lock();
-        if w.range(range.clone()).next().is_none() {
+        if w.is_empty() || w.range(range.clone()).next().is_none() {
             return;
         }
         let doomed: Vec<usize> = w.range(range.clone()).map(|(&k, _)| k).collect();
@@ -523,6 +528,35 @@ impl LinuxBackend {
     fn change_access(&self, range: &Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
         let range = range.clone();
         let accessible = from != Access::None && to != Access::None;
+        if accessible {
+            // Pages the CPU may access are not guard-marked, have the protection `from`
+            // (the engine passes the access they have) and have been accessible, so
+            // their new state is known without reading the old one, and one `mprotect`
+            // does it, unless a guard-marked run with the same protection lies right
+            // next to the range (see `State::widen_over_same_guards`). The record is
+            // changed first, in the same walk that looks at the neighbours, and put
+            // back should the call fail (the engine runs nothing else on this
+            // reservation meanwhile).
+            let same_guard =
+                |n: &state::Neighbour<Kernel>| n.as_ref().is_some_and(|(_, k)| k.guarded && k.prot == from);
+            let recorded = self.state.lock().kernel.update_unless(
+                range.clone(),
+                |k| {
+                    let k = k.unwrap_or(FRESH);
+                    debug_assert_eq!(k, granting(from), "kernel state disagrees with the engine");
+                    entry(Kernel { prot: to, ..k })
+                },
+                |left, right| same_guard(&left) || same_guard(&right),
+            );
+            if recorded {
+                if let Err(e) = self.protect(&range, to) {
+                    self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
+                    self.state.lock().kernel.set(range, Some(granting(from)));
+                    return Err(errno_error(e));
+                }
+                return Ok(());
+            }
+        }
         let (span, runs) = {
             let st = self.state.lock();
             let span = if accessible {
@@ -539,24 +573,7 @@ impl LinuxBackend {
             } else {
                 range.clone()
             };
-            // Pages the CPU may access are not guard-marked and have the protection
-            // `from` (the engine passes the access they have): their state need not
-            // be read (the engine runs nothing else on this reservation meanwhile).
-            let runs = (!accessible || span != range).then(|| Self::kernel_runs(&st, &span));
-            (span, runs)
-        };
-        let Some(runs) = runs else {
-            // One mprotect does it.
-            if let Err(e) = self.protect(&range, to) {
-                self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
-                return Err(errno_error(e));
-            }
-            self.state.lock().kernel.update(range, |k| {
-                let k = k.unwrap_or(FRESH);
-                debug_assert_eq!(k.access(), from, "kernel state disagrees with the engine");
-                entry(Kernel { prot: to, guarded: false, ..k })
-            });
-            return Ok(());
+            (span.clone(), Self::kernel_runs(&st, &span))
         };
         debug_assert!(from == Access::None || runs.iter().all(|(r, k)| !k.guarded || !r.contains(&range.start)));
         let reprotect = runs.iter().any(|(_, k)| k.prot != to);
@@ -628,15 +645,16 @@ impl LinuxBackend {
         st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
     }
 
-    /// Whether a released `ext` would go to the pool.
-    fn poolable(&self, ext: &Range<usize>) -> bool {
+    /// Whether a released `ext` would go to the pool (`None`: it is not a live extent).
+    fn poolable(&self, ext: &Range<usize>) -> Option<bool> {
         let st = self.state.lock();
-        st.live.get(&ext.start).is_some_and(|x| {
+        let x = st.live.get(ext.start)?;
+        Some(
             !x.write_watch
                 && !x.large
                 && st.pool_bytes + ext.len() <= self.options.pool_bytes
-                && st.pool.len() < POOL_MAX_RANGES
-        })
+                && st.pool.len() < POOL_MAX_RANGES,
+        )
     }
 
     /// Release the live extent `ext`: to the pool after dropping pages that may hold
@@ -644,7 +662,7 @@ impl LinuxBackend {
     fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
         let (touched, poolable) = {
             let st = self.state.lock();
-            let Some(&extent) = st.live.get(&ext.start) else {
+            let Some(extent) = st.live.get(ext.start) else {
                 return Err(BackendError::Os(libc::EINVAL));
             };
             let room = || st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
@@ -653,7 +671,6 @@ impl LinuxBackend {
                 && match pooling {
                     Pooling::IfRoom => room(),
                     Pooling::Always => true,
-                    Pooling::Never => false,
                 };
             if !poolable {
                 // munmap drops everything: the kernel state is not needed.
@@ -666,28 +683,35 @@ impl LinuxBackend {
                 (touched, true)
             }
         };
-        if poolable {
-            for r in &touched {
-                self.drop_pages(r);
-            }
-            let mut st = self.state.lock();
-            // (The state of the extent did not change meanwhile: the engine runs
-            // nothing else on it.)
-            for r in touched {
-                st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
-            }
-            st.live.remove(&ext.start);
-            st.pool.set(ext.clone(), Some(()));
-            st.pool_bytes += ext.len();
-            self.forget_witnesses(&ext);
-            return Ok(());
+        if !poolable {
+            return self.unmap_extent(ext);
         }
+        for r in &touched {
+            self.drop_pages(r);
+        }
+        let mut st = self.state.lock();
+        // (The state of the extent did not change meanwhile: the engine runs
+        // nothing else on it.)
+        for r in touched {
+            st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
+        }
+        st.live.remove(ext.start);
+        st.pool.set(ext.clone(), Some(()));
+        st.pool_bytes += ext.len();
+        drop(st);
+        self.forget_witnesses(&ext);
+        Ok(())
+    }
+
+    /// `munmap` the live extent `ext`, which drops everything (accessible pages, guard
+    /// markers, locks, write tracking), and forget it.
+    fn unmap_extent(&self, ext: Range<usize>) -> Result<(), BackendError> {
         self.gate().map_err(errno_error)?;
         // SAFETY: the engine releases only reservations this backend mapped, and
         // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
         unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
         let mut st = self.state.lock();
-        st.live.remove(&ext.start);
+        st.live.remove(ext.start);
         st.kernel.set(ext.clone(), None);
         drop(st);
         self.forget_witnesses(&ext);
@@ -762,7 +786,7 @@ impl Backend for LinuxBackend {
         };
         let give_back = |pooled: &[Range<usize>], mapped: &[Range<usize>]| {
             let mut st = self.state.lock();
-            st.live.remove(&ext.start);
+            st.live.remove(ext.start);
             for r in pooled.iter().chain(mapped) {
                 st.pool.set(r.clone(), Some(()));
                 st.pool_bytes += r.len();
@@ -797,7 +821,7 @@ impl Backend for LinuxBackend {
                 self.count();
                 // SAFETY: `ext` was mapped just above for this reservation.
                 let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
-                self.state.lock().live.remove(&ext.start);
+                self.state.lock().live.remove(ext.start);
                 return Err(e);
             }
         }
@@ -825,8 +849,10 @@ impl Backend for LinuxBackend {
             return self.release(range, opts);
         }
         let ext = Self::extent(&range);
-        if !self.poolable(&ext) {
-            return self.release_extent(ext, Pooling::Never);
+        match self.poolable(&ext) {
+            None => return Err(BackendError::Os(libc::EINVAL)),
+            Some(false) => return self.unmap_extent(ext),
+            Some(true) => {}
         }
         self.decommit(accessible)?;
         // Pooled even if another release filled the pool meanwhile: nothing may fail now.

@@ -4,11 +4,11 @@
 //! never accessible since last emptied). This is not Win32 bookkeeping: the engine's
 //! page runs say what a page *is*; this says how the kernel was told.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use smallvec::SmallVec;
 
+use super::sorted::{Pos, SortedMap};
 use crate::backend::Access;
 use crate::rules::{round_down, round_up, GRANULE};
 
@@ -16,17 +16,23 @@ use crate::rules::{round_down, round_up, GRANULE};
 /// ranges meet one to three pieces, kept inline.
 pub type Pieces<V> = SmallVec<[(Range<usize>, Option<V>); 4]>;
 
+/// Entries `(start, end, value)` of an [`IntervalMap`] around a change.
+type Window<V> = SmallVec<[(usize, usize, V); 4]>;
+
+/// An entry right next to a range, as [`IntervalMap::update_unless`] shows it.
+pub type Neighbour<V> = Option<(Range<usize>, V)>;
+
 /// A sparse map from page ranges to values; ranges not in the map have no value.
 /// Adjacent ranges with equal values are merged.
 #[derive(Debug)]
 pub struct IntervalMap<V> {
     /// start → (end, value); ranges never overlap.
-    map: BTreeMap<usize, (usize, V)>,
+    map: SortedMap<(usize, V)>,
 }
 
 impl<V> Default for IntervalMap<V> {
     fn default() -> Self {
-        IntervalMap { map: BTreeMap::new() }
+        IntervalMap { map: SortedMap::default() }
     }
 }
 
@@ -42,23 +48,25 @@ impl<V: Copy + Eq> IntervalMap<V> {
         if range.start >= range.end {
             return out;
         }
-        // The entries overlapping `range`, found walking back from its end (entries
-        // are sorted and disjoint, so their ends decrease too).
-        let mut hits: SmallVec<[(usize, usize, V); 4]> = SmallVec::new();
-        for (&s, &(e, v)) in self.map.range(..range.end).rev() {
-            if e <= range.start {
+        let mut at = match self.map.floor(range.start) {
+            Some(p) if self.map.value(p).0 > range.start => Some(p),
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        };
+        let mut cursor = range.start;
+        while let Some(p) = at {
+            let s = self.map.key(p);
+            if s >= range.end {
                 break;
             }
-            hits.push((s, e, v));
-        }
-        let mut cursor = range.start;
-        for &(s, e, v) in hits.iter().rev() {
+            let (e, v) = self.map.value(p);
             if s > cursor {
                 out.push((cursor..s, None));
             }
             let b = e.min(range.end);
             out.push((s.max(cursor)..b, Some(v)));
             cursor = b;
+            at = self.map.next(p);
         }
         if cursor < range.end {
             out.push((cursor..range.end, None));
@@ -69,180 +77,158 @@ impl<V: Copy + Eq> IntervalMap<V> {
     /// Whether any part of `range` has a value.
     #[cfg(test)]
     pub fn any(&self, range: Range<usize>) -> bool {
-        self.map.range(..range.end).next_back().is_some_and(|(_, (e, _))| *e > range.start)
+        self.runs(range).iter().any(|(_, v)| v.is_some())
     }
 
     /// Give every page of `range` the value `v` (`None` removes).
     pub fn set(&mut self, range: Range<usize>, v: Option<V>) {
-        if range.start >= range.end || self.update_within_one(range.start, range.end, |_| v) {
-            return;
-        }
-        self.set_across(range.start, range.end, v);
+        self.update_unless(range, |_| v, |_, _| false);
     }
 
     /// Give every piece of `range` the value `f(its value)`.
     pub fn update(&mut self, range: Range<usize>, f: impl Fn(Option<V>) -> Option<V>) {
-        if range.start >= range.end || self.update_within_one(range.start, range.end, &f) {
-            return;
-        }
-        for (r, old) in self.runs(range) {
-            let new = f(old);
-            if new != old {
-                self.set_across(r.start, r.end, new);
-            }
-        }
+        self.update_unless(range, f, |_, _| false);
     }
 
-    /// [`IntervalMap::update`] when `[start, end)` lies inside one entry or one gap
-    /// (the usual case): one walk of the tree finds that entry and both neighbours,
-    /// values change in place and at most one entry is inserted or removed besides.
-    /// Returns false, having changed nothing, when the range spans several pieces.
-    fn update_within_one(&mut self, start: usize, end: usize, f: impl FnOnce(Option<V>) -> Option<V>) -> bool {
-        // Walking back from `end`: the entry starting at `end` (the right neighbour),
-        // then `p`, the last entry starting before `end`, then the one before it.
-        let mut it = self.map.range_mut(..=end);
-        let mut p = it.next_back();
-        let mut right: Option<(usize, V)> = None;
-        if let Some((&k, &mut (re, rw))) = p {
-            if k == end {
-                right = Some((re, rw));
-                p = it.next_back();
-            }
-        }
-        let joins_right = |v: V| right.is_some_and(|(_, rw)| rw == v);
-        let Some((&ps, pv)) = p else {
-            // Nothing starts before `end`: the range is in a gap with no left neighbour.
-            drop(it);
-            self.fill_gap(start, end, f(None), joins_right);
+    /// [`IntervalMap::update`] unless `veto(left, right)`, where `left` is the entry
+    /// ending at the start of `range` and `right` the one starting at its end: one
+    /// search finds them and the pieces in between, and the change is made in place
+    /// (entries are rewritten where they are; only a change in their number inserts or
+    /// removes). Returns whether the change was made.
+    pub fn update_unless(
+        &mut self,
+        range: Range<usize>,
+        f: impl Fn(Option<V>) -> Option<V>,
+        veto: impl FnOnce(Neighbour<V>, Neighbour<V>) -> bool,
+    ) -> bool {
+        let (start, end) = (range.start, range.end);
+        if start >= end {
             return true;
-        };
-        let (pe, pw) = *pv;
-        if pe <= start {
-            // In the gap after `p`, which is the left neighbour if it ends at `start`.
-            let Some(v) = f(None) else { return true };
-            if pe == start && pw == v {
-                match right {
-                    Some((re, rw)) if rw == v => {
-                        pv.0 = re;
-                        drop(it);
-                        self.map.remove(&end);
-                    }
-                    _ => pv.0 = end,
+        }
+        let floor = self.map.floor(start);
+        // The usual case first: the range is exactly one entry, which takes a new
+        // value that its neighbours (if any touch it) do not have.
+        if let Some(p) = floor {
+            let (e, w) = self.map.value(p);
+            if self.map.key(p) == start && e == end {
+                let left =
+                    self.map.prev(p).map(|q| (self.map.key(q), self.map.value(q))).filter(|(_, (e, _))| *e == start);
+                let right = self.map.next(p).map(|q| (self.map.key(q), self.map.value(q))).filter(|&(s, _)| s == end);
+                if veto(left.map(|(s, (e, v))| (s..e, v)), right.map(|(s, (e, v))| (s..e, v))) {
+                    return false;
                 }
-                return true;
+                match f(Some(w)) {
+                    Some(v) if v == w => return true,
+                    Some(v) if !left.is_some_and(|(_, (_, l))| l == v) && !right.is_some_and(|(_, (_, r))| r == v) => {
+                        self.map.overwrite(p, start, (end, v));
+                        return true;
+                    }
+                    // Merges or a removal: the general way below (the veto said yes).
+                    _ => return self.rewrite(start, end, floor, f, |_, _| false),
+                }
             }
-            drop(it);
-            self.fill_gap(start, end, Some(v), joins_right);
-            return true;
         }
-        if ps > start || pe < end {
+        self.rewrite(start, end, floor, f, veto)
+    }
+
+    /// [`IntervalMap::update_unless`] in general, given `floor`, the position of the
+    /// last entry starting at or before `start`.
+    fn rewrite(
+        &mut self,
+        start: usize,
+        end: usize,
+        floor: Option<Pos>,
+        f: impl Fn(Option<V>) -> Option<V>,
+        veto: impl FnOnce(Neighbour<V>, Neighbour<V>) -> bool,
+    ) -> bool {
+        // The window: every entry overlapping or touching the range.
+        let first = match floor {
+            Some(p) if self.map.value(p).0 >= start => {
+                // An entry starting exactly at `start` may have a left neighbour
+                // ending there.
+                match self.map.prev(p) {
+                    Some(q) if self.map.key(p) == start && self.map.value(q).0 == start => Some(q),
+                    _ => Some(p),
+                }
+            }
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        };
+        let mut old: Window<V> = Window::new();
+        let mut at = first;
+        while let Some(p) = at {
+            let s = self.map.key(p);
+            if s > end {
+                break;
+            }
+            let (e, v) = self.map.value(p);
+            old.push((s, e, v));
+            at = self.map.next(p);
+        }
+        let left = old.first().filter(|x| x.1 == start).map(|&(s, e, v)| (s..e, v));
+        let right = old.last().filter(|x| x.0 == end).map(|&(s, e, v)| (s..e, v));
+        if veto(left, right) {
             return false;
         }
-        // Inside `p`.
-        let v = f(Some(pw));
-        if v == Some(pw) {
+        // The window's new entries, merged.
+        let mut new: Window<V> = Window::new();
+        let mut push = |s: usize, e: usize, v: Option<V>| {
+            let Some(v) = v else { return };
+            match new.last_mut() {
+                Some(last) if last.1 == s && last.2 == v => last.1 = e,
+                _ => new.push((s, e, v)),
+            }
+        };
+        let mut cursor = start;
+        for &(s, e, v) in &old {
+            let gap_end = s.clamp(start, end);
+            if cursor < gap_end {
+                push(cursor, gap_end, f(None));
+                cursor = gap_end;
+            }
+            if s < start {
+                push(s, e.min(start), Some(v));
+            }
+            let (is, ie) = (s.max(start), e.min(end));
+            if is < ie {
+                push(is, ie, f(Some(v)));
+                cursor = ie;
+            }
+            if e > end {
+                push(s.max(end), e, Some(v));
+            }
+        }
+        if cursor < end {
+            push(cursor, end, f(None));
+        }
+        if new == old {
             return true;
         }
-        let (keep_left, keep_right) = (ps < start, pe > end);
-        match v {
-            None => {
-                if keep_left {
-                    pv.0 = start;
-                    drop(it);
-                } else {
-                    drop(it);
-                    self.map.remove(&ps);
-                }
-            }
-            Some(v) => {
-                let new_end = match right {
-                    Some((re, rw)) if rw == v => re,
-                    _ => end,
-                };
-                if keep_left {
-                    pv.0 = start;
-                    drop(it);
-                    self.map.insert(start, (new_end, v));
-                } else {
-                    match it.next_back() {
-                        Some((_, l)) if l.0 == start && l.1 == v => {
-                            l.0 = new_end;
-                            drop(it);
-                            self.map.remove(&start);
-                        }
-                        _ => {
-                            *pv = (new_end, v);
-                            drop(it);
-                        }
-                    }
-                }
-                if new_end != end {
-                    self.map.remove(&end);
-                }
-            }
+        // Rewrite the window's positions in order, then remove what is left of it or
+        // insert what did not fit. (Keys are out of order only until the removals.)
+        let mut at = first;
+        for &(s, e, v) in new.iter().take(old.len()) {
+            let p = at.expect("window position");
+            self.map.overwrite(p, s, (e, v));
+            at = self.map.next(p);
         }
-        if keep_right {
-            self.map.insert(end, (pe, pw));
+        for _ in new.len()..old.len() {
+            at = self.map.remove_at(at.expect("window position"));
+        }
+        for &(s, e, v) in new.iter().skip(old.len()) {
+            self.map.insert(s, (e, v));
         }
         true
     }
 
-    /// Give the gap `[start, end)` the value `v`, joining the entry starting at `end`
-    /// when `joins_right(v)`; the left neighbour is known not to join.
-    fn fill_gap(&mut self, start: usize, end: usize, v: Option<V>, joins_right: impl Fn(V) -> bool) {
-        let Some(v) = v else { return };
-        if joins_right(v) {
-            if let Some((re, _)) = self.map.remove(&end) {
-                self.map.insert(start, (re, v));
-                return;
-            }
-        }
-        self.map.insert(start, (end, v));
-    }
-
-    /// [`IntervalMap::set`] in general: cut the entries overlapping the range out,
-    /// keeping their parts outside it, then insert it, merged with equal neighbours.
-    fn set_across(&mut self, start: usize, end: usize, v: Option<V>) {
-        // The entries overlapping the range, walking back from its end (see `runs`).
-        let touched: SmallVec<[(usize, usize, V); 8]> = self
-            .map
-            .range(..end)
-            .rev()
-            .take_while(|(_, &(e, _))| e > start)
-            .map(|(&s, &(e, val))| (s, e, val))
-            .collect();
-        for &(s, e, val) in &touched {
-            self.map.remove(&s);
-            if s < start {
-                self.map.insert(s, (start, val));
-            }
-            if e > end {
-                self.map.insert(end, (e, val));
-            }
-        }
-        let Some(v) = v else { return };
-        let (mut s, mut e) = (start, end);
-        if let Some((&ps, &(pe, pv))) = self.map.range(..s).next_back() {
-            if pe == s && pv == v {
-                self.map.remove(&ps);
-                s = ps;
-            }
-        }
-        if let Some(&(ne, nv)) = self.map.get(&e) {
-            if nv == v {
-                self.map.remove(&e);
-                e = ne;
-            }
-        }
-        self.map.insert(s, (e, v));
-    }
-
     /// The entries right next to `range`: the one ending at its start and the one
-    /// starting at its end (one walk of the tree).
-    #[allow(clippy::type_complexity)]
-    pub fn neighbours(&self, range: Range<usize>) -> (Option<(Range<usize>, V)>, Option<(Range<usize>, V)>) {
+    /// starting at its end.
+    pub fn neighbours(&self, range: Range<usize>) -> (Neighbour<V>, Neighbour<V>) {
         let (mut left, mut right) = (None, None);
-        for (&s, &(e, v)) in self.map.range(..=range.end).rev() {
+        let mut at = self.map.floor(range.end);
+        while let Some(p) = at {
+            let s = self.map.key(p);
+            let (e, v) = self.map.value(p);
             if s == range.end {
                 right = Some((s..e, v));
             } else if e <= range.start {
@@ -251,13 +237,16 @@ impl<V: Copy + Eq> IntervalMap<V> {
                 }
                 break;
             }
+            at = self.map.prev(p);
         }
         (left, right)
     }
 
     /// The range containing `addr` and its value.
     pub fn at(&self, addr: usize) -> Option<(Range<usize>, V)> {
-        self.map.range(..=addr).next_back().filter(|(_, (e, _))| *e > addr).map(|(&s, &(e, v))| (s..e, v))
+        let p = self.map.floor(addr)?;
+        let (e, v) = self.map.value(p);
+        (e > addr).then(|| (self.map.key(p)..e, v))
     }
 
     /// Number of ranges.
@@ -267,7 +256,13 @@ impl<V: Copy + Eq> IntervalMap<V> {
 
     /// Every range and value.
     pub fn iter(&self) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
-        self.map.iter().map(|(&s, &(e, v))| (s..e, v))
+        self.map.iter().map(|(s, (e, v))| (s..e, v))
+    }
+
+    /// Check the structure (tests).
+    #[cfg(test)]
+    fn check_structure(&self) {
+        self.map.check();
     }
 }
 
@@ -307,7 +302,7 @@ pub struct Extent {
 #[derive(Debug, Default)]
 pub struct State {
     /// Live reservations by the start of their mapped extent.
-    pub live: BTreeMap<usize, Extent>,
+    pub live: SortedMap<Extent>,
     /// Released ranges still mapped (inaccessible, empty), ready for reuse.
     pub pool: IntervalMap<()>,
     /// Bytes in the pool.
@@ -322,9 +317,9 @@ impl State {
     pub fn owned_in(&self, range: Range<usize>) -> Vec<Range<usize>> {
         let mut out: Vec<Range<usize>> =
             self.pool.runs(range.clone()).into_iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r).collect();
-        let first = self.live.range(..=range.start).next_back().filter(|(_, x)| x.end > range.start);
-        let rest = self.live.range(range.start + 1..range.end);
-        for (&s, x) in first.into_iter().chain(rest) {
+        let first = self.extent_of(range.start);
+        let rest = self.live.range(range.start + 1, range.end);
+        for (s, x) in first.into_iter().chain(rest) {
             out.push(s..x.end);
         }
         out.sort_by_key(|r| r.start);
@@ -375,7 +370,9 @@ impl State {
 
     /// The live extent containing `addr`.
     pub fn extent_of(&self, addr: usize) -> Option<(usize, Extent)> {
-        self.live.range(..=addr).next_back().filter(|(_, x)| x.end > addr).map(|(&s, &x)| (s, x))
+        let p = self.live.floor(addr)?;
+        let x = self.live.value(p);
+        (x.end > addr).then(|| (self.live.key(p), x))
     }
 }
 
@@ -438,6 +435,7 @@ mod tests {
 
     /// `m` holds exactly the per-page `model`, as maximal runs.
     fn check(m: &IntervalMap<u8>, model: &[Option<u8>]) {
+        m.check_structure();
         let mut last: Option<(Range<usize>, u8)> = None;
         for (r, v) in m.iter() {
             assert!(r.start < r.end && r.end <= PAGES, "bad entry {r:?}");

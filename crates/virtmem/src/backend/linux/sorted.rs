@@ -1,0 +1,362 @@
+//! An ordered map from `usize` keys to small `Copy` values, kept as a short list of
+//! sorted chunks: a lookup is a binary search over the chunks' first keys (one or two
+//! cache lines) and one inside a chunk of at most [`CAP`] keys stored apart from their
+//! values, so it touches a handful of cache lines where a `BTreeMap` of the same size
+//! walks several nodes. Positions ([`Pos`]) let a caller step to neighbours and change
+//! values in place without searching again.
+
+/// Most entries in a chunk (small under test, so that splits and merges are exercised).
+#[cfg(not(test))]
+const CAP: usize = 64;
+#[cfg(test)]
+const CAP: usize = 8;
+
+/// Where an entry is: valid until the map is next changed other than through
+/// [`SortedMap::overwrite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pos {
+    chunk: usize,
+    slot: usize,
+}
+
+#[derive(Debug)]
+struct Chunk<V> {
+    keys: Vec<usize>,
+    values: Vec<V>,
+}
+
+impl<V> Chunk<V> {
+    fn with(keys: Vec<usize>, values: Vec<V>) -> Self {
+        Chunk { keys, values }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct SortedMap<V> {
+    /// The first key of each chunk; every chunk holds at least one entry.
+    firsts: Vec<usize>,
+    chunks: Vec<Chunk<V>>,
+    len: usize,
+}
+
+impl<V> Default for SortedMap<V> {
+    fn default() -> Self {
+        SortedMap { firsts: Vec::new(), chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<V: Copy> SortedMap<V> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The position of the last entry whose key is at most `key`.
+    #[inline]
+    pub fn floor(&self, key: usize) -> Option<Pos> {
+        let c = self.firsts.partition_point(|&f| f <= key);
+        if c == 0 {
+            return None;
+        }
+        let chunk = c - 1;
+        // At least one key of the chunk (its first) is <= key.
+        let slot = self.chunks[chunk].keys.partition_point(|&k| k <= key) - 1;
+        Some(Pos { chunk, slot })
+    }
+
+    /// The position of the first entry whose key is at least `key`.
+    pub fn ceil(&self, key: usize) -> Option<Pos> {
+        match self.floor(key) {
+            Some(p) if self.key(p) == key => Some(p),
+            Some(p) => self.next(p),
+            None => self.first(),
+        }
+    }
+
+    /// The position of the first entry.
+    pub fn first(&self) -> Option<Pos> {
+        (!self.chunks.is_empty()).then_some(Pos { chunk: 0, slot: 0 })
+    }
+
+    /// The position after `p`.
+    #[inline]
+    pub fn next(&self, p: Pos) -> Option<Pos> {
+        if p.slot + 1 < self.chunks[p.chunk].keys.len() {
+            Some(Pos { chunk: p.chunk, slot: p.slot + 1 })
+        } else if p.chunk + 1 < self.chunks.len() {
+            Some(Pos { chunk: p.chunk + 1, slot: 0 })
+        } else {
+            None
+        }
+    }
+
+    /// The position before `p`.
+    #[inline]
+    pub fn prev(&self, p: Pos) -> Option<Pos> {
+        if p.slot > 0 {
+            Some(Pos { chunk: p.chunk, slot: p.slot - 1 })
+        } else if p.chunk > 0 {
+            Some(Pos { chunk: p.chunk - 1, slot: self.chunks[p.chunk - 1].keys.len() - 1 })
+        } else {
+            None
+        }
+    }
+
+    /// The key at `p`.
+    #[inline]
+    pub fn key(&self, p: Pos) -> usize {
+        self.chunks[p.chunk].keys[p.slot]
+    }
+
+    /// The value at `p`.
+    #[inline]
+    pub fn value(&self, p: Pos) -> V {
+        self.chunks[p.chunk].values[p.slot]
+    }
+
+    /// Replace the entry at `p`. Keys may be out of order for a while (a caller
+    /// rewriting several neighbouring entries in turn), but must be in order again
+    /// before the next search or insertion.
+    pub fn overwrite(&mut self, p: Pos, key: usize, v: V) {
+        let c = &mut self.chunks[p.chunk];
+        c.keys[p.slot] = key;
+        c.values[p.slot] = v;
+        if p.slot == 0 {
+            self.firsts[p.chunk] = key;
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: usize) -> Option<V> {
+        self.floor(key).filter(|&p| self.key(p) == key).map(|p| self.value(p))
+    }
+
+    /// Add an entry for `key`, which must not be in the map yet.
+    pub fn insert(&mut self, key: usize, v: V) {
+        if self.chunks.is_empty() {
+            let mut keys = Vec::with_capacity(CAP + 1);
+            let mut values = Vec::with_capacity(CAP + 1);
+            keys.push(key);
+            values.push(v);
+            self.chunks.push(Chunk::with(keys, values));
+            self.firsts.push(key);
+            self.len = 1;
+            return;
+        }
+        let chunk = self.firsts.partition_point(|&f| f <= key).saturating_sub(1);
+        let c = &mut self.chunks[chunk];
+        let slot = c.keys.partition_point(|&k| k < key);
+        debug_assert!(c.keys.get(slot) != Some(&key), "key {key:#x} already present");
+        c.keys.insert(slot, key);
+        c.values.insert(slot, v);
+        if slot == 0 {
+            self.firsts[chunk] = key;
+        }
+        self.len += 1;
+        if c.keys.len() > CAP {
+            // Split in halves.
+            let half = c.keys.len() / 2;
+            let mut keys = Vec::with_capacity(CAP + 1);
+            let mut values = Vec::with_capacity(CAP + 1);
+            keys.extend_from_slice(&c.keys[half..]);
+            values.extend_from_slice(&c.values[half..]);
+            c.keys.truncate(half);
+            c.values.truncate(half);
+            self.firsts.insert(chunk + 1, keys[0]);
+            self.chunks.insert(chunk + 1, Chunk::with(keys, values));
+        }
+    }
+
+    /// Remove the entry at `p`; returns the position of the entry that followed it.
+    pub fn remove_at(&mut self, p: Pos) -> Option<Pos> {
+        let c = &mut self.chunks[p.chunk];
+        c.keys.remove(p.slot);
+        c.values.remove(p.slot);
+        self.len -= 1;
+        let n = c.keys.len();
+        if n == 0 {
+            self.chunks.remove(p.chunk);
+            self.firsts.remove(p.chunk);
+            return (p.chunk < self.chunks.len()).then_some(Pos { chunk: p.chunk, slot: 0 });
+        }
+        if p.slot == 0 {
+            self.firsts[p.chunk] = c.keys[0];
+        }
+        let mut next = Pos { chunk: p.chunk, slot: p.slot };
+        if n < CAP / 4 {
+            // Join a small chunk with a neighbour when both fit in three quarters of
+            // a chunk, so that chunks stay at least a quarter full on average.
+            if p.chunk + 1 < self.chunks.len() && n + self.chunks[p.chunk + 1].keys.len() <= CAP * 3 / 4 {
+                let right = self.chunks.remove(p.chunk + 1);
+                self.firsts.remove(p.chunk + 1);
+                let c = &mut self.chunks[p.chunk];
+                c.keys.extend_from_slice(&right.keys);
+                c.values.extend_from_slice(&right.values);
+            } else if p.chunk > 0 && n + self.chunks[p.chunk - 1].keys.len() <= CAP * 3 / 4 {
+                let this = self.chunks.remove(p.chunk);
+                self.firsts.remove(p.chunk);
+                let left = &mut self.chunks[p.chunk - 1];
+                next = Pos { chunk: p.chunk - 1, slot: left.keys.len() + p.slot };
+                left.keys.extend_from_slice(&this.keys);
+                left.values.extend_from_slice(&this.values);
+            }
+        }
+        if next.slot < self.chunks[next.chunk].keys.len() {
+            Some(next)
+        } else if next.chunk + 1 < self.chunks.len() {
+            Some(Pos { chunk: next.chunk + 1, slot: 0 })
+        } else {
+            None
+        }
+    }
+
+    /// Remove the entry of `key`, returning its value.
+    pub fn remove(&mut self, key: usize) -> Option<V> {
+        let p = self.floor(key).filter(|&p| self.key(p) == key)?;
+        let v = self.value(p);
+        self.remove_at(p);
+        Some(v)
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (usize, V)> + '_ {
+        self.chunks.iter().flat_map(|c| c.keys.iter().copied().zip(c.values.iter().copied()))
+    }
+
+    /// The entries whose keys lie in `[start, end)`, in key order.
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, V)> + '_ {
+        let mut at = if start < end { self.ceil(start) } else { None };
+        std::iter::from_fn(move || {
+            let p = at?;
+            let k = self.key(p);
+            if k >= end {
+                return None;
+            }
+            at = self.next(p);
+            Some((k, self.value(p)))
+        })
+    }
+
+    /// Check the structure's invariants (tests).
+    #[cfg(test)]
+    pub fn check(&self) {
+        assert_eq!(self.firsts.len(), self.chunks.len());
+        let mut total = 0;
+        let mut last = None;
+        for (f, c) in self.firsts.iter().zip(&self.chunks) {
+            assert!(!c.keys.is_empty() && c.keys.len() <= CAP, "chunk of {}", c.keys.len());
+            assert_eq!(c.keys.len(), c.values.len());
+            assert_eq!(*f, c.keys[0]);
+            for &k in &c.keys {
+                assert!(last.map_or(true, |l| l < k), "keys out of order");
+                last = Some(k);
+            }
+            total += c.keys.len();
+        }
+        assert_eq!(total, self.len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(usize, u32),
+        Remove(usize),
+        /// Remove through the position found by `floor`, checking the successor.
+        RemoveAt(usize),
+        /// Replace the value found by `floor`, in place.
+        Set(usize, u32),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0..200usize, any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            1 => (0..200usize).prop_map(Op::Remove),
+            1 => (0..200usize).prop_map(Op::RemoveAt),
+            1 => (0..200usize, any::<u32>()).prop_map(|(k, v)| Op::Set(k, v)),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 300 }))]
+
+        /// Every operation agrees with a `BTreeMap`, and so do lookups and walks.
+        #[test]
+        fn sorted_map_matches_a_btreemap(ops in proptest::collection::vec(op(), 1..300), probes in proptest::collection::vec(0..210usize, 6)) {
+            let mut m = SortedMap::default();
+            let mut model = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        if let std::collections::btree_map::Entry::Vacant(e) = model.entry(k) {
+                            e.insert(v);
+                            m.insert(k, v);
+                        }
+                    }
+                    Op::Remove(k) => proptest::prop_assert_eq!(m.remove(k), model.remove(&k)),
+                    Op::RemoveAt(k) => {
+                        let p = m.floor(k);
+                        let want = model.range(..=k).next_back().map(|(&k, _)| k);
+                        proptest::prop_assert_eq!(p.map(|p| m.key(p)), want);
+                        if let (Some(p), Some(key)) = (p, want) {
+                            model.remove(&key);
+                            let after = m.remove_at(p);
+                            let want_after = model.range(key..).next().map(|(&k, &v)| (k, v));
+                            proptest::prop_assert_eq!(after.map(|a| (m.key(a), m.value(a))), want_after);
+                        }
+                    }
+                    Op::Set(k, v) => {
+                        if let Some(p) = m.floor(k) {
+                            m.overwrite(p, m.key(p), v);
+                            *model.range_mut(..=k).next_back().unwrap().1 = v;
+                        }
+                    }
+                }
+                m.check();
+                proptest::prop_assert_eq!(m.len(), model.len());
+            }
+            proptest::prop_assert_eq!(m.iter().collect::<Vec<_>>(), model.iter().map(|(&k, &v)| (k, v)).collect::<Vec<_>>());
+            for &q in &probes {
+                proptest::prop_assert_eq!(m.get(q), model.get(&q).copied());
+                proptest::prop_assert_eq!(m.floor(q).map(|p| m.key(p)), model.range(..=q).next_back().map(|(&k, _)| k));
+                proptest::prop_assert_eq!(m.ceil(q).map(|p| m.key(p)), model.range(q..).next().map(|(&k, _)| k));
+                let got: Vec<_> = m.range(q, q + 40).collect();
+                let want: Vec<_> = model.range(q..q + 40).map(|(&k, &v)| (k, v)).collect();
+                proptest::prop_assert_eq!(got, want);
+                // Stepping forward and back from a position visits the neighbours.
+                if let Some(p) = m.floor(q) {
+                    let k = m.key(p);
+                    proptest::prop_assert_eq!(m.next(p).map(|n| m.key(n)), model.range(k + 1..).next().map(|(&k, _)| k));
+                    proptest::prop_assert_eq!(m.prev(p).map(|n| m.key(n)), model.range(..k).next_back().map(|(&k, _)| k));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overwrite_moves_a_key_between_its_neighbours() {
+        let mut m = SortedMap::default();
+        for k in [10, 20, 30, 40, 50, 60] {
+            m.insert(k, k as u32);
+        }
+        m.check();
+        let p = m.floor(30).unwrap();
+        m.overwrite(p, 25, 7);
+        m.check();
+        assert_eq!(m.get(25), Some(7));
+        assert_eq!(m.get(30), None);
+        // The first key of a later chunk.
+        let p = m.floor(50).unwrap();
+        let q = m.prev(p).unwrap();
+        m.overwrite(p, 45, 1);
+        m.check();
+        assert_eq!(m.key(m.next(q).unwrap()), 45);
+        assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![10, 20, 25, 40, 45, 60]);
+    }
+}
