@@ -400,22 +400,32 @@ impl FreeSpace {
 
     /// Recompute the subtree maxima on the path to chunk `c` after its gaps changed
     /// (its `own` already right), from `c` up, stopping at the first maximum that stays
-    /// the same (those above depend on nothing else that changed): usually a level or two
-    /// instead of the whole path.
+    /// the same (those above depend on nothing else that changed): often `c` alone, with
+    /// no descent at all, else a level or two.
     fn refresh(&mut self, c: u32) {
+        // When the chunk's own subtree maximum stays the same, none above it changes
+        // either: no descent (the usual case when a gap shrinks or grows and another
+        // gap of the chunk is as long as the longest was).
+        let old = self.nodes[c as usize].max;
+        self.update(c);
+        if self.nodes[c as usize].max == old {
+            return;
+        }
+        // The ancestors of `c`, from the root down.
         let key = self.key(c);
         let mut path: SmallVec<[u32; 64]> = SmallVec::new();
         let mut t = self.root;
         while t != NIL {
-            path.push(t);
             let k = self.key(t);
-            t = match key.cmp(&k) {
+            let next = match key.cmp(&k) {
                 std::cmp::Ordering::Less => self.nodes[t as usize].left,
                 std::cmp::Ordering::Greater => self.nodes[t as usize].right,
                 std::cmp::Ordering::Equal => break,
             };
+            path.push(t);
+            t = next;
         }
-        debug_assert_eq!(path.last(), Some(&c));
+        debug_assert_eq!(t, c);
         for &t in path.iter().rev() {
             let old = self.nodes[t as usize].max;
             self.update(t);
@@ -928,10 +938,13 @@ impl Leaf {
     /// Insert at `i` (the leaf not full).
     fn put(&mut self, i: usize, base: usize, res: Reservation) {
         let n = self.len;
-        self.bases[i..=n].rotate_right(1);
-        // The first free place moves to position `i`.
-        self.slots[i..=n].rotate_right(1);
+        // (Shifts with `copy_within`, a memmove: `rotate_*` by one place is a slower loop.)
+        self.bases.copy_within(i..n, i + 1);
         self.bases[i] = base;
+        // The first free place moves to position `i`.
+        let free = self.slots[n];
+        self.slots.copy_within(i..n, i + 1);
+        self.slots[i] = free;
         *self.slot(i) = Some(res);
         self.len += 1;
     }
@@ -940,10 +953,12 @@ impl Leaf {
     fn take(&mut self, i: usize) -> Reservation {
         let n = self.len;
         let res = self.slot(i).take().expect("leaf entry");
-        self.bases[i] = usize::MAX;
-        self.bases[i..n].rotate_left(1);
+        self.bases.copy_within(i + 1..n, i);
+        self.bases[n - 1] = usize::MAX;
         // Its place becomes the first free one.
-        self.slots[i..n].rotate_left(1);
+        let freed = self.slots[i];
+        self.slots.copy_within(i + 1..n, i);
+        self.slots[n - 1] = freed;
         self.len -= 1;
         res
     }
@@ -1092,8 +1107,8 @@ impl Directory {
         }
         let blk = &mut self.blocks[b];
         let n = blk.len;
-        blk.keys[s..=n].rotate_right(1);
-        blk.ids[s..=n].rotate_right(1);
+        blk.keys.copy_within(s..n, s + 1);
+        blk.ids.copy_within(s..n, s + 1);
         (blk.keys[s], blk.ids[s]) = (key, id);
         blk.len += 1;
         if s == 0 {
@@ -1106,8 +1121,8 @@ impl Directory {
     fn remove(&mut self, (b, s): Pos) {
         let blk = &mut self.blocks[b];
         let n = blk.len;
-        blk.keys[s..n].rotate_left(1);
-        blk.ids[s..n].rotate_left(1);
+        blk.keys.copy_within(s + 1..n, s);
+        blk.ids.copy_within(s + 1..n, s);
         (blk.keys[n - 1], blk.ids[n - 1]) = (usize::MAX, NIL);
         blk.len -= 1;
         let len = blk.len;

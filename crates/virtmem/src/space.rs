@@ -343,7 +343,7 @@ impl<B: Backend> AddressSpace<B> {
         &self,
         book: MutexGuard<'_, Book>,
         base: usize,
-        steps: Steps,
+        steps: &[Step],
         after: impl FnOnce(&B),
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
@@ -351,7 +351,7 @@ impl<B: Backend> AddressSpace<B> {
         if self.backend.inline_effects() {
             // Nothing to wait for: carry the steps out under the lock.
             let mut book = book;
-            let result = self.run(&steps);
+            let result = self.run(steps);
             if result.is_ok() {
                 after(&self.backend);
             }
@@ -364,7 +364,7 @@ impl<B: Backend> AddressSpace<B> {
             };
         }
         let (mut book, result) = self.outside(book, base, || {
-            let r = self.run(&steps);
+            let r = self.run(steps);
             if r.is_ok() {
                 after(&self.backend);
             }
@@ -419,7 +419,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            steps,
+            &steps,
             |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
@@ -502,7 +502,8 @@ impl<B: Backend> AddressSpace<B> {
         let res = &book.reservations[&base];
         let whole = res.base..res.end;
         let opts = res.opts;
-        let mut steps: Steps = res.locked_runs(whole.clone()).into_iter().map(Step::Unlock).collect();
+        let mut steps = Steps::new();
+        steps.extend(res.locked_runs(whole.clone()).into_iter().map(Step::Unlock));
         let mut accessible = AccessRuns::new();
         for (r, st) in res.pages.runs(whole.clone()) {
             if let PageState::Committed(p) = st {
@@ -518,7 +519,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            steps,
+            &steps,
             |_| {},
             |book| {
                 let res = book.reservations.remove(&base).expect("reservation");
@@ -532,7 +533,8 @@ impl<B: Backend> AddressSpace<B> {
 
     fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
         let res = &book.reservations[&base];
-        let mut steps: Steps = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).collect();
+        let mut steps = Steps::new();
+        steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
         let mut committed = AccessRuns::new();
         let mut freed = 0;
         for (r, st) in res.pages.runs(range.clone()) {
@@ -549,7 +551,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            steps,
+            &steps,
             |_| {},
             |book| {
                 book.committed -= freed;
@@ -688,7 +690,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            steps,
+            &steps,
             |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
@@ -775,7 +777,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            steps,
+            &steps,
             |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");

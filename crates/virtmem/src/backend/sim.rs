@@ -66,6 +66,26 @@ impl Store {
     fn is_watched(&self, addr: usize) -> bool {
         self.watched.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
     }
+
+    /// Drop the data, dirty marks and loss marks of page numbers `pages`. (Most
+    /// discarded ranges hold none of them: each map is checked with one search, or
+    /// none when it is empty, before anything is collected.)
+    fn discard(&mut self, pages: Range<usize>) {
+        if self.pages.range(pages.clone()).next().is_some() {
+            let doomed: Vec<usize> = self.pages.range(pages.clone()).map(|(&k, _)| k).collect();
+            for k in doomed {
+                self.pages.remove(&k);
+            }
+        }
+        for set in [&mut self.dirty, &mut self.lost] {
+            if set.range(pages.clone()).next().is_some() {
+                let doomed: Vec<usize> = set.range(pages.clone()).copied().collect();
+                for k in doomed {
+                    set.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 /// A simulated address space backend. See the module docs.
@@ -131,8 +151,7 @@ impl Backend for SimBackend {
         if opts.write_watch {
             store.watched.remove(&range.start);
         }
-        drop(store);
-        self.discard(range);
+        store.discard(page_numbers(&range));
         Ok(())
     }
 
@@ -143,19 +162,7 @@ impl Backend for SimBackend {
     }
 
     fn discard(&self, range: Range<usize>) {
-        let pages = page_numbers(&range);
-        let mut guard = self.store.lock();
-        let store = &mut *guard;
-        let doomed: Vec<usize> = store.pages.range(pages.clone()).map(|(&k, _)| k).collect();
-        for k in doomed {
-            store.pages.remove(&k);
-        }
-        for set in [&mut store.dirty, &mut store.lost] {
-            let doomed: Vec<usize> = set.range(pages.clone()).copied().collect();
-            for k in doomed {
-                set.remove(&k);
-            }
-        }
+        self.store.lock().discard(page_numbers(&range));
     }
 
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
