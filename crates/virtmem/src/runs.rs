@@ -207,8 +207,9 @@ struct Chunk {
     /// The start of its first gap (kept here so that a descent of the treap does not
     /// touch the gaps).
     key: usize,
-    /// Gaps `(start, end)`, ascending.
-    gaps: Vec<(usize, usize)>,
+    /// Gaps `(start, end)`, ascending. (A ring buffer: taking or adding a gap shifts
+    /// the shorter side, and bottom-up placement takes from the front.)
+    gaps: Gaps,
     /// The longest gap of this chunk.
     own: usize,
     /// How many of its gaps are that long (so that losing one of them needs a rescan
@@ -245,8 +246,11 @@ impl Default for FreeSpace {
     }
 }
 
+/// The gaps of a chunk.
+type Gaps = Vec<(usize, usize)>;
+
 /// The longest of `gaps` and how many are that long.
-fn longest(gaps: &[(usize, usize)]) -> (usize, u32) {
+fn longest(gaps: &Gaps) -> (usize, u32) {
     gaps.iter().fold((0, 0), |(m, n), &(s, e)| match (e - s).cmp(&m) {
         std::cmp::Ordering::Greater => (e - s, 1),
         std::cmp::Ordering::Equal => (m, n + 1),
@@ -348,7 +352,7 @@ impl FreeSpace {
     }
 
     /// A new chunk holding `gaps` (non-empty, lying between existing chunks), linked in.
-    fn new_chunk(&mut self, gaps: Vec<(usize, usize)>) {
+    fn new_chunk(&mut self, gaps: Gaps) {
         // xorshift32: a fixed sequence of priorities.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 17;
@@ -386,7 +390,7 @@ impl FreeSpace {
     }
 
     /// Take chunk `c` out of the treap and free it, returning its gaps.
-    fn drop_chunk(&mut self, c: u32) -> Vec<(usize, usize)> {
+    fn drop_chunk(&mut self, c: u32) -> Gaps {
         let key = self.key(c);
         self.root = self.unlink_at(self.root, key);
         self.vacant.push(c);
@@ -480,6 +484,9 @@ impl FreeSpace {
         if t == NIL || self.nodes[t as usize].max < need {
             return None;
         }
+        if lo == 0 {
+            return Some(self.leftmost_fit(t, need));
+        }
         let n = &self.nodes[t as usize];
         if self.key(t) < lo {
             return self.lowest_chunk(n.right, lo, need);
@@ -491,6 +498,22 @@ impl FreeSpace {
             return Some(t);
         }
         self.lowest_chunk(n.right, lo, need)
+    }
+
+    /// The lowest chunk of subtree `t` (whose maximum is at least `need`) holding a
+    /// gap of `need`: one descent, no recursion (every bottom-up placement starts so).
+    fn leftmost_fit(&self, mut t: u32, need: usize) -> u32 {
+        loop {
+            let n = &self.nodes[t as usize];
+            if self.max_of(n.left) >= need {
+                t = n.left;
+            } else if n.own >= need {
+                return t;
+            } else {
+                // The maximum of `t` is at least `need` and comes from its right.
+                t = n.right;
+            }
+        }
     }
 
     /// The highest chunk of subtree `t` keyed below `hi` holding a gap of `need`.
