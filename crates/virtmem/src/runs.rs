@@ -238,11 +238,21 @@ pub(crate) struct FreeSpace {
     root: u32,
     count: usize,
     seed: u32,
+    /// The chunk where the last placement found its gap: the claim that follows takes
+    /// from it, and [`FreeSpace::locate`] checks it before descending.
+    hint: Cell<u32>,
 }
 
 impl Default for FreeSpace {
     fn default() -> Self {
-        FreeSpace { nodes: Vec::new(), vacant: Vec::new(), root: NIL, count: 0, seed: 0x9E37_79B9 }
+        FreeSpace {
+            nodes: Vec::new(),
+            vacant: Vec::new(),
+            root: NIL,
+            count: 0,
+            seed: 0x9E37_79B9,
+            hint: Cell::new(NIL),
+        }
     }
 }
 
@@ -441,6 +451,13 @@ impl FreeSpace {
 
     /// The chunk with the greatest key at most `addr`.
     fn locate(&self, addr: usize) -> Option<u32> {
+        // Chunks hold consecutive gaps, so a live chunk whose gaps start on both sides
+        // of `addr` (or at it) is the one: no other chunk's key lies in between.
+        if let Some(c) = self.nodes.get(self.hint.get() as usize) {
+            if c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s) {
+                return Some(self.hint.get());
+            }
+        }
         let (mut t, mut best) = (self.root, None);
         while t != NIL {
             if self.key(t) <= addr {
@@ -449,6 +466,9 @@ impl FreeSpace {
             } else {
                 t = self.nodes[t as usize].left;
             }
+        }
+        if let Some(b) = best {
+            self.hint.set(b);
         }
         best
     }
@@ -681,6 +701,7 @@ impl FreeSpace {
                 let gaps = &self.nodes[c as usize].gaps;
                 let i = gaps.partition_point(|&(s, _)| s < lo);
                 if let Some(&g) = gaps[i..].iter().find(|&&(s, e)| e - s >= need) {
+                    self.hint.set(c);
                     return Some(g);
                 }
                 self.key(c) + 1
@@ -688,6 +709,7 @@ impl FreeSpace {
             None => 0,
         };
         let c = self.lowest_chunk(self.root, from, need)?;
+        self.hint.set(c);
         self.nodes[c as usize].gaps.iter().copied().find(|&(s, e)| e - s >= need)
     }
 
@@ -697,9 +719,11 @@ impl FreeSpace {
         let gaps = &self.nodes[c as usize].gaps;
         let i = gaps.partition_point(|&(s, _)| s < hi);
         if let Some(&g) = gaps[..i].iter().rev().find(|&&(s, e)| e - s >= need) {
+            self.hint.set(c);
             return Some(g);
         }
         let c = self.highest_chunk(self.root, self.key(c), need)?;
+        self.hint.set(c);
         self.nodes[c as usize].gaps.iter().rev().copied().find(|&(s, e)| e - s >= need)
     }
 
@@ -1324,12 +1348,20 @@ impl Reservations {
 
     /// Remove the reservation at `base`.
     pub fn remove(&mut self, base: &usize) -> Option<Reservation> {
-        let (p, l, i) = self.floor_pos(*base).filter(|&(_, l, i)| self.leaves[l as usize].bases[i] == *base)?;
+        // The leaf and index (from the last lookup, usually); the directory place only
+        // when the leaf's key or membership changes.
+        let (l, i) = self.slot(*base)?;
         self.last.set((0, NIL, 0));
         self.len -= 1;
         let leaf = &mut self.leaves[l as usize];
         let res = leaf.take(i);
-        if self.len == 0 {
+        let thin = leaf.len < LEAF / 4;
+        if self.len != 0 && (leaf.len == 0 || i == 0 || thin) {
+            // The leaf's key is at most `base`, the next leaf's is greater.
+            let p = self.dir.floor(*base).expect("leaf in the directory");
+            debug_assert_eq!(self.dir.id(p), l);
+            self.restructure(p, l, i);
+        } else if self.len == 0 {
             // Keep one empty leaf and the directory's block for the next reservation (a
             // space that keeps making and releasing its only reservation would otherwise
             // allocate and initialise 4 KiB under its lock every time); free the rest.
@@ -1337,12 +1369,19 @@ impl Reservations {
             self.leaves.truncate(1);
             self.vacant.clear();
             self.vacant.push(0);
-            return Some(res);
         }
+        Some(res)
+    }
+
+    /// After the `i`-th entry of leaf `l` (at directory place `p`) went and others
+    /// remain in the index: unlink the leaf if it is empty, update its key if its first
+    /// entry went, and let a thin leaf join a neighbour.
+    fn restructure(&mut self, p: Pos, l: u32, i: usize) {
+        let leaf = &self.leaves[l as usize];
         if leaf.len == 0 {
             self.dir.remove(p);
             self.vacant.push(l);
-            return Some(res);
+            return;
         }
         let len = leaf.len;
         if i == 0 {
@@ -1365,7 +1404,6 @@ impl Reservations {
                 self.absorb(l, from);
             }
         }
-        Some(res)
     }
 
     /// Append every entry of leaf `from` (already out of the directory) to leaf `to`,
