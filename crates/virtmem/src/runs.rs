@@ -1447,19 +1447,29 @@ impl Reservations {
 
     /// The reservation containing `addr`, or else the base of the next one: one descent.
     pub fn lookup(&self, addr: usize) -> Lookup {
+        match self.find(addr) {
+            Ok(res) => Lookup::Inside(res.base),
+            Err(next) => Lookup::Outside(next),
+        }
+    }
+
+    /// The reservation containing `addr`, or else the base of the next one (as
+    /// [`Reservations::lookup`], handing out the record itself).
+    pub fn find(&self, addr: usize) -> Result<&Reservation, Option<usize>> {
         let Some((p, l, i)) = self.floor_pos(addr) else {
-            return Lookup::Outside(self.dir.first().map(|q| self.dir.key(q)));
+            return Err(self.dir.first().map(|q| self.dir.key(q)));
         };
         let leaf = &self.leaves[l as usize];
         let base = leaf.bases[i];
-        if addr < leaf.rec(i).end {
+        let res = leaf.rec(i);
+        if addr < res.end {
             self.last.set((base, l, i as u32));
-            return Lookup::Inside(base);
+            return Ok(res);
         }
         match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
-            Some(&next) => Lookup::Outside(Some(next)),
+            Some(&next) => Err(Some(next)),
             // The next leaf's key is its first base.
-            None => Lookup::Outside(self.dir.next(p).map(|q| self.dir.key(q))),
+            None => Err(self.dir.next(p).map(|q| self.dir.key(q))),
         }
     }
 }

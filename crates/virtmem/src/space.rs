@@ -575,10 +575,9 @@ impl<B: Backend> AddressSpace<B> {
         }
         let page = rules::round_down(address, PAGE);
         let book = self.book.lock();
-        let next = match book.lookup(page) {
-            Lookup::Outside(next) => next,
-            Lookup::Inside(base) => {
-                let res = &book.reservations[&base];
+        let next = match book.reservations.find(page) {
+            Err(next) => next,
+            Ok(res) => {
                 let (run, st) = res.pages.get(page);
                 let (state, protect) = match st {
                     PageState::Reserved => (MemState::Reserve, Protection::empty()),
