@@ -1221,7 +1221,7 @@ impl Directory {
 /// reservations that is two cache misses where a `BTreeMap` of every base into a slab
 /// of records took five or six. The position of the last lookup is remembered (one
 /// call typically looks the same reservation up several times).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Reservations {
     /// The leaves in order.
     dir: Directory,
@@ -1233,6 +1233,19 @@ pub(crate) struct Reservations {
     len: usize,
     /// The base, leaf and index of the last lookup (checked before use).
     last: Cell<(usize, u32, u32)>,
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Reservations {
+            dir: Directory::default(),
+            leaves: Vec::new(),
+            vacant: Vec::new(),
+            len: 0,
+            // No last lookup (a zero leaf number would name a leaf).
+            last: Cell::new((0, NIL, 0)),
+        }
+    }
 }
 
 impl Reservations {
@@ -1247,7 +1260,10 @@ impl Reservations {
     /// The leaf and index of the reservation at `base`.
     fn slot(&self, base: usize) -> Option<(u32, usize)> {
         let (b, l, i) = self.last.get();
-        if b == base && l != NIL && self.leaves.get(l as usize).is_some_and(|f| f.bases[i as usize] == base) {
+        // Every change that moves an entry either forgets the last lookup or sets it
+        // to the entry it placed, so a match needs no check of the leaf.
+        if b == base && l != NIL {
+            debug_assert_eq!(self.leaves[l as usize].bases[i as usize], base, "stale last lookup");
             return Some((l, i as usize));
         }
         let (_, l, i) = self.floor_pos(base)?;

@@ -311,9 +311,10 @@ impl<B: Backend> AddressSpace<B> {
     fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<usize>) {
         let mut book = self.book.lock();
         loop {
-            match book.containing(addr) {
-                Some(base) if book.reservations[&base].busy => self.idle.wait(&mut book),
-                found => return (book, found),
+            match book.reservations.find(addr).map(|r| (r.base, r.busy)) {
+                Ok((_, true)) => self.idle.wait(&mut book),
+                Ok((base, false)) => return (book, Some(base)),
+                Err(_) => return (book, None),
             }
         }
     }
