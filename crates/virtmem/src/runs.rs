@@ -1528,14 +1528,6 @@ impl Book {
         }
     }
 
-    /// The base of the reservation containing `addr`.
-    pub fn containing(&self, addr: usize) -> Option<usize> {
-        match self.reservations.lookup(addr) {
-            Lookup::Inside(base) => Some(base),
-            Lookup::Outside(_) => None,
-        }
-    }
-
     /// The reservation containing `addr`, or else the base of the next one.
     pub fn lookup(&self, addr: usize) -> Lookup {
         self.reservations.lookup(addr)
