@@ -1651,6 +1651,93 @@ mod tests {
             }
         }
 
+        /// Random takes and gives over `units` granules against a per-granule model:
+        /// the gaps, counts, placement and every invariant of the index after each.
+        fn freespace_run(units: usize, ops: &[(bool, usize, usize, u8)]) -> Result<(), TestCaseError> {
+            // Units are granules; unit 0 and the last are never free (bounds).
+            let g = 0x10000;
+            let mut f = FreeSpace::new(g..(units - 1) * g);
+            let mut free = vec![false; units];
+            free[1..units - 1].fill(true);
+            for &(take, at, len, mode) in ops {
+                let (s, e) = (at.max(1), (at + len).min(units - 1));
+                if s >= e {
+                    continue;
+                }
+                if take {
+                    f.take(&(s * g..e * g));
+                    free[s..e].fill(false);
+                } else {
+                    // Give back the taken stretch starting at `s` (up to `e`), if any.
+                    let e = (s..e).find(|&u| free[u]).unwrap_or(e);
+                    if e > s {
+                        f.give(s * g..e * g);
+                        free[s..e].fill(true);
+                    }
+                }
+                // Gaps are exactly the maximal free stretches.
+                let mut gaps = Vec::new();
+                let mut u = 0;
+                while u < units {
+                    if free[u] {
+                        let s = u;
+                        while u < units && free[u] {
+                            u += 1;
+                        }
+                        gaps.push((s * g, u * g));
+                    } else {
+                        u += 1;
+                    }
+                }
+                prop_assert_eq!(f.gaps(), gaps.clone());
+                prop_assert_eq!(f.count(), gaps.len());
+                prop_assert_eq!(f.largest(), gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0));
+                // Every chunk's longest gap and its count, every subtree maximum; every
+                // chunk in the treap once, every other node vacant and empty.
+                let mut stack = vec![f.root];
+                let mut seen = std::collections::HashSet::new();
+                while let Some(t) = stack.pop() {
+                    if t == NIL {
+                        continue;
+                    }
+                    prop_assert!(seen.insert(t));
+                    let n = &f.nodes[t as usize];
+                    prop_assert!(!n.gaps.is_empty() && n.gaps.len() <= CHUNK);
+                    prop_assert_eq!(n.key, n.gaps[0].0);
+                    prop_assert_eq!((n.own, n.own_n), longest(&n.gaps));
+                    prop_assert_eq!(n.max, n.own.max(f.max_of(n.left)).max(f.max_of(n.right)));
+                    stack.extend([n.left, n.right]);
+                }
+                prop_assert_eq!(seen.len() + f.vacant.len(), f.nodes.len());
+                for &v in &f.vacant {
+                    prop_assert!(f.nodes[v as usize].gaps.is_empty());
+                }
+                // Placement: lowest / highest fitting base, with 64 KiB or 128 KiB alignment.
+                let align = if mode == 2 { 2 * g } else { g };
+                let size = len * g;
+                let lowest = gaps.iter().find_map(|&(s, e)| {
+                    let b = (s + align - 1) & !(align - 1);
+                    (b + size <= e).then_some(b)
+                });
+                let highest = gaps.iter().rev().find_map(|&(s, e)| {
+                    let b = e.checked_sub(size)? & !(align - 1);
+                    (b >= s).then_some(b)
+                });
+                prop_assert_eq!(f.find(size, align, false), lowest);
+                prop_assert_eq!(f.find(size, align, true), highest);
+                // The longest gap, which placement may have to skip every other to reach.
+                if let Some(big) = gaps.iter().map(|&(s, e)| e - s).max() {
+                    let first = gaps.iter().find(|&&(s, e)| e - s == big).map(|&(s, _)| s);
+                    let last = gaps.iter().rev().find(|&&(s, e)| e - s == big).map(|&(s, _)| s);
+                    prop_assert_eq!(f.find(big, g, false), first);
+                    prop_assert_eq!(f.find(big, g, true), last);
+                }
+                let probe = s * g..e * g;
+                prop_assert_eq!(f.contains(&probe), free[s..e].iter().all(|&x| x));
+            }
+            Ok(())
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 300 }))]
 
@@ -1808,67 +1895,29 @@ mod tests {
             fn freespace_matches_model(
                 ops in prop::collection::vec((any::<bool>(), 0..UNITS, 1..12usize, 0..3u8), 1..150)
             ) {
-                // Units are granules; unit 0 and the last are never free (bounds).
-                let g = 0x10000;
-                let mut f = FreeSpace::new(g..(UNITS - 1) * g);
-                let mut free = [false; UNITS];
-                free[1..UNITS - 1].fill(true);
-                for (take, at, len, mode) in ops {
-                    let (s, e) = (at.max(1), (at + len).min(UNITS - 1));
-                    if s >= e {
-                        continue;
-                    }
-                    if take {
-                        f.take(&(s * g..e * g));
-                        free[s..e].fill(false);
-                    } else if free[s..e].iter().all(|&x| !x) {
-                        f.give(s * g..e * g);
-                        free[s..e].fill(true);
-                    }
-                    // Gaps are exactly the maximal free stretches.
-                    let mut gaps = Vec::new();
-                    let mut u = 0;
-                    while u < UNITS {
-                        if free[u] {
-                            let s = u;
-                            while u < UNITS && free[u] {
-                                u += 1;
-                            }
-                            gaps.push((s * g, u * g));
-                        } else {
-                            u += 1;
-                        }
-                    }
-                    prop_assert_eq!(f.gaps(), gaps.clone());
-                    prop_assert_eq!(f.count(), gaps.len());
-                    prop_assert_eq!(f.largest(), gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0));
-                    // Every chunk's longest gap and its count, and every subtree maximum.
-                    let mut stack = vec![f.root];
-                    while let Some(t) = stack.pop() {
-                        if t == NIL {
-                            continue;
-                        }
-                        let n = &f.nodes[t as usize];
-                        prop_assert_eq!((n.own, n.own_n), longest(&n.gaps));
-                        prop_assert_eq!(n.max, n.own.max(f.max_of(n.left)).max(f.max_of(n.right)));
-                        stack.extend([n.left, n.right]);
-                    }
-                    // Placement: lowest / highest fitting base, with 64 KiB or 128 KiB alignment.
-                    let align = if mode == 2 { 2 * g } else { g };
-                    let size = len * g;
-                    let lowest = gaps.iter().find_map(|&(s, e)| {
-                        let b = (s + align - 1) & !(align - 1);
-                        (b + size <= e).then_some(b)
-                    });
-                    let highest = gaps.iter().rev().find_map(|&(s, e)| {
-                        let b = e.checked_sub(size)? & !(align - 1);
-                        (b >= s).then_some(b)
-                    });
-                    prop_assert_eq!(f.find(size, align, false), lowest);
-                    prop_assert_eq!(f.find(size, align, true), highest);
-                    let probe = s * g..e * g;
-                    prop_assert_eq!(f.contains(&probe), free[s..e].iter().all(|&x| x));
-                }
+                freespace_run(UNITS, &ops)?;
+            }
+
+            #[test]
+            fn freespace_with_many_chunks_matches_model(
+                ops in prop::collection::vec((any::<bool>(), 0..1200usize, 1..4usize, 0..3u8), 1..400)
+            ) {
+                // Enough small gaps for dozens of chunks, groups and group summaries, so
+                // that placement must skip some and groups split and merge.
+                freespace_run(1200, &ops)?;
+            }
+
+            #[test]
+            fn freespace_fragmented_then_healed_matches_model(
+                spots in prop::collection::vec((0..1200usize, 1..4usize), 1..300)
+            ) {
+                // Takes cut the space into many chunks and groups; giving the same
+                // stretches back merges gaps, empties chunks and thins groups until
+                // they merge and go.
+                let takes = spots.iter().map(|&(at, len)| (true, at, len, 0u8));
+                let gives = spots.iter().rev().map(|&(at, len)| (false, at, len, 1u8));
+                let ops: Vec<_> = takes.chain(gives).collect();
+                freespace_run(1200, &ops)?;
             }
         }
     }
