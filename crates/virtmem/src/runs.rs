@@ -1625,6 +1625,9 @@ mod tests {
         use proptest::prelude::*;
 
         const UNITS: usize = 80;
+        /// Granules of the free-space tests with many chunks (fewer under Miri, which
+        /// is a thousand times slower; still several chunks and groups of them).
+        const MANY: usize = if cfg!(miri) { 200 } else { 1200 };
 
         fn check_runmap(m: &RunMap<u8>, model: &[u8], base: usize) {
             // Maximal runs, each matching the model, coalesced.
@@ -1900,16 +1903,16 @@ mod tests {
 
             #[test]
             fn freespace_with_many_chunks_matches_model(
-                ops in prop::collection::vec((any::<bool>(), 0..1200usize, 1..4usize, 0..3u8), 1..400)
+                ops in prop::collection::vec((any::<bool>(), 0..MANY, 1..4usize, 0..3u8), 1..400)
             ) {
                 // Enough small gaps for dozens of chunks, groups and group summaries, so
                 // that placement must skip some and groups split and merge.
-                freespace_run(1200, &ops)?;
+                freespace_run(MANY, &ops)?;
             }
 
             #[test]
             fn freespace_fragmented_then_healed_matches_model(
-                spots in prop::collection::vec((0..1200usize, 1..4usize), 1..300)
+                spots in prop::collection::vec((0..MANY, 1..4usize), 1..300)
             ) {
                 // Takes cut the space into many chunks and groups; giving the same
                 // stretches back merges gaps, empties chunks and thins groups until
@@ -1917,7 +1920,7 @@ mod tests {
                 let takes = spots.iter().map(|&(at, len)| (true, at, len, 0u8));
                 let gives = spots.iter().rev().map(|&(at, len)| (false, at, len, 1u8));
                 let ops: Vec<_> = takes.chain(gives).collect();
-                freespace_run(1200, &ops)?;
+                freespace_run(MANY, &ops)?;
             }
         }
     }
