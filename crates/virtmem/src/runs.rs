@@ -1627,7 +1627,9 @@ mod tests {
         const UNITS: usize = 80;
         /// Granules of the free-space tests with many chunks (fewer under Miri, which
         /// is a thousand times slower; still several chunks and groups of them).
-        const MANY: usize = if cfg!(miri) { 200 } else { 1200 };
+        const MANY: usize = if cfg!(miri) { 48 } else { 1200 };
+        /// Most operations of those tests (fewer under Miri).
+        const MANY_OPS: usize = if cfg!(miri) { 24 } else { 400 };
 
         fn check_runmap(m: &RunMap<u8>, model: &[u8], base: usize) {
             // Maximal runs, each matching the model, coalesced.
@@ -1903,7 +1905,7 @@ mod tests {
 
             #[test]
             fn freespace_with_many_chunks_matches_model(
-                ops in prop::collection::vec((any::<bool>(), 0..MANY, 1..4usize, 0..3u8), 1..400)
+                ops in prop::collection::vec((any::<bool>(), 0..MANY, 1..4usize, 0..3u8), 1..MANY_OPS)
             ) {
                 // Enough small gaps for dozens of chunks, groups and group summaries, so
                 // that placement must skip some and groups split and merge.
@@ -1912,7 +1914,7 @@ mod tests {
 
             #[test]
             fn freespace_fragmented_then_healed_matches_model(
-                spots in prop::collection::vec((0..MANY, 1..4usize), 1..300)
+                spots in prop::collection::vec((0..MANY, 1..4usize), 1..MANY_OPS)
             ) {
                 // Takes cut the space into many chunks and groups; giving the same
                 // stretches back merges gaps, empties chunks and thins groups until
