@@ -207,9 +207,8 @@ struct Chunk {
     /// The start of its first gap (kept here so that a descent of the treap does not
     /// touch the gaps).
     key: usize,
-    /// Gaps `(start, end)`, ascending. (A ring buffer: taking or adding a gap shifts
-    /// the shorter side, and bottom-up placement takes from the front.)
-    gaps: Gaps,
+    /// Gaps `(start, end)`, ascending.
+    gaps: Vec<(usize, usize)>,
     /// The longest gap of this chunk.
     own: usize,
     /// How many of its gaps are that long (so that losing one of them needs a rescan
@@ -238,8 +237,8 @@ pub(crate) struct FreeSpace {
     root: u32,
     count: usize,
     seed: u32,
-    /// The chunk where the last placement found its gap: the claim that follows takes
-    /// from it, and [`FreeSpace::locate`] checks it before descending.
+    /// The chunk of the last placement or lookup: the claim that follows a placement
+    /// takes from it, and [`FreeSpace::locate`] checks it before descending.
     hint: Cell<u32>,
 }
 
@@ -256,11 +255,8 @@ impl Default for FreeSpace {
     }
 }
 
-/// The gaps of a chunk.
-type Gaps = Vec<(usize, usize)>;
-
 /// The longest of `gaps` and how many are that long.
-fn longest(gaps: &Gaps) -> (usize, u32) {
+fn longest(gaps: &[(usize, usize)]) -> (usize, u32) {
     gaps.iter().fold((0, 0), |(m, n), &(s, e)| match (e - s).cmp(&m) {
         std::cmp::Ordering::Greater => (e - s, 1),
         std::cmp::Ordering::Equal => (m, n + 1),
@@ -362,7 +358,7 @@ impl FreeSpace {
     }
 
     /// A new chunk holding `gaps` (non-empty, lying between existing chunks), linked in.
-    fn new_chunk(&mut self, gaps: Gaps) {
+    fn new_chunk(&mut self, gaps: Vec<(usize, usize)>) {
         // xorshift32: a fixed sequence of priorities.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 17;
@@ -400,7 +396,7 @@ impl FreeSpace {
     }
 
     /// Take chunk `c` out of the treap and free it, returning its gaps.
-    fn drop_chunk(&mut self, c: u32) -> Gaps {
+    fn drop_chunk(&mut self, c: u32) -> Vec<(usize, usize)> {
         let key = self.key(c);
         self.root = self.unlink_at(self.root, key);
         self.vacant.push(c);
