@@ -944,8 +944,10 @@ fn create(c: &VIRTMEM_HOST_CONFIG) -> Result<*mut IHostMemoryManager, HostError>
     }
     if let Some(f) = c.Reclaim {
         let ctx = c.ReclaimContext as usize;
-        // SAFETY (of the call below): the host's own function and context, given for this.
-        b = b.on_needs_address_space(move |a, s| unsafe { f(ctx as *mut c_void, a as LPVOID, s) } != 0);
+        b = b.on_needs_address_space(move |a, s| {
+            // SAFETY: the host's own function and context, given for this.
+            unsafe { f(ctx as *mut c_void, a as LPVOID, s) != 0 }
+        });
     }
     let mgr = b.build()?;
     if c.dwFlags & VIRTMEM_HOST_NOT_STARTED == 0 {
@@ -1005,8 +1007,8 @@ pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRES
 /// allocated until the last reference to the manager and its heaps is released.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> HRESULT {
-    // SAFETY: as above.
     com(|| {
+        // SAFETY: as above.
         unsafe { ManagerObject::from_this(host) }?.mgr.shutdown();
         Ok(())
     })
@@ -1015,8 +1017,8 @@ pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> H
 /// Abandon this tenant's requests that wait for memory now (`HOST_E_ABANDONED`).
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostCancelWaits(host: *mut IHostMemoryManager) -> HRESULT {
-    // SAFETY: as above.
     com(|| {
+        // SAFETY: as above.
         unsafe { ManagerObject::from_this(host) }?.mgr.cancel_waits();
         Ok(())
     })

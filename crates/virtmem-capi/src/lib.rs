@@ -25,6 +25,7 @@
 //! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`).
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 // The exported functions keep the Win32 names of their parameters.
 #![allow(non_snake_case)]
 // Every export is `unsafe` to call from Rust (it acts on raw memory, as C code does); the

@@ -29,6 +29,7 @@
 //! # Ok::<(), virtmem::Error>(())
 //! ```
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;
 pub mod error;

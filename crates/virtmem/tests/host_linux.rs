@@ -67,6 +67,7 @@ fn memory_of_other_allocators_is_refused_and_left_untouched() {
     assert!(boxed.iter().all(|&b| b == 0x11));
     // SAFETY: still mapped read-write (the calls above were refused).
     assert_eq!(unsafe { *(mapped as *const u8) }, 0x22);
+    // SAFETY: as above.
     unsafe { *(mapped as *mut u8) = 0x23 };
     // SAFETY: unmapping our own mapping.
     assert_eq!(unsafe { libc::munmap(mapped as *mut libc::c_void, 4 * P) }, 0);

@@ -535,6 +535,7 @@ impl Heap {
             shard = self.shards[si].0.lock();
             // SAFETY: `fresh` is unowned and was taken out of the pool by this thread.
             let slab = unsafe { &*fresh.0 };
+            // SAFETY: as just said: unowned and taken out of the pool by this thread.
             let d = unsafe { Heap::slab_data(slab) };
             init_slab(d, c);
             slab.owner.store(((si as u32) << 8) | c as u32, Ordering::Release);

@@ -237,9 +237,9 @@ impl Pagemap {
                 category_anyof_mask: q.anyof,
                 return_mask: q.ret,
             };
-            // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to
-            // `vec_len` writable page_region entries that outlive the call.
             let n = loop {
+                // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to
+                // `vec_len` writable page_region entries that outlive the call.
                 match unsafe { sys::ioctl(file.as_fd(), sys::PAGEMAP_SCAN, &mut arg) } {
                     Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
                     r => break r?,
