@@ -12,7 +12,9 @@
 //!
 //! Memory per live reservation is printed as a `note:` line. `VIRTMEM_PROFILE=<op>`
 //! instead runs 10^5 of one operation at 10^6 reservations without criterion, for
-//! `valgrind --tool=callgrind --toggle-collect='*profile_run*'`.
+//! `valgrind --tool=callgrind --toggle-collect='*profile_run*'`; with
+//! `VIRTMEM_PROFILE_HOT=1`, batches of 256 on 1024 neighbouring reservations, as
+//! `sim1e6hot_<op>` (not for the reserve operations).
 
 mod common;
 
@@ -213,10 +215,48 @@ fn profile(op: &str) {
     let n: usize = std::env::var("VIRTMEM_PROFILE_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(MILLION);
     let sim = virtmem::SimSpace::simulated();
     let bases = populate(&sim, n, true);
-    let pick = Rng::new(3).distinct(100_000.min(n), n);
-    let t = common::thread_cpu();
-    profile_run(op, &sim, &bases, &pick);
-    println!("{op}: {:.1} ns/op (CPU time)", (common::thread_cpu() - t).as_nanos() as f64 / pick.len() as f64);
+    let t;
+    let calls;
+    if std::env::var_os("VIRTMEM_PROFILE_HOT").is_some() {
+        // As `sim1e6hot_<op>`: batches of 256 distinct calls among 1024 neighbouring
+        // reservations, each batch undone (outside `profile_run`) before the next.
+        let hot = &bases[n / 2..n / 2 + 1024.min(n / 2)];
+        let mut rng = Rng::new(3);
+        let mut spent = std::time::Duration::ZERO;
+        let rounds = 400;
+        for _ in 0..rounds {
+            let pick = rng.distinct(256.min(hot.len()), hot.len());
+            let t = common::thread_cpu();
+            profile_run(op, &sim, hot, &pick);
+            spent += common::thread_cpu() - t;
+            profile_undo(op, &sim, hot, &pick);
+        }
+        calls = rounds * 256.min(hot.len());
+        t = spent;
+    } else {
+        let pick = Rng::new(3).distinct(100_000.min(n), n);
+        let start = common::thread_cpu();
+        profile_run(op, &sim, &bases, &pick);
+        t = common::thread_cpu() - start;
+        calls = pick.len();
+    }
+    println!("{op}: {:.1} ns/op (CPU time)", t.as_nanos() as f64 / calls as f64);
+}
+
+/// Undo what [`profile_run`] did (as `bench_ops` does between batches).
+#[inline(never)]
+fn profile_undo(op: &str, m: &dyn Mem, bases: &[usize], pick: &[usize]) {
+    match op {
+        "reserve" | "reserve_skip" => panic!("VIRTMEM_PROFILE_HOT is for per-reservation operations, not {op}"),
+        "commit" => pick.iter().for_each(|&i| m.decommit(bases[i] + PAGE, PAGE)),
+        "decommit" => pick.iter().for_each(|&i| m.commit(bases[i], PAGE)),
+        "protect" => pick.iter().for_each(|&i| m.protect(bases[i], PAGE, false)),
+        "release" => pick.iter().for_each(|&i| {
+            m.reserve_at(bases[i], GRANULE);
+            m.commit(bases[i], PAGE);
+        }),
+        _ => {}
+    }
 }
 
 criterion_group! { name = benches; config = common::criterion(); targets = sim_million, query_1e5, tib }

@@ -125,6 +125,29 @@ impl<V: Copy + Eq> RunMap<V> {
         Runs { inner, range, map_end: self.end }
     }
 
+    /// Call `f` on each run intersecting `range`, clipped to it, in address order: what
+    /// [`RunMap::runs`] yields, without an iterator's state between the runs (a release
+    /// or decommit visits every run this way).
+    pub fn for_each_run(&self, range: Range<usize>, mut f: impl FnMut(Range<usize>, V)) {
+        if range.start >= range.end {
+            return;
+        }
+        match &self.store {
+            Store::Few(few) => {
+                let i = few.partition_point(|&(k, _)| k <= range.start).max(1) - 1;
+                let few = &few[i..];
+                for (j, &(start, v)) in few.iter().enumerate() {
+                    if start >= range.end {
+                        break;
+                    }
+                    let end = few.get(j + 1).map_or(self.end, |&(k, _)| k);
+                    f(start.max(range.start)..end.min(range.end), v);
+                }
+            }
+            Store::Many(_) => self.runs(range).for_each(|(r, v)| f(r, v)),
+        }
+    }
+
     /// Give every address of `range` the value `v`, coalescing with neighbours.
     pub fn set(&mut self, range: Range<usize>, v: V) {
         let (s, e) = (range.start, range.end);
@@ -240,6 +263,18 @@ pub(crate) struct FreeSpace {
     /// The chunk of the last placement or lookup: the claim that follows a placement
     /// takes from it, and [`FreeSpace::locate`] checks it before descending.
     hint: Cell<u32>,
+    /// The chunk last found by a descent for an address in each 1 MiB window (indexed
+    /// by the window's number modulo [`FINGERS`]): calls on neighbouring memory, which
+    /// is what programs mostly make, skip the descent. Checked before use, as `hint`.
+    fingers: [Cell<u32>; FINGERS],
+}
+
+/// How many windows [`FreeSpace`] remembers a chunk for.
+const FINGERS: usize = 256;
+
+/// The finger of `addr`: its 1 MiB window, modulo [`FINGERS`].
+fn finger_of(addr: usize) -> usize {
+    (addr >> 20) % FINGERS
 }
 
 impl Default for FreeSpace {
@@ -251,6 +286,7 @@ impl Default for FreeSpace {
             count: 0,
             seed: 0x9E37_79B9,
             hint: Cell::new(NIL),
+            fingers: [const { Cell::new(NIL) }; FINGERS],
         }
     }
 }
@@ -449,9 +485,13 @@ impl FreeSpace {
     fn locate(&self, addr: usize) -> Option<u32> {
         // Chunks hold consecutive gaps, so a live chunk whose gaps start on both sides
         // of `addr` (or at it) is the one: no other chunk's key lies in between.
-        if let Some(c) = self.nodes.get(self.hint.get() as usize) {
-            if c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s) {
-                return Some(self.hint.get());
+        let holds = |t: u32| {
+            self.nodes.get(t as usize).is_some_and(|c| c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s))
+        };
+        let finger = &self.fingers[finger_of(addr)];
+        for t in [self.hint.get(), finger.get()] {
+            if holds(t) {
+                return Some(t);
             }
         }
         let (mut t, mut best) = (self.root, None);
@@ -465,6 +505,7 @@ impl FreeSpace {
         }
         if let Some(b) = best {
             self.hint.set(b);
+            finger.set(b);
         }
         best
     }
@@ -1756,6 +1797,13 @@ mod tests {
                     for (r, rv) in m.runs(base + s..base + e) {
                         prop_assert!(r.start >= base + s && r.end <= base + e);
                         prop_assert!(model[r.start - base..r.end - base].iter().all(|&x| x == rv));
+                    }
+                    // And `for_each_run` visits exactly what `runs` yields, whole and
+                    // clipped (to a range from the previous edit, so often partial runs).
+                    for q in [base..base + UNITS, base + s / 2..base + (e + UNITS) / 2] {
+                        let mut seen = Vec::new();
+                        m.for_each_run(q.clone(), |r, v| seen.push((r, v)));
+                        prop_assert_eq!(seen, m.runs(q).collect::<Vec<_>>());
                     }
                 }
             }

@@ -503,24 +503,31 @@ impl<B: Backend> AddressSpace<B> {
         let res = &book.reservations[&base];
         let whole = res.base..res.end;
         let opts = res.opts;
-        let mut steps = Steps::new();
-        steps.extend(res.locked_runs(whole.clone()).into_iter().map(Step::Unlock));
+        let locked = res.locked_runs(whole.clone());
         let mut accessible = AccessRuns::new();
-        for (r, st) in res.pages.runs(whole.clone()) {
+        res.pages.for_each_run(whole.clone(), |r, st| {
             if let PageState::Committed(p) = st {
                 let from = rules::access_of(p);
                 if from != Access::None {
                     accessible.push((r, from));
                 }
             }
-        }
+        });
         // One backend operation: it may drop accessible pages in the same stroke as
         // it gives the range up, rather than make them inaccessible first.
-        steps.push(Step::Release(whole, opts, accessible));
+        let release = Step::Release(whole, opts, accessible);
+        // (Usually nothing is locked: then the plan is that one step, not a vector.)
+        let with_unlocks: Steps;
+        let steps = if locked.is_empty() {
+            std::slice::from_ref(&release)
+        } else {
+            with_unlocks = locked.into_iter().map(Step::Unlock).chain([release.clone()]).collect();
+            &with_unlocks
+        };
         self.finish(
             book,
             base,
-            &steps,
+            steps,
             |_| {},
             |book| {
                 let res = book.reservations.remove(&base).expect("reservation");
@@ -538,12 +545,12 @@ impl<B: Backend> AddressSpace<B> {
         steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
         let mut committed = AccessRuns::new();
         let mut freed = 0;
-        for (r, st) in res.pages.runs(range.clone()) {
+        res.pages.for_each_run(range.clone(), |r, st| {
             if let PageState::Committed(p) = st {
                 freed += r.len();
                 committed.push((r, rules::access_of(p)));
             }
-        }
+        });
         if !committed.is_empty() {
             // One atomic backend operation that makes the runs inaccessible and drops
             // them, so that a backend can do both at once (and undo its own partial work).
