@@ -159,6 +159,19 @@ impl<V: Copy + Eq> RunMap<V> {
                 // Runs starting in [s, e] are replaced by at most two: `v` at `s` (unless
                 // the run before already has it) and what was at `e` (unless it is `v`).
                 let lo = few.partition_point(|&(k, _)| k < s);
+                // The usual case first: `range` is exactly the run at `lo` and neither
+                // neighbour has `v`, so the run just takes the new value.
+                let runs = few.as_mut_slice();
+                if runs.get(lo).is_some_and(|&(k, _)| k == s) {
+                    let next = runs.get(lo + 1).copied();
+                    if next.map_or(self.end, |(k, _)| k) == e
+                        && next.map_or(true, |(_, n)| n != v)
+                        && (lo == 0 || runs[lo - 1].1 != v)
+                    {
+                        runs[lo].1 = v;
+                        return;
+                    }
+                }
                 let hi = few.partition_point(|&(k, _)| k <= e);
                 let after = if e < self.end { Some(few[hi - 1].1) } else { None };
                 let before = lo.checked_sub(1).map(|i| few[i].1);
@@ -1798,6 +1811,13 @@ mod tests {
                         prop_assert!(r.start >= base + s && r.end <= base + e);
                         prop_assert!(model[r.start - base..r.end - base].iter().all(|&x| x == rv));
                     }
+                    // Giving a whole run a new value (the in-place case of `set` when
+                    // neither neighbour has it, the general one when one does).
+                    let (run, rv) = m.get(base + s);
+                    let nv = (rv + 1 + (a % 2) as u8) % 3;
+                    m.set(run.clone(), nv);
+                    model[run.start - base..run.end - base].fill(nv);
+                    check_runmap(&m, &model, base);
                     // And `for_each_run` visits exactly what `runs` yields, whole and
                     // clipped (to a range from the previous edit, so often partial runs).
                     for q in [base..base + UNITS, base + s / 2..base + (e + UNITS) / 2] {

@@ -469,6 +469,47 @@ fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() 
     assert!(s.backend().stats().pooled_bytes >= MB);
 }
 
+/// The usual release (one accessible run, nothing else holding data) takes one system
+/// call; with data elsewhere too (committed pages made inaccessible) it takes the
+/// general way, which drops that data as well. Either way the range is pooled empty
+/// and inaccessible, and reads zero when reused.
+#[test]
+fn a_release_drops_every_page_whichever_way_it_goes() {
+    let s = space();
+    if !s.backend().uses_guard_regions() {
+        return;
+    }
+    for data_elsewhere in [false, true] {
+        let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+        s.alloc(base, 192 * KB, T::COMMIT, P::READWRITE).unwrap();
+        store(base, 1);
+        store(base + 128 * KB, 3);
+        if data_elsewhere {
+            // Committed, holding data, inaccessible: not part of the accessible run.
+            s.protect(base + 128 * KB, 64 * KB, P::NOACCESS).unwrap();
+        }
+        let before = s.backend().stats();
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+        let after = s.backend().stats();
+        if !data_elsewhere {
+            assert_eq!(after.syscalls, before.syscalls + 1, "one MADV_GUARD_INSTALL");
+        }
+        assert_eq!(after.reservations + 1, before.reservations);
+        assert_eq!(s.query(base).unwrap().state, MemState::Free);
+        if !mappings(base..base + MB).is_empty() {
+            assert!(resident(base..base + MB).iter().all(|&r| !r), "data_elsewhere: {data_elsewhere}");
+        }
+        assert_eq!(child_signal(|| touch(base)), Some(libc::SIGSEGV));
+        // Reused: every page reads zero, the guard-marked run included.
+        let again = s.alloc(base, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+        assert_eq!(again, base);
+        assert_eq!((load(base), load(base + 64 * KB), load(base + 128 * KB)), (0, 0, 0));
+        store(base, 5);
+        assert_eq!(load(base), 5);
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+    }
+}
+
 #[test]
 fn a_collision_reports_exactly_the_foreign_mapping() {
     use virtmem::backend::{Backend, BackendError, ReserveOptions};

@@ -51,6 +51,9 @@ use state::{Extent, Kernel, State};
 /// The kernel state of the pieces of a range (see [`LinuxBackend::kernel_runs`]).
 type KernelRuns = SmallVec<[(Range<usize>, Kernel); 4]>;
 
+/// A few ranges, inline.
+type Ranges = SmallVec<[Range<usize>; 2]>;
+
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
 use crate::rules::{round_down, round_up, GRANULE, PAGE};
 
@@ -657,6 +660,63 @@ impl LinuxBackend {
         )
     }
 
+    /// The usual release of a reservation with one accessible run and nothing else that
+    /// may hold data, in one system call and two short holds of the state lock: guard
+    /// markers on the run (`MADV_GUARD_INSTALL` drops its pages and makes it fault in
+    /// one stroke, without splitting the mapping), then the whole extent to the pool.
+    /// What the general way ([`Backend::decommit`] then [`LinuxBackend::release_extent`])
+    /// would do, without its searches and collections. `None` when it does not apply
+    /// (no guard regions, not poolable, the run too long, other data to drop) or the
+    /// markers could not be installed (then removed again): nothing has changed and
+    /// the general way takes over.
+    fn release_by_guard(
+        &self,
+        ext: &Range<usize>,
+        run: &Range<usize>,
+        from: Access,
+    ) -> Option<Result<(), BackendError>> {
+        if !self.uses_guard_regions() || from == Access::None || run.len() > GUARD_MAX {
+            return None;
+        }
+        {
+            let st = self.state.lock();
+            let x = st.live.get(ext.start)?;
+            let room = st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
+            if x.write_watch || x.large || !room {
+                return None;
+            }
+            // The run is as the engine says (accessible, so never marked), and no
+            // other page of the extent may hold data that would need dropping.
+            let plain = st.kernel.runs(ext.clone()).iter().all(|(piece, k)| {
+                let k = k.unwrap_or(FRESH);
+                if piece.start < run.end && run.start < piece.end {
+                    run.start <= piece.start && piece.end <= run.end && k.prot == from && !k.guarded
+                } else {
+                    !k.touched
+                }
+            });
+            if !plain {
+                return None;
+            }
+        }
+        if self.guard(run, true).is_err() {
+            self.count();
+            // SAFETY: removing markers from our own run only makes its (empty) pages
+            // accessible again, as they were.
+            let _ = unsafe { sys::madvise_raw(run.start, run.len(), sys::MADV_GUARD_REMOVE) };
+            return None;
+        }
+        let mut st = self.state.lock();
+        // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
+        st.kernel.set(run.clone(), Some(Kernel { prot: from, guarded: true, touched: false }));
+        st.live.remove(ext.start);
+        st.pool.set(ext.clone(), Some(()));
+        st.pool_bytes += ext.len();
+        drop(st);
+        self.forget_witnesses(ext);
+        Some(Ok(()))
+    }
+
     /// Release the live extent `ext`: to the pool after dropping pages that may hold
     /// data, or with `munmap`, which drops everything, accessible pages included.
     fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
@@ -775,8 +835,9 @@ impl Backend for LinuxBackend {
         let (mut pooled, mut holes) = {
             let mut st = self.state.lock();
             let runs = st.pool.runs(ext.clone());
-            let pooled: Vec<Range<usize>> = runs.iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r.clone()).collect();
-            let holes: Vec<Range<usize>> = runs.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| r.clone()).collect();
+            // (Inline vectors: a reservation is usually one pooled piece or one hole.)
+            let pooled: Ranges = runs.iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r.clone()).collect();
+            let holes: Ranges = runs.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| r.clone()).collect();
             for r in &pooled {
                 st.pool.set(r.clone(), None);
                 st.pool_bytes -= r.len();
@@ -805,9 +866,9 @@ impl Backend for LinuxBackend {
                 self.state.lock().kernel.set(r, None);
                 pooled.pop();
             }
-            holes = vec![ext.clone()];
+            holes = smallvec::smallvec![ext.clone()];
         }
-        let mut mapped = Vec::new();
+        let mut mapped = Ranges::new();
         for h in holes {
             if let Err(e) = self.map_new(&h, &ext, opts.large_pages) {
                 // What was mapped so far is fresh, inaccessible and empty: pool it.
@@ -849,6 +910,11 @@ impl Backend for LinuxBackend {
             return self.release(range, opts);
         }
         let ext = Self::extent(&range);
+        if let [(run, from)] = accessible {
+            if let Some(done) = self.release_by_guard(&ext, run, *from) {
+                return done;
+            }
+        }
         match self.poolable(&ext) {
             None => return Err(BackendError::Os(libc::EINVAL)),
             Some(false) => return self.unmap_extent(ext),
