@@ -127,6 +127,17 @@ impl<V: Copy + Eq> IntervalMap<V> {
                     _ => return self.rewrite(start, end, floor, f, |_, _| false),
                 }
             }
+            // The next usual case: the range holds no entry, the entry before it ends
+            // right at its start and the range takes that entry's value, and nothing
+            // starts right at its end: the entry grows over the range.
+            if e == start && self.map.next(p).map_or(true, |q| self.map.key(q) > end) && f(None) == Some(w) {
+                let key = self.map.key(p);
+                if veto(Some((key..start, w)), None) {
+                    return false;
+                }
+                self.map.overwrite(p, key, (end, w));
+                return true;
+            }
         }
         self.rewrite(start, end, floor, f, veto)
     }
