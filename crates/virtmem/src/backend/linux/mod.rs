@@ -685,17 +685,19 @@ impl LinuxBackend {
             if x.write_watch || x.large || !room {
                 return None;
             }
-            // The run is as the engine says (accessible, so never marked), and no
-            // other page of the extent may hold data that would need dropping.
-            let plain = st.kernel.runs(ext.clone()).iter().all(|(piece, k)| {
-                let k = k.unwrap_or(FRESH);
+            // The run is as the engine says (accessible, so never marked: covered by
+            // entries granting `from`), and no other page of the extent may hold data
+            // that would need dropping (pages without an entry never do).
+            let mut covered = 0;
+            let plain = st.kernel.entries_in(ext.clone()).all(|(piece, k)| {
                 if piece.start < run.end && run.start < piece.end {
+                    covered += piece.len();
                     run.start <= piece.start && piece.end <= run.end && k.prot == from && !k.guarded
                 } else {
                     !k.touched
                 }
             });
-            if !plain {
+            if !plain || covered != run.len() {
                 return None;
             }
         }

@@ -265,6 +265,22 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.map.len()
     }
 
+    /// The entries overlapping `range`, clipped to it, in order (gaps left out): what
+    /// [`IntervalMap::runs`] yields with a value, without collecting.
+    pub fn entries_in(&self, range: Range<usize>) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
+        let mut at = match self.map.floor(range.start) {
+            Some(p) if self.map.value(p).0 > range.start => Some(p),
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        };
+        std::iter::from_fn(move || {
+            let p = at.filter(|&p| range.start < range.end && self.map.key(p) < range.end)?;
+            at = self.map.next(p);
+            let (e, v) = self.map.value(p);
+            Some((self.map.key(p).max(range.start)..e.min(range.end), v))
+        })
+    }
+
     /// Every range and value.
     pub fn iter(&self) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
         self.map.iter().map(|(s, (e, v))| (s..e, v))
@@ -502,6 +518,9 @@ mod tests {
                     let right = if q.end == PAGES { None } else { run_of(q.end).filter(|(r, _)| r.start == q.end) };
                     proptest::prop_assert_eq!(m.neighbours(q.clone()), (left, right));
                     let runs = m.runs(q.clone());
+                    let entries: Vec<_> = m.entries_in(q.clone()).collect();
+                    let valued: Vec<_> = runs.iter().filter_map(|(r, v)| v.map(|v| (r.clone(), v))).collect();
+                    proptest::prop_assert_eq!(entries, valued);
                     let mut at = q.start;
                     for (r, v) in &runs {
                         proptest::prop_assert_eq!(r.start, at);
