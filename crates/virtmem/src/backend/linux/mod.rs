@@ -774,7 +774,7 @@ impl LinuxBackend {
         unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
         let mut st = self.state.lock();
         st.live.remove(ext.start);
-        st.kernel.set(ext.clone(), None);
+        st.kernel.clear(ext.clone());
         drop(st);
         self.forget_witnesses(&ext);
         Ok(())
@@ -841,7 +841,7 @@ impl Backend for LinuxBackend {
             let pooled: Ranges = runs.iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r.clone()).collect();
             let holes: Ranges = runs.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| r.clone()).collect();
             for r in &pooled {
-                st.pool.set(r.clone(), None);
+                st.pool.clear(r.clone());
                 st.pool_bytes -= r.len();
             }
             st.live.insert(ext.start, extent);
@@ -865,7 +865,7 @@ impl Backend for LinuxBackend {
                     give_back(&pooled, &[]);
                     return Err(errno_error(e));
                 }
-                self.state.lock().kernel.set(r, None);
+                self.state.lock().kernel.clear(r);
                 pooled.pop();
             }
             holes = smallvec::smallvec![ext.clone()];

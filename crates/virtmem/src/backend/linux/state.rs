@@ -85,6 +85,32 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.update_unless(range, |_| v, |_, _| false);
     }
 
+    /// `set(range, None)`: removes the entries inside `range`, each in place, unless an
+    /// entry crosses one of its ends (then the general way, which splits it).
+    pub fn clear(&mut self, range: Range<usize>) {
+        let (start, end) = (range.start, range.end);
+        if start >= end {
+            return;
+        }
+        let mut at = match self.map.floor(start) {
+            Some(p) if self.map.value(p).0 > start => Some(p),
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        };
+        while let Some(p) = at {
+            let (s, (e, _)) = (self.map.key(p), self.map.value(p));
+            if s >= end {
+                return;
+            }
+            if s < start || e > end {
+                // Crosses an end. (Entries already removed were wholly inside: the
+                // general way finds the rest as it would have.)
+                return self.set(range, None);
+            }
+            at = self.map.remove_at(p);
+        }
+    }
+
     /// Give every piece of `range` the value `f(its value)`.
     pub fn update(&mut self, range: Range<usize>, f: impl Fn(Option<V>) -> Option<V>) {
         self.update_unless(range, f, |_, _| false);
@@ -499,6 +525,9 @@ mod tests {
                     };
                     m.update(start..end, f);
                     model[start..end].iter_mut().for_each(|x| *x = f(*x));
+                } else if v.is_none() && len % 2 == 0 {
+                    m.clear(start..end);
+                    model[start..end].fill(None);
                 } else {
                     m.set(start..end, v);
                     model[start..end].fill(v);
