@@ -250,6 +250,11 @@ struct Chunk {
     /// How many of its gaps are that long (so that losing one of them needs a rescan
     /// only when it was the last).
     own_n: u32,
+    /// At least as long as every gap but one of the longest (so at least `own` when
+    /// `own_n > 1`): when the one longest gap shrinks and stays longer than this, it is
+    /// still the longest, without a rescan (placement carving reservations off the
+    /// front of a chunk's big gap does that on every call).
+    bound: usize,
     /// The longest gap of this subtree.
     max: usize,
     left: u32,
@@ -304,13 +309,19 @@ impl Default for FreeSpace {
     }
 }
 
-/// The longest of `gaps` and how many are that long.
-fn longest(gaps: &[(usize, usize)]) -> (usize, u32) {
-    gaps.iter().fold((0, 0), |(m, n), &(s, e)| match (e - s).cmp(&m) {
-        std::cmp::Ordering::Greater => (e - s, 1),
-        std::cmp::Ordering::Equal => (m, n + 1),
-        std::cmp::Ordering::Less => (m, n),
-    })
+/// The longest of `gaps`, how many are that long, and the longest of the others once
+/// one of the longest is set aside (the longest again when there are several).
+fn longest(gaps: &[(usize, usize)]) -> (usize, u32, usize) {
+    let (mut m, mut n, mut second) = (0, 0, 0);
+    for &(s, e) in gaps {
+        let l = e - s;
+        match l.cmp(&m) {
+            std::cmp::Ordering::Greater => (m, n, second) = (l, 1, m),
+            std::cmp::Ordering::Equal => (n, second) = (n + 1, m),
+            std::cmp::Ordering::Less => second = second.max(l),
+        }
+    }
+    (m, n, second)
 }
 
 impl FreeSpace {
@@ -412,8 +423,8 @@ impl FreeSpace {
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 17;
         self.seed ^= self.seed << 5;
-        let (own, own_n) = longest(&gaps);
-        let chunk = Chunk { key: gaps[0].0, gaps, own, own_n, max: own, left: NIL, right: NIL, prio: self.seed };
+        let (own, own_n, bound) = longest(&gaps);
+        let chunk = Chunk { key: gaps[0].0, gaps, own, own_n, bound, max: own, left: NIL, right: NIL, prio: self.seed };
         let n = match self.vacant.pop() {
             Some(i) => {
                 self.nodes[i as usize] = chunk;
@@ -655,24 +666,33 @@ impl FreeSpace {
         let chunk = &mut self.nodes[c as usize];
         // A new key keeps the chunk's place in the order, so the path to it is the same.
         chunk.key = chunk.gaps[0].0;
-        if gained > chunk.own {
-            // Longer than any other (so than the lost one).
-            (chunk.own, chunk.own_n) = (gained, 1);
+        let own = chunk.own;
+        if gained > own {
+            // Longer than any other (so than the lost one), all at most the old longest.
+            (chunk.own, chunk.own_n, chunk.bound) = (gained, 1, own);
+        } else if lost != 0 && lost == own && chunk.own_n == 1 && gained != own {
+            // The one longest gap went, or shrank to `gained`: that is the longest now
+            // if longer than every other gap (those are at most `bound`); else rescan.
+            if gained > chunk.bound {
+                chunk.own = gained;
+            } else {
+                (chunk.own, chunk.own_n, chunk.bound) = longest(&chunk.gaps);
+            }
         } else {
-            if gained != 0 && gained == chunk.own {
+            if gained != 0 && gained == own {
                 chunk.own_n += 1;
             }
-            if lost != 0 && lost == chunk.own {
-                if chunk.own_n == 1 {
-                    (chunk.own, chunk.own_n) = longest(&chunk.gaps);
-                } else {
-                    chunk.own_n -= 1;
-                }
+            if lost != 0 && lost == own {
+                // (Not the last of that length: handled above.)
+                chunk.own_n -= 1;
             }
+            // Any other gap that came is shorter than `lost`, so at most `bound`
+            // already unless `lost` was the one longest (handled above).
+            chunk.bound = chunk.bound.max(gained);
         }
         if chunk.gaps.len() > CHUNK {
             let upper = chunk.gaps.split_off(CHUNK / 2);
-            (chunk.own, chunk.own_n) = longest(&chunk.gaps);
+            (chunk.own, chunk.own_n, chunk.bound) = longest(&chunk.gaps);
             self.refresh(c);
             self.new_chunk(upper);
             return;
@@ -682,14 +702,17 @@ impl FreeSpace {
         if len < CHUNK / 4 {
             if let Some(n) = self.next_chunk(self.key(c)) {
                 if len + self.nodes[n as usize].gaps.len() <= CHUNK * 3 / 4 {
-                    let (own, own_n) = (self.nodes[n as usize].own, self.nodes[n as usize].own_n);
+                    let (own, own_n, bound) =
+                        (self.nodes[n as usize].own, self.nodes[n as usize].own_n, self.nodes[n as usize].bound);
                     let moved = self.drop_chunk(n);
                     let chunk = &mut self.nodes[c as usize];
                     chunk.gaps.extend(moved);
                     match own.cmp(&chunk.own) {
-                        std::cmp::Ordering::Greater => (chunk.own, chunk.own_n) = (own, own_n),
-                        std::cmp::Ordering::Equal => chunk.own_n += own_n,
-                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Greater => {
+                            (chunk.own, chunk.own_n, chunk.bound) = (own, own_n, bound.max(chunk.own));
+                        }
+                        std::cmp::Ordering::Equal => (chunk.own_n, chunk.bound) = (chunk.own_n + own_n, own),
+                        std::cmp::Ordering::Less => chunk.bound = chunk.bound.max(own),
                     }
                     self.refresh(c);
                 }
@@ -1759,7 +1782,13 @@ mod tests {
                     let n = &f.nodes[t as usize];
                     prop_assert!(!n.gaps.is_empty() && n.gaps.len() <= CHUNK);
                     prop_assert_eq!(n.key, n.gaps[0].0);
-                    prop_assert_eq!((n.own, n.own_n), longest(&n.gaps));
+                    let (own, own_n, _) = longest(&n.gaps);
+                    prop_assert_eq!((n.own, n.own_n), (own, own_n));
+                    // Every gap but one of the longest is at most `bound`.
+                    let mut lens: Vec<usize> = n.gaps.iter().map(|&(s, e)| e - s).collect();
+                    lens.sort_unstable();
+                    lens.pop();
+                    prop_assert!(lens.iter().all(|&l| l <= n.bound), "bound {} below a gap", n.bound);
                     prop_assert_eq!(n.max, n.own.max(f.max_of(n.left)).max(f.max_of(n.right)));
                     stack.extend([n.left, n.right]);
                 }
