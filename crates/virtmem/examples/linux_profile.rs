@@ -14,6 +14,11 @@
 //! lays them out (a 64 KiB hole after each, the holes pooled, so the pool is full and a
 //! release unmaps; a reserve there is carved off the holes that 256 releases leave).
 //! Without it they are made one after another and a release is pooled.
+//!
+//! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
+//! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
+//! the bookkeeping adds to a call, without the difference in layout that the `ops`
+//! benchmark's separate `raw` mappings have.
 
 use std::hint::black_box;
 use virtmem::{AllocationType as T, FreeType, LinuxSpace, Protection as P};
@@ -48,6 +53,45 @@ fn timed(op: &str, s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<()> {
     Ok(())
 }
 
+/// This thread's CPU time, in nanoseconds.
+fn cpu_ns() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
+}
+
+/// Nanoseconds per protect call through the space, and per bare `mprotect` on the same
+/// pages, in a fixed shuffled order.
+fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)> {
+    let mut order: Vec<usize> = (0..bases.len()).collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let t = cpu_ns();
+    for &i in &order {
+        s.protect(bases[i], PAGE, P::READONLY)?;
+        s.protect(bases[i], PAGE, P::READWRITE)?;
+    }
+    let ours = (cpu_ns() - t) / (2 * order.len()) as f64;
+    let t = cpu_ns();
+    for &i in &order {
+        // SAFETY: the page is committed read-write in one of `s`'s reservations, and
+        // is put back to read-write, as the space records it.
+        unsafe {
+            libc::mprotect(bases[i] as *mut libc::c_void, PAGE, libc::PROT_READ);
+            libc::mprotect(bases[i] as *mut libc::c_void, PAGE, libc::PROT_READ | libc::PROT_WRITE);
+        }
+    }
+    let raw = (cpu_ns() - t) / (2 * order.len()) as f64;
+    Ok((ours, raw))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let op = args.next().ok_or("usage: linux_profile <op> [bench-layout]")?;
@@ -67,6 +111,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
         s.write(b, &[1])?;
         bases.push(b);
+    }
+    if op == "protect-vs-raw" {
+        for round in 0..5 {
+            let (ours, raw) = protect_vs_raw(&s, &bases)?;
+            println!("round {round}: protect {ours:.0} ns, bare mprotect {raw:.0} ns, ratio {:.2}", ours / raw);
+        }
+        return Ok(());
     }
     if op == "reserve" {
         // Make room: 256 reservations released (unmapped, or pooled), 256 reserves.
