@@ -397,7 +397,7 @@ impl<B: Backend> AddressSpace<B> {
         let to = rules::access_of(eff);
         let mut steps = Steps::new();
         let mut newly = 0;
-        for (r, st) in res.pages.runs(range.clone()) {
+        res.pages.for_each_run(range.clone(), |r, st| {
             let from = match st {
                 PageState::Reserved => {
                     newly += r.len();
@@ -408,7 +408,7 @@ impl<B: Backend> AddressSpace<B> {
             if from != to {
                 steps.push(Step::Access(r, from, to));
             }
-        }
+        });
         if let Some(limit) = book.commit_limit {
             // Recommitting committed pages charges nothing, so it never hits the limit.
             if newly > 0 && book.committed + newly > limit {
@@ -680,18 +680,20 @@ impl<B: Backend> AddressSpace<B> {
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
         let mut old = None;
+        let mut reserved = false;
         let mut steps = Steps::new();
-        for (r, st) in res.pages.runs(range.clone()) {
-            match st {
-                PageState::Reserved => return Err((Error::InvalidAddress, Some(Protection::NOACCESS))),
-                PageState::Committed(p) => {
-                    old.get_or_insert(p);
-                    let from = rules::access_of(p);
-                    if from != to {
-                        steps.push(Step::Access(r, from, to));
-                    }
+        res.pages.for_each_run(range.clone(), |r, st| match st {
+            PageState::Reserved => reserved = true,
+            PageState::Committed(p) => {
+                old.get_or_insert(p);
+                let from = rules::access_of(p);
+                if from != to {
+                    steps.push(Step::Access(r, from, to));
                 }
             }
+        });
+        if reserved {
+            return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
         }
         let old = old.unwrap_or(Protection::NOACCESS);
         self.finish(
