@@ -1879,7 +1879,7 @@ mod tests {
 
             #[test]
             fn reservations_match_model(
-                ops in prop::collection::vec((0..4u8, 0..UNITS, 1..4usize), 1..300)
+                ops in prop::collection::vec((0..4u8, 0..UNITS, 1..4usize), 1..if cfg!(miri) { 120 } else { 300 })
             ) {
                 // Reservations of 1..4 units (each unit 16 addresses) at unit-aligned
                 // bases, against a map of base → end; leaves of 8 under test.
@@ -1926,7 +1926,9 @@ mod tests {
                     let rev: Vec<usize> = r.values().rev().map(|o| o.base).collect();
                     prop_assert_eq!(rev, model.keys().rev().copied().collect::<Vec<_>>());
                     // Every address: inside the floor reservation, or else the next base.
-                    for a in (0..(UNITS + 4) * u).step_by(5) {
+                    // (Every fifth address; under Miri every 23rd, which still meets each
+                    // unit of 16 at a different offset.)
+                    for a in (0..(UNITS + 4) * u).step_by(if cfg!(miri) { 23 } else { 5 }) {
                         let want = match model.range(..=a).next_back() {
                             Some((&b, &e)) if a < e => Lookup::Inside(b),
                             _ => Lookup::Outside(model.range(a + 1..).next().map(|(&b, _)| b)),
