@@ -510,6 +510,43 @@ fn a_release_drops_every_page_whichever_way_it_goes() {
     }
 }
 
+/// The pool's cap on separate ranges does not refuse a release next to a pooled range:
+/// it merges into that range (here joining the holes on both sides into one), so it is
+/// kept mapped and reused rather than unmapped, with the kernel splitting a mapping the
+/// pool shares with it.
+#[test]
+fn a_release_next_to_pooled_ranges_is_pooled_even_at_the_cap() {
+    let s = space();
+    const N: usize = 300; // more holes than the pool keeps separate ranges (256)
+    let g = 64 * KB;
+    let span = s.alloc(0, 2 * N * g, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(span, 0, FreeType::RELEASE).unwrap();
+    for i in 0..N {
+        assert_eq!(s.alloc(span + 2 * i * g, g, T::RESERVE, P::NOACCESS).unwrap(), span + 2 * i * g);
+    }
+    // Every hole is a pooled range of its own: the pool is past its cap.
+    let before = s.backend().stats();
+    assert!(before.pooled_ranges >= 256, "{before:?}");
+    let b = span + 2 * 100 * g;
+    s.alloc(b, 4096, T::COMMIT, P::READWRITE).unwrap();
+    store(b, 9);
+    s.free(b, 0, FreeType::RELEASE).unwrap();
+    let after = s.backend().stats();
+    // Joined with the holes on both sides: one range fewer, and the extent still mapped
+    // (inaccessible, its page dropped).
+    assert_eq!(after.pooled_ranges + 1, before.pooled_ranges);
+    assert_eq!(after.pooled_bytes, before.pooled_bytes + g);
+    assert!(!mappings(b..b + g).is_empty());
+    assert!(resident(b..b + g).iter().all(|&r| !r));
+    assert_eq!(child_signal(|| touch(b)), Some(libc::SIGSEGV));
+    // Reused in place, reading zero.
+    assert_eq!(s.alloc(b, g, T::RESERVE | T::COMMIT, P::READWRITE).unwrap(), b);
+    assert_eq!(load(b), 0);
+    for i in 0..N {
+        s.free(span + 2 * i * g, 0, FreeType::RELEASE).unwrap();
+    }
+}
+
 #[test]
 fn a_collision_reports_exactly_the_foreign_mapping() {
     use virtmem::backend::{Backend, BackendError, ReserveOptions};

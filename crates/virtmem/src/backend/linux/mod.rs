@@ -68,7 +68,9 @@ const HUGE_PAGE: usize = 2 << 20;
 /// whole run (4 KiB per 2 MiB); beyond this, `mprotect` is cheaper to keep.
 const GUARD_MAX: usize = 16 << 20;
 
-/// The most separate ranges the pool keeps (each is at least one kernel mapping).
+/// The most separate ranges the pool keeps (each is at least one kernel mapping). A
+/// release next to a pooled range merges into it and adds none, so the cap never
+/// refuses it.
 const POOL_MAX_RANGES: usize = 256;
 
 /// Tuning of a [`LinuxBackend`].
@@ -648,16 +650,22 @@ impl LinuxBackend {
         st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
     }
 
+    /// Whether the pool may take `ext`: within its bytes, and within its count of ranges
+    /// unless `ext` touches a pooled range (then it merges into it and adds no range; it
+    /// may even join two into one).
+    fn pool_has_room(&self, st: &State, ext: &Range<usize>) -> bool {
+        st.pool_bytes + ext.len() <= self.options.pool_bytes
+            && (st.pool.len() < POOL_MAX_RANGES || {
+                let (left, right) = st.pool.neighbours(ext.clone());
+                left.is_some() || right.is_some()
+            })
+    }
+
     /// Whether a released `ext` would go to the pool (`None`: it is not a live extent).
     fn poolable(&self, ext: &Range<usize>) -> Option<bool> {
         let st = self.state.lock();
         let x = st.live.get(ext.start)?;
-        Some(
-            !x.write_watch
-                && !x.large
-                && st.pool_bytes + ext.len() <= self.options.pool_bytes
-                && st.pool.len() < POOL_MAX_RANGES,
-        )
+        Some(!x.write_watch && !x.large && self.pool_has_room(&st, ext))
     }
 
     /// The usual release of a reservation with one accessible run and nothing else that
@@ -681,8 +689,7 @@ impl LinuxBackend {
         {
             let st = self.state.lock();
             let x = st.live.get(ext.start)?;
-            let room = st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
-            if x.write_watch || x.large || !room {
+            if x.write_watch || x.large || !self.pool_has_room(&st, ext) {
                 return None;
             }
             // The run is as the engine says (accessible, so never marked: covered by
@@ -727,7 +734,7 @@ impl LinuxBackend {
             let Some(extent) = st.live.get(ext.start) else {
                 return Err(BackendError::Os(libc::EINVAL));
             };
-            let room = || st.pool_bytes + ext.len() <= self.options.pool_bytes && st.pool.len() < POOL_MAX_RANGES;
+            let room = || self.pool_has_room(&st, &ext);
             let poolable = !extent.write_watch
                 && !extent.large
                 && match pooling {
