@@ -13,7 +13,8 @@
 //! read-write and written. With `bench-layout` they are laid out as the `ops` benchmark
 //! lays them out (a 64 KiB hole after each, the holes pooled, so the pool is full and a
 //! release unmaps; a reserve there is carved off the holes that 256 releases leave).
-//! Without it they are made one after another and a release is pooled.
+//! Without it they are made one after another and a release is pooled. It also prints
+//! the thread CPU time per call of the measured loop (system calls included).
 //!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
@@ -127,6 +128,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         bases.truncate(256);
     }
+    let t = cpu_ns();
     timed(&op, &s, &bases)?;
+    eprintln!("{op}: {:.0} ns per call (thread CPU time)", (cpu_ns() - t) / bases.len() as f64);
     Ok(())
 }
