@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release --example linux_profile
 //! valgrind --tool=callgrind --toggle-collect='*linux_profile::timed*' \
-//!     target/release/examples/linux_profile <op> [bench-layout]
+//!     target/release/examples/linux_profile <op> [bench-layout] [no-pool]
 //! ```
 //!
 //! `<op>` is `reserve`, `commit`, `decommit`, `protect` (two calls: read-only and back),
@@ -13,7 +13,8 @@
 //! read-write and written. With `bench-layout` they are laid out as the `ops` benchmark
 //! lays them out (a 64 KiB hole after each, the holes pooled, so the pool is full and a
 //! release unmaps; a reserve there is carved off the holes that 256 releases leave).
-//! Without it they are made one after another and a release is pooled. It also prints
+//! Without it they are made one after another and a release is pooled. `no-pool` turns
+//! the pool of released ranges off, so that a release unmaps and a reserve maps afresh. It also prints
 //! the thread CPU time per call of the measured loop (system calls included).
 //!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
@@ -95,9 +96,15 @@ fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let op = args.next().ok_or("usage: linux_profile <op> [bench-layout]")?;
-    let bench_layout = args.next().as_deref() == Some("bench-layout");
-    let s = LinuxSpace::linux()?;
+    let op = args.next().ok_or("usage: linux_profile <op> [bench-layout] [no-pool]")?;
+    let flags: Vec<String> = args.collect();
+    let bench_layout = flags.iter().any(|f| f == "bench-layout");
+    // Without the pool, a release unmaps and a reserve maps afresh.
+    let s = if flags.iter().any(|f| f == "no-pool") {
+        LinuxSpace::linux_with(virtmem::LinuxOptions { pool_bytes: 0, ..Default::default() })?
+    } else {
+        LinuxSpace::linux()?
+    };
     let mut bases = Vec::with_capacity(LIVE);
     let span = if bench_layout {
         let span = s.alloc(0, 2 * LIVE * GRANULE, T::RESERVE, P::READWRITE)?;

@@ -83,6 +83,12 @@ impl<V: Copy> Iterator for Runs<'_, V> {
     }
 }
 
+/// The runs of a [`Store::Few`] from the one holding `addr` on.
+fn from_run_of<V>(few: &[(usize, V)], addr: usize) -> &[(usize, V)] {
+    let i = few.partition_point(|&(k, _)| k <= addr).max(1) - 1;
+    &few[i..]
+}
+
 impl<V: Copy + Eq> RunMap<V> {
     /// One run covering `range` with value `v`.
     pub fn new(range: Range<usize>, v: V) -> Self {
@@ -113,10 +119,7 @@ impl<V: Copy + Eq> RunMap<V> {
     pub fn runs(&self, range: Range<usize>) -> Runs<'_, V> {
         let inner = match &self.store {
             _ if range.start >= range.end => RunsInner::Few(&[]),
-            Store::Few(few) => {
-                let i = few.partition_point(|&(k, _)| k <= range.start).max(1) - 1;
-                RunsInner::Few(&few[i..])
-            }
+            Store::Few(few) => RunsInner::Few(from_run_of(few, range.start)),
             Store::Many(map) => RunsInner::Many {
                 first: map.range(..=range.start).next_back().map(|(&k, &v)| (k, v)),
                 rest: map.range((Bound::Excluded(range.start), Bound::Excluded(range.end))).peekable(),
@@ -134,8 +137,7 @@ impl<V: Copy + Eq> RunMap<V> {
         }
         match &self.store {
             Store::Few(few) => {
-                let i = few.partition_point(|&(k, _)| k <= range.start).max(1) - 1;
-                let few = &few[i..];
+                let few = from_run_of(few, range.start);
                 for (j, &(start, v)) in few.iter().enumerate() {
                     if start >= range.end {
                         break;

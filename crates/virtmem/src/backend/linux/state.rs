@@ -42,17 +42,24 @@ impl<V: Copy + Eq> IntervalMap<V> {
         Self::default()
     }
 
+    /// The position of the first entry ending after `addr` (the one holding it, or else
+    /// the next): where a walk over a range starting at `addr` begins.
+    #[inline]
+    fn first_ending_after(&self, addr: usize) -> Option<Pos> {
+        match self.map.floor(addr) {
+            Some(p) if self.map.value(p).0 > addr => Some(p),
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        }
+    }
+
     /// The pieces of `range`, each with its value (`None` for gaps), in order.
     pub fn runs(&self, range: Range<usize>) -> Pieces<V> {
         let mut out = Pieces::new();
         if range.start >= range.end {
             return out;
         }
-        let mut at = match self.map.floor(range.start) {
-            Some(p) if self.map.value(p).0 > range.start => Some(p),
-            Some(p) => self.map.next(p),
-            None => self.map.first(),
-        };
+        let mut at = self.first_ending_after(range.start);
         let mut cursor = range.start;
         while let Some(p) = at {
             let s = self.map.key(p);
@@ -92,11 +99,7 @@ impl<V: Copy + Eq> IntervalMap<V> {
         if start >= end {
             return;
         }
-        let mut at = match self.map.floor(start) {
-            Some(p) if self.map.value(p).0 > start => Some(p),
-            Some(p) => self.map.next(p),
-            None => self.map.first(),
-        };
+        let mut at = self.first_ending_after(start);
         while let Some(p) = at {
             let (s, (e, _)) = (self.map.key(p), self.map.value(p));
             if s >= end {
@@ -294,11 +297,7 @@ impl<V: Copy + Eq> IntervalMap<V> {
     /// The entries overlapping `range`, clipped to it, in order (gaps left out): what
     /// [`IntervalMap::runs`] yields with a value, without collecting.
     pub fn entries_in(&self, range: Range<usize>) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
-        let mut at = match self.map.floor(range.start) {
-            Some(p) if self.map.value(p).0 > range.start => Some(p),
-            Some(p) => self.map.next(p),
-            None => self.map.first(),
-        };
+        let mut at = self.first_ending_after(range.start);
         std::iter::from_fn(move || {
             let p = at.filter(|&p| range.start < range.end && self.map.key(p) < range.end)?;
             at = self.map.next(p);
