@@ -99,6 +99,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let op = args.next().ok_or("usage: linux_profile <op> [bench-layout] [no-pool]")?;
     let flags: Vec<String> = args.collect();
     let bench_layout = flags.iter().any(|f| f == "bench-layout");
+    // The `ops` benchmark never writes its pages: its `mprotect`s change no page entries.
+    let untouched = flags.iter().any(|f| f == "untouched");
     // Without the pool, a release unmaps and a reserve maps afresh.
     let s = if flags.iter().any(|f| f == "no-pool") {
         LinuxSpace::linux_with(virtmem::LinuxOptions { pool_bytes: 0, ..Default::default() })?
@@ -117,7 +119,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let at = span.map_or(0, |sp| sp + 2 * i * GRANULE);
         let b = s.alloc(at, GRANULE, T::RESERVE, P::READWRITE)?;
         s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
-        s.write(b, &[1])?;
+        if !untouched {
+            s.write(b, &[1])?;
+        }
         bases.push(b);
     }
     if op == "protect-vs-raw" {

@@ -1580,8 +1580,11 @@ pub(crate) struct Book {
     pub reservations: Reservations,
     /// Allocatable free gaps.
     pub free: FreeSpace,
-    /// Ranges claimed by reservations still being made: base → claim end.
-    pub pending: BTreeMap<usize, usize>,
+    /// Ranges claimed by reservations still being made, in no order: one per reserve in
+    /// flight, so a few at most (one per thread), and a vector that keeps its capacity
+    /// costs a reserve no allocation (an ordered map allocated and freed its node on
+    /// every call).
+    pub pending: Vec<Range<usize>>,
     /// Committed bytes in all reservations (charged before side effects run).
     pub committed: usize,
     /// Reserved bytes in all reservations.
@@ -1596,7 +1599,7 @@ impl Book {
         Book {
             reservations: Reservations::default(),
             free: FreeSpace::new(range),
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
             committed: 0,
             reserved: 0,
             commit_limit: None,
@@ -1610,7 +1613,19 @@ impl Book {
 
     /// Whether a pending reservation claims any of `range`.
     pub fn pending_overlaps(&self, range: &Range<usize>) -> bool {
-        self.pending.range(..range.end).next_back().is_some_and(|(_, &e)| e > range.start)
+        self.pending.iter().any(|c| c.start < range.end && range.start < c.end)
+    }
+
+    /// Mark `claim` as claimed by a reservation being made.
+    pub fn add_pending(&mut self, claim: Range<usize>) {
+        self.pending.push(claim);
+    }
+
+    /// Forget the pending claim that starts at `base`.
+    pub fn remove_pending(&mut self, base: usize) {
+        if let Some(i) = self.pending.iter().position(|c| c.start == base) {
+            self.pending.swap_remove(i);
+        }
     }
 }
 

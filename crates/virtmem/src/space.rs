@@ -232,7 +232,7 @@ impl<B: Backend> AddressSpace<B> {
             let held = if inline {
                 Some(book)
             } else {
-                book.pending.insert(base, claim.end);
+                book.add_pending(claim.clone());
                 drop(book);
                 None
             };
@@ -249,7 +249,7 @@ impl<B: Backend> AddressSpace<B> {
                 Some(book) => book,
                 None => {
                     let mut book = self.book.lock();
-                    book.pending.remove(&base);
+                    book.remove_pending(base);
                     book
                 }
             };

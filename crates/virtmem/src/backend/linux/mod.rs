@@ -843,10 +843,15 @@ impl Backend for LinuxBackend {
         // a concurrent `foreign` never sees it as someone else's.
         let (mut pooled, mut holes) = {
             let mut st = self.state.lock();
-            let runs = st.pool.runs(ext.clone());
             // (Inline vectors: a reservation is usually one pooled piece or one hole.)
-            let pooled: Ranges = runs.iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r.clone()).collect();
-            let holes: Ranges = runs.iter().filter(|(_, v)| v.is_none()).map(|(r, _)| r.clone()).collect();
+            let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
+            for (r, v) in st.pool.runs(ext.clone()) {
+                if v.is_some() {
+                    pooled.push(r)
+                } else {
+                    holes.push(r)
+                }
+            }
             for r in &pooled {
                 st.pool.clear(r.clone());
                 st.pool_bytes -= r.len();
