@@ -32,7 +32,10 @@ struct State {
     contents: Vec<(usize, u64)>,
     /// (reservation, its written pages) for every write-watched reservation.
     dirty: Vec<(usize, Vec<usize>)>,
-    /// The kernel's mappings of the window (Linux only).
+    /// The kernel's mappings of the window where it is not free (Linux only), each
+    /// clipped to the reservations. (Free memory the backend keeps mapped in its pool
+    /// of released ranges is not part of the space's state: a failed call may unmap
+    /// such a range, as a later call may reuse it.)
     maps: Maps,
     /// Whether the CPU may read each page where the calls work (Linux only: this also
     /// sees guard markers, which /proc/self/maps does not show).
@@ -51,6 +54,27 @@ struct Rig<B: Backend> {
     cpu: fn(usize) -> Option<bool>,
     /// Write-watched reservations (base, size).
     watched: Vec<(usize, usize)>,
+}
+
+/// The pieces of `maps` inside regions of `walk` that are not free, neighbouring
+/// pieces with the same permissions joined (the kernel may split or merge its mappings
+/// at the edge of a pooled range).
+fn clip(maps: &Maps, walk: &[MemoryBasicInformation]) -> Maps {
+    let mut out: Maps = Vec::new();
+    for m in walk.iter().filter(|m| m.state != MemState::Free) {
+        let (s, e) = (m.base_address, m.base_address + m.region_size);
+        for (ms, me, perm) in maps {
+            let (a, b) = ((*ms).max(s), (*me).min(e));
+            if a >= b {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if last.1 == a && last.2 == *perm => last.1 = b,
+                _ => out.push((a, b, perm.clone())),
+            }
+        }
+    }
+    out
 }
 
 impl<B: Backend> Rig<B> {
@@ -78,11 +102,11 @@ impl<B: Backend> Rig<B> {
         let w = self.w;
         let cpu = (w..w + 6 * G).chain(w + WINDOW - 2 * G..w + WINDOW).step_by(P).filter_map(self.cpu).collect();
         State {
-            walk,
             totals: (st.reserved, st.committed, st.reservations),
             contents,
             dirty,
-            maps: (self.maps)(self.window()),
+            maps: clip(&(self.maps)(self.window()), &walk),
+            walk,
             cpu,
         }
     }
@@ -231,7 +255,17 @@ fn linux_backend() {
         // Around the protections, as a debugger reads (the kernel's forced access).
         raw: |_, a, buf| {
             use std::os::unix::fs::FileExt;
-            std::fs::File::open("/proc/self/mem").and_then(|f| f.read_exact_at(buf, a as u64)).is_ok()
+            match std::fs::File::open("/proc/self/mem").and_then(|f| f.read_exact_at(buf, a as u64)) {
+                Ok(()) => true,
+                // A guard-marked page (the backend decommits and pools that way, and a
+                // committed PAGE_NOACCESS page taken from its pool stays marked until
+                // made accessible): it holds nothing, and reads zero once accessible.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                    buf.fill(0);
+                    true
+                }
+                Err(_) => false,
+            }
         },
         // What the CPU allows: the accessible mappings (the backend may keep released
         // ranges mapped inaccessible for reuse, which is the same as unmapped).

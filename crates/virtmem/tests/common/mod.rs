@@ -378,6 +378,17 @@ pub mod linux {
         fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
             self.inner.release(range, opts)
         }
+        // Every method the backend may override is forwarded, so that the tests run the
+        // code a user's space runs (the Linux backend's own release of committed memory
+        // goes to its pool with guard markers; the trait's default does not).
+        fn release_committed(
+            &self,
+            range: Range<usize>,
+            opts: ReserveOptions,
+            accessible: &[(Range<usize>, Access)],
+        ) -> Result<(), BackendError> {
+            self.inner.release_committed(range, opts, accessible)
+        }
         fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
             self.inner.set_access(range, from, to)
         }
