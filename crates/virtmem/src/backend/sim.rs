@@ -228,7 +228,8 @@ impl Backend for SimBackend {
             if store.is_watched(addr) {
                 store.dirty.insert(k);
             }
-            store.lost.remove(&k);
+            // (A write does not clear a loss: the rest of the page is still gone, and
+            // the next MEM_RESET_UNDO must say so.)
             let page = store.pages.entry(k).or_insert_with(|| Box::new([0u8; PAGE]));
             page[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;

@@ -58,6 +58,10 @@ backend_tests! {
         let pattern: Vec<u8> = (0..4 * P).map(|i| (i % 251) as u8 + 1).collect();
         fx.write(a, &pattern);
         fx.alloc(a, 4 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+        // A write after the reset does not make the rest of its page intact again.
+        let mut pattern = pattern;
+        fx.write(a + P + 100, &[0xAB]);
+        pattern[P + 100] = 0xAB;
         match fx.alloc(a, 4 * P, MEM_RESET_UNDO, PAGE_READWRITE) {
             Ok(_) => assert_eq!(fx.read_vec(a, 4 * P), pattern, "undo succeeded: all data intact"),
             Err(e) => {
@@ -68,7 +72,8 @@ backend_tests! {
                 assert!(lost > 0, "undo failed ({e}) but no page was zeroed");
                 for i in 0..4 {
                     let page = &v[i * P..(i + 1) * P];
-                    assert!(page == &pattern[i * P..(i + 1) * P] || page.iter().all(|&b| b == 0));
+                    let written = i == 1 && page[100] == 0xAB && page.iter().filter(|&&b| b != 0).count() == 1;
+                    assert!(page == &pattern[i * P..(i + 1) * P] || page.iter().all(|&b| b == 0) || written);
                 }
             }
         }
@@ -104,6 +109,11 @@ fn sim_reset_policies() {
     assert_eq!(fx.read_vec(a + 2 * P, P), vec![7; P], "outside the reset range");
     assert_eq!(code(&fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE)), 170);
     assert_eq!(fx.read_vec(a, P), vec![0; P]);
+    // A write after the reset does not hide the loss of the rest of the page.
+    fx.write(a + 2 * P, &[7; P]);
+    fx.alloc(a + 2 * P, P, MEM_RESET, PAGE_READWRITE).unwrap();
+    fx.write(a + 2 * P + 5, &[1]);
+    assert_eq!(code(&fx.alloc(a + 2 * P, P, MEM_RESET_UNDO, PAGE_READWRITE)), 170);
     // The loss is reported once; a page that only held zeros loses nothing.
     assert!(fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
     fx.write(a + P, &[0; 64]);
