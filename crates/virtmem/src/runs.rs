@@ -751,6 +751,14 @@ impl FreeSpace {
         Some(gaps[i - 1])
     }
 
+    /// The free gap holding `addr`, or else the first one after it.
+    pub fn next_gap(&self, addr: usize) -> Option<(usize, usize)> {
+        match self.floor(addr) {
+            Some(g) if g.1 > addr => Some(g),
+            _ => self.ceil(addr),
+        }
+    }
+
     /// The gap with the least start at least `addr`.
     fn ceil(&self, addr: usize) -> Option<(usize, usize)> {
         let c = match self.locate(addr) {
@@ -1585,6 +1593,13 @@ pub(crate) struct Book {
     /// costs a reserve no allocation (an ordered map allocated and freed its node on
     /// every call).
     pub pending: Vec<Range<usize>>,
+    /// Ranges kept off the free list without being reserved: room the backend asked
+    /// the engine not to pick by itself (where a stack or the program break grows), and
+    /// granules where a mapping that is not ours was found. Disjoint, never free, never
+    /// reserved. Placement never picks them; a reserve at an address inside them is
+    /// tried (see [`Book::lend_avoided`]), so that what `VirtualQuery` reports free
+    /// (the kernel has nothing there) can be reserved.
+    pub avoided: Vec<Range<usize>>,
     /// Committed bytes in all reservations (charged before side effects run).
     pub committed: usize,
     /// Reserved bytes in all reservations.
@@ -1600,6 +1615,7 @@ impl Book {
             reservations: Reservations::default(),
             free: FreeSpace::new(range),
             pending: Vec::new(),
+            avoided: Vec::new(),
             committed: 0,
             reserved: 0,
             commit_limit: None,
@@ -1614,6 +1630,67 @@ impl Book {
     /// Whether a pending reservation claims any of `range`.
     pub fn pending_overlaps(&self, range: &Range<usize>) -> bool {
         self.pending.iter().any(|c| c.start < range.end && range.start < c.end)
+    }
+
+    /// Keep the free part of `range` off the free list, as avoided.
+    pub fn avoid(&mut self, range: Range<usize>) {
+        if range.start >= range.end {
+            return;
+        }
+        // Only what is free now becomes avoided (the invariant: never free, never
+        // reserved); the parts of `range` that are not free stay as they are.
+        let mut at = range.start;
+        while at < range.end {
+            match self.free.next_gap(at) {
+                Some((s, e)) if s < range.end => {
+                    let piece = s.max(at)..e.min(range.end);
+                    self.free.take(&piece);
+                    self.avoided.push(piece.clone());
+                    at = piece.end;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// For a reserve of `claim` at a given address: when `claim` is free but for
+    /// avoided pieces, make those pieces free (no longer avoided), push them to `lent`
+    /// and return `true`; otherwise change nothing and return `false`.
+    pub fn lend_avoided(&mut self, claim: &Range<usize>, lent: &mut Vec<Range<usize>>) -> bool {
+        let pieces: Vec<Range<usize>> = self
+            .avoided
+            .iter()
+            .filter(|r| r.start < claim.end && claim.start < r.end)
+            .map(|r| r.start.max(claim.start)..r.end.min(claim.end))
+            .collect();
+        if pieces.is_empty() {
+            return false;
+        }
+        for p in &pieces {
+            self.free.give(p.clone());
+        }
+        if !self.free.contains(claim) {
+            for p in &pieces {
+                self.free.take(p);
+            }
+            return false;
+        }
+        let mut kept = Vec::with_capacity(self.avoided.len() + 1);
+        for r in self.avoided.drain(..) {
+            if r.start < claim.end && claim.start < r.end {
+                if r.start < claim.start {
+                    kept.push(r.start..claim.start);
+                }
+                if r.end > claim.end {
+                    kept.push(claim.end..r.end);
+                }
+            } else {
+                kept.push(r);
+            }
+        }
+        self.avoided = kept;
+        lent.extend(pieces);
+        true
     }
 
     /// Mark `claim` as claimed by a reservation being made.
@@ -1635,6 +1712,29 @@ mod tests {
 
     fn collect(m: &RunMap<u8>, r: Range<usize>) -> Vec<(Range<usize>, u8)> {
         m.runs(r).collect()
+    }
+
+    #[test]
+    fn avoided_ranges_are_lent_only_when_the_whole_claim_is_then_free() {
+        const K: usize = 1 << 16;
+        let mut b = Book::new(0..64 * K);
+        b.free.take(&(10 * K..11 * K)); // a reservation, say
+        b.avoid(8 * K..12 * K); // its free parts only: 8..10 and 11..12
+        assert_eq!(b.avoided, [8 * K..10 * K, 11 * K..12 * K]);
+        assert!(!b.free.contains(&(8 * K..9 * K)));
+        let mut lent = Vec::new();
+        // Overlapping the reservation: refused, nothing changed.
+        assert!(!b.lend_avoided(&(9 * K..11 * K), &mut lent));
+        assert!(lent.is_empty());
+        assert_eq!(b.avoided, [8 * K..10 * K, 11 * K..12 * K]);
+        assert_eq!(b.free.gaps(), [(0, 8 * K), (12 * K, 64 * K)]);
+        // Partly avoided, partly free: lent, and the rest stays avoided.
+        assert!(b.lend_avoided(&(9 * K..10 * K), &mut lent));
+        assert_eq!(lent, [9 * K..10 * K]);
+        assert_eq!(b.avoided, [8 * K..9 * K, 11 * K..12 * K]);
+        assert!(b.free.contains(&(9 * K..10 * K)));
+        // Wholly free: nothing to lend.
+        assert!(!b.lend_avoided(&(20 * K..21 * K), &mut lent));
     }
 
     #[test]

@@ -103,9 +103,14 @@ impl<B: Backend> AddressSpace<B> {
         let limits = backend.limits();
         let min = limits.min_address.max(MIN_ADDRESS);
         let mut book = Book::new(min..limits.end_address);
+        let granules = |r: Range<usize>| {
+            rules::round_down(r.start, GRANULE)..rules::round_up(r.end, GRANULE).unwrap_or(usize::MAX)
+        };
         for r in backend.initial_blocked() {
-            let r = rules::round_down(r.start, GRANULE)..rules::round_up(r.end, GRANULE).unwrap_or(usize::MAX);
-            book.free.take(&r);
+            book.free.take(&granules(r));
+        }
+        for r in backend.initial_avoided() {
+            book.avoid(granules(r));
         }
         AddressSpace { backend, limits, book: Mutex::new(book), idle: Condvar::new() }
     }
@@ -200,6 +205,8 @@ impl<B: Backend> AddressSpace<B> {
         let charge = if commit { size } else { 0 };
         let mut collisions = 0;
         let inline = self.backend.inline_effects();
+        // Avoided pieces of a reserve at a given address, made free for it.
+        let mut lent: Vec<Range<usize>> = Vec::new();
         loop {
             let mut book = self.book.lock();
             let base = match fixed {
@@ -210,7 +217,10 @@ impl<B: Backend> AddressSpace<B> {
                             self.idle.wait(&mut book);
                             continue;
                         }
-                        return Err(Error::InvalidAddress);
+                        // Free but for ranges the engine avoids (not ours): try it.
+                        if !book.lend_avoided(&claim, &mut lent) {
+                            return Err(Error::InvalidAddress);
+                        }
                     }
                     b
                 }
@@ -220,6 +230,9 @@ impl<B: Backend> AddressSpace<B> {
                 // Only new commit charge can exceed the limit (it may have been lowered
                 // below the committed total: reserving alone must still work).
                 if charge > 0 && book.committed + charge > limit {
+                    for p in lent.drain(..) {
+                        book.avoid(p);
+                    }
                     return Err(Error::CommitmentLimit);
                 }
             }
@@ -275,13 +288,18 @@ impl<B: Backend> AddressSpace<B> {
                 Err(e) => {
                     book.committed -= charge;
                     book.reserved -= size;
-                    book.free.give(claim);
+                    book.free.give(claim.clone());
+                    // What was avoided before this call is again.
+                    for p in lent.drain(..) {
+                        book.avoid(p);
+                    }
                     match e {
                         BackendError::Occupied { start, end } => {
-                            // Something we do not own lives there: never offer it again.
-                            let g =
-                                rules::round_down(start, GRANULE)..rules::round_up(end, GRANULE).unwrap_or(usize::MAX);
-                            book.free.take(&g);
+                            // Something we do not own lives there: do not pick it again
+                            // by ourselves (a reserve at that address will still try).
+                            let g = rules::round_down(start, GRANULE).max(claim.start)
+                                ..rules::round_up(end, GRANULE).unwrap_or(usize::MAX).min(claim.end);
+                            book.avoid(g);
                             collisions += 1;
                             if fixed.is_some() {
                                 Some(Err(Error::InvalidAddress))

@@ -668,3 +668,70 @@ fn releasing_committed_memory_costs_one_system_call() {
         s.free(again, 0, FreeType::RELEASE).unwrap();
     }
 }
+
+/// A foreign mapping, `len` bytes at an address aligned to 64 KiB.
+fn foreign_mapping(len: usize) -> usize {
+    // SAFETY: a fresh anonymous mapping of our own, placed by the kernel.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len + 64 * KB, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let start = p as usize;
+    let aligned = (start + 64 * KB - 1) & !(64 * KB - 1);
+    // SAFETY: the parts before and after the aligned piece are ours and unused.
+    unsafe {
+        if aligned > start {
+            libc::munmap(p, aligned - start);
+        }
+        let tail = start + len + 64 * KB - (aligned + len);
+        if tail > 0 {
+            libc::munmap((aligned + len) as *mut libc::c_void, tail);
+        }
+    }
+    aligned
+}
+
+/// What `VirtualQuery` reports as free can be reserved there, even where the space once
+/// found someone else's mapping (it does not pick such a range by itself again, but a
+/// caller asking for that address is tried anew).
+#[test]
+fn a_range_freed_by_its_foreign_owner_can_be_reserved_at() {
+    let s = plain();
+    let x = foreign_mapping(64 * KB);
+    assert_eq!(s.alloc(x, 64 * KB, T::RESERVE, P::NOACCESS), Err(Error::InvalidAddress));
+    assert_eq!(s.query(x).unwrap().state, MemState::Commit, "the foreign mapping shows");
+    // SAFETY: the mapping made above, unused.
+    unsafe { libc::munmap(x as *mut libc::c_void, 64 * KB) };
+    assert_eq!(s.query(x).unwrap().state, MemState::Free);
+    assert_eq!(s.alloc(x, 64 * KB, T::RESERVE, P::NOACCESS), Ok(x));
+    assert_eq!(s.query(x).unwrap().allocation_base, x);
+    s.free(x, 0, FreeType::RELEASE).unwrap();
+    // A failed attempt leaves the range as it was: still reservable at that address.
+    let y = foreign_mapping(128 * KB);
+    assert_eq!(s.alloc(y, 128 * KB, T::RESERVE, P::NOACCESS), Err(Error::InvalidAddress));
+    // SAFETY: as above.
+    unsafe { libc::munmap(y as *mut libc::c_void, 128 * KB) };
+    assert_eq!(s.alloc(y, 128 * KB, T::RESERVE | T::COMMIT, P::READWRITE), Ok(y));
+    store(y + 100, 7);
+    assert_eq!(load(y + 100), 7);
+    s.free(y, 0, FreeType::RELEASE).unwrap();
+}
+
+/// The room above the program break is not picked by the engine by itself (malloc
+/// grows into it), but it is free memory: a reserve at an address there works, as
+/// `VirtualQuery` says.
+#[test]
+fn the_program_breaks_room_is_free_for_a_reserve_at_an_address() {
+    let s = plain();
+    // SAFETY: sbrk(0) only reports the current program break.
+    let brk = unsafe { libc::sbrk(0) } as usize;
+    let at = (brk + (256 << 20)) & !(64 * KB - 1);
+    let q = s.query(at).unwrap();
+    assert_eq!(q.state, MemState::Free, "{q:?}");
+    assert_eq!(s.alloc(at, 64 * KB, T::RESERVE, P::NOACCESS), Ok(at));
+    s.free(at, 0, FreeType::RELEASE).unwrap();
+    // Nothing picks it unasked.
+    let anywhere = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    assert!(!(brk..brk + (1 << 30)).contains(&anywhere));
+    s.free(anywhere, 0, FreeType::RELEASE).unwrap();
+}

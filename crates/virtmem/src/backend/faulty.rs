@@ -68,6 +68,9 @@ impl<B: Backend> Backend for Faulty<B> {
     fn initial_blocked(&self) -> Vec<Range<usize>> {
         self.inner.initial_blocked()
     }
+    fn initial_avoided(&self) -> Vec<Range<usize>> {
+        self.inner.initial_avoided()
+    }
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         self.step()?;
         self.inner.reserve(range, opts)

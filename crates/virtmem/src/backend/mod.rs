@@ -145,6 +145,13 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// Ranges the engine should not pick by itself for a reservation, though a caller
+    /// may ask for an address there (then [`Backend::reserve`] decides, as anywhere):
+    /// e.g. the room a program break grows into. Asked once, when the space is created.
+    fn initial_avoided(&self) -> Vec<Range<usize>> {
+        Vec::new()
+    }
+
     /// Whether every side effect of this backend is cheap and never blocks (no system
     /// call, no waiting on anything), so that the engine may carry it out while holding
     /// its own lock: one lock round trip per call instead of two. Default `false`.

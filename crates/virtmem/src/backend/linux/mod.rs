@@ -807,8 +807,11 @@ impl Backend for LinuxBackend {
 
     /// The main thread's stack, the room it may grow into (its `RLIMIT_STACK`, and
     /// the kernel's guard gap) and everything above it (vDSO, vvar); and the next GiB
-    /// above the program break, where `malloc` grows the heap with `brk`.
-    fn initial_blocked(&self) -> Vec<Range<usize>> {
+    /// above the program break, where `malloc` grows the heap with `brk`. Avoided, not
+    /// blocked: the engine does not pick them by itself, but a caller may reserve at an
+    /// address there when the kernel has nothing there (what `VirtualQuery` reports as
+    /// free must be reservable).
+    fn initial_avoided(&self) -> Vec<Range<usize>> {
         let mut out = Vec::new();
         let top = self.limits.end_address;
         if let Some(stack) = procfs::named_mapping("[stack]") {
