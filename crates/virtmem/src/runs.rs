@@ -1730,7 +1730,7 @@ mod tests {
         assert_eq!(b.free.gaps(), [(0, 8 * K), (12 * K, 64 * K)]);
         // Partly avoided, partly free: lent, and the rest stays avoided.
         assert!(b.lend_avoided(&(9 * K..10 * K), &mut lent));
-        assert_eq!(lent, [9 * K..10 * K]);
+        assert_eq!(lent, vec![9 * K..10 * K]);
         assert_eq!(b.avoided, [8 * K..9 * K, 11 * K..12 * K]);
         assert!(b.free.contains(&(9 * K..10 * K)));
         // Wholly free: nothing to lend.
