@@ -124,12 +124,25 @@ fn show_error(source: &str, name: &str, e: &script::ScriptError) {
     eprintln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
     if let Some(text) = source.lines().nth(e.line.saturating_sub(1)) {
         let width = e.line.to_string().len();
-        eprintln!(" {} | {text}", e.line);
-        let pad: String =
-            text.chars().take(e.col.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        // A long line is shown as a window around the column.
+        let chars: Vec<char> = text.chars().collect();
+        let col = e.col.saturating_sub(1).min(chars.len());
+        let start = col.saturating_sub(SHOWN / 2);
+        let end = (start + SHOWN).min(chars.len());
+        let (lead, tail) = (if start > 0 { "..." } else { "" }, if end < chars.len() { "..." } else { "" });
+        let shown: String = chars[start..end].iter().collect();
+        eprintln!(" {} | {lead}{shown}{tail}", e.line);
+        let pad: String = lead
+            .chars()
+            .chain(chars[start..col].iter().map(|&c| if c == '\t' { '\t' } else { ' ' }))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
         eprintln!(" {:width$} | {pad}^", "");
     }
 }
+
+/// Most characters of a script line echoed under an error.
+const SHOWN: usize = 120;
 
 fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Option<&Path>) -> ExitCode {
     let (space, kind): (Box<dyn VirtualSpace>, &'static str) = if os {

@@ -177,10 +177,17 @@ struct Parser<'a> {
     line: usize,
     end_col: usize,
     depth: usize,
+    /// Binary operators parsed so far on this line.
+    ops: usize,
 }
 
 /// Deepest expression nesting accepted (keeps the recursive parser's stack small).
 const MAX_DEPTH: usize = 64;
+
+/// Most binary operators accepted on one line. Expression trees are walked recursively
+/// (resolving names, evaluating, dropping), so a flat chain of operators is as deep as it
+/// is long: this cap keeps every walk's stack small, as `MAX_DEPTH` does for parentheses.
+const MAX_OPERATORS: usize = 1000;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
@@ -200,9 +207,21 @@ impl Parser<'_> {
             false
         }
     }
+    /// Eat the binary operator `c` if it is next, counting it against `MAX_OPERATORS`.
+    fn binop(&mut self, c: char) -> Result<bool, ScriptError> {
+        if self.peek() != Some(&Tok::Sym(c)) {
+            return Ok(false);
+        }
+        if self.ops >= MAX_OPERATORS {
+            return Err(self.err(format!("more than {MAX_OPERATORS} operators on one line")));
+        }
+        self.ops += 1;
+        self.pos += 1;
+        Ok(true)
+    }
     fn expr(&mut self) -> Result<Expr, ScriptError> {
         let mut e = self.sum()?;
-        while self.eat('|') {
+        while self.binop('|')? {
             e = Expr::Bin('|', Box::new(e), Box::new(self.sum()?));
         }
         Ok(e)
@@ -210,9 +229,9 @@ impl Parser<'_> {
     fn sum(&mut self) -> Result<Expr, ScriptError> {
         let mut e = self.product()?;
         loop {
-            if self.eat('+') {
+            if self.binop('+')? {
                 e = Expr::Bin('+', Box::new(e), Box::new(self.product()?));
-            } else if self.eat('-') {
+            } else if self.binop('-')? {
                 e = Expr::Bin('-', Box::new(e), Box::new(self.product()?));
             } else {
                 return Ok(e);
@@ -221,7 +240,7 @@ impl Parser<'_> {
     }
     fn product(&mut self) -> Result<Expr, ScriptError> {
         let mut e = self.unary()?;
-        while self.eat('*') {
+        while self.binop('*')? {
             e = Expr::Bin('*', Box::new(e), Box::new(self.unary()?));
         }
         Ok(e)
@@ -452,7 +471,7 @@ impl Compiler {
             return Ok(None);
         }
         let end_col = text.chars().count() + 1;
-        let mut p = Parser { toks: &toks, pos: 0, line, end_col, depth: 0 };
+        let mut p = Parser { toks: &toks, pos: 0, line, end_col, depth: 0, ops: 0 };
         let mut assign = None;
         if let (Some(Tok::Ident(name)), Some(Tok::Sym('='))) =
             (toks.first().map(|t| &t.tok), toks.get(1).map(|t| &t.tok))
@@ -514,6 +533,7 @@ impl Compiler {
                     line: p.line,
                     end_col: p.toks[inner_end].col,
                     depth: 0,
+                    ops: 0,
                 };
                 if let Ok(args) = q.args() {
                     if q.pos == inner_end {

@@ -182,6 +182,39 @@ fn garbage_never_panics() {
 }
 
 #[test]
+fn long_operator_chains_are_refused_not_overflowed() {
+    // A flat chain is as deep as it is long once parsed: 40 000 terms used to overflow
+    // the stack (exit 134). Now: a line:column error at the first operator past the cap.
+    let sum = format!("echo {}\n", vec!["1"; 40_000].join("+"));
+    let flags = format!("alloc 0, 64K, commit, {}\n", vec!["rw"; 300_000].join("|"));
+    for (name, text) in [("sum.vms", &sum), ("flags.vms", &flags)] {
+        let p = script(name, text.as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 2, "{name}: {}", &o.stderr[..o.stderr.len().min(300)]);
+        assert!(
+            o.stderr.contains("more than 1000 operators on one line"),
+            "{name}: {}",
+            &o.stderr[..o.stderr.len().min(300)]
+        );
+    }
+    // The cap's column: `echo 1+1+...`, the 1001st `+` is at column 7 + 2 * 1000; the
+    // echoed line is cut to a window around it.
+    let p = script("sum2.vms", sum.as_bytes());
+    let o = run(virtmem().arg("run").arg(&p));
+    assert!(o.stderr.contains("sum2.vms:1:2007:"), "{}", &o.stderr[..o.stderr.len().min(300)]);
+    assert!(o.stderr.len() < 1000, "the long line is not echoed whole: {} bytes", o.stderr.len());
+    // Piped into the prompt: the error is reported and the next line still runs.
+    let o = run(virtmem().arg("run").write_stdin(format!("{sum}echo 7\n")));
+    assert_eq!(o.code, 0, "{}", &o.stderr[..o.stderr.len().min(300)]);
+    assert!(o.stderr.contains("more than 1000 operators"), "{}", &o.stderr[..o.stderr.len().min(300)]);
+    assert_eq!(o.stdout, "0x7\n");
+    // Up to the cap is fine.
+    let ok = format!("echo {}\n", vec!["1"; 1001].join("+"));
+    let o = run(virtmem().arg("run").arg(script("sum3.vms", ok.as_bytes())));
+    assert_eq!((o.code, o.stdout.as_str()), (0, "0x3e9\n"), "{}", o.stderr);
+}
+
+#[test]
 fn interactive_prompt_reads_stdin() {
     let o = run(virtmem().arg("run").write_stdin(
         "p = alloc 0, 64K, reserve|commit, rw\nfrobnicate\nwrite p, \"hi\"\nread p, 2\nhelp\nmap\nquit\nquery p\n",
