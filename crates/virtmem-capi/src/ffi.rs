@@ -65,7 +65,11 @@ pub(crate) fn report(code: DWORD) {
 /// Run the body of an exported function: `(value, 0)` on success; `(failed, code)` with
 /// the last error set to `code` on failure; `(failed, ERROR_INTERNAL_ERROR)` if it
 /// panicked (the panic is contained here and never reaches C).
+///
+/// When tracing is on, the call holds the trace's order lock from here until its trace
+/// line is written (see `crate::trace`), so traces list calls in the order they took effect.
 pub(crate) fn run<T: Copy>(failed: T, body: impl FnOnce() -> Outcome<T>) -> (T, DWORD) {
+    crate::trace::begin();
     let saved_errno = get_errno();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(v)) => {

@@ -68,12 +68,25 @@
 //! lock: lines from several threads (and, thanks to `O_APPEND`, several processes) never
 //! interleave, and every line is on disk as soon as its call returns (line-buffered). A
 //! write error disables the writer rather than failing the traced call.
+//!
+//! A writer made by [`TraceWriter::append_to`] (so [`global()`]) remembers the process id
+//! it wrote in its header. When a line is about to be written from another process (a
+//! child after `fork()`, which inherits the open file), a new header comes first:
+//! `virtmem-trace 1 pid=CHILD parent=PARENT`, so the child's calls form a session of
+//! their own. (A reader starts each session from an empty address space, and lines of
+//! processes appending to one file at the same time are attributed to whichever header
+//! precedes them: give concurrently running processes separate files.)
+//!
+//! The writer does not order calls: it writes lines in the order [`TraceWriter::record`]
+//! is called. A library tracing calls from several threads must make that the order in
+//! which the calls took effect (libvirtmem holds one lock from the start of each traced
+//! call until its line is written).
 
 use std::fmt::{self, Write as _};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
@@ -654,6 +667,8 @@ impl<R: BufRead> Iterator for Reader<R> {
 /// Appends trace records, one line each; see the [module docs](self).
 pub struct TraceWriter {
     enabled: AtomicBool,
+    /// The process id of the last header written, or 0 when the writer does not track it.
+    pid: AtomicU32,
     out: Mutex<Option<Box<dyn Write + Send>>>,
 }
 
@@ -666,22 +681,25 @@ impl fmt::Debug for TraceWriter {
 impl TraceWriter {
     /// A writer that records nothing.
     pub fn disabled() -> TraceWriter {
-        TraceWriter { enabled: AtomicBool::new(false), out: Mutex::new(None) }
+        TraceWriter { enabled: AtomicBool::new(false), pid: AtomicU32::new(0), out: Mutex::new(None) }
     }
 
     /// A writer appending to `path` (created if missing), after writing a header with
-    /// this process's id.
+    /// this process's id. A line written later from another process (a forked child) is
+    /// preceded by a header with that process's id and `parent=` this one's.
     pub fn append_to(path: impl AsRef<Path>) -> io::Result<TraceWriter> {
         let file: File = OpenOptions::new().create(true).append(true).open(path)?;
         let w = TraceWriter::to_writer(Box::new(file));
-        w.header(&Header::new(vec![("pid".into(), std::process::id().to_string())]));
+        let pid = std::process::id();
+        w.header(&Header::new(vec![("pid".into(), pid.to_string())]));
+        w.pid.store(pid, Ordering::Relaxed);
         Ok(w)
     }
 
     /// A writer to any sink (no header is written; see [`TraceWriter::header`]). Each
     /// line goes to the sink with one `write_all`.
     pub fn to_writer(sink: Box<dyn Write + Send>) -> TraceWriter {
-        TraceWriter { enabled: AtomicBool::new(true), out: Mutex::new(Some(sink)) }
+        TraceWriter { enabled: AtomicBool::new(true), pid: AtomicU32::new(0), out: Mutex::new(Some(sink)) }
     }
 
     /// The writer `VIRTMEM_TRACE` asks for: appending to the file it names, or disabled
@@ -727,6 +745,16 @@ impl TraceWriter {
         let _ = text.write_fmt(args);
         text.push('\n');
         let mut out = self.out.lock();
+        let parent = self.pid.load(Ordering::Relaxed);
+        if parent != 0 {
+            let pid = std::process::id();
+            if pid != parent {
+                // A forked child: its calls start a session of their own.
+                let header = Header::new(vec![("pid".into(), pid.to_string()), ("parent".into(), parent.to_string())]);
+                text.insert_str(0, &format!("{header}\n"));
+                self.pid.store(pid, Ordering::Relaxed);
+            }
+        }
         if let Some(sink) = out.as_mut() {
             if sink.write_all(text.as_bytes()).and_then(|_| sink.flush()).is_err() {
                 *out = None;
