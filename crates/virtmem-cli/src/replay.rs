@@ -250,8 +250,68 @@ fn outcome(result: u64, err: u32, failed: bool) -> String {
     }
 }
 
+/// The regions of `space` overlapping `[address, address + size)` (at most `MAX_UNDO`).
+fn regions_in(space: &dyn VirtualSpace, address: usize, size: usize) -> Vec<virtmem::MemoryBasicInformation> {
+    const MAX_UNDO: usize = 4096;
+    let end = address.saturating_add(size.max(1));
+    let mut out = Vec::new();
+    let mut at = address;
+    while at < end && out.len() < MAX_UNDO {
+        let Ok(m) = space.query(at) else { break };
+        let next = m.base_address.saturating_add(m.region_size);
+        out.push(m);
+        if next <= at {
+            break;
+        }
+        at = next;
+    }
+    out
+}
+
+/// A call the recorded program saw fail succeeded in the replay (the environments differ,
+/// e.g. in a limit the trace does not hold): undo what it did, so that the one difference
+/// does not make later calls differ too. `before` are the regions the call's range had.
+fn undo(space: &dyn VirtualSpace, call: &Call, result: u64, before: &[virtmem::MemoryBasicInformation]) {
+    match *call {
+        Call::Alloc { .. } if before.first().map_or(true, |m| m.state == MemState::Free) => {
+            // A new reservation: release it.
+            let _ = space.free(result as usize, 0, virtmem::FreeType::RELEASE);
+        }
+        Call::Alloc { .. } => {
+            // A commit inside a reservation: decommit what was only reserved before.
+            for m in before.iter().filter(|m| m.state == MemState::Reserve) {
+                let _ = space.free(m.base_address, m.region_size, virtmem::FreeType::DECOMMIT);
+            }
+        }
+        Call::Protect { .. } => {
+            for m in before.iter().filter(|m| m.state == MemState::Commit) {
+                let _ = space.protect(m.base_address, m.region_size, m.protect);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Replay one record with the Win32-shaped functions; describe a difference, if any.
 fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
+    // What a call recorded as failed may change if it succeeds here (see `undo`).
+    let before = match rec.call {
+        Call::Alloc { address, size, .. } if rec.result == 0 && address != 0 => regions_in(space, address, size),
+        Call::Protect { address, size, .. } if rec.result == 0 => regions_in(space, address, size),
+        _ => Vec::new(),
+    };
+    let diff = replay_call(space, rec);
+    if let Some((result, d)) = diff {
+        if rec.result == 0 && result != 0 {
+            undo(space, &rec.call, result, &before);
+        }
+        return Some(d);
+    }
+    None
+}
+
+/// Replay one record; on a difference, the replayed result and the description.
+fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> {
     win32::SetLastError(0);
     let name = rec.function_name();
     let (result, failed_rec, failed_now, extra): (u64, bool, bool, Option<String>) = match &rec.call {
@@ -339,20 +399,27 @@ fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
             }
             (ok as u64, rec.result == 0, !ok, None)
         }
+        Call::SetCommitLimit { limit } => {
+            space.set_commit_limit((*limit != usize::MAX).then_some(*limit));
+            (1, false, false, None)
+        }
     };
     let err = win32::GetLastError();
     let args = render_args(&rec.call);
     if failed_rec != failed_now || (failed_rec && err != rec.last_error) {
-        return Some(format!(
-            "{name}({args}): recorded {}, replayed {}",
-            outcome(rec.result, rec.last_error, failed_rec),
-            outcome(result, err, failed_now)
+        return Some((
+            result,
+            format!(
+                "{name}({args}): recorded {}, replayed {}",
+                outcome(rec.result, rec.last_error, failed_rec),
+                outcome(result, err, failed_now)
+            ),
         ));
     }
     if !failed_rec && result != rec.result && !matches!(rec.call, Call::GetWriteWatch { .. }) {
-        return Some(format!("{name}({args}): recorded {:#x}, replayed {result:#x}", rec.result));
+        return Some((result, format!("{name}({args}): recorded {:#x}, replayed {result:#x}", rec.result)));
     }
-    extra.map(|e| format!("{name}({args}): {e}"))
+    extra.map(|e| (result, format!("{name}({args}): {e}")))
 }
 
 fn render_args(c: &Call) -> String {
@@ -375,6 +442,7 @@ fn render_args(c: &Call) -> String {
         Call::ReadProcessMemory { address, size, .. } | Call::WriteProcessMemory { address, size, .. } => {
             format!("{address:#x}, {size:#x}")
         }
+        Call::SetCommitLimit { limit } => format!("{limit:#x}"),
     }
 }
 

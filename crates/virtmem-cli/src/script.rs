@@ -853,6 +853,10 @@ impl Session {
             Body::CommitLimit(arg) => {
                 let limit = arg.as_ref().map(|a| self.num(a));
                 self.main_space().set_commit_limit(limit);
+                if let Some(w) = &self.trace {
+                    let call = TCall::SetCommitLimit { limit: limit.unwrap_or(usize::MAX) };
+                    w.record(&Record { process: None, call, result: 1, last_error: 0, out: Out::None });
+                }
                 match limit {
                     Some(l) => self.say(&format!("commit limit of process 0: {l:#x} ({})", human(l as u64))),
                     None => self.say("commit limit of process 0: none"),

@@ -245,7 +245,9 @@ fn recorded_trace_replays_clean_and_differences_are_reported() {
     assert!(o.stdout.contains("peak reserved 256.1 MiB, peak committed 5 MiB"), "{}", o.stdout);
     assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
 
-    // Tamper with two recorded results: both are reported, with their lines.
+    // Tamper with two recorded results: both are reported, with their lines. (The replay
+    // undoes the commit the tampered line says failed, so the query of those pages on
+    // line 6, recorded as committed, differs too: the tampered trace contradicts itself.)
     let text = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("trace");
     let tampered = text.replacen("0x1000 0x4 -> 0x10000 err=0", "0x1000 0x4 -> 0x0 err=487", 1).replacen(
         "-> 0x1 err=0 old=0x4",
@@ -256,7 +258,8 @@ fn recorded_trace_replays_clean_and_differences_are_reported() {
     let p = script("tampered.vmt", tampered.as_bytes());
     let o = run(virtmem().arg("replay").arg(&p).arg("--strict"));
     assert_eq!(o.code, 1, "{}", o.stdout);
-    assert!(o.stdout.contains("calls whose result differs from the recorded one: 2"), "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 3"), "{}", o.stdout);
+    assert!(o.stdout.contains("line 6: VirtualQuery(0x10000): recorded {base 0x10000, allocbase 0x10000, size 0x100000, MEM_COMMIT, PAGE_READWRITE}, replayed {base 0x10000, allocbase 0x10000, size 0x100000, MEM_RESERVE, 0}"), "{}", o.stdout);
     assert!(
         o.stdout.contains("line 3: VirtualAlloc(0x10000, 0x100000, MEM_COMMIT, PAGE_READWRITE): recorded failed with ERROR_INVALID_ADDRESS (487), replayed returned 0x10000"),
         "{}",
@@ -289,6 +292,27 @@ fn run_trace_round_trips_through_replay() {
     let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
     assert_eq!(o.code, 0, "{}", o.stdout);
     assert!(o.stdout.contains("replayed 8 calls"), "{}", o.stdout);
+}
+
+#[test]
+fn tour_round_trips_and_one_environment_difference_is_one_difference() {
+    let t = tmp("tour-rt.vmt");
+    let _ = std::fs::remove_file(&t);
+    assert_eq!(run(virtmem().args(["run", "examples/scripts/tour.vms", "--trace"]).arg(&t)).code, 0);
+    let text = std::fs::read_to_string(&t).expect("trace written");
+    // The tour's `commitlimit 16M` and `commitlimit none` are in the trace.
+    assert!(text.contains("SetCommitLimit 0x1000000 -> 0x1 err=0"), "{text}");
+    assert!(text.contains("SetCommitLimit 0xffffffffffffffff -> 0x1 err=0"), "{text}");
+    let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
+    // Without the limit, the commit that failed succeeds in the replay: that one call is
+    // reported, and what it allocated is undone so the calls after it replay as recorded.
+    let without: String = text.lines().filter(|l| !l.starts_with("SetCommitLimit")).map(|l| format!("{l}\n")).collect();
+    let p = script("tour-nolimit.vmt", without.as_bytes());
+    let o = run(virtmem().arg("replay").arg(&p));
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 1\n"), "{}", o.stdout);
+    assert!(o.stdout.contains("recorded failed with ERROR_COMMITMENT_LIMIT (1455), replayed returned"), "{}", o.stdout);
 }
 
 #[test]

@@ -40,6 +40,12 @@
 //! | `ResetWriteWatch` | base size | |
 //! | `VirtualLock`, `VirtualUnlock` | address size | |
 //! | `ReadProcessMemory`, `WriteProcessMemory` | process address buffer size done_ptr | `done` (bytes copied) |
+//! | `SetCommitLimit` | limit | |
+//!
+//! `SetCommitLimit` is not a Win32 function: it records a change of the current
+//! process's commit limit (the most bytes it may have committed; `0xffffffffffffffff` =
+//! none), which decides whether later commits fail with `ERROR_COMMITMENT_LIMIT`.
+//! `virtmem run` writes it for its `commitlimit` command; its result is `0x1`.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
@@ -205,6 +211,11 @@ pub enum Call {
         /// `lpNumberOfBytesWritten` (the pointer value; 0 = NULL).
         done: usize,
     },
+    /// The current process's commit limit changed (not a Win32 call; see the module docs).
+    SetCommitLimit {
+        /// The new limit in bytes, `usize::MAX` for none.
+        limit: usize,
+    },
 }
 
 impl Call {
@@ -225,6 +236,7 @@ impl Call {
             (Call::Unlock { .. }, _) => "VirtualUnlock",
             (Call::ReadProcessMemory { .. }, _) => "ReadProcessMemory",
             (Call::WriteProcessMemory { .. }, _) => "WriteProcessMemory",
+            (Call::SetCommitLimit { .. }, _) => "SetCommitLimit",
         }
     }
 
@@ -354,6 +366,7 @@ impl fmt::Display for Record {
             | Call::WriteProcessMemory { address, buffer, size, done } => {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {done:#x}")?
             }
+            Call::SetCommitLimit { limit } => write!(f, " {limit:#x}")?,
         }
         write!(f, " -> {:#x} err={}", self.result, self.last_error)?;
         match &self.out {
@@ -469,7 +482,7 @@ fn parse_header(ws: &[(usize, &str)]) -> Result<Header, ParseError> {
 fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record, ParseError> {
     let (base, ex) = match name {
         "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" | "GetWriteWatch" | "ResetWriteWatch"
-        | "VirtualLock" | "VirtualUnlock" => (name, false),
+        | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
         "ReadProcessMemory" | "WriteProcessMemory" => (name, true),
         _ => return Err(err(fcol, format!("unknown function `{name}`"))),
@@ -492,6 +505,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualFree" | "VirtualQuery" => 3,
         "VirtualProtect" | "ReadProcessMemory" | "WriteProcessMemory" => 4,
         "GetWriteWatch" => 6,
+        "SetCommitLimit" => 1,
         _ => 2,
     };
     if args.len() != want {
@@ -520,6 +534,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualLock" => Call::Lock { address: a(0)?, size: a(1)? },
         "VirtualUnlock" => Call::Unlock { address: a(0)?, size: a(1)? },
         "ReadProcessMemory" => Call::ReadProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
+        "SetCommitLimit" => Call::SetCommitLimit { limit: a(0)? },
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
@@ -1039,6 +1054,7 @@ mod tests {
                 size,
                 done
             }),
+            u().prop_map(|limit| Call::SetCommitLimit { limit }),
         ]
     }
 
