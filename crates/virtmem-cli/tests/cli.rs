@@ -61,6 +61,31 @@ fn check_svg(path: &Path) -> String {
             assert!(w > 0.0, "rect of width {w}");
         }
     }
+    // Every shape lies inside the viewBox (pattern tiles aside).
+    let vb: Vec<f64> =
+        root.attribute("viewBox").unwrap().split_whitespace().map(|v| v.parse().expect("viewBox number")).collect();
+    let (vw, vh) = (vb[2], vb[3]);
+    let num = |n: &roxmltree::Node, a: &str| n.attribute(a).and_then(|v| v.parse::<f64>().ok());
+    for n in doc.descendants().filter(|n| n.is_element() && !n.ancestors().any(|a| a.has_tag_name("pattern"))) {
+        let (xs, ys): (Vec<f64>, Vec<f64>) = match n.tag_name().name() {
+            "rect" => match (num(&n, "x"), num(&n, "y"), num(&n, "width"), num(&n, "height")) {
+                (Some(x), Some(y), Some(w), Some(h)) => (vec![x, x + w], vec![y, y + h]),
+                _ => continue,
+            },
+            "line" => (
+                vec![num(&n, "x1").unwrap(), num(&n, "x2").unwrap()],
+                vec![num(&n, "y1").unwrap(), num(&n, "y2").unwrap()],
+            ),
+            "text" => (vec![num(&n, "x").unwrap()], vec![num(&n, "y").unwrap()]),
+            _ => continue,
+        };
+        for x in xs {
+            assert!((0.0..=vw + 0.01).contains(&x), "x={x} outside 0..{vw}: {:?}", n);
+        }
+        for y in ys {
+            assert!((0.0..=vh + 0.01).contains(&y), "y={y} outside 0..{vh}: {:?}", n);
+        }
+    }
     text
 }
 
@@ -313,6 +338,37 @@ fn tour_round_trips_and_one_environment_difference_is_one_difference() {
     let o = run(virtmem().arg("replay").arg(&p));
     assert!(o.stdout.contains("calls whose result differs from the recorded one: 1\n"), "{}", o.stdout);
     assert!(o.stdout.contains("recorded failed with ERROR_COMMITMENT_LIMIT (1455), replayed returned"), "{}", o.stdout);
+}
+
+#[test]
+fn busy_spaces_draw_inside_the_canvas() {
+    // 8 MiB reservation of 2048 alternating committed/reserved 4 KiB runs.
+    let mut text = String::from("p = alloc NULL, 8M, reserve, noaccess\n");
+    for i in 0..1024 {
+        text += &format!("alloc p + {}, 4K, commit, {}\n", i * 8192, if i % 2 == 0 { "rw" } else { "ro" });
+    }
+    let svg = tmp("runs.svg");
+    let o = run(virtmem().arg("run").arg(script("runs.vms", text.as_bytes())).arg("--svg").arg(&svg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let drawn = check_svg(&svg);
+    assert!(drawn.contains("regions too small to draw apart"), "narrow runs become mixed clusters");
+    assert!(drawn.contains("whole space, 0x10000 - 0x810000 (8 MiB), to scale"), "overview strip");
+    // 30 000 reservations with gaps: ~60 000 rows, all drawn (grouped), inside the canvas.
+    let mut trace = String::from("virtmem-trace 1\n");
+    for i in 0..30_000u64 {
+        let a = 0x10000 + i * 0x20000;
+        trace += &format!("VirtualAlloc {a:#x} 0x10000 0x2000 0x4 -> {a:#x} err=0\n");
+    }
+    let svg = tmp("big.svg");
+    let o = run(virtmem().arg("replay").arg(script("big.vmt", trace.as_bytes())).arg("--svg").arg(&svg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let drawn = check_svg(&svg);
+    assert!(!drawn.contains("not drawn"), "every row is drawn");
+    assert!(
+        drawn.contains("60000 rows") || drawn.contains("59999 rows") || drawn.contains("60001 rows"),
+        "row count shown"
+    );
+    assert!(drawn.len() < 8 << 20, "the picture stays a reasonable size: {} bytes", drawn.len());
 }
 
 #[test]
