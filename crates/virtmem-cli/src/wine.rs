@@ -12,7 +12,9 @@
 //! Wine does not log results. A call followed by a dump of its view is taken as having
 //! succeeded (and the dump tells where a NULL-address allocation was placed); an
 //! allocation or protection without one as having failed; frees, queries and write-watch
-//! calls have no recorded result. Lines without a thread-id prefix (`0024:`) come from
+//! calls have no recorded result. A line's prefix is one or more `hex:` fields (the thread
+//! id, and the process id before it with `WINEDEBUG=+pid`) or `digits.digits:` fields
+//! (`+timestamp`). Lines without a thread-id prefix (`0024:`) come from
 //! the loader before the process has threads (Wine prints them twice, as the loader
 //! re-executes itself) and are skipped.
 
@@ -153,6 +155,26 @@ pub fn parse_flags(f: &str) -> Option<(bool, u32)> {
     Some((committed, base | if guard { 0x100 } else { 0 }))
 }
 
+/// The text after `trace:virtual:` of a line whose prefix is one or more `hex:` fields
+/// (the thread id, and the process id with `WINEDEBUG=+pid`) or `digits.digits:` fields
+/// (`+timestamp`), e.g. `0024:010c:trace:virtual:...` or `12345.678:010c:trace:...`.
+/// Lines without such a prefix (the loader's, printed twice) give `None`.
+fn strip_prefix_fields(raw: &str) -> Option<&str> {
+    let at = raw.find("trace:virtual:")?;
+    let prefix = raw[..at].strip_suffix(':')?;
+    let field_ok = |f: &str| {
+        let hex = !f.is_empty() && f.len() <= 16 && f.bytes().all(|b| b.is_ascii_hexdigit());
+        let stamp = f.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        });
+        hex || stamp
+    };
+    prefix.split(':').all(field_ok).then(|| &raw[at + "trace:virtual:".len()..])
+}
+
 /// Parse a log into events. Unrecognised lines are skipped; the count of skipped
 /// `virtual` lines is returned too.
 pub fn parse(text: &str) -> (Vec<Event>, usize) {
@@ -164,13 +186,7 @@ pub fn parse(text: &str) -> (Vec<Event>, usize) {
     let mut open = false;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let Some((tid, rest)) = raw.split_once(':') else { continue };
-        if tid.len() != 4 || !tid.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        let Some(body) = rest.strip_prefix("trace:virtual:") else {
-            continue;
-        };
+        let Some(body) = strip_prefix_fields(raw) else { continue };
         let (func, args) = body.split_once(' ').unwrap_or((body, ""));
         let words: Vec<&str> = args.split_whitespace().collect();
         if func == "dump_view" {
@@ -336,6 +352,19 @@ trace:virtual:NtAllocateVirtualMemory 0xffffffffffffffff 0x7ffe0000 00001000 300
             matches!(&ev[4], Event::Call { call: Call::Protect { protect: 4, .. }, views, .. } if views.is_empty())
         );
         assert!(matches!(&ev[5], Event::View(v) if v.start == 0x40000));
+    }
+
+    #[test]
+    fn prefixes_of_common_winedebug_options_are_accepted() {
+        let body = "trace:virtual:NtAllocateVirtualMemory 0xffffffffffffffff (nil) 00100000 1000 00000004";
+        for prefix in ["0108:", "0024:010c:", "12345.678:010c:", "12345.678:0024:010c:", "0010c:"] {
+            let (events, _) = parse(&format!("{prefix}{body}\n"));
+            assert_eq!(events.len(), 1, "{prefix}");
+        }
+        for prefix in ["", "x0108:", "12.:0108:", ":0108:", "0108 ", "0108:warn:"] {
+            let (events, _) = parse(&format!("{prefix}{body}\n"));
+            assert!(events.is_empty(), "{prefix:?} accepted");
+        }
     }
 
     #[test]

@@ -388,6 +388,30 @@ fn wine_log_replays_with_views_and_svg() {
 }
 
 #[test]
+fn wine_logs_with_pid_and_timestamp_prefixes_replay_the_same() {
+    let log = std::fs::read_to_string(root().join("examples/traces/wine-virtual.log")).expect("log");
+    let plain = run(virtmem().args(["replay", "examples/traces/wine-virtual.log"]));
+    let calls = plain.stdout.split(" calls").next().expect("summary").to_string();
+    let prefixed = |f: &dyn Fn(usize) -> String| -> String {
+        log.lines()
+            .enumerate()
+            .map(|(i, l)| if l.starts_with("trace:") { format!("{l}\n") } else { format!("{}{l}\n", f(i)) })
+            .collect()
+    };
+    let variants = [
+        ("pid.log", prefixed(&|_| "0024:".to_string())),
+        ("stamp.log", prefixed(&|i| format!("{}.{:03}:", 1000 + i / 7, i % 1000))),
+        ("tid5.log", prefixed(&|_| "0".to_string())),
+    ];
+    for (name, text) in variants {
+        let o = run(virtmem().arg("replay").arg(script(name, text.as_bytes())));
+        assert_eq!(o.code, 0, "{name}: {}", o.stderr);
+        assert!(o.stdout.starts_with(&format!("{calls} calls")), "{name}: {} vs {calls}", o.stdout);
+        assert!(o.stdout.contains("differs from the recorded one: 0"), "{name}: {}", o.stdout);
+    }
+}
+
+#[test]
 fn os_flag_uses_this_process_real_memory() {
     let p = script(
         "os.vms",
