@@ -412,6 +412,21 @@ fn wine_logs_with_pid_and_timestamp_prefixes_replay_the_same() {
 }
 
 #[test]
+fn fragmentation_is_measured_between_the_reservations() {
+    // Reservations at 0x10000, 0x30000 and 0x60000 (64 KiB each): free gaps of 64 KiB and
+    // 128 KiB between them, so 1 - 128/192 = 33.33 %, whatever lies outside.
+    let trace = "virtmem-trace 1\n\
+        VirtualAlloc 0x10000 0x10000 0x2000 0x4 -> 0x10000 err=0\n\
+        VirtualAlloc 0x30000 0x10000 0x2000 0x4 -> 0x30000 err=0\n\
+        VirtualAlloc 0x60000 0x10000 0x2000 0x4 -> 0x60000 err=0\n";
+    let o = run(virtmem().arg("replay").arg(script("frag.vmt", trace.as_bytes())));
+    assert!(o.stdout.contains("fragmentation 33.33%"), "{}", o.stdout);
+    let one = "virtmem-trace 1\nVirtualAlloc 0x10000 0x10000 0x2000 0x4 -> 0x10000 err=0\n";
+    let o = run(virtmem().arg("replay").arg(script("frag1.vmt", one.as_bytes())));
+    assert!(o.stdout.contains("fragmentation 0.00%"), "{}", o.stdout);
+}
+
+#[test]
 fn os_flag_uses_this_process_real_memory() {
     let p = script(
         "os.vms",
