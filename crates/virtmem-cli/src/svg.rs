@@ -29,8 +29,22 @@ const GROUP_MIN_W: f64 = 24.0;
 const OVERVIEW_H: f64 = 22.0;
 const FREE_FILL: &str = "#ffffff";
 
+/// Escape `s` for XML text and attribute values; characters XML 1.0 does not allow
+/// (controls other than tab, newline and carriage return; U+FFFE, U+FFFF) become U+FFFD.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The fill colour of a committed page's protection.
@@ -446,4 +460,12 @@ pub fn render(regions: &[MemoryBasicInformation], title: &str, notes: &[String])
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{head}{body}{legend}<text x=\"10\" y=\"{:.0}\" font-size=\"10\" fill=\"#888888\">widths inside a row grow with log2(size), narrow neighbours merge into striped mixed shapes; the top strip is to scale; hover a shape for its exact range</text>\n</svg>\n",
         y - 8.0
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn esc_drops_what_xml_forbids() {
+        assert_eq!(super::esc("a\x01b\x1f<&>\"\u{FFFE}\tc"), "a\u{FFFD}b\u{FFFD}&lt;&amp;&gt;&quot;\u{FFFD}\tc");
+    }
 }

@@ -427,6 +427,16 @@ fn fragmentation_is_measured_between_the_reservations() {
 }
 
 #[test]
+fn control_characters_in_file_names_keep_the_svg_well_formed() {
+    let p = script("ctl\x01name.vms", b"alloc 0, 64K, commit, rw\n");
+    let svg = tmp("ctl.svg");
+    let o = run(virtmem().arg("run").arg(&p).arg("--svg").arg(&svg));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let text = check_svg(&svg);
+    assert!(text.contains("ctl\u{FFFD}name.vms"), "the name is shown with a replacement character");
+}
+
+#[test]
 fn os_flag_uses_this_process_real_memory() {
     let p = script(
         "os.vms",
