@@ -191,17 +191,19 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
                 }
             }
         };
-        let stmts = match script::parse(&text) {
+        // A leading byte-order mark (editors on Windows write one) is not part of the script.
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+        let stmts = match script::parse(text) {
             Ok(s) => s,
             Err(e) => {
-                show_error(&text, &name, &e);
+                show_error(text, &name, &e);
                 return ExitCode::from(2);
             }
         };
         let mut status = 0;
         for s in &stmts {
             if let Err(e) = session.exec(s) {
-                show_error(&text, &name, &e);
+                show_error(text, &name, &e);
                 status = 2;
                 break;
             }
@@ -269,6 +271,7 @@ fn prompt(session: &mut script::Session) {
         n += 1;
         let text = String::from_utf8_lossy(&buf);
         let text = text.trim_end_matches(['\n', '\r']);
+        let text = if n == 1 { text.strip_prefix('\u{FEFF}').unwrap_or(text) } else { text };
         match text.trim() {
             "quit" | "exit" | "q" => break,
             "help" | "?" => {

@@ -437,6 +437,22 @@ fn control_characters_in_file_names_keep_the_svg_well_formed() {
 }
 
 #[test]
+fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
+    let text = "\u{FEFF}p = alloc 0, 64K, commit, rw\r\necho p\r\nquery p\r\n";
+    let o = run(virtmem().arg("run").arg(script("bom.vms", text.as_bytes())));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("0x10000\n"), "{}", o.stdout);
+    let o = run(virtmem().args(["run", "-"]).write_stdin(text));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(virtmem().arg("run").write_stdin(text));
+    assert!(o.stderr.is_empty(), "the prompt accepts it too: {}", o.stderr);
+    // A BOM later in the file is still an error.
+    let o = run(virtmem().arg("run").arg(script("bom2.vms", "echo 1\n\u{FEFF}echo 2\n".as_bytes())));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains(":2:1: unexpected character"), "{}", o.stderr);
+}
+
+#[test]
 fn os_flag_uses_this_process_real_memory() {
     let p = script(
         "os.vms",
