@@ -121,8 +121,13 @@ pub fn write_file(path: &Path, text: &str) -> Result<(), String> {
 }
 
 fn show_error(source: &str, name: &str, e: &script::ScriptError) {
+    show_error_at(source.lines().nth(e.line.saturating_sub(1)), name, e)
+}
+
+/// Report `e`, showing `line` (the text of line `e.line`) under it.
+fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
     eprintln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
-    if let Some(text) = source.lines().nth(e.line.saturating_sub(1)) {
+    if let Some(text) = line {
         let width = e.line.to_string().len();
         // A long line is shown as a window around the column.
         let chars: Vec<char> = text.chars().collect();
@@ -283,11 +288,11 @@ fn prompt(session: &mut script::Session) {
         match compiler.line(text, n) {
             Ok(Some(stmt)) => {
                 if let Err(e) = session.exec(&stmt) {
-                    show_error(text, "<input>", &script::ScriptError { line: 1, ..e.clone() });
+                    show_error_at(Some(text), "<input>", &e);
                 }
             }
             Ok(None) => {}
-            Err(e) => show_error(text, "<input>", &script::ScriptError { line: 1, ..e }),
+            Err(e) => show_error_at(Some(text), "<input>", &e),
         }
     }
 }

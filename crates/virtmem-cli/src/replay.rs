@@ -422,7 +422,10 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
         }
     };
     let err = win32::GetLastError();
-    let args = render_args(&rec.call);
+    let args = match rec.process {
+        Some(p) => format!("{p}, {}", render_args(&rec.call)),
+        None => render_args(&rec.call),
+    };
     if failed_rec != failed_now || (failed_rec && err != rec.last_error) {
         return Some((
             result,

@@ -891,19 +891,19 @@ impl Session {
         }
     }
 
-    fn fname(&self, plain: &str) -> String {
-        match self.select {
-            Select::Off => plain.to_string(),
-            Select::Null => format!("{plain}Ex(NULL, "),
-            Select::Id(n) => format!("{plain}Ex({n}, "),
-        }
-    }
-
-    /// `Name(args` with the process handle first for Ex calls.
+    /// `Name(args)` as the Win32 call made: the `Ex` form with the process handle first
+    /// for the functions that have one, the handle first for `ReadProcessMemory` /
+    /// `WriteProcessMemory`, `VirtmemAccess` for an instruction fetch in another process.
     fn sig(&self, plain: &str, args: &str) -> String {
-        match self.select {
-            Select::Off => format!("{plain}({args})"),
-            _ => format!("{}{args})", self.fname(plain)),
+        let h = match self.select {
+            Select::Off => return format!("{plain}({args})"),
+            Select::Null => "NULL".to_string(),
+            Select::Id(n) => n.to_string(),
+        };
+        match plain {
+            "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" => format!("{plain}Ex({h}, {args})"),
+            "exec" => format!("VirtmemAccess({h}, {args}, VIRTMEM_ACCESS_EXECUTE)"),
+            _ => format!("{plain}({h}, {args})"),
         }
     }
 
@@ -1109,7 +1109,7 @@ impl Session {
             Cmd::Map => {
                 let regions = match self.target() {
                     Ok(s) => s.regions(),
-                    Err(_) => self.procs[&0].space.regions(),
+                    Err(e) => return Ok(self.no_process("map", e)),
                 };
                 let mut text = String::new();
                 crate::map::write_table(&mut text, &regions);
@@ -1117,7 +1117,10 @@ impl Session {
                 None
             }
             Cmd::Stats => {
-                let st = self.target().unwrap_or(&*self.procs[&0].space).stats();
+                let st = match self.target() {
+                    Ok(s) => s.stats(),
+                    Err(e) => return Ok(self.no_process("stats", e)),
+                };
                 let text = format!(
                     "reserved {} in {} reservation(s), committed {}, {} page run(s), largest free block {}, {} free gap(s)",
                     human(st.reserved as u64),
@@ -1131,7 +1134,10 @@ impl Session {
                 None
             }
             Cmd::SysInfo => {
-                let si = self.target().unwrap_or(&*self.procs[&0].space).system_info();
+                let si = match self.target() {
+                    Ok(s) => s.system_info(),
+                    Err(e) => return Ok(self.no_process("sysinfo", e)),
+                };
                 let text = format!(
                     "page size {:#x}, allocation granularity {:#x}, user space {:#x} to {:#x}, large pages {}",
                     si.page_size,
@@ -1173,6 +1179,17 @@ impl Session {
             }
             Cmd::Process | Cmd::Expect | Cmd::CommitLimit => None,
         })
+    }
+
+    /// `map`, `stats` or `sysinfo` on a process that cannot be used (a NULL handle, an
+    /// exited process): report the error instead of showing another process.
+    fn no_process(&mut self, what: &str, e: Error) -> Option<u64> {
+        let process = match self.select {
+            Select::Id(n) => n.to_string(),
+            _ => "NULL".to_string(),
+        };
+        self.report(&format!("{what} (process {process})"), &Err::<(), _>(e), |_| String::new());
+        None
     }
 
     fn write(&mut self, addr: usize, data: &[u8], ex: bool, args: &str) {

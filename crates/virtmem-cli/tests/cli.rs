@@ -252,7 +252,7 @@ fn interactive_prompt_reads_stdin() {
     );
     assert!(o.stdout.contains("read(0x10000, 0x2) = 68 69  \"hi\""), "{}", o.stdout);
     assert!(o.stdout.contains("commands (arguments are separated by commas"), "help");
-    assert!(o.stderr.contains("<input>:1:1: unknown command `frobnicate`"), "{}", o.stderr);
+    assert!(o.stderr.contains("<input>:2:1: unknown command `frobnicate`"), "{}", o.stderr);
     assert!(!o.stdout.contains("VirtualQuery(0x10000)"), "nothing runs after quit");
 }
 
@@ -450,6 +450,47 @@ fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
     let o = run(virtmem().arg("run").arg(script("bom2.vms", "echo 1\n\u{FEFF}echo 2\n".as_bytes())));
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains(":2:1: unexpected character"), "{}", o.stderr);
+}
+
+#[test]
+fn prompt_and_ex_mode_report_what_really_happened() {
+    // Errors at the prompt name their input line.
+    let o = run(virtmem().arg("run").write_stdin("echo 1\necho 2\n# note\nquery q\n"));
+    assert!(o.stderr.contains("<input>:4:7: unknown variable `q`"), "{}", o.stderr);
+    // An exited process: map, stats and sysinfo report the error, not process 0's space.
+    let o = run(virtmem().arg("run").write_stdin(
+        "alloc 0, 64K, commit, rw\nprocess 3\nalloc 0, 64K, reserve, rw\nexit 3\nmap\nexpect ERROR_ACCESS_DENIED\nstats\nsysinfo\nprocess null\nmap\n",
+    ));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("map (process 3) failed: ERROR_ACCESS_DENIED (5)"), "{}", o.stdout);
+    assert!(o.stdout.contains("stats (process 3) failed: ERROR_ACCESS_DENIED (5)"), "{}", o.stdout);
+    assert!(o.stdout.contains("sysinfo (process 3) failed: ERROR_ACCESS_DENIED (5)"), "{}", o.stdout);
+    assert!(o.stdout.contains("map (process NULL) failed: ERROR_INVALID_HANDLE (6)"), "{}", o.stdout);
+    assert!(!o.stdout.contains("MEM_PRIVATE"), "process 0's map is not shown: {}", o.stdout);
+    // Output names the real functions.
+    let o = run(virtmem()
+        .arg("run")
+        .write_stdin("process 2\np = alloc 0, 64K, commit, rw\nwrite p, 1\nread p, 1\nexec p\nquery p\n"));
+    for want in [
+        "VirtualAllocEx(2, ",
+        "WriteProcessMemory(2, 0x10000, ",
+        "ReadProcessMemory(2, 0x10000, 0x1)",
+        "VirtmemAccess(2, 0x10000, 0x1, VIRTMEM_ACCESS_EXECUTE)",
+        "VirtualQueryEx(2, 0x10000)",
+    ] {
+        assert!(o.stdout.contains(want), "{want}: {}", o.stdout);
+    }
+    assert!(!o.stdout.contains("ProcessMemoryEx") && !o.stdout.contains("execEx"), "{}", o.stdout);
+    // Replay differences of Ex calls name the process.
+    let trace = "virtmem-trace 1\nVirtualAllocEx 0x2 0x0 0x10000 0x3000 0x4 -> 0x0 err=8\n";
+    let o = run(virtmem().arg("replay").arg(script("ex.vmt", trace.as_bytes())));
+    assert!(
+        o.stdout.contains(
+            "line 2: VirtualAllocEx(2, 0x0, 0x10000, MEM_COMMIT|MEM_RESERVE, PAGE_READWRITE): recorded failed"
+        ),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
