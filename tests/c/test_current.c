@@ -154,6 +154,40 @@ static void test_process_memory(void)
     CHECK(VirtualFree(p, 0, MEM_RELEASE), "release");
 }
 
+/* A range far past the end of a write-watched reservation, with a huge *lpdwCount: the
+ * range is refused (87) before anything is sized by those numbers (the call used to
+ * allocate count * 8 bytes for its probe and abort the process when that failed), and
+ * nothing is stored. A huge count on a good range is capped at the range's pages. */
+static void test_write_watch_oversized(void)
+{
+    void *found[16];
+    ULONG_PTR count;
+    DWORD granularity = 7;
+    unsigned char *b = VirtualAlloc(NULL, 0x10000, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE);
+    CHECK(b != NULL, "write-watched reservation: %u", (unsigned)GetLastError());
+    if (!b)
+        return;
+    count = 0x1000000000ull;
+    CHECK_ERR(GetWriteWatch(WRITE_WATCH_FLAG_RESET, b, 0x400000000000ull, found, &count, &granularity) ==
+                  0xFFFFFFFFu,
+              ERROR_INVALID_PARAMETER);
+    CHECK(count == 0x1000000000ull && granularity == 7, "a refused call stores nothing");
+    CHECK_ERR(GetWriteWatch(0, b, 0x400000000000ull, found, &count, &granularity) == 0xFFFFFFFFu,
+              ERROR_INVALID_PARAMETER);
+    CHECK_ERR(GetWriteWatch(0, b, 0x10001, found, &count, &granularity) == 0xFFFFFFFFu, ERROR_INVALID_PARAMETER);
+    CHECK_ERR(ResetWriteWatch(b, 0x400000000000ull) == 0xFFFFFFFFu, ERROR_INVALID_PARAMETER);
+    CHECK(VirtualAlloc(b, 0x10000, MEM_COMMIT, PAGE_READWRITE) == b, "commit");
+    b[0x2000] = 1;
+    b[0xf000] = 2;
+    CHECK(GetWriteWatch(WRITE_WATCH_FLAG_RESET, b, 0x10000, found, &count, &granularity) == 0 && count == 2 &&
+              found[0] == b + 0x2000 && found[1] == b + 0xf000 && granularity == 4096,
+          "a huge count on a 16-page range needs only 16 entries: count %lu", (unsigned long)count);
+    count = 0x1000000000ull;
+    CHECK(GetWriteWatch(WRITE_WATCH_FLAG_RESET, b + 0xf000, 0x1000, found, &count, &granularity) == 0 && count == 0,
+          "and 1 for a 1-page range");
+    CHECK(VirtualFree(b, 0, MEM_RELEASE), "release");
+}
+
 static void test_write_watch(void)
 {
     void *found[16];
@@ -187,6 +221,7 @@ static void test_write_watch(void)
     count = 16;
     CHECK_ERR(GetWriteWatch(0, p, 0x10000, (void **)16, &count, &granularity) == 0xFFFFFFFFu, ERROR_NOACCESS);
     CHECK(VirtualFree(p, 0, MEM_RELEASE), "release");
+    test_write_watch_oversized();
 }
 
 static void test_lock(void)

@@ -221,12 +221,6 @@ pub unsafe extern "C" fn VirtualProtectEx(
     protect_traced(Some(hProcess), lpAddress, dwSize, flNewProtect, lpflOldProtect)
 }
 
-/// The number of pages `[base, base + size)` touches, or `None` if the range wraps.
-fn pages_in(base: usize, size: usize) -> Option<usize> {
-    let end = base.checked_add(size)?.checked_add(PAGE - 1)? & !(PAGE - 1);
-    Some((end - (base & !(PAGE - 1))) / PAGE)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn get_write_watch(
     space: &dyn VirtualSpace,
@@ -253,17 +247,22 @@ fn get_write_watch(
     if addresses.is_null() {
         return Err(Fail(ERROR_NOACCESS));
     }
-    let max = wanted.min(pages_in(base as usize, size).unwrap_or(1).max(1));
+    // The range first (87 for one that is not inside a write-watched reservation), so
+    // that nothing below is sized by a range the engine would refuse; then at most as
+    // many entries as the range has pages, whatever `*lpdwCount` says.
+    let max = wanted.min(space.write_watch_pages(base as usize, size)?);
     let entry = size_of::<PVOID>();
+    let array = max.checked_mul(entry).ok_or(Fail(ERROR_NOACCESS))?;
     if flags & WRITE_WATCH_FLAG_RESET != 0 {
         // A reset cannot be taken back: make sure every result can be stored first.
-        uaccess::probe_writable(addresses as usize, max * entry)?;
+        uaccess::probe_writable(addresses as usize, array)?;
         uaccess::probe_writable(count as usize, size_of::<ULONG_PTR>())?;
         uaccess::probe_writable(granularity as usize, size_of::<DWORD>())?;
     } else {
         // The array's first and last entries (a full probe would cost as much as the scan).
         uaccess::probe_writable(addresses as usize, entry)?;
-        uaccess::probe_writable(addresses as usize + (max - 1) * entry, entry)?;
+        let last = (addresses as usize).checked_add(array - entry).ok_or(Fail(ERROR_NOACCESS))?;
+        uaccess::probe_writable(last, entry)?;
     }
     let pages = space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base as usize, size, max)?;
     if !pages.is_empty() {

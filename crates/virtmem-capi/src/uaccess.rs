@@ -147,10 +147,25 @@ pub(crate) fn probe_writable(dst: usize, len: usize) -> Result<(), Fail> {
     if dst != 0 && on_live_stack(dst, len) {
         return Ok(());
     }
-    let mut buf = vec![0u8; len];
-    read_bytes(dst, &mut buf)?;
-    write_bytes(dst, &buf)
+    if len > 0 && (dst == 0 || dst.checked_add(len).is_none()) {
+        return Err(NOACCESS);
+    }
+    // Piece by piece through one bounded buffer: `len` comes from the caller and must not
+    // size an allocation (a failed allocation aborts the process).
+    let mut buf = vec![0u8; len.min(CHUNK)];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(CHUNK);
+        read_bytes(dst + done, &mut buf[..n])?;
+        write_bytes(dst + done, &buf[..n])?;
+        done += n;
+    }
+    Ok(())
 }
+
+/// The largest piece copied at a time through a buffer of ours: caller-given sizes are
+/// worked through in pieces of at most this many bytes, never allocated at once.
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A plain value that can be copied to and from caller memory as its bytes.
 pub(crate) trait Pod: Copy {

@@ -831,6 +831,15 @@ impl<B: Backend> AddressSpace<B> {
         Ok((book, b, range))
     }
 
+    /// The number of pages of `[base, base + size)` when it is a range `GetWriteWatch` and
+    /// `ResetWriteWatch` accept: inside one `MEM_WRITE_WATCH` reservation, size not 0
+    /// (`ERROR_INVALID_PARAMETER` otherwise). Nothing is scanned or changed.
+    pub fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
+        let (book, _, range) = self.watched_range(base, size)?;
+        drop(book);
+        Ok((range.end - range.start) / PAGE)
+    }
+
     /// `GetWriteWatch`: the base of each page of `[base, base + size)` written since the
     /// last reset, ascending, at most `max_count` (which must not be 0).
     pub fn get_write_watch(
@@ -1009,6 +1018,14 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
         -> Result<Vec<usize>>;
     /// See [`AddressSpace::reset_write_watch`].
     fn reset_write_watch(&self, base: usize, size: usize) -> Result<()>;
+    /// See [`AddressSpace::write_watch_pages`]. The default asks
+    /// [`get_write_watch`](Self::get_write_watch) for at most one page (which validates
+    /// the range the same way) and counts the pages of the range.
+    fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
+        self.get_write_watch(WriteWatchFlags::empty(), base, size, 1)?;
+        let range = rules::page_span(base, size)?;
+        Ok((range.end - range.start) / PAGE)
+    }
     /// See [`AddressSpace::read`].
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
     /// See [`AddressSpace::write`].
@@ -1069,6 +1086,9 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
         AddressSpace::reset_write_watch(self, base, size)
+    }
+    fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
+        AddressSpace::write_watch_pages(self, base, size)
     }
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
         AddressSpace::read(self, address, buf)
