@@ -118,11 +118,53 @@ static void test_foreign_memory(void)
     free(heap);
 }
 
+/* Copies larger than the 64 KiB pieces they go in: every byte arrives; a caller buffer
+ * that stops being readable part-way fails a write before anything is written; one that
+ * stops being writable part-way fails a read after the readable part, which is counted. */
+static void test_process_memory_pieces(void)
+{
+    HANDLE self = GetCurrentProcess();
+    enum { SIZE = 0x30000 };
+    unsigned char *src = VirtualAlloc(NULL, SIZE + 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    unsigned char *dst = VirtualAlloc(NULL, SIZE + 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    SIZE_T n = 0, i, bad = 0;
+    DWORD old;
+    for (i = 0; i < SIZE; i++)
+        src[i] = (unsigned char)(i * 7 + i / 4096);
+    CHECK(ReadProcessMemory(self, src, dst, SIZE, &n) && n == SIZE, "read 3 pieces: n %lu", (unsigned long)n);
+    for (i = 0; i < SIZE; i++)
+        bad += dst[i] != src[i];
+    CHECK(bad == 0, "read: %lu bytes differ", (unsigned long)bad);
+    memset(dst, 0, SIZE);
+    CHECK(WriteProcessMemory(self, dst + 1, src, SIZE - 1, &n) && n == SIZE - 1, "write 3 pieces");
+    for (i = 0, bad = 0; i < SIZE - 1; i++)
+        bad += dst[i + 1] != src[i];
+    CHECK(bad == 0 && dst[0] == 0, "write: %lu bytes differ", (unsigned long)bad);
+
+    /* The source's third piece is not readable: nothing at all is written. */
+    CHECK(VirtualProtect(src + 0x20000, 0x1000, PAGE_NOACCESS, &old), "protect");
+    memset(dst, 0xee, SIZE);
+    n = 77;
+    CHECK_ERR(!WriteProcessMemory(self, dst, src, SIZE, &n), ERROR_NOACCESS);
+    for (i = 0, bad = 0; i < SIZE; i++)
+        bad += dst[i] != 0xee;
+    CHECK(n == 0 && bad == 0, "a bad source part-way writes nothing: n %lu, %lu bytes changed", (unsigned long)n,
+          (unsigned long)bad);
+    /* The destination's third piece is not writable: the first two pieces arrive and are counted. */
+    CHECK(VirtualProtect(src + 0x20000, 0x1000, PAGE_READWRITE, &old), "protect back");
+    CHECK(VirtualProtect(dst + 0x20000, 0x1000, PAGE_READONLY, &old), "protect");
+    n = 77;
+    CHECK_ERR(!ReadProcessMemory(self, src, dst, SIZE, &n), ERROR_NOACCESS);
+    CHECK(n == 0x20000 && dst[0x1ffff] == src[0x1ffff] && dst[0x20000] == 0xee,
+          "a bad destination part-way: n %lu", (unsigned long)n);
+    CHECK(VirtualFree(src, 0, MEM_RELEASE) && VirtualFree(dst, 0, MEM_RELEASE), "release");
+}
+
 static void test_process_memory(void)
 {
     HANDLE self = GetCurrentProcess();
     unsigned char *p = VirtualAlloc(NULL, 0x10000, MEM_RESERVE, PAGE_NOACCESS);
-    unsigned char buf[0x2000];
+    unsigned char buf[0x2000], *big;
     SIZE_T n = 77;
     ULONG_PTR fault = 0;
     DWORD old;
@@ -138,6 +180,35 @@ static void test_process_memory(void)
     CHECK_ERR(!WriteProcessMemory(self, p + 0x1000, buf, 0x10, NULL), ERROR_NOACCESS);
     CHECK_ERR(!WriteProcessMemory(self, p + 0xff0, buf, 0x20, NULL), ERROR_PARTIAL_COPY);
     CHECK(p[0xff0] == 0x5a && p[0x1000] == 0x5a, "a failed write writes nothing");
+
+    /* Sizes far beyond the buffers: checked before anything is allocated or copied. (The
+     * source of the writes, `big`, has its first 64 KiB piece readable.) */
+    big = VirtualAlloc(NULL, 0x20000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    memset(big, 0x77, 0x20000);
+    n = 77;
+    CHECK_ERR(!ReadProcessMemory(self, p, buf, (SIZE_T)1 << 40, &n), ERROR_PARTIAL_COPY);
+    CHECK(n == 0, "n = 0 after a 1 TiB read: %lu", (unsigned long)n);
+    n = 77;
+    CHECK_ERR(!WriteProcessMemory(self, p, (void *)16, (SIZE_T)1 << 40, &n), ERROR_NOACCESS);
+    CHECK(n == 0 && p[0] == 0x11, "n = 0 after a 1 TiB write from a bad buffer, nothing written");
+    CHECK_ERR(!WriteProcessMemory(self, p, big, (SIZE_T)1 << 40, &n), ERROR_PARTIAL_COPY);
+    CHECK(n == 0 && p[0] == 0x11, "n = 0 after a 1 TiB write past the target's committed pages, nothing written");
+    CHECK(VirtmemAccess(self, (ULONG_PTR)p, buf, (SIZE_T)1 << 40, VIRTMEM_ACCESS_READ, &fault) ==
+                  STATUS_ACCESS_VIOLATION &&
+              fault == (ULONG_PTR)p + 0x2000,
+          "VirtmemAccess of 1 TiB: the first page past the committed ones faults");
+    {
+        /* 1 GiB: refused without touching 1 GiB of memory first. */
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        CHECK_ERR(!ReadProcessMemory(self, p, buf, (SIZE_T)1 << 30, &n), ERROR_PARTIAL_COPY);
+        CHECK_ERR(!WriteProcessMemory(self, p, big, (SIZE_T)1 << 30, &n), ERROR_PARTIAL_COPY);
+        getrusage(RUSAGE_SELF, &after);
+        CHECK(after.ru_maxrss - before.ru_maxrss < 64 * 1024, "a refused 1 GiB copy grew the peak RSS by %ld KiB",
+              after.ru_maxrss - before.ru_maxrss);
+    }
+    CHECK(VirtualFree(big, 0, MEM_RELEASE), "release");
+    test_process_memory_pieces();
 
     /* Checked accesses through the engine, guard pages included. */
     CHECK(VirtualProtect(p, 0x1000, PAGE_READWRITE | PAGE_GUARD, &old), "arm a guard page");

@@ -6,20 +6,104 @@
 //! checked copies of [`crate::uaccess`]; the other side goes through the engine, which
 //! checks the whole range before copying a byte.
 
-use vm::{AccessKind, Error};
+use vm::{AccessKind, Error, VirtualSpace};
 
-use crate::ffi::{run, Fail, Outcome};
+use crate::ffi::{run, Fail};
 use crate::process::resolve;
 use crate::trace::{self, Call, Out};
 use crate::types::*;
 use crate::uaccess;
 
-/// The buffer for `size` bytes, or `ERROR_NOT_ENOUGH_MEMORY` if it cannot be had.
-fn buffer(size: usize) -> Outcome<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(size).map_err(|_| Fail(ERROR_NOT_ENOUGH_MEMORY))?;
-    v.resize(size, 0);
-    Ok(v)
+/// Why a copy between the caller's memory and an address space stopped.
+enum CopyError {
+    /// The address space refused the access (the engine's error, first faulting address).
+    Engine(Error),
+    /// The caller's buffer could not be read or written (`ERROR_NOACCESS`).
+    Caller(Fail),
+}
+
+/// A buffer for one piece of a copy of `size` bytes: at most [`uaccess::CHUNK`] bytes,
+/// whatever the caller asked for (a caller-given size never sizes an allocation).
+fn piece_buffer(size: usize) -> Vec<u8> {
+    vec![0u8; size.min(uaccess::CHUNK)]
+}
+
+/// Whether `size` bytes at caller pointer `buffer` can be addressed at all (not NULL, no
+/// wrap past the top of the address space).
+fn addressable(buffer: usize, size: usize) -> bool {
+    size == 0 || (buffer != 0 && buffer.checked_add(size).is_some())
+}
+
+/// Copy `size` bytes at `address` in `space` (accessed as `kind`: read or execute) into
+/// the caller's `buffer`. The whole source range is checked by the engine first, so a
+/// range that is not entirely accessible fails before a byte is copied; the bytes are
+/// then copied in pieces of at most [`uaccess::CHUNK`]. `*done` counts the bytes copied
+/// (more than 0 only when the caller's buffer stops being writable part-way, or the
+/// source changes under the copy).
+fn copy_out(
+    space: &dyn VirtualSpace,
+    address: usize,
+    buffer: usize,
+    size: usize,
+    kind: AccessKind,
+    done: &mut usize,
+) -> Result<(), CopyError> {
+    space.check(address, size, kind).map_err(CopyError::Engine)?;
+    if !addressable(buffer, size) {
+        return Err(CopyError::Caller(Fail(ERROR_NOACCESS)));
+    }
+    let mut piece = piece_buffer(size);
+    while *done < size {
+        let n = (size - *done).min(piece.len());
+        let at = address + *done;
+        match kind {
+            AccessKind::Execute => space.execute(at, &mut piece[..n]),
+            _ => space.read(at, &mut piece[..n]),
+        }
+        .map_err(CopyError::Engine)?;
+        uaccess::write_bytes(buffer + *done, &piece[..n]).map_err(CopyError::Caller)?;
+        *done += n;
+    }
+    Ok(())
+}
+
+/// Copy `size` bytes from the caller's `buffer` to `address` in `space`. Checked before
+/// anything is written: the caller's first piece, then the whole destination range (by
+/// the engine), then the rest of the caller's buffer; only then are the bytes written,
+/// in pieces of at most [`uaccess::CHUNK`]. `*done` counts the bytes written (more than
+/// 0 on failure only if the destination or the buffer changes under the copy).
+fn copy_in(
+    space: &dyn VirtualSpace,
+    address: usize,
+    buffer: usize,
+    size: usize,
+    done: &mut usize,
+) -> Result<(), CopyError> {
+    if size == 0 {
+        return space.check(address, 0, AccessKind::Write).map_err(CopyError::Engine);
+    }
+    if !addressable(buffer, size) {
+        return Err(CopyError::Caller(Fail(ERROR_NOACCESS)));
+    }
+    let mut head = piece_buffer(size);
+    uaccess::read_bytes(buffer, &mut head).map_err(CopyError::Caller)?;
+    space.check(address, size, AccessKind::Write).map_err(CopyError::Engine)?;
+    let mut piece = piece_buffer(size - head.len());
+    let mut at = head.len();
+    while at < size {
+        let n = (size - at).min(piece.len());
+        uaccess::read_bytes(buffer + at, &mut piece[..n]).map_err(CopyError::Caller)?;
+        at += n;
+    }
+    space.write(address, &head).map_err(CopyError::Engine)?;
+    *done = head.len();
+    while *done < size {
+        let n = (size - *done).min(piece.len());
+        uaccess::read_bytes(buffer + *done, &mut piece[..n]).map_err(CopyError::Caller)?;
+        space.write(address + *done, &piece[..n]).map_err(CopyError::Engine)?;
+        *done += n;
+    }
+    Ok(())
 }
 
 /// `ReadProcessMemory`: copy `nSize` bytes at `lpBaseAddress` in process `hProcess` into
@@ -27,7 +111,10 @@ fn buffer(size: usize) -> Outcome<Vec<u8>> {
 /// that is not entirely readable (free, reserved, no-access or execute-only pages, an
 /// armed guard page) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied; an unwritable
 /// `lpBuffer` -> `ERROR_NOACCESS` (998). `*lpNumberOfBytesRead` (optional) is set to the
-/// number of bytes copied (0 on failure).
+/// number of bytes copied: `nSize` on success, 0 when the call fails before copying (the
+/// source range is checked whole before a byte is copied), the bytes already copied when
+/// `lpBuffer` stops being writable part-way. Any `nSize` is accepted: the copy goes in
+/// pieces of at most 64 KiB, never through a buffer of `nSize` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn ReadProcessMemory(
     hProcess: HANDLE,
@@ -36,25 +123,34 @@ pub unsafe extern "C" fn ReadProcessMemory(
     nSize: SIZE_T,
     lpNumberOfBytesRead: *mut SIZE_T,
 ) -> BOOL {
+    let mut done = 0;
     let (r, err) = run(FALSE, || {
         let space = resolve(hProcess)?;
         if !lpNumberOfBytesRead.is_null() {
             uaccess::store(lpNumberOfBytesRead, 0)?;
         }
-        let mut data = buffer(nSize)?;
-        space.read(lpBaseAddress as usize, &mut data).map_err(|e| match e {
-            Error::AccessViolation { .. } | Error::GuardPage { .. } | Error::NoAccess => Fail(ERROR_PARTIAL_COPY),
-            other => other.into(),
-        })?;
-        uaccess::write_bytes(lpBuffer as usize, &data)?;
+        let copied = copy_out(&*space, lpBaseAddress as usize, lpBuffer as usize, nSize, AccessKind::Read, &mut done);
         if !lpNumberOfBytesRead.is_null() {
-            uaccess::store(lpNumberOfBytesRead, nSize)?;
+            uaccess::store(lpNumberOfBytesRead, done)?;
         }
+        copied.map_err(|e| match e {
+            CopyError::Engine(Error::AccessViolation { .. } | Error::GuardPage { .. } | Error::NoAccess) => {
+                Fail(ERROR_PARTIAL_COPY)
+            }
+            CopyError::Engine(other) => other.into(),
+            CopyError::Caller(f) => f,
+        })?;
         Ok(TRUE)
     });
-    let (address, buffer, done) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesRead as usize);
-    let out = Out::Transferred(if r == TRUE { nSize } else { 0 });
-    trace::record(Some(hProcess), Call::ReadProcessMemory { address, buffer, size: nSize, done }, r as u64, err, out);
+    let (address, buffer, done_at) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesRead as usize);
+    let out = Out::Transferred(done);
+    trace::record(
+        Some(hProcess),
+        Call::ReadProcessMemory { address, buffer, size: nSize, done: done_at },
+        r as u64,
+        err,
+        out,
+    );
     r
 }
 
@@ -63,8 +159,12 @@ pub unsafe extern "C" fn ReadProcessMemory(
 /// destination range that is not entirely writable (read-only, no-access, reserved or
 /// free pages, an armed guard page) fails and nothing is written: with `ERROR_NOACCESS`
 /// (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
-/// starts writable and runs into such a page. An unreadable `lpBuffer` -> `ERROR_NOACCESS`. `*lpNumberOfBytesWritten` (optional) is set to the number of
-/// bytes copied (0 on failure). Writes mark write-watched pages as written.
+/// starts writable and runs into such a page. An unreadable `lpBuffer` (any byte of its
+/// `nSize`) -> `ERROR_NOACCESS`, and nothing is written. `*lpNumberOfBytesWritten`
+/// (optional) is set to the number of bytes copied (`nSize` on success, 0 on failure).
+/// Any `nSize` is accepted: the source is checked and then copied in pieces of at most
+/// 64 KiB, never through a buffer of `nSize` bytes. Writes mark write-watched pages as
+/// written.
 #[no_mangle]
 pub unsafe extern "C" fn WriteProcessMemory(
     hProcess: HANDLE,
@@ -73,28 +173,35 @@ pub unsafe extern "C" fn WriteProcessMemory(
     nSize: SIZE_T,
     lpNumberOfBytesWritten: *mut SIZE_T,
 ) -> BOOL {
+    let mut done = 0;
     let (r, err) = run(FALSE, || {
         let space = resolve(hProcess)?;
         if !lpNumberOfBytesWritten.is_null() {
             uaccess::store(lpNumberOfBytesWritten, 0)?;
         }
-        let mut data = buffer(nSize)?;
-        uaccess::read_bytes(lpBuffer as usize, &mut data)?;
-        space.write(lpBaseAddress as usize, &data).map_err(|e| match e {
+        let copied = copy_in(&*space, lpBaseAddress as usize, lpBuffer as usize, nSize, &mut done);
+        if !lpNumberOfBytesWritten.is_null() {
+            uaccess::store(lpNumberOfBytesWritten, done)?;
+        }
+        copied.map_err(|e| match e {
             // Not even the first byte could be written, or only some could have been.
-            Error::AccessViolation { address, .. } | Error::GuardPage { address, .. } => {
+            CopyError::Engine(Error::AccessViolation { address, .. } | Error::GuardPage { address, .. }) => {
                 Fail(if address == lpBaseAddress as usize { ERROR_NOACCESS } else { ERROR_PARTIAL_COPY })
             }
-            other => other.into(),
+            CopyError::Engine(other) => other.into(),
+            CopyError::Caller(f) => f,
         })?;
-        if !lpNumberOfBytesWritten.is_null() {
-            uaccess::store(lpNumberOfBytesWritten, nSize)?;
-        }
         Ok(TRUE)
     });
-    let (address, buffer, done) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesWritten as usize);
-    let out = Out::Transferred(if r == TRUE { nSize } else { 0 });
-    trace::record(Some(hProcess), Call::WriteProcessMemory { address, buffer, size: nSize, done }, r as u64, err, out);
+    let (address, buffer, done_at) = (lpBaseAddress as usize, lpBuffer as usize, lpNumberOfBytesWritten as usize);
+    let out = Out::Transferred(done);
+    trace::record(
+        Some(hProcess),
+        Call::WriteProcessMemory { address, buffer, size: nSize, done: done_at },
+        r as u64,
+        err,
+        out,
+    );
     r
 }
 
@@ -137,29 +244,21 @@ pub unsafe extern "C" fn VirtmemAccess(
         if size > 0 && buffer.is_null() {
             return Err(Fail(ERROR_NOACCESS));
         }
-        let mut data = self::buffer(size)?;
-        let done = match kind {
-            AccessKind::Read => space.read(address, &mut data),
-            AccessKind::Execute => space.execute(address, &mut data),
-            AccessKind::Write => {
-                uaccess::read_bytes(buffer as usize, &mut data)?;
-                space.write(address, &data)
-            }
+        let mut done = 0;
+        let copied = match kind {
+            AccessKind::Write => copy_in(&*space, address, buffer as usize, size, &mut done),
+            _ => copy_out(&*space, address, buffer as usize, size, kind, &mut done),
         };
-        match done {
-            Ok(()) => {
-                if kind != AccessKind::Write {
-                    uaccess::write_bytes(buffer as usize, &data)?;
-                }
-                Ok(0)
-            }
-            Err(e @ (Error::AccessViolation { address, .. } | Error::GuardPage { address, .. })) => {
+        match copied {
+            Ok(()) => Ok(0),
+            Err(CopyError::Engine(e @ (Error::AccessViolation { address, .. } | Error::GuardPage { address, .. }))) => {
                 if !faultAddress.is_null() {
                     uaccess::store(faultAddress, address)?;
                 }
                 Ok(e.exception_code().unwrap_or(STATUS_ACCESS_VIOLATION))
             }
-            Err(other) => Err(other.into()),
+            Err(CopyError::Engine(other)) => Err(other.into()),
+            Err(CopyError::Caller(f)) => Err(f),
         }
     });
     trace::comment(format_args!(

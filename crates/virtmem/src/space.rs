@@ -933,6 +933,19 @@ impl<B: Backend> AddressSpace<B> {
         })
     }
 
+    /// Check that `len` bytes at `address` may be accessed as `kind`, without copying a
+    /// byte: `Ok`, or the error [`read`](Self::read), [`write`](Self::write) or
+    /// [`execute`](Self::execute) of the whole range would give (the first faulting
+    /// address; an armed guard page met is disarmed and reported, as the access would do).
+    /// Lets a caller check a large range first and then copy it in bounded pieces.
+    pub fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        let mut book = self.book.lock();
+        while self.check_access(&mut book, address, len, kind)?.is_some() {
+            self.idle.wait(&mut book);
+        }
+        Ok(())
+    }
+
     /// Read `buf.len()` bytes at `address`, checked like a CPU load: a free, reserved,
     /// no-access or execute-only page is an access violation; an armed guard page raises
     /// the guard-page error once. Nothing is read unless every byte may be.
@@ -1026,6 +1039,13 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
         let range = rules::page_span(base, size)?;
         Ok((range.end - range.start) / PAGE)
     }
+    /// See [`AddressSpace::check`]. The default checks nothing up front (`Ok`): each
+    /// [`read`](Self::read), [`write`](Self::write) or [`execute`](Self::execute) that
+    /// follows is still checked on its own.
+    fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        let _ = (address, len, kind);
+        Ok(())
+    }
     /// See [`AddressSpace::read`].
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
     /// See [`AddressSpace::write`].
@@ -1089,6 +1109,9 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
         AddressSpace::write_watch_pages(self, base, size)
+    }
+    fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        AddressSpace::check(self, address, len, kind)
     }
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
         AddressSpace::read(self, address, buf)
