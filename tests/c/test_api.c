@@ -146,6 +146,41 @@ static void test_simulated_process(void)
     CHECK(CloseHandle(h), "close");
 }
 
+/* VirtmemSetCommitLimit: a commit past the limit fails with ERROR_COMMITMENT_LIMIT and
+ * commits nothing; reserving is not charged; recommitting committed pages is not charged
+ * again; freeing makes room; removing the limit lifts it. */
+static void test_commit_limit(void)
+{
+    HANDLE h = VirtmemCreateProcess();
+    MEMORY_BASIC_INFORMATION mbi;
+    char *a, *b;
+    CHECK(VirtmemSetCommitLimit(h, 0x10000), "set a 64 KiB limit");
+    a = VirtualAllocEx(h, NULL, 0xc000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    CHECK(a != NULL, "48 KiB committed: %u", (unsigned)GetLastError());
+    b = VirtualAllocEx(h, NULL, (SIZE_T)1 << 30, MEM_RESERVE, PAGE_READWRITE);
+    CHECK(b != NULL, "a 1 GiB reservation is not charged: %u", (unsigned)GetLastError());
+    CHECK_ERR(!VirtualAllocEx(h, b, 0x5000, MEM_COMMIT, PAGE_READWRITE), ERROR_COMMITMENT_LIMIT);
+    CHECK(VirtualQueryEx(h, b, &mbi, sizeof mbi) == sizeof mbi && mbi.State == MEM_RESERVE &&
+              mbi.RegionSize == (SIZE_T)1 << 30,
+          "the refused commit committed nothing: state %#x size %#zx", (unsigned)mbi.State, (size_t)mbi.RegionSize);
+    CHECK_ERR(!VirtualAllocEx(h, NULL, 0x5000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE), ERROR_COMMITMENT_LIMIT);
+    CHECK(VirtualAllocEx(h, b, 0x4000, MEM_COMMIT, PAGE_READWRITE) == b, "up to the limit exactly");
+    CHECK(VirtualAllocEx(h, a, 0xc000, MEM_COMMIT, PAGE_READONLY) == a, "recommitting is not charged again");
+    CHECK_ERR(!VirtualAllocEx(h, b + 0x4000, 1, MEM_COMMIT, PAGE_READWRITE), ERROR_COMMITMENT_LIMIT);
+    CHECK(VirtualFreeEx(h, a, 0x4000, MEM_DECOMMIT), "decommit 16 KiB");
+    CHECK(VirtualAllocEx(h, b + 0x4000, 0x4000, MEM_COMMIT, PAGE_READWRITE) == b + 0x4000, "room again");
+    CHECK(VirtmemSetCommitLimit(h, VIRTMEM_NO_COMMIT_LIMIT), "remove the limit");
+    CHECK(VirtualAllocEx(h, b, (SIZE_T)1 << 30, MEM_COMMIT, PAGE_READWRITE) == b, "1 GiB commits without a limit");
+    CHECK(VirtmemSetCommitLimit(h, 0x1000), "a limit below the committed total");
+    CHECK_ERR(!VirtualAllocEx(h, a, 0x1000, MEM_COMMIT, PAGE_READWRITE), ERROR_COMMITMENT_LIMIT);
+    CHECK(VirtualAllocEx(h, b, 0x1000, MEM_COMMIT, PAGE_READONLY) == b, "committed pages can still be recommitted");
+    CHECK_ERR(!VirtmemSetCommitLimit(NULL, 0x1000), ERROR_INVALID_HANDLE);
+    CHECK_ERR(!VirtmemSetCommitLimit((HANDLE)0x4444, 0x1000), ERROR_INVALID_HANDLE);
+    CHECK(TerminateProcess(h, 0), "terminate");
+    CHECK_ERR(!VirtmemSetCommitLimit(h, 0x1000), ERROR_ACCESS_DENIED);
+    CHECK(CloseHandle(h), "close");
+}
+
 static void test_bad_pointers(void)
 {
     HANDLE h = VirtmemCreateProcess();
@@ -245,6 +280,7 @@ int main(void)
 {
     test_handles();
     test_simulated_process();
+    test_commit_limit();
     test_bad_pointers();
     test_system_info();
     test_threads();

@@ -138,6 +138,30 @@ pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
     h
 }
 
+/// Extension: set the commit limit of the address space of `hProcess`, in bytes:
+/// afterwards a `VirtualAlloc(Ex)` that would take the bytes committed in that space past
+/// `limit` fails with `ERROR_COMMITMENT_LIMIT` (1455) and commits nothing (pages already
+/// committed are not charged again). `VIRTMEM_NO_COMMIT_LIMIT` (`(SIZE_T)-1`) removes the
+/// limit; a limit below what is committed now only stops new commits. Every process
+/// starts without a limit.
+///
+/// Meant for simulated processes (from `VirtmemCreateProcess`), to exercise a program's
+/// handling of a full commit charge; on the current-process pseudo handle it limits
+/// what libvirtmem itself commits in this process. Returns `TRUE`, or `FALSE` with the
+/// last error set: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a process
+/// that has exited -> `ERROR_ACCESS_DENIED` (5).
+#[no_mangle]
+pub extern "C" fn VirtmemSetCommitLimit(hProcess: HANDLE, limit: SIZE_T) -> BOOL {
+    let (r, err) = run(FALSE, || {
+        let space = resolve(hProcess)?;
+        space.set_commit_limit(if limit == VIRTMEM_NO_COMMIT_LIMIT { None } else { Some(limit) });
+        Ok(TRUE)
+    });
+    let id = trace_id(hProcess);
+    trace::comment(format_args!("VirtmemSetCommitLimit {id:#x} {limit:#x} -> {r:#x} err={err}"));
+    r
+}
+
 /// `TerminateProcess`: mark a simulated process as exited with `uExitCode`. Afterwards
 /// every memory function given its handle fails with `ERROR_ACCESS_DENIED` (5), as does
 /// a second `TerminateProcess`; the handle stays valid until `CloseHandle`.

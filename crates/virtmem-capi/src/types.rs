@@ -161,6 +161,9 @@ pub const VIRTMEM_ACCESS_EXECUTE: DWORD = 8;
 /// (bad handle, bad kind, bad buffer); `GetLastError` tells which.
 pub const VIRTMEM_ACCESS_FAILED: DWORD = 0xFFFFFFFF_u32;
 
+/// `VirtmemSetCommitLimit` limit: no commit limit (the default of every process).
+pub const VIRTMEM_NO_COMMIT_LIMIT: SIZE_T = 0xFFFF_FFFF_FFFF_FFFF;
+
 /// `MEMORY_BASIC_INFORMATION` in the Win64 layout (48 bytes): what `VirtualQuery` reports.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
