@@ -106,6 +106,9 @@ static void test_foreign_memory(void)
     CHECK_ERR(!VirtualProtect(heap, 4096, PAGE_NOACCESS, &old), ERROR_INVALID_ADDRESS);
     CHECK_ERR(!VirtualProtect((void *)greeting, 1, PAGE_READWRITE, &old), ERROR_INVALID_ADDRESS);
     CHECK_ERR(!VirtualAlloc(heap, 4096, MEM_COMMIT, PAGE_NOACCESS), ERROR_INVALID_ADDRESS);
+    CHECK_ERR(!VirtualLock(heap, 4096), ERROR_INVALID_ADDRESS);
+    CHECK_ERR(!VirtualLock(&on_stack, sizeof on_stack), ERROR_INVALID_ADDRESS);
+    CHECK_ERR(!VirtualLock((void *)greeting, 1), ERROR_INVALID_ADDRESS);
     CHECK(strcmp(heap, "the heap's data") == 0 && on_stack == 42 && accessible(heap, PROBE_WRITE) == 1,
           "foreign memory is untouched and still writable");
     CHECK(VirtualQuery(heap, &mbi, sizeof mbi) == sizeof mbi && mbi.State == MEM_COMMIT &&

@@ -326,7 +326,9 @@ pub unsafe extern "C" fn ResetWriteWatch(lpBaseAddress: LPVOID, dwRegionSize: SI
 /// `VirtualLock`: lock committed, accessible pages of the current process into memory.
 /// `TRUE`, or `FALSE` with the last error set. An armed guard page in the range fails
 /// the lock with `STATUS_GUARD_PAGE_VIOLATION` (0x80000001) itself as the last error and
-/// is disarmed, as on Windows; locking again then succeeds.
+/// is disarmed, as on Windows; locking again then succeeds. Memory libvirtmem did not
+/// allocate (a `malloc`'d block, a stack) is never touched: locking it fails with
+/// `ERROR_INVALID_ADDRESS` (487), as freeing it does.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualLock(lpAddress: LPVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {

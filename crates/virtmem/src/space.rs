@@ -732,7 +732,9 @@ impl<B: Backend> AddressSpace<B> {
     // ----- VirtualLock / VirtualUnlock ------------------------------------------------
 
     /// `VirtualLock`: every page touched must be committed and accessible
-    /// (`ERROR_NOACCESS` otherwise, free memory included); a zero size is
+    /// (`ERROR_NOACCESS` otherwise, free memory included; a range that starts outside
+    /// every reservation and touches memory the engine did not map, such as a `malloc`'d
+    /// block of the current process, is `ERROR_INVALID_ADDRESS` and is left alone); a zero size is
     /// `ERROR_INVALID_PARAMETER`. The range must lie in one reservation.
     pub fn lock(&self, address: usize, size: usize) -> Result<()> {
         self.set_locked(address, size, true)
@@ -754,7 +756,15 @@ impl<B: Backend> AddressSpace<B> {
         let range = rules::page_span(address, size)?;
         let refused = if lock { Error::NoAccess } else { Error::NotLocked };
         let (mut book, base) = self.settle(range.start);
-        let base = base.ok_or(refused)?;
+        let Some(base) = base else {
+            // Memory the engine did not allocate (a `malloc`'d block, a stack, a mapped
+            // file in the current process) is never touched: like every other call on
+            // it, a lock reports that the address is not the engine's.
+            if lock && self.backend.foreign(range.start, range.end).is_some() {
+                return Err(Error::InvalidAddress);
+            }
+            return Err(refused);
+        };
         let res = &book.reservations[&base];
         if range.end > res.end {
             return Err(refused);
