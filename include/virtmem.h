@@ -926,6 +926,11 @@ typedef SIZE_T *PSIZE_T;
  */
 #define VIRTMEM_ACCESS_FAILED 4294967295u
 
+/**
+ * `VirtmemSetCommitLimit` limit: no commit limit (the default of every process).
+ */
+#define VIRTMEM_NO_COMMIT_LIMIT 18446744073709551615ull
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1085,7 +1090,9 @@ UINT ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize);
  * `VirtualLock`: lock committed, accessible pages of the current process into memory.
  * `TRUE`, or `FALSE` with the last error set. An armed guard page in the range fails
  * the lock with `STATUS_GUARD_PAGE_VIOLATION` (0x80000001) itself as the last error and
- * is disarmed, as on Windows; locking again then succeeds.
+ * is disarmed, as on Windows; locking again then succeeds. Memory libvirtmem did not
+ * allocate (a `malloc`'d block, a stack) is never touched: locking it fails with
+ * `ERROR_INVALID_ADDRESS` (487), as freeing it does.
  */
 BOOL VirtualLock(LPVOID lpAddress, SIZE_T dwSize);
 
@@ -1113,6 +1120,22 @@ HANDLE GetCurrentProcess(void);
 HANDLE VirtmemCreateProcess(void);
 
 /**
+ * Extension: set the commit limit of the address space of `hProcess`, in bytes:
+ * afterwards a `VirtualAlloc(Ex)` that would take the bytes committed in that space past
+ * `limit` fails with `ERROR_COMMITMENT_LIMIT` (1455) and commits nothing (pages already
+ * committed are not charged again). `VIRTMEM_NO_COMMIT_LIMIT` (`(SIZE_T)-1`) removes the
+ * limit; a limit below what is committed now only stops new commits. Every process
+ * starts without a limit.
+ *
+ * Meant for simulated processes (from `VirtmemCreateProcess`), to exercise a program's
+ * handling of a full commit charge; on the current-process pseudo handle it limits
+ * what libvirtmem itself commits in this process. Returns `TRUE`, or `FALSE` with the
+ * last error set: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a process
+ * that has exited -> `ERROR_ACCESS_DENIED` (5).
+ */
+BOOL VirtmemSetCommitLimit(HANDLE hProcess, SIZE_T limit);
+
+/**
  * `TerminateProcess`: mark a simulated process as exited with `uExitCode`. Afterwards
  * every memory function given its handle fails with `ERROR_ACCESS_DENIED` (5), as does
  * a second `TerminateProcess`; the handle stays valid until `CloseHandle`.
@@ -1136,7 +1159,10 @@ BOOL CloseHandle(HANDLE hObject);
  * that is not entirely readable (free, reserved, no-access or execute-only pages, an
  * armed guard page) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied; an unwritable
  * `lpBuffer` -> `ERROR_NOACCESS` (998). `*lpNumberOfBytesRead` (optional) is set to the
- * number of bytes copied (0 on failure).
+ * number of bytes copied: `nSize` on success, 0 when the call fails before copying (the
+ * source range is checked whole before a byte is copied), the bytes already copied when
+ * `lpBuffer` stops being writable part-way. Any `nSize` is accepted: the copy goes in
+ * pieces of at most 64 KiB, never through a buffer of `nSize` bytes.
  */
 BOOL ReadProcessMemory(HANDLE hProcess, LPCVOID lpBaseAddress, LPVOID lpBuffer, SIZE_T nSize, SIZE_T *lpNumberOfBytesRead);
 
@@ -1146,8 +1172,12 @@ BOOL ReadProcessMemory(HANDLE hProcess, LPCVOID lpBaseAddress, LPVOID lpBuffer, 
  * destination range that is not entirely writable (read-only, no-access, reserved or
  * free pages, an armed guard page) fails and nothing is written: with `ERROR_NOACCESS`
  * (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
- * starts writable and runs into such a page. An unreadable `lpBuffer` -> `ERROR_NOACCESS`. `*lpNumberOfBytesWritten` (optional) is set to the number of
- * bytes copied (0 on failure). Writes mark write-watched pages as written.
+ * starts writable and runs into such a page. An unreadable `lpBuffer` (any byte of its
+ * `nSize`) -> `ERROR_NOACCESS`, and nothing is written. `*lpNumberOfBytesWritten`
+ * (optional) is set to the number of bytes copied (`nSize` on success, 0 on failure).
+ * Any `nSize` is accepted: the source is checked and then copied in pieces of at most
+ * 64 KiB, never through a buffer of `nSize` bytes. Writes mark write-watched pages as
+ * written.
  */
 BOOL WriteProcessMemory(HANDLE hProcess, LPVOID lpBaseAddress, LPCVOID lpBuffer, SIZE_T nSize, SIZE_T *lpNumberOfBytesWritten);
 
