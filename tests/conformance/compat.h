@@ -18,6 +18,7 @@
 
 #ifdef _WIN32
 #include <windows.h>
+#include <psapi.h>
 #else
 #include "virtmem.h"
 #include <signal.h>
@@ -126,6 +127,29 @@ static HANDLE conf_child_create(void)
     return pi.hProcess;
 }
 
+/* Limit what the second process may commit to `limit` more bytes than it has committed
+ * now (SIZE_MAX: no limit): a job object's process-memory limit, which Windows enforces
+ * with ERROR_COMMITMENT_LIMIT. */
+static BOOL conf_child_commit_limit(HANDLE h, SIZE_T limit)
+{
+    static HANDLE job;
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION li;
+    PROCESS_MEMORY_COUNTERS pmc;
+    memset(&li, 0, sizeof li);
+    if (limit != (SIZE_T)-1) {
+        if (!K32GetProcessMemoryInfo(h, &pmc, sizeof pmc))
+            return FALSE;
+        li.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_PROCESS_MEMORY;
+        li.ProcessMemoryLimit = pmc.PagefileUsage + limit;
+    }
+    if (!job) {
+        job = CreateJobObjectA(NULL, NULL);
+        if (!job || !AssignProcessToJobObject(job, h))
+            return FALSE;
+    }
+    return SetInformationJobObject(job, JobObjectExtendedLimitInformation, &li, sizeof li);
+}
+
 /* Terminate the second process and wait until it is gone. */
 static BOOL conf_child_kill(HANDLE h)
 {
@@ -196,6 +220,10 @@ static int conf_child_touch(void *p, int kind)
 static HANDLE conf_child_create(void) { return VirtmemCreateProcess(); }
 
 static BOOL conf_child_kill(HANDLE h) { return TerminateProcess(h, 0); }
+
+/* Limit what the simulated process may commit to `limit` bytes (it has committed nothing
+ * else; SIZE_MAX: no limit). */
+static BOOL conf_child_commit_limit(HANDLE h, SIZE_T limit) { return VirtmemSetCommitLimit(h, limit); }
 
 #endif
 

@@ -59,12 +59,23 @@ static void vpx(const char *label, HANDLE h, void *addr, SIZE_T size, DWORD prot
 }
 
 static unsigned char buf[0x3000];
+static unsigned char big[0x20000]; /* a readable source/target much smaller than the sizes asked for */
 
 static void rpm(const char *label, HANDLE h, void *addr, SIZE_T size)
 {
     SIZE_T n = 0xdead;
     memset(buf, 0xee, sizeof buf);
     if (ReadProcessMemory(h, addr, buf, size, &n))
+        LINE("%s: ok n=0x%llx", label, (unsigned long long)n);
+    else
+        LINE("%s: fail err=%u", label, err());
+}
+
+/* Into a buffer of the caller's choosing (not printed). */
+static void rpm_to(const char *label, HANDLE h, void *addr, void *to, SIZE_T size)
+{
+    SIZE_T n = 0xdead;
+    if (ReadProcessMemory(h, addr, to, size, &n))
         LINE("%s: ok n=0x%llx", label, (unsigned long long)n);
     else
         LINE("%s: fail err=%u", label, err());
@@ -96,7 +107,8 @@ static void run(void)
     HANDLE bogus = (HANDLE)(uintptr_t)0x1230;
     HANDLE child;
     unsigned char src[0x2000];
-    char *p, *C;
+    char *p, *C, *L;
+    unsigned char *ro;
     MEMORY_BASIC_INFORMATION m;
     char *A = arena(0x100000);
     at(A);
@@ -181,6 +193,38 @@ static void run(void)
     vpx("ProtectEx child +0x1000 noaccess", child, C + 0x1000, 0x1000, PAGE_NOACCESS);
     rpm("ReadProcessMemory child +0x1000 (noaccess)", child, C + 0x1000, 0x10);
     vqx("QueryEx child +0x1000", child, C + 0x1000);
+
+    /* bad buffers and sizes far beyond the range (spec: a range that is not entirely
+     * accessible is 299 for a read, 998 for a write that cannot start; nothing written).
+     * (A write from an unreadable buffer is not here: Wine reports 299, libvirtmem 998.) */
+    ro = (unsigned char *)VirtualAlloc(NULL, 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READONLY);
+    rpm_to("ReadProcessMemory child +0x10 into NULL buffer", child, C + 0x10, NULL, 0x10);
+    rpm_to("ReadProcessMemory child +0x10 into read-only buffer", child, C + 0x10, ro, 0x10);
+    rpm_to("ReadProcessMemory child +0 size 1 TiB", child, C, big, (SIZE_T)1 << 40);
+    rpm_to("ReadProcessMemory child +0 size 1 GiB", child, C, big, (SIZE_T)1 << 30);
+    wpm("WriteProcessMemory child +0 size 1 TiB", child, C, big, (SIZE_T)1 << 40);
+    rpm("  read +0x10 back", child, C + 0x10, 0x20);
+    buf_is("  still as written before", 0x5a, 0x20);
+    VirtualFree(ro, 0, MEM_RELEASE);
+
+    /* the commit limit (spec: a commit beyond it fails with 1455 and commits nothing) */
+    LINE("limit the child's commit to 1 MiB more: %s", conf_child_commit_limit(child, 0x100000) ? "ok" : "fail");
+    L = (char *)VirtualAllocEx(child, NULL, 0x1000000, MEM_RESERVE, PAGE_NOACCESS);
+    LINE("AllocEx child reserve 16 MiB under the limit: %s", L ? "ok" : "fail");
+    at(L);
+    vax("AllocEx child commit 64 KiB under the limit", child, L, 0x10000, MEM_COMMIT, PAGE_READWRITE);
+    vax("AllocEx child commit 8 MiB past the limit", child, L + 0x100000, 0x800000, MEM_COMMIT, PAGE_READWRITE);
+    vqx("QueryEx child 8 MiB not committed", child, L + 0x100000);
+    {
+        void *q = VirtualAllocEx(child, NULL, 0x800000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+        LINE("AllocEx child reserve|commit 8 MiB past the limit: %s err=%u", q ? "ok" : "fail", q ? 0 : err());
+        if (q)
+            VirtualFreeEx(child, q, 0, MEM_RELEASE);
+    }
+    LINE("lift the child's commit limit: %s", conf_child_commit_limit(child, (SIZE_T)-1) ? "ok" : "fail");
+    vax("AllocEx child commit 8 MiB without the limit", child, L + 0x100000, 0x800000, MEM_COMMIT, PAGE_READWRITE);
+    vfx("FreeEx child release the 16 MiB", child, L, 0, MEM_RELEASE);
+    at(C);
 
     /* the other rules are the plain ones */
     vpx("ProtectEx child +0x2000 (reserved)", child, C + 0x2000, 0x1000, PAGE_READONLY);

@@ -110,6 +110,11 @@ static void run(void)
     gww("no write watch +0x10000", 0, A + 0x10000, 0x1000, 16);
     gww("free +0x30000", 0, A + 0x30000, 0x1000, 16);
     gww("NULL base", 0, NULL, 0x1000, 16);
+    gww("huge count, size 0x400000000000 (far past the end)", 0, A, (SIZE_T)0x400000000000ull, (ULONG_PTR)0x1000000000ull);
+    gww("reset, huge count, size 0x400000000000 (far past the end)", WRITE_WATCH_FLAG_RESET, A,
+        (SIZE_T)0x400000000000ull, (ULONG_PTR)0x1000000000ull);
+    gww("huge count, +0x1000 size 0x1000", 0, A + 0x1000, 0x1000, (ULONG_PTR)0x1000000000ull);
+    rww("ResetWriteWatch size 0x400000000000 (far past the end)", A, (SIZE_T)0x400000000000ull);
     gww("still dirty after the errors", 0, A, 0x10000, 16);
     rww("ResetWriteWatch size 0", A, 0);
     rww("ResetWriteWatch no write watch", A + 0x10000, 0x1000);
