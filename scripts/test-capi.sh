@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# libvirtmem from other languages: builds target/release/libvirtmem.so, checks the header
+# libvirtmem from other languages: builds libvirtmem.so (in cargo's target directory), checks the header
 # (cbindgen staleness, compiles cleanly as C and C++), then runs the C tests, the C example
 # (built through pkg-config), the Python ctypes test and the C# P/Invoke test.
 # Needs: cargo, gcc, pkg-config, python3, mcs + mono (Debian: mono-mcs, mono-runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-lib=$root/target/release
-build=$root/target/capi-tests
+# Cargo's target directory (CARGO_TARGET_DIR or build.target-dir may move it).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+lib=$target/release
+build=$target/capi-tests
 mkdir -p "$build"
 
 cargo build --release -q -p virtmem-capi

@@ -11,7 +11,10 @@ dir=tests/conformance
 python3 "$dir/corrections.py" check "$dir"
 
 cargo build --release -p virtmem-capi
-lib=$PWD/target/release
+# Cargo's target directory (CARGO_TARGET_DIR or build.target-dir may move it).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+lib=$target/release
+test -f "$lib/libvirtmem.so"
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 
