@@ -342,3 +342,78 @@ fn threadsafe_heap_under_cross_thread_frees() {
     assert_eq!(m.stats().budget.used, 0);
     assert_eq!(space.committed_bytes(), 0);
 }
+
+/// Four threads each take one block of every size class from a threadsafe heap against a
+/// 1 MiB budget (some are refused: 96 slabs do not fit), then free them all.
+fn fill_every_class_from_four_threads(heap: &virtmem::host::HostMalloc) -> Vec<Vec<usize>> {
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (heap, start) = (heap.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                SIZE_CLASSES.iter().filter_map(|&s| heap.alloc(s, TASK).ok()).collect::<Vec<usize>>()
+            })
+        })
+        .collect();
+    workers.into_iter().map(|w| w.join().unwrap()).collect()
+}
+
+#[test]
+fn a_heap_whose_blocks_are_all_freed_gives_the_budget_back() {
+    let budget = 1 << 20;
+    let (space, m) = host(budget);
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    let per_thread = fill_every_class_from_four_threads(&heap);
+    assert!(per_thread.iter().map(Vec::len).sum::<usize>() > 0);
+    for blocks in per_thread {
+        for b in blocks {
+            heap.free(b).unwrap();
+        }
+    }
+    let st = heap.stats();
+    assert_eq!(st.live_blocks, 0);
+    // What the heap keeps for reuse is within its cache cap (1/64 of the budget) ...
+    assert!(st.committed <= budget / 64, "an empty heap keeps {} bytes", st.committed);
+    assert_eq!(st.cached, st.committed);
+    assert!(m.memory_load().unwrap().percent <= 2);
+    // ... and given back as soon as the runtime needs it: the whole budget is available.
+    let all = m.virtual_alloc(0, budget, AllocationType::COMMIT, Protection::READWRITE, TASK).unwrap();
+    assert_eq!(heap.stats().committed, 0);
+    assert_eq!(space.committed_bytes(), budget);
+    m.virtual_free(all, 0, FreeType::RELEASE).unwrap();
+    // An explicit trim gives everything back too.
+    let b = heap.alloc(16, TASK).unwrap();
+    heap.free(b).unwrap();
+    heap.trim().unwrap();
+    assert_eq!((heap.stats().committed, heap.stats().cached, heap_committed(&m)), (0, 0, 0));
+}
+
+#[test]
+fn a_process_critical_waiter_gets_the_memory_of_a_heap_freed_meanwhile() {
+    let budget = 1 << 20;
+    let m = started(Arc::new(SimSpace::simulated()), budget, Duration::from_secs(15));
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    // Fill the budget with small blocks of every class.
+    let mut blocks: Vec<usize> = fill_every_class_from_four_threads(&heap).into_iter().flatten().collect();
+    while let Ok(b) = heap.alloc(16, TASK) {
+        blocks.push(b);
+    }
+    assert_eq!(m.memory_load().unwrap().available, 0);
+    let m2 = m.clone();
+    let waiter = thread::spawn(move || {
+        m2.virtual_alloc(0, budget / 2, AllocationType::COMMIT, Protection::READWRITE, CriticalLevel::Process)
+    });
+    eventually("the request to wait", || m.stats().budget.waiting != 0);
+    // Another thread frees every block: the waiter must get the pages back.
+    let h2 = heap.clone();
+    thread::spawn(move || {
+        for b in blocks {
+            h2.free(b).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let p = waiter.join().unwrap().expect("the waiter gets the freed heap's memory");
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+}

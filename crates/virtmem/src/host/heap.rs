@@ -9,12 +9,14 @@
 //! - a *segment* is a 4 MiB window, aligned to 4 MiB, of an 8 MiB reservation (reserving
 //!   is free); a two-level radix table maps an address to its segment in two loads;
 //! - a *slab* is 16 KiB of a segment, committed when a size class needs it (charged to the
-//!   budget at the request's critical level) and decommitted (refunded) when it empties
-//!   and is not the class's current slab or its one cached spare;
-//! - empty slabs and freed large blocks (up to 1 MiB; reused by a later block of at least
-//!   2/3 their size) are kept committed, and charged, for reuse: up to 8 MiB or 1/64 of the
-//!   budget in all, 64 large blocks. The cache is given back whenever the heap is refused
-//!   memory;
+//!   budget at the request's critical level) and decommitted (refunded) when it empties,
+//!   unless the heap keeps it for reuse (below);
+//! - empty slabs — a class's current slab or its one spare, or slabs in the shared pool —
+//!   and freed large blocks (up to 1 MiB; reused by a later block of at least 2/3 their
+//!   size) are kept committed, and charged, for reuse: up to 8 MiB or 1/64 of the budget in
+//!   all, 64 large blocks. Nothing is kept while a request waits for memory, and everything
+//!   kept is given back ([`HostMalloc::trim`]) whenever the manager refuses a request or
+//!   makes one wait;
 //! - each size class is split over *shards*, each behind its own lock. A thread always
 //!   allocates from the same shard; a free goes to the shard owning the slab. A
 //!   `MALLOC_THREADSAFE` heap has several shards, any other heap one (it is still safe to
@@ -277,7 +279,7 @@ struct Site {
     line: u32,
 }
 
-struct Heap {
+pub(crate) struct Heap {
     mgr: HostMemoryManager,
     ty: MallocType,
     protect: Protection,
@@ -293,6 +295,8 @@ struct Heap {
     sites: Mutex<HashMap<usize, Site>>,
     debug_live: AtomicUsize,
     committed: AtomicUsize,
+    /// Empty slabs held by shards: current slabs with every slot free, and spares.
+    idle: AtomicUsize,
 }
 
 /// An `IHostMalloc` heap (see the [`host`](crate::host) module). Cheap to clone; clones share the
@@ -347,7 +351,7 @@ impl HostMalloc {
             if ty.contains(MallocType::EXECUTABLE) { Protection::EXECUTE_READWRITE } else { Protection::READWRITE };
         let end = mgr.space().system_info().maximum_application_address.saturating_add(1);
         let mgr_budget = mgr.budget_bytes();
-        HostMalloc {
+        let heap = HostMalloc {
             heap: Arc::new(Heap {
                 mgr,
                 ty,
@@ -361,8 +365,21 @@ impl HostMalloc {
                 sites: Mutex::new(HashMap::new()),
                 debug_live: AtomicUsize::new(0),
                 committed: AtomicUsize::new(0),
+                idle: AtomicUsize::new(0),
             }),
-        }
+        };
+        heap.heap.mgr.register_heap(Arc::downgrade(&heap.heap));
+        heap
+    }
+
+    /// Give back to the manager every page the heap keeps only for reuse: empty slabs
+    /// (including each class's current slab and spare when they are empty) and cached
+    /// large blocks. Live blocks are not affected. The manager does this by itself for
+    /// every heap when it refuses a request or makes one wait.
+    pub fn trim(&self) -> HostResult<()> {
+        let _g = enter();
+        self.check()?;
+        self.heap.flush_cache().map(|_| ())
     }
 
     /// The `MALLOC_TYPE` the heap was created with.
@@ -468,7 +485,7 @@ impl HostMalloc {
             segments: h.pool.lock().segments.len(),
             large_blocks: large.len(),
             debug_blocks: h.debug_live.load(Ordering::SeqCst),
-            cached: ready + h.cache.lock().bytes,
+            cached: ready + h.cache.lock().bytes + h.idle.load(Ordering::SeqCst) * SLAB,
         }
     }
 
@@ -512,6 +529,9 @@ impl Heap {
                 // SAFETY: this shard owns its current slab and we hold its lock.
                 let d = unsafe { Heap::slab_data(slab) };
                 if d.free > 0 {
+                    if d.free == d.cap {
+                        self.idle.fetch_sub(1, Ordering::SeqCst);
+                    }
                     let idx = take_bit(d);
                     shard_ref.live_blocks += 1;
                     shard_ref.live_bytes += d.size as isize;
@@ -538,15 +558,35 @@ impl Heap {
             // SAFETY: as just said: unowned and taken out of the pool by this thread.
             let d = unsafe { Heap::slab_data(slab) };
             init_slab(d, c);
-            slab.owner.store(((si as u32) << 8) | c as u32, Ordering::Release);
             let cs = &mut shard.classes[c];
-            if cs.current.is_none() {
-                cs.current = Some(fresh);
+            // Another thread of this shard may have installed a slab meanwhile: the fresh
+            // (empty) one becomes the current slab, or the spare, or goes back.
+            let place = if cs.current.is_none() {
+                &mut cs.current
+            } else if cs.spare.is_none() {
+                &mut cs.spare
             } else {
-                d.partial_pos = cs.partial.len() as u32;
-                cs.partial.push(fresh);
-            }
+                drop(shard);
+                self.retire(fresh)?;
+                shard = self.shards[si].0.lock();
+                continue;
+            };
+            slab.owner.store(((si as u32) << 8) | c as u32, Ordering::Release);
+            *place = Some(fresh);
+            self.idle.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Bytes kept committed only for reuse.
+    fn kept_bytes(&self) -> usize {
+        let ready = self.pool.lock().ready.len() * SLAB;
+        ready + self.cache.lock().bytes + self.idle.load(Ordering::SeqCst) * SLAB
+    }
+
+    /// Whether `bytes` more may be kept committed for reuse: within the cache cap, and
+    /// only while no request is waiting for memory.
+    fn may_keep(&self, bytes: usize) -> bool {
+        !self.mgr.memory_wanted() && self.kept_bytes() + bytes <= self.cache_cap
     }
 
     /// An uncommitted slab from the pool (reserving a segment if needed), committed.
@@ -566,7 +606,7 @@ impl Heap {
         let commit =
             || self.mgr.alloc_as(self.mgr.heap_actor(), base, SLAB, AllocationType::COMMIT, self.protect, level);
         let done = match commit() {
-            Err(HostError::OutOfMemory) if self.flush_cache() => commit(),
+            Err(HostError::OutOfMemory) if self.flush_cache()? => commit(),
             other => other,
         };
         match done {
@@ -634,7 +674,7 @@ impl Heap {
                 let actor = self.mgr.heap_actor();
                 let ty = AllocationType::RESERVE | AllocationType::COMMIT;
                 let p = match self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level) {
-                    Err(HostError::OutOfMemory) if self.flush_cache() => {
+                    Err(HostError::OutOfMemory) if self.flush_cache()? => {
                         self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level)?
                     }
                     other => other?,
@@ -649,8 +689,11 @@ impl Heap {
 
     /// Keep a freed large block committed for reuse if the cache has room.
     fn cache_large(&self, p: usize, bytes: usize) -> bool {
+        if self.mgr.memory_wanted() {
+            return false;
+        }
         // Lock order: pool, then cache.
-        let ready = self.pool.lock().ready.len() * SLAB;
+        let ready = (self.pool.lock().ready.len() + self.idle.load(Ordering::SeqCst)) * SLAB;
         let mut cache = self.cache.lock();
         if bytes > MAX_CACHED_BLOCK || ready + cache.bytes + bytes > self.cache_cap || cache.blocks.len() >= MAX_CACHED
         {
@@ -661,29 +704,50 @@ impl Heap {
         true
     }
 
-    /// Give every cached large block back to the manager; whether there was any.
-    fn flush_cache(&self) -> bool {
+    /// Give back every page kept only for reuse — empty slabs (the pool's, and empty
+    /// current slabs and spares of every class of every shard) and cached large blocks;
+    /// whether there was any. Takes each lock on its own and calls the manager with none
+    /// held, so the manager may call it from inside a request of this heap.
+    pub(crate) fn flush_cache(&self) -> HostResult<bool> {
+        let mut slabs = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock();
+            for cs in shard.classes.iter_mut() {
+                if let Some(cur) = cs.current {
+                    // SAFETY: slabs live as long as the heap; this shard owns its current
+                    // slab and we hold its lock.
+                    let (slab, d) = unsafe { (&*cur.0, Heap::slab_data(&*cur.0)) };
+                    if d.free == d.cap {
+                        cs.current = None;
+                        slab.owner.store(NONE, Ordering::Release);
+                        self.idle.fetch_sub(1, Ordering::SeqCst);
+                        slabs.push(cur);
+                    }
+                }
+                if let Some(spare) = cs.spare.take() {
+                    // SAFETY: slabs live as long as the heap.
+                    unsafe { &*spare.0 }.owner.store(NONE, Ordering::Release);
+                    self.idle.fetch_sub(1, Ordering::SeqCst);
+                    slabs.push(spare);
+                }
+            }
+        }
         let blocks = {
             let mut cache = self.cache.lock();
             cache.bytes = 0;
             std::mem::take(&mut cache.blocks)
         };
-        let ready = std::mem::take(&mut self.pool.lock().ready);
-        let any = !blocks.is_empty() || !ready.is_empty();
-        for s in ready {
-            // SAFETY: slabs live as long as the heap.
-            let base = unsafe { &*s.0 }.base;
-            if self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT).is_ok() {
-                self.committed.fetch_sub(SLAB, Ordering::SeqCst);
-                self.pool.lock().free.push(s);
-            }
+        slabs.append(&mut self.pool.lock().ready);
+        let any = !blocks.is_empty() || !slabs.is_empty();
+        for s in slabs {
+            let _ = self.decommit(s);
         }
         for (p, bytes) in blocks {
             if self.mgr.free_as(self.mgr.heap_actor(), p, 0, FreeType::RELEASE).is_ok() {
                 self.committed.fetch_sub(bytes, Ordering::SeqCst);
             }
         }
-        any
+        Ok(any)
     }
 
     fn free(&self, ptr: usize) -> HostResult<()> {
@@ -738,6 +802,18 @@ impl Heap {
         let me = SlabRef(slab);
         let cs = &mut shard.classes[d.class as usize];
         if cs.current == Some(me) {
+            if d.free < d.cap {
+                return Ok(());
+            }
+            // The current slab emptied: keep it if the cache has room, else give it back.
+            if self.may_keep(SLAB) {
+                self.idle.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+            cs.current = None;
+            slab.owner.store(NONE, Ordering::Release);
+            drop(shard);
+            let _ = self.decommit(me);
             return Ok(());
         }
         if d.free == 1 {
@@ -755,32 +831,40 @@ impl Heap {
             // SAFETY: slabs in this shard's lists are owned by it; we hold its lock.
             unsafe { Heap::slab_data(&*moved.0) }.partial_pos = pos as u32;
         }
-        if cs.spare.is_none() {
+        if cs.spare.is_none() && self.may_keep(SLAB) {
             cs.spare = Some(me);
+            self.idle.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
         slab.owner.store(NONE, Ordering::Release);
         drop(shard);
-        self.retire(me);
+        let _ = self.retire(me);
         Ok(())
     }
 
-    /// Decommit an empty, unowned slab and put it back in the pool.
-    fn retire(&self, s: SlabRef) {
-        // SAFETY: slabs live as long as the heap.
-        let base = unsafe { &*s.0 }.base;
-        {
+    /// An empty, unowned slab: keep it committed in the pool if the cache has room,
+    /// else decommit it.
+    fn retire(&self, s: SlabRef) -> HostResult<()> {
+        if !self.mgr.memory_wanted() {
+            let idle = self.idle.load(Ordering::SeqCst);
             let mut pool = self.pool.lock();
-            if (pool.ready.len() + 1) * SLAB + self.cache.lock().bytes <= self.cache_cap {
+            if (pool.ready.len() + idle + 1) * SLAB + self.cache.lock().bytes <= self.cache_cap {
                 pool.ready.push(s);
-                return;
+                return Ok(());
             }
         }
+        self.decommit(s)
+    }
+
+    /// Decommit an empty, unowned slab and put it back in the pool of uncommitted slabs.
+    fn decommit(&self, s: SlabRef) -> HostResult<()> {
+        // SAFETY: slabs live as long as the heap.
+        let base = unsafe { &*s.0 }.base;
         // If the manager refuses (it was disabled), the slab stays committed and unused.
-        if self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT).is_ok() {
-            self.committed.fetch_sub(SLAB, Ordering::SeqCst);
-            self.pool.lock().free.push(s);
-        }
+        self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT)?;
+        self.committed.fetch_sub(SLAB, Ordering::SeqCst);
+        self.pool.lock().free.push(s);
+        Ok(())
     }
 }
 

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::budget::{Budget, BudgetStats, Kind, Policy, TenantId};
 use super::error::{HostError, HostResult};
-use super::heap::HostMalloc;
+use super::heap::{Heap, HostMalloc};
 use super::{
     enter, CriticalLevel, MallocType, MemoryAvailable, NotificationCallback, ReclaimHook, Thresholds,
     DEFAULT_PROCESS_WAIT,
@@ -114,6 +114,27 @@ struct Shared {
     views: Mutex<BTreeMap<usize, View>>,
     reclaim: Option<ReclaimHook>,
     disable_on_process_failure: bool,
+    /// Every heap created through the manager, asked to give back what it keeps for
+    /// reuse when a request is refused or must wait.
+    heaps: Mutex<Vec<Weak<Heap>>>,
+    /// Requests about to wait or waiting for memory: while nonzero, heaps keep nothing.
+    wanted: AtomicUsize,
+}
+
+/// Counts a request in [`Shared::wanted`] while it lives.
+struct Wanting<'a>(&'a AtomicUsize);
+
+impl<'a> Wanting<'a> {
+    fn new(n: &'a AtomicUsize) -> Wanting<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        Wanting(n)
+    }
+}
+
+impl Drop for Wanting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Shared {
@@ -268,6 +289,8 @@ impl HostBuilder {
             views: Mutex::new(BTreeMap::new()),
             reclaim: self.reclaim,
             disable_on_process_failure: self.disable_on_process_failure,
+            heaps: Mutex::new(Vec::new()),
+            wanted: AtomicUsize::new(0),
         };
         Ok(HostMemoryManager { shared: Arc::new(shared), tenant: 0 })
     }
@@ -466,12 +489,42 @@ impl HostMemoryManager {
         e
     }
 
-    /// Charge `bytes`, waiting if the level allows it.
+    /// Charge `bytes`, waiting if the level allows it. When they do not fit, every heap
+    /// first gives back what it keeps for reuse. The caller holds no lock of the manager
+    /// or of a heap (the heaps call back into the manager).
     fn admit(&self, actor: Actor, bytes: usize, level: CriticalLevel) -> HostResult<()> {
-        self.shared
-            .budget
-            .charge(actor.tenant, actor.kind(), bytes, level, self.may_wait(level))
-            .map_err(|e| self.refused(level, e))
+        let budget = &self.shared.budget;
+        match budget.charge(actor.tenant, actor.kind(), bytes, level, false) {
+            Err(HostError::OutOfMemory) => {}
+            other => return other,
+        }
+        let wait = self.may_wait(level);
+        // From here on no heap keeps freed memory, so a waiter sees every refund.
+        let _wanting = wait.then(|| Wanting::new(&self.shared.wanted));
+        self.flush_heaps()?;
+        budget.charge(actor.tenant, actor.kind(), bytes, level, wait).map_err(|e| self.refused(level, e))
+    }
+
+    pub(crate) fn register_heap(&self, heap: Weak<Heap>) {
+        let mut heaps = self.shared.heaps.lock();
+        heaps.retain(|h| h.strong_count() > 0);
+        heaps.push(heap);
+    }
+
+    /// Whether a request is waiting (or about to wait) for memory: heaps then keep no
+    /// freed memory for reuse.
+    pub(crate) fn memory_wanted(&self) -> bool {
+        self.shared.wanted.load(Ordering::SeqCst) != 0
+    }
+
+    /// Ask every heap to give back what it keeps for reuse. No lock is held while a heap
+    /// works (it calls back into the manager).
+    fn flush_heaps(&self) -> HostResult<()> {
+        let heaps: Vec<Arc<Heap>> = self.shared.heaps.lock().iter().filter_map(Weak::upgrade).collect();
+        for heap in heaps {
+            heap.flush_cache()?;
+        }
+        Ok(())
     }
 
     // ----- Registry -------------------------------------------------------------------
@@ -640,9 +693,10 @@ impl HostMemoryManager {
             if need > prepaid {
                 match budget.charge(actor.tenant, actor.kind(), need - prepaid, level, false) {
                     Ok(()) => prepaid = need,
-                    Err(HostError::OutOfMemory) if self.may_wait(level) => {
-                        // Wait without the region lock: a thread freeing pages of this
-                        // reservation must be able to get in.
+                    Err(HostError::OutOfMemory) => {
+                        // Flush the heaps and maybe wait, without the region lock: a
+                        // thread freeing pages of this reservation (a heap giving back a
+                        // slab of it, too) must be able to get in.
                         drop(g);
                         match self.admit(actor, need - prepaid, level) {
                             Ok(()) => {
