@@ -417,3 +417,28 @@ fn a_process_critical_waiter_gets_the_memory_of_a_heap_freed_meanwhile() {
     let p = waiter.join().unwrap().expect("the waiter gets the freed heap's memory");
     m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
 }
+
+#[test]
+fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables() {
+    use virtmem::host::Lifecycle;
+    use virtmem::VirtualSpace;
+    let (space, m) = host(1 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let per_slab = SLAB_SIZE / 64;
+    let blocks: Vec<usize> = (0..per_slab * 10).map(|_| heap.alloc(64, TASK).unwrap()).collect();
+    // Someone releases the heap's segment without asking the host.
+    let reservation = space.query(blocks[0]).unwrap().allocation_base;
+    space.free(reservation, 0, FreeType::RELEASE).unwrap();
+    let results: Vec<Result<(), HostError>> = blocks.iter().map(|&b| heap.free(b)).collect();
+    let fails: Vec<usize> = (0..results.len()).filter(|&i| results[i] == Err(HostError::Fail)).collect();
+    assert_eq!(fails.len(), 1, "exactly one E_FAIL");
+    let i = fails[0];
+    // Frees that never reached the space succeed; after the E_FAIL, everything is
+    // HOST_E_CLRNOTAVAILABLE.
+    assert!(results[..i].iter().all(|r| r.is_ok()));
+    assert!(results[i + 1..].iter().all(|r| *r == Err(HostError::ClrNotAvailable)));
+    assert!(i + 1 < results.len());
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+    assert_eq!(heap.alloc(16, TASK), Err(HostError::ClrNotAvailable));
+    assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+}

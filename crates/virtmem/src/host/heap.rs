@@ -739,15 +739,28 @@ impl Heap {
         };
         slabs.append(&mut self.pool.lock().ready);
         let any = !blocks.is_empty() || !slabs.is_empty();
+        // Give back everything we can; report the first failure (an inconsistent space
+        // disables the manager, and that `E_FAIL` must reach a caller).
+        let mut first_err = None;
         for s in slabs {
-            let _ = self.decommit(s);
-        }
-        for (p, bytes) in blocks {
-            if self.mgr.free_as(self.mgr.heap_actor(), p, 0, FreeType::RELEASE).is_ok() {
-                self.committed.fetch_sub(bytes, Ordering::SeqCst);
+            if let Err(e) = self.decommit(s) {
+                first_err.get_or_insert(e);
             }
         }
-        Ok(any)
+        for (p, bytes) in blocks {
+            match self.mgr.free_as(self.mgr.heap_actor(), p, 0, FreeType::RELEASE) {
+                Ok(()) => {
+                    self.committed.fetch_sub(bytes, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(any),
+        }
     }
 
     fn free(&self, ptr: usize) -> HostResult<()> {
@@ -813,8 +826,7 @@ impl Heap {
             cs.current = None;
             slab.owner.store(NONE, Ordering::Release);
             drop(shard);
-            let _ = self.decommit(me);
-            return Ok(());
+            return self.decommit(me);
         }
         if d.free == 1 {
             d.partial_pos = cs.partial.len() as u32;
@@ -838,8 +850,7 @@ impl Heap {
         }
         slab.owner.store(NONE, Ordering::Release);
         drop(shard);
-        let _ = self.retire(me);
-        Ok(())
+        self.retire(me)
     }
 
     /// An empty, unowned slab: keep it committed in the pool if the cache has room,
@@ -860,7 +871,8 @@ impl Heap {
     fn decommit(&self, s: SlabRef) -> HostResult<()> {
         // SAFETY: slabs live as long as the heap.
         let base = unsafe { &*s.0 }.base;
-        // If the manager refuses (it was disabled), the slab stays committed and unused.
+        // If the space contradicts the manager, the manager disables itself and this is
+        // the caller's `E_FAIL`; the slab then stays committed and unused.
         self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT)?;
         self.committed.fetch_sub(SLAB, Ordering::SeqCst);
         self.pool.lock().free.push(s);
@@ -910,6 +922,9 @@ fn take_bit(d: &mut SlabData) -> usize {
 
 impl Drop for Heap {
     fn drop(&mut self) {
+        // Nobody is left to report a failure to: a release the space contradicts has
+        // already disabled the manager (see `HostMemoryManager::free_as`), which is what
+        // every later caller of the manager sees.
         let actor = self.mgr.heap_actor();
         for (p, _) in self.cache.get_mut().blocks.drain(..) {
             let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
