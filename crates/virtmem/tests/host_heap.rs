@@ -421,7 +421,6 @@ fn a_process_critical_waiter_gets_the_memory_of_a_heap_freed_meanwhile() {
 #[test]
 fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables() {
     use virtmem::host::Lifecycle;
-    use virtmem::VirtualSpace;
     let (space, m) = host(1 << 20);
     let heap = m.create_malloc(MallocType::empty()).unwrap();
     let per_slab = SLAB_SIZE / 64;
