@@ -441,3 +441,38 @@ fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables()
     assert_eq!(heap.alloc(16, TASK), Err(HostError::ClrNotAvailable));
     assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
 }
+
+#[test]
+fn concurrent_debug_allocs_and_frees_keep_the_leak_report_exact() {
+    use std::collections::HashMap;
+    let (_space, m) = host(64 << 20);
+    // One shard: every thread draws on the same slots, so freed addresses are reused
+    // at once by the other threads.
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4u32)
+        .map(|t| {
+            let (heap, start) = (heap.clone(), start.clone());
+            thread::spawn(move || {
+                let file = format!("thread{t}.c");
+                let mut live: Vec<(usize, u32)> = Vec::new();
+                start.wait();
+                for i in 0..20_000u32 {
+                    let b = heap.debug_alloc(24, TASK, &file, i).unwrap();
+                    live.push((b, i));
+                    if live.len() > 4 {
+                        let (b, _) = live.swap_remove((i as usize * 7) % live.len());
+                        heap.free(b).unwrap();
+                    }
+                }
+                live.into_iter().map(|(b, line)| (b, (file.clone(), line))).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let live: HashMap<usize, (String, u32)> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let report: HashMap<usize, (String, u32)> =
+        heap.leaks().into_iter().map(|r| (r.address, (r.file, r.line))).collect();
+    assert_eq!(live.len(), 4 * 4);
+    assert_eq!(report, live, "the leak report lists exactly the live DebugAlloc blocks");
+    assert_eq!(heap.stats().debug_blocks, live.len());
+}

@@ -418,8 +418,9 @@ impl HostMalloc {
         let _g = enter();
         self.check()?;
         let p = self.heap.alloc(size, 16, level)?;
-        self.heap.sites.lock().insert(p, Site { size, file: file.to_owned(), line });
+        // Counted first, so that a free that finds the record always finds the count.
         self.heap.debug_live.fetch_add(1, Ordering::SeqCst);
+        self.heap.sites.lock().insert(p, Site { size, file: file.to_owned(), line });
         Ok(p)
     }
 
@@ -772,18 +773,36 @@ impl Heap {
             self.free_small(slab, ptr)?;
         } else {
             let large = self.large.lock().borrow_mut().remove(&ptr).ok_or(HostError::InvalidOperation)?;
+            // Out of the leak report before the address can be handed out again.
+            let site = self.forget_site(ptr);
             if !self.cache_large(ptr, large.bytes) {
                 if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), ptr, 0, FreeType::RELEASE) {
+                    // Still live: back in the map and the report.
                     self.large.lock().borrow_mut().insert(ptr, large);
+                    if let Some(site) = site {
+                        self.debug_live.fetch_add(1, Ordering::SeqCst);
+                        self.sites.lock().insert(ptr, site);
+                    }
                     return Err(e);
                 }
                 self.committed.fetch_sub(large.bytes, Ordering::SeqCst);
             }
         }
-        if self.debug_live.load(Ordering::SeqCst) > 0 && self.sites.lock().remove(&ptr).is_some() {
+        Ok(())
+    }
+
+    /// Remove `ptr`'s `DebugAlloc` record, if it has one. Called before the block's
+    /// address can be handed out again, so that a `DebugAlloc` of another thread that gets
+    /// the same address never loses its record to this free.
+    fn forget_site(&self, ptr: usize) -> Option<Site> {
+        if self.debug_live.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let site = self.sites.lock().remove(&ptr);
+        if site.is_some() {
             self.debug_live.fetch_sub(1, Ordering::SeqCst);
         }
-        Ok(())
+        site
     }
 
     fn free_small(&self, slab: &Slab, ptr: usize) -> HostResult<()> {
@@ -808,6 +827,8 @@ impl Heap {
         if d.bits[w] & (1 << b) != 0 {
             return Err(HostError::InvalidOperation); // already free
         }
+        // Lock order: shard, then sites (nothing takes a shard lock holding sites).
+        self.forget_site(ptr);
         d.bits[w] |= 1 << b;
         d.free += 1;
         shard.live_blocks -= 1;
