@@ -116,7 +116,8 @@ typedef struct VIRTMEM_HOST_CONFIG {
    */
   DWORD HighPercent;
   /**
-   * Points of hysteresis around both thresholds.
+   * Points of hysteresis around both thresholds; `HighPercent + Hysteresis` must stay
+   * below `LowPercent` (otherwise a level is unreachable: `E_INVALIDARG`).
    */
   DWORD Hysteresis;
   /**
@@ -974,7 +975,8 @@ HRESULT VirtmemCreateHostMemoryManager(SIZE_T budget_bytes, struct IHostMemoryMa
 /**
  * A host memory manager configured by `*config` (see [`VIRTMEM_HOST_CONFIG`]), with one
  * reference. `E_INVALIDARG` for a NULL or unreadable `config`, a wrong `cbSize`, unknown
- * flags, a zero budget or thresholds out of order; `E_POINTER` for a NULL `out`; a
+ * flags, a zero budget, thresholds out of order or a hysteresis that reaches from
+ * `HighPercent` to `LowPercent`; `E_POINTER` for a NULL `out`; a
  * simulated process that has exited is `HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`, an
  * unknown handle `HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)`.
  */

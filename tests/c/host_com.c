@@ -117,6 +117,14 @@ static void test_factory_and_iunknown(void)
     CHECK_HR(VirtmemHostConfigInit(MB, &c), S_OK);
     c.HighPercent = 95;
     CHECK_HR(VirtmemCreateHostMemoryManagerEx(&c, &bad), E_INVALIDARG);
+    /* A hysteresis that makes a level unreachable (65 % would stay High). */
+    CHECK_HR(VirtmemHostConfigInit(MB, &c), S_OK);
+    c.LowPercent = 60;
+    c.HighPercent = 50;
+    c.Hysteresis = 20;
+    bad = (IHostMemoryManager *)0x1;
+    CHECK_HR(VirtmemCreateHostMemoryManagerEx(&c, &bad), E_INVALIDARG);
+    CHECK(bad == NULL, "*out NULL");
     /* An exited simulated process, an unknown handle. */
     HANDLE proc = VirtmemCreateProcess();
     CHECK(TerminateProcess(proc, 0), "terminate");

@@ -828,7 +828,8 @@ pub struct VIRTMEM_HOST_CONFIG {
     pub LowPercent: DWORD,
     /// Load (percent) at or below which memory is High (less than `LowPercent`).
     pub HighPercent: DWORD,
-    /// Points of hysteresis around both thresholds.
+    /// Points of hysteresis around both thresholds; `HighPercent + Hysteresis` must stay
+    /// below `LowPercent` (otherwise a level is unreachable: `E_INVALIDARG`).
     pub Hysteresis: DWORD,
     /// The answer to `NeedsVirtualAddressSpace` (NULL: always `E_OUTOFMEMORY`).
     pub Reclaim: VIRTMEM_RECLAIM_FN,
@@ -973,7 +974,8 @@ pub unsafe extern "C" fn VirtmemCreateHostMemoryManager(
 
 /// A host memory manager configured by `*config` (see [`VIRTMEM_HOST_CONFIG`]), with one
 /// reference. `E_INVALIDARG` for a NULL or unreadable `config`, a wrong `cbSize`, unknown
-/// flags, a zero budget or thresholds out of order; `E_POINTER` for a NULL `out`; a
+/// flags, a zero budget, thresholds out of order or a hysteresis that reaches from
+/// `HighPercent` to `LowPercent`; `E_POINTER` for a NULL `out`; a
 /// simulated process that has exited is `HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED)`, an
 /// unknown handle `HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)`.
 #[no_mangle]
@@ -1123,6 +1125,28 @@ mod tests {
         // SAFETY: valid config and out-pointer.
         assert_eq!(unsafe { VirtmemCreateHostMemoryManagerEx(&c, &mut h) }, S_OK);
         h
+    }
+
+    #[test]
+    fn the_config_factory_rejects_a_hysteresis_that_covers_the_band() {
+        for (low, high, hysteresis, want) in [
+            (60, 50, 20, E_INVALIDARG),
+            (60, 50, 10, E_INVALIDARG),
+            (90, 50, u32::MAX, E_INVALIDARG),
+            (60, 50, 9, S_OK),
+        ] {
+            let mut c = config_defaults(1 << 20);
+            c.dwFlags = VIRTMEM_HOST_SIMULATED;
+            (c.LowPercent, c.HighPercent, c.Hysteresis) = (low, high, hysteresis);
+            let mut h = std::ptr::null_mut();
+            // SAFETY: valid config and out-pointer.
+            assert_eq!(unsafe { VirtmemCreateHostMemoryManagerEx(&c, &mut h) }, want, "{low}/{high}/{hysteresis}");
+            assert_eq!(h.is_null(), want != S_OK);
+            if !h.is_null() {
+                // SAFETY: a live manager object with one reference.
+                unsafe { ((*(*h).lpVtbl).Release)(h) };
+            }
+        }
     }
 
     #[test]

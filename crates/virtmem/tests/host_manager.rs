@@ -366,6 +366,15 @@ fn builder_rejects_nonsense() {
     assert_eq!(b(P).thresholds(th(50, 50)).build().unwrap_err(), HostError::InvalidArg);
     assert_eq!(b(P).thresholds(th(101, 50)).build().unwrap_err(), HostError::InvalidArg);
     assert!(b(P).thresholds(th(100, 0)).build().is_ok());
+    // A hysteresis that covers the band between the thresholds makes a level unreachable
+    // (60/50/20 would report a 65 % load as High and never say Low).
+    let thh = |low, high, hysteresis| Thresholds { low_percent: low, high_percent: high, hysteresis };
+    for bad in [thh(60, 50, 20), thh(60, 50, 10), thh(100, 0, 100), thh(90, 50, 101), thh(90, 50, u32::MAX)] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+        assert_eq!(b(P).thresholds(bad).build().unwrap_err(), HostError::InvalidArg, "{bad:?}");
+    }
+    assert!(b(P).thresholds(thh(60, 50, 9)).build().is_ok());
+    assert!(b(P).thresholds(thh(100, 0, 99)).build().is_ok());
 }
 
 #[test]

@@ -259,12 +259,12 @@ impl HostBuilder {
     }
 
     /// The manager (not started; see [`HostMemoryManager::start`]), as seen by its first
-    /// tenant. `E_INVALIDARG` for a zero budget or sub-budget, or thresholds with
-    /// `high_percent >= low_percent` or `low_percent > 100`.
+    /// tenant. `E_INVALIDARG` for a zero budget or sub-budget, or thresholds that
+    /// [`Thresholds::validate`] rejects (`low_percent > 100`, `high_percent >=
+    /// low_percent`, or `high_percent + hysteresis >= low_percent`).
     pub fn build(self) -> HostResult<HostMemoryManager> {
         let th = self.thresholds;
-        if self.budget == 0 || self.tenant_limit == Some(0) || th.high_percent >= th.low_percent || th.low_percent > 100
-        {
+        if self.budget == 0 || self.tenant_limit == Some(0) || th.validate().is_err() {
             return Err(HostError::InvalidArg);
         }
         let policy = Policy {

@@ -138,6 +138,26 @@ pub struct Thresholds {
     pub hysteresis: u32,
 }
 
+impl Thresholds {
+    /// Why these thresholds are unusable, if they are: every level must be reachable
+    /// and every level must be left again. That needs `low_percent <= 100`,
+    /// `high_percent < low_percent` and `high_percent + hysteresis < low_percent` (with a
+    /// wider hysteresis, High would hold at loads at or past `low_percent` and Low at
+    /// loads at or under `high_percent`: 60/50/20 would report 65 % as High).
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.low_percent > 100 {
+            return Err("low_percent is over 100");
+        }
+        if self.high_percent >= self.low_percent {
+            return Err("high_percent is not below low_percent");
+        }
+        if self.high_percent.checked_add(self.hysteresis).is_none_or(|h| h >= self.low_percent) {
+            return Err("high_percent + hysteresis reaches low_percent: a level would be unreachable");
+        }
+        Ok(())
+    }
+}
+
 impl Default for Thresholds {
     /// Low at 90 %, High at 50 %, 5 points of hysteresis.
     fn default() -> Self {
