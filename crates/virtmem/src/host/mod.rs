@@ -151,7 +151,7 @@ impl Thresholds {
         if self.high_percent >= self.low_percent {
             return Err("high_percent is not below low_percent");
         }
-        if self.high_percent.checked_add(self.hysteresis).is_none_or(|h| h >= self.low_percent) {
+        if !self.high_percent.checked_add(self.hysteresis).is_some_and(|h| h < self.low_percent) {
             return Err("high_percent + hysteresis reaches low_percent: a level would be unreachable");
         }
         Ok(())
