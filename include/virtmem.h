@@ -104,7 +104,9 @@ typedef struct VIRTMEM_HOST_CONFIG {
    */
   SIZE_T TenantBudget;
   /**
-   * How long a process-critical request waits for memory (ms); 0: it does not wait.
+   * How long a process-critical request waits for memory (ms); 0: it does not wait;
+   * `INFINITE` (0xFFFFFFFF): it waits until memory comes back, the wait is cancelled or
+   * the manager shuts down.
    */
   DWORD ProcessCriticalWaitMs;
   /**

@@ -335,6 +335,8 @@ unsafe trait ComObject: Sized + 'static {
     fn iids() -> [&'static IID; 2];
     /// The reference count.
     fn refs(&self) -> &AtomicU32;
+    /// The manager the object acts on.
+    fn manager(&self) -> &HostMemoryManager;
 
     /// The object behind `this`: NULL is `E_POINTER`, an object that is not one of ours (of
     /// this type) `E_INVALIDARG`.
@@ -369,6 +371,9 @@ unsafe impl ComObject for ManagerObject {
     fn refs(&self) -> &AtomicU32 {
         &self.refs
     }
+    fn manager(&self) -> &HostMemoryManager {
+        &self.mgr
+    }
 }
 
 // SAFETY: `repr(C)`, `iface` (only `lpVtbl`) first then `refs`; made by `new_malloc`.
@@ -384,14 +389,37 @@ unsafe impl ComObject for MallocObject {
     fn refs(&self) -> &AtomicU32 {
         &self.refs
     }
+    fn manager(&self) -> &HostMemoryManager {
+        self.heap.manager()
+    }
 }
 
-/// Run a method body: its error as an HRESULT, a panic as `E_FAIL` (never into C).
+/// Run a body that acts on no manager: its error as an HRESULT, a panic as `E_FAIL`
+/// (never into C).
 fn com(body: impl FnOnce() -> Result<(), HostError>) -> HRESULT {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => S_OK,
         Ok(Err(e)) => e.hresult(),
         Err(_) => E_FAIL,
+    }
+}
+
+/// Run a method body on the object `this` resolved to (`obj`: its `from_this`): its error
+/// as an HRESULT; a panic is an unknown catastrophic failure, so, as the spec's `E_FAIL`
+/// says, it disables the object's manager (every later call is
+/// `HOST_E_CLRNOTAVAILABLE`) and is reported as `E_FAIL` (never unwinding into C).
+fn com_on<T: ComObject>(obj: Result<&T, HostError>, body: impl FnOnce(&T) -> Result<(), HostError>) -> HRESULT {
+    let obj = match obj {
+        Ok(obj) => obj,
+        Err(e) => return e.hresult(),
+    };
+    match catch_unwind(AssertUnwindSafe(|| body(obj))) {
+        Ok(Ok(())) => S_OK,
+        Ok(Err(e)) => e.hresult(),
+        Err(_) => {
+            let _ = catch_unwind(AssertUnwindSafe(|| obj.manager().disable()));
+            E_FAIL
+        }
     }
 }
 
@@ -529,9 +557,8 @@ unsafe extern "C" fn mgr_create_malloc(
     dwMallocType: DWORD,
     ppMalloc: *mut *mut IHostMalloc,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(ppMalloc)?;
         put_made(ppMalloc, obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)).map(new_malloc))
     })
@@ -546,9 +573,8 @@ unsafe extern "C" fn mgr_virtual_alloc(
     eCriticalLevel: EMemoryCriticalLevel,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(ppMem)?;
         let out = level(eCriticalLevel).and_then(|l| {
             obj.mgr.virtual_alloc(
@@ -569,9 +595,8 @@ unsafe extern "C" fn mgr_virtual_free(
     dwSize: SIZE_T,
     dwFreeType: DWORD,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.virtual_free(lpAddress as usize, dwSize, FreeType::from_bits_retain(dwFreeType))
     })
 }
@@ -584,9 +609,8 @@ unsafe extern "C" fn mgr_virtual_query(
     pResult: *mut SIZE_T,
 ) -> HRESULT {
     // Never blocks on the budget and allocates nothing (no probe: the writes are checked).
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         if pResult.is_null() || lpBuffer.is_null() {
             return Err(HostError::Pointer);
         }
@@ -615,9 +639,8 @@ unsafe extern "C" fn mgr_virtual_protect(
     flNewProtect: DWORD,
     pflOldProtect: *mut DWORD,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(pflOldProtect)?;
         match obj.mgr.virtual_protect_detailed(lpAddress as usize, dwSize, Protection::from_bits_retain(flNewProtect)) {
             Ok(old) => put(pflOldProtect, old.bits()),
@@ -636,9 +659,8 @@ unsafe extern "C" fn mgr_get_memory_load(
     pMemoryLoad: *mut DWORD,
     pAvailableBytes: *mut SIZE_T,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(pMemoryLoad)?;
         writable(pAvailableBytes)?;
         let load = obj.mgr.memory_load()?;
@@ -684,9 +706,8 @@ unsafe extern "C" fn mgr_register_callback(
     This: *mut IHostMemoryManager,
     pCallback: *mut ICLRMemoryNotificationCallback,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         let cb = NonNull::new(pCallback).ok_or(HostError::InvalidArg)?;
         // SAFETY: a live COM object (the caller's contract): its first word is its vtable.
         let vtbl = unsafe { (*cb.as_ptr()).lpVtbl };
@@ -705,25 +726,22 @@ unsafe extern "C" fn mgr_register_callback(
 }
 
 unsafe extern "C" fn mgr_needs(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.needs_virtual_address_space(startAddress as usize, size)
     })
 }
 
 unsafe extern "C" fn mgr_acquired(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.acquired_virtual_address_space(startAddress as usize, size)
     })
 }
 
 unsafe extern "C" fn mgr_released(This: *mut IHostMemoryManager, startAddress: LPVOID) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { ManagerObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.released_virtual_address_space(startAddress as usize)
     })
 }
@@ -751,11 +769,8 @@ unsafe extern "C" fn malloc_alloc(
     eCriticalLevel: EMemoryCriticalLevel,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { MallocObject::from_this(This) }?;
-        alloc_into(obj, cbSize, eCriticalLevel, None, ppMem)
-    })
+    // SAFETY: the COM contract.
+    com_on(unsafe { MallocObject::from_this(This) }, |obj| alloc_into(obj, cbSize, eCriticalLevel, None, ppMem))
 }
 
 unsafe extern "C" fn malloc_debug_alloc(
@@ -766,9 +781,8 @@ unsafe extern "C" fn malloc_debug_alloc(
     iLineNo: c_int,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { MallocObject::from_this(This) }?;
+    // SAFETY: the COM contract.
+    com_on(unsafe { MallocObject::from_this(This) }, |obj| {
         let file = if pszFileName.is_null() {
             "<unknown>".into()
         } else {
@@ -780,11 +794,8 @@ unsafe extern "C" fn malloc_debug_alloc(
 }
 
 unsafe extern "C" fn malloc_free(This: *mut IHostMalloc, pMem: *mut c_void) -> HRESULT {
-    com(|| {
-        // SAFETY: the COM contract.
-        let obj = unsafe { MallocObject::from_this(This) }?;
-        obj.heap.free(pMem as usize)
-    })
+    // SAFETY: the COM contract.
+    com_on(unsafe { MallocObject::from_this(This) }, |obj| obj.heap.free(pMem as usize))
 }
 
 // ----- Factories and host controls -------------------------------------------------------
@@ -822,7 +833,9 @@ pub struct VIRTMEM_HOST_CONFIG {
     pub EmergencyReserve: SIZE_T,
     /// A sub-budget for the first tenant, 0 for none.
     pub TenantBudget: SIZE_T,
-    /// How long a process-critical request waits for memory (ms); 0: it does not wait.
+    /// How long a process-critical request waits for memory (ms); 0: it does not wait;
+    /// `INFINITE` (0xFFFFFFFF): it waits until memory comes back, the wait is cancelled or
+    /// the manager shuts down.
     pub ProcessCriticalWaitMs: DWORD,
     /// Load (percent) at which memory is Low.
     pub LowPercent: DWORD,
@@ -937,7 +950,10 @@ fn create(c: &VIRTMEM_HOST_CONFIG) -> Result<*mut IHostMemoryManager, HostError>
     let mut b = HostMemoryManager::builder(space, c.Budget)
         .soft_reserve(c.SoftReserve)
         .emergency_reserve(c.EmergencyReserve)
-        .process_critical_timeout(Duration::from_millis(c.ProcessCriticalWaitMs.into()))
+        .process_critical_timeout(match c.ProcessCriticalWaitMs {
+            DWORD::MAX => Duration::MAX,
+            ms => Duration::from_millis(ms.into()),
+        })
         .thresholds(Thresholds { low_percent: c.LowPercent, high_percent: c.HighPercent, hysteresis: c.Hysteresis })
         .disable_on_process_critical_failure(c.dwFlags & VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE != 0);
     if c.TenantBudget != 0 {
@@ -1001,7 +1017,7 @@ pub unsafe extern "C" fn VirtmemCreateHostMemoryManagerEx(
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRESULT {
     // SAFETY: `host` is NULL or a live object (the caller's contract).
-    com(|| unsafe { ManagerObject::from_this(host) }?.mgr.start())
+    com_on(unsafe { ManagerObject::from_this(host) }, |obj| obj.mgr.start())
 }
 
 /// Shut the manager down for every tenant: waiting requests fail with
@@ -1009,9 +1025,9 @@ pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRES
 /// allocated until the last reference to the manager and its heaps is released.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> HRESULT {
-    com(|| {
-        // SAFETY: as above.
-        unsafe { ManagerObject::from_this(host) }?.mgr.shutdown();
+    // SAFETY: as above.
+    com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
+        obj.mgr.shutdown();
         Ok(())
     })
 }
@@ -1019,9 +1035,9 @@ pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> H
 /// Abandon this tenant's requests that wait for memory now (`HOST_E_ABANDONED`).
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostCancelWaits(host: *mut IHostMemoryManager) -> HRESULT {
-    com(|| {
-        // SAFETY: as above.
-        unsafe { ManagerObject::from_this(host) }?.mgr.cancel_waits();
+    // SAFETY: as above.
+    com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
+        obj.mgr.cancel_waits();
         Ok(())
     })
 }
@@ -1036,9 +1052,8 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
     budget: SIZE_T,
     out: *mut *mut IHostMemoryManager,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: as above.
-        let obj = unsafe { ManagerObject::from_this(host) }?;
+    // SAFETY: as above.
+    com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         writable(out)?;
         let name = if name.is_null() {
             String::from("tenant")
@@ -1053,9 +1068,8 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
 /// Figures of the manager as `host`'s tenant sees them. Answers in every lifecycle state.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stats: *mut VIRTMEM_HOST_STATS) -> HRESULT {
-    com(|| {
-        // SAFETY: as above.
-        let obj = unsafe { ManagerObject::from_this(host) }?;
+    // SAFETY: as above.
+    com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         if stats.is_null() {
             return Err(HostError::Pointer);
         }
@@ -1091,9 +1105,8 @@ pub unsafe extern "C" fn VirtmemHostMallocLeaks(
     capacity: SIZE_T,
     count: *mut SIZE_T,
 ) -> HRESULT {
-    com(|| {
-        // SAFETY: `malloc` is NULL or a live object (the caller's contract).
-        let obj = unsafe { MallocObject::from_this(malloc) }?;
+    // SAFETY: `malloc` is NULL or a live object (the caller's contract).
+    com_on(unsafe { MallocObject::from_this(malloc) }, |obj| {
         writable(count)?;
         let leaks = obj.heap.leaks();
         for (i, l) in leaks.iter().take(capacity).enumerate() {
@@ -1146,6 +1159,33 @@ mod tests {
                 // SAFETY: a live manager object with one reference.
                 unsafe { ((*(*h).lpVtbl).Release)(h) };
             }
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_a_call_is_e_fail_and_disables_the_manager() {
+        let h = simulated(1 << 20);
+        // SAFETY: `h` is a live manager object made by the factory.
+        let obj = unsafe { ManagerObject::from_this(h) }.unwrap();
+        // A notification callback that panics: the call whose charge crosses the Low
+        // threshold unwinds inside the method body.
+        obj.mgr.register_memory_notification_callback(Arc::new(|_| panic!("callback panicked"))).unwrap();
+        // SAFETY: `h` is a live manager; valid out-pointers.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let mut mem = std::ptr::null_mut();
+            let (commit, rw) = (MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE);
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 1 << 20, commit, rw, 0, &mut mem), E_FAIL);
+            let (mut load, mut avail) = (0, 0);
+            assert_eq!((v.GetMemoryLoad)(h, &mut load, &mut avail), HOST_E_CLRNOTAVAILABLE);
+            let mut other = std::ptr::null_mut();
+            assert_eq!(
+                (v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, commit, rw, 0, &mut other),
+                HOST_E_CLRNOTAVAILABLE
+            );
+            assert!(other.is_null());
+            assert_eq!(obj.mgr.lifecycle(), Lifecycle::Disabled);
+            assert_eq!((v.Release)(h), 0);
         }
     }
 

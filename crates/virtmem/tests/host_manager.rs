@@ -750,3 +750,38 @@ fn heap_memory_is_not_the_runtimes_to_free() {
     heap.free(b).unwrap();
     heap.free(big).unwrap();
 }
+
+#[test]
+fn a_process_critical_wait_of_duration_max_waits_without_a_deadline() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = started(space, 8 * P, Duration::MAX);
+    let hog = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    let waiter = std::thread::spawn(move || m2.virtual_alloc(0, 4 * P, COMMIT, RW, CriticalLevel::Process));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
+    let p = waiter.join().expect("no overflow panic").expect("the waiter gets the memory");
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
+    // An untimed wait still ends on cancellation.
+    let hog = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    let waiter = std::thread::spawn(move || m2.virtual_alloc(0, 4 * P, COMMIT, RW, CriticalLevel::Process));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    m.cancel_waits();
+    assert_eq!(waiter.join().unwrap(), Err(HostError::Abandoned));
+    m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
+}
+
+#[test]
+fn disable_abandons_waiters_and_closes_the_manager() {
+    let m = started(Arc::new(SimSpace::simulated()), 8 * P, Duration::from_secs(60));
+    let _hog = m.virtual_alloc(0, 8 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    let waiter = std::thread::spawn(move || m2.virtual_alloc(0, 4 * P, COMMIT, RW, CriticalLevel::Process));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    assert!(m.disable());
+    assert!(!m.disable());
+    assert_eq!(waiter.join().unwrap(), Err(HostError::Abandoned));
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+    assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+}

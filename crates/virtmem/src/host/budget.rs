@@ -217,12 +217,19 @@ impl Budget {
         if !wait || level != CriticalLevel::Process || self.policy.process_wait.is_zero() {
             return Err(HostError::OutOfMemory);
         }
-        let deadline = Instant::now() + self.policy.process_wait;
+        // A wait too long to have a deadline (`Duration::MAX`: "wait forever") is untimed.
+        let deadline = Instant::now().checked_add(self.policy.process_wait);
         let gen = st.tenants[t].cancel_gen;
         st.waiting += 1;
         st.tenants[t].waiting += 1;
         let out = loop {
-            let timed_out = self.cv.wait_until(&mut st, deadline).timed_out();
+            let timed_out = match deadline {
+                Some(d) => self.cv.wait_until(&mut st, d).timed_out(),
+                None => {
+                    self.cv.wait(&mut st);
+                    false
+                }
+            };
             if st.closed || st.tenants[t].cancel_gen != gen {
                 break Err(HostError::Abandoned);
             }
@@ -230,7 +237,7 @@ impl Budget {
                 st.add(t, kind, bytes);
                 break Ok(());
             }
-            if timed_out || Instant::now() >= deadline {
+            if timed_out || deadline.is_some_and(|d| Instant::now() >= d) {
                 break Err(HostError::Timeout);
             }
         };

@@ -212,7 +212,9 @@ impl HostBuilder {
 
     /// How long a process-critical request that does not fit waits for other threads to
     /// free memory before failing with `HOST_E_TIMEOUT`. Zero: it fails at once with
-    /// `E_OUTOFMEMORY`. Default: [`DEFAULT_PROCESS_WAIT`].
+    /// `E_OUTOFMEMORY`. A wait too long to express as a deadline (`Duration::MAX`) has
+    /// none: the request waits until memory comes back, the wait is cancelled or the
+    /// manager shuts down. Default: [`DEFAULT_PROCESS_WAIT`].
     pub fn process_critical_timeout(mut self, wait: Duration) -> Self {
         self.process_wait = wait;
         self
@@ -367,6 +369,24 @@ impl HostMemoryManager {
             (s != Lifecycle::Disabled as u8).then_some(Lifecycle::ShutDown as u8)
         });
         self.shared.budget.close();
+    }
+
+    /// Disable the manager as an unrecoverable failure does: requests waiting for memory
+    /// fail with `HOST_E_ABANDONED`, every later call with `HOST_E_CLRNOTAVAILABLE`.
+    /// Whether this call disabled it (false if it was shut down or disabled already).
+    /// For a host that met a failure of its own it cannot recover from (the C ABI uses
+    /// it when a call panicked, which it reports as `E_FAIL`).
+    pub fn disable(&self) -> bool {
+        let _g = enter();
+        let done = self
+            .shared
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s == Lifecycle::NotStarted as u8 || s == Lifecycle::Running as u8).then_some(Lifecycle::Disabled as u8)
+            })
+            .is_ok();
+        self.shared.budget.close();
+        done
     }
 
     /// Where the manager is in its life.
