@@ -29,6 +29,7 @@ fn a_programs_heap_under_the_budget() {
     assert!(unsafe { HEAP.install(second) }.is_err(), "only once");
     allocations_are_charged_to_the_budget(m);
     the_budget_refuses_what_does_not_fit();
+    layouts_aligned_over_64k_are_served(m);
     many_threads_with_cross_thread_frees(m);
 }
 
@@ -52,6 +53,27 @@ fn the_budget_refuses_what_does_not_fit() {
     assert!(v.try_reserve_exact(1 << 20).is_ok(), "and fine again below it");
     v.resize(1 << 20, 7);
     assert_eq!(v[12345], 7);
+}
+
+fn layouts_aligned_over_64k_are_served(m: &HostMemoryManager) {
+    use std::alloc::{alloc, dealloc, Layout};
+    let heap = HEAP.heap().unwrap();
+    for (size, align) in [(4096, 1 << 20), (3 << 20, 1 << 20), (24, 1 << 17)] {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        let before = m.stats().budget.heap_committed;
+        // SAFETY: a layout of nonzero size.
+        let p = unsafe { alloc(layout) };
+        assert!(!p.is_null(), "a valid layout aligned to {align} is served");
+        assert_eq!(p as usize % align, 0);
+        assert!(heap.owns(p as usize), "from the heap, so under the budget");
+        assert!(m.stats().budget.heap_committed >= before + size);
+        // SAFETY: `p` is `size` writable bytes just allocated.
+        unsafe { std::ptr::write_bytes(p, 0xC3, size) };
+        // SAFETY: allocated above with this layout.
+        unsafe { dealloc(p, layout) };
+        assert!(m.stats().budget.heap_committed <= before, "freeing refunds");
+        assert!(!heap.owns(p as usize));
+    }
 }
 
 fn many_threads_with_cross_thread_frees(m: &HostMemoryManager) {

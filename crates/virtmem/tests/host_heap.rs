@@ -267,7 +267,30 @@ fn aligned_allocations() {
         }
     }
     assert_eq!(heap.alloc_aligned(8, 3, TASK), Err(HostError::InvalidArg));
-    assert_eq!(heap.alloc_aligned(8, 1 << 17, TASK), Err(HostError::InvalidArg));
+}
+
+#[test]
+fn alignments_over_64k_are_served_and_charged_for_the_block_only() {
+    let (space, m) = host(64 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    for (align, size) in [(1 << 17, 8), (1 << 20, 3 * P), (1 << 20, 1 << 20), (4 << 20, 100)] {
+        let p = heap.alloc_aligned(size, align, TASK).unwrap();
+        assert_eq!(p % align, 0, "size {size} align {align}");
+        let bytes = size.div_ceil(P) * P;
+        assert_eq!(heap_committed(&m), bytes, "only the block is charged");
+        assert_eq!(space.committed_bytes(), bytes);
+        space.write(p, &vec![0x5A; size]).unwrap();
+        assert!(heap.owns(p));
+        heap.free(p).unwrap();
+        assert_eq!(heap.free(p), Err(HostError::InvalidOperation));
+        assert_eq!((heap_committed(&m), space.reserved_bytes(), m.stats().heap_reservations), (0, 0, 0));
+    }
+    assert_eq!(heap.alloc_aligned(P, 1 << 20, TASK).map(|p| p % (1 << 20)), Ok(0));
+    assert_eq!(heap.alloc_aligned(usize::MAX - P, 1 << 20, TASK), Err(HostError::OutOfMemory));
+    let (_space, small) = host(4 * P);
+    let heap = small.create_malloc(MallocType::empty()).unwrap();
+    assert_eq!(heap.alloc_aligned(8 * P, 1 << 20, TASK), Err(HostError::OutOfMemory), "over the budget");
+    assert_eq!(small.stats().heap_reservations, 0, "nothing left reserved");
 }
 
 #[test]

@@ -270,7 +270,12 @@ struct LargeCache {
 }
 
 struct Large {
+    /// Bytes committed (and charged) for the block.
     bytes: usize,
+    /// The reservation the block was cut from: the block itself, or, for an alignment
+    /// over 64 KiB, the start of a larger reservation of which only the aligned block is
+    /// committed.
+    reservation: usize,
 }
 
 struct Site {
@@ -401,13 +406,18 @@ impl HostMalloc {
         self.heap.alloc(size, 16, level)
     }
 
-    /// [`HostMalloc::alloc`] with an alignment (a power of two up to 64 KiB).
-    /// `E_INVALIDARG` for any other alignment.
+    /// [`HostMalloc::alloc`] with an alignment (a power of two). Alignments up to 64 KiB
+    /// come from the size classes or a reservation of their own; a larger one reserves
+    /// `size + align` bytes (reserving is free) and commits — and is charged for — only
+    /// the aligned block. `E_INVALIDARG` for an alignment that is not a power of two.
     pub fn alloc_aligned(&self, size: usize, align: usize, level: CriticalLevel) -> HostResult<usize> {
         let _g = enter();
         self.check()?;
-        if !align.is_power_of_two() || align > crate::rules::GRANULE {
+        if !align.is_power_of_two() {
             return Err(HostError::InvalidArg);
+        }
+        if align > crate::rules::GRANULE {
+            return self.heap.alloc_over_aligned(size, align, level);
         }
         self.heap.alloc(size, align, level)
     }
@@ -684,7 +694,28 @@ impl Heap {
                 (p, bytes)
             }
         };
-        self.large.lock().borrow_mut().insert(p, Large { bytes });
+        self.large.lock().borrow_mut().insert(p, Large { bytes, reservation: p });
+        Ok(p)
+    }
+
+    /// A large block aligned to `align` (> 64 KiB, the alignment of a reservation): a
+    /// reservation of `size + align - 64 KiB` bytes, of which the aligned block alone is
+    /// committed. Never cached: its release gives back the whole reservation.
+    fn alloc_over_aligned(&self, size: usize, align: usize, level: CriticalLevel) -> HostResult<usize> {
+        let bytes = round_up(size.max(1), PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
+        let span = bytes.checked_add(align - crate::rules::GRANULE).ok_or(HostError::OutOfMemory)?;
+        let actor = self.mgr.heap_actor();
+        let reservation =
+            self.mgr.alloc_as(actor, 0, span, AllocationType::RESERVE, self.protect, CriticalLevel::Task)?;
+        let p = round_up(reservation, align).ok_or(HostError::OutOfMemory)?;
+        if let Err(e) = self.mgr.alloc_as(actor, p, bytes, AllocationType::COMMIT, self.protect, level) {
+            // Keep the first failure: a release the space contradicts only disables what
+            // the commit's failure already reported.
+            let _ = self.mgr.free_as(actor, reservation, 0, FreeType::RELEASE);
+            return Err(e);
+        }
+        self.committed.fetch_add(bytes, Ordering::SeqCst);
+        self.large.lock().borrow_mut().insert(p, Large { bytes, reservation });
         Ok(p)
     }
 
@@ -775,8 +806,8 @@ impl Heap {
             let large = self.large.lock().borrow_mut().remove(&ptr).ok_or(HostError::InvalidOperation)?;
             // Out of the leak report before the address can be handed out again.
             let site = self.forget_site(ptr);
-            if !self.cache_large(ptr, large.bytes) {
-                if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), ptr, 0, FreeType::RELEASE) {
+            if large.reservation != ptr || !self.cache_large(ptr, large.bytes) {
+                if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), large.reservation, 0, FreeType::RELEASE) {
                     // Still live: back in the map and the report.
                     self.large.lock().borrow_mut().insert(ptr, large);
                     if let Some(site) = site {
@@ -950,8 +981,8 @@ impl Drop for Heap {
         for (p, _) in self.cache.get_mut().blocks.drain(..) {
             let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
         }
-        for (p, _) in self.large.get_mut().get_mut().drain() {
-            let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
+        for (_, large) in self.large.get_mut().get_mut().drain() {
+            let _ = self.mgr.free_as(actor, large.reservation, 0, FreeType::RELEASE);
         }
         for seg in &self.pool.get_mut().segments {
             let _ = self.mgr.free_as(actor, seg.reservation, 0, FreeType::RELEASE);
