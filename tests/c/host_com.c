@@ -91,7 +91,19 @@ static void test_factory_and_iunknown(void)
     CHECK(p == NULL, "*ppv NULL for E_NOINTERFACE");
     CHECK_HR(M(h, QueryInterface, &IID_ICLRMemoryNotificationCallback, &p), E_NOINTERFACE);
     CHECK_HR(M(h, QueryInterface, &IID_IUnknown, NULL), E_POINTER);
+    p = (void *)0x1;
     CHECK_HR(M(h, QueryInterface, NULL, &p), E_POINTER);
+    CHECK(p == NULL, "*ppv NULL for a NULL riid");
+    /* A NULL or foreign This: refused, and *ppv is NULL all the same. */
+    p = (void *)0x1;
+    CHECK_HR(h->lpVtbl->QueryInterface(NULL, &IID_IUnknown, &p), E_POINTER);
+    CHECK(p == NULL, "*ppv NULL for a NULL This");
+    struct {
+        const void *lpVtbl;
+    } foreign = {&foreign};
+    p = (void *)0x1;
+    CHECK_HR(h->lpVtbl->QueryInterface((IHostMemoryManager *)&foreign, &IID_IUnknown, &p), E_INVALIDARG);
+    CHECK(p == NULL, "*ppv NULL for a foreign This");
     /* Two references from QueryInterface, one from the factory. */
     CHECK(ADDREF(h) == 4, "AddRef counts");
     CHECK(RELEASE(h) == 3, "Release counts");

@@ -489,7 +489,9 @@ fn same_iid(riid: REFIID, iid: &IID) -> bool {
 }
 
 /// `IUnknown::QueryInterface` of either object: one of [`ComObject::iids`] gives `This`
-/// with a new reference; any other IID `E_NOINTERFACE` with `*ppvObject` NULL.
+/// with a new reference; any other IID `E_NOINTERFACE`. On every failure (a NULL or
+/// foreign `This`, a NULL `riid` included) `*ppvObject` is NULL, as COM requires, whenever
+/// `ppvObject` itself is non-NULL and writable.
 unsafe extern "C" fn query_interface<T: ComObject>(
     This: *mut T::Iface,
     riid: REFIID,
@@ -497,17 +499,17 @@ unsafe extern "C" fn query_interface<T: ComObject>(
 ) -> HRESULT {
     let mut missing = false;
     let hr = com(|| {
+        // NULL first, so that every failure below leaves it so.
+        put(ppvObject, std::ptr::null_mut())?;
         // SAFETY: the COM contract: `This` is NULL or a live object.
         let obj = unsafe { T::from_this(This) }?;
         if riid.is_null() {
             return Err(HostError::Pointer);
         }
-        writable(ppvObject)?;
         if T::iids().iter().any(|iid| same_iid(riid, iid)) {
             add_ref(obj.refs());
             put(ppvObject, This.cast())
         } else {
-            put(ppvObject, std::ptr::null_mut())?;
             missing = true;
             Ok(())
         }
@@ -1240,6 +1242,16 @@ mod tests {
             let mv = &*(*m).lpVtbl;
             assert_eq!((mv.QueryInterface)(m, &IID_IHostMalloc, &mut out), S_OK);
             assert_eq!((mv.QueryInterface)(m, &IID_IHostMemoryManager, &mut out), E_NOINTERFACE);
+            // Every failure leaves NULL behind: NULL riid, NULL This, a foreign This.
+            out = 1 as *mut c_void;
+            assert_eq!((v.QueryInterface)(h, std::ptr::null(), &mut out), E_POINTER);
+            assert!(out.is_null());
+            out = 1 as *mut c_void;
+            assert_eq!((v.QueryInterface)(std::ptr::null_mut(), &IID_IUnknown, &mut out), E_POINTER);
+            assert!(out.is_null());
+            out = 1 as *mut c_void;
+            assert_eq!((v.QueryInterface)(m.cast(), &IID_IUnknown, &mut out), E_INVALIDARG);
+            assert!(out.is_null());
             assert_eq!((mv.Release)(m), 1);
             let mut b = std::ptr::null_mut();
             assert_eq!((mv.Alloc)(m, 10, eProcessCritical, &mut b), S_OK);
