@@ -785,3 +785,56 @@ fn disable_abandons_waiters_and_closes_the_manager() {
     assert_eq!(m.lifecycle(), Lifecycle::Disabled);
     assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
 }
+
+/// Thread A crosses to Low; its delivery is held up inside the first callback while
+/// thread B crosses back to High. The second callback must not see Low after High: the
+/// last level every callback sees is the current one.
+#[test]
+fn notifications_from_racing_threads_arrive_in_order() {
+    use std::sync::atomic::AtomicBool;
+    let space = Arc::new(SimSpace::simulated());
+    let th = Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 };
+    let m = HostMemoryManager::builder(space, 100 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(th)
+        .build_started()
+        .unwrap();
+    let entered = Arc::new(AtomicBool::new(false));
+    let b_done = Arc::new(AtomicBool::new(false));
+    let first: Arc<Mutex<Vec<MemoryAvailable>>> = Arc::default();
+    let second: Arc<Mutex<Vec<MemoryAvailable>>> = Arc::default();
+    {
+        let (entered, b_done, first) = (entered.clone(), b_done.clone(), first.clone());
+        m.register_memory_notification_callback(Arc::new(move |level| {
+            first.lock().unwrap().push(level);
+            if level == MemoryAvailable::Low && !entered.swap(true, Ordering::SeqCst) {
+                // Hold A's delivery here until B's crossing has come and gone.
+                let t = Instant::now();
+                while !b_done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(10) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }))
+        .unwrap();
+    }
+    {
+        let second = second.clone();
+        m.register_memory_notification_callback(Arc::new(move |level| second.lock().unwrap().push(level))).unwrap();
+    }
+    let x = m.virtual_alloc(0, 50 * P, COMMIT, RW, TASK).unwrap(); // 50 %: still High
+    let m2 = m.clone();
+    let a = thread::spawn(move || m2.virtual_alloc(0, 45 * P, COMMIT, RW, TASK).unwrap()); // 95 %: Low
+    eventually("A to deliver Low", || entered.load(Ordering::SeqCst));
+    m.virtual_free(x, 0, FreeType::RELEASE).unwrap(); // 45 %: High
+    b_done.store(true, Ordering::SeqCst);
+    let y = a.join().unwrap();
+    let current = m.stats().budget.tenants[0].level;
+    assert_eq!(current, MemoryAvailable::High);
+    for (name, seen) in [("first", &first), ("second", &second)] {
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.last(), Some(&current), "{name} callback saw {seen:?}");
+        assert_eq!(seen, vec![MemoryAvailable::Low, MemoryAvailable::High], "{name}");
+    }
+    m.virtual_free(y, 0, FreeType::RELEASE).unwrap();
+}

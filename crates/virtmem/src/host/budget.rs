@@ -3,8 +3,16 @@
 //!
 //! One mutex guards the counters; waiters sleep on one condition variable that every
 //! refund, shutdown and cancellation signals. Notifications are computed under the mutex
-//! (each threshold crossing is recorded exactly once) and delivered after it is dropped.
+//! (each threshold crossing is recorded exactly once, with a per-tenant sequence number)
+//! and delivered after it is dropped, in order: one thread at a time delivers a tenant's
+//! notifications (a per-tenant delivery lock, only ever *tried*, so no thread waits for
+//! it); a thread that finds it taken leaves its crossing to the holder, which, once its
+//! callbacks return, delivers the tenant's latest level if it is newer than what it
+//! delivered. A callback therefore never sees an older level after a newer one, and the
+//! last level it sees is the tenant's current one.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -53,6 +61,9 @@ struct Tenant {
     used: usize,
     by_kind: [usize; 3],
     level: MemoryAvailable,
+    /// Bumped by every change of `level`.
+    seq: u64,
+    delivery: Arc<Delivery>,
     callbacks: Vec<NotificationCallback>,
     /// Bumped by a cancellation: waiters that saw an older value give up.
     cancel_gen: u64,
@@ -108,6 +119,16 @@ pub struct BudgetStats {
     pub waiting: usize,
     /// Every tenant, by tenant index.
     pub tenants: Vec<TenantStats>,
+}
+
+/// Who delivers a tenant's notifications, and what was delivered.
+struct Delivery {
+    /// Held by the one thread delivering; only ever `try_lock`ed.
+    lock: Mutex<()>,
+    /// The `seq` of the last level delivered (written under `lock`).
+    delivered: AtomicU64,
+    /// That level (`MemoryAvailable as u32`; at first the tenant's initial level).
+    last: AtomicU32,
 }
 
 pub(crate) struct Budget {
@@ -192,11 +213,28 @@ impl Budget {
     pub fn add_tenant(&self, name: String, limit: Option<usize>, callbacks: Vec<NotificationCallback>) -> TenantId {
         let mut st = self.st.lock();
         let level = next_level(MemoryAvailable::Neutral, 0, &self.policy.thresholds);
-        st.tenants.push(Tenant { name, limit, used: 0, by_kind: [0; 3], level, callbacks, cancel_gen: 0, waiting: 0 });
+        st.tenants.push(Tenant {
+            name,
+            limit,
+            used: 0,
+            by_kind: [0; 3],
+            level,
+            seq: 0,
+            delivery: Arc::new(Delivery {
+                lock: Mutex::new(()),
+                delivered: AtomicU64::new(0),
+                last: AtomicU32::new(level as u32),
+            }),
+            callbacks,
+            cancel_gen: 0,
+            waiting: 0,
+        });
         let t = st.tenants.len() - 1;
         // A new tenant starts at the level its (possibly shared) load gives it.
         let (p, _) = st.load(&self.policy, t);
-        st.tenants[t].level = next_level(level, p, &self.policy.thresholds);
+        let level = next_level(level, p, &self.policy.thresholds);
+        st.tenants[t].level = level;
+        st.tenants[t].delivery.last.store(level as u32, Ordering::SeqCst);
         t
     }
 
@@ -292,9 +330,9 @@ impl Budget {
     }
 
     /// Record every threshold crossing since the last call and deliver it, from this
-    /// thread, with no lock held.
+    /// thread, with no budget lock held (see the module docs for the order).
     pub fn notify(&self) {
-        let mut due: Vec<(NotificationCallback, MemoryAvailable)> = Vec::new();
+        let mut crossed: Vec<TenantId> = Vec::new();
         {
             let mut st = self.st.lock();
             for t in 0..st.tenants.len() {
@@ -303,12 +341,46 @@ impl Budget {
                 let next = next_level(tenant.level, p, &self.policy.thresholds);
                 if next != tenant.level {
                     tenant.level = next;
-                    due.extend(tenant.callbacks.iter().map(|cb| (cb.clone(), next)));
+                    tenant.seq += 1;
+                    crossed.push(t);
                 }
             }
         }
-        for (cb, level) in due {
-            cb(level);
+        for t in crossed {
+            self.deliver(t);
+        }
+    }
+
+    /// Deliver tenant `t`'s latest level unless another thread is delivering (it will).
+    fn deliver(&self, t: TenantId) {
+        let delivery = self.st.lock().tenants[t].delivery.clone();
+        loop {
+            let Some(guard) = delivery.lock.try_lock() else {
+                // The holder re-reads the latest level after releasing the lock.
+                return;
+            };
+            let (seq, level, callbacks) = {
+                let st = self.st.lock();
+                let tenant = &st.tenants[t];
+                (tenant.seq, tenant.level, tenant.callbacks.clone())
+            };
+            if seq > delivery.delivered.load(Ordering::SeqCst) {
+                delivery.delivered.store(seq, Ordering::SeqCst);
+                // Crossings collapsed into the level last delivered (Low, Neutral, Low
+                // while another thread was delivering Low) say nothing new.
+                if delivery.last.swap(level as u32, Ordering::SeqCst) != level as u32 {
+                    for cb in callbacks {
+                        cb(level);
+                    }
+                }
+            }
+            drop(guard);
+            // A crossing recorded while we delivered, whose thread found the lock taken,
+            // is ours to deliver. (Its record, under the budget lock, comes before its
+            // try_lock; our check comes after our unlock: one of us sees the other.)
+            if self.st.lock().tenants[t].seq == delivery.delivered.load(Ordering::SeqCst) {
+                return;
+            }
         }
     }
 

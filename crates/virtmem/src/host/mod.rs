@@ -34,8 +34,12 @@
 //!   faults, invalid arguments) are reported as their HRESULT and refunded.
 //! - **Notifications.** Each tenant's load (the higher of the global and its own
 //!   sub-budget percentage) is classified Low / Neutral / High with hysteresis
-//!   ([`Thresholds`]); each crossing is delivered once, from the thread whose charge or
-//!   refund caused it, after every lock of the manager has been dropped.
+//!   ([`Thresholds`]); each crossing is recorded once and delivered from the thread whose
+//!   charge or refund caused it, after every lock of the budget has been dropped — unless
+//!   another thread is delivering that tenant's notifications right then: that thread
+//!   then delivers the latest level after its callbacks return (no thread waits). So a
+//!   callback never sees an older level after a newer one, and the last it sees is the
+//!   current level; crossings that came and went meanwhile may be skipped.
 //!
 //! ```
 //! use std::sync::Arc;
