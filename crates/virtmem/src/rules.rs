@@ -20,6 +20,19 @@ pub const LARGE_PAGE: usize = 2 << 20;
 /// The lowest allocatable address.
 pub const MIN_ADDRESS: usize = 0x1_0000;
 
+/// The limits a space works with, whatever a backend (or a simulated configuration)
+/// said: the lowest address at least [`MIN_ADDRESS`] and rounded up to a granule, the
+/// end rounded down to one and never below the lowest (an empty space, where every
+/// reservation fails), and a large-page size that is a power of two and a multiple of
+/// the granule, else none (then `MEM_LARGE_PAGES` fails).
+pub(crate) fn normalized(l: Limits) -> Limits {
+    let min = round_up(l.min_address.max(MIN_ADDRESS), GRANULE).unwrap_or(usize::MAX & !(GRANULE - 1));
+    let end = round_down(l.end_address, GRANULE).max(min);
+    let large = l.large_page_size;
+    let large = if large.is_power_of_two() && large % GRANULE == 0 { large } else { 0 };
+    Limits { min_address: min, end_address: end, large_page_size: large }
+}
+
 /// `x` rounded down to a multiple of `align` (a power of two).
 pub fn round_down(x: usize, align: usize) -> usize {
     x & !(align - 1)

@@ -100,8 +100,8 @@ fn backend_error(e: BackendError) -> Error {
 impl<B: Backend> AddressSpace<B> {
     /// An empty address space over `backend`.
     pub fn with_backend(backend: B) -> Self {
-        let limits = backend.limits();
-        let min = limits.min_address.max(MIN_ADDRESS);
+        let limits = rules::normalized(backend.limits());
+        let min = limits.min_address;
         let mut book = Book::new(min..limits.end_address);
         let granules = |r: Range<usize>| {
             rules::round_down(r.start, GRANULE)..rules::round_up(r.end, GRANULE).unwrap_or(usize::MAX)

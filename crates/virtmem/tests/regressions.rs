@@ -102,3 +102,31 @@ fn linux_protecting_locked_memory_does_not_dirty_write_watched_pages() {
     assert_eq!(s.get_write_watch(W::empty(), a, 4 * P, 8), Ok(vec![a + 3 * P]));
     s.free(a, 0, virtmem::FreeType::RELEASE).unwrap();
 }
+
+/// A simulated configuration with impossible values made a space that panicked
+/// (`end_address: 0`) or handed out large-page allocations not aligned to a large page
+/// (`large_page_size: 3 MiB`). The space now normalises its limits: an end below the
+/// start gives an empty space, and a large-page size that is not a power-of-two
+/// multiple of 64 KiB means no large pages.
+#[test]
+fn impossible_simulated_limits_are_normalised() {
+    use virtmem::{MemState, SimConfig};
+    for (min, end) in [(0x1_0000, 0), (0x100_0000, 0x10_0000), (0x1_0000, 0x1_0000)] {
+        let s = SimSpace::simulated_with(SimConfig { min_address: min, end_address: end, ..Default::default() });
+        let info = s.system_info();
+        assert!(info.minimum_application_address <= info.maximum_application_address + 1);
+        // (No size fits an empty space: ERROR_INVALID_PARAMETER, as for any size larger
+        // than the whole space.)
+        assert_eq!(s.alloc(0, P, T::RESERVE, Pr::READWRITE), Err(Error::InvalidParameter));
+        assert!(s.alloc(0x10_0000, P, T::RESERVE, Pr::READWRITE).is_err());
+        assert!(s.query(0x10_0000).is_err() || s.query(0x10_0000).unwrap().state == MemState::Free);
+    }
+    // Unaligned bounds are rounded inwards to 64 KiB.
+    let s = SimSpace::simulated_with(SimConfig { min_address: 0x1_8000, end_address: 0x4_8000, ..Default::default() });
+    assert_eq!(s.system_info().minimum_application_address, 0x2_0000);
+    assert_eq!(s.system_info().maximum_application_address, 0x3_FFFF);
+    let s = SimSpace::simulated_with(SimConfig { large_page_size: 3 << 20, ..Default::default() });
+    assert_eq!(s.system_info().large_page_size, 0);
+    let ty = T::RESERVE | T::COMMIT | T::LARGE_PAGES;
+    assert!(s.alloc(0, 6 << 20, ty, Pr::READWRITE).is_err());
+}

@@ -25,12 +25,18 @@ pub enum ResetPolicy {
 
 /// Configuration of a simulated address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A space normalises impossible values instead of failing: the bounds are rounded
+/// inwards to 64 KiB (the lowest at least 64 KiB), an end at or below the lowest address
+/// gives an empty space, and a large-page size that is not a power-of-two multiple of
+/// 64 KiB means no large pages.
 pub struct SimConfig {
     /// The lowest address a reservation may start at (multiple of 64 KiB, at least 64 KiB).
     pub min_address: usize,
     /// One past the highest user address (multiple of 64 KiB).
     pub end_address: usize,
-    /// The large-page size, 0 for none (then `MEM_LARGE_PAGES` fails).
+    /// The large-page size (a power of two, a multiple of 64 KiB), 0 for none (then
+    /// `MEM_LARGE_PAGES` fails).
     pub large_page_size: usize,
     /// What `MEM_RESET` does to data.
     pub reset_policy: ResetPolicy,
