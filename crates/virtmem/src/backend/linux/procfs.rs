@@ -107,11 +107,17 @@ pub struct Maps {
     file: ProcFile,
     /// Whether `PROCMAP_QUERY` works (cleared the first time it answers `ENOTTY`).
     ioctl: std::sync::atomic::AtomicBool,
+    /// The text read when the ioctl cannot answer.
+    text: &'static str,
 }
 
 impl Maps {
     pub fn open() -> std::io::Result<Maps> {
-        Ok(Maps { file: ProcFile::open("/proc/self/maps")?, ioctl: std::sync::atomic::AtomicBool::new(true) })
+        Ok(Maps {
+            file: ProcFile::open("/proc/self/maps")?,
+            ioctl: std::sync::atomic::AtomicBool::new(true),
+            text: "/proc/self/maps",
+        })
     }
 
     /// The first mapping that ends above `addr` (the one containing it, or the next).
@@ -149,12 +155,24 @@ impl Maps {
                 Err(_) => {}
             }
         }
-        self.parse().into_iter().find(|v| v.end > addr)
+        match self.parse() {
+            Some(all) => all.into_iter().find(|v| v.end > addr),
+            // Neither the ioctl nor the text answered (out of file descriptors, say):
+            // say that something unknown lives from `addr` on rather than that nothing
+            // does, so that no query calls someone else's memory free.
+            None => Some(Vma {
+                start: addr & !(PAGE - 1),
+                end: usize::MAX & !(PAGE - 1),
+                access: Access::None,
+                kind: ForeignKind::Private,
+            }),
+        }
     }
 
-    /// Every mapping, parsed from the text of `/proc/self/maps`.
-    pub fn parse(&self) -> Vec<Vma> {
-        parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default())
+    /// Every mapping, parsed from the text of `/proc/self/maps` (`None` when it cannot
+    /// be read).
+    pub fn parse(&self) -> Option<Vec<Vma>> {
+        std::fs::read_to_string(self.text).ok().map(|t| parse_maps(&t))
     }
 }
 
@@ -335,6 +353,18 @@ garbage line
     }
 
     #[test]
+    fn unreadable_maps_mean_unknown_memory_not_free_memory() {
+        let maps = Maps {
+            file: ProcFile::open("/proc/self/maps").unwrap(),
+            ioctl: std::sync::atomic::AtomicBool::new(false),
+            text: "/proc/self/no-such-file",
+        };
+        let v = maps.at_or_after(0x12_3456).expect("something unknown, not nothing");
+        assert_eq!((v.start, v.access), (0x12_3000, Access::None));
+        assert!(v.end > 0x7fff_0000_0000);
+    }
+
+    #[test]
     fn the_ioctl_and_the_text_agree_on_this_process() {
         let maps = Maps::open().unwrap();
         // A mapping of our own that nobody else changes meanwhile.
@@ -344,7 +374,7 @@ garbage line
         let (mut by_ioctl, mut by_text) = (None, None);
         for _ in 0..5 {
             by_ioctl = maps.at_or_after(addr);
-            by_text = maps.parse().into_iter().find(|m| m.end > addr);
+            by_text = maps.parse().unwrap().into_iter().find(|m| m.end > addr);
             if by_ioctl == by_text {
                 break;
             }
