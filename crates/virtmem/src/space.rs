@@ -401,6 +401,18 @@ impl<B: Backend> AddressSpace<B> {
         out
     }
 
+    /// In a `MEM_LARGE_PAGES` allocation, commit, decommit, protect and reset act on
+    /// whole large pages: a range that would split one is `ERROR_INVALID_PARAMETER`
+    /// (a large page has one protection and is present or not as a whole; the same
+    /// answer on every backend, where the kernel refuses to split a huge page).
+    fn whole_large_pages(&self, res: &Reservation, range: &Range<usize>) -> Result<()> {
+        let lp = self.limits.large_page_size;
+        if res.opts.large_pages && lp != 0 && (range.start % lp != 0 || range.end % lp != 0) {
+            return Err(Error::InvalidParameter);
+        }
+        Ok(())
+    }
+
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, base) = self.settle(range.start);
         let base = base.ok_or(Error::InvalidAddress)?;
@@ -411,6 +423,7 @@ impl<B: Backend> AddressSpace<B> {
         if res.physical {
             return Err(Error::InvalidParameter);
         }
+        self.whole_large_pages(res, &range)?;
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
         let mut steps = Steps::new();
@@ -457,6 +470,7 @@ impl<B: Backend> AddressSpace<B> {
         if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
+        self.whole_large_pages(res, &range)?;
         let committed: Vec<Range<usize>> =
             res.pages.runs(range).filter(|(_, st)| matches!(st, PageState::Committed(_))).map(|(r, _)| r).collect();
         // A reset is not undoable, so it runs as one atomic backend operation per call
@@ -559,6 +573,7 @@ impl<B: Backend> AddressSpace<B> {
 
     fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
         let res = &book.reservations[&base];
+        self.whole_large_pages(res, &range)?;
         let mut steps = Steps::new();
         steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
         let mut committed = AccessRuns::new();
@@ -713,6 +728,7 @@ impl<B: Backend> AddressSpace<B> {
         if reserved {
             return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
         }
+        self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
         let old = old.unwrap_or(Protection::NOACCESS);
         self.finish(
             book,

@@ -367,6 +367,21 @@ backend_tests! {
                 assert_eq!((m.state, m.region_size), (MemState::Commit, lp));
                 fx.write(b + lp - 1, &[7]);
                 assert_eq!(fx.read_vec(b + lp - 1, 1), [7]);
+                // Commit, decommit, protect and reset act on whole large pages: a range
+                // that splits one is 87 and changes nothing.
+                let whole = fx.snapshot();
+                assert_eq!(code(&fx.protect(b + P, P, PAGE_READONLY)), 87);
+                assert_eq!(code(&fx.free(b, P, MEM_DECOMMIT)), 87);
+                assert_eq!(code(&fx.alloc(b + P, P, MEM_COMMIT, PAGE_READWRITE)), 87);
+                assert_eq!(code(&fx.alloc(b, lp / 2, MEM_RESET, PAGE_READWRITE)), 87);
+                assert_eq!(fx.snapshot(), whole);
+                assert_eq!(fx.protect(b, lp, PAGE_READONLY), Ok(PAGE_READWRITE));
+                assert_eq!(fx.q(b + P).protect, Protection::READONLY);
+                fx.free(b, lp, MEM_DECOMMIT).unwrap();
+                assert_eq!(fx.q(b).state, MemState::Reserve);
+                assert_eq!(fx.alloc(b, lp, MEM_COMMIT, PAGE_READWRITE), Ok(b));
+                assert_eq!(fx.read_vec(b + lp - 1, 1), [0], "a recommitted large page reads zero");
+                fx.free(b, 0, MEM_RELEASE).unwrap();
             }
             Err(e) => assert_eq!(e.code(), 1450, "large pages that cannot be had: {e}"),
         }
