@@ -8,6 +8,10 @@
  * unchanged. GetCurrentProcess() ((HANDLE)-1) is this process's real memory; the
  * Virtmem* extension creates simulated processes and performs checked accesses.
  * On failure every function sets the calling thread's GetLastError() (and errno).
+ *
+ * The COM interfaces of the host memory manager (IUnknown, IHostMemoryManager, IHostMalloc,
+ * ICLRMemoryNotificationCallback) are C structs with an lpVtbl in C, and abstract classes
+ * in the style of mscoree.h in C++ (host->VirtualAlloc(...)): see the end of this file.
  */
 
 #ifndef VIRTMEM_H
@@ -25,7 +29,7 @@
 #define INVALID_HANDLE_VALUE ((HANDLE)(intptr_t)-1)
 #endif
 
-/* The COM interfaces of the host memory manager refer to each other in their vtables. */
+/* The COM interfaces of the host memory manager: C structs below, C++ classes at the end. */
 struct IHostMemoryManager;
 struct IHostMalloc;
 struct ICLRMemoryNotificationCallback;
@@ -159,10 +163,12 @@ typedef struct GUID {
  */
 typedef struct GUID IID;
 
+#if !defined(__cplusplus)
 /**
- * `REFIID`: a pointer to an interface identifier.
+ * `REFIID`: a pointer to an interface identifier (C; C++ gets `const IID &`).
  */
 typedef const IID *REFIID;
+#endif
 
 /**
  * `ULONG`: a 32-bit unsigned integer (Win64 is LLP64).
@@ -174,6 +180,7 @@ typedef uint32_t ULONG;
  */
 typedef int EMemoryCriticalLevel;
 
+#if !defined(__cplusplus)
 /**
  * The methods of `IHostMalloc`, in `mscoree.h` order (`IUnknown` first).
  */
@@ -204,7 +211,9 @@ typedef struct IHostMallocVtbl {
    */
   HRESULT (*Free)(struct IHostMalloc *This, void *pMem);
 } IHostMallocVtbl;
+#endif
 
+#if !defined(__cplusplus)
 /**
  * `IHostMalloc`: a heap under the host's budget. See [`IHostMallocVtbl`].
  */
@@ -214,12 +223,14 @@ typedef struct IHostMalloc {
    */
   const struct IHostMallocVtbl *lpVtbl;
 } IHostMalloc;
+#endif
 
 /**
  * `EMemoryAvailable`: what a memory notification says.
  */
 typedef int EMemoryAvailable;
 
+#if !defined(__cplusplus)
 /**
  * The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
  * `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
@@ -243,7 +254,9 @@ typedef struct ICLRMemoryNotificationCallbackVtbl {
    */
   HRESULT (*OnMemoryNotification)(struct ICLRMemoryNotificationCallback *This, EMemoryAvailable eMemoryAvailable);
 } ICLRMemoryNotificationCallbackVtbl;
+#endif
 
+#if !defined(__cplusplus)
 /**
  * `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
  * host. See [`ICLRMemoryNotificationCallbackVtbl`].
@@ -254,7 +267,9 @@ typedef struct ICLRMemoryNotificationCallback {
    */
   const struct ICLRMemoryNotificationCallbackVtbl *lpVtbl;
 } ICLRMemoryNotificationCallback;
+#endif
 
+#if !defined(__cplusplus)
 /**
  * The methods of `IHostMemoryManager`, in `mscoree.h` order (`IUnknown` first).
  */
@@ -314,7 +329,9 @@ typedef struct IHostMemoryManagerVtbl {
    */
   HRESULT (*ReleasedVirtualAddressSpace)(struct IHostMemoryManager *This, LPVOID startAddress);
 } IHostMemoryManagerVtbl;
+#endif
 
+#if !defined(__cplusplus)
 /**
  * `IHostMemoryManager`: what a runtime asks for memory. See [`IHostMemoryManagerVtbl`].
  */
@@ -324,6 +341,7 @@ typedef struct IHostMemoryManager {
    */
   const struct IHostMemoryManagerVtbl *lpVtbl;
 } IHostMemoryManager;
+#endif
 
 /**
  * Figures of a manager, as seen by one tenant (`VirtmemHostGetStats`).
@@ -1229,6 +1247,131 @@ void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
 
 #ifdef __cplusplus
 }  // extern "C"
+#endif  // __cplusplus
+
+#ifdef __cplusplus
+/*
+ * The COM interfaces for C++, as mscoree.h declares them: abstract classes, IUnknown first,
+ * the methods in the same order and with the same parameters as the C vtables above (which
+ * are C only). Under the Itanium C++ ABI (x86-64 Linux) such a class is a vtable pointer
+ * followed by its virtual functions in declaration order: the very layout of the C struct
+ * with lpVtbl, so the objects libvirtmem returns are these classes, and a C++ class
+ * deriving from ICLRMemoryNotificationCallback can be registered with the host.
+ * STDMETHODCALLTYPE is the platform's C calling convention (empty), as libvirtmem uses.
+ */
+#ifndef STDMETHODCALLTYPE
+#define STDMETHODCALLTYPE
+#endif
+
+/**
+ * `REFIID`: a reference to an interface identifier (C++; in C a pointer).
+ */
+typedef const IID &REFIID;
+
+/**
+ * `IUnknown`: reference counting and interface discovery, the base of every interface.
+ */
+struct IUnknown {
+  /**
+   * The interface `riid` of this object, with a new reference, or `E_NOINTERFACE` with
+   * `*ppvObject` NULL.
+   */
+  virtual HRESULT STDMETHODCALLTYPE QueryInterface(REFIID riid, void **ppvObject) = 0;
+  /**
+   * The new reference count.
+   */
+  virtual ULONG STDMETHODCALLTYPE AddRef() = 0;
+  /**
+   * The new reference count; the object goes at 0.
+   */
+  virtual ULONG STDMETHODCALLTYPE Release() = 0;
+};
+
+/**
+ * `IHostMalloc`: a heap under the host's budget (`IID_IHostMalloc`).
+ */
+struct IHostMalloc : public IUnknown {
+  /**
+   * A block of `cbSize` bytes (16-byte aligned); `*ppMem` NULL when refused.
+   */
+  virtual HRESULT STDMETHODCALLTYPE Alloc(SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem) = 0;
+  /**
+   * `Alloc`, remembering the file and line for the leak report.
+   */
+  virtual HRESULT STDMETHODCALLTYPE DebugAlloc(SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName, int iLineNo, void **ppMem) = 0;
+  /**
+   * Free a block; NULL is `S_OK`; anything this heap did not return is
+   * `HOST_E_INVALIDOPERATION`.
+   */
+  virtual HRESULT STDMETHODCALLTYPE Free(void *pMem) = 0;
+};
+
+/**
+ * `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
+ * host. The host calls `AddRef` when it registers the callback, `OnMemoryNotification` from
+ * the thread that crossed a threshold (it must not block), and `Release` when the manager
+ * is gone.
+ */
+struct ICLRMemoryNotificationCallback : public IUnknown {
+  /**
+   * The load crossed a threshold: memory is now Low, Neutral or High.
+   */
+  virtual HRESULT STDMETHODCALLTYPE OnMemoryNotification(EMemoryAvailable eMemoryAvailable) = 0;
+};
+
+/**
+ * `IHostMemoryManager`: what a runtime asks for memory (`IID_IHostMemoryManager`).
+ */
+struct IHostMemoryManager : public IUnknown {
+  /**
+   * A heap drawing on the same budget (`MALLOC_THREADSAFE`, `MALLOC_EXECUTABLE`).
+   */
+  virtual HRESULT STDMETHODCALLTYPE CreateMalloc(DWORD dwMallocType, IHostMalloc **ppMalloc) = 0;
+  /**
+   * Win32 `VirtualAlloc` through the host; `*ppMem` is NULL on any failure.
+   */
+  virtual HRESULT STDMETHODCALLTYPE VirtualAlloc(void *pAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect, EMemoryCriticalLevel eCriticalLevel, void **ppMem) = 0;
+  /**
+   * Win32 `VirtualFree` through the host.
+   */
+  virtual HRESULT STDMETHODCALLTYPE VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType) = 0;
+  /**
+   * Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+   */
+  virtual HRESULT STDMETHODCALLTYPE VirtualQuery(void *lpAddress, void *lpBuffer, SIZE_T dwLength, SIZE_T *pResult) = 0;
+  /**
+   * Win32 `VirtualProtect` through the host.
+   */
+  virtual HRESULT STDMETHODCALLTYPE VirtualProtect(void *lpAddress, SIZE_T dwSize, DWORD flNewProtect, DWORD *pflOldProtect) = 0;
+  /**
+   * Percent of the budget in use and bytes still available.
+   */
+  virtual HRESULT STDMETHODCALLTYPE GetMemoryLoad(DWORD *pMemoryLoad, SIZE_T *pAvailableBytes) = 0;
+  /**
+   * Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps a
+   * reference until the manager is gone).
+   */
+  virtual HRESULT STDMETHODCALLTYPE RegisterMemoryNotificationCallback(ICLRMemoryNotificationCallback *pCallback) = 0;
+  /**
+   * The runtime failed to map a view: `S_OK` to retry, `E_OUTOFMEMORY` otherwise.
+   */
+  virtual HRESULT STDMETHODCALLTYPE NeedsVirtualAddressSpace(LPVOID startAddress, SIZE_T size) = 0;
+  /**
+   * The runtime mapped a view outside `VirtualAlloc`: it counts against the budget.
+   */
+  virtual HRESULT STDMETHODCALLTYPE AcquiredVirtualAddressSpace(LPVOID startAddress, SIZE_T size) = 0;
+  /**
+   * That view is gone.
+   */
+  virtual HRESULT STDMETHODCALLTYPE ReleasedVirtualAddressSpace(LPVOID startAddress) = 0;
+};
+
+#if __cplusplus >= 201103L
+static_assert(sizeof(IUnknown) == sizeof(void *) && sizeof(IHostMemoryManager) == sizeof(void *) &&
+                  sizeof(IHostMalloc) == sizeof(void *) &&
+                  sizeof(ICLRMemoryNotificationCallback) == sizeof(void *),
+              "virtmem.h: a COM interface must be exactly its vtable pointer");
+#endif
 #endif  // __cplusplus
 
 #endif  /* VIRTMEM_H */

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The host memory manager through libvirtmem's COM interfaces: builds
 # target/release/libvirtmem.so, then compiles and runs tests/c/host_*.c (C) and
-# tests/c/host_*.cc (C++, if g++ is installed), which drive the vtables.
+# tests/c/host_*.cc (C++, if g++ is installed): the C tests drive the vtables
+# (host->lpVtbl->Method(host, ...)), the C++ test the mscoree.h-style classes
+# the header declares for C++ (host->Method(...)).
 # Needs: cargo, gcc (g++ optional).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,7 @@ done
 if command -v g++ >/dev/null; then
   for src in tests/c/host_*.cc; do
     name=$(basename "$src" .cc)
-    g++ -std=c++11 -O2 -g -Wall -Wextra -Wpedantic -Werror -I include "$src" -o "$build/$name" "${ldflags[@]}"
+    g++ -std=c++11 -O2 -g -Wall -Wextra -Wpedantic -Werror -I include -I tests/c "$src" -o "$build/$name" "${ldflags[@]}"
     echo "   $name"
     "$build/$name"
   done

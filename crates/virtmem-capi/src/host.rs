@@ -98,7 +98,12 @@ pub struct GUID {
 
 /// `IID`: an interface identifier.
 pub type IID = GUID;
-/// `REFIID`: a pointer to an interface identifier.
+// `virtmem_header_cplusplus` is never set for rustc. cbindgen.toml maps it to `__cplusplus`, so
+// REFIID as a pointer and the C structs and vtables of the COM interfaces below are C only in
+// include/virtmem.h; C++ gets mscoree.h-style abstract classes with the same layout instead
+// (cbindgen.toml's trailer). Keep the two in step: same methods, order and parameters.
+/// `REFIID`: a pointer to an interface identifier (C; C++ gets `const IID &`).
+#[cfg(not(virtmem_header_cplusplus))]
 pub type REFIID = *const IID;
 
 /// `IID_IUnknown` {00000000-0000-0000-C000-000000000046}.
@@ -118,6 +123,7 @@ pub static IID_ICLRMemoryNotificationCallback: IID =
     GUID { Data1: 0x47EB_8E57, Data2: 0x0846, Data3: 0x4546, Data4: [0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49] };
 
 /// `IHostMemoryManager`: what a runtime asks for memory. See [`IHostMemoryManagerVtbl`].
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct IHostMemoryManager {
     /// The methods.
@@ -125,6 +131,7 @@ pub struct IHostMemoryManager {
 }
 
 /// The methods of `IHostMemoryManager`, in `mscoree.h` order (`IUnknown` first).
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct IHostMemoryManagerVtbl {
     /// `IUnknown::QueryInterface`: `IID_IHostMemoryManager` and `IID_IUnknown` give this
@@ -196,6 +203,7 @@ pub struct IHostMemoryManagerVtbl {
 }
 
 /// `IHostMalloc`: a heap under the host's budget. See [`IHostMallocVtbl`].
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct IHostMalloc {
     /// The methods.
@@ -203,6 +211,7 @@ pub struct IHostMalloc {
 }
 
 /// The methods of `IHostMalloc`, in `mscoree.h` order (`IUnknown` first).
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct IHostMallocVtbl {
     /// `IUnknown::QueryInterface`: `IID_IHostMalloc` and `IID_IUnknown`.
@@ -235,6 +244,7 @@ pub struct IHostMallocVtbl {
 
 /// `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
 /// host. See [`ICLRMemoryNotificationCallbackVtbl`].
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct ICLRMemoryNotificationCallback {
     /// The methods.
@@ -244,6 +254,7 @@ pub struct ICLRMemoryNotificationCallback {
 /// The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
 /// `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
 /// crossed a threshold (it must not block), and `Release` when the manager is gone.
+#[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct ICLRMemoryNotificationCallbackVtbl {
     /// `IUnknown::QueryInterface` (not called by the host).
