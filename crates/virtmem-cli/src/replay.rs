@@ -479,14 +479,18 @@ fn mbi(m: &MEMORY_BASIC_INFORMATION) -> String {
 
 // ----- Wine ------------------------------------------------------------------------------
 
-fn access_of(protect: u32) -> Access {
+/// The hardware access a view run's protection grants, and whether it is copy-on-write.
+/// A guard flag is ignored: image and file views are only placed, never touched.
+fn access_of(protect: u32) -> (Access, bool) {
     match protect & 0xFF {
-        0x02 | 0x08 => Access::Read,
-        0x04 => Access::ReadWrite,
-        0x10 => Access::Execute,
-        0x20 | 0x80 => Access::ExecuteRead,
-        0x40 => Access::ExecuteReadWrite,
-        _ => Access::None,
+        0x02 => (Access::Read, false),
+        0x04 => (Access::ReadWrite, false),
+        0x08 => (Access::ReadWrite, true),
+        0x10 => (Access::Execute, false),
+        0x20 => (Access::ExecuteRead, false),
+        0x40 => (Access::ExecuteReadWrite, false),
+        0x80 => (Access::ExecuteReadWrite, true),
+        _ => (Access::None, false),
     }
 }
 
@@ -622,14 +626,24 @@ fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>,
     Ok(space)
 }
 
+/// Place an image or file view as foreign regions, one per dumped run.
 fn add_view(space: &ViewSpace, v: &wine::View) {
     let kind = match v.kind.as_str() {
         "image" => ForeignKind::Image,
         "file" => ForeignKind::Mapped,
         _ => ForeignKind::Private,
     };
-    let access = v.runs.first().map_or(Access::Read, |r| access_of(r.protect));
-    space.backend().add(v.start..v.end, access, kind);
+    // Each dumped run keeps its own protection (an image's headers, code and data
+    // differ); an uncommitted run is reserved.
+    let pieces: Vec<_> = v
+        .runs
+        .iter()
+        .map(|r| {
+            let (access, cow) = if r.committed { access_of(r.protect) } else { (Access::None, false) };
+            (r.start..r.end, access, cow)
+        })
+        .collect();
+    space.backend().add(v.start..v.end, &pieces, kind);
 }
 
 /// Place an allocation Wine made without a logged call: reserve the view, commit its
@@ -684,4 +698,92 @@ fn compare_view(space: &ViewSpace, v: &wine::View) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped Wine log.
+    const WINE_LOG: &str = include_str!("../../../examples/traces/wine-virtual.log");
+
+    /// A view dump read straight from the log text: (start, end, kind, runs of
+    /// (start, end, flags)).
+    type Dump = (usize, usize, String, Vec<(usize, usize, String)>);
+
+    fn hex(w: &str) -> usize {
+        usize::from_str_radix(w.trim_start_matches("0x"), 16).expect("hex")
+    }
+
+    /// Every view dump in `log`, in order, read without the replay's parser.
+    fn dumps(log: &str) -> Vec<Dump> {
+        let mut out: Vec<Dump> = Vec::new();
+        let mut in_dump = false;
+        for line in log.lines() {
+            let Some((_, rest)) = line.split_once("trace:virtual:dump_view") else {
+                in_dump = false;
+                continue;
+            };
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            if w[0] == "View:" {
+                let kind = w[4].trim_matches(|c| c == '(' || c == ')').to_string();
+                out.push((hex(w[1]), hex(w[3]) + 1, kind, Vec::new()));
+                in_dump = true;
+            } else if in_dump {
+                let last = out.last_mut().expect("a view");
+                last.3.push((hex(w[0]), hex(w[2]) + 1, w[3].to_string()));
+            }
+        }
+        out
+    }
+
+    /// The protection Windows reports for Wine's flags of a committed run.
+    fn protection(flags: &str) -> u32 {
+        let f = flags.as_bytes();
+        match (f[2] == b'r', f[3], f[4] == b'x') {
+            (_, b'W', false) => 0x08,
+            (_, b'W', true) => 0x80,
+            (_, b'w', false) => 0x04,
+            (_, b'w', true) => 0x40,
+            (true, _, false) => 0x02,
+            (true, _, true) => 0x20,
+            (false, _, true) => 0x10,
+            (false, _, false) => 0x01,
+        }
+    }
+
+    #[test]
+    fn image_and_file_views_keep_each_dumped_runs_protection() {
+        let all = dumps(WINE_LOG);
+        let mut report = Report::new(10);
+        let space = replay_wine(WINE_LOG, &mut report).expect("replay");
+        let mut checked_runs = 0;
+        let mut kinds_in_main_image = std::collections::BTreeSet::new();
+        for (i, (start, end, kind, runs)) in all.iter().enumerate() {
+            if kind == "valloc" {
+                continue;
+            }
+            // Only the last dump of a view that no later dump overlaps tells its final state.
+            if all[i + 1..].iter().any(|(s, e, _, _)| s < end && e > start) {
+                continue;
+            }
+            for (rs, re, flags) in runs {
+                let m = space.query(*rs).expect("query");
+                let at = format!("view {start:#x} ({kind}), run {rs:#x}-{re:#x} {flags}");
+                assert_eq!((m.base_address, m.region_size), (*rs, re - rs), "{at}: {m:?}");
+                assert_eq!(m.allocation_base, *start, "{at}");
+                assert_eq!(m.state, MemState::Commit, "{at}");
+                assert_eq!(m.protect.bits(), protection(flags), "{at}");
+                let ty = if kind == "image" { virtmem::MemType::Image } else { virtmem::MemType::Mapped };
+                assert_eq!(m.mem_type, Some(ty), "{at}");
+                if *start == 0x1_4000_0000 {
+                    kinds_in_main_image.insert(protection(flags));
+                }
+                checked_runs += 1;
+            }
+        }
+        assert!(checked_runs > 20, "only {checked_runs} runs checked");
+        // The program's own image has read-only, code and write-copy runs.
+        assert_eq!(kinds_in_main_image.into_iter().collect::<Vec<_>>(), [0x02, 0x08, 0x20]);
+    }
 }

@@ -22,15 +22,40 @@ impl Views {
         Views { sim: SimBackend::default(), views: Mutex::new(BTreeMap::new()) }
     }
 
-    /// Add a view covering `range` (replacing views it overlaps).
-    pub fn add(&self, range: Range<usize>, access: Access, kind: ForeignKind) {
+    /// Add a view covering `range` made of `pieces` (each a range inside it, the access
+    /// it grants and whether it is copy-on-write), replacing views it overlaps. Parts of
+    /// `range` no piece covers grant read access. Queries report every piece as a region
+    /// of its own whose allocation base is `range.start`.
+    pub fn add(&self, range: Range<usize>, pieces: &[(Range<usize>, Access, bool)], kind: ForeignKind) {
         let mut v = self.views.lock();
         let overlapping: Vec<usize> =
             v.range(..range.end).filter(|(_, f)| f.end > range.start).map(|(&s, _)| s).collect();
         for s in overlapping {
             v.remove(&s);
         }
-        v.insert(range.start, ForeignRegion { start: range.start, end: range.end, access, kind });
+        let region = |start: usize, end: usize, access: Access, copy_on_write: bool| ForeignRegion {
+            start,
+            end,
+            access,
+            copy_on_write,
+            allocation_base: range.start,
+            kind,
+        };
+        let mut at = range.start;
+        for (r, access, cow) in pieces {
+            let (start, end) = (r.start.max(at), r.end.min(range.end));
+            if start >= end {
+                continue;
+            }
+            if start > at {
+                v.insert(at, region(at, start, Access::Read, false));
+            }
+            v.insert(start, region(start, end, *access, *cow));
+            at = end;
+        }
+        if at < range.end {
+            v.insert(at, region(at, range.end, Access::Read, false));
+        }
     }
 
     fn overlap(&self, range: &Range<usize>) -> Option<ForeignRegion> {

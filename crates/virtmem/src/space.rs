@@ -650,15 +650,20 @@ impl<B: Backend> AddressSpace<B> {
             None => Ok(free(limit)),
             Some(f) if f.start > page => Ok(free(f.start.min(limit))),
             Some(f) => {
+                let granted = match (f.copy_on_write, f.access) {
+                    (true, Access::ReadWrite) => Protection::WRITECOPY,
+                    (true, Access::ExecuteReadWrite) => Protection::EXECUTE_WRITECOPY,
+                    (_, a) => rules::protection_of(a),
+                };
                 let (state, protect) = if f.access == Access::None {
                     (MemState::Reserve, Protection::empty())
                 } else {
-                    (MemState::Commit, rules::protection_of(f.access))
+                    (MemState::Commit, granted)
                 };
                 Ok(MemoryBasicInformation {
                     base_address: page,
-                    allocation_base: f.start,
-                    allocation_protect: rules::protection_of(f.access),
+                    allocation_base: f.allocation_base,
+                    allocation_protect: granted,
                     region_size: f.end.min(limit) - page,
                     state,
                     protect,

@@ -91,6 +91,14 @@ pub struct ForeignRegion {
     pub end: usize,
     /// The access it grants.
     pub access: Access,
+    /// Writes go to a private copy of the page (a private file mapping's unwritten
+    /// pages): with a writable `access`, queries report `PAGE_WRITECOPY` or
+    /// `PAGE_EXECUTE_WRITECOPY`.
+    pub copy_on_write: bool,
+    /// The first address of the whole mapping this region is a piece of (an image's
+    /// sections share their image's base); `start` for a mapping reported whole.
+    /// Queries report it as the allocation base.
+    pub allocation_base: usize,
     /// Its kind.
     pub kind: ForeignKind,
 }

@@ -1202,6 +1202,8 @@ impl Backend for LinuxBackend {
             start: v.start,
             end: v.end,
             access: v.access,
+            copy_on_write: false,
+            allocation_base: v.start,
             kind: v.kind,
         })
     }
