@@ -1,6 +1,7 @@
 //! `virtmem bench`: the standard workloads on the simulated and Linux backends beside the
 //! raw system calls that do the same work, in ns per operation, with each backend's ratio
-//! to the raw calls measured in the same run.
+//! to the raw calls measured in the same run. Every figure is the median of several timed
+//! passes after an untimed warm-up pass.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,6 +17,27 @@ fn time(ops: usize, f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
     t.elapsed().as_nanos() as f64 / ops.max(1) as f64
+}
+
+/// The median of `values` (the mean of the two middle ones for an even count); `None`
+/// when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[mid]),
+        _ => Some((v[mid - 1] + v[mid]) / 2.0),
+    }
+}
+
+/// Run `pass` once untimed (warm-up), then `runs` times; the per-position median of
+/// the figures each pass returns.
+fn measure<const K: usize>(runs: usize, mut pass: impl FnMut() -> [f64; K]) -> [f64; K] {
+    let _ = pass();
+    let figures: Vec<[f64; K]> = (0..runs.max(1)).map(|_| pass()).collect();
+    std::array::from_fn(|k| median(&figures.iter().map(|f| f[k]).collect::<Vec<_>>()).unwrap_or(f64::NAN))
 }
 
 fn check<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
@@ -118,6 +140,7 @@ mod raw {
         check(unsafe { munmap(p, len) }, "munmap");
     }
 
+    /// The lifecycle workload on bare system calls: ns per reserve+commit+decommit+release.
     pub fn lifecycle(n: usize) -> f64 {
         time(n, || {
             for _ in 0..n {
@@ -129,6 +152,7 @@ mod raw {
         })
     }
 
+    /// The churn workload on bare system calls: ns per commit+decommit.
     pub fn churn(n: usize) -> f64 {
         let base = reserve(4 << 30);
         let ns = time(n, || {
@@ -143,21 +167,157 @@ mod raw {
         ns
     }
 
-    pub fn live(n: usize) -> (f64, f64) {
+    /// `n` live reserve+commit 64 KiB mappings, `q` queries among them with `query`,
+    /// releasing them: (alloc ns, query ns, free ns).
+    pub fn live(n: usize, q: usize, query: &Query) -> (f64, f64, f64) {
         let mut blocks = Vec::with_capacity(n);
         let a = time(n, || {
             for _ in 0..n {
                 let p = reserve(KB64);
                 commit(p, KB64);
-                blocks.push(p);
+                blocks.push(p as usize);
             }
         });
+        let mut sink = 0usize;
+        let qn = time(q, || {
+            for i in 0..q {
+                let p = blocks[i * 7919 % n] + (i % 16) * 4096;
+                sink = sink.wrapping_add(check(query.region_size(p), "raw query"));
+            }
+        });
+        std::hint::black_box(sink);
         let f = time(n, || {
             for &p in &blocks {
-                release(p, KB64);
+                release(p as *mut c_void, KB64);
             }
         });
-        (a, f)
+        (a, qn, f)
+    }
+
+    /// The bare kernel interface answering "what mapping is at this address": the
+    /// `PROCMAP_QUERY` ioctl on `/proc/self/maps` (Linux 6.11+), else reading and
+    /// scanning `/proc/self/maps` text.
+    pub enum Query {
+        /// `PROCMAP_QUERY` on this open `/proc/self/maps`.
+        Ioctl(std::fs::File),
+        /// Read `/proc/self/maps` whole for every query.
+        Maps,
+    }
+
+    /// `struct procmap_query` of `<linux/fs.h>`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProcmapQuery {
+        size: u64,
+        query_flags: u64,
+        query_addr: u64,
+        vma_start: u64,
+        vma_end: u64,
+        vma_flags: u64,
+        vma_page_size: u64,
+        vma_offset: u64,
+        inode: u64,
+        dev_major: u32,
+        dev_minor: u32,
+        vma_name_size: u32,
+        build_id_size: u32,
+        vma_name_addr: u64,
+        build_id_addr: u64,
+    }
+
+    /// `_IOWR('f', 17, struct procmap_query)`: direction read|write (3) in bits 30-31,
+    /// the argument's size in bits 16-29, type `'f'` in bits 8-15, number 17.
+    const PROCMAP_QUERY: u64 =
+        (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | ((b'f' as u64) << 8) | 17;
+    /// Report the mapping covering the address, or else the next one above it.
+    const COVERING_OR_NEXT: u64 = 0x10;
+
+    impl Query {
+        /// The ioctl when this kernel answers it, else the text fallback.
+        pub fn new() -> Query {
+            if let Ok(f) = std::fs::File::open("/proc/self/maps") {
+                let q = Query::Ioctl(f);
+                let probe = 0u8;
+                if q.region_size(&probe as *const u8 as usize).is_ok() {
+                    return q;
+                }
+            }
+            Query::Maps
+        }
+
+        /// How the baseline queries, for the report.
+        pub fn describe(&self) -> &'static str {
+            match self {
+                Query::Ioctl(_) => "the PROCMAP_QUERY ioctl on /proc/self/maps",
+                Query::Maps => "reading /proc/self/maps (this kernel has no PROCMAP_QUERY ioctl, Linux 6.11+)",
+            }
+        }
+
+        /// From `addr` to the end of the mapping holding it, or to the next mapping when
+        /// it is in a gap (what a region size answers).
+        pub fn region_size(&self, addr: usize) -> Result<usize, String> {
+            match self {
+                Query::Ioctl(f) => {
+                    use std::os::fd::AsRawFd;
+                    let mut q = ProcmapQuery {
+                        size: std::mem::size_of::<ProcmapQuery>() as u64,
+                        query_flags: COVERING_OR_NEXT,
+                        query_addr: addr as u64,
+                        ..ProcmapQuery::default()
+                    };
+                    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query`,
+                    // which `q` is (repr(C), its size in `size`); no name or build-id
+                    // buffers are passed.
+                    let r = unsafe { libc::ioctl(f.as_raw_fd(), PROCMAP_QUERY as _, &mut q as *mut ProcmapQuery) };
+                    if r != 0 {
+                        return Err(std::io::Error::last_os_error().to_string());
+                    }
+                    Ok(gap_or_rest(addr, q.vma_start as usize, q.vma_end as usize))
+                }
+                Query::Maps => maps_region_size(addr),
+            }
+        }
+    }
+
+    fn gap_or_rest(addr: usize, start: usize, end: usize) -> usize {
+        if start <= addr {
+            end - addr
+        } else {
+            start - addr
+        }
+    }
+
+    /// [`Query::region_size`] from the text of `/proc/self/maps` (`START-END perms ...`
+    /// lines, ascending).
+    pub fn maps_region_size(addr: usize) -> Result<usize, String> {
+        let text = std::fs::read_to_string("/proc/self/maps").map_err(|e| e.to_string())?;
+        for line in text.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            let Some((s, e)) = range.split_once('-') else { continue };
+            let (Ok(s), Ok(e)) = (usize::from_str_radix(s, 16), usize::from_str_radix(e, 16)) else { continue };
+            if e > addr {
+                return Ok(gap_or_rest(addr, s, e));
+            }
+        }
+        Err(format!("no mapping at or above {addr:#x}"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn both_query_baselines_see_a_fresh_mapping() {
+            let p = reserve(3 * KB64);
+            // Its middle read-write between two PROT_NONE pieces of our own: a mapping
+            // of exactly 64 KiB no other thread's mapping can merge with.
+            commit(p.cast::<u8>().wrapping_add(KB64).cast(), KB64);
+            let mid = p as usize + KB64;
+            let q = Query::new();
+            assert_eq!(q.region_size(mid + 4096), Ok(KB64 - 4096), "{}", q.describe());
+            assert_eq!(maps_region_size(mid + 4096), Ok(KB64 - 4096));
+            release(p, 3 * KB64);
+        }
     }
 }
 
@@ -169,14 +329,21 @@ fn cell(ns: Ns, raw: Ns) -> String {
     }
 }
 
-/// Entry point of `virtmem bench`.
-pub fn main(scale: f64) -> ExitCode {
+/// Entry point of `virtmem bench`: `scale` multiplies every workload's iteration count,
+/// `runs` is how many timed passes each figure is the median of.
+pub fn main(scale: f64, runs: usize) -> ExitCode {
     if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
         eprintln!("error: --scale must be a number above 0 and at most 100");
         return ExitCode::from(2);
     }
+    if !(1..=100).contains(&runs) {
+        eprintln!("error: --runs must be between 1 and 100");
+        return ExitCode::from(2);
+    }
+    // Each workload runs 1 + `runs` times per contender: these counts keep the default
+    // (scale 1, 5 runs) to a few seconds. `--scale 5` gives 10^5 live allocations.
     let n = |base: usize| ((base as f64 * scale) as usize).max(10);
-    let (n_life, n_churn, n_live, n_query) = (n(10_000), n(10_000), n(100_000), n(100_000));
+    let (n_life, n_churn, n_live, n_query) = (n(2_000), n(2_000), n(20_000), n(20_000));
 
     let sim = SimSpace::simulated();
     #[cfg(target_os = "linux")]
@@ -189,51 +356,100 @@ pub fn main(scale: f64) -> ExitCode {
     };
     #[cfg(not(target_os = "linux"))]
     let linux: Option<SimSpace> = None;
+    #[cfg(target_os = "linux")]
+    let query = raw::Query::new();
+    #[cfg(target_os = "linux")]
+    let query_baseline = query.describe();
+    #[cfg(not(target_os = "linux"))]
+    let query_baseline = "none on this system";
+    // Reading /proc/self/maps costs far more than a query: fewer raw queries then.
+    #[cfg(target_os = "linux")]
+    let n_raw_query = if matches!(query, raw::Query::Maps) { (n_query / 20).max(10) } else { n_query };
 
+    let one = |f: &dyn Fn() -> f64| Some(measure(runs, || [f()])[0]);
     let mut rows: Vec<(String, Ns, Ns, Ns)> = Vec::new();
 
     #[cfg(target_os = "linux")]
-    let raw_life = Some(raw::lifecycle(n_life));
+    let raw_life = one(&|| raw::lifecycle(n_life));
     #[cfg(not(target_os = "linux"))]
     let raw_life = None;
-    let lin = linux.as_ref().map(|l| lifecycle(l, n_life));
+    let lin = linux.as_ref().and_then(|l| one(&|| lifecycle(l, n_life)));
     rows.push((
         format!("lifecycle: reserve+commit+decommit+release 64 KiB (x{n_life})"),
         raw_life,
         lin,
-        Some(lifecycle(&sim, n_life)),
+        one(&|| lifecycle(&sim, n_life)),
     ));
 
     #[cfg(target_os = "linux")]
-    let raw_churn = Some(raw::churn(n_churn));
+    let raw_churn = one(&|| raw::churn(n_churn));
     #[cfg(not(target_os = "linux"))]
     let raw_churn = None;
-    let lin = linux.as_ref().map(|l| churn(l, n_churn));
+    let lin = linux.as_ref().and_then(|l| one(&|| churn(l, n_churn)));
     rows.push((
         format!("churn: commit+decommit 64 KiB in a 4 GiB reservation (x{n_churn})"),
         raw_churn,
         lin,
-        Some(churn(&sim, n_churn)),
+        one(&|| churn(&sim, n_churn)),
     ));
 
-    #[cfg(target_os = "linux")]
-    let (raw_a, raw_f) = {
-        let (a, f) = raw::live(n_live);
-        (Some(a), Some(f))
+    let three = |f: &dyn Fn() -> (f64, f64, f64)| {
+        let [a, q, f] = measure(runs, || {
+            let (a, q, f) = f();
+            [a, q, f]
+        });
+        (Some(a), Some(q), Some(f))
     };
+    #[cfg(target_os = "linux")]
+    let (raw_a, raw_q, raw_f) = three(&|| raw::live(n_live, n_raw_query, &query));
     #[cfg(not(target_os = "linux"))]
-    let (raw_a, raw_f) = (None, None);
-    let lin = linux.as_ref().map(|l| live(l, n_live, n_query));
-    let s = live(&sim, n_live, n_query);
-    rows.push((format!("{n_live} live allocations: reserve+commit 64 KiB each"), raw_a, lin.map(|l| l.0), Some(s.0)));
-    rows.push((format!("query among {n_live} live allocations (x{n_query})"), None, lin.map(|l| l.1), Some(s.1)));
-    rows.push((format!("{n_live} live allocations: release each"), raw_f, lin.map(|l| l.2), Some(s.2)));
+    let (raw_a, raw_q, raw_f) = (None, None, None);
+    let lin = linux.as_ref().map(|l| three(&|| live(l, n_live, n_query)));
+    let lin = (lin.and_then(|l| l.0), lin.and_then(|l| l.1), lin.and_then(|l| l.2));
+    let s = three(&|| live(&sim, n_live, n_query));
+    rows.push((format!("{n_live} live allocations: reserve+commit 64 KiB each"), raw_a, lin.0, s.0));
+    rows.push((format!("query among {n_live} live allocations (x{n_query})"), raw_q, lin.1, s.1));
+    rows.push((format!("{n_live} live allocations: release each"), raw_f, lin.2, s.2));
 
-    println!("virtmem bench (ns per operation; ratio = backend / raw system calls, measured in this run)");
+    println!(
+        "virtmem bench (ns per operation, the median of {runs} timed run(s) after a warm-up; ratio = backend / raw system calls, measured in this run)"
+    );
     println!("{:<66} {:>20} {:>20} {:>20}", "workload", "raw syscalls", "linux backend", "simulated");
     for (name, raw, lin, sim) in rows {
         println!("{name:<66} {:>20} {:>20} {:>20}", cell(raw, None), cell(lin, raw), cell(sim, raw));
     }
-    println!("raw syscalls: mmap(PROT_NONE) / mprotect / madvise(DONTNEED)+mprotect / munmap; queries have no raw equivalent here");
+    println!("raw syscalls: mmap(PROT_NONE) / mprotect / madvise(DONTNEED)+mprotect / munmap");
+    #[cfg(target_os = "linux")]
+    let raw_count = if n_raw_query == n_query { String::new() } else { format!(", {n_raw_query} of them") };
+    #[cfg(not(target_os = "linux"))]
+    let raw_count = String::new();
+    println!("raw query baseline: {query_baseline}{raw_count}");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[7.0]), Some(7.0));
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        // One outlier (a preempted run) does not move it.
+        assert_eq!(median(&[100.0, 101.0, 99.0, 1e9, 100.5]), Some(100.5));
+    }
+
+    #[test]
+    fn measure_warms_up_then_takes_each_figures_median() {
+        let mut calls = 0;
+        let figures = [[1e9, 0.0], [3.0, 30.0], [1.0, 10.0], [2.0, 20.0]];
+        let got = measure(3, || {
+            calls += 1;
+            figures[calls - 1]
+        });
+        assert_eq!(calls, 4, "one warm-up pass and three timed ones");
+        assert_eq!(got, [2.0, 20.0], "the warm-up's figures are left out");
+    }
 }

@@ -74,9 +74,13 @@ enum Command {
     /// system calls (ns per operation and the ratio).
     Bench {
         /// Scale every workload's iteration count by this factor (default 1.0: a few
-        /// seconds in all).
+        /// seconds in all; 5 gives 10^5 live allocations).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// Report the median of this many timed runs of each workload (after an untimed
+        /// warm-up run).
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        runs: usize,
     },
 }
 
@@ -98,7 +102,7 @@ fn main() -> ExitCode {
         Command::Replay { trace, format, svg, strict, max_diffs } => {
             replay::main(&trace, format, svg.as_deref(), strict, max_diffs)
         }
-        Command::Bench { scale } => bench::main(scale),
+        Command::Bench { scale, runs } => bench::main(scale, runs),
     }
 }
 

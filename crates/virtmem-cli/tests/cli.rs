@@ -520,4 +520,32 @@ fn bench_prints_every_workload_with_ratios() {
     assert_eq!(life.matches("x)").count(), 2, "two ratios against the raw calls: {life}");
     let o = run(virtmem().args(["bench", "--scale", "0"]));
     assert_eq!(o.code, 2);
+    let o = run(virtmem().args(["bench", "--runs", "0"]));
+    assert_eq!(o.code, 2);
+}
+
+/// The figures (`N ns`) and ratios (`(R x)`) of a bench row, in order.
+fn bench_cells(row: &str) -> (Vec<f64>, Vec<f64>) {
+    let words: Vec<&str> = row.split_whitespace().collect();
+    let figures = words.windows(2).filter(|w| w[1] == "ns").filter_map(|w| w[0].parse().ok()).collect();
+    let ratios =
+        row.split('(').filter_map(|part| part.split_once("x)")).filter_map(|(r, _)| r.trim().parse().ok()).collect();
+    (figures, ratios)
+}
+
+#[test]
+fn bench_query_row_has_a_raw_baseline_and_ratios() {
+    let o = run(virtmem().args(["bench", "--scale", "0.001", "--runs", "3"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("median of 3 timed run(s) after a warm-up"), "{}", o.stdout);
+    let row = o.stdout.lines().find(|l| l.starts_with("query among")).expect("query row");
+    // The row's name ends at `)`: the cells follow it.
+    let cells = &row[row.find(')').expect("name") + 1..];
+    let (figures, ratios) = bench_cells(cells);
+    assert_eq!(figures.len(), 3, "raw, linux and simulated figures: {row}");
+    assert!(figures.iter().all(|&f| f >= 0.0), "{row}");
+    assert_eq!(ratios.len(), 2, "linux and simulated ratios to the raw query: {row}");
+    assert!(ratios.iter().all(|&r| r > 0.0 || figures[0] == 0.0), "{row}");
+    let baseline = o.stdout.lines().find_map(|l| l.strip_prefix("raw query baseline: ")).expect("baseline line");
+    assert!(baseline.contains("PROCMAP_QUERY") || baseline.contains("/proc/self/maps"), "{baseline}");
 }
