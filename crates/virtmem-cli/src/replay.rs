@@ -63,6 +63,99 @@ impl Report {
     }
 }
 
+/// Trace files from this size up show progress while they are read and parsed (on a
+/// terminal).
+const PARSE_PROGRESS_MIN: u64 = 1 << 20;
+
+/// A bar counting bytes, `verb` in front, for a file of `total` bytes; hidden below
+/// [`PARSE_PROGRESS_MIN`]. Like every bar here it draws on stderr only when stderr is a
+/// terminal.
+fn bytes_progress(total: u64, verb: &str) -> ProgressBar {
+    if total < PARSE_PROGRESS_MIN {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(verb.to_string());
+    pb
+}
+
+/// Read all of `path`, showing bytes read on a bar for large files.
+fn read_with_progress(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let pb = Cleared(bytes_progress(total, "reading"));
+    let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 30));
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                pb.0.inc(n as u64);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(bytes)
+}
+
+/// A bar that is cleared from the terminal however its scope is left.
+struct Cleared(ProgressBar);
+
+impl Drop for Cleared {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// A byte slice read as a [`std::io::BufRead`] that moves a bar to how far it is consumed.
+struct Tracked<'a> {
+    data: &'a [u8],
+    pos: usize,
+    shown: usize,
+    pb: &'a ProgressBar,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(data: &'a [u8], pb: &'a ProgressBar) -> Tracked<'a> {
+        Tracked { data, pos: 0, shown: 0, pb }
+    }
+}
+
+impl std::io::Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let n = {
+            let avail = self.fill_buf()?;
+            let n = avail.len().min(buf.len());
+            buf[..n].copy_from_slice(&avail[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Tracked<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        Ok(&self.data[self.pos..])
+    }
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.data.len());
+        if self.pos - self.shown >= 1 << 18 || self.pos == self.data.len() {
+            self.pb.set_position(self.pos as u64);
+            self.shown = self.pos;
+        }
+    }
+}
+
 fn progress(len: usize) -> ProgressBar {
     if len < PROGRESS_MIN {
         return ProgressBar::hidden();
@@ -78,7 +171,7 @@ fn progress(len: usize) -> ProgressBar {
 
 /// Entry point of `virtmem replay`.
 pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_diffs: usize) -> ExitCode {
-    let bytes = match std::fs::read(path) {
+    let bytes = match read_with_progress(path) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: cannot read {}: {e}", path.display());
@@ -200,7 +293,8 @@ fn fresh() -> BTreeMap<u32, Arc<dyn VirtualSpace>> {
 fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
     let mut lines = Vec::new();
     let mut bad = 0;
-    for item in trace::read(text.as_bytes()) {
+    let parsing = Cleared(bytes_progress(text.len() as u64, "parsing"));
+    for item in trace::read(Tracked::new(text.as_bytes(), &parsing.0)) {
         match item {
             Ok(l) => lines.push(l),
             Err(e @ trace::ReadError::NoHeader { .. }) => return Err(e.to_string()),
@@ -217,6 +311,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
             }
         }
     }
+    drop(parsing);
     if lines.is_empty() {
         return Err("no trace records (the first line must be `virtmem-trace 1`)".into());
     }
@@ -495,7 +590,9 @@ fn access_of(protect: u32) -> (Access, bool) {
 }
 
 fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
-    let (events, skipped) = wine::parse(text);
+    let parsing = bytes_progress(text.len() as u64, "parsing");
+    let (events, skipped) = wine::parse_with_progress(text, &mut |n| parsing.set_position(n as u64));
+    parsing.finish_and_clear();
     if events.is_empty() {
         return Err(
             "no NtAllocateVirtualMemory / NtFreeVirtualMemory / NtProtectVirtualMemory lines or view dumps found \
@@ -750,6 +847,30 @@ mod tests {
             (false, _, true) => 0x10,
             (false, _, false) => 0x01,
         }
+    }
+
+    #[test]
+    fn parsing_through_tracked_moves_the_bar_to_the_end() {
+        let mut text = String::from("virtmem-trace 1\n");
+        let rec = "VirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n";
+        while text.len() < 3 << 20 {
+            text.push_str(rec);
+        }
+        let pb = ProgressBar::hidden();
+        pb.set_length(text.len() as u64);
+        let mut positions = std::collections::BTreeSet::new();
+        let mut tracked = Tracked::new(text.as_bytes(), &pb);
+        let direct = trace::read(text.as_bytes()).count();
+        let mut n = 0;
+        let mut reader = trace::read(&mut tracked);
+        while reader.next().is_some() {
+            n += 1;
+            positions.insert(pb.position());
+        }
+        assert_eq!(n, direct, "the same lines as reading the bytes directly");
+        assert_eq!(pb.position(), text.len() as u64);
+        // It moved along the way, not only at the end.
+        assert!(positions.len() > 10, "{positions:?}");
     }
 
     #[test]

@@ -176,8 +176,9 @@ fn strip_prefix_fields(raw: &str) -> Option<&str> {
 }
 
 /// Parse a log into events. Unrecognised lines are skipped; the count of skipped
-/// `virtual` lines is returned too.
-pub fn parse(text: &str) -> (Vec<Event>, usize) {
+/// `virtual` lines is returned too. `progress` is called now and then with how many bytes
+/// of `text` are parsed (lastly with `text.len()`).
+pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<Event>, usize) {
     let mut events = Vec::new();
     let mut skipped = 0;
     let mut current: Option<View> = None;
@@ -186,6 +187,10 @@ pub fn parse(text: &str) -> (Vec<Event>, usize) {
     let mut open = false;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
+        if i % 16384 == 0 {
+            // `raw` is a slice of `text`: its offset is how far parsing got.
+            progress(raw.as_ptr() as usize - text.as_ptr() as usize);
+        }
         let Some(body) = strip_prefix_fields(raw) else { continue };
         let (func, args) = body.split_once(' ').unwrap_or((body, ""));
         let words: Vec<&str> = args.split_whitespace().collect();
@@ -292,6 +297,7 @@ pub fn parse(text: &str) -> (Vec<Event>, usize) {
     }
     let v = current.take();
     flush(&mut events, v, open);
+    progress(text.len());
     (events, skipped)
 }
 
@@ -309,6 +315,10 @@ fn flush(events: &mut Vec<Event>, v: Option<View>, open: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> (Vec<Event>, usize) {
+        parse_with_progress(text, &mut |_| {})
+    }
 
     #[test]
     fn calls_and_dumps() {
@@ -365,6 +375,18 @@ trace:virtual:NtAllocateVirtualMemory 0xffffffffffffffff 0x7ffe0000 00001000 300
             let (events, _) = parse(&format!("{prefix}{body}\n"));
             assert!(events.is_empty(), "{prefix:?} accepted");
         }
+    }
+
+    #[test]
+    fn progress_is_reported_up_to_the_whole_text() {
+        let line = "0108:trace:virtual:NtFreeVirtualMemory 0xffffffffffffffff 0x830000 00000000 8000\n";
+        let text = line.repeat(40_000);
+        let mut seen = Vec::new();
+        let (events, _) = parse_with_progress(&text, &mut |n| seen.push(n));
+        assert_eq!(events.len(), 40_000);
+        // Every 16384 lines, then the end.
+        let every = 16384 * line.len();
+        assert_eq!(seen, [0, every, 2 * every, text.len()]);
     }
 
     #[test]
