@@ -340,10 +340,10 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
         eprintln!("error: --runs must be between 1 and 100");
         return ExitCode::from(2);
     }
-    // Each workload runs 1 + `runs` times per contender: these counts keep the default
-    // (scale 1, 5 runs) to a few seconds. `--scale 5` gives 10^5 live allocations.
+    // Each workload runs 1 + `runs` times per contender, at the sizes the standard
+    // workloads name (10^5 live allocations); `--scale` below 1 makes a quicker run.
     let n = |base: usize| ((base as f64 * scale) as usize).max(10);
-    let (n_life, n_churn, n_live, n_query) = (n(2_000), n(2_000), n(20_000), n(20_000));
+    let (n_life, n_churn, n_live, n_query) = (n(10_000), n(10_000), n(100_000), n(100_000));
 
     let sim = SimSpace::simulated();
     #[cfg(target_os = "linux")]
