@@ -735,3 +735,35 @@ fn the_program_breaks_room_is_free_for_a_reserve_at_an_address() {
     assert!(!(brk..brk + (1 << 30)).contains(&anywhere));
     s.free(anywhere, 0, FreeType::RELEASE).unwrap();
 }
+
+/// Scattered commit/decommit of 64 KiB pieces in one large reservation (what a
+/// collector does) must not leave a kernel mapping per piece: past a few thousand, a
+/// decommitted piece with nothing accessible around it merges back into the
+/// reservation's inaccessible mapping, so the space never creeps towards the kernel's
+/// cap on mappings (65 530 by default).
+#[test]
+fn scattered_decommits_do_not_pile_up_kernel_mappings() {
+    let s = space();
+    let size = 2usize << 30;
+    let base = s.alloc(0, size, T::RESERVE, P::NOACCESS).unwrap();
+    let slots = size / (64 * KB);
+    let n = 12_000;
+    for i in 0..n {
+        let p = base + (i * 7919 % slots) * 64 * KB;
+        s.alloc(p, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+        store(p + 100, 1);
+        s.free(p, 64 * KB, FreeType::DECOMMIT).unwrap();
+    }
+    let maps = mappings(base..base + size).len();
+    assert!(maps < 2 * 4096 + 64, "{maps} kernel mappings after {n} scattered decommits");
+    // Every piece is decommitted and inaccessible, and reads zero when recommitted.
+    for i in [0, 1, n / 2, n - 1] {
+        let p = base + (i * 7919 % slots) * 64 * KB;
+        let q = s.query(p).unwrap();
+        assert_eq!((q.state, q.allocation_base), (MemState::Reserve, base));
+        assert_eq!(child_signal(|| touch(p + 100)), Some(libc::SIGSEGV));
+        s.alloc(p, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+        assert_eq!(load(p + 100), 0);
+    }
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}

@@ -68,6 +68,12 @@ const HUGE_PAGE: usize = 2 << 20;
 /// whole run (4 KiB per 2 MiB); beyond this, `mprotect` is cheaper to keep.
 const GUARD_MAX: usize = 16 << 20;
 
+/// Beyond this many entries in the record of the kernel's state (about as many kernel
+/// mappings), a decommit with no accessible neighbour merges back instead of being
+/// marked (see [`LinuxBackend::decommit`]). Well below the kernel's default cap of
+/// 65 530 mappings per process, which the rest of the program shares.
+const CROWDED_RUNS: usize = 4096;
+
 /// The most separate ranges the pool keeps (each is at least one kernel mapping). A
 /// release next to a pooled range merges into it and adds none, so the cap never
 /// refuses it.
@@ -972,23 +978,40 @@ impl Backend for LinuxBackend {
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         let Some(first) = runs.first() else { return Ok(()) };
         let guards_ok = self.uses_guard_regions();
-        let (guards_ok, kernel) = {
+        let (plan, kernel) = {
             let st = self.state.lock();
             let guards_ok = guards_ok && st.extent_of(first.0.start).is_some_and(|(_, x)| !x.write_watch && !x.large);
-            let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;
+            // Markers keep a run's mapping as it is, which saves the split a
+            // `PROT_NONE` would make inside accessible memory; but a run with no
+            // accessible neighbour would instead merge back into the inaccessible
+            // mapping around it, and marked it stays a mapping of its own. Once the
+            // backend's mappings are many, such runs take the merging way, so that
+            // scattered commit/decommit cannot creep towards the kernel's cap on
+            // mappings (`vm.max_map_count`).
+            let crowded = st.kernel.len() > CROWDED_RUNS;
+            let plan: SmallVec<[bool; 2]> = runs
+                .iter()
+                .map(|(r, from)| {
+                    guards_ok
+                        && *from != Access::None
+                        && r.len() <= GUARD_MAX
+                        && !(crowded && st.between_inaccessible(r))
+                })
+                .collect();
             // The kernel state of the runs that will not be guarded (a guarded run's
             // new state does not depend on its old one).
             let kernel: SmallVec<[KernelRuns; 2]> = runs
                 .iter()
-                .map(|(r, from)| if by_guard(r, *from) { KernelRuns::new() } else { Self::kernel_runs(&st, r) })
+                .zip(&plan)
+                .map(|((r, _), &g)| if g { KernelRuns::new() } else { Self::kernel_runs(&st, r) })
                 .collect();
-            (guards_ok, kernel)
+            (plan, kernel)
         };
-        let by_guard = |r: &Range<usize>, from: Access| guards_ok && from != Access::None && r.len() <= GUARD_MAX;
+        let by_guard = |i: usize| plan[i];
         // 1. Revocable: PROT_NONE for the runs that will not be guarded.
         let mut protected: KernelRuns = KernelRuns::new();
-        for ((r, from), k) in runs.iter().zip(&kernel) {
-            if *from == Access::None || by_guard(r, *from) {
+        for (i, ((r, from), k)) in runs.iter().zip(&kernel).enumerate() {
+            if *from == Access::None || by_guard(i) {
                 continue;
             }
             if let Err(e) = self.protect(r, Access::None) {
@@ -1002,8 +1025,8 @@ impl Backend for LinuxBackend {
         // an allocation failure for page tables can do that), its markers are
         // removed and the run takes the PROT_NONE path instead.
         let mut fallback: SmallVec<[Range<usize>; 2]> = SmallVec::new();
-        for (r, from) in runs {
-            if !by_guard(r, *from) {
+        for (i, (r, _)) in runs.iter().enumerate() {
+            if !by_guard(i) {
                 continue;
             }
             if self.guard(r, true).is_err() {
@@ -1020,10 +1043,10 @@ impl Backend for LinuxBackend {
         }
         // 3. Drop what is not guarded.
         let mut st_updates: SmallVec<[(Range<usize>, Option<Kernel>); 4]> = SmallVec::new();
-        for ((r, from), k) in runs.iter().zip(&kernel) {
-            let guarded = by_guard(r, *from) && !fallback.contains(r);
+        for (i, ((r, from), k)) in runs.iter().zip(&kernel).enumerate() {
+            let guarded = by_guard(i) && !fallback.contains(r);
             let fell_back;
-            let k = if by_guard(r, *from) && !guarded {
+            let k = if by_guard(i) && !guarded {
                 // Its state was not read above: read it now (nothing else changes it).
                 fell_back = Self::kernel_runs(&self.state.lock(), r);
                 &fell_back

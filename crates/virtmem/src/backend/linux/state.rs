@@ -420,6 +420,13 @@ impl State {
         s.max(xs)..e.min(x.end)
     }
 
+    /// Whether the pages on both sides of `range` are inaccessible in the kernel (or
+    /// not ours): then `PROT_NONE` on `range` merges it into its neighbours' mappings.
+    pub fn between_inaccessible(&self, range: &Range<usize>) -> bool {
+        let inaccessible = |addr: Option<usize>| !matches!(addr.and_then(|a| self.kernel.at(a)), Some((_, k)) if k.prot != Access::None);
+        inaccessible(range.start.checked_sub(1)) && inaccessible(Some(range.end))
+    }
+
     /// The live extent containing `addr`.
     pub fn extent_of(&self, addr: usize) -> Option<(usize, Extent)> {
         let p = self.live.floor(addr)?;
