@@ -767,3 +767,30 @@ fn scattered_decommits_do_not_pile_up_kernel_mappings() {
     }
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
+
+/// Many small reservations, each with a committed first page, released: their ranges
+/// go to the pool, and must not stay one kernel mapping per committed page there (the
+/// `ops` benchmark's layout, at a larger count).
+#[test]
+fn releases_into_the_pool_do_not_pile_up_kernel_mappings() {
+    let s = space();
+    let n = 10_000;
+    let bases: Vec<usize> = (0..n)
+        .map(|_| {
+            let b = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+            s.alloc(b, 4 * KB, T::COMMIT, P::READWRITE).unwrap();
+            store(b + 8, 1);
+            b
+        })
+        .collect();
+    let (lo, hi) = (*bases.iter().min().unwrap(), *bases.iter().max().unwrap() + 64 * KB);
+    for &b in &bases {
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    }
+    let maps = mappings(lo..hi).len();
+    assert!(maps < 2 * 4096 + 64, "{maps} kernel mappings left by {n} released reservations");
+    // Reused, a range reads zero.
+    let again = s.alloc(bases[n / 2], 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(load(again + 8), 0);
+    s.free(again, 0, FreeType::RELEASE).unwrap();
+}

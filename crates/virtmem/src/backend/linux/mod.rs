@@ -698,6 +698,11 @@ impl LinuxBackend {
             if x.write_watch || x.large || !self.pool_has_room(&st, ext) {
                 return None;
             }
+            // (As in `decommit`: when mappings are many, a run that would merge back
+            // into inaccessible neighbours is not left a marked mapping of its own.)
+            if st.kernel.len() > CROWDED_RUNS && st.between_inaccessible(run) {
+                return None;
+            }
             // The run is as the engine says (accessible, so never marked: covered by
             // entries granting `from`), and no other page of the extent may hold data
             // that would need dropping (pages without an entry never do).
