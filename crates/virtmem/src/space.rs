@@ -224,7 +224,16 @@ impl<B: Backend> AddressSpace<B> {
                     }
                     b
                 }
-                None => book.free.find(claim_size, align, top_down).ok_or(Error::NotEnoughMemory)?,
+                // Where the backend can reserve without a system call, if the book
+                // agrees it is free (bottom-up only: top-down asks for the highest).
+                None => match (!top_down)
+                    .then(|| self.backend.cheap_range(claim_size, align))
+                    .flatten()
+                    .filter(|&b| b.checked_add(claim_size).is_some_and(|e| book.free.contains(&(b..e))))
+                {
+                    Some(b) => b,
+                    None => book.free.find(claim_size, align, top_down).ok_or(Error::NotEnoughMemory)?,
+                },
             };
             if let Some(limit) = book.commit_limit {
                 // Only new commit charge can exceed the limit (it may have been lowered

@@ -160,6 +160,15 @@ pub trait Backend: Send + Sync {
         Vec::new()
     }
 
+    /// A free range of `size` bytes at an `align`-aligned start that this backend
+    /// could reserve without a system call (a released range it kept mapped, say), if
+    /// it has one: the engine takes it for a reservation at no particular address when
+    /// its own records agree that the range is free. Default: none.
+    fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
+        let _ = (size, align);
+        None
+    }
+
     /// Whether every side effect of this backend is cheap and never blocks (no system
     /// call, no waiting on anything), so that the engine may carry it out while holding
     /// its own lock: one lock round trip per call instead of two. Default `false`.

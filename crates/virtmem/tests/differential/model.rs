@@ -79,6 +79,7 @@ pub struct ReadOut {
     pub dropped: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct Model {
     pub w: usize,
     pub top: usize,

@@ -68,6 +68,10 @@ const HUGE_PAGE: usize = 2 << 20;
 /// whole run (4 KiB per 2 MiB); beyond this, `mprotect` is cheaper to keep.
 const GUARD_MAX: usize = 16 << 20;
 
+/// How many pooled ranges a reserve at no particular address looks at for one that
+/// fits (see [`Backend::cheap_range`]).
+const POOL_SCAN: usize = 16;
+
 /// Beyond this many entries in the record of the kernel's state (about as many kernel
 /// mappings), a decommit with no accessible neighbour merges back instead of being
 /// marked (see [`LinuxBackend::decommit`]). Well below the kernel's default cap of
@@ -845,6 +849,21 @@ impl Backend for LinuxBackend {
 
     /// Ranges in the pool are reused as they are (inaccessible and empty, possibly with
     /// guard markers that the backend remembers); the rest is mapped.
+    /// The lowest pooled range that fits: reserving it needs no system call (it is
+    /// mapped, inaccessible and empty). Looks at the first few pooled ranges only, so
+    /// that a pool of small pieces costs a reserve little.
+    fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
+        let st = self.state.lock();
+        if st.pool_bytes < size {
+            return None;
+        }
+        let found = st.pool.iter().take(POOL_SCAN).find_map(|(r, _)| {
+            let start = round_up(r.start, align)?;
+            (start.checked_add(size)? <= r.end).then_some(start)
+        });
+        found
+    }
+
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if opts.large_pages && self.limits.large_page_size == 0 {
             return Err(BackendError::LargePagesUnavailable);
