@@ -794,3 +794,23 @@ fn releases_into_the_pool_do_not_pile_up_kernel_mappings() {
     assert_eq!(load(again + 8), 0);
     s.free(again, 0, FreeType::RELEASE).unwrap();
 }
+
+/// A reservation at no particular address reuses a released range the backend kept
+/// mapped (no system call), even when it is not the lowest free range; it is empty,
+/// inaccessible until committed, and reads zero.
+#[test]
+fn a_reservation_anywhere_reuses_a_pooled_range_without_a_system_call() {
+    let s = space();
+    let high = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT | T::TOP_DOWN, P::READWRITE).unwrap();
+    store(high + 8, 9);
+    s.free(high, 0, FreeType::RELEASE).unwrap();
+    let calls = s.backend().syscall_count();
+    let again = s.alloc(0, 64 * KB, T::RESERVE, P::READWRITE).unwrap();
+    assert_eq!(again, high, "the pooled range, not the lowest free one");
+    assert_eq!(s.backend().syscall_count(), calls, "no system call");
+    assert_eq!(s.query(again).unwrap().state, MemState::Reserve);
+    assert_eq!(child_signal(|| touch(again + 8)), Some(libc::SIGSEGV));
+    s.alloc(again, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(load(again + 8), 0);
+    s.free(again, 0, FreeType::RELEASE).unwrap();
+}
