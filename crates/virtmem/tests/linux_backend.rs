@@ -814,3 +814,29 @@ fn a_reservation_anywhere_reuses_a_pooled_range_without_a_system_call() {
     assert_eq!(load(again + 8), 0);
     s.free(again, 0, FreeType::RELEASE).unwrap();
 }
+
+/// A range taken whole from the pool goes back to it when released, even when the pool
+/// holds its cap of separate ranges (it puts back what it took): no `munmap`, and the
+/// next reservation takes it again without a system call.
+#[test]
+fn a_range_taken_from_a_full_pool_goes_back_to_it() {
+    let s = space();
+    // One pooled range, then reservations carved out of every other 64 KiB of it: the
+    // pool is left holding more separate ranges than its cap.
+    let span = s.alloc(0, 700 * 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(span, 0, FreeType::RELEASE).unwrap();
+    let bases: Vec<usize> =
+        (0..350).map(|i| s.alloc(span + (2 * i + 1) * 64 * KB, 64 * KB, T::RESERVE, P::NOACCESS).unwrap()).collect();
+    let before = s.backend().stats();
+    assert!(before.pooled_ranges > 256, "{before:?}");
+    let calls = s.backend().syscall_count();
+    for _ in 0..3 {
+        let b = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    }
+    assert_eq!(s.backend().syscall_count(), calls, "no mmap, no munmap");
+    assert_eq!(s.backend().stats().pooled_ranges, before.pooled_ranges);
+    for b in bases {
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! | engine operation | system call | why |
 //! |---|---|---|
-//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
+//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool (a reservation at no particular address takes a pooled range that fits, see [`Backend::cheap_range`]) | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
 //! | commit, protect | `mprotect`, and `MADV_GUARD_REMOVE` where a decommit left guard markers | `mprotect` is the only way to change what the CPU allows while keeping contents |
 //! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
 //! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
@@ -26,8 +26,13 @@
 //! Each run of pages with a distinct protection is a kernel mapping (VMA), and the
 //! kernel caps their number (`vm.max_map_count`, 65530 by default). Decommitting with
 //! guard markers keeps a read-write run one mapping however many holes are punched in
-//! it, and pooled ranges merge with their neighbours. A call that would cross the cap
-//! fails with `ERROR_NOT_ENOUGH_MEMORY` and changes nothing: `mprotect` is reverted.
+//! it, and pooled ranges merge with their neighbours. A marked run with nothing
+//! accessible around it stays a mapping of its own, though, where `PROT_NONE` would
+//! have merged it back: once the backend's record of the kernel holds more than
+//! [`CROWDED_RUNS`] entries, such runs (a scattered decommit, a release into the pool)
+//! take the merging way, so that scattered commit/decommit in a large reservation
+//! stays a few thousand mappings. A call that would cross the cap fails with
+//! `ERROR_NOT_ENOUGH_MEMORY` and changes nothing: `mprotect` is reverted.
 
 mod procfs;
 mod sorted;
@@ -662,12 +667,13 @@ impl LinuxBackend {
 
     /// Whether the pool may take `ext`: within its bytes, and within its count of ranges
     /// unless `ext` touches a pooled range (then it merges into it and adds no range; it
-    /// may even join two into one).
+    /// may even join two into one) or was itself taken whole from the pool (it puts
+    /// back what it took).
     fn pool_has_room(&self, st: &State, ext: &Range<usize>) -> bool {
         st.pool_bytes + ext.len() <= self.options.pool_bytes
             && (st.pool.len() < POOL_MAX_RANGES || {
                 let (left, right) = st.pool.neighbours(ext.clone());
-                left.is_some() || right.is_some()
+                left.is_some() || right.is_some() || st.live.get(ext.start).is_some_and(|x| x.from_pool)
             })
     }
 
@@ -871,7 +877,8 @@ impl Backend for LinuxBackend {
         let watch = if opts.write_watch { Some(self.watch()?) } else { None };
         let ext = Self::extent(&range);
         let poolable = !opts.write_watch && !opts.large_pages;
-        let extent = Extent { end: ext.end, write_watch: opts.write_watch, large: opts.large_pages };
+        let mut extent =
+            Extent { end: ext.end, write_watch: opts.write_watch, large: opts.large_pages, from_pool: false };
         // Claim the pooled pieces and record the reservation before mapping, so that
         // a concurrent `foreign` never sees it as someone else's.
         let (mut pooled, mut holes) = {
@@ -889,6 +896,7 @@ impl Backend for LinuxBackend {
                 st.pool.clear(r.clone());
                 st.pool_bytes -= r.len();
             }
+            extent.from_pool = poolable && holes.is_empty();
             st.live.insert(ext.start, extent);
             (pooled, holes)
         };

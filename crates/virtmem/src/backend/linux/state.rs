@@ -348,6 +348,9 @@ pub struct Extent {
     pub end: usize,
     pub write_watch: bool,
     pub large: bool,
+    /// Made wholly from pooled ranges: released, it goes back to the pool even when
+    /// the pool holds its cap of separate ranges (it held this range before).
+    pub from_pool: bool,
 }
 
 /// Everything the backend remembers; see the module docs.
