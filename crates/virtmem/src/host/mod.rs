@@ -170,7 +170,9 @@ impl Default for Thresholds {
 }
 
 /// A memory-notification callback (`ICLRMemoryNotificationCallback::OnMemoryNotification`).
-/// It is called from the thread that crossed a threshold and must not block.
+/// It is called from the thread that crossed a threshold (or, when two threads cross at
+/// once, from the one already delivering, so that levels arrive in order) and must not
+/// block.
 pub type NotificationCallback = Arc<dyn Fn(MemoryAvailable) + Send + Sync>;
 
 /// The host's answer to `NeedsVirtualAddressSpace(address, size)`: try to give address
