@@ -1600,6 +1600,10 @@ pub(crate) struct Book {
     /// tried (see [`Book::lend_avoided`]), so that what `VirtualQuery` reports free
     /// (the kernel has nothing there) can be reserved.
     pub avoided: Vec<Range<usize>>,
+    /// The backend's avoided room (see [`Backend::initial_avoided`](crate::backend::Backend::initial_avoided)):
+    /// a reservation made there at a caller's address gives it back as avoided, not
+    /// free, when released.
+    pub room: Vec<Range<usize>>,
     /// Committed bytes in all reservations (charged before side effects run).
     pub committed: usize,
     /// Reserved bytes in all reservations.
@@ -1616,6 +1620,7 @@ impl Book {
             free: FreeSpace::new(range),
             pending: Vec::new(),
             avoided: Vec::new(),
+            room: Vec::new(),
             committed: 0,
             reserved: 0,
             commit_limit: None,
@@ -1630,6 +1635,19 @@ impl Book {
     /// Whether a pending reservation claims any of `range`.
     pub fn pending_overlaps(&self, range: &Range<usize>) -> bool {
         self.pending.iter().any(|c| c.start < range.end && range.start < c.end)
+    }
+
+    /// Make a released reservation's `claim` free again, except what lies in the
+    /// backend's avoided room, which becomes avoided again.
+    pub fn give_back(&mut self, claim: Range<usize>) {
+        self.free.give(claim.clone());
+        for i in 0..self.room.len() {
+            let r = &self.room[i];
+            let (s, e) = (r.start.max(claim.start), r.end.min(claim.end));
+            if s < e {
+                self.avoid(s..e);
+            }
+        }
     }
 
     /// Keep the free part of `range` off the free list, as avoided.

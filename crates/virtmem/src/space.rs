@@ -110,7 +110,9 @@ impl<B: Backend> AddressSpace<B> {
             book.free.take(&granules(r));
         }
         for r in backend.initial_avoided() {
-            book.avoid(granules(r));
+            let r = granules(r);
+            book.avoid(r.clone());
+            book.room.push(r);
         }
         AddressSpace { backend, limits, book: Mutex::new(book), idle: Condvar::new() }
     }
@@ -574,7 +576,7 @@ impl<B: Backend> AddressSpace<B> {
                 let res = book.reservations.remove(&base).expect("reservation");
                 book.committed -= res.committed;
                 book.reserved -= res.end - res.base;
-                book.free.give(res.claim());
+                book.give_back(res.claim());
             },
             |_| {},
         )

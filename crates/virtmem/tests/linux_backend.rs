@@ -734,6 +734,17 @@ fn the_program_breaks_room_is_free_for_a_reserve_at_an_address() {
     let anywhere = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
     assert!(!(brk..brk + (1 << 30)).contains(&anywhere));
     s.free(anywhere, 0, FreeType::RELEASE).unwrap();
+    // Not even once a reservation made there at the caller's address is released into
+    // the pool (which reservations anywhere otherwise reuse first).
+    let pooled = space();
+    assert_eq!(pooled.alloc(at, 64 * KB, T::RESERVE, P::NOACCESS), Ok(at));
+    pooled.free(at, 0, FreeType::RELEASE).unwrap();
+    let anywhere = pooled.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    assert!(!(brk..brk + (1 << 30)).contains(&anywhere), "{anywhere:#x} in the program break's room");
+    pooled.free(anywhere, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(pooled.query(at).unwrap().state, MemState::Free);
+    assert_eq!(pooled.alloc(at, 64 * KB, T::RESERVE, P::NOACCESS), Ok(at), "still reservable there");
+    pooled.free(at, 0, FreeType::RELEASE).unwrap();
 }
 
 /// Scattered commit/decommit of 64 KiB pieces in one large reservation (what a
