@@ -308,8 +308,11 @@ impl<B: Backend> AddressSpace<B> {
                         BackendError::Occupied { start, end } => {
                             // Something we do not own lives there: do not pick it again
                             // by ourselves (a reserve at that address will still try).
-                            let g = rules::round_down(start, GRANULE).max(claim.start)
-                                ..rules::round_up(end, GRANULE).unwrap_or(usize::MAX).min(claim.end);
+                            // All of it, not just the part this claim met, so that
+                            // placement skips it in one step (only its free part becomes
+                            // avoided; nothing reserved is touched).
+                            let g =
+                                rules::round_down(start, GRANULE)..rules::round_up(end, GRANULE).unwrap_or(usize::MAX);
                             book.avoid(g);
                             collisions += 1;
                             if fixed.is_some() {

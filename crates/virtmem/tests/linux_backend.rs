@@ -851,3 +851,33 @@ fn a_range_taken_from_a_full_pool_goes_back_to_it() {
         s.free(b, 0, FreeType::RELEASE).unwrap();
     }
 }
+
+/// A large mapping of someone else's where placement looks first is skipped whole after
+/// one collision (not one claim-sized piece per collision, which would take thousands of
+/// tries and give up).
+#[test]
+fn a_large_foreign_mapping_is_skipped_in_one_collision() {
+    let s = plain();
+    // Where a reservation at no particular address goes now, freed again (unmapped).
+    let x = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(x, 0, FreeType::RELEASE).unwrap();
+    let len = 256 << 20;
+    // SAFETY: a fresh mapping of our own at an address nothing maps (NOREPLACE).
+    let p = unsafe {
+        libc::mmap(
+            x as *mut libc::c_void,
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(p as usize, x, "the test's foreign mapping");
+    let b = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    assert!(!(x..x + len).contains(&b), "{b:#x} inside the foreign mapping");
+    assert_eq!(s.query(x + len / 2).unwrap().state, MemState::Commit, "the foreign mapping shows");
+    s.free(b, 0, FreeType::RELEASE).unwrap();
+    // SAFETY: the mapping made above, unused.
+    unsafe { libc::munmap(p, len) };
+}
