@@ -229,7 +229,7 @@ impl<B: Backend> AddressSpace<B> {
                 // Where the backend can reserve without a system call, if the book
                 // agrees it is free (bottom-up only: top-down asks for the highest).
                 None => match (!top_down)
-                    .then(|| self.backend.cheap_range(claim_size, align))
+                    .then(|| self.backend.cheap_range(claim_size, align, opts))
                     .flatten()
                     .filter(|&b| b.checked_add(claim_size).is_some_and(|e| book.free.contains(&(b..e))))
                 {

@@ -824,6 +824,17 @@ fn a_reservation_anywhere_reuses_a_pooled_range_without_a_system_call() {
     s.alloc(again, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
     assert_eq!(load(again + 8), 0);
     s.free(again, 0, FreeType::RELEASE).unwrap();
+    // Write tracking needs a mapping of its own: the pooled range is left in the pool
+    // (taking it would mean unmapping it and mapping it again).
+    let pooled = s.backend().stats().pooled_bytes;
+    match s.alloc(0, 64 * KB, T::RESERVE | T::WRITE_WATCH, P::READWRITE) {
+        Ok(w) => {
+            assert_ne!(w, high);
+            assert_eq!(s.backend().stats().pooled_bytes, pooled);
+            s.free(w, 0, FreeType::RELEASE).unwrap();
+        }
+        Err(e) => assert!(!s.backend().write_watch_supported(), "{e}"),
+    }
 }
 
 /// A range taken whole from the pool goes back to it when released, even when the pool

@@ -71,8 +71,8 @@ impl<B: Backend> Backend for Faulty<B> {
     fn initial_avoided(&self) -> Vec<Range<usize>> {
         self.inner.initial_avoided()
     }
-    fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
-        self.inner.cheap_range(size, align)
+    fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
+        self.inner.cheap_range(size, align, opts)
     }
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         self.step()?;

@@ -161,11 +161,11 @@ pub trait Backend: Send + Sync {
     }
 
     /// A free range of `size` bytes at an `align`-aligned start that this backend
-    /// could reserve without a system call (a released range it kept mapped, say), if
-    /// it has one: the engine takes it for a reservation at no particular address when
-    /// its own records agree that the range is free. Default: none.
-    fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
-        let _ = (size, align);
+    /// could reserve with `opts` without a system call (a released range it kept mapped,
+    /// say), if it has one: the engine takes it for a reservation at no particular
+    /// address when its own records agree that the range is free. Default: none.
+    fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
+        let _ = (size, align, opts);
         None
     }
 

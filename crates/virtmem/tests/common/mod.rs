@@ -395,9 +395,9 @@ pub mod linux {
         fn inline_effects(&self) -> bool {
             self.inner.inline_effects()
         }
-        fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
+        fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
             // (The backend's pooled ranges are released reservations of this window.)
-            self.inner.cheap_range(size, align).filter(|&b| self.window.start <= b && b + size <= self.window.end)
+            self.inner.cheap_range(size, align, opts).filter(|&b| self.window.start <= b && b + size <= self.window.end)
         }
         fn discard(&self, range: Range<usize>) {
             self.inner.discard(range)

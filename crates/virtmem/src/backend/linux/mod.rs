@@ -857,8 +857,13 @@ impl Backend for LinuxBackend {
     /// guard markers that the backend remembers); the rest is mapped.
     /// The lowest pooled range that fits: reserving it needs no system call (it is
     /// mapped, inaccessible and empty). Looks at the first few pooled ranges only, so
-    /// that a pool of small pieces costs a reserve little.
-    fn cheap_range(&self, size: usize, align: usize) -> Option<usize> {
+    /// that a pool of small pieces costs a reserve little. None for write tracking and
+    /// huge pages, which need a mapping of their own (a pooled range would be unmapped
+    /// and mapped again).
+    fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
+        if opts.write_watch || opts.large_pages {
+            return None;
+        }
         let st = self.state.lock();
         if st.pool_bytes < size {
             return None;
