@@ -50,6 +50,12 @@ impl VirtualSpace for Panicking {
     fn reset_write_watch(&self, _: usize, _: usize) -> Result<()> {
         panic!("reset_write_watch")
     }
+    fn write_watch_pages(&self, _: usize, _: usize) -> Result<usize> {
+        panic!("write_watch_pages")
+    }
+    fn check(&self, _: usize, _: usize, _: vm::AccessKind) -> Result<()> {
+        panic!("check")
+    }
     fn read(&self, _: usize, _: &mut [u8]) -> Result<()> {
         panic!("read")
     }

@@ -1076,21 +1076,10 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
         -> Result<Vec<usize>>;
     /// See [`AddressSpace::reset_write_watch`].
     fn reset_write_watch(&self, base: usize, size: usize) -> Result<()>;
-    /// See [`AddressSpace::write_watch_pages`]. The default asks
-    /// [`get_write_watch`](Self::get_write_watch) for at most one page (which validates
-    /// the range the same way) and counts the pages of the range.
-    fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
-        self.get_write_watch(WriteWatchFlags::empty(), base, size, 1)?;
-        let range = rules::page_span(base, size)?;
-        Ok((range.end - range.start) / PAGE)
-    }
-    /// See [`AddressSpace::check`]. The default checks nothing up front (`Ok`): each
-    /// [`read`](Self::read), [`write`](Self::write) or [`execute`](Self::execute) that
-    /// follows is still checked on its own.
-    fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
-        let _ = (address, len, kind);
-        Ok(())
-    }
+    /// See [`AddressSpace::write_watch_pages`].
+    fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize>;
+    /// See [`AddressSpace::check`].
+    fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()>;
     /// See [`AddressSpace::read`].
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
     /// See [`AddressSpace::write`].

@@ -683,6 +683,12 @@ impl VirtualSpace for Amnesiac {
     fn reset_write_watch(&self, b: usize, s: usize) -> virtmem::Result<()> {
         self.inner.reset_write_watch(b, s)
     }
+    fn write_watch_pages(&self, b: usize, s: usize) -> virtmem::Result<usize> {
+        self.inner.write_watch_pages(b, s)
+    }
+    fn check(&self, a: usize, l: usize, k: virtmem::AccessKind) -> virtmem::Result<()> {
+        self.inner.check(a, l, k)
+    }
     fn read(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
         self.inner.read(a, buf)
     }
