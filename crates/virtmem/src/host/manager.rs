@@ -836,8 +836,15 @@ impl HostMemoryManager {
     /// `IHostMemoryManager::VirtualQuery`: what lives at `address`. Memory this host
     /// allocated is described as Win32 does; free address space answers `MEM_FREE`;
     /// memory someone else owns (another user of the space, a view the runtime mapped) is
-    /// `HOST_E_INVALIDOPERATION`; another tenant's is `HOST_E_NOT_OWNER`. Never waits for
-    /// memory and allocates nothing.
+    /// `HOST_E_INVALIDOPERATION`; another tenant's is `HOST_E_NOT_OWNER`.
+    ///
+    /// The runtime may call this while its other threads are suspended, so it never
+    /// waits for another call: not for memory, not for a request waiting for budget, not
+    /// for another call's system calls (a reservation being committed or released is
+    /// described as it was before that call). It takes only short internal locks, which no
+    /// thread holds across a system call, a callback or a wait. It allocates nothing (on
+    /// real memory, as long as the kernel has the `PROCMAP_QUERY` ioctl, Linux 6.11+:
+    /// without it, telling foreign memory from free space reads `/proc/self/maps`).
     pub fn virtual_query(&self, address: usize) -> HostResult<MemoryBasicInformation> {
         let _g = enter();
         self.check()?;

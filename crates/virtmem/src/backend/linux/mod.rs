@@ -419,26 +419,24 @@ impl LinuxBackend {
             if vma.start >= limit {
                 return None;
             }
-            // The kernel merges adjacent compatible mappings, so a VMA may hold
-            // some of ours: subtract every range we own from it.
-            let mut owned = self.state.lock().owned_in(vma.start..vma.end);
-            if let Some(m) = mapping {
-                owned.retain(|o| o != m);
-            }
+            // The kernel merges adjacent compatible mappings, so a VMA may hold some of
+            // ours: walk the pieces of it that are not ours, in order, without
+            // collecting them (a query must not allocate: a host may call it while other
+            // threads are suspended).
+            let state = self.state.lock();
             let mut cursor = vma.start;
-            let mut pieces = Vec::new();
-            for o in owned {
-                if o.start > cursor {
-                    pieces.push(cursor..o.start);
+            while cursor < vma.end {
+                if let Some(o) = state.owned_at(cursor, mapping) {
+                    cursor = o.end;
+                    continue;
                 }
-                cursor = cursor.max(o.end);
+                let end = state.next_owned_after(cursor, mapping).map_or(vma.end, |s| s.min(vma.end));
+                if end > a && cursor < limit {
+                    return Some(procfs::Vma { start: cursor, end, ..vma });
+                }
+                cursor = end;
             }
-            if cursor < vma.end {
-                pieces.push(cursor..vma.end);
-            }
-            if let Some(p) = pieces.into_iter().find(|p| p.end > a && p.start < limit) {
-                return Some(procfs::Vma { start: p.start, end: p.end, ..vma });
-            }
+            drop(state);
             a = vma.end;
         }
         None

@@ -225,6 +225,7 @@ impl<V: Copy> SortedMap<V> {
     }
 
     /// The entries whose keys lie in `[start, end)`, in key order.
+    #[cfg(test)]
     pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = (usize, V)> + '_ {
         let mut at = if start < end { self.ceil(start) } else { None };
         std::iter::from_fn(move || {

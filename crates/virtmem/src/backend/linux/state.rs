@@ -289,6 +289,17 @@ impl<V: Copy + Eq> IntervalMap<V> {
         (e > addr).then(|| (self.map.key(p)..e, v))
     }
 
+    /// The entries from the one holding `addr` (or the next) onwards, whole, in order.
+    pub fn entries_from(&self, addr: usize) -> impl Iterator<Item = (Range<usize>, V)> + '_ {
+        let mut at = self.first_ending_after(addr);
+        std::iter::from_fn(move || {
+            let p = at?;
+            at = self.map.next(p);
+            let (e, v) = self.map.value(p);
+            Some((self.map.key(p)..e, v))
+        })
+    }
+
     /// Number of ranges.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -367,18 +378,32 @@ pub struct State {
 }
 
 impl State {
-    /// The mapped ranges of this backend (live or pooled) intersecting `range`, in
-    /// order (adjacent ones may touch).
-    pub fn owned_in(&self, range: Range<usize>) -> Vec<Range<usize>> {
-        let mut out: Vec<Range<usize>> =
-            self.pool.runs(range.clone()).into_iter().filter(|(_, v)| v.is_some()).map(|(r, _)| r).collect();
-        let first = self.extent_of(range.start);
-        let rest = self.live.range(range.start + 1, range.end);
-        for (s, x) in first.into_iter().chain(rest) {
-            out.push(s..x.end);
+    /// The mapped range of this backend (a live extent or a pooled range) holding `addr`,
+    /// unless it is `except`.
+    pub fn owned_at(&self, addr: usize, except: Option<&Range<usize>>) -> Option<Range<usize>> {
+        let live = self.extent_of(addr).map(|(s, x)| s..x.end);
+        let pooled = || self.pool.at(addr).map(|(r, _)| r);
+        live.or_else(pooled).filter(|r| Some(r) != except)
+    }
+
+    /// The lowest start above `addr` of a mapped range of this backend (live or pooled)
+    /// other than `except`. No allocation: a query asks this.
+    pub fn next_owned_after(&self, addr: usize, except: Option<&Range<usize>>) -> Option<usize> {
+        let mut live = self.live.ceil(addr.checked_add(1)?);
+        while let Some(p) = live {
+            let s = self.live.key(p);
+            if Some(&(s..self.live.value(p).end)) != except {
+                break;
+            }
+            live = self.live.next(p);
         }
-        out.sort_by_key(|r| r.start);
-        out
+        let live = live.map(|p| self.live.key(p));
+        let pooled =
+            self.pool.entries_from(addr + 1).find(|(r, _)| r.start > addr && Some(r) != except).map(|(r, _)| r.start);
+        match (live, pooled) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// `range` widened over the guard-marked pages next to it (inside `within`).
