@@ -604,6 +604,7 @@ fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>,
     let space = Arc::new(ViewSpace::with_backend(Views::new()));
     let mut synthesized = 0;
     let mut mapped = 0;
+    let mut unmapped = 0;
     let pb = progress(events.len());
     let start = Instant::now();
     for (i, ev) in events.iter().enumerate() {
@@ -647,7 +648,13 @@ fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>,
                         }
                     }
                 }
-                if let wine::Call::Unmap { .. } = call {
+                if let wine::Call::Unmap { address } = *call {
+                    // The view goes; its address space is free again (an unmap of an
+                    // address holding no view, such as an allocation, changes nothing:
+                    // Wine refuses that too).
+                    if space.backend().remove(address).is_some() {
+                        unmapped += 1;
+                    }
                     continue;
                 }
                 report.ops += 1;
@@ -717,7 +724,7 @@ fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>,
     report.elapsed = start.elapsed();
     pb.finish_and_clear();
     report.notes.push(format!(
-        "{mapped} image/file view(s) placed as mapped regions, {synthesized} allocation(s) Wine made itself (thread stacks...) placed from its view dumps, {skipped} other `virtual` line(s) skipped"
+        "{mapped} image/file view(s) placed as mapped regions ({unmapped} unmapped again), {synthesized} allocation(s) Wine made itself (thread stacks...) placed from its view dumps, {skipped} other `virtual` line(s) skipped"
     ));
     report.notes.push("Wine logs no results: a call counts as successful when a dump of its view follows; frees, queries and write-watch calls are replayed without a recorded result".into());
     Ok(space)

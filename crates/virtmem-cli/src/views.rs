@@ -58,6 +58,19 @@ impl Views {
         }
     }
 
+    /// Remove the view holding `address` (every piece of it), as an unmap does. Returns
+    /// the view's range, or `None` (and changes nothing) if no view holds `address`.
+    pub fn remove(&self, address: usize) -> Option<Range<usize>> {
+        let mut v = self.views.lock();
+        let base = v.range(..=address).next_back().filter(|(_, f)| address < f.end)?.1.allocation_base;
+        let pieces: Vec<(usize, usize)> =
+            v.range(base..).take_while(|(_, f)| f.allocation_base == base).map(|(&s, f)| (s, f.end)).collect();
+        for (s, _) in &pieces {
+            v.remove(s);
+        }
+        Some(base..pieces.last().map_or(base, |&(_, e)| e))
+    }
+
     fn overlap(&self, range: &Range<usize>) -> Option<ForeignRegion> {
         self.views.lock().range(..range.end).rev().find(|(_, f)| f.end > range.start).map(|(_, f)| *f)
     }

@@ -7,7 +7,11 @@
 //!   `NtGetWriteWatch PROCESS FLAGS BASE-END ...`, `NtQueryVirtualMemory (PROCESS, ADDRESS, ...)`
 //!   for the current process (`0xffffffffffffffff`); calls on other processes are skipped;
 //! - view dumps: `View: START - END (KIND)` followed by one line per run, `START - END FLAGS`
-//!   with FLAGS `c` (committed), `g` (guard), `r`, `w` (`W`: write-copy), `x`.
+//!   with FLAGS `c` (committed), `g` (guard), `r`, `w` (`W`: write-copy), `x`; image and
+//!   file views (`NtMapViewOfSection ... process=0xffffffffffffffff`, or dumps no call asked
+//!   for) are placed as mapped regions;
+//! - `NtUnmapViewOfSection PROCESS ADDRESS` for the current process: the view holding
+//!   ADDRESS goes and its address space is free again.
 //!
 //! Wine does not log results. A call followed by a dump of its view is taken as having
 //! succeeded (and the dump tells where a NULL-address allocation was placed); an
@@ -92,7 +96,7 @@ pub enum Call {
         /// Address.
         address: usize,
     },
-    /// `NtMapViewOfSection` / `NtUnmapViewOfSection`: marks where a view dump belongs.
+    /// `NtMapViewOfSection` of the current process: the view dumps after it are its view.
     MapView,
     /// `NtUnmapViewOfSection` at an address.
     Unmap {

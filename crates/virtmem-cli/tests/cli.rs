@@ -380,11 +380,34 @@ fn wine_log_replays_with_views_and_svg() {
     // The program reserved 4 GiB, so the peak is at least that.
     assert!(o.stdout.contains("peak reserved 4.0 GiB"), "{}", o.stdout);
     assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
-    assert!(o.stdout.contains("29 image/file view(s) placed as mapped regions"), "{}", o.stdout);
+    assert!(o.stdout.contains("29 image/file view(s) placed as mapped regions (0 unmapped again)"), "{}", o.stdout);
     let n: u64 = o.stdout.split_whitespace().nth(1).and_then(|w| w.parse().ok()).expect("call count");
     assert!(n > 100, "{n} calls");
     let text = check_svg(&svg);
     assert!(text.contains(" image"), "image views drawn");
+}
+
+#[test]
+fn wine_unmapped_views_free_their_address_space() {
+    // A file view mapped, unmapped, then an allocation Wine made at its address (its
+    // view was dumped: it succeeded). An unmap of an allocation changes nothing.
+    let log = "0108:trace:virtual:NtMapViewOfSection handle=0x1c process=0xffffffffffffffff addr=(nil) off=0 size=0 access=2\n\
+        0108:trace:virtual:dump_view View: 0x320000 - 0x330fff (file)\n\
+        0108:trace:virtual:dump_view       0x320000 - 0x330fff c-r--\n\
+        0108:trace:virtual:NtUnmapViewOfSection 0xffffffffffffffff 0x321000\n\
+        0108:trace:virtual:NtAllocateVirtualMemory 0xffffffffffffffff 0x320000 00010000 3000 00000004\n\
+        0108:trace:virtual:dump_view View: 0x320000 - 0x32ffff (valloc)\n\
+        0108:trace:virtual:dump_view       0x320000 - 0x32ffff c-rw-\n\
+        0108:trace:virtual:NtUnmapViewOfSection 0xffffffffffffffff 0x320000\n\
+        0108:trace:virtual:NtProtectVirtualMemory 0xffffffffffffffff 0x320000 00001000 00000002\n\
+        0108:trace:virtual:dump_view View: 0x320000 - 0x32ffff (valloc)\n\
+        0108:trace:virtual:dump_view       0x320000 - 0x320fff c-r--\n\
+        0108:trace:virtual:dump_view       0x321000 - 0x32ffff c-rw-\n";
+    let o = run(virtmem().arg("replay").arg(script("unmap.log", log.as_bytes())));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("differs from the recorded one: 0"), "{}", o.stdout);
+    assert!(o.stdout.contains("1 image/file view(s) placed as mapped regions (1 unmapped again)"), "{}", o.stdout);
+    assert!(o.stdout.starts_with("replayed 2 calls"), "{}", o.stdout);
 }
 
 #[test]
