@@ -1610,6 +1610,9 @@ pub(crate) struct Book {
     pub reserved: usize,
     /// The commit limit, if any.
     pub commit_limit: Option<usize>,
+    /// How many avoided ranges there were after their last check with the backend
+    /// (see [`Book::avoided_grew`]).
+    pub avoided_checked: usize,
 }
 
 impl Book {
@@ -1624,6 +1627,7 @@ impl Book {
             committed: 0,
             reserved: 0,
             commit_limit: None,
+            avoided_checked: 0,
         }
     }
 
@@ -1709,6 +1713,65 @@ impl Book {
         self.avoided = kept;
         lent.extend(pieces);
         true
+    }
+
+    /// Whether the avoided ranges have doubled (and number more than 64) since they were
+    /// last checked with the backend: then some of them may have been left by the mapping
+    /// that was in the way, and are worth a check ([`Book::unavoidable`]), at a cost
+    /// spread over the collisions that made them.
+    pub fn avoided_grew(&self) -> bool {
+        self.avoided.len() > 2 * self.avoided_checked.max(32)
+    }
+
+    /// The avoided ranges found holding a mapping that is not ours (the backend's room
+    /// left out: it stays avoided whatever the kernel has there), to check which still do.
+    pub fn unavoidable(&mut self) -> Vec<Range<usize>> {
+        self.avoided_checked = self.avoided.len();
+        let mut out = Vec::new();
+        for r in &self.avoided {
+            let mut at = r.start;
+            for room in self.room.iter().filter(|m| m.start < r.end && r.start < m.end) {
+                if room.start > at {
+                    out.push(at..room.start);
+                }
+                at = at.max(room.end);
+            }
+            if at < r.end {
+                out.push(at..r.end);
+            }
+        }
+        out
+    }
+
+    /// Make free again the parts of `vacant` that are still avoided (no mapping that is
+    /// not ours lives there any more). Returns whether anything became free.
+    pub fn unavoid(&mut self, vacant: &[Range<usize>]) -> bool {
+        let mut freed = false;
+        let mut kept = Vec::with_capacity(self.avoided.len());
+        for r in std::mem::take(&mut self.avoided) {
+            // `r` minus the vacant ranges: what is left stays avoided, the rest is free.
+            let mut at = r.start;
+            let mut cuts: Vec<&Range<usize>> = vacant.iter().filter(|v| v.start < r.end && r.start < v.end).collect();
+            cuts.sort_by_key(|v| v.start);
+            for v in cuts {
+                let (s, e) = (v.start.max(at), v.end.min(r.end));
+                if s >= e {
+                    continue;
+                }
+                if s > at {
+                    kept.push(at..s);
+                }
+                self.free.give(s..e);
+                freed = true;
+                at = e;
+            }
+            if at < r.end {
+                kept.push(at..r.end);
+            }
+        }
+        self.avoided = kept;
+        self.avoided_checked = self.avoided_checked.min(self.avoided.len());
+        freed
     }
 
     /// Mark `claim` as claimed by a reservation being made.

@@ -209,6 +209,8 @@ impl<B: Backend> AddressSpace<B> {
         let inline = self.backend.inline_effects();
         // Avoided pieces of a reserve at a given address, made free for it.
         let mut lent: Vec<Range<usize>> = Vec::new();
+        // Whether the avoided ranges were checked with the backend during this call.
+        let mut rechecked = false;
         loop {
             let mut book = self.book.lock();
             let base = match fixed {
@@ -234,7 +236,19 @@ impl<B: Backend> AddressSpace<B> {
                     .filter(|&b| b.checked_add(claim_size).is_some_and(|e| book.free.contains(&(b..e))))
                 {
                     Some(b) => b,
-                    None => book.free.find(claim_size, align, top_down).ok_or(Error::NotEnoughMemory)?,
+                    None => match book.free.find(claim_size, align, top_down) {
+                        Some(b) => b,
+                        None => {
+                            // Out of room: the mappings that made the engine avoid some
+                            // ranges may have gone. Look once, then give up.
+                            drop(book);
+                            if rechecked || !self.recheck_avoided() {
+                                return Err(Error::NotEnoughMemory);
+                            }
+                            rechecked = true;
+                            continue;
+                        }
+                    },
                 },
             };
             if let Some(limit) = book.commit_limit {
@@ -327,6 +341,7 @@ impl<B: Backend> AddressSpace<B> {
                     }
                 }
             };
+            let grew = outcome.is_none() && book.avoided_grew();
             drop(book);
             if !inline {
                 self.idle.notify_all();
@@ -334,7 +349,39 @@ impl<B: Backend> AddressSpace<B> {
             if let Some(out) = outcome {
                 return out;
             }
+            if grew {
+                // Many collisions since the last look: drop the avoided ranges whose
+                // mapping has gone, so that the list stays as long as what is really in
+                // the way.
+                self.recheck_avoided();
+            }
         }
+    }
+
+    /// Ask the backend, without the lock, which avoided ranges no mapping that is not
+    /// ours holds any more, and make those free. Returns whether any became free.
+    fn recheck_avoided(&self) -> bool {
+        let candidates = self.book.lock().unavoidable();
+        let mut vacant = Vec::new();
+        for r in candidates {
+            let mut at = r.start;
+            while at < r.end {
+                match self.backend.foreign(at, r.end) {
+                    None => {
+                        vacant.push(at..r.end);
+                        break;
+                    }
+                    Some(f) => {
+                        let s = rules::round_down(f.start, GRANULE).max(at);
+                        if s > at {
+                            vacant.push(at..s);
+                        }
+                        at = rules::round_up(f.end, GRANULE).unwrap_or(usize::MAX).max(at + GRANULE);
+                    }
+                }
+            }
+        }
+        !vacant.is_empty() && self.book.lock().unavoid(&vacant)
     }
 
     /// Lock the book and wait until the reservation containing `addr` is not busy.

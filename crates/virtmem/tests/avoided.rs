@@ -1,0 +1,195 @@
+//! Ranges the engine avoids because a mapping that is not its own was found there are
+//! given back once that mapping has gone: when placement runs out of room, and when
+//! collisions have made the list of avoided ranges long. (A process's allocator maps and
+//! unmaps memory all the time; what was in the way once must not stay lost.)
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use virtmem::backend::{Access, Backend, BackendError, ForeignKind, ForeignRegion, Limits, ReserveOptions};
+use virtmem::{AddressSpace, AllocationType as T, Error, FreeType, MemState, Protection as P, SimBackend, SimConfig};
+
+const GRANULE: usize = 0x10000;
+
+/// The simulated backend beside mappings that are not the engine's, which come and go.
+#[derive(Default)]
+struct Crowded {
+    inner: SimBackend,
+    /// start → end of each foreign mapping.
+    foreign: Mutex<BTreeMap<usize, usize>>,
+    /// Reserves refused because a foreign mapping was there.
+    collisions: AtomicUsize,
+}
+
+impl std::fmt::Debug for Crowded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Crowded")
+    }
+}
+
+impl Crowded {
+    fn with_space(end: usize) -> Crowded {
+        let config = SimConfig { min_address: GRANULE, end_address: end, ..SimConfig::default() };
+        Crowded { inner: SimBackend::new(config), ..Crowded::default() }
+    }
+    fn map(&self, r: Range<usize>) {
+        self.foreign.lock().insert(r.start, r.end);
+    }
+    fn unmap(&self, start: usize) {
+        self.foreign.lock().remove(&start);
+    }
+    fn first_overlap(&self, range: &Range<usize>) -> Option<(usize, usize)> {
+        let f = self.foreign.lock();
+        f.range(..range.end).filter(|(_, &e)| e > range.start).map(|(&s, &e)| (s, e)).next()
+    }
+}
+
+impl Backend for Crowded {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        if let Some((start, end)) = self.first_overlap(&range) {
+            self.collisions.fetch_add(1, Ordering::SeqCst);
+            return Err(BackendError::Occupied { start, end });
+        }
+        self.inner.reserve(range, opts)
+    }
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.inner.release(range, opts)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.inner.set_access(range, from, to)
+    }
+    fn discard(&self, range: Range<usize>) {
+        self.inner.discard(range)
+    }
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.reset(range)
+    }
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+        self.inner.reset_undo(range)
+    }
+    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.lock(range)
+    }
+    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.unlock(range)
+    }
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.inner.read(address, buf)
+    }
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.write(address, data)
+    }
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+        self.inner.dirty_pages(range, max, reset)
+    }
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.clear_dirty(range)
+    }
+    fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
+        let f = self.foreign.lock();
+        let covering = f.range(..=address).next_back().filter(|(_, &e)| e > address);
+        let (&start, &end) = covering.or_else(|| f.range(address..limit).next())?;
+        Some(ForeignRegion {
+            start,
+            end,
+            access: Access::ReadWrite,
+            copy_on_write: false,
+            allocation_base: start,
+            kind: ForeignKind::Private,
+        })
+    }
+}
+
+fn reserve(s: &AddressSpace<Crowded>) -> Result<usize, Error> {
+    s.alloc(0, GRANULE, T::RESERVE, P::READWRITE)
+}
+
+#[test]
+fn placement_out_of_room_takes_back_what_a_gone_mapping_held() {
+    // 15 granules of address space; a foreign mapping on two of them.
+    let s = AddressSpace::with_backend(Crowded::with_space(16 * GRANULE));
+    let other = 5 * GRANULE..7 * GRANULE;
+    s.backend().map(other.clone());
+    let mut mine = Vec::new();
+    while let Ok(b) = reserve(&s) {
+        mine.push(b);
+    }
+    assert_eq!(mine.len(), 13, "every granule but the foreign mapping's");
+    assert_eq!(s.backend().collisions.load(Ordering::SeqCst), 1, "one collision, then avoided");
+    assert!(mine.iter().all(|b| !other.contains(b)));
+    // Still there: still out of room, and the range is not reported free.
+    assert_eq!(reserve(&s), Err(Error::NotEnoughMemory));
+    // It goes: the next reserve finds its room.
+    s.backend().unmap(other.start);
+    assert_eq!(s.query(other.start).unwrap().state, MemState::Free);
+    let a = reserve(&s).unwrap();
+    let b = reserve(&s).unwrap();
+    assert_eq!([a, b], [other.start, other.start + GRANULE]);
+    assert_eq!(reserve(&s), Err(Error::NotEnoughMemory));
+    for base in mine.into_iter().chain([a, b]) {
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+    }
+}
+
+#[test]
+fn a_mapping_partly_gone_gives_back_only_the_part_it_left() {
+    let s = AddressSpace::with_backend(Crowded::with_space(16 * GRANULE));
+    s.backend().map(3 * GRANULE..6 * GRANULE);
+    let mut mine = Vec::new();
+    while let Ok(b) = reserve(&s) {
+        mine.push(b);
+    }
+    assert_eq!(mine.len(), 12);
+    // The mapping shrinks to its last granule.
+    s.backend().unmap(3 * GRANULE);
+    s.backend().map(5 * GRANULE..6 * GRANULE);
+    let got: Vec<usize> = std::iter::from_fn(|| reserve(&s).ok()).collect();
+    assert_eq!(got, [3 * GRANULE, 4 * GRANULE]);
+}
+
+#[test]
+fn many_collisions_with_mappings_since_gone_do_not_pile_up() {
+    // A process whose allocator keeps mapping memory where the engine looks next, and
+    // unmapping it later: the ranges avoided for mappings that have gone are given back,
+    // so reserves keep landing low (bottom-up) instead of ever higher.
+    let s = AddressSpace::with_backend(Crowded::with_space(1 << 40));
+    let mut mine = Vec::new();
+    for _ in 0..400 {
+        // A foreign mapping right where the next reserve would go, which then collides.
+        let next = {
+            let b = reserve(&s).unwrap();
+            s.free(b, 0, FreeType::RELEASE).unwrap();
+            b
+        };
+        s.backend().map(next..next + GRANULE);
+        let b = reserve(&s).unwrap();
+        assert_ne!(b, next);
+        s.backend().unmap(next);
+        mine.push(b);
+    }
+    assert_eq!(s.backend().collisions.load(Ordering::SeqCst), 400);
+    // 400 reservations and at most a few hundred avoided granules below the highest:
+    // without the check, 400 avoided granules would sit below them (the highest at 800).
+    let highest = *mine.iter().max().unwrap();
+    assert!(highest < 700 * GRANULE, "reservations climb over ranges no longer in the way: {highest:#x}");
+    for b in mine {
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    }
+    // Everything given back or avoided is usable again: a reserve lands at the bottom.
+    assert_eq!(reserve(&s).unwrap(), GRANULE);
+}
+
+#[test]
+fn a_reserve_at_an_address_still_works_over_an_avoided_range() {
+    let s = AddressSpace::with_backend(Crowded::with_space(16 * GRANULE));
+    s.backend().map(GRANULE..2 * GRANULE);
+    let b = reserve(&s).unwrap();
+    assert_eq!(b, 2 * GRANULE);
+    s.backend().unmap(GRANULE);
+    assert_eq!(s.alloc(GRANULE, GRANULE, T::RESERVE, P::READWRITE), Ok(GRANULE));
+}
