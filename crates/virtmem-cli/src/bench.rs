@@ -108,6 +108,7 @@ fn live(s: &dyn VirtualSpace, n: usize, q: usize) -> (f64, f64, f64) {
 #[cfg(target_os = "linux")]
 mod raw {
     //! The same work done with bare system calls, as a baseline.
+    use linux_raw_sys::general::{procmap_query, procmap_query_flags};
     use rustix::mm::{madvise, mmap_anonymous, mprotect, munmap, Advice, MapFlags, MprotectFlags, ProtFlags};
     use std::ffi::c_void;
 
@@ -204,33 +205,11 @@ mod raw {
         Maps,
     }
 
-    /// `struct procmap_query` of `<linux/fs.h>`.
-    #[repr(C)]
-    #[derive(Default)]
-    struct ProcmapQuery {
-        size: u64,
-        query_flags: u64,
-        query_addr: u64,
-        vma_start: u64,
-        vma_end: u64,
-        vma_flags: u64,
-        vma_page_size: u64,
-        vma_offset: u64,
-        inode: u64,
-        dev_major: u32,
-        dev_minor: u32,
-        vma_name_size: u32,
-        build_id_size: u32,
-        vma_name_addr: u64,
-        build_id_addr: u64,
-    }
-
-    /// `_IOWR('f', 17, struct procmap_query)`: direction read|write (3) in bits 30-31,
-    /// the argument's size in bits 16-29, type `'f'` in bits 8-15, number 17.
-    const PROCMAP_QUERY: u64 =
-        (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | ((b'f' as u64) << 8) | 17;
-    /// Report the mapping covering the address, or else the next one above it.
-    const COVERING_OR_NEXT: u64 = 0x10;
+    /// `PROCMAP_QUERY`: `_IOWR('f', 17, struct procmap_query)`. linux-raw-sys has the
+    /// structure but not this number; the core library declares it too, in its Linux
+    /// backend, which it does not make public, so the command needs its own.
+    const PROCMAP_QUERY: rustix::ioctl::Opcode = rustix::ioctl::opcode::read_write::<procmap_query>(b'f', 17);
+    const _: () = assert!(std::mem::size_of::<procmap_query>() == 104);
 
     impl Query {
         /// The ioctl when this kernel answers it, else the text fallback.
@@ -259,16 +238,28 @@ mod raw {
             match self {
                 Query::Ioctl(f) => {
                     use std::os::fd::AsRawFd;
-                    let mut q = ProcmapQuery {
-                        size: std::mem::size_of::<ProcmapQuery>() as u64,
-                        query_flags: COVERING_OR_NEXT,
+                    let mut q = procmap_query {
+                        size: std::mem::size_of::<procmap_query>() as u64,
+                        // The mapping covering the address, or else the next one above it.
+                        query_flags: procmap_query_flags::PROCMAP_QUERY_COVERING_OR_NEXT_VMA as u64,
                         query_addr: addr as u64,
-                        ..ProcmapQuery::default()
+                        vma_start: 0,
+                        vma_end: 0,
+                        vma_flags: 0,
+                        vma_page_size: 0,
+                        vma_offset: 0,
+                        inode: 0,
+                        dev_major: 0,
+                        dev_minor: 0,
+                        vma_name_size: 0,
+                        build_id_size: 0,
+                        vma_name_addr: 0,
+                        build_id_addr: 0,
                     };
                     // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query`,
-                    // which `q` is (repr(C), its size in `size`); no name or build-id
-                    // buffers are passed.
-                    let r = unsafe { libc::ioctl(f.as_raw_fd(), PROCMAP_QUERY as _, &mut q as *mut ProcmapQuery) };
+                    // which `q` is (linux-raw-sys's, its size in `size`); no name or
+                    // build-id buffers are passed.
+                    let r = unsafe { libc::ioctl(f.as_raw_fd(), PROCMAP_QUERY as _, &mut q as *mut procmap_query) };
                     if r != 0 {
                         return Err(std::io::Error::last_os_error().to_string());
                     }

@@ -310,8 +310,17 @@ pub fn populate(m: &dyn Mem, n: usize, commit_first: bool) -> Vec<usize> {
 #[cfg(target_os = "linux")]
 pub use raw::Raw;
 
+/// The Linux backend's kernel declarations (the `PROCMAP_QUERY` request number, which
+/// linux-raw-sys lacks), compiled into the benchmark from the same file rather than
+/// declared a second time: the backend is no part of the library's public API.
+#[cfg(target_os = "linux")]
+#[path = "../../src/backend/linux/sys.rs"]
+#[allow(unused_imports)]
+mod sys;
+
 #[cfg(target_os = "linux")]
 mod raw {
+    use super::sys;
     use rustix::mm::{self, MapFlags, MprotectFlags, ProtFlags};
     use std::ffi::c_void;
 
@@ -328,30 +337,6 @@ mod raw {
             Raw { maps: std::fs::File::open("/proc/self/maps").expect("open /proc/self/maps") }
         }
     }
-
-    /// `struct procmap_query` of linux/fs.h (kernel 6.11+).
-    #[repr(C)]
-    #[derive(Default)]
-    struct ProcmapQuery {
-        size: u64,
-        query_flags: u64,
-        query_addr: u64,
-        vma_start: u64,
-        vma_end: u64,
-        vma_flags: u64,
-        vma_page_size: u64,
-        vma_offset: u64,
-        inode: u64,
-        dev_major: u32,
-        dev_minor: u32,
-        vma_name_size: u32,
-        build_id_size: u32,
-        vma_name_addr: u64,
-        build_id_addr: u64,
-    }
-    /// `_IOWR('f', 17, struct procmap_query)`.
-    const PROCMAP_QUERY: u64 = (3 << 30) | ((std::mem::size_of::<ProcmapQuery>() as u64) << 16) | (0x66 << 8) | 17;
-    const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
     fn ptr(addr: usize) -> *mut c_void {
         addr as *mut c_void
@@ -405,17 +390,12 @@ mod raw {
             unsafe { mm::mprotect(ptr(addr), size, f) }.expect("mprotect");
         }
         fn query(&self, addr: usize) -> usize {
-            use std::os::fd::AsRawFd;
-            let mut q = ProcmapQuery {
-                size: std::mem::size_of::<ProcmapQuery>() as u64,
-                query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
-                query_addr: addr as u64,
-                ..Default::default()
-            };
+            use std::os::fd::AsFd;
+            let mut q = sys::procmap_query_covering_or_next(addr);
             // SAFETY: PROCMAP_QUERY reads and writes exactly one `struct procmap_query`,
-            // which `q` is (repr(C), its size in `size`); no name or build-id buffers.
-            let r = unsafe { libc::ioctl(self.maps.as_raw_fd(), PROCMAP_QUERY as _, &mut q as *mut ProcmapQuery) };
-            assert_eq!(r, 0, "PROCMAP_QUERY failed: {}", std::io::Error::last_os_error());
+            // which `q` is (linux-raw-sys's, its size in `size`); no name or build-id
+            // buffers.
+            unsafe { sys::ioctl(self.maps.as_fd(), sys::PROCMAP_QUERY, &mut q) }.expect("PROCMAP_QUERY");
             if (q.vma_start as usize) <= addr {
                 q.vma_end as usize - addr
             } else {

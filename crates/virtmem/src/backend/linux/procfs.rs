@@ -15,6 +15,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
+use linux_raw_sys::general::{page_region, pm_scan_arg, procmap_query_flags};
 use parking_lot::RwLock;
 use rustix::io::Errno;
 
@@ -128,26 +129,21 @@ impl Maps {
     pub fn at_or_after(&self, addr: usize) -> Option<Vma> {
         if self.ioctl.load(Ordering::Relaxed) {
             let file = self.file.get();
-            let mut q = sys::ProcmapQuery {
-                size: std::mem::size_of::<sys::ProcmapQuery>() as u64,
-                query_flags: sys::PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
-                query_addr: addr as u64,
-                ..Default::default()
-            };
+            let mut q = sys::procmap_query_covering_or_next(addr);
             // SAFETY: `q` is a properly sized procmap_query with no name or build-id
             // buffers, which is all PROCMAP_QUERY reads or writes.
             match unsafe { sys::ioctl(file.as_fd(), sys::PROCMAP_QUERY, &mut q) } {
                 Ok(_) => {
-                    let f = q.vma_flags;
+                    let has = |flag| q.vma_flags & sys::procmap_flag(flag) != 0;
                     return Some(Vma {
                         start: q.vma_start as usize,
                         end: q.vma_end as usize,
                         access: access_of(
-                            f & sys::PROCMAP_QUERY_VMA_READABLE != 0,
-                            f & sys::PROCMAP_QUERY_VMA_WRITABLE != 0,
-                            f & sys::PROCMAP_QUERY_VMA_EXECUTABLE != 0,
+                            has(procmap_query_flags::PROCMAP_QUERY_VMA_READABLE),
+                            has(procmap_query_flags::PROCMAP_QUERY_VMA_WRITABLE),
+                            has(procmap_query_flags::PROCMAP_QUERY_VMA_EXECUTABLE),
                         ),
-                        kind: kind_of(f & sys::PROCMAP_QUERY_VMA_SHARED != 0, q.inode != 0),
+                        kind: kind_of(has(procmap_query_flags::PROCMAP_QUERY_VMA_SHARED), q.inode != 0),
                     });
                 }
                 Err(Errno::NOENT) => return None,
@@ -218,13 +214,14 @@ pub struct Pagemap {
     file: ProcFile,
 }
 
-/// One `PAGEMAP_SCAN` query.
+/// One `PAGEMAP_SCAN` query: `PM_SCAN_*` flags and `PAGE_IS_*` category masks (the
+/// kernel's are all below bit 32, hence `u32` like linux-raw-sys's constants).
 pub struct Scan {
-    pub flags: u64,
-    pub inverted: u64,
-    pub mask: u64,
-    pub anyof: u64,
-    pub ret: u64,
+    pub flags: u32,
+    pub inverted: u32,
+    pub mask: u32,
+    pub anyof: u32,
+    pub ret: u32,
 }
 
 impl Pagemap {
@@ -238,22 +235,22 @@ impl Pagemap {
         let file = self.file.get();
         let mut out: Vec<Range<usize>> = Vec::new();
         let mut found = 0usize;
-        let mut regions = vec![sys::PageRegion::default(); 256];
+        let mut regions = vec![page_region { start: 0, end: 0, categories: 0 }; 256];
         let mut start = range.start;
         while start < range.end && (max_pages == 0 || found < max_pages) {
-            let mut arg = sys::PmScanArg {
-                size: std::mem::size_of::<sys::PmScanArg>() as u64,
-                flags: q.flags,
+            let mut arg = pm_scan_arg {
+                size: std::mem::size_of::<pm_scan_arg>() as u64,
+                flags: q.flags.into(),
                 start: start as u64,
                 end: range.end as u64,
                 walk_end: 0,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: regions.len() as u64,
                 max_pages: if max_pages == 0 { 0 } else { (max_pages - found) as u64 },
-                category_inverted: q.inverted,
-                category_mask: q.mask,
-                category_anyof_mask: q.anyof,
-                return_mask: q.ret,
+                category_inverted: q.inverted.into(),
+                category_mask: q.mask.into(),
+                category_anyof_mask: q.anyof.into(),
+                return_mask: q.ret.into(),
             };
             let n = loop {
                 // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to

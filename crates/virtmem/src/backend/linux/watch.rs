@@ -20,6 +20,7 @@
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
 
+use linux_raw_sys::general::{uffdio_api, uffdio_range, uffdio_register, uffdio_writeprotect};
 use rustix::io::Errno;
 
 use super::procfs::{Pagemap, Scan};
@@ -34,8 +35,12 @@ pub struct Watch {
 
 fn open_uffd() -> Result<OwnedFd, Errno> {
     // SAFETY: userfaultfd(2) only creates a descriptor.
-    let fd =
-        unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK | sys::UFFD_USER_MODE_ONLY) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_userfaultfd,
+            libc::O_CLOEXEC | libc::O_NONBLOCK | sys::UFFD_USER_MODE_ONLY as libc::c_int,
+        )
+    };
     if fd >= 0 {
         // SAFETY: the kernel just returned this descriptor to us, and nothing else owns it.
         return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) });
@@ -59,11 +64,11 @@ impl Watch {
     /// Open a userfaultfd and enable asynchronous write protection, or say why not.
     pub fn new() -> Result<Watch, BackendError> {
         let uffd = open_uffd().map_err(|_| BackendError::Unsupported("userfaultfd"))?;
-        let mut api = sys::UffdioApi { api: sys::UFFD_API, features: sys::UFFD_FEATURE_WP_ASYNC, ioctls: 0 };
+        let mut api = uffdio_api { api: sys::UFFD_API.into(), features: sys::UFFD_FEATURE_WP_ASYNC.into(), ioctls: 0 };
         // SAFETY: `api` is a uffdio_api structure, which is what UFFDIO_API reads and writes.
         unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_API, &mut api) }
             .map_err(|_| BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"))?;
-        if api.features & sys::UFFD_FEATURE_WP_ASYNC == 0 {
+        if api.features & u64::from(sys::UFFD_FEATURE_WP_ASYNC) == 0 {
             return Err(BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"));
         }
         Ok(Watch { uffd })
@@ -71,9 +76,9 @@ impl Watch {
 
     /// Start tracking writes to `range` (freshly mapped, so every page is clean).
     pub fn register(&self, range: &Range<usize>) -> Result<(), BackendError> {
-        let mut reg = sys::UffdioRegister {
-            range: sys::UffdioRange { start: range.start as u64, len: range.len() as u64 },
-            mode: sys::UFFDIO_REGISTER_MODE_WP,
+        let mut reg = uffdio_register {
+            range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
+            mode: sys::UFFDIO_REGISTER_MODE_WP.into(),
             ioctls: 0,
         };
         // SAFETY: `reg` is a uffdio_register structure; registration only changes how
@@ -87,8 +92,8 @@ impl Watch {
 
     /// Make every page of `range` clean.
     pub fn clear(&self, range: &Range<usize>) -> Result<(), BackendError> {
-        let mut wp = sys::UffdioWriteprotect {
-            range: sys::UffdioRange { start: range.start as u64, len: range.len() as u64 },
+        let mut wp = uffdio_writeprotect {
+            range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
             mode: sys::UFFDIO_WRITEPROTECT_MODE_WP,
         };
         loop {
