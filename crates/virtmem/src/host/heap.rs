@@ -130,6 +130,10 @@ struct SlabData {
     bits: [u64; WORDS],
 }
 
+/// Aligned to 128 bytes (two cache lines, the unit x86 prefetches in pairs): neighbouring
+/// slabs of a segment often belong to different shards, and a slab's bitmap is written by
+/// every allocation and free in it, so two slabs must never share a line.
+#[repr(align(128))]
 struct Slab {
     base: usize,
     /// `shard << 8 | class` while a shard owns the slab, `NONE` while it is uncommitted.
@@ -249,8 +253,23 @@ struct SlabRef(*const Slab);
 // SAFETY: a pointer to a slab of a segment the heap owns; segments outlive every shard.
 unsafe impl Send for SlabRef {}
 
+/// A value alone on its cache lines (128 bytes: x86 prefetches lines in pairs), so that
+/// writes to it never slow down threads reading or writing its neighbours.
 #[repr(align(128))]
 struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Padded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
 
 struct Pool {
     /// Boxed: the index points at them, so they must not move when the vector grows.
@@ -284,24 +303,28 @@ struct Site {
     line: u32,
 }
 
+/// The fields every call reads (`mgr`, `ty`, `protect`, `shards`, `index`, `cache_cap`)
+/// never change after construction; everything any thread writes — locks included — is
+/// [`Padded`], so that a write (a large block, a slab going back to the pool) does not
+/// evict the read-only fields from the other threads' caches.
 pub(crate) struct Heap {
     mgr: HostMemoryManager,
     ty: MallocType,
     protect: Protection,
     shards: Box<[Padded<Mutex<Shard>>]>,
-    pool: Mutex<Pool>,
+    pool: Padded<Mutex<Pool>>,
     index: SegIndex,
     /// Large blocks. Reentrant, so that a global allocator's `dealloc` running inside a
     /// map operation of this thread can still ask whether a pointer is a large block.
-    large: ReentrantMutex<RefCell<HashMap<usize, Large>>>,
+    large: Padded<ReentrantMutex<RefCell<HashMap<usize, Large>>>>,
     /// Freed large blocks kept committed (and charged) for reuse.
-    cache: Mutex<LargeCache>,
+    cache: Padded<Mutex<LargeCache>>,
     cache_cap: usize,
-    sites: Mutex<HashMap<usize, Site>>,
-    debug_live: AtomicUsize,
-    committed: AtomicUsize,
+    sites: Padded<Mutex<HashMap<usize, Site>>>,
+    debug_live: Padded<AtomicUsize>,
+    committed: Padded<AtomicUsize>,
     /// Empty slabs held by shards: current slabs with every slot free, and spares.
-    idle: AtomicUsize,
+    idle: Padded<AtomicUsize>,
 }
 
 /// An `IHostMalloc` heap (see the [`host`](crate::host) module). Cheap to clone; clones share the
@@ -362,15 +385,15 @@ impl HostMalloc {
                 ty,
                 protect,
                 shards: (0..nshards).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
-                pool: Mutex::new(Pool { segments: Vec::new(), free: Vec::new(), ready: Vec::new() }),
+                pool: Padded(Mutex::new(Pool { segments: Vec::new(), free: Vec::new(), ready: Vec::new() })),
                 index: SegIndex::new(end),
-                large: ReentrantMutex::new(RefCell::new(HashMap::new())),
-                cache: Mutex::new(LargeCache::default()),
+                large: Padded(ReentrantMutex::new(RefCell::new(HashMap::new()))),
+                cache: Padded(Mutex::new(LargeCache::default())),
                 cache_cap: (mgr_budget / 64).min(MAX_CACHE),
-                sites: Mutex::new(HashMap::new()),
-                debug_live: AtomicUsize::new(0),
-                committed: AtomicUsize::new(0),
-                idle: AtomicUsize::new(0),
+                sites: Padded(Mutex::new(HashMap::new())),
+                debug_live: Padded(AtomicUsize::new(0)),
+                committed: Padded(AtomicUsize::new(0)),
+                idle: Padded(AtomicUsize::new(0)),
             }),
         };
         heap.heap.mgr.register_heap(Arc::downgrade(&heap.heap));
