@@ -248,6 +248,27 @@ struct Shard {
     live_bytes: isize,
 }
 
+/// A shard and the count of its empty slabs. `repr(C)`, `idle` first: the counter shares
+/// its cache line with the lock, which the thread changing it has just taken.
+#[repr(C)]
+#[derive(Default)]
+struct ShardCell {
+    /// Empty slabs the shard holds: current slabs with every slot free, and spares.
+    /// Changed only under `lock` (so a plain load and store, no read-modify-write);
+    /// read without it by [`Heap::kept_bytes`].
+    idle: AtomicUsize,
+    lock: Mutex<Shard>,
+}
+
+impl ShardCell {
+    /// Add `delta` to `idle`. The caller must hold `lock`: two unlocked callers could lose
+    /// an update (which would only skew the cap on what is kept, never the budget).
+    fn add_idle(&self, delta: isize) {
+        let n = self.idle.load(Ordering::Relaxed).wrapping_add_signed(delta);
+        self.idle.store(n, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct SlabRef(*const Slab);
 // SAFETY: a pointer to a slab of a segment the heap owns; segments outlive every shard.
@@ -311,7 +332,7 @@ pub(crate) struct Heap {
     mgr: HostMemoryManager,
     ty: MallocType,
     protect: Protection,
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: Box<[Padded<ShardCell>]>,
     pool: Padded<Mutex<Pool>>,
     index: SegIndex,
     /// Large blocks. Reentrant, so that a global allocator's `dealloc` running inside a
@@ -323,8 +344,10 @@ pub(crate) struct Heap {
     sites: Padded<Mutex<HashMap<usize, Site>>>,
     debug_live: Padded<AtomicUsize>,
     committed: Padded<AtomicUsize>,
-    /// Empty slabs held by shards: current slabs with every slot free, and spares.
-    idle: Padded<AtomicUsize>,
+    /// Bytes kept for reuse outside the shards: the pool's `ready` slabs and the large
+    /// cache's blocks. Changed under the pool's or the cache's lock, read without any by
+    /// [`Heap::kept_bytes`].
+    pooled: Padded<AtomicUsize>,
 }
 
 /// An `IHostMalloc` heap (see the [`host`](crate::host) module). Cheap to clone; clones share the
@@ -384,7 +407,7 @@ impl HostMalloc {
                 mgr,
                 ty,
                 protect,
-                shards: (0..nshards).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
+                shards: (0..nshards).map(|_| Padded(ShardCell::default())).collect(),
                 pool: Padded(Mutex::new(Pool { segments: Vec::new(), free: Vec::new(), ready: Vec::new() })),
                 index: SegIndex::new(end),
                 large: Padded(ReentrantMutex::new(RefCell::new(HashMap::new()))),
@@ -393,7 +416,7 @@ impl HostMalloc {
                 sites: Padded(Mutex::new(HashMap::new())),
                 debug_live: Padded(AtomicUsize::new(0)),
                 committed: Padded(AtomicUsize::new(0)),
-                idle: Padded(AtomicUsize::new(0)),
+                pooled: Padded(AtomicUsize::new(0)),
             }),
         };
         heap.heap.mgr.register_heap(Arc::downgrade(&heap.heap));
@@ -505,11 +528,10 @@ impl HostMalloc {
         let h = &self.heap;
         let (mut blocks, mut bytes) = (0isize, 0isize);
         for s in h.shards.iter() {
-            let s = s.0.lock();
+            let s = s.lock.lock();
             blocks += s.live_blocks;
             bytes += s.live_bytes;
         }
-        let ready = h.pool.lock().ready.len() * SLAB;
         let large = h.large.lock();
         let large = large.borrow();
         HeapStats {
@@ -519,7 +541,7 @@ impl HostMalloc {
             segments: h.pool.lock().segments.len(),
             large_blocks: large.len(),
             debug_blocks: h.debug_live.load(Ordering::SeqCst),
-            cached: ready + h.cache.lock().bytes + h.idle.load(Ordering::SeqCst) * SLAB,
+            cached: h.kept_bytes(),
         }
     }
 
@@ -553,7 +575,8 @@ impl Heap {
 
     fn alloc_small(&self, c: usize, level: CriticalLevel) -> HostResult<usize> {
         let si = thread_slot() & (self.shards.len() - 1);
-        let mut shard = self.shards[si].0.lock();
+        let cell = &self.shards[si].0;
+        let mut shard = cell.lock.lock();
         loop {
             let shard_ref = &mut *shard;
             let cs = &mut shard_ref.classes[c];
@@ -564,7 +587,7 @@ impl Heap {
                 let d = unsafe { Heap::slab_data(slab) };
                 if d.free > 0 {
                     if d.free == d.cap {
-                        self.idle.fetch_sub(1, Ordering::SeqCst);
+                        cell.add_idle(-1);
                     }
                     let idx = take_bit(d);
                     shard_ref.live_blocks += 1;
@@ -586,7 +609,7 @@ impl Heap {
             // A new slab: commit it without the shard lock (the commit may wait).
             drop(shard);
             let fresh = self.new_slab(level)?;
-            shard = self.shards[si].0.lock();
+            shard = cell.lock.lock();
             // SAFETY: `fresh` is unowned and was taken out of the pool by this thread.
             let slab = unsafe { &*fresh.0 };
             // SAFETY: as just said: unowned and taken out of the pool by this thread.
@@ -602,19 +625,19 @@ impl Heap {
             } else {
                 drop(shard);
                 self.retire(fresh)?;
-                shard = self.shards[si].0.lock();
+                shard = cell.lock.lock();
                 continue;
             };
             slab.owner.store(((si as u32) << 8) | c as u32, Ordering::Release);
             *place = Some(fresh);
-            self.idle.fetch_add(1, Ordering::SeqCst);
+            cell.add_idle(1);
         }
     }
 
     /// Bytes kept committed only for reuse.
     fn kept_bytes(&self) -> usize {
-        let ready = self.pool.lock().ready.len() * SLAB;
-        ready + self.cache.lock().bytes + self.idle.load(Ordering::SeqCst) * SLAB
+        let idle: usize = self.shards.iter().map(|s| s.idle.load(Ordering::Relaxed)).sum();
+        self.pooled.load(Ordering::SeqCst) + idle * SLAB
     }
 
     /// Whether `bytes` more may be kept committed for reuse: within the cache cap, and
@@ -628,6 +651,7 @@ impl Heap {
         let s = {
             let mut pool = self.pool.lock();
             if let Some(s) = pool.ready.pop() {
+                self.pooled.fetch_sub(SLAB, Ordering::SeqCst);
                 return Ok(s);
             }
             if pool.free.is_empty() {
@@ -699,6 +723,7 @@ impl Heap {
             best.map(|i| {
                 let b = cache.blocks.swap_remove(i);
                 cache.bytes -= b.1;
+                self.pooled.fetch_sub(b.1, Ordering::SeqCst);
                 b
             })
         };
@@ -747,15 +772,13 @@ impl Heap {
         if self.mgr.memory_wanted() {
             return false;
         }
-        // Lock order: pool, then cache.
-        let ready = (self.pool.lock().ready.len() + self.idle.load(Ordering::SeqCst)) * SLAB;
         let mut cache = self.cache.lock();
-        if bytes > MAX_CACHED_BLOCK || ready + cache.bytes + bytes > self.cache_cap || cache.blocks.len() >= MAX_CACHED
-        {
+        if bytes > MAX_CACHED_BLOCK || self.kept_bytes() + bytes > self.cache_cap || cache.blocks.len() >= MAX_CACHED {
             return false;
         }
         cache.blocks.push((p, bytes));
         cache.bytes += bytes;
+        self.pooled.fetch_add(bytes, Ordering::SeqCst);
         true
     }
 
@@ -765,8 +788,9 @@ impl Heap {
     /// held, so the manager may call it from inside a request of this heap.
     pub(crate) fn flush_cache(&self) -> HostResult<bool> {
         let mut slabs = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.0.lock();
+        for cell in self.shards.iter() {
+            let mut shard = cell.lock.lock();
+            let before = slabs.len();
             for cs in shard.classes.iter_mut() {
                 if let Some(cur) = cs.current {
                     // SAFETY: slabs live as long as the heap; this shard owns its current
@@ -775,24 +799,27 @@ impl Heap {
                     if d.free == d.cap {
                         cs.current = None;
                         slab.owner.store(NONE, Ordering::Release);
-                        self.idle.fetch_sub(1, Ordering::SeqCst);
                         slabs.push(cur);
                     }
                 }
                 if let Some(spare) = cs.spare.take() {
                     // SAFETY: slabs live as long as the heap.
                     unsafe { &*spare.0 }.owner.store(NONE, Ordering::Release);
-                    self.idle.fetch_sub(1, Ordering::SeqCst);
                     slabs.push(spare);
                 }
             }
+            cell.add_idle(-((slabs.len() - before) as isize));
         }
         let blocks = {
             let mut cache = self.cache.lock();
-            cache.bytes = 0;
+            self.pooled.fetch_sub(std::mem::take(&mut cache.bytes), Ordering::SeqCst);
             std::mem::take(&mut cache.blocks)
         };
-        slabs.append(&mut self.pool.lock().ready);
+        {
+            let mut pool = self.pool.lock();
+            self.pooled.fetch_sub(pool.ready.len() * SLAB, Ordering::SeqCst);
+            slabs.append(&mut pool.ready);
+        }
         let any = !blocks.is_empty() || !slabs.is_empty();
         // Give back everything we can; report the first failure (an inconsistent space
         // disables the manager, and that `E_FAIL` must reach a caller).
@@ -865,7 +892,8 @@ impl Heap {
             return Err(HostError::InvalidOperation);
         }
         let si = (owner >> 8) as usize;
-        let mut shard = self.shards[si].0.lock();
+        let cell = &self.shards[si].0;
+        let mut shard = cell.lock.lock();
         if slab.owner.load(Ordering::Acquire) != owner {
             return Err(HostError::InvalidOperation);
         }
@@ -895,7 +923,7 @@ impl Heap {
             }
             // The current slab emptied: keep it if the cache has room, else give it back.
             if self.may_keep(SLAB) {
-                self.idle.fetch_add(1, Ordering::SeqCst);
+                cell.add_idle(1);
                 return Ok(());
             }
             cs.current = None;
@@ -920,7 +948,7 @@ impl Heap {
         }
         if cs.spare.is_none() && self.may_keep(SLAB) {
             cs.spare = Some(me);
-            self.idle.fetch_add(1, Ordering::SeqCst);
+            cell.add_idle(1);
             return Ok(());
         }
         slab.owner.store(NONE, Ordering::Release);
@@ -932,10 +960,10 @@ impl Heap {
     /// else decommit it.
     fn retire(&self, s: SlabRef) -> HostResult<()> {
         if !self.mgr.memory_wanted() {
-            let idle = self.idle.load(Ordering::SeqCst);
             let mut pool = self.pool.lock();
-            if (pool.ready.len() + idle + 1) * SLAB + self.cache.lock().bytes <= self.cache_cap {
+            if self.kept_bytes() + SLAB <= self.cache_cap {
                 pool.ready.push(s);
+                self.pooled.fetch_add(SLAB, Ordering::SeqCst);
                 return Ok(());
             }
         }
