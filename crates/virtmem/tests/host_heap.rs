@@ -499,3 +499,49 @@ fn concurrent_debug_allocs_and_frees_keep_the_leak_report_exact() {
     assert_eq!(report, live, "the leak report lists exactly the live DebugAlloc blocks");
     assert_eq!(heap.stats().debug_blocks, live.len());
 }
+
+#[test]
+fn large_blocks_freed_at_once_by_many_threads_respect_the_cache_limits_and_serve_any_thread() {
+    // A threadsafe heap keeps freed large blocks per shard (per thread), but the limits
+    // (64 blocks; 1/64 of the budget, at most 8 MiB) hold for the heap as a whole, and a
+    // block cached by one thread is reused by any other.
+    let (space, m) = host(1 << 30);
+    let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
+    let size = 2 * P;
+    let start = Arc::new(std::sync::Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (heap, start) = (heap.clone(), start.clone());
+            thread::spawn(move || {
+                let blocks: Vec<usize> = (0..40).map(|_| heap.alloc(size, TASK).unwrap()).collect();
+                start.wait();
+                for &b in &blocks {
+                    heap.free(b).unwrap();
+                }
+                blocks
+            })
+        })
+        .collect();
+    let freed: HashSet<usize> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(freed.len(), 160);
+    let st = heap.stats();
+    assert_eq!((st.large_blocks, st.cached), (0, 64 * size), "exactly 64 blocks kept");
+    assert_eq!(heap_committed(&m), 64 * size);
+    // A thread that freed nothing gets the 64 kept blocks, then a new one.
+    let h = heap.clone();
+    let again =
+        thread::spawn(move || (0..65).map(|_| h.alloc(size, TASK).unwrap()).collect::<Vec<_>>()).join().unwrap();
+    assert!(again[..64].iter().all(|b| freed.contains(b)), "the kept blocks are reused");
+    assert_eq!(heap.stats().cached, 0);
+    assert_eq!(heap_committed(&m), 65 * size);
+    // Any thread frees them; a pointer inside one is still refused from every thread.
+    let h = heap.clone();
+    let inner = again[0] + P;
+    assert_eq!(thread::spawn(move || h.free(inner)).join().unwrap(), Err(HostError::InvalidOperation));
+    for b in again {
+        heap.free(b).unwrap();
+    }
+    assert_eq!(heap.stats().large_blocks, 0);
+    drop(heap);
+    assert_eq!((m.stats().budget.used, space.committed_bytes()), (0, 0));
+}

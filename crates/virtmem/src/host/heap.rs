@@ -21,6 +21,11 @@
 //!   allocates from the same shard; a free goes to the shard owning the slab. A
 //!   `MALLOC_THREADSAFE` heap has several shards, any other heap one (it is still safe to
 //!   share, only not built for it).
+//!   A shard also records the large blocks its threads allocate (a free looks in the
+//!   freeing thread's shard first) and caches the ones they free (an allocation looks in
+//!   its own shard's cache first, then in the others'); the limits on what is kept hold
+//!   for the heap as a whole. So threads that allocate and free their own blocks share
+//!   no lock and, apart from a few counters, no written cache line.
 //!
 //! `Free` of anything this heap did not return — a foreign pointer, a pointer inside a
 //! block, a block already freed — is `HOST_E_INVALIDOPERATION` and changes nothing.
@@ -248,8 +253,9 @@ struct Shard {
     live_bytes: isize,
 }
 
-/// A shard and the count of its empty slabs. `repr(C)`, `idle` first: the counter shares
-/// its cache line with the lock, which the thread changing it has just taken.
+/// A shard: its size classes, the count of its empty slabs, and the large blocks its
+/// threads allocated and freed. `repr(C)`, `idle` first: the counter shares its cache
+/// line with the lock, which the thread changing it has just taken.
 #[repr(C)]
 #[derive(Default)]
 struct ShardCell {
@@ -258,6 +264,14 @@ struct ShardCell {
     /// read without it by [`Heap::kept_bytes`].
     idle: AtomicUsize,
     lock: Mutex<Shard>,
+    /// Live large blocks allocated by threads of this shard (a block stays here until it
+    /// is freed, by whichever thread). Reentrant, so that a global allocator's `dealloc`
+    /// running inside a map operation of this thread can still ask whether a pointer is
+    /// a large block.
+    large: ReentrantMutex<RefCell<HashMap<usize, Large>>>,
+    /// Large blocks freed by threads of this shard, kept committed (and charged) for
+    /// reuse by any thread.
+    cache: Mutex<LargeCache>,
 }
 
 impl ShardCell {
@@ -335,19 +349,23 @@ pub(crate) struct Heap {
     shards: Box<[Padded<ShardCell>]>,
     pool: Padded<Mutex<Pool>>,
     index: SegIndex,
-    /// Large blocks. Reentrant, so that a global allocator's `dealloc` running inside a
-    /// map operation of this thread can still ask whether a pointer is a large block.
-    large: Padded<ReentrantMutex<RefCell<HashMap<usize, Large>>>>,
-    /// Freed large blocks kept committed (and charged) for reuse.
-    cache: Padded<Mutex<LargeCache>>,
     cache_cap: usize,
     sites: Padded<Mutex<HashMap<usize, Site>>>,
     debug_live: Padded<AtomicUsize>,
     committed: Padded<AtomicUsize>,
-    /// Bytes kept for reuse outside the shards: the pool's `ready` slabs and the large
-    /// cache's blocks. Changed under the pool's or the cache's lock, read without any by
-    /// [`Heap::kept_bytes`].
-    pooled: Padded<AtomicUsize>,
+    /// What is kept for reuse outside the shards' size classes (which count their own
+    /// empty slabs in [`ShardCell::idle`]).
+    kept: Padded<Kept>,
+}
+
+/// Counts of what is kept for reuse, changed under the lock of the list they count (the
+/// pool's, a shard's large cache), read without any lock.
+#[derive(Default)]
+struct Kept {
+    /// Bytes of the pool's `ready` slabs and of every shard's cached large blocks.
+    bytes: AtomicUsize,
+    /// Cached large blocks, every shard together.
+    blocks: AtomicUsize,
 }
 
 /// An `IHostMalloc` heap (see the [`host`](crate::host) module). Cheap to clone; clones share the
@@ -410,13 +428,11 @@ impl HostMalloc {
                 shards: (0..nshards).map(|_| Padded(ShardCell::default())).collect(),
                 pool: Padded(Mutex::new(Pool { segments: Vec::new(), free: Vec::new(), ready: Vec::new() })),
                 index: SegIndex::new(end),
-                large: Padded(ReentrantMutex::new(RefCell::new(HashMap::new()))),
-                cache: Padded(Mutex::new(LargeCache::default())),
                 cache_cap: (mgr_budget / 64).min(MAX_CACHE),
                 sites: Padded(Mutex::new(HashMap::new())),
                 debug_live: Padded(AtomicUsize::new(0)),
                 committed: Padded(AtomicUsize::new(0)),
-                pooled: Padded(AtomicUsize::new(0)),
+                kept: Padded(Kept::default()),
             }),
         };
         heap.heap.mgr.register_heap(Arc::downgrade(&heap.heap));
@@ -501,11 +517,13 @@ impl HostMalloc {
         if self.heap.index.get(ptr).is_some() {
             return true;
         }
-        let large = self.heap.large.lock();
-        // Borrowed already: this thread is inside an operation on the map itself, and what
-        // it frees is the map's own storage, never a block of the heap.
-        let owned = large.try_borrow().is_ok_and(|m| m.contains_key(&ptr));
-        owned
+        self.heap.shards.iter().any(|cell| {
+            let large = cell.large.lock();
+            // Borrowed already: this thread is inside an operation on the map itself, and
+            // what it frees is the map's own storage, never a block of the heap.
+            let owned = large.try_borrow().is_ok_and(|m| m.contains_key(&ptr));
+            owned
+        })
     }
 
     /// The live `DebugAlloc` blocks, by address: the leak report.
@@ -527,19 +545,23 @@ impl HostMalloc {
         let _g = enter();
         let h = &self.heap;
         let (mut blocks, mut bytes) = (0isize, 0isize);
-        for s in h.shards.iter() {
-            let s = s.lock.lock();
+        let (mut large_blocks, mut large_bytes) = (0, 0);
+        for cell in h.shards.iter() {
+            let s = cell.lock.lock();
             blocks += s.live_blocks;
             bytes += s.live_bytes;
+            drop(s);
+            let large = cell.large.lock();
+            let large = large.borrow();
+            large_blocks += large.len();
+            large_bytes += large.values().map(|l| l.bytes).sum::<usize>();
         }
-        let large = h.large.lock();
-        let large = large.borrow();
         HeapStats {
-            live_blocks: blocks as usize + large.len(),
-            live_bytes: bytes as usize + large.values().map(|l| l.bytes).sum::<usize>(),
+            live_blocks: blocks as usize + large_blocks,
+            live_bytes: bytes as usize + large_bytes,
             committed: h.committed.load(Ordering::SeqCst),
             segments: h.pool.lock().segments.len(),
-            large_blocks: large.len(),
+            large_blocks,
             debug_blocks: h.debug_live.load(Ordering::SeqCst),
             cached: h.kept_bytes(),
         }
@@ -636,8 +658,12 @@ impl Heap {
 
     /// Bytes kept committed only for reuse.
     fn kept_bytes(&self) -> usize {
-        let idle: usize = self.shards.iter().map(|s| s.idle.load(Ordering::Relaxed)).sum();
-        self.pooled.load(Ordering::SeqCst) + idle * SLAB
+        self.kept.bytes.load(Ordering::SeqCst) + self.idle_bytes()
+    }
+
+    /// Bytes of the empty slabs the shards hold.
+    fn idle_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.idle.load(Ordering::Relaxed)).sum::<usize>() * SLAB
     }
 
     /// Whether `bytes` more may be kept committed for reuse: within the cache cap, and
@@ -651,7 +677,7 @@ impl Heap {
         let s = {
             let mut pool = self.pool.lock();
             if let Some(s) = pool.ready.pop() {
-                self.pooled.fetch_sub(SLAB, Ordering::SeqCst);
+                self.kept.bytes.fetch_sub(SLAB, Ordering::SeqCst);
                 return Ok(s);
             }
             if pool.free.is_empty() {
@@ -714,20 +740,8 @@ impl Heap {
 
     fn alloc_large(&self, size: usize, level: CriticalLevel) -> HostResult<usize> {
         let bytes = round_up(size, PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
-        // The smallest cached block that fits without wasting more than a third of it.
-        let cached = {
-            let mut cache = self.cache.lock();
-            let best = (0..cache.blocks.len())
-                .filter(|&i| (bytes..=bytes + bytes / 2).contains(&cache.blocks[i].1))
-                .min_by_key(|&i| cache.blocks[i].1);
-            best.map(|i| {
-                let b = cache.blocks.swap_remove(i);
-                cache.bytes -= b.1;
-                self.pooled.fetch_sub(b.1, Ordering::SeqCst);
-                b
-            })
-        };
-        let (p, bytes) = match cached {
+        let me = self.my_shard();
+        let (p, bytes) = match self.take_cached(me, bytes) {
             Some(b) => b,
             None => {
                 let actor = self.mgr.heap_actor();
@@ -742,8 +756,45 @@ impl Heap {
                 (p, bytes)
             }
         };
-        self.large.lock().borrow_mut().insert(p, Large { bytes, reservation: p });
+        self.shards[me].large.lock().borrow_mut().insert(p, Large { bytes, reservation: p });
         Ok(p)
+    }
+
+    /// The calling thread's shard.
+    fn my_shard(&self) -> usize {
+        thread_slot() & (self.shards.len() - 1)
+    }
+
+    /// A cached large block for a request of `bytes` (rounded to pages): the smallest
+    /// that fits without wasting more than a third of it, looked for in shard `me`'s
+    /// cache first, then in the others' (so that any thread reuses any cached block).
+    fn take_cached(&self, me: usize, bytes: usize) -> Option<(usize, usize)> {
+        let n = self.shards.len();
+        (0..n).find_map(|i| {
+            if self.kept.blocks.load(Ordering::Relaxed) == 0 {
+                return None;
+            }
+            let mut cache = self.shards[(me + i) & (n - 1)].cache.lock();
+            let best = (0..cache.blocks.len())
+                .filter(|&i| (bytes..=bytes + bytes / 2).contains(&cache.blocks[i].1))
+                .min_by_key(|&i| cache.blocks[i].1)?;
+            let b = cache.blocks.swap_remove(best);
+            cache.bytes -= b.1;
+            self.kept.bytes.fetch_sub(b.1, Ordering::SeqCst);
+            self.kept.blocks.fetch_sub(1, Ordering::SeqCst);
+            Some(b)
+        })
+    }
+
+    /// Take `ptr`'s record out of the large-block map that holds it (the calling
+    /// thread's shard's first: blocks are mostly freed by the thread that allocated
+    /// them); with the index of that shard.
+    fn remove_large(&self, ptr: usize) -> Option<(usize, Large)> {
+        let (n, me) = (self.shards.len(), self.my_shard());
+        (0..n).map(|i| (me + i) & (n - 1)).find_map(|s| {
+            let removed = self.shards[s].large.lock().borrow_mut().remove(&ptr);
+            removed.map(|l| (s, l))
+        })
     }
 
     /// A large block aligned to `align` (> 64 KiB, the alignment of a reservation): a
@@ -763,23 +814,42 @@ impl Heap {
             return Err(e);
         }
         self.committed.fetch_add(bytes, Ordering::SeqCst);
-        self.large.lock().borrow_mut().insert(p, Large { bytes, reservation });
+        self.shards[self.my_shard()].large.lock().borrow_mut().insert(p, Large { bytes, reservation });
         Ok(p)
     }
 
-    /// Keep a freed large block committed for reuse if the cache has room.
+    /// Keep a freed large block committed for reuse, in the calling thread's shard's
+    /// cache, if there is room (in blocks and bytes, every shard together).
     fn cache_large(&self, p: usize, bytes: usize) -> bool {
-        if self.mgr.memory_wanted() {
+        if bytes > MAX_CACHED_BLOCK || self.mgr.memory_wanted() {
             return false;
         }
-        let mut cache = self.cache.lock();
-        if bytes > MAX_CACHED_BLOCK || self.kept_bytes() + bytes > self.cache_cap || cache.blocks.len() >= MAX_CACHED {
+        let mut cache = self.shards[self.my_shard()].cache.lock();
+        // Claim a place among the blocks, then the bytes; give the place back if the
+        // bytes do not fit. Claimed with compare-and-swap, so that threads caching at
+        // once in different shards never go over either limit together.
+        let blocks = &self.kept.blocks;
+        if blocks.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_CACHED).then_some(n + 1)).is_err() {
+            return false;
+        }
+        if !self.claim_kept(bytes) {
+            blocks.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
         cache.blocks.push((p, bytes));
         cache.bytes += bytes;
-        self.pooled.fetch_add(bytes, Ordering::SeqCst);
         true
+    }
+
+    /// Add `bytes` to `kept.bytes` if what is kept stays within the cap.
+    fn claim_kept(&self, bytes: usize) -> bool {
+        let idle = self.idle_bytes();
+        self.kept
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                (b + idle + bytes <= self.cache_cap).then_some(b + bytes)
+            })
+            .is_ok()
     }
 
     /// Give back every page kept only for reuse — empty slabs (the pool's, and empty
@@ -810,14 +880,16 @@ impl Heap {
             }
             cell.add_idle(-((slabs.len() - before) as isize));
         }
-        let blocks = {
-            let mut cache = self.cache.lock();
-            self.pooled.fetch_sub(std::mem::take(&mut cache.bytes), Ordering::SeqCst);
-            std::mem::take(&mut cache.blocks)
-        };
+        let mut blocks = Vec::new();
+        for cell in self.shards.iter() {
+            let mut cache = cell.cache.lock();
+            self.kept.bytes.fetch_sub(std::mem::take(&mut cache.bytes), Ordering::SeqCst);
+            self.kept.blocks.fetch_sub(cache.blocks.len(), Ordering::SeqCst);
+            blocks.append(&mut cache.blocks);
+        }
         {
             let mut pool = self.pool.lock();
-            self.pooled.fetch_sub(pool.ready.len() * SLAB, Ordering::SeqCst);
+            self.kept.bytes.fetch_sub(pool.ready.len() * SLAB, Ordering::SeqCst);
             slabs.append(&mut pool.ready);
         }
         let any = !blocks.is_empty() || !slabs.is_empty();
@@ -853,13 +925,13 @@ impl Heap {
             let slab = &seg.slabs[(ptr - seg.base) >> SLAB_SHIFT];
             self.free_small(slab, ptr)?;
         } else {
-            let large = self.large.lock().borrow_mut().remove(&ptr).ok_or(HostError::InvalidOperation)?;
+            let (home, large) = self.remove_large(ptr).ok_or(HostError::InvalidOperation)?;
             // Out of the leak report before the address can be handed out again.
             let site = self.forget_site(ptr);
             if large.reservation != ptr || !self.cache_large(ptr, large.bytes) {
                 if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), large.reservation, 0, FreeType::RELEASE) {
                     // Still live: back in the map and the report.
-                    self.large.lock().borrow_mut().insert(ptr, large);
+                    self.shards[home].large.lock().borrow_mut().insert(ptr, large);
                     if let Some(site) = site {
                         self.debug_live.fetch_add(1, Ordering::SeqCst);
                         self.sites.lock().insert(ptr, site);
@@ -961,9 +1033,8 @@ impl Heap {
     fn retire(&self, s: SlabRef) -> HostResult<()> {
         if !self.mgr.memory_wanted() {
             let mut pool = self.pool.lock();
-            if self.kept_bytes() + SLAB <= self.cache_cap {
+            if self.claim_kept(SLAB) {
                 pool.ready.push(s);
-                self.pooled.fetch_add(SLAB, Ordering::SeqCst);
                 return Ok(());
             }
         }
@@ -1029,11 +1100,13 @@ impl Drop for Heap {
         // already disabled the manager (see `HostMemoryManager::free_as`), which is what
         // every later caller of the manager sees.
         let actor = self.mgr.heap_actor();
-        for (p, _) in self.cache.get_mut().blocks.drain(..) {
-            let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
-        }
-        for (_, large) in self.large.get_mut().get_mut().drain() {
-            let _ = self.mgr.free_as(actor, large.reservation, 0, FreeType::RELEASE);
+        for cell in self.shards.iter_mut() {
+            for (p, _) in cell.0.cache.get_mut().blocks.drain(..) {
+                let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
+            }
+            for (_, large) in cell.0.large.get_mut().get_mut().drain() {
+                let _ = self.mgr.free_as(actor, large.reservation, 0, FreeType::RELEASE);
+            }
         }
         for seg in &self.pool.get_mut().segments {
             let _ = self.mgr.free_as(actor, seg.reservation, 0, FreeType::RELEASE);
