@@ -254,16 +254,16 @@ struct Shard {
 }
 
 /// A shard: its size classes, the count of its empty slabs, and the large blocks its
-/// threads allocated and freed. `repr(C)`, `idle` first: the counter shares its cache
-/// line with the lock, which the thread changing it has just taken.
-#[repr(C)]
+/// threads allocated and freed.
 #[derive(Default)]
 struct ShardCell {
+    lock: Mutex<Shard>,
     /// Empty slabs the shard holds: current slabs with every slot free, and spares.
     /// Changed only under `lock` (so a plain load and store, no read-modify-write);
-    /// read without it by [`Heap::kept_bytes`].
-    idle: AtomicUsize,
-    lock: Mutex<Shard>,
+    /// read without it, by any thread, by [`Heap::kept_bytes`]. On a line of its own:
+    /// next to the lock, those reads would take the line from the shard's thread at
+    /// every call it makes.
+    idle: Padded<AtomicUsize>,
     /// Live large blocks allocated by threads of this shard (a block stays here until it
     /// is freed, by whichever thread). Reentrant, so that a global allocator's `dealloc`
     /// running inside a map operation of this thread can still ask whether a pointer is
@@ -291,6 +291,7 @@ unsafe impl Send for SlabRef {}
 /// A value alone on its cache lines (128 bytes: x86 prefetches lines in pairs), so that
 /// writes to it never slow down threads reading or writing its neighbours.
 #[repr(align(128))]
+#[derive(Default)]
 struct Padded<T>(T);
 
 impl<T> std::ops::Deref for Padded<T> {
