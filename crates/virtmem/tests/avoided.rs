@@ -3,12 +3,15 @@
 //! collisions have made the list of avoided ranges long. (A process's allocator maps and
 //! unmaps memory all the time; what was in the way once must not stay lost.)
 
+#[macro_use]
+mod forward;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use virtmem::backend::{Access, Backend, BackendError, ForeignKind, ForeignRegion, Limits, ReserveOptions};
+use virtmem::backend::{Access, Backend, BackendError, ForeignKind, ForeignRegion, ReserveOptions};
 use virtmem::{AddressSpace, AllocationType as T, Error, FreeType, MemState, Protection as P, SimBackend, SimConfig};
 
 const GRANULE: usize = 0x10000;
@@ -47,9 +50,7 @@ impl Crowded {
 }
 
 impl Backend for Crowded {
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
+    forward!(inner: limits);
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if let Some((start, end)) = self.first_overlap(&range) {
             self.collisions.fetch_add(1, Ordering::SeqCst);
@@ -57,39 +58,7 @@ impl Backend for Crowded {
         }
         self.inner.reserve(range, opts)
     }
-    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.release(range, opts)
-    }
-    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        self.inner.set_access(range, from, to)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
-    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.reset(range)
-    }
-    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-        self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
-    }
-    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.clear_dirty(range)
-    }
+    forward!(inner: release, set_access, discard, reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty);
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
         let f = self.foreign.lock();
         let covering = f.range(..=address).next_back().filter(|(_, &e)| e > address);

@@ -3,12 +3,15 @@
 //! letting another call reuse) the range under the backend's feet; and a reserve at a
 //! given address waits for a reserve of the same range still being made.
 
+#[macro_use]
+mod forward;
+
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtmem::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
+use virtmem::backend::{Backend, BackendError, ReserveOptions};
 use virtmem::{AddressSpace, AllocationType, FreeType, Protection, SimBackend, WriteWatchFlags};
 
 #[derive(Default)]
@@ -35,9 +38,7 @@ impl Gate {
 }
 
 impl Backend for Gate {
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
+    forward!(inner: limits, set_access, discard, lock, unlock, read, write, dirty_pages);
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if self.hold_reserve.swap(false, Ordering::SeqCst) {
             self.hold("reserve");
@@ -51,12 +52,6 @@ impl Backend for Gate {
         self.log.lock().unwrap().push("release");
         self.inner.release(range, opts)
     }
-    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        self.inner.set_access(range, from, to)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
         self.hold("reset");
         self.inner.reset(range)
@@ -64,21 +59,6 @@ impl Backend for Gate {
     fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
         self.hold("undo");
         self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
     }
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         self.hold("clear");

@@ -7,6 +7,8 @@
 //! on the calling thread: none.
 
 mod host_util;
+#[macro_use]
+mod forward;
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -15,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use host_util::{eventually, started};
-use virtmem::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
+use virtmem::backend::{Access, Backend, BackendError, ReserveOptions};
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, Lifecycle};
 use virtmem::{AddressSpace, AllocationType as T, FreeType, MemState, Protection as P, SimBackend};
 
@@ -141,12 +143,7 @@ impl Gate {
 }
 
 impl Backend for Gate {
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.reserve(range, opts)
-    }
+    forward!(inner: limits, reserve, discard, reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty);
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         self.hold_if(&self.hold_release);
         self.inner.release(range, opts)
@@ -154,33 +151,6 @@ impl Backend for Gate {
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
         self.hold_if(&self.hold_access);
         self.inner.set_access(range, from, to)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
-    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.reset(range)
-    }
-    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-        self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
-    }
-    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.clear_dirty(range)
     }
 }
 

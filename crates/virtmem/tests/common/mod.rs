@@ -303,6 +303,11 @@ pub const BAD_PROTECTIONS: [u32; 17] = [
 #[path = "../linux_util/mod.rs"]
 mod linux_util;
 
+#[cfg(all(target_os = "linux", not(miri)))]
+#[macro_use]
+#[path = "../forward/mod.rs"]
+mod forward;
+
 /// Linux helpers: windows of address space that are free, and a backend confined to one.
 #[cfg(all(target_os = "linux", not(miri)))]
 pub mod linux {
@@ -310,7 +315,7 @@ pub mod linux {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
 
-    use virtmem::backend::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
+    use virtmem::backend::{Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
     use virtmem::{AllocationType, FreeType, LinuxSpace, Protection};
 
     /// The arena windows are cut from.
@@ -375,59 +380,14 @@ pub mod linux {
         fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
             self.inner.reserve(range, opts)
         }
-        fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-            self.inner.release(range, opts)
-        }
         // Every method the backend may override is forwarded, so that the tests run the
         // code a user's space runs (the Linux backend's own release of committed memory
         // goes to its pool with guard markers; the trait's default does not).
-        fn release_committed(
-            &self,
-            range: Range<usize>,
-            opts: ReserveOptions,
-            accessible: &[(Range<usize>, Access)],
-        ) -> Result<(), BackendError> {
-            self.inner.release_committed(range, opts, accessible)
-        }
-        fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-            self.inner.set_access(range, from, to)
-        }
-        fn inline_effects(&self) -> bool {
-            self.inner.inline_effects()
-        }
+        forward!(inner: release, release_committed, set_access, inline_effects, discard, decommit, reset, reset_undo);
+        forward!(inner: lock, unlock, read, write, dirty_pages, clear_dirty);
         fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
             // (The backend's pooled ranges are released reservations of this window.)
             self.inner.cheap_range(size, align, opts).filter(|&b| self.window.start <= b && b + size <= self.window.end)
-        }
-        fn discard(&self, range: Range<usize>) {
-            self.inner.discard(range)
-        }
-        fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
-            self.inner.decommit(runs)
-        }
-        fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-            self.inner.reset(range)
-        }
-        fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-            self.inner.reset_undo(range)
-        }
-        fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-            self.inner.lock(range)
-        }
-        fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-            self.inner.unlock(range)
-        }
-        fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-            self.inner.read(address, buf)
-        }
-        fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-            self.inner.write(address, data)
-        }
-        fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-            self.inner.dirty_pages(range, max, reset)
-        }
-        fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-            self.inner.clear_dirty(range)
         }
         fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
             // Other tests' memory is none of this space's business: only look inside
