@@ -555,17 +555,26 @@ impl LinuxBackend {
             // changed first, in the same walk that looks at the neighbours, and put
             // back should the call fail (the engine runs nothing else on this
             // reservation meanwhile).
-            let same_guard =
-                |n: &state::Neighbour<Kernel>| n.as_ref().is_some_and(|(_, k)| k.guarded && k.prot == from);
-            let recorded = self.state.lock().kernel.update_unless(
-                range.clone(),
-                |k| {
-                    let k = k.unwrap_or(FRESH);
-                    debug_assert_eq!(k, granting(from), "kernel state disagrees with the engine");
-                    entry(Kernel { prot: to, ..k })
-                },
-                |left, right| same_guard(&left) || same_guard(&right),
-            );
+            // (Usually the range is exactly one entry of the record: then it is
+            // rewritten in place with one search, see `IntervalMap::replace_entry`.)
+            let same_guard = |k: Kernel| k.guarded && k.prot == from;
+            let recorded = {
+                let mut st = self.state.lock();
+                match st.kernel.replace_entry(&range, granting(from), granting(to), same_guard) {
+                    Some(done) => done,
+                    None => st.kernel.update_unless(
+                        range.clone(),
+                        |k| {
+                            let k = k.unwrap_or(FRESH);
+                            debug_assert_eq!(k, granting(from), "kernel state disagrees with the engine");
+                            entry(Kernel { prot: to, ..k })
+                        },
+                        |left, right| {
+                            left.is_some_and(|(_, k)| same_guard(k)) || right.is_some_and(|(_, k)| same_guard(k))
+                        },
+                    ),
+                }
+            };
             if recorded {
                 if let Err(e) = self.protect(&range, to) {
                     self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
