@@ -778,28 +778,48 @@ impl<B: Backend> AddressSpace<B> {
         }
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
-        let mut old = None;
-        let mut reserved = false;
-        let mut steps = Steps::new();
-        res.pages.for_each_run(range.clone(), |r, st| match st {
-            PageState::Reserved => reserved = true,
-            PageState::Committed(p) => {
-                old.get_or_insert(p);
-                let from = rules::access_of(p);
-                if from != to {
-                    steps.push(Step::Access(r, from, to));
-                }
+        let (first, st) = res.pages.get(range.start);
+        // The usual case first: the range lies in one run, so the plan is at most one
+        // step, not a vector.
+        let one: Step;
+        let many: Steps;
+        let (old, steps): (Protection, &[Step]) = if first.end >= range.end {
+            let PageState::Committed(p) = st else {
+                return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
+            };
+            self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
+            let from = rules::access_of(p);
+            if from == to {
+                (p, &[])
+            } else {
+                one = Step::Access(range.clone(), from, to);
+                (p, std::slice::from_ref(&one))
             }
-        });
-        if reserved {
-            return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
-        }
-        self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
-        let old = old.unwrap_or(Protection::NOACCESS);
+        } else {
+            let mut old = None;
+            let mut reserved = false;
+            let mut steps = Steps::new();
+            res.pages.for_each_run(range.clone(), |r, st| match st {
+                PageState::Reserved => reserved = true,
+                PageState::Committed(p) => {
+                    old.get_or_insert(p);
+                    let from = rules::access_of(p);
+                    if from != to {
+                        steps.push(Step::Access(r, from, to));
+                    }
+                }
+            });
+            if reserved {
+                return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
+            }
+            self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
+            many = steps;
+            (old.unwrap_or(Protection::NOACCESS), &many)
+        };
         self.finish(
             book,
             base,
-            &steps,
+            steps,
             |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
