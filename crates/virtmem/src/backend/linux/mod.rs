@@ -584,6 +584,21 @@ impl LinuxBackend {
                 return Ok(());
             }
         }
+        if from == Access::None && to != Access::None {
+            // Usually the record holds nothing for pages made accessible (never made
+            // accessible, or decommitted the merging way): they are fresh, and their
+            // new state is known. It is recorded first, in one search, and taken back
+            // should the call fail, as above.
+            let filled = self.state.lock().kernel.fill_gap(&range, granting(to));
+            if filled {
+                if let Err(e) = self.protect(&range, to) {
+                    self.restore(&[(range.clone(), FRESH)]);
+                    self.state.lock().kernel.clear(range);
+                    return Err(errno_error(e));
+                }
+                return Ok(());
+            }
+        }
         let (span, runs) = {
             let st = self.state.lock();
             let span = if accessible {

@@ -196,6 +196,42 @@ impl<V: Copy + Eq> IntervalMap<V> {
         Some(true)
     }
 
+    /// `set(range, Some(v))` when `range` holds no entry (returns whether it held none;
+    /// if it held one, nothing is changed): one search, then the entry ending at its
+    /// start and the one starting at its end grow over it if they have `v`, else one
+    /// entry is inserted.
+    pub fn fill_gap(&mut self, range: &Range<usize>, v: V) -> bool {
+        let (start, end) = (range.start, range.end);
+        if start >= end {
+            return true;
+        }
+        let floor = self.map.floor(start);
+        let next = match floor {
+            Some(p) if self.map.value(p).0 > start => return false,
+            Some(p) => self.map.next(p),
+            None => self.map.first(),
+        };
+        if next.is_some_and(|q| self.map.key(q) < end) {
+            return false;
+        }
+        let left = floor.filter(|&p| self.map.value(p) == (start, v));
+        let right = next.filter(|&q| self.map.key(q) == end && self.map.value(q).1 == v);
+        match (left, right) {
+            (Some(p), Some(q)) => {
+                let e = self.map.value(q).0;
+                self.map.overwrite(p, self.map.key(p), (e, v));
+                self.map.remove_at(q);
+            }
+            (Some(p), None) => self.map.overwrite(p, self.map.key(p), (end, v)),
+            (None, Some(q)) => {
+                let e = self.map.value(q).0;
+                self.map.overwrite(q, start, (e, v));
+            }
+            (None, None) => self.map.insert(start, (end, v)),
+        }
+        true
+    }
+
     /// [`IntervalMap::update_unless`] in general, given `floor`, the position of the
     /// last entry starting at or before `start`.
     fn rewrite(
@@ -600,6 +636,13 @@ mod tests {
                         }
                         Some(false) => proptest::prop_assert!(whole && (left == Some(0) || right == Some(0))),
                         None => proptest::prop_assert!(!whole || o == x || left == Some(x) || right == Some(x)),
+                    }
+                } else if let (Some(x), 1) = (v, len % 3) {
+                    // Filling a gap: the change `set` would make, or nothing.
+                    let gap = model[start..end].iter().all(|y| y.is_none());
+                    proptest::prop_assert_eq!(m.fill_gap(&(start..end), x), gap);
+                    if gap {
+                        model[start..end].fill(Some(x));
                     }
                 } else if v.is_none() && len % 2 == 0 {
                     m.clear(start..end);
