@@ -489,7 +489,7 @@ impl<B: Backend> AddressSpace<B> {
         let to = rules::access_of(eff);
         let mut steps = Steps::new();
         let mut newly = 0;
-        res.pages.for_each_run(range.clone(), |r, st| {
+        let mut plan = |r: Range<usize>, st: PageState| {
             let from = match st {
                 PageState::Reserved => {
                     newly += r.len();
@@ -497,10 +497,19 @@ impl<B: Backend> AddressSpace<B> {
                 }
                 PageState::Committed(p) => rules::access_of(p),
             };
-            if from != to {
-                steps.push(Step::Access(r, from, to));
-            }
-        });
+            (from != to).then(|| Step::Access(r, from, to))
+        };
+        // The usual case first: the range lies in one run, so the plan is at most one
+        // step, not a vector.
+        let (first, st) = res.pages.get(range.start);
+        let one: Option<Step>;
+        let steps: &[Step] = if first.end >= range.end {
+            one = plan(range.clone(), st);
+            one.as_slice()
+        } else {
+            res.pages.for_each_run(range.clone(), |r, st| steps.extend(plan(r, st)));
+            &steps
+        };
         if let Some(limit) = book.commit_limit {
             // Recommitting committed pages charges nothing, so it never hits the limit.
             if newly > 0 && book.committed + newly > limit {
@@ -512,7 +521,7 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             base,
-            &steps,
+            steps,
             |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
