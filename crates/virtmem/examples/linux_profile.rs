@@ -17,6 +17,9 @@
 //! the pool of released ranges off, so that a release unmaps and a reserve maps afresh. It also prints
 //! the thread CPU time per call of the measured loop (system calls included).
 //!
+//! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
+//! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
+//!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
 //! the bookkeeping adds to a call, without the difference in layout that the `ops`
@@ -52,6 +55,41 @@ fn timed(op: &str, s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<()> {
             other => panic!("unknown operation {other}"),
         }
     }
+    Ok(())
+}
+
+/// `sim-query`: `VirtualQuery` on the simulated backend as the `query1e5/sim` benchmark
+/// makes it (5×10^4 reservations of 64 KiB with a 64 KiB hole after each, 4096 random
+/// addresses cycled through), `calls` times; for callgrind's cache simulation too.
+#[inline(never)]
+fn timed_sim_query(s: &virtmem::SimSpace, addrs: &[usize], calls: usize) -> usize {
+    let mut sum = 0;
+    for i in 0..calls {
+        sum += s.query(addrs[i % addrs.len()]).map_or(0, |m| m.region_size);
+    }
+    sum
+}
+
+fn sim_query(calls: usize) -> Result<(), Box<dyn std::error::Error>> {
+    const N: usize = 50_000;
+    let s = virtmem::SimSpace::simulated();
+    let span = s.alloc(0, 2 * N * GRANULE, T::RESERVE, P::NOACCESS)?;
+    s.free(span, 0, FreeType::RELEASE)?;
+    for i in 0..N {
+        s.alloc(span + 2 * i * GRANULE, GRANULE, T::RESERVE, P::READWRITE)?;
+    }
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as usize
+    };
+    let addrs: Vec<usize> = (0..4096).map(|_| span + 2 * (next() % N) * GRANULE + next() % (2 * GRANULE)).collect();
+    timed_sim_query(&s, &addrs, addrs.len());
+    let t = cpu_ns();
+    black_box(timed_sim_query(&s, &addrs, calls));
+    println!("sim-query: {:.1} ns per call (thread CPU time)", (cpu_ns() - t) / calls as f64);
     Ok(())
 }
 
@@ -98,6 +136,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let op = args.next().ok_or("usage: linux_profile <op> [bench-layout] [no-pool]")?;
     let flags: Vec<String> = args.collect();
+    if op == "sim-query" {
+        return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
+    }
     let bench_layout = flags.iter().any(|f| f == "bench-layout");
     // The `ops` benchmark never writes its pages: its `mprotect`s change no page entries.
     let untouched = flags.iter().any(|f| f == "untouched");
