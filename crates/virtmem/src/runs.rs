@@ -1014,42 +1014,77 @@ const LEAF: usize = 32;
 #[cfg(test)]
 const LEAF: usize = 8;
 
+/// Bases of a [`Leaf`] per cache line (8 under test too would leave one line: 2 there,
+/// so that the search across lines is exercised).
+#[cfg(not(test))]
+const LINE: usize = 8;
+#[cfg(test)]
+const LINE: usize = 2;
+
 /// A run of consecutive reservations: their bases (searched together to find one) and
 /// the records themselves, inline, so that a lookup touches the bases and then the one
 /// record it needs, both in one allocation. (Fixed arrays rather than vectors: a
 /// vector's length would live past its inline elements, another cache line.) Records
 /// stay where they were put: an insertion or removal shifts the bases and a byte per
 /// record, not the records (about a hundred bytes each).
+///
+/// Laid out for a lookup that misses the caches: after the records, one cache line
+/// holds the length, the slot permutation and the first base of every later line of
+/// bases (`marks`), so a lookup reads that line, then the one line of bases holding
+/// its floor, then the record: three dependent loads, where a bisection of all the
+/// bases took three or four and the slots one more.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 struct Leaf {
+    /// The records at the first `len` places of `slots` are `Some`.
+    recs: [Option<Reservation>; LEAF],
     /// How many reservations it holds (at least one unless vacant).
     len: usize,
-    /// Ascending, then `usize::MAX` in the unused places.
-    bases: [usize; LEAF],
+    /// `bases[LINE * (k + 1)]` for each `k`: the first base of each line of bases but
+    /// the first.
+    marks: [usize; LEAF / LINE - 1],
     /// A permutation of the places in `recs`: the first `len` hold the records of
     /// `bases[..len]` in that order, the others are free.
     slots: [u8; LEAF],
-    /// The records at the first `len` places of `slots` are `Some`.
-    recs: [Option<Reservation>; LEAF],
+    /// Ascending, then `usize::MAX` in the unused places; starts a cache line.
+    bases: [usize; LEAF],
 }
+
+// The header (from `len` to the bases) is one cache line, and each line of bases holds LINE.
+#[cfg(not(test))]
+const _: () = assert!(
+    std::mem::offset_of!(Leaf, bases) == std::mem::offset_of!(Leaf, len) + 64 && LINE * 8 == 64 && LEAF % LINE == 0
+);
 
 impl Default for Leaf {
     fn default() -> Self {
         Leaf {
             len: 0,
-            bases: [usize::MAX; LEAF],
+            marks: [usize::MAX; LEAF / LINE - 1],
             slots: std::array::from_fn(|i| i as u8),
+            bases: [usize::MAX; LEAF],
             recs: [const { None }; LEAF],
         }
     }
 }
 
 impl Leaf {
-    /// The number of bases at most `addr` (so the floor is at one less): a bisection of
-    /// the whole array (a fixed number of steps, which the standard library does without
-    /// branches; the unused places hold `usize::MAX` and so sort last).
+    /// The number of bases at most `addr` (so the floor is at one less): the marks
+    /// say which line of bases holds the floor, and a bisection of that line (a fixed
+    /// number of steps, which the standard library does without branches; the unused
+    /// places hold `usize::MAX` and so sort last) finds it.
+    #[inline]
     fn rank(&self, addr: usize) -> usize {
-        self.bases.partition_point(|&b| b <= addr).min(self.len)
+        let line = self.marks.iter().filter(|&&m| m <= addr).count();
+        let lo = line * LINE;
+        (lo + self.bases[lo..lo + LINE].partition_point(|&b| b <= addr)).min(self.len)
+    }
+
+    /// Bring the marks up to date after the bases changed.
+    fn remark(&mut self) {
+        for (k, m) in self.marks.iter_mut().enumerate() {
+            *m = self.bases[LINE * (k + 1)];
+        }
     }
 
     /// The record of the `i`-th reservation (in base order), as stored.
@@ -1071,6 +1106,7 @@ impl Leaf {
         // (Shifts with `copy_within`, a memmove: `rotate_*` by one place is a slower loop.)
         self.bases.copy_within(i..n, i + 1);
         self.bases[i] = base;
+        self.remark();
         // The first free place moves to position `i`.
         let free = self.slots[n];
         self.slots.copy_within(i..n, i + 1);
@@ -1085,6 +1121,7 @@ impl Leaf {
         let res = self.slot(i).take().expect("leaf entry");
         self.bases.copy_within(i + 1..n, i);
         self.bases[n - 1] = usize::MAX;
+        self.remark();
         // Its place becomes the first free one.
         let freed = self.slots[i];
         self.slots.copy_within(i + 1..n, i);
@@ -1104,6 +1141,8 @@ impl Leaf {
         }
         // Places `at..` of `slots` are the freed ones: still a permutation.
         self.len = at;
+        self.remark();
+        to.remark();
     }
 }
 
@@ -2184,6 +2223,9 @@ mod tests {
                             prop_assert!(!std::mem::replace(&mut seen[slot], true), "slots not a permutation");
                             prop_assert_eq!(leaf.recs[slot].as_ref().map(|o| o.base), (i < leaf.len).then_some(leaf.bases[i]));
                             prop_assert_eq!(leaf.bases[i] == usize::MAX, i >= leaf.len);
+                        }
+                        for (k, &m) in leaf.marks.iter().enumerate() {
+                            prop_assert_eq!(m, leaf.bases[LINE * (k + 1)]);
                         }
                     }
                 }
