@@ -15,7 +15,9 @@
 //! release unmaps; a reserve there is carved off the holes that 256 releases leave).
 //! Without it they are made one after another and a release is pooled. `no-pool` turns
 //! the pool of released ranges off, so that a release unmaps and a reserve maps afresh. It also prints
-//! the thread CPU time per call of the measured loop (system calls included).
+//! the thread CPU time per call of the measured loop (system calls included). With
+//! `recommit`, the page a `commit` commits was committed and decommitted before, as in
+//! the `ops` benchmark's batches after its first.
 //!
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
@@ -171,6 +173,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("round {round}: protect {ours:.0} ns, bare mprotect {raw:.0} ns, ratio {:.2}", ours / raw);
         }
         return Ok(());
+    }
+    if flags.iter().any(|f| f == "recommit") {
+        // As the `ops` benchmark's commits after its first batch: of a page decommitted.
+        for &b in &bases {
+            s.alloc(b + PAGE, PAGE, T::COMMIT, P::READWRITE)?;
+            s.free(b + PAGE, PAGE, FreeType::DECOMMIT)?;
+        }
     }
     if op == "reserve" {
         // Make room: 256 reservations released (unmapped, or pooled), 256 reserves.
