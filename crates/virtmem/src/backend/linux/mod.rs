@@ -589,11 +589,28 @@ impl LinuxBackend {
             // accessible, or decommitted the merging way): they are fresh, and their
             // new state is known. It is recorded first, in one search, and taken back
             // should the call fail, as above.
-            let filled = self.state.lock().kernel.fill_gap(&range, granting(to));
+            // Or they are exactly one run a decommit guard-marked under the protection
+            // they now take: then only the markers go, and the record is changed first
+            // the same way.
+            let (filled, unguarded) = {
+                let mut st = self.state.lock();
+                if st.kernel.fill_gap(&range, granting(to)) {
+                    (true, None)
+                } else {
+                    (false, st.kernel.retag_entry(&range, granting(to), |k| k.guarded && k.prot == to))
+                }
+            };
             if filled {
                 if let Err(e) = self.protect(&range, to) {
                     self.restore(&[(range.clone(), FRESH)]);
                     self.state.lock().kernel.clear(range);
+                    return Err(errno_error(e));
+                }
+                return Ok(());
+            }
+            if let Some(old) = unguarded {
+                if let Err(e) = self.guard(&range, false) {
+                    self.state.lock().kernel.set(range, Some(old));
                     return Err(errno_error(e));
                 }
                 return Ok(());

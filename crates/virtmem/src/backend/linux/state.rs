@@ -196,6 +196,42 @@ impl<V: Copy + Eq> IntervalMap<V> {
         Some(true)
     }
 
+    /// `set(range, Some(new))` when `range` is exactly one entry and `take` accepts its
+    /// value: one search, the entry rewritten in place, merged with the entries touching
+    /// it that have `new`. Returns the value it had; `None` (nothing changed) otherwise.
+    pub fn retag_entry(&mut self, range: &Range<usize>, new: V, take: impl FnOnce(V) -> bool) -> Option<V> {
+        let p = self.map.floor(range.start)?;
+        let (e, w) = self.map.value(p);
+        if self.map.key(p) != range.start || e != range.end || !take(w) {
+            return None;
+        }
+        if w == new {
+            return Some(w);
+        }
+        let left = self.map.prev(p).filter(|&q| self.map.value(q) == (range.start, new));
+        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end && self.map.value(q).1 == new);
+        match (left, right) {
+            (None, None) => self.map.overwrite(p, range.start, (range.end, new)),
+            (Some(l), None) => {
+                self.map.overwrite(l, self.map.key(l), (range.end, new));
+                self.map.remove_at(p);
+            }
+            (None, Some(r)) => {
+                let end = self.map.value(r).0;
+                self.map.overwrite(p, range.start, (end, new));
+                self.map.remove_at(r);
+            }
+            (Some(l), Some(r)) => {
+                let end = self.map.value(r).0;
+                self.map.overwrite(l, self.map.key(l), (end, new));
+                // The entry after `p` is `r`, wherever the removal moved it.
+                let r = self.map.remove_at(p).expect("right entry");
+                self.map.remove_at(r);
+            }
+        }
+        Some(w)
+    }
+
     /// `set(range, Some(v))` when `range` holds no entry (returns whether it held none;
     /// if it held one, nothing is changed): one search, then the entry ending at its
     /// start and the one starting at its end grow over it if they have `v`, else one
@@ -579,6 +615,29 @@ mod tests {
         assert_eq!(m.len(), 1);
     }
 
+    /// `retag_entry` in each shape: no merge, merging left, right, both; refusals.
+    #[test]
+    fn interval_map_retags_one_entry() {
+        let mut m = IntervalMap::new();
+        for (r, v) in [(10..12, 1), (12..14, 2), (14..16, 1), (16..18, 3), (20..22, 2)] {
+            m.set(r, Some(v));
+        }
+        assert_eq!(m.retag_entry(&(12..14), 1, |_| false), None); // refused
+        assert_eq!(m.retag_entry(&(12..13), 1, |_| true), None); // not a whole entry
+        assert_eq!(m.retag_entry(&(19..20), 1, |_| true), None); // no entry
+        assert_eq!(m.retag_entry(&(12..14), 1, |o| o == 2), Some(2)); // merges both sides
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..16, 1), (16..18, 3), (20..22, 2)]);
+        assert_eq!(m.retag_entry(&(16..18), 1, |_| true), Some(3)); // merges left
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (20..22, 2)]);
+        m.set(18..20, Some(4));
+        assert_eq!(m.retag_entry(&(18..20), 2, |_| true), Some(4)); // merges right
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (18..22, 2)]);
+        assert_eq!(m.retag_entry(&(18..22), 5, |_| true), Some(2)); // no merge
+        assert_eq!(m.retag_entry(&(18..22), 5, |_| true), Some(5)); // already so
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (18..22, 5)]);
+        m.check_structure();
+    }
+
     const PAGES: usize = 48;
 
     /// `m` holds exactly the per-page `model`, as maximal runs.
@@ -642,6 +701,18 @@ mod tests {
                     let gap = model[start..end].iter().all(|y| y.is_none());
                     proptest::prop_assert_eq!(m.fill_gap(&(start..end), x), gap);
                     if gap {
+                        model[start..end].fill(Some(x));
+                    }
+                } else if let (Some(x), 2) = (v, len % 3) {
+                    // Retagging one entry: the change `set` would make, or nothing.
+                    let o = model[start];
+                    let exact = o.is_some()
+                        && model[start..end].iter().all(|&y| y == o)
+                        && (start == 0 || model[start - 1] != o)
+                        && model.get(end).copied().flatten() != o;
+                    let want = o.filter(|&o| exact && o != 0);
+                    proptest::prop_assert_eq!(m.retag_entry(&(start..end), x, |o| o != 0), want);
+                    if want.is_some() {
                         model[start..end].fill(Some(x));
                     }
                 } else if v.is_none() && len % 2 == 0 {
