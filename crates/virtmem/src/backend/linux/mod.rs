@@ -29,7 +29,7 @@
 //! it, and pooled ranges merge with their neighbours. A marked run with nothing
 //! accessible around it stays a mapping of its own, though, where `PROT_NONE` would
 //! have merged it back: once the backend's record of the kernel holds more than
-//! [`CROWDED_RUNS`] entries, such runs (a scattered decommit, a release into the pool)
+//! 4 096 entries (`CROWDED_RUNS`), such runs (a scattered decommit, a release into the pool)
 //! take the merging way, so that scattered commit/decommit in a large reservation
 //! stays a few thousand mappings. A call that would cross the cap fails with
 //! `ERROR_NOT_ENOUGH_MEMORY` and changes nothing: `mprotect` is reverted.
