@@ -211,6 +211,8 @@ impl<B: Backend> AddressSpace<B> {
         let mut lent: Vec<Range<usize>> = Vec::new();
         // Whether the avoided ranges were checked with the backend during this call.
         let mut rechecked = false;
+        // Where the mapping a claim collided with ends, to look for more after it.
+        let mut crowd_after: Option<usize> = None;
         loop {
             let mut book = self.book.lock();
             let base = match fixed {
@@ -327,13 +329,14 @@ impl<B: Backend> AddressSpace<B> {
                             // avoided; nothing reserved is touched).
                             let g =
                                 rules::round_down(start, GRANULE)..rules::round_up(end, GRANULE).unwrap_or(usize::MAX);
-                            book.avoid(g);
+                            book.avoid(g.clone());
                             collisions += 1;
                             if fixed.is_some() {
                                 Some(Err(Error::InvalidAddress))
                             } else if collisions > 1000 {
                                 Some(Err(Error::NotEnoughMemory))
                             } else {
+                                crowd_after = Some(g.end);
                                 None
                             }
                         }
@@ -343,6 +346,12 @@ impl<B: Backend> AddressSpace<B> {
             };
             let grew = outcome.is_none() && book.avoided_grew();
             drop(book);
+            if let Some(at) = crowd_after.take() {
+                // Mappings that are not ours come in crowds (another allocator's, another
+                // space's): find those right after this one now, without the lock, rather
+                // than by one collision (one failed system call) each.
+                self.avoid_crowd(at, claim_size);
+            }
             if !inline {
                 self.idle.notify_all();
             }
@@ -354,6 +363,28 @@ impl<B: Backend> AddressSpace<B> {
                 // mapping has gone, so that the list stays as long as what is really in
                 // the way.
                 self.recheck_avoided();
+            }
+        }
+    }
+
+    /// Avoid the mappings that are not ours lying from `at` on with gaps smaller than
+    /// `size` between them (where a claim of `size` bytes could not fit anyway), up to
+    /// 256 of them: asked of the backend without the lock, then avoided under it.
+    fn avoid_crowd(&self, mut at: usize, size: usize) {
+        let mut crowd = Vec::new();
+        while crowd.len() < 256 {
+            let Some(f) = self.backend.foreign(at, at.saturating_add(size)) else { break };
+            let g = rules::round_down(f.start, GRANULE)..rules::round_up(f.end, GRANULE).unwrap_or(usize::MAX);
+            if g.end <= at {
+                break;
+            }
+            at = g.end;
+            crowd.push(g);
+        }
+        if !crowd.is_empty() {
+            let mut book = self.book.lock();
+            for g in crowd {
+                book.avoid(g);
             }
         }
     }

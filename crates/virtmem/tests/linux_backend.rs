@@ -5,6 +5,7 @@
 mod linux_util;
 
 use linux_util::*;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use virtmem::{
     AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace,
 };
@@ -12,19 +13,55 @@ use virtmem::{
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
 
-fn space() -> LinuxSpace {
-    LinuxSpace::linux().expect("linux space")
+/// The tests of this file run side by side in one process, and every space places its
+/// reservations bottom-up from the lowest free address: a range one test releases may be
+/// reserved by another at once. A test that checks that a release left nothing mapped
+/// holds this lock alone ([`plain_alone`]); every other test holds it shared, for as long
+/// as its space lives.
+static MAPS: RwLock<()> = RwLock::new(());
+
+/// A space, with the test's turn at [`MAPS`] (dropped after the space).
+struct Held {
+    space: LinuxSpace,
+    _turn: Turn,
+}
+
+enum Turn {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = LinuxSpace;
+    fn deref(&self) -> &LinuxSpace {
+        &self.space
+    }
+}
+
+fn space() -> Held {
+    Held { space: LinuxSpace::linux().expect("linux space"), _turn: Turn::Shared(MAPS.read()) }
+}
+
+fn plain_space() -> LinuxSpace {
+    LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: false }).expect("linux space")
 }
 
 /// A space whose backend does exactly mmap / mprotect / madvise / munmap: no pool, no
 /// guard regions.
-fn plain() -> LinuxSpace {
-    LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: false }).expect("linux space")
+fn plain() -> Held {
+    let turn = Turn::Shared(MAPS.read());
+    Held { space: plain_space(), _turn: turn }
+}
+
+/// [`plain`], with no other test of this file running meanwhile.
+fn plain_alone() -> Held {
+    let turn = Turn::Alone(MAPS.write());
+    Held { space: plain_space(), _turn: turn }
 }
 
 #[test]
 fn reserve_commit_decommit_release_are_real() {
-    let s = plain();
+    let s = plain_alone();
     let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
     assert_eq!(base % (64 * KB), 0);
     assert_eq!(mappings(base..base + MB), [(base, base + MB, "---p".to_string())]);
@@ -57,7 +94,7 @@ fn reserve_commit_decommit_release_are_real() {
 
 #[test]
 fn a_small_reservation_maps_its_whole_granule() {
-    let s = plain();
+    let s = plain_alone();
     let base = s.alloc(0, 8 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
     assert_eq!(
         mappings(base..base + 64 * KB),
@@ -631,7 +668,7 @@ fn kernel_mappings_grow_at_most_two_per_call_and_not_on_guarded_decommit() {
             }
             if after > worst {
                 worst = after;
-                regions_then = walk(&s, base..base + size).len();
+                regions_then = walk(&*s, base..base + size).len();
             }
         }
         eprintln!(
@@ -899,4 +936,26 @@ fn a_large_foreign_mapping_is_skipped_in_one_collision() {
     s.free(b, 0, FreeType::RELEASE).unwrap();
     // SAFETY: the mapping made above, unused.
     unsafe { libc::munmap(p, len) };
+}
+
+/// A space placing a reservation where thousands of small mappings that are not its own
+/// lie (another space's, another allocator's) gets past them: not one failed system call
+/// per foreign mapping, and never `ERROR_NOT_ENOUGH_MEMORY` while room is free.
+#[test]
+fn a_new_space_gets_past_a_crowd_of_foreign_mappings() {
+    let a = space();
+    let crowd: Vec<usize> = (0..3000)
+        .map(|_| {
+            let b = a.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+            a.alloc(b, 4 * KB, T::COMMIT, P::READWRITE).unwrap();
+            b
+        })
+        .collect();
+    let b = space();
+    let got = b.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+    assert!(crowd.iter().all(|&c| got + MB <= c || c + 64 * KB <= got), "{got:#x} overlaps the crowd");
+    b.free(got, 0, FreeType::RELEASE).unwrap();
+    for c in crowd {
+        a.free(c, 0, FreeType::RELEASE).unwrap();
+    }
 }
