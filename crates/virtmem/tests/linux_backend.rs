@@ -17,7 +17,8 @@ const MB: usize = 1024 * KB;
 /// reservations bottom-up from the lowest free address: a range one test releases may be
 /// reserved by another at once. A test that checks that a release left nothing mapped
 /// holds this lock alone ([`plain_alone`]); every other test holds it shared, for as long
-/// as its space lives.
+/// as its space lives (recursively: a test may make two spaces, and a second plain read
+/// would wait behind a waiting writer while this thread holds the first).
 static MAPS: RwLock<()> = RwLock::new(());
 
 /// A space, with the test's turn at [`MAPS`] (dropped after the space).
@@ -39,7 +40,7 @@ impl std::ops::Deref for Held {
 }
 
 fn space() -> Held {
-    Held { space: LinuxSpace::linux().expect("linux space"), _turn: Turn::Shared(MAPS.read()) }
+    Held { space: LinuxSpace::linux().expect("linux space"), _turn: Turn::Shared(MAPS.read_recursive()) }
 }
 
 fn plain_space() -> LinuxSpace {
@@ -49,7 +50,7 @@ fn plain_space() -> LinuxSpace {
 /// A space whose backend does exactly mmap / mprotect / madvise / munmap: no pool, no
 /// guard regions.
 fn plain() -> Held {
-    let turn = Turn::Shared(MAPS.read());
+    let turn = Turn::Shared(MAPS.read_recursive());
     Held { space: plain_space(), _turn: turn }
 }
 
@@ -913,7 +914,7 @@ fn a_range_taken_from_a_full_pool_goes_back_to_it() {
 /// tries and give up).
 #[test]
 fn a_large_foreign_mapping_is_skipped_in_one_collision() {
-    let s = plain();
+    let s = plain_alone();
     // Where a reservation at no particular address goes now, freed again (unmapped).
     let x = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
     s.free(x, 0, FreeType::RELEASE).unwrap();
