@@ -43,6 +43,12 @@ pub fn round_up(x: usize, align: usize) -> Option<usize> {
     Some(x.checked_add(align - 1)? & !(align - 1))
 }
 
+/// The whole allocation granules `range` touches (to the top of the address space if
+/// its end rounds past it).
+pub fn granules(range: Range<usize>) -> Range<usize> {
+    round_down(range.start, GRANULE)..round_up(range.end, GRANULE).unwrap_or(usize::MAX)
+}
+
 /// Every page touched by `[address, address + size)`, or 87 when the end wraps.
 pub fn page_span(address: usize, size: usize) -> Result<Range<usize>> {
     let end = address.checked_add(size).ok_or(Error::InvalidParameter)?;

@@ -103,14 +103,11 @@ impl<B: Backend> AddressSpace<B> {
         let limits = rules::normalized(backend.limits());
         let min = limits.min_address;
         let mut book = Book::new(min..limits.end_address);
-        let granules = |r: Range<usize>| {
-            rules::round_down(r.start, GRANULE)..rules::round_up(r.end, GRANULE).unwrap_or(usize::MAX)
-        };
         for r in backend.initial_blocked() {
-            book.free.take(&granules(r));
+            book.free.take(&rules::granules(r));
         }
         for r in backend.initial_avoided() {
-            let r = granules(r);
+            let r = rules::granules(r);
             book.avoid(r.clone());
             book.room.push(r);
         }
@@ -327,8 +324,7 @@ impl<B: Backend> AddressSpace<B> {
                             // All of it, not just the part this claim met, so that
                             // placement skips it in one step (only its free part becomes
                             // avoided; nothing reserved is touched).
-                            let g =
-                                rules::round_down(start, GRANULE)..rules::round_up(end, GRANULE).unwrap_or(usize::MAX);
+                            let g = rules::granules(start..end);
                             book.avoid(g.clone());
                             collisions += 1;
                             if fixed.is_some() {
@@ -374,7 +370,7 @@ impl<B: Backend> AddressSpace<B> {
         let mut crowd = Vec::new();
         while crowd.len() < 256 {
             let Some(f) = self.backend.foreign(at, at.saturating_add(size)) else { break };
-            let g = rules::round_down(f.start, GRANULE)..rules::round_up(f.end, GRANULE).unwrap_or(usize::MAX);
+            let g = rules::granules(f.start..f.end);
             if g.end <= at {
                 break;
             }
@@ -403,11 +399,11 @@ impl<B: Backend> AddressSpace<B> {
                         break;
                     }
                     Some(f) => {
-                        let s = rules::round_down(f.start, GRANULE).max(at);
-                        if s > at {
-                            vacant.push(at..s);
+                        let g = rules::granules(f.start..f.end);
+                        if g.start > at {
+                            vacant.push(at..g.start);
                         }
-                        at = rules::round_up(f.end, GRANULE).unwrap_or(usize::MAX).max(at + GRANULE);
+                        at = g.end.max(at + GRANULE);
                     }
                 }
             }
