@@ -1104,6 +1104,7 @@ impl<B: Backend> AddressSpace<B> {
     /// Write `data` at `address`, checked like a CPU store (read-only pages fault too).
     /// Nothing is written unless every byte may be. Marks write-watched pages dirty.
     pub fn write(&self, address: usize, data: &[u8]) -> Result<()> {
+        self.backend.prepare_write(address, data.len());
         self.access(address, data.len(), AccessKind::Write, |b| b.write(address, data))
     }
 

@@ -125,6 +125,10 @@ impl<B: Backend> Backend for Faulty<B> {
         self.step()?;
         self.inner.write(address, data)
     }
+    fn prepare_write(&self, address: usize, len: usize) {
+        // (Not a side effect: nothing to fail.)
+        self.inner.prepare_write(address, len)
+    }
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
         self.step()?;
         self.inner.dirty_pages(range, max, reset)

@@ -264,6 +264,12 @@ pub trait Backend: Send + Sync {
     /// Copy bytes into memory at `address`, marking written pages dirty for write tracking.
     fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError>;
 
+    /// Get ready for a [`Backend::write`] of `len` bytes at `address` that may follow.
+    /// The engine calls this before it takes its lock, so work done here (preparing
+    /// zeroed pages, say) is work the write does not do while every other call on the
+    /// space waits. The write may never come (the access may be refused). Default: nothing.
+    fn prepare_write(&self, _address: usize, _len: usize) {}
+
     /// The base of each page of write-tracked `range` written since it was last cleaned,
     /// ascending, at most `max`; with `reset`, exactly the reported pages become clean.
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError>;
