@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::{Access, Backend, BackendError, Limits, ReserveOptions};
 use crate::rules::PAGE;
@@ -122,7 +123,7 @@ impl Store {
     /// none when it is empty, before anything is collected.)
     fn discard(&mut self, pages: Range<usize>) {
         if self.pages.range(pages.clone()).next().is_some() {
-            let doomed: Vec<usize> = self.pages.range(pages.clone()).map(|(&k, _)| k).collect();
+            let doomed: SmallVec<[usize; SPARES_MAX]> = self.pages.range(pages.clone()).map(|(&k, _)| k).collect();
             for k in doomed {
                 if let Some(page) = self.pages.remove(&k) {
                     recycle(page);
