@@ -476,6 +476,40 @@ fn protect_beside_guarded_pages_keeps_them_decommitted_and_splits_no_mapping() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
+/// A protection change that takes guard-marked neighbours along and fails (an injected
+/// `mprotect` failure) leaves the kernel and the backend's record as they were: the
+/// same change then succeeds and still splits no mapping.
+#[test]
+fn a_failed_protect_beside_guarded_pages_changes_nothing() {
+    let s = space();
+    if !s.backend().uses_guard_regions() {
+        return;
+    }
+    let base = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    let page = 4 * KB;
+    s.alloc(base, 4 * page, T::COMMIT, P::READWRITE).unwrap();
+    store(base + page, 7);
+    s.free(base, page, FreeType::DECOMMIT).unwrap();
+    s.free(base + 2 * page, 2 * page, FreeType::DECOMMIT).unwrap();
+    let before = mappings(base..base + 64 * KB);
+    s.backend().inject_failure(1);
+    assert!(s.protect(base + page, page, P::READONLY).is_err());
+    assert!(!s.backend().failure_pending());
+    assert_eq!(mappings(base..base + 64 * KB), before);
+    assert_eq!(guarded(base..base + 4 * page), [true, false, true, true]);
+    assert_eq!(perms_at(base + page).as_deref(), Some("rw-p"));
+    s.protect(base + page, page, P::READONLY).unwrap();
+    assert_eq!(mappings(base..base + 64 * KB).len(), before.len());
+    assert_eq!(perms_at(base + page).as_deref(), Some("r--p"));
+    assert_eq!(guarded(base..base + 4 * page), [true, false, true, true]);
+    assert_eq!(load(base + page), 7);
+    // Recommitted (all read-write), the marked pages are accessible and empty again.
+    s.alloc(base, 4 * page, T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(effective_mappings(base..base + 4 * page), vec![(base, base + 4 * page, "rw-p".to_string())]);
+    assert_eq!((load(base), load(base + 2 * page)), (0, 0));
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
 #[test]
 fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() {
     let s = space();

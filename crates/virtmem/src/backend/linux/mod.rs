@@ -550,35 +550,49 @@ impl LinuxBackend {
             // Pages the CPU may access are not guard-marked, have the protection `from`
             // (the engine passes the access they have) and have been accessible, so
             // their new state is known without reading the old one, and one `mprotect`
-            // does it, unless a guard-marked run with the same protection lies right
-            // next to the range (see `State::widen_over_same_guards`). The record is
-            // changed first, in the same walk that looks at the neighbours, and put
-            // back should the call fail (the engine runs nothing else on this
-            // reservation meanwhile).
-            // (Usually the range is exactly one entry of the record: then it is
-            // rewritten in place with one search, see `IntervalMap::replace_entry`.)
+            // does it. A guard-marked run with the same protection right next to the
+            // range is part of the same kernel mapping: it is taken along (it stays
+            // marked, under the new protection), which spares the kernel a split and a
+            // merge (see `State::widen_over_same_guards`). The record is changed first,
+            // in the same walk that looks at the neighbours, and put back should the
+            // call fail (the engine runs nothing else on this reservation meanwhile).
+            // (Usually the range is exactly one entry of the record, with such runs,
+            // if any, inside its granules: then it and they are rewritten in place with
+            // one search, see `IntervalMap::replace_entry_widening`. A decommit with
+            // guard markers next to the range, as in scattered commit/decommit, is
+            // common: the general way below costs several searches and collections.)
             let same_guard = |k: Kernel| k.guarded && k.prot == from;
+            let within = round_down(range.start, GRANULE)..round_up(range.end, GRANULE).unwrap_or(range.end);
             let recorded = {
                 let mut st = self.state.lock();
-                match st.kernel.replace_entry(&range, granting(from), granting(to), same_guard) {
-                    Some(done) => done,
-                    None => st.kernel.update_unless(
-                        range.clone(),
-                        |k| {
-                            let k = k.unwrap_or(FRESH);
-                            debug_assert_eq!(k, granting(from), "kernel state disagrees with the engine");
-                            entry(Kernel { prot: to, ..k })
-                        },
-                        |left, right| {
-                            left.is_some_and(|(_, k)| same_guard(k)) || right.is_some_and(|(_, k)| same_guard(k))
-                        },
-                    ),
+                let along = |k: Kernel| same_guard(k).then_some(Kernel { prot: to, ..k });
+                match st.kernel.replace_entry_widening(&range, granting(from), granting(to), &within, along) {
+                    Some(span) => Some(span),
+                    None => st
+                        .kernel
+                        .update_unless(
+                            range.clone(),
+                            |k| {
+                                let k = k.unwrap_or(FRESH);
+                                debug_assert_eq!(k, granting(from), "kernel state disagrees with the engine");
+                                entry(Kernel { prot: to, ..k })
+                            },
+                            |left, right| {
+                                left.is_some_and(|(_, k)| same_guard(k)) || right.is_some_and(|(_, k)| same_guard(k))
+                            },
+                        )
+                        .then(|| range.clone()),
                 }
             };
-            if recorded {
-                if let Err(e) = self.protect(&range, to) {
-                    self.restore(&[(range.clone(), Kernel { prot: from, ..FRESH })]);
-                    self.state.lock().kernel.set(range, Some(granting(from)));
+            if let Some(span) = recorded {
+                if let Err(e) = self.protect(&span, to) {
+                    // Every page of the span had the protection `from`.
+                    self.restore(&[(span.clone(), Kernel { prot: from, ..FRESH })]);
+                    let mut st = self.state.lock();
+                    st.kernel.set(range.clone(), Some(granting(from)));
+                    for side in [span.start..range.start, range.end..span.end] {
+                        st.kernel.update(side, |k| k.map(|k| Kernel { prot: from, ..k }));
+                    }
                     return Err(errno_error(e));
                 }
                 return Ok(());

@@ -171,29 +171,69 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.rewrite(start, end, floor, f, veto)
     }
 
-    /// The usual shape of [`IntervalMap::update_unless`], with less work: `range` is
-    /// exactly one entry, with the value `old`, which takes the value `new` (not `old`),
-    /// and no entry touching it has `new`. Then, unless `veto` refuses the value of an entry touching
-    /// it (`Some(false)`), the entry takes `new` in place (`Some(true)`). `None`, with
-    /// nothing changed, when the shape is not that one (the caller takes the general way).
-    /// One search, no closures over windows, no vectors.
+    /// The usual shape of a change of one run, with less work than
+    /// [`IntervalMap::update_unless`]: `range` is exactly one entry, with the value `old`,
+    /// which takes the value `new` (not `old`); an entry touching it takes the value
+    /// `widen(its value)` along when that is `Some` and the entry lies inside `within`,
+    /// else keeps its value. Done in place, with one search and no vectors, when no
+    /// entry would merge with a neighbour; returns `range` widened over the entries
+    /// taken along. `None`, with nothing changed, when the shape is not that one or
+    /// entries would merge (the caller takes the general way).
     #[inline]
-    pub fn replace_entry(&mut self, range: &Range<usize>, old: V, new: V, veto: impl Fn(V) -> bool) -> Option<bool> {
+    pub fn replace_entry_widening(
+        &mut self,
+        range: &Range<usize>,
+        old: V,
+        new: V,
+        within: &Range<usize>,
+        widen: impl Fn(V) -> Option<V>,
+    ) -> Option<Range<usize>> {
         let p = self.map.floor(range.start)?;
         let (e, w) = self.map.value(p);
         if self.map.key(p) != range.start || e != range.end || w != old || old == new {
             return None;
         }
-        let left = self.map.prev(p).map(|q| self.map.value(q)).filter(|&(e, _)| e == range.start).map(|(_, v)| v);
-        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end).map(|q| self.map.value(q).1);
-        if left == Some(new) || right == Some(new) {
-            return None;
+        let mut span = range.clone();
+        // The entries touching it: each keeps its value, or is taken along with the
+        // value `widen` gives unless that would merge it with the entry beyond it.
+        let mut left = None;
+        if let Some(q) = self.map.prev(p).filter(|&q| self.map.value(q).0 == range.start) {
+            let (qs, v) = (self.map.key(q), self.map.value(q).1);
+            if v == new {
+                return None;
+            }
+            if let Some(nv) = widen(v).filter(|_| qs >= within.start) {
+                if nv == new || (nv != v && self.map.prev(q).is_some_and(|f| self.map.value(f) == (qs, nv))) {
+                    return None;
+                }
+                left = Some((q, nv));
+                span.start = qs;
+            }
         }
-        if left.is_some_and(&veto) || right.is_some_and(&veto) {
-            return Some(false);
+        let mut right = None;
+        if let Some(q) = self.map.next(p).filter(|&q| self.map.key(q) == range.end) {
+            let (qe, v) = self.map.value(q);
+            if v == new {
+                return None;
+            }
+            if let Some(nv) = widen(v).filter(|_| qe <= within.end) {
+                if nv == new
+                    || (nv != v && self.map.next(q).is_some_and(|f| self.map.key(f) == qe && self.map.value(f).1 == nv))
+                {
+                    return None;
+                }
+                right = Some((q, nv));
+                span.end = qe;
+            }
         }
         self.map.overwrite(p, range.start, (range.end, new));
-        Some(true)
+        if let Some((q, nv)) = left {
+            self.map.overwrite(q, span.start, (range.start, nv));
+        }
+        if let Some((q, nv)) = right {
+            self.map.overwrite(q, range.end, (span.end, nv));
+        }
+        Some(span)
     }
 
     /// `set(range, Some(new))` when `range` is exactly one entry and `take` accepts its
@@ -681,20 +721,57 @@ mod tests {
                     model[start..end].iter_mut().for_each(|x| *x = f(*x));
                 } else if let (Some(x), Some(o), 0) = (v, model[start], len % 3) {
                     // The one-entry shortcut: the change `set` would make, or nothing.
+                    // Entries touching it that hold 0 are taken along as 2, when they lie
+                    // within 3 pages of it (as the backend's granules around a range).
                     let r = start..end;
-                    let touching = |a: Option<usize>| a.and_then(|a| model.get(a).copied().flatten());
-                    let (left, right) = (touching(start.checked_sub(1)), touching(Some(end)));
+                    let within = start.saturating_sub(3)..end + 3;
+                    let widen = |n: u8| (n == 0).then_some(2);
+                    let run_of = |p: usize| {
+                        let v = model[p]?;
+                        let s = (0..=p).rev().take_while(|&i| model[i] == Some(v)).last().unwrap_or(p);
+                        let e = (p..PAGES).take_while(|&i| model[i] == Some(v)).last().unwrap_or(p) + 1;
+                        Some((s..e, v))
+                    };
                     let whole = model[r.clone()].iter().all(|&y| y == Some(o))
-                        && left != Some(o)
-                        && right != Some(o);
-                    match m.replace_entry(&r, o, x, |n| n == 0) {
-                        Some(true) => {
-                            proptest::prop_assert!(whole && o != x && left != Some(x) && right != Some(x));
-                            proptest::prop_assert!(left != Some(0) && right != Some(0));
-                            model[r].fill(Some(x));
+                        && (start == 0 || model[start - 1] != Some(o))
+                        && model.get(end).copied().flatten() != Some(o);
+                    let left = start.checked_sub(1).and_then(run_of);
+                    let right = (end < PAGES).then(|| run_of(end)).flatten();
+                    // What a touching run becomes: Ok(Some) taken along, Err: a merge.
+                    let plan = |n: &Option<(Range<usize>, u8)>, far: Option<usize>| -> Result<Option<(Range<usize>, u8)>, ()> {
+                        let Some((nr, nv)) = n else { return Ok(None) };
+                        if *nv == x {
+                            return Err(());
                         }
-                        Some(false) => proptest::prop_assert!(whole && (left == Some(0) || right == Some(0))),
-                        None => proptest::prop_assert!(!whole || o == x || left == Some(x) || right == Some(x)),
+                        let inside = nr.start >= within.start && nr.end <= within.end;
+                        match widen(*nv).filter(|_| inside) {
+                            None => Ok(None),
+                            Some(w) if w == x || far.and_then(|f| model.get(f).copied().flatten()) == Some(w) => Err(()),
+                            Some(w) => Ok(Some((nr.clone(), w))),
+                        }
+                    };
+                    let want = if !whole || o == x {
+                        None
+                    } else {
+                        match (
+                            plan(&left, left.as_ref().and_then(|(lr, _)| lr.start.checked_sub(1))),
+                            plan(&right, right.as_ref().map(|(rr, _)| rr.end)),
+                        ) {
+                            (Ok(l), Ok(rt)) => Some((l, rt)),
+                            _ => None,
+                        }
+                    };
+                    let got = m.replace_entry_widening(&r, o, x, &within, widen);
+                    match want {
+                        Some((l, rt)) => {
+                            let span = l.as_ref().map_or(start, |(lr, _)| lr.start)..rt.as_ref().map_or(end, |(rr, _)| rr.end);
+                            proptest::prop_assert_eq!(got, Some(span));
+                            model[r].fill(Some(x));
+                            for (nr, w) in l.into_iter().chain(rt) {
+                                model[nr].fill(Some(w));
+                            }
+                        }
+                        None => proptest::prop_assert_eq!(got, None),
                     }
                 } else if let (Some(x), 1) = (v, len % 3) {
                     // Filling a gap: the change `set` would make, or nothing.
