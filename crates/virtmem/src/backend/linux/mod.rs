@@ -42,7 +42,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
@@ -254,6 +254,11 @@ pub struct LinuxBackend {
     state: Mutex<State>,
     /// Pages offered to the kernel by `MEM_RESET` that held data: page → witness.
     witnesses: Mutex<BTreeMap<usize, Witness>>,
+    /// Whether `witnesses` has ever held an entry: set under its lock before the first
+    /// is added, so that the paths that forget witnesses (every decommit and release)
+    /// skip that lock in a program that never resets. (A range's witnesses are added by
+    /// an earlier call on its reservation, which the engine orders before this one.)
+    witnessed: AtomicBool,
     /// Write tracking, set up on first use.
     watch: OnceLock<Result<watch::Watch, BackendError>>,
     /// Side effects performed (system calls that change memory), for tests and benches.
@@ -319,6 +324,7 @@ impl LinuxBackend {
             pagemap,
             state: Mutex::new(State::default()),
             witnesses: Mutex::new(BTreeMap::new()),
+            witnessed: AtomicBool::new(false),
             watch: OnceLock::new(),
             syscalls: AtomicU64::new(0),
             fail_at: AtomicU64::new(0),
@@ -485,6 +491,9 @@ impl LinuxBackend {
 
     /// Drop the witnesses of pages in `range`.
     fn forget_witnesses(&self, range: &Range<usize>) {
+        if !self.witnessed.load(Ordering::Acquire) {
+            return;
+        }
         let mut w = self.witnesses.lock();
         if w.is_empty() || w.range(range.clone()).next().is_none() {
             return;
@@ -943,11 +952,17 @@ impl Backend for LinuxBackend {
             let mut st = self.state.lock();
             // (Inline vectors: a reservation is usually one pooled piece or one hole.)
             let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
-            for (r, v) in st.pool.runs(ext.clone()) {
-                if v.is_some() {
-                    pooled.push(r)
-                } else {
-                    holes.push(r)
+            if st.pool_bytes == 0 || st.pool.entries_in(ext.clone()).next().is_none() {
+                // Nothing pooled there (a range the pool does not take, such as a huge
+                // one, usually): one hole, without collecting the pool's pieces.
+                holes.push(ext.clone());
+            } else {
+                for (r, v) in st.pool.runs(ext.clone()) {
+                    if v.is_some() {
+                        pooled.push(r)
+                    } else {
+                        holes.push(r)
+                    }
                 }
             }
             for r in &pooled {
@@ -1193,7 +1208,11 @@ impl Backend for LinuxBackend {
                     }
                 }
             }
-            self.witnesses.lock().extend(found);
+            if !found.is_empty() {
+                let mut w = self.witnesses.lock();
+                self.witnessed.store(true, Ordering::Release);
+                w.extend(found);
+            }
             self.count();
             // SAFETY: a part of one of our reservations; MADV_FREE only lets the kernel
             // drop contents, which MEM_RESET allows.
