@@ -923,7 +923,8 @@ impl Backend for LinuxBackend {
     /// huge pages, which need a mapping of their own (a pooled range would be unmapped
     /// and mapped again).
     fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
-        if opts.write_watch || opts.large_pages {
+        // (More than the pool may ever hold, such as a huge reservation: no need to look.)
+        if opts.write_watch || opts.large_pages || size > self.options.pool_bytes {
             return None;
         }
         let st = self.state.lock();
