@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release --example linux_profile
 //! valgrind --tool=callgrind --toggle-collect='*linux_profile::timed*' \
-//!     target/release/examples/linux_profile <op> [bench-layout] [no-pool]
+//!     target/release/examples/linux_profile <op> [bench-layout] [no-pool] [untouched] [after-groups]
 //! ```
 //!
 //! `<op>` is `reserve`, `commit`, `decommit`, `protect` (two calls: read-only and back),
@@ -18,6 +18,12 @@
 //! the thread CPU time per call of the measured loop (system calls included). With
 //! `recommit`, the page a `commit` commits was committed and decommitted before, as in
 //! the `ops` benchmark's batches after its first.
+//!
+//! With `after-groups`, each reservation first goes through what the `ops` benchmark's
+//! earlier groups leave on the Linux space (its second page committed and decommitted,
+//! its first page decommitted and recommitted: guard markers next to the committed page),
+//! the state in which `ops_protect/linux` runs in the full benchmark. (Then the bare
+//! `mprotect` of one page that `protect-vs-raw` compares with splits a kernel mapping.)
 //!
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
@@ -166,6 +172,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.write(b, &[1])?;
         }
         bases.push(b);
+    }
+    if flags.iter().any(|f| f == "after-groups") {
+        // As `ops_commit` and `ops_decommit` leave them (their undo included).
+        for &b in &bases {
+            s.alloc(b + PAGE, PAGE, T::COMMIT, P::READWRITE)?;
+            s.free(b + PAGE, PAGE, FreeType::DECOMMIT)?;
+        }
+        for &b in &bases {
+            s.free(b, PAGE, FreeType::DECOMMIT)?;
+            s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
+        }
     }
     if op == "protect-vs-raw" {
         for round in 0..5 {
