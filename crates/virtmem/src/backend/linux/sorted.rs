@@ -38,15 +38,33 @@ pub struct SortedMap<V> {
     firsts: Vec<usize>,
     chunks: Vec<Chunk<V>>,
     len: usize,
+    /// A chunk that emptied (or was merged away), kept for the next one needed: a map
+    /// that goes empty and back, as the backend's records do when a space holds one
+    /// reservation at a time, allocates and frees nothing.
+    spare: Option<Chunk<V>>,
 }
 
 impl<V> Default for SortedMap<V> {
     fn default() -> Self {
-        SortedMap { firsts: Vec::new(), chunks: Vec::new(), len: 0 }
+        SortedMap { firsts: Vec::new(), chunks: Vec::new(), len: 0, spare: None }
     }
 }
 
 impl<V: Copy> SortedMap<V> {
+    /// An empty chunk: the spare one, or a new one.
+    fn fresh_chunk(&mut self) -> Chunk<V> {
+        self.spare.take().unwrap_or_else(|| Chunk::with(Vec::with_capacity(CAP + 1), Vec::with_capacity(CAP + 1)))
+    }
+
+    /// Keep a chunk no longer in the map as the spare, emptied.
+    fn retire(&mut self, mut c: Chunk<V>) {
+        if self.spare.is_none() {
+            c.keys.clear();
+            c.values.clear();
+            self.spare = Some(c);
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.len
@@ -135,11 +153,10 @@ impl<V: Copy> SortedMap<V> {
     /// Add an entry for `key`, which must not be in the map yet.
     pub fn insert(&mut self, key: usize, v: V) {
         if self.chunks.is_empty() {
-            let mut keys = Vec::with_capacity(CAP + 1);
-            let mut values = Vec::with_capacity(CAP + 1);
-            keys.push(key);
-            values.push(v);
-            self.chunks.push(Chunk::with(keys, values));
+            let mut c = self.fresh_chunk();
+            c.keys.push(key);
+            c.values.push(v);
+            self.chunks.push(c);
             self.firsts.push(key);
             self.len = 1;
             return;
@@ -156,15 +173,15 @@ impl<V: Copy> SortedMap<V> {
         self.len += 1;
         if c.keys.len() > CAP {
             // Split in halves.
+            let mut new = self.fresh_chunk();
+            let c = &mut self.chunks[chunk];
             let half = c.keys.len() / 2;
-            let mut keys = Vec::with_capacity(CAP + 1);
-            let mut values = Vec::with_capacity(CAP + 1);
-            keys.extend_from_slice(&c.keys[half..]);
-            values.extend_from_slice(&c.values[half..]);
+            new.keys.extend_from_slice(&c.keys[half..]);
+            new.values.extend_from_slice(&c.values[half..]);
             c.keys.truncate(half);
             c.values.truncate(half);
-            self.firsts.insert(chunk + 1, keys[0]);
-            self.chunks.insert(chunk + 1, Chunk::with(keys, values));
+            self.firsts.insert(chunk + 1, new.keys[0]);
+            self.chunks.insert(chunk + 1, new);
         }
     }
 
@@ -176,7 +193,8 @@ impl<V: Copy> SortedMap<V> {
         self.len -= 1;
         let n = c.keys.len();
         if n == 0 {
-            self.chunks.remove(p.chunk);
+            let empty = self.chunks.remove(p.chunk);
+            self.retire(empty);
             self.firsts.remove(p.chunk);
             return (p.chunk < self.chunks.len()).then_some(Pos { chunk: p.chunk, slot: 0 });
         }
@@ -193,6 +211,7 @@ impl<V: Copy> SortedMap<V> {
                 let c = &mut self.chunks[p.chunk];
                 c.keys.extend_from_slice(&right.keys);
                 c.values.extend_from_slice(&right.values);
+                self.retire(right);
             } else if p.chunk > 0 && n + self.chunks[p.chunk - 1].keys.len() <= CAP * 3 / 4 {
                 let this = self.chunks.remove(p.chunk);
                 self.firsts.remove(p.chunk);
@@ -200,6 +219,7 @@ impl<V: Copy> SortedMap<V> {
                 next = Pos { chunk: p.chunk - 1, slot: left.keys.len() + p.slot };
                 left.keys.extend_from_slice(&this.keys);
                 left.values.extend_from_slice(&this.values);
+                self.retire(this);
             }
         }
         if next.slot < self.chunks[next.chunk].keys.len() {
@@ -256,6 +276,9 @@ impl<V: Copy> SortedMap<V> {
             total += c.keys.len();
         }
         assert_eq!(total, self.len);
+        if let Some(c) = &self.spare {
+            assert!(c.keys.is_empty() && c.values.is_empty(), "spare chunk not empty");
+        }
     }
 }
 
