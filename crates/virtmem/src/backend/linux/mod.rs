@@ -953,9 +953,8 @@ impl Backend for LinuxBackend {
             let mut st = self.state.lock();
             // (Inline vectors: a reservation is usually one pooled piece or one hole.)
             let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
-            if st.pool_bytes == 0 || st.pool.entries_in(ext.clone()).next().is_none() {
-                // Nothing pooled there (a range the pool does not take, such as a huge
-                // one, usually): one hole, without collecting the pool's pieces.
+            if st.pool_bytes == 0 {
+                // Nothing pooled: one hole, without looking at the pool's pieces.
                 holes.push(ext.clone());
             } else {
                 for (r, v) in st.pool.runs(ext.clone()) {
