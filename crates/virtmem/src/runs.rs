@@ -988,8 +988,6 @@ pub(crate) struct Reservation {
     pub locked: Option<Box<RunMap<bool>>>,
     /// Committed bytes.
     pub committed: usize,
-    /// An operation on it is under way (its side effects run outside the space's lock).
-    pub busy: bool,
 }
 
 impl Reservation {
@@ -1632,6 +1630,11 @@ pub(crate) struct Book {
     /// costs a reserve no allocation (an ordered map allocated and freed its node on
     /// every call).
     pub pending: Vec<Range<usize>>,
+    /// Bases of the reservations an operation is under way on, its side effects running
+    /// outside the space's lock (other calls on them wait). One per thread in flight at
+    /// most, so a vector searched in place: marking and clearing cost no search of the
+    /// reservation index.
+    pub busy: Vec<usize>,
     /// Ranges kept off the free list without being reserved: room the backend asked
     /// the engine not to pick by itself (where a stack or the program break grows), and
     /// granules where a mapping that is not ours was found. Disjoint, never free, never
@@ -1661,6 +1664,7 @@ impl Book {
             reservations: Reservations::default(),
             free: FreeSpace::new(range),
             pending: Vec::new(),
+            busy: Vec::new(),
             avoided: Vec::new(),
             room: Vec::new(),
             committed: 0,
@@ -1885,7 +1889,6 @@ mod tests {
             pages: RunMap::new(base..base + 16, PageState::Reserved),
             locked: None,
             committed: 0,
-            busy: false,
         };
         let mut r = Reservations::default();
         // Enough for many leaves of 8 and several directory blocks of 4.
@@ -2130,7 +2133,6 @@ mod tests {
                     pages: RunMap::new(base..end, PageState::Reserved),
                     locked: None,
                     committed: 0,
-                    busy: false,
                 };
                 let mut r = Reservations::default();
                 let mut model: BTreeMap<usize, usize> = BTreeMap::new();

@@ -304,7 +304,6 @@ impl<B: Backend> AddressSpace<B> {
                             pages: RunMap::new(range, state),
                             locked: None,
                             committed: charge,
-                            busy: false,
                         },
                     );
                     Some(Ok(base))
@@ -417,9 +416,9 @@ impl<B: Backend> AddressSpace<B> {
     fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<usize>) {
         let mut book = self.book.lock();
         loop {
-            match book.reservations.find(addr).map(|r| (r.base, r.busy)) {
-                Ok((_, true)) => self.idle.wait(&mut book),
-                Ok((base, false)) => return (book, Some(base)),
+            match book.reservations.find(addr).map(|r| r.base) {
+                Ok(base) if book.busy.contains(&base) => self.idle.wait(&mut book),
+                Ok(base) => return (book, Some(base)),
                 Err(_) => return (book, None),
             }
         }
@@ -433,12 +432,13 @@ impl<B: Backend> AddressSpace<B> {
         base: usize,
         f: impl FnOnce() -> T,
     ) -> (MutexGuard<'_, Book>, T) {
-        book.reservations.get_mut(&base).expect("reservation").busy = true;
+        debug_assert!(book.reservations.get(&base).is_some() && !book.busy.contains(&base));
+        book.busy.push(base);
         drop(book);
         let out = f();
         let mut book = self.book.lock();
-        if let Some(r) = book.reservations.get_mut(&base) {
-            r.busy = false;
+        if let Some(i) = book.busy.iter().position(|&b| b == base) {
+            book.busy.swap_remove(i);
         }
         (book, out)
     }
@@ -455,8 +455,8 @@ impl<B: Backend> AddressSpace<B> {
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
     ) -> Result<T> {
-        if self.backend.inline_effects() {
-            // Nothing to wait for: carry the steps out under the lock.
+        if steps.is_empty() || self.backend.inline_effects() {
+            // Nothing to wait for (no steps, or cheap ones): carry them out under the lock.
             let mut book = book;
             let result = self.run(steps);
             if result.is_ok() {
@@ -1039,10 +1039,10 @@ impl<B: Backend> AddressSpace<B> {
                     }
                 }
             };
-            let res = book.reservations.get_mut(&base).expect("reservation");
-            if res.busy {
+            if book.busy.contains(&base) {
                 return Ok(Some(base));
             }
+            let res = book.reservations.get_mut(&base).expect("reservation");
             let page = rules::round_down(a, PAGE);
             let (run, st) = res.pages.get(page);
             match st {
