@@ -261,6 +261,9 @@ struct Chunk {
     max: usize,
     left: u32,
     right: u32,
+    /// The node whose child this one is ([`NIL`] at the root), so that the maxima above
+    /// a chunk whose gaps changed are fixed from below, without a descent from the root.
+    parent: u32,
     /// Heap priority (a parent's is at least its children's).
     prio: u32,
 }
@@ -273,6 +276,11 @@ struct Chunk {
 /// placement (lowest or highest address) is `O(log n)` however many small gaps lie
 /// before the one that fits. Priorities come from a fixed-seed generator, so the same
 /// calls always build the same structure; placement never depends on its shape.
+///
+/// Finding the chunk of an address does not descend the treap (at 10^6 gaps a descent
+/// of some twenty nodes scattered over a megabyte, each load waiting for the one before):
+/// the chunks are also listed by key in a [`Directory`], as the leaves of
+/// [`Reservations`] are, whose short upper vector and blocks of keys stay in the caches.
 #[derive(Debug, Clone)]
 pub(crate) struct FreeSpace {
     nodes: Vec<Chunk>,
@@ -281,20 +289,10 @@ pub(crate) struct FreeSpace {
     count: usize,
     seed: u32,
     /// The chunk of the last placement or lookup: the claim that follows a placement
-    /// takes from it, and [`FreeSpace::locate`] checks it before descending.
+    /// takes from it, and [`FreeSpace::locate`] checks it before the index.
     hint: Cell<u32>,
-    /// The chunk last found by a descent for an address in each 1 MiB window (indexed
-    /// by the window's number modulo [`FINGERS`]): calls on neighbouring memory, which
-    /// is what programs mostly make, skip the descent. Checked before use, as `hint`.
-    fingers: [Cell<u32>; FINGERS],
-}
-
-/// How many windows [`FreeSpace`] remembers a chunk for.
-const FINGERS: usize = 256;
-
-/// The finger of `addr`: its 1 MiB window, modulo [`FINGERS`].
-fn finger_of(addr: usize) -> usize {
-    (addr >> 20) % FINGERS
+    /// Every chunk by its key.
+    index: Directory,
 }
 
 impl Default for FreeSpace {
@@ -306,7 +304,7 @@ impl Default for FreeSpace {
             count: 0,
             seed: 0x9E37_79B9,
             hint: Cell::new(NIL),
-            fingers: [const { Cell::new(NIL) }; FINGERS],
+            index: Directory::default(),
         }
     }
 }
@@ -350,10 +348,26 @@ impl FreeSpace {
         }
     }
 
+    /// Recompute the maximum of `t` after its gaps or children changed, and make its
+    /// children point up at it (every change of a node's children ends here).
     fn update(&mut self, t: u32) {
         let n = &self.nodes[t as usize];
-        let m = n.own.max(self.max_of(n.left)).max(self.max_of(n.right));
+        let (left, right) = (n.left, n.right);
+        let m = n.own.max(self.max_of(left)).max(self.max_of(right));
         self.nodes[t as usize].max = m;
+        for child in [left, right] {
+            if child != NIL {
+                self.nodes[child as usize].parent = t;
+            }
+        }
+    }
+
+    /// Make `t` the root.
+    fn set_root(&mut self, t: u32) {
+        self.root = t;
+        if t != NIL {
+            self.nodes[t as usize].parent = NIL;
+        }
     }
 
     /// Split subtree `t` into the chunks keyed before `key` and the others.
@@ -426,7 +440,9 @@ impl FreeSpace {
         self.seed ^= self.seed >> 17;
         self.seed ^= self.seed << 5;
         let (own, own_n, bound) = longest(&gaps);
-        let chunk = Chunk { key: gaps[0].0, gaps, own, own_n, bound, max: own, left: NIL, right: NIL, prio: self.seed };
+        let key = gaps[0].0;
+        let chunk =
+            Chunk { key, gaps, own, own_n, bound, max: own, left: NIL, right: NIL, parent: NIL, prio: self.seed };
         let n = match self.vacant.pop() {
             Some(i) => {
                 self.nodes[i as usize] = chunk;
@@ -437,7 +453,11 @@ impl FreeSpace {
                 (self.nodes.len() - 1) as u32
             }
         };
-        self.root = self.link_at(self.root, n);
+        let root = self.link_at(self.root, n);
+        self.set_root(root);
+        // After the chunk before it (the first place when it precedes every other).
+        let at = self.index.floor(key).map_or((0, 0), |(b, s)| (b, s + 1));
+        self.index.insert(at, key, n);
     }
 
     fn unlink_at(&mut self, t: u32, key: usize) -> u32 {
@@ -460,7 +480,11 @@ impl FreeSpace {
     /// Take chunk `c` out of the treap and free it, returning its gaps.
     fn drop_chunk(&mut self, c: u32) -> Vec<(usize, usize)> {
         let key = self.key(c);
-        self.root = self.unlink_at(self.root, key);
+        let root = self.unlink_at(self.root, key);
+        self.set_root(root);
+        let p = self.index.floor(key).expect("chunk in the index");
+        debug_assert_eq!(self.index.id(p), c);
+        self.index.remove(p);
         self.vacant.push(c);
         let gaps = std::mem::take(&mut self.nodes[c as usize].gaps);
         if self.root == NIL {
@@ -472,38 +496,17 @@ impl FreeSpace {
 
     /// Recompute the subtree maxima on the path to chunk `c` after its gaps changed
     /// (its `own` already right), from `c` up, stopping at the first maximum that stays
-    /// the same (those above depend on nothing else that changed): often `c` alone, with
-    /// no descent at all, else a level or two.
+    /// the same (those above depend on nothing else that changed): often `c` alone, else
+    /// a level or two, following the parent links (no descent from the root).
     fn refresh(&mut self, c: u32) {
-        // When the chunk's own subtree maximum stays the same, none above it changes
-        // either: no descent (the usual case when a gap shrinks or grows and another
-        // gap of the chunk is as long as the longest was).
-        let old = self.nodes[c as usize].max;
-        self.update(c);
-        if self.nodes[c as usize].max == old {
-            return;
-        }
-        // The ancestors of `c`, from the root down.
-        let key = self.key(c);
-        let mut path: SmallVec<[u32; 64]> = SmallVec::new();
-        let mut t = self.root;
+        let mut t = c;
         while t != NIL {
-            let k = self.key(t);
-            let next = match key.cmp(&k) {
-                std::cmp::Ordering::Less => self.nodes[t as usize].left,
-                std::cmp::Ordering::Greater => self.nodes[t as usize].right,
-                std::cmp::Ordering::Equal => break,
-            };
-            path.push(t);
-            t = next;
-        }
-        debug_assert_eq!(t, c);
-        for &t in path.iter().rev() {
             let old = self.nodes[t as usize].max;
             self.update(t);
             if self.nodes[t as usize].max == old {
-                break;
+                return;
             }
+            t = self.nodes[t as usize].parent;
         }
     }
 
@@ -511,55 +514,25 @@ impl FreeSpace {
     fn locate(&self, addr: usize) -> Option<u32> {
         // Chunks hold consecutive gaps, so a live chunk whose gaps start on both sides
         // of `addr` (or at it) is the one: no other chunk's key lies in between.
-        let holds = |t: u32| {
-            self.nodes.get(t as usize).is_some_and(|c| c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s))
-        };
-        let finger = &self.fingers[finger_of(addr)];
-        for t in [self.hint.get(), finger.get()] {
-            if holds(t) {
-                return Some(t);
-            }
+        let h = self.hint.get();
+        if self.nodes.get(h as usize).is_some_and(|c| c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s)) {
+            return Some(h);
         }
-        let (mut t, mut best) = (self.root, None);
-        while t != NIL {
-            if self.key(t) <= addr {
-                best = Some(t);
-                t = self.nodes[t as usize].right;
-            } else {
-                t = self.nodes[t as usize].left;
-            }
-        }
-        if let Some(b) = best {
-            self.hint.set(b);
-            finger.set(b);
-        }
-        best
+        let c = self.index.id(self.index.floor(addr)?);
+        self.hint.set(c);
+        Some(c)
     }
 
     /// The first chunk.
     fn leftmost(&self) -> Option<u32> {
-        let mut t = self.root;
-        if t == NIL {
-            return None;
-        }
-        while self.nodes[t as usize].left != NIL {
-            t = self.nodes[t as usize].left;
-        }
-        Some(t)
+        self.index.first().map(|p| self.index.id(p))
     }
 
-    /// The chunk with the least key greater than `key`.
-    fn next_chunk(&self, key: usize) -> Option<u32> {
-        let (mut t, mut best) = (self.root, None);
-        while t != NIL {
-            if self.key(t) > key {
-                best = Some(t);
-                t = self.nodes[t as usize].left;
-            } else {
-                t = self.nodes[t as usize].right;
-            }
-        }
-        best
+    /// The chunk after chunk `c`.
+    fn next_chunk(&self, c: u32) -> Option<u32> {
+        let p = self.index.floor(self.key(c)).expect("chunk in the index");
+        debug_assert_eq!(self.index.id(p), c);
+        self.index.next(p).map(|q| self.index.id(q))
     }
 
     /// The lowest chunk of subtree `t` keyed at least `lo` holding a gap of `need`.
@@ -667,7 +640,14 @@ impl FreeSpace {
     fn settle(&mut self, c: u32, lost: usize, gained: usize) {
         let chunk = &mut self.nodes[c as usize];
         // A new key keeps the chunk's place in the order, so the path to it is the same.
-        chunk.key = chunk.gaps[0].0;
+        let (old, key) = (chunk.key, chunk.gaps[0].0);
+        if key != old {
+            chunk.key = key;
+            let p = self.index.floor(old).expect("chunk in the index");
+            debug_assert_eq!(self.index.id(p), c);
+            self.index.set_key(p, key);
+        }
+        let chunk = &mut self.nodes[c as usize];
         let own = chunk.own;
         if gained > own {
             // Longer than any other (so than the lost one), all at most the old longest.
@@ -702,7 +682,7 @@ impl FreeSpace {
         self.refresh(c);
         let len = self.nodes[c as usize].gaps.len();
         if len < CHUNK / 4 {
-            if let Some(n) = self.next_chunk(self.key(c)) {
+            if let Some(n) = self.next_chunk(c) {
                 if len + self.nodes[n as usize].gaps.len() <= CHUNK * 3 / 4 {
                     let (own, own_n, bound) =
                         (self.nodes[n as usize].own, self.nodes[n as usize].own_n, self.nodes[n as usize].bound);
@@ -769,7 +749,7 @@ impl FreeSpace {
         let i = gaps.partition_point(|&(s, _)| s < addr);
         match gaps.get(i) {
             Some(&g) => Some(g),
-            None => self.next_chunk(self.key(c)).map(|n| self.first(n)),
+            None => self.next_chunk(c).map(|n| self.first(n)),
         }
     }
 
@@ -879,7 +859,7 @@ impl FreeSpace {
             let i = gaps.partition_point(|&(gs, _)| gs < s);
             let prev = (gaps[i - 1].1 == s).then_some(gaps[i - 1].0);
             let next = gaps.get(i).filter(|&&(ns, _)| ns == e).map(|&(_, ne)| ne);
-            let next_elsewhere = i == gaps.len() && self.next_chunk(self.key(c)).is_some_and(|n| self.first(n).0 == e);
+            let next_elsewhere = i == gaps.len() && self.next_chunk(c).is_some_and(|n| self.first(n).0 == e);
             if !next_elsewhere {
                 match (prev, next) {
                     (Some(ps), Some(ne)) => {
@@ -2030,9 +2010,26 @@ mod tests {
                     lens.pop();
                     prop_assert!(lens.iter().all(|&l| l <= n.bound), "bound {} below a gap", n.bound);
                     prop_assert_eq!(n.max, n.own.max(f.max_of(n.left)).max(f.max_of(n.right)));
+                    for child in [n.left, n.right].into_iter().filter(|&c| c != NIL) {
+                        prop_assert_eq!(f.nodes[child as usize].parent, t);
+                    }
                     stack.extend([n.left, n.right]);
                 }
+                if f.root != NIL {
+                    prop_assert_eq!(f.nodes[f.root as usize].parent, NIL);
+                }
                 prop_assert_eq!(seen.len() + f.vacant.len(), f.nodes.len());
+                // The index lists every chunk once, by its key, in order.
+                let mut listed = Vec::new();
+                let mut at = f.index.first();
+                while let Some(q) = at {
+                    prop_assert_eq!(f.index.key(q), f.nodes[f.index.id(q) as usize].key);
+                    listed.push(f.index.id(q));
+                    at = f.index.next(q);
+                }
+                prop_assert_eq!(listed.len(), seen.len());
+                prop_assert!(listed.iter().all(|t| seen.contains(t)));
+                prop_assert!(listed.windows(2).all(|w| f.nodes[w[0] as usize].key < f.nodes[w[1] as usize].key));
                 for &v in &f.vacant {
                     prop_assert!(f.nodes[v as usize].gaps.is_empty());
                 }
