@@ -510,6 +510,18 @@ impl FreeSpace {
         }
     }
 
+    /// After the longest gap of chunk `c` grew (or stayed), with nothing else changed:
+    /// raise the maxima from `c` up to it, stopping at the first that is already as
+    /// long (a release merging gaps does this; no child is read).
+    fn raise(&mut self, c: u32) {
+        let m = self.nodes[c as usize].own;
+        let mut t = c;
+        while t != NIL && self.nodes[t as usize].max < m {
+            self.nodes[t as usize].max = m;
+            t = self.nodes[t as usize].parent;
+        }
+    }
+
     /// The chunk with the greatest key at most `addr`.
     fn locate(&self, addr: usize) -> Option<u32> {
         // Chunks hold consecutive gaps, so a live chunk whose gaps start on both sides
@@ -679,7 +691,13 @@ impl FreeSpace {
             self.new_chunk(upper);
             return;
         }
-        self.refresh(c);
+        if self.nodes[c as usize].own >= own {
+            // Only grew (a give, or a take that left the longest gap as it was): the
+            // maxima above can only grow to it, without a look at any other subtree.
+            self.raise(c);
+        } else {
+            self.refresh(c);
+        }
         let len = self.nodes[c as usize].gaps.len();
         if len < CHUNK / 4 {
             if let Some(n) = self.next_chunk(c) {
