@@ -293,6 +293,8 @@ pub(crate) struct FreeSpace {
     hint: Cell<u32>,
     /// Every chunk by its key.
     index: Directory,
+    /// The place in `index` last found for a chunk (checked before use).
+    at: Cell<Pos>,
 }
 
 impl Default for FreeSpace {
@@ -305,6 +307,7 @@ impl Default for FreeSpace {
             seed: 0x9E37_79B9,
             hint: Cell::new(NIL),
             index: Directory::default(),
+            at: Cell::new((0, 0)),
         }
     }
 }
@@ -482,8 +485,7 @@ impl FreeSpace {
         let key = self.key(c);
         let root = self.unlink_at(self.root, key);
         self.set_root(root);
-        let p = self.index.floor(key).expect("chunk in the index");
-        debug_assert_eq!(self.index.id(p), c);
+        let p = self.place(c, key);
         self.index.remove(p);
         self.vacant.push(c);
         let gaps = std::mem::take(&mut self.nodes[c as usize].gaps);
@@ -530,8 +532,10 @@ impl FreeSpace {
         if self.nodes.get(h as usize).is_some_and(|c| c.key <= addr && c.gaps.last().is_some_and(|&(s, _)| addr <= s)) {
             return Some(h);
         }
-        let c = self.index.id(self.index.floor(addr)?);
+        let p = self.index.floor(addr)?;
+        let c = self.index.id(p);
         self.hint.set(c);
+        self.at.set(p);
         Some(c)
     }
 
@@ -542,9 +546,21 @@ impl FreeSpace {
 
     /// The chunk after chunk `c`.
     fn next_chunk(&self, c: u32) -> Option<u32> {
-        let p = self.index.floor(self.key(c)).expect("chunk in the index");
-        debug_assert_eq!(self.index.id(p), c);
+        let p = self.place(c, self.key(c));
         self.index.next(p).map(|q| self.index.id(q))
+    }
+
+    /// The place of chunk `c` (keyed `key`) in the index: the place last found, if it
+    /// still holds `c` (a chunk is listed once), else found again.
+    fn place(&self, c: u32, key: usize) -> Pos {
+        let p = self.at.get();
+        if self.index.id_at(p) == Some(c) {
+            return p;
+        }
+        let p = self.index.floor(key).expect("chunk in the index");
+        debug_assert_eq!(self.index.id(p), c);
+        self.at.set(p);
+        p
     }
 
     /// The lowest chunk of subtree `t` keyed at least `lo` holding a gap of `need`.
@@ -655,8 +671,7 @@ impl FreeSpace {
         let (old, key) = (chunk.key, chunk.gaps[0].0);
         if key != old {
             chunk.key = key;
-            let p = self.index.floor(old).expect("chunk in the index");
-            debug_assert_eq!(self.index.id(p), c);
+            let p = self.place(c, old);
             self.index.set_key(p, key);
         }
         let chunk = &mut self.nodes[c as usize];
@@ -1240,6 +1255,11 @@ impl Directory {
 
     fn id(&self, (b, s): Pos) -> u32 {
         self.blocks[b].ids[s]
+    }
+
+    /// The leaf number at `pos`, if that place exists.
+    fn id_at(&self, (b, s): Pos) -> Option<u32> {
+        self.blocks.get(b).filter(|blk| s < blk.len).map(|blk| blk.ids[s])
     }
 
     /// Give the leaf at `pos` a new key that keeps its place in the order.
