@@ -235,7 +235,7 @@ const NIL: u32 = u32::MAX;
 /// Most gaps a chunk holds; a fuller one splits in two. (Small under test, so that
 /// the model tests split and merge chunks all the time.)
 #[cfg(not(test))]
-const CHUNK: usize = 128;
+const CHUNK: usize = 64;
 #[cfg(test)]
 const CHUNK: usize = 8;
 
