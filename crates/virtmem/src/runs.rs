@@ -177,21 +177,30 @@ impl<V: Copy + Eq> RunMap<V> {
                 let hi = few.partition_point(|&(k, _)| k <= e);
                 let after = if e < self.end { Some(few[hi - 1].1) } else { None };
                 let before = lo.checked_sub(1).map(|i| few[i].1);
-                let mut put: SmallVec<[(usize, V); 2]> = SmallVec::new();
+                // At most two runs to put, in order (a fixed array: no vector to build).
+                let mut put = [(s, v); 2];
+                let mut n = 0;
                 if before != Some(v) {
-                    put.push((s, v));
+                    n = 1;
                 }
                 if let Some(a) = after.filter(|&a| a != v) {
-                    put.push((e, a));
+                    put[n] = (e, a);
+                    n += 1;
                 }
                 let removed = hi - lo;
-                // Overwrite in place what can be, then insert or remove the difference.
-                let common = removed.min(put.len());
+                // Overwrite in place what can be, then insert or remove the difference
+                // (by a shift of the tail: a smallvec drain or splice costs more than
+                // the few runs it moves).
+                let common = removed.min(n);
                 few[lo..lo + common].copy_from_slice(&put[..common]);
-                if put.len() > removed {
-                    few.insert_many(lo + common, put[common..].iter().copied());
-                } else if removed > put.len() {
-                    few.drain(lo + common..hi);
+                if n > removed {
+                    for (j, &run) in put[common..n].iter().enumerate() {
+                        few.insert(lo + common + j, run);
+                    }
+                } else if removed > n {
+                    let len = few.len();
+                    few.copy_within(hi..len, lo + common);
+                    few.truncate(len - (removed - n));
                 }
                 if few.len() > FEW {
                     self.store = Store::Many(few.iter().copied().collect());
