@@ -1219,7 +1219,7 @@ impl Block {
 /// one entry per `DIR` leaves (under 1000 at 10^6 reservations), so it stays in the
 /// caches, is searched by bisection, and moving its tail on a block split is cheap;
 /// `BTreeMap::range` in its place cost three times the instructions per lookup.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Directory {
     /// `blocks[b].keys[0]` for every block.
     firsts: Vec<usize>,
@@ -1228,37 +1228,12 @@ struct Directory {
     blocks: Vec<Box<Block>>,
     /// An empty block kept by [`Directory::clear`] for the next first entry.
     spare: Option<Box<Block>>,
-    /// The block last found for an address in each 1 MiB window (by the window's number
-    /// modulo [`FINGERS`]), checked against `firsts` before use: calls on neighbouring
-    /// memory skip the bisection of `firsts`, a chain of a dozen dependent loads.
-    fingers: [Cell<u32>; FINGERS],
-}
-
-/// How many windows a [`Directory`] remembers a block for.
-const FINGERS: usize = 256;
-
-impl Default for Directory {
-    fn default() -> Self {
-        Directory { firsts: Vec::new(), blocks: Vec::new(), spare: None, fingers: [const { Cell::new(NIL) }; FINGERS] }
-    }
 }
 
 impl Directory {
-    /// The block holding the greatest key at most `addr`.
-    fn block_of(&self, addr: usize) -> Option<usize> {
-        let finger = &self.fingers[(addr >> 20) % FINGERS];
-        let b = finger.get() as usize;
-        if self.firsts.get(b).is_some_and(|&k| k <= addr) && self.firsts.get(b + 1).map_or(true, |&n| addr < n) {
-            return Some(b);
-        }
-        let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
-        finger.set(b as u32);
-        Some(b)
-    }
-
     /// The place of the greatest key at most `addr`.
     fn floor(&self, addr: usize) -> Option<Pos> {
-        let b = self.block_of(addr)?;
+        let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
         // The block's first key is at most `addr`: the rank is at least 1.
         Some((b, self.blocks[b].rank(addr) - 1))
     }
