@@ -443,26 +443,21 @@ impl<B: Backend> AddressSpace<B> {
         (book, out)
     }
 
-    /// Run planned `steps` on the reservation at `base` outside the lock; on success run
-    /// the irrevocable `after` and then `apply` the bookkeeping change under the lock, on
-    /// failure (steps already undone) run `undo_charge`.
+    /// Run planned `steps` on the reservation at `base` outside the lock; on success
+    /// `apply` the bookkeeping change under the lock, on failure (steps already undone)
+    /// run `undo_charge`.
     fn finish<T>(
         &self,
         book: MutexGuard<'_, Book>,
         base: usize,
         steps: &[Step],
-        after: impl FnOnce(&B),
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
     ) -> Result<T> {
         if steps.is_empty() || self.backend.inline_effects() {
             // Nothing to wait for (no steps, or cheap ones): carry them out under the lock.
             let mut book = book;
-            let result = self.run(steps);
-            if result.is_ok() {
-                after(&self.backend);
-            }
-            return match result {
+            return match self.run(steps) {
                 Ok(()) => Ok(apply(&mut book)),
                 Err(e) => {
                     undo_charge(&mut book);
@@ -470,13 +465,7 @@ impl<B: Backend> AddressSpace<B> {
                 }
             };
         }
-        let (mut book, result) = self.outside(book, base, || {
-            let r = self.run(steps);
-            if r.is_ok() {
-                after(&self.backend);
-            }
-            r
-        });
+        let (mut book, result) = self.outside(book, base, || self.run(steps));
         let out = match result {
             Ok(()) => Ok(apply(&mut book)),
             Err(e) => {
@@ -549,7 +538,6 @@ impl<B: Backend> AddressSpace<B> {
             book,
             base,
             steps,
-            |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
                 res.pages.set(range, PageState::Committed(eff));
@@ -657,7 +645,6 @@ impl<B: Backend> AddressSpace<B> {
             book,
             base,
             steps,
-            |_| {},
             |book| {
                 let res = book.reservations.remove(&base).expect("reservation");
                 book.committed -= res.committed;
@@ -690,7 +677,6 @@ impl<B: Backend> AddressSpace<B> {
             book,
             base,
             &steps,
-            |_| {},
             |book| {
                 book.committed -= freed;
                 let res = book.reservations.get_mut(&base).expect("reservation");
@@ -856,7 +842,6 @@ impl<B: Backend> AddressSpace<B> {
             book,
             base,
             steps,
-            |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
                 res.pages.set(range, PageState::Committed(eff));
@@ -953,7 +938,6 @@ impl<B: Backend> AddressSpace<B> {
             book,
             base,
             &steps,
-            |_| {},
             |book| {
                 let res = book.reservations.get_mut(&base).expect("reservation");
                 let (b, e) = (res.base, res.end);

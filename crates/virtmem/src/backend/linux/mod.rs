@@ -60,7 +60,7 @@ type KernelRuns = SmallVec<[(Range<usize>, Kernel); 4]>;
 type Ranges = SmallVec<[Range<usize>; 2]>;
 
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
-use crate::rules::{round_down, round_up, GRANULE, PAGE};
+use crate::rules::{self, round_down, round_up, GRANULE, PAGE};
 
 /// The top of the x86-64 user address space with 4-level page tables (47 bits): the
 /// kernel never hands out addresses above it unless asked to.
@@ -571,7 +571,7 @@ impl LinuxBackend {
             // guard markers next to the range, as in scattered commit/decommit, is
             // common: the general way below costs several searches and collections.)
             let same_guard = |k: Kernel| k.guarded && k.prot == from;
-            let within = round_down(range.start, GRANULE)..round_up(range.end, GRANULE).unwrap_or(range.end);
+            let within = rules::granules(range.clone());
             let recorded = {
                 let mut st = self.state.lock();
                 let along = |k: Kernel| same_guard(k).then_some(Kernel { prot: to, ..k });
