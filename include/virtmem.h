@@ -234,7 +234,9 @@ typedef int EMemoryAvailable;
 /**
  * The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
  * `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
- * crossed a threshold (it must not block), and `Release` when the manager is gone.
+ * crossed a threshold (it must not block; it may call the host; threads crossing at once
+ * each call it, so it may run concurrently on several threads and must be thread-safe),
+ * and `Release` when the manager is gone.
  */
 typedef struct ICLRMemoryNotificationCallbackVtbl {
   /**
@@ -312,8 +314,9 @@ typedef struct IHostMemoryManagerVtbl {
    */
   HRESULT (*GetMemoryLoad)(struct IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
   /**
-   * Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps
-   * a reference until the manager is gone).
+   * Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
+   * that crossed it, possibly on several threads at once (the host keeps a reference
+   * until the manager is gone).
    */
   HRESULT (*RegisterMemoryNotificationCallback)(struct IHostMemoryManager *This, struct ICLRMemoryNotificationCallback *pCallback);
   /**
@@ -1309,8 +1312,9 @@ struct IHostMalloc : public IUnknown {
 /**
  * `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
  * host. The host calls `AddRef` when it registers the callback, `OnMemoryNotification` from
- * the thread that crossed a threshold (it must not block), and `Release` when the manager
- * is gone.
+ * the thread that crossed a threshold (it must not block; it may call the host; threads
+ * crossing at once each call it, so it may run concurrently on several threads and must be
+ * thread-safe), and `Release` when the manager is gone.
  */
 struct ICLRMemoryNotificationCallback : public IUnknown {
   /**
@@ -1348,8 +1352,9 @@ struct IHostMemoryManager : public IUnknown {
    */
   virtual HRESULT STDMETHODCALLTYPE GetMemoryLoad(DWORD *pMemoryLoad, SIZE_T *pAvailableBytes) = 0;
   /**
-   * Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps a
-   * reference until the manager is gone).
+   * Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
+   * that crossed it, possibly on several threads at once (the host keeps a reference until
+   * the manager is gone).
    */
   virtual HRESULT STDMETHODCALLTYPE RegisterMemoryNotificationCallback(ICLRMemoryNotificationCallback *pCallback) = 0;
   /**

@@ -187,8 +187,9 @@ pub struct IHostMemoryManagerVtbl {
         pMemoryLoad: *mut DWORD,
         pAvailableBytes: *mut SIZE_T,
     ) -> HRESULT,
-    /// Call `pCallback->OnMemoryNotification` on every threshold crossing (the host keeps
-    /// a reference until the manager is gone).
+    /// Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
+    /// that crossed it, possibly on several threads at once (the host keeps a reference
+    /// until the manager is gone).
     pub RegisterMemoryNotificationCallback:
         unsafe extern "C" fn(This: *mut IHostMemoryManager, pCallback: *mut ICLRMemoryNotificationCallback) -> HRESULT,
     /// The runtime failed to map a view: `S_OK` to retry, `E_OUTOFMEMORY` otherwise.
@@ -253,7 +254,9 @@ pub struct ICLRMemoryNotificationCallback {
 
 /// The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
 /// `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
-/// crossed a threshold (it must not block), and `Release` when the manager is gone.
+/// crossed a threshold (it must not block; it may call the host; threads crossing at once
+/// each call it, so it may run concurrently on several threads and must be thread-safe),
+/// and `Release` when the manager is gone.
 #[cfg(not(virtmem_header_cplusplus))]
 #[repr(C)]
 pub struct ICLRMemoryNotificationCallbackVtbl {

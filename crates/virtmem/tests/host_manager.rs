@@ -793,10 +793,11 @@ fn disable_abandons_waiters_and_closes_the_manager() {
 }
 
 /// Thread A crosses to Low; its delivery is held up inside the first callback while
-/// thread B crosses back to High. The second callback must not see Low after High: the
-/// last level every callback sees is the current one.
+/// thread B crosses back to High. B delivers High itself, to both callbacks, at once; A's
+/// delivery, overtaken by a crossing to another level, then calls no further callback,
+/// so the second callback never sees the stale Low.
 #[test]
-fn notifications_from_racing_threads_arrive_in_order() {
+fn a_delivery_overtaken_by_a_newer_crossing_calls_no_further_callback() {
     use std::sync::atomic::AtomicBool;
     let space = Arc::new(SimSpace::simulated());
     let th = Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 };
@@ -808,12 +809,12 @@ fn notifications_from_racing_threads_arrive_in_order() {
         .unwrap();
     let entered = Arc::new(AtomicBool::new(false));
     let b_done = Arc::new(AtomicBool::new(false));
-    let first: Arc<Mutex<Vec<MemoryAvailable>>> = Arc::default();
-    let second: Arc<Mutex<Vec<MemoryAvailable>>> = Arc::default();
+    let first: Log = Arc::default();
+    let second: Log = Arc::default();
     {
         let (entered, b_done, first) = (entered.clone(), b_done.clone(), first.clone());
         m.register_memory_notification_callback(Arc::new(move |level| {
-            first.lock().unwrap().push(level);
+            first.lock().unwrap().push((level, thread::current().id()));
             if level == MemoryAvailable::Low && !entered.swap(true, Ordering::SeqCst) {
                 // Hold A's delivery here until B's crossing has come and gone.
                 let t = Instant::now();
@@ -826,21 +827,259 @@ fn notifications_from_racing_threads_arrive_in_order() {
     }
     {
         let second = second.clone();
-        m.register_memory_notification_callback(Arc::new(move |level| second.lock().unwrap().push(level))).unwrap();
+        m.register_memory_notification_callback(Arc::new(move |level| {
+            second.lock().unwrap().push((level, thread::current().id()))
+        }))
+        .unwrap();
     }
     let x = m.virtual_alloc(0, 50 * P, COMMIT, RW, TASK).unwrap(); // 50 %: still High
     let m2 = m.clone();
-    let a = thread::spawn(move || m2.virtual_alloc(0, 45 * P, COMMIT, RW, TASK).unwrap()); // 95 %: Low
+    let a = thread::spawn(move || (m2.virtual_alloc(0, 45 * P, COMMIT, RW, TASK).unwrap(), thread::current().id())); // 95 %: Low
     eventually("A to deliver Low", || entered.load(Ordering::SeqCst));
-    m.virtual_free(x, 0, FreeType::RELEASE).unwrap(); // 45 %: High
+    m.virtual_free(x, 0, FreeType::RELEASE).unwrap(); // 45 %: High, delivered here and now
+    let b = thread::current().id();
+    assert_eq!(second.lock().unwrap().clone(), vec![(MemoryAvailable::High, b)], "B delivered High itself");
     b_done.store(true, Ordering::SeqCst);
-    let y = a.join().unwrap();
+    let (y, a) = a.join().unwrap();
     let current = m.stats().budget.tenants[0].level;
     assert_eq!(current, MemoryAvailable::High);
-    for (name, seen) in [("first", &first), ("second", &second)] {
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.last(), Some(&current), "{name} callback saw {seen:?}");
-        assert_eq!(seen, vec![MemoryAvailable::Low, MemoryAvailable::High], "{name}");
-    }
+    assert_eq!(*first.lock().unwrap(), vec![(MemoryAvailable::Low, a), (MemoryAvailable::High, b)]);
+    assert_eq!(*second.lock().unwrap(), vec![(MemoryAvailable::High, b)], "A's stale Low went no further");
     m.virtual_free(y, 0, FreeType::RELEASE).unwrap();
+}
+
+/// Something a notification callback can wait at (test-only), opened by the test; it
+/// opens by itself after 5 s so that a failing test does not hang.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let open = self.open.lock().unwrap();
+        let _open = self.cv.wait_timeout_while(open, Duration::from_secs(5), |open| !*open).unwrap();
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Wait up to `timeout` for `log` to hold `n` entries.
+fn log_reaches(log: &Log, n: usize, timeout: Duration) -> bool {
+    let t = Instant::now();
+    while log.lock().unwrap().len() < n {
+        if t.elapsed() >= timeout {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Four threads, one after the other, each cross a threshold (Low, High, Low, High) while
+/// every earlier crossing's delivery is still inside its callback: each crossing is
+/// delivered on the thread that made it, at once, though the others are delivering.
+#[test]
+fn each_crossing_is_delivered_on_its_own_thread_while_others_are_delivering() {
+    use MemoryAvailable::*;
+    let log: Log = Arc::default();
+    let gate = Arc::new(Gate::default());
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 10 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
+        .on_memory_notification({
+            let (log, gate) = (log.clone(), gate.clone());
+            move |lvl| {
+                log.lock().unwrap().push((lvl, thread::current().id()));
+                gate.wait();
+            }
+        })
+        .build_started()
+        .unwrap();
+    let base = m.virtual_alloc(0, 10 * P, RESERVE, RW, TASK).unwrap();
+    let mut threads = Vec::new();
+    let mut delivered_at_once = true;
+    for k in 0..4 {
+        let m = m.clone();
+        threads.push(thread::spawn(move || {
+            if k % 2 == 0 {
+                m.virtual_alloc(base, 9 * P, COMMIT, RW, TASK).unwrap(); // 90 %: Low
+            } else {
+                m.virtual_free(base, 9 * P, FreeType::DECOMMIT).unwrap(); // 0 %: High
+            }
+            thread::current().id()
+        }));
+        if !log_reaches(&log, k + 1, Duration::from_secs(1)) {
+            delivered_at_once = false;
+            break;
+        }
+    }
+    gate.open();
+    let ids: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(delivered_at_once, "a crossing was left undelivered while another was being delivered: {log:?}");
+    let expected: Vec<_> = [Low, High, Low, High].into_iter().zip(ids).collect();
+    assert_eq!(*log.lock().unwrap(), expected);
+    // Without contention too, every thread delivers its own crossings.
+    for _ in 0..3 {
+        let m = m.clone();
+        let id = thread::spawn(move || {
+            m.virtual_alloc(base, 9 * P, COMMIT, RW, TASK).unwrap();
+            m.virtual_free(base, 9 * P, FreeType::DECOMMIT).unwrap();
+            thread::current().id()
+        })
+        .join()
+        .unwrap();
+        let log = log.lock().unwrap();
+        assert_eq!(log[log.len() - 2..], [(Low, id), (High, id)]);
+    }
+}
+
+/// Thread A crosses to Low and is held inside its callback; thread B frees memory and
+/// crosses back to Neutral. B's notification is delivered on B, while A is still inside
+/// its callback (the test waits for it before letting A go).
+#[test]
+fn a_crossing_made_while_another_thread_is_in_its_callback_is_delivered_by_its_own_thread() {
+    use std::sync::mpsc;
+    use MemoryAvailable::*;
+    let gate = Arc::new(Gate::default());
+    let (tx, rx) = mpsc::channel::<(MemoryAvailable, thread::ThreadId)>();
+    let tx = Mutex::new(tx);
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 10 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
+        .on_memory_notification({
+            let gate = gate.clone();
+            move |lvl| {
+                let _ = tx.lock().unwrap().send((lvl, thread::current().id()));
+                if lvl == Low {
+                    gate.wait();
+                }
+            }
+        })
+        .build_started()
+        .unwrap();
+    let x = m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap(); // 40 %: High
+    let a = thread::spawn({
+        let m = m.clone();
+        move || (m.virtual_alloc(0, 5 * P, COMMIT, RW, TASK).unwrap(), thread::current().id())
+        // 90 %: Low
+    });
+    let a_id = a.thread().id();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok((Low, a_id)), "A delivers Low");
+    let b = thread::spawn({
+        let m = m.clone();
+        move || {
+            m.virtual_free(x, 0, FreeType::RELEASE).unwrap(); // 50 %: Neutral
+            thread::current().id()
+        }
+    });
+    let b_id = b.thread().id();
+    let got = rx.recv_timeout(Duration::from_secs(1));
+    let a_still_inside = !a.is_finished();
+    gate.open();
+    assert_eq!(got, Ok((Neutral, b_id)), "B must deliver its own crossing while A is in its callback");
+    assert!(a_still_inside);
+    assert_eq!(b.join().unwrap(), b_id);
+    let (y, _) = a.join().unwrap();
+    assert_eq!(rx.try_recv(), Err(mpsc::TryRecvError::Empty), "nothing more to deliver");
+    assert_eq!(m.stats().budget.tenants[0].level, Neutral);
+    m.virtual_free(y, 0, FreeType::RELEASE).unwrap();
+}
+
+thread_local! {
+    /// Whether this thread is inside one of its own allocations or frees (stress test).
+    static IN_CALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Notifications delivered on this thread (stress test).
+    static DELIVERED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Many threads crossing back and forth at once: every notification is delivered on a
+/// thread inside one of its own allocations or frees, at most one per call (one tenant,
+/// one callback), callbacks may call the manager, nothing deadlocks, and a final crossing
+/// from the main thread leaves the last level seen equal to the tenant's current level.
+#[test]
+fn racing_crossings_are_each_delivered_by_their_own_thread() {
+    use std::sync::Barrier;
+    use MemoryAvailable::*;
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 50;
+    let log: Log = Arc::default();
+    let outside = Arc::new(AtomicUsize::new(0));
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space, 10 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
+        .build_started()
+        .unwrap();
+    {
+        let (log, outside, m2) = (log.clone(), outside.clone(), m.clone());
+        m.register_memory_notification_callback(Arc::new(move |lvl| {
+            if !IN_CALL.with(|c| c.get()) {
+                outside.fetch_add(1, Ordering::SeqCst);
+            }
+            DELIVERED.with(|c| c.set(c.get() + 1));
+            m2.memory_load().unwrap(); // calling back in must not deadlock
+            log.lock().unwrap().push((lvl, thread::current().id()));
+        }))
+        .unwrap();
+    }
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let max_per_call = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (m, barrier, max_per_call) = (m.clone(), barrier.clone(), max_per_call.clone());
+            thread::spawn(move || {
+                let base = m.virtual_alloc(0, 2 * P, RESERVE, RW, TASK).unwrap();
+                let call = |f: &dyn Fn()| {
+                    let before = DELIVERED.with(|c| c.get());
+                    IN_CALL.with(|c| c.set(true));
+                    f();
+                    IN_CALL.with(|c| c.set(false));
+                    max_per_call.fetch_max(DELIVERED.with(|c| c.get()) - before, Ordering::SeqCst);
+                };
+                for _ in 0..ROUNDS {
+                    barrier.wait();
+                    call(&|| {
+                        m.virtual_alloc(base, 2 * P, COMMIT, RW, TASK).unwrap();
+                        // all: 80 %
+                    });
+                    barrier.wait();
+                    call(&|| m.virtual_free(base, 2 * P, FreeType::DECOMMIT).unwrap());
+                    // all: 0 %
+                }
+                m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+                (thread::current().id(), DELIVERED.with(|c| c.get()))
+            })
+        })
+        .collect();
+    let ids: Vec<_> = workers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(outside.load(Ordering::SeqCst), 0, "a notification was delivered outside its thread's call");
+    assert!(max_per_call.load(Ordering::SeqCst) <= 1, "a call delivered more than its own crossing");
+    {
+        let log = log.lock().unwrap();
+        for (lvl, id) in log.iter() {
+            assert!(ids.iter().any(|(w, _)| w == id), "{lvl:?} delivered on a thread that made no call");
+        }
+        for (w, n) in &ids {
+            assert_eq!(log.iter().filter(|(_, id)| id == w).count(), *n, "{w:?}");
+        }
+        assert!(log.iter().any(|&(l, _)| l == Low), "the load never reached Low: {log:?}");
+        assert!(log.iter().any(|&(l, _)| l == High), "the load never fell back to High: {log:?}");
+    }
+    // Everything is free: the last crossing was to High. A final crossing from here.
+    assert_eq!(m.stats().budget.tenants[0].level, High);
+    let p = m.virtual_alloc(0, 9 * P, COMMIT, RW, TASK).unwrap();
+    let current = m.stats().budget.tenants[0].level;
+    assert_eq!(current, Low);
+    assert_eq!(log.lock().unwrap().last(), Some(&(current, thread::current().id())));
+    m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
 }

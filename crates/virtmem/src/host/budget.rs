@@ -2,16 +2,30 @@
 //! and memory-pressure notifications.
 //!
 //! One mutex guards the counters; waiters sleep on one condition variable that every
-//! refund, shutdown and cancellation signals. Notifications are computed under the mutex
-//! (each threshold crossing is recorded exactly once, with a per-tenant sequence number)
-//! and delivered after it is dropped, in order: one thread at a time delivers a tenant's
-//! notifications (a per-tenant delivery lock, only ever *tried*, so no thread waits for
-//! it); a thread that finds it taken leaves its crossing to the holder, which, once its
-//! callbacks return, delivers the tenant's latest level if it is newer than what it
-//! delivered. A callback therefore never sees an older level after a newer one, and the
-//! last level it sees is the tenant's current one.
+//! refund, shutdown and cancellation signals.
+//!
+//! Notifications are computed under the mutex: each threshold crossing is recorded exactly
+//! once, with a per-tenant sequence number, and the tenant's callbacks are cloned out.
+//! The thread that made the crossing then delivers it itself, after the mutex is dropped,
+//! and never waits for another thread: there is no delivery lock. Order is kept without
+//! one by a per-tenant atomic, `started`, holding the sequence number and level of the
+//! newest crossing whose delivery has begun; a thread begins delivering crossing `s` with
+//! `fetch_max`, and
+//!
+//! - skips it if a newer crossing of the tenant has already begun (that one carries the
+//!   current news, from its own thread);
+//! - skips it if the delivery it supersedes announced the same level (Low, Neutral, Low
+//!   where the Neutral was skipped: the callbacks heard Low and nothing changed since);
+//! - before each callback, stops if a crossing to another level has begun meanwhile (its
+//!   thread calls every callback with the newer level).
+//!
+//! Callbacks of one tenant may therefore run at the same time on different threads (two
+//! threads crossing at once each deliver their own crossing), and when two deliveries
+//! overlap a callback may receive their levels in either order (a thread may be preempted
+//! between its last check of `started` and its call). The thread of the newest crossing
+//! to a new level calls every callback with it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,7 +77,8 @@ struct Tenant {
     level: MemoryAvailable,
     /// Bumped by every change of `level`.
     seq: u64,
-    delivery: Arc<Delivery>,
+    /// The newest crossing whose delivery has begun, packed by `started()`.
+    started: Arc<AtomicU64>,
     callbacks: Vec<NotificationCallback>,
     /// Bumped by a cancellation: waiters that saw an older value give up.
     cancel_gen: u64,
@@ -121,14 +136,23 @@ pub struct BudgetStats {
     pub tenants: Vec<TenantStats>,
 }
 
-/// Who delivers a tenant's notifications, and what was delivered.
-struct Delivery {
-    /// Held by the one thread delivering; only ever `try_lock`ed.
-    lock: Mutex<()>,
-    /// The `seq` of the last level delivered (written under `lock`).
-    delivered: AtomicU64,
-    /// That level (`MemoryAvailable as u32`; at first the tenant's initial level).
-    last: AtomicU32,
+/// A crossing as `Tenant::started` holds it: the sequence number above the level, so that
+/// `fetch_max` orders crossings by sequence number.
+fn started(seq: u64, level: MemoryAvailable) -> u64 {
+    (seq << 2) | level as u64
+}
+
+/// The level packed by [`started`].
+fn started_level(packed: u64) -> u64 {
+    packed & 3
+}
+
+/// A crossing to deliver once the budget lock is dropped.
+struct Crossing {
+    seq: u64,
+    level: MemoryAvailable,
+    started: Arc<AtomicU64>,
+    callbacks: Vec<NotificationCallback>,
 }
 
 pub(crate) struct Budget {
@@ -220,11 +244,7 @@ impl Budget {
             by_kind: [0; 3],
             level,
             seq: 0,
-            delivery: Arc::new(Delivery {
-                lock: Mutex::new(()),
-                delivered: AtomicU64::new(0),
-                last: AtomicU32::new(level as u32),
-            }),
+            started: Arc::new(AtomicU64::new(started(0, level))),
             callbacks,
             cancel_gen: 0,
             waiting: 0,
@@ -234,7 +254,7 @@ impl Budget {
         let (p, _) = st.load(&self.policy, t);
         let level = next_level(level, p, &self.policy.thresholds);
         st.tenants[t].level = level;
-        st.tenants[t].delivery.last.store(level as u32, Ordering::SeqCst);
+        st.tenants[t].started.store(started(0, level), Ordering::SeqCst);
         t
     }
 
@@ -330,9 +350,10 @@ impl Budget {
     }
 
     /// Record every threshold crossing since the last call and deliver it, from this
-    /// thread, with no budget lock held (see the module docs for the order).
+    /// thread, with no budget lock held and without waiting for any other thread (see the
+    /// module docs for the order).
     pub fn notify(&self) {
-        let mut crossed: Vec<TenantId> = Vec::new();
+        let mut crossed: Vec<Crossing> = Vec::new();
         {
             let mut st = self.st.lock();
             for t in 0..st.tenants.len() {
@@ -342,45 +363,34 @@ impl Budget {
                 if next != tenant.level {
                     tenant.level = next;
                     tenant.seq += 1;
-                    crossed.push(t);
+                    crossed.push(Crossing {
+                        seq: tenant.seq,
+                        level: next,
+                        started: tenant.started.clone(),
+                        callbacks: tenant.callbacks.clone(),
+                    });
                 }
             }
         }
-        for t in crossed {
-            self.deliver(t);
+        for c in crossed {
+            Self::deliver(c);
         }
     }
 
-    /// Deliver tenant `t`'s latest level unless another thread is delivering (it will).
-    fn deliver(&self, t: TenantId) {
-        let delivery = self.st.lock().tenants[t].delivery.clone();
-        loop {
-            let Some(guard) = delivery.lock.try_lock() else {
-                // The holder re-reads the latest level after releasing the lock.
-                return;
-            };
-            let (seq, level, callbacks) = {
-                let st = self.st.lock();
-                let tenant = &st.tenants[t];
-                (tenant.seq, tenant.level, tenant.callbacks.clone())
-            };
-            if seq > delivery.delivered.load(Ordering::SeqCst) {
-                delivery.delivered.store(seq, Ordering::SeqCst);
-                // Crossings collapsed into the level last delivered (Low, Neutral, Low
-                // while another thread was delivering Low) say nothing new.
-                if delivery.last.swap(level as u32, Ordering::SeqCst) != level as u32 {
-                    for cb in callbacks {
-                        cb(level);
-                    }
-                }
-            }
-            drop(guard);
-            // A crossing recorded while we delivered, whose thread found the lock taken,
-            // is ours to deliver. (Its record, under the budget lock, comes before its
-            // try_lock; our check comes after our unlock: one of us sees the other.)
-            if self.st.lock().tenants[t].seq == delivery.delivered.load(Ordering::SeqCst) {
+    /// Call the callbacks of crossing `c`, unless a newer crossing of its tenant has begun
+    /// delivery (see the module docs).
+    fn deliver(c: Crossing) {
+        let mine = started(c.seq, c.level);
+        let prev = c.started.fetch_max(mine, Ordering::SeqCst);
+        if prev > mine || started_level(prev) == c.level as u64 {
+            return;
+        }
+        for cb in &c.callbacks {
+            if started_level(c.started.load(Ordering::SeqCst)) != c.level as u64 {
+                // A crossing to another level has begun; its thread calls every callback.
                 return;
             }
+            cb(c.level);
         }
     }
 
@@ -430,5 +440,54 @@ mod tests {
         assert_eq!(next_level(Low, 84, &th), Neutral);
         assert_eq!(next_level(Low, 10, &th), High);
         assert_eq!(next_level(High, 95, &th), Low);
+    }
+
+    type Seen = Arc<Mutex<Vec<MemoryAvailable>>>;
+
+    fn recorder(seen: &Seen) -> NotificationCallback {
+        let seen = seen.clone();
+        Arc::new(move |level| seen.lock().push(level))
+    }
+
+    fn crossing(seq: u64, level: MemoryAvailable, started: &Arc<AtomicU64>, cbs: &[NotificationCallback]) -> Crossing {
+        Crossing { seq, level, started: started.clone(), callbacks: cbs.to_vec() }
+    }
+
+    #[test]
+    fn deliver_skips_overtaken_crossings_and_repeats_of_the_level_announced() {
+        let seen: Seen = Arc::default();
+        let cbs = [recorder(&seen)];
+        let st = Arc::new(AtomicU64::new(started(0, High)));
+        Budget::deliver(crossing(2, Neutral, &st, &cbs));
+        Budget::deliver(crossing(1, Low, &st, &cbs)); // overtaken by 2
+        Budget::deliver(crossing(4, Neutral, &st, &cbs)); // 3 (Low) not begun: nothing new
+        Budget::deliver(crossing(3, Low, &st, &cbs)); // overtaken by 4
+        Budget::deliver(crossing(5, High, &st, &cbs));
+        assert_eq!(*seen.lock(), vec![Neutral, High]);
+        assert_eq!(st.load(Ordering::SeqCst), started(5, High));
+    }
+
+    #[test]
+    fn a_delivery_stops_when_a_crossing_to_another_level_begins() {
+        let (first, second): (Seen, Seen) = Default::default();
+        let st = Arc::new(AtomicU64::new(started(0, High)));
+        let newer = [recorder(&first), recorder(&second)];
+        // The first callback of crossing 1 (Low) sees crossing 2 (High) delivered meanwhile,
+        // as another thread would; crossing 1 then calls no further callback.
+        let cbs: [NotificationCallback; 2] = [
+            {
+                let (st, first, newer) = (st.clone(), first.clone(), newer.clone());
+                Arc::new(move |level| {
+                    first.lock().push(level);
+                    if level == Low {
+                        Budget::deliver(crossing(2, High, &st, &newer));
+                    }
+                })
+            },
+            recorder(&second),
+        ];
+        Budget::deliver(crossing(1, Low, &st, &cbs));
+        assert_eq!(*first.lock(), vec![Low, High]);
+        assert_eq!(*second.lock(), vec![High]);
     }
 }

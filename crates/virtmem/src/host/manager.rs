@@ -227,7 +227,9 @@ impl HostBuilder {
     }
 
     /// A callback for the first tenant's memory notifications (more can be registered
-    /// later with [`HostMemoryManager::register_memory_notification_callback`]).
+    /// later with [`HostMemoryManager::register_memory_notification_callback`]). It is
+    /// called from the thread that crossed a threshold and may run concurrently on
+    /// several threads (see [`NotificationCallback`]).
     pub fn on_memory_notification(mut self, cb: impl Fn(MemoryAvailable) + Send + Sync + 'static) -> Self {
         self.callbacks.push(Arc::new(cb));
         self
@@ -307,7 +309,7 @@ impl HostBuilder {
 
 /// A host memory manager, as one tenant (runtime) sees it. Cheap to clone; every clone
 /// and every tenant handle share one budget, registry and lifecycle. See the
-/// [module docs](super).
+/// [module docs](crate::host).
 ///
 /// Dropping the last handle (and every heap) releases every reservation still made
 /// through the manager.
@@ -920,7 +922,12 @@ impl HostMemoryManager {
     }
 
     /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: `cb` is called with the
-    /// new level each time this tenant's load crosses a threshold.
+    /// new level each time this tenant's load crosses a threshold, synchronously on the
+    /// thread whose call crossed it, with no lock of the manager held. Two threads crossing
+    /// at once each call it, so it may run concurrently on several threads, and
+    /// overlapping deliveries may reach it in either order; a crossing already overtaken
+    /// by a newer one when its delivery would begin is skipped (see the
+    /// [module docs](crate::host) for the details).
     pub fn register_memory_notification_callback(&self, cb: NotificationCallback) -> HostResult<()> {
         let _g = enter();
         self.check()?;

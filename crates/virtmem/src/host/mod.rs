@@ -34,12 +34,17 @@
 //!   faults, invalid arguments) are reported as their HRESULT and refunded.
 //! - **Notifications.** Each tenant's load (the higher of the global and its own
 //!   sub-budget percentage) is classified Low / Neutral / High with hysteresis
-//!   ([`Thresholds`]); each crossing is recorded once and delivered from the thread whose
-//!   charge or refund caused it, after every lock of the budget has been dropped — unless
-//!   another thread is delivering that tenant's notifications right then: that thread
-//!   then delivers the latest level after its callbacks return (no thread waits). So a
-//!   callback never sees an older level after a newer one, and the last it sees is the
-//!   current level; crossings that came and went meanwhile may be skipped.
+//!   ([`Thresholds`]); only a crossing notifies, and each crossing is delivered by the
+//!   thread whose charge or refund caused it, synchronously, after every lock of the
+//!   manager has been dropped, without waiting for any other thread. A crossing that a
+//!   newer crossing of the same tenant overtook before its delivery began is skipped (the
+//!   newer one, delivered by its own thread, carries the current level), and so is a
+//!   crossing back to the level last announced when the one in between was skipped.
+//!   **Callbacks of one tenant may run concurrently on different threads**, and when two
+//!   deliveries overlap a callback may receive their levels in either order. A delivery
+//!   stops calling callbacks once a crossing to another level has begun delivery, so a
+//!   late older level is rare; with no overlap, levels arrive in the order of the
+//!   crossings.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -170,9 +175,10 @@ impl Default for Thresholds {
 }
 
 /// A memory-notification callback (`ICLRMemoryNotificationCallback::OnMemoryNotification`).
-/// It is called from the thread that crossed a threshold (or, when two threads cross at
-/// once, from the one already delivering, so that levels arrive in order) and must not
-/// block.
+/// It is called from the thread that crossed a threshold, with no lock of the manager held
+/// (it may call the manager, e.g. [`HostMemoryManager::memory_load`]), and must not block.
+/// It may be called concurrently from several threads, one per crossing being delivered;
+/// see the module docs for the order.
 pub type NotificationCallback = Arc<dyn Fn(MemoryAvailable) + Send + Sync>;
 
 /// The host's answer to `NeedsVirtualAddressSpace(address, size)`: try to give address
