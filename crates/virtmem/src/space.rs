@@ -697,8 +697,24 @@ impl<B: Backend> AddressSpace<B> {
         if address >= self.limits.end_address {
             return Err(Error::InvalidParameter);
         }
+        self.query_locked(address, self.book.lock())
+    }
+
+    /// [`AddressSpace::query`] if the bookkeeping is free right now; `None`, at once, if
+    /// another thread holds it (for callers that must never wait for another thread,
+    /// which might be suspended while it holds it).
+    pub fn try_query(&self, address: usize) -> Option<Result<MemoryBasicInformation>> {
+        if address >= self.limits.end_address {
+            return Some(Err(Error::InvalidParameter));
+        }
+        let book = self.book.try_lock()?;
+        Some(self.query_locked(address, book))
+    }
+
+    /// The answer for `address` (below the top of the space) with the book locked; the
+    /// lock is dropped before asking the backend about memory outside the book.
+    fn query_locked(&self, address: usize, book: MutexGuard<'_, Book>) -> Result<MemoryBasicInformation> {
         let page = rules::round_down(address, PAGE);
-        let book = self.book.lock();
         let next = match book.reservations.find(page) {
             Err(next) => next,
             Ok(res) => {
@@ -1146,6 +1162,11 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()>;
     /// See [`AddressSpace::query`].
     fn query(&self, address: usize) -> Result<MemoryBasicInformation>;
+    /// See [`AddressSpace::try_query`]. An implementation with nothing a thread could
+    /// hold across a suspension may simply answer [`VirtualSpace::query`] (the default).
+    fn try_query(&self, address: usize) -> Option<Result<MemoryBasicInformation>> {
+        Some(self.query(address))
+    }
     /// See [`AddressSpace::protect`].
     fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection>;
     /// See [`AddressSpace::protect_detailed`].
@@ -1199,6 +1220,9 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn query(&self, address: usize) -> Result<MemoryBasicInformation> {
         AddressSpace::query(self, address)
+    }
+    fn try_query(&self, address: usize) -> Option<Result<MemoryBasicInformation>> {
+        AddressSpace::try_query(self, address)
     }
     fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection> {
         AddressSpace::protect(self, address, size, protect)

@@ -12,6 +12,8 @@ use parking_lot::{Mutex, RwLock};
 use super::budget::{Budget, BudgetStats, Kind, Policy, TenantId};
 use super::error::{HostError, HostResult};
 use super::heap::{Heap, HostMalloc};
+use super::mirror::Mirror;
+use super::shadow::{Run, Shade, Shadow};
 use super::{
     enter, CriticalLevel, MallocType, MemoryAvailable, NotificationCallback, ReclaimHook, Thresholds,
     DEFAULT_PROCESS_WAIT,
@@ -74,6 +76,14 @@ pub struct HostStats {
     pub views: usize,
 }
 
+/// How many times `VirtualQuery` tries the space's bookkeeping for an address outside
+/// the host's memory before answering `HOST_E_TIMEOUT`; the first [`QUERY_SPINS`]
+/// attempts spin, the rest yield the processor. The bookkeeping is held for well under
+/// a microsecond at a time, so only a holder that was suspended exhausts them.
+const QUERY_ATTEMPTS: u32 = 256;
+/// See [`QUERY_ATTEMPTS`].
+const QUERY_SPINS: u32 = 64;
+
 /// Who made a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -112,6 +122,11 @@ struct Shared {
     budget: Budget,
     regions: RwLock<BTreeMap<usize, Arc<Region>>>,
     views: Mutex<BTreeMap<usize, View>>,
+    /// What `VirtualQuery` answers from when the space is busy: the reservations (as
+    /// last changed through the host) and the views, readable without waiting. Changed
+    /// under the `regions` write lock (membership), a region's lock (its pages) or the
+    /// `views` lock (views).
+    shadow: Mirror<Shadow>,
     reclaim: Option<ReclaimHook>,
     disable_on_process_failure: bool,
     /// Every heap created through the manager, asked to give back what it keeps for
@@ -291,6 +306,7 @@ impl HostBuilder {
             budget: Budget::new(policy, self.name, self.tenant_limit, self.callbacks),
             regions: RwLock::new(BTreeMap::new()),
             views: Mutex::new(BTreeMap::new()),
+            shadow: Mirror::new(Shadow::default()),
             reclaim: self.reclaim,
             disable_on_process_failure: self.disable_on_process_failure,
             heaps: Mutex::new(Vec::new()),
@@ -669,6 +685,9 @@ impl HostMemoryManager {
             releasing: AtomicBool::new(false),
             inner: Mutex::new(RegionInner { alive: true, committed: charge }),
         });
+        // Nobody else knows the reservation yet: read its pages before publishing it.
+        let (alloc_protect, runs) = self.observe(base, base..end)?;
+        let shade = Shade::new(region.clone(), base, end, actor.tenant, alloc_protect, runs);
         let mut reg = self.shared.regions.write();
         loop {
             let overlap = reg.range(..end).next_back().filter(|(_, r)| r.end > base).map(|(&b, r)| (b, r.clone()));
@@ -676,6 +695,7 @@ impl HostMemoryManager {
                 // A release of that range is finishing: the space has already freed it.
                 Some((b, r)) if r.releasing.load(Ordering::SeqCst) => {
                     reg.remove(&b);
+                    self.shared.shadow.write(|s| s.remove(b, &r));
                 }
                 Some(_) => {
                     drop(reg);
@@ -686,8 +706,37 @@ impl HostMemoryManager {
                 None => break,
             }
         }
+        self.shared.shadow.write(|s| s.insert(base, shade.clone()));
         reg.insert(base, region);
         Ok(base)
+    }
+
+    /// The pages of `range` in the reservation at `base` as the space reports them now,
+    /// with the reservation's protection. The caller holds the reservation's lock (or
+    /// has not published it yet); an answer that contradicts the registry disables the
+    /// manager.
+    fn observe(&self, base: usize, range: Range<usize>) -> HostResult<(Protection, Vec<Run>)> {
+        let mut runs = Vec::new();
+        let mut alloc_protect = Protection::empty();
+        let mut a = range.start;
+        while a < range.end {
+            let info = match self.shared.space.query(a) {
+                Ok(i) if i.allocation_base == base && i.state != MemState::Free && i.region_size > 0 => i,
+                _ => return Err(self.inconsistent()),
+            };
+            alloc_protect = info.allocation_protect;
+            runs.push(Run { start: a, state: info.state, protect: info.protect });
+            a = (info.base_address + info.region_size).min(range.end);
+        }
+        Ok((alloc_protect, runs))
+    }
+
+    /// Copy what the space now shows of `range` of `region` into the shadow. The caller
+    /// holds the region's lock and has just changed `range` through the space.
+    fn reflect(&self, region: &Region, range: Range<usize>) -> HostResult<()> {
+        let (_, runs) = self.observe(region.base, range.clone())?;
+        self.shared.shadow.write(|s| s.set(region.base, range.clone(), &runs));
+        Ok(())
     }
 
     fn commit_as(
@@ -735,7 +784,7 @@ impl HostMemoryManager {
                 Ok(p) => {
                     g.committed += need;
                     prepaid -= need;
-                    break Ok(p);
+                    break self.reflect(&region, range.clone()).map(|()| p);
                 }
                 Err(Error::InvalidAddress) => break Err(self.inconsistent()),
                 Err(e) => break Err(e.into()),
@@ -791,6 +840,7 @@ impl HostMemoryManager {
                             if reg.get(&region.base).is_some_and(|r| Arc::ptr_eq(r, &region)) {
                                 reg.remove(&region.base);
                             }
+                            self.shared.shadow.write(|s| s.remove(region.base, &region));
                         }
                         budget.refund(actor.tenant, actor.kind(), refund);
                         budget.notify();
@@ -816,14 +866,15 @@ impl HostMemoryManager {
                 range
             }
         };
-        let n = self.count(&region, range, MemState::Commit)?;
+        let n = self.count(&region, range.clone(), MemState::Commit)?;
         match self.shared.space.free(address, size, ty) {
             Ok(()) => {
                 g.committed -= n;
+                let seen = self.reflect(&region, range);
                 drop(g);
                 budget.refund(actor.tenant, actor.kind(), n);
                 budget.notify();
-                Ok(())
+                seen
             }
             Err(Error::InvalidAddress) => {
                 drop(g);
@@ -840,38 +891,66 @@ impl HostMemoryManager {
     /// memory someone else owns (another user of the space, a view the runtime mapped) is
     /// `HOST_E_INVALIDOPERATION`; another tenant's is `HOST_E_NOT_OWNER`.
     ///
-    /// The runtime may call this while its other threads are suspended, so it never
-    /// waits for another call: not for memory, not for a request waiting for budget, not
-    /// for another call's system calls (a reservation being committed or released is
-    /// described as it was before that call). It takes only short internal locks, which no
-    /// thread holds across a system call, a callback or a wait. It allocates nothing (on
-    /// real memory, as long as the kernel has the `PROCMAP_QUERY` ioctl, Linux 6.11+:
-    /// without it, telling foreign memory from free space reads `/proc/self/maps`).
+    /// The runtime may call this while its other threads are suspended, perhaps in the
+    /// middle of a call that holds a lock, so it never waits for another thread and
+    /// allocates nothing. It finds the reservation in the host's own record (read
+    /// without a lock, see [`Mirror`](super::mirror)), then asks the space only if the
+    /// space's bookkeeping is free at that instant; if it is held, the answer comes from
+    /// the record, which shows every change the host has finished making (a guard page an
+    /// access has disarmed since the host last changed it still shows `PAGE_GUARD`
+    /// there). For an address outside the host's memory only the space can tell free
+    /// from foreign: if its bookkeeping stays held through a short series of attempts (a
+    /// holder suspended mid-call), the answer is `HOST_E_TIMEOUT`, a wait for the host's
+    /// lock that timed out. On real memory, telling foreign memory from free space uses
+    /// the `PROCMAP_QUERY` ioctl (Linux 6.11+); without it, `/proc/self/maps` is read,
+    /// which allocates.
     pub fn virtual_query(&self, address: usize) -> HostResult<MemoryBasicInformation> {
         let _g = enter();
         self.check()?;
-        match self.lookup(address) {
-            Some(r) => {
-                if r.tenant != self.tenant {
-                    return Err(HostError::NotOwner);
+        /// What the record and the space said.
+        enum Seen {
+            Answer(HostResult<MemoryBasicInformation>),
+            /// The space contradicts the record: the books cannot be trusted.
+            Contradiction,
+            /// Not the host's memory (nor a view): ask the space.
+            Outside,
+        }
+        let seen = self.shared.shadow.read(|s| {
+            if let Some((base, shade)) = s.region_at(address) {
+                if shade.tenant != self.tenant {
+                    return Seen::Answer(Err(HostError::NotOwner));
                 }
-                match self.shared.space.query(address) {
-                    Ok(i) if i.allocation_base == r.base && i.state != MemState::Free => Ok(i),
-                    // Released while we looked: no longer the host's.
-                    _ if r.releasing.load(Ordering::SeqCst) => Err(HostError::InvalidOperation),
-                    _ => Err(self.inconsistent()),
+                let now = self.shared.space.try_query(address);
+                // A release under way (or done): no longer the host's memory, whatever
+                // the space says. (The flag is set before the space is asked to release.)
+                if shade.region.releasing.load(Ordering::SeqCst) {
+                    return Seen::Answer(Err(HostError::InvalidOperation));
                 }
+                match now {
+                    None => Seen::Answer(Ok(shade.describe(base, address))),
+                    Some(Ok(i)) if i.allocation_base == base && i.state != MemState::Free => Seen::Answer(Ok(i)),
+                    Some(_) => Seen::Contradiction,
+                }
+            } else if s.in_view(address) {
+                Seen::Answer(Err(HostError::InvalidOperation))
+            } else {
+                Seen::Outside
             }
-            None => {
-                if self.view_at(address).is_some() {
-                    return Err(HostError::InvalidOperation);
+        });
+        match seen {
+            Seen::Answer(a) => a,
+            Seen::Contradiction => Err(self.inconsistent()),
+            Seen::Outside => {
+                for attempt in 0..QUERY_ATTEMPTS {
+                    match self.shared.space.try_query(address) {
+                        Some(Ok(info)) if info.state == MemState::Free => return Ok(info),
+                        Some(Ok(_)) => return Err(HostError::InvalidOperation),
+                        Some(Err(e)) => return Err(e.into()),
+                        None if attempt < QUERY_SPINS => std::hint::spin_loop(),
+                        None => std::thread::yield_now(),
+                    }
                 }
-                let info = self.shared.space.query(address)?;
-                if info.state == MemState::Free {
-                    Ok(info)
-                } else {
-                    Err(HostError::InvalidOperation)
-                }
+                Err(HostError::Timeout)
             }
         }
     }
@@ -902,7 +981,7 @@ impl HostMemoryManager {
             return Err((HostError::Win32(Error::InvalidAddress), None));
         }
         match self.shared.space.protect_detailed(address, size, protect) {
-            Ok(old) => Ok(old),
+            Ok(old) => self.reflect(&region, range).map(|()| old).map_err(|e| (e, None)),
             Err((Error::InvalidAddress, None)) => {
                 drop(g);
                 Err((self.inconsistent(), None))
@@ -936,11 +1015,6 @@ impl HostMemoryManager {
     }
 
     // ----- Views ----------------------------------------------------------------------
-
-    fn view_at(&self, addr: usize) -> Option<usize> {
-        let views = self.shared.views.lock();
-        views.range(..=addr).next_back().filter(|(_, v)| addr < v.end).map(|(&b, _)| b)
-    }
 
     /// `IHostMemoryManager::NeedsVirtualAddressSpace`: the runtime failed to map `size`
     /// bytes at `address`. `S_OK` (retry) if the host's reclaim hook freed address space,
@@ -976,6 +1050,7 @@ impl HostMemoryManager {
                 return Err(HostError::InvalidArg);
             }
             views.insert(address, View { end: address + size, tenant: self.tenant });
+            self.shared.shadow.write(|s| s.insert_view(address, address + size));
         }
         self.shared.budget.force(self.tenant, Kind::View, span.len());
         self.shared.budget.notify();
@@ -995,6 +1070,7 @@ impl HostMemoryManager {
                 return Err(HostError::NotOwner);
             }
             let v = views.remove(&address).expect("view");
+            self.shared.shadow.write(|s| s.remove_view(address));
             rules::page_span(address, v.end - address).map(|r| r.len()).unwrap_or(0)
         };
         self.shared.budget.refund(self.tenant, Kind::View, bytes);

@@ -69,6 +69,8 @@ pub mod error;
 mod global;
 mod heap;
 mod manager;
+mod mirror;
+mod shadow;
 
 use std::cell::Cell;
 use std::sync::Arc;
