@@ -303,6 +303,9 @@ typedef struct IHostMemoryManagerVtbl {
   HRESULT (*VirtualFree)(struct IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
   /**
    * Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+   * Never waits for another thread, even one suspended inside a host call; for an
+   * address outside the host's memory while the space's lock stays held by such a
+   * thread, `HOST_E_TIMEOUT`.
    */
   HRESULT (*VirtualQuery)(struct IHostMemoryManager *This, void *lpAddress, void *lpBuffer, SIZE_T dwLength, SIZE_T *pResult);
   /**

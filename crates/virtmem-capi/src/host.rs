@@ -166,6 +166,9 @@ pub struct IHostMemoryManagerVtbl {
         dwFreeType: DWORD,
     ) -> HRESULT,
     /// Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+    /// Never waits for another thread, even one suspended inside a host call; for an
+    /// address outside the host's memory while the space's lock stays held by such a
+    /// thread, `HOST_E_TIMEOUT`.
     pub VirtualQuery: unsafe extern "C" fn(
         This: *mut IHostMemoryManager,
         lpAddress: *mut c_void,
@@ -624,7 +627,7 @@ unsafe extern "C" fn mgr_virtual_query(
     dwLength: SIZE_T,
     pResult: *mut SIZE_T,
 ) -> HRESULT {
-    // Never blocks on the budget and allocates nothing (no probe: the writes are checked).
+    // Never waits for another thread and allocates nothing (no probe: the writes are checked).
     // SAFETY: the COM contract.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         if pResult.is_null() || lpBuffer.is_null() {

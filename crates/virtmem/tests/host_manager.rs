@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use virtmem::backend::faulty::Faulty;
 
 mod host_util;
-use host_util::{eventually, host, started};
+use host_util::{eventually, host, started, Busy};
 use virtmem::host::{hresult::*, CriticalLevel, HostError, HostMemoryManager, Lifecycle, MemoryAvailable, Thresholds};
 use virtmem::{
-    AddressSpace, AllocationType, Error, FreeType, MemState, MemoryBasicInformation, Protection, SimBackend, SimSpace,
-    SpaceStats, SystemInfo, VirtualSpace, WriteWatchFlags,
+    AddressSpace, AllocationType, Error, FreeType, MemState, Protection, SimBackend, SimSpace, VirtualSpace,
 };
 
 const P: usize = 4096;
@@ -644,86 +643,9 @@ fn each_kind_of_contradiction_is_detected() {
     }
 }
 
-/// A space that delegates to a simulated one but can be told to deny that a
-/// reservation exists when asked to change protections.
-#[derive(Debug)]
-struct Amnesiac {
-    inner: SimSpace,
-    forget: std::sync::atomic::AtomicBool,
-}
-
-impl VirtualSpace for Amnesiac {
-    fn alloc(&self, a: usize, s: usize, t: AllocationType, p: Protection) -> virtmem::Result<usize> {
-        self.inner.alloc(a, s, t, p)
-    }
-    fn free(&self, a: usize, s: usize, t: FreeType) -> virtmem::Result<()> {
-        self.inner.free(a, s, t)
-    }
-    fn query(&self, a: usize) -> virtmem::Result<MemoryBasicInformation> {
-        self.inner.query(a)
-    }
-    fn protect(&self, a: usize, s: usize, p: Protection) -> virtmem::Result<Protection> {
-        self.protect_detailed(a, s, p).map_err(|(e, _)| e)
-    }
-    fn protect_detailed(&self, a: usize, s: usize, p: Protection) -> Result<Protection, (Error, Option<Protection>)> {
-        if self.forget.load(Ordering::SeqCst) {
-            return Err((Error::InvalidAddress, None));
-        }
-        self.inner.protect_detailed(a, s, p)
-    }
-    fn lock(&self, a: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.lock(a, s)
-    }
-    fn unlock(&self, a: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.unlock(a, s)
-    }
-    fn get_write_watch(&self, f: WriteWatchFlags, b: usize, s: usize, m: usize) -> virtmem::Result<Vec<usize>> {
-        self.inner.get_write_watch(f, b, s, m)
-    }
-    fn reset_write_watch(&self, b: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.reset_write_watch(b, s)
-    }
-    fn write_watch_pages(&self, b: usize, s: usize) -> virtmem::Result<usize> {
-        self.inner.write_watch_pages(b, s)
-    }
-    fn check(&self, a: usize, l: usize, k: virtmem::AccessKind) -> virtmem::Result<()> {
-        self.inner.check(a, l, k)
-    }
-    fn read(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
-        self.inner.read(a, buf)
-    }
-    fn write(&self, a: usize, d: &[u8]) -> virtmem::Result<()> {
-        self.inner.write(a, d)
-    }
-    fn execute(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
-        self.inner.execute(a, buf)
-    }
-    fn system_info(&self) -> SystemInfo {
-        self.inner.system_info()
-    }
-    fn stats(&self) -> SpaceStats {
-        self.inner.stats()
-    }
-    fn regions(&self) -> Vec<MemoryBasicInformation> {
-        self.inner.regions()
-    }
-    fn set_commit_limit(&self, l: Option<usize>) {
-        self.inner.set_commit_limit(l)
-    }
-    fn commit_limit(&self) -> Option<usize> {
-        self.inner.commit_limit()
-    }
-    fn committed_bytes(&self) -> usize {
-        self.inner.committed_bytes()
-    }
-    fn reserved_bytes(&self) -> usize {
-        self.inner.reserved_bytes()
-    }
-}
-
 #[test]
 fn a_backend_that_forgets_a_reservation_disables_the_manager_and_abandons_waiters() {
-    let space = Arc::new(Amnesiac { inner: SimSpace::simulated(), forget: false.into() });
+    let space = Arc::new(Busy::new());
     let m = HostMemoryManager::builder(space.clone(), 8 * P)
         .soft_reserve(0)
         .emergency_reserve(0)

@@ -59,12 +59,16 @@ impl<T> Mirror<T> {
                 // copy, and a copy becomes idle only after every reader that found it
                 // live, as we just did, has left: see `write`).
                 let out = f(unsafe { &*self.copies[i].get() });
-                // Release: our reads of copy `i` come before a writer's later change.
-                self.readers[i].fetch_sub(1, Ordering::Release);
+                // Our reads of copy `i` come before a writer's later change of it (its
+                // load of this count synchronises with this decrement). SeqCst, not just
+                // Release: every operation on the counts and on `live` is then in one total
+                // order, which is what the argument in `write` rests on (and what Miri's
+                // model checks: with Release decrements it reports a race here).
+                self.readers[i].fetch_sub(1, Ordering::SeqCst);
                 return out;
             }
             // A writer switched copies meanwhile: we read nothing; look again.
-            self.readers[i].fetch_sub(1, Ordering::Release);
+            self.readers[i].fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -81,7 +85,7 @@ impl<T> Mirror<T> {
         op(unsafe { &mut *self.copies[idle].get() });
         self.live.store(idle, Ordering::SeqCst);
         // Readers that found `live` live before the switch must leave; later ones see the
-        // switch and go to `idle`. The acquire load pairs with their release decrement.
+        // switch and go to `idle`. This load synchronises with their decrements.
         let mut spins = 0u32;
         while self.readers[live].load(Ordering::SeqCst) != 0 {
             spins += 1;

@@ -44,18 +44,21 @@ pub fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-/// A simulated space whose bookkeeping can be made to look held by another thread:
-/// while `busy` is set, [`VirtualSpace::try_query`] answers `None`, as it does when a
-/// thread suspended mid-call holds the lock. Everything else goes to `inner`.
+/// A simulated space with two faults a test can switch on. While `busy` is set,
+/// [`VirtualSpace::try_query`] answers `None`, as it does when a thread suspended
+/// mid-call holds the space's lock. While `forget` is set, changing protections denies
+/// that the reservation exists (`ERROR_INVALID_ADDRESS`), as a backend that lost track of
+/// it would. Everything else goes to `inner`.
 #[derive(Debug)]
 pub struct Busy {
     pub inner: SimSpace,
     pub busy: std::sync::atomic::AtomicBool,
+    pub forget: std::sync::atomic::AtomicBool,
 }
 
 impl Busy {
     pub fn new() -> Busy {
-        Busy { inner: SimSpace::simulated(), busy: Default::default() }
+        Busy { inner: SimSpace::simulated(), busy: Default::default(), forget: Default::default() }
     }
 }
 
@@ -77,9 +80,12 @@ impl VirtualSpace for Busy {
         }
     }
     fn protect(&self, a: usize, s: usize, p: Protection) -> virtmem::Result<Protection> {
-        self.inner.protect(a, s, p)
+        self.protect_detailed(a, s, p).map_err(|(e, _)| e)
     }
     fn protect_detailed(&self, a: usize, s: usize, p: Protection) -> Result<Protection, (Error, Option<Protection>)> {
+        if self.forget.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err((Error::InvalidAddress, None));
+        }
         self.inner.protect_detailed(a, s, p)
     }
     fn lock(&self, a: usize, s: usize) -> virtmem::Result<()> {
