@@ -90,8 +90,20 @@ fn set_runs(runs: &mut Vec<Run>, end: usize, range: Range<usize>, new: &[Run]) {
     let hi = runs.partition_point(|r| r.start <= range.end);
     // What covered `range.end` goes on covering what follows it.
     let tail = (range.end < end).then(|| Run { start: range.end, ..runs[hi - 1] });
+    let added = new.len() + usize::from(tail.is_some());
     runs.splice(lo..hi, new.iter().copied().chain(tail));
-    runs.dedup_by(|cur, prev| cur.same(prev));
+    // Neighbours differed before; only the new runs and those next to them may merge.
+    let from = lo.saturating_sub(1);
+    let to = (lo + added + 1).min(runs.len());
+    let mut kept = from;
+    for i in from + 1..to {
+        if runs[i].same(&runs[kept]) {
+            continue;
+        }
+        kept += 1;
+        runs[kept] = runs[i];
+    }
+    runs.drain(kept + 1..to);
 }
 
 /// Everything a host `VirtualQuery` needs to know without asking anyone.
