@@ -893,9 +893,9 @@ impl HostMemoryManager {
     ///
     /// The runtime may call this while its other threads are suspended, perhaps in the
     /// middle of a call that holds a lock, so it never waits for another thread and
-    /// allocates nothing. It finds the reservation in the host's own record (read
-    /// without a lock, see [`Mirror`](super::mirror)), then asks the space only if the
-    /// space's bookkeeping is free at that instant; if it is held, the answer comes from
+    /// allocates nothing. It finds the reservation in the host's own record (kept in two
+    /// copies, read without a lock), then asks the space only if the space's
+    /// bookkeeping is free at that instant; if it is held, the answer comes from
     /// the record, which shows every change the host has finished making (a guard page an
     /// access has disarmed since the host last changed it still shows `PAGE_GUARD`
     /// there). For an address outside the host's memory only the space can tell free
