@@ -65,7 +65,11 @@ fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
 /// Queries of every kind of address a host query meets: its committed, reserved and
 /// guard pages, free space, memory the host did not allocate, a view it acquired, an
 /// address past the end, and one of another tenant.
-fn query_everything(m: &HostMemoryManager) {
+///
+/// With `busy`, the space's bookkeeping looks held by another thread once all is set
+/// up: the host's memory is then described from the host's own record, and what only
+/// the space can tell (free or someone else's) is `HOST_E_TIMEOUT`.
+fn query_everything(m: &HostMemoryManager, busy: Option<&host_util::Busy>) {
     let other = m.add_tenant("other", None).unwrap();
     let base = m.virtual_alloc(0, 16 * PAGE, T::RESERVE, P::READWRITE, CriticalLevel::Task).unwrap();
     m.virtual_alloc(base, 4 * PAGE, T::COMMIT, P::READWRITE, CriticalLevel::Task).unwrap();
@@ -77,12 +81,16 @@ fn query_everything(m: &HostMemoryManager) {
     let free = m.space().alloc(0, 16 * PAGE, T::RESERVE, P::READWRITE).unwrap();
     m.space().free(free, 0, FreeType::RELEASE).unwrap();
 
+    if let Some(b) = busy {
+        b.busy.store(true, Ordering::SeqCst);
+    }
+    let unknown = |known| if busy.is_some() { Err(HostError::Timeout) } else { known };
     let cases: [(usize, Result<MemState, HostError>); 8] = [
         (base + 5, Ok(MemState::Commit)),
         (base + 4 * PAGE, Ok(MemState::Commit)),
         (base + 9 * PAGE, Ok(MemState::Reserve)),
-        (free + PAGE, Ok(MemState::Free)),
-        (foreign, Err(HostError::InvalidOperation)),
+        (free + PAGE, unknown(Ok(MemState::Free))),
+        (foreign, unknown(Err(HostError::InvalidOperation))),
         (view + PAGE, Err(HostError::InvalidOperation)),
         (usize::MAX, Err(HostError::InvalidArg)),
         (theirs, Err(HostError::NotOwner)),
@@ -103,14 +111,21 @@ fn query_everything(m: &HostMemoryManager) {
 #[test]
 fn query_makes_no_allocation_on_a_simulated_space() {
     let (_space, m) = host_util::host(1 << 30);
-    query_everything(&m);
+    query_everything(&m, None);
+}
+
+#[test]
+fn query_makes_no_allocation_while_the_space_is_held() {
+    let space = Arc::new(host_util::Busy::new());
+    let m = started(space.clone(), 1 << 30, Duration::ZERO);
+    query_everything(&m, Some(&space));
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn query_makes_no_allocation_on_real_memory() {
     let (_space, m) = host_util::linux_host(1 << 30);
-    query_everything(&m);
+    query_everything(&m, None);
 }
 
 // ----- a backend that can hold a side effect ------------------------------------------------

@@ -73,7 +73,10 @@ impl VirtualSpace for Busy {
         self.inner.query(a)
     }
     fn try_query(&self, a: usize) -> Option<virtmem::Result<MemoryBasicInformation>> {
-        if self.busy.load(std::sync::atomic::Ordering::SeqCst) {
+        // As the real one, an address past the top is refused before the lock is tried.
+        if self.busy.load(std::sync::atomic::Ordering::SeqCst)
+            && a <= self.inner.system_info().maximum_application_address
+        {
             None
         } else {
             self.inner.try_query(a)
