@@ -837,7 +837,8 @@ fn each_crossing_is_delivered_on_its_own_thread_while_others_are_delivering() {
             }
             thread::current().id()
         }));
-        if !log_reaches(&log, k + 1, Duration::from_secs(1)) {
+        // (3 s: room for a loaded machine, under the gate's own 5 s.)
+        if !log_reaches(&log, k + 1, Duration::from_secs(3)) {
             delivered_at_once = false;
             break;
         }
@@ -904,7 +905,8 @@ fn a_crossing_made_while_another_thread_is_in_its_callback_is_delivered_by_its_o
         }
     });
     let b_id = b.thread().id();
-    let got = rx.recv_timeout(Duration::from_secs(1));
+    // (3 s: room for a loaded machine, under the gate's own 5 s.)
+    let got = rx.recv_timeout(Duration::from_secs(3));
     let a_still_inside = !a.is_finished();
     gate.open();
     assert_eq!(got, Ok((Neutral, b_id)), "B must deliver its own crossing while A is in its callback");

@@ -64,7 +64,8 @@ fn answers_while_the_space_is_held_match_the_space() {
     let m = started(space.clone(), 1 << 30, Duration::ZERO);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut live: Vec<(usize, usize)> = Vec::new();
-    for step in 0..3000 {
+    let steps = if cfg!(miri) { 150 } else { 3000 };
+    for step in 0..steps {
         match rng.below(10) {
             0 if live.len() < 8 => {
                 let size = (1 + rng.below(64)) * P;
@@ -133,7 +134,7 @@ fn ownership_answers_need_no_space() {
 /// A thread doing host calls is stopped by a signal at random points (as a runtime
 /// suspends its threads) while the main thread queries: the query never hangs and its
 /// answers stay right, including while the stopped thread holds the space's lock.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(miri)))] // Miri has no signals to stop a thread with.
 #[test]
 fn query_answers_while_a_thread_is_suspended_mid_call() {
     use std::os::unix::thread::JoinHandleExt;

@@ -29,7 +29,7 @@ pub fn host(budget: usize) -> (Arc<SimSpace>, HostMemoryManager) {
 
 /// A started manager with no reserves and no waiting, over a space of this process's real
 /// memory.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(miri)))] // (Miri has no Linux backend.)
 pub fn linux_host(budget: usize) -> (Arc<virtmem::LinuxSpace>, HostMemoryManager) {
     let space = Arc::new(virtmem::LinuxSpace::linux().unwrap());
     (space.clone(), started(space, budget, Duration::ZERO))
