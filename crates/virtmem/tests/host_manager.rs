@@ -790,6 +790,18 @@ impl Gate {
     }
 }
 
+/// A started manager over a simulated space with a budget of 10 pages, no reserves,
+/// Low at 80 %, High at 40 % (hysteresis 10), calling `cb` on each crossing.
+fn notifying_host(cb: impl Fn(MemoryAvailable) + Send + Sync + 'static) -> HostMemoryManager {
+    HostMemoryManager::builder(Arc::new(SimSpace::simulated()), 10 * P)
+        .soft_reserve(0)
+        .emergency_reserve(0)
+        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
+        .on_memory_notification(cb)
+        .build_started()
+        .unwrap()
+}
+
 /// Wait up to `timeout` for `log` to hold `n` entries.
 fn log_reaches(log: &Log, n: usize, timeout: Duration) -> bool {
     let t = Instant::now();
@@ -810,20 +822,13 @@ fn each_crossing_is_delivered_on_its_own_thread_while_others_are_delivering() {
     use MemoryAvailable::*;
     let log: Log = Arc::default();
     let gate = Arc::new(Gate::default());
-    let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space, 10 * P)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
-        .on_memory_notification({
-            let (log, gate) = (log.clone(), gate.clone());
-            move |lvl| {
-                log.lock().unwrap().push((lvl, thread::current().id()));
-                gate.wait();
-            }
-        })
-        .build_started()
-        .unwrap();
+    let m = notifying_host({
+        let (log, gate) = (log.clone(), gate.clone());
+        move |lvl| {
+            log.lock().unwrap().push((lvl, thread::current().id()));
+            gate.wait();
+        }
+    });
     let base = m.virtual_alloc(0, 10 * P, RESERVE, RW, TASK).unwrap();
     let mut threads = Vec::new();
     let mut delivered_at_once = true;
@@ -873,22 +878,15 @@ fn a_crossing_made_while_another_thread_is_in_its_callback_is_delivered_by_its_o
     let gate = Arc::new(Gate::default());
     let (tx, rx) = mpsc::channel::<(MemoryAvailable, thread::ThreadId)>();
     let tx = Mutex::new(tx);
-    let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space, 10 * P)
-        .soft_reserve(0)
-        .emergency_reserve(0)
-        .thresholds(Thresholds { low_percent: 80, high_percent: 40, hysteresis: 10 })
-        .on_memory_notification({
-            let gate = gate.clone();
-            move |lvl| {
-                let _ = tx.lock().unwrap().send((lvl, thread::current().id()));
-                if lvl == Low {
-                    gate.wait();
-                }
+    let m = notifying_host({
+        let gate = gate.clone();
+        move |lvl| {
+            let _ = tx.lock().unwrap().send((lvl, thread::current().id()));
+            if lvl == Low {
+                gate.wait();
             }
-        })
-        .build_started()
-        .unwrap();
+        }
+    });
     let x = m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap(); // 40 %: High
     let a = thread::spawn({
         let m = m.clone();
