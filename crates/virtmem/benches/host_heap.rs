@@ -1,6 +1,7 @@
 //! The IHostMalloc heap (over this process's real memory, through a host memory manager)
 //! against the system allocator, on the same mixed-size workload, single- and
 //! multi-threaded. Compare `host` with `system` in each group: the ratio is the figure.
+//! `host_query`: `VirtualQuery` through the manager beside the same query of the space.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use virtmem::host::{CriticalLevel, HostMalloc, HostMemoryManager, MallocType};
+use virtmem::{AllocationType, Protection};
 
 const SLOTS: usize = 512;
 const OPS: usize = 20_000;
@@ -147,5 +149,31 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `VirtualQuery` of a host reservation through the manager (which reads its own
+/// record without waiting, then tries the space's lock) beside the same query made of
+/// the space directly, on a simulated space: what the non-blocking host query adds.
+fn query(c: &mut Criterion) {
+    let space = Arc::new(virtmem::SimSpace::simulated());
+    let m = HostMemoryManager::builder(space.clone(), 1 << 30).build_started().unwrap();
+    let bases: Vec<usize> = (0..64)
+        .map(|_| {
+            let b = m
+                .virtual_alloc(0, 1 << 20, AllocationType::RESERVE, Protection::READWRITE, CriticalLevel::Task)
+                .unwrap();
+            m.virtual_alloc(b, 1 << 16, AllocationType::COMMIT, Protection::READWRITE, CriticalLevel::Task).unwrap();
+            b
+        })
+        .collect();
+    let mut g = c.benchmark_group("host_query");
+    g.sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+    g.bench_function("space", |b| {
+        b.iter(|| bases.iter().map(|&a| space.query(a + 0x8000).unwrap().region_size).sum::<usize>())
+    });
+    g.bench_function("host", |b| {
+        b.iter(|| bases.iter().map(|&a| m.virtual_query(a + 0x8000).unwrap().region_size).sum::<usize>())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, query);
 criterion_main!(benches);
