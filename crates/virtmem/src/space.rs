@@ -10,6 +10,7 @@
 //! step has succeeded.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use smallvec::{smallvec, SmallVec};
@@ -58,6 +59,11 @@ pub struct SpaceStats {
     pub largest_free: usize,
     /// Number of free gaps.
     pub free_gaps: usize,
+    /// Undo steps of failed calls that the backend refused, since the space was made.
+    /// Each left part of a failed call's change in place (for example the kernel kept a
+    /// new protection it cannot split back at its mapping-count limit), so for those
+    /// pages the space's answers and the memory may differ; 0 in normal operation.
+    pub refused_undos: usize,
 }
 
 /// A Win32 virtual address space over backend `B`. See the crate docs.
@@ -68,6 +74,8 @@ pub struct AddressSpace<B: Backend> {
     limits: Limits,
     book: Mutex<Book>,
     idle: Condvar,
+    /// See [`SpaceStats::refused_undos`].
+    refused_undos: AtomicUsize,
 }
 
 impl<B: Backend> std::fmt::Debug for AddressSpace<B> {
@@ -111,7 +119,13 @@ impl<B: Backend> AddressSpace<B> {
             book.avoid(r.clone());
             book.room.push(r);
         }
-        AddressSpace { backend, limits, book: Mutex::new(book), idle: Condvar::new() }
+        AddressSpace {
+            backend,
+            limits,
+            book: Mutex::new(book),
+            idle: Condvar::new(),
+            refused_undos: AtomicUsize::new(0),
+        }
     }
 
     /// The backend.
@@ -161,6 +175,7 @@ impl<B: Backend> AddressSpace<B> {
             runs: book.reservations.values().map(|r| r.pages.len()).sum(),
             largest_free: book.free.largest(),
             free_gaps: book.free.count(),
+            refused_undos: self.refused_undos.load(Ordering::Relaxed),
         }
     }
 
@@ -1135,7 +1150,11 @@ impl<B: Backend> AddressSpace<B> {
             Step::Lock(r) => self.backend.unlock(r.clone()),
             Step::Unlock(r) => self.backend.lock(r.clone()),
         };
-        debug_assert!(undone.is_ok(), "undo of {step:?} failed: {undone:?}");
+        // Nothing more can be done: the step stays done. Counted, so that a caller can
+        // tell (`SpaceStats::refused_undos`).
+        if undone.is_err() {
+            self.refused_undos.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Run `steps` in order; on failure undo the completed ones in reverse.

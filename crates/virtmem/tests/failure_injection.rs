@@ -228,6 +228,7 @@ fn run_all<B: Backend>(mut rig: Rig<B>) {
     assert_eq!(rig.state(), before, "a failed disarm changed the space");
     assert!(matches!(rig.space.read(rig.w + 8 * P, &mut [0]), Err(Error::GuardPage { .. })), "still armed");
     assert_eq!(rig.space.read(rig.w + 8 * P + 7, &mut [0; 1]), Ok(()));
+    assert_eq!(rig.space.stats().refused_undos, 0, "every undo of every failed call went through");
     rig.teardown();
 }
 
@@ -274,4 +275,35 @@ fn linux_backend() {
         watched: Vec::new(),
     };
     run_all(rig);
+}
+
+/// A failed call whose undo the backend refuses (as the kernel may refuse to split a
+/// mapping back at its mapping-count limit): the call still fails with the first error,
+/// and the refusal is counted in the space's stats, which say that for those pages the
+/// space's answers and the memory may now differ. Without a refusal the count stays 0.
+#[test]
+fn a_refused_undo_is_counted() {
+    use virtmem::{AllocationType as T, FreeType, Protection as Pr};
+    let space = AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default()));
+    let f = space.backend();
+    let base = space.alloc(0, 4 * P, T::RESERVE, Pr::READWRITE).unwrap();
+    // Three runs of different protections: a protect of all of them is three steps.
+    space.alloc(base, P, T::COMMIT, Pr::READWRITE).unwrap();
+    space.alloc(base + P, P, T::COMMIT, Pr::READONLY).unwrap();
+    space.alloc(base + 2 * P, P, T::COMMIT, Pr::EXECUTE_READ).unwrap();
+    let before = space.regions();
+    // The second step fails; its undo of the first succeeds: nothing changes.
+    f.arm(2);
+    assert_eq!(space.protect(base, 3 * P, Pr::NOACCESS), Err(Error::NotEnoughMemory));
+    assert_eq!(space.stats().refused_undos, 0);
+    assert_eq!(space.regions(), before);
+    // The third step fails, and the undo of the second (the fourth side effect) is
+    // refused: the call still fails as before, and the refusal is counted.
+    f.arm_two(3, 4);
+    assert_eq!(space.protect(base, 3 * P, Pr::NOACCESS), Err(Error::NotEnoughMemory));
+    assert_eq!(f.seen(), 5, "three steps, then the undo of the second and of the first");
+    assert_eq!(space.stats().refused_undos, 1);
+    f.arm(0);
+    space.free(base, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(space.stats().refused_undos, 1, "counted since the space was made");
 }

@@ -3,7 +3,9 @@
 //! Arm it with `n` and the `n`-th fallible operation from then on (1-based) returns
 //! [`BackendError::Injected`] without being passed on; every other operation, including
 //! the engine's undo of earlier steps, goes through. Tests use it to show that, for every
-//! `n`, a failed call leaves the space exactly as it was.
+//! `n`, a failed call leaves the space exactly as it was. [`Faulty::arm_two`] also fails
+//! a later side effect, to make the engine's undo of a step fail (as a kernel may refuse
+//! to restore a protection at its mapping-count limit).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,18 +21,33 @@ pub struct Faulty<B> {
     fail_at: AtomicUsize,
     /// Whether the armed failure has happened.
     fired: AtomicUsize,
+    /// A second 1-based side effect to fail; 0 for none.
+    fail_also: AtomicUsize,
 }
 
 impl<B: Backend> Faulty<B> {
     /// Wrap `inner`, disarmed.
     pub fn new(inner: B) -> Faulty<B> {
-        Faulty { inner, seen: AtomicUsize::new(0), fail_at: AtomicUsize::new(0), fired: AtomicUsize::new(0) }
+        Faulty {
+            inner,
+            seen: AtomicUsize::new(0),
+            fail_at: AtomicUsize::new(0),
+            fired: AtomicUsize::new(0),
+            fail_also: AtomicUsize::new(0),
+        }
     }
 
     /// Fail the `n`-th side effect from now on (1-based); `0` disarms.
     pub fn arm(&self, n: usize) {
+        self.arm_two(n, 0);
+    }
+
+    /// Fail the `n`-th and the `m`-th side effects from now on (1-based; `m` after `n`,
+    /// e.g. the undo of an earlier step; `m == 0` fails only the `n`-th).
+    pub fn arm_two(&self, n: usize, m: usize) {
         self.seen.store(0, Ordering::SeqCst);
         self.fired.store(0, Ordering::SeqCst);
+        self.fail_also.store(m, Ordering::SeqCst);
         self.fail_at.store(n, Ordering::SeqCst);
     }
 
@@ -55,6 +72,11 @@ impl<B: Backend> Faulty<B> {
         if at != 0 && n == at {
             self.fail_at.store(0, Ordering::SeqCst);
             self.fired.store(1, Ordering::SeqCst);
+            return Err(BackendError::Injected);
+        }
+        let also = self.fail_also.load(Ordering::SeqCst);
+        if also != 0 && n == also {
+            self.fail_also.store(0, Ordering::SeqCst);
             return Err(BackendError::Injected);
         }
         Ok(())
