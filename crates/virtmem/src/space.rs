@@ -44,6 +44,13 @@ enum Step {
     Decommit(AccessRuns),
 }
 
+/// A failed run of steps: the error, and the completed steps whose undo the backend
+/// refused.
+struct Failed {
+    error: BackendError,
+    kept: SmallVec<[Step; 1]>,
+}
+
 /// Totals of an address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpaceStats {
@@ -59,10 +66,11 @@ pub struct SpaceStats {
     pub largest_free: usize,
     /// Number of free gaps.
     pub free_gaps: usize,
-    /// Undo steps of failed calls that the backend refused, since the space was made.
-    /// Each left part of a failed call's change in place (for example the kernel kept a
-    /// new protection it cannot split back at its mapping-count limit), so for those
-    /// pages the space's answers and the memory may differ; 0 in normal operation.
+    /// Undo steps of failed calls that the backend refused, since the space was made; 0
+    /// in normal operation. Each left part of a failed call's change in place (for
+    /// example the kernel kept a new protection it could not split back at its
+    /// mapping-count limit); the space records it, so `VirtualQuery` shows those pages as
+    /// the call left them, but the call reported a failure and nothing else of it stayed.
     pub refused_undos: usize,
 }
 
@@ -295,7 +303,9 @@ impl<B: Backend> AddressSpace<B> {
             if commit && access != Access::None {
                 steps.push(Step::Access(range.clone(), Access::None, access));
             }
-            let result = self.run(&steps);
+            // (A refused undo of the reserve is counted; what it leaves mapped is not
+            // tracked further.)
+            let result = self.run(&steps).map_err(|f| f.error);
 
             let mut book = match held {
                 Some(book) => book,
@@ -460,7 +470,10 @@ impl<B: Backend> AddressSpace<B> {
 
     /// Run planned `steps` on the reservation at `base` outside the lock; on success
     /// `apply` the bookkeeping change under the lock, on failure (steps already undone)
-    /// run `undo_charge`.
+    /// run `undo_charge`. A completed step whose undo the backend refused stays done, and
+    /// the book says so: `keep` records the call's new state for the range of such an
+    /// access change (a lock or unlock is recorded here), so that the space's answers go
+    /// on matching the memory.
     fn finish<T>(
         &self,
         book: MutexGuard<'_, Book>,
@@ -468,29 +481,57 @@ impl<B: Backend> AddressSpace<B> {
         steps: &[Step],
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
+        keep: impl FnMut(&mut Book, Range<usize>),
     ) -> Result<T> {
         if steps.is_empty() || self.backend.inline_effects() {
             // Nothing to wait for (no steps, or cheap ones): carry them out under the lock.
             let mut book = book;
             return match self.run(steps) {
                 Ok(()) => Ok(apply(&mut book)),
-                Err(e) => {
+                Err(failed) => {
                     undo_charge(&mut book);
-                    Err(backend_error(e))
+                    Err(self.keep(&mut book, base, *failed, keep))
                 }
             };
         }
         let (mut book, result) = self.outside(book, base, || self.run(steps));
         let out = match result {
             Ok(()) => Ok(apply(&mut book)),
-            Err(e) => {
+            Err(failed) => {
                 undo_charge(&mut book);
-                Err(backend_error(e))
+                Err(self.keep(&mut book, base, *failed, keep))
             }
         };
         drop(book);
         self.idle.notify_all();
         out
+    }
+
+    /// Record in the book the kept steps of a failed call on the reservation at `base`
+    /// (see [`AddressSpace::finish`]); the call's error.
+    #[cold]
+    fn keep(
+        &self,
+        book: &mut Book,
+        base: usize,
+        Failed { error, kept }: Failed,
+        mut access: impl FnMut(&mut Book, Range<usize>),
+    ) -> Error {
+        for step in &kept {
+            match step {
+                Step::Access(r, _, _) => access(book, r.clone()),
+                Step::Lock(r) | Step::Unlock(r) => {
+                    let locked = matches!(step, Step::Lock(_));
+                    if let Some(res) = book.reservations.get_mut(&base) {
+                        let (b, e) = (res.base, res.end);
+                        res.locked.get_or_insert_with(|| Box::new(RunMap::new(b..e, false))).set(r.clone(), locked);
+                    }
+                }
+                // Only the first step of a reserve (not through here); never undone.
+                Step::Reserve(..) | Step::Release(..) | Step::Decommit(..) => {}
+            }
+        }
+        backend_error(error)
     }
 
     /// In a `MEM_LARGE_PAGES` allocation, commit, decommit, protect and reset act on
@@ -560,6 +601,19 @@ impl<B: Backend> AddressSpace<B> {
                 start
             },
             |book| book.committed -= newly,
+            |book, r| {
+                // The backend kept these pages committed: so does the book.
+                let res = book.reservations.get_mut(&base).expect("reservation");
+                let mut kept = 0;
+                res.pages.for_each_run(r.clone(), |run, st| {
+                    if matches!(st, PageState::Reserved) {
+                        kept += run.len();
+                    }
+                });
+                res.pages.set(r, PageState::Committed(eff));
+                res.committed += kept;
+                book.committed += kept;
+            },
         )
     }
 
@@ -667,6 +721,7 @@ impl<B: Backend> AddressSpace<B> {
                 book.give_back(res.claim());
             },
             |_| {},
+            |_, _| {}, // (no access steps)
         )
     }
 
@@ -702,6 +757,7 @@ impl<B: Backend> AddressSpace<B> {
                 }
             },
             |_| {},
+            |_, _| {}, // (no access steps)
         )
     }
 
@@ -879,6 +935,8 @@ impl<B: Backend> AddressSpace<B> {
                 old
             },
             |_| {},
+            // The backend kept the new protection there: so does the book.
+            |book, r| book.reservations.get_mut(&base).expect("reservation").pages.set(r, PageState::Committed(eff)),
         )
         .map_err(|e| (e, None))
     }
@@ -975,6 +1033,7 @@ impl<B: Backend> AddressSpace<B> {
                 res.locked.get_or_insert_with(|| Box::new(RunMap::new(b..e, false))).set(range, lock);
             },
             |_| {},
+            |_, _| {}, // (no access steps)
         )
     }
 
@@ -1141,7 +1200,8 @@ impl<B: Backend> AddressSpace<B> {
         }
     }
 
-    fn undo(&self, step: &Step) {
+    /// Undo a completed step; whether the backend did.
+    fn undo(&self, step: &Step) -> bool {
         let undone = match step {
             Step::Reserve(r, o) => self.backend.release(r.clone(), *o),
             Step::Release(..) => unreachable!("a release is always the last step"),
@@ -1155,16 +1215,21 @@ impl<B: Backend> AddressSpace<B> {
         if undone.is_err() {
             self.refused_undos.fetch_add(1, Ordering::Relaxed);
         }
+        undone.is_ok()
     }
 
-    /// Run `steps` in order; on failure undo the completed ones in reverse.
-    fn run(&self, steps: &[Step]) -> std::result::Result<(), BackendError> {
+    /// Run `steps` in order; on failure undo the completed ones in reverse, and report
+    /// the error with the completed steps whose undo the backend refused (they stay done).
+    fn run(&self, steps: &[Step]) -> std::result::Result<(), Box<Failed>> {
         for (i, step) in steps.iter().enumerate() {
-            if let Err(e) = self.apply(step) {
+            if let Err(error) = self.apply(step) {
+                let mut kept = SmallVec::new();
                 for done in steps[..i].iter().rev() {
-                    self.undo(done);
+                    if !self.undo(done) {
+                        kept.push(done.clone());
+                    }
                 }
-                return Err(e);
+                return Err(Box::new(Failed { error, kept }));
             }
         }
         Ok(())

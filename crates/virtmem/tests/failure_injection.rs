@@ -278,14 +278,16 @@ fn linux_backend() {
 }
 
 /// A failed call whose undo the backend refuses (as the kernel may refuse to split a
-/// mapping back at its mapping-count limit): the call still fails with the first error,
-/// and the refusal is counted in the space's stats, which say that for those pages the
-/// space's answers and the memory may now differ. Without a refusal the count stays 0.
+/// mapping back at its mapping-count limit): the call still fails with the first error;
+/// the step whose undo was refused stays done and the space says so (its pages answer
+/// with the call's new state, committed bytes included), every other step is undone, and
+/// the refusal is counted in the space's stats. Without a refusal the count stays 0.
 #[test]
-fn a_refused_undo_is_counted() {
-    use virtmem::{AllocationType as T, FreeType, Protection as Pr};
+fn a_refused_undo_is_recorded_and_counted() {
+    use virtmem::{AllocationType as T, FreeType, MemState, Protection as Pr};
     let space = AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default()));
     let f = space.backend();
+    let state = |a: usize| space.query(a).map(|i| (i.state, i.protect)).unwrap();
     let base = space.alloc(0, 4 * P, T::RESERVE, Pr::READWRITE).unwrap();
     // Three runs of different protections: a protect of all of them is three steps.
     space.alloc(base, P, T::COMMIT, Pr::READWRITE).unwrap();
@@ -298,12 +300,43 @@ fn a_refused_undo_is_counted() {
     assert_eq!(space.stats().refused_undos, 0);
     assert_eq!(space.regions(), before);
     // The third step fails, and the undo of the second (the fourth side effect) is
-    // refused: the call still fails as before, and the refusal is counted.
+    // refused: the call still fails; the second page keeps the new protection.
     f.arm_two(3, 4);
     assert_eq!(space.protect(base, 3 * P, Pr::NOACCESS), Err(Error::NotEnoughMemory));
     assert_eq!(f.seen(), 5, "three steps, then the undo of the second and of the first");
     assert_eq!(space.stats().refused_undos, 1);
+    assert_eq!(state(base), (MemState::Commit, Pr::READWRITE), "undone");
+    assert_eq!(state(base + P), (MemState::Commit, Pr::NOACCESS), "kept");
+    assert_eq!(state(base + 2 * P), (MemState::Commit, Pr::EXECUTE_READ), "never done");
+    assert_eq!(space.stats().committed, 3 * P);
+
+    // A commit over reserved, read-only and reserved pages: three steps. The third fails
+    // and the undo of the first is refused: that page stays committed, and is counted.
+    let b2 = space.alloc(0, 4 * P, T::RESERVE, Pr::READWRITE).unwrap();
+    space.alloc(b2 + P, P, T::COMMIT, Pr::READONLY).unwrap();
+    f.arm_two(3, 5);
+    assert_eq!(space.alloc(b2, 3 * P, T::COMMIT, Pr::READWRITE), Err(Error::NotEnoughMemory));
+    assert_eq!(space.stats().refused_undos, 2);
+    assert_eq!(state(b2), (MemState::Commit, Pr::READWRITE), "kept");
+    assert_eq!(state(b2 + P), (MemState::Commit, Pr::READONLY), "undone");
+    assert_eq!(state(b2 + 2 * P), (MemState::Reserve, Pr::empty()), "never done");
+    assert_eq!(space.stats().committed, 3 * P + 2 * P, "the kept page is committed");
+    // A lock of three committed pages, the middle one locked already: two steps. The
+    // second fails and the undo of the first is refused: the first page stays locked.
     f.arm(0);
+    space.alloc(b2 + 2 * P, P, T::COMMIT, Pr::READWRITE).unwrap();
+    space.lock(b2 + P, P).unwrap();
+    f.arm_two(2, 3);
+    assert_eq!(space.lock(b2, 3 * P), Err(Error::NotEnoughMemory));
+    assert_eq!(space.stats().refused_undos, 3);
+    f.arm(0);
+    assert_eq!(space.unlock(b2 + 2 * P, P), Err(Error::NotLocked), "never done");
+    assert_eq!(space.unlock(b2, P), Ok(()), "kept locked");
+    assert_eq!(space.unlock(b2 + P, P), Ok(()), "locked before");
+    // The books stay straight: releasing everything leaves nothing.
+    f.arm(0);
+    space.free(b2, 0, FreeType::RELEASE).unwrap();
     space.free(base, 0, FreeType::RELEASE).unwrap();
-    assert_eq!(space.stats().refused_undos, 1, "counted since the space was made");
+    assert_eq!((space.stats().committed, space.stats().reserved), (0, 0));
+    assert_eq!(space.stats().refused_undos, 3, "counted since the space was made");
 }
