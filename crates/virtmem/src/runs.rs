@@ -1018,6 +1018,19 @@ impl Reservation {
         self.base..crate::rules::round_up(self.end, crate::rules::GRANULE).unwrap_or(usize::MAX)
     }
 
+    /// Mark the pages of `range` locked or not (the lock map is made on the first lock).
+    pub fn set_locked(&mut self, range: Range<usize>, locked: bool) {
+        match &mut self.locked {
+            Some(m) => m.set(range, locked),
+            None if locked => {
+                let mut m = RunMap::new(self.base..self.end, false);
+                m.set(range, true);
+                self.locked = Some(Box::new(m));
+            }
+            None => {}
+        }
+    }
+
     /// Whether any page of `range` is locked.
     pub fn locked_runs(&self, range: Range<usize>) -> Vec<Range<usize>> {
         match &self.locked {

@@ -521,10 +521,8 @@ impl<B: Backend> AddressSpace<B> {
             match step {
                 Step::Access(r, _, _) => access(book, r.clone()),
                 Step::Lock(r) | Step::Unlock(r) => {
-                    let locked = matches!(step, Step::Lock(_));
                     if let Some(res) = book.reservations.get_mut(&base) {
-                        let (b, e) = (res.base, res.end);
-                        res.locked.get_or_insert_with(|| Box::new(RunMap::new(b..e, false))).set(r.clone(), locked);
+                        res.set_locked(r.clone(), matches!(step, Step::Lock(_)));
                     }
                 }
                 // Only the first step of a reserve (not through here); never undone.
@@ -752,9 +750,7 @@ impl<B: Backend> AddressSpace<B> {
                 let res = book.reservations.get_mut(&base).expect("reservation");
                 res.committed -= freed;
                 res.pages.set(range.clone(), PageState::Reserved);
-                if let Some(l) = res.locked.as_mut() {
-                    l.set(range, false);
-                }
+                res.set_locked(range, false);
             },
             |_| {},
             |_, _| {}, // (no access steps)
@@ -1028,9 +1024,7 @@ impl<B: Backend> AddressSpace<B> {
             base,
             &steps,
             |book| {
-                let res = book.reservations.get_mut(&base).expect("reservation");
-                let (b, e) = (res.base, res.end);
-                res.locked.get_or_insert_with(|| Box::new(RunMap::new(b..e, false))).set(range, lock);
+                book.reservations.get_mut(&base).expect("reservation").set_locked(range, lock);
             },
             |_| {},
             |_, _| {}, // (no access steps)

@@ -333,10 +333,19 @@ fn a_refused_undo_is_recorded_and_counted() {
     assert_eq!(space.unlock(b2 + 2 * P, P), Err(Error::NotLocked), "never done");
     assert_eq!(space.unlock(b2, P), Ok(()), "kept locked");
     assert_eq!(space.unlock(b2 + P, P), Ok(()), "locked before");
+    // A decommit of a locked page: unlock, then drop. The drop fails and the undo of the
+    // unlock (a lock again) is refused: the page stays committed but unlocked.
+    space.lock(b2, P).unwrap();
+    f.arm_two(2, 3);
+    assert_eq!(space.free(b2, P, FreeType::DECOMMIT), Err(Error::NotEnoughMemory));
+    assert_eq!(space.stats().refused_undos, 4);
+    f.arm(0);
+    assert_eq!(state(b2), (MemState::Commit, Pr::READWRITE), "the decommit failed");
+    assert_eq!(space.unlock(b2, P), Err(Error::NotLocked), "kept unlocked");
     // The books stay straight: releasing everything leaves nothing.
     f.arm(0);
     space.free(b2, 0, FreeType::RELEASE).unwrap();
     space.free(base, 0, FreeType::RELEASE).unwrap();
     assert_eq!((space.stats().committed, space.stats().reserved), (0, 0));
-    assert_eq!(space.stats().refused_undos, 3, "counted since the space was made");
+    assert_eq!(space.stats().refused_undos, 4, "counted since the space was made");
 }

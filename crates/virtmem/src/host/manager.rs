@@ -583,23 +583,36 @@ impl HostMemoryManager {
         Ok(r)
     }
 
-    /// Bytes of `range` (inside `region`, whose lock the caller holds) in state `want`,
-    /// by walking the space's answers; any answer that contradicts the registry disables
-    /// the manager.
-    fn count(&self, region: &Region, range: Range<usize>, want: MemState) -> HostResult<usize> {
-        let mut n = 0;
+    /// Walk the space's answers for `range` of the reservation at `base` (whose lock the
+    /// caller holds, or which is not published yet), run by run, each clipped to `range`;
+    /// any answer that contradicts the registry disables the manager.
+    fn walk(
+        &self,
+        base: usize,
+        range: Range<usize>,
+        mut f: impl FnMut(Range<usize>, &MemoryBasicInformation),
+    ) -> HostResult<()> {
         let mut a = range.start;
         while a < range.end {
             let info = match self.shared.space.query(a) {
-                Ok(i) if i.allocation_base == region.base && i.state != MemState::Free && i.region_size > 0 => i,
+                Ok(i) if i.allocation_base == base && i.state != MemState::Free && i.region_size > 0 => i,
                 _ => return Err(self.inconsistent()),
             };
             let end = (info.base_address + info.region_size).min(range.end);
-            if info.state == want {
-                n += end - a;
-            }
+            f(a..end, &info);
             a = end;
         }
+        Ok(())
+    }
+
+    /// Bytes of `range` (inside `region`, whose lock the caller holds) in state `want`.
+    fn count(&self, region: &Region, range: Range<usize>, want: MemState) -> HostResult<usize> {
+        let mut n = 0;
+        self.walk(region.base, range, |r, info| {
+            if info.state == want {
+                n += r.len();
+            }
+        })?;
         Ok(n)
     }
 
@@ -712,22 +725,14 @@ impl HostMemoryManager {
     }
 
     /// The pages of `range` in the reservation at `base` as the space reports them now,
-    /// with the reservation's protection. The caller holds the reservation's lock (or
-    /// has not published it yet); an answer that contradicts the registry disables the
-    /// manager.
+    /// with the reservation's protection (see [`HostMemoryManager::walk`]).
     fn observe(&self, base: usize, range: Range<usize>) -> HostResult<(Protection, Vec<Run>)> {
         let mut runs = Vec::new();
         let mut alloc_protect = Protection::empty();
-        let mut a = range.start;
-        while a < range.end {
-            let info = match self.shared.space.query(a) {
-                Ok(i) if i.allocation_base == base && i.state != MemState::Free && i.region_size > 0 => i,
-                _ => return Err(self.inconsistent()),
-            };
+        self.walk(base, range, |r, info| {
             alloc_protect = info.allocation_protect;
-            runs.push(Run { start: a, state: info.state, protect: info.protect });
-            a = (info.base_address + info.region_size).min(range.end);
-        }
+            runs.push(Run { start: r.start, state: info.state, protect: info.protect });
+        })?;
         Ok((alloc_protect, runs))
     }
 
