@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use smallvec::{smallvec, SmallVec};
 
-use crate::backend::{Access, Backend, BackendError, Limits, ReserveOptions};
+use crate::backend::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, GRANT_PAGES};
 use crate::error::{Error, Result};
 use crate::flags::{
     AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
@@ -1146,7 +1146,47 @@ impl<B: Backend> AddressSpace<B> {
         op(&self.backend).map_err(|e| match e {
             BackendError::Fault(a) => Error::AccessViolation { address: a, access: kind },
             other => backend_error(other),
-        })
+        })?;
+        if self.backend.keeps_grants() {
+            self.grant_block(&book, address, len);
+        }
+        Ok(())
+    }
+
+    /// Hand the backend what the rules allow on each page of the 64 KiB block of an
+    /// access just made (`len` bytes at `address`, inside one block), so that the
+    /// block's next accesses need not come here: see [`Backend::grant`]. Nothing is
+    /// granted for an access spanning blocks, outside any reservation, or in a
+    /// reservation with an operation under way.
+    fn grant_block(&self, book: &Book, address: usize, len: usize) {
+        let base = rules::round_down(address, GRANT_PAGES * PAGE);
+        if len == 0 || (address + (len - 1)) / (GRANT_PAGES * PAGE) != address / (GRANT_PAGES * PAGE) {
+            return;
+        }
+        let Ok(res) = book.reservations.find(address) else { return };
+        if book.busy.contains(&res.base) {
+            return;
+        }
+        let mut pages = [Grant::empty(); GRANT_PAGES];
+        let mut a = base.max(res.base);
+        let end = (base + GRANT_PAGES * PAGE).min(res.end);
+        while a < end {
+            let (run, st) = res.pages.get(a);
+            let grant = match st {
+                PageState::Committed(p) if !p.contains(Protection::GUARD) => {
+                    let mut g = Grant::empty();
+                    g.set(Grant::READ, p.allows(AccessKind::Read));
+                    g.set(Grant::WRITE, p.allows(AccessKind::Write));
+                    g.set(Grant::EXECUTE, p.allows(AccessKind::Execute));
+                    g
+                }
+                _ => Grant::empty(),
+            };
+            let to = run.end.min(end);
+            pages[(a - base) / PAGE..(to - base) / PAGE].fill(grant);
+            a = to;
+        }
+        self.backend.grant(base, &pages);
     }
 
     /// Check that `len` bytes at `address` may be accessed as `kind`, without copying a
@@ -1166,6 +1206,9 @@ impl<B: Backend> AddressSpace<B> {
     /// no-access or execute-only page is an access violation; an armed guard page raises
     /// the guard-page error once. Nothing is read unless every byte may be.
     pub fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        if self.backend.try_read(address, buf, Grant::READ) {
+            return Ok(());
+        }
         self.access(address, buf.len(), AccessKind::Read, |b| b.read(address, buf))
     }
 
@@ -1173,11 +1216,17 @@ impl<B: Backend> AddressSpace<B> {
     /// Nothing is written unless every byte may be. Marks write-watched pages dirty.
     pub fn write(&self, address: usize, data: &[u8]) -> Result<()> {
         self.backend.prepare_write(address, data.len());
+        if self.backend.try_write(address, data) {
+            return Ok(());
+        }
         self.access(address, data.len(), AccessKind::Write, |b| b.write(address, data))
     }
 
     /// Fetch `buf.len()` bytes of instructions at `address`, checked for execute access.
     pub fn execute(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+        if self.backend.try_read(address, buf, Grant::EXECUTE) {
+            return Ok(());
+        }
         self.access(address, buf.len(), AccessKind::Execute, |b| b.read(address, buf))
     }
 

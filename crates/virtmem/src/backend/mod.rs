@@ -51,6 +51,25 @@ impl Access {
     }
 }
 
+bitflags::bitflags! {
+    /// What the engine allows on one page, as handed to a backend that checks accesses
+    /// itself ([`Backend::grant`]). Unlike [`Access`] it is the rule's answer: an
+    /// execute-only page, say, grants no read.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Grant: u8 {
+        /// Reads are allowed.
+        const READ = 1;
+        /// Writes are allowed.
+        const WRITE = 2;
+        /// Instruction fetches are allowed.
+        const EXECUTE = 4;
+    }
+}
+
+/// The pages of one grant block ([`Backend::grant`]): the 4 KiB pages of a 64 KiB
+/// aligned block.
+pub const GRANT_PAGES: usize = 16;
+
 /// Options of a new reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReserveOptions {
@@ -269,6 +288,44 @@ pub trait Backend: Send + Sync {
     /// zeroed pages, say) is work the write does not do while every other call on the
     /// space waits. The write may never come (the access may be refused). Default: nothing.
     fn prepare_write(&self, _address: usize, _len: usize) {}
+
+    /// Whether this backend keeps grants ([`Backend::grant`]) and carries out
+    /// [`Backend::try_read`] and [`Backend::try_write`] with them. Default `false`: the
+    /// engine then checks every access itself and never calls `grant`.
+    fn keeps_grants(&self) -> bool {
+        false
+    }
+
+    /// Remember that each page of the 64 KiB aligned block at `base` allows what
+    /// `pages` says (page `i` at `base + i * 4096`), so that later accesses inside the
+    /// block can be checked and carried out by [`Backend::try_read`] and
+    /// [`Backend::try_write`] alone, as hardware checks a CPU's accesses against its
+    /// page tables. A backend may forget a grant at any time, and must forget it before
+    /// an operation that changes the access of any page of its block returns
+    /// ([`Backend::set_access`], [`Backend::decommit`], [`Backend::release_committed`],
+    /// [`Backend::release`]). The engine grants only what its
+    /// rules allow at that moment, and never while an operation on the block's
+    /// reservation is under way. Default: nothing.
+    fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
+        let _ = (base, pages);
+    }
+
+    /// Read `buf.len()` bytes at `address` (with `need` = [`Grant::EXECUTE`]: fetch
+    /// instructions) if grants cover every byte; `true` if it was done. `false` (nothing
+    /// was read) leaves the access to the engine, which checks it under its rules.
+    /// Default `false`.
+    fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
+        let _ = (address, buf, need);
+        false
+    }
+
+    /// Write `data` at `address` if grants allow writing every byte, marking written
+    /// pages dirty as [`Backend::write`] does; `true` if it was done. `false` (nothing
+    /// was written) leaves the access to the engine. Default `false`.
+    fn try_write(&self, address: usize, data: &[u8]) -> bool {
+        let _ = (address, data);
+        false
+    }
 
     /// The base of each page of write-tracked `range` written since it was last cleaned,
     /// ascending, at most `max`; with `reset`, exactly the reported pages become clean.

@@ -3,6 +3,16 @@
 //! Page contents are stored sparsely: a page costs memory only once it is written, so
 //! reserving and committing terabytes costs nothing. Everything is deterministic; the
 //! backend keeps no clock, no randomness and no host addresses.
+//!
+//! Threads working on different memory should not wait for each other, nor pass cache
+//! lines back and forth: the pages are kept in parts by 64 KiB block, each part with its
+//! own lock, and checked accesses mostly bypass the engine. The engine checks the first
+//! access to a block under its rules and then grants the block ([`Backend::grant`]: what
+//! each of its pages allows); later reads and writes inside the block are checked
+//! against the grant and carried out under the block's part alone, the way a CPU checks
+//! its accesses against page tables without asking the kernel. Every change of access
+//! (`set_access`, decommit, release) takes the grants of its blocks back before it
+//! returns, so a change is seen by every thread's next access.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +21,9 @@ use std::ops::Range;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-use super::{Access, Backend, BackendError, Limits, ReserveOptions};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, GRANT_PAGES};
 use crate::rules::PAGE;
 
 /// How a simulated `MEM_RESET` treats the data it is given.
@@ -101,23 +113,54 @@ fn recycle(page: Page) {
     });
 }
 
+/// Bytes of one grant block (see [`Backend::grant`]).
+const BLOCK: usize = GRANT_PAGES * PAGE;
+
+/// How many parts the backend's state is cut into. Each part has its own lock, so
+/// threads working on different memory rarely touch the same lock or the same cache
+/// lines; a page's block decides its part (`shard_of`).
+const SHARDS: usize = 32;
+
+/// Grant slots (see `SimBackend::tags`), a whole number of them per part.
+const SLOTS: usize = 4 * SHARDS;
+
+/// The grant slot of block number `block` (its address / 64 KiB); its part is the
+/// slot modulo [`SHARDS`]. A multiplicative hash: neighbouring blocks, and blocks
+/// 1 MiB or more apart, land in unrelated parts.
+fn slot_of(block: usize) -> usize {
+    ((block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// The part holding the pages of block number `block`.
+fn shard_of(block: usize) -> usize {
+    slot_of(block) % SHARDS
+}
+
+/// A block's grant, as remembered in a slot.
+#[derive(Clone, Copy)]
+struct Granted {
+    /// The block number.
+    block: usize,
+    /// What each page allows.
+    pages: [Grant; GRANT_PAGES],
+    /// Bit `i`: page `i` lies in a write-tracked range.
+    watched: u16,
+}
+
+/// One part of the backend's state: the pages of the blocks that hash to it.
 #[derive(Default)]
 struct Store {
     /// Page number → contents; absent pages read as zero.
     pages: BTreeMap<usize, Page>,
-    /// Write-tracked ranges: start → end.
-    watched: BTreeMap<usize, usize>,
     /// Dirty page numbers inside write-tracked ranges.
     dirty: BTreeSet<usize>,
     /// Page numbers whose data a `Discard` reset dropped (until undo or discard).
     lost: BTreeSet<usize>,
+    /// The grants of this part's slots (slot `s` is entry `s / SHARDS`).
+    grants: [Option<Granted>; SLOTS / SHARDS],
 }
 
 impl Store {
-    fn is_watched(&self, addr: usize) -> bool {
-        self.watched.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
-    }
-
     /// Drop the data, dirty marks and loss marks of page numbers `pages`. (Most
     /// discarded ranges hold none of them: each map is checked with one search, or
     /// none when it is empty, before anything is collected.)
@@ -139,18 +182,73 @@ impl Store {
             }
         }
     }
+
+    /// Whether the part holds nothing: no page, no mark.
+    fn is_empty(&self) -> bool {
+        self.pages.is_empty() && self.dirty.is_empty() && self.lost.is_empty()
+    }
+
+    /// Copy `data` into page number `k` at offset `off`, marking it dirty if `watched`.
+    fn put(&mut self, k: usize, off: usize, data: &[u8], watched: bool) {
+        if watched {
+            self.dirty.insert(k);
+        }
+        // (A write does not clear a loss: the rest of the page is still gone, and the
+        // next MEM_RESET_UNDO must say so.)
+        let page = self.pages.entry(k).or_insert_with(zeroed_page);
+        page[off..off + data.len()].copy_from_slice(data);
+    }
+
+    /// Copy page number `k` from offset `off` into `buf`.
+    fn get(&self, k: usize, off: usize, buf: &mut [u8]) {
+        match self.pages.get(&k) {
+            Some(p) => buf.copy_from_slice(&p[off..off + buf.len()]),
+            None => buf.fill(0),
+        }
+    }
+}
+
+/// A part and its lock, alone on its cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard {
+    store: Mutex<Store>,
+    /// Whether the part may hold something (a page or a mark): a part whose flag is
+    /// clear is skipped by discards without taking its lock. Set under the lock before
+    /// anything is added; cleared under the lock when the part is found empty.
+    used: AtomicBool,
 }
 
 /// A simulated address space backend. See the module docs.
+///
+/// Its state is cut into parts by 64 KiB block (32 of them, each with its own
+/// lock), and it keeps the engine's grants ([`Backend::grant`]): an access inside one
+/// granted block is checked and carried out under that block's part alone, as a CPU's
+/// access is checked by its page tables, so threads working on different memory share
+/// neither a lock nor the engine's.
 pub struct SimBackend {
     config: SimConfig,
-    store: Mutex<Store>,
+    shards: Box<[Shard]>,
+    /// Slot → the block number granted in it (`usize::MAX`: none). Written under the
+    /// slot's part lock; read without it to skip parts that hold no grant of a range
+    /// being changed.
+    tags: Box<[AtomicUsize]>,
+    /// Write-tracked ranges: start → end.
+    watched: Mutex<BTreeMap<usize, usize>>,
+    /// Whether `watched` may hold a range (spares writes its lock when nothing is tracked).
+    watching: AtomicBool,
 }
 
 impl SimBackend {
     /// A backend with the given configuration.
     pub fn new(config: SimConfig) -> SimBackend {
-        SimBackend { config, store: Mutex::new(Store::default()) }
+        SimBackend {
+            config,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            tags: (0..SLOTS).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+            watched: Mutex::new(BTreeMap::new()),
+            watching: AtomicBool::new(false),
+        }
     }
 
     /// The configuration this backend was made with.
@@ -161,7 +259,131 @@ impl SimBackend {
     /// How many pages hold data (the memory the simulation really uses is this many
     /// pages of 4 KiB plus bookkeeping).
     pub fn stored_pages(&self) -> usize {
-        self.store.lock().pages.len()
+        self.shards.iter().map(|s| s.store.lock().pages.len()).sum()
+    }
+
+    /// The part of page number `k`, locked, for a change: marked used.
+    fn store_for_change(&self, k: usize) -> parking_lot::MutexGuard<'_, Store> {
+        let shard = &self.shards[shard_of(k / GRANT_PAGES)];
+        let store = shard.store.lock();
+        shard.used.store(true, Ordering::Relaxed);
+        store
+    }
+
+    /// Run `f` on every part that may hold something of page numbers `pages`: the
+    /// parts of its blocks, or every part for a range of many blocks. A part whose
+    /// `used` flag is clear is skipped (it was found empty under its lock, and only a
+    /// change under the lock sets it again). With `clean`, a part left empty is marked
+    /// unused.
+    fn each_part(&self, pages: &Range<usize>, clean: bool, mut f: impl FnMut(&mut Store)) {
+        let mut visit = |shard: &Shard| {
+            if !shard.used.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut store = shard.store.lock();
+            f(&mut store);
+            if clean && store.is_empty() {
+                shard.used.store(false, Ordering::Relaxed);
+            }
+        };
+        let blocks = pages.start / GRANT_PAGES..pages.end.div_ceil(GRANT_PAGES);
+        if blocks.len() >= SHARDS {
+            self.shards.iter().for_each(visit);
+            return;
+        }
+        // Each part once, in the order its blocks come.
+        let mut seen: u64 = 0;
+        for b in blocks {
+            let i = shard_of(b);
+            if seen & (1 << i) == 0 {
+                seen |= 1 << i;
+                visit(&self.shards[i]);
+            }
+        }
+    }
+
+    /// Forget every grant of a block that `range` (non-empty) touches.
+    #[inline]
+    fn revoke(&self, range: &Range<usize>) {
+        let first = range.start / BLOCK;
+        if (range.end - 1) / BLOCK == first {
+            // Most changes lie in one block: one slot to look at.
+            let slot = slot_of(first);
+            if self.tags[slot].load(Ordering::Acquire) == first {
+                self.drop_grant(slot, first);
+            }
+            return;
+        }
+        self.revoke_blocks(first..range.end.div_ceil(BLOCK));
+    }
+
+    /// Forget every grant of `blocks`.
+    fn revoke_blocks(&self, blocks: Range<usize>) {
+        if blocks.len() > SLOTS {
+            for (slot, tag) in self.tags.iter().enumerate() {
+                let block = tag.load(Ordering::Acquire);
+                if blocks.contains(&block) {
+                    self.drop_grant(slot, block);
+                }
+            }
+        } else {
+            for block in blocks {
+                let slot = slot_of(block);
+                if self.tags[slot].load(Ordering::Acquire) == block {
+                    self.drop_grant(slot, block);
+                }
+            }
+        }
+    }
+
+    /// Forget the grant of `block` in `slot`, if it is still there.
+    #[cold]
+    fn drop_grant(&self, slot: usize, block: usize) {
+        let mut store = self.shards[slot % SHARDS].store.lock();
+        let g = &mut store.grants[slot / SHARDS];
+        if g.is_some_and(|g| g.block == block) {
+            *g = None;
+            self.tags[slot].store(usize::MAX, Ordering::Release);
+        }
+    }
+
+    /// The end of a reservation: its write tracking and its contents go.
+    fn unwatch_and_discard(&self, range: Range<usize>, opts: ReserveOptions) {
+        if opts.write_watch {
+            let mut w = self.watched.lock();
+            w.remove(&range.start);
+            if w.is_empty() {
+                self.watching.store(false, Ordering::Release);
+            }
+        }
+        self.discard(range);
+    }
+
+    /// Whether the page at `addr` lies in a write-tracked range.
+    fn is_watched(&self, addr: usize) -> bool {
+        self.watching.load(Ordering::Acquire)
+            && self.watched.lock().range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
+    }
+
+    /// The grant covering `[address, address + len)` if one block holds all of it and
+    /// grants `need` on each of its pages: (the locked part, page index of `address`
+    /// within the block, the grant).
+    fn granted(
+        &self,
+        address: usize,
+        len: usize,
+        need: Grant,
+    ) -> Option<(parking_lot::MutexGuard<'_, Store>, Granted)> {
+        let last = address.checked_add(len.checked_sub(1)?)?;
+        let block = address / BLOCK;
+        if last / BLOCK != block {
+            return None;
+        }
+        let slot = slot_of(block);
+        let store = self.shards[slot % SHARDS].store.lock();
+        let g = store.grants[slot / SHARDS].filter(|g| g.block == block)?;
+        let pages = (address % BLOCK) / PAGE..=(last % BLOCK) / PAGE;
+        g.pages[pages].iter().all(|p| p.contains(need)).then_some((store, g))
     }
 }
 
@@ -175,6 +397,23 @@ fn page_numbers(range: &Range<usize>) -> Range<usize> {
     range.start / PAGE..range.end.div_ceil(PAGE)
 }
 
+/// Split `[address, address + len)` into its pieces within pages: (page number,
+/// offset in the page, offset in the buffer, length).
+fn pieces(address: usize, len: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let addr = address + done;
+        let off = addr % PAGE;
+        let n = (PAGE - off).min(len - done);
+        let piece = (addr / PAGE, off, done, n);
+        done += n;
+        Some(piece)
+    })
+}
+
 impl Backend for SimBackend {
     fn limits(&self) -> Limits {
         Limits {
@@ -185,7 +424,7 @@ impl Backend for SimBackend {
     }
 
     fn inline_effects(&self) -> bool {
-        // Every operation is a little bookkeeping under the store's own lock.
+        // Every operation is a little bookkeeping under the backend's own locks.
         true
     }
 
@@ -194,28 +433,48 @@ impl Backend for SimBackend {
             return Err(BackendError::LargePagesUnavailable);
         }
         if opts.write_watch {
-            self.store.lock().watched.insert(range.start, range.end);
+            let mut w = self.watched.lock();
+            w.insert(range.start, range.end);
+            self.watching.store(true, Ordering::Release);
         }
         Ok(())
     }
 
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        let mut store = self.store.lock();
-        if opts.write_watch {
-            store.watched.remove(&range.start);
-        }
-        store.discard(page_numbers(&range));
+        self.revoke(&range);
+        self.unwatch_and_discard(range, opts);
         Ok(())
     }
 
-    fn set_access(&self, _range: Range<usize>, _from: Access, _to: Access) -> Result<(), BackendError> {
-        // The engine checks every simulated access against its own page runs, so there is
-        // no separate hardware state to change.
+    fn release_committed(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        _accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        // Making the accessible runs inaccessible first would only revoke grants: one
+        // revocation of the whole range does it.
+        self.release(range, opts)
+    }
+
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        for (r, _) in runs {
+            self.revoke(r);
+            self.discard(r.clone());
+        }
+        Ok(())
+    }
+
+    fn set_access(&self, range: Range<usize>, _from: Access, _to: Access) -> Result<(), BackendError> {
+        // The engine checks every access it carries out against its own page runs; only
+        // the grants it handed out must go.
+        self.revoke(&range);
         Ok(())
     }
 
     fn discard(&self, range: Range<usize>) {
-        self.store.lock().discard(page_numbers(&range));
+        let pages = page_numbers(&range);
+        self.each_part(&pages, true, |store| store.discard(pages.clone()));
     }
 
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
@@ -223,27 +482,31 @@ impl Backend for SimBackend {
             return Ok(());
         }
         let pages = page_numbers(&range);
-        let mut store = self.store.lock();
-        let doomed: Vec<usize> = store.pages.range(pages).map(|(&k, _)| k).collect();
-        for k in doomed {
-            // A page that held only zeros loses nothing.
-            if let Some(p) = store.pages.remove(&k) {
-                if p.iter().any(|&b| b != 0) {
-                    store.lost.insert(k);
+        self.each_part(&pages, false, |store| {
+            let doomed: Vec<usize> = store.pages.range(pages.clone()).map(|(&k, _)| k).collect();
+            for k in doomed {
+                // A page that held only zeros loses nothing.
+                if let Some(p) = store.pages.remove(&k) {
+                    if p.iter().any(|&b| b != 0) {
+                        store.lost.insert(k);
+                    }
                 }
             }
-        }
+        });
         Ok(())
     }
 
     fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
         let pages = page_numbers(&range);
-        let mut store = self.store.lock();
-        let lost: Vec<usize> = store.lost.range(pages).copied().collect();
-        for k in &lost {
-            store.lost.remove(k);
-        }
-        Ok(lost.is_empty())
+        let mut intact = true;
+        self.each_part(&pages, true, |store| {
+            let lost: Vec<usize> = store.lost.range(pages.clone()).copied().collect();
+            for k in &lost {
+                store.lost.remove(k);
+            }
+            intact &= lost.is_empty();
+        });
+        Ok(intact)
     }
 
     fn lock(&self, _range: Range<usize>) -> Result<(), BackendError> {
@@ -255,37 +518,17 @@ impl Backend for SimBackend {
     }
 
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        let store = self.store.lock();
-        let mut done = 0;
-        while done < buf.len() {
-            let addr = address + done;
-            let off = addr % PAGE;
-            let n = (PAGE - off).min(buf.len() - done);
-            match store.pages.get(&(addr / PAGE)) {
-                Some(p) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
-                None => buf[done..done + n].fill(0),
-            }
-            done += n;
+        for (k, off, at, n) in pieces(address, buf.len()) {
+            let store = self.shards[shard_of(k / GRANT_PAGES)].store.lock();
+            store.get(k, off, &mut buf[at..at + n]);
         }
         Ok(())
     }
 
     fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        let mut store = self.store.lock();
-        let mut done = 0;
-        while done < data.len() {
-            let addr = address + done;
-            let off = addr % PAGE;
-            let n = (PAGE - off).min(data.len() - done);
-            let k = addr / PAGE;
-            if store.is_watched(addr) {
-                store.dirty.insert(k);
-            }
-            // (A write does not clear a loss: the rest of the page is still gone, and
-            // the next MEM_RESET_UNDO must say so.)
-            let page = store.pages.entry(k).or_insert_with(zeroed_page);
-            page[off..off + n].copy_from_slice(&data[done..done + n]);
-            done += n;
+        for (k, off, at, n) in pieces(address, data.len()) {
+            let watched = self.is_watched(k * PAGE);
+            self.store_for_change(k).put(k, off, &data[at..at + n], watched);
         }
         Ok(())
     }
@@ -311,23 +554,64 @@ impl Backend for SimBackend {
         });
     }
 
+    fn keeps_grants(&self) -> bool {
+        true
+    }
+
+    fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
+        let block = base / BLOCK;
+        let mut watched = 0u16;
+        for i in 0..GRANT_PAGES {
+            if self.is_watched(base + i * PAGE) {
+                watched |= 1 << i;
+            }
+        }
+        let slot = slot_of(block);
+        let mut store = self.shards[slot % SHARDS].store.lock();
+        store.grants[slot / SHARDS] = Some(Granted { block, pages: *pages, watched });
+        self.tags[slot].store(block, Ordering::Release);
+    }
+
+    fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
+        let Some((store, _)) = self.granted(address, buf.len(), need) else { return false };
+        for (k, off, at, n) in pieces(address, buf.len()) {
+            store.get(k, off, &mut buf[at..at + n]);
+        }
+        true
+    }
+
+    fn try_write(&self, address: usize, data: &[u8]) -> bool {
+        let Some((mut store, g)) = self.granted(address, data.len(), Grant::WRITE) else { return false };
+        self.shards[shard_of(address / BLOCK)].used.store(true, Ordering::Relaxed);
+        for (k, off, at, n) in pieces(address, data.len()) {
+            let watched = g.watched & (1 << (k % GRANT_PAGES)) != 0;
+            store.put(k, off, &data[at..at + n], watched);
+        }
+        true
+    }
+
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        let mut store = self.store.lock();
-        let found: Vec<usize> = store.dirty.range(page_numbers(&range)).take(max).copied().collect();
+        let pages = page_numbers(&range);
+        let mut found: Vec<usize> = Vec::new();
+        self.each_part(&pages, false, |store| found.extend(store.dirty.range(pages.clone()).take(max)));
+        found.sort_unstable();
+        found.truncate(max);
         if reset {
-            for k in &found {
-                store.dirty.remove(k);
+            for &k in &found {
+                self.shards[shard_of(k / GRANT_PAGES)].store.lock().dirty.remove(&k);
             }
         }
         Ok(found.into_iter().map(|k| k * PAGE).collect())
     }
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        let mut store = self.store.lock();
-        let doomed: Vec<usize> = store.dirty.range(page_numbers(&range)).copied().collect();
-        for k in doomed {
-            store.dirty.remove(&k);
-        }
+        let pages = page_numbers(&range);
+        self.each_part(&pages, true, |store| {
+            let doomed: Vec<usize> = store.dirty.range(pages.clone()).copied().collect();
+            for k in doomed {
+                store.dirty.remove(&k);
+            }
+        });
         Ok(())
     }
 }

@@ -385,6 +385,7 @@ pub mod linux {
         // goes to its pool with guard markers; the trait's default does not).
         forward!(inner: release, release_committed, set_access, inline_effects, discard, decommit, reset, reset_undo);
         forward!(inner: lock, unlock, read, write, dirty_pages, clear_dirty);
+        forward!(inner: keeps_grants, grant, try_read, try_write);
         fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
             // (The backend's pooled ranges are released reservations of this window.)
             self.inner.cheap_range(size, align, opts).filter(|&b| self.window.start <= b && b + size <= self.window.end)

@@ -117,6 +117,22 @@ macro_rules! forward {
             self.$i.clear_dirty(range)
         }
     };
+    (@ $i:ident keeps_grants) => {
+        fn keeps_grants(&self) -> bool { self.$i.keeps_grants() }
+    };
+    (@ $i:ident grant) => {
+        fn grant(&self, base: usize, pages: &[virtmem::backend::Grant; virtmem::backend::GRANT_PAGES]) {
+            self.$i.grant(base, pages)
+        }
+    };
+    (@ $i:ident try_read) => {
+        fn try_read(&self, address: usize, buf: &mut [u8], need: virtmem::backend::Grant) -> bool {
+            self.$i.try_read(address, buf, need)
+        }
+    };
+    (@ $i:ident try_write) => {
+        fn try_write(&self, address: usize, data: &[u8]) -> bool { self.$i.try_write(address, data) }
+    };
     (@ $i:ident foreign) => {
         fn foreign(&self, address: usize, limit: usize) -> Option<virtmem::backend::ForeignRegion> {
             self.$i.foreign(address, limit)

@@ -1,0 +1,263 @@
+//! The simulated backend's grants (`Backend::grant`): an access the engine checked once
+//! lets the block's later accesses be carried out by the backend alone. These tests
+//! check that this never changes an answer: every change of a page takes back what was
+//! granted, a space with grants answers exactly as one without, and a write on another
+//! thread never lands after the call that forbade it returned.
+
+#[macro_use]
+mod forward;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use virtmem::backend::Backend;
+use virtmem::{
+    AccessKind, AddressSpace, AllocationType as T, Error, FreeType, Protection as Pr, ResetPolicy, SimBackend,
+    SimConfig, SimSpace, WriteWatchFlags,
+};
+
+const P: usize = 4096;
+const G: usize = 65536;
+
+/// A simulated backend that keeps no grants: every access goes through the engine.
+struct NoGrants {
+    inner: SimBackend,
+}
+
+impl Backend for NoGrants {
+    forward!(inner: limits, reserve, release, release_committed, set_access, inline_effects, discard, decommit);
+    forward!(inner: reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty);
+}
+
+fn av(address: usize, access: AccessKind) -> Error {
+    Error::AccessViolation { address, access }
+}
+
+/// A space with one reservation of two 64 KiB blocks, its first block committed
+/// read-write and written once (so that the block is granted), then read back through
+/// the grant.
+fn granted(config: SimConfig, ty: T) -> (SimSpace, usize) {
+    let s = SimSpace::simulated_with(config);
+    let a = s.alloc(0, 2 * G, T::RESERVE | ty, Pr::NOACCESS).unwrap();
+    s.alloc(a, G, T::COMMIT, Pr::READWRITE).unwrap();
+    s.write(a + 100, &[7; 8]).unwrap();
+    let mut b = [0; 8];
+    s.read(a + 100, &mut b).unwrap();
+    assert_eq!(b, [7; 8]);
+    (s, a)
+}
+
+#[test]
+fn every_change_takes_back_what_was_granted() {
+    let (s, a) = granted(SimConfig::default(), T::empty());
+    s.protect(a, P, Pr::READONLY).unwrap();
+    assert_eq!(s.write(a + 100, &[1]), Err(av(a + 100, AccessKind::Write)));
+    s.read(a + 100, &mut [0]).unwrap();
+    s.protect(a, P, Pr::NOACCESS).unwrap();
+    assert_eq!(s.read(a + 100, &mut [0]), Err(av(a + 100, AccessKind::Read)));
+    s.protect(a, P, Pr::EXECUTE).unwrap();
+    assert_eq!(s.read(a + 100, &mut [0]), Err(av(a + 100, AccessKind::Read)));
+    s.execute(a + 100, &mut [0]).unwrap();
+    s.protect(a, P, Pr::READWRITE | Pr::GUARD).unwrap();
+    assert_eq!(s.write(a + 100, &[1]), Err(Error::GuardPage { address: a + 100, access: AccessKind::Write }));
+    s.write(a + 100, &[2]).unwrap();
+    // A page beside the changed one keeps its grant and its data.
+    s.write(a + P, &[3]).unwrap();
+    s.free(a, P, FreeType::DECOMMIT).unwrap();
+    assert_eq!(s.write(a + 100, &[1]), Err(av(a + 100, AccessKind::Write)));
+    let mut b = [9];
+    s.read(a + P, &mut b).unwrap();
+    assert_eq!(b, [3]);
+    s.alloc(a, P, T::COMMIT, Pr::READWRITE).unwrap();
+    let mut b = [9; 8];
+    s.read(a + 100, &mut b).unwrap();
+    assert_eq!(b, [0; 8], "a recommitted page reads zero");
+    s.free(a, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(s.write(a + P, &[1]), Err(av(a + P, AccessKind::Write)));
+    // The same addresses reserved again: reserved pages refuse, new commits read zero.
+    assert_eq!(s.alloc(a, 2 * G, T::RESERVE, Pr::READWRITE), Ok(a));
+    assert_eq!(s.read(a + P, &mut [0]), Err(av(a + P, AccessKind::Read)));
+    s.alloc(a, G, T::COMMIT, Pr::READWRITE).unwrap();
+    let mut b = [9];
+    s.read(a + P, &mut b).unwrap();
+    assert_eq!(b, [0]);
+    assert_eq!(s.backend().stored_pages(), 0);
+}
+
+#[test]
+fn granted_writes_are_watched() {
+    let (s, a) = granted(SimConfig::default(), T::WRITE_WATCH);
+    let watch = |reset| {
+        let flags = if reset { WriteWatchFlags::RESET } else { WriteWatchFlags::empty() };
+        s.get_write_watch(flags, a, 2 * G, 64).unwrap()
+    };
+    assert_eq!(watch(true), [a]);
+    s.write(a + 5 * P, &[1]).unwrap();
+    s.write(a + 100, &[1]).unwrap();
+    assert_eq!(watch(true), [a, a + 5 * P]);
+    assert_eq!(watch(false), Vec::<usize>::new());
+    s.write(a + 5 * P + 1, &[1]).unwrap();
+    assert_eq!(watch(false), [a + 5 * P]);
+    s.reset_write_watch(a, 2 * G).unwrap();
+    assert_eq!(watch(false), Vec::<usize>::new());
+}
+
+#[test]
+fn a_discarding_reset_is_seen_through_a_grant() {
+    let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
+    let (s, a) = granted(config, T::empty());
+    s.alloc(a, P, T::RESET, Pr::NOACCESS).unwrap();
+    let mut b = [9; 8];
+    s.read(a + 100, &mut b).unwrap();
+    assert_eq!(b, [0; 8], "the data a reset dropped reads zero");
+    s.write(a + 200, &[5]).unwrap();
+    assert_eq!(s.alloc(a, P, T::RESET_UNDO, Pr::NOACCESS), Err(Error::DataDiscarded));
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn a_space_with_grants_answers_as_one_without() {
+    const PROTECTIONS: [Pr; 8] = [
+        Pr::READWRITE,
+        Pr::READONLY,
+        Pr::NOACCESS,
+        Pr::EXECUTE,
+        Pr::EXECUTE_READ,
+        Pr::EXECUTE_READWRITE,
+        Pr::READWRITE.union(Pr::GUARD),
+        Pr::READONLY.union(Pr::GUARD),
+    ];
+    let (seeds, calls) = if cfg!(miri) { (2, 300) } else { (16, 3000) };
+    for seed in 1..=seeds {
+        let with = SimSpace::simulated();
+        let without = AddressSpace::with_backend(NoGrants { inner: SimBackend::default() });
+        let w = 0x1_0000_0000usize;
+        let mut rng = Rng(seed * 0x9E37_79B9);
+        for call in 0..calls {
+            // Four 64 KiB blocks of room; ranges cross block and page borders.
+            let at = w + rng.below(4 * G);
+            let len = [1, 8, P, P + 3, G][rng.below(5)];
+            let what = rng.below(12);
+            let (a, b) = match what {
+                0 => {
+                    let ty = if rng.below(2) == 0 { T::RESERVE } else { T::RESERVE | T::WRITE_WATCH };
+                    let p = PROTECTIONS[rng.below(3)];
+                    (format!("{:?}", with.alloc(at, len, ty, p)), format!("{:?}", without.alloc(at, len, ty, p)))
+                }
+                1 | 2 => {
+                    let p = PROTECTIONS[rng.below(PROTECTIONS.len())];
+                    let ty = T::COMMIT;
+                    (format!("{:?}", with.alloc(at, len, ty, p)), format!("{:?}", without.alloc(at, len, ty, p)))
+                }
+                3 => {
+                    let ty = if rng.below(3) == 0 { FreeType::RELEASE } else { FreeType::DECOMMIT };
+                    let (at, len) = if ty == FreeType::RELEASE { (at & !(G - 1), 0) } else { (at, len) };
+                    (format!("{:?}", with.free(at, len, ty)), format!("{:?}", without.free(at, len, ty)))
+                }
+                4 | 5 => {
+                    let p = PROTECTIONS[rng.below(PROTECTIONS.len())];
+                    (format!("{:?}", with.protect(at, len, p)), format!("{:?}", without.protect(at, len, p)))
+                }
+                6 | 7 => {
+                    let (mut x, mut y) = (vec![0xEE; len], vec![0xEE; len]);
+                    let (rx, ry) = if what == 6 {
+                        (with.read(at, &mut x), without.read(at, &mut y))
+                    } else {
+                        (with.execute(at, &mut x), without.execute(at, &mut y))
+                    };
+                    assert!(x == y, "seed {seed}, call {call}: different bytes read at {at:#x}+{len:#x}");
+                    (format!("{rx:?}"), format!("{ry:?}"))
+                }
+                8..=10 => {
+                    let data: Vec<u8> = (0..len).map(|i| (call + i) as u8 | 1).collect();
+                    (format!("{:?}", with.write(at, &data)), format!("{:?}", without.write(at, &data)))
+                }
+                _ => {
+                    let base = at & !(G - 1);
+                    let flags = WriteWatchFlags::RESET;
+                    (
+                        format!("{:?}", with.get_write_watch(flags, base, G, 16)),
+                        format!("{:?}", without.get_write_watch(flags, base, G, 16)),
+                    )
+                }
+            };
+            assert_eq!(a, b, "seed {seed}, call {call} (kind {what}) at {at:#x}+{len:#x}");
+            assert_eq!(with.query(at), without.query(at), "seed {seed}, call {call}");
+        }
+    }
+}
+
+/// Another thread's write that starts after a decommit or a protection change returned
+/// must fail: what the block was granted before is gone for every thread at once.
+#[test]
+fn no_write_lands_after_the_call_that_forbade_it() {
+    let rounds = if cfg!(miri) { 20 } else { 3000 };
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, G, T::RESERVE, Pr::NOACCESS).unwrap();
+    // Tickets: a writer takes one before each write; after a forbidding call returned,
+    // the main thread notes the next ticket, and no write holding that ticket or a later
+    // one may succeed until the page is writable again.
+    let ticket = AtomicU64::new(0);
+    let last_ok = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    /// Stops the writer when the main thread leaves, by a failed assertion too.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    std::thread::scope(|t| {
+        let _stop = Stop(&stop);
+        t.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let n = ticket.fetch_add(1, Ordering::SeqCst) + 1;
+                if s.write(a + 8, &n.to_le_bytes()).is_ok() {
+                    last_ok.fetch_max(n, Ordering::SeqCst);
+                }
+            }
+        });
+        for round in 0..rounds {
+            s.alloc(a, P, T::COMMIT, Pr::READWRITE).unwrap();
+            // Let the writer get its grant and write a few times.
+            let from = ticket.load(Ordering::SeqCst);
+            while ticket.load(Ordering::SeqCst) < from + 3 {
+                std::hint::spin_loop();
+            }
+            if round % 2 == 0 {
+                s.free(a, P, FreeType::DECOMMIT).unwrap();
+            } else {
+                s.protect(a, P, Pr::READONLY).unwrap();
+            }
+            let forbidden_from = ticket.load(Ordering::SeqCst) + 1;
+            while ticket.load(Ordering::SeqCst) < forbidden_from + 3 {
+                std::hint::spin_loop();
+            }
+            let ok = last_ok.load(Ordering::SeqCst);
+            assert!(
+                ok < forbidden_from,
+                "round {round}: write {ok} succeeded after the change (from {forbidden_from})"
+            );
+            if round % 2 == 1 {
+                // What stays is a write made before the change.
+                let mut b = [0; 8];
+                s.read(a + 8, &mut b).unwrap();
+                assert!(u64::from_le_bytes(b) < forbidden_from, "round {round}");
+                s.free(a, P, FreeType::DECOMMIT).unwrap();
+            }
+        }
+    });
+}
