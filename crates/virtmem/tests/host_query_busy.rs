@@ -3,32 +3,19 @@
 //! tests make the space's bookkeeping look held, and really suspend a thread at random
 //! points of its host calls, and check that the query still answers, and answers right.
 
+use rng::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 mod host_util;
+mod rng;
 use host_util::{started, Busy};
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager};
 use virtmem::{AllocationType, FreeType, MemState, Protection};
 
 const P: usize = 4096;
 const TASK: CriticalLevel = CriticalLevel::Task;
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const PROTECTIONS: [Protection; 6] = [
     Protection::READWRITE,

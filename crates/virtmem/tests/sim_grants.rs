@@ -6,7 +6,9 @@
 
 #[macro_use]
 mod forward;
+mod rng;
 
+use rng::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use virtmem::backend::Backend;
@@ -111,21 +113,6 @@ fn a_discarding_reset_is_seen_through_a_grant() {
     assert_eq!(b, [0; 8], "the data a reset dropped reads zero");
     s.write(a + 200, &[5]).unwrap();
     assert_eq!(s.alloc(a, P, T::RESET_UNDO, Pr::NOACCESS), Err(Error::DataDiscarded));
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 #[test]
