@@ -2,6 +2,8 @@
 //!
 //! A backend knows nothing of Win32. It is told to claim address ranges, to give a
 //! range an [`Access`] (what the CPU would allow), to drop contents, and to copy bytes.
+//! A backend that checks accesses itself, as the simulated one does, is also handed
+//! [`Grant`]s: what the rules allow on the pages of a block, until the block changes.
 //! Every fallible operation is *atomic*: when it returns an error it has changed nothing
 //! (a backend that needs several system calls undoes its own partial work). The engine
 //! composes operations and undoes the completed ones when a later one fails, so a failed
