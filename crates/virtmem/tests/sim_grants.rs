@@ -248,3 +248,48 @@ fn no_write_lands_after_the_call_that_forbade_it() {
         }
     });
 }
+
+/// `GetWriteWatch` with `WRITE_WATCH_FLAG_RESET` is one step for the writes of other
+/// threads: a thread that writes page `p1` and then page `p2` (both through grants)
+/// while the call runs can never leave `p1` dirty and `p2` clean afterwards (that would
+/// put the second write before the call and the first after it).
+#[test]
+fn a_resetting_get_write_watch_is_one_step_for_other_threads() {
+    let rounds = if cfg!(miri) { 10 } else { 4000 };
+    const BLOCKS: usize = 40;
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, BLOCKS * G, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).unwrap();
+    let (p1, p2) = (a, a + (BLOCKS - 1) * G);
+    let watch = |reset: bool| {
+        let flags = if reset { WriteWatchFlags::RESET } else { WriteWatchFlags::empty() };
+        s.get_write_watch(flags, a, BLOCKS * G, 4 * BLOCKS).unwrap()
+    };
+    for round in 0..rounds {
+        // Every block but p1's dirty (p2's included), so that the call has work to do.
+        watch(true);
+        for b in 1..BLOCKS {
+            s.write(a + b * G, &[1]).unwrap();
+        }
+        let go = AtomicBool::new(false);
+        let first = std::thread::scope(|t| {
+            t.spawn(|| {
+                while !go.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                // A few rounds' worth of spread, so that the writes fall anywhere in the call.
+                for _ in 0..round % 64 {
+                    std::hint::spin_loop();
+                }
+                s.write(p1, &[2]).unwrap();
+                s.write(p2, &[2]).unwrap();
+            });
+            go.store(true, Ordering::Release);
+            watch(true)
+        });
+        let after = watch(false);
+        assert!(
+            !after.contains(&p1) || after.contains(&p2),
+            "round {round}: p1 left dirty and p2 clean (reported {first:?}, then {after:?})"
+        );
+    }
+}

@@ -125,8 +125,8 @@ const SHARDS: usize = 32;
 const SLOTS: usize = 4 * SHARDS;
 
 /// The grant slot of block number `block` (its address / 64 KiB); its part is the
-/// slot modulo [`SHARDS`]. A multiplicative hash: neighbouring blocks, and blocks
-/// 1 MiB or more apart, land in unrelated parts.
+/// slot modulo [`SHARDS`]. A multiplicative hash, so that neighbouring blocks and
+/// blocks a power of two apart are spread over the parts rather than sharing one.
 fn slot_of(block: usize) -> usize {
     ((block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
 }
@@ -270,34 +270,34 @@ impl SimBackend {
         store
     }
 
-    /// Run `f` on every part that may hold something of page numbers `pages`: the
-    /// parts of its blocks, or every part for a range of many blocks. A part whose
-    /// `used` flag is clear is skipped (it was found empty under its lock, and only a
-    /// change under the lock sets it again). With `clean`, a part left empty is marked
-    /// unused.
+    /// The parts that may hold something of page numbers `pages`, as a bit mask: the
+    /// parts of its blocks, or every part for a range of many blocks.
+    fn parts_of(pages: &Range<usize>) -> u64 {
+        let blocks = pages.start / GRANT_PAGES..pages.end.div_ceil(GRANT_PAGES);
+        if blocks.len() >= SHARDS {
+            return u64::MAX >> (64 - SHARDS);
+        }
+        blocks.fold(0, |mask, b| mask | 1 << shard_of(b))
+    }
+
+    /// The parts of `mask`, in ascending order, skipping those whose `used` flag is
+    /// clear (found empty under their lock; only a change under the lock sets it again).
+    fn used_parts(&self, mask: u64) -> impl Iterator<Item = &Shard> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(move |&(i, s)| mask & 1 << i != 0 && s.used.load(Ordering::Relaxed))
+            .map(|(_, s)| s)
+    }
+
+    /// Run `f` on every part that may hold something of page numbers `pages`, one at a
+    /// time. With `clean`, a part left empty is marked unused.
     fn each_part(&self, pages: &Range<usize>, clean: bool, mut f: impl FnMut(&mut Store)) {
-        let mut visit = |shard: &Shard| {
-            if !shard.used.load(Ordering::Relaxed) {
-                return;
-            }
+        for shard in self.used_parts(Self::parts_of(pages)) {
             let mut store = shard.store.lock();
             f(&mut store);
             if clean && store.is_empty() {
                 shard.used.store(false, Ordering::Relaxed);
-            }
-        };
-        let blocks = pages.start / GRANT_PAGES..pages.end.div_ceil(GRANT_PAGES);
-        if blocks.len() >= SHARDS {
-            self.shards.iter().for_each(visit);
-            return;
-        }
-        // Each part once, in the order its blocks come.
-        let mut seen: u64 = 0;
-        for b in blocks {
-            let i = shard_of(b);
-            if seen & (1 << i) == 0 {
-                seen |= 1 << i;
-                visit(&self.shards[i]);
             }
         }
     }
@@ -592,13 +592,22 @@ impl Backend for SimBackend {
 
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
         let pages = page_numbers(&range);
+        // Every part concerned is held at once (in ascending order, the only order in
+        // which more than one part is ever held), so that reporting and cleaning are one
+        // step for other threads' writes: a write between the two would be lost.
+        let mut held: SmallVec<[parking_lot::MutexGuard<'_, Store>; 4]> =
+            self.used_parts(Self::parts_of(&pages)).map(|s| s.store.lock()).collect();
         let mut found: Vec<usize> = Vec::new();
-        self.each_part(&pages, false, |store| found.extend(store.dirty.range(pages.clone()).take(max)));
+        for store in &held {
+            found.extend(store.dirty.range(pages.clone()).take(max));
+        }
         found.sort_unstable();
         found.truncate(max);
         if reset {
             for &k in &found {
-                self.shards[shard_of(k / GRANT_PAGES)].store.lock().dirty.remove(&k);
+                if let Some(store) = held.iter_mut().find(|st| st.dirty.contains(&k)) {
+                    store.dirty.remove(&k);
+                }
             }
         }
         Ok(found.into_iter().map(|k| k * PAGE).collect())
