@@ -591,6 +591,39 @@ fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() 
     assert!(s.backend().stats().pooled_bytes >= MB);
 }
 
+/// A query in a released range that the pool still holds answers free without asking
+/// the kernel (the range is this backend's mapping: nothing else can live there), and
+/// the free region still ends where a mapping that is not ours begins.
+#[test]
+fn a_query_in_a_pooled_range_asks_the_kernel_only_past_it() {
+    let s = space();
+    let base = s.alloc(0, 320 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.alloc(base, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    assert!(s.backend().stats().pooled_bytes >= 320 * KB, "the release was pooled");
+    // Its last granule reserved again: the free gap below it is all pooled.
+    assert_eq!(s.alloc(base + 256 * KB, 64 * KB, T::RESERVE, P::READWRITE), Ok(base + 256 * KB));
+    let asked = s.backend().stats().map_queries;
+    for at in [base, base + 4096, base + 200 * KB] {
+        let q = s.query(at).unwrap();
+        assert_eq!((q.state, q.base_address, q.region_size), (MemState::Free, at, base + 256 * KB - at));
+    }
+    assert_eq!(s.backend().stats().map_queries, asked, "no question to the kernel");
+    // Released too, the pool holds all 320 KiB; past it lies a mapping that is not
+    // this space's (put there now, or one that was there already: the kernel refuses
+    // a second one only where there is one), where the free region must end.
+    s.free(base + 256 * KB, 0, FreeType::RELEASE).unwrap();
+    let ours = map_foreign(base + 320 * KB, 64 * KB);
+    let asked = s.backend().stats().map_queries;
+    let q = s.query(base + 4096).unwrap();
+    assert_eq!((q.state, q.region_size), (MemState::Free, 316 * KB));
+    assert!(s.backend().stats().map_queries > asked, "what lies past the pool is the kernel's to say");
+    if ours {
+        // SAFETY: the mapping made just above, which nothing else uses.
+        unsafe { libc::munmap((base + 320 * KB) as *mut libc::c_void, 64 * KB) };
+    }
+}
+
 /// The usual release (one accessible run, nothing else holding data) takes one system
 /// call; with data elsewhere too (committed pages made inaccessible) it takes the
 /// general way, which drops that data as well. Either way the range is pooled empty

@@ -263,6 +263,8 @@ pub struct LinuxBackend {
     watch: OnceLock<Result<watch::Watch, BackendError>>,
     /// Side effects performed (system calls that change memory), for tests and benches.
     syscalls: AtomicU64,
+    /// Questions asked of the kernel's map of mappings (see [`LinuxStats::map_queries`]).
+    map_queries: AtomicU64,
     /// The value of `syscalls` at which a fallible system call is made to fail
     /// instead of being made (0: never); see [`LinuxBackend::inject_failure`].
     fail_at: AtomicU64,
@@ -284,6 +286,11 @@ fn read_number(path: &str) -> Option<usize> {
 pub struct LinuxStats {
     /// Memory-changing system calls made so far.
     pub syscalls: u64,
+    /// Questions asked of the kernel's map of this process's mappings so far (one
+    /// `PROCMAP_QUERY` system call each, or a read of `/proc/self/maps` where the
+    /// kernel lacks it): how `VirtualQuery` and placement learn of memory that is not
+    /// this backend's.
+    pub map_queries: u64,
     /// Live reservations.
     pub reservations: usize,
     /// Ranges in the pool, and their bytes.
@@ -327,6 +334,7 @@ impl LinuxBackend {
             witnessed: AtomicBool::new(false),
             watch: OnceLock::new(),
             syscalls: AtomicU64::new(0),
+            map_queries: AtomicU64::new(0),
             fail_at: AtomicU64::new(0),
         })
     }
@@ -341,6 +349,7 @@ impl LinuxBackend {
         let st = self.state.lock();
         LinuxStats {
             syscalls: self.syscall_count(),
+            map_queries: self.map_queries.load(Ordering::Relaxed),
             reservations: st.live.len(),
             pooled_ranges: st.pool.len(),
             pooled_bytes: st.pool_bytes,
@@ -419,8 +428,21 @@ impl LinuxBackend {
     /// did not, with the whole extent of that foreign piece. `mapping` is an extent
     /// being mapped right now: recorded as ours, but not yet (all) in the kernel.
     fn foreign_piece(&self, addr: usize, limit: usize, mapping: Option<&Range<usize>>) -> Option<procfs::Vma> {
+        // What this backend has mapped (live or pooled) holds nothing foreign: skip
+        // it without asking the kernel, so a query in a pooled hole (or a check of
+        // room that is all ours) makes no system call.
         let mut a = addr;
+        {
+            let state = self.state.lock();
+            while let Some(o) = state.owned_at(a, mapping) {
+                a = o.end;
+                if a >= limit {
+                    return None;
+                }
+            }
+        }
         while a < limit {
+            self.map_queries.fetch_add(1, Ordering::Relaxed);
             let vma = self.maps.at_or_after(a)?;
             if vma.start >= limit {
                 return None;
