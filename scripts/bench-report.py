@@ -63,6 +63,13 @@ for op in OPS + ["reserve_skip", "reserve_top_down"]:
 print(table(["operation", "sim at 10^6, random", "/ 300 ns target", "sim at 10^6, 1024 hot",
              "/ 300 ns target", "sim at 10^3", "random 10^6 / 10^3"], rows))
 
+print("\n### Simulated backend, 10^6 live regions (`sim1e6regions_*`: 333 334 reservations, target < 300 ns)\n")
+rows = []
+for op in OPS:
+    v = median(f"sim1e6regions_{op}", "sim")
+    rows.append([op, ns(v), ratio(v, 300.0)])
+print(table(["operation", "sim at 10^6 regions, random", "/ 300 ns target"], rows))
+
 print("\n### VirtualQuery, 10^5 live regions (`query1e5`, target < 100 ns)\n")
 raw = median("query1e5", "raw")
 rows = [[f, ns(median("query1e5", f)), ratio(median("query1e5", f), 100.0), ratio(median("query1e5", f), raw)]

@@ -5,6 +5,8 @@
 //!   reservation picked at random, plus placement that must skip every hole
 //!   (`sim1e6_reserve_skip`) and top-down placement; `sim1e6hot_<op>`: the same calls on
 //!   a working set of 1024 neighbouring reservations among the 10^6;
+//!   `sim1e6regions_<op>`: random calls as `sim1e6_<op>`, at 10^6 regions (333 334
+//!   reservations in the same layout);
 //! - `query1e5`: `VirtualQuery` with 10^5 live regions (5×10^4 reservations and their
 //!   holes) beside the `PROCMAP_QUERY` ioctl over as many kernel mappings;
 //! - `tib_<op>`: reserve, commit 64 KiB in, query inside, decommit, release a 1 TiB
@@ -48,6 +50,14 @@ fn sim_million(c: &mut Criterion) {
     // own cost, without a miss to main memory on every call.
     let hot = &bases[MILLION / 2..MILLION / 2 + 1024];
     bench_ops(c, "sim1e6hot", "sim", &sim, hot);
+    // The issue's own measure, 10^6 regions: a third as many reservations in the same
+    // layout (each is three regions), in a space of their own.
+    {
+        let fewer = virtmem::SimSpace::simulated();
+        let bases = populate(&fewer, MILLION.div_ceil(3), true);
+        note("sim1e6regions_regions", fewer.regions().len());
+        bench_ops(c, "sim1e6regions", "sim", &fewer, &bases);
+    }
 
     let mut g = c.benchmark_group("sim1e6_reserve_skip");
     g.bench_function("sim", |b| {
