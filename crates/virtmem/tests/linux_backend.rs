@@ -624,6 +624,68 @@ fn a_query_in_a_pooled_range_asks_the_kernel_only_past_it() {
     }
 }
 
+/// When the kernel refuses to unmap a released reservation (`ENOMEM`: it would have to
+/// split a merged mapping past its mapping-count limit), the release still succeeds: the
+/// range goes to the pool, inaccessible and empty, even in a space without a pool; free
+/// to `VirtualQuery`, and reusable.
+#[test]
+fn a_release_the_kernel_refuses_to_unmap_is_pooled_instead() {
+    let s = plain_alone();
+    assert_eq!(s.backend().stats().pooled_ranges, 0, "a space without a pool");
+    // Reserved only.
+    let a = s.alloc(0, 256 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.backend().inject_failure(1);
+    assert_eq!(s.free(a, 0, FreeType::RELEASE), Ok(()));
+    assert!(!s.backend().failure_pending(), "the munmap was refused");
+    assert_eq!(s.query(a).unwrap().state, MemState::Free);
+    let st = s.backend().stats();
+    assert_eq!((st.pooled_ranges, st.pooled_bytes, st.reservations), (1, 256 * KB, 0));
+    assert_eq!(mappings(a..a + 256 * KB), vec![(a, a + 256 * KB, "---p".to_string())]);
+    // Committed and written: decommitted, then pooled.
+    let b = s.alloc(0, 256 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    store(b + 4096, 7);
+    s.backend().inject_failure(1);
+    assert_eq!(s.free(b, 0, FreeType::RELEASE), Ok(()));
+    assert!(!s.backend().failure_pending(), "the munmap was refused");
+    assert_eq!(s.query(b + 4096).unwrap().state, MemState::Free);
+    assert!(resident(b..b + 256 * KB).iter().all(|&r| !r), "the pooled pages hold nothing");
+    assert_eq!(child_signal(|| touch(b + 4096)), Some(libc::SIGSEGV));
+    // Reserved again where it was, it reads zero.
+    assert_eq!(s.alloc(b, 256 * KB, T::RESERVE | T::COMMIT, P::READWRITE), Ok(b));
+    assert_eq!(load(b + 4096), 0);
+    s.free(b, 0, FreeType::RELEASE).unwrap();
+    if b != a {
+        s.alloc(a, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+        s.free(a, 0, FreeType::RELEASE).unwrap();
+    }
+}
+
+/// A reserve-and-commit whose `mprotect` fails, and whose undo (the `munmap` of what it
+/// had just mapped) the kernel refuses too: the call fails and leaves nothing behind.
+/// The range is pooled rather than left mapped and unknown, so the undo counts as done,
+/// the range is free, and a reserve there works.
+#[test]
+fn a_failed_reserve_whose_unmap_is_refused_leaves_the_range_free() {
+    let s = plain_alone();
+    let at = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(at, 0, FreeType::RELEASE).unwrap();
+    // mmap (1st), mprotect (2nd, fails), its own revert (3rd), then the munmap of the
+    // undo (4th, fails).
+    s.backend().inject_failures(2, 4);
+    assert_eq!(s.alloc(at, MB, T::RESERVE | T::COMMIT, P::READWRITE), Err(Error::NotEnoughMemory));
+    assert!(!s.backend().failure_pending(), "both failures fired");
+    assert_eq!(s.stats().refused_undos, 0, "the undo went through, by pooling");
+    assert_eq!((s.stats().reserved, s.stats().committed), (0, 0));
+    let q = s.query(at).unwrap();
+    assert_eq!(q.state, MemState::Free);
+    assert!(q.region_size >= MB);
+    assert_eq!(s.backend().stats().reservations, 0);
+    assert_eq!(mappings(at..at + MB), vec![(at, at + MB, "---p".to_string())], "pooled, inaccessible");
+    assert_eq!(s.alloc(at, MB, T::RESERVE | T::COMMIT, P::READWRITE), Ok(at));
+    store(at, 1);
+    s.free(at, 0, FreeType::RELEASE).unwrap();
+}
+
 /// The usual release (one accessible run, nothing else holding data) takes one system
 /// call; with data elsewhere too (committed pages made inaccessible) it takes the
 /// general way, which drops that data as well. Either way the range is pooled empty

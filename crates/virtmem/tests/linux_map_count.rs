@@ -62,6 +62,13 @@ fn at_the_cap(options: LinuxOptions) {
     for a in (base..base + 512 * KB).step_by(4096) {
         store(a, 0x5A);
     }
+    // Two neighbouring reservations, which the kernel merges into one mapping: freeing
+    // one alone means splitting it.
+    let pair = s.alloc(0, 128 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(pair, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(s.alloc(pair, 64 * KB, T::RESERVE, P::NOACCESS), Ok(pair));
+    assert_eq!(s.alloc(pair + 64 * KB, 64 * KB, T::RESERVE, P::NOACCESS), Ok(pair + 64 * KB));
+    assert_eq!(mappings(pair..pair + 128 * KB).len(), 1, "one kernel mapping");
     let spare = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
     s.free(spare, 0, FreeType::RELEASE).unwrap();
     let before_walk = walk(&s, base..base + 1024 * KB);
@@ -96,9 +103,17 @@ fn at_the_cap(options: LinuxOptions) {
         assert_eq!(r, Ok(spare));
     } else {
         assert_eq!(r, Err(Error::NotEnoughMemory));
-        assert_eq!(s.stats().reservations, 1);
+        assert_eq!(s.stats().reservations, 3, "base and the pair");
     }
+    // Releasing one of the pair: where a release unmaps, the kernel refuses the split,
+    // and the range is pooled instead; either way the release works.
+    assert_eq!(s.free(pair, 0, FreeType::RELEASE), Ok(()));
+    assert_eq!(s.query(pair).unwrap().state, MemState::Free);
+    assert_eq!(s.query(pair + 64 * KB).unwrap().state, MemState::Reserve);
     unfill(filler);
+    assert_eq!(s.alloc(pair, 64 * KB, T::RESERVE, P::NOACCESS), Ok(pair), "reusable");
+    s.free(pair, 0, FreeType::RELEASE).unwrap();
+    s.free(pair + 64 * KB, 0, FreeType::RELEASE).unwrap();
     // Room again: everything works.
     s.protect(base + 64 * KB, 4096, P::READONLY).unwrap();
     s.free(base, 0, FreeType::RELEASE).unwrap();

@@ -92,7 +92,9 @@ const POOL_MAX_RANGES: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinuxOptions {
     /// The most address space that released reservations keep mapped for reuse
-    /// (inaccessible and empty; they cost no memory). 0 unmaps every release.
+    /// (inaccessible and empty; they cost no memory). 0 unmaps every release (but one
+    /// the kernel refuses to unmap, at its mapping-count limit, which is pooled all
+    /// the same rather than failed).
     pub pool_bytes: usize,
     /// Decommit small read-write runs with guard markers (`MADV_GUARD_INSTALL`) where
     /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`.
@@ -268,6 +270,9 @@ pub struct LinuxBackend {
     /// The value of `syscalls` at which a fallible system call is made to fail
     /// instead of being made (0: never); see [`LinuxBackend::inject_failure`].
     fail_at: AtomicU64,
+    /// The value of `syscalls` at which a second injected failure follows the first (0:
+    /// none); see [`LinuxBackend::inject_failures`].
+    fail_then: AtomicU64,
 }
 
 impl std::fmt::Debug for LinuxBackend {
@@ -336,6 +341,7 @@ impl LinuxBackend {
             syscalls: AtomicU64::new(0),
             map_queries: AtomicU64::new(0),
             fail_at: AtomicU64::new(0),
+            fail_then: AtomicU64::new(0),
         })
     }
 
@@ -380,7 +386,15 @@ impl LinuxBackend {
     /// it to show that every operation undoes its own partial work.
     #[doc(hidden)]
     pub fn inject_failure(&self, n: u64) {
+        self.inject_failures(n, 0);
+    }
+
+    /// As [`LinuxBackend::inject_failure`], and the `m`-th call from now (`m > n`; 0 for
+    /// none) fails too: a failure, then the failure of an undo, say.
+    #[doc(hidden)]
+    pub fn inject_failures(&self, n: u64, m: u64) {
         let now = self.syscalls.load(Ordering::SeqCst);
+        self.fail_then.store(if n == 0 || m <= n { 0 } else { now + m }, Ordering::SeqCst);
         self.fail_at.store(if n == 0 { 0 } else { now + n }, Ordering::SeqCst);
     }
 
@@ -400,7 +414,7 @@ impl LinuxBackend {
         let n = self.syscalls.fetch_add(1, Ordering::Relaxed) + 1;
         let at = self.fail_at.load(Ordering::Relaxed);
         if at != 0 && at == n {
-            self.fail_at.store(0, Ordering::SeqCst);
+            self.fail_at.store(self.fail_then.swap(0, Ordering::SeqCst), Ordering::SeqCst);
             return Err(Errno::NOMEM);
         }
         Ok(())
@@ -858,7 +872,7 @@ impl LinuxBackend {
             }
         };
         if !poolable {
-            return self.unmap_extent(ext);
+            return self.unmap_or_pool(ext, &[]);
         }
         for r in &touched {
             self.drop_pages(r);
@@ -875,6 +889,28 @@ impl LinuxBackend {
         drop(st);
         self.forget_witnesses(&ext);
         Ok(())
+    }
+
+    /// `munmap` the live extent `ext` (whose accessible runs are `accessible`); if the
+    /// kernel refuses, pool it instead.
+    ///
+    /// The kernel refuses (`ENOMEM`) to unmap part of a merged mapping when the split
+    /// would pass its mapping-count limit, which a busy process nears. The extent then
+    /// goes to the pool whatever the pool's cap (it stays mapped either way): its
+    /// accessible runs decommitted first, as a pooled release does, so that it is
+    /// inaccessible and empty. The release succeeds, the range is free to the engine,
+    /// and this backend's to reuse (or unmap when it is dropped). Not for write-watched
+    /// or large-page extents, which the pool never takes: their release fails.
+    fn unmap_or_pool(&self, ext: Range<usize>, accessible: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        match self.unmap_extent(ext.clone()) {
+            Err(BackendError::OutOfMemory)
+                if self.state.lock().live.get(ext.start).is_some_and(|x| !x.write_watch && !x.large) =>
+            {
+                self.decommit(accessible)?;
+                self.release_extent(ext, Pooling::Always)
+            }
+            other => other,
+        }
     }
 
     /// `munmap` the live extent `ext`, which drops everything (accessible pages, guard
@@ -1067,7 +1103,7 @@ impl Backend for LinuxBackend {
         }
         match self.poolable(&ext) {
             None => return Err(BackendError::Os(libc::EINVAL)),
-            Some(false) => return self.unmap_extent(ext),
+            Some(false) => return self.unmap_or_pool(ext, accessible),
             Some(true) => {}
         }
         self.decommit(accessible)?;
