@@ -54,6 +54,12 @@ fn plain() -> Held {
     Held { space: plain_space(), _turn: turn }
 }
 
+/// [`space`], with no other test of this file running meanwhile.
+fn space_alone() -> Held {
+    let turn = Turn::Alone(MAPS.write());
+    Held { space: LinuxSpace::linux().expect("linux space"), _turn: turn }
+}
+
 /// [`plain`], with no other test of this file running meanwhile.
 fn plain_alone() -> Held {
     let turn = Turn::Alone(MAPS.write());
@@ -596,7 +602,8 @@ fn released_ranges_are_pooled_empty_and_inaccessible_then_reused_without_mmap() 
 /// the free region still ends where a mapping that is not ours begins.
 #[test]
 fn a_query_in_a_pooled_range_asks_the_kernel_only_past_it() {
-    let s = space();
+    // Alone: no other test maps or unmaps memory next to ours meanwhile.
+    let s = space_alone();
     let base = s.alloc(0, 320 * KB, T::RESERVE, P::NOACCESS).unwrap();
     s.alloc(base, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
     s.free(base, 0, FreeType::RELEASE).unwrap();
@@ -610,8 +617,9 @@ fn a_query_in_a_pooled_range_asks_the_kernel_only_past_it() {
     }
     assert_eq!(s.backend().stats().map_queries, asked, "no question to the kernel");
     // Released too, the pool holds all 320 KiB; past it lies a mapping that is not
-    // this space's (put there now, or one that was there already: the kernel refuses
-    // a second one only where there is one), where the free region must end.
+    // this space's (put there now, or one that was there already: the kernel refuses a
+    // second one only where there is one, and no other test runs meanwhile to remove
+    // it), where the free region must end.
     s.free(base + 256 * KB, 0, FreeType::RELEASE).unwrap();
     let ours = map_foreign(base + 320 * KB, 64 * KB);
     let asked = s.backend().stats().map_queries;
