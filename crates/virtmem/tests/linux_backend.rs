@@ -8,6 +8,7 @@ use linux_util::*;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use virtmem::{
     AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace,
+    WriteWatchFlags,
 };
 
 const KB: usize = 1024;
@@ -666,6 +667,22 @@ fn a_release_the_kernel_refuses_to_unmap_is_pooled_instead() {
         s.alloc(a, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
         s.free(a, 0, FreeType::RELEASE).unwrap();
     }
+    // A write-watched reservation never goes to the pool (its tracking must end with
+    // it): refused, its release fails and leaves it exactly as it was.
+    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    let w = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+    store(w + 4096, 9);
+    let before = s.backend().stats();
+    s.backend().inject_failure(1);
+    assert_eq!(s.free(w, 0, FreeType::RELEASE), Err(Error::NotEnoughMemory));
+    assert!(!s.backend().failure_pending(), "the munmap was refused");
+    let q = s.query(w).unwrap();
+    assert_eq!((q.state, q.allocation_base, q.region_size), (MemState::Commit, w, 64 * KB));
+    assert_eq!(load(w + 4096), 9, "its data stays");
+    let after = s.backend().stats();
+    assert_eq!((after.pooled_ranges, after.reservations), (before.pooled_ranges, before.reservations));
+    assert_eq!(s.get_write_watch(WriteWatchFlags::empty(), w, 64 * KB, 16), Ok(vec![w + 4096]), "still tracked");
+    s.free(w, 0, FreeType::RELEASE).unwrap();
 }
 
 /// A reserve-and-commit whose `mprotect` fails, and whose undo (the `munmap` of what it

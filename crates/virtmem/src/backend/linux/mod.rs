@@ -779,7 +779,7 @@ impl LinuxBackend {
     fn poolable(&self, ext: &Range<usize>) -> Option<bool> {
         let st = self.state.lock();
         let x = st.live.get(ext.start)?;
-        Some(!x.write_watch && !x.large && self.pool_has_room(&st, ext))
+        Some(x.poolable() && self.pool_has_room(&st, ext))
     }
 
     /// The usual release of a reservation with one accessible run and nothing else that
@@ -854,8 +854,7 @@ impl LinuxBackend {
                 return Err(BackendError::Os(libc::EINVAL));
             };
             let room = || self.pool_has_room(&st, &ext);
-            let poolable = !extent.write_watch
-                && !extent.large
+            let poolable = extent.poolable()
                 && match pooling {
                     Pooling::IfRoom => room(),
                     Pooling::Always => true,
@@ -903,9 +902,7 @@ impl LinuxBackend {
     /// or large-page extents, which the pool never takes: their release fails.
     fn unmap_or_pool(&self, ext: Range<usize>, accessible: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         match self.unmap_extent(ext.clone()) {
-            Err(BackendError::OutOfMemory)
-                if self.state.lock().live.get(ext.start).is_some_and(|x| !x.write_watch && !x.large) =>
-            {
+            Err(BackendError::OutOfMemory) if self.state.lock().live.get(ext.start).is_some_and(|x| x.poolable()) => {
                 self.decommit(accessible)?;
                 self.release_extent(ext, Pooling::Always)
             }

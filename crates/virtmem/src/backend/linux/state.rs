@@ -501,6 +501,14 @@ pub struct Extent {
     pub from_pool: bool,
 }
 
+impl Extent {
+    /// Whether its range may ever go to the pool: not write-watched (the tracking must
+    /// end with it) and not of huge pages (which a pooled mapping would keep reserved).
+    pub fn poolable(&self) -> bool {
+        !self.write_watch && !self.large
+    }
+}
+
 /// Everything the backend remembers; see the module docs.
 #[derive(Debug, Default)]
 pub struct State {
