@@ -441,7 +441,14 @@ impl<B: Backend> AddressSpace<B> {
     /// Returns the guard and the reservation's base, or `None` if no reservation
     /// contains `addr`.
     fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<usize>) {
+        self.settle_warm(addr, |_| {})
+    }
+
+    /// [`AddressSpace::settle`], first running `warm` on the locked book: it starts
+    /// loading what the call will need later, so those loads overlap the lookup's.
+    fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<usize>) {
         let mut book = self.book.lock();
+        warm(&book);
         loop {
             match book.reservations.find(addr).map(|r| r.base) {
                 Ok(base) if book.busy.contains(&base) => self.idle.wait(&mut book),
@@ -682,7 +689,7 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     fn release(&self, base: usize) -> Result<()> {
-        let (book, found) = self.settle(base);
+        let (book, found) = self.settle_warm(base, |book| book.free.warm(base));
         if found != Some(base) {
             return Err(Error::InvalidAddress);
         }
