@@ -1,7 +1,8 @@
 //! `virtmem bench`: the standard workloads on the simulated and Linux backends beside the
 //! raw system calls that do the same work, in ns per operation, with each backend's ratio
 //! to the raw calls measured in the same run. Every figure is the median of several timed
-//! passes after an untimed warm-up pass.
+//! passes after an untimed warm-up pass; the contenders of a workload take turns, one
+//! pass each, so that the machine's slow stretches do not all fall on one of them.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -34,10 +35,45 @@ fn median(values: &[f64]) -> Option<f64> {
 
 /// Run `pass` once untimed (warm-up), then `runs` times; the per-position median of
 /// the figures each pass returns.
+#[cfg(test)]
 fn measure<const K: usize>(runs: usize, mut pass: impl FnMut() -> [f64; K]) -> [f64; K] {
-    let _ = pass();
-    let figures: Vec<[f64; K]> = (0..runs.max(1)).map(|_| pass()).collect();
-    std::array::from_fn(|k| median(&figures.iter().map(|f| f[k]).collect::<Vec<_>>()).unwrap_or(f64::NAN))
+    measure_all(runs, &mut [&mut pass])[0]
+}
+
+/// Run each of `passes` once untimed (warm-up), then `runs` rounds in which each pass
+/// runs once, in turn, so that a slow stretch of the machine falls on every contender
+/// alike instead of on whichever ran through it; for each pass, the per-position median
+/// of the figures it returned.
+fn measure_all<const K: usize>(runs: usize, passes: &mut [&mut dyn FnMut() -> [f64; K]]) -> Vec<[f64; K]> {
+    for pass in passes.iter_mut() {
+        let _ = pass();
+    }
+    let mut figures: Vec<Vec<[f64; K]>> = vec![Vec::new(); passes.len()];
+    for _ in 0..runs.max(1) {
+        for (pass, got) in passes.iter_mut().zip(&mut figures) {
+            got.push(pass());
+        }
+    }
+    figures
+        .iter()
+        .map(|got| std::array::from_fn(|k| median(&got.iter().map(|f| f[k]).collect::<Vec<_>>()).unwrap_or(f64::NAN)))
+        .collect()
+}
+
+/// One workload on each contender present (the raw calls, the Linux backend, the
+/// simulated one), measured round-robin ([`measure_all`]): each contender's figures,
+/// `None` for an absent one.
+fn contenders<const K: usize>(runs: usize, list: [Option<&dyn Fn() -> [f64; K]>; 3]) -> [[Ns; K]; 3] {
+    let mut present: Vec<Box<dyn FnMut() -> [f64; K] + '_>> = Vec::new();
+    for f in list.iter().flatten() {
+        present.push(Box::new(move || f()));
+    }
+    let mut refs: Vec<&mut dyn FnMut() -> [f64; K]> = present.iter_mut().map(|b| &mut **b as _).collect();
+    let mut got = measure_all(runs, &mut refs).into_iter();
+    list.map(|f| match f {
+        Some(_) => got.next().map_or([None; K], |g| g.map(Some)),
+        None => [None; K],
+    })
 }
 
 fn check<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
@@ -357,53 +393,48 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
     #[cfg(target_os = "linux")]
     let n_raw_query = if matches!(query, raw::Query::Maps) { (n_query / 20).max(10) } else { n_query };
 
-    let one = |f: &dyn Fn() -> f64| Some(measure(runs, || [f()])[0]);
     let mut rows: Vec<(String, Ns, Ns, Ns)> = Vec::new();
 
     #[cfg(target_os = "linux")]
-    let raw_life = one(&|| raw::lifecycle(n_life));
+    let raw_life: Option<&dyn Fn() -> [f64; 1]> = Some(&|| [raw::lifecycle(n_life)]);
     #[cfg(not(target_os = "linux"))]
-    let raw_life = None;
-    let lin = linux.as_ref().and_then(|l| one(&|| lifecycle(l, n_life)));
-    rows.push((
-        format!("lifecycle: reserve+commit+decommit+release 64 KiB (x{n_life})"),
-        raw_life,
-        lin,
-        one(&|| lifecycle(&sim, n_life)),
-    ));
+    let raw_life: Option<&dyn Fn() -> [f64; 1]> = None;
+    let lin_life = linux.as_ref().map(|l| move || [lifecycle(l, n_life)]);
+    let [[raw], [lin], [s]] = contenders(
+        runs,
+        [raw_life, lin_life.as_ref().map(|f| f as &dyn Fn() -> [f64; 1]), Some(&|| [lifecycle(&sim, n_life)])],
+    );
+    rows.push((format!("lifecycle: reserve+commit+decommit+release 64 KiB (x{n_life})"), raw, lin, s));
 
     #[cfg(target_os = "linux")]
-    let raw_churn = one(&|| raw::churn(n_churn));
+    let raw_churn: Option<&dyn Fn() -> [f64; 1]> = Some(&|| [raw::churn(n_churn)]);
     #[cfg(not(target_os = "linux"))]
-    let raw_churn = None;
-    let lin = linux.as_ref().and_then(|l| one(&|| churn(l, n_churn)));
-    rows.push((
-        format!("churn: commit+decommit 64 KiB in a 4 GiB reservation (x{n_churn})"),
-        raw_churn,
-        lin,
-        one(&|| churn(&sim, n_churn)),
-    ));
+    let raw_churn: Option<&dyn Fn() -> [f64; 1]> = None;
+    let lin_churn = linux.as_ref().map(|l| move || [churn(l, n_churn)]);
+    let [[raw], [lin], [s]] = contenders(
+        runs,
+        [raw_churn, lin_churn.as_ref().map(|f| f as &dyn Fn() -> [f64; 1]), Some(&|| [churn(&sim, n_churn)])],
+    );
+    rows.push((format!("churn: commit+decommit 64 KiB in a 4 GiB reservation (x{n_churn})"), raw, lin, s));
 
-    let three = |f: &dyn Fn() -> (f64, f64, f64)| {
-        let [a, q, f] = measure(runs, || {
-            let (a, q, f) = f();
-            [a, q, f]
-        });
-        (Some(a), Some(q), Some(f))
-    };
+    let triple = |(a, q, f): (f64, f64, f64)| [a, q, f];
     #[cfg(target_os = "linux")]
-    let (raw_a, raw_q, raw_f) = three(&|| raw::live(n_live, n_raw_query, &query));
+    let raw_live = move || triple(raw::live(n_live, n_raw_query, &query));
+    #[cfg(target_os = "linux")]
+    let raw_live: Option<&dyn Fn() -> [f64; 3]> = Some(&raw_live);
     #[cfg(not(target_os = "linux"))]
-    let (raw_a, raw_q, raw_f) = (None, None, None);
-    let lin = linux.as_ref().map(|l| three(&|| live(l, n_live, n_query)));
-    let lin = (lin.and_then(|l| l.0), lin.and_then(|l| l.1), lin.and_then(|l| l.2));
-    let s = three(&|| live(&sim, n_live, n_query));
-    rows.push((format!("{n_live} live allocations: reserve+commit 64 KiB each"), raw_a, lin.0, s.0));
-    rows.push((format!("query among {n_live} live allocations (x{n_query})"), raw_q, lin.1, s.1));
-    rows.push((format!("{n_live} live allocations: release each"), raw_f, lin.2, s.2));
+    let raw_live: Option<&dyn Fn() -> [f64; 3]> = None;
+    let lin_live = linux.as_ref().map(|l| move || triple(live(l, n_live, n_query)));
+    let [raw, lin, s] = contenders(
+        runs,
+        [raw_live, lin_live.as_ref().map(|f| f as &dyn Fn() -> [f64; 3]), Some(&|| triple(live(&sim, n_live, n_query)))],
+    );
+    rows.push((format!("{n_live} live allocations: reserve+commit 64 KiB each"), raw[0], lin[0], s[0]));
+    rows.push((format!("query among {n_live} live allocations (x{n_query})"), raw[1], lin[1], s[1]));
+    rows.push((format!("{n_live} live allocations: release each"), raw[2], lin[2], s[2]));
 
     println!(
-        "virtmem bench (ns per operation, the median of {runs} timed run(s) after a warm-up; ratio = backend / raw system calls, measured in this run)"
+        "virtmem bench (ns per operation, the median of {runs} timed run(s) after a warm-up, the contenders taking turns; ratio = backend / raw system calls, measured in this run)"
     );
     println!("{:<66} {:>20} {:>20} {:>20}", "workload", "raw syscalls", "linux backend", "simulated");
     for (name, raw, lin, sim) in rows {
@@ -442,5 +473,22 @@ mod tests {
         });
         assert_eq!(calls, 4, "one warm-up pass and three timed ones");
         assert_eq!(got, [2.0, 20.0], "the warm-up's figures are left out");
+    }
+
+    #[test]
+    fn contenders_take_turns_and_absent_ones_give_nothing() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let a = || {
+            order.borrow_mut().push('a');
+            [1.0, 2.0]
+        };
+        let c = || {
+            order.borrow_mut().push('c');
+            [5.0, 6.0]
+        };
+        let got = contenders(2, [Some(&a as &dyn Fn() -> [f64; 2]), None, Some(&c)]);
+        assert_eq!(got, [[Some(1.0), Some(2.0)], [None, None], [Some(5.0), Some(6.0)]]);
+        // Warm-ups first, then one pass of each present contender per round.
+        assert_eq!(*order.borrow(), ['a', 'c', 'a', 'c', 'a', 'c']);
     }
 }
