@@ -66,7 +66,7 @@ fn measure_all<const K: usize>(runs: usize, passes: &mut [&mut dyn FnMut() -> [f
 fn contenders<const K: usize>(runs: usize, list: [Option<&dyn Fn() -> [f64; K]>; 3]) -> [[Ns; K]; 3] {
     let mut present: Vec<Box<dyn FnMut() -> [f64; K] + '_>> = Vec::new();
     for f in list.iter().flatten() {
-        present.push(Box::new(move || f()));
+        present.push(Box::new(*f));
     }
     let mut refs: Vec<&mut dyn FnMut() -> [f64; K]> = present.iter_mut().map(|b| &mut **b as _).collect();
     let mut got = measure_all(runs, &mut refs).into_iter();
@@ -427,7 +427,11 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
     let lin_live = linux.as_ref().map(|l| move || triple(live(l, n_live, n_query)));
     let [raw, lin, s] = contenders(
         runs,
-        [raw_live, lin_live.as_ref().map(|f| f as &dyn Fn() -> [f64; 3]), Some(&|| triple(live(&sim, n_live, n_query)))],
+        [
+            raw_live,
+            lin_live.as_ref().map(|f| f as &dyn Fn() -> [f64; 3]),
+            Some(&|| triple(live(&sim, n_live, n_query))),
+        ],
     );
     rows.push((format!("{n_live} live allocations: reserve+commit 64 KiB each"), raw[0], lin[0], s[0]));
     rows.push((format!("query among {n_live} live allocations (x{n_query})"), raw[1], lin[1], s[1]));
