@@ -668,7 +668,8 @@ fn a_release_the_kernel_refuses_to_unmap_is_pooled_instead() {
         s.free(a, 0, FreeType::RELEASE).unwrap();
     }
     // A write-watched reservation never goes to the pool (its tracking must end with
-    // it): refused, its release fails and leaves it exactly as it was.
+    // it) but at the wall, and there only with guard regions (see the next test): here,
+    // without them, its release fails and leaves it exactly as it was.
     assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
     let w = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
     store(w + 4096, 9);
@@ -682,6 +683,47 @@ fn a_release_the_kernel_refuses_to_unmap_is_pooled_instead() {
     let after = s.backend().stats();
     assert_eq!((after.pooled_ranges, after.reservations), (before.pooled_ranges, before.reservations));
     assert_eq!(s.get_write_watch(WriteWatchFlags::empty(), w, 64 * KB, 16), Ok(vec![w + 4096]), "still tracked");
+    s.free(w, 0, FreeType::RELEASE).unwrap();
+}
+
+/// With guard regions, a write-watched reservation whose `munmap` the kernel refuses (at
+/// the mapping-count wall) is parked in the pool as well, without the split an
+/// `mprotect` would need: its accessible pages get guard markers, its inaccessible
+/// pages that hold data are dropped, and the release succeeds. The range is free, empty,
+/// faults when touched, and is reusable, with or without write watch; a write-watched
+/// reservation there later reports only its own writes.
+#[test]
+fn a_write_watched_release_the_kernel_refuses_is_parked_with_guard_markers() {
+    let s = space_alone();
+    assert!(s.backend().uses_guard_regions(), "this kernel (6.13+) has guard regions");
+    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    let w = s.alloc(0, 256 * KB, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+    store(w + 4096, 9);
+    // Committed, holding data, made inaccessible: no marker, but its page is dropped too.
+    store(w + 128 * KB, 4);
+    s.protect(w + 128 * KB, 64 * KB, P::NOACCESS).unwrap();
+    let before = s.backend().stats();
+    s.backend().inject_failure(1);
+    assert_eq!(s.free(w, 0, FreeType::RELEASE), Ok(()));
+    assert!(!s.backend().failure_pending(), "the munmap was refused");
+    assert_eq!(s.query(w + 4096).unwrap().state, MemState::Free);
+    let after = s.backend().stats();
+    assert_eq!(after.reservations + 1, before.reservations);
+    assert!(after.pooled_bytes >= before.pooled_bytes + 256 * KB, "parked in the pool");
+    assert!(!mappings(w..w + 256 * KB).is_empty(), "still mapped");
+    assert!(resident(w..w + 256 * KB).iter().all(|&r| !r), "the parked pages hold nothing");
+    assert_eq!(child_signal(|| touch(w + 4096)), Some(libc::SIGSEGV));
+    // Reused without write watch: every page reads zero and takes writes.
+    assert_eq!(s.alloc(w, 256 * KB, T::RESERVE | T::COMMIT, P::READWRITE), Ok(w));
+    assert_eq!((load(w + 4096), load(w + 128 * KB)), (0, 0));
+    store(w + 4096, 5);
+    assert_eq!(load(w + 4096), 5);
+    s.free(w, 0, FreeType::RELEASE).unwrap();
+    // Reused with write watch: clean at first, then exactly its own write.
+    assert_eq!(s.alloc(w, 256 * KB, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE), Ok(w));
+    assert_eq!(s.get_write_watch(WriteWatchFlags::empty(), w, 256 * KB, 64), Ok(vec![]));
+    store(w + 8192, 1);
+    assert_eq!(s.get_write_watch(WriteWatchFlags::empty(), w, 256 * KB, 64), Ok(vec![w + 8192]));
     s.free(w, 0, FreeType::RELEASE).unwrap();
 }
 

@@ -898,16 +898,78 @@ impl LinuxBackend {
     /// goes to the pool whatever the pool's cap (it stays mapped either way): its
     /// accessible runs decommitted first, as a pooled release does, so that it is
     /// inaccessible and empty. The release succeeds, the range is free to the engine,
-    /// and this backend's to reuse (or unmap when it is dropped). Not for write-watched
-    /// or large-page extents, which the pool never takes: their release fails.
+    /// and this backend's to reuse (or unmap when it is dropped). A write-watched extent
+    /// is parked the same way by [`LinuxBackend::park_watched`] when guard regions are in
+    /// use. Not for large-page extents (a mapping of huge pages never merges with a
+    /// neighbour, so unmapping one whole never needs a split), nor for a write-watched
+    /// extent without guard regions: their release fails.
     fn unmap_or_pool(&self, ext: Range<usize>, accessible: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         match self.unmap_extent(ext.clone()) {
-            Err(BackendError::OutOfMemory) if self.state.lock().live.get(ext.start).is_some_and(|x| x.poolable()) => {
-                self.decommit(accessible)?;
-                self.release_extent(ext, Pooling::Always)
+            Err(BackendError::OutOfMemory) => {
+                let x = self.state.lock().live.get(ext.start);
+                match x {
+                    Some(x) if x.poolable() => {
+                        self.decommit(accessible)?;
+                        self.release_extent(ext, Pooling::Always)
+                    }
+                    Some(x) if x.write_watch && !x.large && self.uses_guard_regions() => self.park_watched(ext),
+                    _ => Err(BackendError::OutOfMemory),
+                }
             }
             other => other,
         }
+    }
+
+    /// Pool the write-watched extent `ext` that the kernel refused to unmap (see
+    /// [`LinuxBackend::unmap_or_pool`]), without splitting a mapping: its accessible
+    /// runs get guard markers (`MADV_GUARD_INSTALL` drops their pages and makes them
+    /// fault; `mprotect` would split the merged mapping, which is what the kernel just
+    /// refused), its other pages that may hold data are dropped (`MADV_DONTNEED`), and the
+    /// range goes to the pool. It stays registered for write tracking, which nothing reads
+    /// any more: a reservation that reuses it without write watch never scans it, and one
+    /// with write watch never takes pooled ranges (they are unmapped and mapped afresh).
+    /// Should the kernel fail to install a marker (out of memory for page tables), the
+    /// markers already installed are removed, the release fails, and the runs already
+    /// marked stay committed but empty.
+    fn park_watched(&self, ext: Range<usize>) -> Result<(), BackendError> {
+        let runs = Self::kernel_runs(&self.state.lock(), &ext);
+        let mut marked: KernelRuns = KernelRuns::new();
+        let mut dropped: Ranges = Ranges::new();
+        for (r, k) in runs {
+            if k.access() != Access::None {
+                if let Err(e) = self.guard(&r, true) {
+                    self.count();
+                    for (done, _) in marked.iter().chain([&(r.clone(), k)]) {
+                        // SAFETY: removing markers from our own runs only makes their
+                        // (empty) pages accessible again, as the engine has them.
+                        let _ = unsafe { sys::madvise_raw(done.start, done.len(), sys::MADV_GUARD_REMOVE) };
+                    }
+                    let mut st = self.state.lock();
+                    for (done, k) in marked {
+                        st.kernel.set(done, entry(Kernel { touched: false, ..k }));
+                    }
+                    return Err(errno_error(e));
+                }
+                marked.push((r, k));
+            } else if k.touched {
+                self.drop_pages(&r);
+                dropped.push(r);
+            }
+        }
+        let mut st = self.state.lock();
+        // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
+        for (r, k) in marked {
+            st.kernel.set(r, Some(Kernel { prot: k.prot, guarded: true, touched: false }));
+        }
+        for r in dropped {
+            st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
+        }
+        st.live.remove(ext.start);
+        st.pool.set(ext.clone(), Some(()));
+        st.pool_bytes += ext.len();
+        drop(st);
+        self.forget_witnesses(&ext);
+        Ok(())
     }
 
     /// `munmap` the live extent `ext`, which drops everything (accessible pages, guard

@@ -502,8 +502,10 @@ pub struct Extent {
 }
 
 impl Extent {
-    /// Whether its range may ever go to the pool: not write-watched (the tracking must
-    /// end with it) and not of huge pages (which a pooled mapping would keep reserved).
+    /// Whether its range goes to the pool when released: not write-watched (the
+    /// tracking must end with it; only at the mapping-count wall is such a range
+    /// parked in the pool) and not of huge pages (which a pooled mapping would keep
+    /// reserved).
     pub fn poolable(&self) -> bool {
         !self.write_watch && !self.large
     }
