@@ -633,6 +633,31 @@ mod tests {
         assert_eq!(m.len(), 1);
     }
 
+    /// Clearing exactly one entry (as a release forgets its extent) removes it and
+    /// leaves its neighbours as they were, apart, even when they hold the same value.
+    /// (A fast path for this case was tried and not kept: releases in a busy space
+    /// usually clear part of an entry merged with neighbours.)
+    #[test]
+    fn clearing_exactly_one_entry_keeps_its_neighbours() {
+        let mut m = IntervalMap::new();
+        m.set(0..4, Some(1));
+        m.set(4..8, Some(2));
+        m.set(8..12, Some(1));
+        m.set(20..24, Some(3));
+        assert_eq!(m.len(), 4);
+        m.clear(4..8);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.runs(0..12).to_vec(), vec![(0..4, Some(1)), (4..8, None), (8..12, Some(1))]);
+        // The first entry, then the last.
+        m.clear(0..4);
+        m.clear(20..24);
+        assert_eq!(m.runs(0..30).to_vec(), vec![(0..8, None), (8..12, Some(1)), (12..30, None)]);
+        // Set back between them: merges with the right one only.
+        m.set(4..8, Some(1));
+        assert_eq!(m.runs(0..12).to_vec(), vec![(0..4, None), (4..12, Some(1))]);
+        assert_eq!(m.len(), 1);
+    }
+
     /// Each shape `set` meets inside one entry or one gap, with the neighbours that
     /// must (not) merge.
     #[test]
