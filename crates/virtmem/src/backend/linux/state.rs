@@ -92,8 +92,11 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.update_unless(range, |_| v, |_, _| false);
     }
 
-    /// `set(range, None)`: removes the entries inside `range`, each in place, unless an
-    /// entry crosses one of its ends (then the general way, which splits it).
+    /// `set(range, None)`, in place: removes the entries inside `range` and trims those
+    /// crossing one of its ends (splits one crossing both). A removal never merges
+    /// entries, so nothing else changes. (A release in a busy space clears part of an
+    /// entry merged with its neighbours: trimmed in place, that is a key or an end
+    /// rewritten, where the general way collected and rewrote the pieces.)
     pub fn clear(&mut self, range: Range<usize>) {
         let (start, end) = (range.start, range.end);
         if start >= end {
@@ -101,16 +104,27 @@ impl<V: Copy + Eq> IntervalMap<V> {
         }
         let mut at = self.first_ending_after(start);
         while let Some(p) = at {
-            let (s, (e, _)) = (self.map.key(p), self.map.value(p));
+            let (s, (e, v)) = (self.map.key(p), self.map.value(p));
             if s >= end {
                 return;
             }
-            if s < start || e > end {
-                // Crosses an end. (Entries already removed were wholly inside: the
-                // general way finds the rest as it would have.)
-                return self.set(range, None);
+            match (s < start, e > end) {
+                (false, false) => at = self.map.remove_at(p),
+                (true, false) => {
+                    self.map.overwrite(p, s, (start, v));
+                    at = self.map.next(p);
+                }
+                (false, true) => {
+                    // (Its new key stays below the next entry's, which starts at or after `e`.)
+                    self.map.overwrite(p, end, (e, v));
+                    return;
+                }
+                (true, true) => {
+                    self.map.overwrite(p, s, (start, v));
+                    self.map.insert(end, (e, v));
+                    return;
+                }
             }
-            at = self.map.remove_at(p);
         }
     }
 
@@ -634,9 +648,8 @@ mod tests {
     }
 
     /// Clearing exactly one entry (as a release forgets its extent) removes it and
-    /// leaves its neighbours as they were, apart, even when they hold the same value.
-    /// (A fast path for this case was tried and not kept: releases in a busy space
-    /// usually clear part of an entry merged with neighbours.)
+    /// leaves its neighbours as they were, apart, even when they hold the same value;
+    /// clearing part of an entry trims it, or splits it in two.
     #[test]
     fn clearing_exactly_one_entry_keeps_its_neighbours() {
         let mut m = IntervalMap::new();
@@ -656,6 +669,22 @@ mod tests {
         m.set(4..8, Some(1));
         assert_eq!(m.runs(0..12).to_vec(), vec![(0..4, None), (4..12, Some(1))]);
         assert_eq!(m.len(), 1);
+        // Its front, its back, then its middle.
+        m.clear(4..5);
+        m.clear(11..12);
+        m.clear(7..9);
+        assert_eq!(
+            m.runs(0..12).to_vec(),
+            vec![(0..5, None), (5..7, Some(1)), (7..9, None), (9..11, Some(1)), (11..12, None)]
+        );
+        assert_eq!(m.len(), 2);
+        // Across two entries and the gap between them.
+        m.clear(6..10);
+        assert_eq!(
+            m.runs(0..12).to_vec(),
+            vec![(0..5, None), (5..6, Some(1)), (6..10, None), (10..11, Some(1)), (11..12, None)]
+        );
+        assert_eq!(m.len(), 2);
     }
 
     /// Each shape `set` meets inside one entry or one gap, with the neighbours that
