@@ -552,6 +552,23 @@ impl LinuxBackend {
         self.forget_witnesses(range);
     }
 
+    /// Hand the live extent `ext`, now inaccessible and empty, to the pool, with the
+    /// state lock `st` held; then let the lock go and forget the extent's witnesses.
+    fn into_pool(&self, mut st: parking_lot::MutexGuard<'_, State>, ext: &Range<usize>) {
+        st.live.remove(ext.start);
+        st.pool.set(ext.clone(), Some(()));
+        st.pool_bytes += ext.len();
+        drop(st);
+        self.forget_witnesses(ext);
+    }
+
+    /// Record that the pages of `runs` were dropped: they hold no data now.
+    fn mark_emptied(st: &mut State, runs: impl IntoIterator<Item = Range<usize>>) {
+        for r in runs {
+            st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
+        }
+    }
+
     /// Run `op` on `range` so that it does not count as a write for write watch: `mlock`,
     /// and `mprotect` making locked memory writable, populate pages with write faults,
     /// which the kernel's write tracking records; on a write-watched range the pages `op`
@@ -837,11 +854,7 @@ impl LinuxBackend {
         let mut st = self.state.lock();
         // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
         st.kernel.set(run.clone(), Some(Kernel { prot: from, guarded: true, touched: false }));
-        st.live.remove(ext.start);
-        st.pool.set(ext.clone(), Some(()));
-        st.pool_bytes += ext.len();
-        drop(st);
-        self.forget_witnesses(ext);
+        self.into_pool(st, ext);
         Some(Ok(()))
     }
 
@@ -879,14 +892,8 @@ impl LinuxBackend {
         let mut st = self.state.lock();
         // (The state of the extent did not change meanwhile: the engine runs
         // nothing else on it.)
-        for r in touched {
-            st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
-        }
-        st.live.remove(ext.start);
-        st.pool.set(ext.clone(), Some(()));
-        st.pool_bytes += ext.len();
-        drop(st);
-        self.forget_witnesses(&ext);
+        Self::mark_emptied(&mut st, touched);
+        self.into_pool(st, &ext);
         Ok(())
     }
 
@@ -961,14 +968,8 @@ impl LinuxBackend {
         for (r, k) in marked {
             st.kernel.set(r, Some(Kernel { prot: k.prot, guarded: true, touched: false }));
         }
-        for r in dropped {
-            st.kernel.update(r, |k| k.and_then(|k| entry(Kernel { touched: false, ..k })));
-        }
-        st.live.remove(ext.start);
-        st.pool.set(ext.clone(), Some(()));
-        st.pool_bytes += ext.len();
-        drop(st);
-        self.forget_witnesses(&ext);
+        Self::mark_emptied(&mut st, dropped);
+        self.into_pool(st, &ext);
         Ok(())
     }
 
