@@ -554,7 +554,7 @@ impl LinuxBackend {
 
     /// Hand the live extent `ext`, now inaccessible and empty, to the pool, with the
     /// state lock `st` held; then let the lock go and forget the extent's witnesses.
-    fn into_pool(&self, mut st: parking_lot::MutexGuard<'_, State>, ext: &Range<usize>) {
+    fn hand_to_pool(&self, mut st: parking_lot::MutexGuard<'_, State>, ext: &Range<usize>) {
         st.live.remove(ext.start);
         st.pool.set(ext.clone(), Some(()));
         st.pool_bytes += ext.len();
@@ -854,7 +854,7 @@ impl LinuxBackend {
         let mut st = self.state.lock();
         // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
         st.kernel.set(run.clone(), Some(Kernel { prot: from, guarded: true, touched: false }));
-        self.into_pool(st, ext);
+        self.hand_to_pool(st, ext);
         Some(Ok(()))
     }
 
@@ -893,7 +893,7 @@ impl LinuxBackend {
         // (The state of the extent did not change meanwhile: the engine runs
         // nothing else on it.)
         Self::mark_emptied(&mut st, touched);
-        self.into_pool(st, &ext);
+        self.hand_to_pool(st, &ext);
         Ok(())
     }
 
@@ -969,7 +969,7 @@ impl LinuxBackend {
             st.kernel.set(r, Some(Kernel { prot: k.prot, guarded: true, touched: false }));
         }
         Self::mark_emptied(&mut st, dropped);
-        self.into_pool(st, &ext);
+        self.hand_to_pool(st, &ext);
         Ok(())
     }
 
