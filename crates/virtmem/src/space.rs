@@ -739,12 +739,19 @@ impl<B: Backend> AddressSpace<B> {
         steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
         let mut committed = AccessRuns::new();
         let mut freed = 0;
-        res.pages.for_each_run(range.clone(), |r, st| {
+        let mut note = |r: Range<usize>, st: PageState| {
             if let PageState::Committed(p) = st {
                 freed += r.len();
                 committed.push((r, rules::access_of(p)));
             }
-        });
+        };
+        // The usual case first: the range lies in one run (no walk over runs).
+        let (first, st) = res.pages.get(range.start);
+        if first.end >= range.end {
+            note(range.clone(), st);
+        } else {
+            res.pages.for_each_run(range.clone(), note);
+        }
         if !committed.is_empty() {
             // One atomic backend operation that makes the runs inaccessible and drops
             // them, so that a backend can do both at once (and undo its own partial work).
