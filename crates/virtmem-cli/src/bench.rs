@@ -11,6 +11,16 @@ use virtmem::{AllocationType, FreeType, Protection, SimSpace, VirtualSpace};
 
 const KB64: usize = 64 << 10;
 
+/// How `virtmem bench` sets up the Linux backend (`virtmem::LinuxOptions`, which exists
+/// on Linux only).
+#[derive(Debug, Clone, Copy)]
+pub struct LinuxSetup {
+    /// The most address space released reservations keep mapped for reuse.
+    pub pool_bytes: usize,
+    /// Decommit small runs with guard markers where the kernel has them.
+    pub guard_regions: bool,
+}
+
 /// One workload's result on one contender: ns per operation.
 type Ns = Option<f64>;
 
@@ -357,8 +367,9 @@ fn cell(ns: Ns, raw: Ns) -> String {
 }
 
 /// Entry point of `virtmem bench`: `scale` multiplies every workload's iteration count,
-/// `runs` is how many timed passes each figure is the median of.
-pub fn main(scale: f64, runs: usize) -> ExitCode {
+/// `runs` is how many timed passes each figure is the median of; `linux` is how the
+/// Linux backend is set up (its pool of released ranges, its guard regions).
+pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
     if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
         eprintln!("error: --scale must be a number above 0 and at most 100");
         return ExitCode::from(2);
@@ -374,7 +385,12 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
 
     let sim = SimSpace::simulated();
     #[cfg(target_os = "linux")]
-    let linux = match virtmem::LinuxSpace::linux() {
+    let setup = linux;
+    #[cfg(target_os = "linux")]
+    let linux = match virtmem::LinuxSpace::linux_with(virtmem::LinuxOptions {
+        pool_bytes: setup.pool_bytes,
+        guard_regions: setup.guard_regions,
+    }) {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("note: Linux backend unavailable ({e}); its column is empty");
@@ -382,7 +398,10 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
         }
     };
     #[cfg(not(target_os = "linux"))]
-    let linux: Option<SimSpace> = None;
+    let linux: Option<SimSpace> = {
+        let _ = linux;
+        None
+    };
     #[cfg(target_os = "linux")]
     let query = raw::Query::new();
     #[cfg(target_os = "linux")]
@@ -450,6 +469,18 @@ pub fn main(scale: f64, runs: usize) -> ExitCode {
     #[cfg(not(target_os = "linux"))]
     let raw_count = String::new();
     println!("raw query baseline: {query_baseline}{raw_count}");
+    #[cfg(target_os = "linux")]
+    if let Some(l) = &linux {
+        // What the backend was really made with, and whether this kernel has guard regions.
+        let b = l.backend();
+        let o = b.options();
+        println!(
+            "linux backend: pool of {} bytes, guard regions {} ({})",
+            o.pool_bytes,
+            if o.guard_regions { "asked for" } else { "off" },
+            if b.uses_guard_regions() { "in use" } else { "not in use" }
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -81,6 +81,14 @@ enum Command {
         /// warm-up run).
         #[arg(long, value_name = "N", default_value_t = 3)]
         runs: usize,
+        /// The Linux backend's pool of released ranges, in bytes (0: every release
+        /// unmaps; default 1 GiB).
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+        pool_bytes: usize,
+        /// Decommit with mprotect and MADV_DONTNEED instead of guard markers
+        /// (MADV_GUARD_INSTALL), on the Linux backend.
+        #[arg(long)]
+        no_guard_regions: bool,
     },
 }
 
@@ -102,7 +110,9 @@ fn main() -> ExitCode {
         Command::Replay { trace, format, svg, strict, max_diffs } => {
             replay::main(&trace, format, svg.as_deref(), strict, max_diffs)
         }
-        Command::Bench { scale, runs } => bench::main(scale, runs),
+        Command::Bench { scale, runs, pool_bytes, no_guard_regions } => {
+            bench::main(scale, runs, bench::LinuxSetup { pool_bytes, guard_regions: !no_guard_regions })
+        }
     }
 }
 

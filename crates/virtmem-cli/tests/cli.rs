@@ -547,6 +547,21 @@ fn bench_prints_every_workload_with_ratios() {
     assert_eq!(o.code, 2);
 }
 
+/// The Linux backend of `bench` is made as its options say, and the report tells how.
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_sets_up_the_linux_backend_as_asked() {
+    let o =
+        run(virtmem().args(["bench", "--scale", "0.001", "--runs", "1", "--pool-bytes", "0", "--no-guard-regions"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("linux backend: pool of 0 bytes, guard regions off (not in use)"), "{}", o.stdout);
+    let o = run(virtmem().args(["bench", "--scale", "0.001", "--runs", "1"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("linux backend: pool of 1073741824 bytes, guard regions asked for"), "{}", o.stdout);
+    let o = run(virtmem().args(["bench", "--pool-bytes", "lots"]));
+    assert_eq!(o.code, 2, "a pool size must be a number");
+}
+
 /// The figures (`N ns`) and ratios (`(R x)`) of a bench row, in order.
 fn bench_cells(row: &str) -> (Vec<f64>, Vec<f64>) {
     let words: Vec<&str> = row.split_whitespace().collect();
