@@ -304,9 +304,9 @@ impl<B: Backend> AddressSpace<B> {
                 steps.push(Step::Access(range.clone(), Access::None, access));
             }
             // (The undo of the reserve is a release: the Linux backend pools what the
-            // kernel refuses to unmap. A refused undo, which only a write-watched or
-            // large-page reservation can meet, is counted; what it leaves mapped is
-            // not tracked further.)
+            // kernel refuses to unmap. A refused undo, which only a write-watched
+            // reservation in a backend without guard regions can meet, is counted; what
+            // it leaves mapped is not tracked further.)
             let result = self.run(&steps).map_err(|f| f.error);
 
             let mut book = match held {

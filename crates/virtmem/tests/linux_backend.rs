@@ -727,6 +727,40 @@ fn a_write_watched_release_the_kernel_refuses_is_parked_with_guard_markers() {
     s.free(w, 0, FreeType::RELEASE).unwrap();
 }
 
+/// Parking such a release fails cleanly when the kernel also refuses a guard marker: the
+/// release reports ERROR_NOT_ENOUGH_MEMORY and the reservation stays, committed, with
+/// its protections and its write tracking. The one change left is the documented one: a
+/// run whose markers went in before the refusal has its markers removed again, so it is
+/// accessible as before, but its pages were dropped.
+#[test]
+fn a_parked_release_whose_markers_are_refused_fails_and_keeps_the_reservation() {
+    let s = space_alone();
+    assert!(s.backend().uses_guard_regions(), "this kernel (6.13+) has guard regions");
+    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    let w = s.alloc(0, 256 * KB, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+    store(w + 4096, 9);
+    store(w + 64 * KB + 4096, 7);
+    // Two accessible runs, marked one after the other when parked.
+    s.protect(w + 64 * KB, 192 * KB, P::READONLY).unwrap();
+    // The munmap (1st) is refused, the first run's markers (2nd) go in, the second
+    // run's (3rd) are refused.
+    s.backend().inject_failures(1, 3);
+    assert_eq!(s.free(w, 0, FreeType::RELEASE), Err(Error::NotEnoughMemory));
+    assert!(!s.backend().failure_pending(), "both failures fired");
+    let q = s.query(w).unwrap();
+    assert_eq!((q.state, q.protect, q.region_size), (MemState::Commit, P::READWRITE, 64 * KB));
+    let q = s.query(w + 64 * KB).unwrap();
+    assert_eq!((q.state, q.protect, q.region_size), (MemState::Commit, P::READONLY, 192 * KB));
+    assert_eq!(load(w + 64 * KB + 4096), 7, "the run never marked keeps its data");
+    assert_eq!(load(w + 4096), 0, "the run marked first was emptied");
+    store(w + 4096, 3);
+    assert_eq!(load(w + 4096), 3, "and is accessible again");
+    assert_eq!(child_signal(|| store(w + 64 * KB, 1)), Some(libc::SIGSEGV), "still read-only");
+    let dirty = s.get_write_watch(WriteWatchFlags::empty(), w, 256 * KB, 64);
+    assert_eq!(dirty, Ok(vec![w + 4096, w + 64 * KB + 4096]), "still tracked");
+    assert_eq!(s.free(w, 0, FreeType::RELEASE), Ok(()));
+}
+
 /// A reserve-and-commit whose `mprotect` fails, and whose undo (the `munmap` of what it
 /// had just mapped) the kernel refuses too: the call fails and leaves nothing behind.
 /// The range is pooled rather than left mapped and unknown, so the undo counts as done,
