@@ -74,11 +74,8 @@ fn measure_all<const K: usize>(runs: usize, passes: &mut [&mut dyn FnMut() -> [f
 /// simulated one), measured round-robin ([`measure_all`]): each contender's figures,
 /// `None` for an absent one.
 fn contenders<const K: usize>(runs: usize, list: [Option<&dyn Fn() -> [f64; K]>; 3]) -> [[Ns; K]; 3] {
-    let mut present: Vec<Box<dyn FnMut() -> [f64; K] + '_>> = Vec::new();
-    for f in list.iter().flatten() {
-        present.push(Box::new(*f));
-    }
-    let mut refs: Vec<&mut dyn FnMut() -> [f64; K]> = present.iter_mut().map(|b| &mut **b as _).collect();
+    let mut present: Vec<&dyn Fn() -> [f64; K]> = list.iter().flatten().copied().collect();
+    let mut refs: Vec<&mut dyn FnMut() -> [f64; K]> = present.iter_mut().map(|f| f as _).collect();
     let mut got = measure_all(runs, &mut refs).into_iter();
     list.map(|f| match f {
         Some(_) => got.next().map_or([None; K], |g| g.map(Some)),
