@@ -176,6 +176,9 @@ pub(crate) fn alloc_request(
                 }
                 return Ok(AllocRequest::Commit { range, protect });
             }
+            // The caller's own size, before rounding: a large-page allocation's must
+            // be a multiple of the large page itself (one byte short of one is not).
+            let asked = size;
             let (base, size) = if address == 0 {
                 (None, round_up(size, PAGE).ok_or(Error::InvalidParameter)?)
             } else {
@@ -192,7 +195,7 @@ pub(crate) fn alloc_request(
                 if !(reserve && commit) {
                     return Err(Error::InvalidParameter);
                 }
-                if size % lp != 0 || address % lp != 0 {
+                if asked % lp != 0 || size % lp != 0 || address % lp != 0 {
                     return Err(Error::InvalidParameter);
                 }
                 if available == 0 {
@@ -268,7 +271,7 @@ pub(crate) fn write_watch_flags(flags: WriteWatchFlags) -> Result<bool> {
 /// with `allocation`: `PAGE_NOCACHE` belongs to the allocation.
 pub(crate) fn effective_protect(requested: Protection, allocation: Protection) -> Protection {
     if allocation.contains(Protection::NOCACHE) {
-        if requested.base() == Protection::NOACCESS || requested.contains(Protection::WRITECOMBINE) {
+        if requested.contains(Protection::WRITECOMBINE) {
             requested
         } else {
             requested | Protection::NOCACHE

@@ -204,7 +204,7 @@ impl Model {
     /// The protection a page gets when `p` is applied in an allocation made with `aprot`.
     fn effective(p: u32, aprot: u32) -> u32 {
         if aprot & PAGE_NOCACHE != 0 {
-            if p & 0xFF == PAGE_NOACCESS || p & PAGE_WRITECOMBINE != 0 {
+            if p & PAGE_WRITECOMBINE != 0 {
                 p
             } else {
                 p | PAGE_NOCACHE
@@ -279,7 +279,8 @@ impl Model {
                     // Misaligned arguments are 87 even without large pages (checked
                     // against the architecture's 2 MiB then); only then 1450.
                     let lp = if self.lp == 0 { 2 << 20 } else { self.lp };
-                    if len % lp != 0 || address % lp != 0 {
+                    // (The caller's size itself, not its page rounding.)
+                    if size % lp != 0 || len % lp != 0 || address % lp != 0 {
                         return Err(InvalidParameter);
                     }
                     if self.lp == 0 {

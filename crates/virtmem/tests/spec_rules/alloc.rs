@@ -386,6 +386,34 @@ backend_tests! {
             Err(e) => assert_eq!(e.code(), 1450, "large pages that cannot be had: {e}"),
         }
     }
+
+    /// Spec, MEM_LARGE_PAGES: "size and address must be multiples of the large-page size,
+    /// with MEM_RESERVE|MEM_COMMIT; otherwise 87". The caller's size, not its rounding up to
+    /// a page: one byte short of a large page is not a multiple (the rules had checked the
+    /// rounded size, so the simulated backend made a 2 MiB reservation and Linux without
+    /// large pages said 1450). Nothing is reserved.
+    fn large_pages_null_address_size_not_a_multiple_is_87(fx: &Fx) {
+        let lp = fx.space.system_info().large_page_size.max(2 << 20);
+        let rc = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES;
+        let before = fx.snapshot();
+        for size in [lp - 1, lp - P + 1, 2 * lp - 1] {
+            let r = fx.alloc(0, size, rc, PAGE_READWRITE);
+            assert_eq!(code(&r), 87, "VirtualAlloc(NULL, {size:#x}, RESERVE|COMMIT|LARGE_PAGES) = {r:x?}");
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.space.stats().reservations, 0);
+    }
+
+    /// The same rule with a large-page-aligned address: the size is still not a multiple.
+    fn large_pages_fixed_address_size_not_a_multiple_is_87(fx: &Fx) {
+        let lp = fx.space.system_info().large_page_size.max(2 << 20);
+        let rc = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES;
+        let a = (fx.w + lp - 1) & !(lp - 1);
+        let before = fx.snapshot();
+        let r = fx.alloc(a, lp - P + 1, rc, PAGE_READWRITE);
+        assert_eq!(code(&r), 87, "VirtualAlloc({a:#x}, lp - P + 1, RESERVE|COMMIT|LARGE_PAGES) = {r:x?}");
+        assert_eq!(fx.snapshot(), before);
+    }
 }
 
 /// On the simulated backend (2 MiB large pages by default) a valid large-page request

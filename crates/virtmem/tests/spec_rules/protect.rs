@@ -142,4 +142,21 @@ backend_tests! {
         assert_eq!(vp(fx, a + P, usize::MAX - a - P + 1, PAGE_READONLY).1, 87);
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// Spec, VirtualProtect: "NOCACHE belongs to the allocation: a reservation made with
+    /// NOCACHE keeps it on every VirtualProtect (a request without it still reports it)".
+    /// A PAGE_NOACCESS request is such a request: the page reports 0x201 (Protect and the
+    /// next old protection; Wine 8 says the same), as after a NOACCESS commit in such an
+    /// allocation. (The engine had exempted NOACCESS and reported 0x01.)
+    fn nocache_allocation_keeps_nocache_on_a_noaccess_protect(fx: &Fx) {
+        let nc = fx.reserve_commit(0, 2 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        assert_eq!(fx.protect(nc, P, PAGE_NOACCESS), Ok(PAGE_READWRITE | PAGE_NOCACHE));
+        assert_eq!(fx.q(nc).protect.bits(), PAGE_NOACCESS | PAGE_NOCACHE, "Protect after NOACCESS");
+        assert_eq!(fx.protect(nc, P, PAGE_READWRITE), Ok(PAGE_NOACCESS | PAGE_NOCACHE), "old protection");
+        // A commit of NOACCESS pages inside a reserve-only NOCACHE allocation: the same
+        // (Wine: 0x201).
+        let nr = fx.reserve(G, 2 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(nr, P, PAGE_NOACCESS);
+        assert_eq!(fx.q(nr).protect.bits(), PAGE_NOACCESS | PAGE_NOCACHE, "Protect after a NOACCESS commit");
+    }
 }

@@ -237,13 +237,48 @@ fn entry(k: Kernel) -> Option<Kernel> {
     (k != FRESH).then_some(k)
 }
 
-/// A value of a page that `MEM_RESET` offered to the kernel: the first non-zero
-/// 8-byte word and where it is. A page the kernel reclaims reads as zero, so finding
-/// the word intact later proves the page survived.
+/// How many words of a page [`Witness`] keeps at most: one per quarter of the page.
+const WITNESS_WORDS: usize = 4;
+
+/// Values of a page that `MEM_RESET` offered to the kernel: in each quarter of the page
+/// that held data, its first non-zero 8-byte word and where it is (the first `len`
+/// entries). A page the kernel reclaims reads as zero wherever the program has not
+/// written since; one it kept holds its old values wherever the program has not written
+/// since. Several words, spread over the page, so that a program writing into part of
+/// a page after the reset (an allocator reusing a block's first bytes) does not make a
+/// page that survived look lost.
 #[derive(Debug, Clone, Copy)]
 struct Witness {
-    offset: u16,
-    value: u64,
+    len: u8,
+    offsets: [u16; WITNESS_WORDS],
+    values: [u64; WITNESS_WORDS],
+}
+
+impl Witness {
+    /// The witness of the page whose words are `words`, or `None` if it holds only zeros.
+    fn of(words: &[u64]) -> Option<Witness> {
+        let mut w = Witness { len: 0, offsets: [0; WITNESS_WORDS], values: [0; WITNESS_WORDS] };
+        let quarter = words.len() / WITNESS_WORDS;
+        for (q, part) in words.chunks(quarter).enumerate() {
+            if let Some(i) = part.iter().position(|&v| v != 0) {
+                w.offsets[w.len as usize] = (q * quarter + i) as u16;
+                w.values[w.len as usize] = part[i];
+                w.len += 1;
+            }
+        }
+        (w.len > 0).then_some(w)
+    }
+
+    /// Whether the page survived, given the words now at the witness's offsets: none
+    /// reads zero (a reclaimed page reads zero where the program has not written since)
+    /// and one at least still holds its value (the program may have written the others).
+    /// A page where the program wrote zero into a witness word, or new values into all
+    /// of them, counts as lost: when in doubt, say the data is gone, as the program can
+    /// then rebuild it, where a false "intact" would let it use zeros as its data.
+    fn survived(&self, now: &[u64]) -> bool {
+        let kept = &self.values[..self.len as usize];
+        !now.contains(&0) && now.iter().zip(kept).any(|(n, k)| n == k)
+    }
 }
 
 /// The process's real memory. See the module docs.
@@ -1304,7 +1339,7 @@ impl Backend for LinuxBackend {
 
     /// `MADV_FREE` on the read-write parts of the range that may hold data: the kernel
     /// may reclaim those pages lazily, whenever it needs memory, and a write before
-    /// then cancels it. Before offering a page, one non-zero word of it is noted as a
+    /// then cancels it. Before offering a page, a few of its non-zero words are noted as a
     /// witness so that `MEM_RESET_UNDO` can tell whether the page survived. Other parts
     /// keep their contents (allowed: a reset leaves data "unchanged or zero").
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
@@ -1321,8 +1356,8 @@ impl Backend for LinuxBackend {
                     // populated, and the engine keeps the reservation busy, so no
                     // other call changes it meanwhile.
                     let words = unsafe { std::slice::from_raw_parts(page as *const u64, PAGE / 8) };
-                    if let Some(i) = words.iter().position(|&w| w != 0) {
-                        found.push((page, Witness { offset: i as u16, value: words[i] }));
+                    if let Some(w) = Witness::of(words) {
+                        found.push((page, w));
                     }
                 }
             }
@@ -1340,10 +1375,11 @@ impl Backend for LinuxBackend {
     }
 
     /// Every page a reset offered that held data is checked with an atomic
-    /// read-modify-write of its witness word: the write cancels the lazy free for a
-    /// page that is still there, and a page the kernel took reads zero. Pages that are
-    /// no longer writable cannot be checked that way and are discarded, so that the
-    /// answer (`false`: some data was dropped and reads zero) stays true.
+    /// read-modify-write of its first witness word, which cancels the lazy free of a
+    /// page that is still there (a page the kernel took reads zero), and then by reading
+    /// its other witness words (see `Witness::survived`). Pages that are no longer writable
+    /// cannot be checked that way and are discarded, so that the answer (`false`: some
+    /// data was dropped and reads zero) stays true.
     fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
         let taken: Vec<(usize, Witness)> = {
             let mut w = self.witnesses.lock();
@@ -1358,11 +1394,19 @@ impl Backend for LinuxBackend {
         let mut intact = true;
         for (page, w) in taken {
             if writable(page) {
-                let word = (page + w.offset as usize * 8) as *mut u64;
-                // SAFETY: the word lies in a writable, mapped page of a reservation the
-                // engine keeps busy; an atomic RMW of 0 leaves its value unchanged.
-                let now = unsafe { std::sync::atomic::AtomicU64::from_ptr(word) }.fetch_or(0, Ordering::SeqCst);
-                if now != w.value {
+                let mut now = [0u64; WITNESS_WORDS];
+                for (k, &offset) in w.offsets[..w.len as usize].iter().enumerate() {
+                    // SAFETY: the word is 8-byte aligned and lies in a writable, mapped
+                    // page of a reservation the engine keeps busy, for as long as this
+                    // call; it is only read or RMW'd with 0, which changes no value.
+                    let word =
+                        unsafe { std::sync::atomic::AtomicU64::from_ptr((page + offset as usize * 8) as *mut u64) };
+                    // The first is an atomic RMW of 0: it makes the page dirty, so the
+                    // kernel can no longer take it, and the loads after it see the page
+                    // as it stays.
+                    now[k] = if k == 0 { word.fetch_or(0, Ordering::SeqCst) } else { word.load(Ordering::SeqCst) };
+                }
+                if !w.survived(&now[..w.len as usize]) {
                     intact = false;
                 }
             } else {
@@ -1523,4 +1567,33 @@ pub unsafe fn checked_copy(address: usize, local: *mut u8, len: usize, write: bo
         done += n as usize;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Witness, PAGE};
+
+    #[test]
+    fn a_witness_keeps_the_first_nonzero_word_of_each_quarter_with_data() {
+        let mut words = vec![0u64; PAGE / 8];
+        assert!(Witness::of(&words).is_none(), "a page of zeros needs no witness");
+        words[3] = 7;
+        words[5] = 9;
+        words[3 * PAGE / 32 + 1] = 11;
+        let w = Witness::of(&words).expect("data");
+        assert_eq!(w.len, 2);
+        assert_eq!((w.offsets[0], w.values[0]), (3, 7));
+        assert_eq!((w.offsets[1], w.values[1]), ((3 * PAGE / 32 + 1) as u16, 11));
+    }
+
+    #[test]
+    fn a_page_survived_when_no_witness_word_reads_zero_and_one_kept_its_value() {
+        let w = Witness { len: 3, offsets: [0, 128, 256, 0], values: [5, 6, 7, 0] };
+        assert!(w.survived(&[5, 6, 7]), "untouched");
+        assert!(w.survived(&[0x77, 6, 7]), "the program wrote over one word since");
+        assert!(!w.survived(&[0, 0, 0]), "reclaimed: zeros");
+        assert!(!w.survived(&[0x77, 0, 0]), "reclaimed, then written");
+        assert!(!w.survived(&[5, 0, 7]), "a zero where data was: counted lost");
+        assert!(!w.survived(&[1, 2, 3]), "every word rewritten: counted lost");
+    }
 }
