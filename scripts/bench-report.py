@@ -64,11 +64,16 @@ print(table(["operation", "sim at 10^6, random", "/ 300 ns target", "sim at 10^6
              "/ 300 ns target", "sim at 10^3", "random 10^6 / 10^3"], rows))
 
 print("\n### Simulated backend, 10^6 live regions (`sim1e6regions_*`: 333 334 reservations, target < 300 ns)\n")
+# One dependent load from a random line of 64 MiB (`mem_chase`): the machine's price of
+# waiting for memory once, measured in the same run.
+wait = median("mem_chase", "64MiB")
 rows = []
 for op in OPS:
     v = median(f"sim1e6regions_{op}", "sim")
-    rows.append([op, ns(v), ratio(v, 300.0)])
-print(table(["operation", "sim at 10^6 regions, random", "/ 300 ns target"], rows))
+    rows.append([op, ns(v), ratio(v, 300.0), ratio(v, wait)])
+print(table(["operation", "sim at 10^6 regions, random", "/ 300 ns target", "/ one memory wait"], rows))
+print(f"\nOne memory wait (`mem_chase/64MiB`, a dependent load from a random line of 64 MiB): {ns(wait)};"
+      f" from a 1 MiB buffer (`mem_chase/1MiB`, this machine's L2 size): {ns(median('mem_chase', '1MiB'))}.")
 
 print("\n### VirtualQuery, 10^5 live regions (`query1e5`, target < 100 ns)\n")
 raw = median("query1e5", "raw")

@@ -10,7 +10,10 @@
 //! - `query1e5`: `VirtualQuery` with 10^5 live regions (5×10^4 reservations and their
 //!   holes) beside the `PROCMAP_QUERY` ioctl over as many kernel mappings;
 //! - `tib_<op>`: reserve, commit 64 KiB in, query inside, decommit, release a 1 TiB
-//!   reservation, beside `mmap`/`mprotect`/`PROCMAP_QUERY`/`madvise`/`munmap`.
+//!   reservation, beside `mmap`/`mprotect`/`PROCMAP_QUERY`/`madvise`/`munmap`;
+//! - `mem_chase/<size>`: one dependent load from a random line of a buffer of that size,
+//!   the machine's cost of a cache miss, as a same-run baseline for the simulated
+//!   backend at scale (whose calls wait for memory).
 //!
 //! Memory per live reservation is printed as a `note:` line. `VIRTMEM_PROFILE=<op>`
 //! instead runs 10^5 of one operation at 10^6 reservations without criterion, for
@@ -127,6 +130,42 @@ fn query_1e5(c: &mut Criterion) {
     }
     let sim = virtmem::SimSpace::simulated();
     run("sim", &sim);
+}
+
+/// The machine's own price of a cache miss, as a baseline for the simulated backend's
+/// calls at scale (`mem_chase/<size>`): one load per iteration, each from an address the
+/// previous one gave (a random cycle through a buffer of that many bytes, a cache line
+/// per step), so no two overlap. A call that must wait for memory twice in a row cannot
+/// take less than two of these: `sim1e6regions_<op>` divided by `mem_chase/64MiB` says how
+/// many such waits' worth a call costs. 64 MiB is about the simulated space's bookkeeping
+/// at 10^6 regions; 1 MiB is this machine's L2 cache.
+fn mem_chase(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mem_chase");
+    for (name, bytes) in [("1MiB", 1usize << 20), ("64MiB", 64 << 20)] {
+        const LINE: usize = 64 / std::mem::size_of::<usize>();
+        let lines = bytes / 64;
+        let mut order: Vec<usize> = (0..lines).collect();
+        let mut rng = Rng::new(5);
+        for i in (1..lines).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        // `next[LINE * k]` is the index of the line after line `k` in the cycle.
+        let mut next = vec![0usize; lines * LINE];
+        for w in 0..lines {
+            next[order[w] * LINE] = order[(w + 1) % lines] * LINE;
+        }
+        let mut at = 0;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let t = common::thread_cpu();
+                for _ in 0..iters {
+                    at = next[at];
+                }
+                black_box(at);
+                common::thread_cpu() - t
+            })
+        });
+    }
 }
 
 /// The 1 TiB operations of `m` as function `name` of the `tib_<op>` groups.
@@ -276,7 +315,7 @@ fn profile_undo(op: &str, m: &dyn Mem, pick: &[(usize, usize)]) {
     }
 }
 
-criterion_group! { name = benches; config = common::criterion(); targets = sim_million, query_1e5, tib }
+criterion_group! { name = benches; config = common::criterion(); targets = mem_chase, sim_million, query_1e5, tib }
 
 fn main() {
     if let Ok(op) = std::env::var("VIRTMEM_PROFILE") {

@@ -39,6 +39,7 @@ use virtmem::{AllocationType as T, FreeType, LinuxSpace, Protection as P};
 const LIVE: usize = 1000;
 const GRANULE: usize = 64 << 10;
 const PAGE: usize = 4096;
+const TIB: usize = 1 << 40;
 
 /// The calls measured: `toggle-collect` starts counting here.
 #[inline(never)]
@@ -140,10 +141,48 @@ fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)
     Ok((ours, raw))
 }
 
+/// `tib`: reserve a 1 TiB range (counted by `--toggle-collect='*timed_tib_reserve*'`).
+#[inline(never)]
+fn timed_tib_reserve(s: &LinuxSpace, size: usize) -> virtmem::Result<usize> {
+    s.alloc(0, size, T::RESERVE, P::READWRITE)
+}
+
+/// `tib`: release it (`--toggle-collect='*timed_tib_release*'`).
+#[inline(never)]
+fn timed_tib_release(s: &LinuxSpace, base: usize) -> virtmem::Result<()> {
+    s.free(base, 0, FreeType::RELEASE)
+}
+
+/// `tib [rounds] [GiB]`: reserve and release a 1 TiB range, as `tib_reserve` and `tib_release`
+/// do, printing the thread CPU time of each.
+fn tib(rounds: usize, size: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let s = LinuxSpace::linux()?;
+    let (mut reserve, mut release) = (0.0, 0.0);
+    for _ in 0..rounds {
+        let t = cpu_ns();
+        let b = timed_tib_reserve(&s, size)?;
+        let u = cpu_ns();
+        timed_tib_release(&s, b)?;
+        release += cpu_ns() - u;
+        reserve += u - t;
+    }
+    println!(
+        "tib: reserve {:.0} ns, release {:.0} ns (thread CPU time)",
+        reserve / rounds as f64,
+        release / rounds as f64
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let op = args.next().ok_or("usage: linux_profile <op> [bench-layout] [no-pool]")?;
     let flags: Vec<String> = args.collect();
+    if op == "tib" {
+        // (Valgrind cannot map 1 TiB: a size in GiB as a second argument, e.g. 16.)
+        let gib = flags.get(1).and_then(|c| c.parse::<usize>().ok()).map_or(TIB, |g| g << 30);
+        return tib(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1000), gib);
+    }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
     }
