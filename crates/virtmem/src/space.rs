@@ -1107,16 +1107,22 @@ impl<B: Backend> AddressSpace<B> {
     /// An armed guard page is disarmed and reported. Returns `Ok(None)` when allowed,
     /// `Ok(Some(base))` when a busy reservation must be waited for.
     fn check_access(&self, book: &mut Book, address: usize, len: usize, kind: AccessKind) -> Result<Option<usize>> {
+        // Nothing lies at or above the top of the user range (`end_address`): the walk
+        // stops there, and an access reaching it (or wrapping past the last address)
+        // faults at its first byte there once everything below has passed.
+        let top = self.limits.end_address;
+        let wraps = len > 0 && address.checked_add(len).is_none();
         let end = address.saturating_add(len);
+        let stop = end.min(top);
         let mut a = address;
-        while a < end {
+        while a < stop {
             let base = match book.lookup(a) {
                 Lookup::Inside(base) => base,
                 Lookup::Outside(next) => {
-                    let limit = next.unwrap_or(self.limits.end_address).min(end);
+                    let limit = next.unwrap_or(top).min(stop);
                     match self.backend.foreign(rules::round_down(a, PAGE), limit) {
                         Some(f) if f.start <= a && rules::access_allows(f.access, kind) => {
-                            a = f.end.min(end);
+                            a = f.end.min(stop);
                             continue;
                         }
                         _ => return Err(Error::AccessViolation { address: a, access: kind }),
@@ -1142,8 +1148,11 @@ impl<B: Backend> AddressSpace<B> {
                 PageState::Committed(p) if !p.allows(kind) => {
                     return Err(Error::AccessViolation { address: a, access: kind })
                 }
-                PageState::Committed(_) => a = run.end.min(end),
+                PageState::Committed(_) => a = run.end.min(stop),
             }
+        }
+        if wraps || end > top {
+            return Err(Error::AccessViolation { address: address.max(top), access: kind });
         }
         Ok(None)
     }

@@ -3,7 +3,7 @@
 
 use crate::backend_tests;
 use crate::common::*;
-use virtmem::{MemState, MemType, Protection, WriteWatchFlags};
+use virtmem::{AccessKind, Error, MemState, MemType, Protection, WriteWatchFlags};
 
 backend_tests! {
     /// A reservation of fewer than 16 pages blocks the rest of its 64 KiB granule: no
@@ -154,6 +154,35 @@ backend_tests! {
         }
         // The write-watch state is untouched too: the written page is still dirty.
         assert_eq!(fx.space.get_write_watch(WriteWatchFlags::empty(), ww, 4 * P, 16), Ok(vec![ww]));
+    }
+
+    /// Only committed, accessible pages may be touched: nothing lies at or above the top
+    /// of the user range, so an access there faults, also one that starts at the last
+    /// address (`usize::MAX`, where the access's end does not fit in a `usize`: such a
+    /// read and write had succeeded, storing the bytes) or that runs off the top from a
+    /// committed page below it; the fault names the first byte that may not be touched.
+    fn accesses_at_or_past_the_top_of_the_space_fault(fx: &Fx) {
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let av = |address: usize, access: AccessKind| Err(Error::AccessViolation { address, access });
+        let mut two = [0u8; 2];
+        for at in [usize::MAX, usize::MAX - 1, top, top + P] {
+            assert_eq!(fx.space.write(at, &[1, 2]), av(at, AccessKind::Write), "write at {at:#x}");
+            assert_eq!(fx.space.read(at, &mut two), av(at, AccessKind::Read), "read at {at:#x}");
+            assert_eq!(fx.space.execute(at, &mut two), av(at, AccessKind::Execute), "execute at {at:#x}");
+        }
+        // Wrapping past the last address from the free page just below it.
+        assert_eq!(fx.space.read(usize::MAX - 1, &mut [0u8; 4]), av(usize::MAX - 1, AccessKind::Read));
+        // From the last committed page of the space across its top.
+        let last = top - G;
+        let placed = fx.alloc(last, G, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE).is_ok();
+        // (On Linux the top of the user range may hold the stack or another mapping.)
+        assert!(placed || fx.kind != Kind::Sim, "the simulated space's last granule is free");
+        if placed {
+            fx.write(top - 4, &[9; 4]);
+            assert_eq!(fx.space.write(top - 2, &[1; 4]), av(top, AccessKind::Write));
+            assert_eq!(fx.space.read(top - 2, &mut [0u8; 4]), av(top, AccessKind::Read));
+            assert_eq!(fx.read_vec(top - 4, 4), vec![9; 4], "the failed write wrote nothing");
+        }
     }
 }
 
