@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use smallvec::{smallvec, SmallVec};
 
-use crate::backend::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, GRANT_PAGES};
+use crate::backend::{Access, Backend, BackendError, ForeignRegion, Grant, Limits, ReserveOptions, GRANT_PAGES};
 use crate::error::{Error, Result};
 use crate::flags::{
     AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
@@ -828,7 +828,14 @@ impl<B: Backend> AddressSpace<B> {
             protect: Protection::NOACCESS,
             mem_type: None,
         };
-        match self.backend.foreign(page, limit) {
+        // (A backend reports page-aligned mappings; one that does not is read as covering
+        // the pages it touches, so that a walk of the regions always moves on.)
+        let foreign = self.backend.foreign(page, limit).map(|f| ForeignRegion {
+            start: rules::round_down(f.start, PAGE),
+            end: rules::round_up(f.end, PAGE).unwrap_or(limit).max(page + PAGE),
+            ..f
+        });
+        match foreign {
             None => Ok(free(limit)),
             Some(f) if f.start > page => Ok(free(f.start.min(limit))),
             Some(f) => {
@@ -865,7 +872,8 @@ impl<B: Backend> AddressSpace<B> {
         let mut addr = 0;
         while addr < self.limits.end_address {
             match self.query(addr) {
-                Ok(m) if m.region_size > 0 => {
+                // (Each region starts at or before `addr` and ends after it.)
+                Ok(m) if m.base_address + m.region_size > addr => {
                     addr = m.base_address + m.region_size;
                     out.push(m);
                 }

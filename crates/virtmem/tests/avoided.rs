@@ -162,3 +162,29 @@ fn a_reserve_at_an_address_still_works_over_an_avoided_range() {
     s.backend().unmap(GRANULE);
     assert_eq!(s.alloc(GRANULE, GRANULE, T::RESERVE, P::READWRITE), Ok(GRANULE));
 }
+
+/// A backend is to report page-aligned foreign mappings; one that does not (the CLI's
+/// replay placed a hand-edited Wine view at 0x10001..0x10002) is read as covering the
+/// pages it touches: a query there reports the whole page, and a walk of the regions
+/// ends (it had looped forever, growing its list: each query rounded the address down to
+/// the page and found a one-byte region that led back into the same page).
+#[test]
+fn an_unaligned_foreign_mapping_is_read_as_whole_pages_and_walks_end() {
+    let s = AddressSpace::with_backend(Crowded::with_space(1 << 32));
+    s.backend().map(0x10001..0x10002);
+    let m = s.query(0x10000).unwrap();
+    assert_eq!((m.base_address, m.region_size, m.state), (0x10000, 0x1000, MemState::Commit));
+    let below = s.query(0x1000).unwrap();
+    assert_eq!((below.base_address, below.region_size, below.state), (0x1000, 0xF000, MemState::Free));
+    let regions = s.regions();
+    let spans: Vec<(usize, usize, MemState)> =
+        regions.iter().map(|m| (m.base_address, m.region_size, m.state)).collect();
+    assert_eq!(
+        spans,
+        vec![
+            (0, 0x10000, MemState::Free),
+            (0x10000, 0x1000, MemState::Commit),
+            (0x11000, (1 << 32) - 0x11000, MemState::Free)
+        ]
+    );
+}
