@@ -1,0 +1,81 @@
+//! Review (review2) tests of the host memory manager against
+//! shared/spec/host-memory-manager.md. Each test fails today and shows one defect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, Lifecycle, MallocType};
+use virtmem::{AllocationType, Protection, SimSpace};
+
+mod host_util;
+use host_util::host;
+
+const P: usize = 4096;
+const TASK: CriticalLevel = CriticalLevel::Task;
+const PROCESS: CriticalLevel = CriticalLevel::Process;
+const COMMIT: AllocationType = AllocationType::COMMIT;
+const RW: Protection = Protection::READWRITE;
+
+/// Spec, IHostMalloc: "Alloc(size, critical_level, &mem) | heap allocation under the
+/// budget; E_OUTOFMEMORY and `*mem` NULL when refused". A size the heap cannot serve is
+/// refused as out of memory (sizes over isize::MAX already are, see host_heap.rs); sizes
+/// between the size of the address space and isize::MAX come back E_INVALIDARG instead,
+/// the heap's internal VirtualAlloc argument error leaking out (the caller's size is a
+/// perfectly valid SIZE_T).
+#[test]
+fn heap_alloc_of_more_than_the_address_space_is_out_of_memory_not_invalid_arg() {
+    let (space, m) = host(1 << 20);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    // For reference: these are E_OUTOFMEMORY today.
+    assert_eq!(heap.alloc(isize::MAX as usize + 1, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(heap.alloc(usize::MAX - 10, TASK), Err(HostError::OutOfMemory));
+    let top = space.system_info().maximum_application_address;
+    for size in [top, 1 << 47, 1 << 50, isize::MAX as usize - (P - 1)] {
+        assert_eq!(heap.alloc(size, TASK), Err(HostError::OutOfMemory), "Alloc({size:#x})");
+        assert_eq!(heap.debug_alloc(size, TASK, "f.c", 1), Err(HostError::OutOfMemory), "DebugAlloc({size:#x})");
+    }
+    assert_eq!(m.stats().budget.used, 0);
+}
+
+/// Spec: "AcquiredVirtualAddressSpace(address, size) | the runtime mapped a view outside
+/// VirtualAlloc: count it against the budget". The overlap check compares the new view's
+/// page-rounded end with the old view's byte end, so two views that share one page are
+/// accepted in one order (and that page is charged twice: 8 KiB for 4 KiB of views) and
+/// refused (E_INVALIDARG) in the other.
+#[test]
+fn two_views_sharing_a_page_get_the_same_answer_in_either_order() {
+    let v = 0x6000_0000_0000usize;
+    let (low, high) = ((v, 0x100), (v + 0x800, 0x100)); // bytes disjoint, same page
+    let announce = |first: (usize, usize), second: (usize, usize)| {
+        let (_s, m) = host(16 * P);
+        let a = m.acquired_virtual_address_space(first.0, first.1);
+        let b = m.acquired_virtual_address_space(second.0, second.1);
+        (a, b, m.stats().budget.views)
+    };
+    let (a1, b1, charged1) = announce(low, high);
+    let (a2, b2, charged2) = announce(high, low);
+    assert_eq!(a1, Ok(()));
+    assert_eq!(a2, Ok(()));
+    assert_eq!(b1, b2, "low-then-high gives {b1:?} (charged {charged1}), high-then-low {b2:?} (charged {charged2})");
+    assert!(charged1 <= P, "one page of views charged {charged1} bytes");
+}
+
+/// Spec: "eProcessCritical 2 (a failure disables the runtime: it then answers
+/// HOST_E_CLRNOTAVAILABLE to everything)" and "E_OUTOFMEMORY | the request cannot be
+/// satisfied now (budget or OS)". With `disable_on_process_critical_failure(true)` a
+/// process-critical request refused by the budget disables the manager
+/// (host_manager.rs::process_critical_failure_can_disable_the_manager), but one refused by
+/// the OS (the space's commit limit: E_OUTOFMEMORY) leaves it running.
+#[test]
+fn a_process_critical_failure_from_the_os_disables_the_manager_when_configured() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space.clone(), 64 * P)
+        .process_critical_timeout(Duration::from_millis(10))
+        .disable_on_process_critical_failure(true)
+        .build_started()
+        .unwrap();
+    space.set_commit_limit(Some(2 * P));
+    assert_eq!(m.virtual_alloc(0, 3 * P, COMMIT, RW, PROCESS), Err(HostError::OutOfMemory));
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled, "a failed process-critical request disables the runtime");
+    assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+}
