@@ -1041,7 +1041,8 @@ HRESULT VirtmemHostGetStats(struct IHostMemoryManager *host, struct VIRTMEM_HOST
 /**
  * The leak report of a heap: its live `DebugAlloc` blocks, by address. Writes up to
  * `capacity` of them to `buffer` (which may be NULL when `capacity` is 0) and the total
- * number to `*count`. `E_POINTER` for a NULL `count`.
+ * number to `*count`. `E_POINTER` for a NULL `count`, or for a NULL or unwritable
+ * `buffer` that must hold a record (`*count` is then 0).
  */
 HRESULT VirtmemHostMallocLeaks(struct IHostMalloc *malloc, struct VIRTMEM_HOST_LEAK *buffer, SIZE_T capacity, SIZE_T *count);
 

@@ -8,7 +8,9 @@
 //! Objects are reference counted (`AddRef`/`Release`); the factories return them with one
 //! reference. Methods return an `HRESULT` (`S_OK` is success) and never let a panic into C
 //! (an internal error is `E_FAIL`). A NULL or unwritable out-pointer is `E_POINTER`, and an
-//! out-pointer that can be written gets NULL / 0 on failure.
+//! out-pointer that can be written gets NULL / 0 on failure, with one exception that
+//! follows Windows: a failed `VirtualProtect` stores in `*pflOldProtect` what Windows
+//! stores there (`PAGE_NOACCESS` for a range holding reserved pages), or nothing.
 //!
 //! Factories: [`VirtmemCreateHostMemoryManager`] (a started manager over this process's
 //! real memory, default policy) and [`VirtmemCreateHostMemoryManagerEx`] (every setting,
@@ -630,7 +632,12 @@ unsafe extern "C" fn mgr_virtual_query(
     // Never waits for another thread and allocates nothing (no probe: the writes are checked).
     // SAFETY: the COM contract.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
-        if pResult.is_null() || lpBuffer.is_null() {
+        if pResult.is_null() {
+            return Err(HostError::Pointer);
+        }
+        // From here on every failure leaves 0 in `*pResult` (nothing written).
+        if lpBuffer.is_null() {
+            put(pResult, 0)?;
             return Err(HostError::Pointer);
         }
         if dwLength < size_of::<MEMORY_BASIC_INFORMATION>() {
@@ -639,8 +646,10 @@ unsafe extern "C" fn mgr_virtual_query(
         }
         match obj.mgr.virtual_query(lpAddress as usize) {
             Ok(info) => {
-                uaccess::write_bytes(lpBuffer as usize, &MEMORY_BASIC_INFORMATION::from(info).to_bytes())
-                    .map_err(|_| HostError::Pointer)?;
+                if uaccess::write_bytes(lpBuffer as usize, &MEMORY_BASIC_INFORMATION::from(info).to_bytes()).is_err() {
+                    put(pResult, 0)?;
+                    return Err(HostError::Pointer);
+                }
                 put(pResult, size_of::<MEMORY_BASIC_INFORMATION>())
             }
             Err(e) => {
@@ -682,7 +691,11 @@ unsafe extern "C" fn mgr_get_memory_load(
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(pMemoryLoad)?;
         writable(pAvailableBytes)?;
-        let load = obj.mgr.memory_load()?;
+        let load = obj.mgr.memory_load().inspect_err(|_| {
+            // Both out-pointers are writable (checked above): 0 on failure.
+            let _ = put(pMemoryLoad, 0);
+            let _ = put(pAvailableBytes, 0);
+        })?;
         put(pMemoryLoad, load.percent)?;
         put(pAvailableBytes, load.available)
     })
@@ -1116,7 +1129,8 @@ pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stat
 
 /// The leak report of a heap: its live `DebugAlloc` blocks, by address. Writes up to
 /// `capacity` of them to `buffer` (which may be NULL when `capacity` is 0) and the total
-/// number to `*count`. `E_POINTER` for a NULL `count`.
+/// number to `*count`. `E_POINTER` for a NULL `count`, or for a NULL or unwritable
+/// `buffer` that must hold a record (`*count` is then 0).
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostMallocLeaks(
     malloc: *mut IHostMalloc,
@@ -1140,7 +1154,11 @@ pub unsafe extern "C" fn VirtmemHostMallocLeaks(
                 Reserved: 0,
                 File: file,
             };
-            put(buffer.wrapping_add(i), rec)?;
+            if let Err(e) = put(buffer.wrapping_add(i), rec) {
+                // A NULL or unwritable `buffer` (with room claimed): `*count` says 0.
+                put(count, 0)?;
+                return Err(e);
+            }
         }
         put(count, leaks.len())
     })
@@ -1278,6 +1296,48 @@ mod tests {
             assert!(b.is_null());
             assert_eq!((mv.Release)(m), 0);
             assert_eq!((v.Release)(h), 1);
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+
+    /// The module's promise: an out-pointer that can be written gets 0 on failure. A
+    /// manager that is not started answers `HOST_E_CLRNOTAVAILABLE` and zeroes both of
+    /// `GetMemoryLoad`'s (a caller ignoring the HRESULT must not read its old values as
+    /// a load).
+    #[test]
+    fn get_memory_load_zeroes_its_out_pointers_on_failure() {
+        let mut c = config_defaults(1 << 20);
+        c.dwFlags = VIRTMEM_HOST_SIMULATED | VIRTMEM_HOST_NOT_STARTED;
+        let mut h = std::ptr::null_mut();
+        // SAFETY: valid config and out-pointer.
+        assert_eq!(unsafe { VirtmemCreateHostMemoryManagerEx(&c, &mut h) }, S_OK);
+        // SAFETY: `h` is a live manager object; valid out-pointers.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let (mut load, mut avail): (DWORD, SIZE_T) = (77, 77);
+            assert_eq!((v.GetMemoryLoad)(h, &mut load, &mut avail), HOST_E_CLRNOTAVAILABLE);
+            assert_eq!((load, avail), (0, 0), "writable out-pointers get 0 on failure");
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+
+    /// `VirtualQuery`'s `*pResult` is the bytes written (48) or 0: 0 when `lpBuffer` is
+    /// NULL or cannot be written (`E_POINTER`).
+    #[test]
+    fn virtual_query_with_a_bad_buffer_sets_the_result_to_zero() {
+        let h = simulated(1 << 20);
+        // SAFETY: `h` is a live manager object; valid pointers except the buffers under test.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let mut mem = std::ptr::null_mut();
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, PAGE_READWRITE, 0, &mut mem), S_OK);
+            let mut n: SIZE_T = 77;
+            assert_eq!((v.VirtualQuery)(h, mem, std::ptr::null_mut(), 48, &mut n), E_POINTER);
+            assert_eq!(n, 0, "NULL lpBuffer");
+            let mut n: SIZE_T = 77;
+            let read_only = &IID_IUnknown as *const IID as *mut c_void;
+            assert_eq!((v.VirtualQuery)(h, mem, read_only, 48, &mut n), E_POINTER);
+            assert_eq!(n, 0, "unwritable lpBuffer");
             assert_eq!((v.Release)(h), 0);
         }
     }

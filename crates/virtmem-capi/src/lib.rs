@@ -51,6 +51,3 @@ pub use types::*;
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod review_tests;

@@ -740,6 +740,8 @@ impl Heap {
     }
 
     fn alloc_large(&self, size: usize, level: CriticalLevel) -> HostResult<usize> {
+        // (Sizes past `isize::MAX` are refused here; those past the space's user range by
+        // the space, see `too_big`.)
         let bytes = round_up(size, PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
         let me = self.my_shard();
         let (p, bytes) = match self.take_cached(me, bytes) {
@@ -747,9 +749,9 @@ impl Heap {
             None => {
                 let actor = self.mgr.heap_actor();
                 let ty = AllocationType::RESERVE | AllocationType::COMMIT;
-                let p = match self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level) {
+                let p = match self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level).map_err(too_big) {
                     Err(HostError::OutOfMemory) if self.flush_cache()? => {
-                        self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level)?
+                        self.mgr.alloc_as(actor, 0, bytes, ty, self.protect, level).map_err(too_big)?
                     }
                     other => other?,
                 };
@@ -805,8 +807,10 @@ impl Heap {
         let bytes = round_up(size.max(1), PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
         let span = bytes.checked_add(align - crate::rules::GRANULE).ok_or(HostError::OutOfMemory)?;
         let actor = self.mgr.heap_actor();
-        let reservation =
-            self.mgr.alloc_as(actor, 0, span, AllocationType::RESERVE, self.protect, CriticalLevel::Task)?;
+        let reservation = self
+            .mgr
+            .alloc_as(actor, 0, span, AllocationType::RESERVE, self.protect, CriticalLevel::Task)
+            .map_err(too_big)?;
         let p = round_up(reservation, align).ok_or(HostError::OutOfMemory)?;
         if let Err(e) = self.mgr.alloc_as(actor, p, bytes, AllocationType::COMMIT, self.protect, level) {
             // Keep the first failure: a release the space contradicts only disables what
@@ -1112,6 +1116,17 @@ impl Drop for Heap {
         for seg in &self.pool.get_mut().segments {
             let _ = self.mgr.free_as(actor, seg.reservation, 0, FreeType::RELEASE);
         }
+    }
+}
+
+/// The error of a heap's own `VirtualAlloc` for a block: the heap passes valid arguments
+/// but the size, so an invalid argument means a size larger than the space's user range,
+/// which the heap's caller hears as `E_OUTOFMEMORY` (as for sizes past `isize::MAX`): the
+/// request is valid, the memory is not there.
+fn too_big(e: HostError) -> HostError {
+    match e {
+        HostError::InvalidArg => HostError::OutOfMemory,
+        other => other,
     }
 }
 

@@ -257,9 +257,12 @@ impl HostBuilder {
         self
     }
 
-    /// Whether a failed process-critical request (over every reserve, after its wait)
-    /// disables the manager, as the runtime disables itself after such a failure: the
-    /// request gets its error and every later call `HOST_E_CLRNOTAVAILABLE`. Default: no.
+    /// Whether a process-critical request refused for want of memory (by the budget,
+    /// over every reserve and after its wait, or by the OS: out of memory, the space's
+    /// commit limit) disables the manager, as the runtime disables itself after such a
+    /// failure: the request gets its error and every later call
+    /// `HOST_E_CLRNOTAVAILABLE`. A request refused for a bad argument or address does
+    /// not. Default: no.
     pub fn disable_on_process_critical_failure(mut self, yes: bool) -> Self {
         self.disable_on_process_failure = yes;
         self
@@ -506,7 +509,9 @@ impl HostMemoryManager {
         level == CriticalLevel::Process && !self.shared.budget.policy().process_wait.is_zero()
     }
 
-    /// A request of `level` was refused for good.
+    /// A request of `level` was refused for good: with `disable_on_process_failure`, a
+    /// process-critical one refused for want of memory (`E_OUTOFMEMORY`, or
+    /// `HOST_E_TIMEOUT` after its wait) disables the manager.
     fn refused(&self, level: CriticalLevel, e: HostError) -> HostError {
         if level == CriticalLevel::Process
             && self.shared.disable_on_process_failure
@@ -681,7 +686,9 @@ impl HostMemoryManager {
             Ok(base) => self.register(actor, base, rsize, charge),
             Err(e) => {
                 self.shared.budget.refund(actor.tenant, actor.kind(), charge);
-                Err(e.into())
+                // Refused by the OS (out of memory, the commit limit): as final as the
+                // budget's refusal.
+                Err(self.refused(level, e.into()))
             }
         };
         self.shared.budget.notify();
@@ -792,7 +799,7 @@ impl HostMemoryManager {
                     break self.reflect(&region, range.clone()).map(|()| p);
                 }
                 Err(Error::InvalidAddress) => break Err(self.inconsistent()),
-                Err(e) => break Err(e.into()),
+                Err(e) => break Err(self.refused(level, e.into())),
             }
         };
         budget.refund(actor.tenant, actor.kind(), prepaid);
@@ -1040,7 +1047,8 @@ impl HostMemoryManager {
     /// `size` bytes at `address` outside `VirtualAlloc`. Its pages count against the
     /// budget from now on (the view exists already, so it is charged even over the
     /// budget; later requests feel it). `E_INVALIDARG` for a NULL address, a zero size, a
-    /// wrapping range or an overlap with a view already announced.
+    /// wrapping range or a page shared with a view already announced (views are mapped
+    /// and charged by the page).
     pub fn acquired_virtual_address_space(&self, address: usize, size: usize) -> HostResult<()> {
         let _g = enter();
         self.check()?;
@@ -1050,8 +1058,11 @@ impl HostMemoryManager {
         let span = rules::page_span(address, size)?;
         {
             let mut views = self.shared.views.lock();
-            // The last view starting before our end overlaps us iff it ends after our start.
-            if views.range(..span.end).next_back().is_some_and(|(_, v)| v.end > address) {
+            // Views are charged (and mapped) by the page: the last view starting before
+            // our last page's end overlaps us iff its last page ends after our first
+            // page's start. (Two views sharing a page would be charged twice for it.)
+            let page_end = |end: usize| rules::round_up(end, rules::PAGE).unwrap_or(usize::MAX);
+            if views.range(..span.end).next_back().is_some_and(|(_, v)| page_end(v.end) > span.start) {
                 return Err(HostError::InvalidArg);
             }
             views.insert(address, View { end: address + size, tenant: self.tenant });

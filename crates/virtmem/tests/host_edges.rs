@@ -1,5 +1,5 @@
-//! Review (review2) tests of the host memory manager against
-//! shared/spec/host-memory-manager.md. Each test fails today and shows one defect.
+//! Edge cases of the host memory manager against `shared/spec/host-memory-manager.md`
+//! (each was answered wrongly once, found by an independent review).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +18,9 @@ const RW: Protection = Protection::READWRITE;
 
 /// Spec, IHostMalloc: "Alloc(size, critical_level, &mem) | heap allocation under the
 /// budget; E_OUTOFMEMORY and `*mem` NULL when refused". A size the heap cannot serve is
-/// refused as out of memory (sizes over isize::MAX already are, see host_heap.rs); sizes
-/// between the size of the address space and isize::MAX come back E_INVALIDARG instead,
-/// the heap's internal VirtualAlloc argument error leaking out (the caller's size is a
-/// perfectly valid SIZE_T).
+/// refused as out of memory, whether it is past isize::MAX or only past the space's user
+/// range (those sizes had come back E_INVALIDARG: the heap's own VirtualAlloc argument
+/// error; the caller's size is a valid SIZE_T).
 #[test]
 fn heap_alloc_of_more_than_the_address_space_is_out_of_memory_not_invalid_arg() {
     let (space, m) = host(1 << 20);
@@ -38,10 +37,9 @@ fn heap_alloc_of_more_than_the_address_space_is_out_of_memory_not_invalid_arg() 
 }
 
 /// Spec: "AcquiredVirtualAddressSpace(address, size) | the runtime mapped a view outside
-/// VirtualAlloc: count it against the budget". The overlap check compares the new view's
-/// page-rounded end with the old view's byte end, so two views that share one page are
-/// accepted in one order (and that page is charged twice: 8 KiB for 4 KiB of views) and
-/// refused (E_INVALIDARG) in the other.
+/// VirtualAlloc: count it against the budget". Views are charged by the page, so a view
+/// sharing a page with one already announced is refused (E_INVALIDARG) in either order
+/// (it had been accepted in one order, and the page charged twice, and refused in the other).
 #[test]
 fn two_views_sharing_a_page_get_the_same_answer_in_either_order() {
     let v = 0x6000_0000_0000usize;
@@ -63,9 +61,9 @@ fn two_views_sharing_a_page_get_the_same_answer_in_either_order() {
 /// Spec: "eProcessCritical 2 (a failure disables the runtime: it then answers
 /// HOST_E_CLRNOTAVAILABLE to everything)" and "E_OUTOFMEMORY | the request cannot be
 /// satisfied now (budget or OS)". With `disable_on_process_critical_failure(true)` a
-/// process-critical request refused by the budget disables the manager
-/// (host_manager.rs::process_critical_failure_can_disable_the_manager), but one refused by
-/// the OS (the space's commit limit: E_OUTOFMEMORY) leaves it running.
+/// process-critical request refused by the OS (the space's commit limit: E_OUTOFMEMORY)
+/// disables the manager, as one refused by the budget does
+/// (host_manager.rs::process_critical_failure_can_disable_the_manager).
 #[test]
 fn a_process_critical_failure_from_the_os_disables_the_manager_when_configured() {
     let space = Arc::new(SimSpace::simulated());
@@ -75,7 +73,29 @@ fn a_process_critical_failure_from_the_os_disables_the_manager_when_configured()
         .build_started()
         .unwrap();
     space.set_commit_limit(Some(2 * P));
+    // Refusals that are not for want of memory, or of a lesser level, leave it running.
+    assert_eq!(m.virtual_alloc(0, 3 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(m.virtual_alloc(0, 0, COMMIT, RW, PROCESS), Err(HostError::InvalidArg));
+    assert_eq!(m.lifecycle(), Lifecycle::Running);
     assert_eq!(m.virtual_alloc(0, 3 * P, COMMIT, RW, PROCESS), Err(HostError::OutOfMemory));
     assert_eq!(m.lifecycle(), Lifecycle::Disabled, "a failed process-critical request disables the runtime");
     assert_eq!(m.memory_load(), Err(HostError::ClrNotAvailable));
+}
+
+/// The same through a heap: its process-critical Alloc refused by the OS disables the
+/// manager when so configured.
+#[test]
+fn a_heap_process_critical_failure_from_the_os_disables_the_manager_when_configured() {
+    let space = Arc::new(SimSpace::simulated());
+    let m = HostMemoryManager::builder(space.clone(), 1 << 30)
+        .process_critical_timeout(Duration::from_millis(10))
+        .disable_on_process_critical_failure(true)
+        .build_started()
+        .unwrap();
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    space.set_commit_limit(Some(space.committed_bytes() + 4 * P));
+    assert_eq!(heap.alloc(1 << 20, TASK), Err(HostError::OutOfMemory));
+    assert_eq!(m.lifecycle(), Lifecycle::Running);
+    assert_eq!(heap.alloc(1 << 20, PROCESS), Err(HostError::OutOfMemory));
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
 }
