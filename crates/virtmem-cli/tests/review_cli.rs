@@ -1,0 +1,229 @@
+//! Review findings (review4): failing tests for defects of the `virtmem` command a user
+//! meets, each against what docs/script.md, `--help` or the Win32 spec says.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn virtmem() -> Command {
+    let mut c = Command::cargo_bin("virtmem").expect("binary");
+    c.current_dir(root());
+    c.timeout(Duration::from_secs(60));
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("virtmem-review4-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn out_of(o: std::process::Output) -> Out {
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!out.stderr.contains("panicked"), "the binary panicked: {}", out.stderr);
+    out
+}
+
+fn run(cmd: &mut Command) -> Out {
+    out_of(cmd.output().expect("runs"))
+}
+
+fn script(name: &str, text: &[u8]) -> PathBuf {
+    let p = tmp(name);
+    std::fs::write(&p, text).expect("write script");
+    p
+}
+
+/// docs/script.md: `read` is "a checked CPU load (≤ 1 MiB) | the bytes, or the exception
+/// (`STATUS_ACCESS_VIOLATION`, ...)"; the spec: every page is free, reserved or committed
+/// and only committed, accessible pages may be touched. In a fresh simulated space nothing
+/// is allocated, yet an access at 0xFFFFFFFFFFFFFFFF (any length) succeeds and the bytes
+/// written there read back: the engine's range check saturates `address + len` at
+/// `SIZE_MAX` and so checks nothing when the access starts there.
+#[test]
+fn an_access_at_the_last_address_of_an_empty_space_faults() {
+    let p = script(
+        "top.vms",
+        b"write SIZE_MAX, 1, 2\nexpect STATUS_ACCESS_VIOLATION\nread SIZE_MAX, 2\nexpect STATUS_ACCESS_VIOLATION\nexec SIZE_MAX, 2\nexpect STATUS_ACCESS_VIOLATION\nfill SIZE_MAX, 3, 7\nexpect STATUS_ACCESS_VIOLATION\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p));
+    assert!(!o.stdout.contains("byte(s) written"), "a store into free memory succeeded:\n{}", o.stdout);
+    assert!(!o.stdout.contains("= 01 02"), "a load from free memory succeeded:\n{}", o.stdout);
+    assert!(!o.stdout.contains("fetched"), "an instruction fetch from free memory succeeded:\n{}", o.stdout);
+    assert_eq!(o.code, 0, "every access faults:\n{}", o.stdout);
+}
+
+/// docs/script.md: Wine's log "is read best effort"; a malformed input must be an error
+/// or be skipped, not crash. A view dump whose addresses are not page-aligned (one line
+/// edited by hand) makes `replay` walk the space forever, growing a vector until memory
+/// runs out (on this machine it took 24 GB before the OOM killer stopped it). The run is
+/// held to 2 GB of address space here so that it aborts instead.
+#[test]
+fn an_unaligned_wine_view_does_not_exhaust_memory() {
+    let log = tmp("unaligned.log");
+    std::fs::write(
+        &log,
+        "0108:trace:virtual:dump_view View: 0x10001 - 0x10002 (file)\n\
+         0108:trace:virtual:dump_view       0x10001 - 0x10002 c-r--\n",
+    )
+    .expect("log");
+    let bin = assert_cmd::cargo::cargo_bin("virtmem");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -v 2000000 && exec \"$0\" replay \"$1\"")
+        .arg(&bin)
+        .arg(&log)
+        .timeout(Duration::from_secs(60));
+    let o = run(&mut cmd);
+    assert!(
+        matches!(o.code, 0..=2),
+        "replay of a 2-line log died (exit {}): {}",
+        o.code,
+        &o.stderr[..o.stderr.len().min(400)]
+    );
+}
+
+/// docs/script.md: "`--trace` records every Win32 call in virtmem's trace format", and
+/// "GetWriteWatch, ResetWriteWatch, VirtualLock and VirtualUnlock have no Ex form and
+/// always act on process 0"; in Ex mode `read`/`write` "act like ReadProcessMemory /
+/// WriteProcessMemory" (the output names them so), and the trace format has records for
+/// both (`virtmem::trace`: "`ReadProcessMemory`, `WriteProcessMemory` | process address
+/// buffer size done_ptr"). Under `process 2` the ReadProcessMemory / WriteProcessMemory
+/// calls are not recorded; under `process null` the VirtualLock, VirtualUnlock and
+/// ResetWriteWatch calls made (successfully) on process 0 are not recorded either.
+#[test]
+fn run_trace_records_every_call_it_reports() {
+    let t = tmp("every.vmt");
+    let _ = std::fs::remove_file(&t);
+    let p = script(
+        "every.vms",
+        b"p = alloc 0, 1M, reserve|commit|write_watch, rw\nprocess null\nlock p, 4K\nunlock p, 4K\nresetwritewatch p, 1M\nprocess 2\nq = alloc 0, 64K, commit, rw\nwrite q, 1, 2\nread q, 2\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p).arg("--trace").arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    for shown in
+        ["VirtualLock(0x10000, 0x1000) = TRUE", "WriteProcessMemory(2, 0x10000", "ReadProcessMemory(2, 0x10000"]
+    {
+        assert!(o.stdout.contains(shown), "{shown}: {}", o.stdout);
+    }
+    let text = std::fs::read_to_string(&t).expect("trace written");
+    let missing: Vec<&str> = [
+        "VirtualLock 0x10000 0x1000",
+        "VirtualUnlock 0x10000 0x1000",
+        "ResetWriteWatch 0x10000 0x100000",
+        "WriteProcessMemory 0x2 0x10000",
+        "ReadProcessMemory 0x2 0x10000",
+    ]
+    .into_iter()
+    .filter(|want| !text.contains(want))
+    .collect();
+    assert!(missing.is_empty(), "the trace lacks {missing:?}:\n{text}");
+}
+
+/// `expect CODE` "checks the last call's outcome"; ERROR_SUCCESS (0) is the code of a
+/// successful call (the trace format itself records `err=0` after a success). After a
+/// successful alloc, `expect 0` and `expect ERROR_SUCCESS` fail, printing the
+/// self-contradictory "expected ERROR_SUCCESS (0), got success", and the run exits 1.
+#[test]
+fn expect_error_success_holds_after_a_success() {
+    for want in ["0", "ERROR_SUCCESS"] {
+        let p = script("succ.vms", format!("alloc 0, 64K, commit, rw\nexpect {want}\n").as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 0, "expect {want}: {}", o.stdout);
+    }
+}
+
+/// docs/script.md: "A statement is a command and its arguments, separated by commas,
+/// optionally in parentheses (`alloc(0, 4K, commit, rw)`)". It works for alloc, echo,
+/// exit, commitlimit and map(); `process(1)` and `expect(ok)` are refused as usage errors
+/// (exit 2).
+#[test]
+fn every_command_takes_its_arguments_in_parentheses() {
+    let p = script(
+        "parens.vms",
+        b"alloc(0, 64K, commit, rw)\nexpect(ok)\nprocess(1)\nalloc(0, 64K, commit, rw)\nprocess(off)\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("VirtualAllocEx(1, NULL, 0x10000"), "{}", o.stdout);
+}
+
+/// docs/script.md, the `\x` escape: strings are written `"text\n\x00"`; the lexer's error
+/// says "`\x` needs two hex digits, like \x41". `"\x+1"` is not two hex digits, yet it is
+/// accepted as byte 0x01 (`u8::from_str_radix` takes a leading `+`).
+#[test]
+fn a_hex_escape_needs_two_hex_digits() {
+    let p = script("plus.vms", b"echo \"\\x+1\"\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 2, "accepted: stdout {:?}", o.stdout);
+    assert!(o.stderr.contains("needs two hex digits"), "{}", o.stderr);
+}
+
+/// docs/script.md's command table: "`stats`, `sysinfo` | | totals and fragmentation;
+/// `GetSystemInfo`". `stats` prints totals, page runs, the largest free block and the
+/// free gaps, but no fragmentation figure (replay prints one: "fragmentation 33.33%").
+#[test]
+fn stats_reports_fragmentation() {
+    let p = script(
+        "frag.vms",
+        b"alloc 0x10000, 64K, reserve, rw\nalloc 0x30000, 64K, reserve, rw\nalloc 0x60000, 64K, reserve, rw\nstats\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let line = o.stdout.lines().find(|l| l.starts_with("reserved ")).expect("stats line");
+    assert!(line.contains("fragmentation"), "no fragmentation in `{line}`");
+}
+
+/// README: the simulated space is "deterministic (same calls, same addresses)", and
+/// docs/script.md says examples/traces/gc-heap.vmt was "recorded by `virtmem run --trace`
+/// from examples/scripts/gc-heap.vms". Recording the same script twice on the simulated
+/// space gives two different traces, since VirtualQuery / VirtualProtect / GetWriteWatch
+/// records carry the address of the CLI's own stack buffer (0x7ffe...), which ASLR moves
+/// from run to run: a shipped trace cannot be regenerated byte for byte.
+#[test]
+fn run_trace_of_the_simulated_space_is_reproducible() {
+    let (a, b) = (tmp("rep-a.vmt"), tmp("rep-b.vmt"));
+    for t in [&a, &b] {
+        let _ = std::fs::remove_file(t);
+        let o = run(virtmem().args(["run", "examples/scripts/gc-heap.vms", "--trace"]).arg(t));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let (ta, tb) = (std::fs::read_to_string(&a).expect("a"), std::fs::read_to_string(&b).expect("b"));
+    let first = ta.lines().zip(tb.lines()).find(|(x, y)| x != y);
+    assert!(first.is_none(), "two recordings differ: {first:?}");
+}
+
+/// At the prompt a line whose call fails to run (a 33-bit flag value: "flags are 32-bit
+/// values") still declares its variable: the next line's `echo p` prints 0x0 and
+/// `free p, 0, release` calls VirtualFree(NULL...) instead of reporting
+/// "unknown variable `p`" as it would for a variable never assigned.
+#[test]
+fn a_variable_whose_line_failed_is_not_silently_zero() {
+    let o = run(virtmem().arg("run").write_stdin("p = alloc 0, 4K, 0x100000000, rw\necho p\n"));
+    assert!(o.stderr.contains("flags are 32-bit values"), "{}", o.stderr);
+    assert!(!o.stdout.contains("0x0"), "p was never assigned, yet it reads as {}", o.stdout);
+}
+
+/// docs/script.md: "`#` starts a comment"; the prompt says "`quit` leaves". At the prompt
+/// `quit # done` is an unknown command, and the lines after it run.
+#[test]
+fn quit_with_a_comment_leaves_the_prompt() {
+    let o = run(virtmem().arg("run").write_stdin("quit # done\necho 1\n"));
+    assert!(!o.stderr.contains("unknown command `quit`"), "{}", o.stderr);
+    assert_eq!(o.stdout, "", "nothing runs after quit");
+}
