@@ -756,15 +756,22 @@ impl Session {
         self.trace = Some(writer);
     }
 
-    /// Trace a call made on the selected process (nothing for a NULL handle).
+    /// Trace a call. A call with an `Ex` form (or `ReadProcessMemory` /
+    /// `WriteProcessMemory`) is recorded on the selected process, and not at all on a NULL
+    /// handle, which the trace format cannot name; a call without one (`GetWriteWatch`,
+    /// `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`) acts on process 0 whatever is
+    /// selected, and is always recorded.
     fn rec<T>(&self, call: TCall, r: &Result<T, Error>, ok: impl FnOnce(&T) -> (u64, Out), fail: u64) {
         let Some(w) = &self.trace else { return };
-        let process = match self.select {
-            Select::Off => None,
-            Select::Null => return,
-            Select::Id(n) => Some(n),
+        let process = if call.has_ex_form() || call.needs_process() {
+            match self.select {
+                Select::Off => None,
+                Select::Null => return,
+                Select::Id(n) => Some(n),
+            }
+        } else {
+            None
         };
-        let process = if call.has_ex_form() { process } else { None };
         let (result, last_error, out) = match r {
             Ok(v) => {
                 let (res, out) = ok(v);
@@ -991,6 +998,11 @@ impl Session {
                 let sig = self.sig(name, &format!("{}, {len:#x}", ptr(addr)));
                 let r = self.target().and_then(|s| s.read(addr, &mut buf)).map_err(|e| rpm_error(ex, e, true));
                 self.report(&sig, &r, |_| dump(&buf));
+                if ex {
+                    let buffer = buf.as_ptr() as usize;
+                    let call = TCall::ReadProcessMemory { address: addr, buffer, size: buf.len(), done: 0 };
+                    self.rec(call, &r, |_| (1, Out::None), 0);
+                }
                 Some(r.map_or(0, |_| buf.iter().take(8).rev().fold(0u64, |v, &b| v << 8 | b as u64)))
             }
             Cmd::Exec => {
@@ -1069,8 +1081,6 @@ impl Session {
                         if pages.len() > 16 { format!(", ... ({} more)", pages.len() - 16) } else { String::new() };
                     format!("{} page(s) written: [{}{more}]", pages.len(), list.join(", "))
                 });
-                let saved = self.select;
-                self.select = Select::Off;
                 let buf = &r as *const _ as usize;
                 let call =
                     TCall::GetWriteWatch { flags, base, size, addresses: buf, count: Some(max), granularity: buf + 8 };
@@ -1080,7 +1090,6 @@ impl Session {
                     |p| (0, Out::WriteWatch { addresses: p.clone(), granularity: 0x1000 }),
                     u32::MAX as u64,
                 );
-                self.select = saved;
                 Some(r.map_or(0, |p| p.len() as u64))
             }
             Cmd::ResetWriteWatch => {
@@ -1198,6 +1207,11 @@ impl Session {
         let r = self.target().and_then(|s| s.write(addr, data)).map_err(|e| rpm_error(ex, e, false));
         let n = data.len();
         self.report(&sig, &r, |_| format!("{n} byte(s) written"));
+        if ex {
+            let buffer = data.as_ptr() as usize;
+            let call = TCall::WriteProcessMemory { address: addr, buffer, size: n, done: 0 };
+            self.rec(call, &r, |_| (1, Out::None), 0);
+        }
     }
 }
 
