@@ -589,7 +589,8 @@ impl Compiler {
         if p.peek().is_some() {
             return Err(p.err("unexpected text after the expected outcome"));
         }
-        Ok(w)
+        // ERROR_SUCCESS (0) is the code of a call that succeeded.
+        Ok(if w == Want::Code(0) { Want::Ok } else { w })
     }
 
     fn check(&self, cmd: Cmd, args: Vec<Arg>, line: usize, end_col: usize) -> Result<Vec<Arg>, ScriptError> {
