@@ -495,18 +495,22 @@ impl Compiler {
             return Err(serr(line, cmd_col, format!("`{name}` has no value to assign")));
         }
         // Optional parentheses around the whole argument list: `alloc(0, 4K, commit, rw)`.
+        // `arglist` takes them off for the commands with ordinary arguments; the commands
+        // parsed specially read what is inside them.
+        let mut inner = parenthesised(&p);
+        let q = inner.as_mut().unwrap_or(&mut p);
         let body = match cmd {
-            Cmd::Process => Body::Process(self.select(&mut p)?),
-            Cmd::Expect => Body::Expect(self.want(&mut p)?),
+            Cmd::Process => Body::Process(self.select(q)?),
+            Cmd::Expect => Body::Expect(self.want(q)?),
             Cmd::CommitLimit => {
-                if let Some(Tok::Ident(w)) = p.peek() {
-                    if w.eq_ignore_ascii_case("none") && p.toks.len() == p.pos + 1 {
+                if let Some(Tok::Ident(w)) = q.peek() {
+                    if w.eq_ignore_ascii_case("none") && q.toks.len() == q.pos + 1 {
                         Body::CommitLimit(None)
                     } else {
-                        Body::CommitLimit(Some(self.one_num(&mut p, cmd)?))
+                        Body::CommitLimit(Some(self.one_num(q, cmd)?))
                     }
                 } else {
-                    Body::CommitLimit(Some(self.one_num(&mut p, cmd)?))
+                    Body::CommitLimit(Some(self.one_num(q, cmd)?))
                 }
             }
             _ => {
@@ -673,6 +677,37 @@ fn num_like(kind: Param) -> Param {
         Param::Data => Param::Num,
         k => k,
     }
+}
+
+/// When the rest of the line is one parenthesised group, `( ... )` with the `(` next and
+/// its matching `)` last, a parser over what is inside it.
+fn parenthesised<'t>(p: &Parser<'t>) -> Option<Parser<'t>> {
+    if p.peek() != Some(&Tok::Sym('(')) {
+        return None;
+    }
+    let last = p.toks.len().checked_sub(1)?;
+    let mut depth = 0usize;
+    for (i, t) in p.toks.iter().enumerate().skip(p.pos) {
+        match t.tok {
+            Tok::Sym('(') => depth += 1,
+            Tok::Sym(')') => {
+                depth -= 1;
+                if depth == 0 {
+                    let toks = &p.toks[..i];
+                    return (i == last).then_some(Parser {
+                        toks,
+                        pos: p.pos + 1,
+                        line: p.line,
+                        end_col: t.col,
+                        depth: 0,
+                        ops: 0,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn lookup_cmd(name: &str) -> Option<Cmd> {
@@ -1331,5 +1366,20 @@ mod tests {
         assert!(parse("p = VirtualAlloc(NULL, 64K, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)").is_ok());
         assert!(parse("p = alloc (1 + 2) * GRANULE, 4K, reserve, rw").is_ok());
         assert!(parse("p = alloc 0, 4K, reserve, rw\nwrite p + 0x10, \"hi\", 0, 255").is_ok());
+        for (with, without) in [
+            ("process(1)", "process 1"),
+            ("process(null)", "process null"),
+            ("expect(ok)", "expect ok"),
+            ("expect(ERROR_INVALID_ADDRESS)", "expect ERROR_INVALID_ADDRESS"),
+            ("commitlimit(none)", "commitlimit none"),
+        ] {
+            let (a, b) = (parse(with).expect(with), parse(without).expect(without));
+            assert_eq!(format!("{:?}", a[0].body), format!("{:?}", b[0].body), "{with}");
+        }
+        for text in ["commitlimit((1 + 1) * 4K)", "commitlimit (1 + 1) * 4K", "map()", "stats()", "exit(1)"] {
+            assert!(parse(text).is_ok(), "{text}");
+        }
+        assert!(parse("process(1) 2").is_err());
+        assert!(parse("expect(ok").is_err());
     }
 }
