@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use virtmem::win32::MEMORY_BASIC_INFORMATION;
-use virtmem::MemoryBasicInformation;
+use virtmem::{MemState, MemoryBasicInformation};
 
 use crate::names::{human, state_name, type_name, FlagKind};
 
@@ -39,4 +39,22 @@ pub fn write_table(out: &mut String, regions: &[MemoryBasicInformation]) {
         );
     }
     let _ = writeln!(out, "({} regions)", regions.len());
+}
+
+/// Fragmentation in percent: over the span from the lowest reservation's base to the end
+/// of the highest, `1 - largest free gap / all free space` (0 when the span has no free
+/// space). The free space below and above the span (most of a 128 TiB space) is left out:
+/// counting it would make every figure ~0 %. `replay` and `stats` both report it.
+pub fn fragmentation(regions: &[MemoryBasicInformation]) -> f64 {
+    let used = |m: &&MemoryBasicInformation| m.state != MemState::Free;
+    let (Some(lo), Some(hi)) = (regions.iter().position(|m| used(&m)), regions.iter().rposition(|m| used(&m))) else {
+        return 0.0;
+    };
+    let gaps = regions[lo..=hi].iter().filter(|m| m.state == MemState::Free).map(|m| m.region_size as u128);
+    let (free, largest) = gaps.fold((0u128, 0u128), |(f, l), g| (f + g, l.max(g)));
+    if free == 0 {
+        0.0
+    } else {
+        100.0 * (1.0 - largest as f64 / free as f64)
+    }
 }

@@ -241,7 +241,7 @@ fn summarize(r: &Report, space: &dyn VirtualSpace, format: Format) -> String {
         .map(|m| (m.base_address + m.region_size - m.base_address.max(min)) as u128)
         .collect();
     let largest = gaps.iter().copied().max().unwrap_or(0);
-    let frag = fragmentation(&regions);
+    let frag = crate::map::fragmentation(&regions);
     let _ = writeln!(
         s,
         "final: reserved {} in {} reservation(s), committed {}, largest free block {}, {} free gap(s), fragmentation {frag:.2}% (of the free space between the lowest and the highest reservation, the share outside its largest gap)",
@@ -262,24 +262,6 @@ fn summarize(r: &Report, space: &dyn VirtualSpace, format: Format) -> String {
         let _ = writeln!(s, "note: {n}");
     }
     s
-}
-
-/// Fragmentation in percent: over the span from the lowest reservation's base to the end
-/// of the highest, `1 - largest free gap / all free space` (0 when the span has no free
-/// space). The free space below and above the span (most of a 128 TiB space) is left out:
-/// counting it would make every figure ~0 %.
-fn fragmentation(regions: &[virtmem::MemoryBasicInformation]) -> f64 {
-    let used = |m: &&virtmem::MemoryBasicInformation| m.state != MemState::Free;
-    let (Some(lo), Some(hi)) = (regions.iter().position(|m| used(&m)), regions.iter().rposition(|m| used(&m))) else {
-        return 0.0;
-    };
-    let gaps = regions[lo..=hi].iter().filter(|m| m.state == MemState::Free).map(|m| m.region_size as u128);
-    let (free, largest) = gaps.fold((0u128, 0u128), |(f, l), g| (f + g, l.max(g)));
-    if free == 0 {
-        0.0
-    } else {
-        100.0 * (1.0 - largest as f64 / free as f64)
-    }
 }
 
 // ----- Own format ------------------------------------------------------------------------

@@ -1162,12 +1162,12 @@ impl Session {
                 None
             }
             Cmd::Stats => {
-                let st = match self.target() {
-                    Ok(s) => s.stats(),
+                let (st, frag) = match self.target() {
+                    Ok(s) => (s.stats(), crate::map::fragmentation(&s.regions())),
                     Err(e) => return Ok(self.no_process("stats", e)),
                 };
                 let text = format!(
-                    "reserved {} in {} reservation(s), committed {}, {} page run(s), largest free block {}, {} free gap(s)",
+                    "reserved {} in {} reservation(s), committed {}, {} page run(s), largest free block {}, {} free gap(s), fragmentation {frag:.2}%",
                     human(st.reserved as u64),
                     st.reservations,
                     human(st.committed as u64),
