@@ -765,6 +765,17 @@ pub struct Session {
     trace: Option<TraceWriter>,
 }
 
+/// The pointer `--trace` records for a call's buffer or first out-pointer (the
+/// `VirtualQuery` buffer, `lpflOldProtect`, `GetWriteWatch`'s `lpAddresses`, the
+/// `ReadProcessMemory` / `WriteProcessMemory` buffer). Those buffers are the CLI's own
+/// memory, not the space traced, and ASLR moves them from run to run: a fixed stand-in
+/// keeps a recording reproducible. It lies in the first 64 KiB, where no reservation can
+/// be, and is not NULL, which is all a replay looks at (docs/script.md, "Traces").
+const TRACE_OUT: usize = 0x1000;
+/// The stand-in `--trace` records for a second out-pointer (`GetWriteWatch`'s
+/// `lpdwGranularity`).
+const TRACE_OUT_2: usize = 0x1008;
+
 /// Largest `read` shown and largest `fill`.
 const MAX_READ: u64 = 1 << 20;
 const MAX_FILL: u64 = 256 << 20;
@@ -1008,8 +1019,7 @@ impl Session {
                 let sig = self.sig("VirtualQuery", &ptr(addr));
                 let r = self.target().and_then(|s| s.query(addr));
                 self.report(&sig, &r, mbi_text);
-                let buffer = &r as *const _ as usize;
-                let call = TCall::Query { address: addr, buffer, length: 48 };
+                let call = TCall::Query { address: addr, buffer: TRACE_OUT, length: 48 };
                 self.rec(call, &r, |m| (48, Out::Info((*m).into())), 0);
                 Some(r.map_or(0, |m| m.region_size as u64))
             }
@@ -1019,8 +1029,7 @@ impl Session {
                     .sig("VirtualProtect", &format!("{}, {size:#x}, {}", ptr(addr), FlagKind::Protect.format(prot)));
                 let r = self.target().and_then(|s| s.protect(addr, size, Protection::from_bits_retain(prot)));
                 self.report(&sig, &r, |old| format!("TRUE, old protection {}", FlagKind::Protect.format(old.bits())));
-                let old_ptr = &r as *const _ as usize;
-                let call = TCall::Protect { address: addr, size, new_protect: prot, old_protect: old_ptr };
+                let call = TCall::Protect { address: addr, size, new_protect: prot, old_protect: TRACE_OUT };
                 self.rec(call, &r, |p| (1, Out::OldProtect(p.bits())), 0);
                 Some(r.map_or(0, |p| p.bits() as u64))
             }
@@ -1035,8 +1044,7 @@ impl Session {
                 let r = self.target().and_then(|s| s.read(addr, &mut buf)).map_err(|e| rpm_error(ex, e, true));
                 self.report(&sig, &r, |_| dump(&buf));
                 if ex {
-                    let buffer = buf.as_ptr() as usize;
-                    let call = TCall::ReadProcessMemory { address: addr, buffer, size: buf.len(), done: 0 };
+                    let call = TCall::ReadProcessMemory { address: addr, buffer: TRACE_OUT, size: buf.len(), done: 0 };
                     self.rec(call, &r, |_| (1, Out::None), 0);
                 }
                 Some(r.map_or(0, |_| buf.iter().take(8).rev().fold(0u64, |v, &b| v << 8 | b as u64)))
@@ -1117,9 +1125,14 @@ impl Session {
                         if pages.len() > 16 { format!(", ... ({} more)", pages.len() - 16) } else { String::new() };
                     format!("{} page(s) written: [{}{more}]", pages.len(), list.join(", "))
                 });
-                let buf = &r as *const _ as usize;
-                let call =
-                    TCall::GetWriteWatch { flags, base, size, addresses: buf, count: Some(max), granularity: buf + 8 };
+                let call = TCall::GetWriteWatch {
+                    flags,
+                    base,
+                    size,
+                    addresses: TRACE_OUT,
+                    count: Some(max),
+                    granularity: TRACE_OUT_2,
+                };
                 self.rec(
                     call,
                     &r,
@@ -1244,8 +1257,7 @@ impl Session {
         let n = data.len();
         self.report(&sig, &r, |_| format!("{n} byte(s) written"));
         if ex {
-            let buffer = data.as_ptr() as usize;
-            let call = TCall::WriteProcessMemory { address: addr, buffer, size: n, done: 0 };
+            let call = TCall::WriteProcessMemory { address: addr, buffer: TRACE_OUT, size: n, done: 0 };
             self.rec(call, &r, |_| (1, Out::None), 0);
         }
     }

@@ -314,6 +314,10 @@ fn run_trace_round_trips_through_replay() {
     assert!(text.contains("VirtualAllocEx 0x2 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0"), "{text}");
     assert!(text.contains("VirtualFree 0x11000 0x0 0x8000 -> 0x0 err=487"), "{text}");
     assert!(text.contains("count=0x1 granularity=0x1000 addresses=0x11000"), "{text}");
+    // Out-pointers are recorded as the documented stand-ins, not the CLI's own addresses.
+    assert!(text.contains("GetWriteWatch 0x0 0x10000 0x100000 0x1000 0x1000 0x1008 -> 0x0 err=0"), "{text}");
+    assert!(text.contains("VirtualProtect 0x10000 0x1000 0x102 0x1000 -> 0x1 err=0 old=0x4"), "{text}");
+    assert!(text.contains("VirtualQuery 0x10000 0x1000 0x30 -> 0x30 err=0"), "{text}");
     let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
     assert_eq!(o.code, 0, "{}", o.stdout);
     assert!(o.stdout.contains("replayed 8 calls"), "{}", o.stdout);
