@@ -97,7 +97,12 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
                             Some('\\') => bytes.push(b'\\'),
                             Some('"') => bytes.push(b'"'),
                             Some('x') => {
-                                let hex: String = chars.get(i..i + 2).map(|s| s.iter().collect()).unwrap_or_default();
+                                // Exactly two hex digits (`from_str_radix` alone also takes a sign).
+                                let hex: String = chars
+                                    .get(i..i + 2)
+                                    .filter(|d| d.iter().all(char::is_ascii_hexdigit))
+                                    .map(|d| d.iter().collect())
+                                    .unwrap_or_default();
                                 let v = u8::from_str_radix(&hex, 16)
                                     .map_err(|_| serr(line, ecol, "`\\x` needs two hex digits, like \\x41"))?;
                                 bytes.push(v);
@@ -1335,6 +1340,15 @@ mod tests {
 
     fn err_of(text: &str) -> ScriptError {
         parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn a_hex_escape_is_two_hex_digits() {
+        assert_eq!(lex("\"\\x41\\xfF\"", 1).expect("lexes")[0].tok, Tok::Str(vec![0x41, 0xff]));
+        for bad in ["\"\\x+1\"", "\"\\x-1\"", "\"\\x4\"", "\"\\xg0\"", "\"\\x"] {
+            let e = lex(bad, 1).expect_err(bad);
+            assert!(e.msg.contains("needs two hex digits"), "{bad}: {e}");
+        }
     }
 
     #[test]
