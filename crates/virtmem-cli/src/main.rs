@@ -303,6 +303,11 @@ fn prompt(session: &mut script::Session) {
             Ok(Some(stmt)) => {
                 if let Err(e) = session.exec(&stmt) {
                     show_error_at(Some(text), "<input>", &e);
+                    // The line declared its variable when it was parsed; a variable
+                    // that never received a value is unknown, not 0.
+                    if let Some(name) = stmt.assigned().filter(|n| !session.has_var(n)) {
+                        compiler.forget(name);
+                    }
                 }
             }
             Ok(None) => {}

@@ -458,6 +458,13 @@ pub struct Stmt {
     body: Body,
 }
 
+impl Stmt {
+    /// The variable the statement assigns, if any.
+    pub fn assigned(&self) -> Option<&str> {
+        self.assign.as_deref()
+    }
+}
+
 /// Parses statements one line at a time, tracking which variables exist so that an
 /// unknown name is reported where it is written.
 #[derive(Debug, Default)]
@@ -469,6 +476,13 @@ const CONSTANTS: &[(&str, u64)] =
     &[("NULL", 0), ("null", 0), ("PAGE", 0x1000), ("GRANULE", 0x1_0000), ("SIZE_MAX", u64::MAX)];
 
 impl Compiler {
+    /// Forget the variable `name`: later lines naming it are errors again. The prompt
+    /// calls it when the line that would have assigned it failed to run, so that the
+    /// variable is not left declared without a value.
+    pub fn forget(&mut self, name: &str) {
+        self.vars.remove(name);
+    }
+
     /// Parse one line (`Ok(None)` for a blank or comment line).
     pub fn line(&mut self, text: &str, line: usize) -> Result<Option<Stmt>, ScriptError> {
         let toks = lex(text, line)?;
@@ -832,6 +846,11 @@ impl Session {
             Err(e) => (fail, e.code(), Out::None),
         };
         w.record(&Record { process, call, result, last_error, out });
+    }
+
+    /// Whether the variable `name` holds a value (a line assigning it has run).
+    pub fn has_var(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
     }
 
     /// The current process's space (process 0).
