@@ -291,7 +291,9 @@ fn prompt(session: &mut script::Session) {
         let text = String::from_utf8_lossy(&buf);
         let text = text.trim_end_matches(['\n', '\r']);
         let text = if n == 1 { text.strip_prefix('\u{FEFF}').unwrap_or(text) } else { text };
-        match text.trim() {
+        // The prompt's own words, which may be followed by a comment like any line.
+        let word = text.split('#').next().unwrap_or_default().trim();
+        match word {
             "quit" | "exit" | "q" => break,
             "help" | "?" => {
                 println!("{}", HELP);
