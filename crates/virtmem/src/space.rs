@@ -1159,7 +1159,7 @@ impl<B: Backend> AddressSpace<B> {
                 PageState::Committed(_) => a = run.end.min(stop),
             }
         }
-        if wraps || end > top {
+        if len > 0 && (wraps || end > top) {
             return Err(Error::AccessViolation { address: address.max(top), access: kind });
         }
         Ok(None)

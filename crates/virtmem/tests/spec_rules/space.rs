@@ -170,6 +170,9 @@ backend_tests! {
             assert_eq!(fx.space.read(at, &mut two), av(at, AccessKind::Read), "read at {at:#x}");
             assert_eq!(fx.space.execute(at, &mut two), av(at, AccessKind::Execute), "execute at {at:#x}");
         }
+        // An access of no bytes touches nothing, there as anywhere.
+        assert_eq!(fx.space.read(usize::MAX, &mut []), Ok(()));
+        assert_eq!(fx.space.write(top + P, &[]), Ok(()));
         // Wrapping past the last address from the free page just below it.
         assert_eq!(fx.space.read(usize::MAX - 1, &mut [0u8; 4]), av(usize::MAX - 1, AccessKind::Read));
         // From the last committed page of the space across its top.
