@@ -29,7 +29,7 @@ fn watched(s: &LinuxSpace, size: usize) -> usize {
 /// is erased from tracking. (The code's comment names the window "between op and the
 /// clean-up"; it opens at the first scan.) Here a thread writes each page of a clean,
 /// watched range once while the main thread VirtualLocks/VirtualUnlocks the range in a
-/// loop: thousands of the writes are missing from GetWriteWatch.
+/// loop: hundreds of the 1280 writes are missing from GetWriteWatch.
 #[test]
 fn a_write_racing_virtual_lock_on_a_watched_range_is_never_lost() {
     let s = Arc::new(LinuxSpace::linux().unwrap());
