@@ -301,7 +301,7 @@ pub const BAD_PROTECTIONS: [u32; 17] = [
 
 #[cfg(all(target_os = "linux", not(miri)))]
 #[path = "../linux_util/mod.rs"]
-mod linux_util;
+pub mod linux_util;
 
 #[cfg(all(target_os = "linux", not(miri)))]
 #[macro_use]

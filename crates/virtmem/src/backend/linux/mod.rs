@@ -94,7 +94,9 @@ pub struct LinuxOptions {
     /// The most address space that released reservations keep mapped for reuse
     /// (inaccessible and empty; they cost no memory). 0 unmaps every release (but one
     /// the kernel refuses to unmap, at its mapping-count limit, which is pooled all
-    /// the same rather than failed).
+    /// the same rather than failed). A pooled range is reported free; the backend
+    /// cannot see a mapping the program itself places over it with `MAP_FIXED`: a
+    /// program that does so at free addresses should set 0.
     pub pool_bytes: usize,
     /// Decommit small read-write runs with guard markers (`MADV_GUARD_INSTALL`) where
     /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`.
@@ -279,6 +281,37 @@ impl Witness {
         let kept = &self.values[..self.len as usize];
         !now.contains(&0) && now.iter().zip(kept).any(|(n, k)| n == k)
     }
+}
+
+/// Take back from the kernel the writable page at `page` that a reset offered it, and
+/// say whether its data survived ([`Witness::survived`]). A store to the page makes it
+/// dirty, which cancels the lazy free of a page still there (one the kernel took reads
+/// zero, and the store faults in a zeroed page). The store is a compare-and-swap of the
+/// first witness word's current value with itself, repeated until it succeeds: it
+/// changes nothing a racing store wrote, and it is a real write — an atomic RMW that
+/// adds or ORs 0 is compiled to a fence and a load (LLVM folds idempotent RMWs), which
+/// cancels nothing and let a "successful" undo lose its data later. The other witness
+/// words are read after it, when the page can no longer be taken.
+fn keep_page(page: usize, w: &Witness) -> bool {
+    let mut now = [0u64; WITNESS_WORDS];
+    for (k, &offset) in w.offsets[..w.len as usize].iter().enumerate() {
+        // SAFETY: the word is 8-byte aligned and lies in a writable, mapped page of a
+        // reservation the engine keeps busy for as long as this call; it is only read, or
+        // compared and swapped with the value it holds, which changes no value.
+        let word = unsafe { std::sync::atomic::AtomicU64::from_ptr((page + offset as usize * 8) as *mut u64) };
+        now[k] = if k == 0 {
+            let mut v = word.load(Ordering::SeqCst);
+            loop {
+                match word.compare_exchange(v, v, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => break v,
+                    Err(seen) => v = seen,
+                }
+            }
+        } else {
+            word.load(Ordering::SeqCst)
+        };
+    }
+    w.survived(&now[..w.len as usize])
 }
 
 /// The process's real memory. See the module docs.
@@ -604,12 +637,13 @@ impl LinuxBackend {
         }
     }
 
-    /// Run `op` on `range` so that it does not count as a write for write watch: `mlock`,
-    /// and `mprotect` making locked memory writable, populate pages with write faults,
-    /// which the kernel's write tracking records; on a write-watched range the pages `op`
-    /// dirtied are made clean again (a lock or a protection change writes nothing). If
-    /// that fails, `undo` reverts `op`. (A store by the program itself between `op` and
-    /// the clean-up would be lost from tracking; the engine's own writes wait for it.)
+    /// Run `op` on `range` so that its stores do not count as writes for write watch:
+    /// on a write-watched range the pages that were clean before `op` and are dirty
+    /// after it are made clean again. If that fails, `undo` reverts `op`. Used by
+    /// `MEM_RESET_UNDO`, whose stores take pages back from the kernel (an undo writes
+    /// nothing). A store by the program itself to such a page while `op` runs would be
+    /// lost from tracking: a program does not write to a range it is resetting or
+    /// undoing a reset of (Windows asks the same); the engine's own writes wait.
     fn without_writes(
         &self,
         range: &Range<usize>,
@@ -1126,10 +1160,26 @@ impl Backend for LinuxBackend {
             st.live.insert(ext.start, extent);
             (pooled, holes)
         };
+        // Undo a reserve that failed: the pooled pieces it took go back to the pool, as
+        // they were; the holes it had mapped so far are unmapped, so that the failed call
+        // leaves nothing mapped and the pool within its size. (A hole the kernel refuses
+        // to unmap, at the mapping-count limit, is fresh, inaccessible and empty: it is
+        // pooled, as a refused release is.)
         let give_back = |pooled: &[Range<usize>], mapped: &[Range<usize>]| {
+            let mut kept = Ranges::new();
+            for r in mapped {
+                // SAFETY: `r` was mapped by this call, for this reservation, which no
+                // one else knows yet: nothing else lives there.
+                if self.gate().and_then(|()| unsafe { rustix::mm::munmap(ptr(r.start), r.len()) }).is_err() {
+                    kept.push(r.clone());
+                }
+            }
             let mut st = self.state.lock();
             st.live.remove(ext.start);
-            for r in pooled.iter().chain(mapped) {
+            for r in mapped {
+                st.kernel.clear(r.clone());
+            }
+            for r in pooled.iter().chain(&kept) {
                 st.pool.set(r.clone(), Some(()));
                 st.pool_bytes += r.len();
             }
@@ -1152,7 +1202,6 @@ impl Backend for LinuxBackend {
         let mut mapped = Ranges::new();
         for h in holes {
             if let Err(e) = self.map_new(&h, &ext, opts.large_pages) {
-                // What was mapped so far is fresh, inaccessible and empty: pool it.
                 give_back(&pooled, &mapped);
                 return Err(e);
             }
@@ -1210,14 +1259,6 @@ impl Backend for LinuxBackend {
     /// left guard-marked also need `MADV_GUARD_REMOVE` (after the `mprotect`, so they
     /// stay inaccessible until both have worked). A failure part-way is reverted.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        // Making locked memory writable populates it with write faults (see
-        // `without_writes`).
-        if to.writable() && !from.writable() {
-            let undo = || {
-                let _ = self.change_access(&range, to, from);
-            };
-            return self.without_writes(&range, || self.change_access(&range, from, to), undo);
-        }
         self.change_access(&range, from, to)
     }
 
@@ -1374,10 +1415,8 @@ impl Backend for LinuxBackend {
         Ok(())
     }
 
-    /// Every page a reset offered that held data is checked with an atomic
-    /// read-modify-write of its first witness word, which cancels the lazy free of a
-    /// page that is still there (a page the kernel took reads zero), and then by reading
-    /// its other witness words (see `Witness::survived`). Pages that are no longer writable
+    /// Every page a reset offered that held data is taken back with a store and
+    /// checked by its witness words (see `keep_page`). Pages that are no longer writable
     /// cannot be checked that way and are discarded, so that the answer (`false`: some
     /// data was dropped and reads zero) stays true.
     fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
@@ -1392,53 +1431,55 @@ impl Backend for LinuxBackend {
         let runs = Self::kernel_runs(&self.state.lock(), &range);
         let writable = |page: usize| runs.iter().any(|(r, k)| r.contains(&page) && k.access().writable());
         let mut intact = true;
-        for (page, w) in taken {
-            if writable(page) {
-                let mut now = [0u64; WITNESS_WORDS];
-                for (k, &offset) in w.offsets[..w.len as usize].iter().enumerate() {
-                    // SAFETY: the word is 8-byte aligned and lies in a writable, mapped
-                    // page of a reservation the engine keeps busy, for as long as this
-                    // call; it is only read or RMW'd with 0, which changes no value.
-                    let word =
-                        unsafe { std::sync::atomic::AtomicU64::from_ptr((page + offset as usize * 8) as *mut u64) };
-                    // The first is an atomic RMW of 0: it makes the page dirty, so the
-                    // kernel can no longer take it, and the loads after it see the page
-                    // as it stays.
-                    now[k] = if k == 0 { word.fetch_or(0, Ordering::SeqCst) } else { word.load(Ordering::SeqCst) };
+        // The check writes to every page it keeps (see `keep_page`): on a write-watched
+        // range those pages are made clean again (an undo writes nothing).
+        self.without_writes(
+            &range,
+            || {
+                for (page, w) in &taken {
+                    if !writable(*page) {
+                        intact = false;
+                        self.drop_pages(&(*page..*page + PAGE));
+                    } else if !keep_page(*page, w) {
+                        intact = false;
+                    }
                 }
-                if !w.survived(&now[..w.len as usize]) {
-                    intact = false;
-                }
-            } else {
-                intact = false;
-                self.drop_pages(&(page..page + PAGE));
-            }
-        }
+                Ok(())
+            },
+            || {},
+        )?;
         Ok(intact)
     }
 
-    /// `mlock`. It populates pages with write faults, which write tracking would take
-    /// for writes: on a write-watched range, the pages the lock populated are made clean
-    /// again (a lock writes nothing).
+    /// `mlock2(MLOCK_ONFAULT)`, then `MADV_POPULATE_READ`. A plain `mlock` of private
+    /// writable memory populates it with *write* faults (to break copy-on-write ahead of
+    /// time), and so does an `mprotect` that makes such locked memory writable; write
+    /// tracking takes those for writes, and cleaning them afterwards also cleaned what
+    /// the program really wrote meanwhile (a race that lost writes). Locked on fault,
+    /// nothing is populated by either call: the pages that hold data are locked where
+    /// they are, and the read-populate brings in the rest (never-written pages map the
+    /// zero page, which a first write replaces with a minor fault, as a lock allows) —
+    /// no write fault anywhere, so a lock writes nothing, as on Windows. (Kernels before
+    /// 5.14 lack the read-populate: the pages are then locked as they are first touched.)
     fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        let lock = || {
-            // SAFETY: locking pages of our reservation has no effect on their contents.
-            if let Err(e) = self.gate().and_then(|()| unsafe { rustix::mm::mlock(ptr(range.start), range.len()) }) {
-                // mlock may have locked some mappings before failing: undo them all.
-                // SAFETY: as above.
-                let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
-                return Err(match e {
-                    Errno::NOMEM | Errno::AGAIN | Errno::PERM => BackendError::LockRefused,
-                    e => BackendError::Os(e.raw_os_error()),
-                });
-            }
-            Ok(())
-        };
-        let undo = || {
-            // SAFETY: unlocking pages of our reservation has no effect on their contents.
+        // SAFETY: locking pages of our reservation has no effect on their contents.
+        let locked = self.gate().and_then(|()| unsafe {
+            rustix::mm::mlock_with(ptr(range.start), range.len(), rustix::mm::MlockFlags::ONFAULT)
+        });
+        if let Err(e) = locked {
+            // mlock may have locked some mappings before failing: undo them all.
+            // SAFETY: as above.
             let _ = unsafe { rustix::mm::munlock(ptr(range.start), range.len()) };
-        };
-        self.without_writes(&range, lock, undo)
+            return Err(match e {
+                Errno::NOMEM | Errno::AGAIN | Errno::PERM => BackendError::LockRefused,
+                e => BackendError::Os(e.raw_os_error()),
+            });
+        }
+        self.count();
+        // SAFETY: read faults on committed, readable pages of our reservation (the engine
+        // locks only such pages) change no contents. Best effort: see above.
+        let _ = unsafe { rustix::mm::madvise(ptr(range.start), range.len(), rustix::mm::Advice::LinuxPopulateRead) };
+        Ok(())
     }
 
     fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {

