@@ -1,47 +1,10 @@
 //! Drive the `virtmem` binary as a user would: every command, bad input included.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
+mod util;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn virtmem() -> Command {
-    let mut c = Command::cargo_bin("virtmem").expect("binary");
-    c.current_dir(root());
-    c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("virtmem-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let o = cmd.output().expect("runs");
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(!out.stderr.contains("panicked"), "the binary panicked: {}", out.stderr);
-    out
-}
-
-fn script(name: &str, text: &[u8]) -> PathBuf {
-    let p = tmp(name);
-    std::fs::write(&p, text).expect("write script");
-    p
-}
+use util::*;
 
 /// Parse an SVG file as XML and check what a reader needs is there.
 fn check_svg(path: &Path) -> String {

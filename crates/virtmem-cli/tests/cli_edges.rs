@@ -2,53 +2,13 @@
 //! `--help` or the Win32 spec says (each was answered wrongly once, found by an
 //! independent review).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use assert_cmd::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod util;
 
-fn virtmem() -> Command {
-    let mut c = Command::cargo_bin("virtmem").expect("binary");
-    c.current_dir(root());
-    c.timeout(Duration::from_secs(60));
-    c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("virtmem-review4-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn out_of(o: std::process::Output) -> Out {
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
-    assert!(!out.stderr.contains("panicked"), "the binary panicked: {}", out.stderr);
-    out
-}
-
-fn run(cmd: &mut Command) -> Out {
-    out_of(cmd.output().expect("runs"))
-}
-
-fn script(name: &str, text: &[u8]) -> PathBuf {
-    let p = tmp(name);
-    std::fs::write(&p, text).expect("write script");
-    p
-}
+use util::*;
 
 /// docs/script.md: `read` is "a checked CPU load (≤ 1 MiB) | the bytes, or the exception
 /// (`STATUS_ACCESS_VIOLATION`, ...)"; the spec: every page is free, reserved or committed

@@ -346,33 +346,6 @@ fn reset_keeps_data_when_memory_is_plentiful_and_undo_says_so() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
-/// Keeps the calling thread on the CPU it runs on until dropped.
-struct Pinned(libc::cpu_set_t);
-
-impl Pinned {
-    fn here() -> Pinned {
-        // SAFETY: cpu_set_t is plain data; sched_getaffinity/sched_setaffinity read and
-        // write only the set passed, for the calling thread (pid 0).
-        unsafe {
-            let mut old: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old), 0);
-            let cpu = libc::sched_getcpu();
-            assert!(cpu >= 0);
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut one);
-            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one), 0);
-            Pinned(old)
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        // SAFETY: restores the calling thread's own affinity mask saved by `here`.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
-    }
-}
-
 #[test]
 fn reset_undo_tells_the_truth_when_pages_were_reclaimed() {
     const MADV_PAGEOUT: i32 = 21;

@@ -16,11 +16,6 @@ use virtmem::{
 const KB: usize = 1024;
 const PAGE: usize = 4096;
 
-fn watched(s: &LinuxSpace, size: usize) -> usize {
-    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
-    s.alloc(0, size, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap()
-}
-
 /// Write watch reports exactly the pages written since the last reset, and concurrent
 /// calls keep every invariant. A thread writes each page of a clean, watched range once
 /// while the main thread VirtualLocks/VirtualUnlocks the range in a loop: every write is
@@ -63,33 +58,6 @@ fn a_write_racing_virtual_lock_on_a_watched_range_is_never_lost() {
     }
     assert_eq!(lost_total, 0, "writes lost from write watch while VirtualLock ran");
     s.free(base, 0, FreeType::RELEASE).unwrap();
-}
-
-/// Keeps the calling thread on the CPU it runs on until dropped (as in linux_backend.rs).
-struct Pinned(libc::cpu_set_t);
-
-impl Pinned {
-    fn here() -> Pinned {
-        // SAFETY: cpu_set_t is plain data; sched_getaffinity/sched_setaffinity read and
-        // write only the set passed, for the calling thread (pid 0).
-        unsafe {
-            let mut old: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old), 0);
-            let cpu = libc::sched_getcpu();
-            assert!(cpu >= 0);
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu as usize, &mut one);
-            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one), 0);
-            Pinned(old)
-        }
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        // SAFETY: restores the calling thread's own affinity mask saved by `here`.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
-    }
 }
 
 /// A successful MEM_RESET_UNDO means the data is intact, and it stays: the pages are

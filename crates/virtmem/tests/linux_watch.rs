@@ -13,11 +13,6 @@ use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, Protection as P,
 const KB: usize = 1024;
 const PAGE: usize = 4096;
 
-fn watched(s: &LinuxSpace, size: usize) -> usize {
-    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
-    s.alloc(0, size, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap()
-}
-
 #[test]
 fn writes_are_reported_and_reads_are_not() {
     let s = LinuxSpace::linux().unwrap();

@@ -132,3 +132,39 @@ pub fn effective_mappings(range: Range<usize>) -> Vec<(usize, usize, String)> {
     }
     out
 }
+
+/// Keeps the calling thread on the CPU it runs on until dropped.
+pub struct Pinned(libc::cpu_set_t);
+
+impl Pinned {
+    /// Pin the calling thread to the CPU it is on.
+    pub fn here() -> Pinned {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity/sched_setaffinity read and
+        // write only the set passed, for the calling thread (pid 0).
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old), 0);
+            let cpu = libc::sched_getcpu();
+            assert!(cpu >= 0);
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one), 0);
+            Pinned(old)
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: restores the calling thread's own affinity mask saved by `here`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) };
+    }
+}
+
+/// A write-watched reservation of `size` bytes, committed read-write (this kernel must
+/// have write watch: 6.7+).
+pub fn watched(s: &virtmem::LinuxSpace, size: usize) -> usize {
+    use virtmem::{AllocationType as T, Protection as P};
+    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    s.alloc(0, size, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap()
+}
