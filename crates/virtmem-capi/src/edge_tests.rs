@@ -1,0 +1,256 @@
+//! Review 5 of the C ABI: edge cases of the exported functions against the contract
+//! (`/work/shared/spec/win32-virtual-memory.md`) and the documentation in `include/virtmem.h`.
+//!
+//! Every test but the last fails today; each says which rule it holds the library to.
+//! `sizes_that_wrap_past_the_top_are_refused_cleanly` passes: it is kept because nothing
+//! else covers a range wrapping past `SIZE_MAX` for most of these functions.
+
+use std::ptr::null_mut;
+
+use crate::*;
+
+/// The Win32 x64 size of `MEMORY_BASIC_INFORMATION`.
+const MBI: SIZE_T = 48;
+
+unsafe fn query(h: HANDLE, p: usize) -> MEMORY_BASIC_INFORMATION {
+    let mut mbi: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+    assert_eq!(VirtualQueryEx(h, p as LPCVOID, &mut mbi, MBI), MBI, "query {p:#x}: {}", GetLastError());
+    mbi
+}
+
+/// Two committed read-write pages of this process, the second then made read-only, every
+/// byte 0xAB: `base + 0x1000 - k` is a buffer of which only the first `k` bytes are writable.
+unsafe fn half_writable() -> usize {
+    let p = VirtualAlloc(null_mut(), 0x2000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+    assert_ne!(p, 0);
+    std::ptr::write_bytes(p as *mut u8, 0xAB, 0x2000);
+    let mut old = 0;
+    assert_eq!(VirtualProtect((p + 0x1000) as LPVOID, 0x1000, PAGE_READONLY, &mut old), TRUE);
+    p
+}
+
+/// Spec, Address space: "A failed call changes nothing: no page changes state or
+/// protection". Header, VirtualProtect: "A NULL or unwritable `lpflOldProtect` ->
+/// `ERROR_NOACCESS` and nothing changes."
+///
+/// `lpflOldProtect` points into the very page being made read-only. It is writable when the
+/// call starts (the probe passes), the protection is changed, and then storing the old value
+/// faults: the call returns FALSE with 998, but the page has become PAGE_READONLY. (Windows
+/// writes `*OldProtect` after the change and ignores a fault there: it returns TRUE. Either a
+/// success, or a failure that changed nothing, is acceptable; a failure that changed the
+/// protection is not.)
+#[test]
+fn virtual_protect_that_fails_to_store_old_protect_has_changed_the_protection() {
+    // SAFETY: the memory is this test's own allocation; the library checks the pointers.
+    unsafe {
+        let p = VirtualAlloc(null_mut(), 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+        assert_ne!(p, 0);
+        SetLastError(0);
+        let r = VirtualProtect(p as LPVOID, 0x1000, PAGE_READONLY, p as PDWORD);
+        let (code, now) = (GetLastError(), query(GetCurrentProcess(), p).Protect);
+        let mut old = 0;
+        VirtualProtect(p as LPVOID, 0x1000, PAGE_READWRITE, &mut old);
+        VirtualFree(p as LPVOID, 0, MEM_RELEASE);
+        assert!(
+            r == TRUE || now == PAGE_READWRITE,
+            "VirtualProtect returned {r} (last error {code}) yet the page's protection is now {now:#x}"
+        );
+    }
+}
+
+/// Header, GetSystemInfo: "A NULL or unwritable `lpSystemInfo` is left alone (the last error
+/// is set to `ERROR_NOACCESS`; the function has no return value)."
+///
+/// A `SYSTEM_INFO` whose last 24 bytes are on a read-only page: the error is reported, but
+/// the first 24 bytes have been overwritten (process_vm_writev copies up to the fault).
+#[test]
+fn get_system_info_writes_into_a_buffer_it_reports_as_unwritable() {
+    // SAFETY: the buffer is this test's own allocation; the library checks it.
+    unsafe {
+        let p = half_writable();
+        let at = p + 0x1000 - 24;
+        SetLastError(0);
+        GetSystemInfo(at as LPSYSTEM_INFO);
+        assert_eq!(GetLastError(), ERROR_NOACCESS);
+        let first = std::slice::from_raw_parts(at as *const u8, 24).to_vec();
+        VirtualFree(p as LPVOID, 0, MEM_RELEASE);
+        assert_eq!(first, vec![0xAB; 24], "the buffer reported unwritable was partly overwritten");
+    }
+}
+
+/// Spec, VirtualQuery: "Returns the number of bytes written (48 on x64) or 0 with an error".
+///
+/// A buffer whose last 8 bytes are read-only: the call returns 0 with 998 after writing 40
+/// bytes of it (BaseAddress, AllocationBase, ..., State). (Weaker than the GetSystemInfo case:
+/// the header only says an unwritable buffer is `ERROR_NOACCESS`, but a result of 0 "bytes
+/// written" with 40 written is not what the spec describes, and on Windows the buffer is
+/// probed before anything is stored.)
+#[test]
+fn virtual_query_returns_zero_bytes_written_after_writing_40() {
+    // SAFETY: the buffer is this test's own allocation; the library checks it.
+    unsafe {
+        let p = half_writable();
+        let at = p + 0x1000 - 40;
+        SetLastError(0);
+        let r = VirtualQuery(p as LPCVOID, at as PMEMORY_BASIC_INFORMATION, MBI);
+        let code = GetLastError();
+        let first = std::slice::from_raw_parts(at as *const u8, 40).to_vec();
+        VirtualFree(p as LPVOID, 0, MEM_RELEASE);
+        assert_eq!((r, code), (0, ERROR_NOACCESS));
+        assert_eq!(first, vec![0xAB; 40], "VirtualQuery returned 0 bytes written but wrote 40");
+    }
+}
+
+/// Header, ReadProcessMemory: "`*lpNumberOfBytesRead` (optional) is set to the number of bytes
+/// copied: `nSize` on success, 0 when the call fails before copying". Header,
+/// WriteProcessMemory: "`*lpNumberOfBytesWritten` (optional) is set to the number of bytes
+/// copied (`nSize` on success, 0 on failure)". (Windows' kernel32 stores the count NtRead/
+/// NtWriteVirtualMemory returns, 0, also when the handle is bad.)
+///
+/// With a NULL, an unknown or an exited process's handle both fail (6, 6, 5) and leave the
+/// caller's count as it was (77 here), so a caller that reads it sees garbage.
+#[test]
+fn process_memory_counts_are_not_set_when_the_handle_fails() {
+    // SAFETY: valid local buffers and plain values.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        let b = VirtualAllocEx(h, null_mut(), 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+        assert_ne!(b, 0);
+        assert_eq!(TerminateProcess(h, 0), TRUE);
+        let mut buf = [0u8; 8];
+        let mut seen = Vec::new();
+        for (handle, code) in
+            [(null_mut(), ERROR_INVALID_HANDLE), (0x4444 as HANDLE, ERROR_INVALID_HANDLE), (h, ERROR_ACCESS_DENIED)]
+        {
+            let mut read: SIZE_T = 77;
+            assert_eq!(ReadProcessMemory(handle, b as LPCVOID, buf.as_mut_ptr().cast(), 8, &mut read), FALSE);
+            assert_eq!(GetLastError(), code);
+            let mut written: SIZE_T = 77;
+            assert_eq!(WriteProcessMemory(handle, b as LPVOID, buf.as_ptr().cast(), 8, &mut written), FALSE);
+            assert_eq!(GetLastError(), code);
+            seen.push((handle as usize, read, written));
+        }
+        assert_eq!(CloseHandle(h), TRUE);
+        assert!(
+            seen.iter().all(|&(_, r, w)| r == 0 && w == 0),
+            "(handle, *lpNumberOfBytesRead, *lpNumberOfBytesWritten) after the failed calls: {seen:x?}"
+        );
+    }
+}
+
+/// Spec, Address space: "A failed call changes nothing". Header, VirtmemAccess: on an armed
+/// guard page it "returns the exception the CPU would raise and stores the first faulting
+/// address in `*faultAddress` (if not NULL) ... the guard is now disarmed"; "Other errors
+/// return `VIRTMEM_ACCESS_FAILED` ... with the last error set".
+///
+/// With an unwritable `faultAddress`, a read of an armed guard page returns
+/// `VIRTMEM_ACCESS_FAILED` (998), yet the guard has already been disarmed: the caller never
+/// learns of the guard-page violation, and its retry simply succeeds (a stack-growth guard
+/// page would be silently lost by an emulator).
+#[test]
+fn virtmem_access_failing_on_fault_address_has_disarmed_the_guard_page() {
+    // SAFETY: valid local buffers and plain values; the bad pointer is checked by the library.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        let b = VirtualAllocEx(h, null_mut(), 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD) as usize;
+        assert_ne!(b, 0);
+        let mut buf = [0u8; 4];
+        SetLastError(0);
+        let r = VirtmemAccess(h, b, buf.as_mut_ptr().cast(), 4, VIRTMEM_ACCESS_READ, 0x10 as *mut ULONG_PTR);
+        let code = GetLastError();
+        let now = query(h, b).Protect;
+        assert_eq!(CloseHandle(h), TRUE);
+        assert!(
+            r == STATUS_GUARD_PAGE_VIOLATION || (r == VIRTMEM_ACCESS_FAILED && now == PAGE_READWRITE | PAGE_GUARD),
+            "VirtmemAccess returned {r:#x} (last error {code}) and the page's protection is now {now:#x}"
+        );
+    }
+}
+
+/// Coverage (passes today): a range that wraps past the top of the address space, or an
+/// address at `SIZE_MAX`, is refused with a plain error by every function, on a simulated
+/// process and on the current-process pseudo handle; nothing panics (no 1359), nothing
+/// crashes, and the allocation made first is unchanged.
+#[test]
+fn sizes_that_wrap_past_the_top_are_refused_cleanly() {
+    // SAFETY: valid local buffers and plain values.
+    unsafe {
+        for h in [VirtmemCreateProcess(), GetCurrentProcess()] {
+            let base = VirtualAllocEx(h, null_mut(), 0x10000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+            assert_ne!(base, 0);
+            let wrap = usize::MAX - base - 0xFFF; // base + 0x1000 + wrap == 0 (mod 2^64)
+            let top = (usize::MAX - 3) as LPVOID;
+            let mut buf = [0u8; 16];
+            let (mut n, mut old, mut fault): (SIZE_T, DWORD, ULONG_PTR) = (0, 0, 0);
+            let mut mbi: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+            let expect = |what: &str, failed: bool, code: DWORD| {
+                assert!(failed, "{what} succeeded");
+                assert_eq!(GetLastError(), code, "{what}");
+                SetLastError(0);
+            };
+            let at = (base + 0x1000) as LPVOID;
+            expect(
+                "alloc",
+                VirtualAllocEx(h, at, wrap + 1, MEM_COMMIT, PAGE_READWRITE).is_null(),
+                ERROR_INVALID_PARAMETER,
+            );
+            expect(
+                "reset",
+                VirtualAllocEx(h, at, usize::MAX, MEM_RESET, PAGE_READWRITE).is_null(),
+                ERROR_INVALID_PARAMETER,
+            );
+            expect("decommit", VirtualFreeEx(h, at, wrap, MEM_DECOMMIT) == FALSE, ERROR_INVALID_PARAMETER);
+            expect(
+                "release top",
+                VirtualFreeEx(h, usize::MAX as LPVOID, 0, MEM_RELEASE) == FALSE,
+                ERROR_INVALID_ADDRESS,
+            );
+            expect("protect", VirtualProtectEx(h, at, wrap, PAGE_READONLY, &mut old) == FALSE, ERROR_INVALID_PARAMETER);
+            expect(
+                "protect top",
+                VirtualProtectEx(h, top, 8, PAGE_READONLY, &mut old) == FALSE,
+                ERROR_INVALID_PARAMETER,
+            );
+            expect("query top", VirtualQueryEx(h, top, &mut mbi, MBI) == 0, ERROR_INVALID_PARAMETER);
+            expect(
+                "rpm top",
+                ReadProcessMemory(h, top, buf.as_mut_ptr().cast(), 8, &mut n) == FALSE,
+                ERROR_PARTIAL_COPY,
+            );
+            expect(
+                "rpm wrap",
+                ReadProcessMemory(h, at, buf.as_mut_ptr().cast(), wrap, &mut n) == FALSE,
+                ERROR_PARTIAL_COPY,
+            );
+            expect("wpm top", WriteProcessMemory(h, top, buf.as_ptr().cast(), 8, &mut n) == FALSE, ERROR_NOACCESS);
+            assert_eq!(n, 0);
+            for kind in [VIRTMEM_ACCESS_READ, VIRTMEM_ACCESS_WRITE, VIRTMEM_ACCESS_EXECUTE] {
+                let r = VirtmemAccess(h, usize::MAX - 3, buf.as_mut_ptr().cast(), 8, kind, &mut fault);
+                assert_eq!((r, fault), (STATUS_ACCESS_VIOLATION, usize::MAX - 3), "access kind {kind}");
+            }
+            if h == GetCurrentProcess() {
+                expect("lock", VirtualLock(at, wrap) == FALSE, ERROR_INVALID_PARAMETER);
+                expect("unlock", VirtualUnlock(at, wrap) == FALSE, ERROR_INVALID_PARAMETER);
+                let w = VirtualAlloc(null_mut(), 0x10000, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE)
+                    as usize;
+                if w != 0 {
+                    let ww = usize::MAX - w - 0xFFF;
+                    let mut addrs = [null_mut::<std::ffi::c_void>(); 16];
+                    let (mut count, mut gran): (ULONG_PTR, DWORD) = (16, 0);
+                    let wat = (w + 0x1000) as PVOID;
+                    let r = GetWriteWatch(0, wat, ww, addrs.as_mut_ptr(), &mut count, &mut gran);
+                    expect("get write watch", r == u32::MAX, ERROR_INVALID_PARAMETER);
+                    expect("reset write watch", ResetWriteWatch(wat, ww) == u32::MAX, ERROR_INVALID_PARAMETER);
+                    assert_eq!((count, gran), (16, 0), "a refused GetWriteWatch stores nothing");
+                    assert_eq!(VirtualFree(w as LPVOID, 0, MEM_RELEASE), TRUE);
+                }
+            }
+            let m = query(h, base);
+            assert_eq!((m.State, m.Protect, m.RegionSize), (MEM_COMMIT, PAGE_READWRITE, 0x10000));
+            assert_eq!(VirtualFreeEx(h, base as LPVOID, 0, MEM_RELEASE), TRUE);
+            if h != GetCurrentProcess() {
+                assert_eq!(CloseHandle(h), TRUE);
+            }
+        }
+    }
+}
