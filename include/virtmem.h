@@ -1091,7 +1091,8 @@ SIZE_T VirtualQueryEx(HANDLE hProcess, LPCVOID lpAddress, PMEMORY_BASIC_INFORMAT
  * `VirtualProtect`: change the protection of committed pages of one reservation in the
  * current process, storing the first page's old protection in `*lpflOldProtect`. `TRUE`,
  * or `FALSE` with the last error set. A NULL or unwritable `lpflOldProtect` ->
- * `ERROR_NOACCESS` and nothing changes.
+ * `ERROR_NOACCESS` and nothing changes. (One that the change itself makes unwritable,
+ * lying in the pages protected, is left as it was and the call succeeds, as on Windows.)
  */
 BOOL VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD flNewProtect, PDWORD lpflOldProtect);
 
@@ -1228,7 +1229,8 @@ BOOL WriteProcessMemory(HANDLE hProcess, LPVOID lpBaseAddress, LPCVOID lpBuffer,
  *
  * Other errors return `VIRTMEM_ACCESS_FAILED` (0xFFFFFFFF) with the last error set: NULL
  * or unknown handle -> 6, exited process -> 5, a `kind` other than 0, 1, 8 -> 87, a
- * NULL or inaccessible `buffer` (with `size` > 0) -> 998. Works on simulated processes
+ * NULL or inaccessible `buffer` (with `size` > 0) or an unwritable non-NULL
+ * `faultAddress` -> 998 (and nothing is accessed: no guard page is disarmed). Works on simulated processes
  * and, through the engine's checks, on the current process.
  */
 DWORD VirtmemAccess(HANDLE hProcess, ULONG_PTR address, void *buffer, SIZE_T size, DWORD kind, ULONG_PTR *faultAddress);

@@ -1,9 +1,8 @@
-//! Review 5 of the C ABI: edge cases of the exported functions against the contract
-//! (`/work/shared/spec/win32-virtual-memory.md`) and the documentation in `include/virtmem.h`.
-//!
-//! Every test but the last fails today; each says which rule it holds the library to.
-//! `sizes_that_wrap_past_the_top_are_refused_cleanly` passes: it is kept because nothing
-//! else covers a range wrapping past `SIZE_MAX` for most of these functions.
+//! Edge cases of the exported functions against the contract
+//! (`shared/spec/win32-virtual-memory.md`) and the documentation in `include/virtmem.h`,
+//! each answered wrongly once (found by an independent review), and a test of ranges
+//! wrapping past `SIZE_MAX` (`sizes_that_wrap_past_the_top_are_refused_cleanly`), which
+//! nothing else covered for most of these functions.
 
 use std::ptr::null_mut;
 
@@ -35,12 +34,11 @@ unsafe fn half_writable() -> usize {
 ///
 /// `lpflOldProtect` points into the very page being made read-only. It is writable when the
 /// call starts (the probe passes), the protection is changed, and then storing the old value
-/// faults: the call returns FALSE with 998, but the page has become PAGE_READONLY. (Windows
-/// writes `*OldProtect` after the change and ignores a fault there: it returns TRUE. Either a
-/// success, or a failure that changed nothing, is acceptable; a failure that changed the
-/// protection is not.)
+/// faults. Windows writes `*OldProtect` after the change and ignores a fault there: it
+/// returns TRUE, and so does the library (it had returned FALSE with 998 after changing the
+/// protection). Either a success, or a failure that changed nothing, is acceptable.
 #[test]
-fn virtual_protect_that_fails_to_store_old_protect_has_changed_the_protection() {
+fn virtual_protect_whose_old_protect_slot_it_protects_succeeds() {
     // SAFETY: the memory is this test's own allocation; the library checks the pointers.
     unsafe {
         let p = VirtualAlloc(null_mut(), 0x1000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
@@ -61,10 +59,10 @@ fn virtual_protect_that_fails_to_store_old_protect_has_changed_the_protection() 
 /// Header, GetSystemInfo: "A NULL or unwritable `lpSystemInfo` is left alone (the last error
 /// is set to `ERROR_NOACCESS`; the function has no return value)."
 ///
-/// A `SYSTEM_INFO` whose last 24 bytes are on a read-only page: the error is reported, but
-/// the first 24 bytes have been overwritten (process_vm_writev copies up to the fault).
+/// A `SYSTEM_INFO` whose last 24 bytes are on a read-only page: the error is reported and
+/// nothing is written (the first 24 bytes had been: process_vm_writev copies up to the fault).
 #[test]
-fn get_system_info_writes_into_a_buffer_it_reports_as_unwritable() {
+fn get_system_info_writes_nothing_into_a_buffer_it_reports_as_unwritable() {
     // SAFETY: the buffer is this test's own allocation; the library checks it.
     unsafe {
         let p = half_writable();
@@ -80,13 +78,13 @@ fn get_system_info_writes_into_a_buffer_it_reports_as_unwritable() {
 
 /// Spec, VirtualQuery: "Returns the number of bytes written (48 on x64) or 0 with an error".
 ///
-/// A buffer whose last 8 bytes are read-only: the call returns 0 with 998 after writing 40
-/// bytes of it (BaseAddress, AllocationBase, ..., State). (Weaker than the GetSystemInfo case:
+/// A buffer whose last 8 bytes are read-only: the call returns 0 with 998 and writes nothing
+/// (it had written 40 bytes of it: BaseAddress, AllocationBase, ..., State). (Weaker than the GetSystemInfo case:
 /// the header only says an unwritable buffer is `ERROR_NOACCESS`, but a result of 0 "bytes
 /// written" with 40 written is not what the spec describes, and on Windows the buffer is
 /// probed before anything is stored.)
 #[test]
-fn virtual_query_returns_zero_bytes_written_after_writing_40() {
+fn virtual_query_writes_nothing_into_a_partly_unwritable_buffer() {
     // SAFETY: the buffer is this test's own allocation; the library checks it.
     unsafe {
         let p = half_writable();
@@ -107,10 +105,10 @@ fn virtual_query_returns_zero_bytes_written_after_writing_40() {
 /// copied (`nSize` on success, 0 on failure)". (Windows' kernel32 stores the count NtRead/
 /// NtWriteVirtualMemory returns, 0, also when the handle is bad.)
 ///
-/// With a NULL, an unknown or an exited process's handle both fail (6, 6, 5) and leave the
-/// caller's count as it was (77 here), so a caller that reads it sees garbage.
+/// With a NULL, an unknown or an exited process's handle both fail (6, 6, 5) and set the
+/// caller's count to 0 (they had left it as it was, 77 here).
 #[test]
-fn process_memory_counts_are_not_set_when_the_handle_fails() {
+fn process_memory_counts_are_zero_when_the_handle_fails() {
     // SAFETY: valid local buffers and plain values.
     unsafe {
         let h = VirtmemCreateProcess();
@@ -144,11 +142,11 @@ fn process_memory_counts_are_not_set_when_the_handle_fails() {
 /// return `VIRTMEM_ACCESS_FAILED` ... with the last error set".
 ///
 /// With an unwritable `faultAddress`, a read of an armed guard page returns
-/// `VIRTMEM_ACCESS_FAILED` (998), yet the guard has already been disarmed: the caller never
-/// learns of the guard-page violation, and its retry simply succeeds (a stack-growth guard
-/// page would be silently lost by an emulator).
+/// `VIRTMEM_ACCESS_FAILED` (998) and the guard stays armed (it had been disarmed: the
+/// caller never learnt of the guard-page violation, and its retry simply succeeded, so an
+/// emulator would have lost a stack-growth guard page).
 #[test]
-fn virtmem_access_failing_on_fault_address_has_disarmed_the_guard_page() {
+fn virtmem_access_failing_on_fault_address_keeps_the_guard_page_armed() {
     // SAFETY: valid local buffers and plain values; the bad pointer is checked by the library.
     unsafe {
         let h = VirtmemCreateProcess();

@@ -50,6 +50,6 @@ pub use system::*;
 pub use types::*;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod edge_tests;
+#[cfg(test)]
+mod tests;

@@ -103,7 +103,10 @@ fn protect(
     uaccess::probe_writable(old as usize, size_of::<DWORD>())?;
     match space.protect_detailed(address as usize, size, Protection::from_bits_retain(new)) {
         Ok(previous) => {
-            uaccess::store(old, previous.bits())?;
+            // The slot was writable a moment ago; it may not be now if it lies in the
+            // pages just protected. Windows then keeps the change and reports success
+            // (its kernel ignores a fault storing the old protection): so does this.
+            let _ = uaccess::store(old, previous.bits());
             *out = Out::OldProtect(previous.bits());
             Ok(TRUE)
         }
@@ -198,7 +201,8 @@ pub unsafe extern "C" fn VirtualQueryEx(
 /// `VirtualProtect`: change the protection of committed pages of one reservation in the
 /// current process, storing the first page's old protection in `*lpflOldProtect`. `TRUE`,
 /// or `FALSE` with the last error set. A NULL or unwritable `lpflOldProtect` ->
-/// `ERROR_NOACCESS` and nothing changes.
+/// `ERROR_NOACCESS` and nothing changes. (One that the change itself makes unwritable,
+/// lying in the pages protected, is left as it was and the call succeeds, as on Windows.)
 #[no_mangle]
 pub unsafe extern "C" fn VirtualProtect(
     lpAddress: LPVOID,

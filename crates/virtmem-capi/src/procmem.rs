@@ -125,10 +125,11 @@ pub unsafe extern "C" fn ReadProcessMemory(
 ) -> BOOL {
     let mut done = 0;
     let (r, err) = run(FALSE, || {
-        let space = resolve(hProcess)?;
+        // 0 first, so that a call failing on its handle leaves it 0 too.
         if !lpNumberOfBytesRead.is_null() {
             uaccess::store(lpNumberOfBytesRead, 0)?;
         }
+        let space = resolve(hProcess)?;
         let copied = copy_out(&*space, lpBaseAddress as usize, lpBuffer as usize, nSize, AccessKind::Read, &mut done);
         if !lpNumberOfBytesRead.is_null() {
             uaccess::store(lpNumberOfBytesRead, done)?;
@@ -175,10 +176,11 @@ pub unsafe extern "C" fn WriteProcessMemory(
 ) -> BOOL {
     let mut done = 0;
     let (r, err) = run(FALSE, || {
-        let space = resolve(hProcess)?;
+        // 0 first, so that a call failing on its handle leaves it 0 too.
         if !lpNumberOfBytesWritten.is_null() {
             uaccess::store(lpNumberOfBytesWritten, 0)?;
         }
+        let space = resolve(hProcess)?;
         let copied = copy_in(&*space, lpBaseAddress as usize, lpBuffer as usize, nSize, &mut done);
         if !lpNumberOfBytesWritten.is_null() {
             uaccess::store(lpNumberOfBytesWritten, done)?;
@@ -222,7 +224,8 @@ pub unsafe extern "C" fn WriteProcessMemory(
 ///
 /// Other errors return `VIRTMEM_ACCESS_FAILED` (0xFFFFFFFF) with the last error set: NULL
 /// or unknown handle -> 6, exited process -> 5, a `kind` other than 0, 1, 8 -> 87, a
-/// NULL or inaccessible `buffer` (with `size` > 0) -> 998. Works on simulated processes
+/// NULL or inaccessible `buffer` (with `size` > 0) or an unwritable non-NULL
+/// `faultAddress` -> 998 (and nothing is accessed: no guard page is disarmed). Works on simulated processes
 /// and, through the engine's checks, on the current process.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemAccess(
@@ -243,6 +246,11 @@ pub unsafe extern "C" fn VirtmemAccess(
         };
         if size > 0 && buffer.is_null() {
             return Err(Fail(ERROR_NOACCESS));
+        }
+        // A fault disarms a guard page: check first that its address can be stored, so
+        // that a call failing for an unwritable `faultAddress` changes nothing.
+        if !faultAddress.is_null() {
+            uaccess::probe_writable(faultAddress as usize, std::mem::size_of::<ULONG_PTR>())?;
         }
         let mut done = 0;
         let copied = match kind {

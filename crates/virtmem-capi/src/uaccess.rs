@@ -115,8 +115,14 @@ pub(crate) fn read_bytes(src: usize, out: &mut [u8]) -> Result<(), Fail> {
     }
 }
 
-/// Write `data` into caller memory at `dst`. NULL (with non-empty `data`) or any byte that
-/// cannot be written -> `ERROR_NOACCESS`; bytes before the fault may have been written.
+/// Write `data` into caller memory at `dst`, all of it or nothing. NULL (with non-empty
+/// `data`) or any byte that cannot be written -> `ERROR_NOACCESS`, and nothing is written
+/// (a structure that ends on a read-only page is left alone, not half written).
+///
+/// The kernel checks a copy page by page and stops at the first page it cannot write,
+/// so a copy within one page is all or nothing by itself; for one that spans pages,
+/// every page after the first is probed first (one byte of each read and written back),
+/// which costs nothing in the usual case of a small structure inside one page.
 pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
     if data.is_empty() {
         return Ok(());
@@ -124,6 +130,37 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
     if dst == 0 || dst.checked_add(data.len()).is_none() {
         return Err(NOACCESS);
     }
+    if !on_live_stack(dst, data.len()) && mode() == Mode::Checked {
+        let page = page_size();
+        let last = dst + data.len() - 1;
+        let mut at = (dst / page + 1) * page;
+        while at <= last {
+            let mut b = [0u8];
+            vm_copy(b.as_mut_ptr() as usize, at, 1, false).map_err(|_| NOACCESS)?;
+            vm_copy(b.as_ptr() as usize, at, 1, true).map_err(|_| NOACCESS)?;
+            at += page;
+        }
+    }
+    write_partial(dst, data)
+}
+
+/// The page size of this machine (the unit in which the kernel checks a copy).
+fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads a system constant.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            n as usize
+        } else {
+            4096
+        }
+    })
+}
+
+/// Write `data` (non-empty) at the non-NULL `dst`, whose end does not wrap: bytes before a
+/// fault may have been written.
+fn write_partial(dst: usize, data: &[u8]) -> Result<(), Fail> {
     if on_live_stack(dst, data.len()) {
         // SAFETY: the range lies in this thread's live stack, above our own frames,
         // which is mapped and writable; `data` is our own buffer, so they cannot overlap.

@@ -25,8 +25,9 @@
 //!
 //!   Words are separated by single spaces. Every `ARG` and `RESULT` is hexadecimal with a
 //!   `0x` prefix, in the order of the Win32 signature (pointer arguments are recorded as
-//!   the pointer's value: `0x0` is NULL). `LAST_ERROR` is decimal: the thread's
-//!   `GetLastError()` after the call (0 after a success, since the C library clears it).
+//!   the pointer's value: `0x0` is NULL). `LAST_ERROR` is decimal: the error the call
+//!   set (`GetLastError()` after a failed call), 0 after a success (the C library leaves
+//!   the thread's last error alone on success, as Windows does: the trace records 0).
 //!   The `KEY=VALUE` words after it are the out-values (hex); readers ignore keys they do
 //!   not know, so later versions can add some.
 //!
