@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use virtmem::backend::Backend;
 
 use virtmem::{
-    AddressSpace, AllocationType as T, Error, FreeType, MemState, Protection as Pr, SimBackend, SimConfig,
-    SimSpace, WriteWatchFlags,
+    AddressSpace, AllocationType as T, Error, FreeType, MemState, Protection as Pr, SimBackend, SimConfig, SimSpace,
+    WriteWatchFlags,
 };
 
 const P: usize = 4096;
@@ -60,7 +60,12 @@ impl Model {
         let claim = round_up(size, G);
         let gaps = self.gaps();
         if top_down {
-            gaps.iter().rev().filter(|(s, e)| e - s >= claim).map(|&(s, e)| ((e - claim) & !(align - 1), s)).find(|&(b, s)| b >= s).map(|(b, _)| b)
+            gaps.iter()
+                .rev()
+                .filter(|(s, e)| e - s >= claim)
+                .map(|&(s, e)| ((e - claim) & !(align - 1), s))
+                .find(|&(b, s)| b >= s)
+                .map(|(b, _)| b)
         } else {
             gaps.iter().map(|&(s, e)| (round_up(s, align), e)).find(|&(b, e)| b + claim <= e).map(|(b, _)| b)
         }
@@ -78,7 +83,11 @@ fn check_stats(s: &SimSpace, m: &Model, ctx: &str) {
     let gaps = m.gaps();
     assert_eq!(st.reservations, m.res.len(), "{ctx}: reservations");
     assert_eq!(st.reserved, m.res.values().map(|&(_, sz)| sz).sum::<usize>(), "{ctx}: reserved");
-    assert_eq!(st.committed, m.res.values().filter(|&&(_, sz)| sz % LP == 0).map(|&(_, sz)| sz).sum::<usize>(), "{ctx}: committed");
+    assert_eq!(
+        st.committed,
+        m.res.values().filter(|&&(_, sz)| sz % LP == 0).map(|&(_, sz)| sz).sum::<usize>(),
+        "{ctx}: committed"
+    );
     assert_eq!(st.free_gaps, gaps.len(), "{ctx}: free gaps");
     assert_eq!(st.largest_free, gaps.iter().map(|(s, e)| e - s).max().unwrap_or(0), "{ctx}: largest free");
 }
@@ -301,11 +310,8 @@ fn write_watch_reports_each_racing_write_exactly_once() {
                 // Thread 0 ascending over even pages, thread 1 descending over odd ones,
                 // some writes crossing into the next page (which the other thread owns:
                 // those are single-byte writes at the page's end instead).
-                let pages: Vec<usize> = if k == 0 {
-                    (0..PAGES).step_by(2).collect()
-                } else {
-                    (1..PAGES).step_by(2).rev().collect()
-                };
+                let pages: Vec<usize> =
+                    if k == 0 { (0..PAGES).step_by(2).collect() } else { (1..PAGES).step_by(2).rev().collect() };
                 for p in pages {
                     s.write(a + p * P + (p * 37) % P, &[p as u8 | 1]).unwrap();
                 }
@@ -399,7 +405,9 @@ fn two_spaces_given_the_same_calls_agree() {
 /// The simulated backend (grants included) with its side effects run outside the
 /// engine's lock, as a backend with system calls has them: the engine's busy marks and
 /// pending claims then guard what the inline backend's single lock round trip did.
-struct Outside { inner: SimBackend }
+struct Outside {
+    inner: SimBackend,
+}
 impl Backend for Outside {
     forward!(inner: limits, reserve, release, release_committed, set_access, discard, decommit);
     forward!(inner: reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty, keeps_grants, grant, try_read, try_write);
@@ -409,8 +417,16 @@ impl Backend for Outside {
 /// answer every call, query and total exactly as the inline simulated space does.
 #[test]
 fn outside_matches_inline() {
-    const PROTECTIONS: [Pr; 8] = [Pr::READWRITE, Pr::READONLY, Pr::NOACCESS, Pr::EXECUTE, Pr::EXECUTE_READ,
-        Pr::EXECUTE_READWRITE, Pr::READWRITE.union(Pr::GUARD), Pr::READONLY.union(Pr::GUARD)];
+    const PROTECTIONS: [Pr; 8] = [
+        Pr::READWRITE,
+        Pr::READONLY,
+        Pr::NOACCESS,
+        Pr::EXECUTE,
+        Pr::EXECUTE_READ,
+        Pr::EXECUTE_READWRITE,
+        Pr::READWRITE.union(Pr::GUARD),
+        Pr::READONLY.union(Pr::GUARD),
+    ];
     for seed in 1..=40u64 {
         let with = SimSpace::simulated();
         let without = AddressSpace::with_backend(Outside { inner: SimBackend::default() });
@@ -424,7 +440,9 @@ fn outside_matches_inline() {
             let what = rng.below(14);
             let (a, b) = match what {
                 0 => {
-                    let ty = [T::RESERVE, T::RESERVE | T::WRITE_WATCH, T::RESERVE | T::COMMIT, T::RESERVE|T::TOP_DOWN][rng.below(4)];
+                    let ty =
+                        [T::RESERVE, T::RESERVE | T::WRITE_WATCH, T::RESERVE | T::COMMIT, T::RESERVE | T::TOP_DOWN]
+                            [rng.below(4)];
                     let at = if rng.below(3) == 0 { 0 } else { at };
                     let p = PROTECTIONS[rng.below(3)];
                     (format!("{:?}", with.alloc(at, len, ty, p)), format!("{:?}", without.alloc(at, len, ty, p)))
@@ -445,7 +463,11 @@ fn outside_matches_inline() {
                 }
                 6 | 7 => {
                     let (mut x, mut y) = (vec![0xEE; len], vec![0xEE; len]);
-                    let (rx, ry) = if what == 6 { (with.read(at, &mut x), without.read(at, &mut y)) } else { (with.execute(at, &mut x), without.execute(at, &mut y)) };
+                    let (rx, ry) = if what == 6 {
+                        (with.read(at, &mut x), without.read(at, &mut y))
+                    } else {
+                        (with.execute(at, &mut x), without.execute(at, &mut y))
+                    };
                     assert!(x == y);
                     (format!("{rx:?}"), format!("{ry:?}"))
                 }
@@ -458,7 +480,10 @@ fn outside_matches_inline() {
                 _ => {
                     let base = at & !(G - 1);
                     let flags = WriteWatchFlags::RESET;
-                    (format!("{:?}", with.get_write_watch(flags, base, G, 16)), format!("{:?}", without.get_write_watch(flags, base, G, 16)))
+                    (
+                        format!("{:?}", with.get_write_watch(flags, base, G, 16)),
+                        format!("{:?}", without.get_write_watch(flags, base, G, 16)),
+                    )
                 }
             };
             assert_eq!(a, b, "seed {seed}, call {call} (kind {what}) at {at:#x}+{len:#x}");
@@ -490,19 +515,32 @@ fn outside_no_write_after_forbid() {
         for round in 0..1500 {
             s.alloc(a, P, T::COMMIT, Pr::READWRITE).unwrap();
             let from = ticket.load(Ordering::SeqCst);
-            while ticket.load(Ordering::SeqCst) < from + 3 { std::hint::spin_loop(); }
+            while ticket.load(Ordering::SeqCst) < from + 3 {
+                std::hint::spin_loop();
+            }
             match round % 3 {
                 0 => s.free(a, P, FreeType::DECOMMIT).unwrap(),
-                1 => { s.protect(a, P, Pr::READONLY).unwrap(); }
-                _ => { s.protect(a, P, Pr::READWRITE | Pr::GUARD).unwrap(); }
+                1 => {
+                    s.protect(a, P, Pr::READONLY).unwrap();
+                }
+                _ => {
+                    s.protect(a, P, Pr::READWRITE | Pr::GUARD).unwrap();
+                }
             }
             let forbidden_from = ticket.load(Ordering::SeqCst) + 1;
-            while ticket.load(Ordering::SeqCst) < forbidden_from + 3 { std::hint::spin_loop(); }
+            while ticket.load(Ordering::SeqCst) < forbidden_from + 3 {
+                std::hint::spin_loop();
+            }
             let ok = last_ok.load(Ordering::SeqCst);
             if round % 3 != 2 {
-                if ok >= forbidden_from { stop.store(true, Ordering::SeqCst); panic!("round {round}: {ok} >= {forbidden_from}"); }
+                if ok >= forbidden_from {
+                    stop.store(true, Ordering::SeqCst);
+                    panic!("round {round}: {ok} >= {forbidden_from}");
+                }
             }
-            if round % 3 != 0 { s.free(a, P, FreeType::DECOMMIT).unwrap(); }
+            if round % 3 != 0 {
+                s.free(a, P, FreeType::DECOMMIT).unwrap();
+            }
         }
         stop.store(true, Ordering::SeqCst);
     });
