@@ -532,11 +532,9 @@ fn outside_no_write_after_forbid() {
                 std::hint::spin_loop();
             }
             let ok = last_ok.load(Ordering::SeqCst);
-            if round % 3 != 2 {
-                if ok >= forbidden_from {
-                    stop.store(true, Ordering::SeqCst);
-                    panic!("round {round}: {ok} >= {forbidden_from}");
-                }
+            if round % 3 != 2 && ok >= forbidden_from {
+                stop.store(true, Ordering::SeqCst);
+                panic!("round {round}: {ok} >= {forbidden_from}");
             }
             if round % 3 != 0 {
                 s.free(a, P, FreeType::DECOMMIT).unwrap();
