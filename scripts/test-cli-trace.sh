@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-lib=$root/target/release
-build=$root/target/cli-trace-test
+# Cargo's target directory (CARGO_TARGET_DIR or build.target-dir may move it).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+lib=$target/release
+build=$target/cli-trace-test
 mkdir -p "$build"
 cargo build --release -q -p virtmem-capi -p virtmem-cli
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include examples/c/growable_buffer.c -o "$build/growable_buffer" \

@@ -8,8 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-lib=$root/target/release
-build=$root/target/host-capi-tests
+# Cargo's target directory (CARGO_TARGET_DIR or build.target-dir may move it).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+lib=$target/release
+build=$target/host-capi-tests
 mkdir -p "$build"
 
 cargo build --release -q -p virtmem-capi
