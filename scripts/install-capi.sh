@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install libvirtmem for C users: the library, the header and a pkg-config file.
 #   scripts/install-capi.sh [PREFIX]        (default /usr/local; DESTDIR is honoured)
-# Then: gcc prog.c $(pkg-config --cflags --libs virtmem)
+# Then (after `ldconfig` for a prefix in the loader's search path, such as /usr/local):
+#   gcc prog.c -o prog $(pkg-config --cflags --libs virtmem)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=${1:-/usr/local}
