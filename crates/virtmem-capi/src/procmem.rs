@@ -135,10 +135,7 @@ pub unsafe extern "C" fn ReadProcessMemory(
             uaccess::store(lpNumberOfBytesRead, done)?;
         }
         copied.map_err(|e| match e {
-            CopyError::Engine(Error::AccessViolation { .. } | Error::GuardPage { .. } | Error::NoAccess) => {
-                Fail(ERROR_PARTIAL_COPY)
-            }
-            CopyError::Engine(other) => other.into(),
+            CopyError::Engine(e) => Fail(vm::win32::process_copy_error(e, lpBaseAddress as usize, false).code()),
             CopyError::Caller(f) => f,
         })?;
         Ok(TRUE)
@@ -186,11 +183,7 @@ pub unsafe extern "C" fn WriteProcessMemory(
             uaccess::store(lpNumberOfBytesWritten, done)?;
         }
         copied.map_err(|e| match e {
-            // Not even the first byte could be written, or only some could have been.
-            CopyError::Engine(Error::AccessViolation { address, .. } | Error::GuardPage { address, .. }) => {
-                Fail(if address == lpBaseAddress as usize { ERROR_NOACCESS } else { ERROR_PARTIAL_COPY })
-            }
-            CopyError::Engine(other) => other.into(),
+            CopyError::Engine(e) => Fail(vm::win32::process_copy_error(e, lpBaseAddress as usize, true).code()),
             CopyError::Caller(f) => f,
         })?;
         Ok(TRUE)

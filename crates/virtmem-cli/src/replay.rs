@@ -479,17 +479,19 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
         }
         Call::ReadProcessMemory { address, size, .. } => {
             let mut buf = vec![0u8; (*size).min(1 << 24)];
-            let ok = space.read(*address, &mut buf).is_ok();
-            if !ok {
-                win32::SetLastError(virtmem::error::code::PARTIAL_COPY);
+            let r = space.read(*address, &mut buf);
+            let ok = r.is_ok();
+            if let Err(e) = r {
+                win32::SetLastError(win32::process_copy_error(e, *address, false).code());
             }
             (ok as u64, rec.result == 0, !ok, None)
         }
         Call::WriteProcessMemory { address, size, .. } => {
             let buf = vec![0u8; (*size).min(1 << 24)];
-            let ok = space.write(*address, &buf).is_ok();
-            if !ok {
-                win32::SetLastError(virtmem::error::code::NOACCESS);
+            let r = space.write(*address, &buf);
+            let ok = r.is_ok();
+            if let Err(e) = r {
+                win32::SetLastError(win32::process_copy_error(e, *address, true).code());
             }
             (ok as u64, rec.result == 0, !ok, None)
         }

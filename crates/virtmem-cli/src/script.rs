@@ -1065,7 +1065,7 @@ impl Session {
                 let mut buf = vec![0u8; len as usize];
                 let name = if ex { "ReadProcessMemory" } else { "read" };
                 let sig = self.sig(name, &format!("{}, {len:#x}", ptr(addr)));
-                let r = self.target().and_then(|s| s.read(addr, &mut buf)).map_err(|e| rpm_error(ex, e, true));
+                let r = self.target().and_then(|s| s.read(addr, &mut buf)).map_err(|e| rpm_error(ex, e, addr, true));
                 self.report(&sig, &r, |_| dump(&buf));
                 if ex {
                     let call = TCall::ReadProcessMemory { address: addr, buffer: TRACE_OUT, size: buf.len(), done: 0 };
@@ -1277,7 +1277,7 @@ impl Session {
     fn write(&mut self, addr: usize, data: &[u8], ex: bool, args: &str) {
         let name = if ex { "WriteProcessMemory" } else { "write" };
         let sig = self.sig(name, args);
-        let r = self.target().and_then(|s| s.write(addr, data)).map_err(|e| rpm_error(ex, e, false));
+        let r = self.target().and_then(|s| s.write(addr, data)).map_err(|e| rpm_error(ex, e, addr, false));
         let n = data.len();
         self.report(&sig, &r, |_| format!("{n} byte(s) written"));
         if ex {
@@ -1288,16 +1288,11 @@ impl Session {
 }
 
 /// Read/WriteProcessMemory report inaccessible memory as error codes, not exceptions.
-fn rpm_error(ex: bool, e: Error, read: bool) -> Error {
-    match e {
-        Error::AccessViolation { .. } | Error::GuardPage { .. } if ex => {
-            if read {
-                Error::PartialCopy
-            } else {
-                Error::NoAccess
-            }
-        }
-        e => e,
+fn rpm_error(ex: bool, e: Error, address: usize, read: bool) -> Error {
+    if ex {
+        virtmem::win32::process_copy_error(e, address, !read)
+    } else {
+        e
     }
 }
 

@@ -133,6 +133,26 @@ pub fn fail<T>(e: Error, fail: T) -> T {
     fail
 }
 
+/// The error `ReadProcessMemory` (`write` false) or `WriteProcessMemory` (`write` true)
+/// reports when the other process's memory refused a copy starting at `address` (the
+/// engine checks the whole range first, so nothing was copied): a read that meets a page
+/// it may not read is `ERROR_PARTIAL_COPY` (299); a write is `ERROR_NOACCESS` (998) when
+/// its first byte may not be written and `ERROR_PARTIAL_COPY` when it runs into such a
+/// page further on. Any other error is returned as it is.
+pub fn process_copy_error(e: Error, address: usize, write: bool) -> Error {
+    match e {
+        Error::AccessViolation { address: at, .. } | Error::GuardPage { address: at, .. } => {
+            if write && at == address {
+                Error::NoAccess
+            } else {
+                Error::PartialCopy
+            }
+        }
+        Error::NoAccess if !write => Error::PartialCopy,
+        other => other,
+    }
+}
+
 /// `VirtualAlloc`: the base, or 0 with the last error set.
 pub fn VirtualAlloc<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize, ty: u32, protect: u32) -> usize {
     match space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect)) {
