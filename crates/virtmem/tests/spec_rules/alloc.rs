@@ -414,6 +414,94 @@ backend_tests! {
         assert_eq!(code(&r), 87, "VirtualAlloc({a:#x}, lp - P + 1, RESERVE|COMMIT|LARGE_PAGES) = {r:x?}");
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// Rule 1: "MEM_RESET alone; MEM_RESET_UNDO alone ... MEM_RESET with any other flag,
+    /// unknown bits such as AT_ROUND_TO_PAGE → 87", and MEM_PHYSICAL only with MEM_RESERVE:
+    /// MEM_RESET and MEM_RESET_UNDO with each other flag (not only the few in BAD_TYPES),
+    /// AT_ROUND_TO_PAGE alone or with RESERVE|COMMIT, MEM_PHYSICAL with COMMIT and a
+    /// modifier. On committed, reserved and free pages and with a NULL address, each is 87
+    /// and nothing changes (the committed page keeps its data: no reset happened).
+    fn reset_types_with_any_other_flag_are_87(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_READWRITE);
+        fx.commit(a, 2 * P, PAGE_READWRITE);
+        fx.write(a, &[0x3C; 2 * P]);
+        let before = fx.snapshot();
+        let others = [
+            MEM_COMMIT,
+            MEM_RESERVE,
+            MEM_RESERVE | MEM_COMMIT,
+            MEM_TOP_DOWN,
+            MEM_WRITE_WATCH,
+            MEM_PHYSICAL,
+            MEM_LARGE_PAGES,
+            AT_ROUND_TO_PAGE,
+            MEM_DECOMMIT,
+            MEM_RELEASE,
+            0x8000_0000,
+            0x1,
+        ];
+        let mut bad = Vec::new();
+        for reset in [MEM_RESET, MEM_RESET_UNDO] {
+            for other in others {
+                bad.push(reset | other);
+            }
+        }
+        bad.extend([
+            MEM_RESET | MEM_RESET_UNDO | MEM_COMMIT,
+            AT_ROUND_TO_PAGE,
+            MEM_RESERVE | MEM_COMMIT | AT_ROUND_TO_PAGE,
+            MEM_PHYSICAL | MEM_COMMIT | MEM_TOP_DOWN,
+            MEM_PHYSICAL | MEM_TOP_DOWN,
+            MEM_TOP_DOWN | MEM_LARGE_PAGES,
+        ]);
+        for ty in bad {
+            for (addr, what) in [(0, "NULL"), (a, "committed"), (a + 2 * P, "reserved"), (fx.w + 4 * G, "free")] {
+                let r = fx.alloc(addr, 2 * P, ty, PAGE_READWRITE);
+                assert_eq!(code(&r), 87, "VirtualAlloc({what} {addr:#x}, 2 pages, {ty:#x}, READWRITE) = {r:x?}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.read_vec(a, 2 * P), vec![0x3C; 2 * P]);
+        assert_eq!(fx.space.stats().reservations, 1);
+    }
+
+    /// Rule 1: the modifiers are accepted with every base type, also at a given address:
+    /// MEM_COMMIT|MEM_TOP_DOWN inside a reservation is a plain commit (the first page's
+    /// base is returned, the pages take the protection); MEM_RESERVE|MEM_COMMIT with
+    /// MEM_TOP_DOWN or MEM_WRITE_WATCH at a given address reserves there (base rounded
+    /// down to G) and commits everything.
+    fn modifiers_are_accepted_at_a_given_address(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_NOACCESS);
+        assert_eq!(fx.alloc(a + P + 5, 10, MEM_COMMIT | MEM_TOP_DOWN, PAGE_READONLY), Ok(a + P));
+        let m = fx.q(a + P);
+        assert_eq!((m.state, m.protect.bits(), m.region_size), (MemState::Commit, PAGE_READONLY, P));
+        assert_eq!(fx.q(a).state, MemState::Reserve);
+        for (i, ty) in [MEM_RESERVE | MEM_COMMIT | MEM_TOP_DOWN, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH].into_iter().enumerate() {
+            let at = fx.w + (i + 1) * G;
+            assert_eq!(fx.alloc(at + 0x1234, 2 * P, ty, PAGE_READWRITE), Ok(at), "type {ty:#x}");
+            let m = fx.q(at);
+            assert_eq!((m.state, m.region_size, m.allocation_base), (MemState::Commit, 4 * P, at), "type {ty:#x}: end = at + 0x3234 rounded up");
+        }
+        assert_eq!(fx.space.committed_bytes(), P + 8 * P);
+    }
+
+    /// Reserve, NULL address: "MEM_TOP_DOWN: the highest that fits". On both backends the
+    /// free space is known (the simulated space up to the top of user space; the Linux
+    /// fixture's window, outside which everything is taken): a top-down reservation ends
+    /// at its granule-rounded top, and the next one goes right below it.
+    fn top_down_reservation_ends_at_the_top_of_the_free_space(fx: &Fx) {
+        let top = match fx.kind {
+            Kind::Sim => fx.space.system_info().maximum_application_address + 1,
+            Kind::Linux => fx.w + WINDOW,
+        };
+        let high = fx.alloc(0, G + P, MEM_RESERVE | MEM_TOP_DOWN, PAGE_READWRITE).unwrap();
+        assert_eq!(high, top - 2 * G, "G + P bytes take two granules at the top");
+        let next = fx.alloc(0, P, MEM_RESERVE | MEM_COMMIT | MEM_TOP_DOWN, PAGE_READWRITE).unwrap();
+        assert_eq!(next, high - G, "the next top-down reservation goes right below");
+        assert_eq!(fx.q(next).state, MemState::Commit);
+        fx.free(next, 0, MEM_RELEASE).unwrap();
+        fx.free(high, 0, MEM_RELEASE).unwrap();
+    }
 }
 
 /// On the simulated backend (2 MiB large pages by default) a valid large-page request

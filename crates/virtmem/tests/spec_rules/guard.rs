@@ -78,4 +78,27 @@ backend_tests! {
         fx.commit(a, P, PAGE_READONLY | PAGE_GUARD);
         assert!(is_guard(fx.space.read(a, &mut [0]), a, AccessKind::Read));
     }
+
+    /// Commit: "Pages already committed stay committed, keep their data and take the new
+    /// protection" — for an armed guard page the new protection without PAGE_GUARD
+    /// disarms it (no guard violation on the next access), and with it arms it again;
+    /// the data is kept either way. A decommitted guard page recommitted without GUARD
+    /// is a plain page.
+    fn commit_over_a_guard_page_takes_the_new_protection(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        fx.write(a, b"guarded");
+        fx.protect(a, 2 * P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        assert_eq!(fx.alloc(a, P, MEM_COMMIT, PAGE_READWRITE), Ok(a));
+        assert_eq!(fx.q(a).protect.bits(), PAGE_READWRITE, "the commit's protection, no GUARD bit");
+        assert_eq!(fx.q(a + P).protect.bits(), PAGE_READWRITE | PAGE_GUARD, "the page outside the commit stays armed");
+        assert_eq!(fx.read_vec(a, 7), b"guarded", "no guard violation, data kept");
+        assert_eq!(fx.alloc(a, P, MEM_COMMIT, PAGE_READONLY | PAGE_GUARD), Ok(a));
+        assert!(is_guard(fx.space.read(a, &mut [0]), a, AccessKind::Read));
+        assert_eq!(fx.read_vec(a, 7), b"guarded");
+        // Decommit the armed page at a + P and recommit it without GUARD.
+        fx.free(a + P, P, MEM_DECOMMIT).unwrap();
+        fx.commit(a + P, P, PAGE_READWRITE);
+        assert_eq!(fx.q(a + P).protect.bits(), PAGE_READWRITE);
+        assert_eq!(fx.read_vec(a + P, 4), [0; 4]);
+    }
 }

@@ -159,4 +159,30 @@ backend_tests! {
         fx.commit(nr, P, PAGE_NOACCESS);
         assert_eq!(fx.q(nr).protect.bits(), PAGE_NOACCESS | PAGE_NOCACHE, "Protect after a NOACCESS commit");
     }
+
+    /// "`new_protect` validated as for VirtualAlloc (87)" is the first bullet, before the
+    /// range rules (as VirtualAlloc checks its protection before the address space, and
+    /// as Windows' NtProtectVirtualMemory rejects the protection mask first): a bad
+    /// protection over reserved pages, free memory, past the end or across two
+    /// reservations is 87 (not 487), `*old_protect` is left alone, nothing changes.
+    fn bad_protection_is_87_before_the_range_is_looked_at(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_READWRITE);
+        fx.commit(a, 2 * P, PAGE_READWRITE);
+        let b = fx.reserve_commit(G, G, PAGE_READWRITE);
+        let _c = fx.reserve_commit(2 * G, G, PAGE_READWRITE);
+        let before = fx.snapshot();
+        for p in [0, PAGE_WRITECOPY, PAGE_EXECUTE_WRITECOPY, PAGE_NOACCESS | PAGE_GUARD, PAGE_READONLY | PAGE_READWRITE] {
+            for (addr, size, what) in [
+                (a + 2 * P, P, "reserved page"),
+                (a, 4 * P, "committed then reserved pages"),
+                (fx.w + 6 * G, P, "free granule"),
+                (a + 4 * P, P, "blocked tail"),
+                (a + P, 4 * P, "past the end"),
+                (b + G - P, 2 * P, "across two reservations"),
+            ] {
+                assert_eq!(vp(fx, addr, size, p), (0, 87, 0xDEAD_BEEF), "protect {p:#x}: {what}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
 }

@@ -137,4 +137,53 @@ backend_tests! {
             assert_eq!(m.region_size, fx.w + 3 * G, "address 0 runs to the first reservation");
         }
     }
+
+    /// "Adjacent pages with equal attributes are always one region, however they got
+    /// there", with NOCACHE (which belongs to the allocation, see protect.rs): pages of a
+    /// plain allocation committed or protected with a NOCACHE the call silently drops are
+    /// plain READWRITE pages and merge with their READWRITE neighbours; in a NOCACHE
+    /// allocation pages committed without NOCACHE get it and merge with the others.
+    fn pages_whose_nocache_was_dropped_or_added_merge(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_READWRITE);
+        fx.commit(a, P, PAGE_READWRITE);
+        fx.commit(a + P, P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(a + 2 * P, 2 * P, PAGE_READONLY);
+        fx.protect(a + 2 * P, P, PAGE_READWRITE | PAGE_NOCACHE).unwrap();
+        let m = fx.q(a);
+        assert_eq!((m.state, m.protect.bits(), m.region_size), (MemState::Commit, PAGE_READWRITE, 3 * P));
+        assert_eq!(fx.walk(a..a + 4 * P).len(), 2);
+        let n = fx.reserve(G, 4 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(n, P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(n + P, P, PAGE_READWRITE);
+        fx.commit(n + 2 * P, P, PAGE_READONLY);
+        fx.protect(n + 2 * P, P, PAGE_READWRITE).unwrap();
+        let m = fx.q(n);
+        assert_eq!((m.protect.bits(), m.region_size), (PAGE_READWRITE | PAGE_NOCACHE, 3 * P));
+    }
+}
+
+/// "For free memory, RegionSize runs to the next reservation (or the top of the address
+/// space)": the simulated case is in `free_regions_run_to_the_next_reservation`; on Linux
+/// the top of a space is only known when the space is the whole window (a confined
+/// backend whose limits are the window): after the last reservation, free memory runs to
+/// the window's end, the highest user address + 1, and stops exactly there.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn linux_free_region_after_the_last_reservation_runs_to_the_top() {
+    use std::sync::Arc;
+    let w = crate::common::linux::window(WINDOW);
+    let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
+    let space = virtmem::AddressSpace::with_backend(crate::common::linux::Confined::new(backend, w..w + WINDOW, true));
+    let fx = Fx { space: Arc::new(space), w, kind: Kind::Linux };
+    let top = fx.space.system_info().maximum_application_address + 1;
+    assert_eq!(top, w + WINDOW);
+    let b = fx.reserve(6 * G, 2 * P, PAGE_READWRITE);
+    let m = fx.q(b + 2 * P);
+    assert_eq!((m.base_address, m.state, m.region_size), (b + 2 * P, MemState::Free, top - b - 2 * P));
+    assert_eq!((m.allocation_base, m.protect, m.type_bits()), (0, Protection::NOACCESS, 0));
+    let m = fx.q(top - 1);
+    assert_eq!((m.base_address, m.state, m.region_size), (top - P, MemState::Free, P));
+    // Free memory before the first reservation runs up to it.
+    let m = fx.q(w + 5);
+    assert_eq!((m.base_address, m.state, m.region_size), (w, MemState::Free, 6 * G));
 }

@@ -110,6 +110,50 @@ backend_tests! {
             }
         }
     }
+
+    /// MEM_RESET: "the range ... keeps its state and protection" — the GUARD bit is part
+    /// of the protection, so an armed guard page stays armed (Protect still base|0x100,
+    /// the next access still raises STATUS_GUARD_PAGE_VIOLATION once) and a NOACCESS page
+    /// still faults; MEM_RESET_UNDO changes no protection either.
+    fn reset_keeps_guard_and_noaccess_pages_as_they_were(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        fx.write(a, &[0x61; 4 * P]);
+        fx.protect(a + P, P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        fx.protect(a + 2 * P, P, PAGE_NOACCESS).unwrap();
+        fx.protect(a + 3 * P, P, PAGE_READONLY | PAGE_GUARD).unwrap();
+        let walk = fx.walk(a..a + 4 * P);
+        assert!(fx.alloc(a, 4 * P, MEM_RESET, PAGE_READWRITE).is_ok());
+        assert_eq!(fx.walk(a..a + 4 * P), walk, "MEM_RESET changed a state or protection");
+        let _ = fx.alloc(a, 4 * P, MEM_RESET_UNDO, PAGE_READWRITE);
+        assert_eq!(fx.walk(a..a + 4 * P), walk, "MEM_RESET_UNDO changed a state or protection");
+        assert_eq!(fx.q(a + P).protect.bits(), PAGE_READWRITE | PAGE_GUARD);
+        let e = fx.space.read(a + P + 8, &mut [0]).unwrap_err();
+        assert_eq!(e.exception_code(), Some(0x8000_0001), "the guard page is still armed after MEM_RESET: {e}");
+        let v = fx.read_vec(a + P, P);
+        assert!(v.iter().all(|&b| b == 0x61) || v.iter().all(|&b| b == 0), "unchanged or zero");
+        let e = fx.space.read(a + 2 * P, &mut [0]).unwrap_err();
+        assert_eq!(e.exception_code(), Some(0xC000_0005), "the NOACCESS page still faults: {e}");
+        let e = fx.space.write(a + 3 * P, &[1]).unwrap_err();
+        assert_eq!(e.exception_code(), Some(0x8000_0001), "the read-only guard page is still armed: {e}");
+        let e = fx.space.write(a + 3 * P, &[1]).unwrap_err();
+        assert_eq!(e.exception_code(), Some(0xC000_0005), "and still read-only: {e}");
+    }
+
+    /// Validation rule 3, "An address below 0x10000 ... → 87", for MEM_RESET and
+    /// MEM_RESET_UNDO at a NULL address (which, unlike a reserve, names no address the
+    /// implementation could choose): 87, nothing changes.
+    fn reset_at_a_null_address_is_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        fx.write(a, b"keep");
+        let before = fx.snapshot();
+        for ty in [MEM_RESET, MEM_RESET_UNDO] {
+            for size in [1, P, 2 * P] {
+                let r = fx.alloc(0, size, ty, PAGE_READWRITE);
+                assert_eq!(code(&r), 87, "VirtualAlloc(NULL, {size:#x}, {ty:#x}) = {r:x?}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
 }
 
 /// The two simulated reset policies: `Keep` keeps data and undo succeeds; `Discard`

@@ -168,4 +168,36 @@ backend_tests! {
         fx.write(a + P, &[1]);
         assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a + P]);
     }
+
+    /// GetWriteWatch: "a range that runs past the end of the write-watched reservation
+    /// ... → 87" also when the next reservation is write-watched too (two adjacent
+    /// write-watched reservations are not one range), and a failed call with
+    /// WRITE_WATCH_FLAG_RESET resets nothing; ResetWriteWatch clears only its range.
+    fn write_watch_ranges_end_at_their_reservation(fx: &Fx) {
+        let ww = MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH;
+        let a = fx.alloc(fx.w, G, ww, PAGE_READWRITE).unwrap();
+        let b = fx.alloc(fx.w + G, G, ww, PAGE_READWRITE).unwrap();
+        assert_eq!(b, a + G);
+        fx.write(a + G - P, &[1; 2 * P]); // the last page of a, the first of b
+        for (base, size, what) in [(a + G - P, 2 * P, "across the two"), (a, 2 * G, "both whole")] {
+            for flags in [0, win32::WRITE_WATCH_FLAG_RESET] {
+                let (r, e, addrs, _, _) = gww(fx, flags, base, size, 8, 8);
+                assert_eq!((r, e), (FAIL, 87), "GetWriteWatch({flags}, {what})");
+                assert!(addrs.iter().all(|&x| x == MARK), "{what}: nothing written into addresses");
+            }
+        }
+        // Failures with the reset flag and a bad count or buffer reset nothing either.
+        assert_eq!(gww(fx, win32::WRITE_WATCH_FLAG_RESET, a, G, 0, 8).1, 87);
+        let mut n = 8usize;
+        let mut gran = 0u32;
+        win32::SetLastError(0);
+        let r = win32::GetWriteWatch(&*fx.space, win32::WRITE_WATCH_FLAG_RESET, a, G, None, Some(&mut n), Some(&mut gran));
+        assert_eq!((r, win32::GetLastError()), (FAIL, 998));
+        assert_eq!(dirty(fx, 0, a, G, 8), vec![a + G - P]);
+        assert_eq!(dirty(fx, 0, b, G, 8), vec![b]);
+        // Each reservation on its own: reset of one leaves the other dirty.
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, a, G), 0);
+        assert_eq!(dirty(fx, 0, a, G, 8), Vec::<usize>::new());
+        assert_eq!(dirty(fx, 0, b, G, 8), vec![b]);
+    }
 }
