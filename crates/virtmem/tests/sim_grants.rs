@@ -6,9 +6,9 @@
 
 #[macro_use]
 mod forward;
+mod paired;
 mod rng;
 
-use rng::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use virtmem::backend::Backend;
@@ -117,73 +117,11 @@ fn a_discarding_reset_is_seen_through_a_grant() {
 
 #[test]
 fn a_space_with_grants_answers_as_one_without() {
-    const PROTECTIONS: [Pr; 8] = [
-        Pr::READWRITE,
-        Pr::READONLY,
-        Pr::NOACCESS,
-        Pr::EXECUTE,
-        Pr::EXECUTE_READ,
-        Pr::EXECUTE_READWRITE,
-        Pr::READWRITE.union(Pr::GUARD),
-        Pr::READONLY.union(Pr::GUARD),
-    ];
     let (seeds, calls) = if cfg!(miri) { (2, 300) } else { (16, 3000) };
     for seed in 1..=seeds {
         let with = SimSpace::simulated();
         let without = AddressSpace::with_backend(NoGrants { inner: SimBackend::default() });
-        let w = 0x1_0000_0000usize;
-        let mut rng = Rng(seed * 0x9E37_79B9);
-        for call in 0..calls {
-            // Four 64 KiB blocks of room; ranges cross block and page borders.
-            let at = w + rng.below(4 * G);
-            let len = [1, 8, P, P + 3, G][rng.below(5)];
-            let what = rng.below(12);
-            let (a, b) = match what {
-                0 => {
-                    let ty = if rng.below(2) == 0 { T::RESERVE } else { T::RESERVE | T::WRITE_WATCH };
-                    let p = PROTECTIONS[rng.below(3)];
-                    (format!("{:?}", with.alloc(at, len, ty, p)), format!("{:?}", without.alloc(at, len, ty, p)))
-                }
-                1 | 2 => {
-                    let p = PROTECTIONS[rng.below(PROTECTIONS.len())];
-                    let ty = T::COMMIT;
-                    (format!("{:?}", with.alloc(at, len, ty, p)), format!("{:?}", without.alloc(at, len, ty, p)))
-                }
-                3 => {
-                    let ty = if rng.below(3) == 0 { FreeType::RELEASE } else { FreeType::DECOMMIT };
-                    let (at, len) = if ty == FreeType::RELEASE { (at & !(G - 1), 0) } else { (at, len) };
-                    (format!("{:?}", with.free(at, len, ty)), format!("{:?}", without.free(at, len, ty)))
-                }
-                4 | 5 => {
-                    let p = PROTECTIONS[rng.below(PROTECTIONS.len())];
-                    (format!("{:?}", with.protect(at, len, p)), format!("{:?}", without.protect(at, len, p)))
-                }
-                6 | 7 => {
-                    let (mut x, mut y) = (vec![0xEE; len], vec![0xEE; len]);
-                    let (rx, ry) = if what == 6 {
-                        (with.read(at, &mut x), without.read(at, &mut y))
-                    } else {
-                        (with.execute(at, &mut x), without.execute(at, &mut y))
-                    };
-                    assert!(x == y, "seed {seed}, call {call}: different bytes read at {at:#x}+{len:#x}");
-                    (format!("{rx:?}"), format!("{ry:?}"))
-                }
-                8..=10 => {
-                    let data: Vec<u8> = (0..len).map(|i| (call + i) as u8 | 1).collect();
-                    (format!("{:?}", with.write(at, &data)), format!("{:?}", without.write(at, &data)))
-                }
-                _ => {
-                    let base = at & !(G - 1);
-                    let flags = WriteWatchFlags::RESET;
-                    (
-                        format!("{:?}", with.get_write_watch(flags, base, G, 16)),
-                        format!("{:?}", without.get_write_watch(flags, base, G, 16)),
-                    )
-                }
-            };
-            assert_eq!(a, b, "seed {seed}, call {call} (kind {what}) at {at:#x}+{len:#x}");
-            assert_eq!(with.query(at), without.query(at), "seed {seed}, call {call}");
-        }
+        paired::same_answers(&with, &without, seed, calls);
     }
 }
 
