@@ -254,13 +254,6 @@ fn a_callback_that_allocates_from_a_heap_does_not_deadlock_a_heaps_first_allocat
         }
         b.map(|_| ())
     });
-    if done.is_none() {
-        let out = std::process::Command::new("gdb")
-            .args(["-p", &std::process::id().to_string(), "-batch", "-ex", "thread apply all bt 30"])
-            .output()
-            .unwrap();
-        std::fs::write("/tmp/hr_bt2.txt", &out.stdout).unwrap();
-    }
     space.go.store(true, Ordering::SeqCst);
     assert!(done.is_some(), "the heap's first Alloc deadlocked: it delivered another thread's crossing to a callback that allocates, holding the heap's pool lock");
     assert_eq!(done.unwrap(), Ok(()));
