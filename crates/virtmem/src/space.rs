@@ -780,7 +780,11 @@ impl<B: Backend> AddressSpace<B> {
         if address >= self.limits.end_address {
             return Err(Error::InvalidParameter);
         }
-        self.query_locked(address, self.book.lock())
+        match self.query_locked(address, self.book.lock(), true) {
+            Some(answer) => answer,
+            // (Never: a query that may wait asks the backend with `foreign`, which answers.)
+            None => Err(Error::InvalidParameter),
+        }
     }
 
     /// [`AddressSpace::query`] if the bookkeeping is free right now; `None`, at once, if
@@ -791,12 +795,19 @@ impl<B: Backend> AddressSpace<B> {
             return Some(Err(Error::InvalidParameter));
         }
         let book = self.book.try_lock()?;
-        Some(self.query_locked(address, book))
+        self.query_locked(address, book, false)
     }
 
     /// The answer for `address` (below the top of the space) with the book locked; the
-    /// lock is dropped before asking the backend about memory outside the book.
-    fn query_locked(&self, address: usize, book: MutexGuard<'_, Book>) -> Result<MemoryBasicInformation> {
+    /// lock is dropped before asking the backend about memory outside the book. Unless
+    /// `wait`, the backend is asked without waiting for another thread
+    /// ([`Backend::try_foreign`]), and `None` is the answer when it would have to.
+    fn query_locked(
+        &self,
+        address: usize,
+        book: MutexGuard<'_, Book>,
+        wait: bool,
+    ) -> Option<Result<MemoryBasicInformation>> {
         let page = rules::round_down(address, PAGE);
         let next = match book.reservations.find(page) {
             Err(next) => next,
@@ -806,7 +817,7 @@ impl<B: Backend> AddressSpace<B> {
                     PageState::Reserved => (MemState::Reserve, Protection::empty()),
                     PageState::Committed(p) => (MemState::Commit, p),
                 };
-                return Ok(MemoryBasicInformation {
+                return Some(Ok(MemoryBasicInformation {
                     base_address: page,
                     allocation_base: res.base,
                     allocation_protect: res.alloc_protect,
@@ -814,7 +825,7 @@ impl<B: Backend> AddressSpace<B> {
                     state,
                     protect,
                     mem_type: Some(MemType::Private),
-                });
+                }));
             }
         };
         let limit = next.unwrap_or(self.limits.end_address);
@@ -830,12 +841,13 @@ impl<B: Backend> AddressSpace<B> {
         };
         // (A backend reports page-aligned mappings; one that does not is read as covering
         // the pages it touches, so that a walk of the regions always moves on.)
-        let foreign = self.backend.foreign(page, limit).map(|f| ForeignRegion {
+        let found = if wait { Some(self.backend.foreign(page, limit)) } else { self.backend.try_foreign(page, limit) };
+        let foreign = found?.map(|f| ForeignRegion {
             start: rules::round_down(f.start, PAGE),
             end: rules::round_up(f.end, PAGE).unwrap_or(limit).max(page + PAGE),
             ..f
         });
-        match foreign {
+        Some(match foreign {
             None => Ok(free(limit)),
             Some(f) if f.start > page => Ok(free(f.start.min(limit))),
             Some(f) => {
@@ -863,7 +875,7 @@ impl<B: Backend> AddressSpace<B> {
                     }),
                 })
             }
-        }
+        })
     }
 
     /// Every region from address 0 to the top of the space, as a `VirtualQuery` walk.

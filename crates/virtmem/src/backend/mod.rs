@@ -342,4 +342,11 @@ pub trait Backend: Send + Sync {
         let _ = (address, limit);
         None
     }
+
+    /// [`Backend::foreign`] without waiting for another thread: `None` when answering
+    /// would have to wait for a lock another thread holds (that thread may be suspended:
+    /// a host's `VirtualQuery` must not block). By default, `foreign` itself.
+    fn try_foreign(&self, address: usize, limit: usize) -> Option<Option<ForeignRegion>> {
+        Some(self.foreign(address, limit))
+    }
 }

@@ -640,10 +640,11 @@ impl Heap {
             init_slab(d, c);
             let cs = &mut shard.classes[c];
             // Another thread of this shard may have installed a slab meanwhile: the fresh
-            // (empty) one becomes the current slab, or the spare, or goes back.
+            // (empty) one becomes the current slab, or the spare (only if the heap may keep
+            // it: not while a request waits for memory), or goes back.
             let place = if cs.current.is_none() {
                 &mut cs.current
-            } else if cs.spare.is_none() {
+            } else if cs.spare.is_none() && self.may_keep(SLAB) {
                 &mut cs.spare
             } else {
                 drop(shard);

@@ -510,30 +510,43 @@ impl LinuxBackend {
     /// did not, with the whole extent of that foreign piece. `mapping` is an extent
     /// being mapped right now: recorded as ours, but not yet (all) in the kernel.
     fn foreign_piece(&self, addr: usize, limit: usize, mapping: Option<&Range<usize>>) -> Option<procfs::Vma> {
+        self.foreign_piece_then(addr, limit, mapping, true).flatten()
+    }
+
+    /// [`LinuxBackend::foreign_piece`]; unless `wait`, the backend's state lock is only
+    /// tried, and `None` is the answer when another thread holds it.
+    fn foreign_piece_then(
+        &self,
+        addr: usize,
+        limit: usize,
+        mapping: Option<&Range<usize>>,
+        wait: bool,
+    ) -> Option<Option<procfs::Vma>> {
+        let lock = || if wait { Some(self.state.lock()) } else { self.state.try_lock() };
         // What this backend has mapped (live or pooled) holds nothing foreign: skip
         // it without asking the kernel, so a query in a pooled hole (or a check of
         // room that is all ours) makes no system call.
         let mut a = addr;
         {
-            let state = self.state.lock();
+            let state = lock()?;
             while let Some(o) = state.owned_at(a, mapping) {
                 a = o.end;
                 if a >= limit {
-                    return None;
+                    return Some(None);
                 }
             }
         }
         while a < limit {
             self.map_queries.fetch_add(1, Ordering::Relaxed);
-            let vma = self.maps.at_or_after(a)?;
+            let Some(vma) = self.maps.at_or_after(a) else { return Some(None) };
             if vma.start >= limit {
-                return None;
+                return Some(None);
             }
             // The kernel merges adjacent compatible mappings, so a VMA may hold some of
             // ours: walk the pieces of it that are not ours, in order, without
             // collecting them (a query must not allocate: a host may call it while other
             // threads are suspended).
-            let state = self.state.lock();
+            let state = lock()?;
             let mut cursor = vma.start;
             while cursor < vma.end {
                 if let Some(o) = state.owned_at(cursor, mapping) {
@@ -542,14 +555,14 @@ impl LinuxBackend {
                 }
                 let end = state.next_owned_after(cursor, mapping).map_or(vma.end, |s| s.min(vma.end));
                 if end > a && cursor < limit {
-                    return Some(procfs::Vma { start: cursor, end, ..vma });
+                    return Some(Some(procfs::Vma { start: cursor, end, ..vma }));
                 }
                 cursor = end;
             }
             drop(state);
             a = vma.end;
         }
-        None
+        Some(None)
     }
 
     /// Map `ext` (part of the reservation extent `whole`) inaccessible without
@@ -1533,14 +1546,24 @@ impl Backend for LinuxBackend {
     }
 
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
-        self.foreign_piece(address, limit, None).map(|v| ForeignRegion {
-            start: v.start,
-            end: v.end,
-            access: v.access,
-            copy_on_write: false,
-            allocation_base: v.start,
-            kind: v.kind,
-        })
+        self.foreign_piece(address, limit, None).map(region_of)
+    }
+
+    fn try_foreign(&self, address: usize, limit: usize) -> Option<Option<ForeignRegion>> {
+        // (Never waits for the state lock: see `Backend::try_foreign`.)
+        self.foreign_piece_then(address, limit, None, false).map(|found| found.map(region_of))
+    }
+}
+
+/// A kernel mapping that is not the backend's, as the engine sees one.
+fn region_of(v: procfs::Vma) -> ForeignRegion {
+    ForeignRegion {
+        start: v.start,
+        end: v.end,
+        access: v.access,
+        copy_on_write: false,
+        allocation_base: v.start,
+        kind: v.kind,
     }
 }
 
