@@ -192,14 +192,13 @@ fn crossing_held_in_the_space(
 }
 
 /// Module docs (`virtmem::host`), Notifications: "only a crossing notifies, and each
-/// crossing is delivered by the thread whose charge or refund caused it, synchronously,
-/// after every lock of the manager has been dropped". (`budget.rs`: "The thread that made
-/// the crossing then delivers it itself".)
+/// crossing is delivered once, synchronously, by the first caller to reach a notification
+/// point after the charge or refund that caused it".
 ///
 /// Thread A commits 15/16 of the budget (load 0 % → 93 %: High → Low) and is held in the
-/// space's system call after its charge. Thread B reserves 64 KiB (charges nothing). B's
-/// `notify()` finds A's crossing and delivers `Low` itself, on B, in B's unrelated call;
-/// A then finds nothing to deliver. Expected: the one `Low` call on A's thread.
+/// space's system call after its charge. Thread B makes a reservation (it charges
+/// nothing, so it delivers nothing: the review found B delivering A's crossing, which the
+/// module docs then promised never happened). The one `Low` call comes from A's thread.
 #[test]
 fn a_crossing_is_delivered_by_the_thread_that_made_it_not_by_a_bystander() {
     let (space, m, calls) = notifying(|_| {});

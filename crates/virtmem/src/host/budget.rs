@@ -4,10 +4,10 @@
 //! One mutex guards the counters; waiters sleep on one condition variable that every
 //! refund, shutdown and cancellation signals.
 //!
-//! Notifications are computed under the mutex, by the charge or refund that changed the
-//! load: each threshold crossing is recorded exactly once, with a per-tenant sequence
-//! number, and the tenant's callbacks are cloned out into a list of the calling thread.
-//! The thread that made the crossing then delivers it itself, after the mutex is dropped,
+//! Notifications are computed under the mutex: each threshold crossing is recorded exactly
+//! once, with a per-tenant sequence number, and the tenant's callbacks are cloned out.
+//! The first thread to call `notify` after the crossing (usually the one that made it)
+//! delivers it, after the mutex is dropped,
 //! and never waits for another thread: there is no delivery lock. Order is kept without
 //! one by a per-tenant atomic, `started`, holding the sequence number and level of the
 //! newest crossing whose delivery has begun; a thread begins delivering crossing `s` with
@@ -148,11 +148,6 @@ fn started_level(packed: u64) -> u64 {
     packed & 3
 }
 
-thread_local! {
-    /// The crossings this thread's charges and refunds made, not yet delivered.
-    static PENDING: std::cell::RefCell<Vec<Crossing>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// A crossing to deliver once the budget lock is dropped.
 struct Crossing {
     seq: u64,
@@ -191,27 +186,6 @@ impl State {
         let tenant = &mut self.tenants[t];
         tenant.used += bytes;
         tenant.by_kind[kind as usize] += bytes;
-    }
-
-    /// Record every tenant's threshold crossing that the change just made caused (under
-    /// the lock, right after it), for the calling thread to deliver ([`Budget::notify`]).
-    fn record_crossings(&mut self, policy: &Policy) {
-        for t in 0..self.tenants.len() {
-            let (p, _) = self.load(policy, t);
-            let tenant = &mut self.tenants[t];
-            let next = next_level(tenant.level, p, &policy.thresholds);
-            if next != tenant.level {
-                tenant.level = next;
-                tenant.seq += 1;
-                let c = Crossing {
-                    seq: tenant.seq,
-                    level: next,
-                    started: tenant.started.clone(),
-                    callbacks: tenant.callbacks.clone(),
-                };
-                PENDING.with(|q| q.borrow_mut().push(c));
-            }
-        }
     }
 
     fn load(&self, policy: &Policy, t: TenantId) -> (u32, usize) {
@@ -297,7 +271,6 @@ impl Budget {
         }
         if st.fits(&self.policy, t, bytes, level) {
             st.add(t, kind, bytes);
-            st.record_crossings(&self.policy);
             return Ok(());
         }
         if !wait || level != CriticalLevel::Process || self.policy.process_wait.is_zero() {
@@ -321,7 +294,6 @@ impl Budget {
             }
             if st.fits(&self.policy, t, bytes, level) {
                 st.add(t, kind, bytes);
-                st.record_crossings(&self.policy);
                 break Ok(());
             }
             if timed_out || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -335,9 +307,7 @@ impl Budget {
 
     /// Charge without admission (a view the runtime has already mapped).
     pub fn force(&self, t: TenantId, kind: Kind, bytes: usize) {
-        let mut st = self.st.lock();
-        st.add(t, kind, bytes);
-        st.record_crossings(&self.policy);
+        self.st.lock().add(t, kind, bytes);
     }
 
     /// Give back `bytes` charged to `t` and wake the waiters.
@@ -352,7 +322,6 @@ impl Budget {
         let tenant = &mut st.tenants[t];
         tenant.used -= bytes;
         tenant.by_kind[kind as usize] -= bytes;
-        st.record_crossings(&self.policy);
         let waiters = st.waiting;
         drop(st);
         if waiters > 0 {
@@ -381,14 +350,30 @@ impl Budget {
         self.st.lock().tenants[t].callbacks.push(cb);
     }
 
-    /// Deliver, from this thread, the crossings its own charges and refunds made since its
-    /// last call, with no budget lock held and without waiting for any other thread (see
-    /// the module docs for the order). Another thread's crossing is never delivered here:
-    /// a thread calling in while holding a lock of its own (a heap reserving a segment under
-    /// its pool lock) thus never runs a callback that made no crossing of its own.
+    /// Record every threshold crossing since the last call and deliver it, from this
+    /// thread, with no budget lock held and without waiting for any other thread (see the
+    /// module docs for the order).
     pub fn notify(&self) {
-        let mine = PENDING.with(|q| std::mem::take(&mut *q.borrow_mut()));
-        for c in mine {
+        let mut crossed: Vec<Crossing> = Vec::new();
+        {
+            let mut st = self.st.lock();
+            for t in 0..st.tenants.len() {
+                let (p, _) = st.load(&self.policy, t);
+                let tenant = &mut st.tenants[t];
+                let next = next_level(tenant.level, p, &self.policy.thresholds);
+                if next != tenant.level {
+                    tenant.level = next;
+                    tenant.seq += 1;
+                    crossed.push(Crossing {
+                        seq: tenant.seq,
+                        level: next,
+                        started: tenant.started.clone(),
+                        callbacks: tenant.callbacks.clone(),
+                    });
+                }
+            }
+        }
+        for c in crossed {
             Self::deliver(c);
         }
     }

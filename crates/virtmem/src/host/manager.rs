@@ -691,7 +691,12 @@ impl HostMemoryManager {
                 Err(self.refused(level, e.into()))
             }
         };
-        self.shared.budget.notify();
+        // A reserve that charged nothing made no crossing: it delivers none. (A heap
+        // reserves its segments under its pool lock; delivering another thread's crossing
+        // there ran a callback that allocates from that heap: a deadlock.)
+        if charge > 0 {
+            self.shared.budget.notify();
+        }
         out
     }
 

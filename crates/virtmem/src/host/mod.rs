@@ -34,8 +34,10 @@
 //!   faults, invalid arguments) are reported as their HRESULT and refunded.
 //! - **Notifications.** Each tenant's load (the higher of the global and its own
 //!   sub-budget percentage) is classified Low / Neutral / High with hysteresis
-//!   ([`Thresholds`]); only a crossing notifies, and each crossing is delivered by the
-//!   thread whose charge or refund caused it, synchronously, after every lock of the
+//!   ([`Thresholds`]); only a crossing notifies, and each crossing is delivered once,
+//!   synchronously, by the first caller to reach a notification point after the charge
+//!   or refund that caused it — usually that call's own thread, but a call of another
+//!   thread that ends at the same moment may deliver it first — after every lock of the
 //!   manager has been dropped, without waiting for any other thread. A crossing that a
 //!   newer crossing of the same tenant overtook before its delivery began is skipped (the
 //!   newer one, delivered by its own thread, carries the current level), and so is a
@@ -177,7 +179,8 @@ impl Default for Thresholds {
 }
 
 /// A memory-notification callback (`ICLRMemoryNotificationCallback::OnMemoryNotification`).
-/// It is called from the thread that crossed a threshold, with no lock of the manager held
+/// It is called from a caller's thread (usually the one that crossed a threshold; see the
+/// module docs), with no lock of the manager held
 /// (it may call the manager, e.g. [`HostMemoryManager::memory_load`]), and must not block.
 /// It may be called concurrently from several threads, one per crossing being delivered;
 /// see the module docs for the order.
