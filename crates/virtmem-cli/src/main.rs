@@ -2,6 +2,8 @@
 //! address space, print and draw memory maps, replay call traces, benchmark.
 
 mod bench;
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 mod names;
 mod replay;

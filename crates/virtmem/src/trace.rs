@@ -1098,6 +1098,44 @@ mod tests {
             })
     }
 
+    /// The format: every `ARG` and `RESULT` "is hexadecimal with a `0x` prefix",
+    /// `LAST_ERROR` "is decimal", the header is `virtmem-trace 1`. A sign is none of these,
+    /// but `from_str_radix` accepts a leading `+`: `0x+10000` read as 0x10000, `err=+0` as
+    /// 0 and `virtmem-trace +1` as version 1 (the script lexer guards against exactly this
+    /// for `\x`; the trace reader did not). Found by the tenth review.
+    #[test]
+    fn numbers_with_a_sign_are_malformed() {
+        let accepted = [
+            "VirtualAlloc 0x+0 0x10000 0x3000 0x4 -> 0x10000 err=0",
+            "VirtualAlloc 0x0 0x+10000 0x3000 0x4 -> 0x10000 err=0",
+            "VirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x+10000 err=0",
+            "VirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x10000 err=+0",
+            "VirtualProtect 0x10000 0x1000 0x2 0x8 -> 0x1 err=0 old=0x+4",
+            "virtmem-trace +1",
+        ]
+        .into_iter()
+        .filter(|l| parse_line(l).is_ok())
+        .collect::<Vec<_>>();
+        assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    }
+
+    /// The out-values are `KEY=VALUE` words, one per out-value. A record naming one twice
+    /// with different values is malformed (which did the call write?); it was read as the
+    /// first silently, so `replay` compared against `old=0x4` and never saw `old=0x2`.
+    /// Found by the tenth review.
+    #[test]
+    fn a_repeated_out_value_is_malformed() {
+        let accepted = [
+            "VirtualProtect 0x10000 0x1000 0x2 0x8 -> 0x1 err=0 old=0x4 old=0x2",
+            "ReadProcessMemory 0x1 0x10000 0x1000 0x10 0x8 -> 0x1 err=0 done=0x10 done=0x0",
+            "GetWriteWatch 0x0 0x0 0x1 0x8 0x8 0x8 -> 0x0 err=0 count=0x1 granularity=0x1000 addresses=0x1000 addresses=",
+        ]
+        .into_iter()
+        .filter(|l| parse_line(l).is_ok())
+        .collect::<Vec<_>>();
+        assert!(accepted.is_empty(), "accepted: {accepted:#?}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 256 }))]
         #[test]
