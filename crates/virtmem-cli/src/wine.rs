@@ -205,16 +205,18 @@ pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<
                 let start = words.get(1).and_then(|w| hexnum(w));
                 let end = words.get(3).and_then(|w| hexnum(w));
                 let kind = args.rsplit_once('(').map(|(_, k)| k.trim_end_matches(')').trim().to_string());
-                match (start, end, kind) {
-                    (Some(s), Some(e), Some(k)) if e >= s => {
-                        current = Some(View { line, start: s as usize, end: e as usize + 1, kind: k, runs: Vec::new() })
+                // END is inclusive: one ending at the top of the address space has no
+                // one-past-the-end and is skipped.
+                match (start, end.and_then(|e| e.checked_add(1)), kind) {
+                    (Some(s), Some(e), Some(k)) if e > s => {
+                        current = Some(View { line, start: s as usize, end: e as usize, kind: k, runs: Vec::new() })
                     }
                     _ => skipped += 1,
                 }
             } else if let (Some(v), [s, "-", e, flags, ..]) = (current.as_mut(), words.as_slice()) {
-                match (hexnum(s), hexnum(e), parse_flags(flags)) {
-                    (Some(s), Some(e), Some((committed, protect))) if e >= s => {
-                        v.runs.push(Run { start: s as usize, end: e as usize + 1, committed, protect })
+                match (hexnum(s), hexnum(e).and_then(|e| e.checked_add(1)), parse_flags(flags)) {
+                    (Some(s), Some(e), Some((committed, protect))) if e > s => {
+                        v.runs.push(Run { start: s as usize, end: e as usize, committed, protect })
                     }
                     _ => skipped += 1,
                 }
