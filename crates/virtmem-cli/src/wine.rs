@@ -135,6 +135,11 @@ fn hexnum(w: &str) -> Option<u64> {
     u64::from_str_radix(d, 16).ok()
 }
 
+/// A 32-bit flag word: wider values are malformed (not cut to their low bits).
+fn hexnum32(w: &str) -> Option<u32> {
+    hexnum(w).and_then(|v| u32::try_from(v).ok())
+}
+
 const SELF: u64 = u64::MAX;
 
 /// Wine's dump flags (`c-rw-`) as (committed, Win32 protection).
@@ -228,31 +233,28 @@ pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<
         let call = match func {
             "NtAllocateVirtualMemory" => match words.as_slice() {
                 [p, a, s, t, pr, ..] if hexnum(p) == Some(SELF) => {
-                    match (hexnum(a), hexnum(s), hexnum(t), hexnum(pr)) {
-                        (Some(a), Some(s), Some(t), Some(pr)) => Some(Call::Alloc {
-                            address: a as usize,
-                            size: s as usize,
-                            alloc_type: t as u32,
-                            protect: pr as u32,
-                        }),
+                    match (hexnum(a), hexnum(s), hexnum32(t), hexnum32(pr)) {
+                        (Some(a), Some(s), Some(t), Some(pr)) => {
+                            Some(Call::Alloc { address: a as usize, size: s as usize, alloc_type: t, protect: pr })
+                        }
                         _ => None,
                     }
                 }
                 _ => None,
             },
             "NtFreeVirtualMemory" => match words.as_slice() {
-                [p, a, s, t, ..] if hexnum(p) == Some(SELF) => match (hexnum(a), hexnum(s), hexnum(t)) {
+                [p, a, s, t, ..] if hexnum(p) == Some(SELF) => match (hexnum(a), hexnum(s), hexnum32(t)) {
                     (Some(a), Some(s), Some(t)) => {
-                        Some(Call::Free { address: a as usize, size: s as usize, free_type: t as u32 })
+                        Some(Call::Free { address: a as usize, size: s as usize, free_type: t })
                     }
                     _ => None,
                 },
                 _ => None,
             },
             "NtProtectVirtualMemory" => match words.as_slice() {
-                [p, a, s, pr, ..] if hexnum(p) == Some(SELF) => match (hexnum(a), hexnum(s), hexnum(pr)) {
+                [p, a, s, pr, ..] if hexnum(p) == Some(SELF) => match (hexnum(a), hexnum(s), hexnum32(pr)) {
                     (Some(a), Some(s), Some(pr)) => {
-                        Some(Call::Protect { address: a as usize, size: s as usize, protect: pr as u32 })
+                        Some(Call::Protect { address: a as usize, size: s as usize, protect: pr })
                     }
                     _ => None,
                 },
@@ -261,9 +263,9 @@ pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<
             "NtGetWriteWatch" => match words.as_slice() {
                 [p, f, range, ..] if hexnum(p) == Some(SELF) => {
                     let (b, e) = range.split_once('-').unwrap_or((range, range));
-                    match (hexnum(f), hexnum(b), hexnum(e)) {
+                    match (hexnum32(f), hexnum(b), hexnum(e)) {
                         (Some(f), Some(b), Some(e)) if e >= b => {
-                            Some(Call::GetWriteWatch { flags: f as u32, base: b as usize, size: (e - b) as usize })
+                            Some(Call::GetWriteWatch { flags: f, base: b as usize, size: (e - b) as usize })
                         }
                         _ => None,
                     }
