@@ -435,7 +435,8 @@ fn hex(col: usize, w: &str) -> Result<u64, ParseError> {
         .strip_prefix("0x")
         .or_else(|| w.strip_prefix("0X"))
         .ok_or_else(|| err(col, format!("expected a hex number like 0x1000, found `{w}`")))?;
-    if digits.is_empty() || digits.len() > 16 {
+    // `from_str_radix` takes a leading `+`: only hex digits are a number here.
+    if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err(col, format!("`{w}` is not a 64-bit hex number")));
     }
     u64::from_str_radix(digits, 16).map_err(|_| err(col, format!("`{w}` is not a hex number")))
@@ -468,7 +469,10 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, ParseError> {
 fn parse_header(ws: &[(usize, &str)]) -> Result<Header, ParseError> {
     let end = ws[0].0 + ws[0].1.chars().count();
     let &(vcol, v) = ws.get(1).ok_or_else(|| err(end, "the header needs a version number"))?;
-    let version: u32 = v.parse().map_err(|_| err(vcol, format!("`{v}` is not a version number")))?;
+    let version: u32 = Some(v)
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err(vcol, format!("`{v}` is not a version number")))?;
     if version == 0 || version > VERSION {
         return Err(err(vcol, format!("trace version {version} is not supported (this reader knows 1 to {VERSION})")));
     }
@@ -544,7 +548,10 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
     let result = hex(rcol, rw)?;
     let &(ecol, ew) = rest.get(1).ok_or_else(|| err(rcol + rw.chars().count() + 1, "missing `err=CODE`"))?;
     let code = ew.strip_prefix("err=").ok_or_else(|| err(ecol, format!("expected err=CODE, found `{ew}`")))?;
-    let last_error: u32 = code.parse().map_err(|_| err(ecol + 4, format!("`{code}` is not a decimal error code")))?;
+    let last_error: u32 = Some(code)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| err(ecol + 4, format!("`{code}` is not a decimal error code")))?;
 
     let mut kv = Vec::new();
     for &(col, w) in &rest[2..] {
