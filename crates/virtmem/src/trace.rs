@@ -556,6 +556,10 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
     let mut kv = Vec::new();
     for &(col, w) in &rest[2..] {
         let (k, v) = w.split_once('=').ok_or_else(|| err(col, format!("expected key=value, found `{w}`")))?;
+        // One value per out-value: a key named twice is malformed (which did the call write?).
+        if kv.iter().any(|&(_, seen, _)| seen == k) {
+            return Err(err(col, format!("the out-value `{k}=` is given twice")));
+        }
         kv.push((col + k.chars().count() + 1, k, v));
     }
     let get = |key: &str| kv.iter().find(|(_, k, _)| *k == key).map(|&(c, _, v)| (c, v));
