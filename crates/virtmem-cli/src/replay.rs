@@ -272,14 +272,48 @@ fn fresh() -> BTreeMap<u32, Arc<dyn VirtualSpace>> {
     m
 }
 
+/// The note for a session whose header (on line `header`) could not be read.
+fn lost_note(header: usize, records: usize) -> String {
+    format!("skipped {records} record(s) of the session whose header on line {header} could not be read (up to the next header)")
+}
+
 fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
     let mut lines = Vec::new();
     let mut bad = 0;
+    // The text's lines, walked forward to the lines that fail to parse (in order), to see
+    // whether a failing line is a header.
+    let mut raw_lines = text.lines();
+    let mut raw_at = 0usize;
+    let mut is_header_line = |line: usize| {
+        let skip = line.saturating_sub(1).saturating_sub(raw_at);
+        let raw = raw_lines.nth(skip);
+        raw_at = line;
+        raw.is_some_and(|l| l.split_whitespace().next() == Some(trace::MAGIC))
+    };
+    // After a header that cannot be read, the records of its session do not belong to the
+    // previous one: they are skipped up to the next good header.
+    let mut lost_session: Option<(usize, usize)> = None;
     let parsing = Cleared(bytes_progress(text.len() as u64, "parsing"));
     for item in trace::read(Tracked::new(text.as_bytes(), &parsing.0)) {
         match item {
-            Ok(l) => lines.push(l),
+            Ok(l) => {
+                if matches!(l.1, Line::Header(_)) {
+                    if let Some((hline, n)) = lost_session.take() {
+                        report.notes.push(lost_note(hline, n));
+                    }
+                } else if let Some((_, n)) = lost_session.as_mut() {
+                    *n += 1;
+                    continue;
+                }
+                lines.push(l)
+            }
             Err(e @ trace::ReadError::NoHeader { .. }) => return Err(e.to_string()),
+            Err(trace::ReadError::Parse { line, error }) if is_header_line(line) => {
+                if let Some((hline, n)) = lost_session.replace((line, 0)) {
+                    report.notes.push(lost_note(hline, n));
+                }
+                report.notes.push(format!("skipped line {line}, {error}"));
+            }
             Err(trace::ReadError::Parse { line, .. }) if lines.is_empty() => {
                 return Err(format!(
                     "line {line}, column 1: neither a virtmem trace (whose first line is `virtmem-trace 1`) nor a Wine +virtual log"
@@ -292,6 +326,9 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 }
             }
         }
+    }
+    if let Some((hline, n)) = lost_session.take() {
+        report.notes.push(lost_note(hline, n));
     }
     drop(parsing);
     if lines.is_empty() {
