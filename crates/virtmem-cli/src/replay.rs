@@ -309,6 +309,10 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
             }
             Err(e @ trace::ReadError::NoHeader { .. }) => return Err(e.to_string()),
             Err(trace::ReadError::Parse { line, error }) if is_header_line(line) => {
+                if lines.is_empty() {
+                    // The first header: its own error (e.g. another version) says what is wrong.
+                    return Err(format!("line {line}, {error}"));
+                }
                 if let Some((hline, n)) = lost_session.replace((line, 0)) {
                     report.notes.push(lost_note(hline, n));
                 }
