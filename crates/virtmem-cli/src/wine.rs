@@ -121,9 +121,16 @@ pub enum Event {
     View(View),
 }
 
-/// Whether `text` looks like a Wine `+virtual` log (checked on its first lines).
+/// Whether `text` looks like a Wine `+virtual` log (checked on its first lines). A text
+/// whose first line that is not blank or a `#` comment is a virtmem trace header is not
+/// one, and comment lines are not looked at (a trace's comment may quote Wine's log).
 pub fn looks_like_wine(text: &str) -> bool {
-    text.lines().take(200).any(|l| l.contains("trace:virtual:") || l.contains("warn:virtual:"))
+    let mut lines =
+        text.lines().take(200).map(str::trim_start).filter(|l| !l.is_empty() && !l.starts_with('#')).peekable();
+    if lines.peek().is_some_and(|l| l.split_whitespace().next() == Some("virtmem-trace")) {
+        return false;
+    }
+    lines.any(|l| l.contains("trace:virtual:") || l.contains("warn:virtual:"))
 }
 
 fn hexnum(w: &str) -> Option<u64> {
