@@ -498,6 +498,16 @@ impl Compiler {
             if CONSTANTS.iter().any(|(c, _)| c == name) || lookup_cmd(name).is_some() {
                 return Err(serr(line, 1, format!("`{name}` is a reserved word and cannot be assigned")));
             }
+            // Where a flag is expected a flag word wins, so a variable named like one
+            // could never be read there: refuse the name.
+            let kinds = [FlagKind::Alloc, FlagKind::Free, FlagKind::Protect, FlagKind::WriteWatch];
+            if kinds.iter().any(|k| k.lookup(name).is_some()) {
+                return Err(serr(
+                    line,
+                    1,
+                    format!("`{name}` is a flag word (read as the flag where a flag is expected) and cannot be a variable name"),
+                ));
+            }
             assign = Some(name.clone());
             p.pos = 2;
         }
@@ -1395,10 +1405,15 @@ mod tests {
         assert_eq!((e.line, e.col), (1, 10));
         let e = err_of("alloc 0, 4K");
         assert!(e.msg.contains("needs 4 argument"), "{e}");
-        let e = err_of("x = map");
+        let e = err_of("v = map");
         assert!(e.msg.contains("no value"), "{e}");
         let e = err_of("alloc (0, 4K, commit, rw");
         assert_eq!((e.line, e.col), (1, 9));
+        for name in ["x", "RO", "rw", "commit", "mem_release", "guard"] {
+            let e = err_of(&format!("{name} = query 0"));
+            assert_eq!((e.line, e.col), (1, 1));
+            assert!(e.msg.contains("flag word"), "{name}: {e}");
+        }
     }
 
     #[test]
