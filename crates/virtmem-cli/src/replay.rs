@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use virtmem::backend::{Access, Backend, ForeignKind};
 use virtmem::trace::{self, Call, Line, Out, Record};
 use virtmem::win32::{self, MEMORY_BASIC_INFORMATION};
-use virtmem::{AllocationType, MemState, Protection, SimSpace, VirtualSpace};
+use virtmem::{AccessKind, AllocationType, MemState, Protection, SimSpace, VirtualSpace};
 
 use crate::names::{error_text, human, FlagKind};
 use crate::views::{ViewSpace, Views};
@@ -427,6 +427,12 @@ fn undo(space: &dyn VirtualSpace, call: &Call, result: u64, before: &[virtmem::M
     }
 }
 
+/// Whether `size` bytes at the recorded caller buffer `buffer` can be addressed at all
+/// (libvirtmem's test: not NULL, no wrap past the top of the address space).
+fn addressable(buffer: usize, size: usize) -> bool {
+    size == 0 || (buffer != 0 && buffer.checked_add(size).is_some())
+}
+
 /// Replay one record with the Win32-shaped functions; describe a difference, if any.
 fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
     // What a call recorded as failed may change if it succeeds here (see `undo`).
@@ -518,21 +524,33 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             let r = win32::VirtualUnlock(space, *address, *size) as u64;
             (r, rec.result == 0, r == 0, None)
         }
-        Call::ReadProcessMemory { address, size, .. } => {
-            let mut buf = vec![0u8; (*size).min(1 << 24)];
-            let r = space.read(*address, &mut buf);
+        // The copies are replayed as libvirtmem makes them (crates/virtmem-capi/src/procmem.rs)
+        // but without moving a byte: the engine's access check of the whole range, and the
+        // caller's buffer (NULL or wrapping past the top: ERROR_NOACCESS) from the record.
+        // Nothing is written into the simulated space, so replay holds no copied pages
+        // (and write-watched pages are not marked written by a replayed write).
+        Call::ReadProcessMemory { address, buffer, size, .. } => {
+            let r = space
+                .check(*address, *size, AccessKind::Read)
+                .map_err(|e| win32::process_copy_error(e, *address, false))
+                .and_then(|()| if addressable(*buffer, *size) { Ok(()) } else { Err(virtmem::Error::NoAccess) });
             let ok = r.is_ok();
             if let Err(e) = r {
-                win32::SetLastError(win32::process_copy_error(e, *address, false).code());
+                win32::SetLastError(e.code());
             }
             (ok as u64, rec.result == 0, !ok, None)
         }
-        Call::WriteProcessMemory { address, size, .. } => {
-            let buf = vec![0u8; (*size).min(1 << 24)];
-            let r = space.write(*address, &buf);
+        Call::WriteProcessMemory { address, buffer, size, .. } => {
+            let r = if !addressable(*buffer, *size) {
+                Err(virtmem::Error::NoAccess)
+            } else {
+                space
+                    .check(*address, *size, AccessKind::Write)
+                    .map_err(|e| win32::process_copy_error(e, *address, true))
+            };
             let ok = r.is_ok();
             if let Err(e) = r {
-                win32::SetLastError(win32::process_copy_error(e, *address, true).code());
+                win32::SetLastError(e.code());
             }
             (ok as u64, rec.result == 0, !ok, None)
         }
