@@ -272,6 +272,10 @@ fn fresh() -> BTreeMap<u32, Arc<dyn VirtualSpace>> {
     m
 }
 
+/// The most processes (the current one included) a session of a trace may name: records
+/// naming further ones are skipped with a note, so memory stays bounded.
+const MAX_PROCESSES: usize = 1024;
+
 /// The note for a session whose header (on line `header`) could not be read.
 fn lost_note(header: usize, records: usize) -> String {
     format!("skipped {records} record(s) of the session whose header on line {header} could not be read (up to the next header)")
@@ -343,6 +347,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     }
     let mut procs = fresh();
     let mut last_main: Arc<dyn VirtualSpace> = procs[&0].clone();
+    let mut beyond_limit = 0usize;
     let pb = progress(lines.len());
     let start = Instant::now();
     for (i, (line, item)) in lines.iter().enumerate() {
@@ -358,13 +363,26 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 last_main = procs[&0].clone();
             }
             Line::Record(rec) => {
-                report.ops += 1;
                 let pid = rec.process.unwrap_or(0);
+                let space = match procs.get(&pid) {
+                    Some(s) => s.clone(),
+                    None if procs.len() < MAX_PROCESSES => {
+                        let s: Arc<dyn VirtualSpace> = Arc::new(SimSpace::simulated());
+                        procs.insert(pid, s.clone());
+                        s
+                    }
+                    None => {
+                        // Each simulated process costs memory (about 11 KB): a session
+                        // naming more is not replayed past the limit.
+                        beyond_limit += 1;
+                        continue;
+                    }
+                };
+                report.ops += 1;
                 if rec.process.is_some() && matches!(rec.last_error, 5 | 6) {
                     // Handle errors depend on process state a trace does not record.
                     continue;
                 }
-                let space = procs.entry(pid).or_insert_with(|| Arc::new(SimSpace::simulated())).clone();
                 if let Some(d) = replay_record(&*space, rec) {
                     report.diff(format!("line {line}: {d}"));
                 }
@@ -374,6 +392,11 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     }
     report.elapsed = start.elapsed();
     pb.finish_and_clear();
+    if beyond_limit > 0 {
+        report.notes.push(format!(
+            "skipped {beyond_limit} record(s) naming more than {MAX_PROCESSES} processes in one session (each is a simulated space)"
+        ));
+    }
     Ok(last_main)
 }
 
