@@ -780,10 +780,12 @@ impl<B: Backend> AddressSpace<B> {
         if address >= self.limits.end_address {
             return Err(Error::InvalidParameter);
         }
-        match self.query_locked(address, self.book.lock(), true) {
-            Some(answer) => answer,
-            // (Never: a query that may wait asks the backend with `foreign`, which answers.)
-            None => Err(Error::InvalidParameter),
+        match self.query_locked(address, self.book.lock()) {
+            Ok(answer) => Ok(answer),
+            Err(gap) => {
+                let found = self.backend.foreign(gap.start, gap.end);
+                Ok(self.outside_book(gap, found))
+            }
         }
     }
 
@@ -795,19 +797,24 @@ impl<B: Backend> AddressSpace<B> {
             return Some(Err(Error::InvalidParameter));
         }
         let book = self.book.try_lock()?;
-        self.query_locked(address, book, false)
+        Some(match self.query_locked(address, book) {
+            Ok(answer) => Ok(answer),
+            Err(gap) => {
+                let found = self.backend.try_foreign(gap.start, gap.end)?;
+                Ok(self.outside_book(gap, found))
+            }
+        })
     }
 
-    /// The answer for `address` (below the top of the space) with the book locked; the
-    /// lock is dropped before asking the backend about memory outside the book. Unless
-    /// `wait`, the backend is asked without waiting for another thread
-    /// ([`Backend::try_foreign`]), and `None` is the answer when it would have to.
+    /// The answer for `address` (below the top of the space) from the locked book, which
+    /// is then let go: a reservation's page, or else the free gap of the book's that
+    /// holds the page (from it to the next reservation or the top), which only the backend
+    /// can tell free or foreign ([`AddressSpace::outside_book`]).
     fn query_locked(
         &self,
         address: usize,
         book: MutexGuard<'_, Book>,
-        wait: bool,
-    ) -> Option<Result<MemoryBasicInformation>> {
+    ) -> std::result::Result<MemoryBasicInformation, Range<usize>> {
         let page = rules::round_down(address, PAGE);
         let next = match book.reservations.find(page) {
             Err(next) => next,
@@ -817,7 +824,7 @@ impl<B: Backend> AddressSpace<B> {
                     PageState::Reserved => (MemState::Reserve, Protection::empty()),
                     PageState::Committed(p) => (MemState::Commit, p),
                 };
-                return Some(Ok(MemoryBasicInformation {
+                return Ok(MemoryBasicInformation {
                     base_address: page,
                     allocation_base: res.base,
                     allocation_protect: res.alloc_protect,
@@ -825,11 +832,16 @@ impl<B: Backend> AddressSpace<B> {
                     state,
                     protect,
                     mem_type: Some(MemType::Private),
-                }));
+                });
             }
         };
-        let limit = next.unwrap_or(self.limits.end_address);
-        drop(book);
+        Err(page..next.unwrap_or(self.limits.end_address))
+    }
+
+    /// The answer for the page at the start of `gap`, a free gap of the book, given what
+    /// the backend found there (`foreign`: the first mapping that is not the engine's).
+    fn outside_book(&self, gap: Range<usize>, foreign: Option<ForeignRegion>) -> MemoryBasicInformation {
+        let (page, limit) = (gap.start, gap.end);
         let free = |end: usize| MemoryBasicInformation {
             base_address: page,
             allocation_base: 0,
@@ -841,15 +853,14 @@ impl<B: Backend> AddressSpace<B> {
         };
         // (A backend reports page-aligned mappings; one that does not is read as covering
         // the pages it touches, so that a walk of the regions always moves on.)
-        let found = if wait { Some(self.backend.foreign(page, limit)) } else { self.backend.try_foreign(page, limit) };
-        let foreign = found?.map(|f| ForeignRegion {
+        let foreign = foreign.map(|f| ForeignRegion {
             start: rules::round_down(f.start, PAGE),
             end: rules::round_up(f.end, PAGE).unwrap_or(limit).max(page + PAGE),
             ..f
         });
-        Some(match foreign {
-            None => Ok(free(limit)),
-            Some(f) if f.start > page => Ok(free(f.start.min(limit))),
+        match foreign {
+            None => free(limit),
+            Some(f) if f.start > page => free(f.start.min(limit)),
             Some(f) => {
                 let granted = match (f.copy_on_write, f.access) {
                     (true, Access::ReadWrite) => Protection::WRITECOPY,
@@ -861,7 +872,7 @@ impl<B: Backend> AddressSpace<B> {
                 } else {
                     (MemState::Commit, granted)
                 };
-                Ok(MemoryBasicInformation {
+                MemoryBasicInformation {
                     base_address: page,
                     allocation_base: f.allocation_base,
                     allocation_protect: granted,
@@ -873,9 +884,9 @@ impl<B: Backend> AddressSpace<B> {
                         crate::backend::ForeignKind::Mapped => MemType::Mapped,
                         crate::backend::ForeignKind::Image => MemType::Image,
                     }),
-                })
+                }
             }
-        })
+        }
     }
 
     /// Every region from address 0 to the top of the space, as a `VirtualQuery` walk.
