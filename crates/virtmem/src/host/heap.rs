@@ -30,12 +30,12 @@
 //! `Free` of anything this heap did not return — a foreign pointer, a pointer inside a
 //! block, a block already freed — is `HOST_E_INVALIDOPERATION` and changes nothing.
 
-use std::cell::{Cell, RefCell, UnsafeCell};
+use std::cell::{Cell, UnsafeCell};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, ReentrantMutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use super::error::{HostError, HostResult};
 use super::manager::HostMemoryManager;
@@ -265,10 +265,8 @@ struct ShardCell {
     /// every call it makes.
     idle: Padded<AtomicUsize>,
     /// Live large blocks allocated by threads of this shard (a block stays here until it
-    /// is freed, by whichever thread). Reentrant, so that a global allocator's `dealloc`
-    /// running inside a map operation of this thread can still ask whether a pointer is
-    /// a large block.
-    large: ReentrantMutex<RefCell<HashMap<usize, Large>>>,
+    /// is freed, by whichever thread). Changed only through [`Heap::with_large`].
+    large: Mutex<HashMap<usize, Large>>,
     /// Large blocks freed by threads of this shard, kept committed (and charged) for
     /// reuse by any thread.
     cache: Mutex<LargeCache>,
@@ -384,6 +382,9 @@ impl std::fmt::Debug for HostMalloc {
 
 thread_local! {
     static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Whether this thread is inside an operation on a shard's large-block map (see
+    /// [`Heap::with_large`]).
+    static IN_LARGE_MAP: Cell<bool> = const { Cell::new(false) };
 }
 static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
@@ -514,17 +515,18 @@ impl HostMalloc {
         self.owns_raw(ptr)
     }
 
+    /// [`HostMalloc::owns`] without entering the manager: what a global allocator's
+    /// `dealloc` asks. Called by a thread inside an operation on a large-block map, it
+    /// answers `false` at once, locking nothing: that thread frees only the map's own
+    /// storage, which the system allocator gave (see [`Heap::with_large`]).
     pub(crate) fn owns_raw(&self, ptr: usize) -> bool {
+        if IN_LARGE_MAP.with(Cell::get) {
+            return false;
+        }
         if self.heap.index.get(ptr).is_some() {
             return true;
         }
-        self.heap.shards.iter().any(|cell| {
-            let large = cell.large.lock();
-            // Borrowed already: this thread is inside an operation on the map itself, and
-            // what it frees is the map's own storage, never a block of the heap.
-            let owned = large.try_borrow().is_ok_and(|m| m.contains_key(&ptr));
-            owned
-        })
+        self.heap.shards.iter().any(|cell| cell.large.lock().contains_key(&ptr))
     }
 
     /// The live `DebugAlloc` blocks, by address: the leak report.
@@ -553,7 +555,6 @@ impl HostMalloc {
             bytes += s.live_bytes;
             drop(s);
             let large = cell.large.lock();
-            let large = large.borrow();
             large_blocks += large.len();
             large_bytes += large.values().map(|l| l.bytes).sum::<usize>();
         }
@@ -760,8 +761,26 @@ impl Heap {
                 (p, bytes)
             }
         };
-        self.shards[me].large.lock().borrow_mut().insert(p, Large { bytes, reservation: p });
+        self.with_large(me, |m| m.insert(p, Large { bytes, reservation: p }));
         Ok(p)
+    }
+
+    /// Run `f` on shard `s`'s large-block map, under its lock.
+    ///
+    /// A map operation may allocate or free the map's storage. Inside the manager that
+    /// storage comes from the system allocator, but a global allocator over this heap
+    /// ([`super::HostGlobalAlloc`]) asks [`HostMalloc::owns_raw`] about each free before
+    /// routing it, and that question locks every shard's map in turn: from inside a
+    /// map operation, that is a lock-order cycle with any other thread doing the same on
+    /// another shard (each holds its map and waits for the other's). So the calling
+    /// thread is marked while `f` runs, and `owns_raw` answers `false` for it without
+    /// locking anything.
+    fn with_large<T>(&self, s: usize, f: impl FnOnce(&mut HashMap<usize, Large>) -> T) -> T {
+        let mut map = self.shards[s].large.lock();
+        let was = IN_LARGE_MAP.with(|c| c.replace(true));
+        let out = f(&mut map);
+        IN_LARGE_MAP.with(|c| c.set(was));
+        out
     }
 
     /// The calling thread's shard.
@@ -795,10 +814,7 @@ impl Heap {
     /// them); with the index of that shard.
     fn remove_large(&self, ptr: usize) -> Option<(usize, Large)> {
         let (n, me) = (self.shards.len(), self.my_shard());
-        (0..n).map(|i| (me + i) & (n - 1)).find_map(|s| {
-            let removed = self.shards[s].large.lock().borrow_mut().remove(&ptr);
-            removed.map(|l| (s, l))
-        })
+        (0..n).map(|i| (me + i) & (n - 1)).find_map(|s| self.with_large(s, |m| m.remove(&ptr)).map(|l| (s, l)))
     }
 
     /// A large block aligned to `align` (> 64 KiB, the alignment of a reservation): a
@@ -820,7 +836,7 @@ impl Heap {
             return Err(e);
         }
         self.committed.fetch_add(bytes, Ordering::SeqCst);
-        self.shards[self.my_shard()].large.lock().borrow_mut().insert(p, Large { bytes, reservation });
+        self.with_large(self.my_shard(), |m| m.insert(p, Large { bytes, reservation }));
         Ok(p)
     }
 
@@ -937,7 +953,7 @@ impl Heap {
             if large.reservation != ptr || !self.cache_large(ptr, large.bytes) {
                 if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), large.reservation, 0, FreeType::RELEASE) {
                     // Still live: back in the map and the report.
-                    self.shards[home].large.lock().borrow_mut().insert(ptr, large);
+                    self.with_large(home, |m| m.insert(ptr, large));
                     if let Some(site) = site {
                         self.debug_live.fetch_add(1, Ordering::SeqCst);
                         self.sites.lock().insert(ptr, site);
@@ -1110,7 +1126,7 @@ impl Drop for Heap {
             for (p, _) in cell.0.cache.get_mut().blocks.drain(..) {
                 let _ = self.mgr.free_as(actor, p, 0, FreeType::RELEASE);
             }
-            for (_, large) in cell.0.large.get_mut().get_mut().drain() {
+            for (_, large) in cell.0.large.get_mut().drain() {
                 let _ = self.mgr.free_as(actor, large.reservation, 0, FreeType::RELEASE);
             }
         }
@@ -1152,6 +1168,45 @@ mod tests {
             assert!(SLAB / s <= WORDS * 64);
             assert_eq!(class_for(s, 16), Some(i));
         }
+    }
+
+    /// A global allocator's `dealloc` asks `owns_raw` about every free; when the free
+    /// is a large-block map's own storage (a rehash), the asking thread holds that map's
+    /// lock. It must not then wait for another shard's map, which another thread may
+    /// hold while waiting for this one: `owns_raw` answers at once.
+    #[test]
+    fn owns_raw_during_a_large_map_operation_waits_for_no_other_shard() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let space: Arc<dyn crate::VirtualSpace> = Arc::new(crate::SimSpace::simulated());
+        let host = HostMemoryManager::builder(space, 64 << 20).build_started().expect("start");
+        let heap = host.create_malloc(MallocType::THREADSAFE).expect("heap");
+        assert!(heap.heap.shards.len() >= 2, "a thread-safe heap has several shards");
+        let block = heap.alloc(1 << 20, CriticalLevel::Task).expect("a large block");
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        let heap = &heap;
+        std::thread::scope(|sc| {
+            // Another thread holds shard 0's map, as in the middle of its own insert.
+            sc.spawn(move || {
+                let _held = heap.heap.shards[0].large.lock();
+                held_tx.send(()).expect("main thread waits");
+                let _ = release_rx.recv();
+            });
+            held_rx.recv().expect("shard 0 held");
+            sc.spawn(move || {
+                let answer = heap.heap.with_large(1, |_| heap.owns_raw(block));
+                let _ = done_tx.send(answer);
+            });
+            let answer = done_rx.recv_timeout(Duration::from_secs(10));
+            release_tx.send(()).expect("holder waits");
+            assert_eq!(answer, Ok(false), "owns_raw inside a map operation locked another shard's map");
+        });
+        // Outside a map operation the block is found, in whichever shard holds it.
+        assert!(heap.owns_raw(block));
+        heap.free(block).expect("free");
+        assert!(!heap.owns_raw(block));
     }
 
     #[test]
