@@ -128,27 +128,6 @@ fn query_answers_while_a_thread_is_suspended_mid_call() {
     use std::sync::atomic::{AtomicBool, AtomicU64};
     use std::time::Instant;
 
-    static PARKED: AtomicBool = AtomicBool::new(false);
-    static RESUME: AtomicBool = AtomicBool::new(false);
-    extern "C" fn park(_: libc::c_int) {
-        // Only atomics and sched_yield: async-signal-safe.
-        PARKED.store(true, Ordering::SeqCst);
-        while !RESUME.load(Ordering::SeqCst) {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
-        PARKED.store(false, Ordering::SeqCst);
-    }
-    // SAFETY: installs a handler for SIGUSR2, which nothing else in this test binary
-    // uses; the handler only touches atomics and calls sched_yield.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = park as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
-    }
-
     let space = Arc::new(virtmem::SimSpace::simulated());
     let m = started(space.clone(), 1 << 30, Duration::ZERO);
     let still = m.virtual_alloc(0, 64 * P, AllocationType::RESERVE, Protection::READWRITE, TASK).unwrap();
@@ -191,17 +170,12 @@ fn query_answers_while_a_thread_is_suspended_mid_call() {
             }
         });
     }
-    let thread = worker.as_pthread_t();
+    let suspender = host_util::Suspender::new(worker.as_pthread_t(), libc::SIGUSR2);
     let expect_still = space.query(still).unwrap();
     let (mut held, mut rounds) = (0, 0);
     let t = Instant::now();
     while rounds < 3000 && (held < 50 || rounds < 300) && t.elapsed() < Duration::from_secs(60) {
-        RESUME.store(false, Ordering::SeqCst);
-        // SAFETY: `thread` is the worker, still running (it stops only when told).
-        assert_eq!(unsafe { libc::pthread_kill(thread, libc::SIGUSR2) }, 0);
-        while !PARKED.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
+        suspender.stop();
         if space.try_query(still).is_none() {
             held += 1;
         }
@@ -219,10 +193,7 @@ fn query_answers_while_a_thread_is_suspended_mid_call() {
         }
         rounds += 1;
         progress.store(rounds, Ordering::SeqCst);
-        RESUME.store(true, Ordering::SeqCst);
-        while PARKED.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
+        suspender.resume();
     }
     progress.store(u64::MAX, Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);

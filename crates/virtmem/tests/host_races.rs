@@ -10,13 +10,10 @@ use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use virtmem::host::{CriticalLevel, HostMalloc, HostMemoryManager, HostResult, MallocType, MemoryAvailable, SLAB_SIZE};
-use virtmem::{
-    AllocationType, Error, FreeType, MemoryBasicInformation, Protection, SimSpace, SpaceStats, SystemInfo,
-    VirtualSpace, WriteWatchFlags,
-};
+use virtmem::{AllocationType, FreeType, Protection, SimSpace, VirtualSpace};
 
 mod host_util;
-use host_util::eventually;
+use host_util::{eventually, forward_space};
 
 const P: usize = 4096;
 const RW: Protection = Protection::READWRITE;
@@ -87,72 +84,12 @@ impl Gate {
 }
 
 impl VirtualSpace for Gate {
+    forward_space!(inner: free, query, try_query, protect, protect_detailed, lock, unlock, get_write_watch);
+    forward_space!(inner: reset_write_watch, write_watch_pages, check, read, write, execute, system_info, stats);
+    forward_space!(inner: regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
     fn alloc(&self, a: usize, s: usize, t: AllocationType, p: Protection) -> virtmem::Result<usize> {
         self.before_alloc(s, t);
         self.inner.alloc(a, s, t, p)
-    }
-    fn free(&self, a: usize, s: usize, t: FreeType) -> virtmem::Result<()> {
-        self.inner.free(a, s, t)
-    }
-    fn query(&self, a: usize) -> virtmem::Result<MemoryBasicInformation> {
-        self.inner.query(a)
-    }
-    fn try_query(&self, a: usize) -> Option<virtmem::Result<MemoryBasicInformation>> {
-        self.inner.try_query(a)
-    }
-    fn protect(&self, a: usize, s: usize, p: Protection) -> virtmem::Result<Protection> {
-        self.inner.protect(a, s, p)
-    }
-    fn protect_detailed(&self, a: usize, s: usize, p: Protection) -> Result<Protection, (Error, Option<Protection>)> {
-        self.inner.protect_detailed(a, s, p)
-    }
-    fn lock(&self, a: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.lock(a, s)
-    }
-    fn unlock(&self, a: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.unlock(a, s)
-    }
-    fn get_write_watch(&self, f: WriteWatchFlags, b: usize, s: usize, m: usize) -> virtmem::Result<Vec<usize>> {
-        self.inner.get_write_watch(f, b, s, m)
-    }
-    fn reset_write_watch(&self, b: usize, s: usize) -> virtmem::Result<()> {
-        self.inner.reset_write_watch(b, s)
-    }
-    fn write_watch_pages(&self, b: usize, s: usize) -> virtmem::Result<usize> {
-        self.inner.write_watch_pages(b, s)
-    }
-    fn check(&self, a: usize, l: usize, k: virtmem::AccessKind) -> virtmem::Result<()> {
-        self.inner.check(a, l, k)
-    }
-    fn read(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
-        self.inner.read(a, buf)
-    }
-    fn write(&self, a: usize, d: &[u8]) -> virtmem::Result<()> {
-        self.inner.write(a, d)
-    }
-    fn execute(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> {
-        self.inner.execute(a, buf)
-    }
-    fn system_info(&self) -> SystemInfo {
-        self.inner.system_info()
-    }
-    fn stats(&self) -> SpaceStats {
-        self.inner.stats()
-    }
-    fn regions(&self) -> Vec<MemoryBasicInformation> {
-        self.inner.regions()
-    }
-    fn set_commit_limit(&self, l: Option<usize>) {
-        self.inner.set_commit_limit(l)
-    }
-    fn commit_limit(&self) -> Option<usize> {
-        self.inner.commit_limit()
-    }
-    fn committed_bytes(&self) -> usize {
-        self.inner.committed_bytes()
-    }
-    fn reserved_bytes(&self) -> usize {
-        self.inner.reserved_bytes()
     }
 }
 
@@ -340,26 +277,6 @@ fn query_of_free_memory_on_linux_does_not_block_while_a_thread_is_suspended() {
     use std::os::unix::thread::JoinHandleExt;
     use std::sync::atomic::AtomicI64;
 
-    static PARKED: AtomicBool = AtomicBool::new(false);
-    static RESUME: AtomicBool = AtomicBool::new(false);
-    extern "C" fn park(_: libc::c_int) {
-        PARKED.store(true, Ordering::SeqCst);
-        while !RESUME.load(Ordering::SeqCst) {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
-        PARKED.store(false, Ordering::SeqCst);
-    }
-    // SAFETY: a handler for SIGUSR1, which nothing else in this test binary uses; it only
-    // touches atomics and calls sched_yield (async-signal-safe).
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = park as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
-    }
-
     let (_space, m) = host_util::linux_host(1 << 30);
     // A free address: mapped, then unmapped.
     // SAFETY: a fresh anonymous mapping, unmapped at once.
@@ -412,16 +329,11 @@ fn query_of_free_memory_on_linux_does_not_block_while_a_thread_is_suspended() {
             }
         })
     };
-    let thread_id = worker.as_pthread_t();
+    let suspender = host_util::Suspender::new(worker.as_pthread_t(), libc::SIGUSR1);
     let (mut rounds, mut hung) = (0usize, 0usize);
     let t = Instant::now();
     while hung == 0 && rounds < 5000 && t.elapsed() < Duration::from_millis(3500) {
-        RESUME.store(false, Ordering::SeqCst);
-        // SAFETY: `thread_id` is the worker, still running (it stops only when told).
-        assert_eq!(unsafe { libc::pthread_kill(thread_id, libc::SIGUSR1) }, 0);
-        while !PARKED.load(Ordering::SeqCst) {
-            thread::yield_now();
-        }
+        suspender.stop();
         let n = asked.fetch_add(1, Ordering::SeqCst) + 1;
         let deadline = Instant::now() + Duration::from_millis(250);
         while answered.load(Ordering::SeqCst) != n && Instant::now() < deadline {
@@ -430,10 +342,7 @@ fn query_of_free_memory_on_linux_does_not_block_while_a_thread_is_suspended() {
         if answered.load(Ordering::SeqCst) != n {
             hung += 1;
         }
-        RESUME.store(true, Ordering::SeqCst);
-        while PARKED.load(Ordering::SeqCst) {
-            thread::yield_now();
-        }
+        suspender.resume();
         // (Resumed, the worker lets a blocked query through.)
         eventually("the query to answer once the worker runs", || answered.load(Ordering::SeqCst) == n);
         rounds += 1;
