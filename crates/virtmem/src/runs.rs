@@ -1156,14 +1156,17 @@ impl Leaf {
     }
 
     /// The record of the `i`-th reservation (in base order), as stored.
+    #[inline]
     fn slot(&mut self, i: usize) -> &mut Option<Reservation> {
         &mut self.recs[self.slots[i] as usize]
     }
 
+    #[inline]
     fn rec(&self, i: usize) -> &Reservation {
         self.recs[self.slots[i] as usize].as_ref().expect("leaf entry")
     }
 
+    #[inline]
     fn rec_mut(&mut self, i: usize) -> &mut Reservation {
         self.slot(i).as_mut().expect("leaf entry")
     }
@@ -1214,13 +1217,37 @@ impl Leaf {
     }
 }
 
-/// Where a lookup of an address landed.
+/// Where a lookup of an address landed (for the tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lookup {
     /// Inside the reservation at this base.
     Inside(usize),
     /// In no reservation; the next one starts at this base, if any.
     Outside(Option<usize>),
+}
+
+/// Where [`Reservations::locate`] found a reservation: its base, and the leaf and index
+/// that held it then. A call keeps it to reach the record again (to plan, then to record
+/// the change) without another descent. It stays good while the leaf holds that base at
+/// that index, and is checked on every use ([`Reservations::at`]): after the index
+/// changed under it (an insertion or removal elsewhere, while the space's lock was let go
+/// for system calls), a use finds the reservation by its base instead. Whatever happened
+/// meanwhile, it never reaches another reservation's record: a leaf that holds the base at
+/// that index holds that reservation there (bases are distinct).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    base: usize,
+    leaf: u32,
+    index: u32,
+}
+
+impl Slot {
+    /// The reservation's base.
+    #[inline]
+    pub fn base(self) -> usize {
+        self.base
+    }
 }
 
 /// Most leaves a block of the [`Directory`] holds. (Small under test, as [`LEAF`].)
@@ -1414,9 +1441,9 @@ impl Directory {
 /// the leaves. A lookup bisects the directory's short vector and scans one block's keys
 /// (both in the caches), then scans one leaf's bases and reads one record: at 10^6
 /// reservations that is two cache misses where a `BTreeMap` of every base into a slab
-/// of records took five or six. The position of the last lookup is remembered (one
-/// call typically looks the same reservation up several times).
-#[derive(Debug, Clone)]
+/// of records took five or six. A call that needs the same reservation again keeps
+/// where it found it (a [`Slot`]) rather than searching again.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Reservations {
     /// The leaves in order.
     dir: Directory,
@@ -1426,21 +1453,6 @@ pub(crate) struct Reservations {
     /// Numbers of empty leaves, for reuse.
     vacant: Vec<u32>,
     len: usize,
-    /// The base, leaf and index of the last lookup (checked before use).
-    last: Cell<(usize, u32, u32)>,
-}
-
-impl Default for Reservations {
-    fn default() -> Self {
-        Reservations {
-            dir: Directory::default(),
-            leaves: Vec::new(),
-            vacant: Vec::new(),
-            len: 0,
-            // No last lookup (a zero leaf number would name a leaf).
-            last: Cell::new((0, NIL, 0)),
-        }
-    }
 }
 
 impl Reservations {
@@ -1454,19 +1466,34 @@ impl Reservations {
 
     /// The leaf and index of the reservation at `base`.
     fn slot(&self, base: usize) -> Option<(u32, usize)> {
-        let (b, l, i) = self.last.get();
-        // Every change that moves an entry either forgets the last lookup or sets it
-        // to the entry it placed, so a match needs no check of the leaf.
-        if b == base && l != NIL {
-            debug_assert_eq!(self.leaves[l as usize].bases[i as usize], base, "stale last lookup");
-            return Some((l, i as usize));
-        }
         let (_, l, i) = self.floor_pos(base)?;
-        if self.leaves[l as usize].bases[i] != base {
-            return None;
+        (self.leaves[l as usize].bases[i] == base).then_some((l, i))
+    }
+
+    /// The leaf and index a [`Slot`] names, if the leaf still holds its base there.
+    #[inline]
+    fn checked(&self, s: Slot) -> Option<(u32, usize)> {
+        let leaf = self.leaves.get(s.leaf as usize)?;
+        (*leaf.bases.get(s.index as usize)? == s.base).then_some((s.leaf, s.index as usize))
+    }
+
+    /// The reservation a [`Slot`] names: at once if the index kept it where it was found,
+    /// else by a search for its base (`None` if it is gone).
+    #[inline]
+    pub fn at(&self, s: Slot) -> Option<&Reservation> {
+        match self.checked(s) {
+            Some((l, i)) => Some(self.leaves[l as usize].rec(i)),
+            None => self.get(&s.base),
         }
-        self.last.set((base, l, i as u32));
-        Some((l, i))
+    }
+
+    /// [`Reservations::at`], to change.
+    #[inline]
+    pub fn at_mut(&mut self, s: Slot) -> Option<&mut Reservation> {
+        match self.checked(s) {
+            Some((l, i)) => Some(self.leaves[l as usize].rec_mut(i)),
+            None => self.get_mut(&s.base),
+        }
     }
 
     /// The reservation at `base`.
@@ -1490,27 +1517,24 @@ impl Reservations {
     }
 
     /// A fresh leaf holding only `res` at `base`, linked in at directory place `at`.
-    fn new_leaf(&mut self, base: usize, res: Reservation, at: Pos) -> u32 {
+    fn new_leaf(&mut self, base: usize, res: Reservation, at: Pos) {
         let l = self.fresh_leaf();
         self.leaves[l as usize].put(0, base, res);
         self.dir.insert(at, base, l);
-        l
     }
 
     /// Add `res` at `base`, returning the one it replaces.
     pub fn insert(&mut self, base: usize, res: Reservation) -> Option<Reservation> {
         let (p, l, i) = match self.floor_pos(base) {
             Some((_, l, i)) if self.leaves[l as usize].bases[i] == base => {
-                self.last.set((base, l, i as u32));
                 return self.leaves[l as usize].slot(i).replace(res);
             }
             Some((p, l, i)) => (p, l, i + 1),
             None => match self.dir.first() {
                 Some(p) => (p, self.dir.id(p), 0),
                 None => {
-                    let l = self.new_leaf(base, res, (0, 0));
+                    self.new_leaf(base, res, (0, 0));
                     self.len += 1;
-                    self.last.set((base, l, 0));
                     return None;
                 }
             },
@@ -1522,7 +1546,6 @@ impl Reservations {
             if i == 0 {
                 self.dir.set_key(p, base);
             }
-            self.last.set((base, l, i as u32));
             return None;
         }
         // Full. Past its end the new reservation goes to the front of the next leaf if
@@ -1536,14 +1559,12 @@ impl Reservations {
                 if self.leaves[n as usize].len < LEAF {
                     self.leaves[n as usize].put(0, base, res);
                     self.dir.set_key(np, base);
-                    self.last.set((base, n, 0));
                     return None;
                 }
             }
         }
         if i == 0 || i == LEAF {
-            let n = self.new_leaf(base, res, if i == 0 { p } else { after });
-            self.last.set((base, n, 0));
+            self.new_leaf(base, res, if i == 0 { p } else { after });
             return None;
         }
         let n = self.fresh_leaf();
@@ -1553,23 +1574,36 @@ impl Reservations {
         self.dir.insert(after, key, n);
         let (l, i) = if i <= LEAF / 2 { (l, i) } else { (n, i - LEAF / 2) };
         self.leaves[l as usize].put(i, base, res);
-        self.last.set((base, l, i as u32));
         None
     }
 
     /// Remove the reservation at `base`.
+    #[cfg(test)]
     pub fn remove(&mut self, base: &usize) -> Option<Reservation> {
-        // The leaf and index (from the last lookup, usually); the directory place only
-        // when the leaf's key or membership changes.
         let (l, i) = self.slot(*base)?;
-        self.last.set((0, NIL, 0));
+        Some(self.remove_from(*base, l, i))
+    }
+
+    /// Remove the reservation a [`Slot`] names (found by its base if the index changed
+    /// since), if it is still there.
+    pub fn remove_at(&mut self, s: Slot) -> Option<Reservation> {
+        let (l, i) = match self.checked(s) {
+            Some(found) => found,
+            None => self.slot(s.base)?,
+        };
+        Some(self.remove_from(s.base, l, i))
+    }
+
+    /// Remove the reservation at `base`, the `i`-th of leaf `l` (the directory is only
+    /// searched when the leaf's key or membership changes).
+    fn remove_from(&mut self, base: usize, l: u32, i: usize) -> Reservation {
         self.len -= 1;
         let leaf = &mut self.leaves[l as usize];
         let res = leaf.take(i);
         let thin = leaf.len < LEAF / 4;
         if self.len != 0 && (leaf.len == 0 || i == 0 || thin) {
             // The leaf's key is at most `base`, the next leaf's is greater.
-            let p = self.dir.floor(*base).expect("leaf in the directory");
+            let p = self.dir.floor(base).expect("leaf in the directory");
             debug_assert_eq!(self.dir.id(p), l);
             self.restructure(p, l, i);
         } else if self.len == 0 {
@@ -1581,7 +1615,7 @@ impl Reservations {
             self.vacant.clear();
             self.vacant.push(0);
         }
-        Some(res)
+        res
     }
 
     /// After the `i`-th entry of leaf `l` (at directory place `p`) went and others
@@ -1657,10 +1691,28 @@ impl Reservations {
     }
 
     /// The reservation containing `addr`, or else the base of the next one: one descent.
+    #[cfg(test)]
     pub fn lookup(&self, addr: usize) -> Lookup {
         match self.find(addr) {
             Ok(res) => Lookup::Inside(res.base),
             Err(next) => Lookup::Outside(next),
+        }
+    }
+
+    /// The reservation containing `addr` as a [`Slot`] (to reach its record again
+    /// cheaply), or else the base of the next one.
+    pub fn locate(&self, addr: usize) -> Result<Slot, Option<usize>> {
+        let Some((p, l, i)) = self.floor_pos(addr) else {
+            return Err(self.dir.first().map(|q| self.dir.key(q)));
+        };
+        let leaf = &self.leaves[l as usize];
+        let base = leaf.bases[i];
+        if addr < leaf.rec(i).end {
+            return Ok(Slot { base, leaf: l, index: i as u32 });
+        }
+        match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
+            Some(&next) => Err(Some(next)),
+            None => Err(self.dir.next(p).map(|q| self.dir.key(q))),
         }
     }
 
@@ -1671,10 +1723,8 @@ impl Reservations {
             return Err(self.dir.first().map(|q| self.dir.key(q)));
         };
         let leaf = &self.leaves[l as usize];
-        let base = leaf.bases[i];
         let res = leaf.rec(i);
         if addr < res.end {
-            self.last.set((base, l, i as u32));
             return Ok(res);
         }
         match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
@@ -1747,11 +1797,6 @@ impl Book {
             commit_limit: None,
             avoided_checked: 0,
         }
-    }
-
-    /// The reservation containing `addr`, or else the base of the next one.
-    pub fn lookup(&self, addr: usize) -> Lookup {
-        self.reservations.lookup(addr)
     }
 
     /// Whether a pending reservation claims any of `range`.
@@ -1989,6 +2034,54 @@ mod tests {
         assert_eq!(r.lookup(70), Lookup::Inside(64));
         assert_eq!(r.lookup(10), Lookup::Outside(Some(64)));
         assert_eq!(r.iter().map(|(&b, _)| b).collect::<Vec<_>>(), vec![64]);
+    }
+
+    #[test]
+    fn a_slot_reaches_its_own_reservation_or_none_after_the_index_changed() {
+        let rec = |base: usize| Reservation {
+            base,
+            end: base + 16,
+            alloc_protect: Protection::READWRITE,
+            opts: ReserveOptions::default(),
+            physical: false,
+            pages: RunMap::new(base..base + 16, PageState::Reserved),
+            locked: None,
+            committed: 0,
+        };
+        let mut r = Reservations::default();
+        for k in 0..6 {
+            r.insert(k * 32, rec(k * 32));
+        }
+        let s = r.locate(32 + 5).expect("inside");
+        assert_eq!(s.base(), 32);
+        assert_eq!(r.locate(20), Err(Some(32)));
+        // Unchanged index: at once (and the checked place is the one found).
+        assert!(r.checked(s).is_some());
+        assert_eq!(r.at(s).map(|o| o.base), Some(32));
+        // The entry before it goes: its index now holds another base, so a use falls
+        // back to a search and still finds 32, not the record now at that index.
+        r.remove(&0);
+        assert!(r.checked(s).is_none());
+        assert_eq!(r.at(s).map(|o| o.base), Some(32));
+        r.at_mut(s).expect("still there").committed = 7;
+        assert_eq!(r.get(&32).map(|o| o.committed), Some(7));
+        // Insertions before it (up to splitting its leaf of 8) move it again.
+        for k in 0..40 {
+            r.insert(1 + k * 5 % 31, rec(1 + k * 5 % 31));
+        }
+        assert_eq!(r.at(s).map(|o| (o.base, o.committed)), Some((32, 7)));
+        // Removed through a stale slot: that reservation and no other.
+        let n = r.len();
+        assert_eq!(r.remove_at(s).map(|o| o.base), Some(32));
+        assert_eq!(r.len(), n - 1);
+        assert!(r.at(s).is_none() && r.remove_at(s).is_none());
+        // Another reservation put at the very place it named is not reached through it.
+        r.insert(32, rec(32));
+        let t = r.locate(32).expect("inside");
+        r.remove(&32);
+        r.insert(33, rec(33));
+        assert_eq!(r.locate(33).map(|u| u.base()), Ok(33));
+        assert!(r.at(t).is_none());
     }
 
     #[test]
@@ -2233,15 +2326,26 @@ mod tests {
                 };
                 let mut r = Reservations::default();
                 let mut model: BTreeMap<usize, usize> = BTreeMap::new();
+                // Slots found along the way, kept across every later change.
+                let mut held: Vec<Slot> = Vec::new();
                 for (op, at, len) in ops {
                     let base = at * u;
+                    if let Ok(s) = r.locate(base + len) {
+                        held.push(s);
+                    }
                     match op {
                         // Insert (also over an existing base: a replacement).
                         0 | 1 => {
                             let old = r.insert(base, rec(base, base + len * u)).map(|o| o.end);
                             prop_assert_eq!(old, model.insert(base, base + len * u));
                         }
-                        // Remove (often of a base that is not there).
+                        // Remove (often of a base that is not there), now and then through a
+                        // slot found earlier.
+                        2 if len == 3 && !held.is_empty() => {
+                            let s = held[at % held.len()];
+                            let b = s.base();
+                            prop_assert_eq!(r.remove_at(s).map(|o| (o.base, o.end)), model.remove(&b).map(|e| (b, e)));
+                        }
                         2 => {
                             let b = if at % 2 == 0 { model.range(base..).next().map_or(base, |(&b, _)| b) } else { base };
                             prop_assert_eq!(r.remove(&b).map(|o| (o.base, o.end)), model.remove(&b).map(|e| (b, e)));
@@ -2256,6 +2360,16 @@ mod tests {
                         }
                     }
                     prop_assert_eq!(r.len(), model.len());
+                    // Every slot ever found reaches its own reservation while it lives
+                    // (directly or by a search), and nothing once it is gone.
+                    for &s in &held {
+                        let want = model.get(&s.base()).map(|&e| (s.base(), e));
+                        prop_assert_eq!(r.at(s).map(|o| (o.base, o.end)), want);
+                        if let Some((l, i)) = r.checked(s) {
+                            prop_assert_eq!(r.leaves[l as usize].rec(i).base, s.base());
+                        }
+                    }
+                    held.retain(|s| model.contains_key(&s.base()));
                     let all: Vec<(usize, usize)> = r.iter().map(|(&b, o)| (b, o.end)).collect();
                     prop_assert!(all.iter().all(|&(b, _)| r.get(&b).is_some_and(|o| o.base == b)));
                     prop_assert_eq!(all.clone(), model.iter().map(|(&b, &e)| (b, e)).collect::<Vec<_>>());

@@ -22,7 +22,7 @@ use crate::flags::{
     WriteWatchFlags,
 };
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
-use crate::runs::{Book, Lookup, PageState, Reservation, RunMap};
+use crate::runs::{Book, PageState, Reservation, RunMap, Slot};
 
 /// The steps of one call: most calls plan one or two, kept inline.
 type Steps = SmallVec<[Step; 4]>;
@@ -438,21 +438,22 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     /// Lock the book and wait until the reservation containing `addr` is not busy.
-    /// Returns the guard and the reservation's base, or `None` if no reservation
-    /// contains `addr`.
-    fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<usize>) {
+    /// Returns the guard and where the reservation is (its base, and a handle that
+    /// reaches its record again without a search while the index is unchanged), or
+    /// `None` if no reservation contains `addr`.
+    fn settle(&self, addr: usize) -> (MutexGuard<'_, Book>, Option<Slot>) {
         self.settle_warm(addr, |_| {})
     }
 
     /// [`AddressSpace::settle`], first running `warm` on the locked book: it starts
     /// loading what the call will need later, so those loads overlap the lookup's.
-    fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<usize>) {
+    fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
         let mut book = self.book.lock();
         warm(&book);
         loop {
-            match book.reservations.find(addr).map(|r| r.base) {
-                Ok(base) if book.busy.contains(&base) => self.idle.wait(&mut book),
-                Ok(base) => return (book, Some(base)),
+            match book.reservations.locate(addr) {
+                Ok(at) if book.busy.contains(&at.base()) => self.idle.wait(&mut book),
+                Ok(at) => return (book, Some(at)),
                 Err(_) => return (book, None),
             }
         }
@@ -486,43 +487,38 @@ impl<B: Backend> AddressSpace<B> {
     fn finish<T>(
         &self,
         book: MutexGuard<'_, Book>,
-        base: usize,
+        at: Slot,
         steps: &[Step],
         apply: impl FnOnce(&mut Book) -> T,
         undo_charge: impl FnOnce(&mut Book),
         keep: impl FnMut(&mut Book, Range<usize>),
     ) -> Result<T> {
-        if steps.is_empty() || self.backend.inline_effects() {
-            // Nothing to wait for (no steps, or cheap ones): carry them out under the lock.
-            let mut book = book;
-            return match self.run(steps) {
-                Ok(()) => Ok(apply(&mut book)),
-                Err(failed) => {
-                    undo_charge(&mut book);
-                    Err(self.keep(&mut book, base, *failed, keep))
-                }
-            };
-        }
-        let (mut book, result) = self.outside(book, base, || self.run(steps));
+        // Nothing to wait for (no steps, or cheap ones): carry them out under the lock.
+        let held = steps.is_empty() || self.backend.inline_effects();
+        let (mut book, result) =
+            if held { (book, self.run(steps)) } else { self.outside(book, at.base(), || self.run(steps)) };
+        // (One call of `apply`, which the compiler can then inline.)
         let out = match result {
             Ok(()) => Ok(apply(&mut book)),
             Err(failed) => {
                 undo_charge(&mut book);
-                Err(self.keep(&mut book, base, *failed, keep))
+                Err(self.keep(&mut book, at, *failed, keep))
             }
         };
-        drop(book);
-        self.idle.notify_all();
+        if !held {
+            drop(book);
+            self.idle.notify_all();
+        }
         out
     }
 
-    /// Record in the book the kept steps of a failed call on the reservation at `base`
-    /// (see [`AddressSpace::finish`]); the call's error.
+    /// Record in the book the kept steps of a failed call on the reservation `at` (see
+    /// [`AddressSpace::finish`]); the call's error.
     #[cold]
     fn keep(
         &self,
         book: &mut Book,
-        base: usize,
+        at: Slot,
         Failed { error, kept }: Failed,
         mut access: impl FnMut(&mut Book, Range<usize>),
     ) -> Error {
@@ -530,7 +526,7 @@ impl<B: Backend> AddressSpace<B> {
             match step {
                 Step::Access(r, _, _) => access(book, r.clone()),
                 Step::Lock(r) | Step::Unlock(r) => {
-                    if let Some(res) = book.reservations.get_mut(&base) {
+                    if let Some(res) = book.reservations.at_mut(at) {
                         res.set_locked(r.clone(), matches!(step, Step::Lock(_)));
                     }
                 }
@@ -554,9 +550,9 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
-        let (mut book, base) = self.settle(range.start);
-        let base = base.ok_or(Error::InvalidAddress)?;
-        let res = &book.reservations[&base];
+        let (mut book, at) = self.settle(range.start);
+        let at = at.ok_or(Error::InvalidAddress)?;
+        let res = book.reservations.at(at).expect("reservation");
         if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
@@ -599,10 +595,10 @@ impl<B: Backend> AddressSpace<B> {
         let start = range.start;
         self.finish(
             book,
-            base,
+            at,
             steps,
             |book| {
-                let res = book.reservations.get_mut(&base).expect("reservation");
+                let res = book.reservations.at_mut(at).expect("reservation");
                 res.pages.set(range, PageState::Committed(eff));
                 res.committed += newly;
                 start
@@ -610,7 +606,7 @@ impl<B: Backend> AddressSpace<B> {
             |book| book.committed -= newly,
             |book, r| {
                 // The backend kept these pages committed: so does the book.
-                let res = book.reservations.get_mut(&base).expect("reservation");
+                let res = book.reservations.at_mut(at).expect("reservation");
                 let mut kept = 0;
                 res.pages.for_each_run(r.clone(), |run, st| {
                     if matches!(st, PageState::Reserved) {
@@ -625,9 +621,9 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     fn reset(&self, range: Range<usize>) -> Result<()> {
-        let (book, base) = self.settle(range.start);
-        let base = base.ok_or(Error::InvalidAddress)?;
-        let res = &book.reservations[&base];
+        let (book, at) = self.settle(range.start);
+        let at = at.ok_or(Error::InvalidAddress)?;
+        let res = book.reservations.at(at).expect("reservation");
         if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
@@ -639,19 +635,19 @@ impl<B: Backend> AddressSpace<B> {
         // busy meanwhile, so that no other call frees or reuses the range under it.
         let (Some(first), Some(last)) = (committed.first(), committed.last()) else { return Ok(()) };
         let span = first.start..last.end;
-        let (book, result) = self.outside(book, base, || self.backend.reset(span));
+        let (book, result) = self.outside(book, at.base(), || self.backend.reset(span));
         drop(book);
         self.idle.notify_all();
         result.map_err(backend_error)
     }
 
     fn reset_undo(&self, range: Range<usize>) -> Result<()> {
-        let (book, base) = self.settle(range.start);
-        let base = base.ok_or(Error::InvalidAddress)?;
-        if range.end > book.reservations[&base].end {
+        let (book, at) = self.settle(range.start);
+        let at = at.ok_or(Error::InvalidAddress)?;
+        if range.end > book.reservations.at(at).expect("reservation").end {
             return Err(Error::InvalidAddress);
         }
-        let (book, result) = self.outside(book, base, || self.backend.reset_undo(range));
+        let (book, result) = self.outside(book, at.base(), || self.backend.reset_undo(range));
         drop(book);
         self.idle.notify_all();
         match result {
@@ -670,30 +666,30 @@ impl<B: Backend> AddressSpace<B> {
             FreeRequest::DecommitAll { base } => {
                 let (book, found) = self.settle(base);
                 match found {
-                    Some(b) if b == base => {
-                        let end = book.reservations[&b].end;
-                        self.decommit(book, b, base..end)
+                    Some(at) if at.base() == base => {
+                        let end = book.reservations.at(at).expect("reservation").end;
+                        self.decommit(book, at, base..end)
                     }
                     _ => Err(Error::InvalidAddress),
                 }
             }
             FreeRequest::Decommit { range } => {
                 let (book, found) = self.settle(range.start);
-                let b = found.ok_or(Error::InvalidAddress)?;
-                if range.end > book.reservations[&b].end {
+                let at = found.ok_or(Error::InvalidAddress)?;
+                if range.end > book.reservations.at(at).expect("reservation").end {
                     return Err(Error::InvalidParameter);
                 }
-                self.decommit(book, b, range)
+                self.decommit(book, at, range)
             }
         }
     }
 
     fn release(&self, base: usize) -> Result<()> {
         let (book, found) = self.settle_warm(base, |book| book.free.warm(base));
-        if found != Some(base) {
+        let Some(at) = found.filter(|at| at.base() == base) else {
             return Err(Error::InvalidAddress);
-        }
-        let res = &book.reservations[&base];
+        };
+        let res = book.reservations.at(at).expect("reservation");
         let whole = res.base..res.end;
         let opts = res.opts;
         let locked = res.locked_runs(whole.clone());
@@ -719,10 +715,10 @@ impl<B: Backend> AddressSpace<B> {
         };
         self.finish(
             book,
-            base,
+            at,
             steps,
             |book| {
-                let res = book.reservations.remove(&base).expect("reservation");
+                let res = book.reservations.remove_at(at).expect("reservation");
                 book.committed -= res.committed;
                 book.reserved -= res.end - res.base;
                 book.give_back(res.claim());
@@ -732,8 +728,8 @@ impl<B: Backend> AddressSpace<B> {
         )
     }
 
-    fn decommit(&self, book: MutexGuard<'_, Book>, base: usize, range: Range<usize>) -> Result<()> {
-        let res = &book.reservations[&base];
+    fn decommit(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
+        let res = book.reservations.at(at).expect("reservation");
         self.whole_large_pages(res, &range)?;
         let mut steps = Steps::new();
         steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
@@ -759,11 +755,11 @@ impl<B: Backend> AddressSpace<B> {
         }
         self.finish(
             book,
-            base,
+            at,
             &steps,
             |book| {
                 book.committed -= freed;
-                let res = book.reservations.get_mut(&base).expect("reservation");
+                let res = book.reservations.at_mut(at).expect("reservation");
                 res.committed -= freed;
                 res.pages.set(range.clone(), PageState::Reserved);
                 res.set_locked(range, false);
@@ -922,9 +918,9 @@ impl<B: Backend> AddressSpace<B> {
         protect: Protection,
     ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
         let (range, protect) = rules::protect_request(address, size, protect).map_err(|e| (e, None))?;
-        let (book, base) = self.settle(range.start);
-        let base = base.ok_or((Error::InvalidAddress, None))?;
-        let res = &book.reservations[&base];
+        let (book, at) = self.settle(range.start);
+        let at = at.ok_or((Error::InvalidAddress, None))?;
+        let res = book.reservations.at(at).expect("reservation");
         if range.end > res.end {
             return Err((Error::InvalidAddress, None));
         }
@@ -970,16 +966,16 @@ impl<B: Backend> AddressSpace<B> {
         };
         self.finish(
             book,
-            base,
+            at,
             steps,
             |book| {
-                let res = book.reservations.get_mut(&base).expect("reservation");
+                let res = book.reservations.at_mut(at).expect("reservation");
                 res.pages.set(range, PageState::Committed(eff));
                 old
             },
             |_| {},
             // The backend kept the new protection there: so does the book.
-            |book, r| book.reservations.get_mut(&base).expect("reservation").pages.set(r, PageState::Committed(eff)),
+            |book, r| book.reservations.at_mut(at).expect("reservation").pages.set(r, PageState::Committed(eff)),
         )
         .map_err(|e| (e, None))
     }
@@ -1010,8 +1006,8 @@ impl<B: Backend> AddressSpace<B> {
         }
         let range = rules::page_span(address, size)?;
         let refused = if lock { Error::NoAccess } else { Error::NotLocked };
-        let (mut book, base) = self.settle(range.start);
-        let Some(base) = base else {
+        let (mut book, at) = self.settle(range.start);
+        let Some(at) = at else {
             // Memory the engine did not allocate (a `malloc`'d block, a stack, a mapped
             // file in the current process) is never touched: like every other call on
             // it, a lock reports that the address is not the engine's.
@@ -1020,7 +1016,7 @@ impl<B: Backend> AddressSpace<B> {
             }
             return Err(refused);
         };
-        let res = &book.reservations[&base];
+        let res = book.reservations.at(at).expect("reservation");
         if range.end > res.end {
             return Err(refused);
         }
@@ -1043,13 +1039,13 @@ impl<B: Backend> AddressSpace<B> {
                 let disarmed = p - Protection::GUARD;
                 let to = rules::access_of(disarmed);
                 if to == Access::None || self.backend.set_access(page..page + PAGE, Access::None, to).is_ok() {
-                    let res = book.reservations.get_mut(&base).expect("reservation");
+                    let res = book.reservations.at_mut(at).expect("reservation");
                     res.pages.set(page..page + PAGE, PageState::Committed(disarmed));
                 }
                 return Err(Error::GuardPage { address: page, access: AccessKind::Read });
             }
         }
-        let res = &book.reservations[&base];
+        let res = book.reservations.at(at).expect("reservation");
         let mut steps = Steps::new();
         match &res.locked {
             Some(m) => {
@@ -1068,10 +1064,10 @@ impl<B: Backend> AddressSpace<B> {
         }
         self.finish(
             book,
-            base,
+            at,
             &steps,
             |book| {
-                book.reservations.get_mut(&base).expect("reservation").set_locked(range, lock);
+                book.reservations.at_mut(at).expect("reservation").set_locked(range, lock);
             },
             |_| {},
             |_, _| {}, // (no access steps)
@@ -1086,12 +1082,12 @@ impl<B: Backend> AddressSpace<B> {
         }
         let range = rules::page_span(base, size)?;
         let (book, found) = self.settle(range.start);
-        let b = found.ok_or(Error::InvalidParameter)?;
-        let res = &book.reservations[&b];
+        let at = found.ok_or(Error::InvalidParameter)?;
+        let res = book.reservations.at(at).expect("reservation");
         if !res.opts.write_watch || range.end > res.end {
             return Err(Error::InvalidParameter);
         }
-        Ok((book, b, range))
+        Ok((book, at.base(), range))
     }
 
     /// The number of pages of `[base, base + size)` when it is a range `GetWriteWatch` and
@@ -1147,9 +1143,9 @@ impl<B: Backend> AddressSpace<B> {
         let stop = end.min(top);
         let mut a = address;
         while a < stop {
-            let base = match book.lookup(a) {
-                Lookup::Inside(base) => base,
-                Lookup::Outside(next) => {
+            let at = match book.reservations.locate(a) {
+                Ok(at) => at,
+                Err(next) => {
                     let limit = next.unwrap_or(top).min(stop);
                     match self.backend.foreign(rules::round_down(a, PAGE), limit) {
                         Some(f) if f.start <= a && rules::access_allows(f.access, kind) => {
@@ -1160,10 +1156,10 @@ impl<B: Backend> AddressSpace<B> {
                     }
                 }
             };
-            if book.busy.contains(&base) {
-                return Ok(Some(base));
+            if book.busy.contains(&at.base()) {
+                return Ok(Some(at.base()));
             }
-            let res = book.reservations.get_mut(&base).expect("reservation");
+            let res = book.reservations.at_mut(at).expect("reservation");
             let page = rules::round_down(a, PAGE);
             let (run, st) = res.pages.get(page);
             match st {

@@ -1213,3 +1213,92 @@ fn a_new_space_gets_past_a_crowd_of_foreign_mappings() {
         a.free(c, 0, FreeType::RELEASE).unwrap();
     }
 }
+
+/// While a protect, commit or decommit waits for its system call (the space's lock let
+/// go), another thread reserves and releases in the holes between its reservations, so
+/// that the reservation index shifts, splits and merges the leaves holding them. The
+/// change is still recorded on the call's own reservation, and on no other: what each
+/// reservation's pages are afterwards is what its own thread did. (The place where a
+/// call found its reservation is then often out of date when its system call returns:
+/// 10–15 calls a run found it so when this test was written, and searched again.)
+#[test]
+fn calls_record_their_change_on_their_own_reservation_while_another_thread_reserves_and_releases() {
+    const N: usize = 96;
+    // (Alone: another test's space could take a hole meanwhile.)
+    let s = space_alone();
+    // N reservations with a one-granule hole after each (holes released, so free).
+    let span = s.alloc(0, 2 * N * 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+    s.free(span, 0, FreeType::RELEASE).unwrap();
+    let ours: Vec<usize> = (0..N)
+        .filter_map(|i| {
+            let b = s.alloc(span + 2 * i * 64 * KB, 64 * KB, T::RESERVE, P::READWRITE).ok()?;
+            s.alloc(b, 4 * KB, T::COMMIT, P::READWRITE).unwrap();
+            Some(b)
+        })
+        .collect();
+    assert!(ours.len() > N / 2, "most of the layout could be reserved");
+    let holes: Vec<usize> = ours.iter().map(|&b| b + 64 * KB).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            // Fill the holes (each insertion lands between two of ours) and empty them
+            // again, in changing orders, until the other thread is done.
+            let mut round = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut made = Vec::new();
+                for k in 0..holes.len() {
+                    let h = holes[(k * 7 + round) % holes.len()];
+                    if let Ok(b) = s.alloc(h, 64 * KB, T::RESERVE, P::READWRITE) {
+                        if k % 3 == 0 {
+                            s.alloc(b, 4 * KB, T::COMMIT, P::READONLY).unwrap();
+                        }
+                        made.push(b);
+                    }
+                }
+                for (k, b) in made.into_iter().enumerate().rev() {
+                    if k % 2 == round % 2 {
+                        s.free(b, 0, FreeType::RELEASE).unwrap();
+                    } else {
+                        // Release the others after, in the other order.
+                        s.free(b, 4 * KB, FreeType::DECOMMIT).unwrap();
+                        s.free(b, 0, FreeType::RELEASE).unwrap();
+                    }
+                }
+                round += 1;
+            }
+        });
+        for round in 0..100 {
+            for (k, &b) in ours.iter().enumerate() {
+                let to = if (k + round) % 2 == 0 { P::READONLY } else { P::EXECUTE_READ };
+                assert_eq!(s.protect(b, 4 * KB, to).unwrap(), P::READWRITE, "reservation {k}, round {round}");
+                assert_eq!(s.protect(b, 4 * KB, P::READWRITE).unwrap(), to);
+                s.alloc(b + 4 * KB, 8 * KB, T::COMMIT, P::READWRITE).unwrap();
+                s.free(b + 8 * KB, 4 * KB, FreeType::DECOMMIT).unwrap();
+                let q = s.query(b + 4 * KB).unwrap();
+                assert_eq!(
+                    (q.allocation_base, q.state, q.protect, q.region_size),
+                    (b, MemState::Commit, P::READWRITE, 4 * KB)
+                );
+                s.free(b + 4 * KB, 4 * KB, FreeType::DECOMMIT).unwrap();
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    // Each of ours is as its own calls left it: page 0 committed read-write, the rest
+    // reserved; the holes are free again.
+    for &b in &ours {
+        let q = s.query(b).unwrap();
+        assert_eq!((q.allocation_base, q.state, q.protect, q.region_size), (b, MemState::Commit, P::READWRITE, 4 * KB));
+        let q = s.query(b + 4 * KB).unwrap();
+        assert_eq!((q.allocation_base, q.state, q.region_size), (b, MemState::Reserve, 60 * KB));
+        s.write(b, &[1]).unwrap();
+    }
+    for &h in &holes {
+        assert_eq!(s.query(h).unwrap().state, MemState::Free, "hole {h:#x}");
+    }
+    let st = s.stats();
+    assert_eq!((st.reservations, st.committed), (ours.len(), ours.len() * 4 * KB));
+    for &b in &ours {
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    }
+}
