@@ -98,6 +98,7 @@ impl<V: Copy + Eq> RunMap<V> {
     }
 
     /// The run containing `addr` (which must lie inside the map) and its value.
+    #[inline]
     pub fn get(&self, addr: usize) -> (Range<usize>, V) {
         match &self.store {
             Store::Few(few) => {
@@ -107,12 +108,17 @@ impl<V: Copy + Eq> RunMap<V> {
                 let end = few.get(i).map_or(self.end, |&(k, _)| k);
                 (start..end, v)
             }
-            Store::Many(map) => {
-                let (&start, &v) = map.range(..=addr).next_back().expect("address inside the run map");
-                let end = map.range((Bound::Excluded(addr), Bound::Unbounded)).next().map_or(self.end, |(&k, _)| k);
-                (start..end, v)
-            }
+            Store::Many(map) => Self::get_many(map, addr, self.end),
         }
+    }
+
+    /// [`RunMap::get`] in a [`Store::Many`] ending at `end` (apart, so that the usual
+    /// case is small enough to inline).
+    #[inline(never)]
+    fn get_many(map: &BTreeMap<usize, V>, addr: usize, end: usize) -> (Range<usize>, V) {
+        let (&start, &v) = map.range(..=addr).next_back().expect("address inside the run map");
+        let end = map.range((Bound::Excluded(addr), Bound::Unbounded)).next().map_or(end, |(&k, _)| k);
+        (start..end, v)
     }
 
     /// The runs intersecting `range`, clipped to it, in address order.
@@ -148,6 +154,30 @@ impl<V: Copy + Eq> RunMap<V> {
             }
             Store::Many(_) => self.runs(range).for_each(|(r, v)| f(r, v)),
         }
+    }
+
+    /// [`RunMap::set`] for a caller whose `range` is usually exactly one run whose
+    /// neighbours do not have `v` (a protection change of what one call committed): that
+    /// case is inlined (the run just takes the new value); any other goes to `set`.
+    #[inline]
+    pub fn set_run(&mut self, range: Range<usize>, v: V) {
+        if let Store::Few(few) = &mut self.store {
+            let (s, e) = (range.start, range.end);
+            let lo = few.partition_point(|&(k, _)| k < s);
+            let runs = few.as_mut_slice();
+            if let Some(&(k, _)) = runs.get(lo) {
+                let next = runs.get(lo + 1).copied();
+                if k == s
+                    && next.map_or(self.end, |(k, _)| k) == e
+                    && next.map_or(true, |(_, n)| n != v)
+                    && (lo == 0 || runs[lo - 1].1 != v)
+                {
+                    runs[lo].1 = v;
+                    return;
+                }
+            }
+        }
+        self.set(range, v)
     }
 
     /// Give every address of `range` the value `v`, coalescing with neighbours.
@@ -2262,7 +2292,12 @@ mod tests {
                 let mut model = vec![0u8; UNITS];
                 for (a, b, v) in ops {
                     let (s, e) = (a.min(b), a.max(b) + 1);
-                    m.set(base + s..base + e, v);
+                    // (`set_run` must do what `set` does, whatever the range.)
+                    if b % 3 == 0 {
+                        m.set_run(base + s..base + e, v);
+                    } else {
+                        m.set(base + s..base + e, v);
+                    }
                     model[s..e].fill(v);
                     check_runmap(&m, &model, base);
                     // A clipped query sees the same values.
@@ -2270,11 +2305,16 @@ mod tests {
                         prop_assert!(r.start >= base + s && r.end <= base + e);
                         prop_assert!(model[r.start - base..r.end - base].iter().all(|&x| x == rv));
                     }
-                    // Giving a whole run a new value (the in-place case of `set` when
-                    // neither neighbour has it, the general one when one does).
+                    // Giving a whole run a new value (the in-place case of `set` and
+                    // `set_run` when neither neighbour has it, the general one when one
+                    // does).
                     let (run, rv) = m.get(base + s);
                     let nv = (rv + 1 + (a % 2) as u8) % 3;
-                    m.set(run.clone(), nv);
+                    if a % 3 == 0 {
+                        m.set(run.clone(), nv);
+                    } else {
+                        m.set_run(run.clone(), nv);
+                    }
                     model[run.start - base..run.end - base].fill(nv);
                     check_runmap(&m, &model, base);
                     // And `for_each_run` visits exactly what `runs` yields, whole and
@@ -2293,7 +2333,11 @@ mod tests {
                 let mut m = RunMap::new(0..UNITS, 0u8);
                 let mut model = vec![0u8; UNITS];
                 for (u, v) in ops {
-                    m.set(u..u + 1, v);
+                    if u % 2 == 0 {
+                        m.set(u..u + 1, v);
+                    } else {
+                        m.set_run(u..u + 1, v);
+                    }
                     model[u] = v;
                 }
                 check_runmap(&m, &model, 0);

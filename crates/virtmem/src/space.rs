@@ -970,7 +970,7 @@ impl<B: Backend> AddressSpace<B> {
             steps,
             |book| {
                 let res = book.reservations.at_mut(at).expect("reservation");
-                res.pages.set(range, PageState::Committed(eff));
+                res.pages.set_run(range, PageState::Committed(eff));
                 old
             },
             |_| {},
