@@ -191,18 +191,47 @@ impl<V: Copy + Eq> RunMap<V> {
                 // Runs starting in [s, e] are replaced by at most two: `v` at `s` (unless
                 // the run before already has it) and what was at `e` (unless it is `v`).
                 let lo = few.partition_point(|&(k, _)| k < s);
-                // The usual case first: `range` is exactly the run at `lo` and neither
-                // neighbour has `v`, so the run just takes the new value.
+                // The usual cases first, without the general splice: `range` is exactly
+                // the run at `lo` and neither neighbour has `v`, so the run just takes
+                // the new value, or one has it and takes the run over (a decommit next
+                // to reserved pages, say); or `range` lies in one run, at its start or
+                // at its end, and the run it touches there has `v` (a commit next to
+                // pages committed alike), so the boundary between the two moves.
                 let runs = few.as_mut_slice();
-                if runs.get(lo).is_some_and(|&(k, _)| k == s) {
-                    let next = runs.get(lo + 1).copied();
-                    if next.map_or(self.end, |(k, _)| k) == e
-                        && next.map_or(true, |(_, n)| n != v)
-                        && (lo == 0 || runs[lo - 1].1 != v)
-                    {
-                        runs[lo].1 = v;
+                match runs.get(lo) {
+                    Some(&(k, _)) if k == s => {
+                        let next = runs.get(lo + 1).copied();
+                        let next_start = next.map_or(self.end, |(k, _)| k);
+                        let before_v = lo > 0 && runs[lo - 1].1 == v;
+                        if next_start == e {
+                            match (before_v, next.is_some_and(|(_, n)| n == v)) {
+                                (false, false) => runs[lo].1 = v,
+                                (true, false) => {
+                                    few.remove(lo);
+                                }
+                                (false, true) => {
+                                    runs[lo + 1].0 = s;
+                                    few.remove(lo);
+                                }
+                                (true, true) => {
+                                    few.drain(lo..lo + 2);
+                                }
+                            }
+                            return;
+                        }
+                        if e < next_start && before_v {
+                            // The run before grows to `e`.
+                            runs[lo].0 = e;
+                            return;
+                        }
+                    }
+                    // (`lo > 0`: the run before starts below `s`.)
+                    Some(&(k, n)) if k == e && n == v => {
+                        // The run after grows down to `s`.
+                        runs[lo].0 = s;
                         return;
                     }
+                    _ => {}
                 }
                 let hi = few.partition_point(|&(k, _)| k <= e);
                 let after = if e < self.end { Some(few[hi - 1].1) } else { None };
