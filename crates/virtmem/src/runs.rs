@@ -2057,6 +2057,111 @@ mod tests {
         assert_eq!(m.len(), 1);
     }
 
+    /// `m`, a map of `model.len()` units from `base`, holds exactly `model`'s values in
+    /// maximal runs: the first starting at `base`, the last ending at the map's end,
+    /// adjacent runs differing; `get` and `len` agree.
+    fn check_units(m: &RunMap<u8>, model: &[u8], base: usize) {
+        let runs: Vec<_> = m.runs(base..base + model.len()).collect();
+        let mut at = base;
+        for (i, (r, v)) in runs.iter().enumerate() {
+            assert_eq!(r.start, at, "runs {runs:?}, model {model:?}");
+            assert!(r.end > r.start, "empty run in {runs:?}");
+            assert!(model[r.start - base..r.end - base].iter().all(|x| x == v), "runs {runs:?}, model {model:?}");
+            if i > 0 {
+                assert_ne!(runs[i - 1].1, *v, "adjacent runs with one value: {runs:?}");
+            }
+            at = r.end;
+        }
+        assert_eq!(at, base + model.len());
+        assert_eq!(m.end, base + model.len());
+        assert_eq!(m.len(), runs.len(), "runs {runs:?}");
+        for (u, &want) in model.iter().enumerate() {
+            let (r, v) = m.get(base + u);
+            assert_eq!(v, want);
+            assert!(runs.contains(&(r, v)));
+        }
+    }
+
+    /// Every range (the empty ones too) and value, by `set` and by `set_run`, on a
+    /// clone of `m` (which holds `model` from `base`), against the model. (Under Miri,
+    /// the ranges starting at every `miri_stride`-th unit.)
+    fn set_everywhere(m: &RunMap<u8>, model: &[u8], base: usize, miri_stride: usize) {
+        let n = model.len();
+        for s in (0..=n).step_by(if cfg!(miri) { miri_stride } else { 1 }) {
+            for e in s..=n {
+                for v in 0..3u8 {
+                    let mut want = model.to_vec();
+                    want[s..e].fill(v);
+                    for by_run in [false, true] {
+                        let mut got = m.clone();
+                        if by_run {
+                            got.set_run(base + s..base + e, v);
+                        } else {
+                            got.set(base + s..base + e, v);
+                        }
+                        check_units(&got, &want, base);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runmap_set_exhaustive_on_small_maps() {
+        // Every map of 1 to 5 units over three values (so single-run maps, ranges at
+        // the map's start and end, one-unit runs and ranges, every in-place case of
+        // `set` and `set_run` and the general splice), every range and value.
+        let base = 1000;
+        for n in 1..=if cfg!(miri) { 4 } else { 5 } {
+            for code in 0..3usize.pow(n) {
+                let model: Vec<u8> = (0..n).map(|u| (code / 3usize.pow(u) % 3) as u8).collect();
+                let mut m = RunMap::new(base..base + n as usize, model[0]);
+                for (u, &v) in model.iter().enumerate().skip(1) {
+                    m.set(base + u..base + u + 1, v);
+                }
+                check_units(&m, &model, base);
+                set_everywhere(&m, &model, base, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn runmap_set_exhaustive_around_the_change_of_store() {
+        // Runs of two units with values cycling 0, 1, 2: `k` runs. Few runs, up to just
+        // below, at and past FEW (where a split moves the map to the B-tree), and a
+        // B-tree holding few runs (it goes back to the vector only at FEW / 4 runs).
+        let base = 0x40;
+        let cycle = |k: usize| -> Vec<u8> { (0..2 * k).map(|u| (u / 2 % 3) as u8).collect() };
+        // (Each unit's value given to the whole rest of the map: never more runs on the
+        // way than at the end.)
+        let build = |model: &[u8]| {
+            let end = base + model.len();
+            let mut m = RunMap::new(base..end, model[0]);
+            for (u, &v) in model.iter().enumerate().skip(1) {
+                m.set(base + u..end, v);
+            }
+            m
+        };
+        for k in [1, 2, FEW / 4, FEW / 4 + 1, FEW - 1, FEW, FEW + 1, FEW + 6] {
+            let model = cycle(k);
+            let m = build(&model);
+            assert_eq!(matches!(m.store, Store::Many(_)), k > FEW, "{k} runs");
+            check_units(&m, &model, base);
+            set_everywhere(&m, &model, base, 9);
+        }
+        // A B-tree of FEW / 4 + 1 runs: FEW + 6 runs, then the tail made one run.
+        let mut model = cycle(FEW + 6);
+        let mut m = build(&model);
+        let cut = 2 * FEW / 4;
+        let tail = (model[cut - 1] + 1) % 3;
+        m.set(base + cut..base + model.len(), tail);
+        model[cut..].fill(tail);
+        assert!(matches!(m.store, Store::Many(_)));
+        assert_eq!(m.len(), FEW / 4 + 1);
+        check_units(&m, &model, base);
+        set_everywhere(&m, &model, base, 9);
+    }
+
     #[test]
     fn an_emptied_index_keeps_one_empty_leaf_and_block_and_works_again() {
         let rec = |base: usize| Reservation {
