@@ -19,7 +19,9 @@
 //! instead runs 10^5 of one operation at 10^6 reservations without criterion, for
 //! `valgrind --tool=callgrind --toggle-collect='*profile_run*'`; with
 //! `VIRTMEM_PROFILE_HOT=1`, batches of 256 on 1024 neighbouring reservations, as
-//! `sim1e6hot_<op>` (not for the reserve operations).
+//! `sim1e6hot_<op>` (not for the reserve operations); with `VIRTMEM_PROFILE_IRREGULAR=1`,
+//! the reservations are placed as [`common::populate_irregular`] places them (holes of
+//! random size, made in random order) instead of evenly and in address order.
 
 mod common;
 
@@ -270,7 +272,11 @@ fn profile_run(op: &str, m: &dyn Mem, pick: &[(usize, usize)]) {
 fn profile(op: &str) {
     let n: usize = std::env::var("VIRTMEM_PROFILE_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(MILLION);
     let sim = virtmem::SimSpace::simulated();
-    let bases = populate(&sim, n, true);
+    let bases = if std::env::var_os("VIRTMEM_PROFILE_IRREGULAR").is_some() {
+        common::populate_irregular(&sim, n, true)
+    } else {
+        populate(&sim, n, true)
+    };
     let t;
     let calls;
     if std::env::var_os("VIRTMEM_PROFILE_HOT").is_some() {

@@ -307,6 +307,35 @@ pub fn populate(m: &dyn Mem, n: usize, commit_first: bool) -> Vec<usize> {
         .collect()
 }
 
+/// As [`populate`], but irregular: a hole of 1 to 7 granules (at random) after each
+/// reservation, and the reservations made in random order, so that neither their spacing
+/// nor the order they were made in follows their addresses. Returns the bases in
+/// address order.
+pub fn populate_irregular(m: &dyn Mem, n: usize, commit_first: bool) -> Vec<usize> {
+    let mut rng = Rng::new(0x1e6);
+    let steps: Vec<usize> = (0..n).map(|_| 1 + 1 + rng.below(7)).collect();
+    let total: usize = steps.iter().sum();
+    let span = m.reserve(total * GRANULE);
+    m.release(span, total * GRANULE);
+    let mut bases = Vec::with_capacity(n);
+    let mut at = span;
+    for s in &steps {
+        bases.push(at);
+        at += s * GRANULE;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    for &i in &order {
+        m.reserve_at(bases[i], GRANULE);
+        if commit_first {
+            m.commit(bases[i], PAGE);
+        }
+    }
+    bases
+}
+
 #[cfg(target_os = "linux")]
 pub use raw::Raw;
 
