@@ -2249,9 +2249,9 @@ mod tests {
         set_everywhere(&m, &model, base, 9);
     }
 
-    #[test]
-    fn an_emptied_index_keeps_one_empty_leaf_and_block_and_works_again() {
-        let rec = |base: usize| Reservation {
+    /// A reservation record of 16 units at `base`, all reserved.
+    fn rec(base: usize) -> Reservation {
+        Reservation {
             base,
             end: base + 16,
             alloc_protect: Protection::READWRITE,
@@ -2260,7 +2260,11 @@ mod tests {
             pages: RunMap::new(base..base + 16, PageState::Reserved),
             locked: None,
             committed: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn an_emptied_index_keeps_one_empty_leaf_and_block_and_works_again() {
         let mut r = Reservations::default();
         // Enough for many leaves of 8 and several directory blocks of 4.
         for round in 0..2 {
@@ -2289,16 +2293,6 @@ mod tests {
 
     #[test]
     fn a_slot_reaches_its_own_reservation_or_none_after_the_index_changed() {
-        let rec = |base: usize| Reservation {
-            base,
-            end: base + 16,
-            alloc_protect: Protection::READWRITE,
-            opts: ReserveOptions::default(),
-            physical: false,
-            pages: RunMap::new(base..base + 16, PageState::Reserved),
-            locked: None,
-            committed: 0,
-        };
         let mut r = Reservations::default();
         for k in 0..6 {
             r.insert(k * 32, rec(k * 32));

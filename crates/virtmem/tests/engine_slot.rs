@@ -10,6 +10,7 @@
 //! too). On the simulated backend and on the Linux one (each wrapped so that its calls
 //! run without the space's lock, and can be held).
 
+#[macro_use]
 mod common;
 
 use std::collections::VecDeque;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use virtmem::backend::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
+use virtmem::backend::{Access, Backend, BackendError, ReserveOptions};
 use virtmem::{
     AddressSpace, AllocationType as T, Error, FreeType, MemState, Protection as P, SimBackend, VirtualSpace,
 };
@@ -90,49 +91,8 @@ impl Drop for LetGo<'_> {
 }
 
 impl<B: Backend> Backend for Held<B> {
-    // (Written out: the `forward!` macro's module is already loaded by `common`.)
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn initial_blocked(&self) -> Vec<Range<usize>> {
-        self.inner.initial_blocked()
-    }
-    fn initial_avoided(&self) -> Vec<Range<usize>> {
-        self.inner.initial_avoided()
-    }
-    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.reserve(range, opts)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
-    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.reset(range)
-    }
-    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-        self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
-    }
-    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.clear_dirty(range)
-    }
-    fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
-        self.inner.foreign(address, limit)
-    }
+    forward!(inner: limits, initial_blocked, initial_avoided, reserve, discard, reset, reset_undo, lock, unlock);
+    forward!(inner: read, write, dirty_pages, clear_dirty, foreign);
     // (Not `release_committed` nor `decommit`: the trait's defaults, through the two
     // below, so that every step on the target can be held.)
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {

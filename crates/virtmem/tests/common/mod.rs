@@ -303,7 +303,6 @@ pub const BAD_PROTECTIONS: [u32; 17] = [
 #[path = "../linux_util/mod.rs"]
 pub mod linux_util;
 
-#[cfg(all(target_os = "linux", not(miri)))]
 #[macro_use]
 #[path = "../forward/mod.rs"]
 mod forward;
