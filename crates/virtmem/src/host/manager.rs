@@ -76,13 +76,20 @@ pub struct HostStats {
     pub views: usize,
 }
 
-/// How many times `VirtualQuery` tries the space's bookkeeping for an address outside
-/// the host's memory before answering `HOST_E_TIMEOUT`; the first [`QUERY_SPINS`]
-/// attempts spin, the rest yield the processor. The bookkeeping is held for well under
-/// a microsecond at a time, so only a holder that was suspended exhausts them.
+/// How many times at most `VirtualQuery` tries the space's bookkeeping for an address
+/// outside the host's memory before answering `HOST_E_TIMEOUT`; the first
+/// [`QUERY_SPINS`] attempts spin, the rest yield the processor, for [`QUERY_PATIENCE`]
+/// at most. The bookkeeping is held for well under a microsecond at a time, so only a
+/// holder that was suspended (or preempted and not run again within the patience)
+/// exhausts them.
 const QUERY_ATTEMPTS: u32 = 256;
 /// See [`QUERY_ATTEMPTS`].
 const QUERY_SPINS: u32 = 64;
+/// How long at most `VirtualQuery` yields waiting for the space's bookkeeping. A count
+/// of yields alone is no bound in time: on a loaded machine each yield may give the
+/// processor away for a whole time slice, and 192 of them took longer than a quarter of
+/// a second in tests.
+const QUERY_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Who made a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -916,9 +923,10 @@ impl HostMemoryManager {
     /// the record, which shows every change the host has finished making (a guard page an
     /// access has disarmed since the host last changed it still shows `PAGE_GUARD`
     /// there). For an address outside the host's memory only the space can tell free
-    /// from foreign: if its bookkeeping stays held through a short series of attempts (a
-    /// holder suspended mid-call), the answer is `HOST_E_TIMEOUT`, a wait for the host's
-    /// lock that timed out. On real memory, telling foreign memory from free space uses
+    /// from foreign: if its bookkeeping stays held through a short series of attempts,
+    /// two milliseconds at most whatever the machine's load (a holder suspended
+    /// mid-call), the answer is `HOST_E_TIMEOUT`, a wait for the host's lock that timed
+    /// out. On real memory, telling foreign memory from free space uses
     /// the `PROCMAP_QUERY` ioctl (Linux 6.11+); without it, `/proc/self/maps` is read,
     /// which allocates.
     pub fn virtual_query(&self, address: usize) -> HostResult<MemoryBasicInformation> {
@@ -958,13 +966,21 @@ impl HostMemoryManager {
             Seen::Answer(a) => a,
             Seen::Contradiction => Err(self.inconsistent()),
             Seen::Outside => {
+                // (Reading the monotonic clock neither blocks nor allocates: the vDSO.)
+                let mut since = None;
                 for attempt in 0..QUERY_ATTEMPTS {
                     match self.shared.space.try_query(address) {
                         Some(Ok(info)) if info.state == MemState::Free => return Ok(info),
                         Some(Ok(_)) => return Err(HostError::InvalidOperation),
                         Some(Err(e)) => return Err(e.into()),
                         None if attempt < QUERY_SPINS => std::hint::spin_loop(),
-                        None => std::thread::yield_now(),
+                        None => {
+                            let start = *since.get_or_insert_with(std::time::Instant::now);
+                            if start.elapsed() >= QUERY_PATIENCE {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
                     }
                 }
                 Err(HostError::Timeout)
