@@ -10,7 +10,7 @@ use std::time::Duration;
 
 mod host_util;
 mod rng;
-use host_util::{started, Busy};
+use host_util::{forward_space, started, Busy};
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager};
 use virtmem::{AllocationType, FreeType, MemState, Protection};
 
@@ -200,4 +200,38 @@ fn query_answers_while_a_thread_is_suspended_mid_call() {
     worker.join().unwrap();
     assert!(held > 0, "the worker was never caught holding the space's lock in {rounds} rounds");
     eprintln!("{rounds} suspensions, {held} of them with the space's lock held");
+}
+
+/// A simulated space whose bookkeeping always looks held and whose every try takes a
+/// millisecond, as on a machine so loaded that each yield gives the processor away for
+/// a while; it counts the tries.
+#[derive(Debug)]
+struct Slow {
+    inner: virtmem::SimSpace,
+    tries: std::sync::atomic::AtomicUsize,
+}
+
+impl virtmem::VirtualSpace for Slow {
+    forward_space!(inner: alloc, free, query, protect, protect_detailed, lock, unlock, get_write_watch);
+    forward_space!(inner: reset_write_watch, write_watch_pages, check, read, write, execute, system_info);
+    forward_space!(inner: stats, regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
+    fn try_query(&self, _: usize) -> Option<virtmem::Result<virtmem::MemoryBasicInformation>> {
+        self.tries.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1));
+        None
+    }
+}
+
+/// `virtual_query` rustdoc: outside the host's memory, a bookkeeping that stays held
+/// gives `HOST_E_TIMEOUT` after "a short series of attempts, two milliseconds at most
+/// whatever the machine's load". Counted, not timed: with each try taking a millisecond,
+/// the spins (64 tries) are followed by at most a few yielding tries, never by all 192
+/// that a bound in attempts alone allows.
+#[test]
+fn a_held_bookkeeping_times_out_in_bounded_time_however_slow_each_try() {
+    let space = Arc::new(Slow { inner: virtmem::SimSpace::simulated(), tries: Default::default() });
+    let m = started(space.clone(), 1 << 30, Duration::ZERO);
+    assert_eq!(m.virtual_query(0x7000_0000_0000).map(|i| i.state), Err(HostError::Timeout));
+    let tries = space.tries.load(Ordering::SeqCst);
+    assert!((65..=80).contains(&tries), "{tries} tries of the space's bookkeeping");
 }
