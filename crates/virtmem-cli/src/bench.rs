@@ -471,9 +471,14 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
         // What the backend was really made with, and whether this kernel has guard regions.
         let b = l.backend();
         let o = b.options();
+        let capped = if b.pool_cap() < o.pool_bytes {
+            format!(" (asked for {}: the address-space limit caps it)", o.pool_bytes)
+        } else {
+            String::new()
+        };
         println!(
-            "linux backend: pool of {} bytes, guard regions {} ({})",
-            o.pool_bytes,
+            "linux backend: pool of {} bytes{capped}, guard regions {} ({})",
+            b.pool_cap(),
             if o.guard_regions { "asked for" } else { "off" },
             if b.uses_guard_regions() { "in use" } else { "not in use" }
         );

@@ -84,8 +84,9 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 3)]
         runs: usize,
         /// The Linux backend's pool of released ranges, in bytes (0: every release
-        /// unmaps; default 1 GiB).
-        #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+        /// unmaps; default 8 TiB, the library's; at most 1 GiB under an address-space
+        /// limit).
+        #[arg(long, value_name = "BYTES", default_value_t = 8 << 40)]
         pool_bytes: usize,
         /// Decommit with mprotect and MADV_DONTNEED instead of guard markers
         /// (MADV_GUARD_INSTALL), on the Linux backend.

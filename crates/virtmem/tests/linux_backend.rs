@@ -960,6 +960,35 @@ fn releasing_committed_memory_costs_one_system_call() {
     }
 }
 
+/// A release with many committed runs is one `munmap`, pool or no pool: pooling would
+/// drop each run's pages with a system call of its own. With one or two runs it is
+/// pooled (one guard-marker call per run where the kernel has them).
+#[test]
+fn a_release_with_many_committed_runs_is_one_munmap() {
+    let s = space();
+    let guards = s.backend().uses_guard_regions();
+    for runs in [1u64, 2, 3, 8] {
+        let base = s.alloc(0, MB, T::RESERVE, P::NOACCESS).unwrap();
+        for k in 0..runs {
+            // Every other 64 KiB committed: separate runs.
+            let at = base + 2 * k as usize * 64 * KB;
+            s.alloc(at, 64 * KB, T::COMMIT, P::READWRITE).unwrap();
+            store(at, 1);
+        }
+        let (calls, pooled) = (s.backend().syscall_count(), s.backend().stats().pooled_bytes);
+        s.free(base, 0, FreeType::RELEASE).unwrap();
+        let made = s.backend().syscall_count() - calls;
+        let now_pooled = s.backend().stats().pooled_bytes;
+        if runs <= 2 {
+            assert_eq!(now_pooled, pooled + MB, "{runs} runs: pooled");
+            assert_eq!(made, if guards { runs } else { 2 * runs }, "{runs} runs");
+        } else {
+            assert_eq!((now_pooled, made), (pooled, 1), "{runs} runs: one munmap");
+        }
+        assert_eq!(s.query(base).unwrap().state, MemState::Free);
+    }
+}
+
 /// A foreign mapping, `len` bytes at an address aligned to 64 KiB.
 fn foreign_mapping(len: usize) -> usize {
     // SAFETY: a fresh anonymous mapping of our own, placed by the kernel.

@@ -12,25 +12,6 @@ use virtmem::{AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, Me
 const KB: usize = 1024;
 const CHILD: &str = "VIRTMEM_MAP_COUNT_CHILD";
 
-/// Re-run this test alone in a child process; true in the parent once it passed.
-fn in_child(name: &str) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return false;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "child failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
-
 /// Map single pages with alternating protections (so that none merge) until the
 /// kernel refuses: the process is then exactly at its mapping cap.
 fn fill_to_the_cap() -> Vec<usize> {
@@ -156,7 +137,7 @@ fn at_the_cap(options: LinuxOptions) {
 
 #[test]
 fn the_mapping_cap_is_a_clean_out_of_memory() {
-    if in_child("the_mapping_cap_is_a_clean_out_of_memory") {
+    if in_child(CHILD, "the_mapping_cap_is_a_clean_out_of_memory") {
         return;
     }
     at_the_cap(LinuxOptions::default());

@@ -61,6 +61,28 @@ pub fn resident(range: Range<usize>) -> Vec<bool> {
     v.into_iter().map(|b| b & 1 != 0).collect()
 }
 
+/// Re-run test `name` of this test binary alone, in a child process with the variable
+/// `var` set; true in the parent once the child passed, false in the child (which then
+/// runs the test's body). For a test that changes the whole process (its limits, its
+/// mapping count), which the other tests of its binary must not share.
+pub fn in_child(var: &str, name: &str) -> bool {
+    if std::env::var_os(var).is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
 /// Run `f` in a forked child and return the signal that killed it (None if it exited).
 /// `f` must only touch memory (no allocation, no locks): the parent is multi-threaded.
 pub fn child_signal(f: impl FnOnce()) -> Option<i32> {

@@ -88,15 +88,36 @@ const CROWDED_RUNS: usize = 4096;
 /// refuses it.
 const POOL_MAX_RANGES: usize = 256;
 
+/// The most accessible runs a release may have and still go to the pool. Pooling drops
+/// each run's pages with a system call of its own (guard markers, or `mprotect` and
+/// `madvise`), where `munmap` drops everything at once; what pooling saves is one `mmap`
+/// on a later reserve. So a release with more runs is unmapped.
+const POOL_MAX_RUNS: usize = 2;
+
+/// The default [`LinuxOptions::pool_bytes`]: 8 TiB, a sixteenth of the 128 TiB that
+/// x86-64 and arm64 give a process with 48-bit addresses. Room for terabyte
+/// reservations, so that releasing and reserving them again costs no system call, while
+/// most of the address space stays to the rest of the program.
+const POOL_DEFAULT: usize = 8 << 40;
+
+/// The most the pool holds when the process has an address-space limit
+/// (`RLIMIT_AS`), whatever [`LinuxOptions::pool_bytes`] says: pooled ranges count
+/// against that limit, and holding more could make the program's other `mmap`s fail.
+const POOL_LIMITED: usize = 1 << 30;
+
 /// Tuning of a [`LinuxBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinuxOptions {
     /// The most address space that released reservations keep mapped for reuse
-    /// (inaccessible and empty; they cost no memory). 0 unmaps every release (but one
-    /// the kernel refuses to unmap, at its mapping-count limit, which is pooled all
-    /// the same rather than failed). A pooled range is reported free; the backend
-    /// cannot see a mapping the program itself places over it with `MAP_FIXED`: a
-    /// program that does so at free addresses should set 0.
+    /// (inaccessible and empty; they cost no memory, only address space). A reserve
+    /// that fits a pooled range takes it without a system call, and a release that
+    /// the pool takes makes none, or one that drops its pages. 0 unmaps every release
+    /// (but one the kernel refuses to unmap, at its mapping-count limit, which is
+    /// pooled all the same rather than failed). When the process has an address-space
+    /// limit (`RLIMIT_AS`, read when the backend is made), at most 1 GiB whatever this
+    /// says, since pooled ranges count against it. A pooled range is reported free; the
+    /// backend cannot see a mapping the program itself places over it with `MAP_FIXED`:
+    /// a program that does so at free addresses should set 0.
     pub pool_bytes: usize,
     /// Decommit small read-write runs with guard markers (`MADV_GUARD_INSTALL`) where
     /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`.
@@ -104,9 +125,9 @@ pub struct LinuxOptions {
 }
 
 impl Default for LinuxOptions {
-    /// A 1 GiB pool and guard regions.
+    /// An 8 TiB pool (1 GiB under an address-space limit) and guard regions.
     fn default() -> Self {
-        LinuxOptions { pool_bytes: 1 << 30, guard_regions: true }
+        LinuxOptions { pool_bytes: POOL_DEFAULT, guard_regions: true }
     }
 }
 
@@ -318,6 +339,9 @@ fn keep_page(page: usize, w: &Witness) -> bool {
 pub struct LinuxBackend {
     limits: Limits,
     options: LinuxOptions,
+    /// The pool's cap in bytes: `options.pool_bytes`, or less under an address-space
+    /// limit (see [`LinuxOptions::pool_bytes`]).
+    pool_cap: usize,
     maps: Maps,
     pagemap: Pagemap,
     /// What this backend did to the kernel; never locked across a system call.
@@ -393,7 +417,11 @@ impl LinuxBackend {
             .iter()
             .filter_map(|f| read_number(&format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}")))
             .any(|n| n > 0);
+        // Pooled ranges count against an address-space limit (`None`: unlimited).
+        let limited = rustix::process::getrlimit(rustix::process::Resource::As).current.is_some();
+        let pool_cap = if limited { options.pool_bytes.min(POOL_LIMITED) } else { options.pool_bytes };
         Ok(LinuxBackend {
+            pool_cap,
             limits: Limits {
                 min_address: min,
                 end_address: round_down(USER_TOP, GRANULE),
@@ -447,6 +475,13 @@ impl LinuxBackend {
     /// The tuning this backend was made with.
     pub fn options(&self) -> LinuxOptions {
         self.options
+    }
+
+    /// The most address space the pool holds: [`LinuxOptions::pool_bytes`], or at most
+    /// 1 GiB when the process had an address-space limit (`RLIMIT_AS`) as the backend
+    /// was made.
+    pub fn pool_cap(&self) -> usize {
+        self.pool_cap
     }
 
     /// Failure injection below the backend interface: the `n`-th fallible system call
@@ -867,7 +902,7 @@ impl LinuxBackend {
     /// may even join two into one) or was itself taken whole from the pool (it puts
     /// back what it took).
     fn pool_has_room(&self, st: &State, ext: &Range<usize>) -> bool {
-        st.pool_bytes + ext.len() <= self.options.pool_bytes
+        st.pool_bytes + ext.len() <= self.pool_cap
             && (st.pool.len() < POOL_MAX_RANGES || {
                 let (left, right) = st.pool.neighbours(ext.clone());
                 left.is_some() || right.is_some() || st.live.get(ext.start).is_some_and(|x| x.from_pool)
@@ -1124,7 +1159,7 @@ impl Backend for LinuxBackend {
     /// and mapped again).
     fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
         // (More than the pool may ever hold, such as a huge reservation: no need to look.)
-        if opts.write_watch || opts.large_pages || size > self.options.pool_bytes {
+        if opts.write_watch || opts.large_pages || size > self.pool_cap {
             return None;
         }
         let st = self.state.lock();
@@ -1261,6 +1296,7 @@ impl Backend for LinuxBackend {
         match self.poolable(&ext) {
             None => return Err(BackendError::Os(libc::EINVAL)),
             Some(false) => return self.unmap_or_pool(ext, accessible),
+            Some(true) if accessible.len() > POOL_MAX_RUNS => return self.unmap_or_pool(ext, accessible),
             Some(true) => {}
         }
         self.decommit(accessible)?;
