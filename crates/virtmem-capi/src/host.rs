@@ -497,6 +497,18 @@ fn level(raw: EMemoryCriticalLevel) -> Result<CriticalLevel, HostError> {
     u32::try_from(raw).map_err(|_| HostError::InvalidArg).and_then(CriticalLevel::from_raw)
 }
 
+/// An argument error `e` that only this shell can find (a critical level, a `VirtualQuery`
+/// length, a callback: what the manager's typed methods cannot be given), reported in the
+/// manager's own order: it checks its lifecycle before any argument, so a manager that is
+/// not running answers `HOST_E_CLRNOTAVAILABLE` whatever the arguments.
+fn arg_error(mgr: &HostMemoryManager, e: HostError) -> HostError {
+    if mgr.lifecycle() == Lifecycle::Running {
+        e
+    } else {
+        HostError::ClrNotAvailable
+    }
+}
+
 fn same_iid(riid: REFIID, iid: &IID) -> bool {
     let mut buf = [0u8; size_of::<IID>()];
     if uaccess::read_bytes(riid as usize, &mut buf).is_err() {
@@ -597,7 +609,7 @@ unsafe extern "C" fn mgr_virtual_alloc(
     // SAFETY: the COM contract.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(ppMem)?;
-        let out = level(eCriticalLevel).and_then(|l| {
+        let out = level(eCriticalLevel).map_err(|e| arg_error(&obj.mgr, e)).and_then(|l| {
             obj.mgr.virtual_alloc(
                 pAddress as usize,
                 dwSize,
@@ -642,7 +654,7 @@ unsafe extern "C" fn mgr_virtual_query(
         }
         if dwLength < size_of::<MEMORY_BASIC_INFORMATION>() {
             put(pResult, 0)?;
-            return Err(vm::Error::BadLength.into());
+            return Err(arg_error(&obj.mgr, vm::Error::BadLength.into()));
         }
         match obj.mgr.virtual_query(lpAddress as usize) {
             Ok(info) => {
@@ -740,12 +752,12 @@ unsafe extern "C" fn mgr_register_callback(
 ) -> HRESULT {
     // SAFETY: the COM contract.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
-        let cb = NonNull::new(pCallback).ok_or(HostError::InvalidArg)?;
+        let cb = NonNull::new(pCallback).ok_or_else(|| arg_error(&obj.mgr, HostError::InvalidArg))?;
         // SAFETY: a live COM object (the caller's contract): its first word is its vtable.
         let vtbl = unsafe { (*cb.as_ptr()).lpVtbl };
         // SAFETY: non-NULL vtables of live objects are readable.
         if vtbl.is_null() || unsafe { (*vtbl).OnMemoryNotification }.is_none() {
-            return Err(HostError::InvalidArg);
+            return Err(arg_error(&obj.mgr, HostError::InvalidArg));
         }
         // SAFETY: as above.
         if let Some(add_ref) = unsafe { (*vtbl).AddRef } {
@@ -788,7 +800,7 @@ fn alloc_into(
     ppMem: *mut *mut c_void,
 ) -> Result<(), HostError> {
     writable(ppMem)?;
-    let out = level(lvl).and_then(|l| match site {
+    let out = level(lvl).map_err(|e| arg_error(obj.manager(), e)).and_then(|l| match site {
         Some((file, line)) => obj.heap.debug_alloc(size, l, file, line.max(0) as u32),
         None => obj.heap.alloc(size, l),
     });
@@ -1317,6 +1329,54 @@ mod tests {
             let (mut load, mut avail): (DWORD, SIZE_T) = (77, 77);
             assert_eq!((v.GetMemoryLoad)(h, &mut load, &mut avail), HOST_E_CLRNOTAVAILABLE);
             assert_eq!((load, avail), (0, 0), "writable out-pointers get 0 on failure");
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+
+    /// Once a manager is not running every call is `HOST_E_CLRNOTAVAILABLE`, whatever
+    /// its arguments (the spec's `E_FAIL` row; the core checks its lifecycle before any
+    /// argument). The arguments only the C shell checks — a critical level, a
+    /// `VirtualQuery` length, a callback — must follow that order too: on a running
+    /// manager they are `E_INVALIDARG` / `HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)`, on one
+    /// shut down `HOST_E_CLRNOTAVAILABLE`, as a bad allocation type is.
+    #[test]
+    fn argument_errors_of_the_c_shell_come_after_the_lifecycle() {
+        let h = simulated(1 << 20);
+        // SAFETY: `h` is a live manager object; valid out-pointers.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let rw = PAGE_READWRITE;
+            let mut m: *mut IHostMalloc = std::ptr::null_mut();
+            assert_eq!((v.CreateMalloc)(h, MALLOC_THREADSAFE, &mut m), S_OK);
+            let mv = &*(*m).lpVtbl;
+            let mut mem = std::ptr::null_mut();
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 0, &mut mem), S_OK);
+            let mut mbi = std::mem::MaybeUninit::<MEMORY_BASIC_INFORMATION>::uninit();
+            let (mut p, mut n) = (std::ptr::null_mut(), 0);
+            let file = c"f.c".as_ptr() as *mut c_char;
+            let bad_length = vm::host::hresult::from_win32(24);
+            // Running: the argument errors.
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 3, &mut p), E_INVALIDARG);
+            assert_eq!((v.VirtualQuery)(h, mem, mbi.as_mut_ptr().cast(), 47, &mut n), bad_length);
+            assert_eq!((v.RegisterMemoryNotificationCallback)(h, std::ptr::null_mut()), E_INVALIDARG);
+            assert_eq!((mv.Alloc)(m, 10, 3, &mut p), E_INVALIDARG);
+            assert_eq!((mv.DebugAlloc)(m, 10, -1, file, 1, &mut p), E_INVALIDARG);
+            assert_eq!(VirtmemHostShutdown(h), S_OK);
+            // Shut down: every call, good arguments or bad, is HOST_E_CLRNOTAVAILABLE.
+            let gone = HOST_E_CLRNOTAVAILABLE;
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, 0x40, rw, 0, &mut p), gone, "bad type");
+            assert_eq!((v.VirtualAlloc)(h, std::ptr::null_mut(), 4096, MEM_COMMIT, rw, 3, &mut p), gone, "bad level");
+            assert!(p.is_null());
+            assert_eq!((v.VirtualQuery)(h, mem, mbi.as_mut_ptr().cast(), 48, &mut n), gone);
+            n = 77;
+            assert_eq!((v.VirtualQuery)(h, mem, mbi.as_mut_ptr().cast(), 47, &mut n), gone, "short length");
+            assert_eq!(n, 0);
+            assert_eq!((v.RegisterMemoryNotificationCallback)(h, std::ptr::null_mut()), gone, "NULL callback");
+            assert_eq!((mv.Alloc)(m, 10, 0, &mut p), gone);
+            assert_eq!((mv.Alloc)(m, 10, 3, &mut p), gone, "bad level");
+            assert_eq!((mv.DebugAlloc)(m, 10, -1, file, 1, &mut p), gone, "bad level");
+            assert!(p.is_null());
+            assert_eq!((mv.Release)(m), 0);
             assert_eq!((v.Release)(h), 0);
         }
     }
