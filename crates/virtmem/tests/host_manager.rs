@@ -167,6 +167,43 @@ fn process_critical_times_out() {
     assert_eq!(m.stats().reservations, 1);
 }
 
+/// A process-critical request waits for memory to come back; one larger than the budget
+/// and every reserve together (globally, or for its tenant's sub-budget) can never be
+/// admitted, whatever is freed: it fails at once with E_OUTOFMEMORY ("cannot be satisfied
+/// now"), not with HOST_E_TIMEOUT after the whole wait — nor never, with a wait of
+/// `Duration::MAX`. A request that fits once memory comes back still waits.
+#[test]
+fn a_process_critical_request_that_can_never_fit_fails_at_once() {
+    for wait in [Duration::from_secs(30), Duration::MAX] {
+        // 16 pages of budget, one page of soft and one of emergency reserve.
+        let space = Arc::new(SimSpace::simulated());
+        let builder = HostMemoryManager::builder(space, 16 * P).soft_reserve(P).emergency_reserve(P);
+        let m = builder.process_critical_timeout(wait).build_started().unwrap();
+        let tenant = m.add_tenant("small", Some(4 * P)).unwrap();
+        let heap = m.create_malloc(virtmem::host::MallocType::THREADSAFE).unwrap();
+        let (m2, t2, h2) = (m.clone(), tenant.clone(), heap.clone());
+        let t = Instant::now();
+        let calls = thread::spawn(move || {
+            [
+                m2.virtual_alloc(0, 19 * P, COMMIT, RW, PROCESS).map(|_| ()),
+                t2.virtual_alloc(0, 7 * P, COMMIT, RW, PROCESS).map(|_| ()),
+                h2.alloc(19 * P, PROCESS).map(|_| ()),
+            ]
+        });
+        eventually("the requests to end", || calls.is_finished());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?} for requests that can never fit", t.elapsed());
+        assert_eq!(calls.join().unwrap(), [Err(HostError::OutOfMemory); 3]);
+        assert_eq!((used(&m), m.stats().budget.waiting), (0, 0));
+        // At the very limit (18 pages) a request does fit once the rest is freed: it waits.
+        let hog = m.virtual_alloc(0, P, COMMIT, RW, TASK).unwrap();
+        let m3 = m.clone();
+        let waiter = thread::spawn(move || m3.virtual_alloc(0, 18 * P, COMMIT, RW, PROCESS));
+        eventually("the request to wait", || m.stats().budget.waiting == 1);
+        m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
+        assert!(waiter.join().unwrap().is_ok());
+    }
+}
+
 #[test]
 fn shutdown_abandons_waiters() {
     let m = waiting_host(4 * P, Duration::from_secs(60));

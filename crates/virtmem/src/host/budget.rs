@@ -179,6 +179,14 @@ impl State {
         global_ok && tenant_ok
     }
 
+    /// Whether `bytes` would fit for tenant `t` at `level` with nothing in use at all: if
+    /// not, no refund can ever admit them, and waiting for one is pointless.
+    fn could_ever_fit(&self, policy: &Policy, t: TenantId, bytes: usize, level: CriticalLevel) -> bool {
+        let extra = policy.extra(level);
+        bytes <= policy.budget.saturating_add(extra)
+            && self.tenants[t].limit.map_or(true, |l| bytes <= l.saturating_add(extra))
+    }
+
     fn add(&mut self, t: TenantId, kind: Kind, bytes: usize) {
         self.used += bytes;
         self.by_kind[kind as usize] += bytes;
@@ -273,7 +281,11 @@ impl Budget {
             st.add(t, kind, bytes);
             return Ok(());
         }
-        if !wait || level != CriticalLevel::Process || self.policy.process_wait.is_zero() {
+        if !wait
+            || level != CriticalLevel::Process
+            || self.policy.process_wait.is_zero()
+            || !st.could_ever_fit(&self.policy, t, bytes, level)
+        {
             return Err(HostError::OutOfMemory);
         }
         // A wait too long to have a deadline (`Duration::MAX`: "wait forever") is untimed.

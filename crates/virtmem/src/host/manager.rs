@@ -234,7 +234,9 @@ impl HostBuilder {
 
     /// How long a process-critical request that does not fit waits for other threads to
     /// free memory before failing with `HOST_E_TIMEOUT`. Zero: it fails at once with
-    /// `E_OUTOFMEMORY`. A wait too long to express as a deadline (`Duration::MAX`) has
+    /// `E_OUTOFMEMORY`, as does a request that no refund could ever admit (larger than the
+    /// budget and both reserves together, or than its tenant's sub-budget and both
+    /// reserves). A wait too long to express as a deadline (`Duration::MAX`) has
     /// none: the request waits until memory comes back, the wait is cancelled or the
     /// manager shuts down. Default: [`DEFAULT_PROCESS_WAIT`].
     pub fn process_critical_timeout(mut self, wait: Duration) -> Self {

@@ -12,7 +12,9 @@
 //! - **Critical levels.** A task-critical request fails with `E_OUTOFMEMORY` at the
 //!   budget; a domain-critical one may also use the soft reserve; a process-critical one
 //!   may also use the emergency reserve and then waits, up to a timeout, for other threads
-//!   to free memory (`HOST_E_TIMEOUT`, or `HOST_E_ABANDONED` on shutdown/cancellation).
+//!   to free memory (`HOST_E_TIMEOUT`, or `HOST_E_ABANDONED` on shutdown/cancellation);
+//!   one larger than all of that together, which no refund could ever admit, fails at
+//!   once with `E_OUTOFMEMORY`.
 //! - **Tenants.** Each tenant may have a sub-budget; the reserves apply on top of it too.
 //!   A tenant acting on another tenant's memory gets `HOST_E_NOT_OWNER`.
 //! - **Ownership.** Only memory allocated through this manager may be freed, queried,
