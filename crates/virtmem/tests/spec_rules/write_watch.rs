@@ -28,6 +28,25 @@ fn dirty(fx: &Fx, flags: u32, base: usize, size: usize, count: usize) -> Vec<usi
     addrs[..n].to_vec()
 }
 
+/// Let the OS take what a `MEM_RESET` of `range` offered it, as memory pressure would:
+/// on Linux `MADV_PAGEOUT` reclaims the pages the reset marked free at once; a simulated
+/// space drops them (or not) at the reset itself, by its reset policy.
+fn reclaim(fx: &Fx, range: std::ops::Range<usize>) {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if fx.kind == Kind::Linux {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_PAGEOUT: i32 = 21;
+        // SAFETY: pages of a reservation of this test, committed and read-write;
+        // MADV_PAGEOUT only asks the kernel to reclaim them (data the kernel may drop,
+        // pages the reset offered, reads back as zero; any other is swapped out or kept).
+        let r = unsafe { madvise(range.start as *mut std::ffi::c_void, range.len(), MADV_PAGEOUT) };
+        assert_eq!(r, 0, "MADV_PAGEOUT (Linux 5.4)");
+    }
+    let _ = (fx, range);
+}
+
 fn last_error_of(r: u32) -> u32 {
     assert_eq!(r, FAIL, "a failure returns 0xFFFFFFFF");
     win32::GetLastError()
@@ -169,6 +188,26 @@ backend_tests! {
         assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a + P]);
     }
 
+    /// GetWriteWatch reports every page "written since the last reset" (of write watch:
+    /// ResetWriteWatch, WRITE_WATCH_FLAG_RESET); MEM_RESET is not one, and only a
+    /// decommit clears the state. Pages written and then MEM_RESET stay written, also once
+    /// the OS has taken the memory the reset offered.
+    fn mem_reset_keeps_written_pages_written(fx: &Fx) {
+        let a = fx.alloc(fx.w, 8 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.write(a, &vec![5; 3 * P]);
+        fx.write(a + 6 * P, &[6]);
+        let written = vec![a, a + P, a + 2 * P, a + 6 * P];
+        fx.alloc(a, 8 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), written, "right after MEM_RESET");
+        reclaim(fx, a..a + 8 * P);
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), written, "once the OS took the reset pages");
+        let _ = fx.alloc(a, 8 * P, MEM_RESET_UNDO, PAGE_READWRITE);
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), written, "after MEM_RESET_UNDO");
+        fx.write(a + 4 * P, &[1]);
+        assert_eq!(dirty(fx, win32::WRITE_WATCH_FLAG_RESET, a, 8 * P, 8), [&written[..3], &[a + 4 * P, a + 6 * P]].concat());
+        assert_eq!(dirty(fx, 0, a, 8 * P, 8), Vec::<usize>::new());
+    }
+
     /// GetWriteWatch: "a range that runs past the end of the write-watched reservation
     /// ... → 87" also when the next reservation is write-watched too (two adjacent
     /// write-watched reservations are not one range), and a failed call with
@@ -200,4 +239,15 @@ backend_tests! {
         assert_eq!(dirty(fx, 0, a, G, 8), Vec::<usize>::new());
         assert_eq!(dirty(fx, 0, b, G, 8), vec![b]);
     }
+}
+
+/// As [`mem_reset_keeps_written_pages_written`], on a simulated space whose resets drop
+/// the data at once (the OS needing the memory at the reset itself).
+#[test]
+fn sim_discarding_mem_reset_keeps_written_pages_written() {
+    use virtmem::{ResetPolicy, SimConfig};
+    mem_reset_keeps_written_pages_written(&Fx::sim_with(SimConfig {
+        reset_policy: ResetPolicy::Discard,
+        ..Default::default()
+    }));
 }

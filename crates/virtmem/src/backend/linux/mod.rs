@@ -6,7 +6,7 @@
 //! | commit, protect | `mprotect`, and `MADV_GUARD_REMOVE` where a decommit left guard markers | `mprotect` is the only way to change what the CPU allows while keeping contents |
 //! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
 //! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
-//! | reset | `madvise(MADV_FREE)` | lets the kernel reclaim pages lazily, the exact meaning of `MEM_RESET` |
+//! | reset | `madvise(MADV_FREE)`; nothing in a write-watched reservation | lets the kernel reclaim pages lazily, the exact meaning of `MEM_RESET` (a reclaimed page would lose its written state) |
 //! | lock | `mlock` / `munlock` | |
 //! | read / write | `process_vm_readv` / `process_vm_writev` on ourselves | copies fail with `EFAULT` instead of crashing when memory is inaccessible |
 //! | foreign | `ioctl(PROCMAP_QUERY)` on `/proc/self/maps` | one system call per lookup |
@@ -1431,10 +1431,19 @@ impl Backend for LinuxBackend {
     /// may reclaim those pages lazily, whenever it needs memory, and a write before
     /// then cancels it. Before offering a page, a few of its non-zero words are noted as a
     /// witness so that `MEM_RESET_UNDO` can tell whether the page survived. Other parts
-    /// keep their contents (allowed: a reset leaves data "unchanged or zero").
+    /// keep their contents (allowed: a reset leaves data "unchanged or zero"), and so does
+    /// a write-watched reservation as a whole: a page the kernel reclaims after
+    /// `MADV_FREE` loses its page-table entry, and with it the record that it was written
+    /// (a reset is no write-watch reset: `GetWriteWatch` must go on reporting it).
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
         let scan = features().pagemap_scan;
-        let runs = Self::kernel_runs(&self.state.lock(), &range);
+        let runs = {
+            let st = self.state.lock();
+            if st.extent_of(range.start).is_some_and(|(_, x)| x.write_watch) {
+                return Ok(());
+            }
+            Self::kernel_runs(&st, &range)
+        };
         for (piece, k) in runs {
             if !k.touched || !k.access().writable() {
                 continue;
