@@ -2,7 +2,7 @@
 //!
 //! | engine operation | system call | why |
 //! |---|---|---|
-//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool (a reservation at no particular address takes a pooled range that fits, see [`Backend::cheap_range`]) | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
+//! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool (a reservation at no particular address takes a pooled range that fits, see [`Backend::cheap_range`]); a write-watched one also `madvise(MADV_NOHUGEPAGE)` | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
 //! | commit, protect | `mprotect`, and `MADV_GUARD_REMOVE` where a decommit left guard markers | `mprotect` is the only way to change what the CPU allows while keeping contents |
 //! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
 //! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
@@ -1256,6 +1256,14 @@ impl Backend for LinuxBackend {
             mapped.push(h);
         }
         if let Some(w) = watch {
+            // No transparent huge pages: a write fault that maps one makes all its pages
+            // written at once (the kernel tracks writes by page-table entry, and a huge
+            // page has one), where a write must mark only the pages it touches. Best
+            // effort: a kernel without huge pages has none to give.
+            self.count();
+            // SAFETY: `ext` was mapped just above for this reservation; the advice only
+            // says how the kernel may back its pages.
+            let _ = unsafe { rustix::mm::madvise(ptr(ext.start), ext.len(), rustix::mm::Advice::LinuxNoHugepage) };
             if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext)) {
                 self.count();
                 // SAFETY: `ext` was mapped just above for this reservation.
