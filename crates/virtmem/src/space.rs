@@ -549,6 +549,19 @@ impl<B: Backend> AddressSpace<B> {
         Ok(())
     }
 
+    /// The pages whose guard an access to `page` of `res` clears: that page, or in a
+    /// `MEM_LARGE_PAGES` allocation its whole large page (which has one protection, as
+    /// [`AddressSpace::whole_large_pages`] has every change act on).
+    fn guard_unit(&self, res: &Reservation, page: usize) -> Range<usize> {
+        let lp = self.limits.large_page_size;
+        if res.opts.large_pages && lp != 0 {
+            let start = rules::round_down(page, lp).max(res.base);
+            start..(start + lp).min(res.end)
+        } else {
+            page..page + PAGE
+        }
+    }
+
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, at) = self.settle(range.start);
         let at = at.ok_or(Error::InvalidAddress)?;
@@ -1038,9 +1051,10 @@ impl<B: Backend> AddressSpace<B> {
             if let Some((page, p)) = guard {
                 let disarmed = p - Protection::GUARD;
                 let to = rules::access_of(disarmed);
-                if to == Access::None || self.backend.set_access(page..page + PAGE, Access::None, to).is_ok() {
+                let unit = self.guard_unit(res, page);
+                if to == Access::None || self.backend.set_access(unit.clone(), Access::None, to).is_ok() {
                     let res = book.reservations.at_mut(at).expect("reservation");
-                    res.pages.set(page..page + PAGE, PageState::Committed(disarmed));
+                    res.pages.set(unit, PageState::Committed(disarmed));
                 }
                 return Err(Error::GuardPage { address: page, access: AccessKind::Read });
             }
@@ -1159,7 +1173,7 @@ impl<B: Backend> AddressSpace<B> {
             if book.busy.contains(&at.base()) {
                 return Ok(Some(at.base()));
             }
-            let res = book.reservations.at_mut(at).expect("reservation");
+            let res = book.reservations.at(at).expect("reservation");
             let page = rules::round_down(a, PAGE);
             let (run, st) = res.pages.get(page);
             match st {
@@ -1167,8 +1181,10 @@ impl<B: Backend> AddressSpace<B> {
                 PageState::Committed(p) if p.contains(Protection::GUARD) => {
                     let disarmed = p - Protection::GUARD;
                     let to = rules::access_of(disarmed);
-                    if to == Access::None || self.backend.set_access(page..page + PAGE, Access::None, to).is_ok() {
-                        res.pages.set(page..page + PAGE, PageState::Committed(disarmed));
+                    let unit = self.guard_unit(res, page);
+                    if to == Access::None || self.backend.set_access(unit.clone(), Access::None, to).is_ok() {
+                        let res = book.reservations.at_mut(at).expect("reservation");
+                        res.pages.set(unit, PageState::Committed(disarmed));
                     }
                     return Err(Error::GuardPage { address: a, access: kind });
                 }

@@ -101,4 +101,34 @@ backend_tests! {
         assert_eq!(fx.q(a + P).protect.bits(), PAGE_READWRITE);
         assert_eq!(fx.read_vec(a + P, 4), [0; 4]);
     }
+
+    /// PAGE_GUARD on a MEM_LARGE_PAGES allocation: the first access raises the guard
+    /// violation once and the retry succeeds ("the access can then be retried"). The guard
+    /// is cleared on the whole large page, the unit every change of such an allocation
+    /// acts on (on Linux a huge page has one protection: clearing it on 4 KiB of it
+    /// failed, and every retry raised the violation again). The next large page stays
+    /// armed; VirtualLock trips and clears a guard the same way.
+    fn a_guard_on_a_large_page_trips_once(fx: &Fx) {
+        let lp = fx.space.system_info().large_page_size;
+        if lp == 0 {
+            return;
+        }
+        let rc = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES;
+        let b = match fx.alloc(0, 2 * lp, rc, PAGE_READWRITE | PAGE_GUARD) {
+            Ok(b) => b,
+            Err(e) => return assert_eq!(e.code(), 1450, "large pages that cannot be had: {e}"),
+        };
+        let at = b + 3 * P + 10;
+        assert!(is_guard(fx.space.read(at, &mut [0]), at, AccessKind::Read));
+        fx.space.read(at, &mut [0]).expect("the retry succeeds");
+        fx.write(b + lp - 1, &[1]);
+        let m = fx.q(b);
+        assert_eq!((m.region_size, m.protect.bits()), (lp, PAGE_READWRITE), "the whole large page disarmed");
+        assert_eq!(fx.q(b + lp).protect.bits(), PAGE_READWRITE | PAGE_GUARD, "the next one still armed");
+        assert_eq!(fx.space.lock(b + lp, 1), Err(Error::GuardPage { address: b + lp, access: AccessKind::Read }));
+        fx.space.lock(b + lp, 1).expect("locking again succeeds");
+        fx.space.unlock(b + lp, 1).unwrap();
+        assert_eq!(fx.walk(b..b + 2 * lp).len(), 1, "both disarmed: one region");
+        fx.free(b, 0, MEM_RELEASE).unwrap();
+    }
 }
