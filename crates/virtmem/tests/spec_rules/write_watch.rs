@@ -208,6 +208,35 @@ backend_tests! {
         assert_eq!(dirty(fx, 0, a, 8 * P, 8), Vec::<usize>::new());
     }
 
+    /// MEM_WRITE_WATCH with MEM_LARGE_PAGES: a space either refuses the allocation with a
+    /// clear error (large pages it cannot have, or write tracking it cannot do on them)
+    /// or tracks writes by the page like any other: a one-byte write reports one page, a
+    /// capped count with WRITE_WATCH_FLAG_RESET reports (and resets) that many pages, and
+    /// ResetWriteWatch clears any range of pages. (Linux tracked a huge page as a whole:
+    /// 512 pages for one write, nothing at all with the reset flag and a count below 512
+    /// or a range inside one huge page, and 87 for such a ResetWriteWatch.)
+    fn write_watch_on_large_pages_is_exact_or_refused(fx: &Fx) {
+        let lp = fx.space.system_info().large_page_size.max(2 << 20);
+        let ty = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES | MEM_WRITE_WATCH;
+        let before = fx.snapshot();
+        let b = match fx.alloc(0, lp, ty, PAGE_READWRITE) {
+            Ok(b) => b,
+            Err(e) => {
+                assert!([50, 1450].contains(&e.code()), "a clear error: {e}");
+                return assert_eq!(fx.snapshot(), before, "a refused allocation leaves nothing");
+            }
+        };
+        fx.write(b + 5, b"x");
+        fx.write(b + 7 * P, &[1; 3 * P]);
+        let written = vec![b, b + 7 * P, b + 8 * P, b + 9 * P];
+        assert_eq!(dirty(fx, 0, b, lp, 1024), written, "the pages the writes touched");
+        assert_eq!(dirty(fx, win32::WRITE_WATCH_FLAG_RESET, b, lp, 2), written[..2], "a capped count");
+        assert_eq!(dirty(fx, win32::WRITE_WATCH_FLAG_RESET, b + 8 * P, P, 8), written[2..3], "inside the large page");
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, b + 9 * P, P), 0);
+        assert_eq!(dirty(fx, 0, b, lp, 1024), Vec::<usize>::new());
+        fx.free(b, 0, MEM_RELEASE).unwrap();
+    }
+
     /// GetWriteWatch: "a range that runs past the end of the write-watched reservation
     /// ... → 87" also when the next reservation is write-watched too (two adjacent
     /// write-watched reservations are not one range), and a failed call with

@@ -1177,6 +1177,12 @@ impl Backend for LinuxBackend {
         if opts.large_pages && self.limits.large_page_size == 0 {
             return Err(BackendError::LargePagesUnavailable);
         }
+        if opts.large_pages && opts.write_watch {
+            // The kernel tracks writes to a huge page as a whole (one page-table entry):
+            // one write would report its 512 pages, and a count or range that splits it
+            // could be neither reported nor reset. Refused rather than inexact.
+            return Err(BackendError::Unsupported("write watch on huge pages"));
+        }
         let watch = if opts.write_watch { Some(self.watch()?) } else { None };
         let ext = Self::extent(&range);
         let poolable = !opts.write_watch && !opts.large_pages;
