@@ -268,14 +268,12 @@ pub(crate) fn write_watch_flags(flags: WriteWatchFlags) -> Result<bool> {
 }
 
 /// The protection a page really gets when `requested` is applied inside a reservation made
-/// with `allocation`: `PAGE_NOCACHE` belongs to the allocation.
+/// with `allocation`: `PAGE_NOCACHE` belongs to the allocation. A reservation made with it
+/// keeps it on every change, so a requested `PAGE_WRITECOMBINE` (which cannot go with it)
+/// is dropped.
 pub(crate) fn effective_protect(requested: Protection, allocation: Protection) -> Protection {
     if allocation.contains(Protection::NOCACHE) {
-        if requested.contains(Protection::WRITECOMBINE) {
-            requested
-        } else {
-            requested | Protection::NOCACHE
-        }
+        (requested - Protection::WRITECOMBINE) | Protection::NOCACHE
     } else {
         requested - Protection::NOCACHE
     }
@@ -397,5 +395,8 @@ mod tests {
         let nc = Protection::READWRITE | Protection::NOCACHE;
         assert_eq!(effective_protect(Protection::READONLY, nc), Protection::READONLY | Protection::NOCACHE);
         assert_eq!(effective_protect(nc, Protection::READWRITE), Protection::READWRITE);
+        let wc = Protection::READWRITE | Protection::WRITECOMBINE;
+        assert_eq!(effective_protect(wc, nc), nc);
+        assert_eq!(effective_protect(wc, Protection::READWRITE), wc);
     }
 }

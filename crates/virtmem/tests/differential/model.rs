@@ -204,11 +204,8 @@ impl Model {
     /// The protection a page gets when `p` is applied in an allocation made with `aprot`.
     fn effective(p: u32, aprot: u32) -> u32 {
         if aprot & PAGE_NOCACHE != 0 {
-            if p & PAGE_WRITECOMBINE != 0 {
-                p
-            } else {
-                p | PAGE_NOCACHE
-            }
+            // (NOCACHE stays on every change; WRITECOMBINE cannot go with it.)
+            (p & !PAGE_WRITECOMBINE) | PAGE_NOCACHE
         } else {
             p & !PAGE_NOCACHE
         }

@@ -160,6 +160,24 @@ backend_tests! {
         assert_eq!(fx.q(nr).protect.bits(), PAGE_NOACCESS | PAGE_NOCACHE, "Protect after a NOACCESS commit");
     }
 
+    /// "a reservation made with NOCACHE keeps it on every VirtualProtect" — a request with
+    /// PAGE_WRITECOMBINE too: the two modifiers cannot go together, so NOCACHE stays and
+    /// WRITECOMBINE goes, for a VirtualProtect and for a commit inside such a reservation
+    /// (Wine 8 reports 0x204 for a READWRITE|WRITECOMBINE request in both cases). The
+    /// engine had let WRITECOMBINE replace the allocation's NOCACHE.
+    fn nocache_allocation_keeps_nocache_over_writecombine(fx: &Fx) {
+        let (rw_nc, rw_wc) = (PAGE_READWRITE | PAGE_NOCACHE, PAGE_READWRITE | PAGE_WRITECOMBINE);
+        let nc = fx.reserve_commit(0, 2 * P, rw_nc);
+        assert_eq!(vp(fx, nc, P, rw_wc), (1, 0, rw_nc));
+        assert_eq!(fx.q(nc).protect.bits(), rw_nc, "NOCACHE kept, WRITECOMBINE dropped");
+        assert_eq!(fx.q(nc).region_size, 2 * P, "one region with the page beside it");
+        assert_eq!(vp(fx, nc, P, PAGE_READONLY | PAGE_WRITECOMBINE), (1, 0, rw_nc));
+        assert_eq!(fx.q(nc).protect.bits(), PAGE_READONLY | PAGE_NOCACHE);
+        let nr = fx.reserve(G, 2 * P, rw_nc);
+        fx.commit(nr, P, rw_wc);
+        assert_eq!(fx.q(nr).protect.bits(), rw_nc, "a commit inside it too");
+    }
+
     /// "`new_protect` validated as for VirtualAlloc (87)" is the first bullet, before the
     /// range rules (as VirtualAlloc checks its protection before the address space, and
     /// as Windows' NtProtectVirtualMemory rejects the protection mask first): a bad
