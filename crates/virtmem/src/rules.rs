@@ -216,6 +216,23 @@ pub(crate) fn alloc_request(
     }
 }
 
+/// [`alloc_request`] for the usual call, `MEM_COMMIT` alone at a non-null `address`,
+/// checked in one go: the pages to commit, or `ERROR_INVALID_PARAMETER`, the only error
+/// the checks give that call (so their order does not matter there).
+#[inline]
+pub(crate) fn commit_range(address: usize, size: usize, protect: Protection, limits: &Limits) -> Result<Range<usize>> {
+    let top = limits.end_address;
+    if size == 0
+        || check_protect(protect).is_err()
+        || size > top - limits.min_address.min(top)
+        || address < MIN_ADDRESS
+        || address.checked_add(size).map_or(true, |end| end > top)
+    {
+        return Err(Error::InvalidParameter);
+    }
+    page_span(address, size)
+}
+
 /// What a valid `VirtualFree` call asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FreeRequest {
@@ -388,6 +405,30 @@ mod tests {
             Err(Error::InvalidParameter)
         );
         assert_eq!(alloc_request(usize::MAX - 10, 100, AllocationType::COMMIT, rw, &l), Err(Error::InvalidParameter));
+    }
+
+    /// The commit fast path answers as `alloc_request` does.
+    #[test]
+    fn commit_range_matches_alloc_request() {
+        let tops = [limits(), Limits { min_address: 0x40_0000, end_address: 0x50_0000, large_page_size: 0 }];
+        let addrs = [1, 0xFFFF, 0x10000, 0x10FFF, 0x3F_F000, 0x40_0000, 0x4F_FFFF, 0x50_0000, 0x7FFF_FFFE_F000];
+        let addrs = addrs.into_iter().chain([usize::MAX - 10, usize::MAX - 0x1000, 0x7FFF_FFFF_0000]);
+        let sizes = [0, 1, 0x1000, 0x1001, 0x10_0000, 0x7FFF_FFFF_0000, usize::MAX - 0x10, usize::MAX];
+        let protects = [0x04, 0x01, 0x104, 0x06, 0x101, 0x40, 0x800];
+        for l in &tops {
+            for a in addrs.clone() {
+                for s in sizes {
+                    for p in protects {
+                        let p = Protection::from_bits_retain(p);
+                        assert_eq!(
+                            commit_range(a, s, p, l).map(|range| AllocRequest::Commit { range, protect: p }),
+                            alloc_request(a, s, AllocationType::COMMIT, p, l),
+                            "{a:#x} {s:#x} {p:?} {l:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

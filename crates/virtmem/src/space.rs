@@ -192,23 +192,30 @@ impl<B: Backend> AddressSpace<B> {
     /// `VirtualAlloc`: reserve and/or commit, reset or undo a reset. Returns the base of
     /// the reservation or of the first committed page.
     pub fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize> {
-        match rules::alloc_request(address, size, ty, protect, &self.limits)? {
-            AllocRequest::Reserve { base, size, commit, top_down, large, write_watch, physical, protect } => {
-                let opts = ReserveOptions { large_pages: large, write_watch };
-                self.reserve(base, size, commit, top_down, opts, physical, protect)
+        // The usual call first, a commit inside a reservation, with its checks in one go.
+        let range = if address != 0 && ty == AllocationType::COMMIT {
+            rules::commit_range(address, size, protect, &self.limits)?
+        } else {
+            match rules::alloc_request(address, size, ty, protect, &self.limits)? {
+                AllocRequest::Reserve { base, size, commit, top_down, large, write_watch, physical, protect } => {
+                    let opts = ReserveOptions { large_pages: large, write_watch };
+                    return self.reserve(base, size, commit, top_down, opts, physical, protect);
+                }
+                AllocRequest::Commit { range, .. } => range,
+                // Like Windows (recorded under Wine), MEM_RESET and MEM_RESET_UNDO return
+                // the address rounded down to its page.
+                AllocRequest::Reset { range } => {
+                    let start = range.start;
+                    return self.reset(range).map(|_| start);
+                }
+                AllocRequest::ResetUndo { range } => {
+                    let start = range.start;
+                    return self.reset_undo(range).map(|_| start);
+                }
             }
-            AllocRequest::Commit { range, protect } => self.commit(range, protect),
-            // Like Windows (recorded under Wine), MEM_RESET and MEM_RESET_UNDO return the
-            // address rounded down to its page.
-            AllocRequest::Reset { range } => {
-                let start = range.start;
-                self.reset(range).map(|_| start)
-            }
-            AllocRequest::ResetUndo { range } => {
-                let start = range.start;
-                self.reset_undo(range).map(|_| start)
-            }
-        }
+        };
+        // (A commit's protection is `protect`, checked.)
+        self.commit(range, protect)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -562,6 +569,7 @@ impl<B: Backend> AddressSpace<B> {
         }
     }
 
+    #[inline(never)]
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, at) = self.settle(range.start);
         let at = at.ok_or(Error::InvalidAddress)?;
@@ -575,7 +583,6 @@ impl<B: Backend> AddressSpace<B> {
         self.whole_large_pages(res, &range)?;
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
-        let mut steps = Steps::new();
         let mut newly = 0;
         let mut plan = |r: Range<usize>, st: PageState| {
             let from = match st {
@@ -591,12 +598,15 @@ impl<B: Backend> AddressSpace<B> {
         // step, not a vector.
         let (first, st) = res.pages.get(range.start);
         let one: Option<Step>;
+        let many: Steps;
         let steps: &[Step] = if first.end >= range.end {
             one = plan(range.clone(), st);
             one.as_slice()
         } else {
+            let mut steps = Steps::new();
             res.pages.for_each_run(range.clone(), |r, st| steps.extend(plan(r, st)));
-            &steps
+            many = steps;
+            &many
         };
         if let Some(limit) = book.commit_limit {
             // Recommitting committed pages charges nothing, so it never hits the limit.
@@ -744,8 +754,6 @@ impl<B: Backend> AddressSpace<B> {
     fn decommit(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
         let res = book.reservations.at(at).expect("reservation");
         self.whole_large_pages(res, &range)?;
-        let mut steps = Steps::new();
-        steps.extend(res.locked_runs(range.clone()).into_iter().map(Step::Unlock));
         let mut committed = AccessRuns::new();
         let mut freed = 0;
         let mut note = |r: Range<usize>, st: PageState| {
@@ -761,15 +769,22 @@ impl<B: Backend> AddressSpace<B> {
         } else {
             res.pages.for_each_run(range.clone(), note);
         }
-        if !committed.is_empty() {
-            // One atomic backend operation that makes the runs inaccessible and drops
-            // them, so that a backend can do both at once (and undo its own partial work).
-            steps.push(Step::Decommit(committed));
-        }
+        // One atomic backend operation that makes the runs inaccessible and drops them,
+        // so that a backend can do both at once (and undo its own partial work); after
+        // unlocking the range's locked pages, if any. (Usually nothing is locked: then
+        // the plan is at most that one step, not a vector.)
+        let decommit = (!committed.is_empty()).then(|| Step::Decommit(committed));
+        let with_unlocks: Steps;
+        let steps = if res.locked.is_none() {
+            decommit.as_slice()
+        } else {
+            with_unlocks = res.locked_runs(range.clone()).into_iter().map(Step::Unlock).chain(decommit).collect();
+            &with_unlocks
+        };
         self.finish(
             book,
             at,
-            &steps,
+            steps,
             |book| {
                 book.committed -= freed;
                 let res = book.reservations.at_mut(at).expect("reservation");
