@@ -1575,6 +1575,7 @@ impl Reservations {
     /// while the leaf's index lines do, and a lookup that misses the caches waits for
     /// memory once instead of twice in a row; when it is wrong, a few lines were
     /// requested for nothing.
+    #[inline(always)]
     fn floor_pos(&self, addr: usize) -> Option<(Pos, u32, usize)> {
         let p = self.dir.floor(addr)?;
         let l = self.dir.id(p);
