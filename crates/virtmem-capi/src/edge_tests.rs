@@ -215,10 +215,12 @@ fn sizes_that_wrap_past_the_top_are_refused_cleanly() {
                 ReadProcessMemory(h, top, buf.as_mut_ptr().cast(), 8, &mut n) == FALSE,
                 ERROR_PARTIAL_COPY,
             );
+            // The 16-byte buffer cannot take `wrap` bytes either (its end wraps too): the
+            // caller's buffer is checked before the source (as Windows does), so 998.
             expect(
                 "rpm wrap",
                 ReadProcessMemory(h, at, buf.as_mut_ptr().cast(), wrap, &mut n) == FALSE,
-                ERROR_PARTIAL_COPY,
+                ERROR_NOACCESS,
             );
             expect("wpm top", WriteProcessMemory(h, top, buf.as_ptr().cast(), 8, &mut n) == FALSE, ERROR_NOACCESS);
             assert_eq!(n, 0);
@@ -250,5 +252,87 @@ fn sizes_that_wrap_past_the_top_are_refused_cleanly() {
                 assert_eq!(CloseHandle(h), TRUE);
             }
         }
+    }
+}
+
+/// Header, VirtmemAccess: "a NULL or inaccessible `buffer` (with `size` > 0) ... -> 998
+/// (and nothing is accessed: no guard page is disarmed)". Header, ReadProcessMemory: "an
+/// unwritable `lpBuffer` -> `ERROR_NOACCESS` (998)"; spec, Address space: "A failed call
+/// changes nothing". (Windows probes the caller's buffer before touching the target.)
+///
+/// A read or instruction fetch of an armed guard page into a read-only buffer, and a
+/// `ReadProcessMemory` of it into that buffer, fail with 998 and leave the guard armed
+/// (the engine was asked first: the guard was disarmed and reported as
+/// `STATUS_GUARD_PAGE_VIOLATION` or `ERROR_PARTIAL_COPY`, so a retry with a good buffer
+/// went through the guard page unnoticed).
+#[test]
+fn an_unwritable_buffer_fails_before_a_guard_page_is_touched() {
+    static READ_ONLY: [u8; 16] = [0x5A; 16];
+    let ro = READ_ONLY.as_ptr() as *mut std::ffi::c_void;
+    // SAFETY: valid local buffers and plain values; the read-only buffer is checked by the library.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        let prot = PAGE_EXECUTE_READWRITE | PAGE_GUARD;
+        let b = VirtualAllocEx(h, null_mut(), 0x1000, MEM_RESERVE | MEM_COMMIT, prot) as usize;
+        assert_ne!(b, 0);
+        let mut seen = Vec::new();
+        for kind in [VIRTMEM_ACCESS_READ, VIRTMEM_ACCESS_EXECUTE] {
+            let mut fault: ULONG_PTR = 0;
+            SetLastError(0);
+            let r = VirtmemAccess(h, b, ro, 16, kind, &mut fault);
+            seen.push((format!("VirtmemAccess kind {kind}"), r, GetLastError(), query(h, b).Protect));
+        }
+        let mut n: SIZE_T = 77;
+        SetLastError(0);
+        let r = ReadProcessMemory(h, b as LPCVOID, ro, 16, &mut n) as u32;
+        seen.push(("ReadProcessMemory".into(), r, GetLastError(), query(h, b).Protect));
+        assert_eq!(CloseHandle(h), TRUE);
+        assert_eq!(READ_ONLY, [0x5A; 16]);
+        let want = [
+            ("VirtmemAccess kind 0".to_string(), VIRTMEM_ACCESS_FAILED, ERROR_NOACCESS, prot),
+            ("VirtmemAccess kind 8".to_string(), VIRTMEM_ACCESS_FAILED, ERROR_NOACCESS, prot),
+            ("ReadProcessMemory".to_string(), FALSE as u32, ERROR_NOACCESS, prot),
+        ];
+        assert_eq!(seen, want, "(call, result, last error, the guard page's protection after it)");
+    }
+}
+
+/// Header, VirtmemAccess: "a NULL or inaccessible `buffer` (with `size` > 0) ... -> 998
+/// (and nothing is accessed: no guard page is disarmed)"; header, WriteProcessMemory: "An
+/// unreadable `lpBuffer` (any byte of its `nSize`) -> `ERROR_NOACCESS`, and nothing is
+/// written".
+///
+/// A write of more than one 64 KiB piece whose source turns unreadable after the first
+/// piece, to an armed guard page, fails with 998 and leaves the guard armed (only the
+/// first piece was read before the engine checked the target, disarming the guard).
+#[test]
+fn an_unreadable_buffer_tail_fails_before_a_guard_page_is_touched() {
+    // SAFETY: valid local buffers and plain values; the no-access page is checked by the library.
+    unsafe {
+        let src = VirtualAlloc(null_mut(), 0x12000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+        assert_ne!(src, 0);
+        let mut old = 0;
+        assert_eq!(VirtualProtect((src + 0x11000) as LPVOID, 0x1000, PAGE_NOACCESS, &mut old), TRUE);
+        let h = VirtmemCreateProcess();
+        let b = VirtualAllocEx(h, null_mut(), 0x12000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+        assert_ne!(b, 0);
+        let prot = PAGE_READWRITE | PAGE_GUARD;
+        assert_eq!(VirtualProtectEx(h, b as LPVOID, 0x1000, prot, &mut old), TRUE);
+        let mut seen = Vec::new();
+        let mut fault: ULONG_PTR = 0;
+        SetLastError(0);
+        let r = VirtmemAccess(h, b, src as *mut std::ffi::c_void, 0x12000, VIRTMEM_ACCESS_WRITE, &mut fault);
+        seen.push(("VirtmemAccess", r, GetLastError(), query(h, b).Protect));
+        let mut n: SIZE_T = 77;
+        SetLastError(0);
+        let r = WriteProcessMemory(h, b as LPVOID, src as LPCVOID, 0x12000, &mut n) as u32;
+        seen.push(("WriteProcessMemory", r, GetLastError(), query(h, b).Protect));
+        assert_eq!(CloseHandle(h), TRUE);
+        assert_eq!(VirtualFree(src as LPVOID, 0, MEM_RELEASE), TRUE);
+        let want = [
+            ("VirtmemAccess", VIRTMEM_ACCESS_FAILED, ERROR_NOACCESS, prot),
+            ("WriteProcessMemory", FALSE as u32, ERROR_NOACCESS, prot),
+        ];
+        assert_eq!(seen, want, "(call, result, last error, the guard page's protection after it)");
     }
 }

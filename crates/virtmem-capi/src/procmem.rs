@@ -35,11 +35,12 @@ fn addressable(buffer: usize, size: usize) -> bool {
 }
 
 /// Copy `size` bytes at `address` in `space` (accessed as `kind`: read or execute) into
-/// the caller's `buffer`. The whole source range is checked by the engine first, so a
-/// range that is not entirely accessible fails before a byte is copied; the bytes are
-/// then copied in pieces of at most [`uaccess::CHUNK`]. `*done` counts the bytes copied
-/// (more than 0 only when the caller's buffer stops being writable part-way, or the
-/// source changes under the copy).
+/// the caller's `buffer`. Every page of the caller's buffer is checked writable first (an
+/// unwritable one fails before the engine is asked, which would disarm a guard page it
+/// meets), then the whole source range by the engine, so a range that is not entirely
+/// accessible fails before a byte is copied; the bytes are then copied in pieces of at
+/// most [`uaccess::CHUNK`]. `*done` counts the bytes copied (more than 0 only when the
+/// caller's buffer stops being writable part-way, or the source changes under the copy).
 fn copy_out(
     space: &dyn VirtualSpace,
     address: usize,
@@ -48,10 +49,8 @@ fn copy_out(
     kind: AccessKind,
     done: &mut usize,
 ) -> Result<(), CopyError> {
+    uaccess::probe_pages_writable(buffer, size).map_err(CopyError::Caller)?;
     space.check(address, size, kind).map_err(CopyError::Engine)?;
-    if !addressable(buffer, size) {
-        return Err(CopyError::Caller(Fail(ERROR_NOACCESS)));
-    }
     let mut piece = piece_buffer(size);
     while *done < size {
         let n = (size - *done).min(piece.len());
@@ -68,9 +67,10 @@ fn copy_out(
 }
 
 /// Copy `size` bytes from the caller's `buffer` to `address` in `space`. Checked before
-/// anything is written: the caller's first piece, then the whole destination range (by
-/// the engine), then the rest of the caller's buffer; only then are the bytes written,
-/// in pieces of at most [`uaccess::CHUNK`]. `*done` counts the bytes written (more than
+/// anything is written: the caller's whole buffer (read, so that an unreadable byte fails
+/// before the engine is asked, which would disarm a guard page it meets), then the whole
+/// destination range (by the engine); only then are the bytes written, in pieces of at
+/// most [`uaccess::CHUNK`]. `*done` counts the bytes written (more than
 /// 0 on failure only if the destination or the buffer changes under the copy).
 fn copy_in(
     space: &dyn VirtualSpace,
@@ -87,7 +87,6 @@ fn copy_in(
     }
     let mut head = piece_buffer(size);
     uaccess::read_bytes(buffer, &mut head).map_err(CopyError::Caller)?;
-    space.check(address, size, AccessKind::Write).map_err(CopyError::Engine)?;
     let mut piece = piece_buffer(size - head.len());
     let mut at = head.len();
     while at < size {
@@ -95,6 +94,7 @@ fn copy_in(
         uaccess::read_bytes(buffer + at, &mut piece[..n]).map_err(CopyError::Caller)?;
         at += n;
     }
+    space.check(address, size, AccessKind::Write).map_err(CopyError::Engine)?;
     space.write(address, &head).map_err(CopyError::Engine)?;
     *done = head.len();
     while *done < size {

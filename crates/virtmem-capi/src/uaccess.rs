@@ -144,6 +144,35 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
     write_partial(dst, data)
 }
 
+/// Check that every page of `[dst, dst + len)` can be written, by reading one byte of each
+/// and writing it back (protection is per page, so one byte answers for its page): a cheap
+/// check before an access with side effects whose result must land there. NULL (with
+/// `len` > 0), a range that wraps or an unwritable page -> `ERROR_NOACCESS`. Without the
+/// kernel's checked copies (a seccomp sandbox) only NULL and wrapping are caught.
+pub(crate) fn probe_pages_writable(dst: usize, len: usize) -> Result<(), Fail> {
+    if len == 0 {
+        return Ok(());
+    }
+    if dst == 0 || dst.checked_add(len).is_none() {
+        return Err(NOACCESS);
+    }
+    if on_live_stack(dst, len) || mode() == Mode::Direct {
+        return Ok(());
+    }
+    let page = page_size();
+    let last = dst + len - 1;
+    let mut at = dst;
+    loop {
+        let mut b = [0u8];
+        vm_copy(b.as_mut_ptr() as usize, at, 1, false).map_err(|_| NOACCESS)?;
+        vm_copy(b.as_ptr() as usize, at, 1, true).map_err(|_| NOACCESS)?;
+        if at / page == last / page {
+            return Ok(());
+        }
+        at = (at / page + 1) * page;
+    }
+}
+
 /// The page size of this machine (the unit in which the kernel checks a copy).
 fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
