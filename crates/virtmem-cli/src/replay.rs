@@ -548,15 +548,18 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (r, rec.result == 0, r == 0, None)
         }
         // The copies are replayed as libvirtmem makes them (crates/virtmem-capi/src/procmem.rs)
-        // but without moving a byte: the engine's access check of the whole range, and the
-        // caller's buffer (NULL or wrapping past the top: ERROR_NOACCESS) from the record.
+        // but without moving a byte: the caller's buffer from the record (NULL or wrapping
+        // past the top: ERROR_NOACCESS), then the engine's access check of the whole range.
         // Nothing is written into the simulated space, so replay holds no copied pages
         // (and write-watched pages are not marked written by a replayed write).
         Call::ReadProcessMemory { address, buffer, size, .. } => {
-            let r = space
-                .check(*address, *size, AccessKind::Read)
-                .map_err(|e| win32::process_copy_error(e, *address, false))
-                .and_then(|()| if addressable(*buffer, *size) { Ok(()) } else { Err(virtmem::Error::NoAccess) });
+            let r = if !addressable(*buffer, *size) {
+                Err(virtmem::Error::NoAccess)
+            } else {
+                space
+                    .check(*address, *size, AccessKind::Read)
+                    .map_err(|e| win32::process_copy_error(e, *address, false))
+            };
             let ok = r.is_ok();
             if let Err(e) = r {
                 win32::SetLastError(e.code());
