@@ -262,11 +262,7 @@ pub unsafe extern "C" fn VirtmemAccess(
             Err(CopyError::Caller(f)) => Err(f),
         }
     });
-    trace::comment(format_args!(
-        "VirtmemAccess {:#x} {address:#x} {:#x} {size:#x} {kind:#x} {:#x} -> {r:#x} err={err}",
-        crate::process::trace_id(hProcess),
-        buffer as usize,
-        faultAddress as usize
-    ));
+    let call = Call::Access { address, buffer: buffer as usize, size, kind, fault: faultAddress as usize };
+    trace::record(Some(hProcess), call, r as u64, err, Out::None);
     r
 }

@@ -12,6 +12,7 @@ type VirtualAllocEx = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32,
 type VirtualQueryEx = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void, usize) -> usize;
 type VirtualProtectEx = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32, *mut u32) -> i32;
 type WriteProcessMemory = unsafe extern "C" fn(*mut c_void, *mut c_void, *const c_void, usize, *mut usize) -> i32;
+type VirtmemAccess = unsafe extern "C" fn(*mut c_void, usize, *mut c_void, usize, u32, *mut usize) -> u32;
 type Handle0 = unsafe extern "C" fn() -> *mut c_void;
 type CloseHandle = unsafe extern "C" fn(*mut c_void) -> i32;
 
@@ -27,6 +28,7 @@ fn every_call_is_recorded_in_the_trace_format() {
         let query = lib.get::<VirtualQueryEx>("VirtualQueryEx");
         let protect = lib.get::<VirtualProtectEx>("VirtualProtectEx");
         let wpm = lib.get::<WriteProcessMemory>("WriteProcessMemory");
+        let access = lib.get::<VirtmemAccess>("VirtmemAccess");
         let create = lib.get::<Handle0>("VirtmemCreateProcess");
         let close = lib.get::<CloseHandle>("CloseHandle");
         let h = create();
@@ -40,6 +42,9 @@ fn every_call_is_recorded_in_the_trace_format() {
         let data = [7u8; 16];
         let mut n = 0usize;
         assert_eq!(wpm(h, base, data.as_ptr().cast(), 16, &mut n), 0, "read-only now");
+        let mut fault = 0usize;
+        let store = access(h, base as usize, data.as_ptr() as *mut c_void, 16, 1, &mut fault);
+        assert_eq!((store, fault), (0xC000_0005, base as usize), "a store to the read-only page");
         assert_eq!(close(h), 1);
         (base as usize, h as usize)
     };
@@ -54,7 +59,7 @@ fn every_call_is_recorded_in_the_trace_format() {
             Line::Header(_) => None,
         })
         .collect();
-    assert_eq!(records.len(), 5, "{text}");
+    assert_eq!(records.len(), 6, "{text}");
     let process = records[0].process.expect("an Ex call names its process");
     assert_ne!(process, 0, "a simulated process, not the current one");
     assert!(records.iter().all(|r| r.process == Some(process)));
@@ -67,6 +72,12 @@ fn every_call_is_recorded_in_the_trace_format() {
     }
     assert_eq!(records[3].out, Out::OldProtect(4));
     assert_eq!((records[4].result, records[4].last_error, &records[4].out), (0, 998, &Out::Transferred(0)));
+    // VirtmemAccess can disarm a guard page, so it is a record (replay repeats it), not a comment.
+    match records[5].call {
+        Call::Access { address, size: 16, kind: 1, fault, .. } if address == base && fault != 0 => {}
+        ref other => panic!("VirtmemAccess record: {other:?}"),
+    }
+    assert_eq!((records[5].result, records[5].last_error), (0xC000_0005, 0));
     // Calls outside the record format are comments, in the same shape.
     assert!(text.contains(&format!("# VirtmemCreateProcess -> {h:#x} err=0 process={process}")), "{text}");
     assert!(text.contains(&format!("# CloseHandle {process:#x} -> 0x1 err=0")), "{text}");

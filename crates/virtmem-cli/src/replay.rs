@@ -584,6 +584,33 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             space.set_commit_limit((*limit != usize::MAX).then_some(*limit));
             (1, false, false, None)
         }
+        // libvirtmem's VirtmemAccess (crates/virtmem-capi/src/procmem.rs) without moving a
+        // byte: the kind, the caller's buffer from the record (NULL or wrapping past the
+        // top: ERROR_NOACCESS), then the engine's check of the range, whose access or
+        // guard-page violation (the guard is disarmed, as in the recorded program) is the
+        // result. 0xFFFFFFFF (VIRTMEM_ACCESS_FAILED) is a failure with the last error set.
+        Call::Access { address, buffer, size, kind, .. } => {
+            const FAILED: u64 = 0xFFFF_FFFF;
+            let kind = match kind {
+                0 => Some(AccessKind::Read),
+                1 => Some(AccessKind::Write),
+                8 => Some(AccessKind::Execute),
+                _ => None,
+            };
+            let r = match kind {
+                None => Err(virtmem::Error::InvalidParameter),
+                Some(_) if !addressable(*buffer, *size) => Err(virtmem::Error::NoAccess),
+                Some(k) => match space.check(*address, *size, k) {
+                    Ok(()) => Ok(0),
+                    Err(e) => e.exception_code().map(u64::from).ok_or(e),
+                },
+            };
+            let r = r.unwrap_or_else(|e| {
+                win32::SetLastError(e.code());
+                FAILED
+            });
+            (r, rec.result == FAILED, r == FAILED, None)
+        }
     };
     let err = win32::GetLastError();
     let args = match rec.process {
@@ -627,6 +654,7 @@ fn render_args(c: &Call) -> String {
             format!("{address:#x}, {size:#x}")
         }
         Call::SetCommitLimit { limit } => format!("{limit:#x}"),
+        Call::Access { address, size, kind, .. } => format!("{address:#x}, {size:#x}, {kind}"),
     }
 }
 

@@ -158,6 +158,40 @@ fn replay_strict_reproduces_libvirtmem_process_copies() {
     assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}", o.stdout);
 }
 
+/// docs/script.md, Traces: "`libvirtmem` appends one line per call"; `replay` "compares
+/// results, last errors". `VirtmemAccess` disarms the guard pages it meets, yet libvirtmem
+/// wrote it as a comment, which replay skipped: the guard stayed armed in the replay, so
+/// the query after the first access differed (and a later access met the guard again).
+/// These lines were written by libvirtmem (a C program: a guarded page, a store into it
+/// twice, then a fault, a NULL buffer, a bad kind, and an instruction fetch).
+#[test]
+fn replay_strict_reproduces_libvirtmem_checked_accesses() {
+    let t = tmp("libvirtmem-access.vmt");
+    std::fs::write(
+        &t,
+        "virtmem-trace 1 pid=12912\n\
+         # VirtmemCreateProcess -> 0x100 err=0 process=1\n\
+         VirtualAllocEx 0x1 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0\n\
+         VirtualAllocEx 0x1 0x10000 0x2000 0x1000 0x104 -> 0x10000 err=0\n\
+         VirtmemAccess 0x1 0x10ff8 0x7ffd6710b3a0 0x10 0x1 0x7ffd6710b398 -> 0x80000001 err=0\n\
+         VirtualQueryEx 0x1 0x10000 0x7ffd6710b360 0x30 -> 0x30 err=0 base=0x10000 allocbase=0x10000 allocprotect=0x4 size=0x1000 state=0x1000 protect=0x4 type=0x20000\n\
+         VirtmemAccess 0x1 0x10ff8 0x7ffd6710b3a0 0x10 0x1 0x7ffd6710b398 -> 0x80000001 err=0\n\
+         VirtmemAccess 0x1 0x10ff8 0x7ffd6710b3a0 0x10 0x1 0x0 -> 0x0 err=0\n\
+         VirtmemAccess 0x1 0x11ff8 0x7ffd6710b3a0 0x10 0x0 0x7ffd6710b398 -> 0xc0000005 err=0\n\
+         VirtmemAccess 0x1 0x11000 0x0 0x10 0x0 0x7ffd6710b398 -> 0xffffffff err=998\n\
+         VirtmemAccess 0x1 0x11000 0x7ffd6710b3a0 0x10 0x2 0x7ffd6710b398 -> 0xffffffff err=87\n\
+         VirtmemAccess 0x1 0x10000 0x7ffd6710b3a0 0x10 0x8 0x7ffd6710b398 -> 0xc0000005 err=0\n\
+         VirtualQueryEx 0x1 0x11000 0x7ffd6710b360 0x30 -> 0x30 err=0 base=0x11000 allocbase=0x10000 allocprotect=0x4 size=0x1000 state=0x1000 protect=0x4 type=0x20000\n",
+    )
+    .expect("trace");
+    let o = replay(&["--strict"], &t);
+    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}{}", o.stdout, o.stderr);
+    // As a comment (what libvirtmem wrote before), the guard page is not disarmed: differs.
+    let text = std::fs::read_to_string(&t).expect("trace").replacen("VirtmemAccess", "# VirtmemAccess", 1);
+    std::fs::write(&t, text).expect("trace");
+    assert_eq!(replay(&["--strict"], &t).code, 1, "the first access, skipped, disarmed nothing");
+}
+
 /// The promise: no unbounded memory use. `WriteProcessMemory` records carry no data (the
 /// replay writes zeros), yet each wrote up to 16 MiB into the simulated space, which keeps
 /// every page written: this 4.4 KB trace of 64 writes into one 2 GiB committed region made

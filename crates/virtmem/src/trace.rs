@@ -42,7 +42,13 @@
 //! | `VirtualLock`, `VirtualUnlock` | address size | |
 //! | `ReadProcessMemory`, `WriteProcessMemory` | process address buffer size done_ptr | `done` (bytes copied) |
 //! | `SetCommitLimit` | limit | |
+//! | `VirtmemAccess` | process address buffer size kind fault_ptr | |
 //!
+//! `VirtmemAccess` is libvirtmem's checked CPU-style access (an emulator's load, store or
+//! instruction fetch): its result is 0, the exception it raised
+//! (`STATUS_ACCESS_VIOLATION`, `STATUS_GUARD_PAGE_VIOLATION`, which disarmed the guard
+//! page) or `0xffffffff` with the last error set. It is recorded because a guard page it
+//! meets changes the space.
 //! `SetCommitLimit` is not a Win32 function: it records a change of the current
 //! process's commit limit (the most bytes it may have committed; `0xffffffffffffffff` =
 //! none), which decides whether later commits fail with `ERROR_COMMITMENT_LIMIT`.
@@ -217,6 +223,20 @@ pub enum Call {
         /// The new limit in bytes, `usize::MAX` for none.
         limit: usize,
     },
+    /// libvirtmem's `VirtmemAccess(process, address, buffer, size, kind, faultAddress)` (the
+    /// process is [`Record::process`], which must be set).
+    Access {
+        /// `address` (in the target process).
+        address: usize,
+        /// `buffer` (in the caller).
+        buffer: usize,
+        /// `size`.
+        size: usize,
+        /// `kind`: 0 read, 1 write, 8 execute.
+        kind: u32,
+        /// `faultAddress` (the pointer value; 0 = NULL).
+        fault: usize,
+    },
 }
 
 impl Call {
@@ -238,6 +258,7 @@ impl Call {
             (Call::ReadProcessMemory { .. }, _) => "ReadProcessMemory",
             (Call::WriteProcessMemory { .. }, _) => "WriteProcessMemory",
             (Call::SetCommitLimit { .. }, _) => "SetCommitLimit",
+            (Call::Access { .. }, _) => "VirtmemAccess",
         }
     }
 
@@ -246,9 +267,10 @@ impl Call {
         matches!(self, Call::Alloc { .. } | Call::Free { .. } | Call::Query { .. } | Call::Protect { .. })
     }
 
-    /// Whether the call always takes a process (`ReadProcessMemory`, `WriteProcessMemory`).
+    /// Whether the call always takes a process (`ReadProcessMemory`, `WriteProcessMemory`,
+    /// `VirtmemAccess`).
     pub fn needs_process(&self) -> bool {
-        matches!(self, Call::ReadProcessMemory { .. } | Call::WriteProcessMemory { .. })
+        matches!(self, Call::ReadProcessMemory { .. } | Call::WriteProcessMemory { .. } | Call::Access { .. })
     }
 }
 
@@ -368,6 +390,9 @@ impl fmt::Display for Record {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {done:#x}")?
             }
             Call::SetCommitLimit { limit } => write!(f, " {limit:#x}")?,
+            Call::Access { address, buffer, size, kind, fault } => {
+                write!(f, " {address:#x} {buffer:#x} {size:#x} {kind:#x} {fault:#x}")?
+            }
         }
         write!(f, " -> {:#x} err={}", self.result, self.last_error)?;
         match &self.out {
@@ -489,7 +514,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" | "GetWriteWatch" | "ResetWriteWatch"
         | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
-        "ReadProcessMemory" | "WriteProcessMemory" => (name, true),
+        "ReadProcessMemory" | "WriteProcessMemory" | "VirtmemAccess" => (name, true),
         _ => return Err(err(fcol, format!("unknown function `{name}`"))),
     };
     let arrow = ws.iter().position(|&(_, w)| w == "->").ok_or_else(|| {
@@ -511,6 +536,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualProtect" | "ReadProcessMemory" | "WriteProcessMemory" => 4,
         "GetWriteWatch" => 6,
         "SetCommitLimit" => 1,
+        "VirtmemAccess" => 5,
         _ => 2,
     };
     if args.len() != want {
@@ -540,6 +566,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualUnlock" => Call::Unlock { address: a(0)?, size: a(1)? },
         "ReadProcessMemory" => Call::ReadProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
         "SetCommitLimit" => Call::SetCommitLimit { limit: a(0)? },
+        "VirtmemAccess" => Call::Access { address: a(0)?, buffer: a(1)?, size: a(2)?, kind: f(3)?, fault: a(4)? },
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
@@ -1067,6 +1094,13 @@ mod tests {
                 done
             }),
             u().prop_map(|limit| Call::SetCommitLimit { limit }),
+            (u(), u(), u(), any::<u32>(), u()).prop_map(|(address, buffer, size, kind, fault)| Call::Access {
+                address,
+                buffer,
+                size,
+                kind,
+                fault
+            }),
         ]
     }
 
