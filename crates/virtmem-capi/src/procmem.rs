@@ -34,13 +34,35 @@ fn addressable(buffer: usize, size: usize) -> bool {
     size == 0 || (buffer != 0 && buffer.checked_add(size).is_some())
 }
 
+/// The engine's check of `size` bytes at `address` for `kind` ([`VirtualSpace::check`]),
+/// which disarms an armed guard page it meets: asked first without that side effect, so
+/// that a range the engine refuses anyway fails at once (before the caller's buffer is
+/// looked at), while one whose first obstacle is a guard page runs `caller_ok` (the
+/// check of the caller's buffer) before the guard is disarmed. A bad caller buffer then
+/// fails the call with the guard still armed (header, VirtmemAccess: "nothing is
+/// accessed: no guard page is disarmed"; spec: a failed call changes nothing).
+fn check_range(
+    space: &dyn VirtualSpace,
+    address: usize,
+    size: usize,
+    kind: AccessKind,
+    caller_ok: impl FnOnce() -> Result<(), Fail>,
+) -> Result<(), CopyError> {
+    match space.check_quiet(address, size, kind) {
+        Err(Error::GuardPage { .. }) => caller_ok().map_err(CopyError::Caller)?,
+        Err(e) => return Err(CopyError::Engine(e)),
+        Ok(()) => {}
+    }
+    space.check(address, size, kind).map_err(CopyError::Engine)
+}
+
 /// Copy `size` bytes at `address` in `space` (accessed as `kind`: read or execute) into
-/// the caller's `buffer`. Every page of the caller's buffer is checked writable first (an
-/// unwritable one fails before the engine is asked, which would disarm a guard page it
-/// meets), then the whole source range by the engine, so a range that is not entirely
-/// accessible fails before a byte is copied; the bytes are then copied in pieces of at
-/// most [`uaccess::CHUNK`]. `*done` counts the bytes copied (more than 0 only when the
-/// caller's buffer stops being writable part-way, or the source changes under the copy).
+/// the caller's `buffer`. The whole source range is checked by the engine first (see
+/// [`check_range`]: a guard page is disarmed only once every page of the caller's buffer
+/// is known to be writable), so a range that is not entirely accessible fails before a
+/// byte is copied; the bytes are then copied in pieces of at most [`uaccess::CHUNK`].
+/// `*done` counts the bytes copied (more than 0 only when the caller's buffer stops being
+/// writable part-way, or the source changes under the copy).
 fn copy_out(
     space: &dyn VirtualSpace,
     address: usize,
@@ -49,8 +71,10 @@ fn copy_out(
     kind: AccessKind,
     done: &mut usize,
 ) -> Result<(), CopyError> {
-    uaccess::probe_pages_writable(buffer, size).map_err(CopyError::Caller)?;
-    space.check(address, size, kind).map_err(CopyError::Engine)?;
+    check_range(space, address, size, kind, || uaccess::probe_pages_writable(buffer, size))?;
+    if !addressable(buffer, size) {
+        return Err(CopyError::Caller(Fail(ERROR_NOACCESS)));
+    }
     let mut piece = piece_buffer(size);
     while *done < size {
         let n = (size - *done).min(piece.len());
@@ -67,10 +91,10 @@ fn copy_out(
 }
 
 /// Copy `size` bytes from the caller's `buffer` to `address` in `space`. Checked before
-/// anything is written: the caller's whole buffer (read, so that an unreadable byte fails
-/// before the engine is asked, which would disarm a guard page it meets), then the whole
-/// destination range (by the engine); only then are the bytes written, in pieces of at
-/// most [`uaccess::CHUNK`]. `*done` counts the bytes written (more than
+/// anything is written: the caller's first piece, then the whole destination range (by
+/// the engine, see [`check_range`]: a guard page is disarmed only once the whole buffer
+/// is known to be readable), then the rest of the caller's buffer; only then are the
+/// bytes written, in pieces of at most [`uaccess::CHUNK`]. `*done` counts the bytes written (more than
 /// 0 on failure only if the destination or the buffer changes under the copy).
 fn copy_in(
     space: &dyn VirtualSpace,
@@ -88,13 +112,17 @@ fn copy_in(
     let mut head = piece_buffer(size);
     uaccess::read_bytes(buffer, &mut head).map_err(CopyError::Caller)?;
     let mut piece = piece_buffer(size - head.len());
-    let mut at = head.len();
-    while at < size {
-        let n = (size - at).min(piece.len());
-        uaccess::read_bytes(buffer + at, &mut piece[..n]).map_err(CopyError::Caller)?;
-        at += n;
-    }
-    space.check(address, size, AccessKind::Write).map_err(CopyError::Engine)?;
+    let mut rest_readable = || {
+        let mut at = head.len();
+        while at < size {
+            let n = (size - at).min(piece.len());
+            uaccess::read_bytes(buffer + at, &mut piece[..n])?;
+            at += n;
+        }
+        Ok(())
+    };
+    check_range(space, address, size, AccessKind::Write, &mut rest_readable)?;
+    rest_readable().map_err(CopyError::Caller)?;
     space.write(address, &head).map_err(CopyError::Engine)?;
     *done = head.len();
     while *done < size {

@@ -456,6 +456,35 @@ fn addressable(buffer: usize, size: usize) -> bool {
     size == 0 || (buffer != 0 && buffer.checked_add(size).is_some())
 }
 
+/// libvirtmem's checks of a copy between the recorded caller `buffer` and `size` bytes at
+/// `address` (crates/virtmem-capi/src/procmem.rs), moving no bytes: a write looks at the
+/// buffer first; a read or fetch asks the engine first, but looks at the buffer before a
+/// guard page the engine meets is disarmed (a bad buffer leaves it armed). `Err(None)`:
+/// the buffer is NULL or wraps past the top (`ERROR_NOACCESS`); `Err(Some(e))`: the engine's.
+fn check_copy(
+    space: &dyn VirtualSpace,
+    address: usize,
+    buffer: usize,
+    size: usize,
+    kind: AccessKind,
+) -> Result<(), Option<virtmem::Error>> {
+    let buffer_ok = addressable(buffer, size);
+    if kind == AccessKind::Write && !buffer_ok {
+        return Err(None);
+    }
+    if let Err(virtmem::Error::GuardPage { .. }) = space.check_quiet(address, size, kind) {
+        if !buffer_ok {
+            return Err(None);
+        }
+    }
+    space.check(address, size, kind).map_err(Some)?;
+    if buffer_ok {
+        Ok(())
+    } else {
+        Err(None)
+    }
+}
+
 /// Replay one record with the Win32-shaped functions; describe a difference, if any.
 fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
     // What a call recorded as failed may change if it succeeds here (see `undo`).
@@ -548,18 +577,12 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (r, rec.result == 0, r == 0, None)
         }
         // The copies are replayed as libvirtmem makes them (crates/virtmem-capi/src/procmem.rs)
-        // but without moving a byte: the caller's buffer from the record (NULL or wrapping
-        // past the top: ERROR_NOACCESS), then the engine's access check of the whole range.
-        // Nothing is written into the simulated space, so replay holds no copied pages
-        // (and write-watched pages are not marked written by a replayed write).
+        // but without moving a byte (see `check_copy`). Nothing is written into the simulated
+        // space, so replay holds no copied pages (and write-watched pages are not marked
+        // written by a replayed write).
         Call::ReadProcessMemory { address, buffer, size, .. } => {
-            let r = if !addressable(*buffer, *size) {
-                Err(virtmem::Error::NoAccess)
-            } else {
-                space
-                    .check(*address, *size, AccessKind::Read)
-                    .map_err(|e| win32::process_copy_error(e, *address, false))
-            };
+            let r = check_copy(space, *address, *buffer, *size, AccessKind::Read)
+                .map_err(|e| e.map_or(virtmem::Error::NoAccess, |e| win32::process_copy_error(e, *address, false)));
             let ok = r.is_ok();
             if let Err(e) = r {
                 win32::SetLastError(e.code());
@@ -567,13 +590,8 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (ok as u64, rec.result == 0, !ok, None)
         }
         Call::WriteProcessMemory { address, buffer, size, .. } => {
-            let r = if !addressable(*buffer, *size) {
-                Err(virtmem::Error::NoAccess)
-            } else {
-                space
-                    .check(*address, *size, AccessKind::Write)
-                    .map_err(|e| win32::process_copy_error(e, *address, true))
-            };
+            let r = check_copy(space, *address, *buffer, *size, AccessKind::Write)
+                .map_err(|e| e.map_or(virtmem::Error::NoAccess, |e| win32::process_copy_error(e, *address, true)));
             let ok = r.is_ok();
             if let Err(e) = r {
                 win32::SetLastError(e.code());
@@ -585,10 +603,10 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (1, false, false, None)
         }
         // libvirtmem's VirtmemAccess (crates/virtmem-capi/src/procmem.rs) without moving a
-        // byte: the kind, the caller's buffer from the record (NULL or wrapping past the
-        // top: ERROR_NOACCESS), then the engine's check of the range, whose access or
-        // guard-page violation (the guard is disarmed, as in the recorded program) is the
-        // result. 0xFFFFFFFF (VIRTMEM_ACCESS_FAILED) is a failure with the last error set.
+        // byte: the kind, a NULL buffer (ERROR_NOACCESS), then the copy's checks (see
+        // `check_copy`), whose access or guard-page violation (the guard is disarmed, as in
+        // the recorded program) is the result. 0xFFFFFFFF (VIRTMEM_ACCESS_FAILED) is a
+        // failure with the last error set.
         Call::Access { address, buffer, size, kind, .. } => {
             const FAILED: u64 = 0xFFFF_FFFF;
             let kind = match kind {
@@ -599,10 +617,11 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             };
             let r = match kind {
                 None => Err(virtmem::Error::InvalidParameter),
-                Some(_) if !addressable(*buffer, *size) => Err(virtmem::Error::NoAccess),
-                Some(k) => match space.check(*address, *size, k) {
+                Some(_) if *size > 0 && *buffer == 0 => Err(virtmem::Error::NoAccess),
+                Some(k) => match check_copy(space, *address, *buffer, *size, k) {
                     Ok(()) => Ok(0),
-                    Err(e) => e.exception_code().map(u64::from).ok_or(e),
+                    Err(None) => Err(virtmem::Error::NoAccess),
+                    Err(Some(e)) => e.exception_code().map(u64::from).ok_or(e),
                 },
             };
             let r = r.unwrap_or_else(|e| {

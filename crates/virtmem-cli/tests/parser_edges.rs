@@ -130,10 +130,11 @@ fn a_trace_of_another_version_is_reported_as_such() {
 /// 64-byte stack array). libvirtmem checks the whole range before copying (299 when it
 /// runs into the reserved pages) and its caller's buffer (998 for NULL or one that wraps);
 /// replay copied at most 16 MiB (`size.min(1 << 24)`) and never looked at the buffer, so
-/// all five calls "succeeded" or failed differently in the replay. The last three lines:
-/// libvirtmem checks a read's buffer before the source (a NULL buffer is 998 even where the
-/// source runs into reserved pages, and leaves a guard page armed); replay checked the
-/// source first (299, and the guard disarmed, so the next read "succeeded").
+/// all five calls "succeeded" or failed differently in the replay. The last four lines:
+/// a NULL buffer over a source running into reserved pages is 299 (the source comes
+/// first), but over an armed guard page libvirtmem looks at the buffer before disarming
+/// the guard: 998, and the guard stays armed for the next read (299). Replay disarmed it
+/// (299, then the next read "succeeded").
 #[test]
 fn replay_strict_reproduces_libvirtmem_process_copies() {
     let t = tmp("libvirtmem-copies.vmt");
@@ -148,7 +149,7 @@ fn replay_strict_reproduces_libvirtmem_process_copies() {
          ReadProcessMemory 0x1 0x10000 0x0 0x10 0x0 -> 0x0 err=998 done=0x0\n\
          WriteProcessMemory 0x1 0x10000 0x0 0x10 0x0 -> 0x0 err=998 done=0x0\n\
          WriteProcessMemory 0x1 0x10000 0x7ffcabdba230 0xffffffffffffffff 0x7ffcabdba228 -> 0x0 err=998 done=0x0\n\
-         ReadProcessMemory 0x1 0x100f000 0x0 0x2000 0x7fff76542d98 -> 0x0 err=998 done=0x0\n\
+         ReadProcessMemory 0x1 0x100f000 0x0 0x2000 0x7fff76542d98 -> 0x0 err=299 done=0x0\n\
          VirtualProtectEx 0x1 0x10000 0x1000 0x104 0x7fff76542d98 -> 0x1 err=0 old=0x4\n\
          ReadProcessMemory 0x1 0x10000 0x0 0x10 0x0 -> 0x0 err=998 done=0x0\n\
          ReadProcessMemory 0x1 0x10000 0x7fff76542d98 0x10 0x0 -> 0x0 err=299 done=0x0\n",

@@ -1160,9 +1160,16 @@ impl<B: Backend> AddressSpace<B> {
     // ----- Checked accesses -----------------------------------------------------------
 
     /// Check that `len` bytes at `address` may be accessed as `kind`, in address order.
-    /// An armed guard page is disarmed and reported. Returns `Ok(None)` when allowed,
-    /// `Ok(Some(base))` when a busy reservation must be waited for.
-    fn check_access(&self, book: &mut Book, address: usize, len: usize, kind: AccessKind) -> Result<Option<usize>> {
+    /// An armed guard page is reported, and disarmed when `disarm` is set. Returns
+    /// `Ok(None)` when allowed, `Ok(Some(base))` when a busy reservation must be waited for.
+    fn check_access(
+        &self,
+        book: &mut Book,
+        address: usize,
+        len: usize,
+        kind: AccessKind,
+        disarm: bool,
+    ) -> Result<Option<usize>> {
         // Nothing lies at or above the top of the user range (`end_address`): the walk
         // stops there, and an access reaching it (or wrapping past the last address)
         // faults at its first byte there once everything below has passed.
@@ -1193,6 +1200,9 @@ impl<B: Backend> AddressSpace<B> {
             let (run, st) = res.pages.get(page);
             match st {
                 PageState::Reserved => return Err(Error::AccessViolation { address: a, access: kind }),
+                PageState::Committed(p) if p.contains(Protection::GUARD) && !disarm => {
+                    return Err(Error::GuardPage { address: a, access: kind });
+                }
                 PageState::Committed(p) if p.contains(Protection::GUARD) => {
                     let disarmed = p - Protection::GUARD;
                     let to = rules::access_of(disarmed);
@@ -1223,7 +1233,7 @@ impl<B: Backend> AddressSpace<B> {
         op: impl FnOnce(&B) -> std::result::Result<(), BackendError>,
     ) -> Result<()> {
         let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind)?.is_some() {
+        while self.check_access(&mut book, address, len, kind, true)?.is_some() {
             self.idle.wait(&mut book);
         }
         op(&self.backend).map_err(|e| match e {
@@ -1279,7 +1289,18 @@ impl<B: Backend> AddressSpace<B> {
     /// Lets a caller check a large range first and then copy it in bounded pieces.
     pub fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
         let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind)?.is_some() {
+        while self.check_access(&mut book, address, len, kind, true)?.is_some() {
+            self.idle.wait(&mut book);
+        }
+        Ok(())
+    }
+
+    /// [`check`](Self::check) without its side effect: the same answer, but an armed guard
+    /// page met is reported and stays armed. Lets a caller find out whether the access
+    /// would disarm a guard page, and check its own side of a copy first.
+    pub fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        let mut book = self.book.lock();
+        while self.check_access(&mut book, address, len, kind, false)?.is_some() {
             self.idle.wait(&mut book);
         }
         Ok(())
@@ -1399,6 +1420,13 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize>;
     /// See [`AddressSpace::check`].
     fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()>;
+    /// See [`AddressSpace::check_quiet`]. A space that cannot check without side effects
+    /// answers `Ok(())` (the default): its caller then learns of a violation only from
+    /// [`check`](Self::check) or the access itself.
+    fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        let _ = (address, len, kind);
+        Ok(())
+    }
     /// See [`AddressSpace::read`].
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
     /// See [`AddressSpace::write`].
@@ -1468,6 +1496,9 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
         AddressSpace::check(self, address, len, kind)
+    }
+    fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        AddressSpace::check_quiet(self, address, len, kind)
     }
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
         AddressSpace::read(self, address, buf)

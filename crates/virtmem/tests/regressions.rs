@@ -130,3 +130,24 @@ fn impossible_simulated_limits_are_normalised() {
     let ty = T::RESERVE | T::COMMIT | T::LARGE_PAGES;
     assert!(s.alloc(0, 6 << 20, ty, Pr::READWRITE).is_err());
 }
+
+/// `check_quiet` answers as `check` does, without `check`'s side effect: an armed guard
+/// page met is reported (at the first faulting address) and stays armed, so a caller (the
+/// C ABI's copies) can check its own buffer before an access disarms it.
+#[test]
+fn check_quiet_reports_a_guard_page_and_leaves_it_armed() {
+    use virtmem::AccessKind;
+    let s = SimSpace::simulated();
+    let b = s.alloc(0, 0x3000, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    s.protect(b + 0x1000, 0x1000, Pr::READWRITE | Pr::GUARD).unwrap();
+    let guard = |e: Result<(), Error>| matches!(e, Err(Error::GuardPage { address, .. }) if address == b + 0x1000);
+    for _ in 0..2 {
+        assert!(guard(s.check_quiet(b + 0xff0, 0x20, AccessKind::Read)));
+        assert_eq!(s.query(b + 0x1000).unwrap().protect, Pr::READWRITE | Pr::GUARD);
+    }
+    assert!(s.check_quiet(b, 0x1000, AccessKind::Write).is_ok());
+    assert!(matches!(s.check_quiet(b + 0x2000, 0x2000, AccessKind::Read), Err(Error::AccessViolation { .. })));
+    assert!(guard(s.check(b + 0xff0, 0x20, AccessKind::Read)));
+    assert_eq!(s.query(b + 0x1000).unwrap().protect, Pr::READWRITE);
+    assert!(s.check_quiet(b + 0xff0, 0x20, AccessKind::Read).is_ok());
+}
