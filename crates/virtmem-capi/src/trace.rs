@@ -1,7 +1,7 @@
 //! Call tracing: when the environment variable `VIRTMEM_TRACE` names a file, every call
 //! the library receives is appended to it, one line each, in the format of
 //! `virtmem::trace` (which `virtmem replay` reads). Calls that format has no record for
-//! (`CloseHandle`, `TerminateProcess`, the `Virtmem*` extension, `GetSystemInfo`, ...)
+//! (`CloseHandle`, `TerminateProcess`, `VirtmemCreateProcess`, `GetSystemInfo`, ...)
 //! are written as comment lines in the same `NAME ARGS -> RESULT err=CODE` shape, so a
 //! trace shows everything while staying readable by the parser.
 //!
