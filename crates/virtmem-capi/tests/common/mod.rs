@@ -20,11 +20,10 @@ pub fn library_path() -> PathBuf {
     let deps = exe.parent().expect("deps directory");
     let candidates = [deps.join("libvirtmem.so"), deps.join("../libvirtmem.so")];
     let found = || candidates.iter().find(|c| c.exists()).cloned();
-    if let Some(path) = found() {
-        return path;
-    }
     // `cargo test` does not always build a cdylib-only package's library before its
-    // integration tests (it cannot be linked into them): build it with the same profile.
+    // integration tests (it cannot be linked into them), so one found there may be left
+    // from an older build: build it with the same profile every time (nothing to do when
+    // it is up to date).
     let release = deps.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "release");
     let mut cmd = std::process::Command::new(env!("CARGO"));
     cmd.args(["build", "-q", "-p", "virtmem-capi"]).current_dir(env!("CARGO_MANIFEST_DIR"));
