@@ -246,8 +246,20 @@ pub(crate) enum FreeRequest {
     Decommit { range: Range<usize> },
 }
 
-/// Validate the arguments of `VirtualFree`.
-pub(crate) fn free_request(address: usize, size: usize, ty: FreeType) -> Result<FreeRequest> {
+/// Whether `[address, address + size)` lies below `top`, the end of the user range (an
+/// address at or above it, or a range passing it or wrapping, is 87 for `VirtualFree` and
+/// `VirtualProtect` as for `VirtualAlloc` and `VirtualQuery`: Windows' kernel checks the
+/// address, then the size, against its highest user address before looking for memory
+/// there, and Wine does the same).
+fn below_top(address: usize, size: usize, top: usize) -> Result<()> {
+    match address.checked_add(size) {
+        Some(end) if address < top && end <= top => Ok(()),
+        _ => Err(Error::InvalidParameter),
+    }
+}
+
+/// Validate the arguments of `VirtualFree` in a space whose user range ends at `top`.
+pub(crate) fn free_request(address: usize, size: usize, ty: FreeType, top: usize) -> Result<FreeRequest> {
     if ty != FreeType::DECOMMIT && ty != FreeType::RELEASE {
         return Err(Error::InvalidParameter);
     }
@@ -255,24 +267,33 @@ pub(crate) fn free_request(address: usize, size: usize, ty: FreeType) -> Result<
         if size != 0 || address == 0 {
             return Err(Error::InvalidParameter);
         }
+        below_top(address, 0, top)?;
         return Ok(FreeRequest::Release { base: round_down(address, PAGE) });
     }
     if address == 0 {
         return Err(Error::InvalidParameter);
     }
+    below_top(address, size, top)?;
     if size == 0 {
         return Ok(FreeRequest::DecommitAll { base: round_down(address, PAGE) });
     }
     Ok(FreeRequest::Decommit { range: page_span(address, size)? })
 }
 
-/// Validate the arguments of `VirtualProtect` (the out-pointer is checked by the caller).
-/// A zero size is 87, as Windows' `NtProtectVirtualMemory` has it.
-pub(crate) fn protect_request(address: usize, size: usize, protect: Protection) -> Result<(Range<usize>, Protection)> {
+/// Validate the arguments of `VirtualProtect` (the out-pointer is checked by the caller)
+/// in a space whose user range ends at `top`. A zero size is 87, as Windows'
+/// `NtProtectVirtualMemory` has it.
+pub(crate) fn protect_request(
+    address: usize,
+    size: usize,
+    protect: Protection,
+    top: usize,
+) -> Result<(Range<usize>, Protection)> {
     let protect = check_protect(protect)?;
     if size == 0 {
         return Err(Error::InvalidParameter);
     }
+    below_top(address, size, top)?;
     let range = page_span(address, size)?;
     Ok((range, protect))
 }

@@ -684,7 +684,7 @@ impl<B: Backend> AddressSpace<B> {
 
     /// `VirtualFree`: decommit pages or release a whole reservation.
     pub fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()> {
-        match rules::free_request(address, size, ty)? {
+        match rules::free_request(address, size, ty, self.limits.end_address)? {
             FreeRequest::Release { base } => self.release(base),
             FreeRequest::DecommitAll { base } => {
                 let (book, found) = self.settle(base);
@@ -945,7 +945,8 @@ impl<B: Backend> AddressSpace<B> {
         size: usize,
         protect: Protection,
     ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
-        let (range, protect) = rules::protect_request(address, size, protect).map_err(|e| (e, None))?;
+        let (range, protect) =
+            rules::protect_request(address, size, protect, self.limits.end_address).map_err(|e| (e, None))?;
         let (book, at) = self.settle(range.start);
         let at = at.ok_or((Error::InvalidAddress, None))?;
         let res = book.reservations.at(at).expect("reservation");

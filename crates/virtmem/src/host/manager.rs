@@ -833,7 +833,7 @@ impl HostMemoryManager {
     }
 
     pub(crate) fn free_as(&self, actor: Actor, address: usize, size: usize, ty: FreeType) -> HostResult<()> {
-        let req = rules::free_request(address, size, ty)?;
+        let req = rules::free_request(address, size, ty, self.shared.limits.end_address)?;
         let anchor = match &req {
             FreeRequest::Release { base } | FreeRequest::DecommitAll { base } => *base,
             FreeRequest::Decommit { range } => range.start,
@@ -1006,7 +1006,8 @@ impl HostMemoryManager {
     ) -> Result<Protection, (HostError, Option<Protection>)> {
         let _g = enter();
         self.check().map_err(|e| (e, None))?;
-        let (range, _) = rules::protect_request(address, size, protect).map_err(|e| (e.into(), None))?;
+        let (range, _) = rules::protect_request(address, size, protect, self.shared.limits.end_address)
+            .map_err(|e| (e.into(), None))?;
         let region = self.owned(self.runtime(), range.start).map_err(|e| (e, None))?;
         let g = region.inner.lock();
         if !g.alive {

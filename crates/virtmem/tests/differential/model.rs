@@ -362,13 +362,19 @@ impl Model {
 
     // ----------------------------------------------------------------- VirtualFree
 
+    /// Whether `size` bytes at `address` reach past the top of the space (or wrap):
+    /// `VirtualFree` and `VirtualProtect` then fail with 87 before looking for memory.
+    fn past_top(&self, address: usize, size: usize) -> bool {
+        address >= self.top || address.checked_add(size).map_or(true, |end| end > self.top)
+    }
+
     pub fn free(&mut self, address: usize, size: usize, ty: u32) -> Result<(), Error> {
         use Error::*;
         if ty != MEM_DECOMMIT && ty != MEM_RELEASE {
             return Err(InvalidParameter);
         }
         if ty == MEM_RELEASE {
-            if size != 0 || address == 0 {
+            if size != 0 || address == 0 || self.past_top(address, 0) {
                 return Err(InvalidParameter);
             }
             let base = down(address, P);
@@ -381,7 +387,7 @@ impl Model {
             }
             return Ok(());
         }
-        if address == 0 {
+        if address == 0 || self.past_top(address, size) {
             return Err(InvalidParameter);
         }
         let (from, to) = if size == 0 {
@@ -413,7 +419,7 @@ impl Model {
 
     pub fn protect(&mut self, address: usize, size: usize, prot: u32) -> Result<u32, (Error, Option<u32>)> {
         use Error::*;
-        if !valid_protect(prot) || size == 0 {
+        if !valid_protect(prot) || size == 0 || self.past_top(address, size) {
             return Err((InvalidParameter, None));
         }
         let (from, to) = touched(address, size).ok_or((InvalidParameter, None))?;

@@ -6,6 +6,27 @@ use crate::common::*;
 use virtmem::{MemState, Protection};
 
 backend_tests! {
+    /// An address at or above the top of user space, or a range passing it or wrapping,
+    /// is 87, as for VirtualAlloc and VirtualQuery (Windows' kernel checks the address and
+    /// size against its highest user address before it looks for memory; Wine too). The
+    /// same range below the top, in no reservation, stays 487.
+    fn an_address_past_the_top_is_87(fx: &Fx) {
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let before = fx.snapshot();
+        for addr in [top, top + 1, top + G, usize::MAX & !(P - 1), usize::MAX] {
+            assert_eq!(code(&fx.free(addr, 0, MEM_RELEASE)), 87, "release {addr:#x}");
+            assert_eq!(code(&fx.free(addr, 0, MEM_DECOMMIT)), 87, "decommit all {addr:#x}");
+            assert_eq!(code(&fx.free(addr, P, MEM_DECOMMIT)), 87, "decommit {addr:#x}");
+        }
+        // Starting below the top, ending past it (or wrapping).
+        assert_eq!(code(&fx.free(top - P, 2 * P, MEM_DECOMMIT)), 87);
+        assert_eq!(code(&fx.free(top - P, usize::MAX, MEM_DECOMMIT)), 87);
+        // Below the top, in no reservation of this space.
+        assert_eq!(code(&fx.free(top - P, P, MEM_DECOMMIT)), 487);
+        assert_eq!(code(&fx.free(top - P, 0, MEM_RELEASE)), 487);
+        assert_eq!(fx.snapshot(), before);
+    }
+
     /// free_type must be exactly MEM_DECOMMIT or MEM_RELEASE → otherwise 87.
     fn free_type_must_be_decommit_or_release(fx: &Fx) {
         let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);

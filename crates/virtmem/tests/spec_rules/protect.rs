@@ -15,6 +15,21 @@ fn vp(fx: &Fx, address: usize, size: usize, new: u32) -> (i32, u32, u32) {
 }
 
 backend_tests! {
+    /// An address at or above the top of user space, or a range passing it or wrapping,
+    /// is 87 (as for VirtualAlloc and VirtualQuery, and Windows' kernel); the same range
+    /// below the top, in no reservation, stays 487. Nothing is reported as the old
+    /// protection.
+    fn an_address_past_the_top_is_87(fx: &Fx) {
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let before = fx.snapshot();
+        for (addr, size) in [(top, P), (top + G, 1), (usize::MAX & !(P - 1), P), (top - P, 2 * P), (top - P, usize::MAX)] {
+            let r = fx.space.protect_detailed(addr, size, Protection::READWRITE);
+            assert_eq!(r.map_err(|(e, old)| (e.code(), old)), Err((87, None)), "{addr:#x}+{size:#x}");
+        }
+        assert_eq!(code(&fx.protect(top - P, P, PAGE_READWRITE)), 487);
+        assert_eq!(fx.snapshot(), before);
+    }
+
     /// `old_protect` NULL → 998 and nothing changes.
     fn null_old_protect_is_998(fx: &Fx) {
         let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
