@@ -56,6 +56,9 @@ impl VirtualSpace for Panicking {
     fn check(&self, _: usize, _: usize, _: vm::AccessKind) -> Result<()> {
         panic!("check")
     }
+    fn check_quiet(&self, _: usize, _: usize, _: vm::AccessKind) -> Result<()> {
+        panic!("check_quiet")
+    }
     fn read(&self, _: usize, _: &mut [u8]) -> Result<()> {
         panic!("read")
     }

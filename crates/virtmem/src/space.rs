@@ -1421,13 +1421,10 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize>;
     /// See [`AddressSpace::check`].
     fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()>;
-    /// See [`AddressSpace::check_quiet`]. A space that cannot check without side effects
-    /// answers `Ok(())` (the default): its caller then learns of a violation only from
-    /// [`check`](Self::check) or the access itself.
-    fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
-        let _ = (address, len, kind);
-        Ok(())
-    }
+    /// See [`AddressSpace::check_quiet`]. (Required: a caller that finds a range clear
+    /// this way may skip [`check`](Self::check), so an answer that only guesses would let
+    /// a copy start on a range that is not entirely accessible.)
+    fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()>;
     /// See [`AddressSpace::read`].
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<()>;
     /// See [`AddressSpace::write`].

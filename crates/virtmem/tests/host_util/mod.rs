@@ -103,6 +103,11 @@ macro_rules! forward_space {
     (@ $i:ident check) => {
         fn check(&self, a: usize, l: usize, k: virtmem::AccessKind) -> virtmem::Result<()> { self.$i.check(a, l, k) }
     };
+    (@ $i:ident check_quiet) => {
+        fn check_quiet(&self, a: usize, l: usize, k: virtmem::AccessKind) -> virtmem::Result<()> {
+            self.$i.check_quiet(a, l, k)
+        }
+    };
     (@ $i:ident read) => {
         fn read(&self, a: usize, buf: &mut [u8]) -> virtmem::Result<()> { self.$i.read(a, buf) }
     };
@@ -157,7 +162,7 @@ impl Busy {
 
 impl VirtualSpace for Busy {
     forward_space!(inner: alloc, free, query, lock, unlock, get_write_watch, reset_write_watch, write_watch_pages);
-    forward_space!(inner: check, read, write, execute, system_info, stats, regions);
+    forward_space!(inner: check, check_quiet, read, write, execute, system_info, stats, regions);
     forward_space!(inner: set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
     fn try_query(&self, a: usize) -> Option<virtmem::Result<MemoryBasicInformation>> {
         // As the real one, an address past the top is refused before the lock is tried.
