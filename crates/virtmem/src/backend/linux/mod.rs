@@ -88,10 +88,11 @@ const CROWDED_RUNS: usize = 4096;
 /// refuses it.
 const POOL_MAX_RANGES: usize = 256;
 
-/// The most accessible runs a release may have and still go to the pool. Pooling drops
-/// each run's pages with a system call of its own (guard markers, or `mprotect` and
-/// `madvise`), where `munmap` drops everything at once; what pooling saves is one `mmap`
-/// on a later reserve. So a release with more runs is unmapped.
+/// The most runs that may hold data (accessible ones, and inaccessible ones written
+/// before) a release may have and still go to the pool. Pooling drops each such run's
+/// pages with a system call of its own (guard markers, or `mprotect` and `madvise`),
+/// where `munmap` drops everything at once; what pooling saves is one `mmap` on a later
+/// reserve. So a release with more runs is unmapped.
 const POOL_MAX_RUNS: usize = 2;
 
 /// The default [`LinuxOptions::pool_bytes`]: 8 TiB, a sixteenth of the 128 TiB that
@@ -909,11 +910,28 @@ impl LinuxBackend {
             })
     }
 
-    /// Whether a released `ext` would go to the pool (`None`: it is not a live extent).
-    fn poolable(&self, ext: &Range<usize>) -> Option<bool> {
+    /// Whether a released `ext` whose `accessible` runs are to be dropped would go to
+    /// the pool (`None`: it is not a live extent): there is room, and with the runs the
+    /// record says may hold data though inaccessible, at most [`POOL_MAX_RUNS`] need
+    /// dropping.
+    fn poolable(&self, ext: &Range<usize>, accessible: usize) -> Option<bool> {
         let st = self.state.lock();
         let x = st.live.get(ext.start)?;
-        Some(x.poolable() && self.pool_has_room(&st, ext))
+        Some(
+            x.poolable()
+                && self.pool_has_room(&st, ext)
+                && accessible + Self::touched_inaccessible(&st, ext) <= POOL_MAX_RUNS,
+        )
+    }
+
+    /// How many entries of the record in `ext` are inaccessible pages that may hold data
+    /// (counted up to one past [`POOL_MAX_RUNS`]).
+    fn touched_inaccessible(st: &State, ext: &Range<usize>) -> usize {
+        st.kernel
+            .entries_in(ext.clone())
+            .filter(|(_, k)| k.touched && k.access() == Access::None)
+            .take(POOL_MAX_RUNS + 1)
+            .count()
     }
 
     /// The usual release of a reservation with one accessible run and nothing else that
@@ -983,7 +1001,8 @@ impl LinuxBackend {
             let Some(extent) = st.live.get(ext.start) else {
                 return Err(BackendError::Os(libc::EINVAL));
             };
-            let room = || self.pool_has_room(&st, &ext);
+            // (Room, and few enough runs to drop: see `POOL_MAX_RUNS`.)
+            let room = || self.pool_has_room(&st, &ext) && Self::touched_inaccessible(&st, &ext) <= POOL_MAX_RUNS;
             let poolable = extent.poolable()
                 && match pooling {
                     Pooling::IfRoom => room(),
@@ -1307,10 +1326,9 @@ impl Backend for LinuxBackend {
                 return done;
             }
         }
-        match self.poolable(&ext) {
+        match self.poolable(&ext, accessible.len()) {
             None => return Err(BackendError::Os(libc::EINVAL)),
             Some(false) => return self.unmap_or_pool(ext, accessible),
-            Some(true) if accessible.len() > POOL_MAX_RUNS => return self.unmap_or_pool(ext, accessible),
             Some(true) => {}
         }
         self.decommit(accessible)?;
