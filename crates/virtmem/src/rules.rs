@@ -154,10 +154,7 @@ pub(crate) fn alloc_request(
         if address < MIN_ADDRESS {
             return Err(Error::InvalidParameter);
         }
-        let end = address.checked_add(size).ok_or(Error::InvalidParameter)?;
-        if end > top {
-            return Err(Error::InvalidParameter);
-        }
+        below_top(address, size, top)?;
         page_span(address, size)
     };
     match kind {
@@ -228,7 +225,7 @@ pub(crate) fn commit_range(address: usize, size: usize, protect: Protection, lim
         || check_protect(protect).is_err()
         || size > top - limits.min_address.min(top)
         || address < MIN_ADDRESS
-        || address.checked_add(size).map_or(true, |end| end > top)
+        || below_top(address, size, top).is_err()
     {
         return Err(Error::InvalidParameter);
     }
@@ -247,10 +244,11 @@ pub(crate) enum FreeRequest {
 }
 
 /// Whether `[address, address + size)` lies below `top`, the end of the user range (an
-/// address at or above it, or a range passing it or wrapping, is 87 for `VirtualFree` and
-/// `VirtualProtect` as for `VirtualAlloc` and `VirtualQuery`: Windows' kernel checks the
-/// address, then the size, against its highest user address before looking for memory
-/// there, and Wine does the same).
+/// address at or above it, or a range passing it or wrapping, is 87 for every call that
+/// takes a range: `VirtualAlloc` and `VirtualQuery` by the spec, and `VirtualFree` and
+/// `VirtualProtect` too, as Windows' kernel checks the address, then the size, against
+/// its highest user address before looking for memory there, and Wine does the same).
+#[inline]
 fn below_top(address: usize, size: usize, top: usize) -> Result<()> {
     match address.checked_add(size) {
         Some(end) if address < top && end <= top => Ok(()),

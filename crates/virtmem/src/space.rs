@@ -1289,19 +1289,21 @@ impl<B: Backend> AddressSpace<B> {
     /// address; an armed guard page met is disarmed and reported, as the access would do).
     /// Lets a caller check a large range first and then copy it in bounded pieces.
     pub fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
-        let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind, true)?.is_some() {
-            self.idle.wait(&mut book);
-        }
-        Ok(())
+        self.check_waiting(address, len, kind, true)
     }
 
     /// [`check`](Self::check) without its side effect: the same answer, but an armed guard
     /// page met is reported and stays armed. Lets a caller find out whether the access
     /// would disarm a guard page, and check its own side of a copy first.
     pub fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+        self.check_waiting(address, len, kind, false)
+    }
+
+    /// [`AddressSpace::check_access`] under the space's lock, waiting out busy
+    /// reservations.
+    fn check_waiting(&self, address: usize, len: usize, kind: AccessKind, disarm: bool) -> Result<()> {
         let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind, false)?.is_some() {
+        while self.check_access(&mut book, address, len, kind, disarm)?.is_some() {
             self.idle.wait(&mut book);
         }
         Ok(())
