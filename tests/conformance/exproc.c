@@ -147,6 +147,13 @@ static void run(void)
     vfx("FreeEx unknown handle", bogus, A, 0, MEM_RELEASE);
     vqx("QueryEx unknown handle", bogus, A);
     vpx("ProtectEx unknown handle", bogus, A, 0x1000, PAGE_READONLY);
+    /* the old-protection slot is probed before the handle is looked at */
+    {
+        BOOL ok = VirtualProtectEx(bogus, A, 0x1000, PAGE_READONLY, NULL);
+        LINE("ProtectEx unknown handle, NULL old: %s err=%u", ok ? "ok" : "fail", err());
+        ok = VirtualProtectEx(NULL, A, 0x1000, PAGE_READONLY, NULL);
+        LINE("ProtectEx NULL handle, NULL old: %s err=%u", ok ? "ok" : "fail", err());
+    }
     rpm("ReadProcessMemory unknown handle", bogus, A, 0x10);
     wpm("WriteProcessMemory unknown handle", bogus, A, src, 0x10);
 
@@ -193,6 +200,35 @@ static void run(void)
     vpx("ProtectEx child +0x1000 noaccess", child, C + 0x1000, 0x1000, PAGE_NOACCESS);
     rpm("ReadProcessMemory child +0x1000 (noaccess)", child, C + 0x1000, 0x10);
     vqx("QueryEx child +0x1000", child, C + 0x1000);
+
+    /* code: WriteProcessMemory makes PAGE_EXECUTE / PAGE_EXECUTE_READ pages writable for
+     * the copy (a debugger's breakpoint) and gives them their protection back */
+    vax("AllocEx child +0x4000 commit 0x3000", child, C + 0x4000, 0x3000, MEM_COMMIT, PAGE_READWRITE);
+    vpx("ProtectEx child +0x4000 execute_read", child, C + 0x4000, 0x1000, PAGE_EXECUTE_READ);
+    vpx("ProtectEx child +0x5000 execute", child, C + 0x5000, 0x1000, PAGE_EXECUTE);
+    vpx("ProtectEx child +0x6000 readonly", child, C + 0x6000, 0x1000, PAGE_READONLY);
+    memset(src, 0xcc, sizeof src);
+    wpm("WriteProcessMemory child +0x4010 (execute_read)", child, C + 0x4010, src, 0x10);
+    rpm("  read +0x4000 back", child, C + 0x4000, 0x30);
+    buf_is("  before the write", 0, 0x10);
+    memmove(buf, buf + 0x10, 0x20);
+    buf_is("  written", 0xcc, 0x10);
+    vqx("QueryEx child +0x4000 after", child, C + 0x4000);
+    wpm("WriteProcessMemory child +0x5010 (execute)", child, C + 0x5010, src, 0x10);
+    vqx("QueryEx child +0x5000 after", child, C + 0x5000);
+    vpx("ProtectEx child +0x5000 execute_read (to read it)", child, C + 0x5000, 0x1000, PAGE_EXECUTE_READ);
+    rpm("  read +0x5010 back", child, C + 0x5010, 0x10);
+    buf_is("  written", 0xcc, 0x10);
+    vpx("ProtectEx child +0x5000 execute", child, C + 0x5000, 0x1000, PAGE_EXECUTE);
+    wpm("WriteProcessMemory child +0x3ff0 size 0x20 (reserved into execute_read)", child, C + 0x3ff0, src, 0x20);
+    wpm("WriteProcessMemory child +0x5ff0 size 0x20 (execute into readonly)", child, C + 0x5ff0, src, 0x20);
+    vqx("QueryEx child +0x5000 after", child, C + 0x5000);
+    vqx("QueryEx child +0x6000 after", child, C + 0x6000);
+    rpm("  read +0x6000 back", child, C + 0x6000, 0x10);
+    buf_is("  nothing written at +0x6000", 0, 0x10);
+    vpx("ProtectEx child +0x4000 execute_read|guard", child, C + 0x4000, 0x1000, PAGE_EXECUTE_READ | PAGE_GUARD);
+    wpm("WriteProcessMemory child +0x4020 (execute_read|guard)", child, C + 0x4020, src, 0x10);
+    vqx("QueryEx child +0x4000 after (still guarded)", child, C + 0x4000);
 
     /* bad buffers and sizes far beyond the range (spec: a range that is not entirely
      * accessible is 299 for a read, 998 for a write that cannot start; nothing written).

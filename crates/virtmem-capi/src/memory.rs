@@ -122,9 +122,16 @@ fn protect(
 
 fn protect_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, new: DWORD, old: PDWORD) -> BOOL {
     let mut out = Out::None;
-    let (r, err) = run(FALSE, || match process {
-        None => protect(current_space()?, address, size, new, old, &mut out),
-        Some(h) => protect(&*resolve(h)?, address, size, new, old, &mut out),
+    let (r, err) = run(FALSE, || {
+        // Windows probes the old-protection slot before it looks at the process handle
+        // (Wine 8 agrees): a NULL slot is ERROR_NOACCESS whatever the handle.
+        if old.is_null() {
+            return Err(Fail(ERROR_NOACCESS));
+        }
+        match process {
+            None => protect(current_space()?, address, size, new, old, &mut out),
+            Some(h) => protect(&*resolve(h)?, address, size, new, old, &mut out),
+        }
     });
     let call = Call::Protect { address: address as usize, size, new_protect: new, old_protect: old as usize };
     trace::record(process, call, r as u64, err, out);

@@ -323,6 +323,89 @@ fn process_memory_copies_follow_the_spec() {
     }
 }
 
+/// The protection of the page at `p` in process `h`.
+unsafe fn protect_at(h: HANDLE, p: usize) -> DWORD {
+    let mut m: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+    assert_eq!(VirtualQueryEx(h, p as LPCVOID, &mut m, std::mem::size_of::<MEMORY_BASIC_INFORMATION>()), 48);
+    m.Protect
+}
+
+/// `count` bytes at `p` in process `h`, read with the page made readable for a moment.
+unsafe fn bytes_at(h: HANDLE, p: usize, count: usize) -> Vec<u8> {
+    let page = p & !0xFFF;
+    let mut old = 0;
+    assert_eq!(VirtualProtectEx(h, page as LPVOID, 0x1000, PAGE_READONLY, &mut old), TRUE);
+    let mut out = vec![0u8; count];
+    assert_eq!(ReadProcessMemory(h, p as LPCVOID, out.as_mut_ptr().cast(), count, null_mut()), TRUE);
+    assert_eq!(VirtualProtectEx(h, page as LPVOID, 0x1000, old, &mut old), TRUE);
+    out
+}
+
+/// Windows' WriteProcessMemory writes into `PAGE_EXECUTE` and `PAGE_EXECUTE_READ` code
+/// (a debugger's breakpoint): the first page's region is made writable for the copy and
+/// gets its protection back, an armed guard included; the rest of the range
+/// follows the usual rule. On a simulated process and on the current one (real pages).
+#[test]
+fn write_process_memory_writes_into_code_and_gives_its_protection_back() {
+    // SAFETY: valid local buffers and plain values; the pages written are the test's own.
+    unsafe {
+        for h in [VirtmemCreateProcess(), GetCurrentProcess()] {
+            let b = VirtualAllocEx(h, null_mut(), 0x10000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) as usize;
+            assert_ne!(b, 0);
+            let layout = [
+                PAGE_EXECUTE_READ,
+                PAGE_EXECUTE,
+                PAGE_READWRITE,
+                PAGE_EXECUTE_READ | PAGE_GUARD,
+                PAGE_EXECUTE_READWRITE,
+                PAGE_READONLY,
+                PAGE_EXECUTE_READ,
+                PAGE_READONLY,
+            ];
+            let mut old = 0;
+            for (i, &p) in layout.iter().enumerate() {
+                assert_eq!(VirtualProtectEx(h, (b + i * 0x1000) as LPVOID, 0x1000, p, &mut old), TRUE);
+            }
+            let cc = [0xCCu8; 0x20];
+            let wpm = |at: usize, len: usize| {
+                let mut n: SIZE_T = 77;
+                SetLastError(0);
+                let r = WriteProcessMemory(h, (b + at) as LPVOID, cc.as_ptr().cast(), len, &mut n);
+                (r, GetLastError(), n)
+            };
+            // Within one page, execute-read and execute-only.
+            assert_eq!(wpm(0x10, 0x10), (TRUE, 0, 0x10));
+            assert_eq!(wpm(0x1010, 0x10), (TRUE, 0, 0x10));
+            // From execute-only code into read-write data.
+            assert_eq!(wpm(0x1FF0, 0x20), (TRUE, 0, 0x20));
+            // A guarded page: written, and still guarded.
+            assert_eq!(wpm(0x3010, 0x10), (TRUE, 0, 0x10));
+            assert_eq!(wpm(0x4010, 0x10), (TRUE, 0, 0x10));
+            // From code into read-only data: 299 and nothing written.
+            assert_eq!(wpm(0x6FF0, 0x20), (FALSE, ERROR_PARTIAL_COPY, 0));
+            // Read-only first: 998, as before.
+            assert_eq!(wpm(0x5010, 0x10), (FALSE, ERROR_NOACCESS, 0));
+            for (i, &p) in layout.iter().enumerate() {
+                assert_eq!(protect_at(h, b + i * 0x1000), p, "page {i}'s protection after the copies");
+            }
+            assert_eq!(bytes_at(h, b, 0x30), [[0u8; 0x10], [0xCC; 0x10], [0; 0x10]].concat());
+            assert_eq!(bytes_at(h, b + 0x1000, 0x30), [[0u8; 0x10], [0xCC; 0x10], [0; 0x10]].concat());
+            assert_eq!(bytes_at(h, b + 0x1FF0, 0x10), [0xCC; 0x10]);
+            assert_eq!(bytes_at(h, b + 0x2000, 0x11), [[0xCCu8; 0x10].as_slice(), &[0]].concat());
+            assert_eq!(bytes_at(h, b + 0x4010, 0x11), [[0xCCu8; 0x10].as_slice(), &[0]].concat());
+            assert_eq!(bytes_at(h, b + 0x6FF0, 0x10), [0; 0x10], "nothing written by the failed copy");
+            // The guard is still armed: the first read of the page reports it.
+            let mut fault: ULONG_PTR = 0;
+            let mut one = [0u8; 1];
+            let r = VirtmemAccess(h, b + 0x3010, one.as_mut_ptr().cast(), 1, VIRTMEM_ACCESS_READ, &mut fault);
+            assert_eq!((r, fault), (STATUS_GUARD_PAGE_VIOLATION, b + 0x3010));
+            assert_eq!(bytes_at(h, b + 0x3010, 0x11), [[0xCCu8; 0x10].as_slice(), &[0]].concat());
+            assert_eq!(VirtualFreeEx(h, b as LPVOID, 0, MEM_RELEASE), TRUE);
+            assert_eq!(CloseHandle(h), TRUE);
+        }
+    }
+}
+
 #[test]
 fn virtmem_access_reports_exceptions() {
     // SAFETY: valid local buffers and plain values.

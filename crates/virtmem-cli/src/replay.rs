@@ -590,8 +590,12 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (ok as u64, rec.result == 0, !ok, None)
         }
         Call::WriteProcessMemory { address, buffer, size, .. } => {
-            let r = check_copy(space, *address, *buffer, *size, AccessKind::Write)
-                .map_err(|e| e.map_or(virtmem::Error::NoAccess, |e| win32::process_copy_error(e, *address, true)));
+            // Code pages are writable to it for the copy (see `win32::with_code_writable`).
+            let r = win32::with_code_writable(space, *address, *size, || {
+                check_copy(space, *address, *buffer, *size, AccessKind::Write)
+            })
+            .unwrap_or_else(|e| Err(Some(e)))
+            .map_err(|e| e.map_or(virtmem::Error::NoAccess, |e| win32::process_copy_error(e, *address, true)));
             let ok = r.is_ok();
             if let Err(e) = r {
                 win32::SetLastError(e.code());

@@ -1287,7 +1287,14 @@ impl Session {
     fn write(&mut self, addr: usize, data: &[u8], ex: bool, args: &str) {
         let name = if ex { "WriteProcessMemory" } else { "write" };
         let sig = self.sig(name, args);
-        let r = self.target().and_then(|s| s.write(addr, data)).map_err(|e| rpm_error(ex, e, addr, false));
+        let r = self
+            .target()
+            .and_then(|s| match ex {
+                // As libvirtmem's: code pages are writable to it (`win32::with_code_writable`).
+                true => virtmem::win32::with_code_writable(s, addr, data.len(), || s.write(addr, data))?,
+                false => s.write(addr, data),
+            })
+            .map_err(|e| rpm_error(ex, e, addr, false));
         let n = data.len();
         self.report(&sig, &r, |_| format!("{n} byte(s) written"));
         if ex {

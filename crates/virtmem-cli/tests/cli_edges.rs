@@ -199,3 +199,21 @@ fn a_write_into_another_process_that_runs_into_an_inaccessible_page_is_a_partial
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }
+
+/// docs/script.md: in Ex mode `write` acts like `WriteProcessMemory`, which writes into
+/// `PAGE_EXECUTE_READ` code (libvirtmem, as Windows) and gives the page its protection
+/// back; a `run --trace` of it replays with no difference.
+#[test]
+fn a_write_into_another_process_writes_into_its_code() {
+    let p = script(
+        "code.vms",
+        b"process 1\np = alloc 0, 64K, reserve|commit, rw\nprotect p, 4K, rx\nwrite p + 16, \"abcd\"\nexpect ok\nprotect p, 4K, rx\nexpect ok\nread p + 16, 4\nexpect ok\n",
+    );
+    let t = tmp("code.vmt");
+    let o = run(virtmem().arg("run").arg("--trace").arg(&t).arg(&p));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("old protection PAGE_EXECUTE_READ\n"), "the protection after the write: {}", o.stdout);
+    assert!(o.stdout.contains("61 62 63 64"), "the bytes written: {}", o.stdout);
+    let r = run(virtmem().arg("replay").arg("--strict").arg(&t));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}

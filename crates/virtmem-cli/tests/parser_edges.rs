@@ -159,6 +159,30 @@ fn replay_strict_reproduces_libvirtmem_process_copies() {
     assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}", o.stdout);
 }
 
+/// libvirtmem's WriteProcessMemory writes into `PAGE_EXECUTE_READ` code, guarded here,
+/// and gives the page its protection back (the guard stays armed); a copy from that code
+/// into read-only data still fails. Replay must follow: it had answered 998 for the first
+/// write. (These lines were written by libvirtmem.)
+#[test]
+fn replay_strict_reproduces_libvirtmem_writes_into_code() {
+    let t = tmp("libvirtmem-code-writes.vmt");
+    std::fs::write(
+        &t,
+        "virtmem-trace 1 pid=15903\n\
+         # VirtmemCreateProcess -> 0x100 err=0 process=1\n\
+         VirtualAllocEx 0x1 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n\
+         VirtualProtectEx 0x1 0x10000 0x1000 0x120 0x7f0c217a9720 -> 0x1 err=0 old=0x4\n\
+         VirtualProtectEx 0x1 0x11000 0x1000 0x2 0x7f0c217a9720 -> 0x1 err=0 old=0x4\n\
+         WriteProcessMemory 0x1 0x10010 0x7f0c2156f840 0x10 0x7f0c217a98d0 -> 0x1 err=0 done=0x10\n\
+         WriteProcessMemory 0x1 0x10ff0 0x7f0c2156f840 0x20 0x7f0c217a98d0 -> 0x0 err=299 done=0x0\n\
+         WriteProcessMemory 0x1 0x11000 0x7f0c2156f840 0x10 0x7f0c217a98d0 -> 0x0 err=998 done=0x0\n\
+         VirtualQueryEx 0x1 0x10000 0x7f0c2156f5d0 0x30 -> 0x30 err=0 base=0x10000 allocbase=0x10000 allocprotect=0x4 size=0x1000 state=0x1000 protect=0x120 type=0x20000\n",
+    )
+    .expect("trace");
+    let o = replay(&["--strict"], &t);
+    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}{}", o.stdout, o.stderr);
+}
+
 /// docs/script.md, Traces: "`libvirtmem` appends one line per call"; `replay` "compares
 /// results, last errors". `VirtmemAccess` disarms the guard pages it meets, yet libvirtmem
 /// wrote it as a comment, which replay skipped: the guard stayed armed in the replay, so

@@ -153,6 +153,48 @@ pub fn process_copy_error(e: Error, address: usize, write: bool) -> Error {
     }
 }
 
+/// Run `copy`, the copy of `WriteProcessMemory` to `size` bytes at `address` in `space`,
+/// with code pages made writable for it, as Windows' `WriteProcessMemory` does (it is how
+/// a debugger plants a breakpoint in another process's code).
+///
+/// When the first page of the range is committed `PAGE_EXECUTE` or `PAGE_EXECUTE_READ`
+/// (with any modifier), the pages of the range that lie in that page's region (the run
+/// `VirtualQuery` reports: same state and protection) get `PAGE_EXECUTE_READWRITE` with
+/// the same caching modifier and no guard for the copy, and their protection back after
+/// it, whether the copy succeeded or not: a guard page stays armed and nothing else
+/// changes. The rest of the range is not touched, so it must be writable as for any
+/// other copy (a copy running from code into read-only pages still fails). Any other
+/// first page (writable, read-only, no-access, reserved, free), a size of 0 and a range
+/// that wraps leave `copy` to meet it as it is.
+///
+/// `Ok(copy's result)`, or the error of changing a protection: the first change failing
+/// means `copy` did not run; the restoring change failing (which needs the system to
+/// refuse a protection the pages held a moment before) is reported after the copy ran.
+/// Another thread changing the same pages' protection at the same time may see the
+/// writable protection, and its change may be undone by the restore, as on Windows.
+pub fn with_code_writable<S: VirtualSpace + ?Sized, R>(
+    space: &S,
+    address: usize,
+    size: usize,
+    copy: impl FnOnce() -> R,
+) -> Result<R, Error> {
+    let Some(end) = address.checked_add(size).filter(|_| size > 0) else {
+        return Ok(copy());
+    };
+    let code = |p: Protection| matches!(p.base(), Protection::EXECUTE | Protection::EXECUTE_READ);
+    let region = match space.query(address) {
+        Ok(m) if m.state == crate::flags::MemState::Commit && code(m.protect) => m,
+        _ => return Ok(copy()),
+    };
+    let first = region.base_address;
+    let last = end.min(region.base_address + region.region_size);
+    let writable = Protection::EXECUTE_READWRITE | (region.protect.modifiers() - Protection::GUARD);
+    let old = space.protect(first, last - first, writable)?;
+    let result = copy();
+    space.protect(first, last - first, old)?;
+    Ok(result)
+}
+
 /// `VirtualAlloc`: the base, or 0 with the last error set.
 pub fn VirtualAlloc<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize, ty: u32, protect: u32) -> usize {
     match space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect)) {
