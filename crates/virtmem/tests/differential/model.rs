@@ -620,14 +620,6 @@ impl Model {
 
     // ---------------------------------------------------------- Test preconditions
 
-    /// Whether `[address, address + size)` touches a page of a write-watched allocation
-    /// (MEM_RESET's effect on write tracking is left to the implementation).
-    pub fn touches_write_watch(&self, address: usize, size: usize) -> bool {
-        let Some((from, to)) = touched(address, size) else { return false };
-        let (from, to) = (from.max(self.w), to.min(self.top));
-        from < to && self.pages_in(from, to).any(|p| p.ww)
-    }
-
     /// One past the last page of the allocation at `base`.
     pub fn allocation_end(&self, base: usize) -> usize {
         self.alloc_end(base)
