@@ -1145,7 +1145,8 @@ HANDLE GetCurrentProcess(void);
  *
  * Every `Ex` function, `ReadProcessMemory`, `WriteProcessMemory` and `VirtmemAccess`
  * accept the handle. Close it with `CloseHandle`, which frees the space. Returns NULL
- * with the last error set on failure.
+ * with the last error set on failure. The handle is a multiple of 4 and, as on Windows,
+ * its low two bits are ignored wherever a handle is taken (a program may tag them).
  */
 HANDLE VirtmemCreateProcess(void);
 

@@ -76,8 +76,19 @@ impl Process {
     }
 }
 
+/// The table key of handle value `handle`: Windows ignores the low two bits of a handle
+/// (handles are multiples of 4; programs may keep tags there), except in the pseudo
+/// handles, the small negative values, which are compared whole.
+fn handle_key(handle: usize) -> usize {
+    if (handle as isize) < 0 {
+        handle
+    } else {
+        handle & !3
+    }
+}
+
 fn lookup(handle: usize) -> Option<Arc<Process>> {
-    TABLE.read().as_ref()?.get(&handle).cloned()
+    TABLE.read().as_ref()?.get(&handle_key(handle)).cloned()
 }
 
 /// Resolve a handle for a memory operation: NULL or unknown -> `ERROR_INVALID_HANDLE`;
@@ -102,7 +113,8 @@ pub(crate) fn trace_id(handle: HANDLE) -> u32 {
     if h == CURRENT_PROCESS {
         return 0;
     }
-    if h < FIRST_HANDLE || h >= NEXT_HANDLE.load(Ordering::Relaxed) || h % 4 != 0 {
+    let h = handle_key(h);
+    if h < FIRST_HANDLE || h >= NEXT_HANDLE.load(Ordering::Relaxed) {
         return u32::MAX;
     }
     u32::try_from((h - FIRST_HANDLE) / 4 + 1).unwrap_or(u32::MAX)
@@ -130,7 +142,8 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 ///
 /// Every `Ex` function, `ReadProcessMemory`, `WriteProcessMemory` and `VirtmemAccess`
 /// accept the handle. Close it with `CloseHandle`, which frees the space. Returns NULL
-/// with the last error set on failure.
+/// with the last error set on failure. The handle is a multiple of 4 and, as on Windows,
+/// its low two bits are ignored wherever a handle is taken (a program may tag them).
 #[no_mangle]
 pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
     let (h, err) = run(std::ptr::null_mut(), || Ok(register(Arc::new(vm::SimSpace::simulated()))));
@@ -198,7 +211,7 @@ pub extern "C" fn CloseHandle(hObject: HANDLE) -> BOOL {
         if h == CURRENT_PROCESS {
             return Ok(TRUE);
         }
-        let removed = TABLE.write().as_mut().and_then(|t| t.remove(&h));
+        let removed = TABLE.write().as_mut().and_then(|t| t.remove(&handle_key(h)));
         // The space is dropped here, outside the table lock.
         match removed {
             Some(_) => Ok(TRUE),

@@ -210,6 +210,12 @@ fn handles_are_checked_and_never_reused() {
         assert_eq!(mbi.assume_init().State, MEM_FREE);
         assert_eq!(VirtualQueryEx(h1, p, mbi.as_mut_ptr(), 48), 48);
         assert_eq!(mbi.assume_init().State, MEM_COMMIT);
+        // Windows ignores a handle's low two bits (tag bits): h1 | 1 and h1 | 3 are h1.
+        for tagged in [h1 as usize | 1, h1 as usize | 3] {
+            assert_eq!(VirtualQueryEx(tagged as HANDLE, p, mbi.as_mut_ptr(), 48), 48);
+            assert_eq!(mbi.assume_init().State, MEM_COMMIT);
+        }
+        assert_eq!(crate::process::trace_id((h1 as usize | 2) as HANDLE), crate::process::trace_id(h1));
 
         assert_eq!(TerminateProcess(h1, 3), TRUE);
         assert_eq!(TerminateProcess(h1, 3), FALSE);
@@ -218,7 +224,7 @@ fn handles_are_checked_and_never_reused() {
         expect_error(ERROR_ACCESS_DENIED);
         assert_eq!(VirtualFreeEx(h1, p, 0, MEM_RELEASE), FALSE);
         expect_error(ERROR_ACCESS_DENIED);
-        assert_eq!(CloseHandle(h1), TRUE);
+        assert_eq!(CloseHandle((h1 as usize | 2) as HANDLE), TRUE);
         assert_eq!(VirtualQueryEx(h1, p, mbi.as_mut_ptr(), 48), 0);
         expect_error(ERROR_INVALID_HANDLE);
         let h3 = VirtmemCreateProcess();
