@@ -1243,19 +1243,20 @@ impl Session {
             }
             Cmd::Exit => {
                 let n = self.eval(&a[0].expr);
-                match u32::try_from(n).ok().filter(|n| *n != 0) {
-                    Some(n) => {
-                        let text = match self.procs.get_mut(&n) {
-                            Some(p) => {
-                                p.exited = true;
-                                format!("process {n} has exited")
-                            }
-                            None => format!("there is no process {n}"),
-                        };
-                        self.say(&text);
+                let Some(n) = u32::try_from(n).ok().filter(|n| *n != 0) else {
+                    return Err(serr(line, a[0].col, "only a simulated process (1 and up) can exit"));
+                };
+                // As libvirtmem's TerminateProcess: a process never used is an unknown
+                // handle, one that has exited cannot exit again; both can be `expect`ed.
+                let r = match self.procs.get_mut(&n) {
+                    None => Err(Error::InvalidHandle),
+                    Some(p) if p.exited => Err(Error::AccessDenied),
+                    Some(p) => {
+                        p.exited = true;
+                        Ok(())
                     }
-                    None => return Err(serr(line, a[0].col, "only a simulated process (1 and up) can exit")),
-                }
+                };
+                self.report(&format!("TerminateProcess({n}, 0)"), &r, |_| "TRUE, the process has exited".into());
                 None
             }
             Cmd::Echo => {

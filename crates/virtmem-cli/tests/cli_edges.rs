@@ -217,3 +217,21 @@ fn a_write_into_another_process_writes_into_its_code() {
     let r = run(virtmem().arg("replay").arg("--strict").arg(&t));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
+
+/// docs/script.md: `exit N` is `TerminateProcess`: a process never selected is
+/// `ERROR_INVALID_HANDLE` and one that has exited cannot exit again (`ERROR_ACCESS_DENIED`),
+/// both outcomes that `expect` checks (a missing process had been a note, and the run
+/// went on as if it had exited).
+#[test]
+fn exit_of_a_process_that_does_not_exist_is_an_error_expect_can_check() {
+    let p = script(
+        "exit.vms",
+        b"exit 7\nexpect ERROR_INVALID_HANDLE\nprocess 2\nexit 2\nexpect ok\nexit 2\nexpect ERROR_ACCESS_DENIED\nalloc 0, 64K, reserve, rw\nexpect ERROR_ACCESS_DENIED\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let q = script("exit-missing.vms", b"exit 7\nexpect ok\n");
+    let o = run(virtmem().arg("run").arg(&q));
+    assert_eq!(o.code, 1, "expect ok after the exit of a missing process: {}", o.stdout);
+    assert!(o.stdout.contains("TerminateProcess(7, 0) failed"), "{}", o.stdout);
+}
