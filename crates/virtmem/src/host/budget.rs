@@ -268,8 +268,19 @@ impl Budget {
     }
 
     /// Charge `bytes` to tenant `t` if `level` admits them now; otherwise, when `wait`
-    /// (a process-critical request with a nonzero timeout), wait for refunds.
-    pub fn charge(&self, t: TenantId, kind: Kind, bytes: usize, level: CriticalLevel, wait: bool) -> HostResult<()> {
+    /// (a process-critical request with a nonzero timeout), wait for refunds. `held`: bytes
+    /// the caller has charged already for the same request and keeps while it waits (a
+    /// commit that found more pages to pay for on a later round); no refund returns them,
+    /// so a request whose `held + bytes` could never fit fails at once instead of waiting.
+    pub fn charge(
+        &self,
+        t: TenantId,
+        kind: Kind,
+        bytes: usize,
+        level: CriticalLevel,
+        wait: bool,
+        held: usize,
+    ) -> HostResult<()> {
         if bytes == 0 {
             return Ok(());
         }
@@ -284,7 +295,7 @@ impl Budget {
         if !wait
             || level != CriticalLevel::Process
             || self.policy.process_wait.is_zero()
-            || !st.could_ever_fit(&self.policy, t, bytes, level)
+            || !st.could_ever_fit(&self.policy, t, bytes.saturating_add(held), level)
         {
             return Err(HostError::OutOfMemory);
         }
@@ -439,6 +450,33 @@ impl Budget {
 mod tests {
     use super::*;
     use MemoryAvailable::*;
+
+    /// A process-critical request that, with what the same request holds already, could
+    /// never fit fails at once: no refund can return what the waiter itself holds. (It
+    /// had waited out its whole timeout when only the new bytes were weighed: a commit
+    /// whose page count grew between its rounds.)
+    #[test]
+    fn a_wait_that_what_the_waiter_holds_makes_hopeless_fails_at_once() {
+        let thresholds = Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 };
+        let policy = Policy {
+            budget: 100,
+            soft_reserve: 0,
+            emergency_reserve: 0,
+            process_wait: Duration::from_secs(5),
+            thresholds,
+        };
+        let b = Budget::new(policy, "t".into(), None, Vec::new());
+        let process = CriticalLevel::Process;
+        assert_eq!(b.charge(0, Kind::Virtual, 60, process, true, 0), Ok(()));
+        let t = Instant::now();
+        assert_eq!(b.charge(0, Kind::Virtual, 50, process, true, 60), Err(HostError::OutOfMemory));
+        assert!(t.elapsed() < Duration::from_secs(2), "waited {:?}", t.elapsed());
+        // Without what it holds it could fit after a refund: it waits (and times out here).
+        let p2 = Policy { process_wait: Duration::from_millis(50), ..policy };
+        let b2 = Budget::new(p2, "t".into(), None, Vec::new());
+        assert_eq!(b2.charge(0, Kind::Virtual, 60, process, true, 0), Ok(()));
+        assert_eq!(b2.charge(0, Kind::Virtual, 50, process, true, 0), Err(HostError::Timeout));
+    }
 
     #[test]
     fn hysteresis() {

@@ -543,10 +543,11 @@ impl HostMemoryManager {
 
     /// Charge `bytes`, waiting if the level allows it. When they do not fit, every heap
     /// first gives back what it keeps for reuse. The caller holds no lock of the manager
-    /// or of a heap (the heaps call back into the manager).
-    fn admit(&self, actor: Actor, bytes: usize, level: CriticalLevel) -> HostResult<()> {
+    /// or of a heap (the heaps call back into the manager). `held`: what the caller has
+    /// charged for the same request already (see [`Budget::charge`]).
+    fn admit(&self, actor: Actor, bytes: usize, level: CriticalLevel, held: usize) -> HostResult<()> {
         let budget = &self.shared.budget;
-        match budget.charge(actor.tenant, actor.kind(), bytes, level, false) {
+        match budget.charge(actor.tenant, actor.kind(), bytes, level, false, 0) {
             Err(HostError::OutOfMemory) => {}
             other => return other,
         }
@@ -554,7 +555,7 @@ impl HostMemoryManager {
         // From here on no heap keeps freed memory, so a waiter sees every refund.
         let _wanting = wait.then(|| Wanting::new(&self.shared.wanted));
         self.flush_heaps()?;
-        budget.charge(actor.tenant, actor.kind(), bytes, level, wait).map_err(|e| self.refused(level, e))
+        budget.charge(actor.tenant, actor.kind(), bytes, level, wait, held).map_err(|e| self.refused(level, e))
     }
 
     pub(crate) fn register_heap(&self, heap: Weak<Heap>) {
@@ -690,7 +691,7 @@ impl HostMemoryManager {
         commit: bool,
     ) -> HostResult<usize> {
         let charge = if commit { rsize } else { 0 };
-        self.admit(actor, charge, level)?;
+        self.admit(actor, charge, level, 0)?;
         let out = match self.shared.space.alloc(address, size, ty, protect) {
             Ok(base) => self.register(actor, base, rsize, charge),
             Err(e) => {
@@ -788,14 +789,14 @@ impl HostMemoryManager {
                 Err(e) => break Err(e),
             };
             if need > prepaid {
-                match budget.charge(actor.tenant, actor.kind(), need - prepaid, level, false) {
+                match budget.charge(actor.tenant, actor.kind(), need - prepaid, level, false, 0) {
                     Ok(()) => prepaid = need,
                     Err(HostError::OutOfMemory) => {
                         // Flush the heaps and maybe wait, without the region lock: a
                         // thread freeing pages of this reservation (a heap giving back a
                         // slab of it, too) must be able to get in.
                         drop(g);
-                        match self.admit(actor, need - prepaid, level) {
+                        match self.admit(actor, need - prepaid, level, prepaid) {
                             Ok(()) => {
                                 prepaid = need;
                                 continue;
