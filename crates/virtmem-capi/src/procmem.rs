@@ -6,6 +6,7 @@
 //! checked copies of [`crate::uaccess`]; the other side goes through the engine, which
 //! checks the whole range before copying a byte.
 
+use vm::win32::CopyRefusal;
 use vm::{AccessKind, Error, VirtualSpace};
 
 use crate::ffi::{run, Fail};
@@ -34,16 +35,11 @@ fn addressable(buffer: usize, size: usize) -> bool {
     size == 0 || (buffer != 0 && buffer.checked_add(size).is_some())
 }
 
-/// The engine's check of `size` bytes at `address` for `kind` ([`VirtualSpace::check`]),
-/// which disarms an armed guard page it meets: asked first without that side effect, so
-/// that a range the engine refuses anyway fails at once (before the caller's buffer is
-/// looked at), while one whose first obstacle is a guard page runs `caller_ok` (the
-/// check of the caller's buffer) before the guard is disarmed. A bad caller buffer then
-/// fails the call with the guard still armed (header, VirtmemAccess: "nothing is
-/// accessed: no guard page is disarmed"; spec: a failed call changes nothing). A range
-/// the quiet check passes holds no guard page, so the disarming check would find
-/// nothing more: it is skipped, and an access costs one look at the space before its
-/// copy, as before (the copy itself checks again under the space's lock).
+/// The engine's checks of `size` bytes at `address` for `kind` before a copy, in the
+/// order [`vm::win32::check_copy`] gives: `caller_ok` (the check of the caller's buffer)
+/// runs before an armed guard page is disarmed, so a bad buffer fails the call with the
+/// guard still armed (header, VirtmemAccess: "nothing is accessed: no guard page is
+/// disarmed"; spec: a failed call changes nothing).
 fn check_range(
     space: &dyn VirtualSpace,
     address: usize,
@@ -51,12 +47,10 @@ fn check_range(
     kind: AccessKind,
     caller_ok: impl FnOnce() -> Result<(), Fail>,
 ) -> Result<(), CopyError> {
-    match space.check_quiet(address, size, kind) {
-        Err(Error::GuardPage { .. }) => caller_ok().map_err(CopyError::Caller)?,
-        Err(e) => return Err(CopyError::Engine(e)),
-        Ok(()) => return Ok(()),
-    }
-    space.check(address, size, kind).map_err(CopyError::Engine)
+    vm::win32::check_copy(space, address, size, kind, caller_ok).map_err(|r| match r {
+        CopyRefusal::Space(e) => CopyError::Engine(e),
+        CopyRefusal::Caller(f) => CopyError::Caller(f),
+    })
 }
 
 /// Copy `size` bytes at `address` in `space` (accessed as `kind`: read or execute) into

@@ -458,8 +458,9 @@ fn addressable(buffer: usize, size: usize) -> bool {
 
 /// libvirtmem's checks of a copy between the recorded caller `buffer` and `size` bytes at
 /// `address` (crates/virtmem-capi/src/procmem.rs), moving no bytes: a write looks at the
-/// buffer first; a read or fetch asks the engine first, but looks at the buffer before a
-/// guard page the engine meets is disarmed (a bad buffer leaves it armed). `Err(None)`:
+/// buffer first; a read or fetch asks the engine first, in the order of
+/// `win32::check_copy` (the buffer is looked at before a guard page the engine meets is
+/// disarmed: a bad buffer leaves it armed). `Err(None)`:
 /// the buffer is NULL or wraps past the top (`ERROR_NOACCESS`); `Err(Some(e))`: the engine's.
 fn check_copy(
     space: &dyn VirtualSpace,
@@ -472,12 +473,12 @@ fn check_copy(
     if kind == AccessKind::Write && !buffer_ok {
         return Err(None);
     }
-    if let Err(virtmem::Error::GuardPage { .. }) = space.check_quiet(address, size, kind) {
-        if !buffer_ok {
-            return Err(None);
-        }
-    }
-    space.check(address, size, kind).map_err(Some)?;
+    win32::check_copy(space, address, size, kind, || if buffer_ok { Ok(()) } else { Err(()) }).map_err(
+        |r| match r {
+            win32::CopyRefusal::Space(e) => Some(e),
+            win32::CopyRefusal::Caller(()) => None,
+        },
+    )?;
     if buffer_ok {
         Ok(())
     } else {

@@ -14,7 +14,7 @@
 use std::cell::Cell;
 
 use crate::error::Error;
-use crate::flags::{AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags};
+use crate::flags::{AccessKind, AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags};
 use crate::space::VirtualSpace;
 
 /// `MEM_COMMIT`.
@@ -151,6 +151,39 @@ pub fn process_copy_error(e: Error, address: usize, write: bool) -> Error {
         Error::NoAccess if !write => Error::PartialCopy,
         other => other,
     }
+}
+
+/// Why a copy between processes may not start (see [`check_copy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyRefusal<E> {
+    /// The address space refused the range: the engine's error (first faulting address).
+    Space(Error),
+    /// The caller's side of the copy failed its check.
+    Caller(E),
+}
+
+/// The checks a copy between processes (`ReadProcessMemory`, `WriteProcessMemory`, a
+/// checked access) makes on `size` bytes at `address` in `space` for `kind` before it
+/// moves a byte, in this order: the range is first checked without side effects, and a
+/// range the space refuses for any reason but an armed guard page fails at once, before
+/// the caller's side is looked at; when the first obstacle is an armed guard page,
+/// `caller_ok` (the check of the caller's buffer) runs first, so that a bad buffer fails
+/// the call with the guard still armed (a failed call changes nothing); then the real
+/// check disarms the guard and reports it. A range the quiet check passes holds no armed
+/// guard page, so it needs no second look.
+pub fn check_copy<S: VirtualSpace + ?Sized, E>(
+    space: &S,
+    address: usize,
+    size: usize,
+    kind: AccessKind,
+    caller_ok: impl FnOnce() -> Result<(), E>,
+) -> Result<(), CopyRefusal<E>> {
+    match space.check_quiet(address, size, kind) {
+        Err(Error::GuardPage { .. }) => caller_ok().map_err(CopyRefusal::Caller)?,
+        Err(e) => return Err(CopyRefusal::Space(e)),
+        Ok(()) => return Ok(()),
+    }
+    space.check(address, size, kind).map_err(CopyRefusal::Space)
 }
 
 /// Run `copy`, the copy of `WriteProcessMemory` to `size` bytes at `address` in `space`,
@@ -337,5 +370,36 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, RegionSize), 24);
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, State), 32);
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, Type), 40);
+    }
+
+    /// `check_copy`'s order: the caller's side is looked at only when the first obstacle
+    /// is an armed guard page, and before the guard is disarmed; a clear range never asks.
+    #[test]
+    fn check_copy_looks_at_the_caller_only_before_disarming_a_guard() {
+        let space = crate::SimSpace::simulated();
+        let p = VirtualAlloc(&space, 0, 0x3000, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+        let mut old = 0;
+        assert_eq!(VirtualProtect(&space, p + 0x1000, 0x1000, PAGE_READWRITE | PAGE_GUARD, Some(&mut old)), 1);
+        let asked = std::cell::Cell::new(0);
+        let refuse = || {
+            asked.set(asked.get() + 1);
+            Err("bad buffer")
+        };
+        let read = AccessKind::Read;
+        assert_eq!(check_copy(&space, p, 0x1000, read, refuse), Ok(()));
+        assert_eq!(
+            check_copy(&space, p + 0x3000, 1, read, refuse),
+            Err(CopyRefusal::Space(Error::AccessViolation { address: p + 0x3000, access: read }))
+        );
+        assert_eq!(asked.get(), 0, "no guard page met: the caller is not asked");
+        assert_eq!(check_copy(&space, p, 0x2000, read, refuse), Err(CopyRefusal::Caller("bad buffer")));
+        assert_eq!(asked.get(), 1);
+        assert_eq!(space.query(p + 0x1000).map(|m| m.protect.bits()), Ok(PAGE_READWRITE | PAGE_GUARD), "still armed");
+        let fine = || Ok::<(), &str>(());
+        assert!(
+            matches!(check_copy(&space, p, 0x2000, read, fine), Err(CopyRefusal::Space(Error::GuardPage { address, .. })) if address == p + 0x1000)
+        );
+        assert_eq!(space.query(p + 0x1000).map(|m| m.protect.bits()), Ok(PAGE_READWRITE), "disarmed by the real check");
+        assert_eq!(check_copy(&space, p, 0x2000, read, refuse), Ok(()));
     }
 }
