@@ -31,6 +31,16 @@ fn replay(args: &[&str], file: &Path) -> Out {
     replay_limited(2_000_000, args, file)
 }
 
+/// Write the libvirtmem trace `text` to a file `name` and check that `replay --strict`
+/// finds no difference in it; the file, for more checks.
+fn replays_clean(name: &str, text: &str) -> std::path::PathBuf {
+    let t = tmp(name);
+    std::fs::write(&t, text).expect("trace");
+    let o = replay(&["--strict"], &t);
+    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}{}", o.stdout, o.stderr);
+    t
+}
+
 /// wine.rs: a view dump is `View: START - END (KIND)` and its runs `START - END FLAGS`,
 /// END inclusive. A view or run ending at 0xffffffffffffffff (one line edited by hand, or
 /// a corrupt log) must be skipped or replayed, not crash: `end + 1` overflowed, a panic
@@ -137,9 +147,8 @@ fn a_trace_of_another_version_is_reported_as_such() {
 /// (299, then the next read "succeeded").
 #[test]
 fn replay_strict_reproduces_libvirtmem_process_copies() {
-    let t = tmp("libvirtmem-copies.vmt");
-    std::fs::write(
-        &t,
+    replays_clean(
+        "libvirtmem-copies.vmt",
         "virtmem-trace 1 pid=11301\n\
          # VirtmemCreateProcess -> 0x100 err=0 process=1\n\
          VirtualAllocEx 0x1 0x0 0x4000000 0x2000 0x4 -> 0x10000 err=0\n\
@@ -153,10 +162,7 @@ fn replay_strict_reproduces_libvirtmem_process_copies() {
          VirtualProtectEx 0x1 0x10000 0x1000 0x104 0x7fff76542d98 -> 0x1 err=0 old=0x4\n\
          ReadProcessMemory 0x1 0x10000 0x0 0x10 0x0 -> 0x0 err=998 done=0x0\n\
          ReadProcessMemory 0x1 0x10000 0x7fff76542d98 0x10 0x0 -> 0x0 err=299 done=0x0\n",
-    )
-    .expect("trace");
-    let o = replay(&["--strict"], &t);
-    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}", o.stdout);
+    );
 }
 
 /// libvirtmem's WriteProcessMemory writes into `PAGE_EXECUTE_READ` code, guarded here,
@@ -165,9 +171,8 @@ fn replay_strict_reproduces_libvirtmem_process_copies() {
 /// write. (These lines were written by libvirtmem.)
 #[test]
 fn replay_strict_reproduces_libvirtmem_writes_into_code() {
-    let t = tmp("libvirtmem-code-writes.vmt");
-    std::fs::write(
-        &t,
+    replays_clean(
+        "libvirtmem-code-writes.vmt",
         "virtmem-trace 1 pid=15903\n\
          # VirtmemCreateProcess -> 0x100 err=0 process=1\n\
          VirtualAllocEx 0x1 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n\
@@ -177,10 +182,7 @@ fn replay_strict_reproduces_libvirtmem_writes_into_code() {
          WriteProcessMemory 0x1 0x10ff0 0x7f0c2156f840 0x20 0x7f0c217a98d0 -> 0x0 err=299 done=0x0\n\
          WriteProcessMemory 0x1 0x11000 0x7f0c2156f840 0x10 0x7f0c217a98d0 -> 0x0 err=998 done=0x0\n\
          VirtualQueryEx 0x1 0x10000 0x7f0c2156f5d0 0x30 -> 0x30 err=0 base=0x10000 allocbase=0x10000 allocprotect=0x4 size=0x1000 state=0x1000 protect=0x120 type=0x20000\n",
-    )
-    .expect("trace");
-    let o = replay(&["--strict"], &t);
-    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}{}", o.stdout, o.stderr);
+    );
 }
 
 /// docs/script.md, Traces: "`libvirtmem` appends one line per call"; `replay` "compares
@@ -191,9 +193,8 @@ fn replay_strict_reproduces_libvirtmem_writes_into_code() {
 /// twice, then a fault, a NULL buffer, a bad kind, and an instruction fetch).
 #[test]
 fn replay_strict_reproduces_libvirtmem_checked_accesses() {
-    let t = tmp("libvirtmem-access.vmt");
-    std::fs::write(
-        &t,
+    let t = replays_clean(
+        "libvirtmem-access.vmt",
         "virtmem-trace 1 pid=12912\n\
          # VirtmemCreateProcess -> 0x100 err=0 process=1\n\
          VirtualAllocEx 0x1 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0\n\
@@ -207,10 +208,7 @@ fn replay_strict_reproduces_libvirtmem_checked_accesses() {
          VirtmemAccess 0x1 0x11000 0x7ffd6710b3a0 0x10 0x2 0x7ffd6710b398 -> 0xffffffff err=87\n\
          VirtmemAccess 0x1 0x10000 0x7ffd6710b3a0 0x10 0x8 0x7ffd6710b398 -> 0xc0000005 err=0\n\
          VirtualQueryEx 0x1 0x11000 0x7ffd6710b360 0x30 -> 0x30 err=0 base=0x11000 allocbase=0x10000 allocprotect=0x4 size=0x1000 state=0x1000 protect=0x4 type=0x20000\n",
-    )
-    .expect("trace");
-    let o = replay(&["--strict"], &t);
-    assert_eq!(o.code, 0, "differences in a correct libvirtmem trace:\n{}{}", o.stdout, o.stderr);
+    );
     // As a comment (what libvirtmem wrote before), the guard page is not disarmed: differs.
     let text = std::fs::read_to_string(&t).expect("trace").replacen("VirtmemAccess", "# VirtmemAccess", 1);
     std::fs::write(&t, text).expect("trace");
