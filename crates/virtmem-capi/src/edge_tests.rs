@@ -335,3 +335,31 @@ fn an_unreadable_buffer_tail_fails_before_a_guard_page_is_touched() {
         assert_eq!(seen, want, "(call, result, last error, the guard page's protection after it)");
     }
 }
+
+/// Header, WriteProcessMemory: a destination "that is not entirely writable ... fails and
+/// nothing is written: with `ERROR_NOACCESS` (998) when its first byte cannot be written";
+/// header, VirtualFree: memory libvirtmem did not allocate "is never touched". The
+/// current process's own code (this test's, mapped by the loader) reads as committed
+/// `PAGE_EXECUTE_READ`, but the engine cannot make it writable: a write into it is 998.
+/// (It had been 487, ERROR_INVALID_ADDRESS, from the failed attempt to make it writable
+/// for the copy, an error WriteProcessMemory does not give.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_write_into_code_libvirtmem_did_not_allocate_is_no_access() {
+    // SAFETY: the write is refused by the library (it never changes memory it did not
+    // map); the buffers are valid locals.
+    unsafe {
+        let me = GetCurrentProcess();
+        let code = a_write_into_code_libvirtmem_did_not_allocate_is_no_access as *const () as usize;
+        let m = query(me, code);
+        assert_eq!((m.State, m.Protect & 0xFF), (MEM_COMMIT, PAGE_EXECUTE_READ), "this test's code");
+        let before = std::ptr::read_volatile(code as *const u8);
+        let b = [0xCCu8; 4];
+        let mut n: SIZE_T = 77;
+        SetLastError(0);
+        let r = WriteProcessMemory(me, code as LPVOID, b.as_ptr().cast(), 4, &mut n);
+        assert_eq!((r, GetLastError(), n), (FALSE, ERROR_NOACCESS, 0));
+        assert_eq!(std::ptr::read_volatile(code as *const u8), before);
+        assert_eq!(query(me, code).Protect, m.Protect, "the code's protection is unchanged");
+    }
+}

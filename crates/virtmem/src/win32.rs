@@ -197,8 +197,9 @@ pub fn check_copy<S: VirtualSpace + ?Sized, E>(
 /// it, whether the copy succeeded or not: a guard page stays armed and nothing else
 /// changes. The rest of the range is not touched, so it must be writable as for any
 /// other copy (a copy running from code into read-only pages still fails). Any other
-/// first page (writable, read-only, no-access, reserved, free), a size of 0 and a range
-/// that wraps leave `copy` to meet it as it is.
+/// first page (writable, read-only, no-access, reserved, free), code the space did not
+/// allocate (a foreign mapping of the current process, which the engine never changes),
+/// a size of 0 and a range that wraps leave `copy` to meet it as it is.
 ///
 /// `Ok(copy's result)`, or the error of changing a protection: the first change failing
 /// means `copy` did not run; the restoring change failing (which needs the system to
@@ -222,7 +223,14 @@ pub fn with_code_writable<S: VirtualSpace + ?Sized, R>(
     let first = region.base_address;
     let last = end.min(region.base_address + region.region_size);
     let writable = Protection::EXECUTE_READWRITE | (region.protect.modifiers() - Protection::GUARD);
-    let old = space.protect(first, last - first, writable)?;
+    let old = match space.protect(first, last - first, writable) {
+        Ok(old) => old,
+        // Committed code the space did not allocate (a mapping of the current process
+        // that is not the engine's, which it never changes), or pages decommitted or
+        // released since the query: the copy meets them as they are.
+        Err(Error::InvalidAddress) => return Ok(copy()),
+        Err(e) => return Err(e),
+    };
     let result = copy();
     space.protect(first, last - first, old)?;
     Ok(result)
