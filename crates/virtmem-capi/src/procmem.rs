@@ -184,8 +184,8 @@ pub unsafe extern "C" fn ReadProcessMemory(
 /// (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
 /// starts writable and runs into such a page. Code is writable to it, as on Windows
 /// (how a debugger plants a breakpoint): when the first page is `PAGE_EXECUTE` or
-/// `PAGE_EXECUTE_READ` (any modifier), the range's pages in that page's region are made
-/// `PAGE_EXECUTE_READWRITE` for the copy and get their protection back after it (a guard
+/// `PAGE_EXECUTE_READ` (any modifier), the range's pages in that page's region (whole
+/// large pages in a `MEM_LARGE_PAGES` allocation) are made `PAGE_EXECUTE_READWRITE` for the copy and get their protection back after it (a guard
 /// page stays armed); the rest of the range must be writable as above. An unreadable `lpBuffer` (any byte of its
 /// `nSize`) -> `ERROR_NOACCESS`, and nothing is written. `*lpNumberOfBytesWritten`
 /// (optional) is set to the number of bytes copied (`nSize` on success, 0 on failure).

@@ -412,6 +412,44 @@ fn write_process_memory_writes_into_code_and_gives_its_protection_back() {
     }
 }
 
+/// Header, WriteProcessMemory: code is writable to it, in a `MEM_LARGE_PAGES` allocation
+/// too, where the protection changes by whole large pages: a write inside a large page of
+/// code, and one across two, succeed and leave the code `PAGE_EXECUTE_READ`. (Both had
+/// failed with ERROR_INVALID_PARAMETER: the pages were made writable one small page at a
+/// time, which splits a large page.)
+#[test]
+fn write_process_memory_writes_into_large_page_code() {
+    const LARGE: usize = 2 << 20;
+    // SAFETY: valid local buffers and plain values.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        let ty = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES;
+        let b = VirtualAllocEx(h, null_mut(), 2 * LARGE, ty, PAGE_EXECUTE_READ) as usize;
+        assert_ne!(b, 0);
+        let cc = [0xCCu8; 0x20];
+        for (at, len) in [(0x1010, 0x10), (LARGE - 0x10, 0x20)] {
+            let mut n: SIZE_T = 77;
+            SetLastError(0);
+            let r = WriteProcessMemory(h, (b + at) as LPVOID, cc.as_ptr().cast(), len, &mut n);
+            assert_eq!((r, GetLastError(), n), (TRUE, 0, len), "{len:#x} bytes at +{at:#x}");
+        }
+        let mut m: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+        assert_eq!(VirtualQueryEx(h, b as LPCVOID, &mut m, 48), 48);
+        assert_eq!((m.Protect, m.RegionSize), (PAGE_EXECUTE_READ, 2 * LARGE), "the code's protection is back");
+        let mut old = 0;
+        assert_eq!(VirtualProtectEx(h, b as LPVOID, 2 * LARGE, PAGE_READONLY, &mut old), TRUE);
+        let mut got = [0u8; 0x20];
+        assert_eq!(ReadProcessMemory(h, (b + 0x1000) as LPCVOID, got.as_mut_ptr().cast(), 0x20, null_mut()), TRUE);
+        assert_eq!(got, [[0u8; 0x10], [0xCC; 0x10]].concat()[..]);
+        assert_eq!(
+            ReadProcessMemory(h, (b + LARGE - 0x10) as LPCVOID, got.as_mut_ptr().cast(), 0x20, null_mut()),
+            TRUE
+        );
+        assert_eq!(got, cc);
+        assert_eq!(CloseHandle(h), TRUE);
+    }
+}
+
 #[test]
 fn virtmem_access_reports_exceptions() {
     // SAFETY: valid local buffers and plain values.

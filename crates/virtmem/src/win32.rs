@@ -192,7 +192,9 @@ pub fn check_copy<S: VirtualSpace + ?Sized, E>(
 ///
 /// When the first page of the range is committed `PAGE_EXECUTE` or `PAGE_EXECUTE_READ`
 /// (with any modifier), the pages of the range that lie in that page's region (the run
-/// `VirtualQuery` reports: same state and protection) get `PAGE_EXECUTE_READWRITE` with
+/// `VirtualQuery` reports: same state and protection; in a `MEM_LARGE_PAGES` allocation,
+/// whose protection changes by whole large pages, the large pages those pages lie in)
+/// get `PAGE_EXECUTE_READWRITE` with
 /// the same caching modifier and no guard for the copy, and their protection back after
 /// it, whether the copy succeeded or not: a guard page stays armed and nothing else
 /// changes. The rest of the range is not touched, so it must be writable as for any
@@ -220,10 +222,19 @@ pub fn with_code_writable<S: VirtualSpace + ?Sized, R>(
         Ok(m) if m.state == crate::flags::MemState::Commit && code(m.protect) => m,
         _ => return Ok(copy()),
     };
-    let first = region.base_address;
-    let last = end.min(region.base_address + region.region_size);
+    let mut first = region.base_address;
+    let mut last = end.min(region.base_address + region.region_size);
     let writable = Protection::EXECUTE_READWRITE | (region.protect.modifiers() - Protection::GUARD);
-    let old = match space.protect(first, last - first, writable) {
+    let mut changed = space.protect(first, last - first, writable);
+    if matches!(changed, Err(Error::InvalidParameter)) {
+        // A `MEM_LARGE_PAGES` allocation changes whole large pages only (one protection
+        // each): make writable the large pages the range touches.
+        if let Some((lo, hi)) = large_pages_of(space, &region, first, last) {
+            (first, last) = (lo, hi);
+            changed = space.protect(first, last - first, writable);
+        }
+    }
+    let old = match changed {
         Ok(old) => old,
         // Committed code the space did not allocate (a mapping of the current process
         // that is not the engine's, which it never changes), or pages decommitted or
@@ -234,6 +245,27 @@ pub fn with_code_writable<S: VirtualSpace + ?Sized, R>(
     let result = copy();
     space.protect(first, last - first, old)?;
     Ok(result)
+}
+
+/// The whole large pages `[first, last)` touches, when `region` (the code at `first`, as
+/// `VirtualQuery` reported it) covers all of them; `None` where there are no large pages.
+fn large_pages_of<S: VirtualSpace + ?Sized>(
+    space: &S,
+    region: &MemoryBasicInformation,
+    first: usize,
+    last: usize,
+) -> Option<(usize, usize)> {
+    let lp = space.system_info().large_page_size;
+    if lp == 0 {
+        return None;
+    }
+    let (lo, hi) = (crate::rules::round_down(first, lp), crate::rules::round_up(last, lp)?);
+    let m = space.query(lo).ok()?;
+    let same = m.allocation_base == region.allocation_base
+        && m.state == region.state
+        && m.protect == region.protect
+        && m.base_address + m.region_size >= hi;
+    same.then_some((lo, hi))
 }
 
 /// `VirtualAlloc`: the base, or 0 with the last error set.
