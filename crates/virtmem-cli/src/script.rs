@@ -796,13 +796,13 @@ pub struct Session {
 
 /// The pointer `--trace` records for a call's buffer or first out-pointer (the
 /// `VirtualQuery` buffer, `lpflOldProtect`, `GetWriteWatch`'s `lpAddresses`, the
-/// `ReadProcessMemory` / `WriteProcessMemory` buffer). Those buffers are the CLI's own
+/// `ReadProcessMemory` / `WriteProcessMemory` / `VirtmemAccess` buffer). Those buffers are the CLI's own
 /// memory, not the space traced, and ASLR moves them from run to run: a fixed stand-in
 /// keeps a recording reproducible. It lies in the first 64 KiB, where no reservation can
 /// be, and is not NULL, which is all a replay looks at (docs/script.md, "Traces").
 const TRACE_OUT: usize = 0x1000;
 /// The stand-in `--trace` records for a second out-pointer (`GetWriteWatch`'s
-/// `lpdwGranularity`).
+/// `lpdwGranularity`, `VirtmemAccess`'s `faultAddress`).
 const TRACE_OUT_2: usize = 0x1008;
 
 /// Largest `read` shown and largest `fill`.
@@ -1093,6 +1093,20 @@ impl Session {
                 let sig = self.sig("exec", &format!("{}, {len:#x}", ptr(addr)));
                 let r = self.target().and_then(|s| s.execute(addr, &mut buf));
                 self.report(&sig, &r, |_| format!("fetched {}", dump(&buf)));
+                if ex {
+                    // `VirtmemAccess` as libvirtmem records it (a guard page it meets is
+                    // disarmed, so replay must make it too): the exception raised is the
+                    // result, any other failure 0xFFFFFFFF with the last error.
+                    let call = TCall::Access {
+                        address: addr,
+                        buffer: TRACE_OUT,
+                        size: len as usize,
+                        kind: 8,
+                        fault: TRACE_OUT_2,
+                    };
+                    let raised = r.as_ref().map_or_else(|e| e.exception_code().map(u64::from).ok_or(*e), |_| Ok(0));
+                    self.rec(call, &raised, |code| (*code, Out::None), 0xFFFF_FFFF);
+                }
                 Some(r.is_ok() as u64)
             }
             Cmd::Write => {

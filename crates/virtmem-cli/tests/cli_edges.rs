@@ -235,3 +235,25 @@ fn exit_of_a_process_that_does_not_exist_is_an_error_expect_can_check() {
     assert_eq!(o.code, 1, "expect ok after the exit of a missing process: {}", o.stdout);
     assert!(o.stdout.contains("TerminateProcess(7, 0) failed"), "{}", o.stdout);
 }
+
+/// docs/script.md, Traces: `replay` "compares results, last errors, old protections";
+/// libvirtmem records `VirtmemAccess` "since a guard page it meets is disarmed", and `run
+/// --trace` "writes the same format". In `Ex` mode `exec` is `VirtmemAccess` and disarms
+/// the guard page it meets; it now goes into the trace too, so a strict replay of the
+/// recording agrees (it had been left out: the replayed guard stayed armed, and the next
+/// `VirtualProtectEx`'s old protection differed).
+#[test]
+fn an_instruction_fetch_in_another_process_is_recorded_and_replays() {
+    let p = script(
+        "exec-trace.vms",
+        b"process 1\np = alloc 0, 64K, reserve|commit, rx|guard\nexec p\nexpect STATUS_GUARD_PAGE_VIOLATION\nexec p, 2\nexpect ok\nexec p + 64K\nexpect STATUS_ACCESS_VIOLATION\nprotect p, 4K, rx\nexpect ok\n",
+    );
+    let t = tmp("exec-trace.vmt");
+    let _ = std::fs::remove_file(&t);
+    let o = run(virtmem().arg("run").arg("--trace").arg(&t).arg(&p));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let text = std::fs::read_to_string(&t).expect("trace");
+    assert!(text.contains("VirtmemAccess 0x1 0x10000 0x1000 0x1 0x8 0x1008 -> 0x80000001 err=0\n"), "{text}");
+    let r = run(virtmem().arg("replay").arg("--strict").arg(&t));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
