@@ -1077,8 +1077,9 @@ BOOL VirtualFreeEx(HANDLE hProcess, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFre
 /**
  * `VirtualQuery`: describe the region of pages containing `lpAddress` in the current
  * process. Returns the number of bytes stored in `*lpBuffer` (48), or 0 with the last
- * error set: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; a NULL or unwritable `lpBuffer` ->
- * `ERROR_NOACCESS`; an address above the highest user address -> `ERROR_INVALID_PARAMETER`.
+ * error set, checked in this order: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; an address
+ * above the highest user address -> `ERROR_INVALID_PARAMETER`; a NULL or unwritable
+ * `lpBuffer` -> `ERROR_NOACCESS`.
  */
 SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength);
 

@@ -37,6 +37,8 @@ static void run(void)
     vq("query -1", (void *)(uintptr_t)-1);
     r = VirtualQuery(top, &m, 0);
     LINE("query top length 0: ret=%u err=%u", (unsigned)r, r ? 0 : err());
+    r = VirtualQuery(top, NULL, sizeof m);
+    LINE("query top NULL buffer: ret=%u err=%u", (unsigned)r, r ? 0 : err());
     r = VirtualQuery(si.lpMaximumApplicationAddress, &m, sizeof m);
     LINE("query max: ret=%u base%%64K=0x%x", (unsigned)r, (unsigned)((uintptr_t)m.BaseAddress & 0xffff));
     vq_nosize("query 0", NULL);

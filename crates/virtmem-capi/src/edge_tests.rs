@@ -363,3 +363,32 @@ fn a_write_into_code_libvirtmem_did_not_allocate_is_no_access() {
         assert_eq!(query(me, code).Protect, m.Protect, "the code's protection is unchanged");
     }
 }
+
+/// Spec, VirtualQuery: "an address above the highest user address -> 87"; header: the
+/// checks come in the order length, address, buffer. An address above the top with a
+/// NULL buffer is ERROR_INVALID_PARAMETER, as Wine 8 answers and as replay (which runs
+/// `vm::win32::VirtualQuery`) finds it; libvirtmem had answered ERROR_NOACCESS, so
+/// a trace of the call replayed with a difference.
+#[test]
+fn virtual_query_checks_the_address_before_the_buffer() {
+    // SAFETY: NULL buffers are checked by the library; plain values otherwise.
+    unsafe {
+        let high = 0xFFFF_8000_0000_0000usize as LPCVOID;
+        let h = VirtmemCreateProcess();
+        SetLastError(0);
+        assert_eq!(VirtualQueryEx(h, high, null_mut(), MBI), 0);
+        assert_eq!(GetLastError(), ERROR_INVALID_PARAMETER, "a simulated process");
+        SetLastError(0);
+        assert_eq!(VirtualQueryEx(h, 0x10000 as LPCVOID, null_mut(), MBI), 0);
+        assert_eq!(GetLastError(), ERROR_NOACCESS, "a valid address, a NULL buffer");
+        assert_eq!(CloseHandle(h), TRUE);
+        #[cfg(target_os = "linux")]
+        {
+            SetLastError(0);
+            assert_eq!(VirtualQuery(high, null_mut(), MBI), 0);
+            assert_eq!(GetLastError(), ERROR_INVALID_PARAMETER, "the current process");
+        }
+        let r = vm::win32::VirtualQuery(&vm::SimSpace::simulated(), high as usize, None, MBI);
+        assert_eq!((r, vm::win32::GetLastError()), (0, ERROR_INVALID_PARAMETER), "the replayed call");
+    }
+}

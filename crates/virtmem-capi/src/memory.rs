@@ -63,10 +63,13 @@ fn query(
     if length < size_of::<MEMORY_BASIC_INFORMATION>() {
         return Err(Fail(ERROR_BAD_LENGTH));
     }
+    // The address (87 above the highest user address) before the buffer: Wine 8 answers
+    // 87 for such an address with a NULL buffer, and `vm::win32::VirtualQuery`, which
+    // replays this call, checks in the same order.
+    let found = space.query(address as usize)?;
     if buffer.is_null() {
         return Err(Fail(ERROR_NOACCESS));
     }
-    let found = space.query(address as usize)?;
     uaccess::write_bytes(buffer as usize, &MEMORY_BASIC_INFORMATION::from(found).to_bytes())?;
     *out = Out::Info(found.into());
     Ok(size_of::<MEMORY_BASIC_INFORMATION>())
@@ -183,8 +186,9 @@ pub unsafe extern "C" fn VirtualFreeEx(hProcess: HANDLE, lpAddress: LPVOID, dwSi
 
 /// `VirtualQuery`: describe the region of pages containing `lpAddress` in the current
 /// process. Returns the number of bytes stored in `*lpBuffer` (48), or 0 with the last
-/// error set: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; a NULL or unwritable `lpBuffer` ->
-/// `ERROR_NOACCESS`; an address above the highest user address -> `ERROR_INVALID_PARAMETER`.
+/// error set, checked in this order: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; an address
+/// above the highest user address -> `ERROR_INVALID_PARAMETER`; a NULL or unwritable
+/// `lpBuffer` -> `ERROR_NOACCESS`.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualQuery(
     lpAddress: LPCVOID,
