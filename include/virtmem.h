@@ -1084,7 +1084,9 @@ BOOL VirtualFreeEx(HANDLE hProcess, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFre
 SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength);
 
 /**
- * `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`.
+ * `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`. A `dwLength` < 48 is
+ * `ERROR_BAD_LENGTH` before the handle is looked at; then a NULL or unknown handle ->
+ * `ERROR_INVALID_HANDLE`, an exited process -> `ERROR_ACCESS_DENIED`.
  */
 SIZE_T VirtualQueryEx(HANDLE hProcess, LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength);
 

@@ -154,6 +154,13 @@ static void run(void)
         ok = VirtualProtectEx(NULL, A, 0x1000, PAGE_READONLY, NULL);
         LINE("ProtectEx NULL handle, NULL old: %s err=%u", ok ? "ok" : "fail", err());
     }
+    /* the length is checked before the handle is looked at */
+    {
+        SIZE_T r = VirtualQueryEx(bogus, A, &m, 4);
+        LINE("QueryEx unknown handle, length 4: ret=%u err=%u", (unsigned)r, r ? 0 : err());
+        r = VirtualQueryEx(NULL, A, &m, 4);
+        LINE("QueryEx NULL handle, length 4: ret=%u err=%u", (unsigned)r, r ? 0 : err());
+    }
     rpm("ReadProcessMemory unknown handle", bogus, A, 0x10);
     wpm("WriteProcessMemory unknown handle", bogus, A, src, 0x10);
 

@@ -392,3 +392,25 @@ fn virtual_query_checks_the_address_before_the_buffer() {
         assert_eq!((r, vm::win32::GetLastError()), (0, ERROR_INVALID_PARAMETER), "the replayed call");
     }
 }
+
+/// Header, VirtualQueryEx: "A `dwLength` < 48 is `ERROR_BAD_LENGTH` before the handle is
+/// looked at" (as Wine 8 answers: tests/conformance/exproc.c). With a NULL, an unknown
+/// and an exited process's handle a short length is 24 (it had been 6, 6 and 5).
+#[test]
+fn virtual_query_ex_checks_the_length_before_the_handle() {
+    // SAFETY: a valid local buffer and plain values.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        assert_eq!(TerminateProcess(h, 0), TRUE);
+        let mut m: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+        for handle in [null_mut(), 0x4444 as HANDLE, h] {
+            SetLastError(0);
+            assert_eq!(VirtualQueryEx(handle, 0x10000 as LPCVOID, &mut m, 4), 0);
+            assert_eq!(GetLastError(), ERROR_BAD_LENGTH, "handle {:#x}", handle as usize);
+        }
+        SetLastError(0);
+        assert_eq!(VirtualQueryEx(h, 0x10000 as LPCVOID, &mut m, MBI), 0);
+        assert_eq!(GetLastError(), ERROR_ACCESS_DENIED, "a full length: the handle's error");
+        assert_eq!(CloseHandle(h), TRUE);
+    }
+}

@@ -53,16 +53,13 @@ fn free_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD
     r
 }
 
+/// `VirtualQuery` in `space`, its length checked already.
 fn query(
     space: &dyn VirtualSpace,
     address: LPCVOID,
     buffer: PMEMORY_BASIC_INFORMATION,
-    length: SIZE_T,
     out: &mut Out,
 ) -> Outcome<SIZE_T> {
-    if length < size_of::<MEMORY_BASIC_INFORMATION>() {
-        return Err(Fail(ERROR_BAD_LENGTH));
-    }
     // The address (87 above the highest user address) before the buffer: Wine 8 answers
     // 87 for such an address with a NULL buffer, and `vm::win32::VirtualQuery`, which
     // replays this call, checks in the same order.
@@ -82,9 +79,16 @@ fn query_traced(
     length: SIZE_T,
 ) -> SIZE_T {
     let mut out = Out::None;
-    let (r, err) = run(0, || match process {
-        None => query(current_space()?, address, buffer, length, &mut out),
-        Some(h) => query(&*resolve(h)?, address, buffer, length, &mut out),
+    let (r, err) = run(0, || {
+        // The length comes first, before the process handle is looked at (Wine 8:
+        // VirtualQueryEx on an unknown handle with a short length is ERROR_BAD_LENGTH).
+        if length < size_of::<MEMORY_BASIC_INFORMATION>() {
+            return Err(Fail(ERROR_BAD_LENGTH));
+        }
+        match process {
+            None => query(current_space()?, address, buffer, &mut out),
+            Some(h) => query(&*resolve(h)?, address, buffer, &mut out),
+        }
     });
     let call = Call::Query { address: address as usize, buffer: buffer as usize, length };
     trace::record(process, call, r as u64, err, out);
@@ -198,7 +202,9 @@ pub unsafe extern "C" fn VirtualQuery(
     query_traced(None, lpAddress, lpBuffer, dwLength)
 }
 
-/// `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`.
+/// `VirtualQueryEx`: `VirtualQuery` in the process `hProcess`. A `dwLength` < 48 is
+/// `ERROR_BAD_LENGTH` before the handle is looked at; then a NULL or unknown handle ->
+/// `ERROR_INVALID_HANDLE`, an exited process -> `ERROR_ACCESS_DENIED`.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualQueryEx(
     hProcess: HANDLE,
