@@ -1056,7 +1056,8 @@ LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWO
 
 /**
  * `VirtualAllocEx`: `VirtualAlloc` in the process `hProcess` (the current-process pseudo
- * handle or a simulated process). NULL or unknown handle -> `ERROR_INVALID_HANDLE`;
+ * handle or a simulated process). A `dwSize` of 0 is `ERROR_INVALID_PARAMETER` before
+ * the handle is looked at; then a NULL or unknown handle -> `ERROR_INVALID_HANDLE`, an
  * exited process -> `ERROR_ACCESS_DENIED`.
  */
 LPVOID VirtualAllocEx(HANDLE hProcess, LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect);

@@ -154,7 +154,9 @@ static void run(void)
         ok = VirtualProtectEx(NULL, A, 0x1000, PAGE_READONLY, NULL);
         LINE("ProtectEx NULL handle, NULL old: %s err=%u", ok ? "ok" : "fail", err());
     }
-    /* the length is checked before the handle is looked at */
+    /* a zero size and a short length are checked before the handle is looked at */
+    vax("AllocEx unknown handle size 0", bogus, NULL, 0, MEM_RESERVE, PAGE_READWRITE);
+    vax("AllocEx NULL handle size 0", NULL, NULL, 0, MEM_RESERVE, PAGE_READWRITE);
     {
         SIZE_T r = VirtualQueryEx(bogus, A, &m, 4);
         LINE("QueryEx unknown handle, length 4: ret=%u err=%u", (unsigned)r, r ? 0 : err());

@@ -414,3 +414,27 @@ fn virtual_query_ex_checks_the_length_before_the_handle() {
         assert_eq!(CloseHandle(h), TRUE);
     }
 }
+
+/// Header, VirtualAllocEx: "A `dwSize` of 0 is `ERROR_INVALID_PARAMETER` before the
+/// handle is looked at" (as Wine 8 answers: tests/conformance/exproc.c). With a NULL, an
+/// unknown and an exited process's handle a zero size is 87 (it had been 6, 6 and 5), for
+/// a reservation and for MEM_RESET alike.
+#[test]
+fn virtual_alloc_ex_checks_a_zero_size_before_the_handle() {
+    // SAFETY: plain values.
+    unsafe {
+        let h = VirtmemCreateProcess();
+        assert_eq!(TerminateProcess(h, 0), TRUE);
+        for handle in [null_mut(), 0x4444 as HANDLE, h] {
+            for (address, ty) in [(null_mut(), MEM_RESERVE), (0x10000 as LPVOID, MEM_RESET)] {
+                SetLastError(0);
+                assert_eq!(VirtualAllocEx(handle, address, 0, ty, PAGE_READWRITE), null_mut());
+                assert_eq!(GetLastError(), ERROR_INVALID_PARAMETER, "handle {:#x}, type {ty:#x}", handle as usize);
+            }
+        }
+        SetLastError(0);
+        assert_eq!(VirtualAllocEx(h, null_mut(), 0x1000, MEM_RESERVE, PAGE_READWRITE), null_mut());
+        assert_eq!(GetLastError(), ERROR_ACCESS_DENIED, "a nonzero size: the handle's error");
+        assert_eq!(CloseHandle(h), TRUE);
+    }
+}

@@ -30,9 +30,16 @@ fn alloc(space: &dyn VirtualSpace, address: LPVOID, size: SIZE_T, ty: DWORD, pro
 }
 
 fn alloc_traced(process: Option<HANDLE>, address: LPVOID, size: SIZE_T, ty: DWORD, protect: DWORD) -> LPVOID {
-    let (r, err) = run(null_mut(), || match process {
-        None => alloc(current_space()?, address, size, ty, protect),
-        Some(h) => alloc(&*resolve(h)?, address, size, ty, protect),
+    let (r, err) = run(null_mut(), || {
+        // A zero size comes first, before the process handle is looked at (Wine 8:
+        // VirtualAllocEx on an unknown handle with size 0 is ERROR_INVALID_PARAMETER).
+        if size == 0 {
+            return Err(Fail(ERROR_INVALID_PARAMETER));
+        }
+        match process {
+            None => alloc(current_space()?, address, size, ty, protect),
+            Some(h) => alloc(&*resolve(h)?, address, size, ty, protect),
+        }
     });
     let call = Call::Alloc { address: address as usize, size, alloc_type: ty, protect };
     trace::record(process, call, r as u64, err, Out::None);
@@ -160,7 +167,8 @@ pub unsafe extern "C" fn VirtualAlloc(
 }
 
 /// `VirtualAllocEx`: `VirtualAlloc` in the process `hProcess` (the current-process pseudo
-/// handle or a simulated process). NULL or unknown handle -> `ERROR_INVALID_HANDLE`;
+/// handle or a simulated process). A `dwSize` of 0 is `ERROR_INVALID_PARAMETER` before
+/// the handle is looked at; then a NULL or unknown handle -> `ERROR_INVALID_HANDLE`, an
 /// exited process -> `ERROR_ACCESS_DENIED`.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualAllocEx(

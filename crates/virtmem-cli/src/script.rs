@@ -979,6 +979,16 @@ impl Session {
         }
     }
 
+    /// The space a `VirtualAlloc(Ex)` of `size` bytes acts on: as [`Session::target`], but a
+    /// size of 0 is `ERROR_INVALID_PARAMETER` before the handle is looked at, as
+    /// libvirtmem's `VirtualAllocEx` has it (Wine 8 answers so).
+    fn alloc_target(&self, size: usize) -> Result<&dyn VirtualSpace, Error> {
+        if size == 0 {
+            return Err(Error::InvalidParameter);
+        }
+        self.target()
+    }
+
     /// `Name(args)` as the Win32 call made: the `Ex` form with the process handle first
     /// for the functions that have one, the handle first for `ReadProcessMemory` /
     /// `WriteProcessMemory`, `VirtmemAccess` for an instruction fetch in another process.
@@ -1028,7 +1038,7 @@ impl Session {
                         FlagKind::Protect.format(prot)
                     ),
                 );
-                let r = self.target().and_then(|s| {
+                let r = self.alloc_target(size).and_then(|s| {
                     s.alloc(addr, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(prot))
                 });
                 self.report(&sig, &r, |p| format!("{p:#x}"));
@@ -1143,7 +1153,7 @@ impl Session {
                     "VirtualAlloc",
                     &format!("{}, {size:#x}, {}, PAGE_NOACCESS", ptr(addr), FlagKind::Alloc.format(ty.bits())),
                 );
-                let r = self.target().and_then(|s| s.alloc(addr, size, ty, Protection::NOACCESS));
+                let r = self.alloc_target(size).and_then(|s| s.alloc(addr, size, ty, Protection::NOACCESS));
                 self.report(&sig, &r, |p| format!("{p:#x}"));
                 let call = TCall::Alloc { address: addr, size, alloc_type: ty.bits(), protect: 1 };
                 self.rec(call, &r, |p| (*p as u64, Out::None), 0);

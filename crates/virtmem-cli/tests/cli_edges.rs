@@ -257,3 +257,17 @@ fn an_instruction_fetch_in_another_process_is_recorded_and_replays() {
     let r = run(virtmem().arg("replay").arg("--strict").arg(&t));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
+
+/// docs/script.md: with `process N` "calls are the `Ex` forms on process N", answered as
+/// libvirtmem answers them; its `VirtualAllocEx` finds a zero size (87) before it looks
+/// at the handle (Wine 8 agrees). So do `alloc` and `reset` on a NULL handle and on an
+/// exited process (they had answered 6 and 5).
+#[test]
+fn an_allocation_of_zero_bytes_is_87_whatever_the_process() {
+    let p = script(
+        "alloc0.vms",
+        b"process null\nalloc 0, 0, reserve, rw\nexpect ERROR_INVALID_PARAMETER\nreset 0x10000, 0\nexpect ERROR_INVALID_PARAMETER\nalloc 0, 4K, reserve, rw\nexpect ERROR_INVALID_HANDLE\nprocess 3\nexit 3\nalloc 0, 0, reserve, rw\nexpect ERROR_INVALID_PARAMETER\nalloc 0, 4K, reserve, rw\nexpect ERROR_ACCESS_DENIED\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+}
