@@ -1267,12 +1267,14 @@ impl Session {
             }
             Cmd::Exit => {
                 let n = self.eval(&a[0].expr);
-                let Some(n) = u32::try_from(n).ok().filter(|n| *n != 0) else {
-                    return Err(serr(line, a[0].col, "only a simulated process (1 and up) can exit"));
+                let Ok(n) = u32::try_from(n) else {
+                    return Err(serr(line, a[0].col, "a process number is at most 0xFFFFFFFF"));
                 };
-                // As libvirtmem's TerminateProcess: a process never used is an unknown
-                // handle, one that has exited cannot exit again; both can be `expect`ed.
+                // As libvirtmem's TerminateProcess: the current process (0) never exits, a
+                // process never used is an unknown handle, one that has exited cannot exit
+                // again; each can be `expect`ed.
                 let r = match self.procs.get_mut(&n) {
+                    _ if n == 0 => Err(Error::AccessDenied),
                     None => Err(Error::InvalidHandle),
                     Some(p) if p.exited => Err(Error::AccessDenied),
                     Some(p) => {

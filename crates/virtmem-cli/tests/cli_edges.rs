@@ -219,14 +219,15 @@ fn a_write_into_another_process_writes_into_its_code() {
 }
 
 /// docs/script.md: `exit N` is `TerminateProcess`: a process never selected is
-/// `ERROR_INVALID_HANDLE` and one that has exited cannot exit again (`ERROR_ACCESS_DENIED`),
+/// `ERROR_INVALID_HANDLE`, and one that has exited cannot exit again, nor the current
+/// process ever (`ERROR_ACCESS_DENIED`; `exit 0` had stopped the script as an error),
 /// both outcomes that `expect` checks (a missing process had been a note, and the run
 /// went on as if it had exited).
 #[test]
 fn exit_of_a_process_that_does_not_exist_is_an_error_expect_can_check() {
     let p = script(
         "exit.vms",
-        b"exit 7\nexpect ERROR_INVALID_HANDLE\nprocess 2\nexit 2\nexpect ok\nexit 2\nexpect ERROR_ACCESS_DENIED\nalloc 0, 64K, reserve, rw\nexpect ERROR_ACCESS_DENIED\n",
+        b"exit 7\nexpect ERROR_INVALID_HANDLE\nprocess 2\nexit 2\nexpect ok\nexit 2\nexpect ERROR_ACCESS_DENIED\nalloc 0, 64K, reserve, rw\nexpect ERROR_ACCESS_DENIED\nexit 0\nexpect ERROR_ACCESS_DENIED\nprocess 0\nalloc 0, 64K, reserve, rw\nexpect ok\n",
     );
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
