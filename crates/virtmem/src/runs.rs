@@ -1318,12 +1318,19 @@ const LEAF_BLOCK: usize = 4096;
 const PER_BLOCK: usize = LEAF_BLOCK / std::mem::size_of::<Leaf>();
 const _: () = assert!(PER_BLOCK >= 2 && LEAF_BLOCK % std::mem::align_of::<Leaf>() == 0);
 
-/// Up to [`PER_BLOCK`] leaves in one allocation of [`LEAF_BLOCK`] bytes aligned to its
-/// size, filled from the front (as a vector that never grows).
+/// Up to [`PER_BLOCK`] leaves in one allocation, filled from the front. A full-size
+/// block is [`LEAF_BLOCK`] bytes aligned to its size and never moves; the first block of
+/// a store instead starts with room for one leaf and doubles as it fills (as a vector
+/// does, moving its leaves), so that a small space holds only what it uses, not 2 MiB of
+/// address space and commit charge.
 struct LeafBlock {
     /// The allocation; its first `len` leaves are initialised.
     ptr: std::ptr::NonNull<Leaf>,
     len: usize,
+    /// Leaves the allocation has room for (`PER_BLOCK` for a full-size block).
+    cap: usize,
+    /// Whether this is a full-size block (its layout is [`LeafBlock::full_layout`]).
+    full: bool,
 }
 
 // SAFETY: a `LeafBlock` owns its leaves as a `Box<[Leaf]>` would (nothing else points
@@ -1333,21 +1340,38 @@ unsafe impl Send for LeafBlock {}
 unsafe impl Sync for LeafBlock {}
 
 impl LeafBlock {
-    fn layout() -> std::alloc::Layout {
+    fn full_layout() -> std::alloc::Layout {
         std::alloc::Layout::from_size_align(LEAF_BLOCK, LEAF_BLOCK).expect("leaf block layout")
     }
 
-    /// An empty block; with `huge`, its memory is advised to be backed by a transparent
-    /// huge page.
-    fn new(huge: bool) -> LeafBlock {
-        let layout = Self::layout();
-        // SAFETY: the layout's size is not zero.
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let Some(ptr) = std::ptr::NonNull::new(raw.cast::<Leaf>()) else { std::alloc::handle_alloc_error(layout) };
-        if huge {
-            advise_huge(raw, LEAF_BLOCK);
+    fn layout(&self) -> std::alloc::Layout {
+        if self.full {
+            Self::full_layout()
+        } else {
+            std::alloc::Layout::array::<Leaf>(self.cap).expect("leaf array layout")
         }
-        LeafBlock { ptr, len: 0 }
+    }
+
+    fn alloc(layout: std::alloc::Layout) -> std::ptr::NonNull<Leaf> {
+        // SAFETY: every layout used here has a nonzero size (`cap` ≥ 1, `Leaf` not a
+        // zero-sized type).
+        let raw = unsafe { std::alloc::alloc(layout) };
+        std::ptr::NonNull::new(raw.cast::<Leaf>()).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+    }
+
+    /// An empty full-size block, its memory advised to be backed by a transparent huge
+    /// page.
+    fn full() -> LeafBlock {
+        let ptr = Self::alloc(Self::full_layout());
+        advise_huge(ptr.as_ptr().cast(), LEAF_BLOCK);
+        LeafBlock { ptr, len: 0, cap: PER_BLOCK, full: true }
+    }
+
+    /// An empty growing block, with room for one leaf.
+    fn growing() -> LeafBlock {
+        let cap = 1;
+        let ptr = Self::alloc(std::alloc::Layout::array::<Leaf>(cap).expect("leaf array layout"));
+        LeafBlock { ptr, len: 0, cap, full: false }
     }
 
     fn as_slice(&self) -> &[Leaf] {
@@ -1362,14 +1386,32 @@ impl LeafBlock {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
-    /// Add `leaf` at the end (the block not full).
+    /// Add `leaf` at the end (the block holding fewer than [`PER_BLOCK`]).
     fn push(&mut self, leaf: Leaf) {
         assert!(self.len < PER_BLOCK, "leaf block full");
-        // SAFETY: `len < PER_BLOCK`, so the place lies inside the allocation (`PER_BLOCK`
-        // leaves fit in `LEAF_BLOCK` bytes, and the allocation's alignment is a multiple
-        // of `Leaf`'s), and it holds no initialised leaf to overwrite.
+        if self.len == self.cap {
+            self.grow();
+        }
+        // SAFETY: `len < cap`, so the place lies inside the allocation (room for `cap`
+        // leaves), and it holds no initialised leaf to overwrite.
         unsafe { self.ptr.as_ptr().add(self.len).write(leaf) };
         self.len += 1;
+    }
+
+    /// Double a growing block's room (at most [`PER_BLOCK`]), moving its leaves.
+    fn grow(&mut self) {
+        debug_assert!(!self.full && self.cap < PER_BLOCK);
+        let old = self.layout();
+        let cap = (2 * self.cap).min(PER_BLOCK);
+        let ptr = Self::alloc(std::alloc::Layout::array::<Leaf>(cap).expect("leaf array layout"));
+        // SAFETY: the first `len` leaves of the old allocation are initialised; the new
+        // one has room for `cap` > `len` leaves and does not overlap it. The leaves are
+        // moved bit for bit, so the old allocation is then freed without dropping them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), self.len);
+            std::alloc::dealloc(self.ptr.as_ptr().cast(), old);
+        }
+        (self.ptr, self.cap) = (ptr, cap);
     }
 
     /// Drop the leaves from `n` on.
@@ -1386,8 +1428,8 @@ impl LeafBlock {
 impl Drop for LeafBlock {
     fn drop(&mut self) {
         self.truncate(0);
-        // SAFETY: allocated in `new` with this layout, and not freed before.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), Self::layout()) };
+        // SAFETY: allocated with this layout (`full` and `cap` say which), not freed before.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout()) };
     }
 }
 
@@ -1411,9 +1453,10 @@ fn advise_huge(_: *mut u8, _: usize) {}
 /// reservations the leaves (which hold the records) take ~106 MB, and a random lookup's
 /// leaf lines and record then need one TLB entry among ~51 instead of one or two among
 /// ~26 000 pages, more than the TLB holds (each miss a page walk, two-dimensional on a
-/// virtual machine). The first block is left to 4 KiB pages, so that a small space does not
-/// take a whole huge page of memory for a few leaves. Leaves never move: a growing store
-/// adds a block.
+/// virtual machine). The first block is left to 4 KiB pages and grows as a vector does
+/// (see [`LeafBlock`]), so that a small space takes neither a whole huge page of memory
+/// nor 2 MiB of address space for a few leaves. Past the first block leaves never move: a
+/// growing store adds a block.
 #[derive(Default)]
 struct LeafStore {
     blocks: Vec<LeafBlock>,
@@ -1435,8 +1478,8 @@ impl LeafStore {
     /// Add `leaf` as the last.
     fn push(&mut self, leaf: Leaf) {
         if self.blocks.last().map_or(true, |b| b.len == PER_BLOCK) {
-            let huge = !self.blocks.is_empty();
-            self.blocks.push(LeafBlock::new(huge));
+            let block = if self.blocks.is_empty() { LeafBlock::growing() } else { LeafBlock::full() };
+            self.blocks.push(block);
         }
         self.blocks.last_mut().expect("a block with room").push(leaf);
     }
@@ -1748,7 +1791,7 @@ impl Directory {
 pub(crate) struct Reservations {
     /// The leaves in order.
     dir: Directory,
-    /// Leaves by number (they never move).
+    /// Leaves by number (past the first block, they never move).
     leaves: LeafStore,
     /// Numbers of empty leaves, for reuse.
     vacant: Vec<u32>,
@@ -2501,6 +2544,29 @@ mod tests {
         );
         assert_eq!(c.lookup(32 * 150 + 5), Lookup::Inside(32 * 150));
         assert_eq!(format!("{c:?}").matches("Leaf").count(), c.leaves.len());
+    }
+
+    #[test]
+    fn the_first_leaf_block_grows_with_its_leaves_and_later_ones_are_full_size() {
+        // A small index holds room for the leaves it has, not a full block (2 MiB outside
+        // the tests); its leaves move as it grows and keep their records.
+        let mut r = Reservations::default();
+        r.insert(0, rec(0));
+        assert_eq!((r.leaves.blocks.len(), r.leaves.blocks[0].cap, r.leaves.blocks[0].full), (1, 1, false));
+        let mut k = 1;
+        while r.leaves.blocks.len() < 3 {
+            r.insert(k * 32, rec(k * 32));
+            k += 1;
+            let first = &r.leaves.blocks[0];
+            assert!(first.len <= first.cap && first.cap <= PER_BLOCK && !first.full);
+            assert!(r.leaves.blocks[1..].iter().all(|b| b.full && b.cap == PER_BLOCK));
+            assert_eq!(r.lookup(32 * (k - 1) + 5), Lookup::Inside(32 * (k - 1)));
+        }
+        assert_eq!(r.leaves.blocks[0].cap, PER_BLOCK);
+        assert_eq!(
+            r.iter().map(|(&b, res)| (b, res.base)).collect::<Vec<_>>(),
+            (0..k).map(|k| (k * 32, k * 32)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
