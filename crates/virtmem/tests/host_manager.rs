@@ -680,6 +680,25 @@ fn each_kind_of_contradiction_is_detected() {
     }
 }
 
+/// Pages committed in the host's reservation directly through the space, which the host
+/// never charged, are a contradiction too: a decommit through the host that meets them
+/// is `E_FAIL` once (nothing changes, nothing is refunded), then the manager is disabled.
+/// The decommit had refunded pages it never charged: an arithmetic overflow panic in a
+/// debug build, a budget wrapped around to nearly `usize::MAX` in a release build.
+#[test]
+fn a_decommit_of_pages_committed_behind_the_hosts_back_fails_once_then_disables() {
+    let (space, m) = host(64 * P);
+    let a = m.virtual_alloc(0, 16 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(a, P, COMMIT, RW, TASK).unwrap();
+    space.alloc(a + P, 4 * P, COMMIT, RW).unwrap();
+    let before = space.regions();
+    assert_eq!(m.virtual_free(a, 8 * P, FreeType::DECOMMIT), Err(HostError::Fail));
+    assert_eq!(space.regions(), before, "the pages are left alone");
+    assert_eq!(used(&m), P, "nothing refunded");
+    assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+    assert_eq!(m.virtual_free(a, 0, FreeType::DECOMMIT), Err(HostError::ClrNotAvailable));
+}
+
 #[test]
 fn a_backend_that_forgets_a_reservation_disables_the_manager_and_abandons_waiters() {
     let space = Arc::new(Busy::new());

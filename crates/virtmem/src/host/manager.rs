@@ -894,6 +894,13 @@ impl HostMemoryManager {
             }
         };
         let n = self.count(&region, range.clone(), MemState::Commit)?;
+        if n > g.committed {
+            // The space shows more committed pages than the host paid for: someone
+            // committed them behind its back. Refunding them would take more than was
+            // charged; touch nothing.
+            drop(g);
+            return Err(self.inconsistent());
+        }
         match self.shared.space.free(address, size, ty) {
             Ok(()) => {
                 g.committed -= n;

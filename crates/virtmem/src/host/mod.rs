@@ -28,8 +28,9 @@
 //! - **Inconsistent state.** The manager keeps its own registry of the reservations it
 //!   made. When the space contradicts it — it answers `ERROR_INVALID_ADDRESS` ("no such
 //!   reservation") for a range inside a live registered reservation, a query of such a
-//!   range reports free memory or another allocation base, or a new reservation is handed
-//!   out over one still registered — the bookkeeping can no longer be trusted (someone
+//!   range reports free memory or another allocation base, a decommit or release finds
+//!   committed pages the host never charged, or a new reservation is handed out over one
+//!   still registered — the bookkeeping can no longer be trusted (someone
 //!   freed the host's memory behind its back, or the backend is broken). That call returns
 //!   `E_FAIL` once, waiters are abandoned, and every later call is
 //!   `HOST_E_CLRNOTAVAILABLE`. Ordinary failures of the space (out of memory, injected
