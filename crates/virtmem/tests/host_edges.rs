@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use virtmem::backend::faulty::Faulty;
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, Lifecycle, MallocType};
-use virtmem::{AllocationType, Protection, SimSpace};
+use virtmem::{AddressSpace, AllocationType, Protection, SimBackend, SimSpace};
 
 mod host_util;
 use host_util::host;
@@ -98,4 +99,32 @@ fn a_heap_process_critical_failure_from_the_os_disables_the_manager_when_configu
     assert_eq!(m.lifecycle(), Lifecycle::Running);
     assert_eq!(heap.alloc(1 << 20, PROCESS), Err(HostError::OutOfMemory));
     assert_eq!(m.lifecycle(), Lifecycle::Disabled);
+}
+
+/// The same when what the OS refuses is the address space a heap reserves for the
+/// request: a small block's first segment, an over-aligned block's reservation. The heap
+/// reserved them as task-critical (reserving is free), so the refusal of a
+/// process-critical Alloc was taken for a task-critical one and left the manager running.
+#[test]
+fn a_heap_process_critical_alloc_whose_reservation_the_os_refuses_disables_when_configured() {
+    type Alloc = fn(&virtmem::host::HostMalloc, CriticalLevel) -> Result<usize, HostError>;
+    let cases: [(&str, Alloc); 2] =
+        [("small block", |h, l| h.alloc(100, l)), ("over-aligned block", |h, l| h.alloc_aligned(P, 1 << 20, l))];
+    for (what, alloc) in cases {
+        let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
+        let m = HostMemoryManager::builder(space.clone(), 1 << 30)
+            .process_critical_timeout(Duration::from_millis(10))
+            .disable_on_process_critical_failure(true)
+            .build_started()
+            .unwrap();
+        let heap = m.create_malloc(MallocType::empty()).unwrap();
+        space.backend().arm(1);
+        assert_eq!(alloc(&heap, TASK), Err(HostError::OutOfMemory), "{what}");
+        assert!(space.backend().fired(), "{what}: the reservation was refused");
+        assert_eq!(m.lifecycle(), Lifecycle::Running, "{what}: a task-critical refusal does not disable");
+        space.backend().arm(1);
+        assert_eq!(alloc(&heap, PROCESS), Err(HostError::OutOfMemory), "{what}");
+        assert!(space.backend().fired(), "{what}: the reservation was refused");
+        assert_eq!(m.lifecycle(), Lifecycle::Disabled, "{what}: a failed process-critical request disables");
+    }
 }

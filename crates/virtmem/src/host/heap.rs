@@ -684,7 +684,7 @@ impl Heap {
                 return Ok(s);
             }
             if pool.free.is_empty() {
-                self.add_segment(&mut pool)?;
+                self.add_segment(&mut pool, level)?;
             }
             pool.free.pop().expect("a free slab")
         };
@@ -708,15 +708,12 @@ impl Heap {
         }
     }
 
-    fn add_segment(&self, pool: &mut Pool) -> HostResult<()> {
-        let reservation = self.mgr.alloc_as(
-            self.mgr.heap_actor(),
-            0,
-            2 * SEG,
-            AllocationType::RESERVE,
-            self.protect,
-            CriticalLevel::Task,
-        )?;
+    /// Reserve a segment for a request of `level`. Reserving charges nothing, so the
+    /// level only says how bad a refusal is (with `disable_on_process_critical_failure`,
+    /// the OS refusing a process-critical request's reservation disables the manager).
+    fn add_segment(&self, pool: &mut Pool, level: CriticalLevel) -> HostResult<()> {
+        let reservation =
+            self.mgr.alloc_as(self.mgr.heap_actor(), 0, 2 * SEG, AllocationType::RESERVE, self.protect, level)?;
         let base = round_up(reservation, SEG).expect("segment inside the address space");
         let slabs: Box<[Slab]> = (0..SLABS_PER_SEG)
             .map(|i| Slab {
@@ -824,10 +821,8 @@ impl Heap {
         let bytes = round_up(size.max(1), PAGE).filter(|&b| b <= isize::MAX as usize).ok_or(HostError::OutOfMemory)?;
         let span = bytes.checked_add(align - crate::rules::GRANULE).ok_or(HostError::OutOfMemory)?;
         let actor = self.mgr.heap_actor();
-        let reservation = self
-            .mgr
-            .alloc_as(actor, 0, span, AllocationType::RESERVE, self.protect, CriticalLevel::Task)
-            .map_err(too_big)?;
+        let reservation =
+            self.mgr.alloc_as(actor, 0, span, AllocationType::RESERVE, self.protect, level).map_err(too_big)?;
         let p = round_up(reservation, align).ok_or(HostError::OutOfMemory)?;
         if let Err(e) = self.mgr.alloc_as(actor, p, bytes, AllocationType::COMMIT, self.protect, level) {
             // Keep the first failure: a release the space contradicts only disables what
