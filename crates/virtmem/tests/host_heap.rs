@@ -441,6 +441,44 @@ fn a_process_critical_waiter_gets_the_memory_of_a_heap_freed_meanwhile() {
     m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
 }
 
+/// Spec, IHostMalloc: "Free(mem) | free"; a failed call changes nothing. When the space
+/// refuses to decommit the slab a Free emptied (an ordinary failure, not a
+/// contradiction), the block is free all the same, so the Free succeeds; the slab stays
+/// committed and charged, kept for reuse, and the next trim gives it back. It had
+/// answered E_OUTOFMEMORY for a block it had freed (a second Free was then
+/// HOST_E_INVALIDOPERATION), and the slab was lost: charged, in no list, never reused nor
+/// given back. A trim whose decommit the space refuses fails, and keeps the slab too.
+#[test]
+fn a_slab_the_space_will_not_decommit_is_kept_and_the_free_succeeds() {
+    use virtmem::backend::faulty::Faulty;
+    use virtmem::{AddressSpace, SimBackend};
+    let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
+    // A budget too small for the heap to keep an empty slab by choice (1/64 of it).
+    let m = started(space.clone(), 64 << 10, Duration::ZERO);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let b = heap.alloc(100, TASK).unwrap();
+    assert_eq!(heap.stats().committed, SLAB_SIZE);
+    space.backend().arm(1);
+    assert_eq!(heap.free(b), Ok(()), "the block was freed");
+    assert!(space.backend().fired(), "the decommit was refused");
+    assert_eq!(heap.free(b), Err(HostError::InvalidOperation), "it is free: a second Free is refused");
+    let st = heap.stats();
+    assert_eq!((st.live_blocks, st.committed, st.cached), (0, SLAB_SIZE, SLAB_SIZE), "kept for reuse");
+    assert_eq!(heap_committed(&m), SLAB_SIZE);
+    // A trim whose decommit is refused fails and keeps the slab; the next one gives it back.
+    space.backend().arm(1);
+    assert_eq!(heap.trim(), Err(HostError::OutOfMemory));
+    assert!(space.backend().fired());
+    assert_eq!((heap.stats().committed, heap.stats().cached), (SLAB_SIZE, SLAB_SIZE));
+    heap.trim().unwrap();
+    assert_eq!((heap.stats().committed, heap.stats().cached), (0, 0));
+    assert_eq!(m.stats().budget.used, 0);
+    // The heap goes on serving.
+    let b = heap.alloc(100, TASK).unwrap();
+    heap.free(b).unwrap();
+    assert_eq!(m.stats().budget.used, 0);
+}
+
 #[test]
 fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables() {
     use virtmem::host::Lifecycle;

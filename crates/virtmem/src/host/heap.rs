@@ -10,7 +10,8 @@
 //!   is free); a two-level radix table maps an address to its segment in two loads;
 //! - a *slab* is 16 KiB of a segment, committed when a size class needs it (charged to the
 //!   budget at the request's critical level) and decommitted (refunded) when it empties,
-//!   unless the heap keeps it for reuse (below);
+//!   unless the heap keeps it for reuse (below), or the space refuses the decommit (it is
+//!   then kept, and the next trim tries again: the `Free` that emptied it succeeds);
 //! - empty slabs — a class's current slab or its one spare, or slabs in the shared pool —
 //!   and freed large blocks (up to 1 MiB; reused by a later block of at least 2/3 their
 //!   size) are kept committed, and charged, for reuse: up to 8 MiB or 1/64 of the budget in
@@ -693,7 +694,11 @@ impl Heap {
         let commit =
             || self.mgr.alloc_as(self.mgr.heap_actor(), base, SLAB, AllocationType::COMMIT, self.protect, level);
         let done = match commit() {
-            Err(HostError::OutOfMemory) if self.flush_cache()? => commit(),
+            Err(HostError::OutOfMemory) => match self.flush_cache() {
+                Ok(true) => commit(),
+                Ok(false) => Err(HostError::OutOfMemory),
+                Err(e) => Err(e),
+            },
             other => other,
         };
         match done {
@@ -1018,7 +1023,7 @@ impl Heap {
             cs.current = None;
             slab.owner.store(NONE, Ordering::Release);
             drop(shard);
-            return self.decommit(me);
+            return Self::freed_anyway(self.decommit(me));
         }
         if d.free == 1 {
             d.partial_pos = cs.partial.len() as u32;
@@ -1042,7 +1047,18 @@ impl Heap {
         }
         slab.owner.store(NONE, Ordering::Release);
         drop(shard);
-        self.retire(me)
+        Self::freed_anyway(self.retire(me))
+    }
+
+    /// What a `Free` whose block is free now answers when giving its emptied slab back
+    /// failed with `e`: the slab is kept for reuse (see [`Heap::decommit`]) and the block
+    /// stays free, so the call succeeded, unless the failure disabled the manager (the
+    /// space contradicted it: `E_FAIL` must reach a caller) or found it disabled.
+    fn freed_anyway(given_back: HostResult<()>) -> HostResult<()> {
+        match given_back {
+            Err(e @ (HostError::Fail | HostError::ClrNotAvailable)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// An empty, unowned slab: keep it committed in the pool if the cache has room,
@@ -1059,12 +1075,19 @@ impl Heap {
     }
 
     /// Decommit an empty, unowned slab and put it back in the pool of uncommitted slabs.
+    /// Should the space refuse (out of memory, say), the slab stays committed and
+    /// charged, kept for reuse in the pool (over the cache's cap if need be), where the
+    /// next trim tries again; the error is returned. (If the space contradicts the
+    /// manager, the manager disables itself and this is the caller's `E_FAIL`.)
     fn decommit(&self, s: SlabRef) -> HostResult<()> {
         // SAFETY: slabs live as long as the heap.
         let base = unsafe { &*s.0 }.base;
-        // If the space contradicts the manager, the manager disables itself and this is
-        // the caller's `E_FAIL`; the slab then stays committed and unused.
-        self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT)?;
+        if let Err(e) = self.mgr.free_as(self.mgr.heap_actor(), base, SLAB, FreeType::DECOMMIT) {
+            let mut pool = self.pool.lock();
+            self.kept.bytes.fetch_add(SLAB, Ordering::SeqCst);
+            pool.ready.push(s);
+            return Err(e);
+        }
         self.committed.fetch_sub(SLAB, Ordering::SeqCst);
         self.pool.lock().free.push(s);
         Ok(())
