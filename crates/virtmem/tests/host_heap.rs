@@ -479,6 +479,30 @@ fn a_slab_the_space_will_not_decommit_is_kept_and_the_free_succeeds() {
     assert_eq!(m.stats().budget.used, 0);
 }
 
+/// The same for a freed large block kept for reuse: a trim whose release of it the space
+/// refuses fails and keeps the block (cached, charged), and the next trim gives it back.
+/// The block had been lost: out of the cache, charged and committed until the manager
+/// went away.
+#[test]
+fn a_cached_large_block_the_space_will_not_release_stays_cached() {
+    use virtmem::backend::faulty::Faulty;
+    use virtmem::{AddressSpace, SimBackend};
+    let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
+    let m = started(space.clone(), 64 << 20, Duration::ZERO);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let big = heap.alloc(100 << 10, TASK).unwrap();
+    heap.free(big).unwrap();
+    assert_eq!(heap.stats().cached, 100 << 10, "kept for reuse");
+    space.backend().arm(1);
+    assert_eq!(heap.trim(), Err(HostError::OutOfMemory));
+    assert!(space.backend().fired(), "the release was refused");
+    assert_eq!((heap.stats().committed, heap.stats().cached), (100 << 10, 100 << 10), "still kept");
+    heap.trim().unwrap();
+    assert_eq!((heap.stats().committed, heap.stats().cached), (0, 0));
+    assert_eq!(m.stats().budget.used, 0);
+    assert_eq!(m.stats().heap_reservations, 0);
+}
+
 #[test]
 fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables() {
     use virtmem::host::Lifecycle;

@@ -929,6 +929,13 @@ impl Heap {
                     self.committed.fetch_sub(bytes, Ordering::SeqCst);
                 }
                 Err(e) => {
+                    // Still committed and charged: back in a cache (where it was counted
+                    // before), for reuse or the next trim.
+                    let mut cache = self.shards[self.my_shard()].cache.lock();
+                    cache.blocks.push((p, bytes));
+                    cache.bytes += bytes;
+                    self.kept.bytes.fetch_add(bytes, Ordering::SeqCst);
+                    self.kept.blocks.fetch_add(1, Ordering::SeqCst);
                     first_err.get_or_insert(e);
                 }
             }
