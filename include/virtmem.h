@@ -234,7 +234,8 @@ typedef int EMemoryAvailable;
 /**
  * The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
  * `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
- * crossed a threshold (it must not block; it may call the host; threads crossing at once
+ * crossed a threshold or another host call's thread ending at the same moment (it must
+ * not block; it may call the host; threads crossing at once
  * each call it, so it may run concurrently on several threads and must be thread-safe),
  * and `Release` when the manager is gone.
  */
@@ -318,7 +319,8 @@ typedef struct IHostMemoryManagerVtbl {
   HRESULT (*GetMemoryLoad)(struct IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
   /**
    * Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
-   * that crossed it, possibly on several threads at once (the host keeps a reference
+   * that crossed it (or another host call's thread ending at the same moment),
+   * possibly on several threads at once (the host keeps a reference
    * until the manager is gone).
    */
   HRESULT (*RegisterMemoryNotificationCallback)(struct IHostMemoryManager *This, struct ICLRMemoryNotificationCallback *pCallback);

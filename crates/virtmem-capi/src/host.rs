@@ -193,7 +193,8 @@ pub struct IHostMemoryManagerVtbl {
         pAvailableBytes: *mut SIZE_T,
     ) -> HRESULT,
     /// Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
-    /// that crossed it, possibly on several threads at once (the host keeps a reference
+    /// that crossed it (or another host call's thread ending at the same moment),
+    /// possibly on several threads at once (the host keeps a reference
     /// until the manager is gone).
     pub RegisterMemoryNotificationCallback:
         unsafe extern "C" fn(This: *mut IHostMemoryManager, pCallback: *mut ICLRMemoryNotificationCallback) -> HRESULT,
@@ -259,7 +260,8 @@ pub struct ICLRMemoryNotificationCallback {
 
 /// The methods of `ICLRMemoryNotificationCallback` (`IUnknown` first). The host calls
 /// `AddRef` when it registers the callback, `OnMemoryNotification` from the thread that
-/// crossed a threshold (it must not block; it may call the host; threads crossing at once
+/// crossed a threshold or another host call's thread ending at the same moment (it must
+/// not block; it may call the host; threads crossing at once
 /// each call it, so it may run concurrently on several threads and must be thread-safe),
 /// and `Release` when the manager is gone.
 #[cfg(not(virtmem_header_cplusplus))]

@@ -252,8 +252,9 @@ impl HostBuilder {
 
     /// A callback for the first tenant's memory notifications (more can be registered
     /// later with [`HostMemoryManager::register_memory_notification_callback`]). It is
-    /// called from the thread that crossed a threshold and may run concurrently on
-    /// several threads (see [`NotificationCallback`]).
+    /// called from the thread that crossed a threshold (or another host call's thread
+    /// that ends at the same moment) and may run concurrently on several threads (see
+    /// [`NotificationCallback`]).
     pub fn on_memory_notification(mut self, cb: impl Fn(MemoryAvailable) + Send + Sync + 'static) -> Self {
         self.callbacks.push(Arc::new(cb));
         self
@@ -1046,7 +1047,8 @@ impl HostMemoryManager {
 
     /// `IHostMemoryManager::RegisterMemoryNotificationCallback`: `cb` is called with the
     /// new level each time this tenant's load crosses a threshold, synchronously on the
-    /// thread whose call crossed it, with no lock of the manager held. Two threads crossing
+    /// thread whose call crossed it (or on another host call's thread that ends at the
+    /// same moment and delivers it first), with no lock of the manager held. Two threads crossing
     /// at once each call it, so it may run concurrently on several threads, and
     /// overlapping deliveries may reach it in either order; a crossing already overtaken
     /// by a newer one when its delivery would begin is skipped (see the
