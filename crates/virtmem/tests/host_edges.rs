@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use virtmem::backend::faulty::Faulty;
 use virtmem::host::{CriticalLevel, HostError, HostMemoryManager, Lifecycle, MallocType};
-use virtmem::{AddressSpace, AllocationType, Protection, SimBackend, SimSpace};
+use virtmem::{AddressSpace, AllocationType, Protection, SimBackend, SimSpace, VirtualSpace};
 
 mod host_util;
 use host_util::host;
@@ -59,6 +59,16 @@ fn two_views_sharing_a_page_get_the_same_answer_in_either_order() {
     assert!(charged1 <= P, "one page of views charged {charged1} bytes");
 }
 
+/// A started manager over `space` with `budget`, which a process-critical failure
+/// disables (`disable_on_process_critical_failure`), waiting 10 ms for a refund.
+fn disabling_manager(space: Arc<dyn VirtualSpace>, budget: usize) -> HostMemoryManager {
+    HostMemoryManager::builder(space, budget)
+        .process_critical_timeout(Duration::from_millis(10))
+        .disable_on_process_critical_failure(true)
+        .build_started()
+        .unwrap()
+}
+
 /// Spec: "eProcessCritical 2 (a failure disables the runtime: it then answers
 /// HOST_E_CLRNOTAVAILABLE to everything)" and "E_OUTOFMEMORY | the request cannot be
 /// satisfied now (budget or OS)". With `disable_on_process_critical_failure(true)` a
@@ -68,11 +78,7 @@ fn two_views_sharing_a_page_get_the_same_answer_in_either_order() {
 #[test]
 fn a_process_critical_failure_from_the_os_disables_the_manager_when_configured() {
     let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space.clone(), 64 * P)
-        .process_critical_timeout(Duration::from_millis(10))
-        .disable_on_process_critical_failure(true)
-        .build_started()
-        .unwrap();
+    let m = disabling_manager(space.clone(), 64 * P);
     space.set_commit_limit(Some(2 * P));
     // Refusals that are not for want of memory, or of a lesser level, leave it running.
     assert_eq!(m.virtual_alloc(0, 3 * P, COMMIT, RW, TASK), Err(HostError::OutOfMemory));
@@ -88,11 +94,7 @@ fn a_process_critical_failure_from_the_os_disables_the_manager_when_configured()
 #[test]
 fn a_heap_process_critical_failure_from_the_os_disables_the_manager_when_configured() {
     let space = Arc::new(SimSpace::simulated());
-    let m = HostMemoryManager::builder(space.clone(), 1 << 30)
-        .process_critical_timeout(Duration::from_millis(10))
-        .disable_on_process_critical_failure(true)
-        .build_started()
-        .unwrap();
+    let m = disabling_manager(space.clone(), 1 << 30);
     let heap = m.create_malloc(MallocType::empty()).unwrap();
     space.set_commit_limit(Some(space.committed_bytes() + 4 * P));
     assert_eq!(heap.alloc(1 << 20, TASK), Err(HostError::OutOfMemory));
@@ -112,11 +114,7 @@ fn a_heap_process_critical_alloc_whose_reservation_the_os_refuses_disables_when_
         [("small block", |h, l| h.alloc(100, l)), ("over-aligned block", |h, l| h.alloc_aligned(P, 1 << 20, l))];
     for (what, alloc) in cases {
         let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
-        let m = HostMemoryManager::builder(space.clone(), 1 << 30)
-            .process_critical_timeout(Duration::from_millis(10))
-            .disable_on_process_critical_failure(true)
-            .build_started()
-            .unwrap();
+        let m = disabling_manager(space.clone(), 1 << 30);
         let heap = m.create_malloc(MallocType::empty()).unwrap();
         space.backend().arm(1);
         assert_eq!(alloc(&heap, TASK), Err(HostError::OutOfMemory), "{what}");
