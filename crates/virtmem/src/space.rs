@@ -1339,6 +1339,10 @@ impl<B: Backend> AddressSpace<B> {
 
     // ----- Steps ----------------------------------------------------------------------
 
+    /// Carry out one step on the backend. (Inlined, as [`AddressSpace::run`] is, into
+    /// each operation: the usual call has one step, and the calls and their saved
+    /// registers had cost more than the step's own work on the simulated backend.)
+    #[inline(always)]
     fn apply(&self, step: &Step) -> std::result::Result<(), BackendError> {
         match step {
             Step::Reserve(r, o) => self.backend.reserve(r.clone(), *o),
@@ -1370,19 +1374,28 @@ impl<B: Backend> AddressSpace<B> {
 
     /// Run `steps` in order; on failure undo the completed ones in reverse, and report
     /// the error with the completed steps whose undo the backend refused (they stay done).
+    #[inline(always)]
     fn run(&self, steps: &[Step]) -> std::result::Result<(), Box<Failed>> {
         for (i, step) in steps.iter().enumerate() {
             if let Err(error) = self.apply(step) {
-                let mut kept = SmallVec::new();
-                for done in steps[..i].iter().rev() {
-                    if !self.undo(done) {
-                        kept.push(done.clone());
-                    }
-                }
-                return Err(Box::new(Failed { error, kept }));
+                return Err(self.undo_steps(&steps[..i], error));
             }
         }
         Ok(())
+    }
+
+    /// Undo the completed steps `done` of a run that failed with `error`, in reverse
+    /// (out of line: the usual run inlined into its caller has no failure to handle).
+    #[cold]
+    #[inline(never)]
+    fn undo_steps(&self, done: &[Step], error: BackendError) -> Box<Failed> {
+        let mut kept = SmallVec::new();
+        for step in done.iter().rev() {
+            if !self.undo(step) {
+                kept.push(step.clone());
+            }
+        }
+        Box::new(Failed { error, kept })
     }
 }
 
