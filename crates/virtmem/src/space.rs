@@ -569,6 +569,20 @@ impl<B: Backend> AddressSpace<B> {
         }
     }
 
+    /// Disarm the armed guard page `page` (protection `armed`) of the reservation at `at`,
+    /// as the first access to it does: its guard unit (see [`AddressSpace::guard_unit`])
+    /// loses the guard. Should the backend refuse to open the pages, the guard stays armed
+    /// (the next access reports it again) and nothing changes.
+    fn disarm_guard(&self, book: &mut Book, at: Slot, page: usize, armed: Protection) {
+        let disarmed = armed - Protection::GUARD;
+        let to = rules::access_of(disarmed);
+        let res = book.reservations.at_mut(at).expect("reservation");
+        let unit = self.guard_unit(res, page);
+        if to == Access::None || self.backend.set_access(unit.clone(), Access::None, to).is_ok() {
+            res.pages.set(unit, PageState::Committed(disarmed));
+        }
+    }
+
     #[inline(never)]
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, at) = self.settle(range.start);
@@ -1065,13 +1079,7 @@ impl<B: Backend> AddressSpace<B> {
                 }
             }
             if let Some((page, p)) = guard {
-                let disarmed = p - Protection::GUARD;
-                let to = rules::access_of(disarmed);
-                let unit = self.guard_unit(res, page);
-                if to == Access::None || self.backend.set_access(unit.clone(), Access::None, to).is_ok() {
-                    let res = book.reservations.at_mut(at).expect("reservation");
-                    res.pages.set(unit, PageState::Committed(disarmed));
-                }
+                self.disarm_guard(&mut book, at, page, p);
                 return Err(Error::GuardPage { address: page, access: AccessKind::Read });
             }
         }
@@ -1205,13 +1213,7 @@ impl<B: Backend> AddressSpace<B> {
                     return Err(Error::GuardPage { address: a, access: kind });
                 }
                 PageState::Committed(p) if p.contains(Protection::GUARD) => {
-                    let disarmed = p - Protection::GUARD;
-                    let to = rules::access_of(disarmed);
-                    let unit = self.guard_unit(res, page);
-                    if to == Access::None || self.backend.set_access(unit.clone(), Access::None, to).is_ok() {
-                        let res = book.reservations.at_mut(at).expect("reservation");
-                        res.pages.set(unit, PageState::Committed(disarmed));
-                    }
+                    self.disarm_guard(book, at, page, p);
                     return Err(Error::GuardPage { address: a, access: kind });
                 }
                 PageState::Committed(p) if !p.allows(kind) => {
