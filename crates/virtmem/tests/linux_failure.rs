@@ -162,6 +162,38 @@ fn kinds(layer: Layer, options: LinuxOptions) {
         });
         assert!(injected > 0, "{name}: nothing to inject?");
     }
+    // MEM_RESET and MEM_RESET_UNDO are one backend call each, whose system calls
+    // (`madvise(MADV_FREE)`, the stores that take pages back) cannot fail: only the
+    // interface can fail them, and then nothing changes. Undo is tried on pages a reset
+    // offered (their witnesses noted), reset on written, read-only, guard and reserved
+    // pages alike.
+    let reset = |s: &Space, b: usize| s.alloc(b, SIZE, T::RESET, P::READWRITE).is_ok();
+    let undo = |s: &Space, b: usize| s.alloc(b, SIZE, T::RESET_UNDO, P::READWRITE).is_ok();
+    for watch in [false, true] {
+        let offered = |s: &Space| {
+            let b = setup(s, watch);
+            s.alloc(b, SIZE, T::RESET, P::READWRITE).unwrap();
+            b
+        };
+        let calls: [(&str, &dyn Fn(&Space) -> usize, Op); 2] =
+            [("reset", &|s| setup(s, watch), reset), ("undo", &offered, undo)];
+        for (name, prepare, op) in calls {
+            let injected = every_failure(&s, layer, prepare, &|s, b| op(s, b).then_some(b), &|s, b, out| {
+                if out.is_some() && name == "undo" {
+                    // A successful undo says the data survived: the offered pages
+                    // read what was written.
+                    let mut byte = [0u8];
+                    s.read(b + 123, &mut byte).unwrap();
+                    assert_eq!(byte, [(b >> 12) as u8 | 1], "undo: data lost");
+                }
+                release(s, b);
+            });
+            match layer {
+                Layer::Interface => assert_eq!(injected, 1, "{name} (watched {watch}): one backend call"),
+                Layer::Syscall => assert_eq!(injected, 0, "{name} (watched {watch}): a system call that can fail?"),
+            }
+        }
+    }
     // The usual release (one accessible run, nothing else holding data) has a path of
     // its own in the backend: a failure anywhere in it changes nothing, or the call
     // still succeeds and leaves the range free.
