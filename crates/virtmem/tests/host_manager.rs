@@ -1061,3 +1061,33 @@ fn racing_crossings_are_each_delivered_by_their_own_thread() {
     assert_eq!(log.lock().unwrap().last(), Some(&(current, thread::current().id())));
     m.virtual_free(p, 0, FreeType::RELEASE).unwrap();
 }
+
+/// A process-critical commit pays for the pages it finds reserved, and recounts them
+/// each round under the reservation's lock: pages another thread decommits while it
+/// waits must be paid for too. What it paid on the earlier round counts when judging
+/// whether the request can ever fit: here the whole range (12 pages) is more than the
+/// budget (10), so once the other thread's decommit has woken it and it finds 4 more
+/// pages to pay for, it fails at once with E_OUTOFMEMORY, refunding what it paid, rather
+/// than waiting out its timeout for memory that could never be enough.
+#[test]
+fn a_commit_whose_pages_to_pay_grow_beyond_the_budget_while_it_waits_fails_at_once() {
+    let m = waiting_host(10 * P, Duration::from_secs(60));
+    let base = m.virtual_alloc(0, 12 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base, 4 * P, COMMIT, RW, TASK).unwrap();
+    let m2 = m.clone();
+    // 8 reserved pages to pay for, with 4 of the 10 in use: it waits.
+    let waiter = thread::spawn(move || m2.virtual_alloc(base, 12 * P, COMMIT, RW, PROCESS));
+    eventually("the request to wait", || m.stats().budget.waiting == 1);
+    let t = Instant::now();
+    // The refund lets its 8 pages in; then all 12 are reserved.
+    m.virtual_free(base, 4 * P, FreeType::DECOMMIT).unwrap();
+    assert_eq!(waiter.join().unwrap(), Err(HostError::OutOfMemory));
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "{:?}: it waited for memory that could never be enough",
+        t.elapsed()
+    );
+    assert_eq!((used(&m), m.stats().budget.waiting), (0, 0), "what it paid is refunded");
+    let info = m.virtual_query(base).unwrap();
+    assert_eq!((info.state, info.region_size), (MemState::Reserve, 12 * P), "nothing committed");
+}
