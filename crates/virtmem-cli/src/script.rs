@@ -833,14 +833,17 @@ impl Session {
     }
 
     /// Trace a call. A call with an `Ex` form (or `ReadProcessMemory` /
-    /// `WriteProcessMemory`) is recorded on the selected process, and not at all on a NULL
-    /// handle, which the trace format cannot name; a call without one (`GetWriteWatch`,
-    /// `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`) acts on process 0 whatever is
-    /// selected, and is always recorded.
+    /// `WriteProcessMemory` / `VirtmemAccess`) is recorded on the selected process, and
+    /// not at all on a NULL handle, which the trace format cannot name; in plain mode the
+    /// `Ex`-form calls are recorded in their plain form, and a call that always takes a
+    /// process (a plain-mode access, as `VirtmemAccess`) on process 0, the current one. A
+    /// call without an `Ex` form (`GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`,
+    /// `VirtualUnlock`) acts on process 0 whatever is selected, and is always recorded.
     fn rec<T>(&self, call: TCall, r: &Result<T, Error>, ok: impl FnOnce(&T) -> (u64, Out), fail: u64) {
         let Some(w) = &self.trace else { return };
         let process = if call.has_ex_form() || call.needs_process() {
             match self.select {
+                Select::Off if call.needs_process() => Some(0),
                 Select::Off => None,
                 Select::Null => return,
                 Select::Id(n) => Some(n),
@@ -1090,6 +1093,8 @@ impl Session {
                 if ex {
                     let call = TCall::ReadProcessMemory { address: addr, buffer: TRACE_OUT, size: buf.len(), done: 0 };
                     self.rec(call, &r, |_| (1, Out::None), 0);
+                } else {
+                    self.rec_access(addr, buf.len(), 0, &r);
                 }
                 Some(r.map_or(0, |_| buf.iter().take(8).rev().fold(0u64, |v, &b| v << 8 | b as u64)))
             }
@@ -1103,20 +1108,7 @@ impl Session {
                 let sig = self.sig("exec", &format!("{}, {len:#x}", ptr(addr)));
                 let r = self.target().and_then(|s| s.execute(addr, &mut buf));
                 self.report(&sig, &r, |_| format!("fetched {}", dump(&buf)));
-                if ex {
-                    // `VirtmemAccess` as libvirtmem records it (a guard page it meets is
-                    // disarmed, so replay must make it too): the exception raised is the
-                    // result, any other failure 0xFFFFFFFF with the last error.
-                    let call = TCall::Access {
-                        address: addr,
-                        buffer: TRACE_OUT,
-                        size: len as usize,
-                        kind: 8,
-                        fault: TRACE_OUT_2,
-                    };
-                    let raised = r.as_ref().map_or_else(|e| e.exception_code().map(u64::from).ok_or(*e), |_| Ok(0));
-                    self.rec(call, &raised, |code| (*code, Out::None), 0xFFFF_FFFF);
-                }
+                self.rec_access(addr, len as usize, 8, &r);
                 Some(r.is_ok() as u64)
             }
             Cmd::Write => {
@@ -1327,7 +1319,20 @@ impl Session {
         if ex {
             let call = TCall::WriteProcessMemory { address: addr, buffer: TRACE_OUT, size: n, done: 0 };
             self.rec(call, &r, |_| (1, Out::None), 0);
+        } else {
+            self.rec_access(addr, n, 1, &r);
         }
+    }
+
+    /// Trace a checked CPU access (`kind` 0 read, 1 write, 8 instruction fetch) as
+    /// libvirtmem's `VirtmemAccess`, since a guard page it meets is disarmed and replay
+    /// must make it too: the exception raised is the result, any other failure 0xFFFFFFFF
+    /// with the last error. (In `Ex` mode only `exec` is such an access: `read` and `write`
+    /// are `ReadProcessMemory` and `WriteProcessMemory` there.)
+    fn rec_access<T>(&self, address: usize, size: usize, kind: u32, r: &Result<T, Error>) {
+        let call = TCall::Access { address, buffer: TRACE_OUT, size, kind, fault: TRACE_OUT_2 };
+        let raised = r.as_ref().map_or_else(|e| e.exception_code().map(u64::from).ok_or(*e), |_| Ok(0));
+        self.rec(call, &raised, |code| (*code, Out::None), 0xFFFF_FFFF);
     }
 }
 

@@ -281,9 +281,44 @@ fn run_trace_round_trips_through_replay() {
     assert!(text.contains("GetWriteWatch 0x0 0x10000 0x100000 0x1000 0x1000 0x1008 -> 0x0 err=0"), "{text}");
     assert!(text.contains("VirtualProtect 0x10000 0x1000 0x102 0x1000 -> 0x1 err=0 old=0x4"), "{text}");
     assert!(text.contains("VirtualQuery 0x10000 0x1000 0x30 -> 0x30 err=0"), "{text}");
+    // The plain-mode write is a CPU store, recorded as libvirtmem's VirtmemAccess.
+    assert!(text.contains("VirtmemAccess 0x0 0x11388 0x1000 0x1 0x1 0x1008 -> 0x0 err=0"), "{text}");
     let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
     assert_eq!(o.code, 0, "{}", o.stdout);
-    assert!(o.stdout.contains("replayed 8 calls"), "{}", o.stdout);
+    assert!(o.stdout.contains("replayed 9 calls"), "{}", o.stdout);
+}
+
+/// A guard page met by a plain-mode `read`, `write`, `fill` or `exec` (CPU accesses, not
+/// calls) is disarmed; `run --trace` records each as libvirtmem's `VirtmemAccess` on
+/// process 0 (kind 0, 1 or 8; the exception raised as its result), so that a strict
+/// replay of the recording disarms the same guards. Without them the replay had found
+/// every guard still armed, and reported the queries after as differences.
+#[test]
+fn plain_accesses_are_traced_so_that_the_guards_they_disarm_replay() {
+    let t = tmp("plain-access.vmt");
+    let _ = std::fs::remove_file(&t);
+    let p = script(
+        "plain-access.vms",
+        b"g = alloc NULL, 64K, reserve|commit, rw|guard\nread g, 1\nquery g\nwrite g + 4K, 1, 2\nquery g + 4K\n\
+          fill g + 8K, 16, 0x41\nquery g + 8K\ncode = alloc NULL, 64K, reserve|commit, rx|guard\nexec code\nquery code\n\
+          read NULL, 1\nread g, 1\n",
+    );
+    let o = run(virtmem().arg("run").arg(&p).arg("--trace").arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let text = std::fs::read_to_string(&t).expect("trace written");
+    for line in [
+        "VirtmemAccess 0x0 0x10000 0x1000 0x1 0x0 0x1008 -> 0x80000001 err=0",
+        "VirtmemAccess 0x0 0x11000 0x1000 0x2 0x1 0x1008 -> 0x80000001 err=0",
+        "VirtmemAccess 0x0 0x12000 0x1000 0x10 0x1 0x1008 -> 0x80000001 err=0",
+        "VirtmemAccess 0x0 0x20000 0x1000 0x1 0x8 0x1008 -> 0x80000001 err=0",
+        "VirtmemAccess 0x0 0x0 0x1000 0x1 0x0 0x1008 -> 0xc0000005 err=0",
+        "VirtmemAccess 0x0 0x10000 0x1000 0x1 0x0 0x1008 -> 0x0 err=0",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    let o = run(virtmem().arg("replay").arg(&t).arg("--strict"));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
 }
 
 #[test]
