@@ -175,8 +175,8 @@ fn kinds(layer: Layer, options: LinuxOptions) {
             s.alloc(b, SIZE, T::RESET, P::READWRITE).unwrap();
             b
         };
-        let calls: [(&str, &dyn Fn(&Space) -> usize, Op); 2] =
-            [("reset", &|s| setup(s, watch), reset), ("undo", &offered, undo)];
+        type Prepare<'a> = &'a dyn Fn(&Space) -> usize;
+        let calls: [(&str, Prepare, Op); 2] = [("reset", &|s| setup(s, watch), reset), ("undo", &offered, undo)];
         for (name, prepare, op) in calls {
             let injected = every_failure(&s, layer, prepare, &|s, b| op(s, b).then_some(b), &|s, b, out| {
                 if out.is_some() && name == "undo" {

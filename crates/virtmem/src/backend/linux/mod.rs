@@ -142,15 +142,42 @@ struct Features {
     pagemap_scan: bool,
     /// `MADV_GUARD_INSTALL` / `MADV_GUARD_REMOVE` work (Linux 6.13+).
     guard: bool,
+    /// `PROCMAP_QUERY` works (Linux 6.11+); without it, `/proc/self/maps` is parsed.
+    procmap_query: bool,
 }
 
 fn features() -> Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
     *FEATURES.get_or_init(|| Features {
-        fixed_noreplace: probe_fixed_noreplace(),
-        pagemap_scan: probe_pagemap_scan(),
-        guard: probe_guard(),
+        fixed_noreplace: !withheld("fixed_noreplace") && probe_fixed_noreplace(),
+        pagemap_scan: !withheld("pagemap_scan") && probe_pagemap_scan(),
+        guard: !withheld("guard") && probe_guard(),
+        procmap_query: !withheld("procmap_query") && Maps::probe_ioctl(),
     })
+}
+
+/// The environment variable naming kernel features the backend is to do without, as on
+/// a kernel that lacks them: a comma-separated list of `fixed_noreplace`,
+/// `pagemap_scan`, `guard` and `procmap_query` (or `all`). It exists so that the
+/// fallbacks an older kernel takes (a hinted `mmap` checked after the fact, write watch
+/// refused, `mprotect` + `MADV_DONTNEED` decommits, `/proc/self/maps` parsed as text)
+/// can be tested on a new one (`scripts/test-linux-fallbacks.sh`). Read once per process.
+pub const WITHOUT_ENV: &str = "VIRTMEM_LINUX_WITHOUT";
+
+/// Whether `feature` is named in [`WITHOUT_ENV`].
+fn withheld(feature: &str) -> bool {
+    static WITHOUT: OnceLock<Vec<String>> = OnceLock::new();
+    WITHOUT
+        .get_or_init(|| {
+            std::env::var(WITHOUT_ENV)
+                .unwrap_or_default()
+                .split(',')
+                .map(|w| w.trim().to_ascii_lowercase())
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .iter()
+        .any(|w| w == feature || w == "all")
 }
 
 /// Map a page anywhere, then ask for the same page with `MAP_FIXED_NOREPLACE`: a
@@ -465,6 +492,29 @@ impl LinuxBackend {
     /// userfaultfd's asynchronous write protection and `PAGEMAP_SCAN`.
     pub fn write_watch_supported(&self) -> bool {
         self.watch().is_ok()
+    }
+
+    /// The kernel features this backend does without, each taking its fallback: missing
+    /// from the kernel, or withheld by the `VIRTMEM_LINUX_WITHOUT` environment variable
+    /// ([`WITHOUT_ENV`]). Names, in this order: `fixed_noreplace` (`MAP_FIXED_NOREPLACE`,
+    /// Linux 4.17: a reserve at a chosen address maps with a hint and checks the result),
+    /// `pagemap_scan` (`PAGEMAP_SCAN`, Linux 6.7: write watch is refused with
+    /// `ERROR_NOT_SUPPORTED`, and a reset finds written pages in `/proc/self/pagemap`),
+    /// `guard` (`MADV_GUARD_INSTALL`, Linux 6.13: decommit is `mprotect` +
+    /// `MADV_DONTNEED`), `procmap_query` (`PROCMAP_QUERY`, Linux 6.11: memory that is not
+    /// the backend's is looked up in the text of `/proc/self/maps`, which costs time in
+    /// proportion to the process's mappings).
+    pub fn missing_features(&self) -> Vec<&'static str> {
+        let f = features();
+        [
+            ("fixed_noreplace", f.fixed_noreplace),
+            ("pagemap_scan", f.pagemap_scan),
+            ("guard", f.guard),
+            ("procmap_query", self.maps.uses_ioctl()),
+        ]
+        .into_iter()
+        .filter_map(|(name, has)| (!has).then_some(name))
+        .collect()
     }
 
     /// Whether decommit uses guard markers (`MADV_GUARD_INSTALL`, Linux 6.13+, and

@@ -116,9 +116,26 @@ impl Maps {
     pub fn open() -> std::io::Result<Maps> {
         Ok(Maps {
             file: ProcFile::open("/proc/self/maps")?,
-            ioctl: std::sync::atomic::AtomicBool::new(true),
+            ioctl: std::sync::atomic::AtomicBool::new(super::features().procmap_query),
             text: "/proc/self/maps",
         })
+    }
+
+    /// Whether `PROCMAP_QUERY` is used (the kernel has it, and it has not been withheld
+    /// or failed with `ENOTTY` since).
+    pub fn uses_ioctl(&self) -> bool {
+        self.ioctl.load(Ordering::Relaxed)
+    }
+
+    /// Whether the kernel answers `PROCMAP_QUERY` (Linux 6.11+): asked about address 0,
+    /// it names the first mapping or says there is none; an older kernel does not know
+    /// the request (`ENOTTY`).
+    pub fn probe_ioctl() -> bool {
+        let Ok(file) = ProcFile::open("/proc/self/maps") else { return false };
+        let file = file.get();
+        let mut q = sys::procmap_query_covering_or_next(0);
+        // SAFETY: as in `at_or_after`: a properly sized procmap_query without buffers.
+        matches!(unsafe { sys::ioctl(file.as_fd(), sys::PROCMAP_QUERY, &mut q) }, Ok(_) | Err(Errno::NOENT))
     }
 
     /// The first mapping that ends above `addr` (the one containing it, or the next).

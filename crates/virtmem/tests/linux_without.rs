@@ -1,0 +1,130 @@
+//! The Linux backend on a kernel without the features it prefers: each test runs again in
+//! a child process of this test binary with the features withheld by
+//! `VIRTMEM_LINUX_WITHOUT` (read once per process, when the backend first probes the
+//! kernel), and checks the fallback an older kernel takes. `scripts/test-linux-fallbacks.sh`
+//! runs the Linux suites whole that way.
+#![cfg(target_os = "linux")]
+
+mod linux_util;
+
+use std::process::Command;
+
+use linux_util::*;
+use virtmem::backend::linux::WITHOUT_ENV;
+use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, MemState, Protection as P, WriteWatchFlags as W};
+
+const KB: usize = 1024;
+const PAGE: usize = 4096;
+
+/// Marks a child process run by [`without`].
+const CHILD_ENV: &str = "VIRTMEM_TEST_WITHOUT_CHILD";
+
+/// Run test `name` alone in a child process with `VIRTMEM_LINUX_WITHOUT` set to
+/// `without`, and require it to pass; in that child, run `body` (and in a child made for
+/// another setting of the same test, nothing).
+fn without(name: &str, without: &str, body: impl FnOnce()) {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        if std::env::var(WITHOUT_ENV).as_deref() == Ok(without) {
+            body();
+        }
+        return;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(WITHOUT_ENV, without)
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("run the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={without}:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+}
+
+/// The variable withholds each feature named, and only those (this kernel has all four:
+/// a new one is what the tests run on).
+#[test]
+fn each_feature_named_is_withheld_and_only_those() {
+    let all = ["fixed_noreplace", "pagemap_scan", "guard", "procmap_query"];
+    if std::env::var_os(WITHOUT_ENV).is_none() && std::env::var_os(CHILD_ENV).is_none() {
+        assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), Vec::<&str>::new(), "a new kernel");
+    }
+    for f in all {
+        without("each_feature_named_is_withheld_and_only_those", f, || {
+            let s = LinuxSpace::linux().unwrap();
+            assert_eq!(s.backend().missing_features(), [f]);
+            assert_eq!(s.backend().uses_guard_regions(), f != "guard");
+            assert_eq!(s.backend().write_watch_supported(), f != "pagemap_scan");
+        });
+    }
+    without("each_feature_named_is_withheld_and_only_those", "ALL", || {
+        assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), all);
+    });
+}
+
+/// Without `PAGEMAP_SCAN` (Linux before 6.7) there is no write watch: a write-watched
+/// reservation is refused with ERROR_NOT_SUPPORTED and nothing is reserved. MEM_RESET
+/// still finds the pages that hold data (in `/proc/self/pagemap`), so MEM_RESET_UNDO
+/// still tells the truth: the data survived (no memory pressure here) and reads back;
+/// and decommitted pages still read zero when committed again.
+#[test]
+fn without_pagemap_scan_write_watch_is_refused_and_reset_undo_tells_the_truth() {
+    without("without_pagemap_scan_write_watch_is_refused_and_reset_undo_tells_the_truth", "pagemap_scan", || {
+        let s = LinuxSpace::linux().unwrap();
+        for ty in [T::RESERVE | T::WRITE_WATCH, T::RESERVE | T::COMMIT | T::WRITE_WATCH] {
+            assert_eq!(s.alloc(0, 64 * KB, ty, P::READWRITE), Err(Error::NotSupported));
+        }
+        assert_eq!((s.stats().reserved, s.stats().reservations), (0, 0), "nothing reserved");
+        let b = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+        // Not write-watched: the usual error.
+        assert_eq!(s.get_write_watch(W::empty(), b, 64 * KB, 16), Err(Error::InvalidParameter));
+        for i in 0..8 {
+            store(b + i * PAGE + 100, i as u8 + 1);
+        }
+        assert_eq!(s.alloc(b, 64 * KB, T::RESET, P::NOACCESS), Ok(b));
+        assert_eq!(s.alloc(b, 64 * KB, T::RESET_UNDO, P::NOACCESS), Ok(b));
+        for i in 0..8 {
+            assert_eq!(load(b + i * PAGE + 100), i as u8 + 1, "page {i} kept its data");
+        }
+        s.free(b + PAGE, PAGE, FreeType::DECOMMIT).unwrap();
+        s.alloc(b + PAGE, PAGE, T::COMMIT, P::READWRITE).unwrap();
+        assert_eq!(load(b + PAGE + 100), 0);
+        s.free(b, 0, FreeType::RELEASE).unwrap();
+    });
+}
+
+/// Without `PROCMAP_QUERY` (before 6.11) and `MAP_FIXED_NOREPLACE` (before 4.17), memory
+/// that is not the backend's is still never called free, and never replaced: a query
+/// inside it reports it in use (from the text of `/proc/self/maps`), and a reserve there
+/// fails with ERROR_INVALID_ADDRESS with its contents untouched.
+#[test]
+fn without_procmap_query_and_fixed_noreplace_foreign_memory_is_in_use_and_untouched() {
+    without(
+        "without_procmap_query_and_fixed_noreplace_foreign_memory_is_in_use_and_untouched",
+        "procmap_query,fixed_noreplace",
+        || {
+            let s = LinuxSpace::linux().unwrap();
+            // A page-aligned mapping of the program's own (a large allocation is mmap'd).
+            let foreign = vec![7u8; 4 << 20];
+            let inside = (foreign.as_ptr() as usize + 2 * 64 * KB) & !(64 * KB - 1);
+            let q = s.query(inside).unwrap();
+            assert_ne!(q.state, MemState::Free, "{q:?}");
+            assert!(q.base_address <= inside && inside < q.base_address + q.region_size, "{q:?}");
+            assert_eq!(s.alloc(inside, 64 * KB, T::RESERVE, P::READWRITE), Err(Error::InvalidAddress));
+            assert_eq!(s.alloc(inside, 64 * KB, T::RESERVE | T::COMMIT, P::NOACCESS), Err(Error::InvalidAddress));
+            assert!(foreign.iter().all(|&b| b == 7), "the program's memory is untouched");
+            assert_eq!(perms_at(inside).as_deref(), Some("rw-p"));
+            assert_eq!(s.stats().reservations, 0);
+            // A free address still works: reserved where asked, queried as ours.
+            let at = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+            s.free(at, 0, FreeType::RELEASE).unwrap();
+            let again = s.alloc(at, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE);
+            if again == Ok(at) {
+                assert_eq!(s.query(at).unwrap().allocation_base, at);
+                s.free(at, 0, FreeType::RELEASE).unwrap();
+            } else {
+                // Only if another thread's mapping took the address meanwhile.
+                assert_eq!(again, Err(Error::InvalidAddress));
+            }
+        },
+    );
+}
