@@ -65,6 +65,28 @@ impl Fx {
         Fx { space: Arc::new(space), w, kind: Kind::Linux }
     }
 
+    /// A fresh Linux space whose whole user range is a window of its own (its lowest and
+    /// highest addresses are the window's), so that the top of the user range is free
+    /// memory the test may use.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    pub fn linux_whole_window() -> Fx {
+        let w = linux::window(WINDOW);
+        let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
+        let space = virtmem::AddressSpace::with_backend(linux::Confined::new(backend, w..w + WINDOW, true));
+        Fx { space: Arc::new(space), w, kind: Kind::Linux }
+    }
+
+    /// This fixture's backend in a space whose top of the user range is free: the
+    /// simulated space itself, or on Linux [`Fx::linux_whole_window`] (`own` keeps it).
+    pub fn with_free_top<'a>(&'a self, own: &'a mut Option<Fx>) -> &'a Fx {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if self.kind == Kind::Linux {
+            return own.insert(Fx::linux_whole_window());
+        }
+        let _ = own;
+        self
+    }
+
     /// `VirtualAlloc` with typed flags from raw values.
     pub fn alloc(&self, address: usize, size: usize, ty: u32, protect: u32) -> Result<usize, Error> {
         self.space.alloc(address, size, AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect))

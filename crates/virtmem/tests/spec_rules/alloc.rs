@@ -502,6 +502,70 @@ backend_tests! {
         fx.free(next, 0, MEM_RELEASE).unwrap();
         fx.free(high, 0, MEM_RELEASE).unwrap();
     }
+
+    /// Reserve alone with every accepted protection (modifiers included): the pages are
+    /// reserved (Protect 0) and AllocationProtect is the value given; a later commit's
+    /// pages take the commit's own protection (a reservation's GUARD or WRITECOMBINE is
+    /// not passed on, as Wine 8 shows for GUARD), except NOCACHE, which belongs to the
+    /// allocation (spec, VirtualProtect); committing with the reservation's own value
+    /// gives exactly that value, an armed guard for GUARD.
+    fn reserve_alone_with_every_protection(fx: &Fx) {
+        for (i, p) in valid_protections().into_iter().enumerate() {
+            let a = fx.alloc(fx.w + i * G, 3 * P, MEM_RESERVE, p).unwrap_or_else(|e| panic!("{p:#x}: {e}"));
+            let m = fx.q(a);
+            assert_eq!((m.state, m.protect.bits(), m.allocation_protect.bits()), (MemState::Reserve, 0, p), "reserve {p:#x}");
+            assert_eq!(fx.space.committed_bytes(), 0);
+            fx.commit(a, P, PAGE_READONLY);
+            let want = PAGE_READONLY | (p & PAGE_NOCACHE);
+            assert_eq!(fx.q(a).protect.bits(), want, "commit READONLY in a {p:#x} reservation");
+            fx.commit(a + P, P, p);
+            assert_eq!(fx.q(a + P).protect.bits(), p, "commit {p:#x} in its own reservation");
+            if p & PAGE_GUARD != 0 {
+                let e = fx.space.read(a + P, &mut [0]).unwrap_err();
+                assert_eq!(e.exception_code(), Some(0x8000_0001), "{p:#x}: armed");
+            }
+            assert_eq!(fx.q(a + 2 * P).state, MemState::Reserve);
+            assert_eq!(fx.q(a + 2 * P).allocation_protect.bits(), p, "AllocationProtect never changes");
+            fx.free(a, 0, MEM_RELEASE).unwrap();
+        }
+    }
+
+    /// Rounding at the very top of the user range (on Linux, of a space whose user range is
+    /// a free window): a reserve whose end is exactly the top works from any address in the
+    /// last granule (base rounded down to it), a commit up to the last byte covers the last page, and
+    /// one byte more is 87 for every kind of call; no rounding overflows or panics.
+    fn rounding_at_the_top_of_the_user_range(fx: &Fx) {
+        let mut own = None;
+        let fx = fx.with_free_top(&mut own);
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let last = top - G;
+        for (addr, size) in [(top - 1, 1), (top - P, P), (last + 0x1234, G - 0x1234), (top - 2, 2)] {
+            match fx.alloc(addr, size, MEM_RESERVE, PAGE_READWRITE) {
+                Ok(b) => {
+                    assert_eq!(b, last, "{addr:#x}+{size:#x}");
+                    let m = fx.q(top - 1);
+                    assert_eq!((m.state, m.allocation_base, m.base_address + m.region_size), (MemState::Reserve, last, top));
+                    assert_eq!(fx.alloc(top - 1, 1, MEM_COMMIT, PAGE_READWRITE), Ok(top - P));
+                    fx.write(top - 1, &[7]);
+                    assert_eq!(fx.read_vec(top - 1, 1), [7]);
+                    for ty in [MEM_COMMIT, MEM_RESET, MEM_RESET_UNDO] {
+                        assert_eq!(code(&fx.alloc(top - 1, 2, ty, PAGE_READWRITE)), 87, "type {ty:#x} one byte past the top");
+                    }
+                    assert_eq!(code(&fx.free(top - 1, 2, MEM_DECOMMIT)), 87);
+                    assert_eq!(code(&fx.protect(top - 1, 2, PAGE_READONLY)), 87);
+                    assert_eq!(fx.protect(top - 1, 1, PAGE_READONLY), Ok(PAGE_READWRITE));
+                    assert_eq!(fx.free(top - 1, 1, MEM_DECOMMIT), Ok(()));
+                    assert_eq!(fx.free(last, 0, MEM_RELEASE), Ok(()));
+                }
+                Err(e) => panic!("{addr:#x}+{size:#x}: {e}"),
+            }
+        }
+        for (addr, size) in [(top - 1, 2), (top - P, P + 1), (last, G + 1), (top - 1, usize::MAX)] {
+            for ty in [MEM_RESERVE, MEM_RESERVE | MEM_COMMIT] {
+                assert_eq!(code(&fx.alloc(addr, size, ty, PAGE_READWRITE)), 87, "type {ty:#x} {addr:#x}+{size:#x}");
+            }
+        }
+    }
 }
 
 /// On the simulated backend (2 MiB large pages by default) a valid large-page request

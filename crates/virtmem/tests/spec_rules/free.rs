@@ -188,4 +188,58 @@ backend_tests! {
         assert_eq!(code(&fx.free(0, P, MEM_DECOMMIT)), 87);
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// "`free_type` must be exactly MEM_DECOMMIT or MEM_RELEASE": the placeholder flags
+    /// of later Windows versions (MEM_COALESCE_PLACEHOLDERS 0x1, MEM_PRESERVE_PLACEHOLDER
+    /// 0x2), which the spec does not list, make either type 87 (as Wine 8 answers), with
+    /// every size and address kind; nothing changes.
+    fn placeholder_flags_are_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        fx.write(a, b"kept");
+        let before = fx.snapshot();
+        for ty in [MEM_RELEASE | 1, MEM_RELEASE | 2, MEM_DECOMMIT | 1, MEM_DECOMMIT | 2, 1, 2, 3] {
+            for (addr, size) in [(a, 0), (a, P), (a + P, P), (fx.w + 5 * G, 0)] {
+                assert_eq!(code(&fx.free(addr, size, ty)), 87, "type {ty:#x} {addr:#x}+{size:#x}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// Validation order with several bad arguments: the free type (87) before everything;
+    /// for MEM_RELEASE the size (87) before the address, NULL or not the base (which alone
+    /// would be 487); the top of the user range (87) before the reservations (487).
+    fn validation_order_with_several_bad_arguments(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let before = fx.snapshot();
+        for (addr, size) in [(a + P, 0), (fx.w + 5 * G, P), (top, 0), (a + 4 * P, usize::MAX)] {
+            assert_eq!(code(&fx.free(addr, size, 0)), 87, "bad type: {addr:#x}+{size:#x}");
+            assert_eq!(code(&fx.free(addr, size, MEM_DECOMMIT | MEM_RELEASE)), 87);
+        }
+        for addr in [a + P, a + 4 * P, fx.w + 5 * G, 0, top] {
+            assert_eq!(code(&fx.free(addr, P, MEM_RELEASE)), 87, "release with a size at {addr:#x}");
+        }
+        // Alone, these addresses are 487.
+        assert_eq!(code(&fx.free(a + P, 0, MEM_RELEASE)), 487);
+        assert_eq!(code(&fx.free(fx.w + 5 * G, 0, MEM_RELEASE)), 487);
+        // Past the top while also in no reservation: 87.
+        assert_eq!(code(&fx.free(top - P, 2 * P, MEM_DECOMMIT)), 87);
+        assert_eq!(code(&fx.free(top, 0, MEM_DECOMMIT)), 87);
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// MEM_DECOMMIT and MEM_RELEASE near the end of the address range: no rounding
+    /// overflows. A range whose end rounds up past `usize::MAX` and one starting in the
+    /// last page are 87; a release at the last address is 87.
+    fn free_near_the_end_of_the_address_range_is_87(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let before = fx.snapshot();
+        for (addr, size) in [(a, usize::MAX - a), (a + 1, usize::MAX - a - 1), (usize::MAX - P + 1, P - 1), (usize::MAX, 0), (usize::MAX, 1)] {
+            assert_eq!(code(&fx.free(addr, size, MEM_DECOMMIT)), 87, "decommit {addr:#x}+{size:#x}");
+        }
+        for addr in [usize::MAX, usize::MAX - P + 1] {
+            assert_eq!(code(&fx.free(addr, 0, MEM_RELEASE)), 87, "release {addr:#x}");
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
 }

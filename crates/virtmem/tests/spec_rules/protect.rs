@@ -218,4 +218,72 @@ backend_tests! {
         }
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// A range outside one reservation is 487 (free memory, the blocked tail, past the end
+    /// of a reservation whose pages are all committed, across two reservations) and
+    /// `*old_protect` is left as it was: only reserved pages inside the reservation report
+    /// PAGE_NOACCESS (the spec is silent here; Wine 8 leaves it alone too, though with 87).
+    fn failures_outside_one_reservation_leave_old_protect_alone(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        let b = fx.reserve_commit(G, G, PAGE_READONLY);
+        let _c = fx.reserve_commit(2 * G, G, PAGE_READWRITE);
+        let before = fx.snapshot();
+        for (addr, size, what) in [
+            (fx.w + 5 * G, P, "free granule"),
+            (a + 4 * P, P, "blocked tail"),
+            (a + 3 * P, 2 * P, "past the end"),
+            (a, G, "past the end into the next reservation"),
+            (b + G - P, 2 * P, "across two reservations"),
+        ] {
+            assert_eq!(vp(fx, addr, size, PAGE_EXECUTE_READ), (0, 487, 0xDEAD_BEEF), "{what}");
+        }
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// Validation order with every argument bad at once: a NULL `old_protect` (998) comes
+    /// first, then the protection (87) before the size, the top of the user range and the
+    /// state of the pages.
+    fn validation_order_with_several_bad_arguments(fx: &Fx) {
+        let a = fx.reserve(0, 4 * P, PAGE_READWRITE);
+        let top = fx.space.system_info().maximum_application_address + 1;
+        let before = fx.snapshot();
+        for (addr, size) in [(a, 0), (top, P), (top - P, usize::MAX), (a, 2 * P), (fx.w + 5 * G, P), (0, P)] {
+            for p in [0, PAGE_WRITECOPY, PAGE_READWRITE | 0x800] {
+                win32::SetLastError(0);
+                assert_eq!(win32::VirtualProtect(&*fx.space, addr, size, p, None), 0);
+                assert_eq!(win32::GetLastError(), 998, "NULL old_protect first: {addr:#x}+{size:#x} {p:#x}");
+                assert_eq!(vp(fx, addr, size, p), (0, 87, 0xDEAD_BEEF), "the protection next: {addr:#x}+{size:#x} {p:#x}");
+            }
+        }
+        assert_eq!(vp(fx, a, 0, PAGE_READONLY).1, 87, "size 0 before the reserved pages");
+        assert_eq!(vp(fx, top - P, 2 * P, PAGE_READONLY).1, 87, "the top before the (free) pages");
+        assert_eq!(fx.snapshot(), before);
+    }
+
+    /// The spec makes only NOCACHE belong to the allocation: PAGE_WRITECOMBINE is the
+    /// page's, like PAGE_GUARD. A reservation made with it (AllocationProtect keeps it)
+    /// gives pages committed without it no WRITECOMBINE, a VirtualProtect without it drops
+    /// it and one with it sets it, in any allocation. (Wine 8 drops WRITECOMBINE
+    /// everywhere, AllocationProtect included; Windows supports it, and the spec lists it
+    /// among the accepted values reported as given.)
+    fn writecombine_belongs_to_the_page(fx: &Fx) {
+        let rw_wc = PAGE_READWRITE | PAGE_WRITECOMBINE;
+        let w = fx.reserve(0, 3 * P, rw_wc);
+        fx.commit(w, P, PAGE_READONLY);
+        fx.commit(w + P, P, rw_wc);
+        assert_eq!(fx.q(w).protect.bits(), PAGE_READONLY);
+        assert_eq!(fx.q(w + P).protect.bits(), rw_wc);
+        assert_eq!(vp(fx, w + P, P, PAGE_READWRITE), (1, 0, rw_wc));
+        assert_eq!(fx.q(w + P).protect.bits(), PAGE_READWRITE);
+        assert_eq!(vp(fx, w, 2 * P, PAGE_EXECUTE_READ | PAGE_WRITECOMBINE), (1, 0, PAGE_READONLY));
+        let m = fx.q(w);
+        assert_eq!((m.protect.bits(), m.region_size), (PAGE_EXECUTE_READ | PAGE_WRITECOMBINE, 2 * P));
+        assert_eq!(m.allocation_protect.bits(), rw_wc);
+        let plain = fx.reserve_commit(G, 2 * P, PAGE_READWRITE);
+        assert_eq!(vp(fx, plain, P, rw_wc), (1, 0, PAGE_READWRITE));
+        assert_eq!(fx.q(plain).protect.bits(), rw_wc);
+        assert_eq!(fx.q(plain).region_size, P);
+        fx.write(plain, b"wc");
+        assert_eq!(fx.read_vec(plain, 2), b"wc");
+    }
 }

@@ -160,6 +160,65 @@ backend_tests! {
         let m = fx.q(n);
         assert_eq!((m.protect.bits(), m.region_size), (PAGE_READWRITE | PAGE_NOCACHE, 3 * P));
     }
+
+    /// "`length` smaller than MEMORY_BASIC_INFORMATION → 24; an address above the highest
+    /// user address → 87": with both wrong, the length wins (24), as Wine 8 answers and
+    /// as Windows' NtQueryVirtualMemory checks the buffer length before the address;
+    /// nothing is written into the buffer either way.
+    fn a_short_length_is_24_before_a_bad_address(fx: &Fx) {
+        let s = &*fx.space;
+        let top = s.system_info().maximum_application_address;
+        for addr in [top + 1, usize::MAX] {
+            for len in [0, 47] {
+                let mut mbi = MEMORY_BASIC_INFORMATION { RegionSize: 0x1234, ..Default::default() };
+                win32::SetLastError(0);
+                assert_eq!(win32::VirtualQuery(s, addr, Some(&mut mbi), len), 0, "{addr:#x} length {len}");
+                assert_eq!(win32::GetLastError(), 24, "{addr:#x} length {len}");
+                assert_eq!(mbi.RegionSize, 0x1234, "nothing written");
+            }
+        }
+    }
+
+    /// The fields of every kind of reservation the spec names: write-watched, physical,
+    /// top-down and reserve+commit ones are MEM_PRIVATE with their AllocationProtect
+    /// (modifiers included: GUARD, NOCACHE and WRITECOMBINE as given), whatever their
+    /// pages' state; a NOCACHE allocation's decommitted pages are reserved pages like any
+    /// other (Protect 0, one region with the never-committed ones); locking pages splits
+    /// no region.
+    fn fields_of_every_kind_of_reservation(fx: &Fx) {
+        let kinds = [
+            (MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE),
+            (MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_EXECUTE_READ),
+            (MEM_RESERVE | MEM_PHYSICAL, PAGE_READWRITE),
+            (MEM_RESERVE | MEM_TOP_DOWN, PAGE_READONLY | PAGE_GUARD),
+            (MEM_RESERVE | MEM_COMMIT | MEM_TOP_DOWN, PAGE_READWRITE | PAGE_WRITECOMBINE),
+            (MEM_RESERVE, PAGE_EXECUTE_READWRITE | PAGE_NOCACHE),
+            (MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD),
+        ];
+        for (ty, p) in kinds {
+            let a = fx.alloc(0, 3 * P + 1, ty, p).unwrap_or_else(|e| panic!("{ty:#x} {p:#x}: {e}"));
+            let m = fx.q(a + P + 3);
+            let committed = ty & MEM_COMMIT != 0;
+            let what = format!("type {ty:#x} protect {p:#x}");
+            assert_eq!((m.base_address, m.allocation_base, m.allocation_protect.bits()), (a + P, a, p), "{what}");
+            assert_eq!((m.region_size, m.type_bits(), m.mem_type), (3 * P, MEM_PRIVATE, Some(MemType::Private)), "{what}");
+            let (state, protect) = if committed { (MemState::Commit, p) } else { (MemState::Reserve, 0) };
+            assert_eq!((m.state, m.protect.bits()), (state, protect), "{what}");
+            let tail = fx.q(a + 4 * P);
+            assert_eq!((tail.state, tail.allocation_base, tail.type_bits()), (MemState::Free, 0, 0), "{what}: the granule's tail");
+            fx.free(a, 0, MEM_RELEASE).unwrap();
+        }
+        let n = fx.reserve(0, 8 * P, PAGE_READWRITE | PAGE_NOCACHE);
+        fx.commit(n + 2 * P, 4 * P, PAGE_READWRITE);
+        fx.free(n + 2 * P, 2 * P, MEM_DECOMMIT).unwrap();
+        let m = fx.q(n);
+        assert_eq!((m.state, m.protect.bits(), m.region_size), (MemState::Reserve, 0, 4 * P));
+        assert_eq!(fx.q(n + 4 * P).protect.bits(), PAGE_READWRITE | PAGE_NOCACHE);
+        assert_eq!(fx.space.lock(n + 5 * P, P), Ok(()));
+        let m = fx.q(n + 4 * P);
+        assert_eq!((m.state, m.region_size), (MemState::Commit, 2 * P), "a locked page is no region of its own");
+        fx.space.unlock(n + 5 * P, P).unwrap();
+    }
 }
 
 /// "For free memory, RegionSize runs to the next reservation (or the top of the address

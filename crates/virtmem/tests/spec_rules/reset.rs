@@ -154,6 +154,88 @@ backend_tests! {
         }
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// MEM_RESET over a range holding every kind of run (reserved, read-write, read-only,
+    /// NOACCESS, guard, execute, decommitted), starting and ending on reserved pages, with
+    /// every accepted protection value: each call succeeds, returns the first page, and
+    /// changes no state or protection (a GUARD or NOACCESS value arms or blocks nothing:
+    /// the value is checked, then ignored); committed pages keep their data or read zero.
+    fn reset_over_every_kind_of_run_ignores_the_protection(fx: &Fx) {
+        let a = fx.reserve(0, 9 * P, PAGE_READWRITE);
+        fx.commit(a + P, 6 * P, PAGE_READWRITE);
+        fx.write(a + P, &vec![0x42; 6 * P]);
+        fx.protect(a + 2 * P, P, PAGE_READONLY).unwrap();
+        fx.protect(a + 3 * P, P, PAGE_NOACCESS).unwrap();
+        fx.protect(a + 4 * P, P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        fx.protect(a + 5 * P, P, PAGE_EXECUTE_READ).unwrap();
+        fx.free(a + 6 * P, P, MEM_DECOMMIT).unwrap();
+        let walk = fx.walk(a..a + 9 * P);
+        for p in valid_protections() {
+            assert_eq!(fx.alloc(a + 5, 9 * P - 5, MEM_RESET, p), Ok(a), "MEM_RESET with {p:#x}");
+            assert_eq!(fx.walk(a..a + 9 * P), walk, "MEM_RESET with {p:#x} changed a state or protection");
+            let _ = fx.alloc(a, 9 * P, MEM_RESET_UNDO, p);
+            assert_eq!(fx.walk(a..a + 9 * P), walk, "MEM_RESET_UNDO with {p:#x} changed a state or protection");
+        }
+        for page in [a + P, a + 2 * P, a + 5 * P] {
+            let v = fx.read_vec(page, P);
+            assert!(v.iter().all(|&b| b == 0x42) || v.iter().all(|&b| b == 0), "page {page:#x}: unchanged or zero");
+        }
+        assert_eq!(fx.space.read(a + 4 * P, &mut [0]).unwrap_err().exception_code(), Some(0x8000_0001));
+        assert_eq!(fx.space.read(a + 3 * P, &mut [0]).unwrap_err().exception_code(), Some(0xC000_0005));
+        assert_eq!(fx.space.committed_bytes(), 5 * P);
+    }
+
+    /// MEM_RESET_UNDO after the reset pages were made read-only: "success means all data
+    /// is intact; failure means some of it was lost (zeroed)" — either answer, but a true
+    /// one, and the protection stays read-only.
+    fn reset_undo_of_pages_made_read_only_tells_the_truth(fx: &Fx) {
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        let pattern: Vec<u8> = (0..2 * P).map(|i| (i % 253) as u8 + 1).collect();
+        fx.write(a, &pattern);
+        fx.alloc(a, 2 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+        fx.protect(a, 2 * P, PAGE_READONLY).unwrap();
+        let r = fx.alloc(a, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE);
+        let v = fx.read_vec(a, 2 * P);
+        match r {
+            Ok(b) => {
+                assert_eq!(b, a);
+                assert_eq!(v, pattern, "undo succeeded: all data intact");
+            }
+            Err(e) => {
+                assert!(![87, 487].contains(&e.code()), "{e}");
+                let zeroed = (0..2).any(|i| v[i * P..(i + 1) * P].iter().all(|&b| b == 0));
+                assert!(zeroed, "undo failed ({e}) but no page reads zero");
+                for i in 0..2 {
+                    let page = &v[i * P..(i + 1) * P];
+                    assert!(page == &pattern[i * P..(i + 1) * P] || page.iter().all(|&b| b == 0), "page {i}");
+                }
+            }
+        }
+        assert_eq!(fx.q(a).protect.bits(), PAGE_READONLY);
+        assert_eq!(fx.q(a).region_size, 2 * P);
+    }
+
+    /// MEM_RESET_UNDO applies to what MEM_RESET was applied to: pages reset, then
+    /// decommitted and recommitted (fresh zero pages) and written again, were never reset
+    /// since; an undo succeeds and keeps what was written after the recommit, also once the
+    /// OS took the pages the reset had offered; the same for a reservation released after
+    /// its reset and made again at the same address.
+    fn reset_undo_after_decommit_or_release_loses_nothing_new(fx: &Fx) {
+        let a = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        fx.write(a, &vec![0x17; 4 * P]);
+        fx.alloc(a, 4 * P, MEM_RESET, PAGE_READWRITE).unwrap();
+        fx.free(a + P, 2 * P, MEM_DECOMMIT).unwrap();
+        fx.commit(a + P, 2 * P, PAGE_READWRITE);
+        fx.write(a + P, &vec![0x29; 2 * P]);
+        assert_eq!(fx.alloc(a + P, 2 * P, MEM_RESET_UNDO, PAGE_READWRITE), Ok(a + P));
+        assert_eq!(fx.read_vec(a + P, 2 * P), vec![0x29; 2 * P]);
+        fx.free(a, 0, MEM_RELEASE).unwrap();
+        let b = fx.reserve_commit(0, 4 * P, PAGE_READWRITE);
+        assert_eq!(b, a);
+        fx.write(b, &vec![0x31; 4 * P]);
+        assert_eq!(fx.alloc(b, 4 * P, MEM_RESET_UNDO, PAGE_READWRITE), Ok(b), "a new reservation was never reset");
+        assert_eq!(fx.read_vec(b, 4 * P), vec![0x31; 4 * P]);
+    }
 }
 
 /// The two simulated reset policies: `Keep` keeps data and undo succeeds; `Discard`
@@ -189,4 +271,23 @@ fn sim_reset_policies() {
     fx.write(a + P, &[0; 64]);
     fx.alloc(a + P, P, MEM_RESET, PAGE_READWRITE).unwrap();
     assert!(fx.alloc(a + P, P, MEM_RESET_UNDO, PAGE_READWRITE).is_ok());
+}
+
+/// As [`reset_undo_after_decommit_or_release_loses_nothing_new`], on a simulated space
+/// whose resets drop the data at once (the OS needing the memory at the reset itself).
+#[test]
+fn sim_discarding_reset_undo_after_decommit_or_release_loses_nothing_new() {
+    reset_undo_after_decommit_or_release_loses_nothing_new(&Fx::sim_with(SimConfig {
+        reset_policy: ResetPolicy::Discard,
+        ..Default::default()
+    }));
+}
+
+/// As [`reset_undo_of_pages_made_read_only_tells_the_truth`], with resets that drop data.
+#[test]
+fn sim_discarding_reset_undo_of_pages_made_read_only_tells_the_truth() {
+    reset_undo_of_pages_made_read_only_tells_the_truth(&Fx::sim_with(SimConfig {
+        reset_policy: ResetPolicy::Discard,
+        ..Default::default()
+    }));
 }

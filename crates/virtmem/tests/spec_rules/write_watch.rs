@@ -268,6 +268,68 @@ backend_tests! {
         assert_eq!(dirty(fx, 0, a, G, 8), Vec::<usize>::new());
         assert_eq!(dirty(fx, 0, b, G, 8), vec![b]);
     }
+
+    /// ResetWriteWatch: a range that runs past the end of its write-watched reservation
+    /// is 87 also when the next reservation is write-watched too (two reservations are
+    /// never one range, as for GetWriteWatch; Wine 8 agrees), and nothing is reset in
+    /// either.
+    fn reset_write_watch_across_two_reservations_is_87(fx: &Fx) {
+        let ww = MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH;
+        let a = fx.alloc(fx.w, G, ww, PAGE_READWRITE).unwrap();
+        let b = fx.alloc(fx.w + G, G, ww, PAGE_READWRITE).unwrap();
+        fx.write(a + G - P, &[1; 2 * P]);
+        for (base, size) in [(a + G - P, 2 * P), (a, 2 * G), (a + G - 1, 2)] {
+            win32::SetLastError(0);
+            assert_ne!(win32::ResetWriteWatch(&*fx.space, base, size), 0, "{base:#x}+{size:#x}");
+            assert_eq!(win32::GetLastError(), 87, "{base:#x}+{size:#x}");
+        }
+        assert_eq!(dirty(fx, 0, a, G, 8), vec![a + G - P]);
+        assert_eq!(dirty(fx, 0, b, G, 8), vec![b]);
+    }
+
+    /// GetWriteWatch and ResetWriteWatch with a base at or above the top of the user
+    /// range, or a size that runs past it or wraps: 87 (Wine 8 says the same), no
+    /// overflow, and nothing is reset.
+    fn write_watch_ranges_past_the_top_or_wrapping_are_87(fx: &Fx) {
+        let a = fx.alloc(fx.w, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.write(a, b"d");
+        let top = fx.space.system_info().maximum_application_address + 1;
+        for (base, size) in [(a, usize::MAX), (a + P, usize::MAX - a - P + 1), (a, usize::MAX - a), (top, P), (usize::MAX, 1), (usize::MAX - P + 1, P - 1)] {
+            for flags in [0, win32::WRITE_WATCH_FLAG_RESET] {
+                let (r, e, addrs, _, _) = gww(fx, flags, base, size, 8, 8);
+                assert_eq!((r, e), (FAIL, 87), "GetWriteWatch({flags}, {base:#x}, {size:#x})");
+                assert!(addrs.iter().all(|&x| x == MARK));
+            }
+            win32::SetLastError(0);
+            assert_ne!(win32::ResetWriteWatch(&*fx.space, base, size), 0);
+            assert_eq!(win32::GetLastError(), 87, "ResetWriteWatch({base:#x}, {size:#x})");
+        }
+        assert_eq!(dirty(fx, 0, a, 4 * P, 8), vec![a]);
+    }
+
+    /// "Protection changes do not alter the dirty state" — nor what is tracked after
+    /// them: pages reset and then protected READONLY, NOACCESS, GUARD and back report the
+    /// writes made after those changes, and only those (a guard write that faulted wrote
+    /// nothing and dirties nothing, its retry does); recommitting committed pages is no
+    /// write either.
+    fn writes_after_protection_changes_are_tracked(fx: &Fx) {
+        let a = fx.alloc(fx.w, 4 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.write(a, &vec![1; 4 * P]);
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, a, 4 * P), 0);
+        fx.protect(a, 4 * P, PAGE_READONLY).unwrap();
+        fx.protect(a + P, P, PAGE_NOACCESS).unwrap();
+        fx.protect(a + 2 * P, P, PAGE_READWRITE | PAGE_GUARD).unwrap();
+        assert_eq!(fx.space.write(a, &[2]).unwrap_err().exception_code(), Some(0xC000_0005));
+        fx.protect(a, 2 * P, PAGE_READWRITE).unwrap();
+        fx.commit(a + 3 * P, P, PAGE_EXECUTE_READWRITE);
+        assert_eq!(dirty(fx, 0, a, 4 * P, 8), Vec::<usize>::new(), "no write yet");
+        assert_eq!(fx.space.write(a + 2 * P, &[3]).unwrap_err().exception_code(), Some(0x8000_0001));
+        assert_eq!(dirty(fx, 0, a, 4 * P, 8), Vec::<usize>::new(), "the guarded write wrote nothing");
+        fx.write(a + 2 * P, &[3]);
+        fx.write(a + P + 7, &[4]);
+        fx.write(a + 3 * P, &[5]);
+        assert_eq!(dirty(fx, 0, a, 4 * P, 8), vec![a + P, a + 2 * P, a + 3 * P]);
+    }
 }
 
 /// As [`mem_reset_keeps_written_pages_written`], on a simulated space whose resets drop
