@@ -57,11 +57,6 @@ fn mem_reset_on_free_memory_is_invalid_address() {
     assert_eq!(space.alloc(base + 0x40000, 0x1000, T::RESET, P::READWRITE), Err(Error::InvalidAddress));
 }
 
-/// protect.expected.txt: `protect +0x20000 size 0 readonly: ok old=0x04` with the page
-/// unchanged afterwards — size 0 at a page-aligned address changes no page but still
-/// protect.expected.txt: `protect +0x21800 size 0 readonly: ok old=0x04` and the page
-/// protect.expected.txt: `protect +0x4000 (reserved) size 0: fail err=487 old=0x01` and
-/// `protect +0x30000 (free) size 0: fail err=487 old=unset` — the page at the address
 /// lock.expected.txt: `lock +0x2000 (guard): fail err=2147483649`, then the page reads
 /// `prot=0x04` and `lock +0x2000 again: ok` — the first lock of an armed guard page
 /// fails with STATUS_GUARD_PAGE_VIOLATION as the last error and disarms the page.
