@@ -566,6 +566,35 @@ backend_tests! {
             }
         }
     }
+
+    /// MEM_LARGE_PAGES with MEM_TOP_DOWN (accepted with MEM_RESERVE|MEM_COMMIT): where
+    /// large pages can be had, the reservation is large-page aligned, committed, and the
+    /// highest that fits (on the simulated space, whose free space is known: its last
+    /// large page); a second one goes right below. Without large pages: the clear error.
+    fn large_pages_top_down(fx: &Fx) {
+        let lp = fx.space.system_info().large_page_size;
+        let ty = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES | MEM_TOP_DOWN;
+        let before = fx.snapshot();
+        let a = match fx.alloc(0, lp.max(2 << 20), ty, PAGE_READWRITE) {
+            Ok(a) => a,
+            Err(e) => {
+                assert_eq!(e.code(), 1450, "{e}");
+                return assert_eq!(fx.snapshot(), before);
+            }
+        };
+        assert_eq!(a % lp, 0);
+        let m = fx.q(a);
+        assert_eq!((m.state, m.region_size, m.allocation_base), (MemState::Commit, lp, a));
+        let b = fx.alloc(0, lp, ty, PAGE_READWRITE).unwrap();
+        if fx.kind == Kind::Sim {
+            let top = fx.space.system_info().maximum_application_address + 1;
+            assert_eq!(a, (top - lp) & !(lp - 1), "the highest large page that fits");
+            assert_eq!(b, a - lp, "the next one right below");
+        }
+        assert!(b < a);
+        fx.free(b, 0, MEM_RELEASE).unwrap();
+        fx.free(a, 0, MEM_RELEASE).unwrap();
+    }
 }
 
 /// On the simulated backend (2 MiB large pages by default) a valid large-page request

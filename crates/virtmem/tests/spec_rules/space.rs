@@ -187,6 +187,41 @@ backend_tests! {
             assert_eq!(fx.read_vec(top - 4, 4), vec![9; 4], "the failed write wrote nothing");
         }
     }
+
+    /// "Committed pages read as zero the first time after each commit": also when the
+    /// address range was used before, by a reservation released with data in it (which a
+    /// backend may keep mapped for reuse), and the new reservation is made reserve-only,
+    /// at the same address or anywhere (NULL), then committed page by page or at once,
+    /// with or without write watch, read-write or read-only.
+    fn commits_in_reused_address_space_read_zero(fx: &Fx) {
+        for round in 0..6 {
+            let size = [P, 3 * P, G, 2 * G + P, 5 * P, G][round];
+            let (ty_old, ty_new) = match round % 3 {
+                0 => (MEM_RESERVE | MEM_COMMIT, MEM_RESERVE),
+                1 => (MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, MEM_RESERVE),
+                _ => (MEM_RESERVE | MEM_COMMIT, MEM_RESERVE | MEM_WRITE_WATCH),
+            };
+            let a = fx.alloc(0, size, ty_old, PAGE_READWRITE).unwrap();
+            fx.write(a, &vec![0xEE; size]);
+            fx.protect(a, P, PAGE_READONLY).unwrap();
+            fx.free(a, 0, MEM_RELEASE).unwrap();
+            let at = if round < 3 { a } else { 0 };
+            let b = fx.alloc(at, size, ty_new, PAGE_READWRITE).unwrap();
+            if round < 3 {
+                assert_eq!(b, a);
+            }
+            for page in (b..b + size).step_by(P).rev() {
+                let p = if page == b { PAGE_READONLY } else { PAGE_READWRITE };
+                fx.commit(page, P, p);
+                assert_eq!(fx.read_vec(page, P), vec![0; P], "round {round}: page {:#x} after its commit", page - b);
+            }
+            fx.free(b, 0, MEM_RELEASE).unwrap();
+            let c = fx.alloc(at, size, MEM_RESERVE, PAGE_READWRITE).unwrap();
+            fx.commit(c, size, PAGE_EXECUTE_READ);
+            assert_eq!(fx.read_vec(c, size), vec![0; size], "round {round}: committed at once");
+            fx.free(c, 0, MEM_RELEASE).unwrap();
+        }
+    }
 }
 
 /// On Linux the spec's page states are real: the kernel's mappings of a reservation
