@@ -150,6 +150,9 @@ fn alloc_type() -> impl Strategy<Value = u32> {
         3 => Just(0x8_0000),
         2 => Just(0x100_0000),
         1 => Just(RESERVE | COMMIT | 0x2000_0000),
+        // Several modifiers at once: large pages top-down, write watch top-down.
+        1 => Just(RESERVE | COMMIT | 0x2000_0000 | 0x10_0000),
+        1 => prop_oneof![Just(RESERVE | 0x30_0000), Just(RESERVE | COMMIT | 0x30_0000)],
     ];
     let invalid = prop_oneof![
         Just(0u32),
@@ -187,6 +190,10 @@ fn protection() -> impl Strategy<Value = u32> {
         2 => Just(0x204),
         1 => Just(0x202),
         1 => Just(0x404),
+        // Every other base with a modifier (execute pages guarded, uncached or
+        // write-combined; read-only write-combined).
+        1 => prop_oneof![Just(0x110u32), Just(0x140), Just(0x210), Just(0x220), Just(0x240)],
+        1 => prop_oneof![Just(0x402u32), Just(0x410), Just(0x420), Just(0x440)],
     ];
     let invalid = prop_oneof![
         Just(0u32),
