@@ -133,8 +133,8 @@ fn copy_in(
 
 /// `ReadProcessMemory`: copy `nSize` bytes at `lpBaseAddress` in process `hProcess` into
 /// the caller's `lpBuffer`. `TRUE`, or `FALSE` with the last error set: a source range
-/// that is not entirely readable (free, reserved, no-access or execute-only pages, an
-/// armed guard page) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied; an unwritable
+/// that is not entirely readable (free, reserved or no-access pages, an armed guard page;
+/// `PAGE_EXECUTE` pages are readable, as on Windows x64) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied; an unwritable
 /// `lpBuffer` -> `ERROR_NOACCESS` (998). `*lpNumberOfBytesRead` (optional) is set to the
 /// number of bytes copied: `nSize` on success, 0 when the call fails before copying (the
 /// source range is checked whole before a byte is copied), the bytes already copied when

@@ -82,12 +82,15 @@ impl Protection {
         self & (Protection::GUARD | Protection::NOCACHE | Protection::WRITECOMBINE)
     }
 
-    /// Whether a page with this protection may be read (ignoring an armed guard).
+    /// Whether a page with this protection may be read (ignoring an armed guard). Every
+    /// base but `PAGE_NOACCESS` may: on Windows x64 execute access implies read access
+    /// (`PAGE_EXECUTE` pages are readable on every processor), so only writes fault there.
     pub fn can_read(self) -> bool {
         self.base().intersects(
             Protection::READONLY
                 | Protection::READWRITE
                 | Protection::WRITECOPY
+                | Protection::EXECUTE
                 | Protection::EXECUTE_READ
                 | Protection::EXECUTE_READWRITE
                 | Protection::EXECUTE_WRITECOPY,

@@ -1311,9 +1311,10 @@ impl<B: Backend> AddressSpace<B> {
         Ok(())
     }
 
-    /// Read `buf.len()` bytes at `address`, checked like a CPU load: a free, reserved,
-    /// no-access or execute-only page is an access violation; an armed guard page raises
-    /// the guard-page error once. Nothing is read unless every byte may be.
+    /// Read `buf.len()` bytes at `address`, checked like a CPU load on Windows x64: a
+    /// free, reserved or no-access page is an access violation (a `PAGE_EXECUTE` page may
+    /// be read); an armed guard page raises the guard-page error once. Nothing is read
+    /// unless every byte may be.
     pub fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
         if self.backend.try_read(address, buf, Grant::READ) {
             return Ok(());

@@ -30,7 +30,8 @@ pub enum Access {
     Read,
     /// Read and write.
     ReadWrite,
-    /// Execute only (readable on most hardware; the engine checks the rule).
+    /// Execute (`PAGE_EXECUTE`: readable too, as on Windows x64; a backend may map it
+    /// execute-only, and must then read it by other means).
     Execute,
     /// Execute and read.
     ExecuteRead,
@@ -55,8 +56,7 @@ impl Access {
 
 bitflags::bitflags! {
     /// What the engine allows on one page, as handed to a backend that checks accesses
-    /// itself ([`Backend::grant`]). Unlike [`Access`] it is the rule's answer: an
-    /// execute-only page, say, grants no read.
+    /// itself ([`Backend::grant`]): the rule's answer for each kind of access.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Grant: u8 {
         /// Reads are allowed.

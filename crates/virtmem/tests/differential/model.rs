@@ -99,7 +99,7 @@ fn valid_protect(p: u32) -> bool {
 fn can(p: u32, kind: AccessKind) -> bool {
     let base = p & 0xFF;
     match kind {
-        AccessKind::Read => [0x02, 0x04, 0x20, 0x40].contains(&base),
+        AccessKind::Read => [0x02, 0x04, 0x10, 0x20, 0x40].contains(&base),
         AccessKind::Write => [0x04, 0x40].contains(&base),
         AccessKind::Execute => [0x10, 0x20, 0x40].contains(&base),
     }

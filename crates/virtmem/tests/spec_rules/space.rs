@@ -222,6 +222,46 @@ backend_tests! {
             fx.free(c, 0, MEM_RELEASE).unwrap();
         }
     }
+
+    /// A PAGE_EXECUTE page can be read, as on Windows x64, where execute access implies
+    /// read access on every processor (the spec lists PAGE_EXECUTE without saying; Windows
+    /// Internals: "execution (and read operations on all existing processors) is
+    /// permitted"; Wine 8 reads it too, and the conformance record says
+    /// `read probe +0x5000 execute: ok`). Writes still fault, and so does a read of
+    /// PAGE_EXECUTE|PAGE_GUARD once (the guard), then it succeeds; NOCACHE and
+    /// WRITECOMBINE change nothing. (Checked reads of such pages had raised
+    /// STATUS_ACCESS_VIOLATION on both backends.)
+    fn execute_pages_are_readable(fx: &Fx) {
+        for (i, p) in [PAGE_EXECUTE, PAGE_EXECUTE | PAGE_NOCACHE, PAGE_EXECUTE | PAGE_WRITECOMBINE, PAGE_EXECUTE | PAGE_GUARD]
+            .into_iter()
+            .enumerate()
+        {
+            let a = fx.reserve_commit(i * G, 2 * P, PAGE_READWRITE);
+            fx.write(a + P - 2, b"code");
+            fx.protect(a, 2 * P, p).unwrap();
+            let mut buf = [0u8; 4];
+            if p & PAGE_GUARD != 0 {
+                let e = fx.space.read(a + P - 2, &mut buf).unwrap_err();
+                assert_eq!(e, Error::GuardPage { address: a + P - 2, access: AccessKind::Read }, "{p:#x}");
+                let e = fx.space.read(a + P - 2, &mut buf).unwrap_err();
+                assert_eq!(e, Error::GuardPage { address: a + P, access: AccessKind::Read }, "{p:#x}");
+            }
+            assert_eq!(fx.space.read(a + P - 2, &mut buf), Ok(()), "read of {p:#x} pages");
+            assert_eq!(&buf, b"code");
+            let e = fx.space.write(a, b"x").unwrap_err();
+            assert_eq!(e, Error::AccessViolation { address: a, access: AccessKind::Write }, "{p:#x}");
+            assert_eq!(fx.space.check(a, 2 * P, AccessKind::Read), Ok(()));
+        }
+        // A read running from code into data and from data into code, as a disassembler
+        // or a relocation pass reads.
+        let a = fx.reserve_commit(4 * G, 4 * P, PAGE_READWRITE);
+        fx.write(a, &vec![0x33; 4 * P]);
+        fx.protect(a + P, P, PAGE_EXECUTE).unwrap();
+        fx.protect(a + 2 * P, P, PAGE_READONLY).unwrap();
+        fx.protect(a + 3 * P, P, PAGE_EXECUTE | PAGE_NOCACHE).unwrap();
+        assert_eq!(fx.read_vec(a + P - 8, 3 * P), vec![0x33; 3 * P], "data, code, data, code");
+        assert_eq!(fx.read_vec(a + 10, 4 * P - 20), vec![0x33; 4 * P - 20]);
+    }
 }
 
 /// On Linux the spec's page states are real: the kernel's mappings of a reservation

@@ -1630,20 +1630,22 @@ impl Backend for LinuxBackend {
 
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
         match copy(address, buf.as_mut_ptr(), buf.len(), false) {
-            // Execute-only pages (PROT_EXEC without PROT_READ) cannot be copied with
-            // process_vm_readv: where every page of the copy is one of ours that the CPU
-            // may execute, read them the way a debugger does (the engine has checked that
-            // this instruction fetch is allowed). Anything else stays a fault.
+            // Execute-only pages (PROT_EXEC without PROT_READ: PAGE_EXECUTE) cannot be
+            // copied with process_vm_readv: where every page of the copy is one of ours
+            // that is accessible (execute-only, or readable like the data beside such
+            // code), read them the way a debugger does (the engine has checked that this
+            // access is allowed: an instruction fetch, or a read, which PAGE_EXECUTE
+            // allows as on Windows x64). Anything else stays a fault.
             Err(BackendError::Fault(at)) => {
                 let span = round_down(address, PAGE)..round_up(address + buf.len(), PAGE).unwrap_or(usize::MAX);
-                let executable = self
+                let accessible = self
                     .state
                     .lock()
                     .kernel
                     .runs(span)
                     .iter()
-                    .all(|(_, k)| k.is_some_and(|k| k.prot.executable() && !k.guarded));
-                if executable {
+                    .all(|(_, k)| k.is_some_and(|k| k.prot.readable() && !k.guarded));
+                if accessible {
                     read_forced(address, buf).map_err(|()| BackendError::Fault(at))
                 } else {
                     Err(BackendError::Fault(at))
