@@ -45,6 +45,11 @@ pub(crate) struct RunMap<V> {
     end: usize,
 }
 
+/// Where [`RunMap::find`] found a run (its place among a small map's runs), for
+/// [`RunMap::set_run`] to change it without searching again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunAt(usize);
+
 /// The runs of a [`RunMap`] intersecting a range, clipped to it, in address order.
 pub(crate) struct Runs<'a, V> {
     inner: RunsInner<'a, V>,
@@ -100,15 +105,26 @@ impl<V: Copy + Eq> RunMap<V> {
     /// The run containing `addr` (which must lie inside the map) and its value.
     #[inline]
     pub fn get(&self, addr: usize) -> (Range<usize>, V) {
+        let (run, v, _) = self.find(addr);
+        (run, v)
+    }
+
+    /// [`RunMap::get`], also telling where the run is, for a later
+    /// [`RunMap::set_run`] on it.
+    #[inline]
+    pub fn find(&self, addr: usize) -> (Range<usize>, V, RunAt) {
         match &self.store {
             Store::Few(few) => {
                 let i = few.partition_point(|&(k, _)| k <= addr);
                 debug_assert!(i > 0, "address inside the run map");
                 let (start, v) = few[i.max(1) - 1];
                 let end = few.get(i).map_or(self.end, |&(k, _)| k);
-                (start..end, v)
+                (start..end, v, RunAt(i.max(1) - 1))
             }
-            Store::Many(map) => Self::get_many(map, addr, self.end),
+            Store::Many(map) => {
+                let (run, v) = Self::get_many(map, addr, self.end);
+                (run, v, RunAt(usize::MAX))
+            }
         }
     }
 
@@ -156,16 +172,20 @@ impl<V: Copy + Eq> RunMap<V> {
         }
     }
 
-    /// [`RunMap::set`] for a caller whose `range` is usually exactly one run whose
-    /// neighbours do not have `v` (a protection change of what one call committed): that
-    /// case is inlined (the run just takes the new value); any other goes to `set`.
-    #[inline]
-    pub fn set_run(&mut self, range: Range<usize>, v: V) {
+    /// [`RunMap::set`] for a caller whose `range` is usually exactly the run that
+    /// [`RunMap::find`] found at `at` (a protection change of what one call committed),
+    /// with neighbours that do not have `v`: that case is inlined, without a search (the
+    /// run just takes the new value); any other goes to `set`. `at` is only a hint: one
+    /// from before a change of the map, or of another run, is checked and costs the
+    /// general way.
+    #[inline(always)]
+    pub fn set_run(&mut self, at: RunAt, range: Range<usize>, v: V) {
         if let Store::Few(few) = &mut self.store {
             let (s, e) = (range.start, range.end);
-            let lo = few.partition_point(|&(k, _)| k < s);
+            let lo = at.0;
             let runs = few.as_mut_slice();
             if let Some(&(k, _)) = runs.get(lo) {
+                // (Run starts are distinct: the run starting at `s` is the one at `lo`.)
                 let next = runs.get(lo + 1).copied();
                 if k == s
                     && next.map_or(self.end, |(k, _)| k) == e
@@ -1256,7 +1276,7 @@ impl Leaf {
         self.recs[self.slots[i] as usize].as_ref().expect("leaf entry")
     }
 
-    #[inline]
+    #[inline(always)]
     fn rec_mut(&mut self, i: usize) -> &mut Reservation {
         self.slot(i).as_mut().expect("leaf entry")
     }
@@ -1889,7 +1909,7 @@ impl Reservations {
     }
 
     /// [`Reservations::at`], to change.
-    #[inline]
+    #[inline(always)]
     pub fn at_mut(&mut self, s: Slot) -> Option<&mut Reservation> {
         match self.checked(s) {
             Some((l, i)) => Some(self.leaves[l as usize].rec_mut(i)),
@@ -2428,9 +2448,10 @@ mod tests {
         }
     }
 
-    /// Every range (the empty ones too) and value, by `set` and by `set_run`, on a
-    /// clone of `m` (which holds `model` from `base`), against the model. (Under Miri,
-    /// the ranges starting at every `miri_stride`-th unit.)
+    /// Every range (the empty ones too) and value, by `set` and by `set_run` (with a
+    /// right and a wrong hint), on a clone of `m` (which holds `model` from `base`),
+    /// against the model. (Under Miri, the ranges starting at every `miri_stride`-th
+    /// unit.)
     fn set_everywhere(m: &RunMap<u8>, model: &[u8], base: usize, miri_stride: usize) {
         let n = model.len();
         for s in (0..=n).step_by(if cfg!(miri) { miri_stride } else { 1 }) {
@@ -2438,12 +2459,15 @@ mod tests {
                 for v in 0..3u8 {
                     let mut want = model.to_vec();
                     want[s..e].fill(v);
-                    for by_run in [false, true] {
+                    // `set`, then `set_run` with the place of the run holding the
+                    // range's start, and with that of the first run (a wrong hint).
+                    for way in 0..3 {
                         let mut got = m.clone();
-                        if by_run {
-                            got.set_run(base + s..base + e, v);
-                        } else {
+                        let hint = |m: &RunMap<u8>| m.find(base + if way == 1 { s.min(n - 1) } else { 0 }).2;
+                        if way == 0 {
                             got.set(base + s..base + e, v);
+                        } else {
+                            got.set_run(hint(m), base + s..base + e, v);
                         }
                         check_units(&got, &want, base);
                     }
@@ -2817,7 +2841,10 @@ mod tests {
                     let (s, e) = (a.min(b), a.max(b) + 1);
                     // (`set_run` must do what `set` does, whatever the range.)
                     if b % 3 == 0 {
-                        m.set_run(base + s..base + e, v);
+                        // (With the place of the run holding the range's start, or of
+                        // another run: a wrong hint must do no harm.)
+                        let (_, _, at) = m.find(base + if a % 2 == 0 { s } else { (s + UNITS / 2) % UNITS });
+                        m.set_run(at, base + s..base + e, v);
                     } else {
                         m.set(base + s..base + e, v);
                     }
@@ -2831,12 +2858,13 @@ mod tests {
                     // Giving a whole run a new value (the in-place case of `set` and
                     // `set_run` when neither neighbour has it, the general one when one
                     // does).
-                    let (run, rv) = m.get(base + s);
+                    let (run, rv, at) = m.find(base + s);
+                    prop_assert_eq!((run.clone(), rv), m.get(base + s));
                     let nv = (rv + 1 + (a % 2) as u8) % 3;
                     if a % 3 == 0 {
                         m.set(run.clone(), nv);
                     } else {
-                        m.set_run(run.clone(), nv);
+                        m.set_run(at, run.clone(), nv);
                     }
                     model[run.start - base..run.end - base].fill(nv);
                     check_runmap(&m, &model, base);
@@ -2859,7 +2887,8 @@ mod tests {
                     if u % 2 == 0 {
                         m.set(u..u + 1, v);
                     } else {
-                        m.set_run(u..u + 1, v);
+                        let (_, _, at) = m.find(u);
+                        m.set_run(at, u..u + 1, v);
                     }
                     model[u] = v;
                 }

@@ -22,7 +22,7 @@ use crate::flags::{
     WriteWatchFlags,
 };
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
-use crate::runs::{Book, PageState, Reservation, RunMap, Slot};
+use crate::runs::{Book, PageState, Reservation, RunAt, RunMap, Slot};
 
 /// The steps of one call: most calls plan one or two, kept inline.
 type Steps = SmallVec<[Step; 4]>;
@@ -969,34 +969,28 @@ impl<B: Backend> AddressSpace<B> {
         }
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
-        let (first, st) = res.pages.get(range.start);
-        // The usual case first: the range lies in one run, so the plan is at most one
-        // step, not a vector.
-        let one: Step;
-        let many: Steps;
-        let (old, steps): (Protection, &[Step]) = if first.end >= range.end {
-            let PageState::Committed(p) = st else {
+        let (first, st, run) = res.pages.find(range.start);
+        if first.end >= range.end {
+            // The usual case: the range lies in one run. At most one backend call, and
+            // the run found here is changed in place after it, without a plan, an undo
+            // log or a second search.
+            let PageState::Committed(old) = st else {
                 return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
             };
             self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
-            let from = rules::access_of(p);
-            if from == to {
-                (p, &[])
-            } else {
-                one = Step::Access(range.clone(), from, to);
-                (p, std::slice::from_ref(&one))
-            }
-        } else {
+            return self.protect_in_run(book, at, range, run, old, eff).map_err(|e| (e, None));
+        }
+        let (old, steps): (Protection, Steps) = {
             let mut old = None;
             let mut reserved = false;
-            let mut steps = Steps::new();
+            let mut many = Steps::new();
             res.pages.for_each_run(range.clone(), |r, st| match st {
                 PageState::Reserved => reserved = true,
                 PageState::Committed(p) => {
                     old.get_or_insert(p);
                     let from = rules::access_of(p);
                     if from != to {
-                        steps.push(Step::Access(r, from, to));
+                        many.push(Step::Access(r, from, to));
                     }
                 }
             });
@@ -1004,16 +998,15 @@ impl<B: Backend> AddressSpace<B> {
                 return Err((Error::InvalidAddress, Some(Protection::NOACCESS)));
             }
             self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
-            many = steps;
-            (old.unwrap_or(Protection::NOACCESS), &many)
+            (old.unwrap_or(Protection::NOACCESS), many)
         };
         self.finish(
             book,
             at,
-            steps,
+            &steps,
             |book| {
                 let res = book.reservations.at_mut(at).expect("reservation");
-                res.pages.set_run(range, PageState::Committed(eff));
+                res.pages.set(range, PageState::Committed(eff));
                 old
             },
             |_| {},
@@ -1021,6 +1014,55 @@ impl<B: Backend> AddressSpace<B> {
             |book, r| book.reservations.at_mut(at).expect("reservation").pages.set(r, PageState::Committed(eff)),
         )
         .map_err(|e| (e, None))
+    }
+
+    /// The rest of a `VirtualProtect` of `range`, which lies in the committed run
+    /// (protection `old`) that [`RunMap::find`] found at `run` in the reservation `at`:
+    /// what [`AddressSpace::finish`] does for a plan of one access change, without the
+    /// plan. The backend changes the access (outside the lock, the reservation busy,
+    /// unless its effects are cheap), then the run takes `eff` in place; should the
+    /// backend fail (having put back what it did), nothing changes.
+    #[inline(always)]
+    fn protect_in_run<'a>(
+        &'a self,
+        mut book: MutexGuard<'a, Book>,
+        at: Slot,
+        range: Range<usize>,
+        run: RunAt,
+        old: Protection,
+        eff: Protection,
+    ) -> Result<Protection> {
+        let (from, to) = (rules::access_of(old), rules::access_of(eff));
+        // Nothing for the backend to do, or cheap effects: all under the lock.
+        let held = from == to || self.backend.inline_effects();
+        let result = if from == to {
+            Ok(())
+        } else if held {
+            self.backend.set_access(range.clone(), from, to)
+        } else {
+            // (As `outside` does.)
+            book.busy.push(at.base());
+            drop(book);
+            let result = self.backend.set_access(range.clone(), from, to);
+            book = self.book.lock();
+            if let Some(i) = book.busy.iter().position(|&b| b == at.base()) {
+                book.busy.swap_remove(i);
+            }
+            result
+        };
+        let out = match result {
+            Ok(()) => {
+                let res = book.reservations.at_mut(at).expect("reservation");
+                res.pages.set_run(run, range, PageState::Committed(eff));
+                Ok(old)
+            }
+            Err(e) => Err(backend_error(e)),
+        };
+        if !held {
+            drop(book);
+            self.idle.notify_all();
+        }
+        out
     }
 
     // ----- VirtualLock / VirtualUnlock ------------------------------------------------

@@ -145,6 +145,13 @@ fn kinds(layer: Layer, options: LinuxOptions) {
         ("commit mixed", false, |s, b| s.alloc(b, SIZE, T::COMMIT, P::EXECUTE_READ).is_ok()),
         ("commit rw", false, |s, b| s.alloc(b, SIZE, T::COMMIT, P::READWRITE).is_ok()),
         ("protect", false, |s, b| s.protect(b, 256 * KB, P::READWRITE).is_ok()),
+        // The engine's path for a range in one run, and the backend's for one entry of
+        // its record: a whole run (whose new protection its left neighbour has), part of
+        // a run, and a whole run beside a decommitted hole (guard-marked, with the
+        // default options: the `mprotect` covers it too).
+        ("protect one run", false, |s, b| s.protect(b + 64 * KB, 64 * KB, P::READWRITE).is_ok()),
+        ("protect in a run", false, |s, b| s.protect(b + 32 * KB, 8 * KB, P::READONLY).is_ok()),
+        ("protect beside a hole", false, |s, b| s.protect(b + 352 * KB, 32 * KB, P::READONLY).is_ok()),
         ("decommit mixed", false, |s, b| s.free(b, SIZE, FreeType::DECOMMIT).is_ok()),
         ("decommit rw", false, |s, b| s.free(b + 16 * KB, 48 * KB, FreeType::DECOMMIT).is_ok()),
         ("lock", false, |s, b| s.lock(b, 64 * KB).is_ok()),
