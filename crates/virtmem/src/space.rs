@@ -468,6 +468,7 @@ impl<B: Backend> AddressSpace<B> {
 
     /// Mark the reservation at `base` busy, run `f` without the lock, then take the lock
     /// back and clear the mark. Other calls on that reservation wait; all others go on.
+    #[inline(always)]
     fn outside<T>(
         &self,
         mut book: MutexGuard<'_, Book>,
@@ -1040,14 +1041,8 @@ impl<B: Backend> AddressSpace<B> {
         } else if held {
             self.backend.set_access(range.clone(), from, to)
         } else {
-            // (As `outside` does.)
-            book.busy.push(at.base());
-            drop(book);
-            let result = self.backend.set_access(range.clone(), from, to);
-            book = self.book.lock();
-            if let Some(i) = book.busy.iter().position(|&b| b == at.base()) {
-                book.busy.swap_remove(i);
-            }
+            let result;
+            (book, result) = self.outside(book, at.base(), || self.backend.set_access(range.clone(), from, to));
             result
         };
         let out = match result {
