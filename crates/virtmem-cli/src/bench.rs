@@ -482,6 +482,11 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
             if o.guard_regions { "asked for" } else { "off" },
             if b.uses_guard_regions() { "in use" } else { "not in use" }
         );
+        let missing = b.missing_features();
+        println!(
+            "linux backend does without: {} (kernel features missing or withheld by VIRTMEM_LINUX_WITHOUT)",
+            if missing.is_empty() { "nothing".to_string() } else { missing.join(", ") }
+        );
     }
     ExitCode::SUCCESS
 }

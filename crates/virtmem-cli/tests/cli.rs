@@ -569,6 +569,14 @@ fn bench_sets_up_the_linux_backend_as_asked() {
         "pool of 1073741824 bytes (asked for 8796093022208: the address-space limit caps it), guard".to_string()
     };
     assert!(o.stdout.contains(&format!("linux backend: {pool} regions asked for")), "{}", o.stdout);
+    assert!(o.stdout.contains("linux backend does without: nothing ("), "this kernel has them all: {}", o.stdout);
+    // On a kernel without some features (here withheld), the report names them.
+    let o = run(virtmem()
+        .args(["bench", "--scale", "0.001", "--runs", "1"])
+        .env("VIRTMEM_LINUX_WITHOUT", "guard,procmap_query"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("linux backend does without: guard, procmap_query ("), "{}", o.stdout);
+    assert!(o.stdout.contains("guard regions asked for (not in use)"), "{}", o.stdout);
     let o = run(virtmem().args(["bench", "--pool-bytes", "lots"]));
     assert_eq!(o.code, 2, "a pool size must be a number");
 }
