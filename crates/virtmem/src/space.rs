@@ -545,8 +545,8 @@ impl<B: Backend> AddressSpace<B> {
         backend_error(error)
     }
 
-    /// In a `MEM_LARGE_PAGES` allocation, commit, decommit, protect and reset act on
-    /// whole large pages: a range that would split one is `ERROR_INVALID_PARAMETER`
+    /// In a `MEM_LARGE_PAGES` allocation, commit, decommit, protect, reset and its undo
+    /// act on whole large pages: a range that would split one is `ERROR_INVALID_PARAMETER`
     /// (a large page has one protection and is present or not as a whole; the same
     /// answer on every backend, where the kernel refuses to split a huge page).
     fn whole_large_pages(&self, res: &Reservation, range: &Range<usize>) -> Result<()> {
@@ -682,9 +682,11 @@ impl<B: Backend> AddressSpace<B> {
     fn reset_undo(&self, range: Range<usize>) -> Result<()> {
         let (book, at) = self.settle(range.start);
         let at = at.ok_or(Error::InvalidAddress)?;
-        if range.end > book.reservations.at(at).expect("reservation").end {
+        let res = book.reservations.at(at).expect("reservation");
+        if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
+        self.whole_large_pages(res, &range)?;
         let (book, result) = self.outside(book, at.base(), || self.backend.reset_undo(range));
         drop(book);
         self.idle.notify_all();

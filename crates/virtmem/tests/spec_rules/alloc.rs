@@ -367,9 +367,10 @@ backend_tests! {
                 assert_eq!((m.state, m.region_size), (MemState::Commit, lp));
                 fx.write(b + lp - 1, &[7]);
                 assert_eq!(fx.read_vec(b + lp - 1, 1), [7]);
-                // Commit, decommit, protect and reset act on whole large pages: a range
-                // that splits one is 87 and changes nothing.
+                // Commit, decommit, protect, reset and its undo act on whole large pages:
+                // a range that splits one is 87 and changes nothing.
                 let whole = fx.snapshot();
+                assert_eq!(code(&fx.alloc(b + P, lp - P, MEM_RESET_UNDO, PAGE_READWRITE)), 87);
                 assert_eq!(code(&fx.protect(b + P, P, PAGE_READONLY)), 87);
                 assert_eq!(code(&fx.free(b, P, MEM_DECOMMIT)), 87);
                 assert_eq!(code(&fx.alloc(b + P, P, MEM_COMMIT, PAGE_READWRITE)), 87);
