@@ -1058,10 +1058,11 @@ impl FreeSpace {
     }
 
     /// Start loading the gaps a [`FreeSpace::give`] of a range starting at `addr`
-    /// will edit, so that the loads overlap whatever the caller does before it: a
-    /// release looks its reservation up first, and at 333 334 reservations its two
-    /// waits for memory (the reservation's, then the gaps') became one (release
-    /// ~920 -> ~620 ns, VIRTMEM_PROFILE; ~60 more instructions when cached).
+    /// will edit, so that the loads overlap whatever the caller does meanwhile: a
+    /// release runs this while its reservation's leaf is on its way, and at 333 334
+    /// reservations its two waits for memory (the reservation's, then the gaps')
+    /// became one (release ~920 -> ~620 ns, VIRTMEM_PROFILE; ~60 more instructions
+    /// when cached).
     pub fn warm(&self, addr: usize) {
         self.locate_then(addr, |c| self.touch(c));
     }
@@ -1199,7 +1200,7 @@ const LINE: usize = 2;
 /// holds the length, the slot permutation and the first base of every later line of
 /// bases (`marks`), so a lookup reads that line, then the one line of bases holding
 /// its floor, then the record. The lines of bases are requested together with the
-/// header (see [`Leaf::rank`]), so the lookup waits for memory twice in a row: for the
+/// header (see [`Leaf::request`]), so the lookup waits for memory twice in a row: for the
 /// leaf's index lines, then for the record, where a bisection of all the bases took
 /// three or four waits and the slots one more.
 #[derive(Debug, Clone)]
@@ -1241,18 +1242,26 @@ impl Default for Leaf {
 }
 
 impl Leaf {
-    /// The number of bases at most `addr` (so the floor is at one less): the marks
-    /// say which line of bases holds the floor, and a bisection of that line (a fixed
-    /// number of steps, which the standard library does without branches; the unused
-    /// places hold `usize::MAX` and so sort last) finds it.
+    /// Request every line [`Leaf::rank`] reads, the header line (length, marks) and
+    /// every line of bases, without waiting for any (prefetches): when the leaf is not
+    /// in the caches, the line of bases the marks then pick is already on its way, so the
+    /// marks and the bases cost one wait for memory instead of two in a row (commit at
+    /// 333 334 reservations: ~490 -> ~400 ns with loads kept by `black_box`, eighth
+    /// session). A lookup may do other work between the two (see
+    /// [`Reservations::floor_pos_during`]).
+    #[inline]
+    fn request(&self) {
+        prefetch((&self.len as *const usize).cast());
+        (0..LEAF / LINE).for_each(|k| prefetch((&self.bases[k * LINE] as *const usize).cast()));
+    }
+
+    /// The number of bases at most `addr` (so the floor is at one less), once the
+    /// leaf's lines were requested ([`Leaf::request`]): the marks say which line of
+    /// bases holds the floor, and a bisection of that line (a fixed number of steps,
+    /// which the standard library does without branches; the unused places hold
+    /// `usize::MAX` and so sort last) finds it.
     #[inline]
     fn rank(&self, addr: usize) -> usize {
-        // Request every line of bases now, independently of the marks (a prefetch: no
-        // instruction waits for them): when the leaf is not in the caches, the line the
-        // marks then pick is already on its way, so the marks and the bases cost one
-        // wait for memory instead of two in a row (commit at 333 334 reservations:
-        // ~490 -> ~400 ns with loads kept by `black_box`, eighth session).
-        (0..LEAF / LINE).for_each(|k| prefetch((&self.bases[k * LINE] as *const usize).cast()));
         let line = self.marks.iter().filter(|&&m| m <= addr).count();
         let lo = line * LINE;
         (lo + self.bases[lo..lo + LINE].partition_point(|&b| b <= addr)).min(self.len)
@@ -1861,7 +1870,19 @@ impl Reservations {
     /// requested for nothing.
     #[inline(always)]
     fn floor_pos(&self, addr: usize) -> Option<(Pos, u32, usize)> {
-        let p = self.dir.floor(addr)?;
+        self.floor_pos_during(addr, || {})
+    }
+
+    /// [`Reservations::floor_pos`], running `during` once the leaf's lines and the
+    /// guessed record were requested and before anything waits for them: what `during`
+    /// loads (another structure's lines) then arrives while the leaf does, instead of
+    /// before or after it.
+    #[inline(always)]
+    fn floor_pos_during(&self, addr: usize, during: impl FnOnce()) -> Option<(Pos, u32, usize)> {
+        let Some(p) = self.dir.floor(addr) else {
+            during();
+            return None;
+        };
         let l = self.dir.id(p);
         let leaf = &self.leaves[l as usize];
         let n = self.fill[l as usize] as usize;
@@ -1874,6 +1895,8 @@ impl Reservations {
                 }
             }
         }
+        leaf.request();
+        during();
         // The leaf's first base is its key, at most `addr`: the rank is at least 1.
         let i = leaf.rank(addr) - 1;
         debug_assert_eq!(n, leaf.len, "leaf length copy out of date");
@@ -2127,7 +2150,14 @@ impl Reservations {
     /// The reservation containing `addr` as a [`Slot`] (to reach its record again
     /// cheaply), or else the base of the next one.
     pub fn locate(&self, addr: usize) -> Result<Slot, Option<usize>> {
-        let Some((p, l, i)) = self.floor_pos(addr) else {
+        self.locate_during(addr, || {})
+    }
+
+    /// [`Reservations::locate`], running `during` while the leaf's lines are on their
+    /// way (see [`Reservations::floor_pos_during`]).
+    #[inline]
+    pub fn locate_during(&self, addr: usize, during: impl FnOnce()) -> Result<Slot, Option<usize>> {
+        let Some((p, l, i)) = self.floor_pos_during(addr, during) else {
             return Err(self.dir.first().map(|q| self.dir.key(q)));
         };
         let leaf = &self.leaves[l as usize];
@@ -2929,6 +2959,11 @@ mod tests {
                     if let Ok(s) = r.locate(base + len) {
                         held.push(s);
                     }
+                    // A lookup that runs other work while its leaf is on its way gives
+                    // the same answer, and runs that work once, found or not.
+                    let mut ran = 0;
+                    prop_assert_eq!(r.locate_during(base + len, || ran += 1), r.locate(base + len));
+                    prop_assert_eq!(ran, 1);
                     match op {
                         // Insert (also over an existing base: a replacement).
                         0 | 1 => {

@@ -452,13 +452,17 @@ impl<B: Backend> AddressSpace<B> {
         self.settle_warm(addr, |_| {})
     }
 
-    /// [`AddressSpace::settle`], first running `warm` on the locked book: it starts
-    /// loading what the call will need later, so those loads overlap the lookup's.
+    /// [`AddressSpace::settle`], running `warm` on the locked book while the lookup
+    /// waits for the reservation's leaf (after its lines were requested, before any is
+    /// read): `warm` starts loading what the call will need later, and whatever it must
+    /// read to know where that is arrives while the leaf does. (Run before the lookup,
+    /// `warm`'s own reads of the free space's directory and chunk came first and the
+    /// leaf's request only after them: a release at 333 334 reservations took
+    /// ~0.8–0.9 times as long with the order changed, thirteenth session.)
     fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
         let mut book = self.book.lock();
-        warm(&book);
         loop {
-            match book.reservations.locate(addr) {
+            match book.reservations.locate_during(addr, || warm(&book)) {
                 Ok(at) if book.busy.contains(&at.base()) => self.idle.wait(&mut book),
                 Ok(at) => return (book, Some(at)),
                 Err(_) => return (book, None),
