@@ -734,7 +734,8 @@ typedef SIZE_T *PSIZE_T;
 #define MEM_WRITE_WATCH 2097152
 
 /**
- * `MEM_PHYSICAL` (0x400000): an AWE region (only as `MEM_PHYSICAL | MEM_RESERVE`).
+ * `MEM_PHYSICAL` (0x400000): an AWE region (only as `MEM_PHYSICAL | MEM_RESERVE`, with
+ * `PAGE_READWRITE`).
  */
 #define MEM_PHYSICAL 4194304
 

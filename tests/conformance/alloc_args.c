@@ -75,6 +75,22 @@ static void run(void)
         }
     }
 
+    /* MEM_PHYSICAL|MEM_RESERVE (an AWE region): PAGE_READWRITE only (Microsoft's
+     * VirtualAlloc documentation); any other protection is 87 */
+    {
+        static const struct named other[] = {
+            {PAGE_NOACCESS, "NOACCESS"},
+            {PAGE_READONLY, "READONLY"},
+            {PAGE_EXECUTE_READWRITE, "EXECUTE_READWRITE"},
+            {PAGE_READWRITE | PAGE_NOCACHE, "READWRITE|NOCACHE"},
+        };
+        char label[80];
+        for (i = 0; i < sizeof other / sizeof other[0]; i++) {
+            snprintf(label, sizeof label, "physical reserve prot %s", other[i].name);
+            van(label, 0x10000, MEM_PHYSICAL | MEM_RESERVE, other[i].v);
+        }
+    }
+
     /* MEM_LARGE_PAGES: needs RESERVE|COMMIT and multiples of the large-page size */
     van("large RESERVE only 2M", 0x200000, MEM_LARGE_PAGES | MEM_RESERVE, PAGE_READWRITE);
     van("large COMMIT only 2M", 0x200000, MEM_LARGE_PAGES | MEM_COMMIT, PAGE_READWRITE);

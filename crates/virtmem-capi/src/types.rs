@@ -64,7 +64,8 @@ pub const MEM_RESET: DWORD = 0x80000;
 pub const MEM_TOP_DOWN: DWORD = 0x100000;
 /// `MEM_WRITE_WATCH` (0x200000): track writes to a reservation (`GetWriteWatch`).
 pub const MEM_WRITE_WATCH: DWORD = 0x200000;
-/// `MEM_PHYSICAL` (0x400000): an AWE region (only as `MEM_PHYSICAL | MEM_RESERVE`).
+/// `MEM_PHYSICAL` (0x400000): an AWE region (only as `MEM_PHYSICAL | MEM_RESERVE`, with
+/// `PAGE_READWRITE`).
 pub const MEM_PHYSICAL: DWORD = 0x400000;
 /// `MEM_RESET_UNDO` (0x1000000): undo a `MEM_RESET` if the data survived.
 pub const MEM_RESET_UNDO: DWORD = 0x1000000;

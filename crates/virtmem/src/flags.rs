@@ -20,7 +20,8 @@ bitflags! {
         const TOP_DOWN = 0x10_0000;
         /// `MEM_WRITE_WATCH`: track writes for `GetWriteWatch`.
         const WRITE_WATCH = 0x20_0000;
-        /// `MEM_PHYSICAL`: AWE region (accepted only as `MEM_PHYSICAL | MEM_RESERVE`).
+        /// `MEM_PHYSICAL`: AWE region (accepted only as `MEM_PHYSICAL | MEM_RESERVE`, and only
+        /// with `PAGE_READWRITE`).
         const PHYSICAL = 0x40_0000;
         /// `MEM_RESET_UNDO`: undo a previous `MEM_RESET` if the data survived.
         const RESET_UNDO = 0x100_0000;

@@ -148,6 +148,11 @@ pub(crate) fn alloc_request(
     };
     // 2. the protection, even for MEM_RESET and MEM_RESET_UNDO.
     let protect = check_protect(protect)?;
+    // An AWE region (`MEM_PHYSICAL | MEM_RESERVE`) is read-write only: Microsoft's
+    // VirtualAlloc documentation says its page protection must be PAGE_READWRITE.
+    if ty.contains(T::PHYSICAL) && protect != Protection::READWRITE {
+        return Err(Error::InvalidParameter);
+    }
     // 3. the address range.
     let top = limits.end_address;
     let span_checked = |address: usize| -> Result<Range<usize>> {
@@ -392,6 +397,11 @@ mod tests {
                 Err(Error::InvalidParameter),
                 "{bits:#x}"
             );
+        }
+        // MEM_PHYSICAL | MEM_RESERVE takes PAGE_READWRITE alone.
+        for q in [0x01, 0x02, 0x40, 0x204] {
+            let q = Protection::from_bits_retain(q);
+            assert_eq!(alloc_request(0x10000, 0x1000, t(0x402000), q, &limits()), Err(Error::InvalidParameter));
         }
     }
 

@@ -22,6 +22,7 @@ const MEM_PHYSICAL: u32 = 0x40_0000;
 const MEM_RESET_UNDO: u32 = 0x100_0000;
 const MEM_LARGE_PAGES: u32 = 0x2000_0000;
 const PAGE_NOACCESS: u32 = 0x01;
+const PAGE_READWRITE: u32 = 0x04;
 const PAGE_GUARD: u32 = 0x100;
 const PAGE_NOCACHE: u32 = 0x200;
 const PAGE_WRITECOMBINE: u32 = 0x400;
@@ -220,6 +221,10 @@ impl Model {
         }
         let kind = alloc_kind(ty).ok_or(InvalidParameter)?;
         if !valid_protect(prot) {
+            return Err(InvalidParameter);
+        }
+        // An AWE reservation is read-write only.
+        if ty & MEM_PHYSICAL != 0 && prot != PAGE_READWRITE {
             return Err(InvalidParameter);
         }
         let span = |address: usize| -> Result<(usize, usize), Error> {

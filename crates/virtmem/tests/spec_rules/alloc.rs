@@ -133,6 +133,29 @@ backend_tests! {
         assert_eq!(fx.snapshot(), before);
     }
 
+    /// MEM_PHYSICAL|MEM_RESERVE (an AWE region) takes PAGE_READWRITE and nothing else:
+    /// any other valid protection, a modifier on PAGE_READWRITE included, → 87 and no
+    /// reservation. The spec is silent; Microsoft's VirtualAlloc, VirtualAllocEx and
+    /// VirtualAlloc2 documentation says the page protection must be PAGE_READWRITE.
+    fn physical_reserve_needs_readwrite(fx: &Fx) {
+        let before = fx.snapshot();
+        for p in valid_protections().into_iter().filter(|&p| p != PAGE_READWRITE) {
+            for (ty, addr) in [
+                (MEM_PHYSICAL | MEM_RESERVE, 0),
+                (MEM_PHYSICAL | MEM_RESERVE, fx.w + 2 * G),
+            ] {
+                assert_eq!(code(&fx.alloc(addr, G, ty, p)), 87, "protect {p:#x} at {addr:#x}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.space.stats().reservations, 0);
+        // An invalid protection is 87 as before; PAGE_READWRITE works, NULL or fixed.
+        assert_eq!(code(&fx.alloc(0, G, MEM_PHYSICAL | MEM_RESERVE, 0)), 87);
+        let a = fx.alloc(0, G, MEM_PHYSICAL | MEM_RESERVE, PAGE_READWRITE).unwrap();
+        assert_eq!(fx.q(a).allocation_protect.bits(), PAGE_READWRITE);
+        assert_eq!(fx.alloc(fx.w + 2 * G, G, MEM_PHYSICAL | MEM_RESERVE, PAGE_READWRITE), Ok(fx.w + 2 * G));
+    }
+
     /// Rule 3: addresses below 0x10000, past the top of user space or wrapping → 87;
     /// a size that can never fit → 87.
     fn address_range_checks(fx: &Fx) {
