@@ -10,6 +10,7 @@ mod constants;
 mod free;
 mod guard;
 mod lock;
+mod process_copy;
 mod protect;
 mod query;
 mod reset;

@@ -330,6 +330,25 @@ backend_tests! {
         fx.write(a + 3 * P, &[5]);
         assert_eq!(dirty(fx, 0, a, 4 * P, 8), vec![a + P, a + 2 * P, a + 3 * P]);
     }
+
+    /// `write_watch_pages` (what a caller sizes its `addresses` array by) accepts exactly
+    /// the ranges GetWriteWatch accepts, counts every page the range touches, and neither
+    /// reads nor resets the dirty state.
+    fn write_watch_pages_counts_what_get_write_watch_accepts(fx: &Fx) {
+        let s = &*fx.space;
+        let a = fx.alloc(fx.w, 6 * P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+        fx.commit(a, 2 * P, PAGE_READWRITE);
+        let plain = fx.reserve_commit(G, 4 * P, PAGE_READWRITE);
+        fx.write(a + P, &[1]);
+        assert_eq!(s.write_watch_pages(a, 6 * P), Ok(6), "reserved pages count too");
+        assert_eq!(s.write_watch_pages(a + P - 1, 2), Ok(2), "two bytes across a page boundary");
+        assert_eq!(s.write_watch_pages(a + 5 * P + 1, P - 1), Ok(1));
+        for (base, size) in [(a, 0), (a, 6 * P + 1), (a + 5 * P, 2 * P), (plain, P), (fx.w + 4 * G, P)] {
+            assert_eq!(code(&s.write_watch_pages(base, size)), 87, "{base:#x}+{size:#x}");
+            assert_eq!(last_error_of(gww(fx, 0, base, size, 8, 8).0), 87, "GetWriteWatch agrees at {base:#x}+{size:#x}");
+        }
+        assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a + P], "the count reset nothing");
+    }
 }
 
 /// As [`mem_reset_keeps_written_pages_written`], on a simulated space whose resets drop
