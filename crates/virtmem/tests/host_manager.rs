@@ -323,6 +323,44 @@ fn win32_errors_map_to_hresult_from_win32() {
     assert_eq!(used(&m), 0);
 }
 
+/// Calls on the host's own reservation whose range the reservation does not hold are
+/// ERROR_INVALID_ADDRESS as Win32 has them (the space itself says the same), as
+/// HRESULT_FROM_WIN32: a MEM_RESET running past its end, a whole-allocation decommit
+/// (size 0) not at its base, a protect running past its end. Nothing changes, nothing is
+/// charged or refunded, and the manager stays usable (no inconsistency is seen).
+#[test]
+fn ranges_the_reservation_does_not_hold_are_invalid_address_and_change_nothing() {
+    let (space, m) = host(1 << 20);
+    let base = m.virtual_alloc(0, 8 * P, RESERVE, RW, TASK).unwrap();
+    m.virtual_alloc(base, 8 * P, COMMIT, RW, TASK).unwrap();
+    space.write(base + 7 * P, b"data").unwrap();
+    let after = m.virtual_alloc(0, 16 * P, RESERVE | COMMIT, RW, TASK).unwrap();
+    assert_ne!(after, base + 8 * P, "a reservation right after would make a protect past the end legal");
+    let regions = space.regions();
+    let charged = used(&m);
+    let e487 = HostError::Win32(Error::InvalidAddress);
+    let reset = AllocationType::RESET;
+    assert_eq!(m.virtual_alloc(base + 7 * P, 2 * P, reset, RW, TASK), Err(e487));
+    assert_eq!(space.alloc(base + 7 * P, 2 * P, reset, RW), Err(Error::InvalidAddress));
+    assert_eq!(m.virtual_free(base + P, 0, FreeType::DECOMMIT), Err(e487));
+    assert_eq!(space.free(base + P, 0, FreeType::DECOMMIT), Err(Error::InvalidAddress));
+    assert_eq!(m.virtual_protect(base + 7 * P, 2 * P, Protection::READONLY), Err(e487));
+    assert_eq!(m.virtual_protect_detailed(base + 7 * P, 2 * P, Protection::READONLY), Err((e487, None)));
+    assert_eq!(space.protect(base + 7 * P, 2 * P, Protection::READONLY), Err(Error::InvalidAddress));
+    assert_eq!(e487.hresult() as u32, 0x8007_01E7);
+    assert_eq!(space.regions(), regions);
+    assert_eq!(used(&m), charged);
+    let mut buf = [0; 4];
+    space.read(base + 7 * P, &mut buf).unwrap();
+    assert_eq!(&buf, b"data");
+    assert_eq!(m.lifecycle(), Lifecycle::Running);
+    // The same calls inside the reservation work.
+    m.virtual_alloc(base + 6 * P, 2 * P, reset, RW, TASK).unwrap();
+    assert_eq!(m.virtual_protect(base + 6 * P, 2 * P, Protection::READONLY), Ok(RW));
+    m.virtual_free(base, 0, FreeType::DECOMMIT).unwrap();
+    assert_eq!(used(&m), charged - 8 * P);
+}
+
 #[test]
 fn query_and_protect_of_own_memory_follow_win32() {
     let (_space, m) = host(1 << 20);
