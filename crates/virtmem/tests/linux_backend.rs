@@ -178,6 +178,50 @@ fn malloc_memory_is_not_ours() {
     assert_eq!(q.protect, P::READWRITE);
 }
 
+/// Memory the space did not map is never locked (a lock starting there is
+/// ERROR_INVALID_ADDRESS, an unlock ERROR_NOT_LOCKED), while free memory is
+/// ERROR_NOACCESS to a lock; accesses through the space are checked against the foreign
+/// mapping's own protection, as a CPU access would be: a read of it sees its bytes, a
+/// write to a read-only one faults at its first byte and writes nothing.
+#[test]
+fn foreign_memory_is_never_locked_and_is_accessed_as_its_mapping_allows() {
+    use virtmem::AccessKind;
+    let s = space();
+    let block = vec![0x5Au8; 256 * KB];
+    let page = (block.as_ptr() as usize + 4095) & !4095;
+    assert_eq!(s.lock(page, 4096), Err(Error::InvalidAddress));
+    assert_eq!(s.unlock(page, 4096), Err(Error::NotLocked));
+    let mut buf = [0u8; 64];
+    s.read(page + 100, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x5A));
+    s.check(page, 8 * 4096, AccessKind::Write).unwrap();
+    assert!(block.iter().all(|&b| b == 0x5A));
+
+    let ro = foreign_mapping(64 * KB);
+    s.read(ro + 4096, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    s.check_quiet(ro, 64 * KB, AccessKind::Read).unwrap();
+    let e = s.write(ro + 8, &[1, 2]).unwrap_err();
+    assert_eq!(e, Error::AccessViolation { address: ro + 8, access: AccessKind::Write });
+    assert_eq!(
+        s.check(ro, 16, AccessKind::Execute),
+        Err(Error::AccessViolation { address: ro, access: AccessKind::Execute })
+    );
+    assert_eq!(s.lock(ro, 4096), Err(Error::InvalidAddress));
+    // SAFETY: the mapping is this test's own; reading its first bytes is in bounds.
+    assert_eq!(unsafe { std::ptr::read_volatile((ro + 8) as *const u16) }, 0);
+    // SAFETY: unmaps the mapping this test made.
+    unsafe { libc::munmap(ro as *mut libc::c_void, 64 * KB) };
+
+    // Free memory (a reservation just released): no access, not "not ours".
+    let base = s.alloc(0, 64 * KB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+    if s.query(base).unwrap().state == MemState::Free {
+        assert_eq!(s.lock(base, 4096), Err(Error::NoAccess));
+        assert_eq!(s.unlock(base, 4096), Err(Error::NotLocked));
+    }
+}
+
 #[test]
 fn query_never_calls_foreign_memory_free() {
     let s = space();
