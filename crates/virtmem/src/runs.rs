@@ -2451,6 +2451,36 @@ mod tests {
         assert!(!b.lend_avoided(&(20 * K..21 * K), &mut lent));
     }
 
+    /// The avoided ranges to check with the backend leave out the backend's room (which
+    /// stays avoided whatever is there); of those, only the parts found vacant become
+    /// free again, however the vacant ranges overlap, and the rest stays avoided.
+    #[test]
+    fn only_the_vacated_parts_of_avoided_ranges_become_free() {
+        const K: usize = 1 << 16;
+        let mut b = Book::new(0..64 * K);
+        b.room = vec![20 * K..24 * K];
+        b.avoid(10 * K..30 * K);
+        assert_eq!(b.avoided, [10 * K..30 * K]);
+        assert_eq!(b.unavoidable(), [10 * K..20 * K, 24 * K..30 * K], "the room is not asked about");
+        assert_eq!(b.avoided_checked, 1);
+        // Nothing vacant: nothing changes.
+        assert!(!b.unavoid(&[40 * K..50 * K]));
+        assert_eq!(b.avoided, [10 * K..30 * K]);
+        assert_eq!(b.free.gaps(), [(0, 10 * K), (30 * K, 64 * K)]);
+        // Two vacant ranges, unsorted, the second inside the first.
+        assert!(b.unavoid(&[13 * K..15 * K, 12 * K..16 * K]));
+        assert_eq!(b.avoided, [10 * K..12 * K, 16 * K..30 * K]);
+        assert_eq!(b.free.gaps(), [(0, 10 * K), (12 * K, 16 * K), (30 * K, 64 * K)]);
+        // Vacant ranges at both ends of one avoided range and across two of them.
+        assert!(b.unavoid(&[9 * K..11 * K, 28 * K..31 * K]));
+        assert_eq!(b.avoided, [11 * K..12 * K, 16 * K..28 * K]);
+        assert_eq!(b.free.gaps(), [(0, 11 * K), (12 * K, 16 * K), (28 * K, 64 * K)]);
+        assert!(b.unavoid(&[11 * K..17 * K]));
+        assert_eq!(b.avoided, [17 * K..28 * K]);
+        assert_eq!(b.free.gaps(), [(0, 17 * K), (28 * K, 64 * K)]);
+        assert_eq!(b.avoided_checked, 1);
+    }
+
     #[test]
     fn runmap_split_and_coalesce() {
         let mut m = RunMap::new(0..100, 0u8);
