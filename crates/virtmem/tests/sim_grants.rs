@@ -104,6 +104,47 @@ fn granted_writes_are_watched() {
     assert_eq!(watch(false), Vec::<usize>::new());
 }
 
+/// A change spanning more blocks than the backend has grant slots (16 MiB, 256 blocks)
+/// takes back the grants of every block it touches, whichever slots they sit in, and
+/// leaves the grants of blocks outside it.
+#[test]
+fn a_change_over_more_blocks_than_grant_slots_takes_back_every_grant() {
+    const MB: usize = 1 << 20;
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, 17 * MB, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    // One write in each block grants it.
+    let blocks: Vec<usize> = (0..17 * MB / G).map(|b| a + b * G + 8).collect();
+    let write_all = |v: u8| {
+        for &x in &blocks {
+            s.write(x, &[v]).unwrap();
+        }
+    };
+    write_all(1);
+    let inside = |x: &&usize| **x < a + 16 * MB;
+    s.protect(a, 16 * MB, Pr::READONLY).unwrap();
+    for &x in blocks.iter().filter(inside) {
+        assert_eq!(s.write(x, &[2]), Err(av(x, AccessKind::Write)));
+        let mut b = [0];
+        s.read(x, &mut b).unwrap();
+        assert_eq!(b, [1], "{x:#x}");
+    }
+    for &x in blocks.iter().filter(|x| !inside(x)) {
+        s.write(x, &[3]).unwrap();
+    }
+    s.protect(a, 16 * MB, Pr::READWRITE).unwrap();
+    write_all(4);
+    s.free(a, 16 * MB, FreeType::DECOMMIT).unwrap();
+    for &x in blocks.iter().filter(inside) {
+        assert_eq!(s.read(x, &mut [0]), Err(av(x, AccessKind::Read)));
+    }
+    let mut b = [0];
+    s.read(a + 16 * MB + 8, &mut b).unwrap();
+    assert_eq!(b, [4]);
+    s.free(a, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(s.read(a + 16 * MB + 8, &mut [0]), Err(av(a + 16 * MB + 8, AccessKind::Read)));
+    assert_eq!(s.backend().stored_pages(), 0);
+}
+
 #[test]
 fn a_discarding_reset_is_seen_through_a_grant() {
     let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
