@@ -188,3 +188,25 @@ fn an_unaligned_foreign_mapping_is_read_as_whole_pages_and_walks_end() {
         ]
     );
 }
+
+/// A reserve at an address over an avoided range borrows that range only for the call:
+/// when the commit it asks for would pass the commit limit (1455), nothing is reserved
+/// and the range is avoided again, so placement still does not pick it by itself, while
+/// a reserve at that address still works.
+#[test]
+fn a_reserve_over_an_avoided_range_refused_by_the_commit_limit_leaves_it_avoided() {
+    let s = AddressSpace::with_backend(Crowded::with_space(16 * GRANULE));
+    s.backend().map(GRANULE..2 * GRANULE);
+    assert_eq!(reserve(&s), Ok(2 * GRANULE));
+    s.backend().unmap(GRANULE);
+    s.set_commit_limit(Some(0x1000));
+    let regions = s.regions();
+    assert_eq!(s.alloc(GRANULE, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE), Err(Error::CommitmentLimit));
+    assert_eq!(s.alloc(GRANULE, 0x2000, T::COMMIT, P::READWRITE), Err(Error::InvalidAddress), "not reserved");
+    assert_eq!(s.regions(), regions);
+    assert_eq!((s.committed_bytes(), s.reserved_bytes()), (0, GRANULE));
+    assert_eq!(reserve(&s), Ok(3 * GRANULE), "placement still avoids the range");
+    assert_eq!(s.alloc(GRANULE, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE), Err(Error::CommitmentLimit));
+    assert_eq!(s.alloc(GRANULE, 0x1000, T::RESERVE | T::COMMIT, P::READWRITE), Ok(GRANULE));
+    assert_eq!(s.committed_bytes(), 0x1000);
+}
