@@ -503,6 +503,40 @@ fn a_cached_large_block_the_space_will_not_release_stays_cached() {
     assert_eq!(m.stats().heap_reservations, 0);
 }
 
+/// Spec, IHostMalloc: a failed call changes nothing. A large block too big to keep for
+/// reuse is released by its Free; when the space refuses that release, the Free fails
+/// and the block is still live: in the heap's counts, in the leak report with its
+/// DebugAlloc site, charged, and usable; a later Free of it succeeds.
+#[test]
+fn a_large_block_whose_release_the_space_refuses_stays_live() {
+    use virtmem::backend::faulty::Faulty;
+    use virtmem::{AddressSpace, SimBackend};
+    let space = Arc::new(AddressSpace::with_backend(Faulty::new(SimBackend::default())));
+    let m = started(space.clone(), 64 << 20, Duration::ZERO);
+    let heap = m.create_malloc(MallocType::empty()).unwrap();
+    let size = 2 << 20;
+    let big = heap.debug_alloc(size, TASK, "loader.cpp", 31).unwrap();
+    space.write(big + size - 4, b"live").unwrap();
+    let (stats, used) = (heap.stats(), m.stats().budget.used);
+    space.backend().arm(1);
+    assert_eq!(heap.free(big), Err(HostError::OutOfMemory));
+    assert!(space.backend().fired(), "the release was refused");
+    let st = heap.stats();
+    assert_eq!((st.live_blocks, st.committed, st.cached, st.debug_blocks), (stats.live_blocks, stats.committed, 0, 1));
+    assert_eq!(m.stats().budget.used, used);
+    let leaks = heap.leaks();
+    assert_eq!(leaks.len(), 1);
+    assert_eq!((leaks[0].address, leaks[0].size, leaks[0].file.as_str(), leaks[0].line), (big, size, "loader.cpp", 31));
+    let mut b = [0; 4];
+    space.read(big + size - 4, &mut b).unwrap();
+    assert_eq!(&b, b"live");
+    heap.free(big).unwrap();
+    assert!(heap.leaks().is_empty());
+    assert_eq!((heap.stats().live_blocks, heap.stats().committed), (0, 0));
+    assert_eq!(m.stats().budget.used, 0);
+    assert_eq!(heap.free(big), Err(HostError::InvalidOperation), "freed once");
+}
+
 #[test]
 fn a_segment_released_behind_the_hosts_back_makes_free_fail_once_then_disables() {
     use virtmem::host::Lifecycle;
