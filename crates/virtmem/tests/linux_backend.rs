@@ -222,6 +222,30 @@ fn foreign_memory_is_never_locked_and_is_accessed_as_its_mapping_allows() {
     }
 }
 
+/// A foreign mapping is reported with the Win32 protection of its access, executable
+/// ones included, as its own allocation (private, committed).
+#[test]
+fn foreign_executable_mappings_report_their_protection() {
+    let s = space();
+    for (prot, want) in [
+        (libc::PROT_EXEC, P::EXECUTE),
+        (libc::PROT_READ | libc::PROT_EXEC, P::EXECUTE_READ),
+        (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, P::EXECUTE_READWRITE),
+    ] {
+        // SAFETY: a fresh anonymous mapping of this test's own, placed by the kernel.
+        let p =
+            unsafe { libc::mmap(std::ptr::null_mut(), 64 * KB, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        let a = p as usize;
+        let q = s.query(a + 4096).unwrap();
+        assert_eq!((q.state, q.protect, q.allocation_protect), (MemState::Commit, want, want), "prot {prot:#x}");
+        assert_eq!((q.base_address, q.mem_type), (a + 4096, Some(MemType::Private)));
+        assert!(q.base_address + q.region_size >= a + 64 * KB, "the region runs to the mapping's end at least");
+        // SAFETY: unmaps the mapping made above.
+        unsafe { libc::munmap(p, 64 * KB) };
+    }
+}
+
 #[test]
 fn query_never_calls_foreign_memory_free() {
     let s = space();
