@@ -103,3 +103,28 @@ backend_tests! {
         assert_eq!(fx.snapshot(), before);
     }
 }
+
+/// In a `MEM_LARGE_PAGES` allocation, whose protection changes by whole large pages only,
+/// `with_code_writable` makes the large pages the copy touches writable (not just its 4 KiB
+/// pages, which the space would refuse with 87) and restores them. (Simulated: the Linux
+/// backend rarely has large pages to give.)
+#[test]
+fn sim_writes_into_large_page_code_change_whole_large_pages() {
+    let fx = Fx::sim();
+    let s = &*fx.space;
+    let lp = s.system_info().large_page_size;
+    assert!(lp > 0);
+    let a = fx.alloc(0, 3 * lp, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_EXECUTE_READ).unwrap();
+    assert_eq!(code(&fx.space.protect(a, P, Protection::READWRITE)), 87, "no 4 KiB change in large pages");
+    let before = walk(s, a..a + 3 * lp);
+    let r = win32::with_code_writable(s, a + 2 * lp - 2, 4, || {
+        let q = fx.q(a);
+        assert_eq!((q.protect, q.region_size), (Protection::EXECUTE_READ, lp), "the first is not touched");
+        let q = fx.q(a + lp);
+        assert_eq!((q.protect, q.region_size), (Protection::EXECUTE_READWRITE, 2 * lp), "the two touched");
+        s.write(a + 2 * lp - 2, &[1, 2, 3, 4])
+    });
+    assert_eq!(r, Ok(Ok(())));
+    assert_eq!(walk(s, a..a + 3 * lp), before);
+    assert_eq!(fx.read_vec(a + 2 * lp - 3, 6), [0, 1, 2, 3, 4, 0]);
+}
