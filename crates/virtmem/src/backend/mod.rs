@@ -350,3 +350,142 @@ pub trait Backend: Send + Sync {
         Some(self.foreign(address, limit))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    const P: usize = 4096;
+
+    /// A backend that only keeps the access of each page, checks that every change
+    /// starts from the access the page really has, and fails its `fail_at`-th
+    /// `set_access` or `release` (1-based; 0 for never). Everything else is unused.
+    #[derive(Default)]
+    struct Model {
+        pages: Mutex<BTreeMap<usize, Access>>,
+        discarded: Mutex<Vec<Range<usize>>>,
+        released: Mutex<Option<Range<usize>>>,
+        calls: AtomicUsize,
+        fail_at: usize,
+    }
+
+    impl Model {
+        fn new(fail_at: usize, runs: &[(Range<usize>, Access)]) -> Model {
+            let m = Model { fail_at, ..Model::default() };
+            for page in (0..8 * P).step_by(P) {
+                let a = runs.iter().find(|(r, _)| r.contains(&page)).map_or(Access::None, |(_, a)| *a);
+                m.pages.lock().unwrap().insert(page, a);
+            }
+            m
+        }
+        fn failing(&self) -> bool {
+            self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at
+        }
+        fn pages(&self) -> BTreeMap<usize, Access> {
+            self.pages.lock().unwrap().clone()
+        }
+    }
+
+    impl Backend for Model {
+        fn limits(&self) -> Limits {
+            Limits { min_address: 0, end_address: 8 * P, large_page_size: 0 }
+        }
+        fn reserve(&self, _: Range<usize>, _: ReserveOptions) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn release(&self, range: Range<usize>, _: ReserveOptions) -> Result<(), BackendError> {
+            if self.failing() {
+                return Err(BackendError::OutOfMemory);
+            }
+            *self.released.lock().unwrap() = Some(range);
+            Ok(())
+        }
+        fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+            if self.failing() {
+                return Err(BackendError::OutOfMemory);
+            }
+            let mut pages = self.pages.lock().unwrap();
+            for page in range.step_by(P) {
+                let now = pages.insert(page, to).unwrap();
+                assert_eq!(now, from, "page {page:#x} changed from an access it does not have");
+            }
+            Ok(())
+        }
+        fn discard(&self, range: Range<usize>) {
+            self.discarded.lock().unwrap().push(range);
+        }
+        fn reset(&self, _: Range<usize>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn reset_undo(&self, _: Range<usize>) -> Result<bool, BackendError> {
+            unreachable!()
+        }
+        fn lock(&self, _: Range<usize>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn unlock(&self, _: Range<usize>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn read(&self, _: usize, _: &mut [u8]) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn write(&self, _: usize, _: &[u8]) -> Result<(), BackendError> {
+            unreachable!()
+        }
+        fn dirty_pages(&self, _: Range<usize>, _: usize, _: bool) -> Result<Vec<usize>, BackendError> {
+            unreachable!()
+        }
+        fn clear_dirty(&self, _: Range<usize>) -> Result<(), BackendError> {
+            unreachable!()
+        }
+    }
+
+    /// The default `release_committed` is atomic: whichever of its steps fails (each
+    /// run's change to no access, then the release), every run has its access back and
+    /// nothing is released; when none fails, every page is inaccessible and the whole
+    /// range released.
+    #[test]
+    fn default_release_committed_undoes_every_step_on_failure() {
+        let runs = [(0..2 * P, Access::ReadWrite), (3 * P..4 * P, Access::Read), (5 * P..6 * P, Access::ExecuteRead)];
+        for fail_at in 1..=4 {
+            let m = Model::new(fail_at, &runs);
+            let before = m.pages();
+            let r = m.release_committed(0..8 * P, ReserveOptions::default(), &runs);
+            assert_eq!(r, Err(BackendError::OutOfMemory), "step {fail_at}");
+            assert_eq!(m.pages(), before, "step {fail_at} failing left a run changed");
+            assert_eq!(*m.released.lock().unwrap(), None);
+        }
+        let m = Model::new(0, &runs);
+        m.release_committed(0..8 * P, ReserveOptions::default(), &runs).unwrap();
+        assert!(m.pages().values().all(|&a| a == Access::None));
+        assert_eq!(*m.released.lock().unwrap(), Some(0..8 * P));
+    }
+
+    /// The default `decommit` is atomic too: a failing change of a run's access puts
+    /// back the runs changed before it and discards nothing; runs already inaccessible
+    /// take no change; on success every run is inaccessible and discarded.
+    #[test]
+    fn default_decommit_undoes_every_step_on_failure() {
+        let runs = [
+            (0..P, Access::ReadWrite),
+            (P..2 * P, Access::None),
+            (2 * P..4 * P, Access::Read),
+            (4 * P..5 * P, Access::Execute),
+        ];
+        for fail_at in 1..=3 {
+            let m = Model::new(fail_at, &runs);
+            let before = m.pages();
+            assert_eq!(m.decommit(&runs), Err(BackendError::OutOfMemory), "step {fail_at}");
+            assert_eq!(m.pages(), before, "step {fail_at} failing left a run changed");
+            assert!(m.discarded.lock().unwrap().is_empty());
+        }
+        let m = Model::new(0, &runs);
+        m.decommit(&runs).unwrap();
+        assert_eq!(m.calls.load(Ordering::SeqCst), 3, "one change per accessible run");
+        assert!(m.pages().values().all(|&a| a == Access::None));
+        assert_eq!(*m.discarded.lock().unwrap(), runs.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>());
+    }
+}
