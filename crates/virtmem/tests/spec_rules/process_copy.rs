@@ -102,6 +102,23 @@ backend_tests! {
         assert_eq!(win32::with_code_writable(s, a, usize::MAX, || fx.q(a).protect), Ok(Protection::EXECUTE_READ));
         assert_eq!(fx.snapshot(), before);
     }
+
+    /// Code made writable for a copy keeps its caching modifier (PAGE_WRITECOMBINE, which
+    /// is the page's, not the allocation's) during the copy, and gets its own protection
+    /// back after it.
+    fn code_made_writable_keeps_its_caching_modifier(fx: &Fx) {
+        let s = &*fx.space;
+        let a = fx.reserve_commit(0, 2 * P, PAGE_READWRITE);
+        fx.protect(a, 2 * P, PAGE_EXECUTE_READ | PAGE_WRITECOMBINE).unwrap();
+        let r = win32::with_code_writable(s, a + 10, 2, || {
+            assert_eq!(fx.q(a).protect, Protection::EXECUTE_READWRITE | Protection::WRITECOMBINE);
+            s.write(a + 10, &[5, 6])
+        });
+        assert_eq!(r, Ok(Ok(())));
+        let q = fx.q(a);
+        assert_eq!((q.protect, q.region_size), (Protection::EXECUTE_READ | Protection::WRITECOMBINE, 2 * P));
+        assert_eq!(fx.read_vec(a + 9, 4), [0, 5, 6, 0]);
+    }
 }
 
 /// In a `MEM_LARGE_PAGES` allocation, whose protection changes by whole large pages only,
