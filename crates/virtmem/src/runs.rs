@@ -2455,6 +2455,7 @@ mod tests {
     /// stays avoided whatever is there); of those, only the parts found vacant become
     /// free again, however the vacant ranges overlap, and the rest stays avoided.
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // (lists of ranges that hold one range)
     fn only_the_vacated_parts_of_avoided_ranges_become_free() {
         const K: usize = 1 << 16;
         let mut b = Book::new(0..64 * K);
