@@ -333,7 +333,9 @@ pub fn VirtualProtect<S: VirtualSpace + ?Sized>(
 }
 
 /// `GetWriteWatch`: 0 on success, `u32::MAX` with the last error set. `addresses` holds
-/// room for `*count` entries (its length caps the count).
+/// room for `*count` entries (its length caps the count); `None` is a NULL array, and an
+/// empty slice with `*count` > 0 is an array with no room: both fail with
+/// `ERROR_NOACCESS` (998), where Windows would fault writing the first address.
 pub fn GetWriteWatch<S: VirtualSpace + ?Sized>(
     space: &S,
     flags: u32,

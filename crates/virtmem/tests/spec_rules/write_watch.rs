@@ -81,6 +81,10 @@ backend_tests! {
         // 4. addresses NULL → 998, even with a bad range.
         assert_eq!(call(0, a, P, None, Some(&mut n), Some(&mut gran)), 998);
         assert_eq!(call(0, a, 0, None, Some(&mut n), Some(&mut gran)), 998);
+        // An array with no room (an empty slice) is one Windows could not write: 998 too,
+        // and the dirty page it would have reported stays dirty.
+        assert_eq!(call(0, a, P, Some(&mut []), Some(&mut n), Some(&mut gran)), 998);
+        assert_eq!(call(win32::WRITE_WATCH_FLAG_RESET, a, P, Some(&mut []), Some(&mut n), Some(&mut gran)), 998);
         // 5. the range.
         for (base, size, what) in [
             (a, 0, "size 0"),
