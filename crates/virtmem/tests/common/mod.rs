@@ -59,10 +59,7 @@ impl Fx {
     /// parallel never take each other's addresses.
     #[cfg(all(target_os = "linux", not(miri)))]
     pub fn linux() -> Fx {
-        let w = linux::window(WINDOW);
-        let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
-        let space = virtmem::AddressSpace::with_backend(linux::Confined::new(backend, w..w + WINDOW, false));
-        Fx { space: Arc::new(space), w, kind: Kind::Linux }
+        Fx::linux_confined(false)
     }
 
     /// A fresh Linux space whose whole user range is a window of its own (its lowest and
@@ -70,9 +67,16 @@ impl Fx {
     /// memory the test may use.
     #[cfg(all(target_os = "linux", not(miri)))]
     pub fn linux_whole_window() -> Fx {
+        Fx::linux_confined(true)
+    }
+
+    /// A Linux space confined to a fresh window; `whole`: the window is its whole user
+    /// range (see [`linux::Confined::new`]).
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn linux_confined(whole: bool) -> Fx {
         let w = linux::window(WINDOW);
         let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
-        let space = virtmem::AddressSpace::with_backend(linux::Confined::new(backend, w..w + WINDOW, true));
+        let space = virtmem::AddressSpace::with_backend(linux::Confined::new(backend, w..w + WINDOW, whole));
         Fx { space: Arc::new(space), w, kind: Kind::Linux }
     }
 
