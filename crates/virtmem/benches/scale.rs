@@ -113,7 +113,7 @@ fn query_1e5(c: &mut Criterion) {
     let mut run = |name: &str, m: &dyn Mem| {
         let bases = populate(m, N, false);
         let mut rng = Rng::new(7);
-        let addrs: Vec<usize> = (0..4096).map(|_| bases[rng.below(N)] + rng.below(2 * GRANULE)).collect();
+        let addrs = common::query_addrs(&bases, &mut rng);
         let mut i = 0;
         g.bench_function(name, |b| {
             b.iter(|| {
