@@ -1373,7 +1373,7 @@ const PLACE_MASK: usize = (1 << PLACE_BITS) - 1;
 /// block is [`LEAF_BLOCK`] bytes aligned to its size and never moves; the first block of
 /// a store instead starts with room for one leaf and doubles as it fills (as a vector
 /// does, moving its leaves), so that a small space holds only what it uses, not 2 MiB of
-/// address space and commit charge.
+/// address space and commit charge, until its last doubling makes it full-size.
 struct LeafBlock {
     /// The allocation; its first `len` leaves are initialised.
     ptr: std::ptr::NonNull<Leaf>,
@@ -1449,12 +1449,22 @@ impl LeafBlock {
         self.len += 1;
     }
 
-    /// Double a growing block's room (at most [`PER_BLOCK`]), moving its leaves.
+    /// Double a growing block's room (at most [`PER_BLOCK`]), moving its leaves. The
+    /// last doubling makes it a full-size block, aligned and advised as
+    /// [`LeafBlock::full`] makes one: a space that needs that many leaves takes the 2 MiB
+    /// either way, and its first leaves then share one TLB entry as the later blocks' do.
     fn grow(&mut self) {
         debug_assert!(!self.full && self.cap < PER_BLOCK);
         let old = self.layout();
         let cap = (2 * self.cap).min(PER_BLOCK);
-        let ptr = Self::alloc(std::alloc::Layout::array::<Leaf>(cap).expect("leaf array layout"));
+        let full = cap == PER_BLOCK;
+        let ptr = if full {
+            let ptr = Self::alloc(Self::full_layout());
+            advise_huge(ptr.as_ptr().cast(), LEAF_BLOCK);
+            ptr
+        } else {
+            Self::alloc(std::alloc::Layout::array::<Leaf>(cap).expect("leaf array layout"))
+        };
         // SAFETY: the first `len` leaves of the old allocation are initialised; the new
         // one has room for `cap` > `len` leaves and does not overlap it. The leaves are
         // moved bit for bit, so the old allocation is then freed without dropping them.
@@ -1462,7 +1472,7 @@ impl LeafBlock {
             std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), self.len);
             std::alloc::dealloc(self.ptr.as_ptr().cast(), old);
         }
-        (self.ptr, self.cap) = (ptr, cap);
+        (self.ptr, self.cap, self.full) = (ptr, cap, full);
     }
 
     /// Drop the leaves from `n` on.
@@ -1501,14 +1511,15 @@ fn advise_huge(_: *mut u8, _: usize) {}
 /// The leaves of a [`Reservations`] by number, in blocks of [`PER_BLOCK`] aligned to
 /// [`LEAF_BLOCK`] bytes: leaf `l` is the `l & PLACE_MASK`-th of block `l >> PLACE_BITS`
 /// (so the numbers in use are not consecutive past the first block; see [`PLACE_BITS`]).
-/// Every block but the first is advised to be a transparent huge page: at 10^6
+/// Every full-size block is advised to be a transparent huge page: at 10^6
 /// reservations the leaves (which hold the records) take ~106 MB, and a random lookup's
 /// leaf lines and record then need one TLB entry among ~51 instead of one or two among
 /// ~26 000 pages, more than the TLB holds (each miss a page walk, two-dimensional on a
-/// virtual machine). The first block is left to 4 KiB pages and grows as a vector does
+/// virtual machine). The first block starts on 4 KiB pages and grows as a vector does
 /// (see [`LeafBlock`]), so that a small space takes neither a whole huge page of memory
-/// nor 2 MiB of address space for a few leaves. Past the first block leaves never move: a
-/// growing store adds a block.
+/// nor 2 MiB of address space for a few leaves; its last doubling makes it a full-size
+/// block like the others. Past the first block leaves never move: a growing store adds a
+/// block.
 #[derive(Default)]
 struct LeafStore {
     blocks: Vec<LeafBlock>,
@@ -2683,7 +2694,9 @@ mod tests {
     #[test]
     fn the_first_leaf_block_grows_with_its_leaves_and_later_ones_are_full_size() {
         // A small index holds room for the leaves it has, not a full block (2 MiB outside
-        // the tests); its leaves move as it grows and keep their records.
+        // the tests); its leaves move as it grows and keep their records. Its last
+        // doubling makes it a full-size block, aligned to its size as the later ones are
+        // (so that, outside the tests, it can be one transparent huge page).
         let mut r = Reservations::default();
         r.insert(0, rec(0));
         assert_eq!((r.leaves.blocks.len(), r.leaves.blocks[0].cap, r.leaves.blocks[0].full), (1, 1, false));
@@ -2692,11 +2705,13 @@ mod tests {
             r.insert(k * 32, rec(k * 32));
             k += 1;
             let first = &r.leaves.blocks[0];
-            assert!(first.len <= first.cap && first.cap <= PER_BLOCK && !first.full);
+            assert!(first.len <= first.cap && first.cap <= PER_BLOCK);
+            assert_eq!(first.full, first.cap == PER_BLOCK);
+            assert!(r.leaves.blocks.iter().filter(|b| b.full).all(|b| b.ptr.as_ptr() as usize % LEAF_BLOCK == 0));
             assert!(r.leaves.blocks[1..].iter().all(|b| b.full && b.cap == PER_BLOCK));
             assert_eq!(r.lookup(32 * (k - 1) + 5), Lookup::Inside(32 * (k - 1)));
         }
-        assert_eq!(r.leaves.blocks[0].cap, PER_BLOCK);
+        assert_eq!((r.leaves.blocks[0].cap, r.leaves.blocks[0].full), (PER_BLOCK, true));
         assert_eq!(
             r.iter().map(|(&b, res)| (b, res.base)).collect::<Vec<_>>(),
             (0..k).map(|k| (k * 32, k * 32)).collect::<Vec<_>>()
