@@ -478,3 +478,57 @@ fn outside_no_write_after_forbid() {
         stop.store(true, Ordering::SeqCst);
     });
 }
+
+/// Enough reservations for the index's leaves to fill its first block of leaves (2 MiB,
+/// 618 leaves in release builds) and several more: the first block's last doubling makes
+/// it a full-size block and moves its leaves there, later blocks never move. Every
+/// reservation keeps its record, its page states and its contents through that, and
+/// through releases that empty leaves across the blocks.
+#[test]
+#[cfg_attr(miri, ignore)] // 60 000 reservations; the leaf store's growth runs under Miri in its unit test.
+fn tens_of_thousands_of_reservations_across_several_leaf_blocks() {
+    const N: usize = 60_000;
+    let s = SimSpace::simulated();
+    let mut bases = Vec::with_capacity(N);
+    for i in 0..N {
+        let b = s.alloc(0, G, T::RESERVE, Pr::READWRITE).unwrap();
+        s.alloc(b + (i % 16) * P, P, T::COMMIT, Pr::READWRITE).unwrap();
+        s.write(b + (i % 16) * P + 8, &(i as u64).to_le_bytes()).unwrap();
+        bases.push(b);
+    }
+    assert_eq!((s.reserved_bytes(), s.committed_bytes()), (N * G, N * P));
+    let check = |i: usize, b: usize| {
+        let page = b + (i % 16) * P;
+        let q = s.query(page).unwrap();
+        assert_eq!((q.allocation_base, q.base_address, q.state, q.region_size), (b, page, MemState::Commit, P), "{i}");
+        let mut word = [0u8; 8];
+        s.read(page + 8, &mut word).unwrap();
+        assert_eq!(u64::from_le_bytes(word), i as u64, "{i}");
+        let below = s.query(b).unwrap();
+        let want = if i % 16 == 0 { MemState::Commit } else { MemState::Reserve };
+        assert_eq!((below.allocation_base, below.state), (b, want), "{i}");
+    };
+    for (i, &b) in bases.iter().enumerate() {
+        check(i, b);
+    }
+    // Release two in every three, then check the rest and that the released are free.
+    for (i, &b) in bases.iter().enumerate().filter(|(i, _)| i % 3 != 0) {
+        assert_eq!(s.free(b, 0, FreeType::RELEASE), Ok(()), "{i}");
+    }
+    for (i, &b) in bases.iter().enumerate() {
+        if i % 3 == 0 {
+            check(i, b);
+        } else {
+            assert_eq!(s.query(b).unwrap().state, MemState::Free, "{i}");
+            assert_eq!(s.free(b, 0, FreeType::RELEASE), Err(Error::InvalidAddress), "{i}");
+        }
+    }
+    let kept = N.div_ceil(3);
+    assert_eq!((s.reserved_bytes(), s.committed_bytes()), (kept * G, kept * P));
+    for &b in bases.iter().step_by(3) {
+        assert_eq!(s.free(b, 0, FreeType::RELEASE), Ok(()));
+    }
+    assert_eq!((s.reserved_bytes(), s.committed_bytes()), (0, 0));
+    let regions = s.regions();
+    assert!(regions.len() == 1 && regions[0].state == MemState::Free, "{regions:?}");
+}
