@@ -46,9 +46,10 @@ const PROTECT: &[(&str, u32)] = &[
     ("WRITECOMBINE", 0x400),
 ];
 
-/// Short protection aliases accepted by scripts.
+/// Short protection aliases accepted by scripts: exactly the ones docs/script.md lists,
+/// since every flag word is a name no variable may have.
 const PROTECT_ALIASES: &[(&str, u32)] =
-    &[("NA", 0x01), ("R", 0x02), ("RO", 0x02), ("RW", 0x04), ("X", 0x10), ("RX", 0x20), ("RWX", 0x40)];
+    &[("NA", 0x01), ("RO", 0x02), ("RW", 0x04), ("X", 0x10), ("RX", 0x20), ("RWX", 0x40)];
 
 impl FlagKind {
     fn table(self) -> &'static [(&'static str, u32)] {

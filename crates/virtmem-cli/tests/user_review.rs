@@ -1,0 +1,38 @@
+//! The `virtmem` command as a new user meets it, following docs/script.md and the
+//! prompt's `help`: what they promise about names and errors.
+
+mod util;
+
+use util::*;
+
+/// docs/script.md, "Flags": the protection short forms are `na ro rw x rx rwx`, and a
+/// variable may not be named like a flag word. Every other word may name a variable:
+/// `r` was an undocumented seventh short form, so `r = read p, 2` was refused with
+/// "`r` is a flag word".
+#[test]
+fn only_the_documented_short_forms_are_flag_words() {
+    let p = script("r-var.vms", b"p = alloc 0, 4K, commit, rw\nwrite p, \"hi\"\nr = read p, 2\necho r\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.ends_with("0x6968\n"), "the variable holds the bytes read:\n{}", o.stdout);
+
+    let p = script("r-flag.vms", b"alloc 0, 4K, commit, r\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 2, "`r` is no protection:\n{}", o.stdout);
+    assert!(o.stderr.contains("unknown flag or variable `r`"), "{}", o.stderr);
+
+    // The documented short forms all are.
+    for (word, name) in [
+        ("na", "PAGE_NOACCESS"),
+        ("ro", "PAGE_READONLY"),
+        ("rw", "PAGE_READWRITE"),
+        ("x", "PAGE_EXECUTE"),
+        ("rx", "PAGE_EXECUTE_READ"),
+        ("rwx", "PAGE_EXECUTE_READWRITE"),
+    ] {
+        let p = script("short.vms", format!("alloc 0, 64K, reserve, {word}\n").as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 0, "{word}: {}", o.stderr);
+        assert!(o.stdout.contains(&format!("MEM_RESERVE, {name}) = 0x10000")), "{word}: {}", o.stdout);
+    }
+}
