@@ -323,13 +323,13 @@ fn prompt(session: &mut script::Session) {
 
 const HELP: &str = "\
 commands (arguments are separated by commas; see docs/script.md):
-  [x =] alloc ADDRESS, SIZE, TYPE, PROTECT     VirtualAlloc       e.g. p = alloc 0, 1T, reserve, noaccess
-  [x =] free ADDRESS, SIZE, decommit|release   VirtualFree
-  [x =] query ADDRESS                          VirtualQuery
-  [x =] protect ADDRESS, SIZE, PROTECT         VirtualProtect     e.g. protect p, 4K, readonly|guard
-  [x =] read ADDRESS, LENGTH                   a checked load     write ADDRESS, \"text\", 0x41 ...
+  [v =] alloc ADDRESS, SIZE, TYPE, PROTECT     VirtualAlloc       e.g. p = alloc 0, 1T, reserve, noaccess
+  [v =] free ADDRESS, SIZE, decommit|release   VirtualFree
+  [v =] query ADDRESS                          VirtualQuery
+  [v =] protect ADDRESS, SIZE, PROTECT         VirtualProtect     e.g. protect p, 4K, readonly|guard
+  [v =] read ADDRESS, LENGTH                   a checked load     write ADDRESS, \"text\", 0x41 ...
   fill ADDRESS, LENGTH, BYTE   exec ADDRESS   reset ADDRESS, SIZE   reset_undo ADDRESS, SIZE
-  [x =] getwritewatch BASE, SIZE [, reset [, MAX]]   resetwritewatch BASE, SIZE   lock/unlock ADDRESS, SIZE
+  [v =] getwritewatch BASE, SIZE [, reset [, MAX]]   resetwritewatch BASE, SIZE   lock/unlock ADDRESS, SIZE
   map   stats   sysinfo   echo \"text\", VALUE   expect ok|ERROR_NAME|CODE   commitlimit SIZE|none
   process N|null|off   (Ex calls on process N; 0 = this process)   exit N
 numbers: 4096, 0x1000, 4K, 64KiB, 1T; + - * | and parentheses; NULL PAGE GRANULE SIZE_MAX";

@@ -36,3 +36,21 @@ fn only_the_documented_short_forms_are_flag_words() {
         assert!(o.stdout.contains(&format!("MEM_RESERVE, {name}) = 0x10000")), "{word}: {}", o.stdout);
     }
 }
+
+/// The prompt's `help` shows assignments as `[NAME =] alloc ...`; the name it shows must
+/// be one a variable may have. It showed `[x =]`, and `x = alloc ...` is refused (`x` is
+/// the flag PAGE_EXECUTE).
+#[test]
+fn the_prompt_help_shows_a_name_a_variable_may_have() {
+    let o = run(virtmem().arg("run").write_stdin("help\n"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let line = o.stdout.lines().find(|l| l.contains("alloc ADDRESS, SIZE")).expect("help shows alloc");
+    let name = line
+        .trim_start()
+        .strip_prefix('[')
+        .and_then(|rest| rest.split(" =]").next())
+        .unwrap_or_else(|| panic!("no `[NAME =]` in {line:?}"));
+    let o = run(virtmem().arg("run").write_stdin(format!("{name} = alloc 0, 4K, commit, rw\necho {name}\n")));
+    assert_eq!(o.stderr, "", "the name `{name}` shown by help");
+    assert!(o.stdout.ends_with("0x10000\n"), "{}", o.stdout);
+}
