@@ -576,6 +576,27 @@ impl Compiler {
                 }
             }
             p.pos = save;
+            // Not an argument list: `(` opens the first argument's expression. When that
+            // reading fails too and the group is closed before the end of the line, what
+            // follows its `)` is the mistake (`alloc(0, 4K, commit, rw) extra`), not the
+            // first comma inside it, where the expression reading stops.
+            let args = p.args();
+            if args.is_err() {
+                if let Some(after) = after_group(p.toks, save) {
+                    let what = match &after.tok {
+                        Tok::Ident(name) => format!("`{name}`"),
+                        Tok::Sym(c) => format!("`{c}`"),
+                        Tok::Num(_) => "number".to_string(),
+                        Tok::Str(_) => "string".to_string(),
+                    };
+                    return Err(serr(
+                        p.line,
+                        after.col,
+                        format!("unexpected {what} after the parenthesised argument list (the line must end at its `)`)"),
+                    ));
+                }
+            }
+            return args;
         }
         p.args()
     }
@@ -706,6 +727,25 @@ fn num_like(kind: Param) -> Param {
         Param::Data => Param::Num,
         k => k,
     }
+}
+
+/// The token after the `)` that closes the group opened by the `(` at `open`, if the
+/// group is closed and something follows it.
+fn after_group(toks: &[Token], open: usize) -> Option<&Token> {
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate().skip(open) {
+        match t.tok {
+            Tok::Sym('(') => depth += 1,
+            Tok::Sym(')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return toks.get(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// When the rest of the line is one parenthesised group, `( ... )` with the `(` next and

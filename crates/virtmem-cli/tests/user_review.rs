@@ -54,3 +54,28 @@ fn the_prompt_help_shows_a_name_a_variable_may_have() {
     assert_eq!(o.stderr, "", "the name `{name}` shown by help");
     assert!(o.stdout.ends_with("0x10000\n"), "{}", o.stdout);
 }
+
+/// docs/script.md: arguments are "optionally in parentheses (`alloc(0, 4K, commit, rw)`)"
+/// and an error "names the file, line and column". Text after such a list was reported
+/// as "expected `)`" at the first comma inside it, a place where nothing is wrong; the
+/// error must point at what follows the `)`.
+#[test]
+fn text_after_a_parenthesised_argument_list_is_named() {
+    for (text, col, what) in [
+        ("alloc(0, 4K, commit, rw) extra\n", 26, "unexpected `extra` after"),
+        ("p = VirtualAlloc(NULL, 4K, MEM_COMMIT, PAGE_READWRITE) 5\n", 56, "unexpected number after"),
+        ("free(0x10000, 0, release) (1)\n", 27, "unexpected `(` after"),
+    ] {
+        let p = script("trailing.vms", text.as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 2, "{text}: {}", o.stdout);
+        assert!(o.stderr.contains(&format!("trailing.vms:1:{col}: ")), "{text}: {}", o.stderr);
+        assert!(o.stderr.contains(what), "{text}: {}", o.stderr);
+        assert!(!o.stderr.contains("expected `)`"), "{text}: {}", o.stderr);
+    }
+    // A parenthesised first operand is still an expression, not an argument list.
+    let p = script("operand.vms", b"alloc (0) + 0x10000, 4K, reserve, rw\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("VirtualAlloc(0x10000, 0x1000, MEM_RESERVE, PAGE_READWRITE) = 0x10000"), "{}", o.stdout);
+}
