@@ -592,7 +592,9 @@ impl Compiler {
                     return Err(serr(
                         p.line,
                         after.col,
-                        format!("unexpected {what} after the parenthesised argument list (the line must end at its `)`)"),
+                        format!(
+                            "unexpected {what} after the parenthesised argument list (the line must end at its `)`)"
+                        ),
                     ));
                 }
             }
