@@ -1698,12 +1698,13 @@ fn region_of(v: procfs::Vma) -> ForeignRegion {
 
 /// Read our own memory through `/proc/self/mem`, which (like a debugger, with the
 /// kernel's forced access) can read pages mapped without `PROT_READ`, such as
-/// execute-only code.
+/// execute-only code. (A [`procfs::ProcFile`]: the descriptor names the process that
+/// opened it, so a forked child opens its own rather than read its parent's pages.)
 fn read_forced(address: usize, buf: &mut [u8]) -> Result<(), ()> {
     use std::os::unix::fs::FileExt;
-    static MEM: OnceLock<Option<std::fs::File>> = OnceLock::new();
-    let mem = MEM.get_or_init(|| std::fs::File::open("/proc/self/mem").ok()).as_ref().ok_or(())?;
-    mem.read_exact_at(buf, address as u64).map_err(|_| ())
+    static MEM: OnceLock<Option<procfs::ProcFile>> = OnceLock::new();
+    let mem = MEM.get_or_init(|| procfs::ProcFile::open("/proc/self/mem").ok()).as_ref().ok_or(())?;
+    mem.get().read_exact_at(buf, address as u64).map_err(|_| ())
 }
 
 /// Copy between `local` and our own memory at `address` (see [`checked_copy`]).

@@ -1,0 +1,65 @@
+//! A process that forks: parent and child each keep an address space of their own, and
+//! every call one of them makes acts on its own memory only. (The Linux backend keeps
+//! descriptors, such as `/proc/self/mem`'s, that name the process that opened them; a
+//! child inherits them.)
+//!
+//! Each test re-runs itself alone in a fresh process (`in_child`), so that the fork
+//! happens with no other test's thread inside the library.
+#![cfg(target_os = "linux")]
+
+mod linux_util;
+
+use linux_util::*;
+use virtmem::{AllocationType as T, LinuxSpace, Protection as P};
+
+const PAGE: usize = 4096;
+
+/// Fork; run `f` in the child and return whether it passed (exit status 0).
+fn in_forked_child(f: impl FnOnce()) -> bool {
+    // SAFETY: the test runs alone in its process (see `in_child`): no other thread
+    // holds a lock the child could need.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        // SAFETY: ends the child without returning into the test harness.
+        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// A checked read of `PAGE_EXECUTE` memory (readable on Windows x64) in a forked child
+/// read the parent's copy of the page (through the parent's `/proc/<pid>/mem`), not the
+/// child's.
+#[test]
+fn a_forked_child_reads_its_own_execute_only_pages() {
+    if in_child("VIRTMEM_FORK_READ", "a_forked_child_reads_its_own_execute_only_pages") {
+        return;
+    }
+    let s = LinuxSpace::linux().unwrap();
+    let code = s.alloc(0, PAGE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    s.write(code, b"AAAA").unwrap();
+    s.protect(code, PAGE, P::EXECUTE).unwrap();
+    let mut b = [0u8; 4];
+    s.read(code, &mut b).unwrap();
+    assert_eq!(&b, b"AAAA");
+    s.execute(code, &mut b).unwrap();
+    assert_eq!(&b, b"AAAA");
+
+    let child_ok = in_forked_child(|| {
+        s.protect(code, PAGE, P::READWRITE).unwrap();
+        s.write(code, b"BBBB").unwrap();
+        s.protect(code, PAGE, P::EXECUTE).unwrap();
+        let mut b = [0u8; 4];
+        s.read(code, &mut b).unwrap();
+        assert_eq!(&b, b"BBBB", "the child's read");
+        s.execute(code, &mut b).unwrap();
+        assert_eq!(&b, b"BBBB", "the child's fetch");
+    });
+    assert!(child_ok, "the child read its own page");
+    s.read(code, &mut b).unwrap();
+    assert_eq!(&b, b"AAAA", "the parent's page is its own");
+}
