@@ -586,6 +586,14 @@ impl LinuxBackend {
             .map_err(|e| *e)
     }
 
+    /// The mapped extents of the live write-watched reservations: what a forked child
+    /// registers with a userfaultfd of its own (see the `watch` module). Takes the state
+    /// lock: not to be called with it held.
+    fn watched_extents(&self) -> Vec<Range<usize>> {
+        let st = self.state.lock();
+        st.live.iter().filter(|(_, x)| x.write_watch).map(|(start, x)| start..x.end).collect()
+    }
+
     /// The mapped extent of a reservation: to the end of its last granule (large-page
     /// reservations are already aligned).
     fn extent(range: &Range<usize>) -> Range<usize> {
@@ -751,16 +759,16 @@ impl LinuxBackend {
     ) -> Result<(), BackendError> {
         let watch = self.watch.get().and_then(|w| w.as_ref().ok());
         let before = match watch {
-            Some(w) => w.written_if_watched(&self.pagemap, range)?,
+            Some(w) => w.written_if_watched(&self.pagemap, range, || self.watched_extents())?,
             None => None,
         };
         op()?;
         let (Some(w), Some(before)) = (watch, before) else { return Ok(()) };
-        let cleaned = w.written_if_watched(&self.pagemap, range).and_then(|after| {
+        let cleaned = w.written_if_watched(&self.pagemap, range, || self.watched_extents()).and_then(|after| {
             for run in after.unwrap_or_default() {
                 for page in run.step_by(PAGE) {
                     if !before.iter().any(|b| b.contains(&page)) {
-                        w.clear(&(page..page + PAGE))?;
+                        w.clear(&(page..page + PAGE), || self.watched_extents())?;
                     }
                 }
             }
@@ -1339,7 +1347,8 @@ impl Backend for LinuxBackend {
             // SAFETY: `ext` was mapped just above for this reservation; the advice only
             // says how the kernel may back its pages.
             let _ = unsafe { rustix::mm::madvise(ptr(ext.start), ext.len(), rustix::mm::Advice::LinuxNoHugepage) };
-            if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext)) {
+            if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext, || self.watched_extents()))
+            {
                 self.count();
                 // SAFETY: `ext` was mapped just above for this reservation.
                 let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
@@ -1665,13 +1674,13 @@ impl Backend for LinuxBackend {
         if reset {
             self.gate().map_err(errno_error)?;
         }
-        w.dirty_pages(&self.pagemap, range, max, reset)
+        w.dirty_pages(&self.pagemap, range, max, reset, || self.watched_extents())
     }
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         let w = self.watch()?;
         self.gate().map_err(errno_error)?;
-        w.clear(&range)
+        w.clear(&range, || self.watched_extents())
     }
 
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {

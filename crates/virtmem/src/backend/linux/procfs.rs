@@ -40,6 +40,15 @@ fn watch_forks() {
     });
 }
 
+/// How many times this process's line of descent has forked: 0 in the process that
+/// first asked, 1 in its child, and so on. Something tied to the process that made it
+/// (a descriptor such as a userfaultfd) remembers the generation it was made in and is
+/// made anew when this differs.
+pub fn fork_generation() -> u64 {
+    watch_forks();
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 /// A `/proc/self/<name>` file, reopened when the process has forked since.
 pub struct ProcFile {
     path: &'static str,

@@ -16,21 +16,33 @@
 //! with an unprotected entry, which is then reported. Dropping pages
 //! (`MADV_DONTNEED`, i.e. decommit) empties their entries, so a recommitted page starts
 //! clean.
+//!
+//! A userfaultfd acts on the address space of the process that opened it, and a forked
+//! child inherits the descriptor: there, write-protecting through it would clean the
+//! parent's pages. So the child opens one of its own the first time it uses write watch
+//! and registers its write-watched reservations with it. The kernel does not copy the
+//! write-protect bits into a child that has no registration at the fork, so in the child
+//! every page that held data at the fork counts as written until the child resets it
+//! (more than was written since the last reset, never less).
 
 use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use linux_raw_sys::general::{uffdio_api, uffdio_range, uffdio_register, uffdio_writeprotect};
+use parking_lot::RwLock;
 use rustix::io::Errno;
 
-use super::procfs::{Pagemap, Scan};
+use super::procfs::{self, Pagemap, Scan};
 use super::sys;
 use crate::backend::BackendError;
 use crate::rules::PAGE;
 
-/// A userfaultfd set up for asynchronous write protection.
+/// A userfaultfd set up for asynchronous write protection, this process's own (see the
+/// module docs on forks).
 pub struct Watch {
-    uffd: OwnedFd,
+    /// The descriptor and the fork generation it was opened in.
+    uffd: RwLock<(u64, Arc<OwnedFd>)>,
 }
 
 fn open_uffd() -> Result<OwnedFd, Errno> {
@@ -60,45 +72,95 @@ fn open_uffd() -> Result<OwnedFd, Errno> {
     }
 }
 
+/// A userfaultfd with asynchronous write protection enabled, or why there is none.
+fn open_async() -> Result<OwnedFd, BackendError> {
+    let uffd = open_uffd().map_err(|_| BackendError::Unsupported("userfaultfd"))?;
+    let mut api = uffdio_api { api: sys::UFFD_API.into(), features: sys::UFFD_FEATURE_WP_ASYNC.into(), ioctls: 0 };
+    // SAFETY: `api` is a uffdio_api structure, which is what UFFDIO_API reads and writes.
+    unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_API, &mut api) }
+        .map_err(|_| BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"))?;
+    if api.features & u64::from(sys::UFFD_FEATURE_WP_ASYNC) == 0 {
+        return Err(BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"));
+    }
+    Ok(uffd)
+}
+
+/// Register `range` with `uffd` for write protection.
+fn register_with(uffd: &OwnedFd, range: &Range<usize>) -> Result<(), Errno> {
+    let mut reg = uffdio_register {
+        range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
+        mode: sys::UFFDIO_REGISTER_MODE_WP.into(),
+        ioctls: 0,
+    };
+    // SAFETY: `reg` is a uffdio_register structure; registration only changes how
+    // the kernel handles write faults in our own mapping.
+    unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_REGISTER, &mut reg) }.map(|_| ())
+}
+
+/// What a refused registration means.
+fn register_error(e: Errno) -> BackendError {
+    match e {
+        Errno::NOMEM | Errno::AGAIN => BackendError::OutOfMemory,
+        Errno::INVAL | Errno::PERM | Errno::NOTTY => BackendError::Unsupported("userfaultfd write protection"),
+        e => BackendError::Os(e.raw_os_error()),
+    }
+}
+
 impl Watch {
     /// Open a userfaultfd and enable asynchronous write protection, or say why not.
     pub fn new() -> Result<Watch, BackendError> {
-        let uffd = open_uffd().map_err(|_| BackendError::Unsupported("userfaultfd"))?;
-        let mut api = uffdio_api { api: sys::UFFD_API.into(), features: sys::UFFD_FEATURE_WP_ASYNC.into(), ioctls: 0 };
-        // SAFETY: `api` is a uffdio_api structure, which is what UFFDIO_API reads and writes.
-        unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_API, &mut api) }
-            .map_err(|_| BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"))?;
-        if api.features & u64::from(sys::UFFD_FEATURE_WP_ASYNC) == 0 {
-            return Err(BackendError::Unsupported("userfaultfd asynchronous write protection (Linux 6.7)"));
+        let generation = procfs::fork_generation();
+        Ok(Watch { uffd: RwLock::new((generation, Arc::new(open_async()?))) })
+    }
+
+    /// This process's userfaultfd. The first call in a forked child opens the child's
+    /// own and registers `watched` (the child's write-watched extents, inherited from
+    /// its parent) with it; a range that is not mapped right now (another thread is
+    /// reserving it, and registers it itself, or releasing it) is passed over.
+    fn fd(&self, watched: impl FnOnce() -> Vec<Range<usize>>) -> Result<Arc<OwnedFd>, BackendError> {
+        let generation = procfs::fork_generation();
+        {
+            let f = self.uffd.read();
+            if f.0 == generation {
+                return Ok(f.1.clone());
+            }
         }
-        Ok(Watch { uffd })
+        let mut f = self.uffd.write();
+        if f.0 != generation {
+            let uffd = open_async()?;
+            for range in watched() {
+                match register_with(&uffd, &range) {
+                    Ok(()) | Err(Errno::INVAL) => {}
+                    Err(e) => return Err(register_error(e)),
+                }
+            }
+            // (The inherited descriptor is closed once no call is using it.)
+            *f = (generation, Arc::new(uffd));
+        }
+        Ok(f.1.clone())
     }
 
     /// Start tracking writes to `range` (freshly mapped, so every page is clean).
-    pub fn register(&self, range: &Range<usize>) -> Result<(), BackendError> {
-        let mut reg = uffdio_register {
-            range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
-            mode: sys::UFFDIO_REGISTER_MODE_WP.into(),
-            ioctls: 0,
-        };
-        // SAFETY: `reg` is a uffdio_register structure; registration only changes how
-        // the kernel handles write faults in our own mapping.
-        unsafe { sys::ioctl(self.uffd.as_fd(), sys::UFFDIO_REGISTER, &mut reg) }.map(|_| ()).map_err(|e| match e {
-            Errno::NOMEM | Errno::AGAIN => BackendError::OutOfMemory,
-            Errno::INVAL | Errno::PERM | Errno::NOTTY => BackendError::Unsupported("userfaultfd write protection"),
-            e => BackendError::Os(e.raw_os_error()),
-        })
+    /// `watched` lists the write-watched extents (see [`Watch::fd`]).
+    pub fn register(
+        &self,
+        range: &Range<usize>,
+        watched: impl FnOnce() -> Vec<Range<usize>>,
+    ) -> Result<(), BackendError> {
+        let uffd = self.fd(watched)?;
+        register_with(&uffd, range).map_err(register_error)
     }
 
     /// Make every page of `range` clean.
-    pub fn clear(&self, range: &Range<usize>) -> Result<(), BackendError> {
+    pub fn clear(&self, range: &Range<usize>, watched: impl FnOnce() -> Vec<Range<usize>>) -> Result<(), BackendError> {
+        let uffd = self.fd(watched)?;
         let mut wp = uffdio_writeprotect {
             range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
             mode: sys::UFFDIO_WRITEPROTECT_MODE_WP,
         };
         loop {
             // SAFETY: `wp` is a uffdio_writeprotect structure over a registered range.
-            match unsafe { sys::ioctl(self.uffd.as_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } {
+            match unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } {
                 Ok(_) => return Ok(()),
                 Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
                 Err(Errno::NOMEM) => return Err(BackendError::OutOfMemory),
@@ -113,7 +175,10 @@ impl Watch {
         &self,
         pagemap: &Pagemap,
         range: &Range<usize>,
+        watched: impl FnOnce() -> Vec<Range<usize>>,
     ) -> Result<Option<Vec<Range<usize>>>, BackendError> {
+        // (A forked child's registration must be its own before the scan asks for it.)
+        self.fd(watched)?;
         let q = Scan {
             flags: sys::PM_SCAN_CHECK_WPASYNC,
             inverted: sys::PAGE_IS_PFNZERO,
@@ -137,7 +202,11 @@ impl Watch {
         range: Range<usize>,
         max: usize,
         reset: bool,
+        watched: impl FnOnce() -> Vec<Range<usize>>,
     ) -> Result<Vec<usize>, BackendError> {
+        // (The pagemap is this process's; a forked child's registration must be its own
+        // too, for a reset to protect its pages again.)
+        self.fd(watched)?;
         let q = Scan {
             flags: if reset { sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC } else { 0 },
             // Written, holding data (present or swapped out), and not the shared zero
