@@ -68,6 +68,11 @@ impl AddressSpace<SimBackend> {
 }
 
 /// An address space over this process's real memory.
+///
+/// Dropping it does not release its reservations: they stay mapped, committed pages
+/// keep their memory and contents (the program may still hold pointers into them), and
+/// only the released ranges it kept for reuse are unmapped. Release what is no longer
+/// needed first (`free(base, 0, FreeType::RELEASE)`).
 #[cfg(all(target_os = "linux", not(miri)))]
 pub type LinuxSpace = AddressSpace<LinuxBackend>;
 
@@ -75,7 +80,8 @@ pub type LinuxSpace = AddressSpace<LinuxBackend>;
 impl AddressSpace<LinuxBackend> {
     /// A new address space over this process's real memory. Several may exist at
     /// once: each sees the others' reservations as foreign memory. Fails with
-    /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted.
+    /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted. Dropping the space leaves its
+    /// reservations mapped (see [`LinuxSpace`]).
     pub fn linux() -> Result<Self> {
         LinuxBackend::new().map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
     }
