@@ -1259,6 +1259,16 @@ DWORD GetLastError(void);
 void SetLastError(DWORD dwErrCode);
 
 /**
+ * `GetLargePageMinimum`: the large-page size of the current process's space, which
+ * the size and the address of a `MEM_LARGE_PAGES` allocation must be multiples of; 0
+ * when it has none (on Linux: no 2 MiB hugetlb pages configured, `vm.nr_hugepages` and
+ * `vm.nr_overcommit_hugepages` both 0; then `MEM_LARGE_PAGES` fails with
+ * `ERROR_NO_SYSTEM_RESOURCES`), or when there is no current-process space. As on
+ * Windows it sets no last error.
+ */
+SIZE_T GetLargePageMinimum(void);
+
+/**
  * `GetSystemInfo`: page size (4096), allocation granularity (65536), the lowest and
  * highest application addresses of the current process's space, and the processors.
  * A NULL or unwritable `lpSystemInfo` is left alone (the last error is set to

@@ -219,6 +219,26 @@ static void test_system_info(void)
     CHECK(si.wProcessorArchitecture == PROCESSOR_ARCHITECTURE_AMD64 && si.dwProcessorType == PROCESSOR_AMD_X8664,
           "x86-64: arch %u type %u", si.wProcessorArchitecture, (unsigned)si.dwProcessorType);
 #endif
+    /* GetLargePageMinimum: 0 (no large pages) or a power of two that is a multiple of the
+       granularity; a MEM_LARGE_PAGES allocation follows it, and the last error is kept. */
+    SetLastError(77);
+    SIZE_T lp = GetLargePageMinimum();
+    CHECK(GetLastError() == 77, "GetLargePageMinimum changed the last error to %u", (unsigned)GetLastError());
+    CHECK(lp == 0 || (lp % 65536 == 0 && (lp & (lp - 1)) == 0), "large-page minimum %#zx", (size_t)lp);
+    SIZE_T size = lp ? lp : 2u << 20;
+    void *big = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE);
+    if (lp == 0) {
+        CHECK(big == NULL && GetLastError() == ERROR_NO_SYSTEM_RESOURCES, "large pages without any: %p, error %u",
+              big, (unsigned)GetLastError());
+    } else {
+        CHECK(big != NULL || GetLastError() == ERROR_NO_SYSTEM_RESOURCES, "large page of %#zx: error %u",
+              (size_t)size, (unsigned)GetLastError());
+        if (big)
+            CHECK(VirtualFree(big, 0, MEM_RELEASE), "release of a large page: %u", (unsigned)GetLastError());
+        CHECK(!VirtualAlloc(NULL, lp + 4096, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE) &&
+                  GetLastError() == ERROR_INVALID_PARAMETER,
+              "a size that splits a large page: %u", (unsigned)GetLastError());
+    }
 }
 
 struct thread_arg {

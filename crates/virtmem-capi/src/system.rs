@@ -1,4 +1,4 @@
-//! `GetLastError`, `SetLastError` and `GetSystemInfo`.
+//! `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum`.
 
 use crate::ffi::{last_error, run, set_last_error, Fail};
 use crate::process::current_space;
@@ -77,6 +77,19 @@ pub(crate) fn system_info() -> SYSTEM_INFO {
         wProcessorLevel: level,
         wProcessorRevision: revision,
     }
+}
+
+/// `GetLargePageMinimum`: the large-page size of the current process's space, which
+/// the size and the address of a `MEM_LARGE_PAGES` allocation must be multiples of; 0
+/// when it has none (on Linux: no 2 MiB hugetlb pages configured, `vm.nr_hugepages` and
+/// `vm.nr_overcommit_hugepages` both 0; then `MEM_LARGE_PAGES` fails with
+/// `ERROR_NO_SYSTEM_RESOURCES`), or when there is no current-process space. As on
+/// Windows it sets no last error.
+#[no_mangle]
+pub extern "C" fn GetLargePageMinimum() -> SIZE_T {
+    let size = current_space().map_or(0, |space| space.system_info().large_page_size);
+    trace::comment(format_args!("GetLargePageMinimum -> {size:#x}"));
+    size
 }
 
 impl SYSTEM_INFO {

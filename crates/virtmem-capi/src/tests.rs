@@ -523,6 +523,28 @@ fn system_info_describes_the_current_space_and_machine() {
 }
 
 #[test]
+fn large_page_minimum_is_the_current_spaces_and_sets_no_error() {
+    let want = vm::try_current_process().expect("current process").system_info().large_page_size;
+    SetLastError(1234);
+    let size = GetLargePageMinimum();
+    assert_eq!(size, want);
+    assert_eq!(GetLastError(), 1234, "GetLargePageMinimum leaves the last error alone");
+    // SAFETY: plain values; the memory, if any, is this test's own allocation.
+    unsafe {
+        let ty = MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES;
+        if size == 0 {
+            assert!(VirtualAlloc(null_mut(), 2 << 20, ty, PAGE_READWRITE).is_null());
+            expect_error(ERROR_NO_SYSTEM_RESOURCES);
+        } else {
+            assert!(size.is_power_of_two() && size % 65536 == 0, "{size:#x}");
+            // Not a multiple of the large-page size: 87, whether or not hugetlb pages are free.
+            assert!(VirtualAlloc(null_mut(), size + 4096, ty, PAGE_READWRITE).is_null());
+            expect_error(ERROR_INVALID_PARAMETER);
+        }
+    }
+}
+
+#[test]
 fn locking_a_guard_page_reports_the_guard_violation() {
     // SAFETY: plain values; the memory is this test's own allocation.
     unsafe {
