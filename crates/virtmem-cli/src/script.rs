@@ -186,7 +186,8 @@ struct Parser<'a> {
     ops: usize,
 }
 
-/// Deepest expression nesting accepted (keeps the recursive parser's stack small).
+/// Deepest expression nesting accepted, the expression itself counted: parentheses and
+/// unary `-` at most `MAX_DEPTH - 1` deep (keeps the recursive parser's stack small).
 const MAX_DEPTH: usize = 64;
 
 /// Most binary operators accepted on one line. Expression trees are walked recursively
@@ -252,7 +253,7 @@ impl Parser<'_> {
     }
     fn unary(&mut self) -> Result<Expr, ScriptError> {
         if self.depth >= MAX_DEPTH {
-            return Err(self.err(format!("expression nested deeper than {MAX_DEPTH} levels")));
+            return Err(self.err(format!("parentheses and unary `-` nested deeper than {}", MAX_DEPTH - 1)));
         }
         self.depth += 1;
         let e = self.unary_inner();

@@ -163,6 +163,16 @@ fn garbage_never_panics() {
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("nested deeper"), "{}", o.stderr);
+    // The limit is the one docs/script.md gives: 63 deep is accepted, 64 is refused, and
+    // the error names 63.
+    for (depth, code) in [(63, 0), (64, 2)] {
+        let line = format!("alloc {}0{}, 4K, commit, rw\n", "(".repeat(depth), ")".repeat(depth));
+        let o = run(virtmem().arg("run").arg(script(&format!("depth{depth}.vms"), line.as_bytes())));
+        assert_eq!(o.code, code, "depth {depth}: {}", o.stderr);
+        if code != 0 {
+            assert!(o.stderr.contains("parentheses and unary `-` nested deeper than 63"), "{}", o.stderr);
+        }
+    }
     let p = script("wild.vms", b"query SIZE_MAX\nalloc -1, -1, 0xffffffff, 0xffffffff\nfree SIZE_MAX, SIZE_MAX, 0\nprotect 0x7fffffffffff, SIZE_MAX, rw\nread SIZE_MAX - 2, 8\ngetwritewatch 0, SIZE_MAX, 0, 0\nmap\n");
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 0, "{}", o.stderr);
