@@ -86,13 +86,21 @@ enum Command {
         /// The Linux backend's pool of released ranges, in bytes (0: every release
         /// unmaps; default 8 TiB, the library's; at most 1 GiB under an address-space
         /// limit).
-        #[arg(long, value_name = "BYTES", default_value_t = 8 << 40)]
+        /// Written as the script language writes numbers (`1T`, `0x4000_0000`).
+        #[arg(long, value_name = "BYTES", default_value_t = 8 << 40, value_parser = bytes_arg)]
         pool_bytes: usize,
         /// Decommit with mprotect and MADV_DONTNEED instead of guard markers
         /// (MADV_GUARD_INSTALL), on the Linux backend.
         #[arg(long)]
         no_guard_regions: bool,
     },
+}
+
+/// A byte count on the command line, written as the script language writes numbers
+/// (decimal or `0x` hex, `_` separators, a `K`/`M`/`G`/`T` suffix).
+fn bytes_arg(s: &str) -> Result<usize, String> {
+    let v = script::number(&s.replace('_', ""))?;
+    usize::try_from(v).map_err(|_| format!("`{s}` does not fit in a size"))
 }
 
 /// Trace formats `replay` reads.

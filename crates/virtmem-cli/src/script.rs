@@ -130,7 +130,7 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
 
 /// A number: decimal or `0x` hex, `_` separators, an optional binary-unit suffix
 /// (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`).
-fn number(word: &str) -> Result<u64, String> {
+pub(crate) fn number(word: &str) -> Result<u64, String> {
     let lower = word.to_ascii_lowercase();
     let (digits, radix) = match lower.strip_prefix("0x") {
         Some(h) => (h.to_string(), 16),

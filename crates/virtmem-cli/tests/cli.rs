@@ -589,6 +589,13 @@ fn bench_sets_up_the_linux_backend_as_asked() {
     assert!(o.stdout.contains("guard regions asked for (not in use)"), "{}", o.stdout);
     let o = run(virtmem().args(["bench", "--pool-bytes", "lots"]));
     assert_eq!(o.code, 2, "a pool size must be a number");
+    assert!(o.stderr.contains("`lots` is not a number"), "{}", o.stderr);
+    // The pool size is written as scripts write numbers: suffixes, hex, separators.
+    for (arg, bytes) in [("1G", 1usize << 30), ("0x10_0000", 1 << 20), ("64K", 65536)] {
+        let o = run(virtmem().args(["bench", "--scale", "0.001", "--runs", "1", "--pool-bytes", arg]));
+        assert_eq!(o.code, 0, "{arg}: {}", o.stderr);
+        assert!(o.stdout.contains(&format!("linux backend: pool of {bytes} bytes,")), "{arg}: {}", o.stdout);
+    }
 }
 
 /// The figures (`N ns`) and ratios (`(R x)`) of a bench row, in order.
