@@ -166,7 +166,8 @@ fn garbage_never_panics() {
     // The limit is the one docs/script.md gives: 63 deep is accepted, 64 is refused, and
     // the error names 63.
     for (depth, code) in [(63, 0), (64, 2)] {
-        let line = format!("alloc {}0{}, 4K, commit, rw\n", "(".repeat(depth), ")".repeat(depth));
+        // (After `0 +`: a line's first `(` would open a parenthesised argument list.)
+        let line = format!("alloc 0 + {}0{}, 4K, commit, rw\n", "(".repeat(depth), ")".repeat(depth));
         let o = run(virtmem().arg("run").arg(script(&format!("depth{depth}.vms"), line.as_bytes())));
         assert_eq!(o.code, code, "depth {depth}: {}", o.stderr);
         if code != 0 {
