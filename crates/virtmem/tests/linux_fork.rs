@@ -14,23 +14,6 @@ use virtmem::{AllocationType as T, LinuxSpace, Protection as P, WriteWatchFlags 
 
 const PAGE: usize = 4096;
 
-/// Fork; run `f` in the child and return whether it passed (exit status 0).
-fn in_forked_child(f: impl FnOnce()) -> bool {
-    // SAFETY: the test runs alone in its process (see `in_child`): no other thread
-    // holds a lock the child could need.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-        // SAFETY: ends the child without returning into the test harness.
-        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
-}
-
 /// Spec, "Write watch": GetWriteWatch reports the pages written since the last reset,
 /// and ResetWriteWatch clears the range. A child's reset cleaned its parent's pages (the
 /// inherited userfaultfd acts on the parent's memory), so the parent lost a write, and
@@ -49,7 +32,7 @@ fn a_forked_child_resets_its_own_write_watch_not_its_parents() {
     store(base + 2 * PAGE, 1);
     assert_eq!(s.get_write_watch(W::empty(), base, size, 16).unwrap(), [base + 2 * PAGE]);
 
-    let child_ok = in_forked_child(|| {
+    let child_ok = child_passed(|| {
         // The write before the fork is reported (a child may report more: see the
         // Linux backend's docs), then the child's own reset and writes are exact.
         let seen = s.get_write_watch(W::empty(), base, size, 16).unwrap();
@@ -91,7 +74,7 @@ fn a_forked_child_reads_its_own_execute_only_pages() {
     s.execute(code, &mut b).unwrap();
     assert_eq!(&b, b"AAAA");
 
-    let child_ok = in_forked_child(|| {
+    let child_ok = child_passed(|| {
         s.protect(code, PAGE, P::READWRITE).unwrap();
         s.write(code, b"BBBB").unwrap();
         s.protect(code, PAGE, P::EXECUTE).unwrap();

@@ -83,11 +83,13 @@ pub fn in_child(var: &str, name: &str) -> bool {
     true
 }
 
-/// Run `f` in a forked child and return the signal that killed it (None if it exited).
-/// `f` must only touch memory (no allocation, no locks): the parent is multi-threaded.
-pub fn child_signal(f: impl FnOnce()) -> Option<i32> {
-    // SAFETY: the child runs `f`, which by contract only reads or writes memory, then
-    // calls _exit; nothing in it needs locks another thread might hold.
+/// Fork and run `f` in the child, which then ends with status 0, or 101 if `f` panicked;
+/// the child's wait status. `f` must only touch memory (no allocation, no locks) unless
+/// the process has no other thread: a lock another thread held at the fork stays held in
+/// the child.
+fn fork_and_wait(f: impl FnOnce()) -> i32 {
+    // SAFETY: the child runs `f`, which by the contract above needs no lock another
+    // thread might hold, then calls _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
@@ -100,6 +102,13 @@ pub fn child_signal(f: impl FnOnce()) -> Option<i32> {
     // SAFETY: waits for the child just forked.
     let r = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(r, pid);
+    status
+}
+
+/// Run `f` in a forked child and return the signal that killed it (None if it exited).
+/// `f` must only touch memory (no allocation, no locks): the parent is multi-threaded.
+pub fn child_signal(f: impl FnOnce()) -> Option<i32> {
+    let status = fork_and_wait(f);
     if libc::WIFSIGNALED(status) {
         Some(libc::WTERMSIG(status))
     } else {
@@ -107,6 +116,13 @@ pub fn child_signal(f: impl FnOnce()) -> Option<i32> {
         assert_eq!(libc::WEXITSTATUS(status), 0, "the child failed an assertion");
         None
     }
+}
+
+/// Run `f` in a forked child; whether it returned (exit status 0). For a process with
+/// no other thread (see [`in_child`]), where `f` may allocate and take locks.
+pub fn child_passed(f: impl FnOnce()) -> bool {
+    let status = fork_and_wait(f);
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
 /// Read a byte with a plain CPU load.
