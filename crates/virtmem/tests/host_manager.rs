@@ -530,6 +530,35 @@ fn views_count_against_the_budget_and_are_remembered_by_address() {
     m.virtual_alloc(0, 16 * P, COMMIT, RW, TASK).unwrap();
 }
 
+/// A view is mapped in user space, so a range whose end passes the top of the space's
+/// user addresses is an invalid argument (E_INVALIDARG, as such a range is for
+/// VirtualAlloc: win32 spec, VirtualAlloc rule 3) and charges nothing. Before, any
+/// non-wrapping range was charged: a view of nearly 2^64 bytes beside a few committed
+/// pages wrapped the budget's byte count (a release build then reported the load as 0 %
+/// and nearly the whole budget available; a debug build panicked inside the call).
+#[test]
+fn a_view_past_the_top_of_user_space_is_invalid_and_charges_nothing() {
+    let (space, m) = host(16 * P);
+    let end = space.system_info().maximum_application_address + 1;
+    m.virtual_alloc(0, 4 * P, COMMIT, RW, TASK).unwrap();
+    for (address, size) in [(0x1000, usize::MAX - 0x1fff), (end - P, 2 * P), (end, P), (end - 1, 2)] {
+        assert_eq!(
+            m.acquired_virtual_address_space(address, size),
+            Err(HostError::InvalidArg),
+            "{address:#x}+{size:#x}"
+        );
+    }
+    assert_eq!(used(&m), 4 * P);
+    assert_eq!(m.stats().views, 0);
+    let load = m.memory_load().unwrap();
+    assert_eq!((load.percent, load.available), (25, 12 * P));
+    // The last page of user space is a place a view can be.
+    m.acquired_virtual_address_space(end - P, P).unwrap();
+    assert_eq!(used(&m), 5 * P);
+    m.released_virtual_address_space(end - P).unwrap();
+    assert_eq!(used(&m), 4 * P);
+}
+
 #[test]
 fn needs_virtual_address_space_asks_the_reclaim_hook() {
     let (_space, m) = host(16 * P);

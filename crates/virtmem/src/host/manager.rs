@@ -1081,8 +1081,9 @@ impl HostMemoryManager {
     /// `size` bytes at `address` outside `VirtualAlloc`. Its pages count against the
     /// budget from now on (the view exists already, so it is charged even over the
     /// budget; later requests feel it). `E_INVALIDARG` for a NULL address, a zero size, a
-    /// wrapping range or a page shared with a view already announced (views are mapped
-    /// and charged by the page).
+    /// wrapping range, a range whose end passes the top of the space's user addresses
+    /// (`maximum_application_address + 1`) or a page shared with a view already announced
+    /// (views are mapped and charged by the page).
     pub fn acquired_virtual_address_space(&self, address: usize, size: usize) -> HostResult<()> {
         let _g = enter();
         self.check()?;
@@ -1090,6 +1091,11 @@ impl HostMemoryManager {
             return Err(HostError::InvalidArg);
         }
         let span = rules::page_span(address, size)?;
+        // A view lies in user space: a range past its top is as invalid as it is for
+        // `VirtualAlloc` (and would let the charged total wrap).
+        if address.checked_add(size).map_or(true, |end| end > self.shared.limits.end_address) {
+            return Err(HostError::InvalidArg);
+        }
         {
             let mut views = self.shared.views.lock();
             // Views are charged (and mapped) by the page: the last view starting before
