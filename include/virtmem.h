@@ -202,7 +202,9 @@ typedef struct IHostMallocVtbl {
    */
   HRESULT (*Alloc)(struct IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
   /**
-   * `Alloc`, remembering the file and line for the leak report.
+   * `Alloc`, remembering the file and line for the leak report (a NULL
+   * `pszFileName` is reported as `<unknown>`; bytes of the name that are not UTF-8 as
+   * U+FFFD).
    */
   HRESULT (*DebugAlloc)(struct IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName, int iLineNo, void **ppMem);
   /**
@@ -1327,7 +1329,9 @@ struct IHostMalloc : public IUnknown {
    */
   virtual HRESULT STDMETHODCALLTYPE Alloc(SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem) = 0;
   /**
-   * `Alloc`, remembering the file and line for the leak report.
+   * `Alloc`, remembering the file and line for the leak report (a NULL
+   * `pszFileName` is reported as `<unknown>`; bytes of the name that are not UTF-8 as
+   * U+FFFD).
    */
   virtual HRESULT STDMETHODCALLTYPE DebugAlloc(SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName, int iLineNo, void **ppMem) = 0;
   /**

@@ -304,9 +304,13 @@ static void test_heaps(void)
     int line = __LINE__ + 1;
     CHECK_HR(M(m, DebugAlloc, 5000, eAppDomainCritical, (char *)"jit.c", line, &d2), S_OK);
     CHECK_HR(M(m, DebugAlloc, 8, eTaskCritical, (char *)"x.c", 1, NULL), E_POINTER);
+    /* The report gives back the line as given, whatever the int (a negative "no line" too),
+       and a NULL file name as "<unknown>". */
+    void *d3 = NULL;
+    CHECK_HR(M(m, DebugAlloc, 24, eTaskCritical, NULL, -7, &d3), S_OK);
     SIZE_T count = 0;
     CHECK_HR(VirtmemHostMallocLeaks(m, NULL, 0, &count), S_OK);
-    CHECK(count == 2, "two live DebugAlloc blocks, got %zu", (size_t)count);
+    CHECK(count == 3, "three live DebugAlloc blocks, got %zu", (size_t)count);
     VIRTMEM_HOST_LEAK leaks[4];
     CHECK_HR(VirtmemHostMallocLeaks(m, leaks, 4, &count), S_OK);
     int found = 0;
@@ -315,8 +319,13 @@ static void test_heaps(void)
             found += leaks[k].Size == 5000 && leaks[k].Line == line && strcmp(leaks[k].File, "jit.c") == 0;
         if (leaks[k].Address == d1)
             found += leaks[k].Size == 40 && strcmp(leaks[k].File, __FILE__) == 0;
+        if (leaks[k].Address == d3) {
+            CHECK(leaks[k].Line == -7, "the line given, got %d", leaks[k].Line);
+            found += leaks[k].Size == 24 && leaks[k].Line == -7 && strcmp(leaks[k].File, "<unknown>") == 0;
+        }
     }
-    CHECK(found == 2, "file and line kept");
+    CHECK(found == 3, "file and line kept");
+    CHECK_HR(M(m, Free, d3), S_OK);
     CHECK_HR(VirtmemHostMallocLeaks(m, leaks, 4, NULL), E_POINTER);
     CHECK_HR(M(m, Free, d1), S_OK);
     CHECK_HR(M(m, Free, d2), S_OK);

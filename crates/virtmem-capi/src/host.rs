@@ -235,7 +235,9 @@ pub struct IHostMallocVtbl {
         eCriticalLevel: EMemoryCriticalLevel,
         ppMem: *mut *mut c_void,
     ) -> HRESULT,
-    /// `Alloc`, remembering the file and line for the leak report.
+    /// `Alloc`, remembering the file and line for the leak report (a NULL
+    /// `pszFileName` is reported as `<unknown>`; bytes of the name that are not UTF-8 as
+    /// U+FFFD).
     pub DebugAlloc: unsafe extern "C" fn(
         This: *mut IHostMalloc,
         cbSize: SIZE_T,
@@ -803,7 +805,8 @@ fn alloc_into(
 ) -> Result<(), HostError> {
     writable(ppMem)?;
     let out = level(lvl).map_err(|e| arg_error(obj.manager(), e)).and_then(|l| match site {
-        Some((file, line)) => obj.heap.debug_alloc(size, l, file, line.max(0) as u32),
+        // The line's bits as they are: the leak report casts them back to the `int` given.
+        Some((file, line)) => obj.heap.debug_alloc(size, l, file, line as u32),
         None => obj.heap.alloc(size, l),
     });
     put_made(ppMem, out.map(|p| p as *mut c_void))
