@@ -616,7 +616,8 @@ typedef SIZE_T *PSIZE_T;
 #define HOST_E_CLRNOTAVAILABLE (int32_t)2148732963u
 
 /**
- * `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out.
+ * `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out, or `VirtualQuery` of an
+ * address outside the host's memory could not get the space's bookkeeping in time.
  */
 #define HOST_E_TIMEOUT (int32_t)2148732964u
 

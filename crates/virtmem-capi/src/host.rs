@@ -54,7 +54,8 @@ pub const E_NOINTERFACE: HRESULT = 0x8000_4002_u32 as i32;
 pub const HOST_E_INVALIDOPERATION: HRESULT = 0x8013_1022_u32 as i32;
 /// `HOST_E_CLRNOTAVAILABLE` (0x80131023): not started, shut down, or disabled.
 pub const HOST_E_CLRNOTAVAILABLE: HRESULT = 0x8013_1023_u32 as i32;
-/// `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out.
+/// `HOST_E_TIMEOUT` (0x80131024): a wait for memory timed out, or `VirtualQuery` of an
+/// address outside the host's memory could not get the space's bookkeeping in time.
 pub const HOST_E_TIMEOUT: HRESULT = 0x8013_1024_u32 as i32;
 /// `HOST_E_NOT_OWNER` (0x80131025): another tenant's memory.
 pub const HOST_E_NOT_OWNER: HRESULT = 0x8013_1025_u32 as i32;

@@ -67,8 +67,11 @@ pub enum HostError {
     /// `HOST_E_CLRNOTAVAILABLE`: the manager is not started, shut down, or disabled.
     #[error("host not available (HOST_E_CLRNOTAVAILABLE)")]
     ClrNotAvailable,
-    /// `HOST_E_TIMEOUT`: a process-critical request waited for memory until its timeout.
-    #[error("wait for memory timed out (HOST_E_TIMEOUT)")]
+    /// `HOST_E_TIMEOUT`: a process-critical request waited for memory until its timeout,
+    /// or a `VirtualQuery` of an address outside the host's memory found the space's
+    /// bookkeeping held through all its attempts (see
+    /// [`HostMemoryManager::virtual_query`](crate::host::HostMemoryManager::virtual_query)).
+    #[error("wait timed out (HOST_E_TIMEOUT)")]
     Timeout,
     /// `HOST_E_NOT_OWNER`: another tenant's allocation.
     #[error("owned by another tenant (HOST_E_NOT_OWNER)")]

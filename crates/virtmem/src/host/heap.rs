@@ -510,7 +510,10 @@ impl HostMalloc {
         self.heap.free(ptr)
     }
 
-    /// Whether `ptr` lies in memory this heap manages (a segment or a large block).
+    /// Whether `ptr` lies in one of this heap's segments (the reservations its small
+    /// blocks are carved from, whether or not `ptr` is in a live block) or is the start of
+    /// one of its live large blocks. A pointer inside a large block, past its start, is
+    /// not recognised: pass what [`HostMalloc::alloc`] returned.
     pub fn owns(&self, ptr: usize) -> bool {
         let _g = enter();
         self.owns_raw(ptr)
