@@ -99,7 +99,7 @@ enum Command {
 /// A byte count on the command line, written as the script language writes numbers
 /// (decimal or `0x` hex, `_` separators, a `K`/`M`/`G`/`T` suffix).
 fn bytes_arg(s: &str) -> Result<usize, String> {
-    let v = script::number(&s.replace('_', ""))?;
+    let v = script::number(s)?;
     usize::try_from(v).map_err(|_| format!("`{s}` does not fit in a size"))
 }
 

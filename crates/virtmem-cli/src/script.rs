@@ -74,7 +74,7 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
-            let word: String = chars[start..i].iter().filter(|&&c| c != '_').collect();
+            let word: String = chars[start..i].iter().collect();
             out.push(Token { tok: Tok::Num(number(&word).map_err(|m| serr(line, col, m))?), col });
         } else if c == '"' {
             i += 1;
@@ -131,7 +131,7 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
 /// A number: decimal or `0x` hex, `_` separators, an optional binary-unit suffix
 /// (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`).
 pub(crate) fn number(word: &str) -> Result<u64, String> {
-    let lower = word.to_ascii_lowercase();
+    let lower = word.replace('_', "").to_ascii_lowercase();
     let (digits, radix) = match lower.strip_prefix("0x") {
         Some(h) => (h.to_string(), 16),
         None => (lower.clone(), 10),
@@ -1461,6 +1461,8 @@ mod tests {
     fn numbers_and_suffixes() {
         assert_eq!(number("0x10000"), Ok(0x10000));
         assert_eq!(number("64k"), Ok(0x10000));
+        assert_eq!(number("0x4000_0000"), Ok(0x4000_0000));
+        assert_eq!(number("1_000"), Ok(1000));
         assert_eq!(number("1TiB"), Ok(1 << 40));
         assert!(number("16777216T").is_err());
         assert!(number("0x").is_err());

@@ -1093,7 +1093,7 @@ impl HostMemoryManager {
         let span = rules::page_span(address, size)?;
         // A view lies in user space: a range past its top is as invalid as it is for
         // `VirtualAlloc` (and would let the charged total wrap).
-        if address.checked_add(size).map_or(true, |end| end > self.shared.limits.end_address) {
+        if span.end > self.shared.limits.end_address {
             return Err(HostError::InvalidArg);
         }
         {
