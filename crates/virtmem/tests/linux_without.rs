@@ -7,10 +7,12 @@
 
 mod linux_util;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 
 use linux_util::*;
-use virtmem::backend::linux::WITHOUT_ENV;
+use virtmem::backend::linux::{LinuxBackend, LinuxOptions, WITHOUT_ENV};
 use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, MemState, Protection as P, WriteWatchFlags as W};
 
 const KB: usize = 1024;
@@ -21,13 +23,15 @@ const CHILD_ENV: &str = "VIRTMEM_TEST_WITHOUT_CHILD";
 
 /// Run test `name` alone in a child process with `VIRTMEM_LINUX_WITHOUT` set to
 /// `without`, and require it to pass; in that child, run `body` (and in a child made for
-/// another setting of the same test, nothing).
-fn without(name: &str, without: &str, body: impl FnOnce()) {
+/// another setting of the same test, nothing). Returns what the child wrote to stdout and
+/// stderr (in the child, nothing).
+fn without(name: &str, without: impl AsRef<OsStr>, body: impl FnOnce()) -> String {
+    let without = without.as_ref();
     if std::env::var_os(CHILD_ENV).is_some() {
-        if std::env::var(WITHOUT_ENV).as_deref() == Ok(without) {
+        if std::env::var_os(WITHOUT_ENV).as_deref() == Some(without) {
             body();
         }
-        return;
+        return String::new();
     }
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -36,8 +40,10 @@ fn without(name: &str, without: &str, body: impl FnOnce()) {
         .output()
         .expect("run the test binary");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={without}:\n{text}");
+    let shown = without.to_string_lossy();
+    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={shown}:\n{text}");
     assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+    text
 }
 
 /// The variable withholds each feature named, and only those (this kernel has all four:
@@ -58,6 +64,58 @@ fn each_feature_named_is_withheld_and_only_those() {
     }
     without("each_feature_named_is_withheld_and_only_those", "ALL", || {
         assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), all);
+    });
+}
+
+/// A word that names no feature (a typo in a fallback test, which would otherwise test
+/// nothing) is refused rather than ignored: no backend is made. `LinuxBackend::new` fails
+/// with `InvalidInput` naming the variable, each bad word and every accepted name;
+/// `LinuxSpace::linux`, `linux_with` and the process-wide space fail with
+/// ERROR_INVALID_PARAMETER, whose code cannot carry the word, so the same message goes to
+/// stderr (once per process). Known names beside the bad one change nothing; spaces,
+/// case and empty items stay allowed.
+#[test]
+fn a_name_that_is_no_feature_is_refused_with_the_word_and_the_accepted_names() {
+    const NAME: &str = "a_name_that_is_no_feature_is_refused_with_the_word_and_the_accepted_names";
+    let accepted = ["fixed_noreplace", "pagemap_scan", "guard", "procmap_query", "all"];
+    for (value, bad) in [
+        ("gaurd", &["gaurd"][..]),
+        ("guard, procmap-query", &["procmap-query"]),
+        ("all,nothing,,fixed_noreplace ,pagemapscan", &["nothing", "pagemapscan"]),
+    ] {
+        let text = without(NAME, value, || {
+            let e = LinuxBackend::new().expect_err("a backend despite a word that names no feature");
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+            let message = e.to_string();
+            assert!(message.contains(WITHOUT_ENV), "{message}");
+            for word in bad {
+                assert!(message.contains(&format!("`{word}`")), "{word}: {message}");
+            }
+            for name in accepted {
+                assert!(message.contains(name), "{name}: {message}");
+            }
+            let e = LinuxBackend::with_options(LinuxOptions::default()).expect_err("with options too");
+            assert_eq!(e.to_string(), message);
+            assert_eq!(LinuxSpace::linux().err(), Some(Error::InvalidParameter));
+            assert_eq!(LinuxSpace::linux_with(LinuxOptions::default()).err(), Some(Error::InvalidParameter));
+            assert_eq!(virtmem::try_current_process().err(), Some(Error::InvalidParameter));
+        });
+        // Said on stderr too, once, for callers that only see the error code.
+        for word in bad {
+            assert_eq!(text.matches(&format!("`{word}`")).count(), 1, "{word}:\n{text}");
+        }
+    }
+    // A value that is not UTF-8 cannot name a feature either.
+    let text = without(NAME, OsStr::from_bytes(b"gu\xffard"), || {
+        let e = LinuxBackend::new().expect_err("a backend despite a value that is not UTF-8");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        assert_eq!(LinuxSpace::linux().err(), Some(Error::InvalidParameter));
+    });
+    assert!(text.contains(WITHOUT_ENV) && text.contains("UTF-8"), "{text}");
+    // Spaces, case and empty items are fine: the names are still withheld.
+    without(NAME, " Guard,, PROCMAP_query ,", || {
+        assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), ["guard", "procmap_query"]);
     });
 }
 
