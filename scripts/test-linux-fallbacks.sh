@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Linux backend's suites again, as on a kernel without MAP_FIXED_NOREPLACE (before
 # 4.17), PROCMAP_QUERY (before 6.11) and guard markers (before 6.13): the backend is made
-# to do without them (VIRTMEM_LINUX_WITHOUT, see `LinuxBackend::missing_features`), so
+# to do without them (VIRTMEM_LINUX_WITHOUT, see `LinuxBackend::missing_features`; a name
+# it does not know makes every backend fail, so a typo here cannot pass unnoticed), so
 # every fallback it takes there runs here, on a kernel that has them all. The differential
 # test runs 1000 sequences of each kind (parsing /proc/self/maps makes each query of memory
 # that is not the backend's slower). Without PAGEMAP_SCAN (before 6.7) there is no write

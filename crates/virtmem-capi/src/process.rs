@@ -35,7 +35,9 @@ const FIRST_HANDLE: usize = 0x100;
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(FIRST_HANDLE);
 
 /// The address space of the current process: this process's real memory (the Linux
-/// backend), or `ERROR_NOT_SUPPORTED` where it cannot be managed (no `/proc`).
+/// backend), or `ERROR_NOT_SUPPORTED` where it cannot be managed (no `/proc`), or
+/// `ERROR_INVALID_PARAMETER` where `VIRTMEM_LINUX_WITHOUT` names something that is not a
+/// kernel feature (a message on stderr names it).
 #[cfg(target_os = "linux")]
 pub(crate) fn current_space() -> Outcome<&'static dyn VirtualSpace> {
     match vm::try_current_process() {

@@ -54,7 +54,8 @@ fn processor() -> (WORD, DWORD, WORD, WORD) {
 
 /// What `GetSystemInfo` reports: the current process's space, and this machine.
 pub(crate) fn system_info() -> SYSTEM_INFO {
-    // Without a current-process space (no /proc), the Windows x64 values of a simulated one.
+    // Without a current-process space (no /proc, or a bad VIRTMEM_LINUX_WITHOUT), the
+    // Windows x64 values of a simulated one.
     let si = match current_space() {
         Ok(space) => space.system_info(),
         Err(_) => vm::SimSpace::simulated().system_info(),

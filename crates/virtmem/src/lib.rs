@@ -80,16 +80,31 @@ pub type LinuxSpace = AddressSpace<LinuxBackend>;
 impl AddressSpace<LinuxBackend> {
     /// A new address space over this process's real memory. Several may exist at
     /// once: each sees the others' reservations as foreign memory. Fails with
-    /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted. Dropping the space leaves its
-    /// reservations mapped (see [`LinuxSpace`]).
+    /// `ERROR_NOT_SUPPORTED` if `/proc` is not mounted, and with
+    /// `ERROR_INVALID_PARAMETER` if `VIRTMEM_LINUX_WITHOUT` names something that is not
+    /// a kernel feature (see [`backend::linux::WITHOUT_ENV`]; the message naming it goes
+    /// to stderr). Dropping the space leaves its reservations mapped (see
+    /// [`LinuxSpace`]).
     pub fn linux() -> Result<Self> {
-        LinuxBackend::new().map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
+        LinuxBackend::new().map(AddressSpace::with_backend).map_err(linux_space_error)
     }
 
     /// A new address space over this process's real memory with the given backend
-    /// tuning (see [`LinuxOptions`]).
+    /// tuning (see [`LinuxOptions`]); fails as [`AddressSpace::linux`] does.
     pub fn linux_with(options: LinuxOptions) -> Result<Self> {
-        LinuxBackend::with_options(options).map(AddressSpace::with_backend).map_err(|_| Error::NotSupported)
+        LinuxBackend::with_options(options).map(AddressSpace::with_backend).map_err(linux_space_error)
+    }
+}
+
+/// The Win32 error for a Linux backend that could not be made: the environment's
+/// misconfiguration is the caller's (`ERROR_INVALID_PARAMETER`), anything else means
+/// this system cannot be managed (`ERROR_NOT_SUPPORTED`).
+#[cfg(all(target_os = "linux", not(miri)))]
+fn linux_space_error(e: std::io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<backend::linux::WithoutEnvError>()) {
+        Error::InvalidParameter
+    } else {
+        Error::NotSupported
     }
 }
 
@@ -97,16 +112,25 @@ impl AddressSpace<LinuxBackend> {
 /// `GetCurrentProcess()` names; created on first use.
 ///
 /// # Panics
-/// If `/proc` is not mounted (see [`try_current_process`]).
+/// If `/proc` is not mounted, or `VIRTMEM_LINUX_WITHOUT` names something that is not a
+/// kernel feature (see [`try_current_process`]).
 #[cfg(all(target_os = "linux", not(miri)))]
 pub fn current_process() -> &'static LinuxSpace {
-    try_current_process().expect("virtmem needs /proc/self/maps to manage this process's memory")
+    try_current_process().unwrap_or_else(|e| match e {
+        Error::InvalidParameter => panic!(
+            "virtmem cannot manage this process's memory: {} names something that is not a kernel feature (see stderr)",
+            backend::linux::WITHOUT_ENV
+        ),
+        _ => panic!("virtmem needs /proc/self/maps to manage this process's memory"),
+    })
 }
 
-/// The process-wide address space (see [`current_process`]), or
-/// `ERROR_NOT_SUPPORTED` if it cannot be created because `/proc` is not mounted.
+/// The process-wide address space (see [`current_process`]), or the error
+/// [`AddressSpace::linux`] gives if it cannot be created: `ERROR_NOT_SUPPORTED` if
+/// `/proc` is not mounted, `ERROR_INVALID_PARAMETER` if `VIRTMEM_LINUX_WITHOUT` names
+/// something that is not a kernel feature.
 #[cfg(all(target_os = "linux", not(miri)))]
 pub fn try_current_process() -> Result<&'static LinuxSpace> {
-    static SPACE: std::sync::OnceLock<Option<LinuxSpace>> = std::sync::OnceLock::new();
-    SPACE.get_or_init(|| LinuxSpace::linux().ok()).as_ref().ok_or(Error::NotSupported)
+    static SPACE: std::sync::OnceLock<Result<LinuxSpace>> = std::sync::OnceLock::new();
+    SPACE.get_or_init(LinuxSpace::linux).as_ref().map_err(|&e| e)
 }

@@ -158,26 +158,102 @@ fn features() -> Features {
 
 /// The environment variable naming kernel features the backend is to do without, as on
 /// a kernel that lacks them: a comma-separated list of `fixed_noreplace`,
-/// `pagemap_scan`, `guard` and `procmap_query` (or `all`). It exists so that the
-/// fallbacks an older kernel takes (a hinted `mmap` checked after the fact, write watch
-/// refused, `mprotect` + `MADV_DONTNEED` decommits, `/proc/self/maps` parsed as text)
-/// can be tested on a new one (`scripts/test-linux-fallbacks.sh`). Read once per process.
+/// `pagemap_scan`, `guard` and `procmap_query` (or `all`), in any case, spaces around
+/// names and empty items allowed. It exists so that the fallbacks an older kernel takes
+/// (a hinted `mmap` checked after the fact, write watch refused, `mprotect` +
+/// `MADV_DONTNEED` decommits, `/proc/self/maps` parsed as text) can be tested on a new
+/// one (`scripts/test-linux-fallbacks.sh`). Read once per process.
+///
+/// A word that names none of them (a typo would otherwise leave a fallback test testing
+/// nothing), or a value that is not UTF-8, is refused: no backend is made.
+/// [`LinuxBackend::new`] and [`LinuxBackend::with_options`] fail with
+/// [`std::io::ErrorKind::InvalidInput`] and a message naming each bad word and the
+/// accepted names; `LinuxSpace::linux` and the process-wide space fail with
+/// `ERROR_INVALID_PARAMETER`, a code that cannot carry the word, so the message is also
+/// written to stderr, once per process.
 pub const WITHOUT_ENV: &str = "VIRTMEM_LINUX_WITHOUT";
 
-/// Whether `feature` is named in [`WITHOUT_ENV`].
-fn withheld(feature: &str) -> bool {
-    static WITHOUT: OnceLock<Vec<String>> = OnceLock::new();
+/// The features [`WITHOUT_ENV`] may name, in the order of
+/// [`LinuxBackend::missing_features`]; bit `i` of a withheld set is `FEATURE_NAMES[i]`.
+const FEATURE_NAMES: [&str; 4] = ["fixed_noreplace", "pagemap_scan", "guard", "procmap_query"];
+
+/// Why [`WITHOUT_ENV`] is refused: the payload of the `io::Error` a backend's
+/// construction fails with, so that the address space can tell it from a missing `/proc`.
+#[derive(Debug)]
+pub(crate) struct WithoutEnvError(String);
+
+impl std::fmt::Display for WithoutEnvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WithoutEnvError {}
+
+/// The features [`WITHOUT_ENV`] withholds (a bit per entry of [`FEATURE_NAMES`]), or why
+/// its value is refused. Read and checked once per process; a refusal is also written to
+/// stderr then.
+fn without_env() -> Result<u8, &'static str> {
+    static WITHOUT: OnceLock<Result<u8, String>> = OnceLock::new();
     WITHOUT
         .get_or_init(|| {
-            std::env::var(WITHOUT_ENV)
-                .unwrap_or_default()
-                .split(',')
-                .map(|w| w.trim().to_ascii_lowercase())
-                .filter(|w| !w.is_empty())
-                .collect()
+            let parsed = match std::env::var_os(WITHOUT_ENV) {
+                None => Ok(0),
+                Some(value) => match value.to_str() {
+                    Some(text) => parse_without(text),
+                    None => Err(format!(
+                        "{WITHOUT_ENV} is not UTF-8 ({value:?}), so it names no feature; {}",
+                        accepted_names()
+                    )),
+                },
+            };
+            if let Err(message) = &parsed {
+                eprintln!("virtmem: {message}");
+            }
+            parsed
         })
-        .iter()
-        .any(|w| w == feature || w == "all")
+        .as_ref()
+        .map(|&bits| bits)
+        .map_err(String::as_str)
+}
+
+/// What [`WITHOUT_ENV`] accepts, for its error messages.
+fn accepted_names() -> String {
+    format!("accepted (comma-separated, in any case): {}, all", FEATURE_NAMES.join(", "))
+}
+
+/// The features the value of [`WITHOUT_ENV`] withholds, or an error naming each of its
+/// words that names no feature.
+fn parse_without(value: &str) -> Result<u8, String> {
+    let mut bits = 0u8;
+    let mut unknown = Vec::new();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let name = word.to_ascii_lowercase();
+        if name == "all" {
+            bits = (1 << FEATURE_NAMES.len()) - 1;
+        } else if let Some(i) = FEATURE_NAMES.iter().position(|&f| f == name) {
+            bits |= 1 << i;
+        } else {
+            unknown.push(format!("`{word}`"));
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(bits);
+    }
+    let (verb, what) = if unknown.len() == 1 { ("is", "a feature") } else { ("are", "features") };
+    Err(format!(
+        "{WITHOUT_ENV} names {}, which {verb} not {what} the Linux backend can do without; {}",
+        unknown.join(", "),
+        accepted_names()
+    ))
+}
+
+/// Whether `feature` (one of [`FEATURE_NAMES`]) is withheld by [`WITHOUT_ENV`]. (Only
+/// a backend probes features, and none is made when the variable is refused: the
+/// refusal withholds nothing here.)
+fn withheld(feature: &str) -> bool {
+    let bit = FEATURE_NAMES.iter().position(|&f| f == feature).expect("a feature name");
+    without_env().unwrap_or(0) & (1 << bit) != 0
 }
 
 /// Map a page anywhere, then ask for the same page with `MAP_FIXED_NOREPLACE`: a
@@ -430,13 +506,19 @@ pub struct LinuxStats {
 
 impl LinuxBackend {
     /// A backend over this process's memory. Fails if `/proc` is not mounted (the
-    /// backend needs `/proc/self/maps` to see other mappings).
+    /// backend needs `/proc/self/maps` to see other mappings), and with
+    /// [`std::io::ErrorKind::InvalidInput`] if [`WITHOUT_ENV`] names something that is
+    /// not a feature (the message names it and the accepted names).
     pub fn new() -> std::io::Result<LinuxBackend> {
         LinuxBackend::with_options(LinuxOptions::default())
     }
 
-    /// A backend with the given tuning.
+    /// A backend with the given tuning; fails as [`LinuxBackend::new`] does.
     pub fn with_options(options: LinuxOptions) -> std::io::Result<LinuxBackend> {
+        // Before anything probes the kernel's features, which the variable withholds.
+        without_env().map_err(|message| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, WithoutEnvError(message.to_string()))
+        })?;
         let maps = Maps::open()?;
         let pagemap = Pagemap::open()?;
         let min = read_number("/proc/sys/vm/mmap_min_addr").unwrap_or(0);
