@@ -137,9 +137,10 @@ typedef struct VIRTMEM_HOST_CONFIG {
 } VIRTMEM_HOST_CONFIG;
 
 /**
- * `GUID`: a COM interface identifier.
+ * `GUID`: a COM interface identifier. Declared under its Windows SDK tag,
+ * `struct _GUID`.
  */
-typedef struct GUID {
+typedef struct _GUID {
   /**
    * First 32 bits.
    */
@@ -156,12 +157,17 @@ typedef struct GUID {
    * Last 64 bits, as bytes.
    */
   uint8_t Data4[8];
-} GUID;
+} _GUID;
+
+/**
+ * `GUID`: the usual name of `struct _GUID`, a COM interface identifier.
+ */
+typedef struct _GUID GUID;
 
 /**
  * `IID`: an interface identifier.
  */
-typedef struct GUID IID;
+typedef GUID IID;
 
 #if !defined(__cplusplus)
 /**
@@ -438,8 +444,9 @@ typedef uint16_t WORD;
 
 /**
  * `MEMORY_BASIC_INFORMATION` in the Win64 layout (48 bytes): what `VirtualQuery` reports.
+ * Declared under its Windows SDK tag, `struct _MEMORY_BASIC_INFORMATION`.
  */
-typedef struct MEMORY_BASIC_INFORMATION {
+typedef struct _MEMORY_BASIC_INFORMATION {
   /**
    * The queried address rounded down to a page.
    */
@@ -472,12 +479,17 @@ typedef struct MEMORY_BASIC_INFORMATION {
    * `MEM_PRIVATE`, `MEM_MAPPED`, `MEM_IMAGE`, or 0 for free memory.
    */
   DWORD Type;
-} MEMORY_BASIC_INFORMATION;
+} _MEMORY_BASIC_INFORMATION;
+
+/**
+ * `MEMORY_BASIC_INFORMATION`: the usual name of `struct _MEMORY_BASIC_INFORMATION`.
+ */
+typedef struct _MEMORY_BASIC_INFORMATION MEMORY_BASIC_INFORMATION;
 
 /**
  * `PMEMORY_BASIC_INFORMATION`: a pointer to a `MEMORY_BASIC_INFORMATION`.
  */
-typedef struct MEMORY_BASIC_INFORMATION *PMEMORY_BASIC_INFORMATION;
+typedef MEMORY_BASIC_INFORMATION *PMEMORY_BASIC_INFORMATION;
 
 /**
  * `PDWORD`: a pointer to a `DWORD`.
@@ -511,9 +523,10 @@ typedef uintptr_t DWORD_PTR;
 
 /**
  * `SYSTEM_INFO` in the Win64 layout (48 bytes): what `GetSystemInfo` reports. The
- * obsolete `dwOemId` alias of the first two fields is not declared.
+ * obsolete `dwOemId` alias of the first two fields is not declared. Declared under its
+ * Windows SDK tag, `struct _SYSTEM_INFO`.
  */
-typedef struct SYSTEM_INFO {
+typedef struct _SYSTEM_INFO {
   /**
    * `PROCESSOR_ARCHITECTURE_AMD64` (9) on x86-64, `PROCESSOR_ARCHITECTURE_ARM64` (12) on AArch64.
    */
@@ -558,12 +571,17 @@ typedef struct SYSTEM_INFO {
    * The processor revision (x86-64: display model << 8 | stepping).
    */
   WORD wProcessorRevision;
-} SYSTEM_INFO;
+} _SYSTEM_INFO;
+
+/**
+ * `SYSTEM_INFO`: the usual name of `struct _SYSTEM_INFO`.
+ */
+typedef struct _SYSTEM_INFO SYSTEM_INFO;
 
 /**
  * `LPSYSTEM_INFO`: a pointer to a `SYSTEM_INFO`.
  */
-typedef struct SYSTEM_INFO *LPSYSTEM_INFO;
+typedef SYSTEM_INFO *LPSYSTEM_INFO;
 
 /**
  * `BYTE`: an 8-bit unsigned integer.
@@ -574,6 +592,21 @@ typedef uint8_t BYTE;
  * `PSIZE_T`: a pointer to a `SIZE_T`.
  */
 typedef SIZE_T *PSIZE_T;
+
+/**
+ * `LPGUID`: a pointer to a `GUID`.
+ */
+typedef GUID *LPGUID;
+
+/**
+ * `LPCGUID`: a pointer to a constant `GUID`.
+ */
+typedef const GUID *LPCGUID;
+
+/**
+ * `LPIID`: a pointer to an `IID`.
+ */
+typedef IID *LPIID;
 
 /**
  * `S_OK`: done.

@@ -85,10 +85,18 @@ pub const MALLOC_THREADSAFE: DWORD = 0x1;
 /// `MALLOC_EXECUTABLE` (0x2): a heap of executable memory.
 pub const MALLOC_EXECUTABLE: DWORD = 0x2;
 
-/// `GUID`: a COM interface identifier.
+/// `GUID`: the usual name of `struct _GUID`, a COM interface identifier.
+pub type GUID = _GUID;
+/// `LPGUID`: a pointer to a `GUID`.
+pub type LPGUID = *mut GUID;
+/// `LPCGUID`: a pointer to a constant `GUID`.
+pub type LPCGUID = *const GUID;
+
+/// `GUID`: a COM interface identifier. Declared under its Windows SDK tag,
+/// `struct _GUID`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GUID {
+pub struct _GUID {
     /// First 32 bits.
     pub Data1: u32,
     /// Next 16 bits.
@@ -101,6 +109,8 @@ pub struct GUID {
 
 /// `IID`: an interface identifier.
 pub type IID = GUID;
+/// `LPIID`: a pointer to an `IID`.
+pub type LPIID = *mut IID;
 // `virtmem_header_cplusplus` is never set for rustc. cbindgen.toml maps it to `__cplusplus`, so
 // REFIID as a pointer and the C structs and vtables of the COM interfaces below are C only in
 // include/virtmem.h; C++ gets mscoree.h-style abstract classes with the same layout instead

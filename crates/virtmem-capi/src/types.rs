@@ -44,6 +44,15 @@ pub type PMEMORY_BASIC_INFORMATION = *mut MEMORY_BASIC_INFORMATION;
 /// `LPSYSTEM_INFO`: a pointer to a `SYSTEM_INFO`.
 pub type LPSYSTEM_INFO = *mut SYSTEM_INFO;
 
+// The Win32 structures are declared under the struct tags of the Windows SDK
+// (`_MEMORY_BASIC_INFORMATION`, ...), each with a type alias of its usual name: cbindgen
+// (style "both") writes a struct's tag and typedef with one name, so the alias is what
+// gives C the SDK's `typedef struct _NAME NAME;`, and ported code may spell either.
+/// `MEMORY_BASIC_INFORMATION`: the usual name of `struct _MEMORY_BASIC_INFORMATION`.
+pub type MEMORY_BASIC_INFORMATION = _MEMORY_BASIC_INFORMATION;
+/// `SYSTEM_INFO`: the usual name of `struct _SYSTEM_INFO`.
+pub type SYSTEM_INFO = _SYSTEM_INFO;
+
 /// `MEM_COMMIT` (0x1000): commit pages (`VirtualAlloc`), or the committed state (`VirtualQuery`).
 pub const MEM_COMMIT: DWORD = 0x1000;
 /// `MEM_RESERVE` (0x2000): reserve address space, or the reserved state.
@@ -166,9 +175,10 @@ pub const VIRTMEM_ACCESS_FAILED: DWORD = 0xFFFFFFFF_u32;
 pub const VIRTMEM_NO_COMMIT_LIMIT: SIZE_T = 0xFFFF_FFFF_FFFF_FFFF;
 
 /// `MEMORY_BASIC_INFORMATION` in the Win64 layout (48 bytes): what `VirtualQuery` reports.
+/// Declared under its Windows SDK tag, `struct _MEMORY_BASIC_INFORMATION`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MEMORY_BASIC_INFORMATION {
+pub struct _MEMORY_BASIC_INFORMATION {
     /// The queried address rounded down to a page.
     pub BaseAddress: PVOID,
     /// The base of the reservation (NULL for free memory).
@@ -221,10 +231,11 @@ impl From<vm::MemoryBasicInformation> for MEMORY_BASIC_INFORMATION {
 }
 
 /// `SYSTEM_INFO` in the Win64 layout (48 bytes): what `GetSystemInfo` reports. The
-/// obsolete `dwOemId` alias of the first two fields is not declared.
+/// obsolete `dwOemId` alias of the first two fields is not declared. Declared under its
+/// Windows SDK tag, `struct _SYSTEM_INFO`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SYSTEM_INFO {
+pub struct _SYSTEM_INFO {
     /// `PROCESSOR_ARCHITECTURE_AMD64` (9) on x86-64, `PROCESSOR_ARCHITECTURE_ARM64` (12) on AArch64.
     pub wProcessorArchitecture: WORD,
     /// Reserved (0).
