@@ -668,12 +668,15 @@ impl LinuxBackend {
             .map_err(|e| *e)
     }
 
-    /// The mapped extents of the live write-watched reservations: what a forked child
-    /// registers with a userfaultfd of its own (see the `watch` module). Takes the state
-    /// lock: not to be called with it held.
-    fn watched_extents(&self) -> Vec<Range<usize>> {
-        let st = self.state.lock();
-        st.live.iter().filter(|(_, x)| x.write_watch).map(|(start, x)| start..x.end).collect()
+    /// `w` as this process's own: in a forked child, the first call opens the child's
+    /// userfaultfd and registers with it the mapped extents of the live write-watched
+    /// reservations (see the `watch` module), which takes the state lock: not to be
+    /// called with it held.
+    fn adopted(&self, w: &watch::Watch) -> Result<watch::Adopted, BackendError> {
+        w.adopt(|| {
+            let st = self.state.lock();
+            st.live.iter().filter(|(_, x)| x.write_watch).map(|(start, x)| start..x.end).collect()
+        })
     }
 
     /// The mapped extent of a reservation: to the end of its last granule (large-page
@@ -839,18 +842,18 @@ impl LinuxBackend {
         op: impl FnOnce() -> Result<(), BackendError>,
         undo: impl FnOnce(),
     ) -> Result<(), BackendError> {
-        let watch = self.watch.get().and_then(|w| w.as_ref().ok());
-        let before = match watch {
-            Some(w) => w.written_if_watched(&self.pagemap, range, || self.watched_extents())?,
+        let watch = self.watch.get().and_then(|w| w.as_ref().ok()).map(|w| self.adopted(w)).transpose()?;
+        let before = match &watch {
+            Some(w) => w.written_if_watched(&self.pagemap, range)?,
             None => None,
         };
         op()?;
         let (Some(w), Some(before)) = (watch, before) else { return Ok(()) };
-        let cleaned = w.written_if_watched(&self.pagemap, range, || self.watched_extents()).and_then(|after| {
+        let cleaned = w.written_if_watched(&self.pagemap, range).and_then(|after| {
             for run in after.unwrap_or_default() {
                 for page in run.step_by(PAGE) {
                     if !before.iter().any(|b| b.contains(&page)) {
-                        w.clear(&(page..page + PAGE), || self.watched_extents())?;
+                        w.clear(&(page..page + PAGE))?;
                     }
                 }
             }
@@ -1429,8 +1432,7 @@ impl Backend for LinuxBackend {
             // SAFETY: `ext` was mapped just above for this reservation; the advice only
             // says how the kernel may back its pages.
             let _ = unsafe { rustix::mm::madvise(ptr(ext.start), ext.len(), rustix::mm::Advice::LinuxNoHugepage) };
-            if let Err(e) = self.gate().map_err(errno_error).and_then(|()| w.register(&ext, || self.watched_extents()))
-            {
+            if let Err(e) = self.gate().map_err(errno_error).and_then(|()| self.adopted(w)?.register(&ext)) {
                 self.count();
                 // SAFETY: `ext` was mapped just above for this reservation.
                 let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
@@ -1756,13 +1758,13 @@ impl Backend for LinuxBackend {
         if reset {
             self.gate().map_err(errno_error)?;
         }
-        w.dirty_pages(&self.pagemap, range, max, reset, || self.watched_extents())
+        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset)
     }
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         let w = self.watch()?;
         self.gate().map_err(errno_error)?;
-        w.clear(&range, || self.watched_extents())
+        self.adopted(w)?.clear(&range)
     }
 
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {

@@ -45,6 +45,12 @@ pub struct Watch {
     uffd: RwLock<(u64, Arc<OwnedFd>)>,
 }
 
+/// The userfaultfd of this process, got by [`Watch::adopt`]: what the write-watch
+/// operations act through, so that none can run on a descriptor inherited over a fork.
+pub struct Adopted {
+    uffd: Arc<OwnedFd>,
+}
+
 fn open_uffd() -> Result<OwnedFd, Errno> {
     // SAFETY: userfaultfd(2) only creates a descriptor.
     let fd = unsafe {
@@ -115,14 +121,15 @@ impl Watch {
 
     /// This process's userfaultfd. The first call in a forked child opens the child's
     /// own and registers `watched` (the child's write-watched extents, inherited from
-    /// its parent) with it; a range that is not mapped right now (another thread is
-    /// reserving it, and registers it itself, or releasing it) is passed over.
-    fn fd(&self, watched: impl FnOnce() -> Vec<Range<usize>>) -> Result<Arc<OwnedFd>, BackendError> {
+    /// its parent; called only then) with it; a range that is not mapped right now
+    /// (another thread is reserving it, and registers it itself, or releasing it) is
+    /// passed over.
+    pub fn adopt(&self, watched: impl FnOnce() -> Vec<Range<usize>>) -> Result<Adopted, BackendError> {
         let generation = procfs::fork_generation();
         {
             let f = self.uffd.read();
             if f.0 == generation {
-                return Ok(f.1.clone());
+                return Ok(Adopted { uffd: f.1.clone() });
             }
         }
         let mut f = self.uffd.write();
@@ -137,30 +144,25 @@ impl Watch {
             // (The inherited descriptor is closed once no call is using it.)
             *f = (generation, Arc::new(uffd));
         }
-        Ok(f.1.clone())
+        Ok(Adopted { uffd: f.1.clone() })
     }
+}
 
+impl Adopted {
     /// Start tracking writes to `range` (freshly mapped, so every page is clean).
-    /// `watched` lists the write-watched extents (see [`Watch::fd`]).
-    pub fn register(
-        &self,
-        range: &Range<usize>,
-        watched: impl FnOnce() -> Vec<Range<usize>>,
-    ) -> Result<(), BackendError> {
-        let uffd = self.fd(watched)?;
-        register_with(&uffd, range).map_err(register_error)
+    pub fn register(&self, range: &Range<usize>) -> Result<(), BackendError> {
+        register_with(&self.uffd, range).map_err(register_error)
     }
 
     /// Make every page of `range` clean.
-    pub fn clear(&self, range: &Range<usize>, watched: impl FnOnce() -> Vec<Range<usize>>) -> Result<(), BackendError> {
-        let uffd = self.fd(watched)?;
+    pub fn clear(&self, range: &Range<usize>) -> Result<(), BackendError> {
         let mut wp = uffdio_writeprotect {
             range: uffdio_range { start: range.start as u64, len: range.len() as u64 },
             mode: sys::UFFDIO_WRITEPROTECT_MODE_WP,
         };
         loop {
             // SAFETY: `wp` is a uffdio_writeprotect structure over a registered range.
-            match unsafe { sys::ioctl(uffd.as_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } {
+            match unsafe { sys::ioctl(self.uffd.as_fd(), sys::UFFDIO_WRITEPROTECT, &mut wp) } {
                 Ok(_) => return Ok(()),
                 Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
                 Err(Errno::NOMEM) => return Err(BackendError::OutOfMemory),
@@ -170,15 +172,14 @@ impl Watch {
     }
 
     /// The written runs of `range` if the whole range is write-watched, `None` if it
-    /// is not (or only partly) registered for write tracking.
+    /// is not (or only partly) registered for write tracking. (The scan reads this
+    /// process's page tables; it asks of a forked child the registration its adoption
+    /// made.)
     pub fn written_if_watched(
         &self,
         pagemap: &Pagemap,
         range: &Range<usize>,
-        watched: impl FnOnce() -> Vec<Range<usize>>,
     ) -> Result<Option<Vec<Range<usize>>>, BackendError> {
-        // (A forked child's registration must be its own before the scan asks for it.)
-        self.fd(watched)?;
         let q = Scan {
             flags: sys::PM_SCAN_CHECK_WPASYNC,
             inverted: sys::PAGE_IS_PFNZERO,
@@ -195,18 +196,16 @@ impl Watch {
     }
 
     /// The written pages of `range`, ascending, at most `max`; with `reset`, exactly
-    /// those become clean again, in the same scan.
+    /// those become clean again, in the same scan. (The pagemap is this process's; a
+    /// forked child's registration, made by its adoption, must be its own too, for a
+    /// reset to protect its pages again.)
     pub fn dirty_pages(
         &self,
         pagemap: &Pagemap,
         range: Range<usize>,
         max: usize,
         reset: bool,
-        watched: impl FnOnce() -> Vec<Range<usize>>,
     ) -> Result<Vec<usize>, BackendError> {
-        // (The pagemap is this process's; a forked child's registration must be its own
-        // too, for a reset to protect its pages again.)
-        self.fd(watched)?;
         let q = Scan {
             flags: if reset { sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC } else { 0 },
             // Written, holding data (present or swapped out), and not the shared zero
