@@ -153,10 +153,11 @@ pub(crate) fn alloc_request(
     if ty.contains(T::PHYSICAL) && protect != Protection::READWRITE {
         return Err(Error::InvalidParameter);
     }
-    // 3. the address range.
+    // 3. the address range: below the space's lowest allocatable address (0x10000 in a
+    // default space; what `GetSystemInfo` reports), past its top, or wrapping.
     let top = limits.end_address;
     let span_checked = |address: usize| -> Result<Range<usize>> {
-        if address < MIN_ADDRESS {
+        if address < limits.min_address.max(MIN_ADDRESS) {
             return Err(Error::InvalidParameter);
         }
         below_top(address, size, top)?;
@@ -229,7 +230,7 @@ pub(crate) fn commit_range(address: usize, size: usize, protect: Protection, lim
     if size == 0
         || check_protect(protect).is_err()
         || size > top - limits.min_address.min(top)
-        || address < MIN_ADDRESS
+        || address < limits.min_address.max(MIN_ADDRESS)
         || below_top(address, size, top).is_err()
     {
         return Err(Error::InvalidParameter);

@@ -84,7 +84,8 @@ pub struct ReserveOptions {
 /// The address range and page sizes a backend offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The lowest address a reservation may start at (a multiple of 64 KiB).
+    /// The lowest address a reservation may start at (a multiple of 64 KiB): the rules
+    /// refuse a `VirtualAlloc` below it with `ERROR_INVALID_PARAMETER`.
     pub min_address: usize,
     /// One past the highest usable address (a multiple of 64 KiB).
     pub end_address: usize,

@@ -45,7 +45,10 @@ pub enum ResetPolicy {
 /// gives an empty space, and a large-page size that is not a power-of-two multiple of
 /// 64 KiB means no large pages.
 pub struct SimConfig {
-    /// The lowest address a reservation may start at (multiple of 64 KiB, at least 64 KiB).
+    /// The lowest address a reservation may start at (multiple of 64 KiB, at least 64 KiB),
+    /// what `GetSystemInfo` reports as the minimum application address: `VirtualAlloc`
+    /// at an address below it fails with `ERROR_INVALID_PARAMETER`, as below 0x10000 on
+    /// Windows.
     pub min_address: usize,
     /// One past the highest user address (multiple of 64 KiB).
     pub end_address: usize,

@@ -228,7 +228,9 @@ impl Model {
             return Err(InvalidParameter);
         }
         let span = |address: usize| -> Result<(usize, usize), Error> {
-            if address < 0x10000 {
+            // Below the space's lowest address (the window's start, which every subject
+            // reports as its lowest; 0x10000 in a default space) or past its top: 87.
+            if address < self.w.max(0x10000) {
                 return Err(InvalidParameter);
             }
             let end = address.checked_add(size).ok_or(InvalidParameter)?;
