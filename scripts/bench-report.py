@@ -73,7 +73,7 @@ for op in OPS:
     rows.append([op, ns(v), ratio(v, 300.0), ratio(v, wait)])
 print(table(["operation", "sim at 10^6 regions, random", "/ 300 ns target", "/ one memory wait"], rows))
 print(f"\nOne memory wait (`mem_chase/64MiB`, a dependent load from a random line of 64 MiB): {ns(wait)};"
-      f" from a 1 MiB buffer (`mem_chase/1MiB`, this machine's L2 size): {ns(median('mem_chase', '1MiB'))}.")
+      f" from a 1 MiB buffer (`mem_chase/1MiB`, beyond a 512 KiB L2, within a 2 MiB one): {ns(median('mem_chase', '1MiB'))}.")
 
 print("\n### VirtualQuery, 10^5 live regions (`query1e5`, target < 100 ns)\n")
 raw = median("query1e5", "raw")

@@ -144,7 +144,8 @@ fn query_1e5(c: &mut Criterion) {
 /// per step), so no two overlap. A call that must wait for memory twice in a row cannot
 /// take less than two of these: `sim1e6regions_<op>` divided by `mem_chase/64MiB` says how
 /// many such waits' worth a call costs. 64 MiB is about the simulated space's bookkeeping
-/// at 10^6 regions; 1 MiB is this machine's L2 cache.
+/// at 10^6 regions; 1 MiB is twice the L2 cache of the AMD VM these figures were first
+/// taken on (512 KiB per core) and half that of the Intel VM of the fifteenth session.
 fn mem_chase(c: &mut Criterion) {
     let mut g = c.benchmark_group("mem_chase");
     for (name, bytes) in [("1MiB", 1usize << 20), ("64MiB", 64 << 20)] {
