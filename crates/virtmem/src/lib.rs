@@ -52,6 +52,11 @@ pub use space::{AddressSpace, SpaceStats, VirtualSpace};
 #[cfg(all(target_os = "linux", not(miri)))]
 pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};
 
+/// README.md's Rust example, run as a doctest (`cargo test --doc`) so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;
 
