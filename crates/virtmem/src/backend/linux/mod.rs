@@ -7,7 +7,7 @@
 //! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
 //! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
 //! | reset | `madvise(MADV_FREE)`; nothing in a write-watched reservation | lets the kernel reclaim pages lazily, the exact meaning of `MEM_RESET` (a reclaimed page would lose its written state) |
-//! | lock | `mlock` / `munlock` | |
+//! | lock | `mlock2(MLOCK_ONFAULT)` + `MADV_POPULATE_READ` / `munlock` | a plain `mlock` would populate writable pages with write faults, which write watch would take for writes |
 //! | read / write | `process_vm_readv` / `process_vm_writev` on ourselves | copies fail with `EFAULT` instead of crashing when memory is inaccessible |
 //! | foreign | `ioctl(PROCMAP_QUERY)` on `/proc/self/maps` | one system call per lookup |
 //! | write watch | userfaultfd `UFFD_FEATURE_WP_ASYNC` + `ioctl(PAGEMAP_SCAN)` | the kernel tracks writes in the page tables: no signal handler, no per-page `mprotect`, and a scan that resets exactly the pages it reports, atomically |
