@@ -4,9 +4,10 @@
 //! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
 //! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
 //! `ReadProcessMemory`, `WriteProcessMemory`, `GetCurrentProcess`, `CloseHandle`,
-//! `GetLastError`, `SetLastError` and `GetSystemInfo` with the exact Win32 x64 signatures
-//! (`include/virtmem.h`), plus a small extension for emulators:
-//! [`VirtmemCreateProcess`], [`TerminateProcess`] and `VirtmemAccess`.
+//! `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum` with the exact
+//! Win32 x64 signatures (`include/virtmem.h`), plus a small extension for emulators:
+//! [`VirtmemCreateProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
+//! `VirtmemAccess`.
 //!
 //! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
 //!   memory: what `VirtualAlloc` returns is ordinary memory the program can use. The
@@ -21,7 +22,7 @@
 //!
 //! Modules per area: [`types`] (the Win32 types and constants), `memory` (the `Virtual*`
 //! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`),
-//! `process` (handles), `system` (last error, system info), `host` (the host memory
+//! `process` (handles, commit limits), `system` (last error, system info), `host` (the host memory
 //! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`).
 
 #![warn(missing_docs)]
