@@ -89,7 +89,7 @@ pub enum Error {
     /// `ERROR_COMMITMENT_LIMIT` (1455): the commit would exceed the space's commit limit.
     #[error("commitment limit reached (ERROR_COMMITMENT_LIMIT, 1455)")]
     CommitmentLimit,
-    /// A simulated access touched a page it may not (`STATUS_ACCESS_VIOLATION`).
+    /// A checked access (either backend) touched a page it may not (`STATUS_ACCESS_VIOLATION`).
     #[error("access violation: {access} at {address:#x} (STATUS_ACCESS_VIOLATION)")]
     AccessViolation {
         /// The first address that could not be accessed.
@@ -97,7 +97,7 @@ pub enum Error {
         /// The kind of access.
         access: AccessKind,
     },
-    /// A simulated access touched an armed guard page (`STATUS_GUARD_PAGE_VIOLATION`);
+    /// A checked access (either backend) touched an armed guard page (`STATUS_GUARD_PAGE_VIOLATION`);
     /// the guard is now disarmed and the access may be retried.
     #[error("guard page violation: {access} at {address:#x} (STATUS_GUARD_PAGE_VIOLATION)")]
     GuardPage {
@@ -131,7 +131,7 @@ impl Error {
         }
     }
 
-    /// The NTSTATUS exception code of a simulated access error, `None` for other errors.
+    /// The NTSTATUS exception code of a checked access error, `None` for other errors.
     pub fn exception_code(&self) -> Option<u32> {
         match self {
             Error::AccessViolation { .. } => Some(STATUS_ACCESS_VIOLATION),
