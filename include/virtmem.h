@@ -1378,9 +1378,10 @@ struct IHostMalloc : public IUnknown {
 /**
  * `ICLRMemoryNotificationCallback`: implemented by the runtime (the caller), called by the
  * host. The host calls `AddRef` when it registers the callback, `OnMemoryNotification` from
- * the thread that crossed a threshold (it must not block; it may call the host; threads
- * crossing at once each call it, so it may run concurrently on several threads and must be
- * thread-safe), and `Release` when the manager is gone.
+ * the thread that crossed a threshold or another host call's thread ending at the same
+ * moment (it must not block; it may call the host; threads crossing at once each call it,
+ * so it may run concurrently on several threads and must be thread-safe), and `Release`
+ * when the manager is gone.
  */
 struct ICLRMemoryNotificationCallback : public IUnknown {
   /**
@@ -1407,6 +1408,9 @@ struct IHostMemoryManager : public IUnknown {
   virtual HRESULT STDMETHODCALLTYPE VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType) = 0;
   /**
    * Win32 `VirtualQuery` through the host; `*pResult` is the bytes written (48) or 0.
+   * Never waits for another thread, even one suspended inside a host call; for an
+   * address outside the host's memory while the space's lock stays held by such a
+   * thread, `HOST_E_TIMEOUT`.
    */
   virtual HRESULT STDMETHODCALLTYPE VirtualQuery(void *lpAddress, void *lpBuffer, SIZE_T dwLength, SIZE_T *pResult) = 0;
   /**
@@ -1419,8 +1423,8 @@ struct IHostMemoryManager : public IUnknown {
   virtual HRESULT STDMETHODCALLTYPE GetMemoryLoad(DWORD *pMemoryLoad, SIZE_T *pAvailableBytes) = 0;
   /**
    * Call `pCallback->OnMemoryNotification` on every threshold crossing, from the thread
-   * that crossed it, possibly on several threads at once (the host keeps a reference until
-   * the manager is gone).
+   * that crossed it (or another host call's thread ending at the same moment), possibly on
+   * several threads at once (the host keeps a reference until the manager is gone).
    */
   virtual HRESULT STDMETHODCALLTYPE RegisterMemoryNotificationCallback(ICLRMemoryNotificationCallback *pCallback) = 0;
   /**
