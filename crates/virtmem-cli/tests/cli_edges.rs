@@ -166,6 +166,23 @@ fn run_trace_of_the_simulated_space_is_reproducible() {
     assert!(first.is_none(), "two recordings differ: {first:?}");
 }
 
+/// docs/script.md: examples/traces/gc-heap.vmt is "recorded by `virtmem run --trace` from
+/// examples/scripts/gc-heap.vms". The shipped trace is what that command records today
+/// (it had been recorded before plain `write`s were traced as `VirtmemAccess`, and lacked
+/// those lines).
+#[test]
+fn the_shipped_gc_heap_trace_is_what_run_trace_records() {
+    let t = tmp("gc-heap-now.vmt");
+    let _ = std::fs::remove_file(&t);
+    let o = run(virtmem().args(["run", "examples/scripts/gc-heap.vms", "--trace"]).arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let now = std::fs::read_to_string(&t).expect("fresh recording");
+    let shipped = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("shipped trace");
+    let first = now.lines().zip(shipped.lines()).enumerate().find(|(_, (a, b))| a != b);
+    assert!(first.is_none(), "first difference (line index, recorded now, shipped): {first:?}");
+    assert_eq!(now.lines().count(), shipped.lines().count(), "recorded now:\n{now}");
+}
+
 /// At the prompt a line whose call fails to run (a 33-bit flag value: "flags are 32-bit
 /// values") leaves its variable unknown, as one never assigned (it had read as 0x0, and
 /// `free p, 0, release` called VirtualFree(NULL...)).
