@@ -240,13 +240,14 @@ fn script_from_stdin_with_dash() {
 fn recorded_trace_replays_clean_and_differences_are_reported() {
     let o = run(virtmem().args(["replay", "examples/traces/gc-heap.vmt", "--strict"]));
     assert_eq!(o.code, 0, "{}", o.stdout);
-    assert!(o.stdout.contains("replayed 23 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
+    assert!(o.stdout.contains("replayed 25 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
     assert!(o.stdout.contains("peak reserved 256.1 MiB, peak committed 5 MiB"), "{}", o.stdout);
     assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
 
     // Tamper with two recorded results: both are reported, with their lines. (The replay
     // undoes the commit the tampered line says failed, so the query of those pages on
-    // line 6, recorded as committed, differs too: the tampered trace contradicts itself.)
+    // line 6, recorded as committed, and the write into them on line 9 differ too: the
+    // tampered trace contradicts itself.)
     let text = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("trace");
     let tampered = text.replacen("0x1000 0x4 -> 0x10000 err=0", "0x1000 0x4 -> 0x0 err=487", 1).replacen(
         "-> 0x1 err=0 old=0x4",
@@ -257,10 +258,15 @@ fn recorded_trace_replays_clean_and_differences_are_reported() {
     let p = script("tampered.vmt", tampered.as_bytes());
     let o = run(virtmem().arg("replay").arg(&p).arg("--strict"));
     assert_eq!(o.code, 1, "{}", o.stdout);
-    assert!(o.stdout.contains("calls whose result differs from the recorded one: 3"), "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 4"), "{}", o.stdout);
     assert!(o.stdout.contains("line 6: VirtualQuery(0x10000): recorded {base 0x10000, allocbase 0x10000, size 0x100000, MEM_COMMIT, PAGE_READWRITE}, replayed {base 0x10000, allocbase 0x10000, size 0x100000, MEM_RESERVE, 0}"), "{}", o.stdout);
     assert!(
         o.stdout.contains("line 3: VirtualAlloc(0x10000, 0x100000, MEM_COMMIT, PAGE_READWRITE): recorded failed with ERROR_INVALID_ADDRESS (487), replayed returned 0x10000"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("line 9: VirtmemAccess(0, 0x11234, 0x6, 1): recorded 0x0, replayed 0xc0000005"),
         "{}",
         o.stdout
     );
