@@ -307,7 +307,8 @@ fn get_write_watch(
 /// `GetWriteWatch`: the pages of a `MEM_WRITE_WATCH` reservation of the current process
 /// written since the last reset, in ascending order, at most `*lpdwCount` of them
 /// (`WRITE_WATCH_FLAG_RESET` also resets the ones reported). Returns 0, or `0xFFFFFFFF`
-/// with the last error set. Where the kernel lacks userfaultfd write-protect support,
+/// with the last error set. Where the kernel lacks userfaultfd's asynchronous write
+/// protection or the `PAGEMAP_SCAN` ioctl (Linux before 6.7), or with `MEM_LARGE_PAGES`,
 /// `MEM_WRITE_WATCH` allocations fail with `ERROR_NOT_SUPPORTED` (50).
 #[no_mangle]
 pub unsafe extern "C" fn GetWriteWatch(
