@@ -336,7 +336,7 @@ commands (arguments are separated by commas; see docs/script.md):
   [v =] query ADDRESS                          VirtualQuery
   [v =] protect ADDRESS, SIZE, PROTECT         VirtualProtect     e.g. protect p, 4K, readonly|guard
   [v =] read ADDRESS, LENGTH                   a checked load     write ADDRESS, \"text\", 0x41 ...
-  fill ADDRESS, LENGTH, BYTE   exec ADDRESS   reset ADDRESS, SIZE   reset_undo ADDRESS, SIZE
+  fill ADDRESS, LENGTH, BYTE   exec ADDRESS [, LENGTH]   reset ADDRESS, SIZE   reset_undo ADDRESS, SIZE
   [v =] getwritewatch BASE, SIZE [, reset [, MAX]]   resetwritewatch BASE, SIZE   lock/unlock ADDRESS, SIZE
   map   stats   sysinfo   echo \"text\", VALUE   expect ok|ERROR_NAME|CODE   commitlimit SIZE|none
   process N|null|off   (Ex calls on process N; 0 = this process)   exit N
