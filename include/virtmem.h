@@ -7,7 +7,9 @@
  * Win32 x64 names, types and signatures, so code written against <windows.h> compiles
  * unchanged. GetCurrentProcess() ((HANDLE)-1) is this process's real memory; the
  * Virtmem* extension creates simulated processes and performs checked accesses.
- * On failure every function sets the calling thread's GetLastError() (and errno).
+ * On failure every function that does not return an HRESULT sets the calling thread's
+ * GetLastError() (and errno); the host memory manager's HRESULT functions and methods
+ * report errors in their result alone and leave the last error as it was.
  *
  * The COM interfaces of the host memory manager (IUnknown, IHostMemoryManager, IHostMalloc,
  * ICLRMemoryNotificationCallback) are C structs with an lpVtbl in C, and abstract classes
