@@ -1287,6 +1287,25 @@ BOOL WriteProcessMemory(HANDLE hProcess, LPVOID lpBaseAddress, LPCVOID lpBuffer,
 DWORD VirtmemAccess(HANDLE hProcess, ULONG_PTR address, void *buffer, SIZE_T size, DWORD kind, ULONG_PTR *faultAddress);
 
 /**
+ * `FlushInstructionCache`: make the instructions stored in `[lpBaseAddress,
+ * lpBaseAddress + dwSize)` of process `hProcess` the ones that run, after a JIT wrote
+ * code or a debugger planted a breakpoint (`WriteProcessMemory`). `TRUE`, or `FALSE`
+ * with the last error set, with the handle rules of the `Ex` functions: NULL or an
+ * unknown handle -> `ERROR_INVALID_HANDLE` (6), a process that has exited ->
+ * `ERROR_ACCESS_DENIED` (5). (Wine 8 does not look at the handle; Windows does.)
+ *
+ * Any range is accepted, as on Windows x64: on the current process the committed,
+ * readable pages of the range are synchronised (nothing needs doing on x86-64, whose
+ * instruction fetches see stores; on AArch64 the data cache is cleaned and the
+ * instruction cache invalidated); free, reserved, no-access and guard pages are skipped,
+ * never touched. `lpBaseAddress` NULL with `dwSize` 0 (Windows: the whole cache) names
+ * no range and succeeds. A simulated process has no instruction cache: its
+ * `VirtmemAccess` fetches always see the latest writes, and the call only checks the
+ * handle.
+ */
+BOOL FlushInstructionCache(HANDLE hProcess, LPCVOID lpBaseAddress, SIZE_T dwSize);
+
+/**
  * `GetLastError`: the calling thread's last error code, as set by the last failed call
  * of this library on this thread (or by `SetLastError`). Each thread has its own.
  */

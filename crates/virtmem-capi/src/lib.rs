@@ -3,10 +3,10 @@
 //! `libvirtmem.so` exports `VirtualAlloc`, `VirtualAllocEx`, `VirtualFree`,
 //! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
 //! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
-//! `ReadProcessMemory`, `WriteProcessMemory`, `GetCurrentProcess`, `CloseHandle`,
-//! `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum` with the exact
-//! Win32 x64 signatures (`include/virtmem.h`), plus a small extension for emulators:
-//! [`VirtmemCreateProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
+//! `ReadProcessMemory`, `WriteProcessMemory`, `FlushInstructionCache`, `GetCurrentProcess`,
+//! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum`
+//! with the exact Win32 x64 signatures (`include/virtmem.h`), plus a small extension for
+//! emulators: [`VirtmemCreateProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
 //! `VirtmemAccess`.
 //!
 //! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
@@ -21,8 +21,9 @@
 //!   arguments are checked: NULL or inaccessible memory is `ERROR_NOACCESS` (998).
 //!
 //! Modules per area: [`types`] (the Win32 types and constants), `memory` (the `Virtual*`
-//! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`),
-//! `process` (handles, commit limits), `system` (last error, system info), `host` (the host memory
+//! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`,
+//! `FlushInstructionCache`), `process` (handles, commit limits), `system` (last error, system
+//! info), `host` (the host memory
 //! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`).
 
 #![warn(missing_docs)]

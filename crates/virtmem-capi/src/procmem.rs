@@ -1,4 +1,5 @@
-//! Copies between address spaces: `ReadProcessMemory`, `WriteProcessMemory`, and the
+//! Copies between address spaces: `ReadProcessMemory`, `WriteProcessMemory`,
+//! `FlushInstructionCache` (after code was written), and the
 //! extension `VirtmemAccess` (a checked CPU-style access that reports access and
 //! guard-page violations, for emulators).
 //!
@@ -7,10 +8,10 @@
 //! checks the whole range before copying a byte.
 
 use vm::win32::CopyRefusal;
-use vm::{AccessKind, Error, VirtualSpace};
+use vm::{AccessKind, Error, MemState, Protection, VirtualSpace};
 
 use crate::ffi::{run, Fail};
-use crate::process::resolve;
+use crate::process::{resolve, Target};
 use crate::trace::{self, Call, Out};
 use crate::types::*;
 use crate::uaccess;
@@ -297,5 +298,85 @@ pub unsafe extern "C" fn VirtmemAccess(
     });
     let call = Call::Access { address, buffer: buffer as usize, size, kind, fault: faultAddress as usize };
     trace::record(Some(hProcess), call, r as u64, err, Out::None);
+    r
+}
+
+/// Whether pages with protection `p` (committed) can be named by cache-maintenance
+/// instructions from user mode: they must be readable, and not an armed guard page (which
+/// the backend keeps inaccessible).
+fn flushable(p: Protection) -> bool {
+    let readable = Protection::READONLY
+        | Protection::READWRITE
+        | Protection::WRITECOPY
+        | Protection::EXECUTE_READ
+        | Protection::EXECUTE_READWRITE
+        | Protection::EXECUTE_WRITECOPY;
+    p.intersects(readable) && !p.contains(Protection::GUARD)
+}
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    /// libgcc's (and compiler-rt's) instruction-cache synchronisation for `[begin, end)`:
+    /// the cache-maintenance sequence the architecture needs (AArch64: clean the data cache
+    /// to the point of unification, invalidate the instruction cache, barriers), nothing on
+    /// x86, whose instruction fetches see stores.
+    fn __clear_cache(begin: *mut core::ffi::c_char, end: *mut core::ffi::c_char);
+}
+
+/// Make this process's instruction fetches see what was stored in `[start, start + size)`
+/// (`size` 0: nothing to name, nothing to do). Only the committed, readable pages of the
+/// range are named to the cache-maintenance instructions (found with the engine's query),
+/// so a range over free, reserved, no-access or guard pages never faults: those pages hold
+/// no instructions that could run.
+fn sync_instruction_cache(space: &dyn VirtualSpace, start: usize, size: usize) {
+    let end = start.saturating_add(size);
+    let mut at = start;
+    while at < end {
+        let Ok(info) = space.query(at) else {
+            // At or past the top of user space: nothing more to flush.
+            return;
+        };
+        let run_end = info.base_address.saturating_add(info.region_size).min(end);
+        if info.state == MemState::Commit && flushable(info.protect) {
+            #[cfg(target_os = "linux")]
+            // SAFETY: `[at, run_end)` lies in one region the engine reports committed and
+            // readable, so the cache-maintenance instructions on it do not fault; they
+            // change no memory.
+            unsafe {
+                __clear_cache(at as *mut core::ffi::c_char, run_end as *mut core::ffi::c_char)
+            };
+        }
+        if run_end <= at {
+            return;
+        }
+        at = run_end;
+    }
+}
+
+/// `FlushInstructionCache`: make the instructions stored in `[lpBaseAddress,
+/// lpBaseAddress + dwSize)` of process `hProcess` the ones that run, after a JIT wrote
+/// code or a debugger planted a breakpoint (`WriteProcessMemory`). `TRUE`, or `FALSE`
+/// with the last error set, with the handle rules of the `Ex` functions: NULL or an
+/// unknown handle -> `ERROR_INVALID_HANDLE` (6), a process that has exited ->
+/// `ERROR_ACCESS_DENIED` (5). (Wine 8 does not look at the handle; Windows does.)
+///
+/// Any range is accepted, as on Windows x64: on the current process the committed,
+/// readable pages of the range are synchronised (nothing needs doing on x86-64, whose
+/// instruction fetches see stores; on AArch64 the data cache is cleaned and the
+/// instruction cache invalidated); free, reserved, no-access and guard pages are skipped,
+/// never touched. `lpBaseAddress` NULL with `dwSize` 0 (Windows: the whole cache) names
+/// no range and succeeds. A simulated process has no instruction cache: its
+/// `VirtmemAccess` fetches always see the latest writes, and the call only checks the
+/// handle.
+#[no_mangle]
+pub unsafe extern "C" fn FlushInstructionCache(hProcess: HANDLE, lpBaseAddress: LPCVOID, dwSize: SIZE_T) -> BOOL {
+    let (r, err) = run(FALSE, || {
+        if let Target::Current(space) = resolve(hProcess)? {
+            sync_instruction_cache(space, lpBaseAddress as usize, dwSize);
+        }
+        Ok(TRUE)
+    });
+    let (id, address) = (crate::process::trace_id(hProcess), lpBaseAddress as usize);
+    trace::comment(format_args!("FlushInstructionCache {id:#x} {address:#x} {dwSize:#x} -> {r:#x} err={err}"));
     r
 }
