@@ -21,6 +21,8 @@ cargo test --release -q -p virtmem-capi --test header
 echo "-- header: compiles cleanly on its own"
 printf '#include "virtmem.h"\nint main(void){return 0;}\n' >"$build/header.c"
 gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.c" -o "$build/header.o"
+# C89 too (MSVC-era C ported with -ansi): no // comment may follow a directive.
+gcc -std=c89 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.c" -o "$build/header-c89.o"
 if command -v g++ >/dev/null; then
   cp "$build/header.c" "$build/header.cc"
   g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.cc" -o "$build/header-cc.o"
