@@ -1001,7 +1001,7 @@ typedef IID *LPIID;
 
 #ifdef __cplusplus
 extern "C" {
-#endif // __cplusplus
+#endif /* __cplusplus */
 
 /**
  * `IID_IUnknown` {00000000-0000-0000-C000-000000000046}.
@@ -1335,8 +1335,8 @@ SIZE_T GetLargePageMinimum(void);
 void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
 
 #ifdef __cplusplus
-}  // extern "C"
-#endif  // __cplusplus
+}  /* extern "C" */
+#endif  /* __cplusplus */
 
 #ifdef __cplusplus
 /*
@@ -1469,6 +1469,6 @@ static_assert(sizeof(IUnknown) == sizeof(void *) && sizeof(IHostMemoryManager) =
                   sizeof(ICLRMemoryNotificationCallback) == sizeof(void *),
               "virtmem.h: a COM interface must be exactly its vtable pointer");
 #endif
-#endif  // __cplusplus
+#endif  /* __cplusplus */
 
 #endif  /* VIRTMEM_H */
