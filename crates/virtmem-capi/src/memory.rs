@@ -201,6 +201,13 @@ pub unsafe extern "C" fn VirtualFreeEx(hProcess: HANDLE, lpAddress: LPVOID, dwSi
 /// error set, checked in this order: `dwLength` < 48 -> `ERROR_BAD_LENGTH`; an address
 /// above the highest user address -> `ERROR_INVALID_PARAMETER`; a NULL or unwritable
 /// `lpBuffer` -> `ERROR_NOACCESS`.
+///
+/// Memory libvirtmem did not allocate is described from the kernel's mappings, never as
+/// free, committed with the mapping's protection: private file mappings (the program's
+/// and its libraries' code and data, but also a data file mapped `MAP_PRIVATE`) as
+/// `MEM_IMAGE`, shared mappings as `MEM_MAPPED`, anonymous memory (a `malloc`'d block, a
+/// stack) as `MEM_PRIVATE`. The other functions refuse it (`ERROR_INVALID_ADDRESS`), except
+/// `ReadProcessMemory` and `WriteProcessMemory`, which copy to and from it.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualQuery(
     lpAddress: LPCVOID,
@@ -228,6 +235,12 @@ pub unsafe extern "C" fn VirtualQueryEx(
 /// or `FALSE` with the last error set. A NULL or unwritable `lpflOldProtect` ->
 /// `ERROR_NOACCESS` and nothing changes. (One that the change itself makes unwritable,
 /// lying in the pages protected, is left as it was and the call succeeds, as on Windows.)
+///
+/// Memory libvirtmem did not allocate is never changed, although `VirtualQuery` reports
+/// it committed (the program's code and data as `MEM_IMAGE`, a `malloc`'d block or a
+/// stack as `MEM_PRIVATE`): protecting it fails with `ERROR_INVALID_ADDRESS` (487). So
+/// the Windows idiom of patching the program's own code (`VirtualProtect(func, n,
+/// PAGE_EXECUTE_READWRITE, &old)`) does not carry over: use `mprotect` there.
 #[no_mangle]
 pub unsafe extern "C" fn VirtualProtect(
     lpAddress: LPVOID,
