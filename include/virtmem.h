@@ -30,6 +30,11 @@
 #ifndef INVALID_HANDLE_VALUE
 #define INVALID_HANDLE_VALUE ((HANDLE)(intptr_t)-1)
 #endif
+/* The Win32 calling convention of the functions below: the platform's C one (x64 Windows
+ * ignores __stdcall too), so ported declarations such as `LPVOID (WINAPI *pfn)(...)` work. */
+#ifndef WINAPI
+#define WINAPI
+#endif
 
 /* The COM interfaces of the host memory manager: C structs below, C++ classes at the end. */
 struct IHostMemoryManager;
@@ -609,6 +614,32 @@ typedef const GUID *LPCGUID;
  * `LPIID`: a pointer to an `IID`.
  */
 typedef IID *LPIID;
+
+/**
+ * `PBYTE`: a pointer to bytes (what code that does arithmetic on `VirtualAlloc`'s
+ * result casts it to).
+ */
+typedef BYTE *PBYTE;
+
+/**
+ * `LPBYTE`: a pointer to bytes.
+ */
+typedef BYTE *LPBYTE;
+
+/**
+ * `UINT_PTR`: an unsigned integer as wide as a pointer (for address arithmetic).
+ */
+typedef uintptr_t UINT_PTR;
+
+/**
+ * `INT_PTR`: a signed integer as wide as a pointer (a difference of addresses).
+ */
+typedef intptr_t INT_PTR;
+
+/**
+ * `LONG_PTR`: a signed integer as wide as a pointer.
+ */
+typedef intptr_t LONG_PTR;
 
 /**
  * `S_OK`: done.

@@ -23,6 +23,12 @@ pub type SIZE_T = libc::size_t;
 pub type ULONG_PTR = usize;
 /// `DWORD_PTR`: an unsigned integer as wide as a pointer.
 pub type DWORD_PTR = usize;
+/// `UINT_PTR`: an unsigned integer as wide as a pointer (for address arithmetic).
+pub type UINT_PTR = usize;
+/// `INT_PTR`: a signed integer as wide as a pointer (a difference of addresses).
+pub type INT_PTR = isize;
+/// `LONG_PTR`: a signed integer as wide as a pointer.
+pub type LONG_PTR = isize;
 /// `HANDLE`: an opaque handle (a process handle here).
 pub type HANDLE = *mut c_void;
 /// `LPVOID`: a pointer to anything.
@@ -39,6 +45,11 @@ pub type LPDWORD = *mut DWORD;
 pub type PSIZE_T = *mut SIZE_T;
 /// `PULONG_PTR`: a pointer to a `ULONG_PTR`.
 pub type PULONG_PTR = *mut ULONG_PTR;
+/// `PBYTE`: a pointer to bytes (what code that does arithmetic on `VirtualAlloc`'s
+/// result casts it to).
+pub type PBYTE = *mut BYTE;
+/// `LPBYTE`: a pointer to bytes.
+pub type LPBYTE = *mut BYTE;
 /// `PMEMORY_BASIC_INFORMATION`: a pointer to a `MEMORY_BASIC_INFORMATION`.
 pub type PMEMORY_BASIC_INFORMATION = *mut MEMORY_BASIC_INFORMATION;
 /// `LPSYSTEM_INFO`: a pointer to a `SYSTEM_INFO`.
