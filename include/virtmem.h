@@ -1278,7 +1278,8 @@ BOOL CloseHandle(HANDLE hObject);
  * `ReadProcessMemory`: copy `nSize` bytes at `lpBaseAddress` in process `hProcess` into
  * the caller's `lpBuffer`. `TRUE`, or `FALSE` with the last error set: a source range
  * that is not entirely readable (free, reserved or no-access pages, an armed guard page;
- * `PAGE_EXECUTE` pages are readable, as on Windows x64) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied; an unwritable
+ * `PAGE_EXECUTE` pages are readable, as on Windows x64) -> `ERROR_PARTIAL_COPY` (299) and nothing is copied (an
+ * armed guard page that stops the copy is disarmed, as on Windows, so a retry goes past it); an unwritable
  * `lpBuffer` -> `ERROR_NOACCESS` (998). `*lpNumberOfBytesRead` (optional) is set to the
  * number of bytes copied: `nSize` on success, 0 when the call fails before copying (the
  * source range is checked whole before a byte is copied), the bytes already copied when
@@ -1291,7 +1292,7 @@ BOOL ReadProcessMemory(HANDLE hProcess, LPCVOID lpBaseAddress, LPVOID lpBuffer, 
  * `WriteProcessMemory`: copy `nSize` bytes from the caller's `lpBuffer` to
  * `lpBaseAddress` in process `hProcess`. `TRUE`, or `FALSE` with the last error set: a
  * destination range that is not entirely writable (read-only, no-access, reserved or
- * free pages, an armed guard page) fails and nothing is written: with `ERROR_NOACCESS`
+ * free pages, an armed guard page, which is then disarmed) fails and nothing is written: with `ERROR_NOACCESS`
  * (998) when its first byte cannot be written, `ERROR_PARTIAL_COPY` (299) when the range
  * starts writable and runs into such a page. Code is writable to it, as on Windows
  * (how a debugger plants a breakpoint): when the first page is `PAGE_EXECUTE` or
