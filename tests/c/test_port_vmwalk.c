@@ -1,16 +1,18 @@
-/* test_port_vmwalk.c - a Windows memory-map tool ported as is: GetSystemInfo, then a
+/* test_port_vmwalk.c - a Windows memory-map tool ported as is: GetSystemInfo (and
+ * GetNativeSystemInfo, which tools aware of WOW64 call instead: the same on x64), then a
  * VirtualQuery walk from address 0 to the top of user space, as VMMap-style diagnostics
  * do: each region starts where the last one ended, free regions carry Windows' free-memory
  * fields, a reservation shows as its runs of pages, and the walk ends with 87 just past
  * lpMaximumApplicationAddress. */
 #include <stdint.h>
+#include <string.h>
 
 #include "virtmem.h"
 #include "check.h"
 
 int main(void)
 {
-    SYSTEM_INFO si;
+    SYSTEM_INFO si, native;
     MEMORY_BASIC_INFORMATION mbi;
     BYTE *p, *mine;
     SIZE_T n;
@@ -26,6 +28,10 @@ int main(void)
         mask_bits++;
     CHECK(si.dwNumberOfProcessors >= 1 && (si.dwNumberOfProcessors > 64 || mask_bits == si.dwNumberOfProcessors),
           "%u processors, mask %#zx", si.dwNumberOfProcessors, (size_t)si.dwActiveProcessorMask);
+
+    memset(&native, 0xcc, sizeof native);
+    GetNativeSystemInfo(&native);
+    CHECK(memcmp(&native, &si, sizeof si) == 0, "GetNativeSystemInfo answers what GetSystemInfo does");
 
     mine = VirtualAlloc(NULL, 0x50000, MEM_RESERVE, PAGE_EXECUTE_READWRITE);
     CHECK(mine != NULL && VirtualAlloc(mine + 0x10000, 0x2000, MEM_COMMIT, PAGE_READONLY) == mine + 0x10000,
