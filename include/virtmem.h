@@ -1379,6 +1379,13 @@ SIZE_T GetLargePageMinimum(void);
  */
 void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
 
+/**
+ * `GetNativeSystemInfo`: what `GetSystemInfo` answers. On Windows the two differ only for
+ * a 32-bit program under WOW64; libvirtmem serves 64-bit programs, whose native system
+ * is their own. Tools that know about WOW64 call this one, so a port of them links.
+ */
+void GetNativeSystemInfo(LPSYSTEM_INFO lpSystemInfo);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif  /* __cplusplus */

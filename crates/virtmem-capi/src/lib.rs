@@ -4,10 +4,10 @@
 //! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
 //! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
 //! `ReadProcessMemory`, `WriteProcessMemory`, `FlushInstructionCache`, `GetCurrentProcess`,
-//! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum`
-//! with the exact Win32 x64 signatures (`include/virtmem.h`), plus a small extension for
-//! emulators: [`VirtmemCreateProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
-//! `VirtmemAccess`.
+//! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetNativeSystemInfo`
+//! and `GetLargePageMinimum` with the exact Win32 x64 signatures (`include/virtmem.h`),
+//! plus a small extension for emulators: [`VirtmemCreateProcess`], [`TerminateProcess`],
+//! [`VirtmemSetCommitLimit`] and `VirtmemAccess`.
 //!
 //! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
 //!   memory: what `VirtualAlloc` returns is ordinary memory the program can use. The

@@ -131,3 +131,12 @@ pub unsafe extern "C" fn GetSystemInfo(lpSystemInfo: LPSYSTEM_INFO) {
     });
     trace::comment(format_args!("GetSystemInfo {:#x} -> 0x0 err={err}", lpSystemInfo as usize));
 }
+
+/// `GetNativeSystemInfo`: what `GetSystemInfo` answers. On Windows the two differ only for
+/// a 32-bit program under WOW64; libvirtmem serves 64-bit programs, whose native system
+/// is their own. Tools that know about WOW64 call this one, so a port of them links.
+#[no_mangle]
+pub unsafe extern "C" fn GetNativeSystemInfo(lpSystemInfo: LPSYSTEM_INFO) {
+    // SAFETY: the same contract as `GetSystemInfo`, which checks the pointer itself.
+    unsafe { GetSystemInfo(lpSystemInfo) }
+}
