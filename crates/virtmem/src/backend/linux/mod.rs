@@ -1374,6 +1374,9 @@ impl Backend for LinuxBackend {
             }
             extent.from_pool = poolable && holes.is_empty();
             st.live.insert(ext.start, extent);
+            // (Until they are mapped, the holes hold nothing of ours: whatever a query
+            // finds there meanwhile is someone else's.)
+            st.set_unmapped(&ext, &holes);
             (pooled, holes)
         };
         // Undo a reserve that failed: the pooled pieces it took go back to the pool, as
@@ -1382,6 +1385,8 @@ impl Backend for LinuxBackend {
         // to unmap, at the mapping-count limit, is fresh, inaccessible and empty: it is
         // pooled, as a refused release is.)
         let give_back = |pooled: &[Range<usize>], mapped: &[Range<usize>]| {
+            // (Not ours from the moment they are unmapped: see `State::unmapped`.)
+            self.state.lock().unmapped.extend(mapped.iter().cloned());
             let mut kept = Ranges::new();
             for r in mapped {
                 // SAFETY: `r` was mapped by this call, for this reservation, which no
@@ -1392,6 +1397,7 @@ impl Backend for LinuxBackend {
             }
             let mut st = self.state.lock();
             st.live.remove(ext.start);
+            st.set_unmapped(&ext, &[]);
             for r in mapped {
                 st.kernel.clear(r.clone());
             }
@@ -1403,6 +1409,10 @@ impl Backend for LinuxBackend {
         if !poolable && !pooled.is_empty() {
             // Write tracking and huge pages need a mapping of their own: unmap the
             // pooled pieces and map the whole extent afresh.
+            // (The whole extent is to be mapped afresh: none of it counts as ours until
+            // it is, see `State::unmapped`; a piece not unmapped after all goes back to
+            // the pool.)
+            self.state.lock().set_unmapped(&ext, std::slice::from_ref(&ext));
             while let Some(r) = pooled.last().cloned() {
                 // SAFETY: the piece is ours (it was pooled) and unused.
                 let unmapped = self.gate().and_then(|()| unsafe { rustix::mm::munmap(ptr(r.start), r.len()) });
@@ -1421,6 +1431,7 @@ impl Backend for LinuxBackend {
                 give_back(&pooled, &mapped);
                 return Err(e);
             }
+            self.state.lock().mapped(&h);
             mapped.push(h);
         }
         if let Some(w) = watch {
@@ -1434,9 +1445,13 @@ impl Backend for LinuxBackend {
             let _ = unsafe { rustix::mm::madvise(ptr(ext.start), ext.len(), rustix::mm::Advice::LinuxNoHugepage) };
             if let Err(e) = self.gate().map_err(errno_error).and_then(|()| self.adopted(w)?.register(&ext)) {
                 self.count();
+                // (Not ours from the moment it is unmapped: see `State::unmapped`.)
+                self.state.lock().set_unmapped(&ext, std::slice::from_ref(&ext));
                 // SAFETY: `ext` was mapped just above for this reservation.
                 let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
-                self.state.lock().live.remove(ext.start);
+                let mut st = self.state.lock();
+                st.live.remove(ext.start);
+                st.set_unmapped(&ext, &[]);
                 return Err(e);
             }
         }

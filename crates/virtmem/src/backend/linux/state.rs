@@ -536,15 +536,34 @@ pub struct State {
     pub pool_bytes: usize,
     /// Per-page kernel state (entries only where it differs from fresh).
     pub kernel: IntervalMap<Kernel>,
+    /// Parts of live extents that this backend has not mapped (yet, or any more): a
+    /// reserve records its extent before it maps the extent's holes, and a failed one
+    /// unmaps them before it forgets the extent. Whatever the kernel has there is not
+    /// ours (it may be a mapping of the program's that made the reserve fail), so
+    /// [`State::owned_at`] does not count them. Few at a time: one or two per reserve
+    /// under way.
+    pub unmapped: Vec<Range<usize>>,
 }
 
 impl State {
     /// The mapped range of this backend (a live extent or a pooled range) holding `addr`,
     /// unless it is `except`.
+    ///
+    /// A live extent's parts that are [`State::unmapped`] are not counted: at such an
+    /// address the answer is `None`, and elsewhere the range ends where the next such
+    /// part begins.
     pub fn owned_at(&self, addr: usize, except: Option<&Range<usize>>) -> Option<Range<usize>> {
         let live = self.extent_of(addr).map(|(s, x)| s..x.end);
         let pooled = || self.pool.at(addr).map(|(r, _)| r);
-        live.or_else(pooled).filter(|r| Some(r) != except)
+        let r = live.or_else(pooled).filter(|r| Some(r) != except)?;
+        if self.unmapped.is_empty() {
+            return Some(r);
+        }
+        if self.unmapped.iter().any(|h| h.contains(&addr)) {
+            return None;
+        }
+        let end = self.unmapped.iter().filter(|h| h.start > addr).map(|h| h.start).fold(r.end, usize::min);
+        Some(r.start..end)
     }
 
     /// The lowest start above `addr` of a mapped range of this backend (live or pooled)
@@ -561,10 +580,27 @@ impl State {
         let live = live.map(|p| self.live.key(p));
         let pooled =
             self.pool.entries_from(addr + 1).find(|(r, _)| r.start > addr && Some(r) != except).map(|(r, _)| r.start);
-        match (live, pooled) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Past a part of a live extent that is not mapped yet, the extent's mapped part
+        // resumes (see `unmapped`).
+        let resumed = self
+            .unmapped
+            .iter()
+            .filter(|h| h.contains(&addr))
+            .map(|h| h.end)
+            .find(|&e| self.owned_at(e, except).is_some());
+        [live, pooled, resumed].into_iter().flatten().min()
+    }
+
+    /// Record that the parts `pieces` of the live extent at `ext` are not mapped by this
+    /// backend (see [`State::unmapped`]), in place of what was recorded for it before.
+    pub fn set_unmapped(&mut self, ext: &Range<usize>, pieces: &[Range<usize>]) {
+        self.unmapped.retain(|h| !(ext.start <= h.start && h.end <= ext.end));
+        self.unmapped.extend(pieces.iter().cloned());
+    }
+
+    /// Record that `piece` (a part of a live extent) is mapped now.
+    pub fn mapped(&mut self, piece: &Range<usize>) {
+        self.unmapped.retain(|h| h != piece);
     }
 
     /// `range` widened over the guard-marked pages next to it (inside `within`).
