@@ -414,3 +414,133 @@ fn walks_during_races_are_whole_and_never_call_the_programs_memory_free() {
     drop(s);
     assert_eq!(mappings(w..w + WINDOW), vec![], "mappings left in the window once everything was released");
 }
+
+/// A reservation made with its commit in one call, released and made again at the same
+/// address over and over, is seen by queries of its middle either whole (committed from
+/// there to its end, read-write) or free: never reserved only, never part committed. A
+/// second thread reserving at the same address meanwhile wins only while it is free,
+/// and otherwise fails with `ERROR_INVALID_ADDRESS`.
+#[test]
+fn a_reservation_made_and_released_in_one_call_is_never_seen_half_done() {
+    const PAGES: usize = 16;
+    let w = linux::window(WINDOW);
+    let s = confined(w);
+    let done = AtomicUsize::new(0);
+    let seen = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    std::thread::scope(|t| {
+        for k in 0..2 {
+            let (s, done) = (&*s, &done);
+            t.spawn(move || {
+                for _ in 0..3000 {
+                    match s.alloc(w, PAGES * P, T::RESERVE | T::COMMIT, Pr::READWRITE) {
+                        Ok(b) => {
+                            assert_eq!(b, w);
+                            s.write(w + k * P, &[k as u8 + 1]).unwrap();
+                            assert_eq!(s.free(w, 0, FreeType::RELEASE), Ok(()), "thread {k} releasing what it made");
+                        }
+                        Err(e) => assert_eq!(e, Error::InvalidAddress, "thread {k}: a reserve that lost"),
+                    }
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let (s, done, seen) = (&*s, &done, &seen);
+        t.spawn(move || {
+            while done.load(Ordering::SeqCst) < 2 {
+                for page in [0, PAGES / 2, PAGES - 1] {
+                    let a = w + page * P;
+                    let m = s.query(a).unwrap();
+                    match m.state {
+                        MemState::Free => {
+                            assert!(m.base_address + m.region_size >= w + G, "free only in part: {m:?}");
+                            seen[0].fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            assert_eq!(
+                                (m.allocation_base, m.state, m.protect, m.base_address + m.region_size),
+                                (w, MemState::Commit, Pr::READWRITE, w + PAGES * P),
+                                "at page {page}"
+                            );
+                            seen[1].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        });
+    });
+    assert!(seen.iter().all(|n| n.load(Ordering::Relaxed) > 0), "both states seen: {seen:?}");
+    assert_eq!((s.committed_bytes(), s.reserved_bytes()), (0, 0));
+    drop(s);
+    assert_eq!(mappings(w..w + WINDOW), vec![]);
+}
+
+/// Writers storing through the space into a write-watched reservation while other
+/// threads take its write watch with `WRITE_WATCH_FLAG_RESET`, change the protection of
+/// pages nobody writes, and lock and unlock parts of it: every page written is reported
+/// by some later `GetWriteWatch`, and no page never written is ever reported.
+#[test]
+fn write_watch_loses_no_write_and_invents_none_under_concurrent_scans_protects_and_locks() {
+    const PAGES: usize = 512;
+    let w = linux::window(WINDOW);
+    let s = confined(w);
+    let b = s.alloc(w, PAGES * P, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).unwrap();
+    let reported: Vec<AtomicUsize> = (0..PAGES).map(|_| AtomicUsize::new(0)).collect();
+    let writers_done = AtomicUsize::new(0);
+    std::thread::scope(|t| {
+        // Writers: pages 4k (writer 0) and 4k + 1 (writer 1), each many times over.
+        for k in 0..2 {
+            let (s, writers_done) = (&*s, &writers_done);
+            t.spawn(move || {
+                for round in 0..20 {
+                    for p in (k..PAGES).step_by(4) {
+                        s.write(b + p * P + round * 8, &[round as u8 + 1; 8]).unwrap();
+                    }
+                }
+                writers_done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        // Scanners.
+        for _ in 0..2 {
+            let (s, writers_done, reported) = (&*s, &writers_done, &reported);
+            t.spawn(move || loop {
+                let finished = writers_done.load(Ordering::SeqCst) == 2;
+                for a in s.get_write_watch(W::RESET, b, PAGES * P, PAGES).unwrap() {
+                    reported[(a - b) / P].fetch_add(1, Ordering::Relaxed);
+                }
+                if finished {
+                    break;
+                }
+            });
+        }
+        // Pages 4k + 2 change protection, pages 4k + 3 are locked and unlocked: neither
+        // is a write.
+        let (s, writers_done) = (&*s, &writers_done);
+        t.spawn(move || {
+            let mut i = 0;
+            while writers_done.load(Ordering::SeqCst) < 2 {
+                let p = 2 + (i % (PAGES / 4)) * 4;
+                let to = if i % 2 == 0 { Pr::READONLY } else { Pr::EXECUTE_READWRITE };
+                s.protect(b + p * P, P, to).unwrap();
+                s.protect(b + p * P, P, Pr::READWRITE).unwrap();
+                let l = 3 + (i % (PAGES / 4)) * 4;
+                s.lock(b + l * P, P).unwrap();
+                s.unlock(b + l * P, P).unwrap();
+                i += 1;
+            }
+        });
+    });
+    for a in s.get_write_watch(W::RESET, b, PAGES * P, PAGES).unwrap() {
+        reported[(a - b) / P].fetch_add(1, Ordering::Relaxed);
+    }
+    for (p, n) in reported.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if p % 4 < 2 {
+            assert!(n > 0, "page {p}, written, never reported");
+        } else {
+            assert_eq!(n, 0, "page {p}, never written, reported");
+        }
+    }
+    assert_eq!(s.free(b, 0, FreeType::RELEASE), Ok(()));
+    drop(s);
+    assert_eq!(mappings(w..w + WINDOW), vec![]);
+}
