@@ -468,7 +468,9 @@ fn a_reservation_made_and_released_in_one_call_is_never_seen_half_done() {
             }
         });
     });
-    assert!(seen.iter().all(|n| n.load(Ordering::Relaxed) > 0), "both states seen: {seen:?}");
+    // (Seen made at least once while the threads raced; free most runs, not all: the
+    // two threads may keep it made for as long as the querier looks.)
+    assert!(seen[1].load(Ordering::Relaxed) > 0, "never seen made: {seen:?}");
     assert_eq!((s.committed_bytes(), s.reserved_bytes()), (0, 0));
     drop(s);
     assert_eq!(mappings(w..w + WINDOW), vec![]);
