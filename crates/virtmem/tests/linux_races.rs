@@ -12,6 +12,7 @@
 #![cfg(all(target_os = "linux", not(miri)))]
 
 mod common;
+mod rng;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -21,25 +22,11 @@ use std::time::{Duration, Instant};
 
 use common::linux_util::mappings;
 use common::*;
+use rng::Rng;
 use virtmem::{
     AddressSpace, AllocationType as T, Error, FreeType, MemState, MemType, MemoryBasicInformation, Protection as Pr,
     VirtualSpace, WriteWatchFlags as W,
 };
-
-/// A tiny deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 as usize
-    }
-    fn below(&mut self, n: usize) -> usize {
-        self.next() % n
-    }
-}
 
 fn confined(w: usize) -> Arc<dyn VirtualSpace> {
     let backend = linux::Confined::new(virtmem::LinuxBackend::new().unwrap(), w..w + WINDOW, false);
