@@ -566,6 +566,17 @@ fn bench_prints_every_workload_with_ratios() {
     assert_eq!(o.code, 2);
 }
 
+/// `bench` with a `VIRTMEM_LINUX_WITHOUT` that names no kernel feature (a typo) stops
+/// with an error naming the word, rather than benchmarking without the Linux column.
+#[cfg(target_os = "linux")]
+#[test]
+fn bench_refuses_a_linux_without_that_names_no_feature() {
+    let o = run(virtmem().args(["bench", "--scale", "0.001", "--runs", "1"]).env("VIRTMEM_LINUX_WITHOUT", "gaurd"));
+    assert_eq!(o.code, 2, "stdout: {}\nstderr: {}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("`gaurd`"), "the bad word is named: {}", o.stderr);
+    assert!(!o.stdout.contains("lifecycle"), "no benchmark ran: {}", o.stdout);
+}
+
 /// The Linux backend of `bench` is made as its options say, and the report tells how.
 #[cfg(target_os = "linux")]
 #[test]
