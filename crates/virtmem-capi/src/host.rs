@@ -1397,6 +1397,70 @@ mod tests {
         }
     }
 
+    /// Host spec, IHostMemoryManager::VirtualAlloc: "`*mem` is NULL on any failure", and
+    /// IHostMalloc::Alloc: "E_OUTOFMEMORY and `*mem` NULL when refused". Each out-pointer
+    /// is preset to a marker, so that a call that leaves it alone is seen: a refused
+    /// request (over the budget, a bad argument, a free address), a foreign or NULL
+    /// `This`, and every call once the manager is shut down store NULL.
+    #[test]
+    fn every_failed_allocation_stores_null_in_its_out_pointer() {
+        let marker = 0x5A5A_0000_usize as *mut c_void;
+        let h = simulated(1 << 20);
+        // SAFETY: `h` is a live manager object, `m` a live heap made by it; valid
+        // out-pointers. The foreign `This` passed is a live object of the other interface,
+        // whose first word (its vtable) the shell compares before anything else.
+        unsafe {
+            let v = &*(*h).lpVtbl;
+            let rw = PAGE_READWRITE;
+            let mut m: *mut IHostMalloc = std::ptr::null_mut();
+            assert_eq!((v.CreateMalloc)(h, MALLOC_THREADSAFE, &mut m), S_OK);
+            let mv = &*(*m).lpVtbl;
+            let file = c"f.c".as_ptr() as *mut c_char;
+            let null = std::ptr::null_mut();
+            let alloc = |this: *mut IHostMemoryManager, size: usize, ty: DWORD, level: EMemoryCriticalLevel| {
+                let mut p = marker;
+                let r = (v.VirtualAlloc)(this, null, size, ty, rw, level, &mut p);
+                (r, p)
+            };
+            let gone = HOST_E_CLRNOTAVAILABLE;
+            for (this, size, ty, level, want, what) in [
+                (h, 2 << 20, MEM_COMMIT, 0, E_OUTOFMEMORY, "over the budget"),
+                (h, 4096, MEM_COMMIT, 3, E_INVALIDARG, "bad level"),
+                (h, 4096, 0x40, 0, E_INVALIDARG, "bad type"),
+                (h, 0, MEM_COMMIT, 0, E_INVALIDARG, "size 0"),
+                (m.cast(), 4096, MEM_COMMIT, 0, E_INVALIDARG, "foreign This"),
+                (std::ptr::null_mut(), 4096, MEM_COMMIT, 0, E_POINTER, "NULL This"),
+            ] {
+                assert_eq!(alloc(this, size, ty, level), (want, std::ptr::null_mut()), "VirtualAlloc: {what}");
+            }
+            // A commit at a free address (no reservation of the host's there).
+            let mut p = marker;
+            let free = 0x7000_0000 as *mut c_void;
+            assert_eq!((v.VirtualAlloc)(h, free, 4096, MEM_COMMIT, rw, 0, &mut p), HOST_E_INVALIDOPERATION);
+            assert!(p.is_null(), "VirtualAlloc: a free address");
+            for (this, size, level, want, what) in [
+                (m, 2 << 20, 0, E_OUTOFMEMORY, "over the budget"),
+                (m, 10, 3, E_INVALIDARG, "bad level"),
+                (h.cast(), 10, 0, E_INVALIDARG, "foreign This"),
+                (std::ptr::null_mut(), 10, 0, E_POINTER, "NULL This"),
+            ] {
+                p = marker;
+                assert_eq!((mv.Alloc)(this, size, level, &mut p), want, "Alloc: {what}");
+                assert!(p.is_null(), "Alloc: {what}");
+                p = marker;
+                assert_eq!((mv.DebugAlloc)(this, size, level, file, 1, &mut p), want, "DebugAlloc: {what}");
+                assert!(p.is_null(), "DebugAlloc: {what}");
+            }
+            assert_eq!(VirtmemHostShutdown(h), S_OK);
+            assert_eq!(alloc(h, 4096, MEM_COMMIT, 0), (gone, std::ptr::null_mut()), "VirtualAlloc after shutdown");
+            p = marker;
+            assert_eq!((mv.Alloc)(m, 10, 0, &mut p), gone);
+            assert!(p.is_null(), "Alloc after shutdown");
+            assert_eq!((mv.Release)(m), 0);
+            assert_eq!((v.Release)(h), 0);
+        }
+    }
+
     /// `VirtualQuery`'s `*pResult` is the bytes written (48) or 0: 0 when `lpBuffer` is
     /// NULL or cannot be written (`E_POINTER`).
     #[test]
