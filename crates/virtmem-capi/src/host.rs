@@ -457,6 +457,22 @@ fn com_on<T: ComObject>(obj: Result<&T, HostError>, body: impl FnOnce(&T) -> Res
     }
 }
 
+/// [`com_on`] for a method that hands out a pointer at `out`: on any failure `*out` is
+/// NULL whenever `out` can be written (`*mem` is NULL on any failure), also when `This`
+/// itself is refused (NULL, or an object of another interface) and when the body failed
+/// before it got to store anything (a panic: `E_FAIL`).
+fn com_made<T: ComObject, U>(
+    obj: Result<&T, HostError>,
+    out: *mut *mut U,
+    body: impl FnOnce(&T) -> Result<(), HostError>,
+) -> HRESULT {
+    let hr = com_on(obj, body);
+    if hr != S_OK && writable(out).is_ok() {
+        let _ = put(out, std::ptr::null_mut());
+    }
+    hr
+}
+
 /// A value [`put`] can copy to the caller byte by byte.
 ///
 /// # Safety
@@ -606,7 +622,7 @@ unsafe extern "C" fn mgr_create_malloc(
     ppMalloc: *mut *mut IHostMalloc,
 ) -> HRESULT {
     // SAFETY: the COM contract.
-    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
+    com_made(unsafe { ManagerObject::from_this(This) }, ppMalloc, |obj| {
         writable(ppMalloc)?;
         put_made(ppMalloc, obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)).map(new_malloc))
     })
@@ -622,7 +638,7 @@ unsafe extern "C" fn mgr_virtual_alloc(
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
     // SAFETY: the COM contract.
-    com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
+    com_made(unsafe { ManagerObject::from_this(This) }, ppMem, |obj| {
         writable(ppMem)?;
         let out = level(eCriticalLevel).map_err(|e| arg_error(&obj.mgr, e)).and_then(|l| {
             obj.mgr.virtual_alloc(
@@ -830,7 +846,9 @@ unsafe extern "C" fn malloc_alloc(
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
     // SAFETY: the COM contract.
-    com_on(unsafe { MallocObject::from_this(This) }, |obj| alloc_into(obj, cbSize, eCriticalLevel, None, ppMem))
+    com_made(unsafe { MallocObject::from_this(This) }, ppMem, |obj| {
+        alloc_into(obj, cbSize, eCriticalLevel, None, ppMem)
+    })
 }
 
 unsafe extern "C" fn malloc_debug_alloc(
@@ -842,7 +860,7 @@ unsafe extern "C" fn malloc_debug_alloc(
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
     // SAFETY: the COM contract.
-    com_on(unsafe { MallocObject::from_this(This) }, |obj| {
+    com_made(unsafe { MallocObject::from_this(This) }, ppMem, |obj| {
         let file = if pszFileName.is_null() {
             "<unknown>".into()
         } else {
