@@ -619,6 +619,23 @@ backend_tests! {
         fx.free(b, 0, MEM_RELEASE).unwrap();
         fx.free(a, 0, MEM_RELEASE).unwrap();
     }
+
+    /// Rule 1: MEM_PHYSICAL|MEM_RESERVE is accepted as it is; the modifiers the other
+    /// combinations may take ("each optionally with MEM_TOP_DOWN, MEM_LARGE_PAGES,
+    /// MEM_WRITE_WATCH") are not listed for it, and Microsoft's documentation says
+    /// MEM_PHYSICAL "must be used with MEM_RESERVE and no other values": with any of
+    /// them, at a NULL or a free address, 87 and nothing is reserved.
+    fn physical_reserve_takes_no_modifier(fx: &Fx) {
+        let before = fx.snapshot();
+        for extra in [MEM_TOP_DOWN, MEM_LARGE_PAGES, MEM_WRITE_WATCH, MEM_TOP_DOWN | MEM_WRITE_WATCH] {
+            for addr in [0, fx.w + 2 * G] {
+                let ty = MEM_PHYSICAL | MEM_RESERVE | extra;
+                assert_eq!(code(&fx.alloc(addr, 2 << 20, ty, PAGE_READWRITE)), 87, "type {ty:#x} at {addr:#x}");
+            }
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.space.stats().reservations, 0);
+    }
 }
 
 /// On the simulated backend (2 MiB large pages by default) a valid large-page request

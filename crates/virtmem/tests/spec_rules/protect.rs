@@ -270,4 +270,25 @@ backend_tests! {
         fx.write(plain, b"wc");
         assert_eq!(fx.read_vec(plain, 2), b"wc");
     }
+
+    /// Rule 2 of VirtualAlloc, which VirtualProtect shares: "`protect` must be exactly one
+    /// base protection ..., optionally with one of GUARD, NOCACHE, WRITECOMBINE";
+    /// anything else is 87. The control-flow-guard bits PAGE_TARGETS_INVALID (for
+    /// VirtualAlloc) and PAGE_TARGETS_NO_UPDATE (for VirtualProtect), both 0x40000000, are
+    /// neither, with every executable base: 87 from both calls, `*old_protect` untouched
+    /// and nothing reserved or changed.
+    fn page_targets_bits_are_87(fx: &Fx) {
+        const PAGE_TARGETS: u32 = 0x4000_0000;
+        let a = fx.reserve_commit(0, 2 * P, PAGE_EXECUTE_READ);
+        let before = fx.snapshot();
+        for base in [PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_READWRITE] {
+            let p = base | PAGE_TARGETS;
+            for (ty, addr) in [(MEM_RESERVE | MEM_COMMIT, 0), (MEM_RESERVE, fx.w + 2 * G), (MEM_COMMIT, a)] {
+                assert_eq!(code(&fx.alloc(addr, P, ty, p)), 87, "VirtualAlloc type {ty:#x} protect {p:#x}");
+            }
+            assert_eq!(vp(fx, a, P, p), (0, 87, 0xDEAD_BEEF), "VirtualProtect {p:#x}");
+        }
+        assert_eq!(fx.snapshot(), before);
+        assert_eq!(fx.space.stats().reservations, 1);
+    }
 }

@@ -219,6 +219,70 @@ backend_tests! {
         assert_eq!((m.state, m.region_size), (MemState::Commit, 2 * P), "a locked page is no region of its own");
         fx.space.unlock(n + 5 * P, P).unwrap();
     }
+
+    /// Every field at every page across a reservation's region boundaries, through the
+    /// raw MEMORY_BASIC_INFORMATION: BaseAddress is the page; AllocationBase and
+    /// AllocationProtect are the reservation's in every region (reserved and committed
+    /// alike, never changed by the commits and protections inside it); RegionSize runs
+    /// from BaseAddress to the end of its run of equal State and Protect (so a query from
+    /// the middle of a run ends where the run does), never past the reservation's end into
+    /// an identical neighbour; Protect 0 for reserved pages, GUARD included while armed;
+    /// Type MEM_PRIVATE; PartitionId and the padding 0. After the end: free, NULL and 0,
+    /// PAGE_NOACCESS, type 0, up to the next reservation.
+    fn every_field_at_every_page_across_region_boundaries(fx: &Fx) {
+        let ap = PAGE_EXECUTE_READWRITE;
+        let a = fx.reserve(0, 12 * P, ap);
+        let b = fx.reserve_commit(G, 2 * P, PAGE_READWRITE);
+        fx.commit(a, 2 * P, PAGE_READWRITE);
+        fx.commit(a + 3 * P, P, PAGE_READONLY | PAGE_GUARD);
+        fx.commit(a + 4 * P, 3 * P, PAGE_EXECUTE_READ);
+        fx.commit(a + 7 * P, 3 * P, PAGE_READWRITE);
+        fx.free(a + 8 * P, P, MEM_DECOMMIT).unwrap();
+        fx.commit(a + 10 * P, 2 * P, PAGE_READWRITE);
+        // (first page, end, State, Protect) of each run.
+        let runs = [
+            (0, 2, MEM_COMMIT, PAGE_READWRITE),
+            (2, 3, MEM_RESERVE, 0),
+            (3, 4, MEM_COMMIT, PAGE_READONLY | PAGE_GUARD),
+            (4, 7, MEM_COMMIT, PAGE_EXECUTE_READ),
+            (7, 8, MEM_COMMIT, PAGE_READWRITE),
+            (8, 9, MEM_RESERVE, 0),
+            (9, 12, MEM_COMMIT, PAGE_READWRITE),
+        ];
+        for (first, end, state, protect) in runs {
+            for page in first..end {
+                for off in [0, 1, P - 1] {
+                    let addr = a + page * P + off;
+                    let mut m = MEMORY_BASIC_INFORMATION { PartitionId: 0x77, _pad0: 0x77, _pad1: 0x77, ..Default::default() };
+                    assert_eq!(win32::VirtualQuery(&*fx.space, addr, Some(&mut m), 48), 48);
+                    let want = MEMORY_BASIC_INFORMATION {
+                        BaseAddress: a + page * P,
+                        AllocationBase: a,
+                        AllocationProtect: ap,
+                        PartitionId: 0,
+                        _pad0: 0,
+                        RegionSize: (end - page) * P,
+                        State: state,
+                        Protect: protect,
+                        Type: MEM_PRIVATE,
+                        _pad1: 0,
+                    };
+                    assert_eq!(m, want, "query {addr:#x} (page {page})");
+                }
+            }
+        }
+        let mut m = MEMORY_BASIC_INFORMATION::default();
+        assert_eq!(win32::VirtualQuery(&*fx.space, a + 12 * P, Some(&mut m), 48), 48);
+        let want = MEMORY_BASIC_INFORMATION {
+            BaseAddress: a + 12 * P,
+            RegionSize: b - a - 12 * P,
+            State: MEM_FREE,
+            Protect: PAGE_NOACCESS,
+            ..Default::default()
+        };
+        assert_eq!(m, want, "the free tail runs to the next reservation");
+        assert_eq!(fx.q(b).allocation_base, b, "the next reservation is its own");
+    }
 }
 
 /// "For free memory, RegionSize runs to the next reservation (or the top of the address

@@ -353,6 +353,42 @@ backend_tests! {
         }
         assert_eq!(dirty(fx, 0, a, 6 * P, 8), vec![a + P], "the count reset nothing");
     }
+
+    /// Write watch state belongs to the reservation: "It reports ... each page in the
+    /// range written since the last reset" of *this* reservation. One made again at the
+    /// address of a released write-watched reservation whose pages were written (which a
+    /// backend may keep mapped for reuse) starts clean, made committed at once or reserved
+    /// and then committed; and so does one made where a plain reservation was written and
+    /// released. Its own writes are then reported exactly.
+    fn a_watched_reservation_made_where_another_was_released_starts_clean(fx: &Fx) {
+        let ww = MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH;
+        let at = fx.w;
+        for round in 0..2 {
+            let a = fx.alloc(at, 8 * P, ww, PAGE_READWRITE).unwrap();
+            fx.write(a, &vec![1; 8 * P]);
+            assert_eq!(dirty(fx, 0, a, 8 * P, 8).len(), 8, "round {round}: written");
+            fx.free(a, 0, MEM_RELEASE).unwrap();
+            let b = if round == 0 {
+                fx.alloc(at, 8 * P, ww, PAGE_READWRITE).unwrap()
+            } else {
+                let b = fx.alloc(at, 8 * P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE).unwrap();
+                fx.commit(b, 8 * P, PAGE_READWRITE);
+                b
+            };
+            assert_eq!(b, a);
+            assert_eq!(dirty(fx, 0, b, 8 * P, 8), Vec::<usize>::new(), "round {round}: a new reservation is clean");
+            fx.write(b + 3 * P, &[2]);
+            assert_eq!(dirty(fx, 0, b, 8 * P, 8), vec![b + 3 * P], "round {round}");
+            fx.free(b, 0, MEM_RELEASE).unwrap();
+        }
+        // A plain reservation written and released, then a watched one in its place.
+        let p = fx.reserve_commit(G, 4 * P, PAGE_READWRITE);
+        fx.write(p, &vec![3; 4 * P]);
+        fx.free(p, 0, MEM_RELEASE).unwrap();
+        let c = fx.alloc(p, 4 * P, ww, PAGE_READWRITE).unwrap();
+        assert_eq!(dirty(fx, 0, c, 4 * P, 8), Vec::<usize>::new(), "clean after a plain one");
+        assert_eq!(fx.read_vec(c, 4 * P), vec![0; 4 * P]);
+    }
 }
 
 /// As [`mem_reset_keeps_written_pages_written`], on a simulated space whose resets drop
