@@ -1158,3 +1158,59 @@ fn a_commit_whose_pages_to_pay_grow_beyond_the_budget_while_it_waits_fails_at_on
     let info = m.virtual_query(base).unwrap();
     assert_eq!((info.state, info.region_size), (MemState::Reserve, 12 * P), "nothing committed");
 }
+
+/// Host spec, IHostMemoryManager::VirtualAlloc: "Win32 VirtualAlloc semantics through the
+/// host": the flag combinations the Win32 contract accepts work through the manager and
+/// are charged by what they commit — MEM_RESERVE|MEM_COMMIT with MEM_TOP_DOWN,
+/// MEM_WRITE_WATCH and MEM_LARGE_PAGES (the whole large page), MEM_PHYSICAL|MEM_RESERVE
+/// (nothing committed, nothing charged), MEM_RESET and MEM_RESET_UNDO on the host's own
+/// committed pages (no charge, the pages stay committed); the combinations it rejects are
+/// E_INVALIDARG (HRESULT_FROM_WIN32(87)), charge nothing and leave no reservation.
+#[test]
+fn win32_flag_combinations_through_the_host_are_charged_by_what_they_commit() {
+    let (space, m) = host(16 << 20);
+    let top_down = AllocationType::TOP_DOWN;
+    let ww = AllocationType::WRITE_WATCH;
+    let large = AllocationType::LARGE_PAGES;
+    let a = m.virtual_alloc(0, 4 * P, RESERVE | COMMIT | top_down, RW, TASK).unwrap();
+    assert_eq!(used(&m), 4 * P);
+    let b = m.virtual_alloc(0, 4 * P, RESERVE | COMMIT | ww, RW, TASK).unwrap();
+    assert_eq!(used(&m), 8 * P);
+    space.write(b + P, b"w").unwrap();
+    assert_eq!(space.get_write_watch(virtmem::WriteWatchFlags::empty(), b, 4 * P, 8), Ok(vec![b + P]));
+    let lp = space.system_info().large_page_size;
+    let c = m.virtual_alloc(0, lp, RESERVE | COMMIT | large, RW, TASK).unwrap();
+    assert_eq!(c % lp, 0);
+    assert_eq!(used(&m), 8 * P + lp);
+    let d = m.virtual_alloc(0, 16 * P, AllocationType::PHYSICAL | RESERVE, RW, TASK).unwrap();
+    assert_eq!(used(&m), 8 * P + lp, "an AWE reservation commits nothing");
+    assert_eq!(m.virtual_query(d).map(|q| q.state), Ok(MemState::Reserve));
+    space.write(a, b"keep").unwrap();
+    assert_eq!(m.virtual_alloc(a, 4 * P, AllocationType::RESET, RW, TASK), Ok(a));
+    // (A simulated space keeps reset data by default: the undo succeeds, the data intact.)
+    assert_eq!(m.virtual_alloc(a, 4 * P, AllocationType::RESET_UNDO, RW, TASK), Ok(a));
+    let mut kept = [0u8; 4];
+    space.read(a, &mut kept).unwrap();
+    assert_eq!(&kept, b"keep");
+    assert_eq!(m.virtual_query(a).map(|q| (q.state, q.region_size)), Ok((MemState::Commit, 4 * P)));
+    assert_eq!(used(&m), 8 * P + lp, "MEM_RESET and MEM_RESET_UNDO charge and refund nothing");
+    let charged = used(&m);
+    let reservations = m.stats().reservations;
+    let ia = Err(HostError::InvalidArg);
+    for ty in [
+        top_down,
+        ww | COMMIT,
+        large | RESERVE,
+        AllocationType::PHYSICAL | RESERVE | COMMIT,
+        AllocationType::RESET | COMMIT,
+        AllocationType::RESET_UNDO | RESERVE,
+        AllocationType::from_bits_retain(0x4000_0000) | RESERVE,
+    ] {
+        assert_eq!(m.virtual_alloc(0, 2 << 20, ty, RW, TASK), ia, "type {:#x}", ty.bits());
+    }
+    assert_eq!((used(&m), m.stats().reservations), (charged, reservations));
+    for base in [a, b, c, d] {
+        m.virtual_free(base, 0, FreeType::RELEASE).unwrap();
+    }
+    assert_eq!(used(&m), 0);
+}
