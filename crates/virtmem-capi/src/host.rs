@@ -1469,6 +1469,14 @@ mod tests {
                 assert_eq!((mv.DebugAlloc)(this, size, level, file, 1, &mut p), want, "DebugAlloc: {what}");
                 assert!(p.is_null(), "DebugAlloc: {what}");
             }
+            // CreateMalloc hands out a pointer too: NULL on its failures.
+            for (this, ty, want, what) in
+                [(h, 0x80, E_INVALIDARG, "unknown type bits"), (m.cast(), 0, E_INVALIDARG, "foreign This")]
+            {
+                let mut other = marker.cast::<IHostMalloc>();
+                assert_eq!((v.CreateMalloc)(this, ty, &mut other), want, "CreateMalloc: {what}");
+                assert!(other.is_null(), "CreateMalloc: {what}");
+            }
             assert_eq!(VirtmemHostShutdown(h), S_OK);
             assert_eq!(alloc(h, 4096, MEM_COMMIT, 0), (gone, std::ptr::null_mut()), "VirtualAlloc after shutdown");
             p = marker;

@@ -122,3 +122,81 @@ fn executable_heap_blocks_run() {
         heap.free(p).unwrap();
     }
 }
+
+/// The host spec's HRESULT rules on real memory, as over a simulated space
+/// (host_manager.rs): Win32 errors of the space are HRESULT_FROM_WIN32 (a release inside
+/// a reservation, a protect of reserved pages with `*old` PAGE_NOACCESS: 0x800701E7),
+/// ERROR_INVALID_PARAMETER is E_INVALIDARG (bad size, type, protection, free type; a query
+/// above the top of user space), and the Win32 flag combinations work through the host,
+/// charged by what they commit; the ones real memory cannot give (write watch without
+/// the kernel's support, large pages none are reserved for) fail with their clear error
+/// and charge nothing. No failure charges, refunds or disables anything.
+#[test]
+fn win32_semantics_and_hresults_on_real_memory() {
+    use virtmem::Error;
+    let (space, m) = host(16 << 20);
+    let used = |m: &virtmem::host::HostMemoryManager| m.stats().budget.used;
+    let base = m.virtual_alloc(0, 16 * P, AllocationType::RESERVE, RW, TASK).unwrap();
+    let e487 = HostError::Win32(Error::InvalidAddress);
+    assert_eq!(m.virtual_free(base + P, 0, FreeType::RELEASE), Err(e487));
+    assert_eq!(e487.hresult() as u32, 0x8007_01E7);
+    assert_eq!(m.virtual_protect_detailed(base, P, RW), Err((e487, Some(Protection::NOACCESS))));
+    assert_eq!(m.virtual_alloc(base + 15 * P, 2 * P, AllocationType::COMMIT, RW, TASK), Err(e487));
+    let ia = Err(HostError::InvalidArg);
+    assert_eq!(m.virtual_alloc(0, 0, AllocationType::COMMIT, RW, TASK).map(|_| ()), ia);
+    let bad = Protection::from_bits_retain(3);
+    assert_eq!(m.virtual_alloc(0, P, AllocationType::COMMIT, bad, TASK).map(|_| ()), ia);
+    assert_eq!(m.virtual_alloc(0, P, AllocationType::TOP_DOWN, RW, TASK).map(|_| ()), ia);
+    assert_eq!(m.virtual_free(base, P, FreeType::RELEASE), ia);
+    assert_eq!(m.virtual_free(base, P, FreeType::from_bits_retain(0)), ia);
+    assert_eq!(m.virtual_protect(base, P, Protection::WRITECOPY).map(|_| ()), ia);
+    assert_eq!(m.virtual_query(usize::MAX).map(|_| ()), ia);
+    assert_eq!(used(&m), 0);
+    let rc = AllocationType::RESERVE | AllocationType::COMMIT;
+    let top = m.virtual_alloc(0, 4 * P, rc | AllocationType::TOP_DOWN, RW, TASK).unwrap();
+    assert_eq!(used(&m), 4 * P);
+    let mut charged = 4 * P;
+    let mut made = vec![base, top];
+    match m.virtual_alloc(0, 4 * P, rc | AllocationType::WRITE_WATCH, RW, TASK) {
+        Ok(ww) => {
+            charged += 4 * P;
+            made.push(ww);
+            space.write(ww + 2 * P, b"w").unwrap();
+            assert_eq!(space.get_write_watch(virtmem::WriteWatchFlags::empty(), ww, 4 * P, 8), Ok(vec![ww + 2 * P]));
+        }
+        Err(e) => assert_eq!(e, HostError::Win32(Error::NotSupported), "write watch the kernel cannot do"),
+    }
+    assert_eq!(used(&m), charged);
+    let lp = space.system_info().large_page_size.max(2 << 20);
+    match m.virtual_alloc(0, lp, rc | AllocationType::LARGE_PAGES, RW, TASK) {
+        Ok(l) => {
+            charged += lp;
+            made.push(l);
+            assert_eq!(l % lp, 0);
+        }
+        Err(e) => assert!(
+            [HostError::Win32(Error::NoSystemResources), HostError::Win32(Error::NotSupported)].contains(&e),
+            "large pages that cannot be had: {e:?}"
+        ),
+    }
+    assert_eq!(used(&m), charged);
+    let phys = m.virtual_alloc(0, 16 * P, AllocationType::PHYSICAL | AllocationType::RESERVE, RW, TASK).unwrap();
+    made.push(phys);
+    assert_eq!(used(&m), charged, "an AWE reservation commits nothing");
+    space.write(top, b"keep").unwrap();
+    assert_eq!(m.virtual_alloc(top, 4 * P, AllocationType::RESET, RW, TASK), Ok(top));
+    let undo = m.virtual_alloc(top, 4 * P, AllocationType::RESET_UNDO, RW, TASK);
+    let mut kept = [0u8; 4];
+    space.read(top, &mut kept).unwrap();
+    match undo {
+        Ok(p) => assert_eq!((p, &kept), (top, b"keep"), "a successful undo: the data intact"),
+        Err(e) => assert_eq!(e, HostError::Win32(Error::DataDiscarded), "a failed undo: data lost"),
+    }
+    assert_eq!(m.virtual_query(top).map(|q| (q.state, q.region_size)), Ok((MemState::Commit, 4 * P)));
+    assert_eq!(used(&m), charged, "MEM_RESET and MEM_RESET_UNDO charge and refund nothing");
+    for b in made {
+        m.virtual_free(b, 0, FreeType::RELEASE).unwrap();
+    }
+    assert_eq!(used(&m), 0);
+    assert_eq!(m.lifecycle(), virtmem::host::Lifecycle::Running);
+}
