@@ -672,34 +672,39 @@ unsafe extern "C" fn mgr_virtual_query(
     dwLength: SIZE_T,
     pResult: *mut SIZE_T,
 ) -> HRESULT {
-    // Never waits for another thread and allocates nothing (no probe: the writes are checked).
+    // Never waits for another thread and allocates nothing (no probe: the writes are checked,
+    // without asking pthreads for this thread's stack, which allocates).
     // SAFETY: the COM contract.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
-        if pResult.is_null() {
-            return Err(HostError::Pointer);
-        }
-        // From here on every failure leaves 0 in `*pResult` (nothing written).
-        if lpBuffer.is_null() {
-            put(pResult, 0)?;
-            return Err(HostError::Pointer);
-        }
-        if dwLength < size_of::<MEMORY_BASIC_INFORMATION>() {
-            put(pResult, 0)?;
-            return Err(arg_error(&obj.mgr, vm::Error::BadLength.into()));
-        }
-        match obj.mgr.virtual_query(lpAddress as usize) {
-            Ok(info) => {
-                if uaccess::write_bytes(lpBuffer as usize, &MEMORY_BASIC_INFORMATION::from(info).to_bytes()).is_err() {
-                    put(pResult, 0)?;
-                    return Err(HostError::Pointer);
-                }
-                put(pResult, size_of::<MEMORY_BASIC_INFORMATION>())
+        uaccess::without_allocating(|| {
+            if pResult.is_null() {
+                return Err(HostError::Pointer);
             }
-            Err(e) => {
+            // From here on every failure leaves 0 in `*pResult` (nothing written).
+            if lpBuffer.is_null() {
                 put(pResult, 0)?;
-                Err(e)
+                return Err(HostError::Pointer);
             }
-        }
+            if dwLength < size_of::<MEMORY_BASIC_INFORMATION>() {
+                put(pResult, 0)?;
+                return Err(arg_error(&obj.mgr, vm::Error::BadLength.into()));
+            }
+            match obj.mgr.virtual_query(lpAddress as usize) {
+                Ok(info) => {
+                    if uaccess::write_bytes(lpBuffer as usize, &MEMORY_BASIC_INFORMATION::from(info).to_bytes())
+                        .is_err()
+                    {
+                        put(pResult, 0)?;
+                        return Err(HostError::Pointer);
+                    }
+                    put(pResult, size_of::<MEMORY_BASIC_INFORMATION>())
+                }
+                Err(e) => {
+                    put(pResult, 0)?;
+                    Err(e)
+                }
+            }
+        })
     })
 }
 

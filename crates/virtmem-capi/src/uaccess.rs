@@ -48,15 +48,39 @@ fn vm_copy(local: usize, remote: usize, len: usize, write: bool) -> Result<(), i
     unsafe { vm::checked_copy(remote, local as *mut u8, len, write) }.map_err(|(_, e)| e)
 }
 
-/// The calling thread's stack, `[low, high)`, as pthreads reports it (cached per thread);
-/// `(0, 0)` when unknown.
-fn thread_stack() -> (usize, usize) {
-    thread_local! {
-        static STACK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+thread_local! {
+    /// The calling thread's stack, once asked for (see [`thread_stack`]).
+    static STACK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// Whether the calling thread is inside [`without_allocating`].
+    static NO_ALLOCATION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f`, whose copies of caller memory must not allocate (the host's `VirtualQuery`,
+/// which may run while other threads are suspended, one of them perhaps inside `malloc`):
+/// a thread whose stack bounds are not known yet does not ask pthreads for them
+/// (`pthread_getattr_np` allocates), and its copies go through the kernel's checked path
+/// instead, as for any pointer off the stack. (Both thread-locals are `const`-initialised
+/// plain values: reaching them allocates nothing either.)
+pub(crate) fn without_allocating<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_ALLOCATION.with(|n| n.set(self.0));
+        }
     }
+    let _restore = Restore(NO_ALLOCATION.with(|n| n.replace(true)));
+    f()
+}
+
+/// The calling thread's stack, `[low, high)`, as pthreads reports it (cached per thread);
+/// `(0, 0)` when unknown, or not known yet inside [`without_allocating`].
+fn thread_stack() -> (usize, usize) {
     STACK.with(|c| {
         if let Some(s) = c.get() {
             return s;
+        }
+        if NO_ALLOCATION.with(|n| n.get()) {
+            return (0, 0);
         }
         let mut bounds = (0, 0);
         let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
@@ -272,6 +296,28 @@ pub(crate) fn load<T: Pod>(src: *const T) -> Result<T, Fail> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside `without_allocating`, a thread that has not asked for its stack yet does not
+    /// (its stack is treated as unknown and not cached), and its copies still work, stack
+    /// slots included, through the checked path; outside, it asks as before.
+    #[test]
+    fn without_allocating_never_asks_for_the_stack() {
+        std::thread::spawn(|| {
+            let mut slot = [0u8; 8];
+            let dst = slot.as_mut_ptr() as usize;
+            without_allocating(|| {
+                assert_eq!(thread_stack(), (0, 0));
+                assert!(!on_live_stack(dst, 8));
+                write_bytes(dst, &[7; 8]).unwrap();
+            });
+            assert_eq!(STACK.with(|c| c.get()), None, "nothing cached");
+            assert_eq!(std::hint::black_box(slot), [7; 8]);
+            assert_ne!(thread_stack(), (0, 0), "outside, the stack is asked for");
+            without_allocating(|| assert!(on_live_stack(dst, 8), "once known, it is used"));
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn checked_mode_is_available_here() {
