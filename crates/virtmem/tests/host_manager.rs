@@ -1214,3 +1214,43 @@ fn win32_flag_combinations_through_the_host_are_charged_by_what_they_commit() {
     }
     assert_eq!(used(&m), 0);
 }
+
+/// Host spec, E_FAIL: "from then on the runtime is unusable: every later call returns
+/// HOST_E_CLRNOTAVAILABLE" — every method of both interfaces, on the tenant that got
+/// E_FAIL, on another tenant and on a heap made before, with good arguments and with
+/// NULL (IHostMalloc::Free) alike; nothing changes in the space.
+#[test]
+fn after_e_fail_every_call_of_every_tenant_and_heap_is_clr_not_available() {
+    let (space, m) = host(1 << 20);
+    let other = m.add_tenant("other", None).unwrap();
+    let heap = m.create_malloc(Default::default()).unwrap();
+    let block = heap.alloc(10, TASK).unwrap();
+    let kept = m.virtual_alloc(0, 4 * P, RESERVE | COMMIT, RW, TASK).unwrap();
+    let view = 0x7000_0000_0000;
+    m.acquired_virtual_address_space(view, P).unwrap();
+    let gone = m.virtual_alloc(0, 4 * P, RESERVE | COMMIT, RW, TASK).unwrap();
+    space.free(gone, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(m.virtual_free(gone, 0, FreeType::RELEASE), Err(HostError::Fail));
+    let regions = space.regions();
+    let na = HostError::ClrNotAvailable;
+    for t in [&m, &other] {
+        assert_eq!(t.virtual_alloc(0, P, COMMIT, RW, TASK), Err(na));
+        assert_eq!(t.virtual_alloc(kept, P, COMMIT, RW, PROCESS), Err(na));
+        assert_eq!(t.virtual_free(kept, 0, FreeType::RELEASE), Err(na));
+        assert_eq!(t.virtual_query(kept), Err(na));
+        assert_eq!(t.virtual_protect(kept, P, Protection::READONLY), Err(na));
+        assert_eq!(t.memory_load(), Err(na));
+        assert_eq!(t.register_memory_notification_callback(Arc::new(|_| {})), Err(na));
+        assert_eq!(t.needs_virtual_address_space(kept, P), Err(na));
+        assert_eq!(t.acquired_virtual_address_space(view + (1 << 20), P), Err(na));
+        assert_eq!(t.released_virtual_address_space(view), Err(na));
+        assert!(matches!(t.create_malloc(Default::default()), Err(HostError::ClrNotAvailable)));
+        assert!(matches!(t.add_tenant("late", None), Err(HostError::ClrNotAvailable)));
+    }
+    assert_eq!(heap.alloc(10, TASK), Err(na));
+    assert_eq!(heap.debug_alloc(10, TASK, "f.rs", 1), Err(na));
+    assert_eq!(heap.free(block), Err(na));
+    assert_eq!(heap.free(0), Err(na));
+    assert_eq!(m.start(), Err(na));
+    assert_eq!(space.regions(), regions, "nothing changed");
+}
