@@ -159,6 +159,17 @@ pub enum BackendError {
     Os(i32),
 }
 
+/// A backend whose whole state can be copied: what
+/// [`AddressSpace::snapshot`](crate::AddressSpace::snapshot) needs. The simulated backend is one; the Linux backend
+/// is not (its state is the process's real memory).
+pub trait Snapshot: Backend + Sized {
+    /// An independent backend holding what this one holds now (contents, marks,
+    /// write-tracked ranges). The engine calls it with its lock held and no operation
+    /// under way, so nothing but checked accesses can change this backend meanwhile;
+    /// the copy must be as of one moment with respect to those.
+    fn snapshot(&self) -> Self;
+}
+
 /// The narrow interface between the rule engine and the memory it manages.
 ///
 /// Ranges are page aligned and non-empty. The engine never asks for an operation on

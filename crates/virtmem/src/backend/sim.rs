@@ -407,6 +407,39 @@ impl SimBackend {
     }
 }
 
+impl super::Snapshot for SimBackend {
+    /// Copies every stored page, dirty mark, loss mark and write-tracked range. Grants
+    /// are not copied (a backend may forget a grant at any time; the copy's first access
+    /// to a block is checked by its engine and granted again), and this backend's own
+    /// grants are forgotten part by part as each part is copied: an access that would
+    /// have used one after its part was copied goes to the engine instead, whose lock the
+    /// caller holds, and so waits for the copy to end. A copy is therefore a moment's
+    /// state: every access that finished before it began is in it, none that began after
+    /// it ended, and each one in between wholly or not at all.
+    fn snapshot(&self) -> Self {
+        let copy = SimBackend::new(self.config);
+        {
+            let watched = self.watched.lock();
+            copy.watching.store(!watched.is_empty(), Ordering::Release);
+            *copy.watched.lock() = watched.clone();
+        }
+        for (i, (from, to)) in self.shards.iter().zip(copy.shards.iter()).enumerate() {
+            let mut store = from.store.lock();
+            for (j, g) in store.grants.iter_mut().enumerate() {
+                if g.take().is_some() {
+                    self.tags[j * SHARDS + i].store(usize::MAX, Ordering::Release);
+                }
+            }
+            let mut mine = to.store.lock();
+            mine.pages = store.pages.iter().map(|(&k, page)| (k, page.clone())).collect();
+            mine.dirty = store.dirty.clone();
+            mine.lost = store.lost.clone();
+            to.used.store(!mine.is_empty(), Ordering::Relaxed);
+        }
+        copy
+    }
+}
+
 impl Default for SimBackend {
     fn default() -> Self {
         SimBackend::new(SimConfig::default())

@@ -407,6 +407,10 @@ fn accept(expect: &Expect, got: &Out, exact: bool) -> bool {
 struct Subject {
     name: &'static str,
     space: Box<dyn VirtualSpace>,
+    /// A simulated space replaced by its snapshot before every call (the old one
+    /// dropped), instead of `space`: each call then runs on a copy, which must hold
+    /// everything the calls before it left.
+    copied: Option<SimSpace>,
     model: Model,
     /// The subject never drops reset data: compare reads exactly.
     exact: bool,
@@ -415,7 +419,17 @@ struct Subject {
 impl Drop for Subject {
     /// Release what the sequence left (real mappings on Linux).
     fn drop(&mut self) {
-        common::release_all(&*self.space, self.model.w..self.model.top);
+        common::release_all(self.space(), self.model.w..self.model.top);
+    }
+}
+
+impl Subject {
+    /// The space under test.
+    fn space(&self) -> &dyn VirtualSpace {
+        match &self.copied {
+            Some(s) => s,
+            None => &*self.space,
+        }
     }
 }
 
@@ -425,6 +439,20 @@ fn sim_subject(w: usize, lp: usize) -> Subject {
     Subject {
         name: "sim",
         space: Box::new(SimSpace::simulated_with(config)),
+        copied: None,
+        model: Model::new(w, w + WINDOW, lp),
+        exact: true,
+    }
+}
+
+/// The simulated space as [`sim_subject`] makes it, replaced by its snapshot before
+/// every call ([`Subject::copied`]).
+fn snapshot_subject(w: usize, lp: usize) -> Subject {
+    let config = SimConfig { min_address: w, end_address: w + WINDOW, large_page_size: lp, ..SimConfig::default() };
+    Subject {
+        name: "sim snapshots",
+        space: Box::new(SimSpace::simulated_with(config)),
+        copied: Some(SimSpace::simulated_with(config)),
         model: Model::new(w, w + WINDOW, lp),
         exact: true,
     }
@@ -438,7 +466,7 @@ fn linux_subject(w: usize) -> Subject {
     let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
     let lp = backend.limits().large_page_size;
     let space = virtmem::AddressSpace::with_backend(common::linux::Confined::new(backend, w..w + WINDOW, true));
-    Subject { name: "linux", space: Box::new(space), model: Model::new(w, w + WINDOW, lp), exact: false }
+    Subject { name: "linux", space: Box::new(space), copied: None, model: Model::new(w, w + WINDOW, lp), exact: false }
 }
 
 /// The large-page size the subjects share (the Linux backend's, so that both give the
@@ -456,7 +484,7 @@ fn large_page_size() -> usize {
 /// Every subject, over the window at `w`.
 fn subjects(w: usize, lp: usize) -> Vec<Subject> {
     #[allow(unused_mut)]
-    let mut v = vec![sim_subject(w, lp)];
+    let mut v = vec![sim_subject(w, lp), snapshot_subject(w, lp)];
     #[cfg(all(target_os = "linux", not(miri)))]
     v.push(linux_subject(w));
     v
@@ -625,7 +653,10 @@ fn check_sequence(subjects: &mut [Subject], w: usize, ops: &[Op]) -> Result<(), 
             let before =
                 matches!(resolved, Op::Alloc { a: A::Null, ty, .. } if ty & 0x10_0000 == 0).then(|| s.model.clone());
             let Some(want) = expect(&mut s.model, &resolved) else { continue };
-            let got = run(&*s.space, &resolved, w);
+            if let Some(old) = &mut s.copied {
+                *old = old.snapshot();
+            }
+            let got = run(s.space(), &resolved, w);
             STATS.with(|st| *st.borrow_mut().entry(label(&resolved, &got)).or_default() += 1);
             let line = format!("{step:>3} {resolved:?} -> {got:?}\n");
             if trace_on {
@@ -663,13 +694,13 @@ fn check_sequence(subjects: &mut [Subject], w: usize, ops: &[Op]) -> Result<(), 
                 s.model.undo_succeeded(*a, *size);
             }
             let want_walk = s.model.walk();
-            let got_walk = common::walk(&*s.space, w..w + WINDOW);
+            let got_walk = common::walk(s.space(), w..w + WINDOW);
             if want_walk != got_walk {
                 return Err(fail(format!(
                     "walk after step {step}:\n  model: {want_walk:#x?}\n  got:   {got_walk:#x?}"
                 )));
             }
-            let totals = (s.space.committed_bytes(), s.space.reserved_bytes());
+            let totals = (s.space().committed_bytes(), s.space().reserved_bytes());
             let want_totals = (s.model.committed(), s.model.reserved());
             if totals != want_totals {
                 return Err(fail(format!("totals after step {step}: model {want_totals:?}, got {totals:?}")));
