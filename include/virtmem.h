@@ -909,7 +909,8 @@ typedef intptr_t LONG_PTR;
 #define ERROR_BAD_LENGTH 24
 
 /**
- * `ERROR_NOT_SUPPORTED` (50): the kernel lacks a feature the call needs.
+ * `ERROR_NOT_SUPPORTED` (50): the kernel lacks a feature the call needs, or the call
+ * cannot be made on this process (`VirtmemSnapshotProcess` of the current process).
  */
 #define ERROR_NOT_SUPPORTED 50
 
@@ -1239,6 +1240,23 @@ HANDLE GetCurrentProcess(void);
  * its low two bits are ignored wherever a handle is taken (a program may tag them).
  */
 HANDLE VirtmemCreateProcess(void);
+
+/**
+ * Extension: a new simulated process whose address space is a copy of the one of
+ * simulated process `hProcess` as it is now: its reservations, page states and
+ * protections, armed guard pages, locked pages, contents, write-watch marks, data a
+ * reset dropped, and its commit limit. The two share nothing afterwards. This is the
+ * snapshot an emulator or a fuzzer restores between runs: set a process up once, then
+ * run each input on a snapshot of it and close that.
+ *
+ * The copy waits for calls under way on `hProcess` and holds the others meanwhile; it
+ * costs time and memory in proportion to the regions and the pages written, not to the
+ * size reserved. Close the new handle with `CloseHandle`. Returns NULL with the last
+ * error set on failure: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a
+ * process that has exited -> `ERROR_ACCESS_DENIED` (5), the current-process pseudo
+ * handle -> `ERROR_NOT_SUPPORTED` (50: its memory is this process's real memory).
+ */
+HANDLE VirtmemSnapshotProcess(HANDLE hProcess);
 
 /**
  * Extension: set the commit limit of the address space of `hProcess`, in bytes:

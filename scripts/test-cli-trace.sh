@@ -18,3 +18,14 @@ VIRTMEM_TRACE="$build/trace.vmt" "$build/growable_buffer" >/dev/null
 head -1 "$build/trace.vmt" | grep -q '^virtmem-trace 1 pid='
 "$lib/virtmem" replay --strict "$build/trace.vmt"
 echo "cli trace: recorded $(($(wc -l <"$build/trace.vmt") - 1)) calls through libvirtmem, replayed with no difference"
+# Simulated processes and their snapshots (VirtmemSnapshotProcess), commit limits set on
+# them (VirtmemSetCommitLimit), guard pages met by VirtmemAccess: the replay makes each
+# snapshot from the process as replayed so far.
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include -I tests/c tests/c/test_snapshot.c -o "$build/test_snapshot" \
+  -L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread
+rm -f "$build/snapshot.vmt"
+VIRTMEM_TRACE="$build/snapshot.vmt" "$build/test_snapshot" >/dev/null
+grep -q '^VirtmemSnapshotProcess 0x1 -> 0x2 err=0$' "$build/snapshot.vmt"
+grep -q '^VirtmemSetCommitLimit 0x1 0x30000 -> 0x1 err=0$' "$build/snapshot.vmt"
+"$lib/virtmem" replay --strict "$build/snapshot.vmt"
+echo "cli trace: a program's simulated processes and their snapshots replayed with no difference"

@@ -25,6 +25,9 @@ pub const CURRENT_PROCESS: usize = usize::MAX;
 #[derive(Debug)]
 pub(crate) struct Process {
     space: Arc<dyn VirtualSpace>,
+    /// The same space as a simulated one, for `VirtmemSnapshotProcess` (every process
+    /// `VirtmemCreateProcess` or a snapshot makes; `None` only for the tests' own spaces).
+    sim: Option<Arc<vm::SimSpace>>,
     exited: AtomicBool,
     exit_code: AtomicU32,
 }
@@ -123,9 +126,21 @@ pub(crate) fn trace_id(handle: HANDLE) -> u32 {
 }
 
 /// Register an address space as a new simulated process and return its handle.
+#[cfg(test)]
 pub(crate) fn register(space: Arc<dyn VirtualSpace>) -> HANDLE {
+    add(Process { space, sim: None, exited: AtomicBool::new(false), exit_code: AtomicU32::new(0) })
+}
+
+/// Register a simulated space as a new simulated process and return its handle.
+fn register_sim(space: vm::SimSpace) -> HANDLE {
+    let sim = Arc::new(space);
+    add(Process { space: sim.clone(), sim: Some(sim), exited: AtomicBool::new(false), exit_code: AtomicU32::new(0) })
+}
+
+/// Put `p` in the table under a new handle.
+fn add(p: Process) -> HANDLE {
     let h = NEXT_HANDLE.fetch_add(4, Ordering::Relaxed);
-    let p = Arc::new(Process { space, exited: AtomicBool::new(false), exit_code: AtomicU32::new(0) });
+    let p = Arc::new(p);
     TABLE.write().get_or_insert_with(HashMap::new).insert(h, p);
     h as HANDLE
 }
@@ -148,8 +163,33 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 /// its low two bits are ignored wherever a handle is taken (a program may tag them).
 #[no_mangle]
 pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
-    let (h, err) = run(std::ptr::null_mut(), || Ok(register(Arc::new(vm::SimSpace::simulated()))));
+    let (h, err) = run(std::ptr::null_mut(), || Ok(register_sim(vm::SimSpace::simulated())));
     trace::comment(format_args!("VirtmemCreateProcess -> {:#x} err={err} process={}", h as usize, trace_id(h)));
+    h
+}
+
+/// Extension: a new simulated process whose address space is a copy of the one of
+/// simulated process `hProcess` as it is now: its reservations, page states and
+/// protections, armed guard pages, locked pages, contents, write-watch marks, data a
+/// reset dropped, and its commit limit. The two share nothing afterwards. This is the
+/// snapshot an emulator or a fuzzer restores between runs: set a process up once, then
+/// run each input on a snapshot of it and close that.
+///
+/// The copy waits for calls under way on `hProcess` and holds the others meanwhile; it
+/// costs time and memory in proportion to the regions and the pages written, not to the
+/// size reserved. Close the new handle with `CloseHandle`. Returns NULL with the last
+/// error set on failure: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a
+/// process that has exited -> `ERROR_ACCESS_DENIED` (5), the current-process pseudo
+/// handle -> `ERROR_NOT_SUPPORTED` (50: its memory is this process's real memory).
+#[no_mangle]
+pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
+    let (h, err) = run(std::ptr::null_mut(), || {
+        let Target::Simulated(p) = resolve(hProcess)? else { return Err(Fail(ERROR_NOT_SUPPORTED)) };
+        let sim = p.sim.as_ref().ok_or(Fail(ERROR_NOT_SUPPORTED))?;
+        Ok(register_sim(sim.snapshot()))
+    });
+    let new = if h.is_null() { 0 } else { u64::from(trace_id(h)) };
+    trace::record(Some(hProcess), trace::Call::SnapshotProcess, new, err, trace::Out::None);
     h
 }
 
@@ -172,8 +212,7 @@ pub extern "C" fn VirtmemSetCommitLimit(hProcess: HANDLE, limit: SIZE_T) -> BOOL
         space.set_commit_limit(if limit == VIRTMEM_NO_COMMIT_LIMIT { None } else { Some(limit) });
         Ok(TRUE)
     });
-    let id = trace_id(hProcess);
-    trace::comment(format_args!("VirtmemSetCommitLimit {id:#x} {limit:#x} -> {r:#x} err={err}"));
+    trace::record(Some(hProcess), trace::Call::SetCommitLimit { limit }, r as u64, err, trace::Out::None);
     r
 }
 

@@ -130,7 +130,8 @@ pub const ERROR_INVALID_HANDLE: DWORD = 6;
 pub const ERROR_NOT_ENOUGH_MEMORY: DWORD = 8;
 /// `ERROR_BAD_LENGTH` (24): a buffer smaller than the structure it must hold.
 pub const ERROR_BAD_LENGTH: DWORD = 24;
-/// `ERROR_NOT_SUPPORTED` (50): the kernel lacks a feature the call needs.
+/// `ERROR_NOT_SUPPORTED` (50): the kernel lacks a feature the call needs, or the call
+/// cannot be made on this process (`VirtmemSnapshotProcess` of the current process).
 pub const ERROR_NOT_SUPPORTED: DWORD = 50;
 /// `ERROR_INVALID_PARAMETER` (87).
 pub const ERROR_INVALID_PARAMETER: DWORD = 87;

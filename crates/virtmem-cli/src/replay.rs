@@ -266,8 +266,8 @@ fn summarize(r: &Report, space: &dyn VirtualSpace, format: Format) -> String {
 
 // ----- Own format ------------------------------------------------------------------------
 
-fn fresh() -> BTreeMap<u32, Arc<dyn VirtualSpace>> {
-    let mut m: BTreeMap<u32, Arc<dyn VirtualSpace>> = BTreeMap::new();
+fn fresh() -> BTreeMap<u32, Arc<SimSpace>> {
+    let mut m: BTreeMap<u32, Arc<SimSpace>> = BTreeMap::new();
     m.insert(0, Arc::new(SimSpace::simulated()));
     m
 }
@@ -346,7 +346,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
         report.notes.push(format!("skipped {bad} malformed lines in all"));
     }
     let mut procs = fresh();
-    let mut last_main: Arc<dyn VirtualSpace> = procs[&0].clone();
+    let mut last_main: Arc<SimSpace> = procs[&0].clone();
     let mut beyond_limit = 0usize;
     let pb = progress(lines.len());
     let start = Instant::now();
@@ -362,12 +362,37 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 }
                 last_main = procs[&0].clone();
             }
+            // A copy of a simulated process (libvirtmem's `VirtmemSnapshotProcess`): the
+            // new process's number is the recorded result (0: the copy failed, nothing
+            // was made). The copy is made of the process as replayed so far.
+            Line::Record(rec) if rec.call == Call::SnapshotProcess => {
+                report.ops += 1;
+                let Ok(new) = u32::try_from(rec.result) else {
+                    report.diff(format!(
+                        "line {line}: VirtmemSnapshotProcess: the result {:#x} is no process number",
+                        rec.result
+                    ));
+                    continue;
+                };
+                if new == 0 {
+                    continue;
+                }
+                if !procs.contains_key(&new) && procs.len() >= MAX_PROCESSES {
+                    beyond_limit += 1;
+                    continue;
+                }
+                let copy = match procs.get(&rec.process.unwrap_or(0)) {
+                    Some(from) => from.snapshot(),
+                    None => SimSpace::simulated(),
+                };
+                procs.insert(new, Arc::new(copy));
+            }
             Line::Record(rec) => {
                 let pid = rec.process.unwrap_or(0);
                 let space = match procs.get(&pid) {
                     Some(s) => s.clone(),
                     None if procs.len() < MAX_PROCESSES => {
-                        let s: Arc<dyn VirtualSpace> = Arc::new(SimSpace::simulated());
+                        let s = Arc::new(SimSpace::simulated());
                         procs.insert(pid, s.clone());
                         s
                     }
@@ -397,7 +422,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
             "skipped {beyond_limit} record(s) naming more than {MAX_PROCESSES} processes in one session (each is a simulated space)"
         ));
     }
-    Ok(last_main)
+    Ok(last_main as Arc<dyn VirtualSpace>)
 }
 
 fn outcome(result: u64, err: u32, failed: bool) -> String {
@@ -607,6 +632,8 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             space.set_commit_limit((*limit != usize::MAX).then_some(*limit));
             (1, false, false, None)
         }
+        // Made by the caller (`replay_own`), which holds the processes; nothing to compare.
+        Call::SnapshotProcess => (rec.result, false, false, None),
         // libvirtmem's VirtmemAccess (crates/virtmem-capi/src/procmem.rs) without moving a
         // byte: the kind, a NULL buffer (ERROR_NOACCESS), then the copy's checks (see
         // `check_copy`), whose access or guard-page violation (the guard is disarmed, as in
@@ -678,6 +705,7 @@ fn render_args(c: &Call) -> String {
             format!("{address:#x}, {size:#x}")
         }
         Call::SetCommitLimit { limit } => format!("{limit:#x}"),
+        Call::SnapshotProcess => String::new(),
         Call::Access { address, size, kind, .. } => format!("{address:#x}, {size:#x}, {kind}"),
     }
 }

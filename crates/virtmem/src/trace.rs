@@ -42,7 +42,9 @@
 //! | `VirtualLock`, `VirtualUnlock` | address size | |
 //! | `ReadProcessMemory`, `WriteProcessMemory` | process address buffer size done_ptr | `done` (bytes copied) |
 //! | `SetCommitLimit` | limit | |
+//! | `VirtmemSetCommitLimit` | process limit | |
 //! | `VirtmemAccess` | process address buffer size kind fault_ptr | |
+//! | `VirtmemSnapshotProcess` | process | |
 //!
 //! `VirtmemAccess` is libvirtmem's checked CPU-style access (an emulator's load, store or
 //! instruction fetch): its result is 0, the exception it raised
@@ -53,6 +55,12 @@
 //! process's commit limit (the most bytes it may have committed; `0xffffffffffffffff` =
 //! none), which decides whether later commits fail with `ERROR_COMMITMENT_LIMIT`.
 //! `virtmem run` writes it for its `commitlimit` command; its result is `0x1`.
+//! `VirtmemSetCommitLimit` is the same change made by libvirtmem's function of that name
+//! on the process it names (`0x0` = the current process); its result is the `BOOL`
+//! returned.
+//! `VirtmemSnapshotProcess` is libvirtmem's copy of a simulated process: its result is
+//! the number of the new process (see below), `0x0` on failure; the new process starts
+//! as the copied one was, and later records name it by that number.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
@@ -223,6 +231,10 @@ pub enum Call {
         /// The new limit in bytes, `usize::MAX` for none.
         limit: usize,
     },
+    /// libvirtmem's `VirtmemSnapshotProcess(process)`: a new simulated process holding a
+    /// copy of the one named by [`Record::process`] (which must be set); the result is the
+    /// new process's number, 0 on failure.
+    SnapshotProcess,
     /// libvirtmem's `VirtmemAccess(process, address, buffer, size, kind, faultAddress)` (the
     /// process is [`Record::process`], which must be set).
     Access {
@@ -257,20 +269,36 @@ impl Call {
             (Call::Unlock { .. }, _) => "VirtualUnlock",
             (Call::ReadProcessMemory { .. }, _) => "ReadProcessMemory",
             (Call::WriteProcessMemory { .. }, _) => "WriteProcessMemory",
-            (Call::SetCommitLimit { .. }, _) => "SetCommitLimit",
+            (Call::SetCommitLimit { .. }, false) => "SetCommitLimit",
+            (Call::SetCommitLimit { .. }, true) => "VirtmemSetCommitLimit",
+            (Call::SnapshotProcess, _) => "VirtmemSnapshotProcess",
             (Call::Access { .. }, _) => "VirtmemAccess",
         }
     }
 
-    /// Whether the call has an `Ex` form taking a process.
+    /// Whether the call has an `Ex` form taking a process (for `SetCommitLimit`,
+    /// `VirtmemSetCommitLimit`).
     pub fn has_ex_form(&self) -> bool {
-        matches!(self, Call::Alloc { .. } | Call::Free { .. } | Call::Query { .. } | Call::Protect { .. })
+        matches!(
+            self,
+            Call::Alloc { .. }
+                | Call::Free { .. }
+                | Call::Query { .. }
+                | Call::Protect { .. }
+                | Call::SetCommitLimit { .. }
+        )
     }
 
     /// Whether the call always takes a process (`ReadProcessMemory`, `WriteProcessMemory`,
-    /// `VirtmemAccess`).
+    /// `VirtmemAccess`, `VirtmemSnapshotProcess`).
     pub fn needs_process(&self) -> bool {
-        matches!(self, Call::ReadProcessMemory { .. } | Call::WriteProcessMemory { .. } | Call::Access { .. })
+        matches!(
+            self,
+            Call::ReadProcessMemory { .. }
+                | Call::WriteProcessMemory { .. }
+                | Call::Access { .. }
+                | Call::SnapshotProcess
+        )
     }
 }
 
@@ -390,6 +418,7 @@ impl fmt::Display for Record {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {done:#x}")?
             }
             Call::SetCommitLimit { limit } => write!(f, " {limit:#x}")?,
+            Call::SnapshotProcess => {}
             Call::Access { address, buffer, size, kind, fault } => {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {kind:#x} {fault:#x}")?
             }
@@ -514,7 +543,8 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" | "GetWriteWatch" | "ResetWriteWatch"
         | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
-        "ReadProcessMemory" | "WriteProcessMemory" | "VirtmemAccess" => (name, true),
+        "VirtmemSetCommitLimit" => ("SetCommitLimit", true),
+        "ReadProcessMemory" | "WriteProcessMemory" | "VirtmemAccess" | "VirtmemSnapshotProcess" => (name, true),
         _ => return Err(err(fcol, format!("unknown function `{name}`"))),
     };
     let arrow = ws.iter().position(|&(_, w)| w == "->").ok_or_else(|| {
@@ -537,6 +567,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "GetWriteWatch" => 6,
         "SetCommitLimit" => 1,
         "VirtmemAccess" => 5,
+        "VirtmemSnapshotProcess" => 0,
         _ => 2,
     };
     if args.len() != want {
@@ -567,6 +598,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "ReadProcessMemory" => Call::ReadProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
         "SetCommitLimit" => Call::SetCommitLimit { limit: a(0)? },
         "VirtmemAccess" => Call::Access { address: a(0)?, buffer: a(1)?, size: a(2)?, kind: f(3)?, fault: a(4)? },
+        "VirtmemSnapshotProcess" => Call::SnapshotProcess,
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
@@ -1094,6 +1126,7 @@ mod tests {
                 done
             }),
             u().prop_map(|limit| Call::SetCommitLimit { limit }),
+            Just(Call::SnapshotProcess),
             (u(), u(), u(), any::<u32>(), u()).prop_map(|(address, buffer, size, kind, fault)| Call::Access {
                 address,
                 buffer,
