@@ -16,7 +16,7 @@ export VIRTMEM_LINUX_WITHOUT=fixed_noreplace,procmap_query,guard
 cargo test --release -q -p virtmem \
   --test linux_backend --test linux_edges --test linux_failure --test linux_faults \
   --test linux_map_count --test linux_pool_limit --test linux_watch --test spec_rules \
-  --test host_linux --test linux_without --test linux_races -- \
+  --test host_linux --test linux_without --test linux_races --test runtime_review -- \
   --skip a_write_watched_release_the_kernel_refuses_is_parked_with_guard_markers \
   --skip a_parked_release_whose_markers_are_refused_fails_and_keeps_the_reservation
 PROPTEST_CASES=1000 cargo test --release -q -p virtmem --test differential

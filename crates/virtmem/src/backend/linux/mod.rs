@@ -853,7 +853,7 @@ impl LinuxBackend {
             for run in after.unwrap_or_default() {
                 for page in run.step_by(PAGE) {
                     if !before.iter().any(|b| b.contains(&page)) {
-                        w.clear(&(page..page + PAGE))?;
+                        w.clear(&self.pagemap, &(page..page + PAGE))?;
                     }
                 }
             }
@@ -1779,7 +1779,7 @@ impl Backend for LinuxBackend {
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         let w = self.watch()?;
         self.gate().map_err(errno_error)?;
-        self.adopted(w)?.clear(&range)
+        self.adopted(w)?.clear(&self.pagemap, &range)
     }
 
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {

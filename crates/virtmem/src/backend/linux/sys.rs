@@ -4,7 +4,7 @@
 //! The structures and flag values are `linux-raw-sys`'s, generated from the kernel's
 //! UAPI headers (`include/uapi/linux/fs.h`, `userfaultfd.h`, `mman-common.h`). Only what
 //! it lacks is declared here: the `PROCMAP_QUERY` and `PAGEMAP_SCAN` request numbers
-//! (encoded by rustix's `_IOWR`) and `UFFDIO_WRITEPROTECT_MODE_WP`. Each structure's size
+//! (encoded by rustix's `_IOWR`). Each structure's size
 //! is checked at compile time because it is also encoded in its ioctl number, and the
 //! kernel reads `size` from the two extensible ones.
 
@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use linux_raw_sys::general::{page_region, pm_scan_arg, procmap_query, uffdio_api, uffdio_register};
-use linux_raw_sys::general::{procmap_query_flags, uffdio_range, uffdio_writeprotect};
+use linux_raw_sys::general::{procmap_query_flags, uffdio_range};
 use rustix::io::Errno;
 use rustix::ioctl::{opcode, Opcode};
 
@@ -107,14 +107,9 @@ pub const PAGEMAP_SCAN: Opcode = opcode::read_write::<pm_scan_arg>(b'f', 16);
 const _: () = assert!(std::mem::size_of::<uffdio_api>() == 24);
 const _: () = assert!(std::mem::size_of::<uffdio_range>() == 16);
 const _: () = assert!(std::mem::size_of::<uffdio_register>() == 32);
-const _: () = assert!(std::mem::size_of::<uffdio_writeprotect>() == 24);
 
 pub const UFFDIO_API: Opcode = linux_raw_sys::ioctl::UFFDIO_API as Opcode;
 pub const UFFDIO_REGISTER: Opcode = linux_raw_sys::ioctl::UFFDIO_REGISTER as Opcode;
-pub const UFFDIO_WRITEPROTECT: Opcode = linux_raw_sys::ioctl::UFFDIO_WRITEPROTECT as Opcode;
-/// `UFFDIO_WRITEPROTECT_MODE_WP` (`userfaultfd.h`): set, rather than clear, write
-/// protection. linux-raw-sys 0.12 does not export it.
-pub const UFFDIO_WRITEPROTECT_MODE_WP: u64 = 1 << 0;
 
 #[cfg(test)]
 mod tests {
@@ -126,7 +121,6 @@ mod tests {
         // kernel's headers for this architecture...
         assert_eq!(opcode::read_write::<uffdio_api>(0xAA, 0x3F), UFFDIO_API);
         assert_eq!(opcode::read_write::<uffdio_register>(0xAA, 0x00), UFFDIO_REGISTER);
-        assert_eq!(opcode::read_write::<uffdio_writeprotect>(0xAA, 0x06), UFFDIO_WRITEPROTECT);
         // ...and, where ioctl numbers use the generic encoding, yields the values the
         // kernel's headers compute for the two it lacks (checked against a 6.x build).
         #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
