@@ -16,12 +16,14 @@
 //! - a GC hitting its commit limit.
 
 mod common;
+mod rng;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use common::{snapshot, G, P};
+use rng::Rng;
 use virtmem::{
     AccessKind, AllocationType as T, Error, FreeType as F, MemState, MemType, MemoryBasicInformation, Protection as Pr,
     SimSpace, VirtualSpace, WriteWatchFlags as W,
@@ -33,18 +35,6 @@ const GB: usize = 1 << 30;
 
 /// The GC heap's reservation: what a server GC reserves up front.
 const HEAP: usize = 64 * GB;
-
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 as usize) % n
-    }
-}
 
 /// Write a word through a real pointer (what a mutator does).
 #[cfg(all(target_os = "linux", not(miri)))]
