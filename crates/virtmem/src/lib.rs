@@ -28,6 +28,41 @@
 //! space.free(base, 0, FreeType::RELEASE)?;
 //! # Ok::<(), virtmem::Error>(())
 //! ```
+//!
+//! # Real memory (Linux)
+//!
+//! [`current_process`] (what `GetCurrentProcess()` names) and [`LinuxSpace::linux`] manage
+//! this process's own memory, with the same calls and rules as above:
+//!
+//! - **Addresses are ordinary pointers.** What [`AddressSpace::alloc`] returns is the
+//!   address of real memory: once committed, the program reads, writes and runs code
+//!   through it directly, and the CPU enforces the protection (a touch of a reserved,
+//!   decommitted or no-access page, or a store into read-only or code pages, is a
+//!   `SIGSEGV`). [`AddressSpace::read`], [`write`](AddressSpace::write) and
+//!   [`execute`](AddressSpace::execute) are *checked* copies (where a Windows program
+//!   would rely on SEH): the whole range is checked by the rules first (an
+//!   [`Error::AccessViolation`] or [`Error::GuardPage`], nothing copied), then copied with
+//!   `process_vm_readv` / `process_vm_writev` on this process, so a copy never crashes.
+//! - **Write watch** (`AllocationType::WRITE_WATCH`) needs userfaultfd asynchronous write
+//!   protection (`UFFD_FEATURE_WP_ASYNC`) and `PAGEMAP_SCAN`, Linux 6.7 or later;
+//!   [`LinuxBackend::write_watch_supported`] tells (`space.backend().write_watch_supported()`).
+//!   Without them a write-watched reserve fails with `ERROR_NOT_SUPPORTED`
+//!   ([`Error::NotSupported`]), as one with `MEM_LARGE_PAGES` always does (the kernel
+//!   tracks a huge page's writes as a whole). The kernel records writes in the page tables:
+//!   stores through pointers count, no signal handler is installed.
+//! - **`PAGE_GUARD`** pages are kept inaccessible and reported as on Windows, but a CPU
+//!   touch of an armed guard page is a `SIGSEGV`, not a one-shot
+//!   `STATUS_GUARD_PAGE_VIOLATION` (catching that fault is not done yet). Checked accesses
+//!   behave as on Windows: the first that meets the page fails with [`Error::GuardPage`]
+//!   and disarms it, so a retry goes on.
+//! - **`MEM_RESET` / `MEM_RESET_UNDO`** are `madvise(MADV_FREE)` plus a record that makes
+//!   the undo's answer truthful; that record costs time and heap, and a reset of a
+//!   write-watched reservation gives no memory back: see [`AllocationType::RESET`] and
+//!   [`AllocationType::RESET_UNDO`].
+//! - Dropping a [`LinuxSpace`] leaves its reservations mapped; release them first.
+//!   Memory the space did not allocate (the program's image, `malloc`'d blocks, stacks)
+//!   is described by [`AddressSpace::query`], and refused by `alloc`, `free`, `protect`
+//!   and `lock` ([`Error::InvalidAddress`]).
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 

@@ -239,7 +239,12 @@ impl<B: Backend> AddressSpace<B> {
     // ----- VirtualAlloc ---------------------------------------------------------------
 
     /// `VirtualAlloc`: reserve and/or commit, reset or undo a reset. Returns the base of
-    /// the reservation or of the first committed page.
+    /// the reservation or of the first committed page. On real memory (the Linux backend)
+    /// that is an ordinary pointer into this process's memory, usable directly once
+    /// committed (see the crate docs, "Real memory"). What `MEM_RESET` and
+    /// `MEM_RESET_UNDO` do there, and cost, is told at [`AllocationType::RESET`] and
+    /// [`AllocationType::RESET_UNDO`]; `MEM_WRITE_WATCH`'s needs at
+    /// [`AllocationType::WRITE_WATCH`].
     pub fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize> {
         // The usual call first, a commit inside a reservation, with its checks in one go.
         let range = if address != 0 && ty == AllocationType::COMMIT {
@@ -1408,7 +1413,10 @@ impl<B: Backend> AddressSpace<B> {
     /// Read `buf.len()` bytes at `address`, checked like a CPU load on Windows x64: a
     /// free, reserved or no-access page is an access violation (a `PAGE_EXECUTE` page may
     /// be read); an armed guard page raises the guard-page error once. Nothing is read
-    /// unless every byte may be.
+    /// unless every byte may be. On real memory (the Linux backend) the bytes are then
+    /// copied with `process_vm_readv` on this process, so the read fails instead of
+    /// crashing where a pointer load would be a `SIGSEGV`; code that knows its memory is
+    /// accessible may read through the pointer instead.
     pub fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
         if self.backend.try_read(address, buf, Grant::READ) {
             return Ok(());
@@ -1417,7 +1425,10 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     /// Write `data` at `address`, checked like a CPU store (read-only pages fault too).
-    /// Nothing is written unless every byte may be. Marks write-watched pages dirty.
+    /// Nothing is written unless every byte may be. Marks write-watched pages dirty. On
+    /// real memory (the Linux backend) the bytes are copied with `process_vm_writev` on
+    /// this process; stores through the pointer are just as visible (and just as tracked
+    /// by write watch), but fault where this call returns an error.
     pub fn write(&self, address: usize, data: &[u8]) -> Result<()> {
         self.backend.prepare_write(address, data.len());
         if self.backend.try_write(address, data) {

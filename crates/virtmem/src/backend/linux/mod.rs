@@ -571,7 +571,10 @@ impl LinuxBackend {
     }
 
     /// Whether write watch (`MEM_WRITE_WATCH`) is available: the kernel has
-    /// userfaultfd's asynchronous write protection and `PAGEMAP_SCAN`.
+    /// userfaultfd's asynchronous write protection (`UFFD_FEATURE_WP_ASYNC`) and
+    /// `PAGEMAP_SCAN` (Linux 6.7+), and this process may use userfaultfd. When `false`, a
+    /// write-watched reserve fails with `ERROR_NOT_SUPPORTED`. The first call sets up the
+    /// write tracking (it opens a userfaultfd).
     pub fn write_watch_supported(&self) -> bool {
         self.watch().is_ok()
     }
