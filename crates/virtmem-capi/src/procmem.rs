@@ -8,7 +8,7 @@
 //! checks the whole range before copying a byte.
 
 use vm::win32::CopyRefusal;
-use vm::{AccessKind, Error, MemState, Protection, VirtualSpace};
+use vm::{AccessKind, Error, VirtualSpace};
 
 use crate::ffi::{run, Fail};
 use crate::process::{resolve, Target};
@@ -302,63 +302,6 @@ pub unsafe extern "C" fn VirtmemAccess(
     r
 }
 
-/// Whether pages with protection `p` (committed) can be named by cache-maintenance
-/// instructions from user mode: they must be readable, and not an armed guard page (which
-/// the backend keeps inaccessible).
-fn flushable(p: Protection) -> bool {
-    let readable = Protection::READONLY
-        | Protection::READWRITE
-        | Protection::WRITECOPY
-        | Protection::EXECUTE_READ
-        | Protection::EXECUTE_READWRITE
-        | Protection::EXECUTE_WRITECOPY;
-    p.intersects(readable) && !p.contains(Protection::GUARD)
-}
-
-#[cfg(target_os = "linux")]
-extern "C" {
-    /// libgcc's (and compiler-rt's) instruction-cache synchronisation for `[begin, end)`:
-    /// the cache-maintenance sequence the architecture needs (AArch64: clean the data cache
-    /// to the point of unification, invalidate the instruction cache, barriers), nothing on
-    /// x86, whose instruction fetches see stores.
-    fn __clear_cache(begin: *mut core::ffi::c_char, end: *mut core::ffi::c_char);
-}
-
-/// Make this process's instruction fetches see what was stored in `[start, start + size)`
-/// (`size` 0: nothing to name, nothing to do). Only the committed, readable pages of the
-/// range are named to the cache-maintenance instructions (found with the engine's query),
-/// so a range over free, reserved, no-access or guard pages never faults: those pages hold
-/// no instructions that could run.
-fn sync_instruction_cache(space: &dyn VirtualSpace, start: usize, size: usize) {
-    // On x86 instruction fetches see stores and `__clear_cache` does nothing: no query
-    // of the range either (a JIT calls this after every function it writes).
-    if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
-        return;
-    }
-    let end = start.saturating_add(size);
-    let mut at = start;
-    while at < end {
-        let Ok(info) = space.query(at) else {
-            // At or past the top of user space: nothing more to flush.
-            return;
-        };
-        let run_end = info.base_address.saturating_add(info.region_size).min(end);
-        if info.state == MemState::Commit && flushable(info.protect) {
-            #[cfg(target_os = "linux")]
-            // SAFETY: `[at, run_end)` lies in one region the engine reports committed and
-            // readable, so the cache-maintenance instructions on it do not fault; they
-            // change no memory.
-            unsafe {
-                __clear_cache(at as *mut core::ffi::c_char, run_end as *mut core::ffi::c_char)
-            };
-        }
-        if run_end <= at {
-            return;
-        }
-        at = run_end;
-    }
-}
-
 /// `FlushInstructionCache`: make the instructions stored in `[lpBaseAddress,
 /// lpBaseAddress + dwSize)` of process `hProcess` the ones that run, after a JIT wrote
 /// code or a debugger planted a breakpoint (`WriteProcessMemory`). `TRUE`, or `FALSE`
@@ -378,7 +321,7 @@ fn sync_instruction_cache(space: &dyn VirtualSpace, start: usize, size: usize) {
 pub unsafe extern "C" fn FlushInstructionCache(hProcess: HANDLE, lpBaseAddress: LPCVOID, dwSize: SIZE_T) -> BOOL {
     let (r, err) = run(FALSE, || {
         if let Target::Current(space) = resolve(hProcess)? {
-            sync_instruction_cache(space, lpBaseAddress as usize, dwSize);
+            space.flush_instruction_cache(lpBaseAddress as usize, dwSize);
         }
         Ok(TRUE)
     });

@@ -89,6 +89,9 @@ impl VirtualSpace for Panicking {
     fn reserved_bytes(&self) -> usize {
         panic!("reserved_bytes")
     }
+    fn flush_instruction_cache(&self, _: usize, _: usize) {
+        panic!("flush_instruction_cache")
+    }
 }
 
 /// Run `f`, expecting it to have failed with `code`, and reset the last error.

@@ -59,6 +59,9 @@
 //!   the undo's answer truthful; that record costs time and heap, and a reset of a
 //!   write-watched reservation gives no memory back: see [`AllocationType::RESET`] and
 //!   [`AllocationType::RESET_UNDO`].
+//! - **JIT code**: after writing code and before running it, call
+//!   [`AddressSpace::flush_instruction_cache`] (`FlushInstructionCache`), which AArch64
+//!   needs (nothing to do on x86-64, where it returns at once).
 //! - Dropping a [`LinuxSpace`] leaves its reservations mapped; release them first.
 //!   Memory the space did not allocate (the program's image, `malloc`'d blocks, stacks)
 //!   is described by [`AddressSpace::query`], and refused by `alloc`, `free`, `protect`

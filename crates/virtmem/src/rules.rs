@@ -8,7 +8,9 @@ use std::ops::Range;
 
 use crate::backend::{Access, Limits};
 use crate::error::{Error, Result};
-use crate::flags::{AccessKind, AllocationType, FreeType, Protection, WriteWatchFlags};
+use crate::flags::{
+    AccessKind, AllocationType, FreeType, MemState, MemoryBasicInformation, Protection, WriteWatchFlags,
+};
 
 /// The page size P (4 KiB).
 pub const PAGE: usize = 4096;
@@ -363,6 +365,21 @@ pub(crate) fn access_allows(a: Access, kind: AccessKind) -> bool {
         AccessKind::Write => a.writable(),
         AccessKind::Execute => a.executable(),
     }
+}
+
+/// Whether `FlushInstructionCache` names the region `info` (a `VirtualQuery` answer) to
+/// the backend's cache maintenance: committed pages that may be read, with no armed
+/// guard. Free, reserved, `PAGE_NOACCESS` and guard pages hold no instructions that
+/// could run, and `PAGE_EXECUTE` pages are left out too: a backend may map them
+/// execute-only, where the maintenance instructions (which read the range) would fault.
+pub fn instructions_to_sync(info: &MemoryBasicInformation) -> bool {
+    let readable = Protection::READONLY
+        | Protection::READWRITE
+        | Protection::WRITECOPY
+        | Protection::EXECUTE_READ
+        | Protection::EXECUTE_READWRITE
+        | Protection::EXECUTE_WRITECOPY;
+    info.state == MemState::Commit && info.protect.intersects(readable) && !info.protect.contains(Protection::GUARD)
 }
 
 #[cfg(test)]

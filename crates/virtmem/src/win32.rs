@@ -402,6 +402,14 @@ pub fn VirtualUnlock<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: 
     }
 }
 
+/// `FlushInstructionCache` on this process: make instruction fetches see the stores made
+/// in `[address, address + size)` (see [`VirtualSpace::flush_instruction_cache`]). Any
+/// range is accepted: always 1 (`TRUE`), the last error untouched.
+pub fn FlushInstructionCache<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize) -> i32 {
+    space.flush_instruction_cache(address, size);
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

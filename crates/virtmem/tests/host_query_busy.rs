@@ -215,6 +215,7 @@ impl virtmem::VirtualSpace for Slow {
     forward_space!(inner: alloc, free, query, protect, protect_detailed, lock, unlock, get_write_watch);
     forward_space!(inner: reset_write_watch, write_watch_pages, check, check_quiet, read, write, execute, system_info);
     forward_space!(inner: stats, regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
+    forward_space!(inner: flush_instruction_cache);
     fn try_query(&self, _: usize) -> Option<virtmem::Result<virtmem::MemoryBasicInformation>> {
         self.tries.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(1));

@@ -86,7 +86,7 @@ impl Gate {
 impl VirtualSpace for Gate {
     forward_space!(inner: free, query, try_query, protect, protect_detailed, lock, unlock, get_write_watch);
     forward_space!(inner: reset_write_watch, write_watch_pages, check, check_quiet, read, write, execute, system_info, stats);
-    forward_space!(inner: regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
+    forward_space!(inner: regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes, flush_instruction_cache);
     fn alloc(&self, a: usize, s: usize, t: AllocationType, p: Protection) -> virtmem::Result<usize> {
         self.before_alloc(s, t);
         self.inner.alloc(a, s, t, p)

@@ -381,22 +381,6 @@ fn returns(n: u16) -> Vec<u8> {
     }
 }
 
-/// Make the instruction fetches of this thread see `[start, start + len)`. The Rust API
-/// has no `FlushInstructionCache` (the C library has, and does this), so a JIT calls
-/// the compiler runtime itself.
-#[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn flush_icache(start: usize, len: usize) {
-    #[cfg(target_arch = "aarch64")]
-    {
-        extern "C" {
-            fn __clear_cache(begin: *mut std::ffi::c_char, end: *mut std::ffi::c_char);
-        }
-        // SAFETY: the range is committed code; the call only maintains caches.
-        unsafe { __clear_cache(start as *mut _, (start + len) as *mut _) };
-    }
-    let _ = (start, len); // x86-64: instruction fetches see stores.
-}
-
 /// Call the code at `addr` as `extern "C" fn() -> u32`.
 #[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn call(addr: usize) -> u32 {
@@ -431,7 +415,7 @@ fn jit_code_heap_with_w_xor_x() {
 
     // W^X: the flip reports the old protection and the kernel shows r-x.
     assert_eq!(s.protect(code, 2 * P, Pr::EXECUTE_READ), Ok(Pr::READWRITE));
-    flush_icache(code, 2 * P);
+    s.flush_instruction_cache(code, 2 * P);
     let q = s.query(code).unwrap();
     assert_eq!(
         (q.base_address, q.allocation_base, q.allocation_protect, q.region_size, q.state, q.protect),
@@ -483,7 +467,7 @@ fn jit_code_heap_with_w_xor_x() {
     assert_eq!(call(f1), 42, "the first page stays executable while the second is patched");
     emit(f2, &returns(8));
     assert_eq!(s.protect(f2, 1, Pr::EXECUTE_READ), Ok(Pr::READWRITE));
-    flush_icache(f2, 8);
+    s.flush_instruction_cache(f2, 8);
     assert_eq!(call(f2), 8);
     let q = s.query(code).unwrap();
     assert_eq!((q.protect, q.region_size), (Pr::EXECUTE_READ, 2 * P), "equal neighbours are one region again");
@@ -547,7 +531,7 @@ fn jit_code_heap_near_the_runtimes_own_code() {
     // SAFETY: committed read-write memory of the code heap.
     unsafe { std::ptr::copy_nonoverlapping(returns(5).as_ptr(), heap as *mut u8, returns(5).len()) };
     assert_eq!(s.protect(heap, P, Pr::EXECUTE_READ), Ok(Pr::READWRITE));
-    flush_icache(heap, P);
+    s.flush_instruction_cache(heap, P);
     assert_eq!(call(heap), 5);
     s.free(heap, 0, F::RELEASE).unwrap();
 }

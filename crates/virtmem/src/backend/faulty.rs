@@ -162,4 +162,11 @@ impl<B: Backend> Backend for Faulty<B> {
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
         self.inner.foreign(address, limit)
     }
+    fn instructions_need_sync(&self) -> bool {
+        self.inner.instructions_need_sync()
+    }
+    fn sync_instructions(&self, range: Range<usize>) {
+        // (Not a side effect on memory: nothing to fail.)
+        self.inner.sync_instructions(range)
+    }
 }

@@ -173,8 +173,8 @@ pub trait Snapshot: Backend + Sized {
 /// The narrow interface between the rule engine and the memory it manages.
 ///
 /// Ranges are page aligned and non-empty. The engine never asks for an operation on
-/// a range it does not own (except [`Backend::foreign`], [`Backend::read`] and
-/// [`Backend::write`] on foreign memory), never runs two operations on the same
+/// a range it does not own (except [`Backend::foreign`], [`Backend::read`],
+/// [`Backend::write`] and [`Backend::sync_instructions`] on foreign memory), never runs two operations on the same
 /// reservation at once, and always passes the access a range currently has as `from`.
 pub trait Backend: Send + Sync {
     /// The address range this backend offers.
@@ -353,6 +353,23 @@ pub trait Backend: Send + Sync {
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
         let _ = (address, limit);
         None
+    }
+
+    /// Whether instruction fetches from this backend's memory may miss earlier stores
+    /// until [`Backend::sync_instructions`] names them (a processor whose instruction
+    /// cache is not kept coherent with stores, as on AArch64). Default `false`: the engine
+    /// then never calls `sync_instructions`.
+    fn instructions_need_sync(&self) -> bool {
+        false
+    }
+
+    /// Make this process's instruction fetches see the stores made in `range`, a byte
+    /// range (not rounded to pages) that may lie in memory the engine did not allocate:
+    /// the engine names only ranges it has just found committed and readable, on which
+    /// cache-maintenance instructions do not fault. Cannot fail. Called only when
+    /// [`Backend::instructions_need_sync`] says so. Default: nothing.
+    fn sync_instructions(&self, range: Range<usize>) {
+        let _ = range;
     }
 
     /// [`Backend::foreign`] without waiting for another thread: `None` when answering

@@ -138,6 +138,9 @@ macro_rules! forward_space {
     (@ $i:ident reserved_bytes) => {
         fn reserved_bytes(&self) -> usize { self.$i.reserved_bytes() }
     };
+    (@ $i:ident flush_instruction_cache) => {
+        fn flush_instruction_cache(&self, a: usize, s: usize) { self.$i.flush_instruction_cache(a, s) }
+    };
 }
 #[allow(unused_imports)] // (Not every test binary defines a space.)
 pub(crate) use forward_space;
@@ -163,7 +166,7 @@ impl Busy {
 impl VirtualSpace for Busy {
     forward_space!(inner: alloc, free, query, lock, unlock, get_write_watch, reset_write_watch, write_watch_pages);
     forward_space!(inner: check, check_quiet, read, write, execute, system_info, stats, regions);
-    forward_space!(inner: set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
+    forward_space!(inner: set_commit_limit, commit_limit, committed_bytes, reserved_bytes, flush_instruction_cache);
     fn try_query(&self, a: usize) -> Option<virtmem::Result<MemoryBasicInformation>> {
         // As the real one, an address past the top is refused before the lock is tried.
         if self.busy.load(std::sync::atomic::Ordering::SeqCst)

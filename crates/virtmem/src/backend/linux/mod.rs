@@ -1785,6 +1785,19 @@ impl Backend for LinuxBackend {
         self.adopted(w)?.clear(&self.pagemap, &range)
     }
 
+    /// On x86 instruction fetches see stores: nothing to do. Elsewhere (AArch64) the
+    /// instruction cache is not kept coherent with stores.
+    fn instructions_need_sync(&self) -> bool {
+        !cfg!(any(target_arch = "x86", target_arch = "x86_64"))
+    }
+
+    /// `__clear_cache` over the range.
+    fn sync_instructions(&self, range: Range<usize>) {
+        // SAFETY: the engine names only ranges it found committed and readable (see
+        // `Backend::sync_instructions`); the cache maintenance changes no memory.
+        unsafe { sys::clear_cache(range) }
+    }
+
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
         self.foreign_piece(address, limit, None).map(region_of)
     }

@@ -21,6 +21,26 @@ pub use linux_raw_sys::general::{PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPP
 pub use linux_raw_sys::general::{PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 pub use linux_raw_sys::general::{UFFDIO_REGISTER_MODE_WP, UFFD_API, UFFD_FEATURE_WP_ASYNC, UFFD_USER_MODE_ONLY};
 
+// ----- instruction cache ---------------------------------------------------------------
+
+extern "C" {
+    /// The compiler runtime's (libgcc's, compiler-rt's) instruction-cache synchronisation
+    /// for `[begin, end)`: the cache-maintenance sequence the architecture needs (AArch64:
+    /// clean the data cache to the point of unification, invalidate the instruction
+    /// cache, barriers); nothing on x86, whose instruction fetches see stores.
+    fn __clear_cache(begin: *mut core::ffi::c_char, end: *mut core::ffi::c_char);
+}
+
+/// Make instruction fetches see the stores made in `range`.
+///
+/// # Safety
+/// Every byte of `range` must be mapped and readable: the cache-maintenance
+/// instructions fault on other memory (they change none).
+pub unsafe fn clear_cache(range: std::ops::Range<usize>) {
+    // SAFETY: the caller vouches that the range is mapped and readable.
+    unsafe { __clear_cache(range.start as *mut core::ffi::c_char, range.end as *mut core::ffi::c_char) }
+}
+
 // ----- madvise -------------------------------------------------------------------------
 
 /// `madvise` with advice rustix has no variant for (`MADV_GUARD_INSTALL` and
