@@ -143,7 +143,7 @@ fn gc_heap_on_real_memory() {
     for (i, &a) in written.iter().enumerate() {
         poke(a + 8, i as u64 + 1);
     }
-    poke(heap + SEG + 5 * P + 100, 0xdead);
+    poke(heap + SEG + 5 * P + 96, 0xdead);
     let mut dirty = written.clone();
     dirty.push(heap + SEG + 5 * P);
     assert_eq!(resident_pages(heap..heap + 2 * SEG), 65);
