@@ -1554,7 +1554,10 @@ impl<B: Backend> AddressSpace<B> {
 
 /// The operations of an address space, object safe, so that code can hold spaces over
 /// different backends side by side (`Arc<dyn VirtualSpace>`). Implemented by every
-/// [`AddressSpace`]; each method is the inherent method of the same name.
+/// [`AddressSpace`]; each method is the inherent method of the same name. Also
+/// implemented by `&T`, `Box<T>` and `Arc<T>` of any `T: VirtualSpace` (a trait object
+/// too), which pass every call on: `Arc::new(virtmem::current_process())` is an
+/// `Arc<dyn VirtualSpace>` as it is.
 pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     /// See [`AddressSpace::alloc`].
     fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize>;
@@ -1703,3 +1706,101 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
         AddressSpace::flush_instruction_cache(self, address, size)
     }
 }
+
+/// `impl VirtualSpace for $ty` (a pointer to a `T: VirtualSpace`), every method passed on
+/// to the space pointed to, `try_query` included (its default would answer
+/// [`VirtualSpace::query`] instead of the space's own).
+macro_rules! forward_virtual_space {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<T: VirtualSpace + ?Sized> VirtualSpace for $ty {
+            fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize> {
+                (**self).alloc(address, size, ty, protect)
+            }
+            fn free(&self, address: usize, size: usize, ty: FreeType) -> Result<()> {
+                (**self).free(address, size, ty)
+            }
+            fn query(&self, address: usize) -> Result<MemoryBasicInformation> {
+                (**self).query(address)
+            }
+            fn try_query(&self, address: usize) -> Option<Result<MemoryBasicInformation>> {
+                (**self).try_query(address)
+            }
+            fn protect(&self, address: usize, size: usize, protect: Protection) -> Result<Protection> {
+                (**self).protect(address, size, protect)
+            }
+            fn protect_detailed(
+                &self,
+                address: usize,
+                size: usize,
+                protect: Protection,
+            ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
+                (**self).protect_detailed(address, size, protect)
+            }
+            fn lock(&self, address: usize, size: usize) -> Result<()> {
+                (**self).lock(address, size)
+            }
+            fn unlock(&self, address: usize, size: usize) -> Result<()> {
+                (**self).unlock(address, size)
+            }
+            fn get_write_watch(
+                &self,
+                flags: WriteWatchFlags,
+                base: usize,
+                size: usize,
+                max_count: usize,
+            ) -> Result<Vec<usize>> {
+                (**self).get_write_watch(flags, base, size, max_count)
+            }
+            fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
+                (**self).reset_write_watch(base, size)
+            }
+            fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
+                (**self).write_watch_pages(base, size)
+            }
+            fn check(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+                (**self).check(address, len, kind)
+            }
+            fn check_quiet(&self, address: usize, len: usize, kind: AccessKind) -> Result<()> {
+                (**self).check_quiet(address, len, kind)
+            }
+            fn read(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+                (**self).read(address, buf)
+            }
+            fn write(&self, address: usize, data: &[u8]) -> Result<()> {
+                (**self).write(address, data)
+            }
+            fn execute(&self, address: usize, buf: &mut [u8]) -> Result<()> {
+                (**self).execute(address, buf)
+            }
+            fn system_info(&self) -> SystemInfo {
+                (**self).system_info()
+            }
+            fn stats(&self) -> SpaceStats {
+                (**self).stats()
+            }
+            fn regions(&self) -> Vec<MemoryBasicInformation> {
+                (**self).regions()
+            }
+            fn set_commit_limit(&self, limit: Option<usize>) {
+                (**self).set_commit_limit(limit)
+            }
+            fn commit_limit(&self) -> Option<usize> {
+                (**self).commit_limit()
+            }
+            fn committed_bytes(&self) -> usize {
+                (**self).committed_bytes()
+            }
+            fn reserved_bytes(&self) -> usize {
+                (**self).reserved_bytes()
+            }
+            fn flush_instruction_cache(&self, address: usize, size: usize) {
+                (**self).flush_instruction_cache(address, size)
+            }
+        }
+    )*};
+}
+
+// A shared reference, a box or an `Arc` of a space is that space: so that
+// `Arc::new(virtmem::current_process())` (a `&'static LinuxSpace`) or a boxed trait object
+// goes wherever a `VirtualSpace` is wanted, `Arc<dyn VirtualSpace>` included.
+forward_virtual_space!(&T, Box<T>, std::sync::Arc<T>);
