@@ -1005,6 +1005,28 @@ mod tests {
         }
     }
 
+    /// A fuzzer's trace: each input runs on a new snapshot of one process, which it
+    /// closes after (closes are comments, so the replay cannot see them). Every record is
+    /// replayed however many snapshots the session makes in all: more than
+    /// `MAX_PROCESSES` of them, none of which is named again after its run, skipped the
+    /// runs past the 1023rd (and kept every copy alive to the end).
+    #[test]
+    fn a_fuzzers_many_snapshots_are_all_replayed() {
+        let runs = MAX_PROCESSES + 100;
+        let mut text = String::from("virtmem-trace 1\n");
+        text.push_str("VirtualAllocEx 0x1 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n");
+        for n in 2..runs + 2 {
+            text.push_str(&format!("VirtmemSnapshotProcess 0x1 -> {n:#x} err=0\n"));
+            // Succeeds only on a copy of process 1 (a fresh space has nothing there).
+            text.push_str(&format!("VirtualFreeEx {n:#x} 0x10000 0x0 0x8000 -> 0x1 err=0\n"));
+            text.push_str(&format!("# CloseHandle {n:#x} -> 0x1 err=0\n"));
+        }
+        let mut report = Report::new(10);
+        replay_own(&text, &mut report).expect("replayed");
+        assert_eq!(report.notes, Vec::<String>::new());
+        assert_eq!((report.diff_count, report.ops), (0, 1 + 2 * runs as u64), "{:?}", report.diffs);
+    }
+
     #[test]
     fn parsing_through_tracked_moves_the_bar_to_the_end() {
         let mut text = String::from("virtmem-trace 1\n");
