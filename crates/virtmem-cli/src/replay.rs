@@ -345,6 +345,9 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     if bad > 5 {
         report.notes.push(format!("skipped {bad} malformed lines in all"));
     }
+    let last_uses = last_uses(&lines);
+    let mut next_last_use = 0;
+    let mut done_with: Vec<u32> = Vec::new();
     let mut procs = fresh();
     let mut last_main: Arc<SimSpace> = procs[&0].clone();
     let mut beyond_limit = 0usize;
@@ -353,6 +356,16 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     for (i, (line, item)) in lines.iter().enumerate() {
         if i % 4096 == 0 {
             pb.set_position(i as u64);
+        }
+        // The processes the record before named for the last time in their session go
+        // (a closed snapshot is never named again; closes themselves are not recorded),
+        // so that the limit counts the live ones and their memory is freed.
+        for pid in done_with.drain(..) {
+            procs.remove(&pid);
+        }
+        while let Some(&(_, pid)) = last_uses.get(next_last_use).filter(|&&(at, _)| at == i) {
+            done_with.push(pid);
+            next_last_use += 1;
         }
         match item {
             Line::Header(_) => {
@@ -423,6 +436,31 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
         ));
     }
     Ok(last_main as Arc<dyn VirtualSpace>)
+}
+
+/// The processes each record names for the last time in its session, as (index in
+/// `lines`, process number) in ascending order of index; process 0 (the main space) is
+/// never listed. A record names its process, and a `VirtmemSnapshotProcess` record also
+/// the process it makes.
+fn last_uses(lines: &[(usize, Line)]) -> Vec<(usize, u32)> {
+    let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for (i, (_, item)) in lines.iter().enumerate().rev() {
+        match item {
+            // Going backwards, a header ends the session before: its numbers are new.
+            Line::Header(_) => seen.clear(),
+            Line::Record(rec) => {
+                let made = (rec.call == Call::SnapshotProcess).then(|| u32::try_from(rec.result).ok()).flatten();
+                for pid in std::iter::once(rec.process.unwrap_or(0)).chain(made) {
+                    if pid != 0 && seen.insert(pid) {
+                        found.push((i, pid));
+                    }
+                }
+            }
+        }
+    }
+    found.reverse();
+    found
 }
 
 fn outcome(result: u64, err: u32, failed: bool) -> String {
