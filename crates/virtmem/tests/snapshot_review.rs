@@ -1,0 +1,207 @@
+//! Adversarial review of `SimSpace::snapshot`: snapshots taken while other threads keep
+//! making calls of every kind, copies of copies, and the state a copy must carry.
+
+#[path = "rng/mod.rs"]
+mod rng;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use virtmem::backend::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, Snapshot, GRANT_PAGES};
+use virtmem::{
+    AddressSpace, AllocationType as T, Protection as P, ResetPolicy, SimBackend, SimConfig, SimSpace, WriteWatchFlags,
+};
+
+const PAGE: usize = 4096;
+const GRANULE: usize = 0x10000;
+
+/// A snapshot finishes while other threads keep the space busy with calls whose side
+/// effects run outside its lock (GetWriteWatch, ResetWriteWatch, MEM_RESET on their own
+/// reservations): it must not wait for a moment when none is under way, which a steady
+/// load may never leave.
+#[test]
+fn a_snapshot_is_not_starved_by_calls_on_other_threads() {
+    let s =
+        Arc::new(SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|t| {
+            let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+            let a = s.alloc(0, 16 * GRANULE, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    s.write(a + (1 + n as usize % 8) * GRANULE - 8, &[t as u8 + 1; 16]).unwrap();
+                    match n % 3 {
+                        0 => drop(s.get_write_watch(WriteWatchFlags::RESET, a, 16 * GRANULE, 4096).unwrap()),
+                        1 => s.reset_write_watch(a, 16 * GRANULE).unwrap(),
+                        _ => drop(s.alloc(a, 16 * GRANULE, T::RESET, P::READWRITE).unwrap()),
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    let started = Instant::now();
+    for _ in 0..20 {
+        let copy = s.snapshot();
+        assert_eq!(copy.stats().reservations, 6);
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().unwrap() > 0);
+    }
+    assert!(took < Duration::from_secs(2), "20 snapshots took {took:?}");
+}
+
+/// The simulated backend, whose `MEM_RESET` of a range starting at a gated address
+/// waits until the test opens that gate: a call whose side effects run outside the
+/// space's lock, held under way as long as the test wants.
+#[derive(Default)]
+struct Gated {
+    inner: SimBackend,
+    /// Gate address → open; `entered` lists the gates a reset waits at.
+    gates: Mutex<(HashMap<usize, bool>, Vec<usize>)>,
+    changed: Condvar,
+}
+
+impl Gated {
+    fn close(&self, at: usize) {
+        self.gates.lock().unwrap().0.insert(at, false);
+    }
+    fn open(&self, at: usize) {
+        self.gates.lock().unwrap().0.insert(at, true);
+        self.changed.notify_all();
+    }
+    /// Whether a reset waits at gate `at`, waiting up to `limit` for one to.
+    fn entered(&self, at: usize, limit: Duration) -> bool {
+        let g = self.gates.lock().unwrap();
+        let (g, _) = self.changed.wait_timeout_while(g, limit, |g| !g.1.contains(&at)).unwrap();
+        g.1.contains(&at)
+    }
+}
+
+impl Snapshot for Gated {
+    fn snapshot(&self) -> Self {
+        Gated { inner: self.inner.snapshot(), ..Gated::default() }
+    }
+}
+
+impl Backend for Gated {
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn inline_effects(&self) -> bool {
+        self.inner.inline_effects()
+    }
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.inner.reserve(range, opts)
+    }
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.inner.release(range, opts)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.inner.set_access(range, from, to)
+    }
+    fn discard(&self, range: Range<usize>) {
+        self.inner.discard(range)
+    }
+    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
+        let mut g = self.gates.lock().unwrap();
+        if g.0.contains_key(&range.start) {
+            g.1.push(range.start);
+            self.changed.notify_all();
+            let _g = self.changed.wait_while(g, |g| g.0.get(&range.start) == Some(&false)).unwrap();
+        } else {
+            drop(g);
+        }
+        self.inner.reset(range)
+    }
+    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
+        self.inner.reset_undo(range)
+    }
+    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.lock(range)
+    }
+    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.unlock(range)
+    }
+    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
+        self.inner.read(address, buf)
+    }
+    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
+        self.inner.write(address, data)
+    }
+    fn keeps_grants(&self) -> bool {
+        self.inner.keeps_grants()
+    }
+    fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
+        self.inner.grant(base, pages)
+    }
+    fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
+        self.inner.try_read(address, buf, need)
+    }
+    fn try_write(&self, address: usize, data: &[u8]) -> bool {
+        self.inner.try_write(address, data)
+    }
+    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
+        self.inner.dirty_pages(range, max, reset)
+    }
+    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
+        self.inner.clear_dirty(range)
+    }
+}
+
+/// A snapshot waits for the calls under way when it is asked for, not for those that
+/// start after: a reset on reservation B that begins while the snapshot waits for a
+/// reset on reservation A waits in turn, so the snapshot is made as soon as A's ends.
+/// (It waited for a moment with no call under way at all, which calls overlapping on
+/// other threads may never leave: here, until B's ended too.)
+#[test]
+fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
+    let s = Arc::new(AddressSpace::with_backend(Gated::default()));
+    let a = s.alloc(0, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    let b = s.alloc(0, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    s.write(b, b"b's data").unwrap();
+    s.backend().close(a);
+    s.backend().close(b);
+    let reset = |at: usize| {
+        let s = Arc::clone(&s);
+        std::thread::spawn(move || s.alloc(at, PAGE, T::RESET, P::READWRITE).unwrap())
+    };
+    let on_a = reset(a);
+    assert!(s.backend().entered(a, Duration::from_secs(10)), "the reset on A is under way");
+    let done = Arc::new(AtomicBool::new(false));
+    let snap = {
+        let (s, done) = (Arc::clone(&s), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let copy = s.snapshot();
+            done.store(true, Ordering::Release);
+            copy
+        })
+    };
+    // The snapshot is waiting for A's reset when B's is asked for.
+    std::thread::sleep(Duration::from_millis(100));
+    let on_b = reset(b);
+    std::thread::sleep(Duration::from_millis(100));
+    s.backend().open(a);
+    on_a.join().unwrap();
+    let started = Instant::now();
+    while !done.load(Ordering::Acquire) && started.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let made_before_b_ended = done.load(Ordering::Acquire);
+    s.backend().open(b);
+    let copy = snap.join().unwrap();
+    on_b.join().unwrap();
+    assert!(made_before_b_ended, "the snapshot waited for a call that began after it was asked for");
+    let mut buf = [0u8; 8];
+    copy.read(b, &mut buf).unwrap();
+    assert_eq!(&buf, b"b's data");
+}
