@@ -2261,6 +2261,9 @@ pub(crate) struct Book {
     /// How many avoided ranges there were after their last check with the backend
     /// (see [`Book::avoided_grew`]).
     pub avoided_checked: usize,
+    /// Snapshots waiting for the calls under way (`busy`, `pending`) to end: while not
+    /// 0, no call starts anything outside the space's lock, so that they do end.
+    pub snapshots: usize,
 }
 
 impl Book {
@@ -2277,6 +2280,7 @@ impl Book {
             reserved: 0,
             commit_limit: None,
             avoided_checked: 0,
+            snapshots: 0,
         }
     }
 

@@ -110,8 +110,9 @@ impl<B: Snapshot> AddressSpace<B> {
     /// This is the snapshot an emulator or a fuzzer restores between runs: make the
     /// space once, take a snapshot, and run each input on `snapshot()` of it.
     ///
-    /// It waits until no call on the space is under way, and keeps the others waiting
-    /// while it copies. Checked accesses running meanwhile on other threads are either
+    /// It waits for the calls under way on the space to end, and keeps the calls that
+    /// would start meanwhile waiting until it has copied (so it is not put off by other
+    /// threads' calls, however many overlap). Checked accesses running meanwhile on other threads are either
     /// wholly in the copy or not at all. It costs time and memory in proportion to the
     /// space's runs and to the pages written, never to the size reserved or committed.
     ///
@@ -131,15 +132,24 @@ impl<B: Snapshot> AddressSpace<B> {
     pub fn snapshot(&self) -> Self {
         let mut book = self.book.lock();
         // Calls that run their side effects outside the lock must finish first, or the
-        // copy would hold a reservation half made or half changed.
+        // copy would hold a reservation half made or half changed. Calls that would start
+        // some meanwhile wait for the copy instead (see `settle` and `reserve`): waiting
+        // for a moment with none under way at all could last as long as other threads
+        // keep making such calls.
+        book.snapshots += 1;
         while !book.busy.is_empty() || !book.pending.is_empty() {
             self.idle.wait(&mut book);
         }
         let backend = self.backend.snapshot();
+        let mut copied = book.clone();
+        copied.snapshots = 0;
+        book.snapshots -= 1;
+        drop(book);
+        self.idle.notify_all();
         AddressSpace {
             backend,
             limits: self.limits,
-            book: Mutex::new(book.clone()),
+            book: Mutex::new(copied),
             idle: Condvar::new(),
             refused_undos: AtomicUsize::new(self.refused_undos.load(Ordering::Relaxed)),
         }
@@ -296,6 +306,12 @@ impl<B: Backend> AddressSpace<B> {
         let mut crowd_after: Option<usize> = None;
         loop {
             let mut book = self.book.lock();
+            if !inline && book.snapshots != 0 {
+                // A snapshot waits for the reserves under way: start none (see
+                // `AddressSpace::snapshot`).
+                self.idle.wait(&mut book);
+                continue;
+            }
             let base = match fixed {
                 Some(b) => {
                     let claim = b..b + claim_size;
@@ -498,7 +514,8 @@ impl<B: Backend> AddressSpace<B> {
         !vacant.is_empty() && self.book.lock().unavoid(&vacant)
     }
 
-    /// Lock the book and wait until the reservation containing `addr` is not busy.
+    /// Lock the book and wait until the reservation containing `addr` is not busy (and
+    /// no snapshot waits for the calls under way).
     /// Returns the guard and where the reservation is (its base, and a handle that
     /// reaches its record again without a search while the index is unchanged), or
     /// `None` if no reservation contains `addr`.
@@ -516,6 +533,12 @@ impl<B: Backend> AddressSpace<B> {
     fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
         let mut book = self.book.lock();
         loop {
+            if book.snapshots != 0 {
+                // A snapshot waits for the calls under way: start none (see
+                // `AddressSpace::snapshot`).
+                self.idle.wait(&mut book);
+                continue;
+            }
             match book.reservations.locate_during(addr, || warm(&book)) {
                 Ok(at) if book.busy.contains(&at.base()) => self.idle.wait(&mut book),
                 Ok(at) => return (book, Some(at)),
