@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use virtmem::backend::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, Snapshot, GRANT_PAGES};
 use virtmem::{
-    AddressSpace, AllocationType as T, Protection as P, ResetPolicy, SimBackend, SimConfig, SimSpace, WriteWatchFlags,
+    AddressSpace, AllocationType as T, FreeType, Protection as P, ResetPolicy, SimBackend, SimConfig, SimSpace,
+    WriteWatchFlags,
 };
 
 const PAGE: usize = 4096;
@@ -204,4 +205,129 @@ fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
     let mut buf = [0u8; 8];
     copy.read(b, &mut buf).unwrap();
     assert_eq!(&buf, b"b's data");
+}
+
+/// The state of the reservation `[base, base + RES)` of `s` as one number: its regions,
+/// its raw contents and its write-watch marks (all read without changing anything).
+fn digest(s: &SimSpace, base: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut at = base;
+    while at < base + RES {
+        let q = s.query(at).unwrap();
+        (q.base_address, q.region_size, q.state, q.protect.bits()).hash(&mut h);
+        at = q.base_address + q.region_size;
+    }
+    let mut bytes = vec![0u8; RES];
+    s.backend().read(base, &mut bytes).unwrap();
+    bytes.hash(&mut h);
+    s.get_write_watch(WriteWatchFlags::empty(), base, RES, RES / PAGE).unwrap().hash(&mut h);
+    h.finish()
+}
+
+/// Bytes of each worker's reservation in [`snapshots_among_calls_of_every_kind_are_moments`].
+const RES: usize = 4 * GRANULE;
+
+/// Step `step` of worker `rng`'s sequence on its reservation at `base`: a call of any
+/// kind (results ignored: the same state gives the same result).
+fn one_call(s: &SimSpace, base: usize, rng: &mut rng::Rng, step: usize) {
+    let page = rng.below(RES / PAGE);
+    let pages = (1 + rng.below(4)).min(RES / PAGE - page);
+    let (at, len) = (base + page * PAGE, pages * PAGE);
+    let _ = match rng.below(11) {
+        0..=2 => {
+            // Often across a 64 KiB block: the engine's path.
+            let off = rng.below(RES - 9000);
+            s.write(base + off, &vec![(step % 251) as u8 + 1; 1 + rng.below(9000)])
+        }
+        3 => {
+            let p = [P::READWRITE, P::READONLY, P::READWRITE | P::GUARD, P::NOACCESS][rng.below(4)];
+            s.protect(at, len, p).map(drop)
+        }
+        4 => s.alloc(at, len, T::COMMIT, P::READWRITE).map(drop),
+        5 => s.free(at, len, FreeType::DECOMMIT),
+        6 => s.get_write_watch(WriteWatchFlags::RESET, at, len, 64).map(drop),
+        7 => s.reset_write_watch(base, RES),
+        8 => s.alloc(at, len, T::RESET, P::READWRITE).map(drop),
+        9 => {
+            if rng.below(2) == 0 {
+                s.lock(at, len)
+            } else {
+                s.unlock(at, len)
+            }
+        }
+        _ => {
+            let mut buf = vec![0u8; 1 + rng.below(9000)];
+            s.read(base + rng.below(RES - 9000), &mut buf)
+        }
+    };
+}
+
+/// Snapshots taken while three threads make calls of every kind (writes and reads
+/// across 64 KiB blocks, protections with guard pages, commits, decommits, write-watch
+/// queries and resets, discarding MEM_RESETs, locks) each on its own reservation: in
+/// every copy, each reservation is as its thread's calls left it after some number of
+/// them, and a later copy after no fewer.
+#[test]
+fn snapshots_among_calls_of_every_kind_are_moments() {
+    const THREADS: usize = 3;
+    const CALLS: usize = 1500;
+    let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
+    let setup = |s: &SimSpace, t: usize| {
+        let base = 0x100_0000 * (t + 1);
+        s.alloc(base, RES, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+        base
+    };
+    let s = Arc::new(SimSpace::simulated_with(config));
+    let bases: Vec<usize> = (0..THREADS).map(|t| setup(&s, t)).collect();
+    // Snapshots taken so far: a worker makes its calls in batches of 100 and starts
+    // batch `k` only once `k` were taken, so that snapshots fall all along its calls.
+    let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = bases
+        .iter()
+        .enumerate()
+        .map(|(t, &base)| {
+            let (s, taken) = (Arc::clone(&s), Arc::clone(&taken));
+            std::thread::spawn(move || {
+                let mut rng = rng::Rng(0x1234_5678 + t as u64);
+                for step in 0..CALLS {
+                    while step % 100 == 0 && taken.load(Ordering::Acquire) < step / 100 {
+                        std::thread::yield_now();
+                    }
+                    one_call(&s, base, &mut rng, step);
+                }
+            })
+        })
+        .collect();
+    let mut seen: Vec<Vec<u64>> = Vec::new();
+    while !workers.iter().all(|w| w.is_finished()) {
+        let copy = s.snapshot();
+        seen.push(bases.iter().map(|&b| digest(&copy, b)).collect());
+        taken.fetch_add(1, Ordering::Release);
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(seen.len() > 1, "snapshots were taken while the threads ran");
+    let mut midway = false;
+    // Each thread's states after 0, 1, ... calls, made alone on a fresh space.
+    for (t, &base) in bases.iter().enumerate() {
+        let alone = SimSpace::simulated_with(config);
+        assert_eq!(setup(&alone, t), base);
+        let mut rng = rng::Rng(0x1234_5678 + t as u64);
+        let mut states = vec![digest(&alone, base)];
+        for step in 0..CALLS {
+            one_call(&alone, base, &mut rng, step);
+            states.push(digest(&alone, base));
+        }
+        assert_eq!(digest(&s, base), states[CALLS], "thread {t}: the original after all calls");
+        let mut after = 0;
+        for (i, copy) in seen.iter().enumerate() {
+            let found = states[after..].iter().position(|&d| d == copy[t]);
+            assert!(found.is_some(), "snapshot {i}: thread {t}'s reservation is in no state its calls went through");
+            after += found.unwrap_or(0);
+            midway |= after > 0 && after < CALLS;
+        }
+    }
+    assert!(midway, "some snapshot caught a thread midway");
 }
