@@ -331,3 +331,75 @@ fn snapshots_among_calls_of_every_kind_are_moments() {
     }
     assert!(midway, "some snapshot caught a thread midway");
 }
+
+/// A copy keeps its original's configuration (bounds, large pages, reset policy) and
+/// every piece of per-page state, each side changing apart: a guard page hit on one side
+/// only, write-watch marks reset on one side only, discarded data undone on each side,
+/// locks, and a copy of a copy outliving both.
+#[test]
+fn a_copy_of_a_custom_space_keeps_every_piece_of_state_apart() {
+    let config = SimConfig {
+        min_address: 0x40_0000,
+        end_address: 0x1_0000_0000,
+        large_page_size: 0x20_0000,
+        reset_policy: ResetPolicy::Discard,
+    };
+    let s = SimSpace::simulated_with(config);
+    let large = s.alloc(0, 0x40_0000, T::RESERVE | T::COMMIT | T::LARGE_PAGES, P::READWRITE).unwrap();
+    let w = s.alloc(0, 4 * GRANULE, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+    let g = s.alloc(0, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    s.protect(g + PAGE, PAGE, P::READWRITE | P::GUARD).unwrap();
+    s.write(large + 0x20_0000, b"large").unwrap();
+    s.write(w, &[1; 3 * PAGE]).unwrap();
+    s.write(g, &[9; PAGE]).unwrap();
+    s.lock(g, PAGE).unwrap();
+    s.alloc(g, PAGE, T::RESET, P::READWRITE).unwrap();
+    s.set_commit_limit(Some(s.committed_bytes() + GRANULE));
+    let before = s.backend().stored_pages();
+
+    let c = s.snapshot();
+    assert_eq!(c.backend().config(), &config);
+    assert_eq!(c.system_info(), s.system_info());
+    assert_eq!(c.stats(), s.stats());
+    assert_eq!(c.regions(), s.regions());
+    assert_eq!(c.commit_limit(), s.commit_limit());
+    assert_eq!(c.backend().stored_pages(), before);
+    assert_eq!(s.backend().stored_pages(), before, "the original keeps its pages");
+
+    // The guard page is hit on the copy only.
+    let mut b = [0u8; 1];
+    assert!(matches!(c.read(g + PAGE, &mut b), Err(virtmem::Error::GuardPage { .. })));
+    assert_eq!(c.query(g + PAGE).unwrap().protect, P::READWRITE);
+    assert_eq!(s.query(g + PAGE).unwrap().protect, P::READWRITE | P::GUARD);
+    // Write-watch marks reset on the original only.
+    let dirty = s.get_write_watch(WriteWatchFlags::RESET, w, 4 * GRANULE, 64).unwrap();
+    assert_eq!(dirty, vec![w, w + PAGE, w + 2 * PAGE]);
+    assert_eq!(c.get_write_watch(WriteWatchFlags::empty(), w, 4 * GRANULE, 64).unwrap(), dirty);
+    assert_eq!(s.get_write_watch(WriteWatchFlags::empty(), w, 4 * GRANULE, 64).unwrap(), vec![]);
+    // The discarded data is reported lost on each side, once.
+    for sp in [&s, &c] {
+        assert_eq!(sp.alloc(g, PAGE, T::RESET_UNDO, P::READWRITE), Err(virtmem::Error::DataDiscarded));
+        assert_eq!(sp.alloc(g, PAGE, T::RESET_UNDO, P::READWRITE), Ok(g));
+    }
+    // The lock is on both; unlocking one leaves the other's.
+    c.unlock(g, PAGE).unwrap();
+    assert_eq!(c.unlock(g, PAGE), Err(virtmem::Error::NotLocked));
+    s.unlock(g, PAGE).unwrap();
+    // The commit limit holds on the copy, and the copy's commits are its own.
+    assert_eq!(c.alloc(0, 2 * GRANULE, T::RESERVE | T::COMMIT, P::READWRITE), Err(virtmem::Error::CommitmentLimit));
+    c.alloc(0, GRANULE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    assert_eq!(s.committed_bytes() + GRANULE, c.committed_bytes());
+    // Large pages: a copy of a copy, the two before it dropped.
+    let cc = c.snapshot();
+    drop(s);
+    drop(c);
+    let mut five = [0u8; 5];
+    cc.read(large + 0x20_0000, &mut five).unwrap();
+    assert_eq!(&five, b"large");
+    assert_eq!(cc.free(large, 0x1000, FreeType::DECOMMIT), Err(virtmem::Error::InvalidParameter));
+    cc.free(large, 0, FreeType::RELEASE).unwrap();
+    // Placement stays inside the configured bounds.
+    let next = cc.alloc(0, GRANULE, T::RESERVE, P::READWRITE).unwrap();
+    assert!(next >= config.min_address && next < config.end_address);
+    assert_eq!(cc.backend().stored_pages(), 3, "w's three pages (the reset dropped g's, the release the large page's)");
+}
