@@ -187,8 +187,8 @@ fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
             copy
         })
     };
-    // The snapshot is waiting for A's reset when B's is asked for.
-    std::thread::sleep(Duration::from_millis(100));
+    // The snapshot is waiting for A's reset when B's is asked for (given time to start).
+    std::thread::sleep(Duration::from_millis(300));
     let on_b = reset(b);
     std::thread::sleep(Duration::from_millis(100));
     s.backend().open(a);
