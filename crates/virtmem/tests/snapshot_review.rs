@@ -187,14 +187,17 @@ fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
             copy
         })
     };
-    // The snapshot is waiting for A's reset when B's is asked for (given time to start).
-    std::thread::sleep(Duration::from_millis(300));
+    // The snapshot is waiting for A's reset when B's is asked for (given time to start:
+    // a second, so that a loaded machine does not make the snapshot start after B's).
+    std::thread::sleep(Duration::from_millis(1000));
     let on_b = reset(b);
     std::thread::sleep(Duration::from_millis(100));
     s.backend().open(a);
     on_a.join().unwrap();
     let started = Instant::now();
-    while !done.load(Ordering::Acquire) && started.elapsed() < Duration::from_secs(2) {
+    // (Made at once once A's reset ends; the bound only ends a failing run, with B's
+    // reset still held.)
+    while !done.load(Ordering::Acquire) && started.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let made_before_b_ended = done.load(Ordering::Acquire);
