@@ -19,12 +19,14 @@ use virtmem::{
 const PAGE: usize = 4096;
 const GRANULE: usize = 0x10000;
 
-/// A snapshot finishes while other threads keep the space busy with calls whose side
-/// effects run outside its lock (GetWriteWatch, ResetWriteWatch, MEM_RESET on their own
-/// reservations): it must not wait for a moment when none is under way, which a steady
-/// load may never leave.
+/// Snapshots are made, whole, while other threads keep the space busy with calls whose
+/// side effects run outside its lock (GetWriteWatch, ResetWriteWatch, MEM_RESET on their
+/// own reservations). (That a snapshot waits only for the calls under way when it is
+/// asked for, rather than for a moment with none, which such a load may never leave, is
+/// checked without timing by `a_snapshot_waits_only_for_the_calls_under_way_when_asked`;
+/// here it would only show as time, which tests do not measure.)
 #[test]
-fn a_snapshot_is_not_starved_by_calls_on_other_threads() {
+fn snapshots_are_made_among_calls_on_other_threads() {
     let s =
         Arc::new(SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() }));
     let stop = Arc::new(AtomicBool::new(false));
@@ -48,17 +50,15 @@ fn a_snapshot_is_not_starved_by_calls_on_other_threads() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(20));
-    let started = Instant::now();
     for _ in 0..20 {
         let copy = s.snapshot();
         assert_eq!(copy.stats().reservations, 6);
+        assert_eq!(copy.committed_bytes(), 6 * 16 * GRANULE);
     }
-    let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         assert!(w.join().unwrap() > 0);
     }
-    assert!(took < Duration::from_secs(2), "20 snapshots took {took:?}");
 }
 
 /// The simulated backend, whose `MEM_RESET` of a range starting at a gated address
@@ -283,8 +283,10 @@ fn snapshots_among_calls_of_every_kind_are_moments() {
     };
     let s = Arc::new(SimSpace::simulated_with(config));
     let bases: Vec<usize> = (0..THREADS).map(|t| setup(&s, t)).collect();
-    // Snapshots taken so far: a worker makes its calls in batches of 100 and starts
-    // batch `k` only once `k` were taken, so that snapshots fall all along its calls.
+    // Snapshots taken so far: a worker makes its calls in batches of 100 and, after each,
+    // waits until two more were taken, so that at least one was begun and finished
+    // between its batches (whatever the scheduling): each copy is then sure to catch
+    // every thread midway at least once.
     let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = bases
         .iter()
@@ -294,8 +296,11 @@ fn snapshots_among_calls_of_every_kind_are_moments() {
             std::thread::spawn(move || {
                 let mut rng = rng::Rng(0x1234_5678 + t as u64);
                 for step in 0..CALLS {
-                    while step % 100 == 0 && taken.load(Ordering::Acquire) < step / 100 {
-                        std::thread::yield_now();
+                    if step % 100 == 0 && step > 0 {
+                        let before = taken.load(Ordering::Acquire);
+                        while taken.load(Ordering::Acquire) < before + 2 {
+                            std::thread::yield_now();
+                        }
                     }
                     one_call(&s, base, &mut rng, step);
                 }
