@@ -25,6 +25,9 @@
 //! the state in which `ops_protect/linux` runs in the full benchmark. (Then the bare
 //! `mprotect` of one page that `protect-vs-raw` compares with splits a kernel mapping.)
 //!
+//! `sim-snapshot [reservations] [unwritten]` times `SimSpace::snapshot` of a simulated space
+//! of that many reservations, each with one page committed and (unless `unwritten`) written.
+//!
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
 //!
@@ -142,6 +145,39 @@ fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)
     Ok((ours, raw))
 }
 
+/// `sim-snapshot [reservations]`: the thread CPU time of `SimSpace::snapshot` of a space of
+/// that many reservations (64 KiB, a 64 KiB hole after each, the first page committed and
+/// written: two runs and one stored page each; with `unwritten`, not written), and of
+/// dropping the copy.
+fn sim_snapshot(n: usize, written: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let s = virtmem::SimSpace::simulated();
+    let span = s.alloc(0, 2 * n * GRANULE, T::RESERVE, P::NOACCESS)?;
+    s.free(span, 0, FreeType::RELEASE)?;
+    for i in 0..n {
+        let b = s.alloc(span + 2 * i * GRANULE, GRANULE, T::RESERVE, P::READWRITE)?;
+        s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
+        if written {
+            s.write(b, &i.to_le_bytes())?;
+        }
+    }
+    for round in 0..3 {
+        let t = cpu_ns();
+        let copy = black_box(s.snapshot());
+        let took = cpu_ns() - t;
+        let pages = copy.backend().stored_pages();
+        let t = cpu_ns();
+        drop(copy);
+        let dropped = cpu_ns() - t;
+        println!(
+            "round {round}: snapshot of {n} reservations ({pages} stored pages): {:.1} ms ({:.0} ns per reservation), drop {:.1} ms",
+            took / 1e6,
+            took / n as f64,
+            dropped / 1e6
+        );
+    }
+    Ok(())
+}
+
 /// `tib`: reserve a 1 TiB range (counted by `--toggle-collect='*timed_tib_reserve*'`).
 #[inline(never)]
 fn timed_tib_reserve(s: &LinuxSpace, size: usize) -> virtmem::Result<usize> {
@@ -186,6 +222,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
+    }
+    if op == "sim-snapshot" {
+        let written = !flags.iter().any(|f| f == "unwritten");
+        return sim_snapshot(flags.first().and_then(|c| c.parse().ok()).unwrap_or(100_000), written);
     }
     let bench_layout = flags.iter().any(|f| f == "bench-layout");
     // The `ops` benchmark never writes its pages: its `mprotect`s change no page entries.
