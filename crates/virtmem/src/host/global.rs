@@ -33,6 +33,10 @@ use super::{inside, CriticalLevel};
 /// pointer back to whichever allocator it came from. A block of the heap freed while its
 /// thread is inside the manager is queued and freed at that thread's or another thread's
 /// next allocator call.
+///
+/// A panic inside the heap during `alloc` or `dealloc` (such as a memory-notification
+/// callback of the program's that panics: a commit that crosses a threshold calls them on
+/// the allocating thread) aborts the process: a global allocator must never unwind.
 pub struct HostGlobalAlloc {
     heap: OnceLock<HostMalloc>,
     level: CriticalLevel,
@@ -110,18 +114,37 @@ impl HostGlobalAlloc {
     }
 }
 
+/// Aborts the process if dropped: held across a call of the heap from `alloc` or
+/// `dealloc` and forgotten when the call returns, so that a panic inside it never unwinds
+/// out of the allocator. `GlobalAlloc` forbids unwinding ("undefined behavior if global
+/// allocators unwind"), and the heap's calls run the program's own code: a commit that
+/// crosses a notification threshold calls the memory-notification callbacks on the
+/// allocating thread, and a callback may panic.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        // Only reached while unwinding (see above). The panic message is already printed.
+        std::process::abort();
+    }
+}
+
 // SAFETY: blocks come either from the system allocator or from the heap, which returns
 // distinct blocks of at least the requested size and alignment (or an error, reported as
-// null); `dealloc` routes each pointer to the allocator that owns it.
+// null); `dealloc` routes each pointer to the allocator that owns it; and neither
+// unwinds (`AbortOnUnwind`).
 unsafe impl GlobalAlloc for HostGlobalAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if let Some(heap) = self.heap.get() {
             if !inside() {
+                let guard = AbortOnUnwind;
                 self.drain(heap);
-                return match heap.alloc_aligned(layout.size(), layout.align(), self.level) {
+                let p = match heap.alloc_aligned(layout.size(), layout.align(), self.level) {
                     Ok(p) => p as *mut u8,
                     Err(_) => std::ptr::null_mut(),
                 };
+                std::mem::forget(guard);
+                return p;
             }
         }
         // SAFETY: forwarded with the caller's layout.
@@ -130,6 +153,7 @@ unsafe impl GlobalAlloc for HostGlobalAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(heap) = self.heap.get() {
+            let guard = AbortOnUnwind;
             if heap.owns_raw(ptr as usize) {
                 if inside() {
                     self.defer(ptr);
@@ -137,8 +161,10 @@ unsafe impl GlobalAlloc for HostGlobalAlloc {
                     self.drain(heap);
                     let _ = heap.free(ptr as usize);
                 }
+                std::mem::forget(guard);
                 return;
             }
+            std::mem::forget(guard);
         }
         // SAFETY: not the heap's, so it came from the system allocator with this layout.
         unsafe { System.dealloc(ptr, layout) }
