@@ -381,7 +381,14 @@ struct Witness {
     values: [u64; WITNESS_WORDS],
 }
 
+/// How much of a reset range is copied out at a time to find its pages' witnesses.
+const RESET_CHUNK: usize = 16 * PAGE;
+
 impl Witness {
+    /// The witness of a page whose words could not be read: no words, so the page counts
+    /// as lost ([`Witness::survived`] of nothing is false).
+    const UNKNOWN: Witness = Witness { len: 0, offsets: [0; WITNESS_WORDS], values: [0; WITNESS_WORDS] };
+
     /// The witness of the page whose words are `words`, or `None` if it holds only zeros.
     fn of(words: &[u64]) -> Option<Witness> {
         let mut w = Witness { len: 0, offsets: [0; WITNESS_WORDS], values: [0; WITNESS_WORDS] };
@@ -1642,15 +1649,29 @@ impl Backend for LinuxBackend {
                 continue;
             }
             let mut found = Vec::new();
+            // The pages are copied out by the kernel (`process_vm_readv`), not read in
+            // place: the engine keeps the reservation busy, so no other call of ours
+            // changes it, but the program's own threads may store to these pages at any
+            // moment (a reset does not forbid it), and a Rust read racing with those
+            // stores would be a data race.
+            let mut buf = vec![0u64; RESET_CHUNK / 8];
             for run in self.pagemap.populated(piece.clone(), scan) {
-                for page in run.step_by(PAGE) {
-                    // SAFETY: the page is readable (read-write, unguarded) and
-                    // populated, and the engine keeps the reservation busy, so no
-                    // other call changes it meanwhile.
-                    let words = unsafe { std::slice::from_raw_parts(page as *const u64, PAGE / 8) };
-                    if let Some(w) = Witness::of(words) {
-                        found.push((page, w));
+                let mut at = run.start;
+                while at < run.end {
+                    let n = (run.end - at).min(RESET_CHUNK);
+                    // SAFETY: `buf` is our own buffer of `RESET_CHUNK` ≥ `n` bytes, writable,
+                    // and not part of any reservation.
+                    let copied = unsafe { checked_copy(at, buf.as_mut_ptr().cast(), n, false) };
+                    for (k, words) in buf[..n / 8].chunks_exact(PAGE / 8).enumerate() {
+                        let page = at + k * PAGE;
+                        match copied {
+                            Ok(()) => found.extend(Witness::of(words).map(|w| (page, w))),
+                            // Unreadable after all (the checked copies forbidden, say): a
+                            // witness with no words, which an undo counts as lost.
+                            Err(_) => found.push((page, Witness::UNKNOWN)),
+                        }
                     }
+                    at += n;
                 }
             }
             if !found.is_empty() {
@@ -1913,5 +1934,6 @@ mod tests {
         assert!(!w.survived(&[0x77, 0, 0]), "reclaimed, then written");
         assert!(!w.survived(&[5, 0, 7]), "a zero where data was: counted lost");
         assert!(!w.survived(&[1, 2, 3]), "every word rewritten: counted lost");
+        assert!(!Witness::UNKNOWN.survived(&[]), "a page whose words could not be read: counted lost");
     }
 }
