@@ -1,6 +1,10 @@
-//! The C boundary: every exported function runs its body through [`call`], which turns a
+//! The C boundary: every exported function runs its body through [`run`], which turns a
 //! failure into the Win32 convention (a failure value plus the thread's last error) and
-//! stops any panic from crossing into C.
+//! stops any panic from crossing into C. (What an export does outside its body, writing
+//! its trace line, and the few exports with no body to run — `GetLastError`,
+//! `SetLastError`, `GetCurrentProcess`, `GetLargePageMinimum` — is written not to panic; were
+//! one to panic anyway, Rust 1.81 and later abort the process at the `extern "C"`
+//! boundary rather than unwind into C.)
 //!
 //! The last error is per thread and shared with the core crate's `virtmem::win32`. On
 //! failure it is also stored in `errno`, because that is where managed runtimes on Unix

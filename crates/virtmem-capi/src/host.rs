@@ -493,6 +493,15 @@ unsafe impl Plain for VIRTMEM_HOST_STATS {}
 // SAFETY: `repr(C)`: 8 + 8 + 4 + 4 + 256 bytes, each field at its natural alignment.
 unsafe impl Plain for VIRTMEM_HOST_LEAK {}
 
+// The three records' "no padding" above, checked: each is exactly the sum of its fields.
+const _: () = {
+    use std::mem::size_of as s;
+    let (d, p) = (s::<DWORD>(), s::<usize>());
+    assert!(s::<VIRTMEM_HOST_CONFIG>() == 2 * d + 5 * p + 4 * d + 2 * p);
+    assert!(s::<VIRTMEM_HOST_STATS>() == 2 * d + 7 * p);
+    assert!(s::<VIRTMEM_HOST_LEAK>() == 2 * p + 2 * s::<c_int>() + 256);
+};
+
 /// Store a plain value at an out-pointer of the caller; NULL or unwritable -> `E_POINTER`.
 /// Allocates nothing.
 fn put<T: Plain>(dst: *mut T, value: T) -> Result<(), HostError> {

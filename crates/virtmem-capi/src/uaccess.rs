@@ -4,7 +4,9 @@
 //! A NULL pointer is rejected first. A pointer into the calling thread's live stack (from
 //! the current stack pointer up to the top of the thread's stack: the caller's own
 //! frames, where out-parameters such as `&old` or `&mbi` usually live) is certainly
-//! mapped and writable, and is accessed directly. Any other pointer goes through
+//! mapped and writable, and is accessed directly. (That span also holds this library's
+//! own frames, below the caller's: a pointer into them is not one to a live object of the
+//! caller's, which no export accepts, and it is not detected.) Any other pointer goes through
 //! `process_vm_readv`/`process_vm_writev` on our own process: the kernel checks every page
 //! (present, readable, and writable for a store) and answers `EFAULT` rather than raising
 //! `SIGSEGV`. Where those system calls are forbidden (a seccomp sandbox), the copies fall
@@ -122,8 +124,12 @@ pub(crate) fn read_bytes(src: usize, out: &mut [u8]) -> Result<(), Fail> {
         return Err(NOACCESS);
     }
     if on_live_stack(src, out.len()) {
-        // SAFETY: the range lies in this thread's live stack, above our own frames,
-        // which is mapped and readable; `out` is our own buffer, so they cannot overlap.
+        // SAFETY: the range lies between this thread's current stack pointer and the top
+        // of its stack, which is mapped and readable. That span also holds this library's
+        // own frames (below the caller's), `out` among them when it is a local; a pointer
+        // from C into them would point below the caller's stack pointer at the call, into
+        // no live object of the caller's, which the C contract of every export excludes. So
+        // the two ranges do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
         return Ok(());
     }
@@ -215,8 +221,11 @@ fn page_size() -> usize {
 /// fault may have been written.
 fn write_partial(dst: usize, data: &[u8]) -> Result<(), Fail> {
     if on_live_stack(dst, data.len()) {
-        // SAFETY: the range lies in this thread's live stack, above our own frames,
-        // which is mapped and writable; `data` is our own buffer, so they cannot overlap.
+        // SAFETY: the range lies between this thread's current stack pointer and the top
+        // of its stack, which is mapped and writable. It is one of the caller's objects
+        // (the C contract of every export: a pointer argument points to a live object),
+        // so it lies above this library's frames, which it would otherwise overwrite,
+        // and it does not overlap our buffer `data`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len()) };
         return Ok(());
     }

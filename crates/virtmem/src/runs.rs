@@ -1385,10 +1385,17 @@ struct LeafBlock {
 }
 
 // SAFETY: a `LeafBlock` owns its leaves as a `Box<[Leaf]>` would (nothing else points
-// into the allocation), and `Leaf` is `Send` and `Sync`.
+// into the allocation), and `Leaf` is `Send` and `Sync` (checked below).
 unsafe impl Send for LeafBlock {}
 // SAFETY: as for `Send`: shared access only hands out `&Leaf`.
 unsafe impl Sync for LeafBlock {}
+
+// What the two impls above rest on: should `Leaf` ever hold something that is not
+// `Send` or `Sync`, this stops the build.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Leaf>()
+};
 
 impl LeafBlock {
     fn full_layout() -> std::alloc::Layout {

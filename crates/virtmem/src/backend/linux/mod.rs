@@ -427,9 +427,13 @@ impl Witness {
 fn keep_page(page: usize, w: &Witness) -> bool {
     let mut now = [0u64; WITNESS_WORDS];
     for (k, &offset) in w.offsets[..w.len as usize].iter().enumerate() {
-        // SAFETY: the word is 8-byte aligned and lies in a writable, mapped page of a
-        // reservation the engine keeps busy for as long as this call; it is only read, or
-        // compared and swapped with the value it holds, which changes no value.
+        // SAFETY: the word is 8-byte aligned (the witness offsets count 8-byte words)
+        // and lies in a writable, mapped page of a reservation the engine keeps busy for
+        // as long as this call; it is only read, or compared and swapped with the value it
+        // holds, which changes no value. The program's threads may store to the page
+        // meanwhile, with plain stores of their own: an atomic access is the only way to
+        // store here without losing such a store (the compare-and-swap fails and retries
+        // instead), and no Rust reference to the word exists.
         let word = unsafe { std::sync::atomic::AtomicU64::from_ptr((page + offset as usize * 8) as *mut u64) };
         now[k] = if k == 0 {
             let mut v = word.load(Ordering::SeqCst);
@@ -1017,8 +1021,12 @@ impl LinuxBackend {
     /// `mprotect`, counted and subject to failure injection.
     fn protect(&self, range: &Range<usize>, to: Access) -> Result<(), Errno> {
         self.gate()?;
-        // SAFETY: the range belongs to one of our reservations (engine contract);
-        // changing its protection cannot affect memory Rust code relies on.
+        // SAFETY: the engine passes only pages of its own reservations (mapped by this
+        // backend with MAP_FIXED_NOREPLACE, never over anyone else's mapping), so no Rust
+        // allocation, stack or static lives there: nothing the compiler or the allocator
+        // relies on changes. A program that dereferences these pages does so through raw
+        // pointers, under the Win32 contract that decommitting or protecting them ends
+        // such use.
         unsafe { rustix::mm::mprotect(ptr(range.start), range.len(), prot_of(to)) }
     }
 
