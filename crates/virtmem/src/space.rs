@@ -1497,6 +1497,17 @@ impl<B: Backend> AddressSpace<B> {
     /// real memory (the Linux backend) the bytes are copied with `process_vm_writev` on
     /// this process; stores through the pointer are just as visible (and just as tracked
     /// by write watch), but fault where this call returns an error.
+    ///
+    /// # Memory safety on real memory
+    /// Over the Linux backend ([`LinuxSpace`](crate::LinuxSpace)) this stores into the
+    /// process's own memory wherever its pages allow a store, as `WriteProcessMemory` on
+    /// the current process does: memory the engine did not allocate included, such as
+    /// Rust's heap, stacks and statics. A write into memory that Rust code holds a
+    /// reference to, or that holds a value with a validity invariant (a `String`'s
+    /// bytes, a `bool`), is undefined behaviour even though this function is safe to
+    /// call: Rust's guarantees do not cover it, as they do not cover writes through
+    /// `/proc/self/mem`. Write only into memory that nothing reaches except through raw
+    /// pointers, such as the space's own allocations.
     pub fn write(&self, address: usize, data: &[u8]) -> Result<()> {
         self.backend.prepare_write(address, data.len());
         if self.backend.try_write(address, data) {
