@@ -1237,6 +1237,21 @@ mod tests {
         assert!(!heap.owns_raw(block));
     }
 
+    /// A small block's free finds its slab through the segment index, which holds a
+    /// pointer to the segment made when the segment was reserved: that pointer must still
+    /// be valid then (under Miri's aliasing model too, where moving a `Box` asserts
+    /// unique access and invalidates pointers taken from it before).
+    #[test]
+    fn a_small_block_is_freed_through_the_segment_index() {
+        let space: Arc<dyn crate::VirtualSpace> = Arc::new(crate::SimSpace::simulated());
+        let host = HostMemoryManager::builder(space, 64 << 20).build_started().expect("start");
+        let heap = host.create_malloc(MallocType::empty()).expect("heap");
+        let p = heap.alloc(16, CriticalLevel::Task).expect("a small block");
+        assert!(heap.owns(p));
+        heap.free(p).expect("free");
+        assert_eq!(heap.free(p), Err(HostError::InvalidOperation), "freed already");
+    }
+
     #[test]
     fn bitmap() {
         let mut d = SlabData { class: 0, size: 0, cap: 0, free: 0, hint: 0, partial_pos: NONE, bits: [0; WORDS] };
