@@ -738,10 +738,16 @@ impl Heap {
                 }),
             })
             .collect();
-        let seg = Box::new(Segment { base, reservation, slabs });
-        let ptr: *const Segment = &*seg;
+        // The index and the pool keep pointers into the segment: they are taken from the
+        // Box where it stays, in `pool.segments`, after its last move. (Moving a Box
+        // asserts unique access to what it owns, as passing a `&mut` does, so a pointer
+        // taken before `push` would not be valid after it.) The Box is never moved or
+        // mutably borrowed again: growing the vector copies it bit for bit, and `Drop`
+        // only reads it.
+        pool.segments.push(Box::new(Segment { base, reservation, slabs }));
+        let seg: &Segment = pool.segments.last().expect("the segment just added");
+        let ptr: *const Segment = seg;
         pool.free.extend(seg.slabs.iter().rev().map(|s| SlabRef(s as *const Slab)));
-        pool.segments.push(seg);
         self.index.insert(ptr, base);
         Ok(())
     }
