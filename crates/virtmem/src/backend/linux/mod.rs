@@ -382,7 +382,7 @@ struct Witness {
 }
 
 /// How much of a reset range is copied out at a time to find its pages' witnesses.
-const RESET_CHUNK: usize = 16 * PAGE;
+const RESET_CHUNK: usize = 64 * PAGE;
 
 impl Witness {
     /// The witness of a page whose words could not be read: no words, so the page counts
