@@ -598,7 +598,7 @@ fn add_ref(refs: &AtomicU32) -> ULONG {
 
 /// `IUnknown::AddRef` of either object: the new count (0 for a bad `This`).
 unsafe extern "C" fn add_ref_this<T: ComObject>(This: *mut T::Iface) -> ULONG {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     match unsafe { T::from_this(This) } {
         Ok(obj) => add_ref(obj.refs()),
         Err(_) => 0,
@@ -608,7 +608,7 @@ unsafe extern "C" fn add_ref_this<T: ComObject>(This: *mut T::Iface) -> ULONG {
 /// `IUnknown::Release` of either object: the new count; the object goes at 0. An
 /// over-released object stays at 0.
 unsafe extern "C" fn release_this<T: ComObject>(This: *mut T::Iface) -> ULONG {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     let Ok(obj) = (unsafe { T::from_this(This) }) else { return 0 };
     match obj.refs().fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1)) {
         Ok(1) => {
@@ -630,7 +630,7 @@ unsafe extern "C" fn mgr_create_malloc(
     dwMallocType: DWORD,
     ppMalloc: *mut *mut IHostMalloc,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_made(unsafe { ManagerObject::from_this(This) }, ppMalloc, |obj| {
         writable(ppMalloc)?;
         put_made(ppMalloc, obj.mgr.create_malloc(MallocType::from_bits_retain(dwMallocType)).map(new_malloc))
@@ -646,7 +646,7 @@ unsafe extern "C" fn mgr_virtual_alloc(
     eCriticalLevel: EMemoryCriticalLevel,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_made(unsafe { ManagerObject::from_this(This) }, ppMem, |obj| {
         writable(ppMem)?;
         let out = level(eCriticalLevel).map_err(|e| arg_error(&obj.mgr, e)).and_then(|l| {
@@ -668,7 +668,7 @@ unsafe extern "C" fn mgr_virtual_free(
     dwSize: SIZE_T,
     dwFreeType: DWORD,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.virtual_free(lpAddress as usize, dwSize, FreeType::from_bits_retain(dwFreeType))
     })
@@ -683,7 +683,7 @@ unsafe extern "C" fn mgr_virtual_query(
 ) -> HRESULT {
     // Never waits for another thread and allocates nothing (no probe: the writes are checked,
     // without asking pthreads for this thread's stack, which allocates).
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         uaccess::without_allocating(|| {
             if pResult.is_null() {
@@ -724,7 +724,7 @@ unsafe extern "C" fn mgr_virtual_protect(
     flNewProtect: DWORD,
     pflOldProtect: *mut DWORD,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(pflOldProtect)?;
         match obj.mgr.virtual_protect_detailed(lpAddress as usize, dwSize, Protection::from_bits_retain(flNewProtect)) {
@@ -744,7 +744,7 @@ unsafe extern "C" fn mgr_get_memory_load(
     pMemoryLoad: *mut DWORD,
     pAvailableBytes: *mut SIZE_T,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         writable(pMemoryLoad)?;
         writable(pAvailableBytes)?;
@@ -795,7 +795,7 @@ unsafe extern "C" fn mgr_register_callback(
     This: *mut IHostMemoryManager,
     pCallback: *mut ICLRMemoryNotificationCallback,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         let cb = NonNull::new(pCallback).ok_or_else(|| arg_error(&obj.mgr, HostError::InvalidArg))?;
         // SAFETY: a live COM object (the caller's contract): its first word is its vtable.
@@ -815,21 +815,21 @@ unsafe extern "C" fn mgr_register_callback(
 }
 
 unsafe extern "C" fn mgr_needs(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.needs_virtual_address_space(startAddress as usize, size)
     })
 }
 
 unsafe extern "C" fn mgr_acquired(This: *mut IHostMemoryManager, startAddress: LPVOID, size: SIZE_T) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.acquired_virtual_address_space(startAddress as usize, size)
     })
 }
 
 unsafe extern "C" fn mgr_released(This: *mut IHostMemoryManager, startAddress: LPVOID) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(This) }, |obj| {
         obj.mgr.released_virtual_address_space(startAddress as usize)
     })
@@ -859,7 +859,7 @@ unsafe extern "C" fn malloc_alloc(
     eCriticalLevel: EMemoryCriticalLevel,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_made(unsafe { MallocObject::from_this(This) }, ppMem, |obj| {
         alloc_into(obj, cbSize, eCriticalLevel, None, ppMem)
     })
@@ -873,7 +873,7 @@ unsafe extern "C" fn malloc_debug_alloc(
     iLineNo: c_int,
     ppMem: *mut *mut c_void,
 ) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_made(unsafe { MallocObject::from_this(This) }, ppMem, |obj| {
         let file = if pszFileName.is_null() {
             "<unknown>".into()
@@ -886,7 +886,7 @@ unsafe extern "C" fn malloc_debug_alloc(
 }
 
 unsafe extern "C" fn malloc_free(This: *mut IHostMalloc, pMem: *mut c_void) -> HRESULT {
-    // SAFETY: the COM contract.
+    // SAFETY: `This` is NULL or a live COM object (the COM contract), what `from_this` needs.
     com_on(unsafe { MallocObject::from_this(This) }, |obj| obj.heap.free(pMem as usize))
 }
 
@@ -1117,7 +1117,7 @@ pub unsafe extern "C" fn VirtmemHostStart(host: *mut IHostMemoryManager) -> HRES
 /// allocated until the last reference to the manager and its heaps is released.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> HRESULT {
-    // SAFETY: as above.
+    // SAFETY: `host` is NULL or a live object (the caller's contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         obj.mgr.shutdown();
         Ok(())
@@ -1127,7 +1127,7 @@ pub unsafe extern "C" fn VirtmemHostShutdown(host: *mut IHostMemoryManager) -> H
 /// Abandon this tenant's requests that wait for memory now (`HOST_E_ABANDONED`).
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostCancelWaits(host: *mut IHostMemoryManager) -> HRESULT {
-    // SAFETY: as above.
+    // SAFETY: `host` is NULL or a live object (the caller's contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         obj.mgr.cancel_waits();
         Ok(())
@@ -1144,7 +1144,7 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
     budget: SIZE_T,
     out: *mut *mut IHostMemoryManager,
 ) -> HRESULT {
-    // SAFETY: as above.
+    // SAFETY: `host` is NULL or a live object (the caller's contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         writable(out)?;
         let name = if name.is_null() {
@@ -1160,7 +1160,7 @@ pub unsafe extern "C" fn VirtmemHostAddTenant(
 /// Figures of the manager as `host`'s tenant sees them. Answers in every lifecycle state.
 #[no_mangle]
 pub unsafe extern "C" fn VirtmemHostGetStats(host: *mut IHostMemoryManager, stats: *mut VIRTMEM_HOST_STATS) -> HRESULT {
-    // SAFETY: as above.
+    // SAFETY: `host` is NULL or a live object (the caller's contract), what `from_this` needs.
     com_on(unsafe { ManagerObject::from_this(host) }, |obj| {
         if stats.is_null() {
             return Err(HostError::Pointer);
