@@ -25,6 +25,9 @@
 //! the state in which `ops_protect/linux` runs in the full benchmark. (Then the bare
 //! `mprotect` of one page that `protect-vs-raw` compares with splits a kernel mapping.)
 //!
+//! `reset [MiB]` times a `MEM_RESET` of that much written data, its undo, and a bare
+//! `MADV_FREE` of as much (1024 MiB by default), and prints the heap the reset keeps.
+//!
 //! `sim-snapshot [reservations] [unwritten]` times `SimSpace::snapshot` of a simulated space
 //! of that many reservations, each with one page committed and (unless `unwritten`) written.
 //!
@@ -145,6 +148,63 @@ fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)
     Ok((ours, raw))
 }
 
+/// `reset [MiB]`: the thread CPU time of a `MEM_RESET` of that much written data on the
+/// Linux backend (a reservation without write watch, every page written), of its
+/// `MEM_RESET_UNDO`, and of a bare `madvise(MADV_FREE)` of as much written memory of
+/// the program's own; and the heap the reset keeps until the undo (by `mallinfo2`).
+fn reset(mib: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let len = mib << 20;
+    let s = LinuxSpace::linux()?;
+    for round in 0..3 {
+        let a = s.alloc(0, len, T::RESERVE | T::COMMIT, P::READWRITE)?;
+        for off in (0..len).step_by(PAGE) {
+            // SAFETY: the page is committed read-write in a reservation of this space's
+            // that nothing else uses.
+            unsafe { ((a + off) as *mut u64).write(off as u64 | 1) };
+        }
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let heap_before = unsafe { libc::mallinfo2() }.uordblks;
+        let t = cpu_ns();
+        s.alloc(a, len, T::RESET, P::READWRITE)?;
+        let took = cpu_ns() - t;
+        // SAFETY: as above.
+        let kept = unsafe { libc::mallinfo2() }.uordblks.saturating_sub(heap_before);
+        let t = cpu_ns();
+        let undo = s.alloc(a, len, T::RESET_UNDO, P::READWRITE).is_ok();
+        let undone = cpu_ns() - t;
+        s.free(a, 0, FreeType::RELEASE)?;
+        // The bare call on as much written memory of the program's own.
+        // SAFETY: a fresh private anonymous mapping that nothing else uses, unmapped below.
+        let raw = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            for off in (0..len).step_by(PAGE) {
+                ((p as usize + off) as *mut u64).write(off as u64 | 1);
+            }
+            let t = cpu_ns();
+            libc::madvise(p, len, libc::MADV_FREE);
+            let raw = cpu_ns() - t;
+            libc::munmap(p, len);
+            raw
+        };
+        println!(
+            "round {round}: reset of {mib} MiB of data {:.1} ms (heap kept until undo: {:.1} MiB), undo {:.1} ms (all kept: {undo}); bare MADV_FREE {:.1} ms",
+            took / 1e6,
+            kept as f64 / (1 << 20) as f64,
+            undone / 1e6,
+            raw / 1e6
+        );
+    }
+    Ok(())
+}
+
 /// `sim-snapshot [reservations]`: the thread CPU time of `SimSpace::snapshot` of a space of
 /// that many reservations (64 KiB, a 64 KiB hole after each, the first page committed and
 /// written: two runs and one stored page each; with `unwritten`, not written), and of
@@ -222,6 +282,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
+    }
+    if op == "reset" {
+        return reset(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1024));
     }
     if op == "sim-snapshot" {
         let written = !flags.iter().any(|f| f == "unwritten");
