@@ -11,10 +11,13 @@
 
 #![allow(clippy::single_range_in_vec_init)] // lists of synchronised ranges, one range long
 
+#[macro_use]
+mod forward;
+
 use std::ops::Range;
 use std::sync::Mutex;
 
-use virtmem::backend::{Access, Backend, BackendError, ForeignRegion, Grant, Limits, ReserveOptions, GRANT_PAGES};
+use virtmem::backend::Backend;
 use virtmem::{
     win32, AddressSpace, AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, SimBackend, SimSpace,
     VirtualSpace,
@@ -41,89 +44,7 @@ impl<B> Recording<B> {
 }
 
 impl<B: Backend> Backend for Recording<B> {
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn initial_blocked(&self) -> Vec<Range<usize>> {
-        self.inner.initial_blocked()
-    }
-    fn initial_avoided(&self) -> Vec<Range<usize>> {
-        self.inner.initial_avoided()
-    }
-    fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
-        self.inner.cheap_range(size, align, opts)
-    }
-    fn inline_effects(&self) -> bool {
-        self.inner.inline_effects()
-    }
-    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.reserve(range, opts)
-    }
-    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.release(range, opts)
-    }
-    fn release_committed(
-        &self,
-        range: Range<usize>,
-        opts: ReserveOptions,
-        accessible: &[(Range<usize>, Access)],
-    ) -> Result<(), BackendError> {
-        self.inner.release_committed(range, opts, accessible)
-    }
-    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        self.inner.set_access(range, from, to)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
-    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
-        self.inner.decommit(runs)
-    }
-    fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.reset(range)
-    }
-    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-        self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn prepare_write(&self, address: usize, len: usize) {
-        self.inner.prepare_write(address, len)
-    }
-    fn keeps_grants(&self) -> bool {
-        self.inner.keeps_grants()
-    }
-    fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
-        self.inner.grant(base, pages)
-    }
-    fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
-        self.inner.try_read(address, buf, need)
-    }
-    fn try_write(&self, address: usize, data: &[u8]) -> bool {
-        self.inner.try_write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
-    }
-    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.clear_dirty(range)
-    }
-    fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
-        self.inner.foreign(address, limit)
-    }
-    fn try_foreign(&self, address: usize, limit: usize) -> Option<Option<ForeignRegion>> {
-        self.inner.try_foreign(address, limit)
-    }
+    forward!(inner: limits, initial_blocked, initial_avoided, cheap_range, inline_effects, reserve, release, release_committed, set_access, discard, decommit, reset, reset_undo, lock, unlock, read, write, prepare_write, keeps_grants, grant, try_read, try_write, dirty_pages, clear_dirty, foreign, try_foreign);
     fn instructions_need_sync(&self) -> bool {
         self.need
     }

@@ -1,6 +1,8 @@
 //! Adversarial review of `SimSpace::snapshot`: snapshots taken while other threads keep
 //! making calls of every kind, copies of copies, and the state a copy must carry.
 
+#[macro_use]
+mod forward;
 #[path = "rng/mod.rs"]
 mod rng;
 
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use virtmem::backend::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, Snapshot, GRANT_PAGES};
+use virtmem::backend::{Backend, BackendError, Snapshot};
 use virtmem::{
     AddressSpace, AllocationType as T, FreeType, Protection as P, ResetPolicy, SimBackend, SimConfig, SimSpace,
     WriteWatchFlags,
@@ -95,24 +97,7 @@ impl Snapshot for Gated {
 }
 
 impl Backend for Gated {
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn inline_effects(&self) -> bool {
-        self.inner.inline_effects()
-    }
-    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.reserve(range, opts)
-    }
-    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        self.inner.release(range, opts)
-    }
-    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
-        self.inner.set_access(range, from, to)
-    }
-    fn discard(&self, range: Range<usize>) {
-        self.inner.discard(range)
-    }
+    forward!(inner: limits, inline_effects, reserve, release, set_access, discard, reset_undo, lock, unlock, read, write, keeps_grants, grant, try_read, try_write, dirty_pages, clear_dirty);
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
         let mut g = self.gates.lock().unwrap();
         if g.0.contains_key(&range.start) {
@@ -123,39 +108,6 @@ impl Backend for Gated {
             drop(g);
         }
         self.inner.reset(range)
-    }
-    fn reset_undo(&self, range: Range<usize>) -> Result<bool, BackendError> {
-        self.inner.reset_undo(range)
-    }
-    fn lock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.lock(range)
-    }
-    fn unlock(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.unlock(range)
-    }
-    fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
-        self.inner.read(address, buf)
-    }
-    fn write(&self, address: usize, data: &[u8]) -> Result<(), BackendError> {
-        self.inner.write(address, data)
-    }
-    fn keeps_grants(&self) -> bool {
-        self.inner.keeps_grants()
-    }
-    fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
-        self.inner.grant(base, pages)
-    }
-    fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
-        self.inner.try_read(address, buf, need)
-    }
-    fn try_write(&self, address: usize, data: &[u8]) -> bool {
-        self.inner.try_write(address, data)
-    }
-    fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        self.inner.dirty_pages(range, max, reset)
-    }
-    fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
-        self.inner.clear_dirty(range)
     }
 }
 

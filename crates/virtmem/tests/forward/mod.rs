@@ -138,4 +138,14 @@ macro_rules! forward {
             self.$i.foreign(address, limit)
         }
     };
+    (@ $i:ident try_foreign) => {
+        fn try_foreign(&self, address: usize, limit: usize) -> Option<Option<virtmem::backend::ForeignRegion>> {
+            self.$i.try_foreign(address, limit)
+        }
+    };
+    (@ $i:ident prepare_write) => {
+        fn prepare_write(&self, address: usize, len: usize) {
+            self.$i.prepare_write(address, len)
+        }
+    };
 }
