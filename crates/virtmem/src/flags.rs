@@ -26,8 +26,9 @@ bitflags! {
         /// can tell whether data survived, the reset first reads every such page and keeps
         /// a record of a few of its non-zero words on the heap (a page of zeros needs
         /// none) until an undo, decommit or release of the page. That costs time and
-        /// memory: measured on one machine, a reset of 1 GiB of data took 359 ms and kept
-        /// ~26 MiB of heap, where a bare `MADV_FREE` took 117 ms. A runtime that will not
+        /// memory: measured on one machine (`linux_profile reset`, BENCHMARKS.md), a reset
+        /// of 1 GiB of data took 270–300 ms of CPU time and kept 27 MiB of heap, where a
+        /// bare `MADV_FREE` took 52–78 ms. A runtime that will not
         /// undo and wants the memory back at once can decommit instead (the pages are
         /// dropped at once and read zero when committed again).
         ///
