@@ -13,6 +13,8 @@
 
 #[macro_use]
 mod forward;
+#[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod jit;
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -176,21 +178,9 @@ fn the_trait_and_the_win32_function_name_what_the_method_does() {
 #[cfg(all(target_os = "linux", not(miri)))]
 mod linux {
     use super::*;
-    use virtmem::{LinuxBackend, LinuxSpace, MemType};
-
-    /// Machine code for `extern "C" fn() -> u32 { n }`.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    fn returns(n: u16) -> Vec<u8> {
-        if cfg!(target_arch = "x86_64") {
-            // mov eax, imm32; ret
-            let [lo, hi] = n.to_le_bytes();
-            vec![0xB8, lo, hi, 0, 0, 0xC3]
-        } else {
-            // movz w0, #n; ret
-            let movz = 0x5280_0000u32 | (u32::from(n) << 5);
-            [movz.to_le_bytes(), 0xD65F_03C0u32.to_le_bytes()].concat()
-        }
-    }
+    use crate::jit::returns;
+    use virtmem::{LinuxBackend, LinuxSpace, MemType};
 
     /// Call the code at `addr` as `extern "C" fn() -> u32`.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

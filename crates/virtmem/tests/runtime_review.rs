@@ -16,6 +16,8 @@
 //! - a GC hitting its commit limit.
 
 mod common;
+#[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
+mod jit;
 mod rng;
 
 use std::collections::BTreeSet;
@@ -23,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use common::{snapshot, G, P};
+#[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
+use jit::returns;
 use rng::Rng;
 use virtmem::{
     AccessKind, AllocationType as T, Error, FreeType as F, MemState, MemType, MemoryBasicInformation, Protection as Pr,
@@ -366,20 +370,6 @@ fn reset_free_space_taken_by_the_kernel_is_reported_lost() {
 }
 
 // ----- 2. A JIT code heap ----------------------------------------------------------------
-
-/// Machine code for `fn() -> u32 { n }`.
-#[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn returns(n: u16) -> Vec<u8> {
-    if cfg!(target_arch = "x86_64") {
-        // mov eax, imm32; ret
-        let [lo, hi] = n.to_le_bytes();
-        vec![0xB8, lo, hi, 0, 0, 0xC3]
-    } else {
-        // movz w0, #n; ret
-        let movz = 0x5280_0000u32 | (u32::from(n) << 5);
-        [movz.to_le_bytes(), 0xD65F_03C0u32.to_le_bytes()].concat()
-    }
-}
 
 /// Call the code at `addr` as `extern "C" fn() -> u32`.
 #[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
