@@ -16,7 +16,9 @@
 //!   programs appending to one file each write their own header; a reader treats each
 //!   header as the start of a fresh address space. The first non-blank, non-comment line
 //!   of a trace must be a header.
-//! - **Comments** start with `#`; blank lines are ignored.
+//! - **Comments** start with `#`; blank lines are ignored. (One exception: an older
+//!   libvirtmem wrote `VirtmemAccess` and `VirtmemSetCommitLimit` as comments, `# `
+//!   followed by the record's words; a reader takes such a line as that record.)
 //! - **Records**: one per call, written when the call returns:
 //!
 //!   ```text
@@ -512,12 +514,29 @@ pub fn parse_line(line: &str) -> Result<Option<Line>, ParseError> {
     let ws = words(line);
     let Some(&(fcol, first)) = ws.first() else { return Ok(None) };
     if first.starts_with('#') {
-        return Ok(None);
+        return Ok(legacy_record(&ws));
     }
     if first == MAGIC {
         return parse_header(&ws).map(|h| Some(Line::Header(h)));
     }
     parse_record(&ws, fcol, first).map(|r| Some(Line::Record(r)))
+}
+
+/// The record in a comment line that an older libvirtmem wrote for a call it now records:
+/// `VirtmemAccess` (before 2b2fc2a) and `VirtmemSetCommitLimit` (before 0cb4e87), each
+/// written as `# ` followed by exactly the record's words. Both change the space (an
+/// access disarms the guard pages it meets, a limit decides later commits), so an old
+/// trace replays right only if they are read; any other comment, or one of that shape
+/// that does not parse, is a comment.
+fn legacy_record(ws: &[(usize, &str)]) -> Option<Line> {
+    match ws {
+        [(_, "#"), rest @ ..]
+            if rest.first().is_some_and(|&(_, w)| matches!(w, "VirtmemSetCommitLimit" | "VirtmemAccess")) =>
+        {
+            parse_record(rest, rest[0].0, rest[0].1).ok().map(Line::Record)
+        }
+        _ => None,
+    }
 }
 
 fn parse_header(ws: &[(usize, &str)]) -> Result<Header, ParseError> {
@@ -879,6 +898,39 @@ mod tests {
 
     fn one(s: &str) -> Line {
         parse_line(s).expect("parses").expect("not blank")
+    }
+
+    #[test]
+    fn legacy_commit_limit_comment_is_read_as_its_record() {
+        // An older libvirtmem wrote these two calls as comments; such a trace must replay
+        // with the limit and the guard pages the access disarmed.
+        let Line::Record(r) = one("# VirtmemSetCommitLimit 0x1 0x10000 -> 0x1 err=0") else { panic!("a record") };
+        assert_eq!(
+            (r.process, &r.call, r.result, r.last_error),
+            (Some(1), &Call::SetCommitLimit { limit: 0x10000 }, 1, 0)
+        );
+        assert_eq!(r.function_name(), "VirtmemSetCommitLimit");
+        let Line::Record(r) = one("# VirtmemAccess 0x1 0x10010 0x7ffc0000 0x4 0x1 0x7ffc0100 -> 0x80000001 err=0")
+        else {
+            panic!("a record")
+        };
+        assert_eq!(
+            (r.process, &r.call, r.result),
+            (
+                Some(1),
+                &Call::Access { address: 0x10010, buffer: 0x7ffc0000, size: 4, kind: 1, fault: 0x7ffc0100 },
+                0x8000_0001
+            )
+        );
+        // Every other comment stays a comment, a malformed old-style one included.
+        for text in [
+            "# VirtualAlloc 0x0 0x1000 0x3000 0x4 -> 0x10000 err=0",
+            "# VirtmemSetCommitLimit",
+            "#VirtmemSetCommitLimit 0x1 0x0 -> 0x1 err=0",
+            "# note",
+        ] {
+            assert!(parse_line(text).expect("a comment").is_none(), "{text}");
+        }
     }
 
     #[test]
