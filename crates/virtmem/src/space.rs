@@ -154,6 +154,75 @@ impl<B: Snapshot> AddressSpace<B> {
             refused_undos: AtomicUsize::new(self.refused_undos.load(Ordering::Relaxed)),
         }
     }
+
+    /// Put `snapshot`'s state back into this space, in place: its reservations, page
+    /// states, protections, armed guard pages and locks, the page contents, write-watch
+    /// marks and reset losses, the totals and the commit limit replace this space's own,
+    /// as if this space were `snapshot.snapshot()`. `snapshot` is left as it was (usually
+    /// a [`snapshot`](Self::snapshot) of this space, taken once; any space over the same
+    /// backend configuration will do, this one included). This is the fuzzer's loop: set
+    /// a space up, take a snapshot, and before each input restore the space from it.
+    ///
+    /// Where replacing the space (`*space = snapshot.snapshot()`) cannot be done because
+    /// other threads or handles hold this one (a C caller's process handle), a restore
+    /// keeps the same object. It waits for the calls under way on this space as
+    /// [`snapshot`](Self::snapshot) does, and is one moment for the checked accesses
+    /// running meanwhile: each lands wholly before it (and is undone) or after it. Over
+    /// the simulated backend the pages are shared, copy-on-write, with `snapshot` rather
+    /// than copied, so a restore costs about what a snapshot does (time in proportion to
+    /// the runs and the pages stored) plus freeing this space's pages written since.
+    ///
+    /// Fails with [`Error::InvalidParameter`] if `snapshot`'s address range or large-page
+    /// size differ from this space's, and with [`Error::NotSupported`] if its backend
+    /// refuses (the simulated backend does when the two configurations differ, say in
+    /// their reset policy); then nothing changes.
+    ///
+    /// ```
+    /// use virtmem::{AllocationType, FreeType, Protection, SimSpace};
+    ///
+    /// let space = SimSpace::simulated();
+    /// let base = space.alloc(0, 4096, AllocationType::COMMIT | AllocationType::RESERVE, Protection::READWRITE)?;
+    /// space.write(base, b"start")?;
+    /// let start = space.snapshot();
+    /// for input in [b"one!!", b"two!!"] {
+    ///     space.restore_from(&start)?;
+    ///     space.write(base, input)?;
+    ///     space.free(base, 0, FreeType::RELEASE)?;
+    /// }
+    /// space.restore_from(&start)?;
+    /// let mut buf = [0u8; 5];
+    /// space.read(base, &mut buf)?;
+    /// assert_eq!(&buf, b"start");
+    /// # Ok::<(), virtmem::Error>(())
+    /// ```
+    pub fn restore_from(&self, snapshot: &Self) -> Result<()> {
+        if snapshot.limits != self.limits {
+            return Err(Error::InvalidParameter);
+        }
+        // A copy first, under `snapshot`'s lock alone (so that two spaces restored from
+        // each other at once never wait for each other's locks), then swapped in.
+        let fresh = snapshot.snapshot();
+        let mut book = self.book.lock();
+        book.snapshots += 1;
+        while !book.busy.is_empty() || !book.pending.is_empty() {
+            self.idle.wait(&mut book);
+        }
+        book.snapshots -= 1;
+        let restored = self.backend.restore(fresh.backend).map_err(backend_error);
+        let old = if restored.is_ok() {
+            let mut copied = fresh.book.into_inner();
+            copied.snapshots = book.snapshots;
+            self.refused_undos.store(fresh.refused_undos.load(Ordering::Relaxed), Ordering::Relaxed);
+            Some(std::mem::replace(&mut *book, copied))
+        } else {
+            None
+        };
+        drop(book);
+        self.idle.notify_all();
+        // The old bookkeeping is freed outside the lock.
+        drop(old);
+        restored
+    }
 }
 
 fn backend_error(e: BackendError) -> Error {

@@ -168,6 +168,19 @@ pub trait Snapshot: Backend + Sized {
     /// under way, so nothing but checked accesses can change this backend meanwhile;
     /// the copy must be as of one moment with respect to those.
     fn snapshot(&self) -> Self;
+
+    /// Make this backend hold what `from` holds (contents, marks, write-tracked ranges)
+    /// in place of its own, and take back every grant it handed out, for
+    /// [`AddressSpace::restore_from`](crate::AddressSpace::restore_from). `from` is a
+    /// snapshot made for the purpose, of a backend with the same limits. The engine calls
+    /// it as it calls [`snapshot`](Self::snapshot): with its lock held and no operation
+    /// under way; the change must be one moment for the checked accesses running
+    /// meanwhile (each lands wholly before it, so is undone, or wholly after it). The
+    /// default refuses (`Unsupported`), changing nothing.
+    fn restore(&self, from: Self) -> Result<(), BackendError> {
+        let _ = from;
+        Err(BackendError::Unsupported("restoring a snapshot in place"))
+    }
 }
 
 /// The narrow interface between the rule engine and the memory it manages.
