@@ -31,7 +31,8 @@
 //! `sim-snapshot [reservations] [unwritten]` times `SimSpace::snapshot` of a simulated space
 //! of that many reservations, each with one page committed and (unless `unwritten`) written,
 //! then the first write to each written page of the original after the snapshot (a
-//! copy-on-write copy of a page the snapshot shares), and a second write to each.
+//! copy-on-write copy of a page the snapshot shares), a second write to each, and
+//! `restore_from` the snapshot.
 //!
 //! `sim-write [rounds] [reservations]` and `sim-cycle [rounds] [reservations]` are the
 //! simulated backend's hot paths for callgrind (`--toggle-collect='*timed_sim_hot*'`): an
@@ -288,16 +289,21 @@ fn sim_snapshot(n: usize, written: bool) -> Result<(), Box<dyn std::error::Error
                 *w = cpu_ns() - t;
             }
         }
+        // The space restored from the snapshot (its pages written since freed).
+        let t = cpu_ns();
+        s.restore_from(&copy)?;
+        let restored = cpu_ns() - t;
         let t = cpu_ns();
         drop(copy);
         let dropped = cpu_ns() - t;
         println!(
-            "round {round}: snapshot of {n} reservations ({pages} stored pages): {:.1} ms ({:.0} ns per reservation), drop {:.1} ms; first write to each page after it {:.0} ns, second {:.0} ns",
+            "round {round}: snapshot of {n} reservations ({pages} stored pages): {:.1} ms ({:.0} ns per reservation), drop {:.1} ms; first write to each page after it {:.0} ns, second {:.0} ns; restore from it {:.1} ms",
             took / 1e6,
             took / n as f64,
             dropped / 1e6,
             writes[0] / n as f64,
-            writes[1] / n as f64
+            writes[1] / n as f64,
+            restored / 1e6
         );
     }
     Ok(())

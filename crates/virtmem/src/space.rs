@@ -209,19 +209,16 @@ impl<B: Snapshot> AddressSpace<B> {
         }
         book.snapshots -= 1;
         let restored = self.backend.restore(fresh.backend).map_err(backend_error);
-        let old = if restored.is_ok() {
+        let old = restored.map(|old_backend| {
             let mut copied = fresh.book.into_inner();
             copied.snapshots = book.snapshots;
             self.refused_undos.store(fresh.refused_undos.load(Ordering::Relaxed), Ordering::Relaxed);
-            Some(std::mem::replace(&mut *book, copied))
-        } else {
-            None
-        };
+            (old_backend, std::mem::replace(&mut *book, copied))
+        });
         drop(book);
         self.idle.notify_all();
-        // The old bookkeeping is freed outside the lock.
-        drop(old);
-        restored
+        // The old pages and bookkeeping are freed outside the lock.
+        old.map(drop)
     }
 }
 

@@ -175,9 +175,11 @@ pub trait Snapshot: Backend + Sized {
     /// snapshot made for the purpose, of a backend with the same limits. The engine calls
     /// it as it calls [`snapshot`](Self::snapshot): with its lock held and no operation
     /// under way; the change must be one moment for the checked accesses running
-    /// meanwhile (each lands wholly before it, so is undone, or wholly after it). The
-    /// default refuses (`Unsupported`), changing nothing.
-    fn restore(&self, from: Self) -> Result<(), BackendError> {
+    /// meanwhile (each lands wholly before it, so is undone, or wholly after it).
+    /// Returns a backend holding what this one held, for the engine to drop once it has
+    /// let go of its lock (freeing it may take a while). The default refuses
+    /// (`Unsupported`), changing nothing.
+    fn restore(&self, from: Self) -> Result<Self, BackendError> {
         let _ = from;
         Err(BackendError::Unsupported("restoring a snapshot in place"))
     }

@@ -511,31 +511,31 @@ impl super::Snapshot for SimBackend {
     /// Takes `from`'s pages, marks and write-tracked ranges in place of this backend's,
     /// part by part, forgetting each part's grants as it goes (so, as for a snapshot, an
     /// access that would have used one afterwards goes to the engine, whose lock the
-    /// caller holds, and waits for the restore to end). This backend's old pages are
-    /// freed after their part's lock is let go of. Refused (`Unsupported`) if the two
+    /// caller holds, and waits for the restore to end). This backend's old pages,
+    /// marks and ranges are handed back in `from`. Refused (`Unsupported`) if the two
     /// backends' configurations differ.
-    fn restore(&self, from: Self) -> Result<(), BackendError> {
+    fn restore(&self, from: Self) -> Result<Self, BackendError> {
         if from.config != self.config {
             return Err(BackendError::Unsupported("restoring a snapshot of a differently configured space"));
         }
         {
             let mut watched = self.watched.lock();
-            *watched = std::mem::take(&mut *from.watched.lock());
+            let mut theirs = from.watched.lock();
+            std::mem::swap(&mut *watched, &mut *theirs);
             self.watching.store(!watched.is_empty(), Ordering::Release);
+            from.watching.store(!theirs.is_empty(), Ordering::Release);
         }
         for (i, (to, src)) in self.shards.iter().zip(from.shards.iter()).enumerate() {
-            let mut theirs = std::mem::take(&mut *src.store.lock());
+            let mut theirs = src.store.lock();
             let mut store = to.store.lock();
             self.forget_grants(i, &mut store);
             std::mem::swap(&mut store.pages, &mut theirs.pages);
             std::mem::swap(&mut store.dirty, &mut theirs.dirty);
             std::mem::swap(&mut store.lost, &mut theirs.lost);
             to.used.store(!store.is_empty(), Ordering::Relaxed);
-            drop(store);
-            // `theirs` now holds this backend's old pages: freed here, outside the lock.
-            drop(theirs);
+            src.used.store(!theirs.is_empty(), Ordering::Relaxed);
         }
-        Ok(())
+        Ok(from)
     }
 }
 
