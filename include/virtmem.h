@@ -1259,6 +1259,27 @@ HANDLE VirtmemCreateProcess(void);
 HANDLE VirtmemSnapshotProcess(HANDLE hProcess);
 
 /**
+ * Extension: put the state of simulated process `hSnapshot` back into simulated process
+ * `hTarget`, in place: `hTarget` keeps its handle but afterwards holds what `hSnapshot`
+ * holds (its reservations, page states and protections, armed guard pages, locked
+ * pages, contents, write-watch marks, data a reset dropped, its commit limit), as a new
+ * `VirtmemSnapshotProcess(hSnapshot)` would; `hSnapshot` is left as it was. This is a
+ * fuzzer's loop over one process handle: set the process up once, take one snapshot,
+ * and before each input restore the process from it. Any two simulated processes will
+ * do (the same one twice changes nothing).
+ *
+ * The restore waits for calls under way on `hTarget` and holds the others meanwhile, as
+ * a snapshot does. The pages are shared, copy-on-write, between the two processes, not
+ * copied: a restore costs time in proportion to the regions and the pages stored, and
+ * each page's first write afterwards copies that page. Returns `TRUE`, or `FALSE` with
+ * the last error set, nothing changed: NULL or an unknown handle (either one) ->
+ * `ERROR_INVALID_HANDLE` (6), a process that has exited (either one) ->
+ * `ERROR_ACCESS_DENIED` (5), the current-process pseudo handle (either one) ->
+ * `ERROR_NOT_SUPPORTED` (50: its memory is this process's real memory).
+ */
+BOOL VirtmemRestoreProcess(HANDLE hTarget, HANDLE hSnapshot);
+
+/**
  * Extension: set the commit limit of the address space of `hProcess`, in bytes:
  * afterwards a `VirtualAlloc(Ex)` that would take the bytes committed in that space past
  * `limit` fails with `ERROR_COMMITMENT_LIMIT` (1455) and commits nothing (pages already

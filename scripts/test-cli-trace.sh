@@ -29,3 +29,12 @@ grep -q '^VirtmemSnapshotProcess 0x1 -> 0x2 err=0$' "$build/snapshot.vmt"
 grep -q '^VirtmemSetCommitLimit 0x1 0x30000 -> 0x1 err=0$' "$build/snapshot.vmt"
 "$lib/virtmem" replay --strict "$build/snapshot.vmt"
 echo "cli trace: a program's simulated processes and their snapshots replayed with no difference"
+# A fuzzer's loop over one process handle (VirtmemRestoreProcess before each input): the
+# replay restores the process from its snapshot as replayed so far.
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include -I tests/c tests/c/test_restore.c -o "$build/test_restore" \
+  -L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread
+rm -f "$build/restore.vmt"
+VIRTMEM_TRACE="$build/restore.vmt" "$build/test_restore" >/dev/null
+grep -q '^VirtmemRestoreProcess 0x1 0x2 -> 0x1 err=0$' "$build/restore.vmt"
+"$lib/virtmem" replay --strict "$build/restore.vmt"
+echo "cli trace: a program's restores of a simulated process from its snapshot replayed with no difference"

@@ -7,15 +7,17 @@
 //! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetNativeSystemInfo`
 //! and `GetLargePageMinimum` with the exact Win32 x64 signatures (`include/virtmem.h`),
 //! plus a small extension for emulators: [`VirtmemCreateProcess`], [`VirtmemSnapshotProcess`],
-//! [`TerminateProcess`], [`VirtmemSetCommitLimit`] and `VirtmemAccess`.
+//! [`VirtmemRestoreProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
+//! `VirtmemAccess`.
 //!
 //! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
 //!   memory: what `VirtualAlloc` returns is ordinary memory the program can use. The
 //!   library never unmaps or changes memory it did not allocate.
 //! - A simulated process (`VirtmemCreateProcess`) is a Windows-x64 address space that
 //!   exists only inside the library; the `Ex` functions, `ReadProcessMemory`,
-//!   `WriteProcessMemory` and `VirtmemAccess` act on it, and `VirtmemSnapshotProcess`
-//!   copies it into a new one (the snapshot an emulator restores between runs).
+//!   `WriteProcessMemory` and `VirtmemAccess` act on it, `VirtmemSnapshotProcess`
+//!   copies it into a new one (the snapshot an emulator restores between runs), and
+//!   `VirtmemRestoreProcess` puts a snapshot's state back into a process in place.
 //! - Errors follow Win32: a failure value plus a per-thread `GetLastError` code (also
 //!   stored in `errno`, where .NET and Mono look on Unix). No panic crosses the C
 //!   boundary (an internal error is reported as `ERROR_INTERNAL_ERROR`, 1359), and pointer

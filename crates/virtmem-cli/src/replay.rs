@@ -400,6 +400,37 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 };
                 procs.insert(new, Arc::new(copy));
             }
+            // A restore of a simulated process from another (libvirtmem's
+            // `VirtmemRestoreProcess`), made of the processes as replayed so far; a
+            // recorded failure changed nothing. (A process no record named before is an
+            // empty one, as `VirtmemCreateProcess` made it.)
+            Line::Record(rec) if matches!(rec.call, Call::RestoreProcess { .. }) => {
+                report.ops += 1;
+                let Call::RestoreProcess { snapshot } = rec.call else { continue };
+                if rec.result == 0 {
+                    continue;
+                }
+                let target = rec.process.unwrap_or(0);
+                let to = match procs.get(&target) {
+                    Some(s) => s.clone(),
+                    None if procs.len() < MAX_PROCESSES => {
+                        let s = Arc::new(SimSpace::simulated());
+                        procs.insert(target, s.clone());
+                        s
+                    }
+                    None => {
+                        beyond_limit += 1;
+                        continue;
+                    }
+                };
+                let restored = match procs.get(&snapshot) {
+                    Some(from) => to.restore_from(from),
+                    None => to.restore_from(&SimSpace::simulated()),
+                };
+                if let Err(e) = restored {
+                    report.diff(format!("line {line}: VirtmemRestoreProcess: recorded success, replayed {e}"));
+                }
+            }
             Line::Record(rec) => {
                 let pid = rec.process.unwrap_or(0);
                 let space = match procs.get(&pid) {
@@ -440,8 +471,8 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
 
 /// The processes each record names for the last time in its session, as (index in
 /// `lines`, process number) in ascending order of index; process 0 (the main space) is
-/// never listed. A record names its process, and a `VirtmemSnapshotProcess` record also
-/// the process it makes.
+/// never listed. A record names its process, a `VirtmemSnapshotProcess` record also the
+/// process it makes, and a `VirtmemRestoreProcess` record the process it copies.
 fn last_uses(lines: &[(usize, Line)]) -> Vec<(usize, u32)> {
     let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let mut found = Vec::new();
@@ -450,7 +481,11 @@ fn last_uses(lines: &[(usize, Line)]) -> Vec<(usize, u32)> {
             // Going backwards, a header ends the session before: its numbers are new.
             Line::Header(_) => seen.clear(),
             Line::Record(rec) => {
-                let made = (rec.call == Call::SnapshotProcess).then(|| u32::try_from(rec.result).ok()).flatten();
+                let made = match rec.call {
+                    Call::SnapshotProcess => u32::try_from(rec.result).ok(),
+                    Call::RestoreProcess { snapshot } => Some(snapshot),
+                    _ => None,
+                };
                 for pid in std::iter::once(rec.process.unwrap_or(0)).chain(made) {
                     if pid != 0 && seen.insert(pid) {
                         found.push((i, pid));
@@ -671,7 +706,7 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (1, false, false, None)
         }
         // Made by the caller (`replay_own`), which holds the processes; nothing to compare.
-        Call::SnapshotProcess => (rec.result, false, false, None),
+        Call::SnapshotProcess | Call::RestoreProcess { .. } => (rec.result, false, false, None),
         // libvirtmem's VirtmemAccess (crates/virtmem-capi/src/procmem.rs) without moving a
         // byte: the kind, a NULL buffer (ERROR_NOACCESS), then the copy's checks (see
         // `check_copy`), whose access or guard-page violation (the guard is disarmed, as in
@@ -744,6 +779,7 @@ fn render_args(c: &Call) -> String {
         }
         Call::SetCommitLimit { limit } => format!("{limit:#x}"),
         Call::SnapshotProcess => String::new(),
+        Call::RestoreProcess { snapshot } => format!("{snapshot:#x}"),
         Call::Access { address, size, kind, .. } => format!("{address:#x}, {size:#x}, {kind}"),
     }
 }
@@ -1063,6 +1099,36 @@ mod tests {
         replay_own(&text, &mut report).expect("replayed");
         assert_eq!(report.notes, Vec::<String>::new());
         assert_eq!((report.diff_count, report.ops), (0, 1 + 2 * runs as u64), "{:?}", report.diffs);
+    }
+
+    /// A fuzzer's trace over one process handle: a snapshot taken once, and the process
+    /// restored from it before each input. Each input's release succeeds only on the
+    /// restored process (it released the reservation the input before), and a restore
+    /// recorded as failed changes nothing (the release after it fails as recorded).
+    #[test]
+    fn restores_are_replayed_from_the_processes_as_replayed() {
+        let mut text = String::from("virtmem-trace 1\n");
+        text.push_str("VirtualAllocEx 0x1 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n");
+        text.push_str("VirtmemSnapshotProcess 0x1 -> 0x2 err=0\n");
+        for _ in 0..3 {
+            text.push_str("VirtmemRestoreProcess 0x1 0x2 -> 0x1 err=0\n");
+            text.push_str("VirtualFreeEx 0x1 0x10000 0x0 0x8000 -> 0x1 err=0\n");
+        }
+        text.push_str("VirtmemRestoreProcess 0x1 0x5 -> 0x0 err=6\n");
+        text.push_str("VirtualFreeEx 0x1 0x10000 0x0 0x8000 -> 0x0 err=487\n");
+        // A restore from a process no record named: an empty one.
+        text.push_str("VirtualAllocEx 0x3 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n");
+        text.push_str("VirtmemRestoreProcess 0x3 0x4 -> 0x1 err=0\n");
+        text.push_str("VirtualFreeEx 0x3 0x10000 0x0 0x8000 -> 0x0 err=487\n");
+        let mut report = Report::new(10);
+        replay_own(&text, &mut report).expect("replayed");
+        assert_eq!(report.notes, Vec::<String>::new());
+        assert_eq!((report.diff_count, report.ops), (0, 13), "{:?}", report.diffs);
+        // Without the restores the releases after the first differ.
+        let unrestored = text.replace("VirtmemRestoreProcess 0x1 0x2 -> 0x1 err=0\n", "");
+        let mut report = Report::new(10);
+        replay_own(&unrestored, &mut report).expect("replayed");
+        assert_eq!(report.diff_count, 2, "{:?}", report.diffs);
     }
 
     #[test]

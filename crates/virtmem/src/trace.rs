@@ -47,6 +47,7 @@
 //! | `VirtmemSetCommitLimit` | process limit | |
 //! | `VirtmemAccess` | process address buffer size kind fault_ptr | |
 //! | `VirtmemSnapshotProcess` | process | |
+//! | `VirtmemRestoreProcess` | process snapshot | |
 //!
 //! `VirtmemAccess` is libvirtmem's checked CPU-style access (an emulator's load, store or
 //! instruction fetch): its result is 0, the exception it raised
@@ -63,6 +64,9 @@
 //! `VirtmemSnapshotProcess` is libvirtmem's copy of a simulated process: its result is
 //! the number of the new process (see below), `0x0` on failure; the new process starts
 //! as the copied one was, and later records name it by that number.
+//! `VirtmemRestoreProcess` is libvirtmem's restore of a simulated process from another
+//! (`snapshot`, a process number): its result is the `BOOL` returned; on success the
+//! process holds from then on what the other held at that point.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
@@ -237,6 +241,13 @@ pub enum Call {
     /// copy of the one named by [`Record::process`] (which must be set); the result is the
     /// new process's number, 0 on failure.
     SnapshotProcess,
+    /// libvirtmem's `VirtmemRestoreProcess(process, snapshot)`: the simulated process
+    /// named by [`Record::process`] (which must be set) now holds a copy of process
+    /// `snapshot`; the result is 1, or 0 on failure.
+    RestoreProcess {
+        /// The number of the process copied from (`hSnapshot`).
+        snapshot: u32,
+    },
     /// libvirtmem's `VirtmemAccess(process, address, buffer, size, kind, faultAddress)` (the
     /// process is [`Record::process`], which must be set).
     Access {
@@ -274,6 +285,7 @@ impl Call {
             (Call::SetCommitLimit { .. }, false) => "SetCommitLimit",
             (Call::SetCommitLimit { .. }, true) => "VirtmemSetCommitLimit",
             (Call::SnapshotProcess, _) => "VirtmemSnapshotProcess",
+            (Call::RestoreProcess { .. }, _) => "VirtmemRestoreProcess",
             (Call::Access { .. }, _) => "VirtmemAccess",
         }
     }
@@ -292,7 +304,7 @@ impl Call {
     }
 
     /// Whether the call always takes a process (`ReadProcessMemory`, `WriteProcessMemory`,
-    /// `VirtmemAccess`, `VirtmemSnapshotProcess`).
+    /// `VirtmemAccess`, `VirtmemSnapshotProcess`, `VirtmemRestoreProcess`).
     pub fn needs_process(&self) -> bool {
         matches!(
             self,
@@ -300,6 +312,7 @@ impl Call {
                 | Call::WriteProcessMemory { .. }
                 | Call::Access { .. }
                 | Call::SnapshotProcess
+                | Call::RestoreProcess { .. }
         )
     }
 }
@@ -421,6 +434,7 @@ impl fmt::Display for Record {
             }
             Call::SetCommitLimit { limit } => write!(f, " {limit:#x}")?,
             Call::SnapshotProcess => {}
+            Call::RestoreProcess { snapshot } => write!(f, " {snapshot:#x}")?,
             Call::Access { address, buffer, size, kind, fault } => {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {kind:#x} {fault:#x}")?
             }
@@ -563,7 +577,11 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
         "VirtmemSetCommitLimit" => ("SetCommitLimit", true),
-        "ReadProcessMemory" | "WriteProcessMemory" | "VirtmemAccess" | "VirtmemSnapshotProcess" => (name, true),
+        "ReadProcessMemory"
+        | "WriteProcessMemory"
+        | "VirtmemAccess"
+        | "VirtmemSnapshotProcess"
+        | "VirtmemRestoreProcess" => (name, true),
         _ => return Err(err(fcol, format!("unknown function `{name}`"))),
     };
     let arrow = ws.iter().position(|&(_, w)| w == "->").ok_or_else(|| {
@@ -587,6 +605,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "SetCommitLimit" => 1,
         "VirtmemAccess" => 5,
         "VirtmemSnapshotProcess" => 0,
+        "VirtmemRestoreProcess" => 1,
         _ => 2,
     };
     if args.len() != want {
@@ -618,6 +637,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "SetCommitLimit" => Call::SetCommitLimit { limit: a(0)? },
         "VirtmemAccess" => Call::Access { address: a(0)?, buffer: a(1)?, size: a(2)?, kind: f(3)?, fault: a(4)? },
         "VirtmemSnapshotProcess" => Call::SnapshotProcess,
+        "VirtmemRestoreProcess" => Call::RestoreProcess { snapshot: f(0)? },
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
@@ -1179,6 +1199,7 @@ mod tests {
             }),
             u().prop_map(|limit| Call::SetCommitLimit { limit }),
             Just(Call::SnapshotProcess),
+            any::<u32>().prop_map(|snapshot| Call::RestoreProcess { snapshot }),
             (u(), u(), u(), any::<u32>(), u()).prop_map(|(address, buffer, size, kind, fault)| Call::Access {
                 address,
                 buffer,
