@@ -411,6 +411,11 @@ struct Subject {
     /// dropped), instead of `space`: each call then runs on a copy, which must hold
     /// everything the calls before it left.
     copied: Option<SimSpace>,
+    /// With `copied`: instead of replacing it by its snapshot, restore this space from it
+    /// in place (`restore_from`) and swap the two before every call: each call then runs
+    /// on a space that held the state of two calls before and was restored since, which
+    /// must hold everything the calls before it left and nothing else.
+    spare: Option<SimSpace>,
     model: Model,
     /// The subject never drops reset data: compare reads exactly.
     exact: bool,
@@ -440,6 +445,7 @@ fn sim_subject(w: usize, lp: usize) -> Subject {
         name: "sim",
         space: Box::new(SimSpace::simulated_with(config)),
         copied: None,
+        spare: None,
         model: Model::new(w, w + WINDOW, lp),
         exact: true,
     }
@@ -453,6 +459,21 @@ fn snapshot_subject(w: usize, lp: usize) -> Subject {
         name: "sim snapshots",
         space: Box::new(SimSpace::simulated_with(config)),
         copied: Some(SimSpace::simulated_with(config)),
+        spare: None,
+        model: Model::new(w, w + WINDOW, lp),
+        exact: true,
+    }
+}
+
+/// The simulated space as [`sim_subject`] makes it, restored in place before every call
+/// from the space the call before ran on ([`Subject::spare`]).
+fn restore_subject(w: usize, lp: usize) -> Subject {
+    let config = SimConfig { min_address: w, end_address: w + WINDOW, large_page_size: lp, ..SimConfig::default() };
+    Subject {
+        name: "sim restores",
+        space: Box::new(SimSpace::simulated_with(config)),
+        copied: Some(SimSpace::simulated_with(config)),
+        spare: Some(SimSpace::simulated_with(config)),
         model: Model::new(w, w + WINDOW, lp),
         exact: true,
     }
@@ -466,7 +487,14 @@ fn linux_subject(w: usize) -> Subject {
     let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
     let lp = backend.limits().large_page_size;
     let space = virtmem::AddressSpace::with_backend(common::linux::Confined::new(backend, w..w + WINDOW, true));
-    Subject { name: "linux", space: Box::new(space), copied: None, model: Model::new(w, w + WINDOW, lp), exact: false }
+    Subject {
+        name: "linux",
+        space: Box::new(space),
+        copied: None,
+        spare: None,
+        model: Model::new(w, w + WINDOW, lp),
+        exact: false,
+    }
 }
 
 /// The large-page size the subjects share (the Linux backend's, so that both give the
@@ -484,7 +512,7 @@ fn large_page_size() -> usize {
 /// Every subject, over the window at `w`.
 fn subjects(w: usize, lp: usize) -> Vec<Subject> {
     #[allow(unused_mut)]
-    let mut v = vec![sim_subject(w, lp), snapshot_subject(w, lp)];
+    let mut v = vec![sim_subject(w, lp), snapshot_subject(w, lp), restore_subject(w, lp)];
     #[cfg(all(target_os = "linux", not(miri)))]
     v.push(linux_subject(w));
     v
@@ -654,7 +682,13 @@ fn check_sequence(subjects: &mut [Subject], w: usize, ops: &[Op]) -> Result<(), 
                 matches!(resolved, Op::Alloc { a: A::Null, ty, .. } if ty & 0x10_0000 == 0).then(|| s.model.clone());
             let Some(want) = expect(&mut s.model, &resolved) else { continue };
             if let Some(old) = &mut s.copied {
-                *old = old.snapshot();
+                match &mut s.spare {
+                    Some(spare) => {
+                        spare.restore_from(old).expect("restore from a space of the same configuration");
+                        std::mem::swap(spare, old);
+                    }
+                    None => *old = old.snapshot(),
+                }
             }
             let got = run(s.space(), &resolved, w);
             STATS.with(|st| *st.borrow_mut().entry(label(&resolved, &got)).or_default() += 1);
