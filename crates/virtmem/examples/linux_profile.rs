@@ -44,6 +44,10 @@
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
 //!
+//! `sim-access [calls]` times a checked 8-byte write and read on a simulated space, mostly
+//! inside granted blocks, with a protect pair, decommit and commit every 64 accesses
+//! (callgrind: `--toggle-collect='*timed_sim_access*'`).
+//!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
 //! the bookkeeping adds to a call, without the difference in layout that the `ops`
@@ -159,6 +163,43 @@ fn sim_hot(cycle: bool, rounds: usize, live: usize) -> Result<(), Box<dyn std::e
         if cycle { "sim-cycle" } else { "sim-write" },
         if cycle { "commit + write + decommit" } else { "write" }
     );
+    Ok(())
+}
+
+/// `sim-access`: `calls` checked accesses on a simulated space (counted by
+/// `--toggle-collect='*timed_sim_access*'`): an 8-byte write then an 8-byte read at each of
+/// 1024 addresses spread over 16 reservations of 1 MiB, committed read-write (after a first
+/// pass, every block is granted: the accesses' fast path), and a commit, protect and
+/// decommit of one page per reservation (the changes that take grants back).
+#[inline(never)]
+fn timed_sim_access(s: &virtmem::SimSpace, addrs: &[usize], bases: &[usize], calls: usize) -> virtmem::Result<u64> {
+    let mut sum = 0u64;
+    let mut buf = [0u8; 8];
+    for i in 0..calls {
+        let a = addrs[i % addrs.len()];
+        s.write(a, &(i as u64).to_le_bytes())?;
+        s.read(a, &mut buf)?;
+        sum = sum.wrapping_add(u64::from_le_bytes(buf));
+        if i % 64 == 0 {
+            let b = bases[(i / 64) % bases.len()] + (1 << 20) - PAGE;
+            s.protect(b, PAGE, P::READONLY)?;
+            s.protect(b, PAGE, P::READWRITE)?;
+            s.free(b, PAGE, FreeType::DECOMMIT)?;
+            s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
+        }
+    }
+    Ok(sum)
+}
+
+fn sim_access(calls: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let s = virtmem::SimSpace::simulated();
+    let bases: Vec<usize> =
+        (0..16).map(|_| s.alloc(0, 1 << 20, T::RESERVE | T::COMMIT, P::READWRITE)).collect::<Result<_, _>>()?;
+    let addrs: Vec<usize> = (0..1024).map(|i| bases[i % 16] + (i * 7919 % 255) * PAGE + (i % 500) * 8).collect();
+    timed_sim_access(&s, &addrs, &bases, addrs.len())?;
+    let t = cpu_ns();
+    black_box(timed_sim_access(&s, &addrs, &bases, calls)?);
+    println!("sim-access: {:.1} ns per write + read (thread CPU time)", (cpu_ns() - t) / calls as f64);
     Ok(())
 }
 
@@ -353,6 +394,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
+    }
+    if op == "sim-access" {
+        return sim_access(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1_000_000));
     }
     if op == "reset" {
         return reset(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1024));

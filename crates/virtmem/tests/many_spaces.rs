@@ -83,7 +83,10 @@ fn heap_per_space_figures() {
     let (empty, e) = heap_of(SimSpace::simulated);
     let (one, o) = heap_of(one_page_space);
     let (many, m) = heap_of(|| (0..10_000).map(|_| one_page_space()).collect::<Vec<_>>());
-    println!("empty SimSpace: {e} B; one reservation + one written page: {o} B; 10 000 of those: {m} B ({} B each)", m / 10_000);
+    println!(
+        "empty SimSpace: {e} B; one reservation + one written page: {o} B; 10 000 of those: {m} B ({} B each)",
+        m / 10_000
+    );
     drop((empty, one, many));
 }
 
