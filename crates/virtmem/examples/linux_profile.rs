@@ -44,9 +44,9 @@
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
 //!
-//! `sim-access [calls]` times a checked 8-byte write and read on a simulated space, mostly
+//! `sim-access [calls] [few]` times a checked 8-byte write and read on a simulated space, mostly
 //! inside granted blocks, with a protect pair, decommit and commit every 64 accesses
-//! (callgrind: `--toggle-collect='*timed_sim_access*'`).
+//! (callgrind: `--toggle-collect='*timed_sim_access*'`); 256 blocks, or 16 with `few`.
 //!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
@@ -191,11 +191,14 @@ fn timed_sim_access(s: &virtmem::SimSpace, addrs: &[usize], bases: &[usize], cal
     Ok(sum)
 }
 
-fn sim_access(calls: usize) -> Result<(), Box<dyn std::error::Error>> {
+fn sim_access(calls: usize, few: bool) -> Result<(), Box<dyn std::error::Error>> {
     let s = virtmem::SimSpace::simulated();
     let bases: Vec<usize> =
         (0..16).map(|_| s.alloc(0, 1 << 20, T::RESERVE | T::COMMIT, P::READWRITE)).collect::<Result<_, _>>()?;
-    let addrs: Vec<usize> = (0..1024).map(|i| bases[i % 16] + (i * 7919 % 255) * PAGE + (i % 500) * 8).collect();
+    // 256 blocks, more than the backend's 128 grant slots; `few` keeps to 16 blocks (the
+    // first 64 KiB of each reservation), so nearly every access is granted.
+    let span = if few { GRANULE / PAGE - 1 } else { 255 };
+    let addrs: Vec<usize> = (0..1024).map(|i| bases[i % 16] + (i * 7919 % span) * PAGE + (i % 500) * 8).collect();
     timed_sim_access(&s, &addrs, &bases, addrs.len())?;
     let t = cpu_ns();
     black_box(timed_sim_access(&s, &addrs, &bases, calls)?);
@@ -396,7 +399,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));
     }
     if op == "sim-access" {
-        return sim_access(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1_000_000));
+        return sim_access(
+            flags.first().and_then(|c| c.parse().ok()).unwrap_or(1_000_000),
+            flags.iter().any(|f| f == "few"),
+        );
     }
     if op == "reset" {
         return reset(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1024));

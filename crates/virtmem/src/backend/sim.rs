@@ -28,7 +28,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use super::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, GRANT_PAGES};
 use crate::rules::PAGE;
@@ -144,7 +144,7 @@ const BLOCK: usize = GRANT_PAGES * PAGE;
 /// lines; a page's block decides its part (`shard_of`).
 const SHARDS: usize = 32;
 
-/// Grant slots (see `SimBackend::tags`), a whole number of them per part.
+/// Grant slots (see [`Shard::tags`]), a whole number of them per part.
 const SLOTS: usize = 4 * SHARDS;
 
 /// The grant slot of block number `block` (its address / 64 KiB); its part is the
@@ -263,7 +263,6 @@ fn unshare(page: &mut Page) -> &mut [u8; PAGE] {
 }
 
 /// A part and its lock, alone on its cache lines.
-#[derive(Default)]
 #[repr(align(128))]
 struct Shard {
     store: Mutex<Store>,
@@ -271,6 +270,28 @@ struct Shard {
     /// clear is skipped by discards without taking its lock. Set under the lock before
     /// anything is added; cleared under the lock when the part is found empty.
     used: AtomicBool,
+    /// The block number granted in each of this part's slots (slot `s` is entry
+    /// `s / SHARDS` of part `s % SHARDS`; `usize::MAX`: none). Written under the part's
+    /// lock; read without it to skip parts that hold no grant of a range being changed.
+    tags: [AtomicUsize; SLOTS / SHARDS],
+}
+
+// Parts are shared between threads through raw pointers (`SimBackend::shards`), which
+// the compiler does not check: a `Shard` must be `Send + Sync` itself.
+const _: () = {
+    fn send_sync<T: Send + Sync>() {}
+    let _ = send_sync::<Shard>;
+};
+
+impl Shard {
+    /// An empty part with no grant.
+    fn new() -> Shard {
+        Shard {
+            store: Mutex::new(Store::default()),
+            used: AtomicBool::new(false),
+            tags: std::array::from_fn(|_| AtomicUsize::new(usize::MAX)),
+        }
+    }
 }
 
 /// A simulated address space backend. See the module docs.
@@ -280,13 +301,16 @@ struct Shard {
 /// granted block is checked and carried out under that block's part alone, as a CPU's
 /// access is checked by its page tables, so threads working on different memory share
 /// neither a lock nor the engine's.
+///
+/// A part is allocated (384 bytes) when something is first stored, marked or granted in
+/// it, so an empty space costs a few hundred bytes here, not 9 KiB: many spaces can be
+/// kept at once.
 pub struct SimBackend {
     config: SimConfig,
-    shards: Box<[Shard]>,
-    /// Slot → the block number granted in it (`usize::MAX`: none). Written under the
-    /// slot's part lock; read without it to skip parts that hold no grant of a range
-    /// being changed.
-    tags: Box<[AtomicUsize]>,
+    /// Part `i`, or null while nothing was ever stored, marked or granted in it. A
+    /// non-null pointer is from `Box::into_raw`, set once (see [`SimBackend::part_or_new`])
+    /// and freed only by `Drop`.
+    shards: [AtomicPtr<Shard>; SHARDS],
     /// Write-tracked ranges: start → end.
     watched: Mutex<BTreeMap<usize, usize>>,
     /// Whether `watched` may hold a range (spares writes its lock when nothing is tracked).
@@ -298,8 +322,7 @@ impl SimBackend {
     pub fn new(config: SimConfig) -> SimBackend {
         SimBackend {
             config,
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            tags: (0..SLOTS).map(|_| AtomicUsize::new(usize::MAX)).collect(),
+            shards: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
             watched: Mutex::new(BTreeMap::new()),
             watching: AtomicBool::new(false),
         }
@@ -313,7 +336,54 @@ impl SimBackend {
     /// How many pages hold data (the memory the simulation really uses is this many
     /// pages of 4 KiB plus bookkeeping).
     pub fn stored_pages(&self) -> usize {
-        self.shards.iter().map(|s| s.store.lock().pages.len()).sum()
+        (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().pages.len()).sum()
+    }
+
+    /// Part `i`, if it was ever needed.
+    #[inline(always)]
+    fn part(&self, i: usize) -> Option<&Shard> {
+        let p = self.shards[i].load(Ordering::Acquire);
+        // SAFETY: a non-null pointer in `shards` came from `Box::into_raw` of a fully
+        // made `Shard` (published with Release in `new_part`, read here with Acquire),
+        // is never replaced, and is freed only by `Drop`, which has `&mut self`: the
+        // part lives as long as this borrow of `self`. Only shared references to it are
+        // ever made, and `Shard` is `Sync`.
+        unsafe { p.as_ref() }
+    }
+
+    /// Part `i`, allocated if it was not yet.
+    #[inline(always)]
+    fn part_or_new(&self, i: usize) -> &Shard {
+        match self.part(i) {
+            Some(shard) => shard,
+            None => self.new_part(i),
+        }
+    }
+
+    /// Allocate part `i` (another thread may do it at the same time: one of the two
+    /// parts is kept, the other freed unused).
+    #[cold]
+    fn new_part(&self, i: usize) -> &Shard {
+        let fresh = Box::into_raw(Box::new(Shard::new()));
+        match self.shards[i].compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            // SAFETY: `fresh` is from `Box::into_raw` and now owned by `shards[i]`,
+            // which keeps it until `Drop` (see `part`).
+            Ok(_) => unsafe { &*fresh },
+            Err(theirs) => {
+                // SAFETY: `fresh` is from `Box::into_raw` above and was not published
+                // (the exchange failed), so this is its only owner.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: the exchange failed because the slot held `theirs`, non-null
+                // (only null is ever replaced): a published part, valid as `part` says.
+                unsafe { &*theirs }
+            }
+        }
+    }
+
+    /// The block number granted in slot `slot` (`usize::MAX`: none).
+    #[inline(always)]
+    fn tag(&self, slot: usize) -> usize {
+        self.part(slot % SHARDS).map_or(usize::MAX, |s| s.tags[slot / SHARDS].load(Ordering::Acquire))
     }
 
     /// How many of the [stored pages](Self::stored_pages) are shared with another
@@ -322,12 +392,12 @@ impl SimBackend {
     /// first write to it by any of them copies it for that one. (Counted part by part: a
     /// moment's figure only while no other backend sharing pages changes.)
     pub fn shared_pages(&self) -> usize {
-        self.shards.iter().map(|s| s.store.lock().shared()).sum()
+        (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().shared()).sum()
     }
 
     /// The part of page number `k`, locked, for a change: marked used.
     fn store_for_change(&self, k: usize) -> parking_lot::MutexGuard<'_, Store> {
-        let shard = &self.shards[shard_of(k / GRANT_PAGES)];
+        let shard = self.part_or_new(shard_of(k / GRANT_PAGES));
         let store = shard.store.lock();
         shard.used.store(true, Ordering::Relaxed);
         store
@@ -354,8 +424,7 @@ impl SimBackend {
             while left != 0 {
                 let i = left.trailing_zeros() as usize;
                 left &= left - 1;
-                let shard = &self.shards[i];
-                if shard.used.load(Ordering::Relaxed) {
+                if let Some(shard) = self.part(i).filter(|s| s.used.load(Ordering::Relaxed)) {
                     return Some(shard);
                 }
             }
@@ -369,7 +438,9 @@ impl SimBackend {
         // Most changes lie in one block, whose part usually holds nothing: one flag
         // to look at, without building a mask and walking it.
         let block = pages.start / GRANT_PAGES;
-        if pages.end <= (block + 1) * GRANT_PAGES && !self.shards[shard_of(block)].used.load(Ordering::Relaxed) {
+        if pages.end <= (block + 1) * GRANT_PAGES
+            && !self.part(shard_of(block)).is_some_and(|s| s.used.load(Ordering::Relaxed))
+        {
             return;
         }
         for shard in self.used_parts(Self::parts_of(pages)) {
@@ -389,7 +460,7 @@ impl SimBackend {
         if (range.end - 1) / BLOCK == first {
             // Most changes lie in one block: one slot to look at.
             let slot = slot_of(first);
-            if self.tags[slot].load(Ordering::Acquire) == first {
+            if self.tag(slot) == first {
                 self.drop_grant(slot, first);
             }
             return;
@@ -400,8 +471,8 @@ impl SimBackend {
     /// Forget every grant of `blocks`.
     fn revoke_blocks(&self, blocks: Range<usize>) {
         if blocks.len() > SLOTS {
-            for (slot, tag) in self.tags.iter().enumerate() {
-                let block = tag.load(Ordering::Acquire);
+            for slot in 0..SLOTS {
+                let block = self.tag(slot);
                 if blocks.contains(&block) {
                     self.drop_grant(slot, block);
                 }
@@ -409,7 +480,7 @@ impl SimBackend {
         } else {
             for block in blocks {
                 let slot = slot_of(block);
-                if self.tags[slot].load(Ordering::Acquire) == block {
+                if self.tag(slot) == block {
                     self.drop_grant(slot, block);
                 }
             }
@@ -419,19 +490,21 @@ impl SimBackend {
     /// Forget the grant of `block` in `slot`, if it is still there.
     #[cold]
     fn drop_grant(&self, slot: usize, block: usize) {
-        let mut store = self.shards[slot % SHARDS].store.lock();
+        // (The slot's tag named the block, so its part exists.)
+        let Some(shard) = self.part(slot % SHARDS) else { return };
+        let mut store = shard.store.lock();
         let g = &mut store.grants[slot / SHARDS];
         if g.is_some_and(|g| g.block == block) {
             *g = None;
-            self.tags[slot].store(usize::MAX, Ordering::Release);
+            shard.tags[slot / SHARDS].store(usize::MAX, Ordering::Release);
         }
     }
 
-    /// Forget every grant of part number `part`, whose store `store` is (locked).
-    fn forget_grants(&self, part: usize, store: &mut Store) {
+    /// Forget every grant of the part `shard`, whose store `store` is (locked).
+    fn forget_grants(shard: &Shard, store: &mut Store) {
         for (j, g) in store.grants.iter_mut().enumerate() {
             if g.take().is_some() {
-                self.tags[j * SHARDS + part].store(usize::MAX, Ordering::Release);
+                shard.tags[j].store(usize::MAX, Ordering::Release);
             }
         }
     }
@@ -469,7 +542,7 @@ impl SimBackend {
             return None;
         }
         let slot = slot_of(block);
-        let store = self.shards[slot % SHARDS].store.lock();
+        let store = self.part(slot % SHARDS)?.store.lock();
         let g = store.grants[slot / SHARDS].filter(|g| g.block == block)?;
         let pages = (address % BLOCK) / PAGE..=(last % BLOCK) / PAGE;
         g.pages[pages].iter().all(|p| p.contains(need)).then_some((store, g))
@@ -496,9 +569,15 @@ impl super::Snapshot for SimBackend {
             copy.watching.store(!watched.is_empty(), Ordering::Release);
             *copy.watched.lock() = watched.clone();
         }
-        for (i, (from, to)) in self.shards.iter().zip(copy.shards.iter()).enumerate() {
+        // (A part that does not exist holds no grant and nothing to copy; only a call
+        // through the engine, which waits for the copy, could make it meanwhile.)
+        for (i, from) in (0..SHARDS).filter_map(|i| Some((i, self.part(i)?))) {
             let mut store = from.store.lock();
-            self.forget_grants(i, &mut store);
+            Self::forget_grants(from, &mut store);
+            if store.is_empty() {
+                continue;
+            }
+            let to = copy.part_or_new(i);
             let mut mine = to.store.lock();
             mine.pages = store.pages.clone();
             mine.dirty = store.dirty.clone();
@@ -525,10 +604,16 @@ impl super::Snapshot for SimBackend {
             self.watching.store(!watched.is_empty(), Ordering::Release);
             from.watching.store(!theirs.is_empty(), Ordering::Release);
         }
-        for (i, (to, src)) in self.shards.iter().zip(from.shards.iter()).enumerate() {
+        for i in 0..SHARDS {
+            // (A part neither backend has holds nothing and no grant; where one has it,
+            // both get it, so that the contents can change places.)
+            if self.part(i).is_none() && from.part(i).is_none() {
+                continue;
+            }
+            let (to, src) = (self.part_or_new(i), from.part_or_new(i));
             let mut theirs = src.store.lock();
             let mut store = to.store.lock();
-            self.forget_grants(i, &mut store);
+            Self::forget_grants(to, &mut store);
             std::mem::swap(&mut store.pages, &mut theirs.pages);
             std::mem::swap(&mut store.dirty, &mut theirs.dirty);
             std::mem::swap(&mut store.lost, &mut theirs.lost);
@@ -536,6 +621,20 @@ impl super::Snapshot for SimBackend {
             src.used.store(!theirs.is_empty(), Ordering::Relaxed);
         }
         Ok(from)
+    }
+}
+
+impl Drop for SimBackend {
+    fn drop(&mut self) {
+        for p in &mut self.shards {
+            let p = std::mem::replace(p.get_mut(), std::ptr::null_mut());
+            if !p.is_null() {
+                // SAFETY: a non-null pointer in `shards` is from `Box::into_raw` and
+                // owned by this backend (see `part`); `&mut self` means no reference to
+                // the part is left, and the slot is nulled so it is freed once.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
     }
 }
 
@@ -672,8 +771,10 @@ impl Backend for SimBackend {
 
     fn read(&self, address: usize, buf: &mut [u8]) -> Result<(), BackendError> {
         for (k, off, at, n) in pieces(address, buf.len()) {
-            let store = self.shards[shard_of(k / GRANT_PAGES)].store.lock();
-            store.get(k, off, &mut buf[at..at + n]);
+            match self.part(shard_of(k / GRANT_PAGES)) {
+                Some(shard) => shard.store.lock().get(k, off, &mut buf[at..at + n]),
+                None => buf[at..at + n].fill(0),
+            }
         }
         Ok(())
     }
@@ -724,9 +825,10 @@ impl Backend for SimBackend {
             }
         }
         let slot = slot_of(block);
-        let mut store = self.shards[slot % SHARDS].store.lock();
+        let shard = self.part_or_new(slot % SHARDS);
+        let mut store = shard.store.lock();
         store.grants[slot / SHARDS] = Some(Granted { block, pages: *pages, watched });
-        self.tags[slot].store(block, Ordering::Release);
+        shard.tags[slot / SHARDS].store(block, Ordering::Release);
     }
 
     fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
@@ -739,7 +841,10 @@ impl Backend for SimBackend {
 
     fn try_write(&self, address: usize, data: &[u8]) -> bool {
         let Some((mut store, g)) = self.granted(address, data.len(), Grant::WRITE) else { return false };
-        self.shards[shard_of(address / BLOCK)].used.store(true, Ordering::Relaxed);
+        // (The grant lives in the block's part, so the part exists.)
+        if let Some(shard) = self.part(shard_of(address / BLOCK)) {
+            shard.used.store(true, Ordering::Relaxed);
+        }
         for (k, off, at, n) in pieces(address, data.len()) {
             let watched = g.watched & (1 << (k % GRANT_PAGES)) != 0;
             store.put(k, off, &data[at..at + n], watched);
@@ -875,7 +980,7 @@ mod tests {
     #[test]
     fn a_change_visits_exactly_its_used_parts_in_order() {
         let b = SimBackend::default();
-        let index = |s: &Shard| b.shards.iter().position(|t| std::ptr::eq(t, s)).unwrap();
+        let index = |s: &Shard| (0..SHARDS).position(|i| b.part(i).is_some_and(|t| std::ptr::eq(t, s))).unwrap();
         assert_eq!(b.used_parts(u64::MAX >> (64 - SHARDS)).count(), 0, "nothing used yet");
         // One byte in each of 40 blocks: every part ends up used (40 blocks > 32 parts
         // unless the hash is very lopsided; the assertions below do not depend on it).
