@@ -441,7 +441,8 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                         s
                     }
                     None => {
-                        // Each simulated process costs memory (about 11 KB): a session
+                        // Each simulated process costs memory (about 2 KB empty, 11 KB
+                        // with a reservation and a written page): a session
                         // naming more is not replayed past the limit.
                         beyond_limit += 1;
                         continue;
