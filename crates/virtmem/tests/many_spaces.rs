@@ -251,9 +251,10 @@ fn same_calls_same_addresses_in_every_space() {
 
 /// A digest of the script's results (FNV-1a), to compare across processes.
 fn digest(lines: &[String]) -> u64 {
-    lines.iter().flat_map(|l| l.bytes().chain([b'\n'])).fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    lines
+        .iter()
+        .flat_map(|l| l.bytes().chain([b'\n']))
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The results are the same in another run of the program (another process, so other
@@ -268,7 +269,11 @@ fn same_calls_same_addresses_across_runs() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let theirs = text.split("DIGEST ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap_or_else(|| panic!("no digest in {text}"));
+        let theirs = text
+            .split("DIGEST ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no digest in {text}"));
         assert_eq!(theirs, format!("{here:016x}"));
     }
 }
