@@ -302,9 +302,9 @@ impl Shard {
 /// access is checked by its page tables, so threads working on different memory share
 /// neither a lock nor the engine's.
 ///
-/// A part is allocated (384 bytes) when something is first stored, marked or granted in
-/// it, so an empty space costs a few hundred bytes here, not 9 KiB: many spaces can be
-/// kept at once.
+/// A part (a few hundred bytes) is allocated when something is first stored, marked or
+/// granted in it, so an empty backend holds no heap at all (it held 9 KiB when every
+/// part was made with it): many spaces can be kept at once.
 pub struct SimBackend {
     config: SimConfig,
     /// Part `i`, or null while nothing was ever stored, marked or granted in it. A
