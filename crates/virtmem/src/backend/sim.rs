@@ -23,12 +23,12 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{Access, Backend, BackendError, Grant, Limits, ReserveOptions, GRANT_PAGES};
 use crate::rules::PAGE;
@@ -276,13 +276,6 @@ struct Shard {
     tags: [AtomicUsize; SLOTS / SHARDS],
 }
 
-// Parts are shared between threads through raw pointers (`SimBackend::shards`), which
-// the compiler does not check: a `Shard` must be `Send + Sync` itself.
-const _: () = {
-    fn send_sync<T: Send + Sync>() {}
-    let _ = send_sync::<Shard>;
-};
-
 impl Shard {
     /// An empty part with no grant.
     fn new() -> Shard {
@@ -307,10 +300,10 @@ impl Shard {
 /// part was made with it): many spaces can be kept at once.
 pub struct SimBackend {
     config: SimConfig,
-    /// Part `i`, or null while nothing was ever stored, marked or granted in it. A
-    /// non-null pointer is from `Box::into_raw`, set once (see [`SimBackend::part_or_new`])
-    /// and freed only by `Drop`.
-    shards: [AtomicPtr<Shard>; SHARDS],
+    /// Part `i`, unset while nothing was ever stored, marked or granted in it; set once
+    /// (see [`SimBackend::part_or_new`]) and kept until the backend is dropped. (Boxed:
+    /// an unset part costs 16 bytes, not its own size.)
+    shards: [OnceLock<Box<Shard>>; SHARDS],
     /// Write-tracked ranges: start → end.
     watched: Mutex<BTreeMap<usize, usize>>,
     /// Whether `watched` may hold a range (spares writes its lock when nothing is tracked).
@@ -322,7 +315,7 @@ impl SimBackend {
     pub fn new(config: SimConfig) -> SimBackend {
         SimBackend {
             config,
-            shards: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            shards: std::array::from_fn(|_| OnceLock::new()),
             watched: Mutex::new(BTreeMap::new()),
             watching: AtomicBool::new(false),
         }
@@ -342,16 +335,11 @@ impl SimBackend {
     /// Part `i`, if it was ever needed.
     #[inline(always)]
     fn part(&self, i: usize) -> Option<&Shard> {
-        let p = self.shards[i].load(Ordering::Acquire);
-        // SAFETY: a non-null pointer in `shards` came from `Box::into_raw` of a fully
-        // made `Shard` (published with Release in `new_part`, read here with Acquire),
-        // is never replaced, and is freed only by `Drop`, which has `&mut self`: the
-        // part lives as long as this borrow of `self`. Only shared references to it are
-        // ever made, and `Shard` is `Sync`.
-        unsafe { p.as_ref() }
+        self.shards[i].get().map(|b| &**b)
     }
 
-    /// Part `i`, allocated if it was not yet.
+    /// Part `i`, allocated if it was not yet (threads asking at the same time get the
+    /// same part: one of them makes it, the others wait for it).
     #[inline(always)]
     fn part_or_new(&self, i: usize) -> &Shard {
         match self.part(i) {
@@ -360,24 +348,10 @@ impl SimBackend {
         }
     }
 
-    /// Allocate part `i` (another thread may do it at the same time: one of the two
-    /// parts is kept, the other freed unused).
+    /// Allocate part `i` (out of line: it happens at most once per part).
     #[cold]
     fn new_part(&self, i: usize) -> &Shard {
-        let fresh = Box::into_raw(Box::new(Shard::new()));
-        match self.shards[i].compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-            // SAFETY: `fresh` is from `Box::into_raw` and now owned by `shards[i]`,
-            // which keeps it until `Drop` (see `part`).
-            Ok(_) => unsafe { &*fresh },
-            Err(theirs) => {
-                // SAFETY: `fresh` is from `Box::into_raw` above and was not published
-                // (the exchange failed), so this is its only owner.
-                drop(unsafe { Box::from_raw(fresh) });
-                // SAFETY: the exchange failed because the slot held `theirs`, non-null
-                // (only null is ever replaced): a published part, valid as `part` says.
-                unsafe { &*theirs }
-            }
-        }
+        self.shards[i].get_or_init(|| Box::new(Shard::new()))
     }
 
     /// The block number granted in slot `slot` (`usize::MAX`: none).
@@ -621,20 +595,6 @@ impl super::Snapshot for SimBackend {
             src.used.store(!theirs.is_empty(), Ordering::Relaxed);
         }
         Ok(from)
-    }
-}
-
-impl Drop for SimBackend {
-    fn drop(&mut self) {
-        for p in &mut self.shards {
-            let p = std::mem::replace(p.get_mut(), std::ptr::null_mut());
-            if !p.is_null() {
-                // SAFETY: a non-null pointer in `shards` is from `Box::into_raw` and
-                // owned by this backend (see `part`); `&mut self` means no reference to
-                // the part is left, and the slot is nulled so it is freed once.
-                drop(unsafe { Box::from_raw(p) });
-            }
-        }
     }
 }
 
