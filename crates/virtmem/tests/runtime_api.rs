@@ -1,0 +1,174 @@
+//! The calls a GC/JIT runtime asked for on top of `VirtualAlloc` & co. (see
+//! `runtime_review.rs`), on the simulated and the Linux backend:
+//!
+//! - `reset` / `reset_undo`: `MEM_RESET` / `MEM_RESET_UNDO` without a protection to
+//!   ignore, with the same rules and error codes as the `alloc` form, and an undo that
+//!   says whether the data survived;
+//! - `get_write_watch_into`: `GetWriteWatch` into the caller's buffer (count written,
+//!   `WRITE_WATCH_FLAG_RESET` resets exactly what was reported);
+//! - `Reservation`: a reservation released when dropped.
+
+mod common;
+
+use common::{G, P};
+use virtmem::{
+    AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, ResetPolicy, ResetUndo, SimConfig, SimSpace,
+    VirtualSpace,
+};
+
+/// The spaces each test runs on: simulated (data kept by a reset, and data dropped by
+/// it) and, on Linux, real memory.
+fn spaces() -> Vec<(&'static str, Box<dyn VirtualSpace>)> {
+    let mut out: Vec<(&'static str, Box<dyn VirtualSpace>)> = vec![
+        ("sim keep", Box::new(SimSpace::simulated())),
+        (
+            "sim discard",
+            Box::new(SimSpace::simulated_with(SimConfig {
+                reset_policy: ResetPolicy::Discard,
+                ..SimConfig::default()
+            })),
+        ),
+    ];
+    #[cfg(all(target_os = "linux", not(miri)))]
+    out.push(("linux", Box::new(virtmem::LinuxSpace::linux().unwrap())));
+    out
+}
+
+// ----- 1. reset / reset_undo ------------------------------------------------------------
+
+/// What `alloc(.., RESET | RESET_UNDO, ..)` answers, as the new calls answer it: the
+/// reset's `Ok(())`, the undo's `Ok(Intact)` or `Ok(Discarded)` (`ERROR_BUSY` from alloc).
+fn via_alloc_reset(s: &dyn VirtualSpace, a: usize, n: usize) -> Result<(), Error> {
+    s.alloc(a, n, T::RESET, Pr::READWRITE).map(|_| ())
+}
+
+fn via_alloc_undo(s: &dyn VirtualSpace, a: usize, n: usize) -> Result<ResetUndo, Error> {
+    match s.alloc(a, n, T::RESET_UNDO, Pr::READWRITE) {
+        Ok(_) => Ok(ResetUndo::Intact),
+        Err(Error::DataDiscarded) => Ok(ResetUndo::Discarded),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every range the rules judge, given to `reset`/`reset_undo` and to the `alloc` form:
+/// the same answer, error code for error code (size 0, below the lowest address, past
+/// the top, wrapping, free memory, past a reservation's end, across two reservations, a
+/// reserved-only range, a committed one, an unaligned one).
+#[test]
+fn reset_and_undo_answer_as_the_alloc_form() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let a = s.alloc(0, 16 * P, T::RESERVE, Pr::NOACCESS).unwrap();
+        let b = s.alloc(a + 16 * P, 16 * P, T::RESERVE, Pr::NOACCESS);
+        s.alloc(a, 4 * P, T::COMMIT, Pr::READWRITE).unwrap();
+        let top = s.system_info().maximum_application_address + 1;
+        let mut cases: Vec<(usize, usize)> = vec![
+            (a, 0),
+            (0, P),
+            (0x1000, P),
+            (top - P, 2 * P),
+            (usize::MAX - P, 2 * P),
+            (top, P),
+            (a + 64 * G, P),    // free
+            (a, 17 * P),        // past the end
+            (a + 8 * P, P),     // reserved only
+            (a, 4 * P),         // committed
+            (a + 10, 2 * P),    // unaligned, rounded out
+            (a + P - 1, 2),     // two pages
+            (a + 3 * P, 3 * P), // committed and reserved
+        ];
+        if let Ok(b) = b {
+            if b == a + 16 * P {
+                cases.push((a + 8 * P, 16 * P)); // across two reservations
+            }
+        }
+        for (addr, size) in cases {
+            let want = via_alloc_reset(s, addr, size);
+            assert_eq!(s.reset(addr, size), want, "{name}: reset {addr:#x}+{size:#x}");
+            let want = via_alloc_undo(s, addr, size);
+            assert_eq!(s.reset_undo(addr, size), want, "{name}: reset_undo {addr:#x}+{size:#x}");
+        }
+        // The errors themselves, so that the comparison above is not between two
+        // answers that are both wrong.
+        assert_eq!(s.reset(a, 0), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.reset(0x1000, P), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.reset(a + 64 * G, P), Err(Error::InvalidAddress), "{name}");
+        assert_eq!(s.reset(a, 17 * P), Err(Error::InvalidAddress), "{name}");
+        assert_eq!(s.reset_undo(a, 17 * P), Err(Error::InvalidAddress), "{name}");
+        assert_eq!(s.reset_undo(usize::MAX - P, 2 * P), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.reset(a + 8 * P, P), Ok(()), "{name}");
+        s.free(a, 0, F::RELEASE).unwrap();
+        if let Ok(b) = b {
+            s.free(b, 0, F::RELEASE).unwrap();
+        }
+    }
+}
+
+/// The reset keeps state and protection; the undo says whether the data survived, as
+/// the alloc form would: `Intact` when it did, `Discarded` (the alloc form's
+/// `ERROR_BUSY`) when some was dropped, and the dropped pages read zero.
+#[test]
+fn reset_undo_tells_whether_the_data_survived() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let a = s.alloc(0, 8 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+        s.write(a + 100, b"live object").unwrap();
+        s.write(a + 5 * P, b"another").unwrap();
+        assert_eq!(s.reset(a, 8 * P), Ok(()), "{name}");
+        let q = s.query(a).unwrap();
+        assert_eq!((q.state, q.protect, q.region_size), (MemState::Commit, Pr::READWRITE, 8 * P), "{name}");
+        assert_eq!(s.committed_bytes() % P, 0);
+        let discard = name == "sim discard";
+        if name == "linux" {
+            // The program stores zeros over the first page after the reset (allowed: it
+            // is its memory): its data is gone, and the undo must say so.
+            s.write(a, &[0u8; P]).unwrap();
+        }
+        let want = if discard || name == "linux" { ResetUndo::Discarded } else { ResetUndo::Intact };
+        assert_eq!(s.reset_undo(a, 8 * P), Ok(want), "{name}");
+        assert_eq!(want.is_intact(), want == ResetUndo::Intact);
+        let mut buf = [0u8; 11];
+        s.read(a + 100, &mut buf).unwrap();
+        assert_eq!(&buf, if want == ResetUndo::Intact { b"live object" } else { &[0u8; 11] }, "{name}");
+        // A second undo has nothing left to judge: nothing is lost since.
+        assert_eq!(s.reset_undo(a, 8 * P), Ok(ResetUndo::Intact), "{name}");
+        // A reset of pages holding nothing loses nothing.
+        s.alloc(a + 7 * P, P, T::COMMIT, Pr::READWRITE).unwrap();
+        s.free(a + 6 * P, 2 * P, F::DECOMMIT).unwrap();
+        s.alloc(a + 6 * P, 2 * P, T::COMMIT, Pr::READWRITE).unwrap();
+        assert_eq!(s.reset(a + 6 * P, 2 * P), Ok(()), "{name}");
+        assert_eq!(s.reset_undo(a + 6 * P, 2 * P), Ok(ResetUndo::Intact), "{name}");
+        // Exactly when alloc's form says ERROR_BUSY, the call says Discarded.
+        s.write(a + 2 * P, b"x").unwrap();
+        s.reset(a + 2 * P, P).unwrap();
+        if name == "linux" {
+            s.write(a + 2 * P, &[0u8; P]).unwrap();
+        }
+        let via_alloc = s.alloc(a + 2 * P, P, T::RESET_UNDO, Pr::READWRITE);
+        assert_eq!(via_alloc == Err(Error::DataDiscarded), want == ResetUndo::Discarded, "{name}: {via_alloc:?}");
+        s.free(a, 0, F::RELEASE).unwrap();
+    }
+}
+
+/// On real memory: a reset through the new call really offers the pages to the kernel
+/// (`MADV_FREE`: under pressure the kernel drops them) — the undo after `MADV_PAGEOUT`
+/// has taken them says `Discarded` and the page reads zero; an undo before says `Intact`.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn reset_on_real_memory_gives_pages_to_the_kernel() {
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let a = s.alloc(0, 4 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    // SAFETY: committed read-write pages of a reservation this test owns.
+    unsafe { std::ptr::write_volatile((a + 8) as *mut u64, 0x5EED) };
+    s.reset(a, 4 * P).unwrap();
+    assert_eq!(s.reset_undo(a, 4 * P), Ok(ResetUndo::Intact));
+    s.reset(a, 4 * P).unwrap();
+    // SAFETY: MADV_PAGEOUT on our own pages: the kernel reclaims what MADV_FREE offered.
+    let r = unsafe { libc::madvise(a as *mut libc::c_void, 4 * P, libc::MADV_PAGEOUT) };
+    assert_eq!(r, 0);
+    // SAFETY: as above.
+    let reclaimed = unsafe { std::ptr::read_volatile((a + 8) as *const u64) } == 0;
+    let got = s.reset_undo(a, 4 * P).unwrap();
+    assert_eq!(got == ResetUndo::Discarded, reclaimed, "the undo tells what the kernel did: {got:?}");
+    s.free(a, 0, F::RELEASE).unwrap();
+}
