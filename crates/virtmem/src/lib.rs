@@ -85,7 +85,7 @@ pub use flags::{
     AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
     WriteWatchFlags,
 };
-pub use space::{AddressSpace, SpaceStats, VirtualSpace};
+pub use space::{AddressSpace, ResetUndo, SpaceStats, VirtualSpace};
 
 #[cfg(all(target_os = "linux", not(miri)))]
 pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};

@@ -76,6 +76,26 @@ pub struct SpaceStats {
     pub refused_undos: usize,
 }
 
+/// What [`AddressSpace::reset_undo`] (`MEM_RESET_UNDO`) found: whether the data of the
+/// range survived its reset.
+#[must_use = "a reset's data may be gone: check whether it survived"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResetUndo {
+    /// Every page holds what it held before the reset (the alloc form succeeds).
+    Intact,
+    /// Some data was dropped and reads zero (the alloc form fails with `ERROR_BUSY`,
+    /// [`Error::DataDiscarded`]); the rest of the range holds its data. The range is
+    /// kept either way: the pages are no longer offered to the system.
+    Discarded,
+}
+
+impl ResetUndo {
+    /// Whether the data survived ([`ResetUndo::Intact`]).
+    pub fn is_intact(self) -> bool {
+        self == ResetUndo::Intact
+    }
+}
+
 /// A Win32 virtual address space over backend `B`. See the crate docs.
 ///
 /// `AddressSpace` is `Send + Sync`: share it between threads with `Arc`.
@@ -343,11 +363,14 @@ impl<B: Backend> AddressSpace<B> {
                 // the address rounded down to its page.
                 AllocRequest::Reset { range } => {
                     let start = range.start;
-                    return self.reset(range).map(|_| start);
+                    return self.reset_span(range).map(|_| start);
                 }
                 AllocRequest::ResetUndo { range } => {
                     let start = range.start;
-                    return self.reset_undo(range).map(|_| start);
+                    return match self.reset_undo_span(range)? {
+                        ResetUndo::Intact => Ok(start),
+                        ResetUndo::Discarded => Err(Error::DataDiscarded),
+                    };
                 }
             }
         };
@@ -835,7 +858,67 @@ impl<B: Backend> AddressSpace<B> {
         )
     }
 
-    fn reset(&self, range: Range<usize>) -> Result<()> {
+    /// `MEM_RESET` of `[address, address + size)`: the contents of its committed pages are
+    /// no longer of interest, and may be dropped (they then read zero) until written
+    /// again; every page keeps its state, protection and commit charge. Exactly
+    /// `alloc(address, size, AllocationType::RESET, protection)` without a protection to
+    /// give (the alloc form checks one and then ignores it): the same rules, in the same
+    /// order, with the same errors (`ERROR_INVALID_PARAMETER` for a zero size, an address
+    /// below the lowest or a range past the top; `ERROR_INVALID_ADDRESS` for a range not
+    /// inside one reservation; `ERROR_INVALID_PARAMETER` for one that would split a large
+    /// page). A reset of reserved-only pages succeeds and does nothing.
+    ///
+    /// What it does and costs on real memory (`MADV_FREE`, and a record of the data so
+    /// that [`reset_undo`](Self::reset_undo) can answer truthfully) is told at
+    /// [`AllocationType::RESET`].
+    ///
+    /// ```
+    /// use virtmem::{AllocationType, Protection, ResetUndo, SimSpace};
+    ///
+    /// let space = SimSpace::simulated();
+    /// let heap = space.alloc(0, 1 << 20, AllocationType::RESERVE | AllocationType::COMMIT, Protection::READWRITE)?;
+    /// space.write(heap, b"free object")?;
+    /// space.reset(heap, 1 << 20)?; // the GC no longer needs these pages' contents
+    /// // ... later the GC wants the space back: did the contents survive?
+    /// match space.reset_undo(heap, 1 << 20)? {
+    ///     ResetUndo::Intact => {}                 // as they were
+    ///     ResetUndo::Discarded => { /* some pages read zero: rebuild them */ }
+    /// }
+    /// # Ok::<(), virtmem::Error>(())
+    /// ```
+    pub fn reset(&self, address: usize, size: usize) -> Result<()> {
+        let range = self.reset_request(address, size, AllocationType::RESET)?;
+        self.reset_span(range)
+    }
+
+    /// `MEM_RESET_UNDO` of `[address, address + size)`: keep the contents of the range
+    /// after a [`reset`](Self::reset), and say whether they survived it:
+    /// [`ResetUndo::Intact`] when every page holds what it held before the reset,
+    /// [`ResetUndo::Discarded`] when some data was dropped (those pages read zero).
+    /// `Discarded` is exactly when `alloc(address, size, AllocationType::RESET_UNDO, _)`
+    /// fails with `ERROR_BUSY` ([`Error::DataDiscarded`]); every other answer, errors
+    /// included, is the alloc form's (see [`reset`](Self::reset) for the rules). A range
+    /// that was not reset, or whose reset was already undone, is `Intact`.
+    ///
+    /// How real memory tells (and, in doubt, says `Discarded`) is told at
+    /// [`AllocationType::RESET_UNDO`].
+    pub fn reset_undo(&self, address: usize, size: usize) -> Result<ResetUndo> {
+        let range = self.reset_request(address, size, AllocationType::RESET_UNDO)?;
+        self.reset_undo_span(range)
+    }
+
+    /// The page span of a `MEM_RESET` (`ty`) or `MEM_RESET_UNDO` of `size` bytes at
+    /// `address`, by the rules of `VirtualAlloc` (its protection, checked and then
+    /// ignored, given as a valid one).
+    fn reset_request(&self, address: usize, size: usize, ty: AllocationType) -> Result<Range<usize>> {
+        match rules::alloc_request(address, size, ty, Protection::NOACCESS, &self.limits)? {
+            AllocRequest::Reset { range } | AllocRequest::ResetUndo { range } => Ok(range),
+            // (Not a request `ty` alone can make.)
+            AllocRequest::Reserve { .. } | AllocRequest::Commit { .. } => Err(Error::InvalidParameter),
+        }
+    }
+
+    fn reset_span(&self, range: Range<usize>) -> Result<()> {
         let (book, at) = self.settle_within(&range)?;
         let res = book.reservations.at(at).expect("reservation");
         self.whole_large_pages(res, &range)?;
@@ -849,12 +932,12 @@ impl<B: Backend> AddressSpace<B> {
         self.outside_then_done(book, at.base(), || self.backend.reset(span)).map_err(backend_error)
     }
 
-    fn reset_undo(&self, range: Range<usize>) -> Result<()> {
+    fn reset_undo_span(&self, range: Range<usize>) -> Result<ResetUndo> {
         let (book, at) = self.settle_within(&range)?;
         self.whole_large_pages(book.reservations.at(at).expect("reservation"), &range)?;
         match self.outside_then_done(book, at.base(), || self.backend.reset_undo(range)) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::DataDiscarded),
+            Ok(true) => Ok(ResetUndo::Intact),
+            Ok(false) => Ok(ResetUndo::Discarded),
             Err(e) => Err(backend_error(e)),
         }
     }
@@ -1664,7 +1747,11 @@ impl<B: Backend> AddressSpace<B> {
 /// [`AddressSpace`]; each method is the inherent method of the same name. Also
 /// implemented by `&T`, `Box<T>` and `Arc<T>` of any `T: VirtualSpace` (a trait object
 /// too), which pass every call on: `Arc::new(virtmem::current_process())` is an
-/// `Arc<dyn VirtualSpace>` as it is.
+/// `Arc<dyn VirtualSpace>` as it is. Methods added after the trait's first methods
+/// ([`reset`](Self::reset), [`reset_undo`](Self::reset_undo),
+/// [`get_write_watch_into`](Self::get_write_watch_into)) are provided: their defaults
+/// are written with the older methods, so an implementation made outside this crate
+/// goes on compiling.
 pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     /// See [`AddressSpace::alloc`].
     fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize>;
@@ -1695,6 +1782,22 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
         -> Result<Vec<usize>>;
     /// See [`AddressSpace::reset_write_watch`].
     fn reset_write_watch(&self, base: usize, size: usize) -> Result<()>;
+    /// See [`AddressSpace::reset`]. The default is the `alloc` form,
+    /// `alloc(address, size, AllocationType::RESET, Protection::NOACCESS)` (the protection
+    /// is checked, valid, and ignored), so that a space written before this method
+    /// existed has it.
+    fn reset(&self, address: usize, size: usize) -> Result<()> {
+        self.alloc(address, size, AllocationType::RESET, Protection::NOACCESS).map(|_| ())
+    }
+    /// See [`AddressSpace::reset_undo`]. The default is the `alloc` form, its
+    /// `ERROR_BUSY` ([`Error::DataDiscarded`]) answered as [`ResetUndo::Discarded`].
+    fn reset_undo(&self, address: usize, size: usize) -> Result<ResetUndo> {
+        match self.alloc(address, size, AllocationType::RESET_UNDO, Protection::NOACCESS) {
+            Ok(_) => Ok(ResetUndo::Intact),
+            Err(Error::DataDiscarded) => Ok(ResetUndo::Discarded),
+            Err(e) => Err(e),
+        }
+    }
     /// See [`AddressSpace::write_watch_pages`].
     fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize>;
     /// See [`AddressSpace::check`].
@@ -1769,6 +1872,12 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
         AddressSpace::reset_write_watch(self, base, size)
+    }
+    fn reset(&self, address: usize, size: usize) -> Result<()> {
+        AddressSpace::reset(self, address, size)
+    }
+    fn reset_undo(&self, address: usize, size: usize) -> Result<ResetUndo> {
+        AddressSpace::reset_undo(self, address, size)
     }
     fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
         AddressSpace::write_watch_pages(self, base, size)
@@ -1860,6 +1969,12 @@ macro_rules! forward_virtual_space {
             }
             fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
                 (**self).reset_write_watch(base, size)
+            }
+            fn reset(&self, address: usize, size: usize) -> Result<()> {
+                (**self).reset(address, size)
+            }
+            fn reset_undo(&self, address: usize, size: usize) -> Result<ResetUndo> {
+                (**self).reset_undo(address, size)
             }
             fn write_watch_pages(&self, base: usize, size: usize) -> Result<usize> {
                 (**self).write_watch_pages(base, size)

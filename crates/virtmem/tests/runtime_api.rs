@@ -9,28 +9,50 @@
 //! - `Reservation`: a reservation released when dropped.
 
 mod common;
+mod host_util;
 
 use common::{G, P};
+use host_util::forward_space;
 use virtmem::{
     AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, ResetPolicy, ResetUndo, SimConfig, SimSpace,
     VirtualSpace,
 };
 
+/// A space that implements only the trait's required methods, passed on to `inner`:
+/// the provided methods (`reset`, `reset_undo`, `get_write_watch_into`) are the trait's
+/// defaults, which must answer as the space's own.
+#[derive(Debug)]
+struct Plain<S> {
+    inner: S,
+}
+
+impl<S: VirtualSpace> VirtualSpace for Plain<S> {
+    forward_space!(inner: alloc, free, query, protect, protect_detailed, lock, unlock, get_write_watch);
+    forward_space!(inner: reset_write_watch, write_watch_pages, check, check_quiet, read, write, execute, system_info);
+    forward_space!(inner: stats, regions, set_commit_limit, commit_limit, committed_bytes, reserved_bytes);
+    fn flush_instruction_cache(&self, address: usize, size: usize) {
+        self.inner.flush_instruction_cache(address, size)
+    }
+}
+
+fn sim_discard() -> SimSpace {
+    SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() })
+}
+
 /// The spaces each test runs on: simulated (data kept by a reset, and data dropped by
-/// it) and, on Linux, real memory.
+/// it) and, on Linux, real memory; each also behind [`Plain`] (the trait's defaults).
 fn spaces() -> Vec<(&'static str, Box<dyn VirtualSpace>)> {
     let mut out: Vec<(&'static str, Box<dyn VirtualSpace>)> = vec![
         ("sim keep", Box::new(SimSpace::simulated())),
-        (
-            "sim discard",
-            Box::new(SimSpace::simulated_with(SimConfig {
-                reset_policy: ResetPolicy::Discard,
-                ..SimConfig::default()
-            })),
-        ),
+        ("sim discard", Box::new(sim_discard())),
+        ("sim keep, trait defaults", Box::new(Plain { inner: SimSpace::simulated() })),
+        ("sim discard, trait defaults", Box::new(Plain { inner: sim_discard() })),
     ];
     #[cfg(all(target_os = "linux", not(miri)))]
-    out.push(("linux", Box::new(virtmem::LinuxSpace::linux().unwrap())));
+    {
+        out.push(("linux", Box::new(virtmem::LinuxSpace::linux().unwrap())));
+        out.push(("linux, trait defaults", Box::new(Plain { inner: virtmem::LinuxSpace::linux().unwrap() })));
+    }
     out
 }
 
@@ -118,13 +140,14 @@ fn reset_undo_tells_whether_the_data_survived() {
         let q = s.query(a).unwrap();
         assert_eq!((q.state, q.protect, q.region_size), (MemState::Commit, Pr::READWRITE, 8 * P), "{name}");
         assert_eq!(s.committed_bytes() % P, 0);
-        let discard = name == "sim discard";
-        if name == "linux" {
+        let discard = name.starts_with("sim discard");
+        let linux = name.starts_with("linux");
+        if linux {
             // The program stores zeros over the first page after the reset (allowed: it
             // is its memory): its data is gone, and the undo must say so.
             s.write(a, &[0u8; P]).unwrap();
         }
-        let want = if discard || name == "linux" { ResetUndo::Discarded } else { ResetUndo::Intact };
+        let want = if discard || linux { ResetUndo::Discarded } else { ResetUndo::Intact };
         assert_eq!(s.reset_undo(a, 8 * P), Ok(want), "{name}");
         assert_eq!(want.is_intact(), want == ResetUndo::Intact);
         let mut buf = [0u8; 11];
@@ -141,7 +164,7 @@ fn reset_undo_tells_whether_the_data_survived() {
         // Exactly when alloc's form says ERROR_BUSY, the call says Discarded.
         s.write(a + 2 * P, b"x").unwrap();
         s.reset(a + 2 * P, P).unwrap();
-        if name == "linux" {
+        if linux {
             s.write(a + 2 * P, &[0u8; P]).unwrap();
         }
         let via_alloc = s.alloc(a + 2 * P, P, T::RESET_UNDO, Pr::READWRITE);
