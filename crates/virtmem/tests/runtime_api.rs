@@ -15,7 +15,7 @@ use common::{G, P};
 use host_util::forward_space;
 use virtmem::{
     AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, ResetPolicy, ResetUndo, SimConfig, SimSpace,
-    VirtualSpace,
+    VirtualSpace, WriteWatchFlags as W,
 };
 
 /// A space that implements only the trait's required methods, passed on to `inner`:
@@ -194,4 +194,138 @@ fn reset_on_real_memory_gives_pages_to_the_kernel() {
     let got = s.reset_undo(a, 4 * P).unwrap();
     assert_eq!(got == ResetUndo::Discarded, reclaimed, "the undo tells what the kernel did: {got:?}");
     s.free(a, 0, F::RELEASE).unwrap();
+}
+
+// ----- 2. get_write_watch_into -----------------------------------------------------------
+
+/// What a buffer entry holds until the call writes it.
+const UNTOUCHED: usize = 0xDEAD_BEEF;
+
+/// `GetWriteWatch` into the caller's buffer: the count written, ascending page bases,
+/// nothing written past the count; with `WRITE_WATCH_FLAG_RESET` and a buffer smaller
+/// than the dirty set, only the reported pages become clean (the rest stay dirty and
+/// are reported by the next scans, in order); nothing dirty means count 0 and the buffer
+/// untouched; a page written again after its reset is reported again.
+#[test]
+fn write_watch_into_fills_the_callers_buffer() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let heap = s.alloc(0, 64 * P, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
+        s.alloc(heap, 32 * P, T::COMMIT, Pr::READWRITE).unwrap();
+        let dirty = [3, 4, 9, 17, 30];
+        for &i in &dirty {
+            s.write(heap + i * P + 8, &[i as u8 + 1]).unwrap();
+        }
+        let want: Vec<usize> = dirty.iter().map(|&i| heap + i * P).collect();
+        let mut buf = [UNTOUCHED; 8];
+        assert_eq!(s.get_write_watch_into(W::empty(), heap, 64 * P, &mut buf), Ok(5), "{name}");
+        assert_eq!(buf[..5], want[..], "{name}");
+        assert_eq!(buf[5..], [UNTOUCHED; 3], "{name}: written past the count");
+        assert_eq!(s.get_write_watch(W::empty(), heap, 64 * P, 8).as_deref(), Ok(&want[..]), "{name}: the Vec form");
+        // A part of the reservation, unaligned: the pages it touches.
+        let mut buf = [UNTOUCHED; 8];
+        assert_eq!(s.get_write_watch_into(W::empty(), heap + 4 * P + 1, 13 * P, &mut buf), Ok(3), "{name}");
+        assert_eq!(buf[..3], [want[1], want[2], want[3]], "{name}");
+        // A buffer smaller than the dirty set, with reset: the lowest pages, and only
+        // they become clean.
+        let mut small = [UNTOUCHED; 2];
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 64 * P, &mut small), Ok(2), "{name}");
+        assert_eq!(small, [want[0], want[1]], "{name}");
+        assert_eq!(s.get_write_watch(W::empty(), heap, 64 * P, 100).as_deref(), Ok(&want[2..]), "{name}");
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 64 * P, &mut small), Ok(2), "{name}");
+        assert_eq!(small, [want[2], want[3]], "{name}");
+        let mut buf = [UNTOUCHED; 8];
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 64 * P, &mut buf), Ok(1), "{name}");
+        assert_eq!(buf[..2], [want[4], UNTOUCHED], "{name}");
+        // Nothing dirty: 0, nothing written.
+        let mut buf = [UNTOUCHED; 4];
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 64 * P, &mut buf), Ok(0), "{name}");
+        assert_eq!(s.get_write_watch_into(W::empty(), heap, 64 * P, &mut buf), Ok(0), "{name}");
+        assert_eq!(buf, [UNTOUCHED; 4], "{name}");
+        // Written again after its reset: reported again. Without reset, twice.
+        s.write(heap + 17 * P, b"again").unwrap();
+        for _ in 0..2 {
+            assert_eq!(s.get_write_watch_into(W::empty(), heap, 64 * P, &mut buf), Ok(1), "{name}");
+            assert_eq!(buf[0], want[3], "{name}");
+        }
+        s.free(heap, 0, F::RELEASE).unwrap();
+    }
+}
+
+/// Every argument `GetWriteWatch` refuses gets the same error from the buffer form as
+/// from the `Vec` form with `max_count` = the buffer's length (an empty buffer is
+/// `*count == 0`: `ERROR_INVALID_PARAMETER`), and a refused call writes nothing into the
+/// buffer and resets nothing.
+#[test]
+fn write_watch_into_refuses_what_get_write_watch_refuses() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let heap = s.alloc(0, 16 * P, T::RESERVE | T::WRITE_WATCH | T::COMMIT, Pr::READWRITE).unwrap();
+        let plain = s.alloc(0, 16 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+        s.write(heap + 2 * P, b"x").unwrap();
+        let bad = W::from_bits_retain(2);
+        let top = s.system_info().maximum_application_address + 1;
+        let cases: [(W, usize, usize); 12] = [
+            (bad, heap, 16 * P),
+            (W::RESET | bad, heap, 16 * P),
+            (W::RESET, heap, 0),
+            (W::RESET, heap, 17 * P),
+            (W::RESET, heap + 15 * P, 2 * P),
+            (W::RESET, plain, P),
+            (W::RESET, heap + 64 * G, P),
+            (W::RESET, 0, P),
+            (W::RESET, usize::MAX - P, 2 * P),
+            (W::RESET, top, P),
+            (W::empty(), heap - P, 2 * P),
+            (W::empty(), heap + P - 1, 2), // accepted
+        ];
+        for (flags, base, size) in cases {
+            for len in [0, 1, 4] {
+                let mut buf = [UNTOUCHED; 4];
+                let got = s.get_write_watch_into(flags, base, size, &mut buf[..len]);
+                let want = s.get_write_watch(flags, base, size, len).map(|v| v.len());
+                assert_eq!(got, want, "{name}: {flags:?} {base:#x}+{size:#x}, buffer of {len}");
+                if got.is_err() {
+                    assert_eq!(buf, [UNTOUCHED; 4], "{name}: a refused call wrote");
+                }
+            }
+        }
+        // The errors themselves (so that the comparison is not of two wrong answers).
+        let mut buf = [UNTOUCHED; 4];
+        assert_eq!(s.get_write_watch_into(W::empty(), heap, 16 * P, &mut []), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.get_write_watch_into(bad, heap, 16 * P, &mut buf), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 17 * P, &mut buf), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(s.get_write_watch_into(W::RESET, plain, P, &mut buf), Err(Error::InvalidParameter), "{name}");
+        // Nothing was reset by the refused calls.
+        assert_eq!(s.get_write_watch_into(W::RESET, heap, 16 * P, &mut buf), Ok(1), "{name}");
+        assert_eq!(buf[0], heap + 2 * P, "{name}");
+        s.free(heap, 0, F::RELEASE).unwrap();
+        s.free(plain, 0, F::RELEASE).unwrap();
+    }
+}
+
+/// On real memory, stores through pointers are what the buffer form reports (the kernel
+/// tracks them), a page at a time as the GC's card scan asks.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn write_watch_into_sees_stores_through_pointers() {
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let heap = s.alloc(0, 1 << 30, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
+    s.alloc(heap, 1024 * P, T::COMMIT, Pr::READWRITE).unwrap();
+    let pages: Vec<usize> = (0..1024).filter(|i| i % 7 == 3).collect();
+    for &i in &pages {
+        // SAFETY: a committed read-write page of the heap this test owns.
+        unsafe { std::ptr::write_volatile((heap + i * P + 16) as *mut u64, i as u64) };
+    }
+    let mut seen = Vec::new();
+    let mut one = [0usize; 1];
+    loop {
+        match s.get_write_watch_into(W::RESET, heap, 1 << 30, &mut one) {
+            Ok(0) => break,
+            Ok(1) => seen.push((one[0] - heap) / P),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, pages);
+    s.free(heap, 0, F::RELEASE).unwrap();
 }

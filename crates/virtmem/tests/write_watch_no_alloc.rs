@@ -1,0 +1,112 @@
+//! `get_write_watch_into` on the steady-state path allocates nothing, on either backend:
+//! a GC scanning its cards every collection passes its own buffer and should not pay for
+//! a heap allocation per scan. This binary's global allocator counts the allocations
+//! made by the thread that asks (other test threads' are not counted).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use virtmem::{AllocationType as T, FreeType as F, Protection as Pr, SimSpace, VirtualSpace, WriteWatchFlags as W};
+
+const P: usize = 4096;
+
+struct Counting;
+
+thread_local! {
+    /// The allocations this thread made since counting started, or `None` when not counting.
+    static COUNT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+fn note() {
+    let _ = COUNT.try_with(|c| {
+        if let Some(n) = c.get() {
+            c.set(Some(n + 1));
+        }
+    });
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting touches
+// only a const-initialised thread-local `Cell`, which allocates nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// `f`'s result and the number of allocations this thread made while it ran.
+fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    COUNT.with(|c| c.set(Some(0)));
+    let r = f();
+    (r, COUNT.with(|c| c.replace(None)).unwrap_or(0))
+}
+
+/// A GC's card scans on a write-watched heap (`HEAP` bytes, the first `COMMITTED`
+/// committed), dirtying pages spread over many 64 KiB blocks between scans with `dirty`:
+/// after a first scan, no scan allocates, with reset or without, with a buffer larger or
+/// smaller than the dirty set. (The counter itself is checked: the `Vec` form allocates.)
+fn scans_allocate_nothing(s: &dyn VirtualSpace, dirty: &dyn Fn(usize)) {
+    const HEAP: usize = 1 << 32;
+    const PAGES: usize = 2048;
+    let heap = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
+    s.alloc(heap, PAGES * P, T::COMMIT, Pr::READWRITE).unwrap();
+    let mut big = vec![0usize; PAGES];
+    let mut small = vec![0usize; 5];
+    let dirty_all = |round: usize| {
+        for i in (round % 3..PAGES).step_by(3) {
+            dirty(heap + i * P);
+        }
+    };
+    dirty_all(0);
+    // The first scan may set things up (a descriptor, a buffer kept for later).
+    s.get_write_watch_into(W::RESET, heap, HEAP, &mut big).unwrap();
+    for round in 0..20 {
+        dirty_all(round);
+        let want = (round % 3..PAGES).step_by(3).count();
+        let (n, allocs) = allocations_in(|| s.get_write_watch_into(W::empty(), heap, HEAP, &mut big));
+        assert_eq!((n, allocs), (Ok(want), 0), "round {round}: scan");
+        let (n, allocs) = allocations_in(|| s.get_write_watch_into(W::RESET, heap, HEAP, &mut small));
+        assert_eq!((n, allocs), (Ok(5), 0), "round {round}: capped scan with reset");
+        let (n, allocs) = allocations_in(|| s.get_write_watch_into(W::RESET, heap, HEAP, &mut big));
+        assert_eq!((n, allocs), (Ok(want - 5), 0), "round {round}: scan with reset");
+        let (n, allocs) = allocations_in(|| s.get_write_watch_into(W::RESET, heap, HEAP, &mut big));
+        assert_eq!((n, allocs), (Ok(0), 0), "round {round}: clean scan");
+    }
+    dirty_all(0);
+    let (v, allocs) = allocations_in(|| s.get_write_watch(W::empty(), heap, HEAP, PAGES));
+    assert!(v.unwrap().len() > 5 && allocs > 0, "the counter counts: {allocs}");
+    s.free(heap, 0, F::RELEASE).unwrap();
+}
+
+#[test]
+fn card_scans_on_a_simulated_space_allocate_nothing() {
+    let s = SimSpace::simulated();
+    scans_allocate_nothing(&s, &|a| s.write(a, &[1]).unwrap());
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn card_scans_on_real_memory_allocate_nothing() {
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    // SAFETY: only called with committed read-write pages of the test's heap.
+    scans_allocate_nothing(&s, &|a| unsafe { std::ptr::write_volatile(a as *mut u8, 1) });
+}
