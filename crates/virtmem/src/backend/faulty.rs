@@ -155,6 +155,10 @@ impl<B: Backend> Backend for Faulty<B> {
         self.step()?;
         self.inner.dirty_pages(range, max, reset)
     }
+    fn dirty_pages_into(&self, range: Range<usize>, out: &mut [usize], reset: bool) -> Result<usize, BackendError> {
+        self.step()?;
+        self.inner.dirty_pages_into(range, out, reset)
+    }
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         self.step()?;
         self.inner.clear_dirty(range)

@@ -360,6 +360,20 @@ pub trait Backend: Send + Sync {
     /// ascending, at most `max`; with `reset`, exactly the reported pages become clean.
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError>;
 
+    /// [`Backend::dirty_pages`] into the caller's buffer: the base of each page of
+    /// write-tracked `range` written since it was last cleaned, ascending, at most
+    /// `out.len()` of them, written to the front of `out` (nothing past them); returns
+    /// how many. With `reset`, exactly the reported pages become clean. A backend should
+    /// not allocate here once it has served a first call (a GC scans its cards with it
+    /// every collection). The default passes [`Backend::dirty_pages`]'s answer on, so a
+    /// backend written before this method existed has it (allocating).
+    fn dirty_pages_into(&self, range: Range<usize>, out: &mut [usize], reset: bool) -> Result<usize, BackendError> {
+        let found = self.dirty_pages(range, out.len(), reset)?;
+        let n = found.len().min(out.len());
+        out[..n].copy_from_slice(&found[..n]);
+        Ok(n)
+    }
+
     /// Make every page of write-tracked `range` clean.
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError>;
 

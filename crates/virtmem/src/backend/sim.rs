@@ -426,6 +426,14 @@ impl SimBackend {
         }
     }
 
+    /// Lock every part that may hold something of page numbers `pages`, in ascending
+    /// order (the only order in which more than one part is ever held), for a write-watch
+    /// scan: reporting and cleaning are then one step for other threads' writes (a write
+    /// between the two would be lost). Inline room for every part: no allocation.
+    fn lock_parts(&self, pages: &Range<usize>) -> SmallVec<[parking_lot::MutexGuard<'_, Store>; SHARDS]> {
+        self.used_parts(Self::parts_of(pages)).map(|s| s.store.lock()).collect()
+    }
+
     /// Forget every grant of a block that `range` (non-empty) touches. (Always inlined:
     /// its usual case is a few instructions, less than the call.)
     #[inline(always)]
@@ -606,6 +614,62 @@ impl Default for SimBackend {
 
 fn page_numbers(range: &Range<usize>) -> Range<usize> {
     range.start / PAGE..range.end.div_ceil(PAGE)
+}
+
+/// Hand `emit` the dirty page numbers of `pages` held by the parts `held` (locked), in
+/// ascending order, at most `max` of them; with `reset` exactly those become clean.
+/// Returns how many. Allocates nothing: the parts' sets are merged through a cursor
+/// each, kept inline.
+fn take_dirty(
+    held: &mut [parking_lot::MutexGuard<'_, Store>],
+    pages: Range<usize>,
+    max: usize,
+    reset: bool,
+    mut emit: impl FnMut(usize),
+) -> usize {
+    // How many pages each part gave: the first ones of its dirty pages in `pages`.
+    let mut taken = [0usize; SHARDS];
+    let mut n = 0;
+    {
+        let mut heads: SmallVec<[std::iter::Peekable<std::collections::btree_set::Range<'_, usize>>; SHARDS]> =
+            held.iter().map(|st| st.dirty.range(pages.clone()).peekable()).collect();
+        while n < max {
+            // The part holding the lowest dirty page left.
+            let mut lowest: Option<(usize, usize)> = None;
+            for (i, head) in heads.iter_mut().enumerate() {
+                if let Some(&&k) = head.peek() {
+                    if lowest.map_or(true, |(_, low)| k < low) {
+                        lowest = Some((i, k));
+                    }
+                }
+            }
+            let Some((i, k)) = lowest else { break };
+            // Every page of that page's 64 KiB block lies in that part alone: take the
+            // block's dirty pages in one go.
+            let block_end = (k / GRANT_PAGES + 1) * GRANT_PAGES;
+            while n < max {
+                match heads[i].peek() {
+                    Some(&&k) if k < block_end => {
+                        heads[i].next();
+                        emit(k);
+                        taken[i] += 1;
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    if reset {
+        for (store, &count) in held.iter_mut().zip(&taken) {
+            for _ in 0..count {
+                if let Some(&k) = store.dirty.range(pages.clone()).next() {
+                    store.dirty.remove(&k);
+                }
+            }
+        }
+    }
+    n
 }
 
 /// Split `[address, address + len)` into its pieces within pages: (page number,
@@ -814,25 +878,20 @@ impl Backend for SimBackend {
 
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
         let pages = page_numbers(&range);
-        // Every part concerned is held at once (in ascending order, the only order in
-        // which more than one part is ever held), so that reporting and cleaning are one
-        // step for other threads' writes: a write between the two would be lost.
-        let mut held: SmallVec<[parking_lot::MutexGuard<'_, Store>; 4]> =
-            self.used_parts(Self::parts_of(&pages)).map(|s| s.store.lock()).collect();
-        let mut found: Vec<usize> = Vec::new();
-        for store in &held {
-            found.extend(store.dirty.range(pages.clone()).take(max));
-        }
-        found.sort_unstable();
-        found.truncate(max);
-        if reset {
-            for &k in &found {
-                if let Some(store) = held.iter_mut().find(|st| st.dirty.contains(&k)) {
-                    store.dirty.remove(&k);
-                }
+        let mut found = Vec::new();
+        take_dirty(&mut self.lock_parts(&pages), pages, max, reset, |k| found.push(k * PAGE));
+        Ok(found)
+    }
+
+    fn dirty_pages_into(&self, range: Range<usize>, out: &mut [usize], reset: bool) -> Result<usize, BackendError> {
+        let pages = page_numbers(&range);
+        let mut slots = out.iter_mut();
+        let n = take_dirty(&mut self.lock_parts(&pages), pages, slots.len(), reset, |k| {
+            if let Some(slot) = slots.next() {
+                *slot = k * PAGE;
             }
-        }
-        Ok(found.into_iter().map(|k| k * PAGE).collect())
+        });
+        Ok(n)
     }
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {

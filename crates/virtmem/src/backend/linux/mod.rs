@@ -1805,7 +1805,23 @@ impl Backend for LinuxBackend {
         if reset {
             self.gate().map_err(errno_error)?;
         }
-        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset)
+        let mut found = Vec::new();
+        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset, |page| found.push(page))?;
+        Ok(found)
+    }
+
+    fn dirty_pages_into(&self, range: Range<usize>, out: &mut [usize], reset: bool) -> Result<usize, BackendError> {
+        let w = self.watch()?;
+        if reset {
+            self.gate().map_err(errno_error)?;
+        }
+        let mut slots = out.iter_mut();
+        let max = slots.len();
+        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset, |page| {
+            if let Some(slot) = slots.next() {
+                *slot = page;
+            }
+        })
     }
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {

@@ -258,12 +258,29 @@ impl Pagemap {
     /// Run a `PAGEMAP_SCAN` over `range`: the matching pages as runs, at most
     /// `max_pages` pages (0: no limit).
     pub fn scan(&self, range: Range<usize>, q: &Scan, max_pages: usize) -> Result<Vec<Range<usize>>, Errno> {
-        let file = self.file.get();
         let mut out: Vec<Range<usize>> = Vec::new();
-        let mut found = 0usize;
-        let mut regions = vec![page_region { start: 0, end: 0, categories: 0 }; 256];
+        self.scan_each(range, q, max_pages, |r| match out.last_mut() {
+            Some(last) if last.end == r.start => last.end = r.end,
+            _ => out.push(r),
+        })?;
+        Ok(out)
+    }
+
+    /// [`Pagemap::scan`] handing each matching run to `found` as the kernel reports it
+    /// (ascending; two runs may touch), without allocating: the kernel writes into a
+    /// buffer on the stack, a scan that fills it goes on from where the kernel stopped.
+    pub fn scan_each(
+        &self,
+        range: Range<usize>,
+        q: &Scan,
+        max_pages: usize,
+        mut found: impl FnMut(Range<usize>),
+    ) -> Result<(), Errno> {
+        let file = self.file.get();
+        let mut pages = 0usize;
+        let mut regions = [page_region { start: 0, end: 0, categories: 0 }; 128];
         let mut start = range.start;
-        while start < range.end && (max_pages == 0 || found < max_pages) {
+        while start < range.end && (max_pages == 0 || pages < max_pages) {
             let mut arg = pm_scan_arg {
                 size: std::mem::size_of::<pm_scan_arg>() as u64,
                 flags: q.flags.into(),
@@ -272,7 +289,7 @@ impl Pagemap {
                 walk_end: 0,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: regions.len() as u64,
-                max_pages: if max_pages == 0 { 0 } else { (max_pages - found) as u64 },
+                max_pages: if max_pages == 0 { 0 } else { (max_pages - pages) as u64 },
                 category_inverted: q.inverted.into(),
                 category_mask: q.mask.into(),
                 category_anyof_mask: q.anyof.into(),
@@ -280,7 +297,8 @@ impl Pagemap {
             };
             let n = loop {
                 // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to
-                // `vec_len` writable page_region entries that outlive the call.
+                // `vec_len` writable page_region entries (the array above) that outlive
+                // the call.
                 match unsafe { sys::ioctl(file.as_fd(), sys::PAGEMAP_SCAN, &mut arg) } {
                     Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
                     r => break r?,
@@ -288,11 +306,8 @@ impl Pagemap {
             } as usize;
             for r in &regions[..n.min(regions.len())] {
                 let r = r.start as usize..r.end as usize;
-                found += r.len() / PAGE;
-                match out.last_mut() {
-                    Some(last) if last.end == r.start => last.end = r.end,
-                    _ => out.push(r),
-                }
+                pages += r.len() / PAGE;
+                found(r);
             }
             let walked = arg.walk_end as usize;
             if walked <= start {
@@ -300,7 +315,7 @@ impl Pagemap {
             }
             start = walked;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The pages of `range` that hold data (present or swapped out, the shared zero

@@ -192,29 +192,32 @@ impl Adopted {
         }
     }
 
-    /// The written pages of `range`, ascending, at most `max`; with `reset`, exactly
-    /// those become clean again, in the same scan. (The pagemap is this process's; a
-    /// forked child's registration, made by its adoption, must be its own too, for a
-    /// reset to protect its pages again.)
+    /// The written pages of `range`, ascending, at most `max`, each handed to `found`;
+    /// with `reset`, exactly those become clean again, in the same scan. Returns how
+    /// many. Allocates nothing (see [`Pagemap::scan_each`]). (The pagemap is this
+    /// process's; a forked child's registration, made by its adoption, must be its own
+    /// too, for a reset to protect its pages again.)
     pub fn dirty_pages(
         &self,
         pagemap: &Pagemap,
         range: Range<usize>,
         max: usize,
         reset: bool,
-    ) -> Result<Vec<usize>, BackendError> {
-        let runs = pagemap.scan(range, &written(reset), max).map_err(|e| match e {
-            Errno::NOMEM => BackendError::OutOfMemory,
-            e => BackendError::Os(e.raw_os_error()),
-        })?;
-        let mut out = Vec::new();
-        for r in runs {
-            out.extend(r.step_by(PAGE).take(max - out.len()));
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        mut found: impl FnMut(usize),
+    ) -> Result<usize, BackendError> {
+        let mut n = 0;
+        pagemap
+            .scan_each(range, &written(reset), max, |r| {
+                for page in r.step_by(PAGE).take(max - n) {
+                    found(page);
+                    n += 1;
+                }
+            })
+            .map_err(|e| match e {
+                Errno::NOMEM => BackendError::OutOfMemory,
+                e => BackendError::Os(e.raw_os_error()),
+            })?;
+        Ok(n)
     }
 }
 
