@@ -14,8 +14,8 @@ mod host_util;
 use common::{G, P};
 use host_util::forward_space;
 use virtmem::{
-    AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, ResetPolicy, ResetUndo, SimConfig, SimSpace,
-    VirtualSpace, WriteWatchFlags as W,
+    AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, Reservation, ResetPolicy, ResetUndo,
+    SimConfig, SimSpace, VirtualSpace, WriteWatchFlags as W,
 };
 
 /// A space that implements only the trait's required methods, passed on to `inner`:
@@ -328,4 +328,157 @@ fn write_watch_into_sees_stores_through_pointers() {
     }
     assert_eq!(seen, pages);
     s.free(heap, 0, F::RELEASE).unwrap();
+}
+
+// ----- 3. Reservation ---------------------------------------------------------------------
+
+/// The guard's life on each space: reserve (size rounded up to pages, base at a
+/// granule), commit, protect, reset, decommit inside it; every sub-range not inside it
+/// refused with `ERROR_INVALID_ADDRESS` (a zero size with `ERROR_INVALID_PARAMETER`)
+/// and nothing changed; the drop releases it (the space's totals back where they were,
+/// the range free).
+#[test]
+fn a_reservation_is_released_when_dropped() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let before = (s.reserved_bytes(), s.committed_bytes(), s.stats().reservations);
+        let r = Reservation::new(s, 10 * P + 1, Pr::NOACCESS).unwrap();
+        let (base, len) = (r.base(), r.len());
+        assert_eq!((base % G, len, r.end(), r.range()), (0, 11 * P, base + len, base..base + len), "{name}");
+        assert!(!r.is_empty());
+        let q = s.query(base).unwrap();
+        assert_eq!((q.state, q.allocation_base, q.region_size), (MemState::Reserve, base, 11 * P), "{name}");
+        assert_eq!(r.commit(base + P, 2 * P, Pr::READWRITE), Ok(base + P), "{name}");
+        s.write(base + P, b"object").unwrap();
+        assert_eq!(r.protect(base + P, P, Pr::READONLY), Ok(Pr::READWRITE), "{name}");
+        assert_eq!(r.reset(base + 2 * P, P), Ok(()), "{name}");
+        assert!(r.reset_undo(base + 2 * P, P).is_ok(), "{name}");
+        assert_eq!(r.commit(base + 10 * P, 1, Pr::READWRITE), Ok(base + 10 * P), "{name}: the last page");
+        let inside = common::snapshot(s, base..base + len);
+        let stats = s.stats();
+        let outside: [(usize, usize); 6] = [
+            (base + len, P),         // just past it
+            (base + 10 * P, P + 1),  // running past its end
+            (base - P, 2 * P),       // starting before it
+            (base - P, P),           // before it
+            (usize::MAX - P, 2 * P), // wrapping
+            (0, P),
+        ];
+        for (a, n) in outside {
+            assert_eq!(r.commit(a, n, Pr::READWRITE), Err(Error::InvalidAddress), "{name}: commit {a:#x}+{n:#x}");
+            assert_eq!(r.decommit(a, n), Err(Error::InvalidAddress), "{name}: decommit {a:#x}+{n:#x}");
+            assert_eq!(r.protect(a, n, Pr::READWRITE), Err(Error::InvalidAddress), "{name}: protect {a:#x}+{n:#x}");
+            assert_eq!(r.reset(a, n), Err(Error::InvalidAddress), "{name}: reset {a:#x}+{n:#x}");
+            assert_eq!(r.reset_undo(a, n), Err(Error::InvalidAddress), "{name}: reset_undo {a:#x}+{n:#x}");
+        }
+        assert_eq!(r.commit(base, 0, Pr::READWRITE), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(r.decommit(base, 0), Err(Error::InvalidParameter), "{name}: not the whole reservation");
+        assert_eq!(r.protect(base, 0, Pr::READWRITE), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(
+            (common::snapshot(s, base..base + len), s.stats()),
+            (inside, stats),
+            "{name}: a refusal changed something"
+        );
+        // The space's own rules still apply inside: a bad protection, a reserved page.
+        assert_eq!(r.commit(base, P, Pr::WRITECOPY), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(r.protect(base + 4 * P, P, Pr::READWRITE), Err(Error::InvalidAddress), "{name}");
+        assert_eq!(r.decommit(base + P, 2 * P), Ok(()), "{name}");
+        assert_eq!(s.query(base + P).unwrap().state, MemState::Reserve, "{name}");
+        r.commit(base, 3 * P, Pr::READWRITE).unwrap();
+        drop(r);
+        assert_eq!((s.reserved_bytes(), s.committed_bytes(), s.stats().reservations), before, "{name}");
+        let q = s.query(base).unwrap();
+        assert_eq!((q.state, q.allocation_base), (MemState::Free, 0), "{name}");
+    }
+}
+
+/// `into_raw` gives up ownership (the reservation stays, the drop releases nothing),
+/// `from_raw` takes it back; `release` reports what the release answered; a guard
+/// whose reservation was released behind its back (or whose release the backend
+/// refuses) does not panic on drop.
+#[test]
+fn ownership_can_be_given_up_taken_back_and_lost_without_a_panic() {
+    for (name, s) in spaces() {
+        let s = &*s;
+        let r = Reservation::new(s, 3 * P, Pr::READWRITE).unwrap();
+        let (base, len) = r.into_raw();
+        assert_eq!(len, 3 * P);
+        assert_eq!(s.query(base).unwrap().state, MemState::Reserve, "{name}: into_raw released it");
+        let r = Reservation::from_raw(s, base, len);
+        assert_eq!((r.base(), r.len()), (base, len));
+        assert_eq!(r.release(), Ok(()), "{name}");
+        assert_eq!(s.query(base).unwrap().state, MemState::Free, "{name}");
+
+        // Released behind the guard's back: the explicit release says so, a drop is quiet.
+        let r = Reservation::new(s, P, Pr::READWRITE).unwrap();
+        s.free(r.base(), 0, F::RELEASE).unwrap();
+        assert_eq!(r.release(), Err(Error::InvalidAddress), "{name}");
+        let r = Reservation::new(s, P, Pr::READWRITE).unwrap();
+        s.free(r.base(), 0, F::RELEASE).unwrap();
+        drop(r);
+    }
+    // A backend that refuses the release: the drop neither panics nor pretends.
+    use virtmem::backend::faulty::Faulty;
+    let s = virtmem::AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default()));
+    let r = s.reserve(4 * P, Pr::NOACCESS).unwrap();
+    let base = r.base();
+    s.backend().arm(1);
+    drop(r);
+    assert!(s.backend().fired());
+    assert_eq!(s.query(base).unwrap().state, MemState::Reserve, "the refused release left it reserved");
+    s.free(base, 0, F::RELEASE).unwrap();
+}
+
+/// Made with any type and address (write watch, a fixed address), on any
+/// `VirtualSpace` (an `Arc<dyn VirtualSpace>` it keeps alive, a `&dyn`), and sent to
+/// another thread that drops it. A type that would not make a new reservation is refused
+/// and reserves nothing.
+#[test]
+fn a_reservation_of_any_type_on_any_space_and_thread() {
+    for (name, s) in spaces() {
+        let s: std::sync::Arc<dyn VirtualSpace> = std::sync::Arc::from(s);
+        let r = Reservation::with_type(s.clone(), 0, 64 * P, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
+        let base = r.base();
+        r.commit(base, P, Pr::READWRITE).unwrap();
+        s.write(base + 5, b"w").unwrap();
+        let mut cards = [0usize; 4];
+        assert_eq!(s.get_write_watch_into(W::RESET, base, 64 * P, &mut cards), Ok(1), "{name}");
+        // At a fixed address: the granule below it, to the page after its end.
+        let free = base + 16 * G;
+        assert_eq!(s.query(free).unwrap().state, MemState::Free, "{name}");
+        let fixed = Reservation::with_type(&*s, free + 3 * P + 5, P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+        assert_eq!((fixed.base(), fixed.len()), (free, 5 * P), "{name}");
+        assert_eq!(s.query(free).unwrap().state, MemState::Commit, "{name}");
+        drop(fixed);
+        assert_eq!(s.query(free).unwrap().state, MemState::Free, "{name}");
+        let reserved = s.reserved_bytes();
+        for ty in [T::COMMIT, T::RESET, T::RESET_UNDO, T::empty()] {
+            let got = Reservation::with_type(&*s, base, P, ty, Pr::READWRITE).map(|r| r.into_raw());
+            assert_eq!(got, Err(Error::InvalidParameter), "{name}: {ty:?}");
+        }
+        assert_eq!(s.reserved_bytes(), reserved, "{name}");
+        std::thread::scope(|scope| {
+            scope.spawn(move || drop(r));
+        });
+        assert_eq!(s.query(base).unwrap().state, MemState::Free, "{name}: dropped on another thread");
+    }
+}
+
+/// A `LinuxSpace` dropped leaves its reservations mapped (on purpose); a `Reservation`
+/// made on it is the way to have one released: the kernel's mapping goes with the guard.
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_reservation_on_real_memory_unmaps() {
+    let s = virtmem::LinuxSpace::linux().unwrap();
+    let r = s.reserve(1 << 30, Pr::NOACCESS).unwrap();
+    let range = r.range();
+    r.commit(range.start, 2 * P, Pr::READWRITE).unwrap();
+    // SAFETY: a committed read-write page of the reservation, owned by this test.
+    unsafe { std::ptr::write_volatile(range.start as *mut u64, 7) };
+    assert!(!common::linux::mappings(range.clone()).is_empty());
+    drop(r);
+    let left: Vec<_> =
+        common::linux::mappings(range.clone()).into_iter().filter(|(_, _, perms)| !perms.starts_with("---")).collect();
+    assert!(left.is_empty(), "accessible mappings left after the drop: {left:x?}");
+    assert_eq!(s.query(range.start).unwrap().state, MemState::Free);
 }
