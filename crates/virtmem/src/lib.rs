@@ -73,6 +73,7 @@ pub mod backend;
 pub mod error;
 pub mod flags;
 pub mod host;
+mod reservation;
 pub mod rules;
 mod runs;
 mod space;
@@ -85,6 +86,7 @@ pub use flags::{
     AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
     WriteWatchFlags,
 };
+pub use reservation::Reservation;
 pub use space::{AddressSpace, ResetUndo, SpaceStats, VirtualSpace};
 
 #[cfg(all(target_os = "linux", not(miri)))]

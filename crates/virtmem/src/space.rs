@@ -356,7 +356,7 @@ impl<B: Backend> AddressSpace<B> {
             match rules::alloc_request(address, size, ty, protect, &self.limits)? {
                 AllocRequest::Reserve { base, size, commit, top_down, large, write_watch, physical, protect } => {
                     let opts = ReserveOptions { large_pages: large, write_watch };
-                    return self.reserve(base, size, commit, top_down, opts, physical, protect);
+                    return self.reserve_range(base, size, commit, top_down, opts, physical, protect);
                 }
                 AllocRequest::Commit { range, .. } => range,
                 // Like Windows (recorded under Wine), MEM_RESET and MEM_RESET_UNDO return
@@ -379,7 +379,7 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn reserve(
+    fn reserve_range(
         &self,
         fixed: Option<usize>,
         size: usize,
