@@ -49,20 +49,24 @@
 //!   Without them a write-watched reserve fails with `ERROR_NOT_SUPPORTED`
 //!   ([`Error::NotSupported`]), as one with `MEM_LARGE_PAGES` always does (the kernel
 //!   tracks a huge page's writes as a whole). The kernel records writes in the page tables:
-//!   stores through pointers count, no signal handler is installed.
+//!   stores through pointers count, no signal handler is installed. A GC scanning its
+//!   cards every collection can pass its own buffer
+//!   ([`AddressSpace::get_write_watch_into`]: no allocation after the first scan).
 //! - **`PAGE_GUARD`** pages are kept inaccessible and reported as on Windows, but a CPU
 //!   touch of an armed guard page is a `SIGSEGV`, not a one-shot
 //!   `STATUS_GUARD_PAGE_VIOLATION` (catching that fault is not done yet). Checked accesses
 //!   behave as on Windows: the first that meets the page fails with [`Error::GuardPage`]
 //!   and disarms it, so a retry goes on.
 //! - **`MEM_RESET` / `MEM_RESET_UNDO`** are `madvise(MADV_FREE)` plus a record that makes
-//!   the undo's answer truthful; that record costs time and heap, and a reset of a
-//!   write-watched reservation gives no memory back: see [`AllocationType::RESET`] and
-//!   [`AllocationType::RESET_UNDO`].
+//!   the undo's answer truthful ([`AddressSpace::reset`], [`AddressSpace::reset_undo`]);
+//!   that record costs time and heap, and a reset of a write-watched reservation gives
+//!   no memory back: see [`AllocationType::RESET`] and [`AllocationType::RESET_UNDO`].
 //! - **JIT code**: after writing code and before running it, call
 //!   [`AddressSpace::flush_instruction_cache`] (`FlushInstructionCache`), which AArch64
 //!   needs (nothing to do on x86-64, where it returns at once).
-//! - Dropping a [`LinuxSpace`] leaves its reservations mapped; release them first.
+//! - Dropping a [`LinuxSpace`] leaves its reservations mapped; release them first, or
+//!   hold them in a [`Reservation`] (`space.reservation(size, protection)`), which
+//!   releases its reservation when dropped.
 //!   Memory the space did not allocate (the program's image, `malloc`'d blocks, stacks)
 //!   is described by [`AddressSpace::query`], and refused by `alloc`, `free`, `protect`
 //!   and `lock` ([`Error::InvalidAddress`]).
