@@ -101,6 +101,21 @@ impl VirtualSpace for Probe {
     fn flush_instruction_cache(&self, address: usize, size: usize) {
         self.flushed.lock().unwrap().push((address, size));
     }
+    // The provided methods, answered apart from what the trait's defaults (which go
+    // through `alloc` and `get_write_watch`) would answer.
+    fn reset(&self, address: usize, size: usize) -> virtmem::Result<()> {
+        self.flushed.lock().unwrap().push((address, size));
+        Err(virtmem::Error::NotSupported)
+    }
+    fn reset_undo(&self, address: usize, size: usize) -> virtmem::Result<virtmem::ResetUndo> {
+        self.flushed.lock().unwrap().push((address, size));
+        Ok(virtmem::ResetUndo::Discarded)
+    }
+    fn get_write_watch_into(&self, _: W, base: usize, size: usize, out: &mut [usize]) -> virtmem::Result<usize> {
+        self.flushed.lock().unwrap().push((base, size));
+        out[0] = 42;
+        Ok(1)
+    }
 }
 
 #[test]
@@ -119,6 +134,31 @@ fn try_query_and_flush_reach_the_spaces_own() {
         assert_eq!(probe.flushed.lock().unwrap().last(), Some(&(0x1000 * i, i + 1)), "{what}");
     }
     assert_eq!(probe.flushed.lock().unwrap().len(), via.len());
+}
+
+/// The trait's provided methods (`reset`, `reset_undo`, `get_write_watch_into`) reach
+/// the space's own through `&T`, `Box<T>` and `Arc<T>` too, not the trait's defaults
+/// (which give other answers here, and for `get_write_watch_into` allocate).
+#[test]
+fn provided_methods_reach_the_spaces_own() {
+    let probe = Arc::new(Probe { inner: SimSpace::simulated(), flushed: Mutex::new(Vec::new()) });
+    let via: Vec<(&str, Box<dyn VirtualSpace + '_>)> = vec![
+        ("&Probe", Box::new(&*probe)),
+        ("Arc<Probe>", Box::new(probe.clone())),
+        ("Arc<dyn VirtualSpace>", Box::new(probe.clone() as Arc<dyn VirtualSpace>)),
+        ("Box<&dyn VirtualSpace>", Box::new(Box::new(&*probe as &dyn VirtualSpace))),
+    ];
+    for (i, (what, s)) in via.iter().enumerate() {
+        let before = probe.flushed.lock().unwrap().len();
+        assert_eq!(s.reset(0x10000 * (i + 1), P), Err(virtmem::Error::NotSupported), "{what}");
+        assert_eq!(s.reset_undo(0x10000 * (i + 1), 2 * P), Ok(virtmem::ResetUndo::Discarded), "{what}");
+        let mut out = [0usize; 2];
+        assert_eq!(s.get_write_watch_into(W::empty(), 0x10000 * (i + 1), 3 * P, &mut out), Ok(1), "{what}");
+        assert_eq!(out, [42, 0], "{what}");
+        let calls = probe.flushed.lock().unwrap()[before..].to_vec();
+        let at = 0x10000 * (i + 1);
+        assert_eq!(calls, [(at, P), (at, 2 * P), (at, 3 * P)], "{what}");
+    }
 }
 
 /// The process space (`&'static LinuxSpace`) as an `Arc<dyn VirtualSpace>`, as the host
