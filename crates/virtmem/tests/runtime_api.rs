@@ -14,8 +14,8 @@ mod host_util;
 use common::{G, P};
 use host_util::forward_space;
 use virtmem::{
-    AllocationType as T, Error, FreeType as F, MemState, Protection as Pr, Reservation, ResetPolicy, ResetUndo,
-    SimConfig, SimSpace, VirtualSpace, WriteWatchFlags as W,
+    AddressRequirements, AddressSpace, AllocationType as T, Error, FreeType as F, MemState, Protection as Pr,
+    Reservation, ResetPolicy, ResetUndo, SimConfig, SimSpace, VirtualSpace, WriteWatchFlags as W,
 };
 
 /// A space that implements only the trait's required methods, passed on to `inner`:
@@ -498,4 +498,155 @@ fn a_reservation_on_real_memory_gives_its_memory_back() {
     assert_eq!((s.backend().stats().reservations, resident(range.start)), (0, 0));
     assert_eq!(s.query(range.start).unwrap().state, MemState::Free);
     assert_eq!((s.reserved_bytes(), s.committed_bytes()), (0, 0));
+}
+
+// ----- 4. A reserve inside an address window (VirtualAlloc2's MEM_ADDRESS_REQUIREMENTS) ---
+
+/// The window of `[lo, hi]` (`hi` inclusive, as `HighestEndingAddress`), aligned.
+fn window(lo: usize, hi_end: usize, alignment: usize) -> AddressRequirements {
+    AddressRequirements { lowest_starting_address: lo, highest_ending_address: hi_end - 1, alignment }
+}
+
+/// A JIT places code within ±2 GiB of a target (where a rel32 call reaches): every
+/// reservation it asks for inside that window is inside it, bottom-up (the lowest that
+/// fits) or top-down (the highest), aligned as asked, until the window is full — then
+/// `ERROR_NOT_ENOUGH_MEMORY`, although the space has room elsewhere.
+fn jit_window(s: &AddressSpace<impl virtmem::backend::Backend>, name: &str) {
+    const CHUNK: usize = 64 << 20;
+    // The target: the middle of a 1 GiB reservation; the window around it is ±2 GiB.
+    // (On the simulated space at 1 TiB, so that the whole window lies in the space.)
+    let sim = name == "sim";
+    let target_res = s.alloc(if sim { 1 << 40 } else { 0 }, 1 << 30, T::RESERVE, Pr::NOACCESS).unwrap();
+    let target = target_res + (1 << 29);
+    let info = s.system_info();
+    let lo = target.saturating_sub(2 << 30).max(info.minimum_application_address).next_multiple_of(G);
+    let hi = (target + (2 << 30)).min(info.maximum_application_address + 1) & !(G - 1);
+    let mut made = Vec::new();
+    let err = loop {
+        let top_down = made.len() % 2 == 1;
+        let ty = if top_down { T::RESERVE | T::TOP_DOWN } else { T::RESERVE };
+        match s.alloc_within(CHUNK, ty, Pr::NOACCESS, window(lo, hi, 0)) {
+            Ok(b) => {
+                assert!(b >= lo && b + CHUNK <= hi, "{name}: {b:#x} outside {lo:#x}..{hi:#x}");
+                assert_eq!(b % G, 0);
+                let q = s.query(b).unwrap();
+                assert_eq!((q.state, q.allocation_base, q.region_size), (MemState::Reserve, b, CHUNK), "{name}");
+                made.push(b);
+            }
+            Err(e) => break e,
+        }
+        assert!(made.len() <= 64, "{name}: more 64 MiB reservations than fit in 4 GiB");
+    };
+    assert_eq!(err, Error::NotEnoughMemory, "{name}");
+    // The window held 4 GiB less the target's 1 GiB and what else lives there (on
+    // Linux, other mappings may): at least most of it was used.
+    assert!(made.len() >= if sim { 48 } else { 8 }, "{name}: only {} reservations", made.len());
+    if sim {
+        // Deterministic: the lowest fit bottom-up, the highest top-down.
+        assert_eq!(made[0], lo, "{name}");
+        assert_eq!(made[1], hi - CHUNK, "{name}");
+    }
+    // Outside the window there is room.
+    // (On Linux other tests' mappings in the window may have gone meanwhile.)
+    let elsewhere = s.alloc(0, CHUNK, T::RESERVE, Pr::NOACCESS).unwrap();
+    assert!(!sim || elsewhere < lo || elsewhere >= hi, "{name}");
+    // Alignment: 1 GiB.
+    for b in made.drain(..) {
+        s.free(b, 0, F::RELEASE).unwrap();
+    }
+    let b = s.alloc_within(CHUNK, T::RESERVE | T::COMMIT, Pr::READWRITE, window(lo, hi, 1 << 30)).unwrap();
+    assert_eq!(b % (1 << 30), 0, "{name}: {b:#x}");
+    assert!(b >= lo && b + CHUNK <= hi, "{name}");
+    assert_eq!(s.query(b).unwrap().state, MemState::Commit, "{name}");
+    s.write(b + 100, b"code").unwrap();
+    for a in [b, elsewhere, target_res] {
+        s.free(a, 0, F::RELEASE).unwrap();
+    }
+}
+
+#[test]
+fn a_reserve_inside_an_address_window_on_a_simulated_space() {
+    jit_window(&SimSpace::simulated(), "sim");
+}
+
+#[cfg(all(target_os = "linux", not(miri)))]
+#[test]
+fn a_reserve_inside_an_address_window_on_real_memory() {
+    jit_window(&virtmem::LinuxSpace::linux().unwrap(), "linux");
+}
+
+/// A window with one hole big enough (the rest of it full) gets the hole; the gaps at
+/// the window's edges count only for their part inside it.
+#[test]
+fn a_reserve_inside_a_window_finds_the_only_hole() {
+    let s = SimSpace::simulated();
+    let w = 0x10_0000_0000usize;
+    // [w, w + 16G) full but for a 3-granule hole at w + 5G, and a 1-granule gap at each edge.
+    let mut made = Vec::new();
+    for (a, n) in [(w + G, 5 * (G << 14) - G), (w + 5 * (G << 14) + 3 * G, 11 * (G << 14) - 4 * G)] {
+        made.push(s.alloc(a, n, T::RESERVE, Pr::NOACCESS).unwrap());
+    }
+    let win = window(w, w + 16 * (G << 14), 0);
+    for top_down in [false, true] {
+        let ty = if top_down { T::RESERVE | T::TOP_DOWN } else { T::RESERVE };
+        let b = s.alloc_within(2 * G, ty, Pr::NOACCESS, win).unwrap();
+        let hole = w + 5 * (G << 14);
+        assert_eq!(b, if top_down { hole + G } else { hole }, "top_down {top_down}");
+        s.free(b, 0, F::RELEASE).unwrap();
+    }
+    assert_eq!(s.alloc_within(4 * G, T::RESERVE, Pr::NOACCESS, win), Err(Error::NotEnoughMemory));
+    // The edge gaps: one granule inside the window, more outside it.
+    assert_eq!(s.alloc_within(G, T::RESERVE, Pr::NOACCESS, win), Ok(w));
+    assert_eq!(s.alloc_within(G, T::RESERVE | T::TOP_DOWN, Pr::NOACCESS, win), Ok(w + 16 * (G << 14) - G));
+    assert_eq!(s.alloc_within(G, T::RESERVE, Pr::NOACCESS, win), Ok(w + 5 * (G << 14)));
+    assert_eq!(s.alloc_within(2 * G, T::RESERVE, Pr::NOACCESS, win), Ok(w + 5 * (G << 14) + G));
+    assert_eq!(s.alloc_within(G, T::RESERVE | T::TOP_DOWN, Pr::NOACCESS, win), Err(Error::NotEnoughMemory));
+    // Below and above the window there is room.
+    assert!(s.alloc(w - G, G, T::RESERVE, Pr::NOACCESS).is_ok());
+    assert!(s.alloc(w + 16 * (G << 14), G, T::RESERVE, Pr::NOACCESS).is_ok());
+}
+
+/// What the window must be (Microsoft's documentation of `MEM_ADDRESS_REQUIREMENTS`): the
+/// lowest start a multiple of 64 KiB, the highest end one less than one (or 0: the top),
+/// not past the top, not below the lowest start; the alignment 0 or a power of two of at
+/// least 64 KiB; and the type one that makes a new reservation. Anything else is
+/// `ERROR_INVALID_PARAMETER` and reserves nothing; so are the `alloc` form's own errors.
+#[test]
+fn an_address_window_is_checked() {
+    let s = SimSpace::simulated();
+    let top = s.system_info().maximum_application_address;
+    let ok = window(0x1000_0000, 0x2000_0000, 0);
+    let bad: [(usize, T, AddressRequirements); 12] = [
+        (G, T::RESERVE, AddressRequirements { lowest_starting_address: 0x1000_0000 + P, ..ok }),
+        (G, T::RESERVE, AddressRequirements { highest_ending_address: 0x2000_0000, ..ok }),
+        (G, T::RESERVE, AddressRequirements { highest_ending_address: 0x2000_0000 - 2, ..ok }),
+        (G, T::RESERVE, AddressRequirements { highest_ending_address: top + G, ..ok }),
+        (G, T::RESERVE, AddressRequirements { lowest_starting_address: 0x3000_0000, ..ok }),
+        (G, T::RESERVE, AddressRequirements { alignment: 3 * G, ..ok }),
+        (G, T::RESERVE, AddressRequirements { alignment: G / 2, ..ok }),
+        (G, T::RESERVE, AddressRequirements { alignment: P, ..ok }),
+        (0, T::RESERVE, ok),
+        (G, T::RESET, ok),
+        (G, T::TOP_DOWN, ok),
+        (G, T::RESERVE | T::WRITE_WATCH | T::PHYSICAL, ok),
+    ];
+    for (size, ty, req) in bad {
+        assert_eq!(
+            s.alloc_within(size, ty, Pr::NOACCESS, req),
+            Err(Error::InvalidParameter),
+            "{size:#x} {ty:?} {req:x?}"
+        );
+    }
+    assert_eq!(s.alloc_within(G, T::RESERVE, Pr::WRITECOPY, ok), Err(Error::InvalidParameter));
+    assert_eq!(s.stats().reservations, 0);
+    // Zeros: the whole space, 64 KiB aligned.
+    let any = AddressRequirements::default();
+    assert_eq!(s.alloc_within(G, T::RESERVE, Pr::NOACCESS, any), Ok(s.system_info().minimum_application_address));
+    assert_eq!(s.alloc_within(G, T::RESERVE | T::TOP_DOWN, Pr::NOACCESS, any), Ok(top + 1 - G));
+    // A window that cannot hold the size, and a size past the whole space.
+    assert_eq!(
+        s.alloc_within(2 * G, T::RESERVE, Pr::NOACCESS, window(0x1000_0000, 0x1001_0000, 0)),
+        Err(Error::NotEnoughMemory)
+    );
+    assert_eq!(s.alloc_within(usize::MAX, T::RESERVE, Pr::NOACCESS, ok), Err(Error::InvalidParameter));
 }
