@@ -270,3 +270,19 @@ pub struct SystemInfo {
     /// Large-page size (`GetLargePageMinimum`), 0 when large pages are unavailable.
     pub large_page_size: usize,
 }
+
+/// `MEM_ADDRESS_REQUIREMENTS` (`VirtualAlloc2`'s `MemExtendedParameterAddressRequirements`):
+/// where a new reservation may be placed, for [`AddressSpace::alloc_within`](crate::AddressSpace::alloc_within).
+/// All zeros (the default) means anywhere, 64 KiB aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AddressRequirements {
+    /// The lowest address the reservation may start at: a multiple of 64 KiB (0: the
+    /// space's lowest).
+    pub lowest_starting_address: usize,
+    /// The highest address the reservation may reach, inclusive: one less than a
+    /// multiple of 64 KiB, not past the space's highest address (0: that address).
+    pub highest_ending_address: usize,
+    /// The alignment of the reservation's base: 0 (64 KiB) or a power of two of at least
+    /// 64 KiB.
+    pub alignment: usize,
+}

@@ -87,8 +87,8 @@ pub mod win32;
 pub use backend::sim::{ResetPolicy, SimBackend, SimConfig};
 pub use error::{Error, Result};
 pub use flags::{
-    AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
-    WriteWatchFlags,
+    AccessKind, AddressRequirements, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection,
+    SystemInfo, WriteWatchFlags,
 };
 pub use reservation::Reservation;
 pub use space::{AddressSpace, ResetUndo, SpaceStats, VirtualSpace};

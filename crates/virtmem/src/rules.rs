@@ -35,6 +35,32 @@ pub(crate) fn normalized(l: Limits) -> Limits {
     Limits { min_address: min, end_address: end, large_page_size: large }
 }
 
+/// The window a reservation with `req` must lie in (its claim of whole granules
+/// included), and the alignment of its base; `ERROR_INVALID_PARAMETER` for a lowest start
+/// that is not a multiple of 64 KiB, a highest end that is not one less than one (0 is
+/// the top) or lies past the top or below the lowest start, and an alignment that is not
+/// 0 or a power of two of at least 64 KiB.
+pub(crate) fn address_window(
+    req: &crate::flags::AddressRequirements,
+    limits: &Limits,
+) -> Result<(Range<usize>, usize)> {
+    let top = limits.end_address;
+    let lo = req.lowest_starting_address;
+    let hi = match req.highest_ending_address {
+        0 => top,
+        h => h.checked_add(1).ok_or(Error::InvalidParameter)?,
+    };
+    if lo % GRANULE != 0 || hi % GRANULE != 0 || hi > top || hi <= lo {
+        return Err(Error::InvalidParameter);
+    }
+    let align = match req.alignment {
+        0 => GRANULE,
+        a if a.is_power_of_two() && a >= GRANULE => a,
+        _ => return Err(Error::InvalidParameter),
+    };
+    Ok((lo.max(limits.min_address)..hi, align))
+}
+
 /// `x` rounded down to a multiple of `align` (a power of two).
 pub fn round_down(x: usize, align: usize) -> usize {
     x & !(align - 1)

@@ -1109,6 +1109,67 @@ impl FreeSpace {
         }
     }
 
+    /// A base for `size` bytes aligned to `align` with all of them inside `within`: the
+    /// lowest that fits, or with `top_down` the highest. As [`FreeSpace::find`], each
+    /// step is a search of the index for the next gap long enough (`O(log n)`); only the
+    /// gaps at the window's two edges are cut to it, so the subtree maxima stay valid
+    /// for every other. (Gaps long enough that the alignment leaves too short are
+    /// passed one by one, as `find` passes them.)
+    pub fn find_within(&self, size: usize, align: usize, top_down: bool, within: Range<usize>) -> Option<usize> {
+        let (lo, hi) = (within.start, within.end);
+        if size == 0 || hi <= lo || hi - lo < size {
+            return None;
+        }
+        // The aligned base in gap `(s, e)` cut to the window, lowest or highest.
+        let lowest_in = |s: usize, e: usize| {
+            let (s, e) = (s.max(lo), e.min(hi));
+            let base = s.checked_add(align - 1)? & !(align - 1);
+            base.checked_add(size).is_some_and(|end| end <= e).then_some(base)
+        };
+        let highest_in = |s: usize, e: usize| {
+            let (s, e) = (s.max(lo), e.min(hi));
+            let base = e.checked_sub(size)? & !(align - 1);
+            (base >= s).then_some(base)
+        };
+        if top_down {
+            let mut below = hi;
+            loop {
+                let (s, e) = self.highest_fit(below, size)?;
+                if e <= lo {
+                    return None;
+                }
+                if let Some(base) = highest_in(s, e) {
+                    return Some(base);
+                }
+                if s <= lo {
+                    return None;
+                }
+                below = s;
+            }
+        }
+        // The gap holding `lo`, which starts below the window (`lowest_fit` looks only
+        // at gaps starting at or after an address).
+        if let Some((s, e)) = self.floor(lo).filter(|&(_, e)| e > lo) {
+            if let Some(base) = lowest_in(s, e) {
+                return Some(base);
+            }
+        }
+        let mut from = lo;
+        loop {
+            let (s, e) = self.lowest_fit(from, size)?;
+            if s >= hi {
+                return None;
+            }
+            if let Some(base) = lowest_in(s, e) {
+                return Some(base);
+            }
+            if e >= hi {
+                return None;
+            }
+            from = s + 1;
+        }
+    }
+
     /// The largest free gap, in bytes.
     pub fn largest(&self) -> usize {
         self.max_of(self.root)
@@ -2922,6 +2983,21 @@ mod tests {
                 });
                 prop_assert_eq!(f.find(size, align, false), lowest);
                 prop_assert_eq!(f.find(size, align, true), highest);
+                // Placement inside a window (its edges cutting the gaps there), against
+                // every gap cut to it.
+                let wlo = (s * 7 + len) % units * g;
+                let whi = (wlo + (len * 13 + mode as usize * 5 + 1) % units * g).min(units * g);
+                let cut = |&(s, e): &(usize, usize)| (s.max(wlo), e.min(whi));
+                let lowest_in = gaps.iter().map(cut).find_map(|(s, e)| {
+                    let b = (s + align - 1) & !(align - 1);
+                    (size > 0 && b + size <= e).then_some(b)
+                });
+                let highest_in = gaps.iter().rev().map(cut).find_map(|(s, e)| {
+                    let b = e.checked_sub(size)? & !(align - 1);
+                    (size > 0 && b >= s).then_some(b)
+                });
+                prop_assert_eq!(f.find_within(size, align, false, wlo..whi), lowest_in, "{:#x}..{:#x}", wlo, whi);
+                prop_assert_eq!(f.find_within(size, align, true, wlo..whi), highest_in, "{:#x}..{:#x}", wlo, whi);
                 // The longest gap, which placement may have to skip every other to reach.
                 if let Some(big) = gaps.iter().map(|&(s, e)| e - s).max() {
                     let first = gaps.iter().find(|&&(s, e)| e - s == big).map(|&(s, _)| s);

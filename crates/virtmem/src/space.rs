@@ -20,8 +20,8 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::flags::{
-    AccessKind, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection, SystemInfo,
-    WriteWatchFlags,
+    AccessKind, AddressRequirements, AllocationType, FreeType, MemState, MemType, MemoryBasicInformation, Protection,
+    SystemInfo, WriteWatchFlags,
 };
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
 use crate::runs::{Book, PageState, Reservation, RunAt, RunMap, Slot};
@@ -356,7 +356,7 @@ impl<B: Backend> AddressSpace<B> {
             match rules::alloc_request(address, size, ty, protect, &self.limits)? {
                 AllocRequest::Reserve { base, size, commit, top_down, large, write_watch, physical, protect } => {
                     let opts = ReserveOptions { large_pages: large, write_watch };
-                    return self.reserve_range(base, size, commit, top_down, opts, physical, protect);
+                    return self.reserve_range(base, size, commit, top_down, opts, physical, protect, None);
                 }
                 AllocRequest::Commit { range, .. } => range,
                 // Like Windows (recorded under Wine), MEM_RESET and MEM_RESET_UNDO return
@@ -378,6 +378,57 @@ impl<B: Backend> AddressSpace<B> {
         self.commit(range, protect)
     }
 
+    /// `VirtualAlloc2` with `MEM_ADDRESS_REQUIREMENTS`: a new reservation (`ty` holds
+    /// `MEM_RESERVE`, or is `MEM_COMMIT` alone, which reserves too, with `MEM_TOP_DOWN`,
+    /// `MEM_WRITE_WATCH`, `MEM_LARGE_PAGES` as [`alloc`](Self::alloc) allows them) placed
+    /// at an address the space picks inside the window `req` gives: starting at or after
+    /// its lowest start, ending (its last 64 KiB granule included) at or before its
+    /// highest end, its base aligned as asked. Bottom-up the lowest such place, with
+    /// `MEM_TOP_DOWN` the highest. What a JIT uses to place code within ±2 GiB of the code
+    /// it calls (a `rel32` call's reach).
+    ///
+    /// Fails as `alloc(0, size, ty, protect)` does, and also with
+    /// `ERROR_INVALID_PARAMETER` for a window [`AddressRequirements`] does not allow or a
+    /// type that does not make a new reservation, and `ERROR_NOT_ENOUGH_MEMORY` when no
+    /// free range of the window fits (although the space may have room elsewhere).
+    /// Finding the place costs what an `alloc` at no particular address costs (a search
+    /// of the free-space index per gap tried).
+    ///
+    /// ```
+    /// use virtmem::{AddressRequirements, AllocationType, Protection, SimSpace};
+    ///
+    /// let space = SimSpace::simulated();
+    /// let code = space.alloc(0, 1 << 20, AllocationType::RESERVE | AllocationType::COMMIT, Protection::EXECUTE_READ)?;
+    /// // A stub heap a rel32 call from `code` reaches (±2 GiB), 1 MiB aligned.
+    /// let req = AddressRequirements {
+    ///     lowest_starting_address: code.saturating_sub(1 << 31).next_multiple_of(1 << 16),
+    ///     highest_ending_address: ((code + (1 << 31)) & !0xFFFF) - 1,
+    ///     alignment: 1 << 20,
+    /// };
+    /// let stubs = space.alloc_within(1 << 16, AllocationType::RESERVE, Protection::NOACCESS, req)?;
+    /// assert!(stubs.abs_diff(code) < 1 << 31 && stubs % (1 << 20) == 0);
+    /// # Ok::<(), virtmem::Error>(())
+    /// ```
+    pub fn alloc_within(
+        &self,
+        size: usize,
+        ty: AllocationType,
+        protect: Protection,
+        req: AddressRequirements,
+    ) -> Result<usize> {
+        // Every rule of a reserve at no particular address first, then the window's.
+        let AllocRequest::Reserve { base: None, size, commit, top_down, large, write_watch, physical, protect } =
+            rules::alloc_request(0, size, ty, protect, &self.limits)?
+        else {
+            return Err(Error::InvalidParameter);
+        };
+        let (window, align) = rules::address_window(&req, &self.limits)?;
+        let opts = ReserveOptions { large_pages: large, write_watch };
+        self.reserve_range(None, size, commit, top_down, opts, physical, protect, Some((window, align)))
+    }
+
+    /// Reserve `size` bytes at `fixed`, or where the space picks: anywhere, or with
+    /// `within` inside that window at that alignment.
     #[allow(clippy::too_many_arguments)]
     fn reserve_range(
         &self,
@@ -388,8 +439,10 @@ impl<B: Backend> AddressSpace<B> {
         opts: ReserveOptions,
         physical: bool,
         protect: Protection,
+        within: Option<(Range<usize>, usize)>,
     ) -> Result<usize> {
         let align = if opts.large_pages { self.limits.large_page_size.max(GRANULE) } else { GRANULE };
+        let align = within.as_ref().map_or(align, |&(_, a)| a.max(align));
         let claim_size = rules::round_up(size, GRANULE).ok_or(Error::InvalidParameter)?;
         let charge = if commit { size } else { 0 };
         let mut collisions = 0;
@@ -429,9 +482,13 @@ impl<B: Backend> AddressSpace<B> {
                     .then(|| self.backend.cheap_range(claim_size, align, opts))
                     .flatten()
                     .filter(|&b| b.checked_add(claim_size).is_some_and(|e| book.free.contains(&(b..e))))
+                    .filter(|&b| within.as_ref().map_or(true, |(w, _)| w.start <= b && b + claim_size <= w.end))
                 {
                     Some(b) => b,
-                    None => match book.free.find(claim_size, align, top_down) {
+                    None => match match &within {
+                        None => book.free.find(claim_size, align, top_down),
+                        Some((w, _)) => book.free.find_within(claim_size, align, top_down, w.clone()),
+                    } {
                         Some(b) => b,
                         None => {
                             // Out of room: the mappings that made the engine avoid some
