@@ -122,9 +122,10 @@ impl<S: VirtualSpace> Reservation<S> {
         self.len == 0
     }
 
-    /// One past the last address.
+    /// One past the last address (`usize::MAX` for a pair given to
+    /// [`from_raw`](Self::from_raw) whose end would wrap).
     pub fn end(&self) -> usize {
-        self.base + self.len
+        self.base.saturating_add(self.len)
     }
 
     /// `base()..end()`.

@@ -416,6 +416,14 @@ fn ownership_can_be_given_up_taken_back_and_lost_without_a_panic() {
         let r = Reservation::new(s, P, Pr::READWRITE).unwrap();
         s.free(r.base(), 0, F::RELEASE).unwrap();
         drop(r);
+        // A nonsense pair given to from_raw (past the top, its end wrapping): the space
+        // refuses every call, nothing panics.
+        let r = Reservation::from_raw(s, usize::MAX - P + 1, 2 * P);
+        assert!(r.contains(usize::MAX - P + 1, 16), "{name}");
+        assert_eq!(r.commit(usize::MAX - P + 1, 16, Pr::READWRITE), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(r.reset(usize::MAX - P + 1, 16), Err(Error::InvalidParameter), "{name}");
+        assert_eq!(r.release(), Err(Error::InvalidParameter), "{name}");
+        drop(Reservation::from_raw(s, usize::MAX - P + 1, 2 * P));
     }
     // A backend that refuses the release: the drop neither panics nor pretends.
     use virtmem::backend::faulty::Faulty;
