@@ -361,10 +361,10 @@ pub fn GetWriteWatch<S: VirtualSpace + ?Sized>(
     if max == 0 {
         return fail(Error::NoAccess, u32::MAX);
     }
-    match space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base, size, max) {
-        Ok(pages) => {
-            addresses[..pages.len()].copy_from_slice(&pages);
-            *count = pages.len();
+    // (Straight into the caller's array: no allocation on the way.)
+    match space.get_write_watch_into(WriteWatchFlags::from_bits_retain(flags), base, size, &mut addresses[..max]) {
+        Ok(n) => {
+            *count = n;
             *granularity = crate::rules::PAGE as u32;
             0
         }
