@@ -208,8 +208,8 @@ pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
 /// and before each input restore the process from it. Any two simulated processes will
 /// do (the same one twice changes nothing).
 ///
-/// The restore waits for calls under way on `hTarget` and holds the others meanwhile, as
-/// a snapshot does. The pages are shared, copy-on-write, between the two processes, not
+/// The restore waits for calls under way on either process and holds the others on both
+/// meanwhile, as a snapshot does: it is one moment for both. The pages are shared, copy-on-write, between the two processes, not
 /// copied: a restore costs time in proportion to the regions and the pages stored, and
 /// each page's first write afterwards copies that page. Returns `TRUE`, or `FALSE` with
 /// the last error set, nothing changed: NULL or an unknown handle (either one) ->

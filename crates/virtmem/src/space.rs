@@ -157,20 +157,10 @@ impl<B: Snapshot> AddressSpace<B> {
     /// # Ok::<(), virtmem::Error>(())
     /// ```
     pub fn snapshot(&self) -> Self {
-        let mut book = self.book.lock();
-        // Calls that run their side effects outside the lock must finish first, or the
-        // copy would hold a reservation half made or half changed. Calls that would start
-        // some meanwhile wait for the copy instead (see `settle` and `reserve`): waiting
-        // for a moment with none under way at all could last as long as other threads
-        // keep making such calls.
-        book.snapshots += 1;
-        while !book.busy.is_empty() || !book.pending.is_empty() {
-            self.idle.wait(&mut book);
-        }
+        let book = self.quiet();
         let backend = self.backend.snapshot();
         let mut copied = book.clone();
         copied.snapshots = 0;
-        book.snapshots -= 1;
         drop(book);
         self.idle.notify_all();
         AddressSpace {
@@ -180,6 +170,22 @@ impl<B: Snapshot> AddressSpace<B> {
             idle: Condvar::new(),
             refused_undos: AtomicUsize::new(self.refused_undos.load(Ordering::Relaxed)),
         }
+    }
+
+    /// This space's book, locked, once no call is under way on it (for a snapshot or a
+    /// restore, which must see and change no reservation half made or half changed).
+    /// Calls that run their side effects outside the lock must finish first; calls that
+    /// would start some meanwhile wait instead (see `settle` and `reserve`): waiting for
+    /// a moment with none under way at all could last as long as other threads keep
+    /// making such calls. The caller wakes the waiting calls (`idle`) once it lets go.
+    fn quiet(&self) -> MutexGuard<'_, Book> {
+        let mut book = self.book.lock();
+        book.snapshots += 1;
+        while !book.busy.is_empty() || !book.pending.is_empty() {
+            self.idle.wait(&mut book);
+        }
+        book.snapshots -= 1;
+        book
     }
 
     /// Put `snapshot`'s state back into this space, in place: its reservations, page
@@ -192,9 +198,10 @@ impl<B: Snapshot> AddressSpace<B> {
     ///
     /// Where replacing the space (`*space = snapshot.snapshot()`) cannot be done because
     /// other threads or handles hold this one (a C caller's process handle), a restore
-    /// keeps the same object. It waits for the calls under way on this space as
-    /// [`snapshot`](Self::snapshot) does, and is one moment for the checked accesses
-    /// running meanwhile: each lands wholly before it (and is undone) or after it. Over
+    /// keeps the same object. It waits for the calls under way on this space and on
+    /// `snapshot` as [`snapshot`](Self::snapshot) does, holds the other calls on both
+    /// meanwhile, and is one moment for both: every call and checked access on either
+    /// lands wholly before it (and, on this space, is undone) or after it. Over
     /// the simulated backend the pages are shared, copy-on-write, with `snapshot` rather
     /// than copied, so a restore costs about what a snapshot does (time in proportion to
     /// the runs and the pages stored) plus freeing this space's pages written since.
@@ -226,25 +233,38 @@ impl<B: Snapshot> AddressSpace<B> {
         if snapshot.limits != self.limits {
             return Err(Error::InvalidParameter);
         }
-        // A copy first, under `snapshot`'s lock alone (so that two spaces restored from
-        // each other at once never wait for each other's locks), then swapped in.
-        let fresh = snapshot.snapshot();
-        let mut book = self.book.lock();
-        book.snapshots += 1;
-        while !book.busy.is_empty() || !book.pending.is_empty() {
-            self.idle.wait(&mut book);
+        if std::ptr::eq(self, snapshot) {
+            // A space restored from itself holds what it held: nothing to do. (A copy
+            // swapped in after letting go of the lock would undo the calls that other
+            // threads completed in between.)
+            return Ok(());
         }
-        book.snapshots -= 1;
-        let restored = self.backend.restore(fresh.backend).map_err(backend_error);
+        // Both spaces are held at once, so that the copy of `snapshot` and the swap into
+        // this space are one moment for the calls and accesses on either (a copy taken
+        // under `snapshot`'s lock alone and swapped in later would bring back `snapshot`
+        // as it was before calls that this space's restored state undoes). The two locks
+        // are taken in one order for every pair of spaces (by address), so that two
+        // spaces restored from each other at once wait for each other without deadlock.
+        let (mut book, from) = if (self as *const Self as usize) < (snapshot as *const Self as usize) {
+            let book = self.quiet();
+            (book, snapshot.quiet())
+        } else {
+            let from = snapshot.quiet();
+            (self.quiet(), from)
+        };
+        let fresh = snapshot.backend.snapshot();
+        let restored = self.backend.restore(fresh).map_err(backend_error);
         let old = restored.map(|old_backend| {
-            let mut copied = fresh.book.into_inner();
+            let mut copied = from.clone();
             copied.snapshots = book.snapshots;
-            self.refused_undos.store(fresh.refused_undos.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.refused_undos.store(snapshot.refused_undos.load(Ordering::Relaxed), Ordering::Relaxed);
             (old_backend, std::mem::replace(&mut *book, copied))
         });
+        drop(from);
         drop(book);
+        snapshot.idle.notify_all();
         self.idle.notify_all();
-        // The old pages and bookkeeping are freed outside the lock.
+        // The old pages and bookkeeping are freed outside the locks.
         old.map(drop)
     }
 }
