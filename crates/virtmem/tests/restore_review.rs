@@ -243,3 +243,73 @@ fn a_restored_space_answers_every_call_as_the_snapshots_copy() {
         assert_eq!(observe(&s), observe(&copy), "round {round}: after the same calls");
     }
 }
+
+/// Many spaces sharing pages through snapshots and restores of one another, written,
+/// restored and dropped in a random order: each reads what a model of its own says
+/// (a write through one is never seen by another), and once one space is left it
+/// shares no page.
+#[test]
+fn pages_shared_among_many_spaces_stay_each_ones_own() {
+    const SPACES: usize = 5;
+    const PAGES: usize = 24;
+    const PAGE: usize = 4096;
+    let first = SimSpace::simulated();
+    let base = first.alloc(0, PAGES * PAGE, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
+    let mut spaces: Vec<Option<SimSpace>> = vec![Some(first)];
+    let mut model: Vec<Vec<u8>> = vec![vec![0; PAGES]];
+    let mut r = rng::Rng(0xc0ff_ee00);
+    for i in 0..3000 {
+        let live: Vec<usize> = (0..spaces.len()).filter(|&k| spaces[k].is_some()).collect();
+        let a = live[r.below(live.len())];
+        let b = live[r.below(live.len())];
+        match r.below(6) {
+            0 | 1 => {
+                let p = r.below(PAGES);
+                let v = (i % 250) as u8 + 1;
+                // Half the writes cover a whole page, half one byte of it.
+                let len = if r.below(2) == 0 { PAGE } else { 1 };
+                spaces[a].as_ref().unwrap().write(base + p * PAGE, &vec![v; len]).unwrap();
+                model[a][p] = v;
+            }
+            2 if spaces.len() < SPACES || live.len() < spaces.len() => {
+                let copy = spaces[a].as_ref().unwrap().snapshot();
+                let m = model[a].clone();
+                match spaces.iter().position(Option::is_none) {
+                    Some(k) => {
+                        spaces[k] = Some(copy);
+                        model[k] = m;
+                    }
+                    None => {
+                        spaces.push(Some(copy));
+                        model.push(m);
+                    }
+                }
+            }
+            3 => {
+                spaces[a].as_ref().unwrap().restore_from(spaces[b].as_ref().unwrap()).unwrap();
+                model[a] = model[b].clone();
+            }
+            4 if live.len() > 1 => spaces[a] = None,
+            _ => {}
+        }
+        for &k in live.iter().filter(|&&k| spaces[k].is_some()) {
+            let s = spaces[k].as_ref().unwrap();
+            let p = r.below(PAGES);
+            let mut buf = [0u8; 1];
+            s.read(base + p * PAGE, &mut buf).unwrap();
+            assert_eq!(buf[0], model[k][p], "step {i}: space {k}, page {p}");
+            let sim = s.backend();
+            assert!(sim.shared_pages() <= sim.stored_pages());
+        }
+    }
+    // Down to one space: everything it holds is its own.
+    let keep = spaces.iter().position(Option::is_some).unwrap();
+    let last = spaces[keep].take().unwrap();
+    drop(spaces);
+    assert_eq!(last.backend().shared_pages(), 0);
+    for p in 0..PAGES {
+        let mut buf = [0u8; 1];
+        last.read(base + p * PAGE, &mut buf).unwrap();
+        assert_eq!(buf[0], model[keep][p], "page {p}");
+    }
+}
