@@ -255,7 +255,7 @@ impl<B: Snapshot> AddressSpace<B> {
         let fresh = snapshot.backend.snapshot();
         let restored = self.backend.restore(fresh).map_err(backend_error);
         let old = restored.map(|old_backend| {
-            let mut copied = from.clone();
+            let mut copied = Book::clone(&from);
             copied.snapshots = book.snapshots;
             self.refused_undos.store(snapshot.refused_undos.load(Ordering::Relaxed), Ordering::Relaxed);
             (old_backend, std::mem::replace(&mut *book, copied))
