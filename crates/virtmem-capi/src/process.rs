@@ -110,6 +110,19 @@ pub(crate) fn resolve(handle: HANDLE) -> Outcome<Target> {
     Ok(Target::Simulated(p))
 }
 
+/// Resolve a handle that must name a simulated process made by this library
+/// (`VirtmemSnapshotProcess`, `VirtmemRestoreProcess`): the current-process pseudo handle
+/// -> `ERROR_NOT_SUPPORTED` without looking at the current process's memory (which need
+/// not be manageable), otherwise as [`resolve`] (a process with no simulated space of its
+/// own, only the tests', -> `ERROR_NOT_SUPPORTED`).
+fn resolve_simulated(handle: HANDLE) -> Outcome<Arc<vm::SimSpace>> {
+    if handle as usize == CURRENT_PROCESS {
+        return Err(Fail(ERROR_NOT_SUPPORTED));
+    }
+    let Target::Simulated(p) = resolve(handle)? else { return Err(Fail(ERROR_NOT_SUPPORTED)) };
+    p.sim.clone().ok_or(Fail(ERROR_NOT_SUPPORTED))
+}
+
 /// The number of the process `handle` names in traces: 0 for the current process, `n` for
 /// the `n`-th simulated process ever created (open, exited or closed), `u32::MAX` for
 /// NULL and values never handed out.
@@ -190,8 +203,7 @@ pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
 #[no_mangle]
 pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
     let (h, err) = run(std::ptr::null_mut(), || {
-        let Target::Simulated(p) = resolve(hProcess)? else { return Err(Fail(ERROR_NOT_SUPPORTED)) };
-        let sim = p.sim.as_ref().ok_or(Fail(ERROR_NOT_SUPPORTED))?;
+        let sim = resolve_simulated(hProcess)?;
         Ok(register_sim(sim.snapshot()))
     });
     let new = if h.is_null() { 0 } else { u64::from(trace_id(h)) };
@@ -219,14 +231,9 @@ pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
 #[no_mangle]
 pub extern "C" fn VirtmemRestoreProcess(hTarget: HANDLE, hSnapshot: HANDLE) -> BOOL {
     let (r, err) = run(FALSE, || {
-        let target = resolve(hTarget)?;
-        let source = resolve(hSnapshot)?;
-        let (Target::Simulated(to), Target::Simulated(from)) = (target, source) else {
-            return Err(Fail(ERROR_NOT_SUPPORTED));
-        };
-        let to = to.sim.as_ref().ok_or(Fail(ERROR_NOT_SUPPORTED))?;
-        let from = from.sim.as_ref().ok_or(Fail(ERROR_NOT_SUPPORTED))?;
-        to.restore_from(from)?;
+        let to = resolve_simulated(hTarget)?;
+        let from = resolve_simulated(hSnapshot)?;
+        to.restore_from(&from)?;
         Ok(TRUE)
     });
     let snapshot = trace_id(hSnapshot);
