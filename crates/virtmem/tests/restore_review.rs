@@ -313,3 +313,33 @@ fn pages_shared_among_many_spaces_stay_each_ones_own() {
         assert_eq!(buf[0], model[keep][p], "page {p}");
     }
 }
+
+/// A restore from a space of the same address range but another backend configuration
+/// (here its reset policy) is refused with `NotSupported`, and changes nothing on either
+/// side: regions, statistics, contents, write-watch marks, and what a reset's undo says.
+#[test]
+fn a_restore_between_configurations_is_refused_and_changes_nothing() {
+    use virtmem::{Error, ResetPolicy, SimConfig};
+    const PAGE: usize = 4096;
+    let keep = SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Keep, ..SimConfig::default() });
+    let discard = SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() });
+    for s in [&keep, &discard] {
+        let a = s.alloc(0, 4 * PAGE, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
+        s.write(a + PAGE, if std::ptr::eq(s, &keep) { b"keep" } else { b"drop" }).unwrap();
+        s.write(a, b"reset").unwrap();
+        s.alloc(a, PAGE, T::RESET, P::READWRITE).unwrap();
+    }
+    let look = |s: &SimSpace| {
+        let mut buf = [0u8; 4];
+        s.read(0x10000 + PAGE, &mut buf).unwrap();
+        let watch = s.get_write_watch(WriteWatchFlags::empty(), 0x10000, 4 * PAGE, 16).unwrap();
+        (observe(s), buf, watch)
+    };
+    let (k, d) = (look(&keep), look(&discard));
+    assert_eq!(keep.restore_from(&discard), Err(Error::NotSupported));
+    assert_eq!(discard.restore_from(&keep), Err(Error::NotSupported));
+    assert_eq!((look(&keep), look(&discard)), (k, d));
+    // Each still answers a reset's undo by its own policy.
+    assert_eq!(keep.alloc(0x10000, PAGE, T::RESET_UNDO, P::READWRITE), Ok(0x10000));
+    assert_eq!(discard.alloc(0x10000, PAGE, T::RESET_UNDO, P::READWRITE), Err(Error::DataDiscarded));
+}
