@@ -221,7 +221,11 @@ pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
 /// do (the same one twice changes nothing).
 ///
 /// The restore waits for calls under way on either process and holds the others on both
-/// meanwhile, as a snapshot does: it is one moment for both. The pages are shared, copy-on-write, between the two processes, not
+/// meanwhile, as a snapshot does: it is one moment for both. A host memory manager made
+/// over `hTarget` (`VirtmemCreateHostMemoryManagerEx`) keeps its own account of what it
+/// allocated there, which a restore does not change: once a restore has taken its memory
+/// away, the manager's next call on it fails (`E_FAIL`) and disables the manager. Restore
+/// only processes that no manager allocates in. The pages are shared, copy-on-write, between the two processes, not
 /// copied: a restore costs time in proportion to the regions and the pages stored, and
 /// each page's first write afterwards copies that page. Returns `TRUE`, or `FALSE` with
 /// the last error set, nothing changed: NULL or an unknown handle (either one) ->

@@ -211,6 +211,12 @@ impl<B: Snapshot> AddressSpace<B> {
     /// refuses (the simulated backend does when the two configurations differ, say in
     /// their reset policy); then nothing changes.
     ///
+    /// A [host memory manager](crate::host::HostMemoryManager) made over this space keeps
+    /// its own account of the reservations it made here, which a restore does not change:
+    /// once a restore has taken one away (or changed its commits), the manager finds the
+    /// space changed behind its back at its next call on it and disables itself. Restore
+    /// only spaces that no manager allocates in.
+    ///
     /// ```
     /// use virtmem::{AllocationType, FreeType, Protection, SimSpace};
     ///
