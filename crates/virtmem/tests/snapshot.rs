@@ -5,26 +5,15 @@
 
 #[path = "rng/mod.rs"]
 mod rng;
+mod snapkit;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use virtmem::{
     AllocationType as T, Error, FreeType, MemState, Protection as P, ResetPolicy, SimConfig, SimSpace, WriteWatchFlags,
 };
 
-const PAGE: usize = 4096;
-const GRANULE: usize = 0x10000;
-
-fn commit(s: &SimSpace, size: usize) -> usize {
-    s.alloc(0, size, T::RESERVE | T::COMMIT, P::READWRITE).expect("reserve and commit")
-}
-
-fn read(s: &SimSpace, at: usize, len: usize) -> Vec<u8> {
-    let mut buf = vec![0; len];
-    s.read(at, &mut buf).expect("read");
-    buf
-}
+use snapkit::{commit, read, GRANULE, PAGE};
 
 /// A change to either space after the snapshot leaves the other as it was, and the copy
 /// outlives its original.
@@ -136,41 +125,18 @@ fn a_snapshot_taken_during_writes_is_one_moment() {
     for k in 0..BLOCKS {
         s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    // The writer's last round finished, so that the snapshots below are known to have
-    // been taken while it ran (on a loaded machine it may not run at once).
-    let done = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (s, stop, done) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                round += 1;
-                for k in 0..BLOCKS {
-                    s.write(a + k * GRANULE, &round.to_le_bytes()).expect("write");
-                }
-                done.store(round, Ordering::Relaxed);
-            }
-        })
-    };
-    while done.load(Ordering::Relaxed) == 0 {
-        std::thread::yield_now();
-    }
-    let started = done.load(Ordering::Relaxed);
+    let writer = snapkit::Writer::start(&s, a, BLOCKS);
+    let started = writer.done();
     // At least 1000 snapshots, and on until the writer has made 2000 more rounds meanwhile.
     let mut taken = 0;
-    while taken < 1000 || done.load(Ordering::Relaxed) < started + 2000 {
+    while taken < 1000 || writer.done() < started + 2000 {
         assert!(taken < 1_000_000, "the writer stopped making progress");
         let copy = s.snapshot();
-        let rounds: Vec<u64> =
-            (0..BLOCKS).map(|k| u64::from_le_bytes(read(&copy, a + k * GRANULE, 8).try_into().unwrap())).collect();
-        let (first, last) = (rounds[0], rounds[BLOCKS - 1]);
-        assert!(first == last || first == last + 1, "blocks from different moments: {rounds:?}");
-        assert!(rounds.windows(2).all(|w| w[0] >= w[1]), "blocks from different moments: {rounds:?}");
+        let rounds = snapkit::rounds(&copy, a, BLOCKS);
+        assert!(snapkit::one_moment(&rounds), "blocks from different moments: {rounds:?}");
         taken += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
 }
 
 /// A copy's cost follows what was written, not what was reserved or committed: a

@@ -4,25 +4,15 @@
 //! state back into a space in place (the fuzzer's loop: one snapshot, one restore per
 //! input).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod snapkit;
+
 use std::sync::Arc;
 
 use virtmem::{
     AllocationType as T, Error, FreeType, Protection as P, ResetPolicy, SimConfig, SimSpace, WriteWatchFlags,
 };
 
-const PAGE: usize = 4096;
-const GRANULE: usize = 0x10000;
-
-fn commit(s: &SimSpace, size: usize) -> usize {
-    s.alloc(0, size, T::RESERVE | T::COMMIT, P::READWRITE).expect("reserve and commit")
-}
-
-fn read(s: &SimSpace, at: usize, len: usize) -> Vec<u8> {
-    let mut buf = vec![0; len];
-    s.read(at, &mut buf).expect("read");
-    buf
-}
+use snapkit::{commit, read, GRANULE, PAGE};
 
 /// A snapshot of a space with many written pages stores each of them once for both: the
 /// two hold the same pages, every one of them shared, and no new page was stored.
@@ -159,46 +149,23 @@ fn snapshots_taken_during_writes_keep_their_moment() {
     for k in 0..BLOCKS {
         s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (s, stop, done) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                round += 1;
-                for k in 0..BLOCKS {
-                    s.write(a + k * GRANULE, &round.to_le_bytes()).expect("write");
-                }
-                done.store(round, Ordering::Relaxed);
-            }
-        })
-    };
-    while done.load(Ordering::Relaxed) == 0 {
-        std::thread::yield_now();
-    }
-    let rounds_of = |copy: &SimSpace| -> Vec<u64> {
-        (0..BLOCKS).map(|k| u64::from_le_bytes(read(copy, a + k * GRANULE, 8).try_into().unwrap())).collect()
-    };
-    let started = done.load(Ordering::Relaxed);
+    let writer = snapkit::Writer::start(&s, a, BLOCKS);
+    let started = writer.done();
     let mut kept: Vec<(SimSpace, Vec<u64>)> = Vec::new();
     let mut taken = 0;
-    while taken < 500 || done.load(Ordering::Relaxed) < started + 1000 {
+    while taken < 500 || writer.done() < started + 1000 {
         assert!(taken < 1_000_000, "the writer stopped making progress");
         let copy = s.snapshot();
-        let rounds = rounds_of(&copy);
-        let (first, last) = (rounds[0], rounds[BLOCKS - 1]);
-        assert!(first == last || first == last + 1, "blocks from different moments: {rounds:?}");
-        assert!(rounds.windows(2).all(|w| w[0] >= w[1]), "blocks from different moments: {rounds:?}");
+        let rounds = snapkit::rounds(&copy, a, BLOCKS);
+        assert!(snapkit::one_moment(&rounds), "blocks from different moments: {rounds:?}");
         if taken % 50 == 0 {
             kept.push((copy, rounds));
         }
         taken += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     for (copy, rounds) in &kept {
-        assert_eq!(&rounds_of(copy), rounds, "a snapshot changed after it was taken");
+        assert_eq!(&snapkit::rounds(copy, a, BLOCKS), rounds, "a snapshot changed after it was taken");
     }
 }
 
@@ -377,39 +344,19 @@ fn a_restore_during_writes_is_one_moment() {
         s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
     }
     let snap = s.snapshot();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (s, stop, done) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&done));
-        std::thread::spawn(move || {
-            let mut round = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                round += 1;
-                for k in 0..BLOCKS {
-                    s.write(a + k * GRANULE, &round.to_le_bytes()).expect("write");
-                }
-                done.store(round, Ordering::Relaxed);
-            }
-        })
-    };
-    while done.load(Ordering::Relaxed) == 0 {
-        std::thread::yield_now();
-    }
-    let started = done.load(Ordering::Relaxed);
+    let writer = snapkit::Writer::start(&s, a, BLOCKS);
+    let started = writer.done();
     let mut restores = 0;
-    while restores < 300 || done.load(Ordering::Relaxed) < started + 1000 {
+    while restores < 300 || writer.done() < started + 1000 {
         assert!(restores < 1_000_000, "the writer stopped making progress");
         s.restore_from(&snap).unwrap();
         // The moment after the restore, read as a snapshot: the writer's stores since
         // the restore are on top of zeros (see `after_a_restore`).
-        let copy = s.snapshot();
-        let rounds: Vec<u64> =
-            (0..BLOCKS).map(|k| u64::from_le_bytes(read(&copy, a + k * GRANULE, 8).try_into().unwrap())).collect();
+        let rounds = snapkit::rounds(&s.snapshot(), a, BLOCKS);
         assert!(after_a_restore(&rounds), "blocks from different moments: {rounds:?}");
         restores += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    writer.stop();
     for k in 0..BLOCKS {
         assert_eq!(read(&snap, a + k * GRANULE, 8), [0; 8]);
     }
