@@ -1026,3 +1026,55 @@ mod tests {
         assert_eq!(b.used_parts(u64::MAX >> (64 - SHARDS)).count(), 0, "all emptied and marked unused");
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use crate::{Error, SimSpace};
+
+    const K64: usize = 0x1_0000;
+
+    /// A 32-bit guest's user range: 0x10000 to 0x7FFEFFFF, no large pages.
+    fn guest32() -> SimConfig {
+        SimConfig { min_address: K64, end_address: 0x7FFF_0000, large_page_size: 0, reset_policy: ResetPolicy::Discard }
+    }
+
+    #[test]
+    fn valid_configurations_are_accepted_as_given() {
+        for c in [SimConfig::default(), guest32(), SimConfig { large_page_size: K64, ..guest32() }] {
+            assert_eq!(c.validate(), Ok(()), "{c:?}");
+            let space = SimSpace::try_simulated_with(c).expect("valid");
+            assert_eq!(*space.backend().config(), c);
+            let info = space.system_info();
+            assert_eq!(info.minimum_application_address, c.min_address);
+            assert_eq!(info.maximum_application_address, c.end_address - 1);
+            assert_eq!(info.large_page_size, c.large_page_size);
+        }
+        // The highest end the simulation supports, and the smallest space (one granule).
+        let top = SimConfig { end_address: SimConfig::MAX_END_ADDRESS, ..SimConfig::default() };
+        assert_eq!(top.validate(), Ok(()));
+        assert_eq!(SimConfig { min_address: 0x20_0000, end_address: 0x21_0000, ..guest32() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_invalid_field_is_refused_with_invalid_parameter() {
+        let bad = [
+            SimConfig { min_address: 0, ..guest32() },
+            SimConfig { min_address: 0x8000, ..guest32() },
+            SimConfig { min_address: K64 + 0x1000, ..guest32() },
+            SimConfig { end_address: 0x7FFF_1000, ..guest32() },
+            SimConfig { end_address: K64, ..guest32() },
+            SimConfig { min_address: 0x20_0000, end_address: 0x10_0000, ..guest32() },
+            SimConfig { end_address: SimConfig::MAX_END_ADDRESS + K64, ..guest32() },
+            SimConfig { end_address: usize::MAX & !(K64 - 1), ..guest32() },
+            SimConfig { large_page_size: 0x1000, ..guest32() },
+            SimConfig { large_page_size: 3 * K64, ..guest32() },
+            SimConfig { large_page_size: 0x8000, ..guest32() },
+            SimConfig { large_page_size: usize::MAX, ..guest32() },
+        ];
+        for c in bad {
+            assert_eq!(c.validate(), Err(Error::InvalidParameter), "{c:?}");
+            assert_eq!(SimSpace::try_simulated_with(c).err(), Some(Error::InvalidParameter), "{c:?}");
+        }
+    }
+}
