@@ -114,6 +114,25 @@ impl AddressSpace<SimBackend> {
     pub fn simulated_with(config: SimConfig) -> Self {
         AddressSpace::with_backend(SimBackend::new(config))
     }
+
+    /// A simulated address space with exactly the given configuration, or
+    /// [`Error::InvalidParameter`] if a field is one [`SimConfig::validate`] refuses
+    /// (where [`simulated_with`](Self::simulated_with) would round it).
+    ///
+    /// ```
+    /// use virtmem::{ResetPolicy, SimConfig, SimSpace};
+    ///
+    /// // A 32-bit guest: 0x10000 to 0x7FFEFFFF, no large pages.
+    /// let guest = SimConfig { min_address: 0x1_0000, end_address: 0x7FFF_0000, large_page_size: 0, reset_policy: ResetPolicy::Keep };
+    /// let space = SimSpace::try_simulated_with(guest)?;
+    /// assert_eq!(space.system_info().maximum_application_address, 0x7FFE_FFFF);
+    /// assert!(SimSpace::try_simulated_with(SimConfig { end_address: 0x7FFF_1000, ..guest }).is_err());
+    /// # Ok::<(), virtmem::Error>(())
+    /// ```
+    pub fn try_simulated_with(config: SimConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self::simulated_with(config))
+    }
 }
 
 /// An address space over this process's real memory.

@@ -47,10 +47,12 @@ pub enum ResetPolicy {
 /// Configuration of a simulated address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 ///
-/// A space normalises impossible values instead of failing: the bounds are rounded
-/// inwards to 64 KiB (the lowest at least 64 KiB), an end at or below the lowest address
-/// gives an empty space, and a large-page size that is not a power-of-two multiple of
-/// 64 KiB means no large pages.
+/// [`SimSpace::simulated_with`](crate::SimSpace::simulated_with) normalises impossible
+/// values instead of failing: the bounds are rounded inwards to 64 KiB (the lowest at
+/// least 64 KiB), an end at or below the lowest address gives an empty space, and a
+/// large-page size that is not a power-of-two multiple of 64 KiB means no large pages.
+/// [`SimSpace::try_simulated_with`](crate::SimSpace::try_simulated_with) refuses them
+/// instead (see [`SimConfig::validate`]).
 pub struct SimConfig {
     /// The lowest address a reservation may start at (multiple of 64 KiB, at least 64 KiB),
     /// what `GetSystemInfo` reports as the minimum application address: `VirtualAlloc`
@@ -64,6 +66,35 @@ pub struct SimConfig {
     pub large_page_size: usize,
     /// What `MEM_RESET` does to data.
     pub reset_policy: ResetPolicy,
+}
+
+impl SimConfig {
+    /// The highest `end_address` the simulation supports: the top of the Windows x64 user
+    /// address space (one past 0x7FFF_FFFE_FFFF).
+    pub const MAX_END_ADDRESS: usize = 0x7FFF_FFFF_0000;
+
+    /// Whether the configuration is one a space can have as given, without the
+    /// normalisation [`SimSpace::simulated_with`](crate::SimSpace::simulated_with)
+    /// applies: `min_address` a multiple of 64 KiB and at least 64 KiB, `end_address` a
+    /// multiple of 64 KiB above `min_address` and at most [`Self::MAX_END_ADDRESS`],
+    /// `large_page_size` 0 or a power of two that is a multiple of 64 KiB. Otherwise
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter).
+    pub fn validate(&self) -> crate::Result<()> {
+        let granule = crate::rules::GRANULE;
+        let aligned = |x: usize| x % granule == 0;
+        let lp = self.large_page_size;
+        let ok = aligned(self.min_address)
+            && self.min_address >= granule
+            && aligned(self.end_address)
+            && self.end_address > self.min_address
+            && self.end_address <= Self::MAX_END_ADDRESS
+            && (lp == 0 || (lp.is_power_of_two() && aligned(lp)));
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::Error::InvalidParameter)
+        }
+    }
 }
 
 impl Default for SimConfig {
