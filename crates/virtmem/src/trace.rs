@@ -920,6 +920,33 @@ mod tests {
         parse_line(s).expect("parses").expect("not blank")
     }
 
+    /// `VirtmemCreateProcessEx` is a record with no process argument: the configuration's
+    /// four fields, the new process's number as its result; written back as it was read.
+    #[test]
+    fn create_process_ex_record_round_trips() {
+        let text = "VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x1 -> 0x3 err=0";
+        let Line::Record(r) = one(text) else { panic!("a record") };
+        assert_eq!(
+            (r.process, &r.call, r.result, r.last_error),
+            (
+                None,
+                &Call::CreateProcess {
+                    min_address: 0x10000,
+                    max_address: 0x7ffe_ffff,
+                    large_page_size: 0,
+                    reset_policy: 1
+                },
+                3,
+                0
+            )
+        );
+        assert_eq!(r.function_name(), "VirtmemCreateProcessEx");
+        assert_eq!(r.to_string(), text);
+        // Four arguments, no more, no fewer.
+        assert!(parse_line("VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 -> 0x3 err=0").is_err());
+        assert!(parse_line("VirtmemCreateProcessEx 0x1 0x10000 0x7ffeffff 0x0 0x1 -> 0x3 err=0").is_err());
+    }
+
     #[test]
     fn legacy_commit_limit_comment_is_read_as_its_record() {
         // An older libvirtmem wrote these two calls as comments; such a trace must replay
@@ -1199,6 +1226,9 @@ mod tests {
             }),
             u().prop_map(|limit| Call::SetCommitLimit { limit }),
             Just(Call::SnapshotProcess),
+            (u(), u(), u(), any::<u32>()).prop_map(|(min_address, max_address, large_page_size, reset_policy)| {
+                Call::CreateProcess { min_address, max_address, large_page_size, reset_policy }
+            }),
             any::<u32>().prop_map(|snapshot| Call::RestoreProcess { snapshot }),
             (u(), u(), u(), any::<u32>(), u()).prop_map(|(address, buffer, size, kind, fault)| Call::Access {
                 address,
