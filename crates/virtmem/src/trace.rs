@@ -48,6 +48,7 @@
 //! | `VirtmemAccess` | process address buffer size kind fault_ptr | |
 //! | `VirtmemSnapshotProcess` | process | |
 //! | `VirtmemRestoreProcess` | process snapshot | |
+//! | `VirtmemCreateProcessEx` | min_address max_address large_page_size reset_policy | |
 //!
 //! `VirtmemAccess` is libvirtmem's checked CPU-style access (an emulator's load, store or
 //! instruction fetch): its result is 0, the exception it raised
@@ -67,6 +68,13 @@
 //! `VirtmemRestoreProcess` is libvirtmem's restore of a simulated process from another
 //! (`snapshot`, a process number): its result is the `BOOL` returned; on success the
 //! process holds from then on what the other held at that point.
+//! `VirtmemCreateProcessEx` is libvirtmem's creation of a simulated process with its own
+//! configuration (the `VIRTMEM_PROCESS_CONFIG` fields: lowest and highest user address,
+//! large-page size, reset policy 0 keep / 1 discard; a NULL configuration is recorded as
+//! the default one, an unreadable one as zeros): its result is the number of the new
+//! process, `0x0` on failure. A process `VirtmemCreateProcess` makes is written only as a
+//! comment (`# VirtmemCreateProcess -> HANDLE err=0 process=N`): a process no record
+//! made is a default simulated Windows-x64 one.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
@@ -248,6 +256,18 @@ pub enum Call {
         /// The number of the process copied from (`hSnapshot`).
         snapshot: u32,
     },
+    /// libvirtmem's `VirtmemCreateProcessEx(config)`: a new simulated process with the
+    /// given configuration; the result is the new process's number, 0 on failure.
+    CreateProcess {
+        /// The lowest user address (`MinimumApplicationAddress`).
+        min_address: usize,
+        /// The highest user address (`MaximumApplicationAddress`, inclusive).
+        max_address: usize,
+        /// The large-page size, 0 for none.
+        large_page_size: usize,
+        /// The reset policy: 0 keep, 1 discard.
+        reset_policy: u32,
+    },
     /// libvirtmem's `VirtmemAccess(process, address, buffer, size, kind, faultAddress)` (the
     /// process is [`Record::process`], which must be set).
     Access {
@@ -286,6 +306,7 @@ impl Call {
             (Call::SetCommitLimit { .. }, true) => "VirtmemSetCommitLimit",
             (Call::SnapshotProcess, _) => "VirtmemSnapshotProcess",
             (Call::RestoreProcess { .. }, _) => "VirtmemRestoreProcess",
+            (Call::CreateProcess { .. }, _) => "VirtmemCreateProcessEx",
             (Call::Access { .. }, _) => "VirtmemAccess",
         }
     }
@@ -435,6 +456,9 @@ impl fmt::Display for Record {
             Call::SetCommitLimit { limit } => write!(f, " {limit:#x}")?,
             Call::SnapshotProcess => {}
             Call::RestoreProcess { snapshot } => write!(f, " {snapshot:#x}")?,
+            Call::CreateProcess { min_address, max_address, large_page_size, reset_policy } => {
+                write!(f, " {min_address:#x} {max_address:#x} {large_page_size:#x} {reset_policy:#x}")?
+            }
             Call::Access { address, buffer, size, kind, fault } => {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {kind:#x} {fault:#x}")?
             }
@@ -574,7 +598,7 @@ fn parse_header(ws: &[(usize, &str)]) -> Result<Header, ParseError> {
 fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record, ParseError> {
     let (base, ex) = match name {
         "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" | "GetWriteWatch" | "ResetWriteWatch"
-        | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" => (name, false),
+        | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" | "VirtmemCreateProcessEx" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
         "VirtmemSetCommitLimit" => ("SetCommitLimit", true),
         "ReadProcessMemory"
@@ -606,6 +630,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtmemAccess" => 5,
         "VirtmemSnapshotProcess" => 0,
         "VirtmemRestoreProcess" => 1,
+        "VirtmemCreateProcessEx" => 4,
         _ => 2,
     };
     if args.len() != want {
@@ -638,6 +663,12 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtmemAccess" => Call::Access { address: a(0)?, buffer: a(1)?, size: a(2)?, kind: f(3)?, fault: a(4)? },
         "VirtmemSnapshotProcess" => Call::SnapshotProcess,
         "VirtmemRestoreProcess" => Call::RestoreProcess { snapshot: f(0)? },
+        "VirtmemCreateProcessEx" => Call::CreateProcess {
+            min_address: a(0)?,
+            max_address: a(1)?,
+            large_page_size: a(2)?,
+            reset_policy: f(3)?,
+        },
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
