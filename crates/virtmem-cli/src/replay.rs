@@ -1106,6 +1106,45 @@ mod tests {
     /// restored from it before each input. Each input's release succeeds only on the
     /// restored process (it released the reservation the input before), and a restore
     /// recorded as failed changes nothing (the release after it fails as recorded).
+    /// A process made by `VirtmemCreateProcessEx` with a 32-bit guest's range is replayed
+    /// with that range: top-down allocations land at its top, addresses past it are
+    /// refused, a snapshot of it keeps it. A recorded failure makes nothing, and a record
+    /// whose outcome the configuration contradicts is a difference.
+    #[test]
+    fn configured_processes_are_replayed_with_their_configuration() {
+        let mut text = String::from("virtmem-trace 1\n");
+        text.push_str("VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x1 -> 0x1 err=0\n");
+        text.push_str("VirtualAllocEx 0x1 0x0 0x10000 0x103000 0x4 -> 0x7ffe0000 err=0\n");
+        text.push_str("VirtualAllocEx 0x1 0x7fff0000 0x10000 0x3000 0x4 -> 0x0 err=87\n");
+        text.push_str("VirtualAllocEx 0x1 0x0 0x200000 0x20003000 0x4 -> 0x0 err=1450\n");
+        text.push_str("VirtmemSnapshotProcess 0x1 -> 0x2 err=0\n");
+        text.push_str("VirtualAllocEx 0x2 0x0 0x10000 0x103000 0x4 -> 0x7ffd0000 err=0\n");
+        // A failed creation (min above max): nothing made, process 3 is a later one.
+        text.push_str("VirtmemCreateProcessEx 0x20000 0x1ffff 0x0 0x0 -> 0x0 err=87\n");
+        text.push_str("VirtmemCreateProcessEx 0x100000 0xffffff 0x10000 0x0 -> 0x3 err=0\n");
+        text.push_str("VirtualAllocEx 0x3 0x0 0x10000 0x103000 0x4 -> 0xff0000 err=0\n");
+        text.push_str("VirtualAllocEx 0x3 0x0 0x10000 0x3000 0x4 -> 0x100000 err=0\n");
+        let mut report = Report::new(10);
+        replay_own(&text, &mut report).expect("replayed");
+        assert_eq!(report.notes, Vec::<String>::new());
+        assert_eq!((report.diff_count, report.ops), (0, 10), "{:?}", report.diffs);
+        // Without the creations the processes are Windows-x64 ones: every allocation differs.
+        let unconfigured: String = text.lines().filter(|l| !l.starts_with("VirtmemCreateProcessEx")).map(|l| format!("{l}\n")).collect();
+        let mut report = Report::new(10);
+        replay_own(&unconfigured, &mut report).expect("replayed");
+        assert_eq!(report.diff_count, 6, "{:?}", report.diffs);
+        // A creation recorded as failed whose configuration is valid, and one recorded as
+        // made whose configuration is not, are differences.
+        for bad in [
+            "VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x0 -> 0x0 err=87\n",
+            "VirtmemCreateProcessEx 0x10000 0x7fff0000 0x0 0x0 -> 0x1 err=0\n",
+        ] {
+            let mut report = Report::new(10);
+            replay_own(&format!("virtmem-trace 1\n{bad}"), &mut report).expect("replayed");
+            assert_eq!((report.diff_count, report.ops), (1, 1), "{bad}: {:?}", report.diffs);
+        }
+    }
+
     #[test]
     fn restores_are_replayed_from_the_processes_as_replayed() {
         let mut text = String::from("virtmem-trace 1\n");
