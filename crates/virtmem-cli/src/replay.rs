@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use virtmem::backend::{Access, Backend, ForeignKind};
 use virtmem::trace::{self, Call, Line, Out, Record};
 use virtmem::win32::{self, MEMORY_BASIC_INFORMATION};
-use virtmem::{AccessKind, AllocationType, MemState, Protection, SimSpace, VirtualSpace};
+use virtmem::{AccessKind, AllocationType, MemState, Protection, SimConfig, SimSpace, VirtualSpace};
 
 use crate::names::{error_text, human, FlagKind};
 use crate::views::{ViewSpace, Views};
@@ -400,6 +400,46 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 };
                 procs.insert(new, Arc::new(copy));
             }
+            // A simulated process with its own configuration (libvirtmem's
+            // `VirtmemCreateProcessEx`): the new process's number is the recorded result
+            // (0: refused, nothing made). The configuration is checked again, so that a
+            // record whose outcome it contradicts is a difference.
+            Line::Record(rec) if matches!(rec.call, Call::CreateProcess { .. }) => {
+                report.ops += 1;
+                let Call::CreateProcess { min_address, max_address, large_page_size, reset_policy } = rec.call else {
+                    continue;
+                };
+                let config = SimConfig::from_fields(min_address, max_address, large_page_size, reset_policy);
+                let args = render_args(&rec.call);
+                let new = match (u32::try_from(rec.result), config) {
+                    (Ok(0), Ok(_)) if rec.last_error == 87 => {
+                        report.diff(format!(
+                            "line {line}: VirtmemCreateProcessEx({args}): recorded err=87, replayed a valid configuration"
+                        ));
+                        continue;
+                    }
+                    (Ok(0), _) => continue,
+                    (Ok(new), Ok(config)) => (new, config),
+                    (Ok(_), Err(e)) => {
+                        report.diff(format!(
+                            "line {line}: VirtmemCreateProcessEx({args}): recorded success, replayed {e}"
+                        ));
+                        continue;
+                    }
+                    (Err(_), _) => {
+                        report.diff(format!(
+                            "line {line}: VirtmemCreateProcessEx: the result {:#x} is no process number",
+                            rec.result
+                        ));
+                        continue;
+                    }
+                };
+                if !procs.contains_key(&new.0) && procs.len() >= MAX_PROCESSES {
+                    beyond_limit += 1;
+                    continue;
+                }
+                procs.insert(new.0, Arc::new(SimSpace::simulated_with(new.1)));
+            }
             // A restore of a simulated process from another (libvirtmem's
             // `VirtmemRestoreProcess`), made of the processes as replayed so far; a
             // recorded failure changed nothing. (A process no record named before is an
@@ -473,7 +513,8 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
 /// The processes each record names for the last time in its session, as (index in
 /// `lines`, process number) in ascending order of index; process 0 (the main space) is
 /// never listed. A record names its process, a `VirtmemSnapshotProcess` record also the
-/// process it makes, and a `VirtmemRestoreProcess` record the process it copies.
+/// process it makes, a `VirtmemRestoreProcess` record the process it copies, and a
+/// `VirtmemCreateProcessEx` record (naming no process) the process it makes.
 fn last_uses(lines: &[(usize, Line)]) -> Vec<(usize, u32)> {
     let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let mut found = Vec::new();
@@ -485,6 +526,7 @@ fn last_uses(lines: &[(usize, Line)]) -> Vec<(usize, u32)> {
                 let made = match rec.call {
                     Call::SnapshotProcess => u32::try_from(rec.result).ok(),
                     Call::RestoreProcess { snapshot } => Some(snapshot),
+                    Call::CreateProcess { .. } => u32::try_from(rec.result).ok(),
                     _ => None,
                 };
                 for pid in std::iter::once(rec.process.unwrap_or(0)).chain(made) {
@@ -707,7 +749,9 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
             (1, false, false, None)
         }
         // Made by the caller (`replay_own`), which holds the processes; nothing to compare.
-        Call::SnapshotProcess | Call::RestoreProcess { .. } => (rec.result, false, false, None),
+        Call::SnapshotProcess | Call::RestoreProcess { .. } | Call::CreateProcess { .. } => {
+            (rec.result, false, false, None)
+        }
         // libvirtmem's VirtmemAccess (crates/virtmem-capi/src/procmem.rs) without moving a
         // byte: the kind, a NULL buffer (ERROR_NOACCESS), then the copy's checks (see
         // `check_copy`), whose access or guard-page violation (the guard is disarmed, as in
@@ -781,6 +825,9 @@ fn render_args(c: &Call) -> String {
         Call::SetCommitLimit { limit } => format!("{limit:#x}"),
         Call::SnapshotProcess => String::new(),
         Call::RestoreProcess { snapshot } => format!("{snapshot:#x}"),
+        Call::CreateProcess { min_address, max_address, large_page_size, reset_policy } => {
+            format!("{min_address:#x}, {max_address:#x}, {large_page_size:#x}, {reset_policy}")
+        }
         Call::Access { address, size, kind, .. } => format!("{address:#x}, {size:#x}, {kind}"),
     }
 }
@@ -1128,11 +1175,15 @@ mod tests {
         replay_own(&text, &mut report).expect("replayed");
         assert_eq!(report.notes, Vec::<String>::new());
         assert_eq!((report.diff_count, report.ops), (0, 10), "{:?}", report.diffs);
-        // Without the creations the processes are Windows-x64 ones: every allocation differs.
-        let unconfigured: String = text.lines().filter(|l| !l.starts_with("VirtmemCreateProcessEx")).map(|l| format!("{l}\n")).collect();
+        // Without the creations the processes are Windows-x64 ones (the replay puts each
+        // reservation where it was recorded, so only the refusals differ): the address
+        // past the guest's top and the large pages are granted.
+        let unconfigured: String =
+            text.lines().filter(|l| !l.starts_with("VirtmemCreateProcessEx")).map(|l| format!("{l}\n")).collect();
         let mut report = Report::new(10);
         replay_own(&unconfigured, &mut report).expect("replayed");
-        assert_eq!(report.diff_count, 6, "{:?}", report.diffs);
+        assert_eq!(report.diff_count, 2, "{:?}", report.diffs);
+        assert!(report.diffs[0].starts_with("line 3: VirtualAllocEx(1, 0x7fff0000"), "{:?}", report.diffs);
         // A creation recorded as failed whose configuration is valid, and one recorded as
         // made whose configuration is not, are differences.
         for bad in [

@@ -597,8 +597,16 @@ fn parse_header(ws: &[(usize, &str)]) -> Result<Header, ParseError> {
 
 fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record, ParseError> {
     let (base, ex) = match name {
-        "VirtualAlloc" | "VirtualFree" | "VirtualQuery" | "VirtualProtect" | "GetWriteWatch" | "ResetWriteWatch"
-        | "VirtualLock" | "VirtualUnlock" | "SetCommitLimit" | "VirtmemCreateProcessEx" => (name, false),
+        "VirtualAlloc"
+        | "VirtualFree"
+        | "VirtualQuery"
+        | "VirtualProtect"
+        | "GetWriteWatch"
+        | "ResetWriteWatch"
+        | "VirtualLock"
+        | "VirtualUnlock"
+        | "SetCommitLimit"
+        | "VirtmemCreateProcessEx" => (name, false),
         "VirtualAllocEx" | "VirtualFreeEx" | "VirtualQueryEx" | "VirtualProtectEx" => (&name[..name.len() - 2], true),
         "VirtmemSetCommitLimit" => ("SetCommitLimit", true),
         "ReadProcessMemory"
@@ -663,12 +671,9 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtmemAccess" => Call::Access { address: a(0)?, buffer: a(1)?, size: a(2)?, kind: f(3)?, fault: a(4)? },
         "VirtmemSnapshotProcess" => Call::SnapshotProcess,
         "VirtmemRestoreProcess" => Call::RestoreProcess { snapshot: f(0)? },
-        "VirtmemCreateProcessEx" => Call::CreateProcess {
-            min_address: a(0)?,
-            max_address: a(1)?,
-            large_page_size: a(2)?,
-            reset_policy: f(3)?,
-        },
+        "VirtmemCreateProcessEx" => {
+            Call::CreateProcess { min_address: a(0)?, max_address: a(1)?, large_page_size: a(2)?, reset_policy: f(3)? }
+        }
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 

@@ -44,6 +44,26 @@ pub enum ResetPolicy {
     Discard,
 }
 
+impl ResetPolicy {
+    /// The policy numbered `code` as the C library and traces number them: 0 keep, 1
+    /// discard; `None` for any other number.
+    pub fn from_code(code: u32) -> Option<ResetPolicy> {
+        match code {
+            0 => Some(ResetPolicy::Keep),
+            1 => Some(ResetPolicy::Discard),
+            _ => None,
+        }
+    }
+
+    /// The policy's number (see [`ResetPolicy::from_code`]).
+    pub fn code(self) -> u32 {
+        match self {
+            ResetPolicy::Keep => 0,
+            ResetPolicy::Discard => 1,
+        }
+    }
+}
+
 /// Configuration of a simulated address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 ///
@@ -94,6 +114,27 @@ impl SimConfig {
         } else {
             Err(crate::Error::InvalidParameter)
         }
+    }
+}
+
+impl SimConfig {
+    /// The configuration given the way the C library's `VIRTMEM_PROCESS_CONFIG` and
+    /// traces give it, checked: the lowest and the *highest* user address (inclusive, as
+    /// `GetSystemInfo` reports them), the large-page size and the reset policy's number
+    /// (see [`ResetPolicy::from_code`]). [`Error::InvalidParameter`](crate::Error::InvalidParameter)
+    /// for an unknown policy, a highest address whose successor overflows, or anything
+    /// [`SimConfig::validate`] refuses.
+    pub fn from_fields(
+        min_address: usize,
+        max_address: usize,
+        large_page_size: usize,
+        reset_policy: u32,
+    ) -> crate::Result<SimConfig> {
+        let reset_policy = ResetPolicy::from_code(reset_policy).ok_or(crate::Error::InvalidParameter)?;
+        let end_address = max_address.checked_add(1).ok_or(crate::Error::InvalidParameter)?;
+        let c = SimConfig { min_address, end_address, large_page_size, reset_policy };
+        c.validate()?;
+        Ok(c)
     }
 }
 
@@ -1085,6 +1126,20 @@ mod config_tests {
         let top = SimConfig { end_address: SimConfig::MAX_END_ADDRESS, ..SimConfig::default() };
         assert_eq!(top.validate(), Ok(()));
         assert_eq!(SimConfig { min_address: 0x20_0000, end_address: 0x21_0000, ..guest32() }.validate(), Ok(()));
+    }
+
+    #[test]
+    fn fields_give_the_configuration_with_an_inclusive_top() {
+        assert_eq!(SimConfig::from_fields(K64, 0x7FFE_FFFF, 0, 1), Ok(guest32()));
+        assert_eq!(SimConfig::from_fields(K64, 0x7FFF_FFFE_FFFF, 2 << 20, 0), Ok(SimConfig::default()));
+        for (min, max, lp, policy) in
+            [(K64, 0x7FFE_FFFF, 0, 2), (K64, usize::MAX, 0, 0), (K64, 0x7FFF_0000, 0, 0), (0, 0x7FFE_FFFF, 0, 0)]
+        {
+            assert_eq!(SimConfig::from_fields(min, max, lp, policy), Err(Error::InvalidParameter));
+        }
+        for p in [ResetPolicy::Keep, ResetPolicy::Discard] {
+            assert_eq!(ResetPolicy::from_code(p.code()), Some(p));
+        }
     }
 
     #[test]
