@@ -57,4 +57,6 @@ pub use types::*;
 #[cfg(test)]
 mod edge_tests;
 #[cfg(test)]
+mod process_config_tests;
+#[cfg(test)]
 mod tests;
