@@ -524,6 +524,40 @@ typedef ULONG_PTR *PULONG_PTR;
 typedef DWORD *LPDWORD;
 
 /**
+ * The configuration of a simulated process made by [`VirtmemCreateProcessEx`]. Fill it
+ * with [`VirtmemProcessConfigInit`] (the Windows-x64 process `VirtmemCreateProcess`
+ * makes), change what you need, pass it. `cbSize` lets the structure grow: a later
+ * libvirtmem accepts the sizes earlier ones knew.
+ */
+typedef struct VIRTMEM_PROCESS_CONFIG {
+  /**
+   * `sizeof(VIRTMEM_PROCESS_CONFIG)` (32).
+   */
+  DWORD cbSize;
+  /**
+   * `VIRTMEM_RESET_KEEP` or `VIRTMEM_RESET_DISCARD`.
+   */
+  DWORD ResetPolicy;
+  /**
+   * The lowest address a reservation may start at, what `lpMinimumApplicationAddress`
+   * reports on Windows: a multiple of 64 KiB, at least 0x10000 (the default).
+   */
+  ULONG_PTR MinimumApplicationAddress;
+  /**
+   * The highest user address (inclusive, as `lpMaximumApplicationAddress`): one less
+   * than a multiple of 64 KiB, above `MinimumApplicationAddress`, at most
+   * 0x7FFFFFFEFFFF (the default; a 32-bit guest's is 0x7FFEFFFF).
+   */
+  ULONG_PTR MaximumApplicationAddress;
+  /**
+   * The large-page size: a power of two that is a multiple of 64 KiB (the default is
+   * 2 MiB), or 0 for none (then `MEM_LARGE_PAGES` fails with
+   * `ERROR_NO_SYSTEM_RESOURCES`, 1450).
+   */
+  SIZE_T LargePageSize;
+} VIRTMEM_PROCESS_CONFIG;
+
+/**
  * `DWORD_PTR`: an unsigned integer as wide as a pointer.
  */
 typedef uintptr_t DWORD_PTR;
@@ -751,6 +785,19 @@ typedef intptr_t LONG_PTR;
  * `VIRTMEM_HOST_CONFIG::dwFlags`: a failed process-critical request disables the manager.
  */
 #define VIRTMEM_HOST_DISABLE_ON_PROCESS_FAILURE 4
+
+/**
+ * `VIRTMEM_PROCESS_CONFIG::ResetPolicy`: `MEM_RESET` keeps the data (as when Windows never
+ * needed the memory), so `MEM_RESET_UNDO` succeeds. The default.
+ */
+#define VIRTMEM_RESET_KEEP 0
+
+/**
+ * `VIRTMEM_PROCESS_CONFIG::ResetPolicy`: `MEM_RESET` drops the data at once (as under
+ * memory pressure): the pages read as zero and `MEM_RESET_UNDO` fails with `ERROR_BUSY`
+ * (170), so a fuzzer sees every reset lose its data.
+ */
+#define VIRTMEM_RESET_DISCARD 1
 
 /**
  * `MEM_COMMIT` (0x1000): commit pages (`VirtualAlloc`), or the committed state (`VirtualQuery`).
@@ -1246,6 +1293,37 @@ HANDLE GetCurrentProcess(void);
  * written); the same calls in two processes give the same addresses.
  */
 HANDLE VirtmemCreateProcess(void);
+
+/**
+ * Extension: fill `*config` with the configuration of the process `VirtmemCreateProcess`
+ * makes (`cbSize` set, 0x10000 to 0x7FFFFFFEFFFF, 2 MiB large pages,
+ * `VIRTMEM_RESET_KEEP`), to change what you need before [`VirtmemCreateProcessEx`].
+ * Returns `TRUE`, or `FALSE` with `ERROR_NOACCESS` (998) for a NULL or unwritable
+ * `config` (nothing written).
+ */
+BOOL VirtmemProcessConfigInit(struct VIRTMEM_PROCESS_CONFIG *config);
+
+/**
+ * Extension: create a simulated process as `VirtmemCreateProcess` does, with the user
+ * address range, large-page size and reset policy `*config` gives (see
+ * [`VIRTMEM_PROCESS_CONFIG`]; NULL: the defaults, the same process as
+ * `VirtmemCreateProcess`). An emulator of a 32-bit guest gives 0x10000 to 0x7FFEFFFF:
+ * reservations then land inside that range (`MEM_TOP_DOWN` at its top), and addresses
+ * outside it are refused as Windows refuses them outside its user range:
+ * `VirtualAllocEx` below the lowest or past the highest address, or `VirtualQueryEx`
+ * past the highest, fails with `ERROR_INVALID_PARAMETER` (87), and a full range with
+ * `ERROR_NOT_ENOUGH_MEMORY` (8). Snapshots (`VirtmemSnapshotProcess`) keep the
+ * configuration; `VirtmemRestoreProcess` works between processes of the same
+ * configuration only.
+ *
+ * Returns NULL with the last error set on failure, having made nothing: a field
+ * [`VIRTMEM_PROCESS_CONFIG`] does not allow (a `cbSize` of no known version, an address
+ * not on a 64 KiB boundary, a lowest address below 0x10000 or not below the highest, a
+ * highest address past 0x7FFFFFFEFFFF, a large-page size other than 0 or a power-of-two
+ * multiple of 64 KiB, an unknown reset policy) -> `ERROR_INVALID_PARAMETER` (87); an
+ * unreadable `config` -> `ERROR_NOACCESS` (998).
+ */
+HANDLE VirtmemCreateProcessEx(const struct VIRTMEM_PROCESS_CONFIG *config);
 
 /**
  * Extension: a new simulated process whose address space is a copy of the one of

@@ -17,6 +17,7 @@ use vm::VirtualSpace;
 use crate::ffi::{run, Fail, Outcome};
 use crate::trace;
 use crate::types::*;
+use crate::uaccess;
 
 /// The value of the current-process pseudo handle, `(HANDLE)-1`.
 pub const CURRENT_PROCESS: usize = usize::MAX;
@@ -184,6 +185,163 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
     let (h, err) = run(std::ptr::null_mut(), || Ok(register_sim(vm::SimSpace::simulated())));
     trace::comment(format_args!("VirtmemCreateProcess -> {:#x} err={err} process={}", h as usize, trace_id(h)));
+    h
+}
+
+/// `VIRTMEM_PROCESS_CONFIG::ResetPolicy`: `MEM_RESET` keeps the data (as when Windows never
+/// needed the memory), so `MEM_RESET_UNDO` succeeds. The default.
+pub const VIRTMEM_RESET_KEEP: DWORD = 0;
+/// `VIRTMEM_PROCESS_CONFIG::ResetPolicy`: `MEM_RESET` drops the data at once (as under
+/// memory pressure): the pages read as zero and `MEM_RESET_UNDO` fails with `ERROR_BUSY`
+/// (170), so a fuzzer sees every reset lose its data.
+pub const VIRTMEM_RESET_DISCARD: DWORD = 1;
+
+/// The configuration of a simulated process made by [`VirtmemCreateProcessEx`]. Fill it
+/// with [`VirtmemProcessConfigInit`] (the Windows-x64 process `VirtmemCreateProcess`
+/// makes), change what you need, pass it. `cbSize` lets the structure grow: a later
+/// libvirtmem accepts the sizes earlier ones knew.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VIRTMEM_PROCESS_CONFIG {
+    /// `sizeof(VIRTMEM_PROCESS_CONFIG)` (32).
+    pub cbSize: DWORD,
+    /// `VIRTMEM_RESET_KEEP` or `VIRTMEM_RESET_DISCARD`.
+    pub ResetPolicy: DWORD,
+    /// The lowest address a reservation may start at, what `lpMinimumApplicationAddress`
+    /// reports on Windows: a multiple of 64 KiB, at least 0x10000 (the default).
+    pub MinimumApplicationAddress: ULONG_PTR,
+    /// The highest user address (inclusive, as `lpMaximumApplicationAddress`): one less
+    /// than a multiple of 64 KiB, above `MinimumApplicationAddress`, at most
+    /// 0x7FFFFFFEFFFF (the default; a 32-bit guest's is 0x7FFEFFFF).
+    pub MaximumApplicationAddress: ULONG_PTR,
+    /// The large-page size: a power of two that is a multiple of 64 KiB (the default is
+    /// 2 MiB), or 0 for none (then `MEM_LARGE_PAGES` fails with
+    /// `ERROR_NO_SYSTEM_RESOURCES`, 1450).
+    pub LargePageSize: SIZE_T,
+}
+
+// The layout C sees: no padding, so the fields are read and written byte by byte.
+const _: () = {
+    assert!(std::mem::size_of::<VIRTMEM_PROCESS_CONFIG>() == 32);
+    assert!(std::mem::offset_of!(VIRTMEM_PROCESS_CONFIG, ResetPolicy) == 4);
+    assert!(std::mem::offset_of!(VIRTMEM_PROCESS_CONFIG, MinimumApplicationAddress) == 8);
+    assert!(std::mem::offset_of!(VIRTMEM_PROCESS_CONFIG, MaximumApplicationAddress) == 16);
+    assert!(std::mem::offset_of!(VIRTMEM_PROCESS_CONFIG, LargePageSize) == 24);
+};
+
+impl VIRTMEM_PROCESS_CONFIG {
+    /// The size of this version of the structure.
+    const SIZE: usize = std::mem::size_of::<VIRTMEM_PROCESS_CONFIG>();
+
+    /// The configuration of a default simulated process (`VirtmemCreateProcess`'s).
+    fn defaults() -> Self {
+        let d = vm::SimConfig::default();
+        VIRTMEM_PROCESS_CONFIG {
+            cbSize: Self::SIZE as DWORD,
+            ResetPolicy: d.reset_policy.code(),
+            MinimumApplicationAddress: d.min_address,
+            MaximumApplicationAddress: d.end_address - 1,
+            LargePageSize: d.large_page_size,
+        }
+    }
+
+    /// The structure's bytes, as C lays them out.
+    fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.cbSize.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.ResetPolicy.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.MinimumApplicationAddress.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.MaximumApplicationAddress.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.LargePageSize.to_ne_bytes());
+        b
+    }
+
+    /// The structure from its bytes.
+    fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let d = |r: std::ops::Range<usize>| DWORD::from_ne_bytes(b[r].try_into().unwrap_or_default());
+        let u = |r: std::ops::Range<usize>| usize::from_ne_bytes(b[r].try_into().unwrap_or_default());
+        VIRTMEM_PROCESS_CONFIG {
+            cbSize: d(0..4),
+            ResetPolicy: d(4..8),
+            MinimumApplicationAddress: u(8..16),
+            MaximumApplicationAddress: u(16..24),
+            LargePageSize: u(24..32),
+        }
+    }
+
+    /// Read the caller's structure: NULL -> the defaults, unreadable -> `ERROR_NOACCESS`,
+    /// a `cbSize` of no known version -> `ERROR_INVALID_PARAMETER`.
+    fn read(config: *const VIRTMEM_PROCESS_CONFIG) -> Outcome<Self> {
+        if config.is_null() {
+            return Ok(Self::defaults());
+        }
+        // The size first: it says how much there is to read.
+        let cb = uaccess::load(config.cast::<DWORD>())?;
+        if cb as usize != Self::SIZE {
+            return Err(Fail(ERROR_INVALID_PARAMETER));
+        }
+        let mut b = [0u8; Self::SIZE];
+        uaccess::read_bytes(config as usize, &mut b)?;
+        Ok(Self::from_bytes(&b))
+    }
+}
+
+/// Extension: fill `*config` with the configuration of the process `VirtmemCreateProcess`
+/// makes (`cbSize` set, 0x10000 to 0x7FFFFFFEFFFF, 2 MiB large pages,
+/// `VIRTMEM_RESET_KEEP`), to change what you need before [`VirtmemCreateProcessEx`].
+/// Returns `TRUE`, or `FALSE` with `ERROR_NOACCESS` (998) for a NULL or unwritable
+/// `config` (nothing written).
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemProcessConfigInit(config: *mut VIRTMEM_PROCESS_CONFIG) -> BOOL {
+    let (r, err) = run(FALSE, || {
+        uaccess::write_bytes(config as usize, &VIRTMEM_PROCESS_CONFIG::defaults().to_bytes())?;
+        Ok(TRUE)
+    });
+    trace::comment(format_args!("VirtmemProcessConfigInit {:#x} -> {r:#x} err={err}", config as usize));
+    r
+}
+
+/// Extension: create a simulated process as `VirtmemCreateProcess` does, with the user
+/// address range, large-page size and reset policy `*config` gives (see
+/// [`VIRTMEM_PROCESS_CONFIG`]; NULL: the defaults, the same process as
+/// `VirtmemCreateProcess`). An emulator of a 32-bit guest gives 0x10000 to 0x7FFEFFFF:
+/// reservations then land inside that range (`MEM_TOP_DOWN` at its top), and addresses
+/// outside it are refused as Windows refuses them outside its user range:
+/// `VirtualAllocEx` below the lowest or past the highest address, or `VirtualQueryEx`
+/// past the highest, fails with `ERROR_INVALID_PARAMETER` (87), and a full range with
+/// `ERROR_NOT_ENOUGH_MEMORY` (8). Snapshots (`VirtmemSnapshotProcess`) keep the
+/// configuration; `VirtmemRestoreProcess` works between processes of the same
+/// configuration only.
+///
+/// Returns NULL with the last error set on failure, having made nothing: a field
+/// [`VIRTMEM_PROCESS_CONFIG`] does not allow (a `cbSize` of no known version, an address
+/// not on a 64 KiB boundary, a lowest address below 0x10000 or not below the highest, a
+/// highest address past 0x7FFFFFFEFFFF, a large-page size other than 0 or a power-of-two
+/// multiple of 64 KiB, an unknown reset policy) -> `ERROR_INVALID_PARAMETER` (87); an
+/// unreadable `config` -> `ERROR_NOACCESS` (998).
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemCreateProcessEx(config: *const VIRTMEM_PROCESS_CONFIG) -> HANDLE {
+    // What the trace records: the fields as read (zeros when they could not be).
+    let mut seen = VIRTMEM_PROCESS_CONFIG::from_bytes(&[0; VIRTMEM_PROCESS_CONFIG::SIZE]);
+    let (h, err) = run(std::ptr::null_mut(), || {
+        let c = VIRTMEM_PROCESS_CONFIG::read(config)?;
+        seen = c;
+        let sim = vm::SimConfig::from_fields(
+            c.MinimumApplicationAddress,
+            c.MaximumApplicationAddress,
+            c.LargePageSize,
+            c.ResetPolicy,
+        )?;
+        Ok(register_sim(vm::SimSpace::try_simulated_with(sim)?))
+    });
+    let new = if h.is_null() { 0 } else { u64::from(trace_id(h)) };
+    let call = trace::Call::CreateProcess {
+        min_address: seen.MinimumApplicationAddress,
+        max_address: seen.MaximumApplicationAddress,
+        large_page_size: seen.LargePageSize,
+        reset_policy: seen.ResetPolicy,
+    };
+    trace::record(None, call, new, err, trace::Out::None);
     h
 }
 

@@ -109,7 +109,8 @@ fn a_32_bit_guest_range_holds_every_allocation() {
         assert_eq!(VirtualQueryEx(h, 0x7FFF_0000 as LPCVOID, mbi.as_mut_ptr(), MBI), 0, "query past the top");
         expect_error(ERROR_INVALID_PARAMETER);
         assert_eq!(VirtualQueryEx(h, 0x7FFE_FFFF as LPCVOID, mbi.as_mut_ptr(), MBI), MBI);
-        assert_eq!(mbi.assume_init().BaseAddress as usize, 0x7FFE_0000);
+        let m = mbi.assume_init();
+        assert_eq!((m.BaseAddress as usize, m.AllocationBase as usize), (0x7FFE_F000, 0x7FFE_0000));
     }
     // The whole range between them, then nothing is left.
     let rest = 0x7FFE_0000 - 2 * K64;
