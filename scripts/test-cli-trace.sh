@@ -38,3 +38,14 @@ VIRTMEM_TRACE="$build/restore.vmt" "$build/test_restore" >/dev/null
 grep -q '^VirtmemRestoreProcess 0x1 0x2 -> 0x1 err=0$' "$build/restore.vmt"
 "$lib/virtmem" replay --strict "$build/restore.vmt"
 echo "cli trace: a program's restores of a simulated process from its snapshot replayed with no difference"
+# Processes made with their own configuration (VirtmemCreateProcessEx: a 32-bit guest's
+# range, no large pages, resets discarding data): the replay makes each with the recorded
+# configuration, so the refusals past the guest's top and of large pages are reproduced.
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include -I tests/c tests/c/test_process_config.c \
+  -o "$build/test_process_config" -L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread
+rm -f "$build/process_config.vmt"
+VIRTMEM_TRACE="$build/process_config.vmt" "$build/test_process_config" >/dev/null
+grep -q '^VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x0 -> 0x[1-9a-f][0-9a-f]* err=0$' "$build/process_config.vmt"
+grep -q '^VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x2 -> 0x0 err=87$' "$build/process_config.vmt"
+"$lib/virtmem" replay --strict "$build/process_config.vmt"
+echo "cli trace: a program's configured processes (VirtmemCreateProcessEx) replayed with no difference"

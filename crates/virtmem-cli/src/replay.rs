@@ -1196,6 +1196,31 @@ mod tests {
         }
     }
 
+    /// A trace holds no page contents, so the replay cannot know whether a reset in a
+    /// process that discards on reset lost data: a `MEM_RESET_UNDO` recorded as failed
+    /// with `ERROR_BUSY` there is taken as recorded (and noted). In a process that keeps
+    /// the data it is a difference, as before.
+    #[test]
+    fn reset_losses_in_discarding_processes_are_taken_as_recorded() {
+        let undo = |policy: u32| {
+            format!(
+                "virtmem-trace 1\n\
+                 VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 {policy:#x} -> 0x1 err=0\n\
+                 VirtualAllocEx 0x1 0x0 0x1000 0x3000 0x4 -> 0x10000 err=0\n\
+                 WriteProcessMemory 0x1 0x10000 0x7ffc0000 0x1 0x0 -> 0x1 err=0\n\
+                 VirtualAllocEx 0x1 0x10000 0x1000 0x80000 0x4 -> 0x10000 err=0\n\
+                 VirtualAllocEx 0x1 0x10000 0x1000 0x1000000 0x4 -> 0x0 err=170\n"
+            )
+        };
+        let mut report = Report::new(10);
+        replay_own(&undo(1), &mut report).expect("replayed");
+        assert_eq!((report.diff_count, report.ops), (0, 5), "{:?}", report.diffs);
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+        let mut report = Report::new(10);
+        replay_own(&undo(0), &mut report).expect("replayed");
+        assert_eq!(report.diff_count, 1, "{:?}", report.diffs);
+    }
+
     #[test]
     fn restores_are_replayed_from_the_processes_as_replayed() {
         let mut text = String::from("virtmem-trace 1\n");
