@@ -48,4 +48,10 @@ VIRTMEM_TRACE="$build/process_config.vmt" "$build/test_process_config" >/dev/nul
 grep -q '^VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x0 -> 0x[1-9a-f][0-9a-f]* err=0$' "$build/process_config.vmt"
 grep -q '^VirtmemCreateProcessEx 0x10000 0x7ffeffff 0x0 0x2 -> 0x0 err=87$' "$build/process_config.vmt"
 "$lib/virtmem" replay --strict "$build/process_config.vmt"
+# Without those records the processes replay as Windows-x64 ones, and differ.
+grep -v '^VirtmemCreateProcessEx ' "$build/process_config.vmt" >"$build/process_config-x64.vmt"
+if "$lib/virtmem" replay --strict "$build/process_config-x64.vmt" >/dev/null; then
+  echo "cli trace: the trace replayed without its VirtmemCreateProcessEx records shows no difference" >&2
+  exit 1
+fi
 echo "cli trace: a program's configured processes (VirtmemCreateProcessEx) replayed with no difference"

@@ -191,7 +191,8 @@ fn every_invalid_field_is_refused_and_makes_nothing() {
         expect_error(ERROR_INVALID_PARAMETER);
     }
     // The smallest range (one granule) and the largest are valid.
-    let one = VIRTMEM_PROCESS_CONFIG { MinimumApplicationAddress: 0x40_0000, MaximumApplicationAddress: 0x40_FFFF, ..good };
+    let one =
+        VIRTMEM_PROCESS_CONFIG { MinimumApplicationAddress: 0x40_0000, MaximumApplicationAddress: 0x40_FFFF, ..good };
     let h = create(&one);
     assert_eq!(alloc(h, 0, K64, MEM_RESERVE), 0x40_0000);
     SetLastError(0);

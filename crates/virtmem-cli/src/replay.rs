@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use virtmem::backend::{Access, Backend, ForeignKind};
 use virtmem::trace::{self, Call, Line, Out, Record};
 use virtmem::win32::{self, MEMORY_BASIC_INFORMATION};
-use virtmem::{AccessKind, AllocationType, MemState, Protection, SimConfig, SimSpace, VirtualSpace};
+use virtmem::{AccessKind, AllocationType, MemState, Protection, ResetPolicy, SimConfig, SimSpace, VirtualSpace};
 
 use crate::names::{error_text, human, FlagKind};
 use crate::views::{ViewSpace, Views};
@@ -351,6 +351,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     let mut procs = fresh();
     let mut last_main: Arc<SimSpace> = procs[&0].clone();
     let mut beyond_limit = 0usize;
+    let mut discarded_undos = 0usize;
     let pb = progress(lines.len());
     let start = Instant::now();
     for (i, (line, item)) in lines.iter().enumerate() {
@@ -494,7 +495,17 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                     continue;
                 }
                 if let Some(d) = replay_record(&*space, rec) {
-                    report.diff(format!("line {line}: {d}"));
+                    // A trace holds no page contents: whether a reset in a process that
+                    // discards on reset lost data is not known here (every page written
+                    // replays as zeros, which a reset never loses).
+                    let unknowable = rec.last_error == 170
+                        && space.backend().config().reset_policy == ResetPolicy::Discard
+                        && matches!(rec.call, Call::Alloc { alloc_type, .. } if alloc_type & 0x100_0000 != 0);
+                    if unknowable {
+                        discarded_undos += 1;
+                    } else {
+                        report.diff(format!("line {line}: {d}"));
+                    }
                 }
                 report.sample(&*space);
             }
@@ -505,6 +516,11 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
     if beyond_limit > 0 {
         report.notes.push(format!(
             "skipped {beyond_limit} record(s) naming more than {MAX_PROCESSES} processes in one session (each is a simulated space)"
+        ));
+    }
+    if discarded_undos > 0 {
+        report.notes.push(format!(
+            "took {discarded_undos} MEM_RESET_UNDO loss(es) (ERROR_BUSY) in processes that discard on reset as recorded (a trace holds no page contents)"
         ));
     }
     Ok(last_main as Arc<dyn VirtualSpace>)
