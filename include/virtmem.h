@@ -1286,7 +1286,9 @@ HANDLE GetCurrentProcess(void);
  * with the last error set on failure. The handle is a multiple of 4 and, as on Windows,
  * its low two bits are ignored wherever a handle is taken (a program may tag them).
  * Handle values are never reused: a closed handle stays unknown
- * (`ERROR_INVALID_HANDLE`), whatever processes are made later.
+ * (`ERROR_INVALID_HANDLE`), whatever processes are made later. For another user range
+ * (a 32-bit guest's), no large pages or resets that discard data, see
+ * [`VirtmemCreateProcessEx`].
  *
  * Processes may be made, used and closed from any number of threads. Each costs about
  * 2 KB while empty, about 11 KB with a reservation and one written page (4 KiB per page

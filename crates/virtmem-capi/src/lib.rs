@@ -6,7 +6,8 @@
 //! `ReadProcessMemory`, `WriteProcessMemory`, `FlushInstructionCache`, `GetCurrentProcess`,
 //! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetNativeSystemInfo`
 //! and `GetLargePageMinimum` with the exact Win32 x64 signatures (`include/virtmem.h`),
-//! plus a small extension for emulators: [`VirtmemCreateProcess`], [`VirtmemSnapshotProcess`],
+//! plus a small extension for emulators: [`VirtmemCreateProcess`], [`VirtmemCreateProcessEx`]
+//! (with [`VirtmemProcessConfigInit`]), [`VirtmemSnapshotProcess`],
 //! [`VirtmemRestoreProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
 //! `VirtmemAccess`.
 //!
@@ -18,6 +19,11 @@
 //!   `WriteProcessMemory` and `VirtmemAccess` act on it, `VirtmemSnapshotProcess`
 //!   copies it into a new one (the snapshot an emulator restores between runs), and
 //!   `VirtmemRestoreProcess` puts a snapshot's state back into a process in place.
+//!   `VirtmemCreateProcessEx` makes one with its own configuration
+//!   ([`VIRTMEM_PROCESS_CONFIG`]: the lowest and highest user address, e.g. a 32-bit
+//!   guest's 0x10000 to 0x7FFEFFFF, the large-page size or none, and whether `MEM_RESET`
+//!   discards data); a configuration it does not allow is refused with
+//!   `ERROR_INVALID_PARAMETER` (87) and makes nothing.
 //! - Errors follow Win32: a failure value plus a per-thread `GetLastError` code (also
 //!   stored in `errno`, where .NET and Mono look on Unix). No panic crosses the C
 //!   boundary (an internal error is reported as `ERROR_INTERNAL_ERROR`, 1359), and pointer

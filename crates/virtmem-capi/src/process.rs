@@ -1,6 +1,7 @@
 //! Process handles: the current-process pseudo handle (`(HANDLE)-1`, the process's real
 //! memory) and simulated processes made by `VirtmemCreateProcess`, each its own simulated
-//! Windows-x64 address space.
+//! Windows-x64 address space, or by `VirtmemCreateProcessEx`, with the user range,
+//! large-page size and reset policy a `VIRTMEM_PROCESS_CONFIG` gives.
 //!
 //! Handle values are multiples of 4 (as on Windows), handed out in increasing order and
 //! never reused, so a stale handle is always reported as unknown (`ERROR_INVALID_HANDLE`)
@@ -176,7 +177,9 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 /// with the last error set on failure. The handle is a multiple of 4 and, as on Windows,
 /// its low two bits are ignored wherever a handle is taken (a program may tag them).
 /// Handle values are never reused: a closed handle stays unknown
-/// (`ERROR_INVALID_HANDLE`), whatever processes are made later.
+/// (`ERROR_INVALID_HANDLE`), whatever processes are made later. For another user range
+/// (a 32-bit guest's), no large pages or resets that discard data, see
+/// [`VirtmemCreateProcessEx`].
 ///
 /// Processes may be made, used and closed from any number of threads. Each costs about
 /// 2 KB while empty, about 11 KB with a reservation and one written page (4 KiB per page

@@ -6,7 +6,11 @@
 //! trace shows everything while staying readable by the parser.
 //!
 //! Processes are numbered in traces: 0 is the current process, `n` the `n`-th simulated
-//! process created (`VirtmemCreateProcess`), `0xffffffff` a NULL or never-issued handle.
+//! process created (`VirtmemCreateProcess`, `VirtmemCreateProcessEx` or
+//! `VirtmemSnapshotProcess`), `0xffffffff` a NULL or never-issued handle.
+//! `VirtmemCreateProcessEx` is a record (its configuration changes what later calls
+//! give); `VirtmemCreateProcess` stays a comment, the replay making a default process
+//! for any number no record made.
 //! When tracing is off each call pays one relaxed atomic load.
 //!
 //! # Order
