@@ -15,6 +15,7 @@ type WriteProcessMemory = unsafe extern "C" fn(*mut c_void, *mut c_void, *const 
 type VirtmemAccess = unsafe extern "C" fn(*mut c_void, usize, *mut c_void, usize, u32, *mut usize) -> u32;
 type Handle0 = unsafe extern "C" fn() -> *mut c_void;
 type CloseHandle = unsafe extern "C" fn(*mut c_void) -> i32;
+type CreateProcessEx = unsafe extern "C" fn(*const [usize; 4]) -> *mut c_void;
 
 #[test]
 fn every_call_is_recorded_in_the_trace_format() {
@@ -46,6 +47,16 @@ fn every_call_is_recorded_in_the_trace_format() {
         let store = access(h, base as usize, data.as_ptr() as *mut c_void, 16, 1, &mut fault);
         assert_eq!((store, fault), (0xC000_0005, base as usize), "a store to the read-only page");
         assert_eq!(close(h), 1);
+        // A configured process is a record (its configuration decides later results):
+        // a 32-bit guest's, the defaults (NULL), a refused one (policy 2).
+        let create_ex = lib.get::<CreateProcessEx>("VirtmemCreateProcessEx");
+        // VIRTMEM_PROCESS_CONFIG as four words: cbSize (32) and ResetPolicy in the first
+        // (little-endian), the lowest and highest address, the large-page size.
+        let guest = [32 | 1 << 32, 0x1_0000, 0x7FFE_FFFF, 0];
+        let g = create_ex(&guest);
+        assert!(!g.is_null());
+        assert!(!create_ex(std::ptr::null()).is_null());
+        assert!(create_ex(&[32 | 2 << 32, 0x1_0000, 0x7FFE_FFFF, 0]).is_null());
         (base as usize, h as usize)
     };
     let text = std::fs::read_to_string(&path).expect("the trace file was written");
@@ -59,7 +70,8 @@ fn every_call_is_recorded_in_the_trace_format() {
             Line::Header(_) => None,
         })
         .collect();
-    assert_eq!(records.len(), 6, "{text}");
+    assert_eq!(records.len(), 9, "{text}");
+    let (records, made) = records.split_at(6);
     let process = records[0].process.expect("an Ex call names its process");
     assert_ne!(process, 0, "a simulated process, not the current one");
     assert!(records.iter().all(|r| r.process == Some(process)));
@@ -78,6 +90,20 @@ fn every_call_is_recorded_in_the_trace_format() {
         ref other => panic!("VirtmemAccess record: {other:?}"),
     }
     assert_eq!((records[5].result, records[5].last_error), (0xC000_0005, 0));
+    let made: Vec<_> = made.iter().map(|r| (r.process, &r.call, r.result, r.last_error)).collect();
+    let config = |min, max, lp, policy| Call::CreateProcess {
+        min_address: min,
+        max_address: max,
+        large_page_size: lp,
+        reset_policy: policy,
+    };
+    let (guest, x64, refused) = (
+        config(0x1_0000, 0x7FFE_FFFF, 0, 1),
+        config(0x1_0000, 0x7FFF_FFFE_FFFF, 2 << 20, 0),
+        config(0x1_0000, 0x7FFE_FFFF, 0, 2),
+    );
+    let n = u64::from(process);
+    assert_eq!(made, [(None, &guest, n + 1, 0), (None, &x64, n + 2, 0), (None, &refused, 0, 87)], "{text}");
     // Calls outside the record format are comments, in the same shape.
     assert!(text.contains(&format!("# VirtmemCreateProcess -> {h:#x} err=0 process={process}")), "{text}");
     assert!(text.contains(&format!("# CloseHandle {process:#x} -> 0x1 err=0")), "{text}");
