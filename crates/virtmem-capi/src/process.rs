@@ -378,8 +378,8 @@ pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
 /// pages, contents, write-watch marks, data a reset dropped, its commit limit), as a new
 /// `VirtmemSnapshotProcess(hSnapshot)` would; `hSnapshot` is left as it was. This is a
 /// fuzzer's loop over one process handle: set the process up once, take one snapshot,
-/// and before each input restore the process from it. Any two simulated processes will
-/// do (the same one twice changes nothing).
+/// and before each input restore the process from it. Any two simulated processes of
+/// the same configuration will do (the same one twice changes nothing).
 ///
 /// The restore waits for calls under way on either process and holds the others on both
 /// meanwhile, as a snapshot does: it is one moment for both. A host memory manager made
@@ -392,7 +392,10 @@ pub extern "C" fn VirtmemSnapshotProcess(hProcess: HANDLE) -> HANDLE {
 /// the last error set, nothing changed: NULL or an unknown handle (either one) ->
 /// `ERROR_INVALID_HANDLE` (6), a process that has exited (either one) ->
 /// `ERROR_ACCESS_DENIED` (5), the current-process pseudo handle (either one) ->
-/// `ERROR_NOT_SUPPORTED` (50: its memory is this process's real memory).
+/// `ERROR_NOT_SUPPORTED` (50: its memory is this process's real memory); processes made
+/// with different user ranges or large-page sizes (`VirtmemCreateProcessEx`) ->
+/// `ERROR_INVALID_PARAMETER` (87), with only different reset policies ->
+/// `ERROR_NOT_SUPPORTED` (50).
 #[no_mangle]
 pub extern "C" fn VirtmemRestoreProcess(hTarget: HANDLE, hSnapshot: HANDLE) -> BOOL {
     let (r, err) = run(FALSE, || {
