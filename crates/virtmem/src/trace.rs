@@ -71,10 +71,11 @@
 //! `VirtmemCreateProcessEx` is libvirtmem's creation of a simulated process with its own
 //! configuration (the `VIRTMEM_PROCESS_CONFIG` fields: lowest and highest user address,
 //! large-page size, reset policy 0 keep / 1 discard; a NULL configuration is recorded as
-//! the default one, an unreadable one as zeros): its result is the number of the new
-//! process, `0x0` on failure. A process `VirtmemCreateProcess` makes is written only as a
-//! comment (`# VirtmemCreateProcess -> HANDLE err=0 process=N`): a process no record
-//! made is a default simulated Windows-x64 one.
+//! the default one, an unreadable one or one whose `cbSize` is of no known version as
+//! zeros): its result is the number of the new process, `0x0` on failure. A process
+//! `VirtmemCreateProcess` makes is written only as a comment
+//! (`# VirtmemCreateProcess -> HANDLE err=0 process=N`): a process no record made is a
+//! default simulated Windows-x64 one.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
