@@ -1291,8 +1291,8 @@ HANDLE GetCurrentProcess(void);
  * [`VirtmemCreateProcessEx`].
  *
  * Processes may be made, used and closed from any number of threads. Each costs about
- * 2 KB while empty, about 11 KB with a reservation and one written page (4 KiB per page
- * written); the same calls in two processes give the same addresses.
+ * 2.5 KB while empty, about 12 KB with a reservation and one written page (4 KiB per
+ * page written); the same calls in two processes give the same addresses.
  */
 HANDLE VirtmemCreateProcess(void);
 

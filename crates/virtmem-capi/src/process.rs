@@ -182,8 +182,8 @@ pub extern "C" fn GetCurrentProcess() -> HANDLE {
 /// [`VirtmemCreateProcessEx`].
 ///
 /// Processes may be made, used and closed from any number of threads. Each costs about
-/// 2 KB while empty, about 11 KB with a reservation and one written page (4 KiB per page
-/// written); the same calls in two processes give the same addresses.
+/// 2.5 KB while empty, about 12 KB with a reservation and one written page (4 KiB per
+/// page written); the same calls in two processes give the same addresses.
 #[no_mangle]
 pub extern "C" fn VirtmemCreateProcess() -> HANDLE {
     let (h, err) = run(std::ptr::null_mut(), || Ok(register_sim(vm::SimSpace::simulated())));
