@@ -33,7 +33,10 @@
 //! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`,
 //! `FlushInstructionCache`), `process` (handles, commit limits), `system` (last error, system
 //! info), `host` (the host memory
-//! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`).
+//! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`,
+//! `VirtmemCreateHostMemoryManagerEx` with `VirtmemHostConfigInit`, and the host's controls
+//! `VirtmemHostStart`, `VirtmemHostShutdown`, `VirtmemHostCancelWaits`, `VirtmemHostAddTenant`,
+//! `VirtmemHostGetStats`, `VirtmemHostMallocLeaks`).
 
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
