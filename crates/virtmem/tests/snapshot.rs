@@ -121,10 +121,7 @@ fn a_copy_remembers_what_a_reset_dropped() {
 fn a_snapshot_taken_during_writes_is_one_moment() {
     const BLOCKS: usize = 24;
     let s = Arc::new(SimSpace::simulated());
-    let a = commit(&s, BLOCKS * GRANULE);
-    for k in 0..BLOCKS {
-        s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
-    }
+    let a = snapkit::round_blocks(&s, BLOCKS);
     let writer = snapkit::Writer::start(&s, a, BLOCKS);
     let started = writer.done();
     // At least 1000 snapshots, and on until the writer has made 2000 more rounds meanwhile.

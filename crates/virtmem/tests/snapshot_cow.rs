@@ -145,10 +145,7 @@ fn dirty_marks_after_a_snapshot_stay_apart() {
 fn snapshots_taken_during_writes_keep_their_moment() {
     const BLOCKS: usize = 24;
     let s = Arc::new(SimSpace::simulated());
-    let a = commit(&s, BLOCKS * GRANULE);
-    for k in 0..BLOCKS {
-        s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
-    }
+    let a = snapkit::round_blocks(&s, BLOCKS);
     let writer = snapkit::Writer::start(&s, a, BLOCKS);
     let started = writer.done();
     let mut kept: Vec<(SimSpace, Vec<u64>)> = Vec::new();
@@ -339,10 +336,7 @@ fn after_a_restore(rounds: &[u64]) -> bool {
 fn a_restore_during_writes_is_one_moment() {
     const BLOCKS: usize = 24;
     let s = Arc::new(SimSpace::simulated());
-    let a = commit(&s, BLOCKS * GRANULE);
-    for k in 0..BLOCKS {
-        s.write(a + k * GRANULE, &0u64.to_le_bytes()).unwrap();
-    }
+    let a = snapkit::round_blocks(&s, BLOCKS);
     let snap = s.snapshot();
     let writer = snapkit::Writer::start(&s, a, BLOCKS);
     let started = writer.done();

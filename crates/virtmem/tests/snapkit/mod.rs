@@ -27,6 +27,16 @@ pub fn read(s: &SimSpace, at: usize, len: usize) -> Vec<u8> {
     buf
 }
 
+/// Reserve and commit `blocks` 64 KiB blocks for a [`Writer`], each holding round 0 (its
+/// first page written, so stored); their base.
+pub fn round_blocks(s: &SimSpace, blocks: usize) -> usize {
+    let base = commit(s, blocks * GRANULE);
+    for k in 0..blocks {
+        s.write(base + k * GRANULE, &0u64.to_le_bytes()).expect("write");
+    }
+    base
+}
+
 /// A running writer (see the module docs). Stopped and joined by [`Writer::stop`].
 pub struct Writer {
     stop: Arc<AtomicBool>,
