@@ -118,15 +118,21 @@ impl VirtualSpace for Probe {
     }
 }
 
+/// `probe` behind each forwarding impl: `&T`, `Arc<T>`, `Arc<dyn VirtualSpace>` and
+/// `Box<&dyn VirtualSpace>`, each named.
+fn forwarders(probe: &Arc<Probe>) -> Vec<(&'static str, Box<dyn VirtualSpace + '_>)> {
+    vec![
+        ("&Probe", Box::new(&**probe)),
+        ("Arc<Probe>", Box::new(probe.clone())),
+        ("Arc<dyn VirtualSpace>", Box::new(probe.clone() as Arc<dyn VirtualSpace>)),
+        ("Box<&dyn VirtualSpace>", Box::new(Box::new(&**probe as &dyn VirtualSpace))),
+    ]
+}
+
 #[test]
 fn try_query_and_flush_reach_the_spaces_own() {
     let probe = Arc::new(Probe { inner: SimSpace::simulated(), flushed: Mutex::new(Vec::new()) });
-    let via: Vec<(&str, Box<dyn VirtualSpace + '_>)> = vec![
-        ("&Probe", Box::new(&*probe)),
-        ("Arc<Probe>", Box::new(probe.clone())),
-        ("Arc<dyn VirtualSpace>", Box::new(probe.clone() as Arc<dyn VirtualSpace>)),
-        ("Box<&dyn VirtualSpace>", Box::new(Box::new(&*probe as &dyn VirtualSpace))),
-    ];
+    let via = forwarders(&probe);
     for (i, (what, s)) in via.iter().enumerate() {
         assert!(s.query(0x10000).is_ok(), "{what}");
         assert!(s.try_query(0x10000).is_none(), "{what}: try_query must be the space's own");
@@ -142,12 +148,7 @@ fn try_query_and_flush_reach_the_spaces_own() {
 #[test]
 fn provided_methods_reach_the_spaces_own() {
     let probe = Arc::new(Probe { inner: SimSpace::simulated(), flushed: Mutex::new(Vec::new()) });
-    let via: Vec<(&str, Box<dyn VirtualSpace + '_>)> = vec![
-        ("&Probe", Box::new(&*probe)),
-        ("Arc<Probe>", Box::new(probe.clone())),
-        ("Arc<dyn VirtualSpace>", Box::new(probe.clone() as Arc<dyn VirtualSpace>)),
-        ("Box<&dyn VirtualSpace>", Box::new(Box::new(&*probe as &dyn VirtualSpace))),
-    ];
+    let via = forwarders(&probe);
     for (i, (what, s)) in via.iter().enumerate() {
         let before = probe.flushed.lock().unwrap().len();
         assert_eq!(s.reset(0x10000 * (i + 1), P), Err(virtmem::Error::NotSupported), "{what}");
