@@ -276,6 +276,22 @@ fn fresh() -> BTreeMap<u32, Arc<SimSpace>> {
 /// naming further ones are skipped with a note, so memory stays bounded.
 const MAX_PROCESSES: usize = 1024;
 
+/// The replayed process numbered `pid`, made empty (as `VirtmemCreateProcess` makes one)
+/// when no record named it before; `None` when that would pass [`MAX_PROCESSES`] (each
+/// simulated process costs memory, about 2 KB empty and 11 KB with a reservation and a
+/// written page: a session naming more is not replayed past the limit).
+fn process_or_new(procs: &mut BTreeMap<u32, Arc<SimSpace>>, pid: u32) -> Option<Arc<SimSpace>> {
+    if let Some(s) = procs.get(&pid) {
+        return Some(s.clone());
+    }
+    if procs.len() >= MAX_PROCESSES {
+        return None;
+    }
+    let s = Arc::new(SimSpace::simulated());
+    procs.insert(pid, s.clone());
+    Some(s)
+}
+
 /// The note for a session whose header (on line `header`) could not be read.
 fn lost_note(header: usize, records: usize) -> String {
     format!("skipped {records} record(s) of the session whose header on line {header} could not be read (up to the next header)")
@@ -451,18 +467,9 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 if rec.result == 0 {
                     continue;
                 }
-                let target = rec.process.unwrap_or(0);
-                let to = match procs.get(&target) {
-                    Some(s) => s.clone(),
-                    None if procs.len() < MAX_PROCESSES => {
-                        let s = Arc::new(SimSpace::simulated());
-                        procs.insert(target, s.clone());
-                        s
-                    }
-                    None => {
-                        beyond_limit += 1;
-                        continue;
-                    }
+                let Some(to) = process_or_new(&mut procs, rec.process.unwrap_or(0)) else {
+                    beyond_limit += 1;
+                    continue;
                 };
                 let restored = match procs.get(&snapshot) {
                     Some(from) => to.restore_from(from),
@@ -473,21 +480,9 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                 }
             }
             Line::Record(rec) => {
-                let pid = rec.process.unwrap_or(0);
-                let space = match procs.get(&pid) {
-                    Some(s) => s.clone(),
-                    None if procs.len() < MAX_PROCESSES => {
-                        let s = Arc::new(SimSpace::simulated());
-                        procs.insert(pid, s.clone());
-                        s
-                    }
-                    None => {
-                        // Each simulated process costs memory (about 2 KB empty, 11 KB
-                        // with a reservation and a written page): a session
-                        // naming more is not replayed past the limit.
-                        beyond_limit += 1;
-                        continue;
-                    }
+                let Some(space) = process_or_new(&mut procs, rec.process.unwrap_or(0)) else {
+                    beyond_limit += 1;
+                    continue;
                 };
                 report.ops += 1;
                 if rec.process.is_some() && matches!(rec.last_error, 5 | 6) {
