@@ -1286,6 +1286,26 @@ impl LinuxBackend {
     }
 }
 
+impl LinuxBackend {
+    /// The written pages of write-tracked `range`, ascending, at most `max`, each handed
+    /// to `found` (with `reset`, exactly those become clean in the same scan); how many.
+    /// What `dirty_pages` and `dirty_pages_into` share: they differ only in where the
+    /// pages go.
+    fn scan_dirty(
+        &self,
+        range: Range<usize>,
+        max: usize,
+        reset: bool,
+        found: impl FnMut(usize),
+    ) -> Result<usize, BackendError> {
+        let w = self.watch()?;
+        if reset {
+            self.gate().map_err(errno_error)?;
+        }
+        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset, found)
+    }
+}
+
 impl Drop for LinuxBackend {
     /// Unmap the pool. Live reservations stay mapped: memory a caller may still use
     /// is never pulled from under it.
@@ -1801,23 +1821,15 @@ impl Backend for LinuxBackend {
     }
 
     fn dirty_pages(&self, range: Range<usize>, max: usize, reset: bool) -> Result<Vec<usize>, BackendError> {
-        let w = self.watch()?;
-        if reset {
-            self.gate().map_err(errno_error)?;
-        }
         let mut found = Vec::new();
-        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset, |page| found.push(page))?;
+        self.scan_dirty(range, max, reset, |page| found.push(page))?;
         Ok(found)
     }
 
     fn dirty_pages_into(&self, range: Range<usize>, out: &mut [usize], reset: bool) -> Result<usize, BackendError> {
-        let w = self.watch()?;
-        if reset {
-            self.gate().map_err(errno_error)?;
-        }
         let mut slots = out.iter_mut();
         let max = slots.len();
-        self.adopted(w)?.dirty_pages(&self.pagemap, range, max, reset, |page| {
+        self.scan_dirty(range, max, reset, |page| {
             if let Some(slot) = slots.next() {
                 *slot = page;
             }
