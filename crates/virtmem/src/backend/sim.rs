@@ -100,20 +100,22 @@ impl SimConfig {
     /// `large_page_size` 0 or a power of two that is a multiple of 64 KiB. Otherwise
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter).
     pub fn validate(&self) -> crate::Result<()> {
-        let granule = crate::rules::GRANULE;
-        let aligned = |x: usize| x % granule == 0;
-        let lp = self.large_page_size;
-        let ok = aligned(self.min_address)
-            && self.min_address >= granule
-            && aligned(self.end_address)
+        // Exactly the limits the engine would work with (what it would round or drop,
+        // `rules::normalized` says), not empty, within what the simulation supports.
+        let given = self.limits();
+        let ok = crate::rules::normalized(given) == given
             && self.end_address > self.min_address
-            && self.end_address <= Self::MAX_END_ADDRESS
-            && (lp == 0 || (lp.is_power_of_two() && aligned(lp)));
+            && self.end_address <= Self::MAX_END_ADDRESS;
         if ok {
             Ok(())
         } else {
             Err(crate::Error::InvalidParameter)
         }
+    }
+
+    /// The limits this configuration gives a backend.
+    fn limits(&self) -> Limits {
+        Limits { min_address: self.min_address, end_address: self.end_address, large_page_size: self.large_page_size }
     }
 }
 
@@ -763,11 +765,7 @@ fn pieces(address: usize, len: usize) -> impl Iterator<Item = (usize, usize, usi
 
 impl Backend for SimBackend {
     fn limits(&self) -> Limits {
-        Limits {
-            min_address: self.config.min_address,
-            end_address: self.config.end_address,
-            large_page_size: self.config.large_page_size,
-        }
+        self.config.limits()
     }
 
     fn inline_effects(&self) -> bool {
