@@ -1888,9 +1888,10 @@ impl<B: Backend> AddressSpace<B> {
 /// too), which pass every call on: `Arc::new(virtmem::current_process())` is an
 /// `Arc<dyn VirtualSpace>` as it is. Methods added after the trait's first methods
 /// ([`reset`](Self::reset), [`reset_undo`](Self::reset_undo),
-/// [`get_write_watch_into`](Self::get_write_watch_into)) are provided: their defaults
-/// are written with the older methods, so an implementation made outside this crate
-/// goes on compiling.
+/// [`get_write_watch_into`](Self::get_write_watch_into), [`alloc_within`](Self::alloc_within))
+/// are provided: their defaults are written with the older methods (`alloc_within`'s,
+/// which no older method can do, refuses with `ERROR_NOT_SUPPORTED`), so an
+/// implementation made outside this crate goes on compiling.
 pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     /// See [`AddressSpace::alloc`].
     fn alloc(&self, address: usize, size: usize, ty: AllocationType, protect: Protection) -> Result<usize>;
@@ -1983,6 +1984,19 @@ pub trait VirtualSpace: Send + Sync + std::fmt::Debug {
     /// See [`AddressSpace::flush_instruction_cache`]. (Required: a space over real memory
     /// that skipped it would run stale code on some processors.)
     fn flush_instruction_cache(&self, address: usize, size: usize);
+    /// See [`AddressSpace::alloc_within`]. The default, for an implementation made outside
+    /// this crate before the method existed, places nothing: it answers
+    /// [`Error::NotSupported`] (`ERROR_NOT_SUPPORTED`, 50), having changed nothing.
+    fn alloc_within(
+        &self,
+        size: usize,
+        ty: AllocationType,
+        protect: Protection,
+        req: AddressRequirements,
+    ) -> Result<usize> {
+        let _ = (size, ty, protect, req);
+        Err(Error::NotSupported)
+    }
 }
 
 impl<B: Backend> VirtualSpace for AddressSpace<B> {
@@ -2083,6 +2097,15 @@ impl<B: Backend> VirtualSpace for AddressSpace<B> {
     }
     fn flush_instruction_cache(&self, address: usize, size: usize) {
         AddressSpace::flush_instruction_cache(self, address, size)
+    }
+    fn alloc_within(
+        &self,
+        size: usize,
+        ty: AllocationType,
+        protect: Protection,
+        req: AddressRequirements,
+    ) -> Result<usize> {
+        AddressSpace::alloc_within(self, size, ty, protect, req)
     }
 }
 
@@ -2189,6 +2212,15 @@ macro_rules! forward_virtual_space {
             }
             fn flush_instruction_cache(&self, address: usize, size: usize) {
                 (**self).flush_instruction_cache(address, size)
+            }
+            fn alloc_within(
+                &self,
+                size: usize,
+                ty: AllocationType,
+                protect: Protection,
+                req: AddressRequirements,
+            ) -> Result<usize> {
+                (**self).alloc_within(size, ty, protect, req)
             }
         }
     )*};

@@ -49,6 +49,7 @@
 //! | `VirtmemSnapshotProcess` | process | |
 //! | `VirtmemRestoreProcess` | process snapshot | |
 //! | `VirtmemCreateProcessEx` | min_address max_address large_page_size reset_policy | |
+//! | `VirtualAlloc2` | process address size type protect params count | |
 //!
 //! `VirtmemAccess` is libvirtmem's checked CPU-style access (an emulator's load, store or
 //! instruction fetch): its result is 0, the exception it raised
@@ -76,6 +77,20 @@
 //! `VirtmemCreateProcess` makes is written only as a comment
 //! (`# VirtmemCreateProcess -> HANDLE err=0 process=N`): a process no record made is a
 //! default simulated Windows-x64 one.
+//!
+//! `VirtualAlloc2` always names its process (`0x0` for a NULL process, which is the
+//! calling one). Its `params` argument is the `MEM_EXTENDED_PARAMETER` array as the call
+//! read it: `null` when the pointer was NULL (with a count above 0), otherwise
+//! `[...]`, comma-separated entries `TYPEWORD:VALUE` (the parameter's two 64-bit words: the
+//! type with its reserved bits, and the value), an address-requirements entry followed by
+//! `:LOWEST:HIGHEST:ALIGNMENT`, the `MEM_ADDRESS_REQUIREMENTS` its pointer points to, when
+//! that could be read. The list holds every parameter, or those up to the first the call
+//! refused, or fewer than `count` when the next could not be read (`ERROR_NOACCESS`); so a
+//! replay refuses, or places by, exactly what the call did. `count` is `ParameterCount`.
+//! A successful reserve by address requirements replays at the recorded address (checked to
+//! lie in the recorded window, at its alignment), as a `VirtualAlloc` reserve at NULL does.
+//! `VirtualAlloc2 0x0 0x0 0x20000 0x2000 0x4 [0x1:0x7ffc1000:0x100000000:0x1ffffffff:0x0] 0x1 -> 0x100000000 err=0`
+//! is a reserve by the calling process in the window 0x100000000-0x1ffffffff.
 //!
 //! The `Ex` forms (`VirtualAllocEx`, `VirtualFreeEx`, `VirtualQueryEx`,
 //! `VirtualProtectEx`) take the process as their first argument, like the Win32 handle:
@@ -127,7 +142,8 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
-use crate::win32::MEMORY_BASIC_INFORMATION;
+use crate::flags::AddressRequirements;
+use crate::win32::{ExtendedParameter, MEMORY_BASIC_INFORMATION};
 
 /// The environment variable naming the file that [`global()`] appends records to.
 pub const TRACE_ENV: &str = "VIRTMEM_TRACE";
@@ -269,6 +285,24 @@ pub enum Call {
         /// The reset policy: 0 keep, 1 discard.
         reset_policy: u32,
     },
+    /// `VirtualAlloc2(process, address, size, type, protect, params, count)` (the process
+    /// is [`Record::process`], which must be set: 0 for a NULL process, the calling one).
+    Alloc2 {
+        /// `BaseAddress`.
+        address: usize,
+        /// `Size`.
+        size: usize,
+        /// `AllocationType`.
+        alloc_type: u32,
+        /// `PageProtection`.
+        protect: u32,
+        /// The `MEM_EXTENDED_PARAMETER`s as the call read them, in order: all `count` of
+        /// them, or those up to and including the first it refused, or fewer when the next
+        /// could not be read; `None` when `ExtendedParameters` was NULL with a `count` above 0.
+        params: Option<Vec<ExtendedParameter>>,
+        /// `ParameterCount`.
+        count: u32,
+    },
     /// libvirtmem's `VirtmemAccess(process, address, buffer, size, kind, faultAddress)` (the
     /// process is [`Record::process`], which must be set).
     Access {
@@ -309,6 +343,7 @@ impl Call {
             (Call::RestoreProcess { .. }, _) => "VirtmemRestoreProcess",
             (Call::CreateProcess { .. }, _) => "VirtmemCreateProcessEx",
             (Call::Access { .. }, _) => "VirtmemAccess",
+            (Call::Alloc2 { .. }, _) => "VirtualAlloc2",
         }
     }
 
@@ -326,11 +361,12 @@ impl Call {
     }
 
     /// Whether the call always takes a process (`ReadProcessMemory`, `WriteProcessMemory`,
-    /// `VirtmemAccess`, `VirtmemSnapshotProcess`, `VirtmemRestoreProcess`).
+    /// `VirtmemAccess`, `VirtmemSnapshotProcess`, `VirtmemRestoreProcess`, `VirtualAlloc2`).
     pub fn needs_process(&self) -> bool {
         matches!(
             self,
             Call::ReadProcessMemory { .. }
+                | Call::Alloc2 { .. }
                 | Call::WriteProcessMemory { .. }
                 | Call::Access { .. }
                 | Call::SnapshotProcess
@@ -463,6 +499,30 @@ impl fmt::Display for Record {
             Call::Access { address, buffer, size, kind, fault } => {
                 write!(f, " {address:#x} {buffer:#x} {size:#x} {kind:#x} {fault:#x}")?
             }
+            Call::Alloc2 { address, size, alloc_type, protect, params, count } => {
+                write!(f, " {address:#x} {size:#x} {alloc_type:#x} {protect:#x} ")?;
+                match params {
+                    None => f.write_str("null")?,
+                    Some(ps) => {
+                        f.write_char('[')?;
+                        for (i, p) in ps.iter().enumerate() {
+                            if i > 0 {
+                                f.write_char(',')?;
+                            }
+                            write!(f, "{:#x}:{:#x}", p.type_word, p.value)?;
+                            if let Some(r) = p.requirements {
+                                write!(
+                                    f,
+                                    ":{:#x}:{:#x}:{:#x}",
+                                    r.lowest_starting_address, r.highest_ending_address, r.alignment
+                                )?;
+                            }
+                        }
+                        f.write_char(']')?;
+                    }
+                }
+                write!(f, " {count:#x}")?
+            }
         }
         write!(f, " -> {:#x} err={}", self.result, self.last_error)?;
         match &self.out {
@@ -547,6 +607,46 @@ fn hex_u32(col: usize, w: &str) -> Result<u32, ParseError> {
     u32::try_from(v).map_err(|_| err(col, format!("`{w}` does not fit in 32 bits")))
 }
 
+/// `VirtualAlloc2`'s parameter list: `null`, or `[...]` holding comma-separated
+/// `TYPEWORD:VALUE` entries, each with `:LOWEST:HIGHEST:ALIGNMENT` after it when it carries
+/// the address requirements it points to.
+fn parse_params(col: usize, w: &str) -> Result<Option<Vec<ExtendedParameter>>, ParseError> {
+    if w == "null" {
+        return Ok(None);
+    }
+    let inner = w
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(|| err(col, format!("expected `null` or a parameter list in brackets, found `{w}`")))?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Ok(Some(out));
+    }
+    for entry in inner.split(',') {
+        let n: Vec<&str> = entry.split(':').collect();
+        let num = |i: usize| hex(col, n[i]);
+        let usz = |i: usize| hex_usize(col, n[i]);
+        let requirements = match n.len() {
+            2 => None,
+            5 => Some(AddressRequirements {
+                lowest_starting_address: usz(2)?,
+                highest_ending_address: usz(3)?,
+                alignment: usz(4)?,
+            }),
+            _ => {
+                return Err(err(
+                    col,
+                    format!(
+                        "a parameter is TYPEWORD:VALUE or TYPEWORD:VALUE:LOWEST:HIGHEST:ALIGNMENT, found `{entry}`"
+                    ),
+                ))
+            }
+        };
+        out.push(ExtendedParameter { type_word: num(0)?, value: num(1)?, requirements });
+    }
+    Ok(Some(out))
+}
+
 /// Parse one line: `Ok(None)` for a blank or comment line.
 pub fn parse_line(line: &str) -> Result<Option<Line>, ParseError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
@@ -614,7 +714,8 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         | "WriteProcessMemory"
         | "VirtmemAccess"
         | "VirtmemSnapshotProcess"
-        | "VirtmemRestoreProcess" => (name, true),
+        | "VirtmemRestoreProcess"
+        | "VirtualAlloc2" => (name, true),
         _ => return Err(err(fcol, format!("unknown function `{name}`"))),
     };
     let arrow = ws.iter().position(|&(_, w)| w == "->").ok_or_else(|| {
@@ -640,6 +741,7 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtmemSnapshotProcess" => 0,
         "VirtmemRestoreProcess" => 1,
         "VirtmemCreateProcessEx" => 4,
+        "VirtualAlloc2" => 6,
         _ => 2,
     };
     if args.len() != want {
@@ -675,6 +777,14 @@ fn parse_record(ws: &[(usize, &str)], fcol: usize, name: &str) -> Result<Record,
         "VirtmemCreateProcessEx" => {
             Call::CreateProcess { min_address: a(0)?, max_address: a(1)?, large_page_size: a(2)?, reset_policy: f(3)? }
         }
+        "VirtualAlloc2" => Call::Alloc2 {
+            address: a(0)?,
+            size: a(1)?,
+            alloc_type: f(2)?,
+            protect: f(3)?,
+            params: parse_params(args[4].0, args[4].1)?,
+            count: f(5)?,
+        },
         _ => Call::WriteProcessMemory { address: a(0)?, buffer: a(1)?, size: a(2)?, done: a(3)? },
     };
 
@@ -984,6 +1094,58 @@ mod tests {
         assert!(parse_line("VirtmemCreateProcessEx 0x1 0x10000 0x7ffeffff 0x0 0x1 -> 0x3 err=0").is_err());
     }
 
+    /// `VirtualAlloc2` records its process (0 for a NULL one, the calling process), its
+    /// parameters as read (`null` for a NULL array, each `TYPEWORD:VALUE`, an address
+    /// requirement's three fields after its pointer when they could be read) and the count.
+    #[test]
+    fn virtual_alloc2_record_round_trips() {
+        let text = "VirtualAlloc2 0x0 0x0 0x10000 0x102000 0x4 [0x1:0x7ffc1000:0x100000000:0x1ffffffff:0x100000,0x2:0x0,0x1:0x0] 0x4 -> 0x0 err=87";
+        let Line::Record(r) = one(text) else { panic!("a record") };
+        let req = AddressRequirements {
+            lowest_starting_address: 0x1_0000_0000,
+            highest_ending_address: 0x1_ffff_ffff,
+            alignment: 0x10_0000,
+        };
+        let p = |type_word, value, requirements| ExtendedParameter { type_word, value, requirements };
+        assert_eq!(
+            (r.process, &r.call, r.result, r.last_error),
+            (
+                Some(0),
+                &Call::Alloc2 {
+                    address: 0,
+                    size: 0x10000,
+                    alloc_type: 0x10_2000,
+                    protect: 4,
+                    params: Some(vec![p(1, 0x7ffc_1000, Some(req)), p(2, 0, None), p(1, 0, None)]),
+                    count: 4
+                },
+                0,
+                87
+            )
+        );
+        assert_eq!(r.function_name(), "VirtualAlloc2");
+        assert_eq!(r.to_string(), text);
+        for text in [
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 null 0x1 -> 0x0 err=998",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [] 0x0 -> 0x10000 err=0",
+        ] {
+            let Line::Record(r) = one(text) else { panic!("a record") };
+            assert_eq!(r.to_string(), text);
+        }
+        // Malformed parameter lists, and a wrong number of arguments.
+        for bad in [
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [0x1] 0x1 -> 0x0 err=87",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [0x1:0x2:0x3] 0x1 -> 0x0 err=87",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [0x1:0x2:0x3:0x4:0x5:0x6] 0x1 -> 0x0 err=87",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 0x1:0x2 0x1 -> 0x0 err=87",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [0x1:0x2,] 0x1 -> 0x0 err=87",
+            "VirtualAlloc2 0x1 0x0 0x10000 0x2000 0x4 [] -> 0x0 err=87",
+            "VirtualAlloc2 0x0 0x10000 0x2000 0x4 [] 0x0 0x0 0x0 -> 0x0 err=87",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn legacy_commit_limit_comment_is_read_as_its_record() {
         // An older libvirtmem wrote these two calls as comments; such a trace must replay
@@ -1274,6 +1436,32 @@ mod tests {
                 kind,
                 fault
             }),
+            (
+                (u(), u(), f(), f(), any::<u32>()),
+                proptest::option::of(proptest::collection::vec(
+                    (any::<u64>(), any::<u64>(), proptest::option::of((u(), u(), u()))),
+                    0..4
+                ))
+            )
+                .prop_map(|((address, size, alloc_type, protect, count), params)| Call::Alloc2 {
+                    address,
+                    size,
+                    alloc_type,
+                    protect,
+                    params: params.map(|ps| ps
+                        .into_iter()
+                        .map(|(type_word, value, r)| ExtendedParameter {
+                            type_word,
+                            value,
+                            requirements: r.map(|(l, h, a)| AddressRequirements {
+                                lowest_starting_address: l,
+                                highest_ending_address: h,
+                                alignment: a
+                            })
+                        })
+                        .collect()),
+                    count
+                }),
         ]
     }
 

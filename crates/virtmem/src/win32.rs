@@ -9,12 +9,14 @@
 //! assert_eq!(win32::VirtualAlloc(&space, p, 0, win32::MEM_COMMIT, win32::PAGE_READWRITE), 0);
 //! assert_eq!(win32::GetLastError(), 87);
 //! ```
-#![allow(non_snake_case, non_camel_case_types)]
+#![allow(non_snake_case, non_camel_case_types, non_upper_case_globals)]
 
 use std::cell::Cell;
 
 use crate::error::Error;
-use crate::flags::{AccessKind, AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags};
+use crate::flags::{
+    AccessKind, AddressRequirements, AllocationType, FreeType, MemoryBasicInformation, Protection, WriteWatchFlags,
+};
 use crate::space::VirtualSpace;
 
 /// `MEM_COMMIT`.
@@ -69,6 +71,124 @@ pub const PAGE_NOCACHE: u32 = 0x200;
 pub const PAGE_WRITECOMBINE: u32 = 0x400;
 /// `WRITE_WATCH_FLAG_RESET`.
 pub const WRITE_WATCH_FLAG_RESET: u32 = 1;
+/// `MEM_REPLACE_PLACEHOLDER` (`VirtualAlloc2`): not supported, refused with 87.
+pub const MEM_REPLACE_PLACEHOLDER: u32 = 0x4000;
+/// `MEM_RESERVE_PLACEHOLDER` (`VirtualAlloc2`): not supported, refused with 87.
+pub const MEM_RESERVE_PLACEHOLDER: u32 = 0x4_0000;
+
+/// `MEM_EXTENDED_PARAMETER_TYPE_BITS`: the type is the low 8 bits of a
+/// `MEM_EXTENDED_PARAMETER`'s first word, the other 56 are reserved (zero).
+pub const MEM_EXTENDED_PARAMETER_TYPE_BITS: u32 = 8;
+/// `MemExtendedParameterInvalidType` (0): refused with 87.
+pub const MemExtendedParameterInvalidType: u64 = 0;
+/// `MemExtendedParameterAddressRequirements` (1): the value points to a
+/// `MEM_ADDRESS_REQUIREMENTS` ([`AddressRequirements`]).
+pub const MemExtendedParameterAddressRequirements: u64 = 1;
+/// `MemExtendedParameterNumaNode` (2): the value is the preferred NUMA node (only node 0,
+/// the one node an address space here has, is taken; it changes nothing).
+pub const MemExtendedParameterNumaNode: u64 = 2;
+/// `MemExtendedParameterPartitionHandle` (3): not supported, refused with 87.
+pub const MemExtendedParameterPartitionHandle: u64 = 3;
+/// `MemExtendedParameterUserPhysicalHandle` (4): not supported, refused with 87.
+pub const MemExtendedParameterUserPhysicalHandle: u64 = 4;
+/// `MemExtendedParameterAttributeFlags` (5): not supported, refused with 87.
+pub const MemExtendedParameterAttributeFlags: u64 = 5;
+/// `MemExtendedParameterImageMachine` (6): not supported, refused with 87.
+pub const MemExtendedParameterImageMachine: u64 = 6;
+/// `MemExtendedParameterMax` (7): the first value that is no type (refused with 87, as
+/// are all above it).
+pub const MemExtendedParameterMax: u64 = 7;
+
+/// One `MEM_EXTENDED_PARAMETER` of a `VirtualAlloc2` call, as the caller's memory held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendedParameter {
+    /// The first 64-bit word: `Type` in the low [`MEM_EXTENDED_PARAMETER_TYPE_BITS`] bits,
+    /// `Reserved` above them.
+    pub type_word: u64,
+    /// The second word, the union (`ULong64`, `Pointer`, `Size`, `Handle`, `ULong`).
+    pub value: u64,
+    /// For a `MemExtendedParameterAddressRequirements` parameter, the
+    /// `MEM_ADDRESS_REQUIREMENTS` its pointer points to; `None` when the pointer is NULL
+    /// or could not be read (then the call fails with `ERROR_NOACCESS`, 998), and for every
+    /// other type.
+    pub requirements: Option<AddressRequirements>,
+}
+
+impl ExtendedParameter {
+    /// The parameter's `Type` (the low 8 bits of its first word).
+    pub fn param_type(&self) -> u64 {
+        self.type_word & ((1 << MEM_EXTENDED_PARAMETER_TYPE_BITS) - 1)
+    }
+}
+
+/// `VirtualAlloc2`'s flags and extended parameters, checked in this order, before the
+/// space is looked at: `MEM_RESERVE_PLACEHOLDER` or `MEM_REPLACE_PLACEHOLDER` in `ty`
+/// (placeholders are not supported) -> `ERROR_INVALID_PARAMETER` (87); then each parameter
+/// in turn (an `Err` item, one the caller could not read, gives its error: libvirtmem's
+/// is `ERROR_NOACCESS`, 998): `Reserved` bits set -> 87; a type other than address
+/// requirements and NUMA node (`MemExtendedParameterInvalidType`, the partition and
+/// physical handles, attribute flags, image machine, or past the last type) -> 87; a
+/// second parameter of one type -> 87; address requirements whose pointer is NULL or
+/// unreadable -> 998; a NUMA node other than 0 -> 87. Last, with address requirements
+/// that are not all zero a non-NULL `address` -> 87 (Microsoft: with a base address they
+/// must be all zeros), and with requirements all zero an `address` that is not a
+/// multiple of 64 KiB -> 87.
+///
+/// The answer: the address requirements to place the reservation by, `None` when there
+/// are none or they are all zeros ("the same as not specifying one"). Items after the
+/// first refused one are not looked at.
+pub fn alloc2_parameters(
+    address: usize,
+    ty: u32,
+    params: impl IntoIterator<Item = Result<ExtendedParameter, Error>>,
+) -> Result<Option<AddressRequirements>, Error> {
+    if ty & (MEM_RESERVE_PLACEHOLDER | MEM_REPLACE_PLACEHOLDER) != 0 {
+        return Err(Error::InvalidParameter);
+    }
+    let (mut req, mut numa) = (None, false);
+    for p in params {
+        let p = p?;
+        if p.type_word >> MEM_EXTENDED_PARAMETER_TYPE_BITS != 0 {
+            return Err(Error::InvalidParameter);
+        }
+        match p.param_type() {
+            MemExtendedParameterAddressRequirements if req.is_none() => {
+                req = Some(p.requirements.ok_or(Error::NoAccess)?);
+            }
+            MemExtendedParameterNumaNode if !numa && p.value == 0 => numa = true,
+            _ => return Err(Error::InvalidParameter),
+        }
+    }
+    match req {
+        Some(r) if r == AddressRequirements::default() => {
+            if address % crate::rules::GRANULE != 0 {
+                return Err(Error::InvalidParameter);
+            }
+            Ok(None)
+        }
+        Some(_) if address != 0 => Err(Error::InvalidParameter),
+        r => Ok(r),
+    }
+}
+
+/// `VirtualAlloc2` once its parameters are checked ([`alloc2_parameters`]): without
+/// address requirements what `VirtualAlloc(address, size, ty, protect)` does, with them
+/// [`VirtualSpace::alloc_within`] (a new reservation in their window, at their alignment,
+/// bottom-up or `MEM_TOP_DOWN`).
+pub fn alloc2<S: VirtualSpace + ?Sized>(
+    space: &S,
+    address: usize,
+    size: usize,
+    ty: u32,
+    protect: u32,
+    req: Option<AddressRequirements>,
+) -> Result<usize, Error> {
+    let (ty, protect) = (AllocationType::from_bits_retain(ty), Protection::from_bits_retain(protect));
+    match req {
+        None => space.alloc(address, size, ty, protect),
+        Some(r) => space.alloc_within(size, ty, protect, r),
+    }
+}
 
 /// `MEMORY_BASIC_INFORMATION` in the Win64 layout (48 bytes).
 #[repr(C)]
@@ -276,6 +396,38 @@ pub fn VirtualAlloc<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: u
     }
 }
 
+/// `VirtualAlloc2(process, address, size, ty, protect, params)` on `space` (the process's):
+/// the base, or 0 with the last error set. A `size` of 0 is `ERROR_INVALID_PARAMETER` (87)
+/// first; then the flags and parameters are checked ([`alloc2_parameters`]); then the
+/// call is [`alloc2`]'s. With no parameters it is [`VirtualAlloc`] exactly.
+///
+/// ```
+/// use virtmem::{win32, AddressRequirements, SimSpace};
+/// let space = SimSpace::simulated();
+/// let req = AddressRequirements { lowest_starting_address: 1 << 32, highest_ending_address: (1 << 33) - 1, alignment: 0 };
+/// let p = win32::ExtendedParameter { type_word: win32::MemExtendedParameterAddressRequirements, value: 0, requirements: Some(req) };
+/// let top = win32::VirtualAlloc2(&space, 0, 0x10000, win32::MEM_RESERVE | win32::MEM_TOP_DOWN, win32::PAGE_NOACCESS, &[p]);
+/// assert_eq!(top, (1 << 33) - 0x10000);
+/// ```
+pub fn VirtualAlloc2<S: VirtualSpace + ?Sized>(
+    space: &S,
+    address: usize,
+    size: usize,
+    ty: u32,
+    protect: u32,
+    params: &[ExtendedParameter],
+) -> usize {
+    if size == 0 {
+        return fail(Error::InvalidParameter, 0);
+    }
+    let placed = alloc2_parameters(address, ty, params.iter().copied().map(Ok))
+        .and_then(|req| alloc2(space, address, size, ty, protect, req));
+    match placed {
+        Ok(p) => p,
+        Err(e) => fail(e, 0),
+    }
+}
+
 /// `VirtualFree`: 1 on success, 0 with the last error set.
 pub fn VirtualFree<S: VirtualSpace + ?Sized>(space: &S, address: usize, size: usize, ty: u32) -> i32 {
     match space.free(address, size, FreeType::from_bits_retain(ty)) {
@@ -420,6 +572,97 @@ mod tests {
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, RegionSize), 24);
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, State), 32);
         assert_eq!(std::mem::offset_of!(MEMORY_BASIC_INFORMATION, Type), 40);
+    }
+
+    fn param(type_word: u64, value: u64) -> ExtendedParameter {
+        ExtendedParameter { type_word, value, requirements: None }
+    }
+
+    fn window(lo: usize, hi: usize, align: usize) -> ExtendedParameter {
+        let r = AddressRequirements { lowest_starting_address: lo, highest_ending_address: hi, alignment: align };
+        ExtendedParameter { requirements: Some(r), ..param(MemExtendedParameterAddressRequirements, 0x1234) }
+    }
+
+    /// `alloc2_parameters`' rules and their order: the first refused parameter decides,
+    /// and the ones after it (an unreadable one among them) are not looked at.
+    #[test]
+    fn alloc2_parameters_are_checked_in_order() {
+        let ok = |ps: Vec<ExtendedParameter>| ps.into_iter().map(Ok);
+        let req = window(1 << 32, (1 << 33) - 1, 0).requirements;
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(vec![])), Ok(None));
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(vec![window(1 << 32, (1 << 33) - 1, 0)])), Ok(req));
+        let numa0 = param(MemExtendedParameterNumaNode, 0);
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(vec![numa0, window(1 << 32, (1 << 33) - 1, 0)])), Ok(req));
+        let bad = Err(Error::InvalidParameter);
+        let refused = [
+            vec![window(0, 0, 0), window(0, 0, 0)],
+            vec![numa0, numa0],
+            vec![param(MemExtendedParameterNumaNode, 1)],
+            vec![param(MemExtendedParameterAddressRequirements | 1 << 8, 0)],
+            vec![ExtendedParameter { type_word: 1 << 63 | 1, ..window(0, 0, 0) }],
+            vec![param(MemExtendedParameterInvalidType, 0)],
+            vec![param(MemExtendedParameterPartitionHandle, 0)],
+            vec![param(MemExtendedParameterUserPhysicalHandle, 0)],
+            vec![param(MemExtendedParameterAttributeFlags, 0)],
+            vec![param(MemExtendedParameterImageMachine, 0)],
+            vec![param(MemExtendedParameterMax, 0)],
+            vec![param(0xFF, 0)],
+        ];
+        for ps in refused {
+            assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(ps.clone())), bad, "{ps:?}");
+        }
+        // A NULL (or unreadable) requirements pointer: 998, unless a refusal comes first.
+        let null = param(MemExtendedParameterAddressRequirements, 0);
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(vec![null])), Err(Error::NoAccess));
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, ok(vec![param(3, 0), null])), bad);
+        // An entry the caller could not read gives its error; nothing after it is asked for.
+        let after = [Ok(numa0), Err(Error::NoAccess), Err(Error::NotSupported)];
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, after), Err(Error::NoAccess));
+        let first_refused = [Ok(param(0, 0)), Err(Error::NoAccess)];
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE, first_refused), bad);
+        // Placeholders before any parameter.
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE | MEM_RESERVE_PLACEHOLDER, ok(vec![null])), bad);
+        assert_eq!(alloc2_parameters(0, MEM_RESERVE | MEM_REPLACE_PLACEHOLDER, ok(vec![])), bad);
+        // A base address: requirements must be all zeros, and the base on 64 KiB.
+        assert_eq!(alloc2_parameters(0x10000, MEM_RESERVE, ok(vec![window(1 << 32, 0, 0)])), bad);
+        assert_eq!(alloc2_parameters(0x10000, MEM_RESERVE, ok(vec![window(0, 0, 0)])), Ok(None));
+        assert_eq!(alloc2_parameters(0x11000, MEM_RESERVE, ok(vec![window(0, 0, 0)])), bad);
+        assert_eq!(
+            alloc2_parameters(0x11000, MEM_COMMIT, ok(vec![])),
+            Ok(None),
+            "no requirement: VirtualAlloc's rules"
+        );
+    }
+
+    /// With no parameters `VirtualAlloc2` is `VirtualAlloc`; with a window it places there.
+    #[test]
+    fn virtual_alloc2_is_virtual_alloc_or_places_in_the_window() {
+        let (a, b) = (crate::SimSpace::simulated(), crate::SimSpace::simulated());
+        for (size, ty, protect) in [
+            (0x10000, MEM_RESERVE, PAGE_READWRITE),
+            (0x1000, MEM_COMMIT, PAGE_READWRITE),
+            (0x10000, MEM_RESERVE | MEM_TOP_DOWN, PAGE_EXECUTE_READ),
+            (0, MEM_RESERVE, PAGE_READWRITE),
+            (0x10000, MEM_RESERVE, PAGE_WRITECOPY),
+            (0x10000, MEM_RESET, PAGE_READWRITE),
+        ] {
+            SetLastError(0);
+            let x = (VirtualAlloc(&a, 0, size, ty, protect), GetLastError());
+            SetLastError(0);
+            assert_eq!((VirtualAlloc2(&b, 0, size, ty, protect, &[]), GetLastError()), x, "{size:#x} {ty:#x}");
+        }
+        let w = [window(1 << 32, (1 << 33) - 1, 1 << 20)];
+        assert_eq!(VirtualAlloc2(&b, 0, 0x10000, MEM_RESERVE, PAGE_READWRITE, &w), 1 << 32);
+        assert_eq!(VirtualAlloc2(&b, 0, 0x10000, MEM_RESERVE, PAGE_READWRITE, &w), (1 << 32) + (1 << 20));
+        assert_eq!(
+            VirtualAlloc2(&b, 0, 0x10000, MEM_RESERVE | MEM_TOP_DOWN, PAGE_READWRITE, &w),
+            (1 << 33) - (1 << 20)
+        );
+        assert_eq!(VirtualAlloc2(&b, 0, 0, MEM_RESERVE, PAGE_READWRITE, &[param(0, 0)]), 0);
+        assert_eq!(GetLastError(), 87, "size 0 first");
+        let tight = [window(1 << 32, (1 << 32) + 0xFFFF, 0)];
+        assert_eq!(VirtualAlloc2(&b, 0, 0x10000, MEM_RESERVE, PAGE_READWRITE, &tight), 0);
+        assert_eq!(GetLastError(), 8, "no room in the window");
     }
 
     /// `check_copy`'s order: the caller's side is looked at only when the first obstacle

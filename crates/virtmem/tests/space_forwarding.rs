@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use virtmem::{
-    AccessKind, AllocationType as T, FreeType as F, MemoryBasicInformation, Protection as Pr, SimSpace, VirtualSpace,
-    WriteWatchFlags as W,
+    AccessKind, AddressRequirements, AllocationType as T, FreeType as F, MemoryBasicInformation, Protection as Pr,
+    SimSpace, VirtualSpace, WriteWatchFlags as W,
 };
 
 mod host_util;
@@ -55,6 +55,17 @@ fn script(s: &dyn VirtualSpace) -> Vec<String> {
     note("commit past the limit", &s.alloc(base + 8 * P, P, T::COMMIT, Pr::READWRITE));
     s.set_commit_limit(None);
     note("commit_limit", &s.commit_limit());
+    // A window the reservation above is not in (the trait's default would refuse, 50).
+    let req = AddressRequirements {
+        lowest_starting_address: 1 << 32,
+        highest_ending_address: (1 << 33) - 1,
+        alignment: 1 << 20,
+    };
+    let placed = s.alloc_within(P, T::RESERVE | T::TOP_DOWN, Pr::READWRITE, req);
+    note("alloc_within", &placed);
+    if let Ok(p) = placed {
+        note("release placed", &s.free(p, 0, F::RELEASE));
+    }
     note("system_info", &s.system_info());
     note("stats", &s.stats());
     note("regions", &s.regions());
@@ -70,6 +81,7 @@ fn every_call_through_a_reference_box_or_arc_is_the_spaces_own() {
     // (The script's answers tell the methods apart.)
     assert!(want.iter().any(|l| l.starts_with("check_quiet") && l.contains("GuardPage")), "{want:#?}");
     assert!(want.iter().any(|l| l.starts_with("unlock again") && l.contains("NotLocked")), "{want:#?}");
+    assert!(want.iter().any(|l| l == "alloc_within: Ok(8588886016)"), "{want:#?}");
     let sim = SimSpace::simulated();
     assert_eq!(script(&&sim), want, "&SimSpace");
     assert_eq!(script(&Box::new(SimSpace::simulated())), want, "Box<SimSpace>");
