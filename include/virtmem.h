@@ -36,6 +36,58 @@
 #define WINAPI
 #endif
 
+/* VirtualAlloc2's extended parameter, as winnt.h declares it: a 64-bit word whose low
+ * MEM_EXTENDED_PARAMETER_TYPE_BITS bits are the Type (a MEM_EXTENDED_PARAMETER_TYPE) and
+ * the rest Reserved (zero), then the value. The struct and union are nameless, as with
+ * Microsoft's compiler (GCC and Clang take them in any C or C++ mode); define
+ * NONAMELESSUNION to name them s and u (p.s.Type, p.u.Pointer), as winnt.h does. Only
+ * MemExtendedParameterAddressRequirements (Pointer: a MEM_ADDRESS_REQUIREMENTS) and
+ * MemExtendedParameterNumaNode (ULong64: node 0, the only one) are taken; VirtualAlloc2
+ * refuses every other type with ERROR_INVALID_PARAMETER. */
+#define MEM_EXTENDED_PARAMETER_TYPE_BITS 8
+typedef enum MEM_EXTENDED_PARAMETER_TYPE {
+  MemExtendedParameterInvalidType = 0,
+  MemExtendedParameterAddressRequirements = 1,
+  MemExtendedParameterNumaNode = 2,
+  MemExtendedParameterPartitionHandle = 3,
+  MemExtendedParameterUserPhysicalHandle = 4,
+  MemExtendedParameterAttributeFlags = 5,
+  MemExtendedParameterImageMachine = 6,
+  MemExtendedParameterMax = 7
+} MEM_EXTENDED_PARAMETER_TYPE, *PMEM_EXTENDED_PARAMETER_TYPE;
+#if defined(__GNUC__) || defined(__clang__)
+#define VIRTMEM_NAMELESS __extension__
+#else
+#define VIRTMEM_NAMELESS
+#endif
+#ifndef DUMMYSTRUCTNAME
+#ifdef NONAMELESSUNION
+#define DUMMYSTRUCTNAME s
+#else
+#define DUMMYSTRUCTNAME
+#endif
+#endif
+#ifndef DUMMYUNIONNAME
+#ifdef NONAMELESSUNION
+#define DUMMYUNIONNAME u
+#else
+#define DUMMYUNIONNAME
+#endif
+#endif
+VIRTMEM_NAMELESS typedef struct MEM_EXTENDED_PARAMETER {
+  VIRTMEM_NAMELESS struct {
+    uint64_t Type : MEM_EXTENDED_PARAMETER_TYPE_BITS;
+    uint64_t Reserved : 64 - MEM_EXTENDED_PARAMETER_TYPE_BITS;
+  } DUMMYSTRUCTNAME;
+  VIRTMEM_NAMELESS union {
+    uint64_t ULong64;
+    void *Pointer;
+    size_t Size;
+    void *Handle;
+    uint32_t ULong;
+  } DUMMYUNIONNAME;
+} MEM_EXTENDED_PARAMETER, *PMEM_EXTENDED_PARAMETER;
+
 /* The COM interfaces of the host memory manager: C structs below, C++ classes at the end. */
 struct IHostMemoryManager;
 struct IHostMalloc;
@@ -435,14 +487,14 @@ typedef struct VIRTMEM_HOST_LEAK {
 } VIRTMEM_HOST_LEAK;
 
 /**
- * `LPCVOID`: a pointer to anything constant.
- */
-typedef const void *LPCVOID;
-
-/**
  * `PVOID`: a pointer to anything.
  */
 typedef void *PVOID;
+
+/**
+ * `LPCVOID`: a pointer to anything constant.
+ */
+typedef const void *LPCVOID;
 
 /**
  * `WORD`: a 16-bit unsigned integer.
@@ -628,6 +680,50 @@ typedef SYSTEM_INFO *LPSYSTEM_INFO;
  * `BYTE`: an 8-bit unsigned integer.
  */
 typedef uint8_t BYTE;
+
+/**
+ * `DWORD64`: a 64-bit unsigned integer.
+ */
+typedef uint64_t DWORD64;
+
+/**
+ * `ULONG64`: a 64-bit unsigned integer.
+ */
+typedef uint64_t ULONG64;
+
+/**
+ * `MEM_ADDRESS_REQUIREMENTS` in the Win64 layout (24 bytes): where `VirtualAlloc2` may
+ * place a new reservation (a `MemExtendedParameterAddressRequirements` parameter points
+ * to one). All zeros is the same as no requirement. Declared under its Windows SDK tag,
+ * `struct _MEM_ADDRESS_REQUIREMENTS`.
+ */
+typedef struct _MEM_ADDRESS_REQUIREMENTS {
+  /**
+   * The lowest address the reservation may start at: a multiple of 64 KiB (of the
+   * large-page size with `MEM_LARGE_PAGES`); NULL for the process's lowest.
+   */
+  PVOID LowestStartingAddress;
+  /**
+   * The highest address the reservation may reach, inclusive: one less than a multiple
+   * of 64 KiB, not past the process's `lpMaximumApplicationAddress`; NULL for that.
+   */
+  PVOID HighestEndingAddress;
+  /**
+   * The alignment of the reservation's base: 0 (64 KiB) or a power of two of at least
+   * 64 KiB.
+   */
+  SIZE_T Alignment;
+} _MEM_ADDRESS_REQUIREMENTS;
+
+/**
+ * `MEM_ADDRESS_REQUIREMENTS`: the usual name of `struct _MEM_ADDRESS_REQUIREMENTS`.
+ */
+typedef struct _MEM_ADDRESS_REQUIREMENTS MEM_ADDRESS_REQUIREMENTS;
+
+/**
+ * `PMEM_ADDRESS_REQUIREMENTS`: a pointer to a `MEM_ADDRESS_REQUIREMENTS`.
+ */
+typedef MEM_ADDRESS_REQUIREMENTS *PMEM_ADDRESS_REQUIREMENTS;
 
 /**
  * `PSIZE_T`: a pointer to a `SIZE_T`.
@@ -869,6 +965,18 @@ typedef intptr_t LONG_PTR;
  * `MEM_LARGE_PAGES` (0x20000000): back an allocation with large pages.
  */
 #define MEM_LARGE_PAGES 536870912
+
+/**
+ * `MEM_REPLACE_PLACEHOLDER` (0x4000, `VirtualAlloc2`): placeholders are not supported;
+ * `VirtualAlloc2` refuses it with `ERROR_INVALID_PARAMETER` (87).
+ */
+#define MEM_REPLACE_PLACEHOLDER 16384
+
+/**
+ * `MEM_RESERVE_PLACEHOLDER` (0x40000, `VirtualAlloc2`): placeholders are not supported;
+ * `VirtualAlloc2` refuses it with `ERROR_INVALID_PARAMETER` (87).
+ */
+#define MEM_RESERVE_PLACEHOLDER 262144
 
 /**
  * `PAGE_NOACCESS` (0x01).
@@ -1181,6 +1289,39 @@ LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWO
  * exited process -> `ERROR_ACCESS_DENIED`.
  */
 LPVOID VirtualAllocEx(HANDLE hProcess, LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect);
+
+/**
+ * `VirtualAlloc2`: `VirtualAllocEx` with extended parameters, in the process `Process`
+ * (NULL: the calling process, unlike `VirtualAllocEx`; the current-process pseudo handle
+ * or a simulated process). Returns the base, or NULL with the last error set, nothing
+ * changed. Checked in this order: a `Size` of 0 -> `ERROR_INVALID_PARAMETER` (87); the
+ * flags and the parameters, before the handle is looked at: `MEM_RESERVE_PLACEHOLDER` or
+ * `MEM_REPLACE_PLACEHOLDER` -> 87 (placeholders are not supported); then each of the
+ * `ParameterCount` parameters in order (the first refused decides; none is read after
+ * it): a NULL or unreadable array or entry -> `ERROR_NOACCESS` (998), `Reserved` bits
+ * set -> 87, a type other than `MemExtendedParameterAddressRequirements` and
+ * `MemExtendedParameterNumaNode` (`MemExtendedParameterInvalidType`, partition and
+ * physical handles, attribute flags, image machine, or past `MemExtendedParameterMax`)
+ * -> 87, a second parameter of one type -> 87, address requirements with a NULL or
+ * unreadable `Pointer` -> 998, a NUMA node other than 0 -> 87 (node 0, the only one,
+ * changes nothing); requirements that are not all zero with a non-NULL `BaseAddress` ->
+ * 87 (Microsoft: with a base address they must be all zeros), all-zero requirements with
+ * a `BaseAddress` that is not a multiple of 64 KiB -> 87; then an unknown handle ->
+ * `ERROR_INVALID_HANDLE` (6), an exited process -> `ERROR_ACCESS_DENIED` (5).
+ *
+ * With no parameters (`ParameterCount` 0: `ExtendedParameters` is not looked at) or
+ * all-zero address requirements it is `VirtualAllocEx` exactly. With address
+ * requirements it makes a new reservation (`MEM_RESERVE`, or `MEM_COMMIT` alone, which
+ * reserves and commits; any other type -> 87) inside their window: starting at or after
+ * `LowestStartingAddress` (NULL: the process's lowest address), its last 64 KiB granule
+ * ending at or before `HighestEndingAddress` (NULL: the process's highest; past it, or
+ * not one less than a multiple of 64 KiB -> 87), its base a multiple of `Alignment` (0:
+ * 64 KiB; not a power of two of at least 64 KiB -> 87): bottom-up the lowest such place,
+ * with `MEM_TOP_DOWN` the highest. No free place in the window ->
+ * `ERROR_NOT_ENOUGH_MEMORY` (8), although the process may have room elsewhere. On a
+ * process made by `VirtmemCreateProcessEx` the window is within that process's range.
+ */
+PVOID VirtualAlloc2(HANDLE Process, PVOID BaseAddress, SIZE_T Size, ULONG AllocationType, ULONG PageProtection, MEM_EXTENDED_PARAMETER *ExtendedParameters, ULONG ParameterCount);
 
 /**
  * `VirtualFree`: decommit pages (`MEM_DECOMMIT`) or release a whole reservation
@@ -1510,6 +1651,19 @@ SIZE_T GetLargePageMinimum(void);
  * `ERROR_NOACCESS`; the function has no return value).
  */
 void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
+
+/**
+ * Extension: `GetSystemInfo` as the process `hProcess` sees it: its own
+ * `lpMinimumApplicationAddress`, `lpMaximumApplicationAddress`, `dwAllocationGranularity`
+ * and `dwPageSize` (a process made by `VirtmemCreateProcessEx` reports its configured
+ * range, e.g. a 32-bit guest's 0x10000-0x7FFEFFFF), the processor fields as
+ * `GetSystemInfo` gives them; for the current-process pseudo handle exactly what
+ * `GetSystemInfo` answers. Returns `TRUE`, or `FALSE` with the last error set and nothing
+ * written: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a process that has
+ * exited -> `ERROR_ACCESS_DENIED` (5), a NULL or unwritable `lpSystemInfo` ->
+ * `ERROR_NOACCESS` (998). It changes nothing, so traces hold it as a comment.
+ */
+BOOL VirtmemGetProcessSystemInfo(HANDLE hProcess, LPSYSTEM_INFO lpSystemInfo);
 
 /**
  * `GetNativeSystemInfo`: what `GetSystemInfo` answers. On Windows the two differ only for

@@ -1,5 +1,5 @@
 //! `VirtualAlloc`, `VirtualFree`, `VirtualQuery`, `VirtualProtect` (plain and `Ex`),
-//! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock` and `VirtualUnlock`.
+//! `VirtualAlloc2`, `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock` and `VirtualUnlock`.
 //!
 //! Each is a thin shell: resolve the process handle, check the pointer arguments the
 //! way Windows does, hand the raw flags to the engine (which validates them in Windows'
@@ -12,7 +12,7 @@ use vm::{AllocationType, FreeType, Protection, VirtualSpace, WriteWatchFlags};
 use std::ptr::null_mut;
 
 use crate::ffi::{run, Fail, Outcome};
-use crate::process::{current_space, resolve};
+use crate::process::{current_space, resolve, Target, CURRENT_PROCESS};
 use crate::trace::{self, Call, Out};
 use crate::types::*;
 use crate::uaccess;
@@ -179,6 +179,101 @@ pub unsafe extern "C" fn VirtualAllocEx(
     flProtect: DWORD,
 ) -> LPVOID {
     alloc_traced(Some(hProcess), lpAddress, dwSize, flAllocationType, flProtect)
+}
+
+/// Extended parameter `index` of the caller's array at `params`, as
+/// `vm::win32::alloc2_parameters` takes it: the two words, and for an address-requirements
+/// parameter with a non-NULL pointer the `MEM_ADDRESS_REQUIREMENTS` it points to (`None`
+/// if it cannot be read). An entry that cannot be read (a NULL array among them) ->
+/// `ERROR_NOACCESS`.
+fn read_param(params: *const MEM_EXTENDED_PARAMETER, index: usize) -> Result<vm::win32::ExtendedParameter, vm::Error> {
+    const ENTRY: usize = size_of::<MEM_EXTENDED_PARAMETER>();
+    let at = index.checked_mul(ENTRY).and_then(|o| (params as usize).checked_add(o)).ok_or(vm::Error::NoAccess)?;
+    let mut b = [0u8; ENTRY];
+    uaccess::read_bytes(at, &mut b).map_err(|_| vm::Error::NoAccess)?;
+    let word = |r: std::ops::Range<usize>| u64::from_ne_bytes(b[r].try_into().unwrap_or_default());
+    let mut p = vm::win32::ExtendedParameter { type_word: word(0..8), value: word(8..16), requirements: None };
+    if p.param_type() == vm::win32::MemExtendedParameterAddressRequirements && p.value != 0 {
+        let mut r = [0u8; size_of::<MEM_ADDRESS_REQUIREMENTS>()];
+        if uaccess::read_bytes(p.value as usize, &mut r).is_ok() {
+            let field = |i: usize| usize::from_ne_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            p.requirements = Some(vm::AddressRequirements {
+                lowest_starting_address: field(0),
+                highest_ending_address: field(1),
+                alignment: field(2),
+            });
+        }
+    }
+    Ok(p)
+}
+
+/// `VirtualAlloc2`: `VirtualAllocEx` with extended parameters, in the process `Process`
+/// (NULL: the calling process, unlike `VirtualAllocEx`; the current-process pseudo handle
+/// or a simulated process). Returns the base, or NULL with the last error set, nothing
+/// changed. Checked in this order: a `Size` of 0 -> `ERROR_INVALID_PARAMETER` (87); the
+/// flags and the parameters, before the handle is looked at: `MEM_RESERVE_PLACEHOLDER` or
+/// `MEM_REPLACE_PLACEHOLDER` -> 87 (placeholders are not supported); then each of the
+/// `ParameterCount` parameters in order (the first refused decides; none is read after
+/// it): a NULL or unreadable array or entry -> `ERROR_NOACCESS` (998), `Reserved` bits
+/// set -> 87, a type other than `MemExtendedParameterAddressRequirements` and
+/// `MemExtendedParameterNumaNode` (`MemExtendedParameterInvalidType`, partition and
+/// physical handles, attribute flags, image machine, or past `MemExtendedParameterMax`)
+/// -> 87, a second parameter of one type -> 87, address requirements with a NULL or
+/// unreadable `Pointer` -> 998, a NUMA node other than 0 -> 87 (node 0, the only one,
+/// changes nothing); requirements that are not all zero with a non-NULL `BaseAddress` ->
+/// 87 (Microsoft: with a base address they must be all zeros), all-zero requirements with
+/// a `BaseAddress` that is not a multiple of 64 KiB -> 87; then an unknown handle ->
+/// `ERROR_INVALID_HANDLE` (6), an exited process -> `ERROR_ACCESS_DENIED` (5).
+///
+/// With no parameters (`ParameterCount` 0: `ExtendedParameters` is not looked at) or
+/// all-zero address requirements it is `VirtualAllocEx` exactly. With address
+/// requirements it makes a new reservation (`MEM_RESERVE`, or `MEM_COMMIT` alone, which
+/// reserves and commits; any other type -> 87) inside their window: starting at or after
+/// `LowestStartingAddress` (NULL: the process's lowest address), its last 64 KiB granule
+/// ending at or before `HighestEndingAddress` (NULL: the process's highest; past it, or
+/// not one less than a multiple of 64 KiB -> 87), its base a multiple of `Alignment` (0:
+/// 64 KiB; not a power of two of at least 64 KiB -> 87): bottom-up the lowest such place,
+/// with `MEM_TOP_DOWN` the highest. No free place in the window ->
+/// `ERROR_NOT_ENOUGH_MEMORY` (8), although the process may have room elsewhere. On a
+/// process made by `VirtmemCreateProcessEx` the window is within that process's range.
+#[no_mangle]
+pub unsafe extern "C" fn VirtualAlloc2(
+    Process: HANDLE,
+    BaseAddress: PVOID,
+    Size: SIZE_T,
+    AllocationType: ULONG,
+    PageProtection: ULONG,
+    ExtendedParameters: *mut MEM_EXTENDED_PARAMETER,
+    ParameterCount: ULONG,
+) -> PVOID {
+    let mut seen = Vec::new();
+    let (r, err) = run(null_mut(), || {
+        if Size == 0 {
+            return Err(Fail(ERROR_INVALID_PARAMETER));
+        }
+        let params = (0..ParameterCount as usize).map(|i| {
+            let p = read_param(ExtendedParameters, i)?;
+            seen.push(p);
+            Ok(p)
+        });
+        let address = BaseAddress as usize;
+        let req = vm::win32::alloc2_parameters(address, AllocationType, params)?;
+        let space = if Process.is_null() { Target::Current(current_space()?) } else { resolve(Process)? };
+        let p = vm::win32::alloc2(&*space, address, Size, AllocationType, PageProtection, req)?;
+        Ok(p as PVOID)
+    });
+    let params = (ParameterCount == 0 || !ExtendedParameters.is_null()).then_some(seen);
+    let call = Call::Alloc2 {
+        address: BaseAddress as usize,
+        size: Size,
+        alloc_type: AllocationType,
+        protect: PageProtection,
+        params,
+        count: ParameterCount,
+    };
+    let process = if Process.is_null() { CURRENT_PROCESS as HANDLE } else { Process };
+    trace::record(Some(process), call, r as u64, err, Out::None);
+    r
 }
 
 /// `VirtualFree`: decommit pages (`MEM_DECOMMIT`) or release a whole reservation

@@ -1,7 +1,8 @@
-//! `GetLastError`, `SetLastError`, `GetSystemInfo` and `GetLargePageMinimum`.
+//! `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetLargePageMinimum` and
+//! `VirtmemGetProcessSystemInfo`.
 
 use crate::ffi::{last_error, run, set_last_error, Fail};
-use crate::process::current_space;
+use crate::process::{current_space, resolve};
 use crate::trace;
 use crate::types::*;
 use crate::uaccess;
@@ -60,6 +61,12 @@ pub(crate) fn system_info() -> SYSTEM_INFO {
         Ok(space) => space.system_info(),
         Err(_) => vm::SimSpace::simulated().system_info(),
     };
+    system_info_of(si)
+}
+
+/// `SYSTEM_INFO` for a space whose own information is `si`: its page size, user range
+/// and allocation granularity, and this machine's processors.
+fn system_info_of(si: vm::SystemInfo) -> SYSTEM_INFO {
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let cpus = if online > 0 { online as u32 } else { 1 };
@@ -130,6 +137,33 @@ pub unsafe extern "C" fn GetSystemInfo(lpSystemInfo: LPSYSTEM_INFO) {
         uaccess::write_bytes(lpSystemInfo as usize, &system_info().to_bytes())
     });
     trace::comment(format_args!("GetSystemInfo {:#x} -> 0x0 err={err}", lpSystemInfo as usize));
+}
+
+/// Extension: `GetSystemInfo` as the process `hProcess` sees it: its own
+/// `lpMinimumApplicationAddress`, `lpMaximumApplicationAddress`, `dwAllocationGranularity`
+/// and `dwPageSize` (a process made by `VirtmemCreateProcessEx` reports its configured
+/// range, e.g. a 32-bit guest's 0x10000-0x7FFEFFFF), the processor fields as
+/// `GetSystemInfo` gives them; for the current-process pseudo handle exactly what
+/// `GetSystemInfo` answers. Returns `TRUE`, or `FALSE` with the last error set and nothing
+/// written: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a process that has
+/// exited -> `ERROR_ACCESS_DENIED` (5), a NULL or unwritable `lpSystemInfo` ->
+/// `ERROR_NOACCESS` (998). It changes nothing, so traces hold it as a comment.
+#[no_mangle]
+pub unsafe extern "C" fn VirtmemGetProcessSystemInfo(hProcess: HANDLE, lpSystemInfo: LPSYSTEM_INFO) -> BOOL {
+    let (r, err) = run(FALSE, || {
+        let space = resolve(hProcess)?;
+        if lpSystemInfo.is_null() {
+            return Err(Fail(ERROR_NOACCESS));
+        }
+        uaccess::write_bytes(lpSystemInfo as usize, &system_info_of(space.system_info()).to_bytes())?;
+        Ok(TRUE)
+    });
+    let id = crate::process::trace_id(hProcess);
+    trace::comment(format_args!(
+        "VirtmemGetProcessSystemInfo {id:#x} {:#x} -> {r:#x} err={err}",
+        lpSystemInfo as usize
+    ));
+    r
 }
 
 /// `GetNativeSystemInfo`: what `GetSystemInfo` answers. On Windows the two differ only for

@@ -92,6 +92,9 @@ impl VirtualSpace for Panicking {
     fn flush_instruction_cache(&self, _: usize, _: usize) {
         panic!("flush_instruction_cache")
     }
+    fn alloc_within(&self, _: usize, _: AllocationType, _: Protection, _: vm::AddressRequirements) -> Result<usize> {
+        panic!("alloc_within")
+    }
 }
 
 /// Run `f`, expecting it to have failed with `code`, and reset the last error.
@@ -126,6 +129,21 @@ fn a_panicking_engine_never_unwinds_into_c() {
             assert_eq!(VirtmemAccess(h, 0x10000, buf.as_mut_ptr().cast(), 16, kind, &mut fault), VIRTMEM_ACCESS_FAILED);
             expect_error(ERROR_INTERNAL_ERROR);
         }
+        // VirtualAlloc2 without parameters (the engine's alloc) and with a window (its
+        // alloc_within); VirtmemGetProcessSystemInfo (its system_info).
+        assert!(VirtualAlloc2(h, null_mut(), 4096, MEM_RESERVE, PAGE_READWRITE, null_mut(), 0).is_null());
+        expect_error(ERROR_INTERNAL_ERROR);
+        let mut req = MEM_ADDRESS_REQUIREMENTS {
+            LowestStartingAddress: null_mut(),
+            HighestEndingAddress: null_mut(),
+            Alignment: 1 << 20,
+        };
+        let mut param = MEM_EXTENDED_PARAMETER { TypeWord: 1, Value: &mut req as *mut _ as u64 };
+        assert!(VirtualAlloc2(h, null_mut(), 4096, MEM_RESERVE, PAGE_READWRITE, &mut param, 1).is_null());
+        expect_error(ERROR_INTERNAL_ERROR);
+        let mut si = std::mem::MaybeUninit::<SYSTEM_INFO>::zeroed();
+        assert_eq!(VirtmemGetProcessSystemInfo(h, si.as_mut_ptr()), FALSE);
+        expect_error(ERROR_INTERNAL_ERROR);
     }
     // The library still works afterwards, on the same thread.
     assert_eq!(CloseHandle(h), TRUE);

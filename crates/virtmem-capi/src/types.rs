@@ -17,6 +17,10 @@ pub type BOOL = i32;
 pub type UINT = u32;
 /// `ULONG`: a 32-bit unsigned integer (Win64 is LLP64).
 pub type ULONG = u32;
+/// `DWORD64`: a 64-bit unsigned integer.
+pub type DWORD64 = u64;
+/// `ULONG64`: a 64-bit unsigned integer.
+pub type ULONG64 = u64;
 /// `SIZE_T`: an unsigned integer as wide as a pointer.
 pub type SIZE_T = libc::size_t;
 /// `ULONG_PTR`: an unsigned integer as wide as a pointer.
@@ -54,6 +58,8 @@ pub type LPBYTE = *mut BYTE;
 pub type PMEMORY_BASIC_INFORMATION = *mut MEMORY_BASIC_INFORMATION;
 /// `LPSYSTEM_INFO`: a pointer to a `SYSTEM_INFO`.
 pub type LPSYSTEM_INFO = *mut SYSTEM_INFO;
+/// `PMEM_ADDRESS_REQUIREMENTS`: a pointer to a `MEM_ADDRESS_REQUIREMENTS`.
+pub type PMEM_ADDRESS_REQUIREMENTS = *mut MEM_ADDRESS_REQUIREMENTS;
 
 // The Win32 structures are declared under the struct tags of the Windows SDK
 // (`_MEMORY_BASIC_INFORMATION`, ...), each with a type alias of its usual name: cbindgen
@@ -63,6 +69,8 @@ pub type LPSYSTEM_INFO = *mut SYSTEM_INFO;
 pub type MEMORY_BASIC_INFORMATION = _MEMORY_BASIC_INFORMATION;
 /// `SYSTEM_INFO`: the usual name of `struct _SYSTEM_INFO`.
 pub type SYSTEM_INFO = _SYSTEM_INFO;
+/// `MEM_ADDRESS_REQUIREMENTS`: the usual name of `struct _MEM_ADDRESS_REQUIREMENTS`.
+pub type MEM_ADDRESS_REQUIREMENTS = _MEM_ADDRESS_REQUIREMENTS;
 
 /// `MEM_COMMIT` (0x1000): commit pages (`VirtualAlloc`), or the committed state (`VirtualQuery`).
 pub const MEM_COMMIT: DWORD = 0x1000;
@@ -93,6 +101,12 @@ pub const MEM_RESET_UNDO: DWORD = 0x1000000;
 pub const MEM_IMAGE: DWORD = 0x1000000;
 /// `MEM_LARGE_PAGES` (0x20000000): back an allocation with large pages.
 pub const MEM_LARGE_PAGES: DWORD = 0x20000000;
+/// `MEM_REPLACE_PLACEHOLDER` (0x4000, `VirtualAlloc2`): placeholders are not supported;
+/// `VirtualAlloc2` refuses it with `ERROR_INVALID_PARAMETER` (87).
+pub const MEM_REPLACE_PLACEHOLDER: DWORD = 0x4000;
+/// `MEM_RESERVE_PLACEHOLDER` (0x40000, `VirtualAlloc2`): placeholders are not supported;
+/// `VirtualAlloc2` refuses it with `ERROR_INVALID_PARAMETER` (87).
+pub const MEM_RESERVE_PLACEHOLDER: DWORD = 0x40000;
 
 /// `PAGE_NOACCESS` (0x01).
 pub const PAGE_NOACCESS: DWORD = 0x01;
@@ -272,6 +286,37 @@ pub struct _SYSTEM_INFO {
     pub wProcessorRevision: WORD,
 }
 
+/// `MEM_ADDRESS_REQUIREMENTS` in the Win64 layout (24 bytes): where `VirtualAlloc2` may
+/// place a new reservation (a `MemExtendedParameterAddressRequirements` parameter points
+/// to one). All zeros is the same as no requirement. Declared under its Windows SDK tag,
+/// `struct _MEM_ADDRESS_REQUIREMENTS`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct _MEM_ADDRESS_REQUIREMENTS {
+    /// The lowest address the reservation may start at: a multiple of 64 KiB (of the
+    /// large-page size with `MEM_LARGE_PAGES`); NULL for the process's lowest.
+    pub LowestStartingAddress: PVOID,
+    /// The highest address the reservation may reach, inclusive: one less than a multiple
+    /// of 64 KiB, not past the process's `lpMaximumApplicationAddress`; NULL for that.
+    pub HighestEndingAddress: PVOID,
+    /// The alignment of the reservation's base: 0 (64 KiB) or a power of two of at least
+    /// 64 KiB.
+    pub Alignment: SIZE_T,
+}
+
+/// `MEM_EXTENDED_PARAMETER` (16 bytes): one extended parameter of `VirtualAlloc2`. In C
+/// it is winnt.h's declaration (a 64-bit word whose low `MEM_EXTENDED_PARAMETER_TYPE_BITS`
+/// (8) bits are `Type` and the rest `Reserved`, then a union of `ULong64`, `Pointer`,
+/// `Size`, `Handle` and `ULong`), written by hand in the header; here the two words.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MEM_EXTENDED_PARAMETER {
+    /// `Type` (low 8 bits) and `Reserved` (the other 56, zero).
+    pub TypeWord: DWORD64,
+    /// The union: `ULong64`, or the `Pointer` to a `MEM_ADDRESS_REQUIREMENTS`.
+    pub Value: DWORD64,
+}
+
 /// `FALSE` as a `BOOL`.
 pub(crate) const FALSE: BOOL = 0;
 /// `TRUE` as a `BOOL`.
@@ -292,6 +337,15 @@ mod tests {
         assert_eq!(offset_of!(MEMORY_BASIC_INFORMATION, State), 32);
         assert_eq!(offset_of!(MEMORY_BASIC_INFORMATION, Protect), 36);
         assert_eq!(offset_of!(MEMORY_BASIC_INFORMATION, Type), 40);
+    }
+
+    #[test]
+    fn extended_parameter_types_have_the_win64_layout() {
+        assert_eq!(size_of::<MEM_EXTENDED_PARAMETER>(), 16);
+        assert_eq!(offset_of!(MEM_EXTENDED_PARAMETER, Value), 8);
+        assert_eq!(size_of::<MEM_ADDRESS_REQUIREMENTS>(), 24);
+        assert_eq!(offset_of!(MEM_ADDRESS_REQUIREMENTS, HighestEndingAddress), 8);
+        assert_eq!(offset_of!(MEM_ADDRESS_REQUIREMENTS, Alignment), 16);
     }
 
     #[test]

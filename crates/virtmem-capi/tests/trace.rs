@@ -16,6 +16,8 @@ type VirtmemAccess = unsafe extern "C" fn(*mut c_void, usize, *mut c_void, usize
 type Handle0 = unsafe extern "C" fn() -> *mut c_void;
 type CloseHandle = unsafe extern "C" fn(*mut c_void) -> i32;
 type CreateProcessEx = unsafe extern "C" fn(*const [usize; 4]) -> *mut c_void;
+type VirtualAlloc2 = unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u32, u32, *mut [u64; 2], u32) -> *mut c_void;
+type GetProcessSystemInfo = unsafe extern "C" fn(*mut c_void, *mut [u8; 48]) -> i32;
 
 #[test]
 fn every_call_is_recorded_in_the_trace_format() {
@@ -57,6 +59,18 @@ fn every_call_is_recorded_in_the_trace_format() {
         assert!(!g.is_null());
         assert!(!create_ex(std::ptr::null()).is_null());
         assert!(create_ex(&[32 | 2 << 32, 0x1_0000, 0x7FFE_FFFF, 0]).is_null());
+        // VirtualAlloc2 is a record with its parameters as read; a NULL process is 0.
+        let valloc2 = lib.get::<VirtualAlloc2>("VirtualAlloc2");
+        let req: [usize; 3] = [0x4000_0000, 0x4FFF_FFFF, 0x10_0000];
+        let mut params = [[1, req.as_ptr() as u64], [2, 0]];
+        let top = valloc2(g, std::ptr::null_mut(), 0x10000, 0x10_2000, 4, params.as_mut_ptr(), 2);
+        assert_eq!(top as usize, 0x4FF0_0000, "top-down in the window, on 1 MiB");
+        assert!(
+            valloc2(std::ptr::null_mut(), std::ptr::null_mut(), 0x10000, 0x2000, 4, std::ptr::null_mut(), 1).is_null()
+        );
+        // VirtmemGetProcessSystemInfo changes nothing: a comment.
+        let mut si = [0u8; 48];
+        assert_eq!(lib.get::<GetProcessSystemInfo>("VirtmemGetProcessSystemInfo")(g, &mut si), 1);
         (base as usize, h as usize)
     };
     let text = std::fs::read_to_string(&path).expect("the trace file was written");
@@ -70,8 +84,9 @@ fn every_call_is_recorded_in_the_trace_format() {
             Line::Header(_) => None,
         })
         .collect();
-    assert_eq!(records.len(), 9, "{text}");
+    assert_eq!(records.len(), 11, "{text}");
     let (records, made) = records.split_at(6);
+    let (made, alloc2) = made.split_at(3);
     let process = records[0].process.expect("an Ex call names its process");
     assert_ne!(process, 0, "a simulated process, not the current one");
     assert!(records.iter().all(|r| r.process == Some(process)));
@@ -104,6 +119,21 @@ fn every_call_is_recorded_in_the_trace_format() {
     );
     let n = u64::from(process);
     assert_eq!(made, [(None, &guest, n + 1, 0), (None, &x64, n + 2, 0), (None, &refused, 0, 87)], "{text}");
+    let p = |type_word, value, requirements| vm::win32::ExtendedParameter { type_word, value, requirements };
+    let req = vm::AddressRequirements {
+        lowest_starting_address: 0x4000_0000,
+        highest_ending_address: 0x4FFF_FFFF,
+        alignment: 0x10_0000,
+    };
+    let Call::Alloc2 { params: Some(ps), count: 2, size: 0x10000, alloc_type: 0x10_2000, .. } = &alloc2[0].call else {
+        panic!("VirtualAlloc2 record: {:?}", alloc2[0])
+    };
+    assert_eq!((ps[0].type_word, ps[0].requirements, ps[1]), (1, Some(req), p(2, 0, None)), "{text}");
+    assert_eq!((alloc2[0].process, alloc2[0].result, alloc2[0].last_error), (Some(process + 1), 0x4FF0_0000, 0));
+    assert!(matches!(alloc2[1].call, Call::Alloc2 { params: None, count: 1, .. }), "{text}");
+    assert_eq!((alloc2[1].process, alloc2[1].result, alloc2[1].last_error), (Some(0), 0, 998));
+    let g = process + 1;
+    assert!(text.contains(&format!("# VirtmemGetProcessSystemInfo {g:#x} ")), "{text}");
     // Calls outside the record format are comments, in the same shape.
     assert!(text.contains(&format!("# VirtmemCreateProcess -> {h:#x} err=0 process={process}")), "{text}");
     assert!(text.contains(&format!("# CloseHandle {process:#x} -> 0x1 err=0")), "{text}");
