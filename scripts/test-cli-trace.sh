@@ -55,3 +55,25 @@ if "$lib/virtmem" replay --strict "$build/process_config-x64.vmt" >/dev/null; th
   exit 1
 fi
 echo "cli trace: a program's configured processes (VirtmemCreateProcessEx) replayed with no difference"
+# VirtualAlloc2 (tests/c/test_valloc2.c without the current process's windows, whose checks
+# query free real memory): each record holds the parameters the call read, so the replay
+# refuses what the program saw refused, with the same error, and places what it reserved
+# inside an address window at the recorded address.
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I include -I tests/c tests/c/test_valloc2.c -o "$build/test_valloc2" \
+  -L "$lib" -Wl,-rpath,"$lib" -lvirtmem -pthread
+rm -f "$build/valloc2.vmt"
+VIRTMEM_TRACE="$build/valloc2.vmt" "$build/test_valloc2" --simulated >/dev/null
+# A window's top-down reserve, a window with no room, a NULL array, a NULL (calling) process.
+grep -q '^VirtualAlloc2 0x[0-9a-f]* 0x0 0x20000 0x103000 0x4 \[0x1:0x[0-9a-f]*:0x100000000:0x103ffffff:0x0\] 0x1 -> 0x103fe0000 err=0$' "$build/valloc2.vmt"
+grep -q '^VirtualAlloc2 0x[0-9a-f]* 0x0 0x10000 0x2000 0x4 \[0x1:0x[0-9a-f]*:0x100000000:0x10001ffff:0x0\] 0x1 -> 0x0 err=8$' "$build/valloc2.vmt"
+grep -q '^VirtualAlloc2 0x[0-9a-f]* 0x0 0x10000 0x2000 0x4 null 0x1 -> 0x0 err=998$' "$build/valloc2.vmt"
+grep -q '^VirtualAlloc2 0x0 0x0 0x2000 0x3000 0x4 \[0x1:0x[0-9a-f]*:0x0:0x0:0x0\] 0x1 -> 0x[0-9a-f]* err=0$' "$build/valloc2.vmt"
+"$lib/virtmem" replay --strict "$build/valloc2.vmt"
+# A reservation recorded outside its window cannot be replayed there: the replay differs.
+sed '0,/:0x100000000:0x103ffffff:0x100000\] 0x1 -> 0x100100000 err=0$/s//:0x100000000:0x103ffffff:0x100000] 0x1 -> 0x200100000 err=0/' \
+  "$build/valloc2.vmt" >"$build/valloc2-moved.vmt"
+if cmp -s "$build/valloc2.vmt" "$build/valloc2-moved.vmt" || "$lib/virtmem" replay --strict "$build/valloc2-moved.vmt" >/dev/null; then
+  echo "cli trace: a VirtualAlloc2 reservation moved out of its window replayed without a difference" >&2
+  exit 1
+fi
+echo "cli trace: a program's VirtualAlloc2 calls (address windows, refused parameters) replayed with no difference"

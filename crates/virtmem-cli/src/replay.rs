@@ -583,11 +583,11 @@ fn regions_in(space: &dyn VirtualSpace, address: usize, size: usize) -> Vec<virt
 /// does not make later calls differ too. `before` are the regions the call's range had.
 fn undo(space: &dyn VirtualSpace, call: &Call, result: u64, before: &[virtmem::MemoryBasicInformation]) {
     match *call {
-        Call::Alloc { .. } if before.first().map_or(true, |m| m.state == MemState::Free) => {
+        Call::Alloc { .. } | Call::Alloc2 { .. } if before.first().map_or(true, |m| m.state == MemState::Free) => {
             // A new reservation: release it.
             let _ = space.free(result as usize, 0, virtmem::FreeType::RELEASE);
         }
-        Call::Alloc { .. } => {
+        Call::Alloc { .. } | Call::Alloc2 { .. } => {
             // A commit inside a reservation: decommit what was only reserved before.
             for m in before.iter().filter(|m| m.state == MemState::Reserve) {
                 let _ = space.free(m.base_address, m.region_size, virtmem::FreeType::DECOMMIT);
@@ -642,7 +642,9 @@ fn check_copy(
 fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
     // What a call recorded as failed may change if it succeeds here (see `undo`).
     let before = match rec.call {
-        Call::Alloc { address, size, .. } if rec.result == 0 && address != 0 => regions_in(space, address, size),
+        Call::Alloc { address, size, .. } | Call::Alloc2 { address, size, .. } if rec.result == 0 && address != 0 => {
+            regions_in(space, address, size)
+        }
         Call::Protect { address, size, .. } if rec.result == 0 => regions_in(space, address, size),
         _ => Vec::new(),
     };
@@ -654,6 +656,57 @@ fn replay_record(space: &dyn VirtualSpace, rec: &Record) -> Option<String> {
         return Some(d);
     }
     None
+}
+
+/// libvirtmem's `VirtualAlloc2` (crates/virtmem-capi/src/memory.rs) as recorded: the size,
+/// then the flags and the parameters the call read (an entry it could not read, or a NULL
+/// array, is `ERROR_NOACCESS` where the record holds fewer than `count`), in the order of
+/// `win32::alloc2_parameters`; then the allocation. A reservation that succeeded is placed
+/// where the recorded program got it: with address requirements, inside a window narrowed
+/// to the recorded address when that address lies in the recorded window at its alignment
+/// (otherwise in the recorded window, wherever the replay finds room: a difference);
+/// without, at that address as a `VirtualAlloc` reserve at NULL is.
+fn replay_alloc2(
+    space: &dyn VirtualSpace,
+    (address, size, ty, protect): (usize, usize, u32, u32),
+    params: Option<&[win32::ExtendedParameter]>,
+    count: u32,
+    recorded: u64,
+) -> Result<usize, virtmem::Error> {
+    if size == 0 {
+        return Err(virtmem::Error::InvalidParameter);
+    }
+    let read = params.unwrap_or(&[]);
+    let unreadable = (read.len() < count as usize).then_some(Err(virtmem::Error::NoAccess));
+    let req = win32::alloc2_parameters(address, ty, read.iter().copied().map(Ok).chain(unreadable))?;
+    let at = usize::try_from(recorded).unwrap_or(0);
+    let reserving = ty & 0x2000 != 0 || (address == 0 && ty & 0x1000 != 0);
+    let (address, ty, req) = match req {
+        Some(r) if at != 0 => {
+            let claim = size.checked_add(0xFFFF).map(|s| s & !0xFFFF).unwrap_or(0);
+            let last = at.checked_add(claim).and_then(|e| e.checked_sub(1));
+            let inside = last.is_some_and(|last| {
+                at >= r.lowest_starting_address
+                    && (r.highest_ending_address == 0 || last <= r.highest_ending_address)
+                    && at % r.alignment.max(0x10000) == 0
+            });
+            match last {
+                Some(last) if inside => (
+                    address,
+                    ty,
+                    Some(virtmem::AddressRequirements {
+                        lowest_starting_address: at,
+                        highest_ending_address: last,
+                        alignment: r.alignment,
+                    }),
+                ),
+                _ => (address, ty, Some(r)),
+            }
+        }
+        None if address == 0 && reserving && at != 0 => (at, ty | 0x2000, None),
+        other => (address, ty, other),
+    };
+    win32::alloc2(space, address, size, ty, protect, req)
 }
 
 /// Replay one record; on a difference, the replayed result and the description.
@@ -674,6 +727,12 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
         }
         Call::Free { address, size, free_type } => {
             let r = win32::VirtualFree(space, *address, *size, *free_type) as u64;
+            (r, rec.result == 0, r == 0, None)
+        }
+        Call::Alloc2 { address, size, alloc_type, protect, params, count } => {
+            let args = (*address, *size, *alloc_type, *protect);
+            let r = replay_alloc2(space, args, params.as_deref(), *count, rec.result)
+                .map_or_else(|e| win32::fail(e, 0), |p| p) as u64;
             (r, rec.result == 0, r == 0, None)
         }
         Call::Query { address, buffer, length } => {
@@ -840,6 +899,12 @@ fn render_args(c: &Call) -> String {
             format!("{min_address:#x}, {max_address:#x}, {large_page_size:#x}, {reset_policy}")
         }
         Call::Access { address, size, kind, .. } => format!("{address:#x}, {size:#x}, {kind}"),
+        Call::Alloc2 { address, size, alloc_type, protect, params, count } => format!(
+            "{address:#x}, {size:#x}, {}, {}, {} of {count} parameter(s)",
+            FlagKind::Alloc.format(*alloc_type),
+            FlagKind::Protect.format(*protect),
+            params.as_ref().map_or("NULL array".to_string(), |p| format!("{} read", p.len()))
+        ),
     }
 }
 

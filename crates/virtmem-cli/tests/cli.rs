@@ -641,3 +641,37 @@ fn bench_query_row_has_a_raw_baseline_and_ratios() {
     let baseline = o.stdout.lines().find_map(|l| l.strip_prefix("raw query baseline: ")).expect("baseline line");
     assert!(baseline.contains("PROCMAP_QUERY") || baseline.contains("/proc/self/maps"), "{baseline}");
 }
+
+/// `VirtualAlloc2` records replay as libvirtmem made the calls: a reserve in an address
+/// window at the recorded address (real memory's, in the replay's simulated process 0),
+/// the parameters' refusals with their errors (a second window 87, a NULL array 998, an
+/// entry the program could not read 998), a window with no room 8; a recorded reserve
+/// outside its window, or a refusal the replay does not make, is a difference.
+#[test]
+fn virtual_alloc2_records_replay() {
+    let clean = "virtmem-trace 1 pid=7\n\
+        VirtualAlloc2 0x0 0x0 0x20000 0x103000 0x4 [0x1:0x7ffc1000:0x7f0000000000:0x7f00ffffffff:0x100000] 0x1 -> 0x7f00fff00000 err=0\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 [0x1:0x7ffc1000:0x7f0000000000:0x7f00ffffffff:0x0] 0x1 -> 0x7f0000000000 err=0\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 [0x1:0x7ffc1000:0x7f0000000000:0x7f000000ffff:0x0] 0x1 -> 0x0 err=8\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 [0x1:0x7ffc1000:0x0:0x0:0x0,0x1:0x7ffc1000:0x0:0x0:0x0] 0x2 -> 0x0 err=87\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 null 0x1 -> 0x0 err=998\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 [0x2:0x0] 0x2 -> 0x0 err=998\n\
+        VirtualAlloc2 0x0 0x0 0x10000 0x2000 0x4 [0x1:0x0] 0x1 -> 0x0 err=998\n\
+        VirtualAlloc2 0x0 0x7f00fff00000 0x1000 0x1000 0x4 [] 0x0 -> 0x7f00fff00000 err=0\n\
+        VirtualFree 0x7f00fff00000 0x0 0x8000 -> 0x1 err=0\n";
+    let p = script("valloc2.vmt", clean.as_bytes());
+    let o = run(virtmem().arg("replay").arg(&p).arg("--strict"));
+    assert_eq!(o.code, 0, "{}", o.stdout);
+    assert!(o.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", o.stdout);
+    // Moved out of its window; a refusal recorded where the replay succeeds (undone).
+    let tampered = clean.replacen("-> 0x7f00fff00000 err=0", "-> 0x7f0100000000 err=0", 1).replacen(
+        "[0x2:0x0] 0x2 -> 0x0 err=998",
+        "[0x2:0x0] 0x1 -> 0x0 err=998",
+        1,
+    );
+    let p = script("valloc2-tampered.vmt", tampered.as_bytes());
+    let o = run(virtmem().arg("replay").arg(&p).arg("--strict"));
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.contains("line 2: VirtualAlloc2(0, 0x0, 0x20000, MEM_COMMIT|MEM_RESERVE|MEM_TOP_DOWN, PAGE_READWRITE, 1 read of 1 parameter(s)): recorded 0x7f0100000000, replayed 0x7f00fff00000"), "{}", o.stdout);
+    assert!(o.stdout.contains("line 7: VirtualAlloc2(0, 0x0, 0x10000, MEM_RESERVE, PAGE_READWRITE, 1 read of 1 parameter(s)): recorded failed with ERROR_NOACCESS (998), replayed returned"), "{}", o.stdout);
+}
