@@ -1,6 +1,6 @@
 //! # libvirtmem: the Win32 virtual-memory API as a C library
 //!
-//! `libvirtmem.so` exports `VirtualAlloc`, `VirtualAllocEx`, `VirtualFree`,
+//! `libvirtmem.so` exports `VirtualAlloc`, `VirtualAllocEx`, `VirtualAlloc2`, `VirtualFree`,
 //! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
 //! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
 //! `ReadProcessMemory`, `WriteProcessMemory`, `FlushInstructionCache`, `GetCurrentProcess`,
@@ -8,8 +8,8 @@
 //! and `GetLargePageMinimum` with the exact Win32 x64 signatures (`include/virtmem.h`),
 //! plus a small extension for emulators: [`VirtmemCreateProcess`], [`VirtmemCreateProcessEx`]
 //! (with [`VirtmemProcessConfigInit`]), [`VirtmemSnapshotProcess`],
-//! [`VirtmemRestoreProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`] and
-//! `VirtmemAccess`.
+//! [`VirtmemRestoreProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`],
+//! [`VirtmemGetProcessSystemInfo`] and `VirtmemAccess`.
 //!
 //! - The current process (`GetCurrentProcess()`, `(HANDLE)-1`) is the process's real
 //!   memory: what `VirtualAlloc` returns is ordinary memory the program can use. The

@@ -479,9 +479,9 @@ fn jit_code_heap_with_w_xor_x() {
 }
 
 /// A JIT's code must lie within ±2 GiB of the runtime's own helpers for `call rel32`.
-/// There is no "reserve near" (Windows has it only in `VirtualAlloc2`), so the runtime
-/// walks the space upwards from its own code with `VirtualQuery` for a free range and
-/// reserves there. The walk describes the program's image (`MEM_IMAGE`, executable, its
+/// A runtime written for `VirtualAlloc` (not `VirtualAlloc2`'s address requirements,
+/// `alloc_within` here) walks the space upwards from its own code with `VirtualQuery`
+/// for a free range and reserves there. The walk describes the program's image (`MEM_IMAGE`, executable, its
 /// own base) and the free gap after it; the reservation at the found address works; and
 /// the runtime's own code is not the space's to change (487).
 #[cfg(all(target_os = "linux", not(miri), any(target_arch = "x86_64", target_arch = "aarch64")))]
