@@ -1658,7 +1658,8 @@ void GetSystemInfo(LPSYSTEM_INFO lpSystemInfo);
  * and `dwPageSize` (a process made by `VirtmemCreateProcessEx` reports its configured
  * range, e.g. a 32-bit guest's 0x10000-0x7FFEFFFF), the processor fields as
  * `GetSystemInfo` gives them; for the current-process pseudo handle exactly what
- * `GetSystemInfo` answers. Returns `TRUE`, or `FALSE` with the last error set and nothing
+ * `GetSystemInfo` answers (where this process's memory cannot be managed, no `/proc` or a
+ * bad `VIRTMEM_LINUX_WITHOUT`, the error its other calls give instead: 50 or 87). Returns `TRUE`, or `FALSE` with the last error set and nothing
  * written: NULL or an unknown handle -> `ERROR_INVALID_HANDLE` (6), a process that has
  * exited -> `ERROR_ACCESS_DENIED` (5), a NULL or unwritable `lpSystemInfo` ->
  * `ERROR_NOACCESS` (998). It changes nothing, so traces hold it as a comment.
