@@ -71,6 +71,7 @@
 //!   is described by [`AddressSpace::query`], and refused by `alloc`, `free`, `protect`
 //!   and `lock` ([`Error::InvalidAddress`]).
 #![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod backend;

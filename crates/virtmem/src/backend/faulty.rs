@@ -25,6 +25,18 @@ pub struct Faulty<B> {
     fail_also: AtomicUsize,
 }
 
+impl<B: std::fmt::Debug> std::fmt::Debug for Faulty<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty")
+            .field("inner", &self.inner)
+            .field("seen", &self.seen.load(Ordering::Relaxed))
+            .field("fail_at", &self.fail_at.load(Ordering::Relaxed))
+            .field("fail_also", &self.fail_also.load(Ordering::Relaxed))
+            .field("fired", &(self.fired.load(Ordering::Relaxed) != 0))
+            .finish()
+    }
+}
+
 impl<B: Backend> Faulty<B> {
     /// Wrap `inner`, disarmed.
     pub fn new(inner: B) -> Faulty<B> {

@@ -384,6 +384,14 @@ pub struct SimBackend {
     watching: AtomicBool,
 }
 
+/// Shows the configuration only: the page contents and marks sit behind the parts' locks,
+/// which a `Debug` print must not wait for.
+impl std::fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimBackend").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 impl SimBackend {
     /// A backend with the given configuration.
     pub fn new(config: SimConfig) -> SimBackend {
