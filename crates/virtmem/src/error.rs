@@ -46,6 +46,7 @@ pub const STATUS_GUARD_PAGE_VIOLATION: u32 = 0x8000_0001;
 
 /// Everything a call on an address space can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// `ERROR_ACCESS_DENIED` (5): the process has exited.
     #[error("access denied (ERROR_ACCESS_DENIED, 5)")]

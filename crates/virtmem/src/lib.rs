@@ -102,6 +102,71 @@ pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+/// What a dependent crate can and cannot do with the types that will grow, checked as
+/// doctests (each `compile_fail` one compiles if the attribute it checks is removed).
+///
+/// An exhaustive `match` on [`Error`] without a wildcard arm does not compile: a new
+/// Win32 error the engine learns to report is not a breaking change.
+///
+/// ```compile_fail,E0004
+/// fn code(e: virtmem::Error) -> u32 {
+///     use virtmem::Error::*;
+///     match e {
+///         AccessDenied | InvalidHandle | NotEnoughMemory | BadLength | NotSupported
+///         | InvalidParameter | NotLocked | DataDiscarded | PartialCopy | InvalidAddress
+///         | NoAccess | NoSystemResources | WorkingSetQuota | CommitmentLimit => 1,
+///         AccessViolation { .. } | GuardPage { .. } => 2,
+///     }
+/// }
+/// ```
+///
+/// Nor on [`backend::BackendError`] or [`host::HostError`]:
+///
+/// ```compile_fail,E0004
+/// fn kind(e: virtmem::backend::BackendError) -> u32 {
+///     use virtmem::backend::BackendError::*;
+///     match e {
+///         Occupied { .. } | OutOfMemory | LargePagesUnavailable | Unsupported(_) | LockRefused
+///         | Fault(_) | Injected | Os(_) => 1,
+///     }
+/// }
+/// ```
+///
+/// ```compile_fail,E0004
+/// fn kind(e: virtmem::host::HostError) -> u32 {
+///     use virtmem::host::HostError::*;
+///     match e {
+///         OutOfMemory | InvalidArg | Pointer | Fail | InvalidOperation | ClrNotAvailable
+///         | Timeout | NotOwner | Abandoned | Win32(_) => 1,
+///     }
+/// }
+/// ```
+///
+/// The statistics structures are read, not built: their fields are public, but a struct
+/// literal does not compile, so a new figure is not a breaking change.
+///
+/// ```compile_fail,E0639
+/// let _ = virtmem::SpaceStats {
+///     reserved: 0, committed: 0, reservations: 0, runs: 0, largest_free: 0, free_gaps: 0, refused_undos: 0,
+/// };
+/// ```
+///
+/// What they are for still works: matching with a wildcard, reading fields.
+///
+/// ```
+/// let space = virtmem::SimSpace::simulated();
+/// let err = space.query(usize::MAX).unwrap_err();
+/// let kind = match err {
+///     virtmem::Error::InvalidParameter => "87",
+///     _ => "other",
+/// };
+/// assert_eq!(kind, "87");
+/// let virtmem::SpaceStats { reserved, committed, .. } = space.stats();
+/// assert_eq!((reserved, committed), (0, 0));
+/// ```
+#[cfg(doctest)]
+pub struct SemverDoctests;
+
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;
 

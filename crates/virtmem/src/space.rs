@@ -55,6 +55,7 @@ struct Failed {
 
 /// Totals of an address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SpaceStats {
     /// Bytes reserved (committed pages included).
     pub reserved: usize,

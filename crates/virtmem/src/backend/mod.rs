@@ -127,6 +127,7 @@ pub struct ForeignRegion {
 
 /// Why a backend operation failed. A failed operation changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// Something the engine does not own occupies `[start, end)` inside the requested range.
     #[error("range occupied by a foreign mapping {start:#x}..{end:#x}")]

@@ -97,6 +97,7 @@ struct State {
 
 /// A point-in-time view of one tenant's accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TenantStats {
     /// The tenant's name.
     pub name: String,
@@ -118,6 +119,7 @@ pub struct TenantStats {
 
 /// A point-in-time view of the whole budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BudgetStats {
     /// The budget in bytes (what task-critical requests may use).
     pub budget: usize,

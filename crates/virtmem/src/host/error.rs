@@ -47,6 +47,7 @@ pub mod hresult {
 /// Everything a call on the host memory manager can fail with. [`HostError::hresult`]
 /// gives the value the COM interface returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// `E_OUTOFMEMORY`: over the budget (for the request's critical level), or the space
     /// itself is out of memory (`ERROR_NOT_ENOUGH_MEMORY`, `ERROR_COMMITMENT_LIMIT`).

@@ -106,6 +106,7 @@ impl std::fmt::Display for LeakRecord {
 
 /// Figures of one heap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct HeapStats {
     /// Blocks allocated and not freed.
     pub live_blocks: usize,

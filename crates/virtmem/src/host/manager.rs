@@ -63,6 +63,7 @@ pub struct MemoryLoad {
 
 /// Everything a host may want to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostStats {
     /// Where the manager is in its life.
     pub lifecycle: Lifecycle,

@@ -495,6 +495,7 @@ fn read_number(path: &str) -> Option<usize> {
 
 /// Statistics of a [`LinuxBackend`], for tests and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct LinuxStats {
     /// Memory-changing system calls made so far.
     pub syscalls: u64,
