@@ -167,6 +167,73 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 pub struct SemverDoctests;
 
+/// The results that must not be dropped unused, checked as doctests: each
+/// `compile_fail` one drops such a result under `#![deny(unused_must_use)]` and compiles
+/// if the `#[must_use]` it checks is removed; the last one keeps them all and compiles.
+///
+/// A [`Reservation`] dropped at once is released at once:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let space = virtmem::SimSpace::simulated();
+/// space.reservation(1 << 20, virtmem::Protection::NOACCESS).unwrap();
+/// ```
+///
+/// [`Reservation::into_raw`]'s answer is the only record left of the reservation:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let space = virtmem::SimSpace::simulated();
+/// let heap = space.reservation(1 << 20, virtmem::Protection::NOACCESS).unwrap();
+/// heap.into_raw();
+/// ```
+///
+/// A snapshot ([`AddressSpace::snapshot`]) dropped at once was a copy for nothing:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let space = virtmem::SimSpace::simulated();
+/// space.snapshot();
+/// ```
+///
+/// [`ResetUndo`] says whether the data survived:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// # fn f() -> virtmem::Result<()> {
+/// let space = virtmem::SimSpace::simulated();
+/// let heap = space.reservation(1 << 20, virtmem::Protection::NOACCESS)?;
+/// heap.reset_undo(heap.base(), 4096)?;
+/// # Ok(()) }
+/// ```
+///
+/// A [`host::HostBuilder`] whose setting is dropped builds nothing:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let space: std::sync::Arc<dyn virtmem::VirtualSpace> = std::sync::Arc::new(virtmem::SimSpace::simulated());
+/// virtmem::host::HostMemoryManager::builder(space, 1 << 20);
+/// ```
+///
+/// Used, they compile under the same lint:
+///
+/// ```
+/// #![deny(unused_must_use)]
+/// # fn f() -> virtmem::Result<()> {
+/// let space = virtmem::SimSpace::simulated();
+/// let heap = space.reservation(1 << 20, virtmem::Protection::NOACCESS)?;
+/// let _undo = heap.reset_undo(heap.base(), 4096);
+/// let (base, _len) = heap.into_raw();
+/// let saved = space.snapshot();
+/// assert_eq!(saved.query(base)?.allocation_base, base);
+/// let shared: std::sync::Arc<dyn virtmem::VirtualSpace> = std::sync::Arc::new(saved);
+/// let _builder = virtmem::host::HostMemoryManager::builder(shared, 1 << 20);
+/// # Ok(()) }
+/// # f().unwrap();
+/// ```
+#[cfg(doctest)]
+pub struct MustUseDoctests;
+
 /// An address space over the simulated backend.
 pub type SimSpace = AddressSpace<SimBackend>;
 

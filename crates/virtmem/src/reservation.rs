@@ -40,6 +40,7 @@ use crate::space::{AddressSpace, ResetUndo, VirtualSpace};
 /// assert_eq!(space.reserved_bytes(), 0);
 /// # Ok::<(), virtmem::Error>(())
 /// ```
+#[must_use = "a Reservation releases its memory when dropped: bind it (`let heap = ...`) for as long as the memory is used"]
 #[derive(Debug)]
 pub struct Reservation<S: VirtualSpace> {
     space: S,
@@ -90,6 +91,7 @@ impl<S: VirtualSpace> Reservation<S> {
     /// Give up ownership: the reservation stays as it is (nothing is released, now or
     /// later) and its `(base, len)` is returned, for [`from_raw`](Self::from_raw) or for
     /// freeing by hand.
+    #[must_use = "nothing will release the reservation now: keep its base and length to free it"]
     pub fn into_raw(mut self) -> (usize, usize) {
         self.owned = false;
         (self.base, self.len)

@@ -157,6 +157,7 @@ impl<B: Snapshot> AddressSpace<B> {
     /// assert_eq!(&buf, b"before");
     /// # Ok::<(), virtmem::Error>(())
     /// ```
+    #[must_use = "a snapshot dropped at once was copied for nothing"]
     pub fn snapshot(&self) -> Self {
         let book = self.quiet();
         let backend = self.backend.snapshot();

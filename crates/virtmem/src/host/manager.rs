@@ -191,6 +191,7 @@ impl Actor {
 
 /// Configures a [`HostMemoryManager`]. Every setting has a sensible default; only the
 /// space and the budget are required.
+#[must_use = "a builder does nothing until `build` or `build_started` is called"]
 pub struct HostBuilder {
     space: Arc<dyn VirtualSpace>,
     budget: usize,
