@@ -248,7 +248,7 @@ pub fn SetLastError(code: u32) {
 }
 
 /// Record `e` as the last error and return `fail`.
-pub fn fail<T>(e: Error, fail: T) -> T {
+fn fail<T>(e: Error, fail: T) -> T {
     SetLastError(e.code());
     fail
 }
@@ -259,6 +259,10 @@ pub fn fail<T>(e: Error, fail: T) -> T {
 /// it may not read is `ERROR_PARTIAL_COPY` (299); a write is `ERROR_NOACCESS` (998) when
 /// its first byte may not be written and `ERROR_PARTIAL_COPY` when it runs into such a
 /// page further on. Any other error is returned as it is.
+///
+/// Plumbing shared with libvirtmem (`virtmem-capi`) and the `virtmem` command: hidden from
+/// the documentation and not covered by semver.
+#[doc(hidden)]
 pub fn process_copy_error(e: Error, address: usize, write: bool) -> Error {
     match e {
         Error::AccessViolation { address: at, .. } | Error::GuardPage { address: at, .. } => {
@@ -274,6 +278,10 @@ pub fn process_copy_error(e: Error, address: usize, write: bool) -> Error {
 }
 
 /// Why a copy between processes may not start (see [`check_copy`]).
+///
+/// Plumbing shared with libvirtmem (`virtmem-capi`) and the `virtmem` command: hidden from
+/// the documentation and not covered by semver.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyRefusal<E> {
     /// The address space refused the range: the engine's error (first faulting address).
@@ -291,6 +299,10 @@ pub enum CopyRefusal<E> {
 /// the call with the guard still armed (a failed call changes nothing); then the real
 /// check disarms the guard and reports it. A range the quiet check passes holds no armed
 /// guard page, so it needs no second look.
+///
+/// Plumbing shared with libvirtmem (`virtmem-capi`) and the `virtmem` command: hidden from
+/// the documentation and not covered by semver.
+#[doc(hidden)]
 pub fn check_copy<S: VirtualSpace + ?Sized, E>(
     space: &S,
     address: usize,
@@ -328,6 +340,10 @@ pub fn check_copy<S: VirtualSpace + ?Sized, E>(
 /// refuse a protection the pages held a moment before) is reported after the copy ran.
 /// Another thread changing the same pages' protection at the same time may see the
 /// writable protection, and its change may be undone by the restore, as on Windows.
+///
+/// Plumbing shared with libvirtmem (`virtmem-capi`) and the `virtmem` command: hidden from
+/// the documentation and not covered by semver.
+#[doc(hidden)]
 pub fn with_code_writable<S: VirtualSpace + ?Sized, R>(
     space: &S,
     address: usize,
