@@ -97,9 +97,12 @@ pub use space::{AddressSpace, ResetUndo, SpaceStats, VirtualSpace};
 #[cfg(all(target_os = "linux", not(miri)))]
 pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};
 
-/// README.md's Rust example, run as a doctest (`cargo test --doc`) so that it stays true.
+/// The crate's README.md (what crates.io shows), run as a doctest (`cargo test --doc`) so
+/// that its examples stay true. (It is inside the package, so the doctest builds from
+/// crates.io too; `scripts/test-docs.sh` checks that the workspace README's Rust examples
+/// are these.)
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 /// What a dependent crate can and cannot do with the types that will grow, checked as
