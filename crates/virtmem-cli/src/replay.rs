@@ -731,8 +731,10 @@ fn replay_call(space: &dyn VirtualSpace, rec: &Record) -> Option<(u64, String)> 
         }
         Call::Alloc2 { address, size, alloc_type, protect, params, count } => {
             let args = (*address, *size, *alloc_type, *protect);
-            let r = replay_alloc2(space, args, params.as_deref(), *count, rec.result)
-                .unwrap_or_else(|e| win32::fail(e, 0)) as u64;
+            let r = replay_alloc2(space, args, params.as_deref(), *count, rec.result).unwrap_or_else(|e| {
+                win32::SetLastError(e.code());
+                0
+            }) as u64;
             (r, rec.result == 0, r == 0, None)
         }
         Call::Query { address, buffer, length } => {
