@@ -95,7 +95,9 @@ pub use reservation::Reservation;
 pub use space::{AddressSpace, ResetUndo, SpaceStats, VirtualSpace};
 
 #[cfg(all(target_os = "linux", not(miri)))]
-pub use backend::linux::{checked_copy, LinuxBackend, LinuxOptions};
+pub use backend::linux::{
+    checked_copy, flush_mechanism, flush_process_write_buffers, FlushMechanism, LinuxBackend, LinuxOptions,
+};
 
 /// The crate's README.md (what crates.io shows), run as a doctest (`cargo test --doc`) so
 /// that its examples stay true. (It is inside the package, so the doctest builds from

@@ -343,8 +343,8 @@ pub use raw::Raw;
 /// linux-raw-sys lacks), compiled into the benchmark from the same file rather than
 /// declared a second time: the backend is no part of the library's public API.
 #[cfg(target_os = "linux")]
-#[path = "../../src/backend/linux/sys.rs"]
-#[allow(unused_imports)]
+#[path = "../../src/backend/linux/sys/mod.rs"]
+#[allow(unused_imports, dead_code)]
 mod sys;
 
 #[cfg(target_os = "linux")]

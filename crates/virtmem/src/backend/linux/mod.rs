@@ -40,6 +40,49 @@ mod state;
 mod sys;
 mod watch;
 
+pub use sys::flush::FlushMechanism;
+
+/// `FlushProcessWriteBuffers`: "Flushes the write queue of each processor that is running
+/// a thread of the current process." When it returns, every store that another thread
+/// of the process made before the flush reached its CPU is visible to the caller, and
+/// every load that thread makes afterwards sees the stores the caller made before the
+/// call; the caller itself passes a full barrier on entry and on return.
+///
+/// It is the heavy side of an asymmetric barrier (a garbage collector calls it when it
+/// suspends threads): a thread that stores then loads with only a compiler fence
+/// between ([`std::sync::atomic::compiler_fence`]) is ordered against a thread that
+/// stores, calls this, then loads.
+///
+/// [`flush_mechanism`] says how it is done in this process, chosen once:
+/// - `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+): an interrupt to each
+///   CPU running a thread of the process, and no other; a few microseconds. The first
+///   call in a process also registers it with the kernel, which may wait milliseconds.
+/// - `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux 4.3+), without the expedited command:
+///   waits for an RCU grace period, interrupting no one; milliseconds.
+/// - the page-protection flush, without membarrier (or withheld, see [`WITHOUT_ENV`]):
+///   a locked helper page is written and then made inaccessible, which makes the kernel
+///   interrupt every CPU with the process's address space loaded to flush its TLB; two
+///   `mprotect` calls (tens of microseconds, holding the process's `mmap` lock), a
+///   guarantee on x86 only (see [`FlushMechanism::PageProtection`]).
+///
+/// It never fails and never panics, as `FlushProcessWriteBuffers` returns nothing: a
+/// mechanism refused at a later call (`EPERM` for a process no longer registered, which
+/// registers again; an `ENOMEM`) hands that call to the ones after it.
+pub fn flush_process_write_buffers() {
+    sys::flush::flush(withheld)
+}
+
+/// How [`flush_process_write_buffers`] works in this process, probed once (by the first
+/// call of either): [`FlushMechanism::MembarrierPrivateExpedited`] where the kernel has it
+/// (Linux 4.14+) and neither a seccomp filter nor `VIRTMEM_LINUX_WITHOUT`
+/// (`membarrier_expedited` or `membarrier`, see [`WITHOUT_ENV`]) withholds it, else
+/// [`FlushMechanism::MembarrierGlobal`] (Linux 4.3+), else
+/// [`FlushMechanism::PageProtection`]. (A `VIRTMEM_LINUX_WITHOUT` that is refused
+/// withholds nothing here: the flush cannot fail.)
+pub fn flush_mechanism() -> FlushMechanism {
+    sys::flush::mechanism(withheld)
+}
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,11 +201,15 @@ fn features() -> Features {
 
 /// The environment variable naming kernel features the backend is to do without, as on
 /// a kernel that lacks them: a comma-separated list of `fixed_noreplace`,
-/// `pagemap_scan`, `guard` and `procmap_query` (or `all`), in any case, spaces around
-/// names and empty items allowed. It exists so that the fallbacks an older kernel takes
-/// (a hinted `mmap` checked after the fact, write watch refused, `mprotect` +
-/// `MADV_DONTNEED` decommits, `/proc/self/maps` parsed as text) can be tested on a new
-/// one (`scripts/test-linux-fallbacks.sh`). Read once per process.
+/// `pagemap_scan`, `guard`, `procmap_query`, `membarrier_expedited` and `membarrier`
+/// (or `all`), in any case, spaces around names and empty items allowed. It exists so
+/// that the fallbacks an older kernel takes (a hinted `mmap` checked after the fact, write
+/// watch refused, `mprotect` + `MADV_DONTNEED` decommits, `/proc/self/maps` parsed as
+/// text; for [`flush_process_write_buffers`], `MEMBARRIER_CMD_GLOBAL` without
+/// `membarrier_expedited`, and the page-protection flush without `membarrier`, which
+/// withholds the system call whole) can be tested on a new one
+/// (`scripts/test-linux-fallbacks.sh`, `tests/flush_write_buffers.rs`). Read once per
+/// process.
 ///
 /// A word that names none of them (a typo would otherwise leave a fallback test testing
 /// nothing), or a value that is not UTF-8, is refused: no backend is made.
@@ -175,7 +222,8 @@ pub const WITHOUT_ENV: &str = "VIRTMEM_LINUX_WITHOUT";
 
 /// The features [`WITHOUT_ENV`] may name, in the order of
 /// [`LinuxBackend::missing_features`]; bit `i` of a withheld set is `FEATURE_NAMES[i]`.
-const FEATURE_NAMES: [&str; 4] = ["fixed_noreplace", "pagemap_scan", "guard", "procmap_query"];
+const FEATURE_NAMES: [&str; 6] =
+    ["fixed_noreplace", "pagemap_scan", "guard", "procmap_query", "membarrier_expedited", "membarrier"];
 
 /// Why [`WITHOUT_ENV`] is refused: the payload of the `io::Error` a backend's
 /// construction fails with, so that the address space can tell it from a missing `/proc`.
@@ -600,7 +648,12 @@ impl LinuxBackend {
     /// `guard` (`MADV_GUARD_INSTALL`, Linux 6.13: decommit is `mprotect` +
     /// `MADV_DONTNEED`), `procmap_query` (`PROCMAP_QUERY`, Linux 6.11: memory that is not
     /// the backend's is looked up in the text of `/proc/self/maps`, which costs time in
-    /// proportion to the process's mappings).
+    /// proportion to the process's mappings), `membarrier_expedited`
+    /// (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`, Linux 4.14: [`flush_process_write_buffers`]
+    /// waits for an RCU grace period with `MEMBARRIER_CMD_GLOBAL`) and `membarrier` (the
+    /// system call, Linux 4.3, or a seccomp filter that forbids it: the page-protection
+    /// flush, see [`FlushMechanism`]). The last two are process-wide and probed on the
+    /// first call that needs them (this one, or a flush).
     pub fn missing_features(&self) -> Vec<&'static str> {
         let f = features();
         [
@@ -608,6 +661,8 @@ impl LinuxBackend {
             ("pagemap_scan", f.pagemap_scan),
             ("guard", f.guard),
             ("procmap_query", self.maps.uses_ioctl()),
+            ("membarrier_expedited", flush_mechanism() == FlushMechanism::MembarrierPrivateExpedited),
+            ("membarrier", flush_mechanism() != FlushMechanism::PageProtection),
         ]
         .into_iter()
         .filter_map(|(name, has)| (!has).then_some(name))

@@ -8,6 +8,8 @@
 //! is checked at compile time because it is also encoded in its ioctl number, and the
 //! kernel reads `size` from the two extensible ones.
 
+pub mod flush;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
