@@ -1645,6 +1645,22 @@ void SetLastError(DWORD dwErrCode);
 SIZE_T GetLargePageMinimum(void);
 
 /**
+ * `FlushProcessWriteBuffers`: "Flushes the write queue of each processor that is
+ * running a thread of the current process." When it returns, every store another thread
+ * made before the flush reached its CPU is visible to the caller, and that thread's
+ * later loads see the caller's earlier stores: the heavy side of an asymmetric barrier
+ * (a GC suspending threads), whose light side is a compiler barrier alone. On Linux:
+ * `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+, a few microseconds; the
+ * first call registers the process), else `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux
+ * 4.3+, milliseconds), else a locked helper page whose access is taken away, which makes
+ * the kernel interrupt every CPU running a thread of the process (tens of microseconds;
+ * a guarantee on x86 only). Chosen once per process; `VIRTMEM_LINUX_WITHOUT=
+ * membarrier_expedited` or `membarrier` withholds the first two. As on Windows it
+ * returns nothing, never fails and sets no last error; any thread may call it.
+ */
+void FlushProcessWriteBuffers(void);
+
+/**
  * `GetSystemInfo`: page size (4096), allocation granularity (65536), the lowest and
  * highest application addresses of the current process's space, and the processors.
  * A NULL or unwritable `lpSystemInfo` is left alone (the last error is set to

@@ -4,8 +4,9 @@
 //! `VirtualFreeEx`, `VirtualQuery`, `VirtualQueryEx`, `VirtualProtect`, `VirtualProtectEx`,
 //! `GetWriteWatch`, `ResetWriteWatch`, `VirtualLock`, `VirtualUnlock`,
 //! `ReadProcessMemory`, `WriteProcessMemory`, `FlushInstructionCache`, `GetCurrentProcess`,
-//! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetNativeSystemInfo`
-//! and `GetLargePageMinimum` with the exact Win32 x64 signatures (`include/virtmem.h`),
+//! `CloseHandle`, `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetNativeSystemInfo`,
+//! `GetLargePageMinimum` and `FlushProcessWriteBuffers` with the exact Win32 x64
+//! signatures (`include/virtmem.h`),
 //! plus a small extension for emulators: [`VirtmemCreateProcess`], [`VirtmemCreateProcessEx`]
 //! (with [`VirtmemProcessConfigInit`]), [`VirtmemSnapshotProcess`],
 //! [`VirtmemRestoreProcess`], [`TerminateProcess`], [`VirtmemSetCommitLimit`],
@@ -32,7 +33,7 @@
 //! Modules per area: [`types`] (the Win32 types and constants), `memory` (the `Virtual*`
 //! functions and write watch), `procmem` (copies between processes, `VirtmemAccess`,
 //! `FlushInstructionCache`), `process` (handles, commit limits), `system` (last error, system
-//! info), `host` (the host memory
+//! info, `FlushProcessWriteBuffers`), `host` (the host memory
 //! manager as COM objects: `IHostMemoryManager`, `IHostMalloc`, `VirtmemCreateHostMemoryManager`,
 //! `VirtmemCreateHostMemoryManagerEx` with `VirtmemHostConfigInit`, and the host's controls
 //! `VirtmemHostStart`, `VirtmemHostShutdown`, `VirtmemHostCancelWaits`, `VirtmemHostAddTenant`,

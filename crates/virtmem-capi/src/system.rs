@@ -1,5 +1,5 @@
 //! `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetLargePageMinimum` and
-//! `VirtmemGetProcessSystemInfo`.
+//! `VirtmemGetProcessSystemInfo`, `FlushProcessWriteBuffers`.
 
 use crate::ffi::{last_error, run, set_last_error, Fail};
 use crate::process::{current_space, resolve};
@@ -98,6 +98,27 @@ pub extern "C" fn GetLargePageMinimum() -> SIZE_T {
     let size = current_space().map_or(0, |space| space.system_info().large_page_size);
     trace::comment(format_args!("GetLargePageMinimum -> {size:#x}"));
     size
+}
+
+/// `FlushProcessWriteBuffers`: "Flushes the write queue of each processor that is
+/// running a thread of the current process." When it returns, every store another thread
+/// made before the flush reached its CPU is visible to the caller, and that thread's
+/// later loads see the caller's earlier stores: the heavy side of an asymmetric barrier
+/// (a GC suspending threads), whose light side is a compiler barrier alone. On Linux:
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+, a few microseconds; the
+/// first call registers the process), else `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux
+/// 4.3+, milliseconds), else a locked helper page whose access is taken away, which makes
+/// the kernel interrupt every CPU running a thread of the process (tens of microseconds;
+/// a guarantee on x86 only). Chosen once per process; `VIRTMEM_LINUX_WITHOUT=
+/// membarrier_expedited` or `membarrier` withholds the first two. As on Windows it
+/// returns nothing, never fails and sets no last error; any thread may call it.
+#[no_mangle]
+pub extern "C" fn FlushProcessWriteBuffers() {
+    let _ = run((), || {
+        vm::flush_process_write_buffers();
+        Ok(())
+    });
+    trace::comment(format_args!("FlushProcessWriteBuffers"));
 }
 
 impl SYSTEM_INFO {
