@@ -64,6 +64,9 @@
 //! - **JIT code**: after writing code and before running it, call
 //!   [`AddressSpace::flush_instruction_cache`] (`FlushInstructionCache`), which AArch64
 //!   needs (nothing to do on x86-64, where it returns at once).
+//! - **GC thread suspension**: [`flush_process_write_buffers`] is
+//!   `FlushProcessWriteBuffers`, the heavy side of an asymmetric barrier (membarrier where
+//!   the kernel has it; [`flush_mechanism`] says which way).
 //! - Dropping a [`LinuxSpace`] leaves its reservations mapped; release them first, or
 //!   hold them in a [`Reservation`] (`space.reservation(size, protection)`), which
 //!   releases its reservation when dropped.

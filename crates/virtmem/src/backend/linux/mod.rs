@@ -11,6 +11,7 @@
 //! | read / write | `process_vm_readv` / `process_vm_writev` on ourselves | copies fail with `EFAULT` instead of crashing when memory is inaccessible |
 //! | foreign | `ioctl(PROCMAP_QUERY)` on `/proc/self/maps` | one system call per lookup |
 //! | write watch | userfaultfd `UFFD_FEATURE_WP_ASYNC` + `ioctl(PAGEMAP_SCAN)` | the kernel tracks writes in the page tables: no signal handler, no per-page `mprotect`, and a scan that resets exactly the pages it reports, atomically |
+//! | flush write buffers ([`flush_process_write_buffers`]) | `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, else `membarrier(MEMBARRIER_CMD_GLOBAL)`, else `mprotect` of a locked helper page just written (`sys::flush`) | interrupts only the CPUs running the process's threads; the fallbacks wait for a grace period, or make the kernel's TLB shootdown interrupt them |
 //!
 //! Every reservation is mapped to the end of its 64 KiB granule, so nobody else's
 //! mapping can land in the unused tail the engine keeps blocked.
