@@ -8,9 +8,13 @@
 //! fence only) loads `y`; thread B stores `y = 1`, flushes, then loads `x`. Without the
 //! flush the CPU may let each load pass its own thread's store (x86-64 does, through its
 //! store buffers), and both loads then see 0; with it, that outcome is forbidden. Each
-//! mechanism is run for enough rounds that replacing the flush by nothing, or by a
-//! compiler fence, shows the forbidden outcome (the rounds it took are in the commit that
-//! sets them). The fallbacks run in a child process of this test binary, with
+//! mechanism runs for enough rounds that replacing the flush by nothing, or by a compiler
+//! fence, shows the forbidden outcome: on the 2-vCPU AMD EPYC VM, with other jobs on both
+//! cores, 15 of 16 such runs of the two microsecond mechanisms' tests failed, at rounds
+//! 2 to 14 538; the one that passed had only 4 concurrent rounds (see [`Litmus`]: a
+//! machine too busy to run both threads at once can show nothing, and the test then
+//! stops after 5 times its rounds). The global command's test (64 rounds) failed once
+//! in two such runs. The fallbacks run in a child process of this test binary, with
 //! `VIRTMEM_LINUX_WITHOUT` withholding membarrier (read once per process).
 #![cfg(target_os = "linux")]
 
@@ -218,7 +222,7 @@ fn membarrier_private_expedited_forbids_store_buffering() {
     }
     let _serial = serial();
     assert_eq!(flush_mechanism(), FlushMechanism::MembarrierPrivateExpedited);
-    assert_flush_orders(ROUNDS, 10 * ROUNDS);
+    assert_flush_orders(ROUNDS, 5 * ROUNDS);
 }
 
 /// Without `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (before Linux 4.14) the flush waits for every
@@ -244,7 +248,7 @@ fn without_membarrier_the_page_protection_flush_forbids_store_buffering() {
     in_child(NAME, "membarrier", || {
         assert_eq!(flush_mechanism(), FlushMechanism::PageProtection);
         assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), ["membarrier_expedited", "membarrier"]);
-        assert_flush_orders(ROUNDS, 10 * ROUNDS);
+        assert_flush_orders(ROUNDS, 5 * ROUNDS);
     });
 }
 
@@ -268,7 +272,7 @@ fn many_threads_flush_at_once_on_every_mechanism() {
             }
         });
         assert_eq!(returned.load(Relaxed), 4 * calls);
-        assert_flush_orders(rounds, 10 * rounds);
+        assert_flush_orders(rounds, 5 * rounds);
     }
     let _serial = serial();
     if plain() {
@@ -289,6 +293,6 @@ fn a_refused_without_list_still_flushes_with_membarrier() {
     in_child(NAME, "gaurd", || {
         assert!(LinuxSpace::linux().is_err());
         assert_eq!(flush_mechanism(), FlushMechanism::MembarrierPrivateExpedited);
-        assert_flush_orders(ROUNDS / 10, ROUNDS);
+        assert_flush_orders(ROUNDS / 10, ROUNDS / 2);
     });
 }
