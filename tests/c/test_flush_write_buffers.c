@@ -4,6 +4,7 @@
  * is the heavy side of an asymmetric barrier: in the store-buffering litmus test (thread A:
  * x = 1, compiler barrier, read y; thread B: y = 1, FlushProcessWriteBuffers, read x) both
  * reads never see 0. */
+#define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -12,7 +13,7 @@
 #include "virtmem.h"
 #include "check.h"
 
-enum { FLUSHERS = 4, CALLS = 200, ROUNDS = 20000 };
+enum { FLUSHERS = 4, CALLS = 200, ROUNDS = 5000 };
 
 static atomic_int returned;
 
@@ -56,10 +57,25 @@ static void jitter(unsigned *state)
         __asm__ __volatile__("" ::: "memory");
 }
 
+/* Two CPUs this process may run on (-1 if not two): the litmus threads are pinned one to
+ * each, so that a busy machine cannot put both on one CPU, where they only take turns. */
+static int cpu_a = -1, cpu_b = -1;
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    if (cpu < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
 static void *thread_a(void *arg)
 {
     unsigned rng = 0x9E3779B9u;
     (void)arg;
+    pin(cpu_a);
     /* Each thread holds in its cache the variables it will read, and stores into lines
      * the other holds: a store then waits in the store buffer, where a read can pass it. */
     for (int i = 0; i < ROUNDS; i++)
@@ -77,6 +93,7 @@ static void *thread_a(void *arg)
 int main(void)
 {
     pthread_t threads[FLUSHERS], a;
+    cpu_set_t allowed;
     int both_zero = 0;
     unsigned rng = 0x85EBCA6Bu;
 
@@ -92,6 +109,17 @@ int main(void)
         pthread_join(threads[t], NULL);
     CHECK(atomic_load(&returned) == FLUSHERS * CALLS, "every call returned: %d", atomic_load(&returned));
 
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &allowed)) {
+                if (cpu_a < 0)
+                    cpu_a = c;
+                else if (cpu_b < 0)
+                    cpu_b = c;
+            }
+    if (cpu_b < 0)
+        cpu_a = -1;
+    pin(cpu_b);
     for (int i = 0; i < ROUNDS; i++)
         atomic_store_explicit(&xs[i].v, 0, memory_order_relaxed);
     CHECK(pthread_create(&a, NULL, thread_a, NULL) == 0, "thread A");

@@ -10,11 +10,10 @@
 //! store buffers), and both loads then see 0; with it, that outcome is forbidden. Each
 //! mechanism runs for enough rounds that replacing the flush by nothing, or by a compiler
 //! fence, shows the forbidden outcome: on the 2-vCPU AMD EPYC VM, with other jobs on both
-//! cores, 15 of 16 such runs of the two microsecond mechanisms' tests failed, at rounds
-//! 2 to 14 538; the one that passed had only 4 concurrent rounds (see [`Litmus`]: a
-//! machine too busy to run both threads at once can show nothing, and the test then
-//! stops after 5 times its rounds). The global command's test (64 rounds) failed once
-//! in two such runs. The fallbacks run in a child process of this test binary, with
+//! cores, all 30 such runs failed (12 of each microsecond mechanism's test, 6 of the
+//! global command's; half with no flush, half with a compiler fence), within 48 rounds. (Before the two threads were pinned to different CPUs, a busy machine sometimes
+//! ran both on one, where they only take turns: see [`Litmus::concurrent`].) The
+//! fallbacks run in a child process of this test binary, with
 //! `VIRTMEM_LINUX_WITHOUT` withholding membarrier (read once per process).
 #![cfg(target_os = "linux")]
 
@@ -23,6 +22,7 @@ use std::process::Command;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use virtmem::backend::linux::WITHOUT_ENV;
 use virtmem::{flush_mechanism, flush_process_write_buffers, FlushMechanism, LinuxSpace};
 
@@ -105,6 +105,21 @@ fn jitter(state: &mut u32) {
     }
 }
 
+/// Two CPUs this thread may run on, if it may run on two: the litmus test pins its two
+/// threads one to each, so that a busy machine cannot put both on one CPU, where they
+/// would only take turns.
+fn two_cpus() -> Option<(CpuSet, CpuSet, CpuSet)> {
+    let allowed = sched_getaffinity(None).ok()?;
+    let mut cpus = (0..CpuSet::MAX_CPU).filter(|&c| allowed.is_set(c));
+    let (first, second) = (cpus.next()?, cpus.next()?);
+    let only = |c| {
+        let mut set = CpuSet::new();
+        set.set(c);
+        set
+    };
+    Some((allowed, only(first), only(second)))
+}
+
 /// A variable alone on its cache line (128 bytes: adjacent-line prefetch pairs lines).
 #[repr(align(128))]
 #[derive(Default)]
@@ -140,8 +155,12 @@ fn store_buffering(flush: fn(), concurrent: usize, max_rounds: usize) -> Litmus 
     let (x, y): (Vec<Line>, Vec<Line>) = ((0..BLOCK).map(line).collect(), (0..BLOCK).map(line).collect());
     let (seen_by_a, a_late): (Vec<Line>, Vec<Line>) = ((0..BLOCK).map(line).collect(), (0..BLOCK).map(line).collect());
     let (arrivals, stop) = (AtomicUsize::new(0), AtomicU32::new(0));
+    let cpus = two_cpus();
     std::thread::scope(|s| {
         s.spawn(|| {
+            if let Some((_, a, _)) = &cpus {
+                let _ = sched_setaffinity(None, a);
+            }
             let (mut rng, mut crossing) = (0x9E37_79B9u32, 0);
             loop {
                 for v in &y {
@@ -166,6 +185,9 @@ fn store_buffering(flush: fn(), concurrent: usize, max_rounds: usize) -> Litmus 
                 cross(&arrivals, crossing);
             }
         });
+        if let Some((_, _, b)) = &cpus {
+            let _ = sched_setaffinity(None, b);
+        }
         let (mut rng, mut crossing) = (0x85EB_CA6Bu32, 0);
         let mut litmus = Litmus { failed: None, rounds: 0, concurrent: 0 };
         let (mut seen_by_b, mut b_late) = ([0u32; BLOCK], [false; BLOCK]);
@@ -178,6 +200,9 @@ fn store_buffering(flush: fn(), concurrent: usize, max_rounds: usize) -> Litmus 
             crossing += 1;
             cross(&arrivals, crossing);
             if done {
+                if let Some((allowed, _, _)) = &cpus {
+                    let _ = sched_setaffinity(None, allowed);
+                }
                 return litmus;
             }
             for i in 0..BLOCK {
