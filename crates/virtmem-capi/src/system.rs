@@ -1,5 +1,5 @@
-//! `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetLargePageMinimum` and
-//! `VirtmemGetProcessSystemInfo`, `FlushProcessWriteBuffers`.
+//! `GetLastError`, `SetLastError`, `GetSystemInfo`, `GetLargePageMinimum`,
+//! `VirtmemGetProcessSystemInfo` and `FlushProcessWriteBuffers`.
 
 use crate::ffi::{last_error, run, set_last_error, Fail};
 use crate::process::{current_space, resolve};
