@@ -247,6 +247,36 @@ static void parameters_are_checked(HANDLE h, ULONG_PTR lo, ULONG_PTR hi)
     REFUSED(h, lo, K64, VirtualAlloc2(h, NULL, 0, MEM_RESERVE, PAGE_READWRITE, ps, 1), ERROR_INVALID_PARAMETER);
 }
 
+/* MEM_LARGE_PAGES with a window: its lowest start must be a multiple of the large-page
+ * size (Microsoft's MEM_ADDRESS_REQUIREMENTS: "or a multiple of the large page size returned
+ * by GetLargePageMinimum if large pages are being requested"): one only on 64 KiB is 87,
+ * nothing reserved; one on the large-page size places the block there. */
+static void large_page_window(void)
+{
+    VIRTMEM_PROCESS_CONFIG c;
+    MEM_ADDRESS_REQUIREMENTS r;
+    MEM_EXTENDED_PARAMETER p = requirements(&r);
+    const ULONG_PTR large = 0x200000, lo = 0x100000000ull;
+    HANDLE h;
+    char *b;
+    CHECK(VirtmemProcessConfigInit(&c), "init");
+    c.LargePageSize = large;
+    h = VirtmemCreateProcessEx(&c);
+    CHECK(h != NULL, "a process with 2 MiB large pages");
+    r = window(lo + K64, lo + 16 * large - 1, 0);
+    REFUSED(h, lo, 16 * large,
+            VirtualAlloc2(h, NULL, large, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &p, 1),
+            ERROR_INVALID_PARAMETER);
+    r = window(lo + large / 2, lo + 16 * large - 1, 0);
+    REFUSED(h, lo, 16 * large,
+            VirtualAlloc2(h, NULL, large, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &p, 1),
+            ERROR_INVALID_PARAMETER);
+    r = window(lo + large, lo + 16 * large - 1, 0);
+    b = VirtualAlloc2(h, NULL, large, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &p, 1);
+    CHECK(b == (char *)(lo + large), "a lowest start on the large-page size: %p", (void *)b);
+    CHECK(CloseHandle(h), "close");
+}
+
 static void handles(void)
 {
     HANDLE h = VirtmemCreateProcess();
@@ -383,6 +413,7 @@ int main(int argc, char **argv)
     int simulated_only = argc > 1 && strcmp(argv[1], "--simulated") == 0;
     simulated();
     guest32();
+    large_page_window();
     handles();
     if (!simulated_only)
         current();

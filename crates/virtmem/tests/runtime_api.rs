@@ -658,3 +658,26 @@ fn an_address_window_is_checked() {
     );
     assert_eq!(s.alloc_within(usize::MAX, T::RESERVE, Pr::NOACCESS, ok), Err(Error::InvalidParameter));
 }
+
+/// With `MEM_LARGE_PAGES` the lowest start must be a multiple of the large-page size
+/// (Microsoft's documentation of `MEM_ADDRESS_REQUIREMENTS`: "a multiple of the large page
+/// size returned by GetLargePageMinimum if large pages are being requested"): one that is
+/// only on 64 KiB is `ERROR_INVALID_PARAMETER` and reserves nothing, one on the large-page
+/// size places the reservation there; without large pages 64 KiB is enough.
+#[test]
+fn a_large_page_window_starts_on_a_large_page() {
+    let s = SimSpace::simulated();
+    let large = s.system_info().large_page_size;
+    assert!(large > G, "the simulated space has large pages ({large:#x})");
+    let ty = T::RESERVE | T::COMMIT | T::LARGE_PAGES;
+    let lo = 0x1_0000_0000;
+    for off in [G, large / 2, large - G] {
+        let req = window(lo + off, lo + 16 * large, 0);
+        assert_eq!(s.alloc_within(large, ty, Pr::READWRITE, req), Err(Error::InvalidParameter), "{off:#x}");
+        let req = window(lo + off, lo + 16 * large, 0);
+        assert_eq!(s.alloc_within(G, T::RESERVE, Pr::READWRITE, req), Ok(lo + off), "{off:#x} without large pages");
+        s.free(lo + off, 0, F::RELEASE).unwrap();
+    }
+    assert_eq!(s.stats().reservations, 0, "the refused calls reserved nothing");
+    assert_eq!(s.alloc_within(large, ty, Pr::READWRITE, window(lo + large, lo + 16 * large, 0)), Ok(lo + large));
+}
