@@ -1313,7 +1313,8 @@ LPVOID VirtualAllocEx(HANDLE hProcess, LPVOID lpAddress, SIZE_T dwSize, DWORD fl
  * all-zero address requirements it is `VirtualAllocEx` exactly. With address
  * requirements it makes a new reservation (`MEM_RESERVE`, or `MEM_COMMIT` alone, which
  * reserves and commits; any other type -> 87) inside their window: starting at or after
- * `LowestStartingAddress` (NULL: the process's lowest address), its last 64 KiB granule
+ * `LowestStartingAddress` (NULL: the process's lowest address; not a multiple of 64 KiB,
+ * or with `MEM_LARGE_PAGES` of the large-page size -> 87), its last 64 KiB granule
  * ending at or before `HighestEndingAddress` (NULL: the process's highest; past it, or
  * not one less than a multiple of 64 KiB -> 87), its base a multiple of `Alignment` (0:
  * 64 KiB; not a power of two of at least 64 KiB -> 87): bottom-up the lowest such place,

@@ -276,8 +276,8 @@ pub struct SystemInfo {
 /// All zeros (the default) means anywhere, 64 KiB aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct AddressRequirements {
-    /// The lowest address the reservation may start at: a multiple of 64 KiB (0: the
-    /// space's lowest).
+    /// The lowest address the reservation may start at: a multiple of 64 KiB, of the
+    /// large-page size with `MEM_LARGE_PAGES` (0: the space's lowest).
     pub lowest_starting_address: usize,
     /// The highest address the reservation may reach, inclusive: one less than a
     /// multiple of 64 KiB, not past the space's highest address (0: that address).

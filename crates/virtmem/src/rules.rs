@@ -37,12 +37,14 @@ pub(crate) fn normalized(l: Limits) -> Limits {
 
 /// The window a reservation with `req` must lie in (its claim of whole granules
 /// included), and the alignment of its base; `ERROR_INVALID_PARAMETER` for a lowest start
-/// that is not a multiple of 64 KiB, a highest end that is not one less than one (0 is
-/// the top) or lies past the top or below the lowest start, and an alignment that is not
-/// 0 or a power of two of at least 64 KiB.
+/// that is not a multiple of 64 KiB (with `large`, a `MEM_LARGE_PAGES` reserve, of the
+/// large-page size, as Microsoft documents `LowestStartingAddress`), a highest end that is
+/// not one less than a multiple of 64 KiB (0 is the top) or lies past the top or below the
+/// lowest start, and an alignment that is not 0 or a power of two of at least 64 KiB.
 pub(crate) fn address_window(
     req: &crate::flags::AddressRequirements,
     limits: &Limits,
+    large: bool,
 ) -> Result<(Range<usize>, usize)> {
     let top = limits.end_address;
     let lo = req.lowest_starting_address;
@@ -50,7 +52,9 @@ pub(crate) fn address_window(
         0 => top,
         h => h.checked_add(1).ok_or(Error::InvalidParameter)?,
     };
-    if lo % GRANULE != 0 || hi % GRANULE != 0 || hi > top || hi <= lo {
+    // (A large reserve has a large-page size: `alloc_request` refused it otherwise.)
+    let lo_unit = if large { limits.large_page_size.max(GRANULE) } else { GRANULE };
+    if lo % lo_unit != 0 || hi % GRANULE != 0 || hi > top || hi <= lo {
         return Err(Error::InvalidParameter);
     }
     let align = match req.alignment {

@@ -416,7 +416,8 @@ impl<B: Backend> AddressSpace<B> {
     /// it calls (a `rel32` call's reach).
     ///
     /// Fails as `alloc(0, size, ty, protect)` does, and also with
-    /// `ERROR_INVALID_PARAMETER` for a window [`AddressRequirements`] does not allow or a
+    /// `ERROR_INVALID_PARAMETER` for a window [`AddressRequirements`] does not allow (with
+    /// `MEM_LARGE_PAGES`, a lowest start that is not a multiple of the large-page size) or a
     /// type that does not make a new reservation, and `ERROR_NOT_ENOUGH_MEMORY` when no
     /// free range of the window fits (although the space may have room elsewhere).
     /// Finding the place costs what an `alloc` at no particular address costs (a search
@@ -450,7 +451,7 @@ impl<B: Backend> AddressSpace<B> {
         else {
             return Err(Error::InvalidParameter);
         };
-        let (window, align) = rules::address_window(&req, &self.limits)?;
+        let (window, align) = rules::address_window(&req, &self.limits, large)?;
         let opts = ReserveOptions { large_pages: large, write_watch };
         self.reserve_range(None, size, commit, top_down, opts, physical, protect, Some((window, align)))
     }
