@@ -26,6 +26,12 @@ gcc -std=c89 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.c" -o
 if command -v g++ >/dev/null; then
   cp "$build/header.c" "$build/header.cc"
   g++ -std=c++11 -Wall -Wextra -Wpedantic -Werror -I include -c "$build/header.cc" -o "$build/header-cc.o"
+  echo "-- header: C++ written against winnt.h's MEM_EXTENDED_PARAMETER compiles unchanged and runs"
+  for std in c++11 c++20; do
+    g++ -std=$std -Wall -Werror -I include tests/c/port_valloc2.cc -o "$build/port_valloc2-$std" \
+      -L "$lib" -Wl,-rpath,"$lib" -lvirtmem
+    "$build/port_valloc2-$std" >/dev/null
+  done
 else
   echo "   (g++ not installed: C++ compile check not run)"
 fi

@@ -5,7 +5,9 @@
  * alignment, and a window with no room fails with ERROR_NOT_ENOUGH_MEMORY; every parameter
  * libvirtmem does not take is refused (87, or 998 for a pointer it cannot read) with
  * nothing changed. Also VirtmemGetProcessSystemInfo: each process's own user range. */
+#include <pthread.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "virtmem.h"
@@ -17,6 +19,7 @@
 _Static_assert(sizeof(MEM_EXTENDED_PARAMETER) == 16, "MEM_EXTENDED_PARAMETER is 16 bytes");
 _Static_assert(offsetof(MEM_EXTENDED_PARAMETER, ULong64) == 8, "the union follows the type word");
 _Static_assert(offsetof(MEM_EXTENDED_PARAMETER, Pointer) == 8, "the union follows the type word");
+_Static_assert(_Alignof(MEM_EXTENDED_PARAMETER) == 8, "aligned as winnt.h's DECLSPEC_ALIGN(8)");
 _Static_assert(sizeof(MEM_ADDRESS_REQUIREMENTS) == 24, "MEM_ADDRESS_REQUIREMENTS is 24 bytes");
 _Static_assert(offsetof(MEM_ADDRESS_REQUIREMENTS, HighestEndingAddress) == 8, "req");
 _Static_assert(offsetof(MEM_ADDRESS_REQUIREMENTS, Alignment) == 16, "req");
@@ -277,6 +280,141 @@ static void large_page_window(void)
     CHECK(CloseHandle(h), "close");
 }
 
+/* Windows code as it is written against winnt.h compiles and runs unchanged: the
+ * universal zero initialiser and member assignment (Microsoft's and Raymond Chen's
+ * examples), and C99 designated initialisers naming the nameless members. */
+static void windows_code_compiles_unchanged(void)
+{
+    HANDLE h = VirtmemCreateProcess();
+    MEM_ADDRESS_REQUIREMENTS requirements = {0};
+    MEM_EXTENDED_PARAMETER param = {0};
+    MEM_EXTENDED_PARAMETER both[2] = {
+        {.Type = MemExtendedParameterAddressRequirements, .Pointer = &requirements},
+        {.Type = MemExtendedParameterNumaNode, .ULong64 = 0},
+    };
+    PMEM_EXTENDED_PARAMETER pp = &param;
+    char *a, *b;
+    requirements.LowestStartingAddress = (PVOID)0x80000000ull;
+    requirements.HighestEndingAddress = (PVOID)0xFFFFFFFFull;
+    requirements.Alignment = M1;
+    param.Type = MemExtendedParameterAddressRequirements;
+    param.Pointer = &requirements;
+    CHECK(pp->Type == MemExtendedParameterAddressRequirements && pp->Reserved == 0, "the type bit-field");
+    a = VirtualAlloc2(h, NULL, K64, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, &param, 1);
+    CHECK(a == (char *)0x80000000ull, "between 2 and 4 GiB at 1 MiB: %p", (void *)a);
+    b = VirtualAlloc2(h, NULL, K64, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, both, 2);
+    CHECK(b == (char *)0x80100000ull, "designated initialisers: %p", (void *)b);
+    CHECK(CloseHandle(h), "close");
+}
+
+/* A fold of every region of process h (base, size, state, protection, type): what a
+ * failed call must leave as it was. */
+static unsigned long long layout(HANDLE h)
+{
+    MEMORY_BASIC_INFORMATION m;
+    unsigned long long sum = 0;
+    ULONG_PTR at = 0;
+    while (VirtualQueryEx(h, (void *)at, &m, sizeof m) == sizeof m) {
+        sum = sum * 1000003u + (ULONG_PTR)m.BaseAddress + m.RegionSize * 7 + m.State * 31 + m.Protect * 131 + m.Type;
+        if ((ULONG_PTR)m.BaseAddress + m.RegionSize <= at)
+            break;
+        at = (ULONG_PTR)m.BaseAddress + m.RegionSize;
+    }
+    return sum;
+}
+
+/* A parameter array, or a MEM_ADDRESS_REQUIREMENTS, that runs into memory the caller
+ * cannot read: 998 (87 when a refused parameter comes first), however large the count,
+ * reading nothing past the first entry it cannot read; the process is left as it was. */
+static void unreadable_parameters(HANDLE h)
+{
+    char *page = VirtualAlloc(NULL, 2 * K64, MEM_RESERVE, PAGE_NOACCESS);
+    MEM_EXTENDED_PARAMETER *last, ps[1];
+    unsigned long long before = layout(h);
+    CHECK(page != NULL && VirtualAlloc(page, 0x1000, MEM_COMMIT, PAGE_READWRITE) == page, "a page before an unreadable one");
+    if (page == NULL)
+        return;
+    last = (MEM_EXTENDED_PARAMETER *)(page + 0x1000) - 1;
+    *last = param(MemExtendedParameterNumaNode, 0);
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, last, 2) == NULL, ERROR_NOACCESS);
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, last, 0xFFFFFFFFu) == NULL, ERROR_NOACCESS);
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, last + 1, 1) == NULL, ERROR_NOACCESS);
+    *last = param(MemExtendedParameterInvalidType, 0);
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, last, 0xFFFFFFFFu) == NULL, ERROR_INVALID_PARAMETER);
+    ps[0] = requirements((MEM_ADDRESS_REQUIREMENTS *)(page + 0x1000));
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, ps, 1) == NULL, ERROR_NOACCESS);
+    ps[0] = requirements((MEM_ADDRESS_REQUIREMENTS *)(page + 0x1000 - 8));
+    CHECK_ERR(VirtualAlloc2(h, NULL, K64, MEM_RESERVE, PAGE_READWRITE, ps, 1) == NULL, ERROR_NOACCESS);
+    CHECK(layout(h) == before, "the refused calls changed the process");
+    CHECK(VirtualFree(page, 0, MEM_RELEASE), "release");
+}
+
+#define THREADS 4
+#define PER_THREAD 100
+struct racer {
+    HANDLE h;
+    ULONG_PTR lo;
+    int id;
+    char *got[PER_THREAD];
+    DWORD err[PER_THREAD];
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    MEM_ADDRESS_REQUIREMENTS w;
+    MEM_EXTENDED_PARAMETER p = requirements(&w);
+    int i;
+    /* Overlapping windows inside [lo, lo + 16 MiB): some start 1 MiB in, some end 1 MiB short. */
+    w = window(r->lo + (r->id & 1) * M1, r->lo + 16 * M1 - 1 - (r->id & 2) / 2 * M1, 0);
+    for (i = 0; i < PER_THREAD; i++) {
+        DWORD td = (i + r->id) & 1 ? MEM_TOP_DOWN : 0;
+        r->got[i] = VirtualAlloc2(r->h, NULL, K64, MEM_RESERVE | td, PAGE_READWRITE, &p, 1);
+        r->err[i] = GetLastError();
+    }
+    return NULL;
+}
+
+static int by_address(const void *a, const void *b)
+{
+    ULONG_PTR x = *(const ULONG_PTR *)a, y = *(const ULONG_PTR *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Threads reserving 64 KiB blocks in overlapping windows of process h: no two blocks
+ * overlap, every one lies in [lo, lo + 16 MiB) (free on entry), and together they fill
+ * its 256 granules exactly, the calls that found no room failing with 8. */
+static void concurrent_windows(HANDLE h, ULONG_PTR lo)
+{
+    static struct racer r[THREADS];
+    static ULONG_PTR all[THREADS * PER_THREAD];
+    pthread_t t[THREADS];
+    int i, j, n = 0;
+    for (i = 0; i < THREADS; i++) {
+        r[i].h = h;
+        r[i].lo = lo;
+        r[i].id = i;
+        CHECK(pthread_create(&t[i], NULL, race, &r[i]) == 0, "thread %d", i);
+    }
+    for (i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (i = 0; i < THREADS; i++)
+        for (j = 0; j < PER_THREAD; j++) {
+            if (r[i].got[j] != NULL)
+                all[n++] = (ULONG_PTR)r[i].got[j];
+            else
+                CHECK(r[i].err[j] == ERROR_NOT_ENOUGH_MEMORY, "thread %d call %d: err=%u", i, j, (unsigned)r[i].err[j]);
+        }
+    qsort(all, n, sizeof all[0], by_address);
+    CHECK(n == 256, "%d blocks placed in 256 granules", n);
+    for (i = 0; i < n; i++) {
+        CHECK(all[i] >= lo && all[i] + K64 <= lo + 16 * M1, "block %#lx outside the windows", (unsigned long)all[i]);
+        CHECK(i == 0 || all[i] >= all[i - 1] + K64, "blocks %#lx and %#lx overlap", (unsigned long)all[i - 1],
+              (unsigned long)all[i]);
+        CHECK(VirtualFreeEx(h, (void *)all[i], 0, MEM_RELEASE), "release");
+    }
+}
+
 static void handles(void)
 {
     HANDLE h = VirtmemCreateProcess();
@@ -309,6 +447,8 @@ static void simulated(void)
     window_is_honoured(b, 0x100000000ull, 0x100000000ull + 64 * M1 - 1);
     window_is_honoured(b, 0x7FFFFBF00000ull, 0x7FFFFFFEFFFFull); /* to the top, from a 1 MiB boundary */
     parameters_are_checked(b, 0x200000000ull, 0x200000000ull + M1 - 1);
+    unreadable_parameters(b);
+    concurrent_windows(b, 0x300000000ull);
     CHECK(CloseHandle(a) && CloseHandle(b), "close");
 }
 
@@ -361,6 +501,7 @@ static void current(void)
         window_is_honoured(NULL, lo, lo + 64 * M1 - 1);
         parameters_are_checked(b, lo, lo + M1 - 1);
         parameters_are_checked(NULL, lo, lo + M1 - 1);
+        concurrent_windows(b, lo);
     }
 }
 
@@ -414,6 +555,7 @@ int main(int argc, char **argv)
     simulated();
     guest32();
     large_page_window();
+    windows_code_compiles_unchanged();
     handles();
     if (!simulated_only)
         current();
