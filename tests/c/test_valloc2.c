@@ -501,6 +501,9 @@ static void current(void)
         window_is_honoured(NULL, lo, lo + 64 * M1 - 1);
         parameters_are_checked(b, lo, lo + M1 - 1);
         parameters_are_checked(NULL, lo, lo + M1 - 1);
+        /* (After simulated()'s race: glibc reuses those threads' cached stacks and malloc
+         * arenas, so these threads map nothing new into the window, which the kernel would
+         * otherwise pick first: it is where its last free hole of that size was.) */
         concurrent_windows(b, lo);
     }
 }
