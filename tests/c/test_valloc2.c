@@ -31,6 +31,17 @@ _Static_assert(MemExtendedParameterInvalidType == 0 && MemExtendedParameterAddre
                "MEM_EXTENDED_PARAMETER_TYPE values");
 _Static_assert(MEM_RESERVE_PLACEHOLDER == 0x40000 && MEM_REPLACE_PLACEHOLDER == 0x4000, "placeholder flags");
 
+/* Code written for SDKs that lacked VirtualAlloc2 declares MEM_EXTENDED_PARAMETER itself
+ * when winnt.h's placeholder flags are missing (DPDK's EAL tests MEM_PRESERVE_PLACEHOLDER):
+ * against virtmem.h that declaration must be skipped, not collide with the header's. */
+#ifndef MEM_PRESERVE_PLACEHOLDER
+typedef enum MEM_EXTENDED_PARAMETER_TYPE {
+    MemExtendedParameterInvalidType,
+    MemExtendedParameterAddressRequirements,
+} MEM_EXTENDED_PARAMETER_TYPE;
+#endif
+_Static_assert(MEM_COALESCE_PLACEHOLDERS == 0x1 && MEM_PRESERVE_PLACEHOLDER == 0x2, "VirtualFree's placeholder flags");
+
 static MEM_EXTENDED_PARAMETER param(DWORD type, ULONG64 value)
 {
     MEM_EXTENDED_PARAMETER p;
@@ -415,6 +426,21 @@ static void concurrent_windows(HANDLE h, ULONG_PTR lo)
     }
 }
 
+/* VirtualFree's placeholder flags are declared (winnt.h's values) and refused: 87, the
+ * reservation left whole. */
+static void placeholder_frees_are_refused(void)
+{
+    HANDLE h = VirtmemCreateProcess();
+    MEMORY_BASIC_INFORMATION m;
+    char *p = VirtualAllocEx(h, NULL, 2 * K64, MEM_RESERVE, PAGE_NOACCESS);
+    CHECK(p != NULL, "reserve");
+    CHECK_ERR(!VirtualFreeEx(h, p, K64, MEM_RELEASE | MEM_PRESERVE_PLACEHOLDER), ERROR_INVALID_PARAMETER);
+    CHECK_ERR(!VirtualFreeEx(h, p, 2 * K64, MEM_RELEASE | MEM_COALESCE_PLACEHOLDERS), ERROR_INVALID_PARAMETER);
+    CHECK(VirtualQueryEx(h, p, &m, sizeof m) == sizeof m && m.State == MEM_RESERVE && m.RegionSize == 2 * K64,
+          "the reservation is whole");
+    CHECK(CloseHandle(h), "close");
+}
+
 static void handles(void)
 {
     HANDLE h = VirtmemCreateProcess();
@@ -559,6 +585,7 @@ int main(int argc, char **argv)
     guest32();
     large_page_window();
     windows_code_compiles_unchanged();
+    placeholder_frees_are_refused();
     handles();
     if (!simulated_only)
         current();
