@@ -979,6 +979,20 @@ typedef intptr_t LONG_PTR;
 #define MEM_RESERVE_PLACEHOLDER 262144
 
 /**
+ * `MEM_COALESCE_PLACEHOLDERS` (0x1, `VirtualFree` with `MEM_RELEASE`): placeholders are
+ * not supported; `VirtualFree` refuses it with `ERROR_INVALID_PARAMETER` (87). Declared
+ * because code written for SDKs without `VirtualAlloc2` tests these flags to decide
+ * whether to declare `MEM_EXTENDED_PARAMETER` itself.
+ */
+#define MEM_COALESCE_PLACEHOLDERS 1
+
+/**
+ * `MEM_PRESERVE_PLACEHOLDER` (0x2, `VirtualFree` with `MEM_RELEASE`): placeholders are
+ * not supported; `VirtualFree` refuses it with `ERROR_INVALID_PARAMETER` (87).
+ */
+#define MEM_PRESERVE_PLACEHOLDER 2
+
+/**
  * `PAGE_NOACCESS` (0x01).
  */
 #define PAGE_NOACCESS 1

@@ -107,6 +107,14 @@ pub const MEM_REPLACE_PLACEHOLDER: DWORD = 0x4000;
 /// `MEM_RESERVE_PLACEHOLDER` (0x40000, `VirtualAlloc2`): placeholders are not supported;
 /// `VirtualAlloc2` refuses it with `ERROR_INVALID_PARAMETER` (87).
 pub const MEM_RESERVE_PLACEHOLDER: DWORD = 0x40000;
+/// `MEM_COALESCE_PLACEHOLDERS` (0x1, `VirtualFree` with `MEM_RELEASE`): placeholders are
+/// not supported; `VirtualFree` refuses it with `ERROR_INVALID_PARAMETER` (87). Declared
+/// because code written for SDKs without `VirtualAlloc2` tests these flags to decide
+/// whether to declare `MEM_EXTENDED_PARAMETER` itself.
+pub const MEM_COALESCE_PLACEHOLDERS: DWORD = 0x1;
+/// `MEM_PRESERVE_PLACEHOLDER` (0x2, `VirtualFree` with `MEM_RELEASE`): placeholders are
+/// not supported; `VirtualFree` refuses it with `ERROR_INVALID_PARAMETER` (87).
+pub const MEM_PRESERVE_PLACEHOLDER: DWORD = 0x2;
 
 /// `PAGE_NOACCESS` (0x01).
 pub const PAGE_NOACCESS: DWORD = 0x01;
