@@ -463,19 +463,19 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
     rows.push((format!("query among {n_live} live allocations (x{n_query})"), raw[1], lin[1], s[1]));
     rows.push((format!("{n_live} live allocations: release each"), raw[2], lin[2], s[2]));
 
-    println!(
+    outln!(
         "virtmem bench (ns per operation, the median of {runs} timed run(s) after a warm-up, the contenders taking turns; ratio = backend / raw system calls, measured in this run)"
     );
-    println!("{:<66} {:>20} {:>20} {:>20}", "workload", "raw syscalls", "linux backend", "simulated");
+    outln!("{:<66} {:>20} {:>20} {:>20}", "workload", "raw syscalls", "linux backend", "simulated");
     for (name, raw, lin, sim) in rows {
-        println!("{name:<66} {:>20} {:>20} {:>20}", cell(raw, None), cell(lin, raw), cell(sim, raw));
+        outln!("{name:<66} {:>20} {:>20} {:>20}", cell(raw, None), cell(lin, raw), cell(sim, raw));
     }
-    println!("raw syscalls: mmap(PROT_NONE) / mprotect / madvise(DONTNEED)+mprotect / munmap");
+    outln!("raw syscalls: mmap(PROT_NONE) / mprotect / madvise(DONTNEED)+mprotect / munmap");
     #[cfg(target_os = "linux")]
     let raw_count = if n_raw_query == n_query { String::new() } else { format!(", {n_raw_query} of them") };
     #[cfg(not(target_os = "linux"))]
     let raw_count = String::new();
-    println!("raw query baseline: {query_baseline}{raw_count}");
+    outln!("raw query baseline: {query_baseline}{raw_count}");
     #[cfg(target_os = "linux")]
     if let Some(l) = &linux {
         // What the backend was really made with, and whether this kernel has guard regions.
@@ -486,14 +486,14 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "linux backend: pool of {} bytes{capped}, guard regions {} ({})",
             b.pool_cap(),
             if o.guard_regions { "asked for" } else { "off" },
             if b.uses_guard_regions() { "in use" } else { "not in use" }
         );
         let missing = b.missing_features();
-        println!(
+        outln!(
             "linux backend does without: {} (kernel features missing or withheld by VIRTMEM_LINUX_WITHOUT)",
             if missing.is_empty() { "nothing".to_string() } else { missing.join(", ") }
         );

@@ -1,6 +1,9 @@
 //! `virtmem`: run Win32 memory scripts against a simulated (or this process's real)
 //! address space, print and draw memory maps, replay call traces, benchmark.
 
+#[macro_use]
+mod out;
+
 mod bench;
 #[cfg(test)]
 mod fuzz_tests;
@@ -116,7 +119,7 @@ pub enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let status = match cli.command {
         Command::Run { script, os, svg, trace } => run(script.as_deref(), os, svg.as_deref(), trace.as_deref()),
         Command::Replay { trace, format, svg, strict, max_diffs } => {
             replay::main(&trace, format, svg.as_deref(), strict, max_diffs)
@@ -124,7 +127,8 @@ fn main() -> ExitCode {
         Command::Bench { scale, runs, pool_bytes, no_guard_regions } => {
             bench::main(scale, runs, bench::LinuxSetup { pool_bytes, guard_regions: !no_guard_regions })
         }
-    }
+    };
+    out::finish(status)
 }
 
 /// This process's real address space (the Linux backend).
@@ -186,7 +190,7 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
     } else {
         (Box::new(SimSpace::simulated()), "simulated")
     };
-    let mut session = script::Session::new(space, kind, Box::new(std::io::stdout()));
+    let mut session = script::Session::new(space, kind, Box::new(out::Stdout));
     if let Some(t) = trace {
         match std::fs::OpenOptions::new().create(true).append(true).open(t) {
             Ok(f) => session.set_trace(virtmem::trace::TraceWriter::to_writer(Box::new(f))),
@@ -283,15 +287,15 @@ fn prompt(session: &mut script::Session) {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
     if tty {
-        println!("virtmem interactive: Win32 memory calls on a fresh address space. `help` lists the commands, `quit` leaves.");
+        outln!("virtmem interactive: Win32 memory calls on a fresh address space. `help` lists the commands, `quit` leaves.");
     }
     let mut compiler = script::Compiler::default();
     let mut lines = stdin.lock();
     let mut n = 0;
     loop {
         if tty {
-            print!("virtmem> ");
-            let _ = std::io::stdout().flush();
+            out!("virtmem> ");
+            let _ = out::Stdout.flush();
         }
         let mut buf = Vec::new();
         match lines.read_until(b'\n', &mut buf) {
@@ -307,7 +311,7 @@ fn prompt(session: &mut script::Session) {
         match word {
             "quit" | "exit" | "q" => break,
             "help" | "?" => {
-                println!("{}", HELP);
+                outln!("{}", HELP);
                 continue;
             }
             _ => {}

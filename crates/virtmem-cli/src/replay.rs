@@ -197,7 +197,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
         }
     };
     let summary = summarize(&report, &*space, format);
-    print!("{summary}");
+    out!("{summary}");
     if let Some(p) = svg {
         let notes: Vec<String> = summary.lines().take(4).map(str::to_string).collect();
         let title = format!("virtmem replay {}", path.display());
