@@ -82,3 +82,15 @@ fn a_closed_pipe_on_stdout_keeps_the_run_status() {
         assert!(!o.stderr.contains("cannot write"), "{args:?}: {}", o.stderr);
     }
 }
+
+/// `run --trace FILE` on a file that cannot take the lines: the trace writer stopped at
+/// the first failed line and the run exited 0, leaving a recording without its calls for a
+/// replay to pass on. The error names the file, and the status is 2 (the run's output is
+/// still printed).
+#[test]
+fn a_trace_file_that_cannot_be_written_is_an_error() {
+    let o = run(virtmem().args(["run", "examples/scripts/gc-heap.vms", "--trace", "/dev/full"]));
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("error: cannot write trace file /dev/full: No space left on device"), "{}", o.stderr);
+    assert!(o.stdout.contains("VirtualAlloc(NULL, 0x10000000, MEM_RESERVE|MEM_WRITE_WATCH"), "{}", o.stdout);
+}

@@ -1,0 +1,45 @@
+//! `replay --strict` in a CI pipeline: a pass must mean every recorded call was replayed
+//! and matched, not that unreadable lines were skipped with a note.
+
+mod util;
+
+use util::*;
+
+/// The shipped gc-heap trace with one record cut mid-line (a program killed while
+/// writing it) and one unknown function in the middle. Without --strict they are skipped
+/// with a note (exit 0); with --strict the replay exited 0 too, so a corrupt trace passed.
+/// Now: exit 2 (bad input, not a difference: 1 is kept for results that differ), the
+/// error naming the file and the first skipped line.
+#[test]
+fn strict_replay_fails_when_lines_were_skipped() {
+    let good = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("shipped trace");
+    let mut lines: Vec<&str> = good.lines().collect();
+    lines.insert(3, "VirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x");
+    lines.insert(5, "Frobnicate 0x1 -> 0x0 err=0");
+    let t = tmp("skipped-lines.vmt");
+    std::fs::write(&t, lines.join("\n") + "\n").expect("trace");
+    let lenient = run(virtmem().arg("replay").arg(&t));
+    assert_eq!(lenient.code, 0, "{}", lenient.stderr);
+    assert!(lenient.stdout.contains("note: skipped line 4, column"), "{}", lenient.stdout);
+    assert!(lenient.stdout.contains("note: skipped line 6, column 1: unknown function `Frobnicate`"), "{}", lenient.stdout);
+    let strict = run(virtmem().args(["replay", "--strict"]).arg(&t));
+    assert_eq!(strict.code, 2, "{}{}", strict.stdout, strict.stderr);
+    assert!(
+        strict.stderr.contains("skipped-lines.vmt: --strict: 2 line(s) could not be read and were not replayed (the first: line 4)"),
+        "{}",
+        strict.stderr
+    );
+    // The report is still printed, and the calls that were read still replay clean.
+    assert!(strict.stdout.contains("calls whose result differs from the recorded one: 0"), "{}", strict.stdout);
+    // The same trace cut in the middle of its last line.
+    let cut = &good[..good.trim_end().len() - 4];
+    let t = tmp("cut-last-line.vmt");
+    std::fs::write(&t, cut).expect("trace");
+    let strict = run(virtmem().args(["replay", "--strict"]).arg(&t));
+    assert_eq!(strict.code, 2, "{}{}", strict.stdout, strict.stderr);
+    let last = cut.lines().count();
+    assert!(strict.stderr.contains(&format!("(the first: line {last})")), "{}", strict.stderr);
+    // The shipped trace itself passes.
+    let o = run(virtmem().args(["replay", "--strict", "examples/traces/gc-heap.vmt"]));
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""));
+}
