@@ -58,7 +58,8 @@ enum Command {
     /// Reads virtmem's own trace format (written by libvirtmem when VIRTMEM_TRACE names
     /// a file) and, best effort, Wine's `WINEDEBUG=+virtual` log. Exit status: 0, or 1
     /// with --strict when a call's result differs from the recorded one, 2 for an
-    /// unreadable trace.
+    /// unreadable trace (with --strict, also for a virtmem trace with lines it could not
+    /// read, which are otherwise skipped with a note).
     Replay {
         /// The trace file.
         trace: PathBuf,
@@ -68,7 +69,8 @@ enum Command {
         /// Draw the final address space as SVG into FILE.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
-        /// Exit with status 1 when any call's result differs from the recorded one.
+        /// Exit with status 1 when any call's result differs from the recorded one, 2 when
+        /// a line of a virtmem trace could not be read (and so was not replayed).
         #[arg(long)]
         strict: bool,
         /// List at most N differing calls (all are counted).

@@ -33,6 +33,10 @@ struct Report {
     diff_count: usize,
     max_diffs: usize,
     notes: Vec<String>,
+    /// Lines of a virtmem trace that could not be read (malformed records, headers), and
+    /// the first of them: skipped with a note, and a failure under `--strict`.
+    unreadable: usize,
+    first_unreadable: Option<usize>,
 }
 
 impl Report {
@@ -47,7 +51,15 @@ impl Report {
             diff_count: 0,
             max_diffs,
             notes: Vec::new(),
+            unreadable: 0,
+            first_unreadable: None,
         }
+    }
+
+    /// Count line `line` as one that could not be read.
+    fn unreadable(&mut self, line: usize) {
+        self.unreadable += 1;
+        self.first_unreadable = Some(self.first_unreadable.map_or(line, |f| f.min(line)));
     }
 
     fn diff(&mut self, text: String) {
@@ -206,6 +218,17 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
             return ExitCode::from(2);
         }
     }
+    if strict && report.unreadable > 0 {
+        // A strict pass means every recorded call was replayed and matched; a trace it
+        // could not wholly read is bad input (2), whatever the calls it did read gave.
+        eprintln!(
+            "error: {}: --strict: {} line(s) could not be read and were not replayed (the first: line {})",
+            path.display(),
+            report.unreadable,
+            report.first_unreadable.unwrap_or(0)
+        );
+        return ExitCode::from(2);
+    }
     if strict && report.diff_count > 0 {
         return ExitCode::from(1);
     }
@@ -337,6 +360,7 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
                     report.notes.push(lost_note(hline, n));
                 }
                 report.notes.push(format!("skipped line {line}, {error}"));
+                report.unreadable(line);
             }
             Err(trace::ReadError::Parse { line, .. }) if lines.is_empty() => {
                 return Err(format!(
@@ -345,6 +369,11 @@ fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, 
             }
             Err(e) => {
                 bad += 1;
+                report.unreadable(match &e {
+                    trace::ReadError::Parse { line, .. }
+                    | trace::ReadError::NoHeader { line }
+                    | trace::ReadError::Io { line, .. } => *line,
+                });
                 if bad <= 5 {
                     report.notes.push(format!("skipped {e}"));
                 }
