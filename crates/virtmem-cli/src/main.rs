@@ -18,6 +18,7 @@ mod wine;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use virtmem::{SimSpace, VirtualSpace};
@@ -193,9 +194,13 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         (Box::new(SimSpace::simulated()), "simulated")
     };
     let mut session = script::Session::new(space, kind, Box::new(out::Stdout));
+    let trace_failure: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
     if let Some(t) = trace {
         match std::fs::OpenOptions::new().create(true).append(true).open(t) {
-            Ok(f) => session.set_trace(virtmem::trace::TraceWriter::to_writer(Box::new(f))),
+            Ok(f) => {
+                let sink = FailureKept { inner: f, failure: trace_failure.clone() };
+                session.set_trace(virtmem::trace::TraceWriter::to_writer(Box::new(sink)))
+            }
             Err(e) => {
                 eprintln!("error: cannot open trace file {}: {e}", t.display());
                 return ExitCode::from(2);
@@ -268,6 +273,12 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
             return ExitCode::from(2);
         }
     }
+    let failure = trace_failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let (Some(t), Some(e)) = (trace, failure) {
+        // The trace writer stops at its first failed line: what the file holds is not the run.
+        eprintln!("error: cannot write trace file {}: {e} (the trace is incomplete)", t.display());
+        return ExitCode::from(2);
+    }
     if status == 0 && session.failed_expectations > 0 {
         if !interactive {
             eprintln!("{} expectation(s) failed", session.failed_expectations);
@@ -275,6 +286,38 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         return ExitCode::from(1);
     }
     ExitCode::from(status)
+}
+
+/// A sink that keeps its first write error where the caller can see it (the trace writer
+/// only stops writing).
+struct FailureKept<W> {
+    inner: W,
+    failure: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl<W: Write> FailureKept<W> {
+    fn keep<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
+        // (An interrupted write is retried by write_all, not a failure.)
+        if let Some(e) = r.as_ref().err().filter(|e| e.kind() != std::io::ErrorKind::Interrupted) {
+            let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(std::io::Error::new(e.kind(), e.to_string()));
+            }
+        }
+        r
+    }
+}
+
+impl<W: Write> Write for FailureKept<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.keep(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.keep(r)
+    }
 }
 
 fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {

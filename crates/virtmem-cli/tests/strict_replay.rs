@@ -21,11 +21,17 @@ fn strict_replay_fails_when_lines_were_skipped() {
     let lenient = run(virtmem().arg("replay").arg(&t));
     assert_eq!(lenient.code, 0, "{}", lenient.stderr);
     assert!(lenient.stdout.contains("note: skipped line 4, column"), "{}", lenient.stdout);
-    assert!(lenient.stdout.contains("note: skipped line 6, column 1: unknown function `Frobnicate`"), "{}", lenient.stdout);
+    assert!(
+        lenient.stdout.contains("note: skipped line 6, column 1: unknown function `Frobnicate`"),
+        "{}",
+        lenient.stdout
+    );
     let strict = run(virtmem().args(["replay", "--strict"]).arg(&t));
     assert_eq!(strict.code, 2, "{}{}", strict.stdout, strict.stderr);
     assert!(
-        strict.stderr.contains("skipped-lines.vmt: --strict: 2 line(s) could not be read and were not replayed (the first: line 4)"),
+        strict.stderr.contains(
+            "skipped-lines.vmt: --strict: 2 line(s) could not be read and were not replayed (the first: line 4)"
+        ),
         "{}",
         strict.stderr
     );
