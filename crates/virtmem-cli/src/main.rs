@@ -27,19 +27,30 @@ use virtmem::{SimSpace, VirtualSpace};
 #[command(
     name = "virtmem",
     version,
-    about = "The Win32 virtual-memory model: run scripts, view memory maps, replay traces, benchmark"
+    about = "The Win32 virtual-memory model: run scripts, view memory maps, replay traces, benchmark",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The exit codes, shown under `virtmem --help` (README.md and docs/script.md give the same).
+const EXIT_STATUS: &str = "\
+Exit status:
+  0 success
+  1 an `expect` failed (run), results differ from the trace (replay --strict)
+  2 bad input: a script or trace that cannot be read or parsed (with replay --strict, a
+    trace line that cannot be read), a file that cannot be written, a bad option value;
+    and a usage error (an unknown command or flag, a missing argument)";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a script of Win32 memory calls (an interactive prompt when no script is given).
     ///
     /// The language is documented in docs/script.md. Exit status: 0 when the script ran
-    /// and every `expect` held, 1 when an `expect` failed, 2 for a bad script or file.
+    /// and every `expect` held, 1 when an `expect` failed, 2 for a bad script or file
+    /// (or a usage error).
     Run {
         /// The script (`-` for standard input); omit it for an interactive prompt.
         script: Option<PathBuf>,
@@ -60,7 +71,7 @@ enum Command {
     /// a file) and, best effort, Wine's `WINEDEBUG=+virtual` log. Exit status: 0, or 1
     /// with --strict when a call's result differs from the recorded one, 2 for an
     /// unreadable trace (with --strict, also for a virtmem trace with lines it could not
-    /// read, which are otherwise skipped with a note).
+    /// read, which are otherwise skipped with a note) and for a usage error.
     Replay {
         /// The trace file.
         trace: PathBuf,
@@ -80,13 +91,16 @@ enum Command {
     },
     /// Time the standard workloads on the simulated and Linux backends beside the raw
     /// system calls (ns per operation and the ratio).
+    ///
+    /// Exit status: 0, or 2 for a bad option value or a usage error, or a
+    /// VIRTMEM_LINUX_WITHOUT that names no kernel feature.
     Bench {
         /// Scale every workload's iteration count by this factor (default 1.0: the
-        /// standard sizes, 10^5 live allocations; 0.2 for a quick run).
+        /// standard sizes, 10^5 live allocations; 0.2 for a quick run); above 0, at most 100.
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// Report the median of this many timed runs of each workload (after an untimed
-        /// warm-up run).
+        /// warm-up run); between 1 and 100.
         #[arg(long, value_name = "N", default_value_t = 3)]
         runs: usize,
         /// The Linux backend's pool of released ranges, in bytes (0: every release
@@ -243,7 +257,12 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         };
         let mut status = 0;
         for s in &stmts {
-            if let Err(e) = session.exec(s) {
+            let r = session.exec(s);
+            // Each failed expect also goes to stderr, named as a compiler names a line.
+            for (line, what) in session.take_misses() {
+                eprintln!("{name}:{line}: {what}");
+            }
+            if let Err(e) = r {
                 show_error(text, &name, &e);
                 status = 2;
                 break;
@@ -363,7 +382,10 @@ fn prompt(session: &mut script::Session) {
         }
         match compiler.line(text, n) {
             Ok(Some(stmt)) => {
-                if let Err(e) = session.exec(&stmt) {
+                let r = session.exec(&stmt);
+                // The prompt shows a failed expect where it happened (`!!` on stdout).
+                session.take_misses();
+                if let Err(e) = r {
                     show_error_at(Some(text), "<input>", &e);
                     // The line declared its variable when it was parsed; a variable
                     // that never received a value is unknown, not 0.

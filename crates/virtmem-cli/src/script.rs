@@ -831,6 +831,9 @@ pub struct Session {
     out: Box<dyn Write>,
     /// Failed `expect`s.
     pub failed_expectations: usize,
+    /// The failed `expect`s not yet taken by [`Session::take_misses`]: (line, what was
+    /// expected and what happened).
+    misses: Vec<(usize, String)>,
     /// The name of process 0's space ("simulated" or "this Linux process").
     kind0: &'static str,
     /// Where every Win32 call is recorded, if anywhere.
@@ -864,9 +867,16 @@ impl Session {
             last: Outcome::None,
             out,
             failed_expectations: 0,
+            misses: Vec::new(),
             kind0,
             trace: None,
         }
+    }
+
+    /// The `expect`s that failed since the last call, as (line, what was expected and
+    /// what happened).
+    pub fn take_misses(&mut self) -> Vec<(usize, String)> {
+        std::mem::take(&mut self.misses)
     }
 
     /// Record every Win32 call in `writer` (virtmem's trace format).
@@ -981,6 +991,7 @@ impl Session {
                         Outcome::Err(c) => outcome_text(c),
                     };
                     let _ = writeln!(self.out, "!! line {line}: expected {wanted}, got {got}");
+                    self.misses.push((line, format!("expected {wanted}, got {got}")));
                 }
                 Ok(())
             }

@@ -17,11 +17,7 @@ fn failed_expectations_are_named_by_file_and_line_on_stderr() {
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stdout.contains("!! line 2: expected ERROR_INVALID_PARAMETER (87), got success"), "{}", o.stdout);
-    assert!(
-        o.stderr.contains("two-misses.vms:2: expected ERROR_INVALID_PARAMETER (87), got success"),
-        "{}",
-        o.stderr
-    );
+    assert!(o.stderr.contains("two-misses.vms:2: expected ERROR_INVALID_PARAMETER (87), got success"), "{}", o.stderr);
     assert!(o.stderr.contains("two-misses.vms:6: expected ERROR_INVALID_ADDRESS (487), got success"), "{}", o.stderr);
     assert!(!o.stderr.contains("two-misses.vms:4"), "line 4's expectation held: {}", o.stderr);
     assert!(o.stderr.contains("2 expectation(s) failed"), "{}", o.stderr);
