@@ -7,6 +7,8 @@ mod out;
 mod bench;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod line_props;
 mod map;
 mod names;
 mod replay;

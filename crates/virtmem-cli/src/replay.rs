@@ -23,7 +23,7 @@ use crate::Format;
 const PROGRESS_MIN: usize = 20_000;
 
 /// What a replay found.
-struct Report {
+pub(crate) struct Report {
     ops: u64,
     elapsed: Duration,
     peak_reserved: usize,
@@ -40,7 +40,7 @@ struct Report {
 }
 
 impl Report {
-    fn new(max_diffs: usize) -> Report {
+    pub(crate) fn new(max_diffs: usize) -> Report {
         Report {
             ops: 0,
             elapsed: Duration::ZERO,
@@ -54,6 +54,12 @@ impl Report {
             unreadable: 0,
             first_unreadable: None,
         }
+    }
+
+    /// The notes made so far.
+    #[cfg(test)]
+    pub(crate) fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Count line `line` as one that could not be read.
@@ -320,7 +326,7 @@ fn lost_note(header: usize, records: usize) -> String {
     format!("skipped {records} record(s) of the session whose header on line {header} could not be read (up to the next header)")
 }
 
-fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
+pub(crate) fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
     let mut lines = Vec::new();
     let mut bad = 0;
     // The text's lines, walked forward to the lines that fail to parse (in order), to see
@@ -967,7 +973,7 @@ fn access_of(protect: u32) -> (Access, bool) {
     }
 }
 
-fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
+pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
     let parsing = bytes_progress(text.len() as u64, "parsing");
     let (events, skipped) = wine::parse_with_progress(text, &mut |n| parsing.set_position(n as u64));
     parsing.finish_and_clear();

@@ -1,0 +1,207 @@
+//! Property tests of what a user meets when a line is wrong: arbitrary lines, built from
+//! each language's own words and numbers at their limits, fed to the script parser and to
+//! `replay` (both trace formats). No panic, and every error is a clean one: it names a
+//! line of the input and a column inside it (or just past its end), and says something.
+
+use proptest::prelude::*;
+
+use crate::{replay, script};
+
+/// Words a script line is made of, good and bad.
+const SCRIPT_WORDS: &[&str] = &[
+    "alloc",
+    "free",
+    "query",
+    "protect",
+    "read",
+    "write",
+    "fill",
+    "exec",
+    "reset",
+    "reset_undo",
+    "getwritewatch",
+    "resetwritewatch",
+    "lock",
+    "unlock",
+    "map",
+    "stats",
+    "sysinfo",
+    "process",
+    "exit",
+    "expect",
+    "commitlimit",
+    "echo",
+    "VirtualAllocEx",
+    "p",
+    "q",
+    "x",
+    "rw",
+    "commit|reserve",
+    "guard",
+    "none",
+    "null",
+    "off",
+    "ok",
+    "ERROR_INVALID_ADDRESS",
+    "0",
+    "1",
+    "-1",
+    "4K",
+    "1T",
+    "64KiB",
+    "0x",
+    "0xffffffffffffffff",
+    "0x1_0000_0000_0000_0000",
+    "18446744073709551616",
+    "99999999999T",
+    "SIZE_MAX",
+    "PAGE",
+    "GRANULE",
+    "NULL",
+    "\"text\\n\"",
+    "\"\\x4\"",
+    "\"open",
+    "=",
+    ",",
+    "(",
+    ")",
+    "+",
+    "-",
+    "*",
+    "|",
+    "#",
+    "\t",
+    ";",
+    "é",
+    "\u{FEFF}",
+    "\0",
+];
+
+/// Words a trace line is made of: virtmem's format and Wine's log.
+const TRACE_WORDS: &[&str] = &[
+    "virtmem-trace",
+    "1",
+    "2",
+    "pid=1",
+    "parent=",
+    "VirtualAlloc",
+    "VirtualAllocEx",
+    "VirtualFree",
+    "VirtualFreeEx",
+    "VirtualQuery",
+    "VirtualProtect",
+    "GetWriteWatch",
+    "ResetWriteWatch",
+    "VirtualLock",
+    "ReadProcessMemory",
+    "WriteProcessMemory",
+    "VirtmemAccess",
+    "VirtmemSnapshotProcess",
+    "VirtmemRestoreProcess",
+    "VirtmemCreateProcessEx",
+    "SetCommitLimit",
+    "Frobnicate",
+    "->",
+    "err=0",
+    "err=87",
+    "err=0xffffffff",
+    "base=0x10000",
+    "size=0x1000",
+    "state=0x1000",
+    "protect=0x4",
+    "type=0x20000",
+    "count=0x2",
+    "addresses=0x10000,0x11000",
+    "0x0",
+    "0x1",
+    "0x10000",
+    "0x3000",
+    "0x4",
+    "0x8000",
+    "0xffffffffffffffff",
+    "0x10000000000000000",
+    "0x",
+    "-1",
+    "#",
+    "0024:trace:virtual:",
+    "NtAllocateVirtualMemory",
+    "NtFreeVirtualMemory",
+    "NtProtectVirtualMemory",
+    "View:",
+    "(valloc)",
+    "-",
+    "c-rw-",
+    "0x7ffffffeffff",
+    "(nil)",
+    "é",
+    "\t",
+];
+
+/// A text of up to 12 lines of up to 10 words each from `words`.
+fn lines(words: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+    let word = proptest::sample::select(words);
+    let line = proptest::collection::vec(word, 0..10).prop_map(|ws| ws.join(" "));
+    proptest::collection::vec(line, 0..12)
+}
+
+/// `line` and `col` point into `text`: a line it has, and a column from 1 to one past the
+/// line's last character.
+fn points_into(text: &str, line: usize, col: usize) -> Result<(), TestCaseError> {
+    let all: Vec<&str> = text.split('\n').collect();
+    prop_assert!(line >= 1 && line <= all.len(), "line {line} of {} lines", all.len());
+    let chars = all[line - 1].trim_end_matches('\r').chars().count();
+    prop_assert!(col >= 1 && col <= chars + 1, "column {col} of a line of {chars} characters");
+    Ok(())
+}
+
+/// A replay's error names a line and a column of the input (`line N, column C: what`),
+/// or is one of the two errors about the whole input.
+fn replay_error_is_clean(text: &str, e: &str) -> Result<(), TestCaseError> {
+    if e.starts_with("no trace records") || e.starts_with("no NtAllocateVirtualMemory") {
+        return Ok(());
+    }
+    let rest = e.strip_prefix("line ").ok_or_else(|| TestCaseError::fail(format!("error names no line: {e}")))?;
+    let (line, rest) = rest.split_once(", column ").ok_or_else(|| TestCaseError::fail(format!("no column: {e}")))?;
+    let (col, what) = rest.split_once(": ").ok_or_else(|| TestCaseError::fail(format!("says nothing: {e}")))?;
+    let line: usize = line.parse().map_err(|_| TestCaseError::fail(format!("line is no number: {e}")))?;
+    let col: usize = col.parse().map_err(|_| TestCaseError::fail(format!("column is no number: {e}")))?;
+    prop_assert!(!what.trim().is_empty(), "{e}");
+    points_into(text, line, col)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(7),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn script_lines_parse_or_name_their_line_and_column(ls in lines(SCRIPT_WORDS)) {
+        let text = ls.join("\n");
+        if let Err(e) = script::parse(&text) {
+            prop_assert!(!e.msg.trim().is_empty(), "an error that says nothing at {}:{}", e.line, e.col);
+            points_into(&text, e.line, e.col)?;
+        }
+    }
+
+    #[test]
+    fn trace_lines_replay_or_name_their_line_and_column(header in any::<bool>(), ls in lines(TRACE_WORDS)) {
+        let text = if header { format!("virtmem-trace 1\n{}", ls.join("\n")) } else { ls.join("\n") };
+        let mut report = replay::Report::new(50);
+        if let Err(e) = replay::replay_own(&text, &mut report) {
+            replay_error_is_clean(&text, &e)?;
+        }
+        // A line skipped with a note is named as an error is.
+        for n in report.notes() {
+            if let Some(at) = n.strip_prefix("skipped ").filter(|at| at.starts_with("line ")) {
+                replay_error_is_clean(&text, at)?;
+            }
+        }
+        let mut report = replay::Report::new(50);
+        if let Err(e) = replay::replay_wine(&text, &mut report) {
+            replay_error_is_clean(&text, &e)?;
+        }
+    }
+}
