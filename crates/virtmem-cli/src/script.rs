@@ -170,6 +170,43 @@ enum Expr {
     Bin(char, Box<Expr>, Box<Expr>),
 }
 
+impl Expr {
+    /// The value of an expression that names no variable (wrapping as `eval` does); `None`
+    /// when it depends on one, or is not a number.
+    fn constant(&self) -> Option<u64> {
+        Some(match self {
+            Expr::Num(n) => *n,
+            Expr::Var(_) | Expr::Ident(_) | Expr::Str(_) => return None,
+            Expr::Neg(x) => x.constant()?.wrapping_neg(),
+            Expr::Bin(op, a, b) => {
+                let (a, b) = (a.constant()?, b.constant()?);
+                match op {
+                    '+' => a.wrapping_add(b),
+                    '-' => a.wrapping_sub(b),
+                    '*' => a.wrapping_mul(b),
+                    _ => a | b,
+                }
+            }
+        })
+    }
+}
+
+/// What is wrong with `v` as argument `index` (0-based) of `cmd`, whose kind is `kind`,
+/// beyond its type: a length over its command's cap, a byte over 255, a process number or
+/// flags wider than 32 bits. Checked when the script is parsed for arguments written as
+/// constants, and when the line runs for the others.
+fn out_of_range(cmd: Cmd, index: usize, kind: Param, v: u64) -> Option<String> {
+    match (cmd, index, kind) {
+        (_, _, Param::Flags(_)) if v > u64::from(u32::MAX) => Some("flags are 32-bit values".into()),
+        (Cmd::Read, 1, _) if v > MAX_READ => Some(format!("read length {v:#x} is too large (at most 1 MiB)")),
+        (Cmd::Exec, 1, _) if v > MAX_READ => Some(format!("exec length {v:#x} is too large (at most 1 MiB)")),
+        (Cmd::Fill, 1, _) if v > MAX_FILL => Some(format!("fill length {v:#x} is too large (at most 256 MiB)")),
+        (Cmd::Fill, 2, _) | (Cmd::Write, 1.., _) if v > 0xFF => Some(format!("{v:#x} is not a byte (0 to 255)")),
+        (Cmd::Exit, 0, _) if v > u64::from(u32::MAX) => Some("a process number is at most 0xFFFFFFFF".into()),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Arg {
     expr: Expr,
@@ -678,10 +715,18 @@ impl Compiler {
         self.check_kinds(cmd, args, &kinds, line)
     }
 
-    fn check_kinds(&self, _cmd: Cmd, args: Vec<Arg>, kinds: &[Param], line: usize) -> Result<Vec<Arg>, ScriptError> {
+    fn check_kinds(&self, cmd: Cmd, args: Vec<Arg>, kinds: &[Param], line: usize) -> Result<Vec<Arg>, ScriptError> {
         args.into_iter()
             .zip(kinds)
-            .map(|(a, &k)| Ok(Arg { expr: self.resolve(a.expr, k, line, a.col)?, col: a.col }))
+            .enumerate()
+            .map(|(i, (a, &k))| {
+                let expr = self.resolve(a.expr, k, line, a.col)?;
+                // A constant out of range is found now, before any line runs.
+                if let Some(msg) = expr.constant().and_then(|v| out_of_range(cmd, i, k, v)) {
+                    return Err(serr(line, a.col, msg));
+                }
+                Ok(Arg { expr, col: a.col })
+            })
             .collect()
     }
 
@@ -1136,8 +1181,8 @@ impl Session {
             }
             Cmd::Read => {
                 let (addr, len) = (self.num(&a[0]), self.eval(&a[1].expr));
-                if len > MAX_READ {
-                    return Err(serr(line, a[1].col, format!("read length {len:#x} is too large (at most 1 MiB)")));
+                if let Some(msg) = out_of_range(cmd, 1, Param::Num, len) {
+                    return Err(serr(line, a[1].col, msg));
                 }
                 let mut buf = vec![0u8; len as usize];
                 let name = if ex { "ReadProcessMemory" } else { "read" };
@@ -1155,8 +1200,8 @@ impl Session {
             Cmd::Exec => {
                 let addr = self.num(&a[0]);
                 let len = a.get(1).map_or(1, |l| self.eval(&l.expr));
-                if len > MAX_READ {
-                    return Err(serr(line, a[1].col, format!("exec length {len:#x} is too large (at most 1 MiB)")));
+                if let Some(msg) = out_of_range(cmd, 1, Param::Num, len) {
+                    return Err(serr(line, a[1].col, msg));
                 }
                 let mut buf = vec![0u8; len as usize];
                 let sig = self.sig("exec", &format!("{}, {len:#x}", ptr(addr)));
@@ -1168,14 +1213,15 @@ impl Session {
             Cmd::Write => {
                 let addr = self.num(&a[0]);
                 let mut data = Vec::new();
-                for arg in &a[1..] {
+                for (i, arg) in a.iter().enumerate().skip(1) {
                     match &arg.expr {
                         Expr::Str(b) => data.extend_from_slice(b),
                         e => {
                             let v = self.eval(e);
-                            let b = u8::try_from(v)
-                                .map_err(|_| serr(line, arg.col, format!("{v:#x} is not a byte (0 to 255)")))?;
-                            data.push(b);
+                            match (u8::try_from(v), out_of_range(cmd, i, Param::Data, v)) {
+                                (Ok(b), None) => data.push(b),
+                                (_, msg) => return Err(serr(line, arg.col, msg.unwrap_or_default())),
+                            }
                         }
                     }
                 }
@@ -1184,10 +1230,13 @@ impl Session {
             }
             Cmd::Fill => {
                 let (addr, len, byte) = (self.num(&a[0]), self.eval(&a[1].expr), self.eval(&a[2].expr));
-                if len > MAX_FILL {
-                    return Err(serr(line, a[1].col, format!("fill length {len:#x} is too large (at most 256 MiB)")));
+                for (i, v) in [(1, len), (2, byte)] {
+                    if let Some(msg) = out_of_range(cmd, i, Param::Num, v) {
+                        return Err(serr(line, a[i].col, msg));
+                    }
                 }
-                let b = u8::try_from(byte).map_err(|_| serr(line, a[2].col, format!("{byte:#x} is not a byte")))?;
+                // (out_of_range refused a byte over 0xFF.)
+                let b = byte as u8;
                 let data = vec![b; len as usize];
                 self.write(addr, &data, ex, &format!("{}, {len:#x} x {b:#04x}", ptr(addr)));
                 None
@@ -1314,7 +1363,7 @@ impl Session {
             Cmd::Exit => {
                 let n = self.eval(&a[0].expr);
                 let Ok(n) = u32::try_from(n) else {
-                    return Err(serr(line, a[0].col, "a process number is at most 0xFFFFFFFF"));
+                    return Err(serr(line, a[0].col, out_of_range(cmd, 0, Param::Num, n).unwrap_or_default()));
                 };
                 // As libvirtmem's TerminateProcess: the current process (0) never exits, a
                 // process never used is an unknown handle, one that has exited cannot exit
