@@ -94,3 +94,29 @@ fn a_trace_file_that_cannot_be_written_is_an_error() {
     assert!(o.stderr.contains("error: cannot write trace file /dev/full: No space left on device"), "{}", o.stderr);
     assert!(o.stdout.contains("VirtualAlloc(NULL, 0x10000000, MEM_RESERVE|MEM_WRITE_WATCH"), "{}", o.stdout);
 }
+
+/// `virtmem ARGS...` from the workspace root with stderr on a full disk.
+fn with_full_stderr(args: &[&str]) -> i32 {
+    let o = Command::new(assert_cmd::cargo::cargo_bin("virtmem"))
+        .current_dir(root())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(dev_full()))
+        .output()
+        .expect("virtmem runs");
+    o.status.code().unwrap_or(-1)
+}
+
+/// Standard error on a full disk: the message is lost, the status must not be. Every
+/// message went through eprintln!, which panics when it cannot write (exit 101: a CI
+/// pipeline read "crashed" where the run said "bad script", "an expect failed").
+#[test]
+fn a_full_disk_on_stderr_keeps_the_run_status() {
+    let bad = script("stderr-bad.vms", b"frobnicate\n");
+    let miss = script("stderr-miss.vms", b"query 0\nexpect 87\n");
+    let (bad, miss) = (bad.to_str().expect("utf-8 path"), miss.to_str().expect("utf-8 path"));
+    assert_eq!(with_full_stderr(&["run", bad]), 2);
+    assert_eq!(with_full_stderr(&["run", miss]), 1);
+    assert_eq!(with_full_stderr(&["replay", "no/such/trace"]), 2);
+    assert_eq!(with_full_stderr(&["bench", "--runs", "0"]), 2);
+}
