@@ -88,7 +88,7 @@ fn check<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
         Ok(v) => v,
         Err(e) => {
             // A benchmark whose calls fail measures nothing: stop loudly.
-            eprintln!("error: bench: {what} failed: {e:?}");
+            errln!("error: bench: {what} failed: {e:?}");
             std::process::exit(2)
         }
     }
@@ -368,11 +368,11 @@ fn cell(ns: Ns, raw: Ns) -> String {
 /// Linux backend is set up (its pool of released ranges, its guard regions).
 pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
     if !(scale.is_finite() && scale > 0.0 && scale <= 100.0) {
-        eprintln!("error: --scale must be a number above 0 and at most 100");
+        errln!("error: --scale must be a number above 0 and at most 100");
         return ExitCode::from(2);
     }
     if !(1..=100).contains(&runs) {
-        eprintln!("error: --runs must be between 1 and 100");
+        errln!("error: --runs must be between 1 and 100");
         return ExitCode::from(2);
     }
     // Each workload runs 1 + `runs` times per contender, at the sizes the standard
@@ -393,14 +393,14 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
         // has named the word on stderr): a benchmark without its Linux column would
         // look like a successful run of the fallbacks that were asked for.
         Err(virtmem::Error::InvalidParameter) => {
-            eprintln!(
+            errln!(
                 "error: {} names something that is not a kernel feature (see above)",
                 virtmem::backend::linux::WITHOUT_ENV
             );
             return ExitCode::from(2);
         }
         Err(e) => {
-            eprintln!("note: Linux backend unavailable ({e}); its column is empty");
+            errln!("note: Linux backend unavailable ({e}); its column is empty");
             None
         }
     };

@@ -174,7 +174,7 @@ fn show_error(source: &str, name: &str, e: &script::ScriptError) {
 
 /// Report `e`, showing `line` (the text of line `e.line`) under it.
 fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
-    eprintln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
+    errln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
     if let Some(text) = line {
         let width = e.line.to_string().len();
         // A long line is shown as a window around the column.
@@ -184,13 +184,13 @@ fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
         let end = (start + SHOWN).min(chars.len());
         let (lead, tail) = (if start > 0 { "..." } else { "" }, if end < chars.len() { "..." } else { "" });
         let shown: String = chars[start..end].iter().collect();
-        eprintln!(" {} | {lead}{shown}{tail}", e.line);
+        errln!(" {} | {lead}{shown}{tail}", e.line);
         let pad: String = lead
             .chars()
             .chain(chars[start..col].iter().map(|&c| if c == '\t' { '\t' } else { ' ' }))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        eprintln!(" {:width$} | {pad}^", "");
+        errln!(" {:width$} | {pad}^", "");
     }
 }
 
@@ -202,7 +202,7 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         match os_space() {
             Ok(s) => (s, "this Linux process"),
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -218,7 +218,7 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
                 session.set_trace(virtmem::trace::TraceWriter::to_writer(Box::new(sink)))
             }
             Err(e) => {
-                eprintln!("error: cannot open trace file {}: {e}", t.display());
+                errln!("error: cannot open trace file {}: {e}", t.display());
                 return ExitCode::from(2);
             }
         }
@@ -228,7 +228,7 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         let (text, name) = if path == Path::new("-") {
             let mut s = String::new();
             if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
-                eprintln!("error: cannot read standard input: {e}");
+                errln!("error: cannot read standard input: {e}");
                 return ExitCode::from(2);
             }
             (s, "<stdin>".to_string())
@@ -238,12 +238,12 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
                     Ok(s) => (s, path.display().to_string()),
                     Err(e) => {
                         let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
-                        eprintln!("error: {}:{line}:{col}: the script is not UTF-8 text", path.display());
+                        errln!("error: {}:{line}:{col}: the script is not UTF-8 text", path.display());
                         return ExitCode::from(2);
                     }
                 },
                 Err(e) => {
-                    eprintln!("error: cannot read {}: {e}", path.display());
+                    errln!("error: cannot read {}: {e}", path.display());
                     return ExitCode::from(2);
                 }
             }
@@ -262,7 +262,7 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
             let r = session.exec(s);
             // Each failed expect also goes to stderr, named as a compiler names a line.
             for (line, what) in session.take_misses() {
-                eprintln!("{name}:{line}: {what}");
+                errln!("{name}:{line}: {what}");
             }
             if let Err(e) = r {
                 show_error(text, &name, &e);
@@ -290,19 +290,19 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
             None => format!("virtmem interactive session ({kind} address space)"),
         };
         if let Err(e) = write_file(p, &svg::render(&space.regions(), &title, &notes)) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     }
     let failure = trace_failure.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let (Some(t), Some(e)) = (trace, failure) {
         // The trace writer stops at its first failed line: what the file holds is not the run.
-        eprintln!("error: cannot write trace file {}: {e} (the trace is incomplete)", t.display());
+        errln!("error: cannot write trace file {}: {e} (the trace is incomplete)", t.display());
         return ExitCode::from(2);
     }
     if status == 0 && session.failed_expectations > 0 {
         if !interactive {
-            eprintln!("{} expectation(s) failed", session.failed_expectations);
+            errln!("{} expectation(s) failed", session.failed_expectations);
         }
         return ExitCode::from(1);
     }

@@ -56,6 +56,14 @@ macro_rules! outln {
     }};
 }
 
+/// Print a line to standard error as `eprintln!` does, without its panic when standard
+/// error cannot be written (the message is lost; the exit status still says what happened).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let _ = ::std::io::Write::write_fmt(&mut ::std::io::stderr(), format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
 /// The command's exit status once its output is flushed: `status`, unless standard output
 /// failed other than by its reader going away (then the error is reported and the status
 /// is 2, as for any file the command cannot write).
@@ -63,7 +71,7 @@ pub fn finish(status: ExitCode) -> ExitCode {
     let _ = Stdout.flush();
     match failure().take() {
         Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            eprintln!("error: cannot write standard output: {e}");
+            errln!("error: cannot write standard output: {e}");
             ExitCode::from(2)
         }
         _ => status,

@@ -192,7 +192,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     let bytes = match read_with_progress(path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
+            errln!("error: cannot read {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
@@ -210,7 +210,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     let space = match result {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
+            errln!("error: {}: {e}", path.display());
             return ExitCode::from(2);
         }
     };
@@ -220,14 +220,14 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
         let notes: Vec<String> = summary.lines().take(4).map(str::to_string).collect();
         let title = format!("virtmem replay {}", path.display());
         if let Err(e) = crate::write_file(p, &crate::svg::render(&space.regions(), &title, &notes)) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return ExitCode::from(2);
         }
     }
     if strict && report.unreadable > 0 {
         // A strict pass means every recorded call was replayed and matched; a trace it
         // could not wholly read is bad input (2), whatever the calls it did read gave.
-        eprintln!(
+        errln!(
             "error: {}: --strict: {} line(s) could not be read and were not replayed (the first: line {})",
             path.display(),
             report.unreadable,
