@@ -49,3 +49,25 @@ fn strict_replay_fails_when_lines_were_skipped() {
     let o = run(virtmem().args(["replay", "--strict", "examples/traces/gc-heap.vmt"]));
     assert_eq!((o.code, o.stderr.as_str()), (0, ""));
 }
+
+/// A trace saved by a Windows editor starts with a UTF-8 byte-order mark, as scripts may
+/// (docs/script.md: "a leading UTF-8 byte-order mark is ignored"). replay took such a
+/// trace for neither format ("line 1, column 1: neither a virtmem trace ... nor a Wine
+/// +virtual log"); CRLF line ends were read already.
+#[test]
+fn a_trace_with_a_byte_order_mark_replays() {
+    let good = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("shipped trace");
+    let t = tmp("bom.vmt");
+    std::fs::write(&t, format!("\u{FEFF}{}", good.replace('\n', "\r\n"))).expect("trace");
+    let o = run(virtmem().args(["replay", "--strict"]).arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("replayed 25 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
+    let wine = std::fs::read_to_string(root().join("examples/traces/wine-virtual.log")).expect("shipped log");
+    let t = tmp("bom.log");
+    std::fs::write(&t, format!("\u{FEFF}{wine}")).expect("log");
+    let with_bom = run(virtmem().arg("replay").arg(&t));
+    let without = run(virtmem().args(["replay", "examples/traces/wine-virtual.log"]));
+    assert_eq!(with_bom.code, 0, "{}", with_bom.stderr);
+    let calls = |s: &str| s.lines().next().and_then(|l| l.split(" in ").next()).map(str::to_string);
+    assert_eq!(calls(&with_bom.stdout), calls(&without.stdout));
+}
