@@ -197,6 +197,9 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
         }
     };
     let text = String::from_utf8_lossy(&bytes);
+    // A leading byte-order mark (Windows editors write one) is not part of the first line,
+    // as for scripts; the line numbers stay the same.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let format = match format {
         Format::Auto if wine::looks_like_wine(&text) => Format::Wine,
         Format::Auto => Format::Virtmem,
