@@ -43,3 +43,33 @@ fn constant_arguments_out_of_range_stop_the_script_before_it_runs() {
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// An error echoes the offending line and names what it found; a note of `replay` names
+/// a trace's word. Control characters in them went to the terminal as they were: a
+/// NUL was "unexpected character ` `", and an escape sequence in a script or trace
+/// (`ESC [2J` clears the screen, `ESC ]0;...BEL` retitles the window) was played by the
+/// terminal that shows the error. They are shown escaped (messages) or replaced by U+FFFD
+/// (the echoed line, so the caret still points at its column).
+#[test]
+fn control_characters_in_errors_and_notes_are_shown_not_sent_to_the_terminal() {
+    let p = script("controls.vms", b"echo 1\n\x1b[2J\x1b]0;retitled\x07 frob\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 2);
+    assert!(!o.stderr.contains('\u{1b}') && !o.stderr.contains('\u{7}'), "{:?}", o.stderr);
+    assert!(o.stderr.contains("controls.vms:2:1: unexpected character `\\u{1b}`"), "{}", o.stderr);
+    assert!(o.stderr.contains(" 2 | \u{FFFD}[2J\u{FFFD}]0;retitled\u{FFFD} frob\n"), "{}", o.stderr);
+    let p = script("nul.vms", b"echo 1,\0 2\n");
+    let o = run(virtmem().arg("run").arg(&p));
+    assert!(o.stderr.contains("nul.vms:1:8: unexpected character `\\0`"), "{:?}", o.stderr);
+    assert!(o.stderr.contains("   |        ^"), "the caret still points at column 8: {:?}", o.stderr);
+    let t = tmp("controls.vmt");
+    std::fs::write(
+        &t,
+        "virtmem-trace 1\nFrob\u{1b}[2Jx 0x1 -> 0x0 err=0\nVirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n",
+    )
+    .expect("trace");
+    let o = run(virtmem().arg("replay").arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stdout.contains('\u{1b}'), "{:?}", o.stdout);
+    assert!(o.stdout.contains("unknown function `Frob\\u{1b}[2Jx`"), "{}", o.stdout);
+}
