@@ -174,8 +174,9 @@ fn show_error(source: &str, name: &str, e: &script::ScriptError) {
 
 /// Report `e`, showing `line` (the text of line `e.line`) under it.
 fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
-    errln!("error: {name}:{}:{}: {}", e.line, e.col, e.msg);
+    errln!("error: {name}:{}:{}: {}", e.line, e.col, names::escaped(&e.msg));
     if let Some(text) = line {
+        let text = names::shown(text);
         let width = e.line.to_string().len();
         // A long line is shown as a window around the column.
         let chars: Vec<char> = text.chars().collect();

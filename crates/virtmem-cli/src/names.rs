@@ -231,3 +231,24 @@ mod tests {
         assert_eq!(human(1536 * 1024), "1.5 MiB");
     }
 }
+
+/// `text` with its control characters (other than tab) escaped as Rust writes them
+/// (`\u{1b}`, `\0`, `\r`), for a message quoting its input: an escape sequence in a
+/// script or trace is shown, not played by the terminal.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\t' || !c.is_control() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
+    }
+    out
+}
+
+/// `text` with its control characters (other than tab) replaced by U+FFFD, one for one,
+/// for an input line shown under an error with a caret at a column.
+pub fn shown(text: &str) -> String {
+    text.chars().map(|c| if c == '\t' || !c.is_control() { c } else { '\u{FFFD}' }).collect()
+}

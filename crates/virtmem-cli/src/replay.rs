@@ -284,14 +284,15 @@ fn summarize(r: &Report, space: &dyn VirtualSpace, format: Format) -> String {
         gaps.len()
     );
     let _ = writeln!(s, "calls whose result differs from the recorded one: {}", r.diff_count);
+    // Diffs and notes quote the trace: its control characters are shown escaped.
     for d in &r.diffs {
-        let _ = writeln!(s, "  {d}");
+        let _ = writeln!(s, "  {}", crate::names::escaped(d));
     }
     if r.diff_count > r.diffs.len() {
         let _ = writeln!(s, "  ... and {} more (--max-diffs)", r.diff_count - r.diffs.len());
     }
     for n in &r.notes {
-        let _ = writeln!(s, "note: {n}");
+        let _ = writeln!(s, "note: {}", crate::names::escaped(n));
     }
     s
 }

@@ -122,7 +122,7 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
             out.push(Token { tok: Tok::Sym(c), col });
             i += 1;
         } else {
-            return Err(serr(line, col, format!("unexpected character `{c}`")));
+            return Err(serr(line, col, format!("unexpected character `{}`", crate::names::escaped(&c.to_string()))));
         }
     }
     Ok(out)
