@@ -205,6 +205,27 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// `text` with its control characters (other than tab) escaped as Rust writes them
+/// (`\u{1b}`, `\0`, `\r`), for a message quoting its input: an escape sequence in a
+/// script or trace is shown, not played by the terminal.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\t' || !c.is_control() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
+    }
+    out
+}
+
+/// `text` with its control characters (other than tab) replaced by U+FFFD, one for one,
+/// for an input line shown under an error with a caret at a column.
+pub fn shown(text: &str) -> String {
+    text.chars().map(|c| if c == '\t' || !c.is_control() { c } else { '\u{FFFD}' }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,25 +251,4 @@ mod tests {
         assert_eq!(human(0x1c00), "7 KiB");
         assert_eq!(human(1536 * 1024), "1.5 MiB");
     }
-}
-
-/// `text` with its control characters (other than tab) escaped as Rust writes them
-/// (`\u{1b}`, `\0`, `\r`), for a message quoting its input: an escape sequence in a
-/// script or trace is shown, not played by the terminal.
-pub fn escaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\t' || !c.is_control() {
-            out.push(c);
-        } else {
-            out.extend(c.escape_debug());
-        }
-    }
-    out
-}
-
-/// `text` with its control characters (other than tab) replaced by U+FFFD, one for one,
-/// for an input line shown under an error with a caret at a column.
-pub fn shown(text: &str) -> String {
-    text.chars().map(|c| if c == '\t' || !c.is_control() { c } else { '\u{FFFD}' }).collect()
 }

@@ -201,14 +201,14 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     // as for scripts; the line numbers stay the same.
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
     let format = match format {
-        Format::Auto if wine::looks_like_wine(&text) => Format::Wine,
+        Format::Auto if wine::looks_like_wine(text) => Format::Wine,
         Format::Auto => Format::Virtmem,
         f => f,
     };
     let mut report = Report::new(max_diffs);
     let result = match format {
-        Format::Wine => replay_wine(&text, &mut report),
-        _ => replay_own(&text, &mut report),
+        Format::Wine => replay_wine(text, &mut report),
+        _ => replay_own(text, &mut report),
     };
     let space = match result {
         Ok(s) => s,
