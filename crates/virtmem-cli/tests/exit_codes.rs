@@ -56,3 +56,28 @@ fn help_documents_every_exit_code() {
         assert_eq!(run(virtmem().args(args)).code, 2, "{args:?}");
     }
 }
+
+/// Every shipped example script runs clean, every `expect` in it holding, on a simulated
+/// space and (docs/script.md: "the same on this process's real memory") with `--os`;
+/// only tour.vms and gc-heap.vms were run by the tests, and neither with `--os`.
+#[test]
+fn every_shipped_script_runs_clean_on_both_backends() {
+    let mut scripts: Vec<_> = std::fs::read_dir(root().join("examples/scripts"))
+        .expect("examples/scripts")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vms"))
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 2, "{scripts:?}");
+    for p in &scripts {
+        let text = std::fs::read_to_string(p).expect("script");
+        let expects = text.lines().filter(|l| l.trim_start().starts_with("expect ")).count();
+        let backends: &[&[&str]] = if cfg!(target_os = "linux") { &[&[], &["--os"]] } else { &[&[]] };
+        for extra in backends {
+            let o = run(virtmem().arg("run").args(*extra).arg(p));
+            assert_eq!((o.code, o.stderr.as_str()), (0, ""), "{} {extra:?}", p.display());
+            assert!(!o.stdout.contains("!! line"), "{} {extra:?}: {}", p.display(), o.stdout);
+            assert!(expects == 0 || o.stdout.lines().count() > expects, "{}", p.display());
+        }
+    }
+}
