@@ -73,3 +73,14 @@ fn control_characters_in_errors_and_notes_are_shown_not_sent_to_the_terminal() {
     assert!(!o.stdout.contains('\u{1b}'), "{:?}", o.stdout);
     assert!(o.stdout.contains("unknown function `Frob\\u{1b}[2Jx`"), "{}", o.stdout);
 }
+
+/// A script file that is not UTF-8 is named with the line and column of the first bad
+/// byte (cli.rs checks it); the same script on standard input (`run -`) was only "cannot
+/// read standard input: stream did not contain valid UTF-8".
+#[test]
+fn a_script_on_stdin_that_is_not_utf8_names_the_line_and_column() {
+    let o = run(virtmem().args(["run", "-"]).write_stdin(&b"echo \"ok\"\necho \"caf\xe9\"\n"[..]));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("<stdin>:2:10: the script is not UTF-8 text"), "{}", o.stderr);
+    assert_eq!(o.stdout, "", "nothing runs");
+}
