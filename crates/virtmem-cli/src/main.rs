@@ -226,27 +226,28 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
     }
     let interactive = script_path.is_none();
     let status = if let Some(path) = script_path {
-        let (text, name) = if path == Path::new("-") {
-            let mut s = String::new();
-            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+        let (bytes, name) = if path == Path::new("-") {
+            let mut b = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
                 errln!("error: cannot read standard input: {e}");
                 return ExitCode::from(2);
             }
-            (s, "<stdin>".to_string())
+            (b, "<stdin>".to_string())
         } else {
             match std::fs::read(path) {
-                Ok(b) => match String::from_utf8(b) {
-                    Ok(s) => (s, path.display().to_string()),
-                    Err(e) => {
-                        let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
-                        errln!("error: {}:{line}:{col}: the script is not UTF-8 text", path.display());
-                        return ExitCode::from(2);
-                    }
-                },
+                Ok(b) => (b, path.display().to_string()),
                 Err(e) => {
                     errln!("error: cannot read {}: {e}", path.display());
                     return ExitCode::from(2);
                 }
+            }
+        };
+        let text = match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
+                errln!("error: {name}:{line}:{col}: the script is not UTF-8 text");
+                return ExitCode::from(2);
             }
         };
         // A leading byte-order mark (editors on Windows write one) is not part of the script.
