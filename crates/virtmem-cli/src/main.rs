@@ -57,7 +57,9 @@ enum Command {
         /// The script (`-` for standard input); omit it for an interactive prompt.
         script: Option<PathBuf>,
         /// Act on this process's real address space (the Linux backend) instead of a
-        /// fresh simulated one.
+        /// fresh simulated one. read/write/fill/exec then reach any accessible memory of
+        /// the virtmem process itself, as a pointer does: writing outside what the script
+        /// allocated can corrupt, hang or crash the command.
         #[arg(long)]
         os: bool,
         /// Draw the final address space of process 0 as SVG into FILE.
