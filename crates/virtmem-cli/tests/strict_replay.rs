@@ -71,3 +71,32 @@ fn a_trace_with_a_byte_order_mark_replays() {
     let calls = |s: &str| s.lines().next().and_then(|l| l.split(" in ").next()).map(str::to_string);
     assert_eq!(calls(&with_bom.stdout), calls(&without.stdout));
 }
+
+/// Records naming more than 1024 live processes in one session are not replayed (each
+/// is a simulated space; memory stays bounded), with a note. `--strict` passed such a
+/// trace although those calls were never checked (here it exited 1 only because the
+/// frees of those processes, replayed once earlier processes had gone, then differed).
+#[test]
+fn strict_replay_fails_when_records_past_the_process_limit_were_not_replayed() {
+    let mut text = String::from("virtmem-trace 1\n");
+    for pid in 1..=1100u32 {
+        text.push_str(&format!("VirtualAllocEx {pid:#x} 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0\n"));
+    }
+    for pid in 1..=1100u32 {
+        text.push_str(&format!("VirtualFreeEx {pid:#x} 0x10000 0x0 0x8000 -> 0x1 err=0\n"));
+    }
+    let t = tmp("many-live-processes.vmt");
+    std::fs::write(&t, &text).expect("trace");
+    let lenient = run(virtmem().arg("replay").arg(&t));
+    assert_eq!(lenient.code, 0, "{}", lenient.stderr);
+    assert!(lenient.stdout.contains("naming more than 1024 processes"), "{}", lenient.stdout);
+    let strict = run(virtmem().args(["replay", "--strict"]).arg(&t));
+    assert_eq!(strict.code, 2, "{}{}", strict.stdout, strict.stderr);
+    assert!(
+        strict.stderr.contains(
+            "many-live-processes.vmt: --strict: 77 record(s) naming more than 1024 processes in one session were not replayed"
+        ),
+        "{}",
+        strict.stderr
+    );
+}
