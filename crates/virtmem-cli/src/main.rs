@@ -43,7 +43,7 @@ Exit status:
   0 success
   1 an `expect` failed (run), results differ from the trace (replay --strict)
   2 bad input: a script or trace that cannot be read or parsed (with replay --strict, a
-    trace line that cannot be read), a file that cannot be written, a bad option value;
+    trace record that was not replayed), a file that cannot be written, a bad option value;
     and a usage error (an unknown command or flag, a missing argument)";
 
 #[derive(Subcommand)]
@@ -75,7 +75,8 @@ enum Command {
     /// a file) and, best effort, Wine's `WINEDEBUG=+virtual` log. Exit status: 0, or 1
     /// with --strict when a call's result differs from the recorded one, 2 for an
     /// unreadable trace (with --strict, also for a virtmem trace with lines it could not
-    /// read, which are otherwise skipped with a note) and for a usage error.
+    /// read or records it did not replay for naming more than 1024 live processes, which
+    /// are otherwise skipped with a note) and for a usage error.
     Replay {
         /// The trace file.
         trace: PathBuf,
@@ -86,7 +87,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
         /// Exit with status 1 when any call's result differs from the recorded one, 2 when
-        /// a line of a virtmem trace could not be read (and so was not replayed).
+        /// a record of a virtmem trace was not replayed (a line that could not be read,
+        /// or one naming more than 1024 live processes).
         #[arg(long)]
         strict: bool,
         /// List at most N differing calls (all are counted).

@@ -37,6 +37,9 @@ pub(crate) struct Report {
     /// the first of them: skipped with a note, and a failure under `--strict`.
     unreadable: usize,
     first_unreadable: Option<usize>,
+    /// Records read but not replayed for naming more than [`MAX_PROCESSES`] live
+    /// processes: noted, and a failure under `--strict`.
+    beyond_limit: usize,
 }
 
 impl Report {
@@ -53,6 +56,7 @@ impl Report {
             notes: Vec::new(),
             unreadable: 0,
             first_unreadable: None,
+            beyond_limit: 0,
         }
     }
 
@@ -235,6 +239,14 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
             path.display(),
             report.unreadable,
             report.first_unreadable.unwrap_or(0)
+        );
+        return ExitCode::from(2);
+    }
+    if strict && report.beyond_limit > 0 {
+        errln!(
+            "error: {}: --strict: {} record(s) naming more than {MAX_PROCESSES} processes in one session were not replayed",
+            path.display(),
+            report.beyond_limit
         );
         return ExitCode::from(2);
     }
@@ -547,6 +559,7 @@ pub(crate) fn replay_own(text: &str, report: &mut Report) -> Result<Arc<dyn Virt
     }
     report.elapsed = start.elapsed();
     pb.finish_and_clear();
+    report.beyond_limit = beyond_limit;
     if beyond_limit > 0 {
         report.notes.push(format!(
             "skipped {beyond_limit} record(s) naming more than {MAX_PROCESSES} processes in one session (each is a simulated space)"
