@@ -243,6 +243,59 @@ fn records() -> impl Strategy<Value = String> {
     proptest::collection::vec(record, 0..40).prop_map(|rs| format!("virtmem-trace 1\n{}\n", rs.join("\n")))
 }
 
+/// Statements a script runs, with arguments at the edges ("p" is the first allocation).
+const STATEMENTS: &[&str] = &[
+    "p = alloc {v}, {v}, reserve|commit, rw",
+    "alloc {v}, {v}, {v}, {v}",
+    "alloc p + {v}, {v}, commit|write_watch, rw|guard",
+    "free {v}, {v}, {v}",
+    "free p, 0, release",
+    "query {v}",
+    "protect {v}, {v}, {v}",
+    "protect p, {v}, rx|guard",
+    "reset {v}, {v}",
+    "reset_undo {v}, {v}",
+    "getwritewatch {v}, {v}, {v}, {v}",
+    "resetwritewatch {v}, {v}",
+    "lock {v}, {v}",
+    "unlock {v}, {v}",
+    "read {v}, 0x100",
+    "read p + {v}, 8",
+    "write {v}, \"text\", 0xff",
+    "write p - {v}, 1",
+    "fill {v}, 0x2000, 0xab",
+    "exec {v}, 16",
+    "exec p + {v}",
+    "process {v}",
+    "process null",
+    "process off",
+    "exit {v}",
+    "commitlimit {v}",
+    "commitlimit none",
+    "expect {v}",
+    "map",
+    "stats",
+];
+
+/// A script of up to 30 statements from [`STATEMENTS`], `{v}` drawn from edge values
+/// (small process numbers mostly, so that `process` selects few simulated spaces).
+fn statements() -> impl Strategy<Value = String> {
+    let value = prop_oneof![
+        2 => proptest::sample::select(&["0", "1", "2", "4", "0x1000", "0x10000", "0x20000"][..]),
+        1 => proptest::sample::select(VALUES),
+        1 => proptest::sample::select(&["-1", "SIZE_MAX - 0xfff", "0x7fffffff0000 - 0x10000", "p", "p + 0x1000"][..]),
+    ];
+    let stmt = (proptest::sample::select(STATEMENTS), proptest::collection::vec(value, 4)).prop_map(|(t, vs)| {
+        let mut out = String::from(t);
+        for v in vs {
+            out = out.replacen("{v}", v, 1);
+        }
+        out
+    });
+    proptest::collection::vec(stmt, 0..30)
+        .prop_map(|ss| format!("p = alloc 0, 1M, reserve|commit, rw\n{}", ss.join("\n")))
+}
+
 /// `line` and `col` point into `text`: a line it has, and a column from 1 to one past the
 /// line's last character.
 fn points_into(text: &str, line: usize, col: usize) -> Result<(), TestCaseError> {
@@ -301,6 +354,21 @@ proptest! {
         let mut report = replay::Report::new(50);
         if let Err(e) = replay::replay_wine(&text, &mut report) {
             replay_error_is_clean(&text, &e)?;
+        }
+    }
+
+    #[test]
+    fn statements_at_the_edges_run_without_panicking(text in statements()) {
+        // Line by line, as the prompt runs them: a line that fails leaves the next to run.
+        let space = Box::new(virtmem::SimSpace::simulated());
+        let mut session = script::Session::new(space, "simulated", Box::new(std::io::sink()));
+        let mut compiler = script::Compiler::default();
+        for (i, line) in text.lines().enumerate() {
+            let r = compiler.line(line, i + 1).and_then(|st| st.map_or(Ok(()), |st| session.exec(&st)));
+            if let Err(e) = r {
+                prop_assert!(!e.msg.trim().is_empty());
+                points_into(&text, e.line, e.col)?;
+            }
         }
     }
 
