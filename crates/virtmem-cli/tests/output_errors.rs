@@ -120,3 +120,27 @@ fn a_full_disk_on_stderr_keeps_the_run_status() {
     assert_eq!(with_full_stderr(&["replay", "no/such/trace"]), 2);
     assert_eq!(with_full_stderr(&["bench", "--runs", "0"]), 2);
 }
+
+/// `run --trace FILE` with a script that cannot run (missing, not UTF-8, a syntax error)
+/// appended a session header to FILE all the same: a later `replay --strict FILE` then
+/// passed, replaying an empty session as if the recording step had worked. The script is
+/// read and parsed before the trace file is opened.
+#[test]
+fn a_script_that_cannot_run_leaves_no_trace_behind() {
+    let bad = script("trace-bad.vms", b"alloc 0, 64K, reserve, rw\nfrobnicate\n");
+    for s in [bad.to_str().expect("utf-8 path"), "no/such/script.vms"] {
+        let t = tmp("never-recorded.vmt");
+        let _ = std::fs::remove_file(&t);
+        let o = run(virtmem().args(["run", s, "--trace"]).arg(&t));
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(!t.exists(), "{s}: a trace file was written: {:?}", std::fs::read_to_string(&t));
+    }
+    // A script that runs still records (appending), its last line included.
+    let good = script("trace-good.vms", b"alloc 0, 64K, reserve, rw\n");
+    let t = tmp("recorded.vmt");
+    let _ = std::fs::remove_file(&t);
+    let o = run(virtmem().arg("run").arg(&good).arg("--trace").arg(&t));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let text = std::fs::read_to_string(&t).expect("trace written");
+    assert!(text.starts_with("virtmem-trace 1 source=virtmem-run\nVirtualAlloc 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0"), "{text}");
+}
