@@ -202,7 +202,64 @@ fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
 /// Most characters of a script line echoed under an error.
 const SHOWN: usize = 120;
 
+/// A script read and parsed, ready to run.
+struct Script {
+    /// Its text (without a byte-order mark), for the lines errors show.
+    text: String,
+    /// Its name in messages: the path, or `<stdin>`.
+    name: String,
+    /// Its statements, in order.
+    stmts: Vec<script::Stmt>,
+}
+
+/// Read and parse the script at `path` (`-`: standard input); on failure the error has
+/// been reported and the status is returned.
+fn load_script(path: &Path) -> Result<Script, ExitCode> {
+    let (bytes, name) = if path == Path::new("-") {
+        let mut b = Vec::new();
+        if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
+            errln!("error: cannot read standard input: {e}");
+            return Err(ExitCode::from(2));
+        }
+        (b, "<stdin>".to_string())
+    } else {
+        match std::fs::read(path) {
+            Ok(b) => (b, path.display().to_string()),
+            Err(e) => {
+                errln!("error: cannot read {}: {e}", path.display());
+                return Err(ExitCode::from(2));
+            }
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
+            errln!("error: {name}:{line}:{col}: the script is not UTF-8 text");
+            return Err(ExitCode::from(2));
+        }
+    };
+    // A leading byte-order mark (editors on Windows write one) is not part of the script.
+    let text = match text.strip_prefix('\u{FEFF}') {
+        Some(t) => t.to_string(),
+        None => text,
+    };
+    match script::parse(&text) {
+        Ok(stmts) => Ok(Script { text, name, stmts }),
+        Err(e) => {
+            show_error(&text, &name, &e);
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Option<&Path>) -> ExitCode {
+    // The script is read and parsed before anything is made: one that cannot run leaves
+    // no trace file behind.
+    let script = match script_path.map(load_script).transpose() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let (space, kind): (Box<dyn VirtualSpace>, &'static str) = if os {
         match os_space() {
             Ok(s) => (s, "this Linux process"),
@@ -229,49 +286,16 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         }
     }
     let interactive = script_path.is_none();
-    let status = if let Some(path) = script_path {
-        let (bytes, name) = if path == Path::new("-") {
-            let mut b = Vec::new();
-            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
-                errln!("error: cannot read standard input: {e}");
-                return ExitCode::from(2);
-            }
-            (b, "<stdin>".to_string())
-        } else {
-            match std::fs::read(path) {
-                Ok(b) => (b, path.display().to_string()),
-                Err(e) => {
-                    errln!("error: cannot read {}: {e}", path.display());
-                    return ExitCode::from(2);
-                }
-            }
-        };
-        let text = match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                let (line, col) = position_of(e.as_bytes(), e.utf8_error().valid_up_to());
-                errln!("error: {name}:{line}:{col}: the script is not UTF-8 text");
-                return ExitCode::from(2);
-            }
-        };
-        // A leading byte-order mark (editors on Windows write one) is not part of the script.
-        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
-        let stmts = match script::parse(text) {
-            Ok(s) => s,
-            Err(e) => {
-                show_error(text, &name, &e);
-                return ExitCode::from(2);
-            }
-        };
+    let status = if let Some(Script { text, name, stmts }) = &script {
         let mut status = 0;
-        for s in &stmts {
+        for s in stmts {
             let r = session.exec(s);
             // Each failed expect also goes to stderr, named as a compiler names a line.
             for (line, what) in session.take_misses() {
                 errln!("{name}:{line}: {what}");
             }
             if let Err(e) = r {
-                show_error(text, &name, &e);
+                show_error(text, name, &e);
                 status = 2;
                 break;
             }

@@ -142,5 +142,8 @@ fn a_script_that_cannot_run_leaves_no_trace_behind() {
     let o = run(virtmem().arg("run").arg(&good).arg("--trace").arg(&t));
     assert_eq!(o.code, 0, "{}", o.stderr);
     let text = std::fs::read_to_string(&t).expect("trace written");
-    assert!(text.starts_with("virtmem-trace 1 source=virtmem-run\nVirtualAlloc 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0"), "{text}");
+    assert!(
+        text.starts_with("virtmem-trace 1 source=virtmem-run\nVirtualAlloc 0x0 0x10000 0x2000 0x4 -> 0x10000 err=0"),
+        "{text}"
+    );
 }
