@@ -100,3 +100,25 @@ fn strict_replay_fails_when_records_past_the_process_limit_were_not_replayed() {
         strict.stderr
     );
 }
+
+/// `run -` reads a script from standard input; `replay -` said "cannot read -: No such
+/// file or directory", so a trace fetched or decompressed in a pipe had to be saved
+/// first. It reads the trace from standard input, named `<stdin>` in messages.
+#[test]
+fn replay_reads_a_trace_from_standard_input() {
+    let good = std::fs::read_to_string(root().join("examples/traces/gc-heap.vmt")).expect("shipped trace");
+    let o = run(virtmem().args(["replay", "--strict", "-"]).write_stdin(good.clone()));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("replayed 25 calls (virtmem trace, 1 session(s))"), "{}", o.stdout);
+    let cut = good[..good.trim_end().len() - 4].to_string();
+    let o = run(virtmem().args(["replay", "--strict", "-"]).write_stdin(cut));
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("error: <stdin>: --strict: 1 line(s) could not be read"), "{}", o.stderr);
+    let wine = std::fs::read_to_string(root().join("examples/traces/wine-virtual.log")).expect("shipped log");
+    let o = run(virtmem().args(["replay", "-"]).write_stdin(wine));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("(Wine +virtual log,"), "{}", o.stdout);
+    let o = run(virtmem().args(["replay", "-"]).write_stdin(""));
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("error: <stdin>: no trace records"), "{}", o.stderr);
+}
