@@ -78,7 +78,7 @@ enum Command {
     /// read or records it did not replay for naming more than 1024 live processes, which
     /// are otherwise skipped with a note) and for a usage error.
     Replay {
-        /// The trace file.
+        /// The trace file (`-` for standard input).
         trace: PathBuf,
         /// The trace's format (detected from its first lines by default).
         #[arg(long, value_enum, default_value_t = Format::Auto)]

@@ -109,8 +109,14 @@ fn bytes_progress(total: u64, verb: &str) -> ProgressBar {
 /// Read all of `path`, showing bytes read on a bar for large files.
 fn read_with_progress(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // `-` is standard input, whose size is not known in advance: no bar while reading it.
+    let (mut file, total): (Box<dyn Read>, u64) = if path == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), 0)
+    } else {
+        let f = std::fs::File::open(path)?;
+        let total = f.metadata().map(|m| m.len()).unwrap_or(0);
+        (Box::new(f), total)
+    };
     let pb = Cleared(bytes_progress(total, "reading"));
     let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 30));
     let mut chunk = vec![0u8; 1 << 20];
@@ -193,10 +199,12 @@ fn progress(len: usize) -> ProgressBar {
 
 /// Entry point of `virtmem replay`.
 pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_diffs: usize) -> ExitCode {
+    // The trace's name in messages.
+    let name = if path == Path::new("-") { "<stdin>".to_string() } else { path.display().to_string() };
     let bytes = match read_with_progress(path) {
         Ok(b) => b,
         Err(e) => {
-            errln!("error: cannot read {}: {e}", path.display());
+            errln!("error: cannot read {name}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -217,7 +225,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     let space = match result {
         Ok(s) => s,
         Err(e) => {
-            errln!("error: {}: {e}", path.display());
+            errln!("error: {name}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -225,7 +233,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     out!("{summary}");
     if let Some(p) = svg {
         let notes: Vec<String> = summary.lines().take(4).map(str::to_string).collect();
-        let title = format!("virtmem replay {}", path.display());
+        let title = format!("virtmem replay {name}");
         if let Err(e) = crate::write_file(p, &crate::svg::render(&space.regions(), &title, &notes)) {
             errln!("error: {e}");
             return ExitCode::from(2);
@@ -236,7 +244,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
         // could not wholly read is bad input (2), whatever the calls it did read gave.
         errln!(
             "error: {}: --strict: {} line(s) could not be read and were not replayed (the first: line {})",
-            path.display(),
+            name,
             report.unreadable,
             report.first_unreadable.unwrap_or(0)
         );
@@ -245,7 +253,7 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     if strict && report.beyond_limit > 0 {
         errln!(
             "error: {}: --strict: {} record(s) naming more than {MAX_PROCESSES} processes in one session were not replayed",
-            path.display(),
+            name,
             report.beyond_limit
         );
         return ExitCode::from(2);
