@@ -17,17 +17,16 @@
 //! `VIRTMEM_LINUX_WITHOUT` withholding membarrier (read once per process).
 #![cfg(target_os = "linux")]
 
+mod linux_util;
+
 use std::hint::spin_loop;
-use std::process::Command;
 use std::sync::atomic::{compiler_fence, AtomicU32, AtomicUsize, Ordering::*};
 use std::sync::{Mutex, MutexGuard};
 
+use linux_util::{without, CHILD_ENV};
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use virtmem::backend::linux::WITHOUT_ENV;
 use virtmem::{flush_mechanism, flush_process_write_buffers, FlushMechanism, LinuxSpace};
-
-/// Marks a child process run by [`in_child`].
-const CHILD_ENV: &str = "VIRTMEM_TEST_FLUSH_CHILD";
 
 /// Concurrent rounds of the litmus test for the mechanisms that cost microseconds (with
 /// no flush, a few percent of concurrent rounds show the forbidden outcome here).
@@ -43,28 +42,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Run test `name` alone in a child process with `VIRTMEM_LINUX_WITHOUT` set to
-/// `without`, and require it to pass; in that child, run `body` (and in a child made for
-/// another setting of the same test, nothing). Returns whether this is the parent.
-fn in_child(name: &str, without: &str, body: impl FnOnce()) -> bool {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        if std::env::var_os(WITHOUT_ENV).as_deref() == Some(without.as_ref()) {
-            body();
-        }
-        return false;
-    }
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(WITHOUT_ENV, without)
-        .env(CHILD_ENV, "1")
-        .output()
-        .expect("run the test binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={without}:\n{text}");
-    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
-    true
 }
 
 /// Whether this process runs with `VIRTMEM_LINUX_WITHOUT` unset (the parent test process).
@@ -256,7 +233,7 @@ fn membarrier_private_expedited_forbids_store_buffering() {
 fn without_expedited_membarrier_the_global_command_forbids_store_buffering() {
     const NAME: &str = "without_expedited_membarrier_the_global_command_forbids_store_buffering";
     let _serial = serial();
-    in_child(NAME, "membarrier_expedited", || {
+    without(NAME, "membarrier_expedited", || {
         assert_eq!(flush_mechanism(), FlushMechanism::MembarrierGlobal);
         assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), ["membarrier_expedited"]);
         assert_flush_orders(GLOBAL_ROUNDS, 2 * GLOBAL_ROUNDS);
@@ -270,7 +247,7 @@ fn without_expedited_membarrier_the_global_command_forbids_store_buffering() {
 fn without_membarrier_the_page_protection_flush_forbids_store_buffering() {
     const NAME: &str = "without_membarrier_the_page_protection_flush_forbids_store_buffering";
     let _serial = serial();
-    in_child(NAME, "membarrier", || {
+    without(NAME, "membarrier", || {
         assert_eq!(flush_mechanism(), FlushMechanism::PageProtection);
         assert_eq!(LinuxSpace::linux().unwrap().backend().missing_features(), ["membarrier_expedited", "membarrier"]);
         assert_flush_orders(ROUNDS, 5 * ROUNDS);
@@ -304,8 +281,8 @@ fn many_threads_flush_at_once_on_every_mechanism() {
         body(500, ROUNDS / 10);
     }
     // The global command's rounds cost 10 ms each: its ordering is the test above's.
-    in_child(NAME, "membarrier_expedited", || body(5, 0));
-    in_child(NAME, "membarrier", || body(500, ROUNDS / 10));
+    without(NAME, "membarrier_expedited", || body(5, 0));
+    without(NAME, "membarrier", || body(500, ROUNDS / 10));
 }
 
 /// A `VIRTMEM_LINUX_WITHOUT` that names no feature makes no Linux backend, but
@@ -315,7 +292,7 @@ fn many_threads_flush_at_once_on_every_mechanism() {
 fn a_refused_without_list_still_flushes_with_membarrier() {
     const NAME: &str = "a_refused_without_list_still_flushes_with_membarrier";
     let _serial = serial();
-    in_child(NAME, "gaurd", || {
+    without(NAME, "gaurd", || {
         assert!(LinuxSpace::linux().is_err());
         assert_eq!(flush_mechanism(), FlushMechanism::MembarrierPrivateExpedited);
         assert_flush_orders(ROUNDS / 10, ROUNDS / 2);

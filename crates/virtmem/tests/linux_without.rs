@@ -9,7 +9,6 @@ mod linux_util;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::process::Command;
 
 use linux_util::*;
 use virtmem::backend::linux::{LinuxBackend, LinuxOptions, WITHOUT_ENV};
@@ -17,34 +16,6 @@ use virtmem::{AllocationType as T, Error, FreeType, LinuxSpace, MemState, Protec
 
 const KB: usize = 1024;
 const PAGE: usize = 4096;
-
-/// Marks a child process run by [`without`].
-const CHILD_ENV: &str = "VIRTMEM_TEST_WITHOUT_CHILD";
-
-/// Run test `name` alone in a child process with `VIRTMEM_LINUX_WITHOUT` set to
-/// `without`, and require it to pass; in that child, run `body` (and in a child made for
-/// another setting of the same test, nothing). Returns what the child wrote to stdout and
-/// stderr (`None` in the child).
-fn without(name: &str, without: impl AsRef<OsStr>, body: impl FnOnce()) -> Option<String> {
-    let without = without.as_ref();
-    if std::env::var_os(CHILD_ENV).is_some() {
-        if std::env::var_os(WITHOUT_ENV).as_deref() == Some(without) {
-            body();
-        }
-        return None;
-    }
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(WITHOUT_ENV, without)
-        .env(CHILD_ENV, "1")
-        .output()
-        .expect("run the test binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let shown = without.to_string_lossy();
-    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={shown}:\n{text}");
-    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
-    Some(text)
-}
 
 /// The variable withholds each feature named, and only those (this kernel has all six:
 /// a new one is what the tests run on). Withholding `membarrier`, the system call,

@@ -1,7 +1,11 @@
 //! Helpers shared by the Linux backend tests.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::ops::Range;
+use std::process::Command;
+
+use virtmem::backend::linux::WITHOUT_ENV;
 
 use virtmem::{MemoryBasicInformation, VirtualSpace};
 
@@ -205,4 +209,33 @@ pub fn watched(s: &virtmem::LinuxSpace, size: usize) -> usize {
     use virtmem::{AllocationType as T, Protection as P};
     assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
     s.alloc(0, size, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap()
+}
+
+/// Marks a child process run by [`without`].
+pub const CHILD_ENV: &str = "VIRTMEM_TEST_WITHOUT_CHILD";
+
+/// Run test `name` alone in a child process of this test binary with
+/// `VIRTMEM_LINUX_WITHOUT` set to `without` (read once per process, so a fallback needs a
+/// process of its own), and require it to pass; in that child, run `body` (and in a child
+/// made for another setting of the same test, nothing). Returns what the child wrote to
+/// stdout and stderr (`None` in the child).
+pub fn without(name: &str, without: impl AsRef<OsStr>, body: impl FnOnce()) -> Option<String> {
+    let without = without.as_ref();
+    if std::env::var_os(CHILD_ENV).is_some() {
+        if std::env::var_os(WITHOUT_ENV).as_deref() == Some(without) {
+            body();
+        }
+        return None;
+    }
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(WITHOUT_ENV, without)
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("run the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let shown = without.to_string_lossy();
+    assert!(out.status.success(), "{name} with {WITHOUT_ENV}={shown}:\n{text}");
+    assert!(text.contains("1 passed"), "{name} did not run in the child:\n{text}");
+    Some(text)
 }
