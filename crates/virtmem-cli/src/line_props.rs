@@ -321,6 +321,22 @@ fn replay_error_is_clean(text: &str, e: &str) -> Result<(), TestCaseError> {
     points_into(text, line, col)
 }
 
+/// Replay `text` as the CLI's own trace format: an error, and every line skipped with a
+/// note, must name a line and column of `text` and say what was wrong.
+fn own_replay_is_clean(text: &str) -> Result<(), TestCaseError> {
+    let mut report = replay::Report::new(50);
+    if let Err(e) = replay::replay_own(text, &mut report) {
+        replay_error_is_clean(text, &e)?;
+    }
+    // A line skipped with a note is named as an error is.
+    for n in report.notes() {
+        if let Some(at) = n.strip_prefix("skipped ").filter(|at| at.starts_with("line ")) {
+            replay_error_is_clean(text, at)?;
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 300,
@@ -341,16 +357,7 @@ proptest! {
     #[test]
     fn trace_lines_replay_or_name_their_line_and_column(header in any::<bool>(), ls in lines(TRACE_WORDS)) {
         let text = if header { format!("virtmem-trace 1\n{}", ls.join("\n")) } else { ls.join("\n") };
-        let mut report = replay::Report::new(50);
-        if let Err(e) = replay::replay_own(&text, &mut report) {
-            replay_error_is_clean(&text, &e)?;
-        }
-        // A line skipped with a note is named as an error is.
-        for n in report.notes() {
-            if let Some(at) = n.strip_prefix("skipped ").filter(|at| at.starts_with("line ")) {
-                replay_error_is_clean(&text, at)?;
-            }
-        }
+        own_replay_is_clean(&text)?;
         let mut report = replay::Report::new(50);
         if let Err(e) = replay::replay_wine(&text, &mut report) {
             replay_error_is_clean(&text, &e)?;
@@ -374,14 +381,6 @@ proptest! {
 
     #[test]
     fn records_at_the_edges_replay_without_panicking(text in records()) {
-        let mut report = replay::Report::new(50);
-        if let Err(e) = replay::replay_own(&text, &mut report) {
-            replay_error_is_clean(&text, &e)?;
-        }
-        for n in report.notes() {
-            if let Some(at) = n.strip_prefix("skipped ").filter(|at| at.starts_with("line ")) {
-                replay_error_is_clean(&text, at)?;
-            }
-        }
+        own_replay_is_clean(&text)?;
     }
 }
