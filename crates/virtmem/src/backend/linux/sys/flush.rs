@@ -40,8 +40,11 @@
 //!    It is a guarantee only where the kernel shoots TLB entries down with interrupts:
 //!    x86 (32- and 64-bit). arm64 and others invalidate by broadcast instructions that
 //!    interrupt no CPU, and x86-64 kernels from 6.15 may do so too on AMD processors with
-//!    `INVLPGB`, for a process running on four or more CPUs at once. All those kernels
-//!    have membarrier; only a seccomp filter, or `VIRTMEM_LINUX_WITHOUT`, sends them here.
+//!    `INVLPGB`, for a process running on four or more CPUs at once. Those x86-64
+//!    kernels all have membarrier, as do the others from Linux 4.3 on: there only a
+//!    seccomp filter, or `VIRTMEM_LINUX_WITHOUT`, sends them here. (An arm64 kernel
+//!    older than 4.3, which Rust's `aarch64-unknown-linux-gnu` still runs on from 4.1,
+//!    has no membarrier and no guarantee.)
 //!
 //! A call never fails and never panics (`FlushProcessWriteBuffers` returns nothing): if
 //! the chosen way is refused at a later call (`EPERM`, the process not registered, makes
@@ -77,8 +80,10 @@ pub enum FlushMechanism {
     /// A guarantee only where TLB shootdowns are interrupts: x86. arm64 and others
     /// invalidate with broadcast instructions that interrupt no CPU, and so may x86-64
     /// kernels from 6.15 on AMD processors with `INVLPGB`, for a process running on four
-    /// or more CPUs at once; those kernels all have membarrier, so only a seccomp filter
-    /// that forbids it, or `VIRTMEM_LINUX_WITHOUT`, leaves them this way.
+    /// or more CPUs at once. Those x86-64 kernels all have membarrier, as do the others
+    /// from Linux 4.3 on, so there only a seccomp filter that forbids it, or
+    /// `VIRTMEM_LINUX_WITHOUT`, leaves them this way (an arm64 kernel older than 4.3 has
+    /// no membarrier, and no guarantee here).
     PageProtection,
 }
 
