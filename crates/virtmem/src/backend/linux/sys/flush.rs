@@ -43,8 +43,8 @@
 //!    `INVLPGB`, for a process running on four or more CPUs at once. Those x86-64
 //!    kernels all have membarrier, as do the others from Linux 4.3 on: there only a
 //!    seccomp filter, or `VIRTMEM_LINUX_WITHOUT`, sends them here. (An arm64 kernel
-//!    older than 4.3, which Rust's `aarch64-unknown-linux-gnu` still runs on from 4.1,
-//!    has no membarrier and no guarantee.)
+//!    older than 4.3, some of which Rust's `aarch64-unknown-linux-gnu` supports, has no
+//!    membarrier and no guarantee.)
 //!
 //! A call never fails and never panics (`FlushProcessWriteBuffers` returns nothing): if
 //! the chosen way is refused at a later call (`EPERM`, the process not registered, makes
