@@ -85,7 +85,8 @@
 //! type with its reserved bits, and the value), an address-requirements entry followed by
 //! `:LOWEST:HIGHEST:ALIGNMENT`, the `MEM_ADDRESS_REQUIREMENTS` its pointer points to, when
 //! that could be read. The list holds every parameter, or those up to the first the call
-//! refused, or fewer than `count` when the next could not be read (`ERROR_NOACCESS`); so a
+//! refused, or fewer than `count` when the next could not be read (`ERROR_NOACCESS`), or
+//! none when the call was refused before it read any (a size of 0, a placeholder flag); so a
 //! replay refuses, or places by, exactly what the call did. `count` is `ParameterCount`.
 //! A successful reserve by address requirements replays at the recorded address (checked to
 //! lie in the recorded window, at its alignment), as a `VirtualAlloc` reserve at NULL does.
@@ -298,7 +299,9 @@ pub enum Call {
         protect: u32,
         /// The `MEM_EXTENDED_PARAMETER`s as the call read them, in order: all `count` of
         /// them, or those up to and including the first it refused, or fewer when the next
-        /// could not be read; `None` when `ExtendedParameters` was NULL with a `count` above 0.
+        /// could not be read, or none when it was refused before reading any (a `Size` of 0,
+        /// a placeholder flag); `None` when `ExtendedParameters` was NULL with a `count`
+        /// above 0.
         params: Option<Vec<ExtendedParameter>>,
         /// `ParameterCount`.
         count: u32,
