@@ -109,8 +109,8 @@ pub extern "C" fn GetLargePageMinimum() -> SIZE_T {
 /// first call registers the process), else `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux
 /// 4.3+, milliseconds), else a locked helper page whose access is taken away, which makes
 /// the kernel interrupt every CPU running a thread of the process (tens of microseconds;
-/// a guarantee on x86 only). Chosen once per process; `VIRTMEM_LINUX_WITHOUT=
-/// membarrier_expedited` or `membarrier` withholds the first two. As on Windows it
+/// a guarantee on x86 only). Chosen once per process; `VIRTMEM_LINUX_WITHOUT` withholds
+/// the first with `membarrier_expedited`, the first two with `membarrier`. As on Windows it
 /// returns nothing, never fails and sets no last error; any thread may call it.
 #[no_mangle]
 pub extern "C" fn FlushProcessWriteBuffers() {
