@@ -68,7 +68,10 @@ pub use sys::flush::FlushMechanism;
 ///
 /// It never fails and never panics, as `FlushProcessWriteBuffers` returns nothing: a
 /// mechanism refused at a later call (`EPERM` for a process no longer registered, which
-/// registers again; an `ENOMEM`) hands that call to the ones after it.
+/// registers again; an `ENOMEM`) hands that call to the ones after it. The
+/// page-protection flush, the last, needs the kernel to map its helper page and change its
+/// protection: where the kernel refuses for want of memory, the call returns without the
+/// barrier (README's "Known limits").
 pub fn flush_process_write_buffers() {
     sys::flush::flush(withheld)
 }

@@ -48,7 +48,9 @@
 //!
 //! A call never fails and never panics (`FlushProcessWriteBuffers` returns nothing): if
 //! the chosen way is refused at a later call (`EPERM`, the process not registered, makes
-//! it register again; `ENOMEM`), the ones after it are tried for that call.
+//! it register again; `ENOMEM`), the ones after it are tried for that call. The last one
+//! has none after it: if the kernel refuses the helper page's mapping or a protection
+//! change (out of memory), the call returns without the barrier, and cannot say so.
 //!
 //! Self-contained (the benchmarks compile the `sys` layer into themselves): the backend
 //! passes in which features `VIRTMEM_LINUX_WITHOUT` withholds.
