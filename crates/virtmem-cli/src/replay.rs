@@ -1705,6 +1705,44 @@ mod tests {
         assert_eq!(report.diff_count, 2, "{:?}", report.diffs);
     }
 
+    /// What `trace::read` makes of the whole input decoded at once (the replay's reading
+    /// before it streamed), as text to compare.
+    fn read_whole(bytes: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+        trace::read(text.as_bytes()).map(|item| format!("{item:?}")).collect()
+    }
+
+    /// What [`Lines`] makes of it a line at a time.
+    fn read_streamed(bytes: &[u8]) -> Vec<String> {
+        let mut lines = Lines::new(io::BufReader::with_capacity(7, bytes), true);
+        std::iter::from_fn(|| lines.next()).map(|item| format!("{item:?}")).collect()
+    }
+
+    proptest::proptest! {
+        /// Decoding a line at a time reads what decoding the whole trace read: the same
+        /// lines, numbers, records and errors, whatever bytes that are not UTF-8 (cut
+        /// sequences at a line's end among them) and byte-order marks it holds.
+        #[test]
+        fn lines_read_as_the_whole_text_decoded(pieces in proptest::collection::vec(proptest::sample::select(vec![
+            "virtmem-trace 1\n", "\u{FEFF}", "\n", "\r\n", "\u{e9}", "# c\n",
+            "VirtualAlloc 0x0 0x10000 0x3000 0x4 -> 0x10000 err=0", "VirtualFree 0x10000 0x0 0x8000 -> 0x1 err=0\n",
+            "\u{FFFD}", "<ff>", "<e2 82>", "<f0 9f 98>", "<c3>", " ",
+        ]), 0..24)) {
+            let bytes: Vec<u8> = pieces.iter().flat_map(|p| {
+                // `<..>` pieces are bytes that are not UTF-8 on their own.
+                match *p {
+                    "<ff>" => vec![0xff],
+                    "<e2 82>" => vec![0xe2, 0x82],
+                    "<f0 9f 98>" => vec![0xf0, 0x9f, 0x98],
+                    "<c3>" => vec![0xc3],
+                    p => p.as_bytes().to_vec(),
+                }
+            }).collect();
+            proptest::prop_assert_eq!(read_streamed(&bytes), read_whole(&bytes));
+        }
+    }
+
     #[test]
     fn parsing_through_tracked_moves_the_bar_to_the_end() {
         let mut text = String::from("virtmem-trace 1\n");
