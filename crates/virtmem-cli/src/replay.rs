@@ -760,6 +760,8 @@ fn replay_source(source: &mut Source<'_>, report: &mut Report) -> Result<Arc<dyn
     let pb = progress(kept);
     loop {
         batch.clear();
+        // The second reading's notes repeat the first's: dropped as they come.
+        scratch.notes.clear();
         while batch.len() < BATCH {
             match again.next(&mut scratch)? {
                 Some(l) => batch.push(l),
