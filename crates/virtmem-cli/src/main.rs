@@ -62,10 +62,12 @@ enum Command {
         /// allocated can corrupt, hang or crash the command.
         #[arg(long)]
         os: bool,
-        /// Draw the final address space of process 0 as SVG into FILE.
+        /// Draw the final address space of process 0 as SVG into FILE (not the script
+        /// itself: refused).
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
-        /// Record every Win32 call in FILE, in virtmem's trace format (appending).
+        /// Record every Win32 call in FILE, in virtmem's trace format (appending; not the
+        /// script itself: refused).
         #[arg(long, value_name = "FILE")]
         trace: Option<PathBuf>,
     },
@@ -253,6 +255,15 @@ fn load_script(path: &Path) -> Result<Script, ExitCode> {
     }
 }
 
+/// Whether `a` and `b` name one existing file (by any path: the same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Option<&Path>) -> ExitCode {
     // The script is read and parsed before anything is made: one that cannot run leaves
     // no trace file behind.
@@ -260,6 +271,16 @@ fn run(script_path: Option<&Path>, os: bool, svg_path: Option<&Path>, trace: Opt
         Ok(s) => s,
         Err(code) => return code,
     };
+    // An output file that is the script itself would destroy it (--svg writes, --trace
+    // appends): refused before anything runs.
+    if let Some(script_path) = script_path.filter(|p| *p != Path::new("-")) {
+        for (flag, out) in [("--svg", svg_path), ("--trace", trace)] {
+            if out.is_some_and(|out| same_file(script_path, out)) {
+                errln!("error: {flag} {} is the script itself: it would be overwritten", script_path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     let (space, kind): (Box<dyn VirtualSpace>, &'static str) = if os {
         match os_space() {
             Ok(s) => (s, "this Linux process"),

@@ -289,3 +289,28 @@ fn an_allocation_of_zero_bytes_is_87_whatever_the_process() {
     let o = run(virtmem().arg("run").arg(&p));
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }
+
+/// `--svg FILE` writes FILE and `--trace FILE` appends to it: naming the script itself
+/// (by the same path or another path to the same file) would destroy the script the user
+/// asked to run. Refused before anything runs (exit 2, the clash named), the script left
+/// as it was.
+#[test]
+fn an_output_file_that_is_the_script_itself_is_refused() {
+    let text = b"alloc 0, 64K, MEM_RESERVE, PAGE_NOACCESS\nexpect ok\n";
+    for flag in ["--svg", "--trace"] {
+        let p = script(&format!("self-{}.vms", &flag[2..]), text);
+        let other = p.parent().expect("dir").join(".").join(p.file_name().expect("name"));
+        for out in [p.clone(), other] {
+            let o = run(virtmem().arg("run").arg(&p).arg(flag).arg(&out));
+            assert_eq!(o.code, 2, "{flag} {}: {}{}", out.display(), o.stdout, o.stderr);
+            assert!(o.stderr.contains("is the script itself"), "{}", o.stderr);
+            assert_eq!(std::fs::read(&p).expect("script"), text, "{flag} changed the script");
+        }
+    }
+    // Another file is written as before.
+    let p = script("self-ok.vms", text);
+    let svg = tmp("self-ok.svg");
+    let o = run(virtmem().arg("run").arg(&p).arg("--svg").arg(&svg));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(std::fs::read_to_string(&svg).expect("svg").contains("<svg "), "an SVG drawing");
+}
