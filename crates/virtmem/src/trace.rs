@@ -983,7 +983,9 @@ impl TraceWriter {
     pub fn from_env() -> TraceWriter {
         match std::env::var_os(TRACE_ENV) {
             Some(p) if !p.is_empty() => TraceWriter::append_to(&p).unwrap_or_else(|e| {
-                eprintln!("virtmem: cannot open trace file {}: {e}; tracing disabled", Path::new(&p).display());
+                // (Not `eprintln!`, which panics when stderr cannot be written.)
+                let shown = Path::new(&p).display();
+                let _ = writeln!(std::io::stderr(), "virtmem: cannot open trace file {shown}: {e}; tracing disabled");
                 TraceWriter::disabled()
             }),
             _ => TraceWriter::disabled(),

@@ -164,3 +164,36 @@ fn without_procmap_query_and_fixed_noreplace_foreign_memory_is_in_use_and_untouc
         },
     );
 }
+
+/// A refused `VIRTMEM_LINUX_WITHOUT` is reported on stderr; with stderr on a full disk
+/// (`/dev/full`) that report cannot be written, and the call still answers with its
+/// error instead of panicking ("no panics across the API"; `eprintln!` panics when its
+/// write fails). Likewise `VIRTMEM_TRACE` naming a file that cannot be opened.
+#[test]
+fn reports_on_a_full_stderr_do_not_panic() {
+    const NAME: &str = "reports_on_a_full_stderr_do_not_panic";
+    if std::env::var_os(CHILD_ENV).is_some() {
+        if std::env::var_os(WITHOUT_ENV).as_deref() == Some(OsStr::new("no_such_feature")) {
+            assert!(LinuxSpace::linux().is_err());
+            assert!(LinuxSpace::linux().is_err(), "and again, from the remembered answer");
+            let t = virtmem::trace::TraceWriter::from_env();
+            assert!(!t.is_enabled(), "a trace file that cannot be opened disables tracing");
+        }
+        return;
+    }
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        panic!("/dev/full is missing: the test needs it");
+    };
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        // (--nocapture: the test's own output goes to the real stderr, not the harness.)
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(WITHOUT_ENV, "no_such_feature")
+        .env(CHILD_ENV, "1")
+        .env("VIRTMEM_TRACE", "/nonexistent-dir/trace.vmt")
+        .stderr(full)
+        .output()
+        .expect("run the test binary");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the child failed ({:?}):\n{text}", out.status);
+    assert!(text.contains("1 passed"), "the test did not run in the child:\n{text}");
+}

@@ -260,7 +260,9 @@ fn without_env() -> Result<u8, &'static str> {
                 },
             };
             if let Err(message) = &parsed {
-                eprintln!("virtmem: {message}");
+                // (Not `eprintln!`, which panics when stderr cannot be written.)
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "virtmem: {message}");
             }
             parsed
         })
