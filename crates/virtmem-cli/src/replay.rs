@@ -132,22 +132,6 @@ fn read_prefix(input: &mut dyn Read, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Read the rest of `input` onto `bytes`, moving `pb` by the bytes read.
-fn read_rest(input: &mut dyn Read, bytes: &mut Vec<u8>, pb: &ProgressBar) -> io::Result<()> {
-    let mut chunk = vec![0u8; 1 << 20];
-    loop {
-        match input.read(&mut chunk) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                bytes.extend_from_slice(&chunk[..n]);
-                pb.inc(n as u64);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// A bar that is cleared from the terminal however its scope is left.
 struct Cleared(ProgressBar);
 
@@ -294,13 +278,13 @@ impl Source<'_> {
                 let pb = Cleared(bytes_progress(total, "reading"));
                 let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 30));
                 f.seek(SeekFrom::Start(0))?;
-                read_rest(&mut &*f, &mut bytes, &pb.0)?;
+                Tracked::new(&*f, &pb.0).read_to_end(&mut bytes)?;
                 Ok(bytes)
             }
             Source::Stdin { prefix, .. } => {
                 // `-` is standard input, whose size is not known in advance: no bar.
                 let mut bytes = std::mem::take(prefix);
-                read_rest(&mut io::stdin().lock(), &mut bytes, &ProgressBar::hidden())?;
+                io::stdin().lock().read_to_end(&mut bytes)?;
                 Ok(bytes)
             }
         }
