@@ -105,10 +105,10 @@ pub extern "C" fn GetLargePageMinimum() -> SIZE_T {
 /// made before the flush reached its CPU is visible to the caller, and that thread's
 /// later loads see the caller's earlier stores: the heavy side of an asymmetric barrier
 /// (a GC suspending threads), whose light side is a compiler barrier alone. On Linux:
-/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+, a few microseconds; the
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+, 10–12 µs on the benchmark VM; the
 /// first call registers the process), else `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux
-/// 4.3+, milliseconds), else a locked helper page whose access is taken away, which makes
-/// the kernel interrupt every CPU running a thread of the process (tens of microseconds;
+/// 4.3+, 14 ms there), else a locked helper page whose access is taken away, which makes
+/// the kernel interrupt every CPU running a thread of the process (15 µs there;
 /// a guarantee on x86 only). Chosen once per process; `VIRTMEM_LINUX_WITHOUT` withholds
 /// the first with `membarrier_expedited`, the first two with `membarrier`. As on Windows it
 /// returns nothing, never fails and sets no last error; any thread may call it.

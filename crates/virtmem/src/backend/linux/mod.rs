@@ -56,14 +56,15 @@ pub use sys::flush::FlushMechanism;
 ///
 /// [`flush_mechanism`] says how it is done in this process, chosen once:
 /// - `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (Linux 4.14+): an interrupt to each
-///   CPU running a thread of the process, and no other; a few microseconds. The first
+///   CPU running a thread of the process, and no other; microseconds (10–12 µs on the
+///   benchmark VM with another thread running: `benches/flush.rs`). The first
 ///   call in a process also registers it with the kernel, which may wait milliseconds.
 /// - `membarrier(MEMBARRIER_CMD_GLOBAL)` (Linux 4.3+), without the expedited command:
-///   waits for an RCU grace period, interrupting no one; milliseconds.
+///   waits for an RCU grace period, interrupting no one; milliseconds (14 ms there).
 /// - the page-protection flush, without membarrier (or withheld, see [`WITHOUT_ENV`]):
 ///   a locked helper page is written and then made inaccessible, which makes the kernel
 ///   interrupt every CPU with the process's address space loaded to flush its TLB; two
-///   `mprotect` calls (tens of microseconds, holding the process's `mmap` lock), a
+///   `mprotect` calls (15 µs there, holding the process's `mmap` lock), a
 ///   guarantee on x86 only (see [`FlushMechanism::PageProtection`]).
 ///
 /// It never fails and never panics, as `FlushProcessWriteBuffers` returns nothing: a

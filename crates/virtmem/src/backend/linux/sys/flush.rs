@@ -30,7 +30,7 @@
 //!    caller, and every later load of theirs sees the caller's earlier stores. Two
 //!    `mprotect` calls, each taking the process's `mmap` lock for writing (page faults of
 //!    other threads wait meanwhile), and an interrupt round trip per CPU that has the
-//!    address space loaded (tens of microseconds). The page is a shared anonymous mapping,
+//!    address space loaded (15 µs on the benchmark VM, `benches/flush.rs`). The page is a shared anonymous mapping,
 //!    which the kernel never merges with a neighbour, so changing its protection never
 //!    splits a mapping and cannot meet the mapping-count limit; it is locked (`mlock`) so
 //!    that reclaim cannot take the translation away between the write and the
@@ -76,7 +76,7 @@ pub enum FlushMechanism {
     MembarrierGlobal,
     /// Write to a locked helper page, then take its access away, which makes the kernel
     /// interrupt every CPU with the process's address space loaded to flush its TLB
-    /// (taking an interrupt drains a CPU's store buffer); tens of microseconds, with the
+    /// (taking an interrupt drains a CPU's store buffer); about 15 µs on the benchmark VM, with the
     /// process's `mmap` lock held for writing during each of the two `mprotect` calls.
     ///
     /// A guarantee only where TLB shootdowns are interrupts: x86. arm64 and others
