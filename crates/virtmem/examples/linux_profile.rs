@@ -48,13 +48,32 @@
 //! inside granted blocks, with a protect pair, decommit and commit every 64 accesses
 //! (callgrind: `--toggle-collect='*timed_sim_access*'`); 256 blocks, or 16 with `few`.
 //!
+//! `watch [k] [get|reset|clear] [used] [calls]` times `GetWriteWatch` (`get`: without reset;
+//! `reset`, the default: with `WRITE_WATCH_FLAG_RESET`) or `ResetWriteWatch` (`clear`) of
+//! a whole 256 MiB write-watched heap with `k` scattered pages written before each call
+//! (64 by default), beside the bare `PAGEMAP_SCAN` doing the same work on a mapping set
+//! up as the backend sets one up (`benches/common/raw_watch.rs`), as the `watch`
+//! benchmark does; `used`: every page of the heap written once before. Prints thread CPU
+//! time per call (system calls included) for both; callgrind counts the library's calls:
+//! `--toggle-collect='*timed_watch*'`.
+//!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
 //! the bookkeeping adds to a call, without the difference in layout that the `ops`
 //! benchmark's separate `raw` mappings have.
 
 use std::hint::black_box;
-use virtmem::{AllocationType as T, FreeType, LinuxSpace, Protection as P};
+use virtmem::{AllocationType as T, FreeType, LinuxSpace, Protection as P, WriteWatchFlags};
+
+/// The Linux backend's kernel declarations, which the bare write-watch calls use.
+#[path = "../src/backend/linux/sys/mod.rs"]
+#[allow(unused_imports, dead_code)]
+mod sys;
+
+/// Write watch by the bare system calls, as the `watch` benchmark makes them.
+#[path = "../benches/common/raw_watch.rs"]
+#[allow(dead_code)]
+mod raw_watch;
 
 const LIVE: usize = 1000;
 const GRANULE: usize = 64 << 10;
@@ -386,6 +405,117 @@ fn tib(rounds: usize, size: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// `watch`: what is timed of a write-watched heap.
+#[derive(Clone, Copy, PartialEq)]
+enum WatchCall {
+    Get,
+    GetReset,
+    Clear,
+}
+
+/// `watch`: the library's calls (`--toggle-collect='*timed_watch*'`), `calls` of them,
+/// the `pages` of the heap at `base` written before each call but the first, without
+/// the clock; returns the thread CPU time they took and the pages the last call reported.
+#[inline(never)]
+fn timed_watch(
+    s: &LinuxSpace,
+    base: usize,
+    size: usize,
+    call: WatchCall,
+    buf: &mut [usize],
+    pages: &[usize],
+    calls: usize,
+) -> virtmem::Result<(f64, usize)> {
+    let (mut took, mut n) = (0.0, 0);
+    for i in 0..calls {
+        if i > 0 && call != WatchCall::Get {
+            rewrite(base, pages);
+        }
+        let t = cpu_ns();
+        n = match call {
+            WatchCall::Get => s.get_write_watch_into(WriteWatchFlags::empty(), base, size, buf)?,
+            WatchCall::GetReset => s.get_write_watch_into(WriteWatchFlags::RESET, base, size, buf)?,
+            WatchCall::Clear => s.reset_write_watch(base, size).map(|()| pages.len())?,
+        };
+        took += cpu_ns() - t;
+    }
+    Ok((took, n))
+}
+
+/// Write one byte to each of `pages` (page numbers) of the heap at `base`.
+#[inline(never)]
+fn rewrite(base: usize, pages: &[usize]) {
+    for &i in pages {
+        // SAFETY: the page is committed read-write in a write-watched heap of this
+        // program's that nothing else uses.
+        unsafe { std::ptr::write_volatile((base + i * PAGE) as *mut u8, 1) };
+    }
+}
+
+/// `watch [k] [get|reset|clear] [used] [calls]`: see the module docs.
+fn watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    const HEAP: usize = 256 << 20;
+    let k: usize = flags.first().and_then(|c| c.parse().ok()).unwrap_or(64);
+    let call = if flags.iter().any(|f| f == "get") {
+        WatchCall::Get
+    } else if flags.iter().any(|f| f == "clear") {
+        WatchCall::Clear
+    } else {
+        WatchCall::GetReset
+    };
+    let used = flags.iter().any(|f| f == "used");
+    let calls: usize = flags.get(1).and_then(|c| c.parse().ok()).unwrap_or(200);
+    // The `k` pages: scattered, fixed (xorshift, distinct, ascending).
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < k.min(HEAP / PAGE) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chosen.insert((x % (HEAP / PAGE) as u64) as usize);
+    }
+    let pages: Vec<usize> = chosen.into_iter().collect();
+    let s = LinuxSpace::linux()?;
+    let base = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, P::NOACCESS)?;
+    s.alloc(base, HEAP, T::COMMIT, P::READWRITE)?;
+    let mut raw = raw_watch::RawWatch::new(HEAP)?;
+    if used {
+        let all: Vec<usize> = (0..HEAP / PAGE).collect();
+        rewrite(base, &all);
+        rewrite(raw.base(), &all);
+    }
+    s.reset_write_watch(base, HEAP)?;
+    raw.scan(true);
+    let mut buf = vec![0usize; HEAP / PAGE];
+    for round in 0..3 {
+        rewrite(base, &pages);
+        let (ours, n) = timed_watch(&s, base, HEAP, call, &mut buf, &pages, calls)?;
+        assert_eq!(n, pages.len(), "the library reports the pages written");
+        rewrite(raw.base(), &pages);
+        let mut bare = 0.0;
+        for i in 0..calls {
+            if i > 0 && call != WatchCall::Get {
+                rewrite(raw.base(), &pages);
+            }
+            let t = cpu_ns();
+            let n = raw.scan(call != WatchCall::Get);
+            bare += cpu_ns() - t;
+            assert!(call == WatchCall::Clear || n == pages.len(), "the bare scan finds the pages written");
+        }
+        // (A `get` leaves the pages written: clean them for the next round.)
+        s.reset_write_watch(base, HEAP)?;
+        raw.scan(true);
+        let (ours, bare) = (ours / calls as f64, bare / calls as f64);
+        println!(
+            "round {round}: k = {k}{}: library {ours:.0} ns, bare PAGEMAP_SCAN {bare:.0} ns, ratio {:.2}",
+            if used { " (used heap)" } else { "" },
+            ours / bare
+        );
+    }
+    s.free(base, 0, FreeType::RELEASE)?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let op = args.next().ok_or("usage: linux_profile <op> [bench-layout] [no-pool]")?;
@@ -394,6 +524,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // (Valgrind cannot map 1 TiB: a size in GiB as a second argument, e.g. 16.)
         let gib = flags.get(1).and_then(|c| c.parse::<usize>().ok()).map_or(TIB, |g| g << 30);
         return tib(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1000), gib);
+    }
+    if op == "watch" {
+        return watch(&flags);
     }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));

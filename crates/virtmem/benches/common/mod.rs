@@ -337,6 +337,7 @@ pub fn populate_irregular(m: &dyn Mem, n: usize, commit_first: bool) -> Vec<usiz
 }
 
 #[cfg(target_os = "linux")]
+#[allow(unused_imports)] // (not every benchmark uses it)
 pub use raw::Raw;
 
 /// The Linux backend's kernel declarations (the `PROCMAP_QUERY` request number, which
@@ -345,7 +346,11 @@ pub use raw::Raw;
 #[cfg(target_os = "linux")]
 #[path = "../../src/backend/linux/sys/mod.rs"]
 #[allow(unused_imports, dead_code)]
-mod sys;
+pub mod sys;
+
+/// Write watch by the bare system calls (also compiled into `examples/linux_profile.rs`).
+#[cfg(target_os = "linux")]
+pub mod raw_watch;
 
 #[cfg(target_os = "linux")]
 mod raw {
