@@ -27,8 +27,8 @@
 //!   call (outside the clock); linux and raw;
 //! - `watch_get_reset_used`: as `watch_get_reset` on a heap whose every page was written
 //!   once before the last reset (a heap in use: the kernel's scan walks 65 536 page-table
-//!   entries, where in the other groups only the `k` pages were ever written); linux and
-//!   raw.
+//!   entries, where in the other groups only the `k` pages were ever written, in a heap
+//!   made afresh for each `k`); linux and raw.
 //!
 //! A timed call that must be preceded by writes is timed alone, so each of its figures
 //! includes the cost of reading the clock once (the same for every backend). When the
@@ -168,11 +168,13 @@ enum Call {
     Reset,
 }
 
-/// The benchmarks `name/<k>` of group `g`: `call` on the heap `h` of one backend (every
-/// page written once before, with `used`).
-fn bench_heap(g: &mut Group<'_>, name: &str, h: &mut dyn Heap, call: Call, used: bool) {
+/// The benchmarks `name/<k>` of group `g`: `call` on a heap of one backend, made afresh
+/// for each `k` by `make` (every page written once before, with `used`).
+fn bench_heap<'h>(g: &mut Group<'_>, name: &str, make: &dyn Fn() -> Box<dyn Heap + 'h>, call: Call, used: bool) {
     for k in KS {
         let pages = scattered(k);
+        let mut heap = make();
+        let h = &mut *heap;
         prepare(h, &pages, used);
         g.bench_function(BenchmarkId::new(name, k), |b| match call {
             Call::Get => b.iter_custom(|iters| {
@@ -190,8 +192,6 @@ fn bench_heap(g: &mut Group<'_>, name: &str, h: &mut dyn Heap, call: Call, used:
                 })
             }),
         });
-        // The next `k` starts from a clean heap.
-        h.reset_all();
     }
 }
 
@@ -203,15 +203,18 @@ fn group(c: &mut Criterion, name: &str, call: Call, used: bool, sim: bool) {
     {
         match linux_space() {
             Ok(space) => {
-                bench_heap(&mut g, "linux", &mut Lib::new(&space, true).expect("linux heap"), call, used);
-                bench_heap(&mut g, "raw", &mut common::raw_watch::RawWatch::new(HEAP).expect("raw heap"), call, used);
+                let linux = || Box::new(Lib::new(&space, true).expect("linux heap")) as Box<dyn Heap>;
+                bench_heap(&mut g, "linux", &linux, call, used);
+                let raw = || Box::new(common::raw_watch::RawWatch::new(HEAP).expect("raw heap")) as Box<dyn Heap>;
+                bench_heap(&mut g, "raw", &raw, call, used);
             }
             Err(why) => println!("{name}: linux and raw skipped: {why}"),
         }
     }
     if sim {
         let space = virtmem::SimSpace::simulated();
-        bench_heap(&mut g, "sim", &mut Lib::new(&space, false).expect("sim heap"), call, used);
+        let sim = || Box::new(Lib::new(&space, false).expect("sim heap")) as Box<dyn Heap>;
+        bench_heap(&mut g, "sim", &sim, call, used);
     }
     g.finish();
 }
