@@ -464,7 +464,7 @@ fn watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         WatchCall::GetReset
     };
     let used = flags.iter().any(|f| f == "used");
-    let calls: usize = flags.get(1).and_then(|c| c.parse().ok()).unwrap_or(200);
+    let calls: usize = flags.iter().filter_map(|c| c.parse().ok()).nth(1).unwrap_or(200);
     // The `k` pages: scattered, fixed (xorshift, distinct, ascending).
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut chosen = std::collections::BTreeSet::new();

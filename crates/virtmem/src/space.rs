@@ -1580,7 +1580,8 @@ impl<B: Backend> AddressSpace<B> {
         self.outside_then_done(book, b, || scan(&self.backend, range, reset)).map_err(backend_error)
     }
 
-    /// `ResetWriteWatch`: make every page of the range clean.
+    /// `ResetWriteWatch`: make every page of the range clean. Once a first write-watch
+    /// call has been served, it allocates nothing on the simulated or the Linux backend.
     pub fn reset_write_watch(&self, base: usize, size: usize) -> Result<()> {
         let (book, b, range) = self.watched_range(base, size)?;
         self.outside_then_done(book, b, || self.backend.clear_dirty(range)).map_err(backend_error)

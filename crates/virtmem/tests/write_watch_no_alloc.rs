@@ -62,7 +62,8 @@ fn allocations_in<R>(f: impl FnOnce() -> R) -> (R, usize) {
 /// A GC's card scans on a write-watched heap (`HEAP` bytes, the first `COMMITTED`
 /// committed), dirtying pages spread over many 64 KiB blocks between scans with `dirty`:
 /// after a first scan, no scan allocates, with reset or without, with a buffer larger or
-/// smaller than the dirty set. (The counter itself is checked: the `Vec` form allocates.)
+/// smaller than the dirty set, and neither does a `ResetWriteWatch` of the whole heap.
+/// (The counter itself is checked: the `Vec` form allocates.)
 fn scans_allocate_nothing(s: &dyn VirtualSpace, dirty: &dyn Fn(usize)) {
     const HEAP: usize = 1 << 32;
     const PAGES: usize = 2048;
@@ -89,6 +90,11 @@ fn scans_allocate_nothing(s: &dyn VirtualSpace, dirty: &dyn Fn(usize)) {
         assert_eq!((n, allocs), (Ok(want - 5), 0), "round {round}: scan with reset");
         let (n, allocs) = allocations_in(|| s.get_write_watch_into(W::RESET, heap, HEAP, &mut big));
         assert_eq!((n, allocs), (Ok(0), 0), "round {round}: clean scan");
+        // `ResetWriteWatch` of the whole heap, with hundreds of separate dirty runs.
+        dirty_all(round + 1);
+        let (r, allocs) = allocations_in(|| s.reset_write_watch(heap, HEAP));
+        assert_eq!((r, allocs), (Ok(()), 0), "round {round}: ResetWriteWatch");
+        assert_eq!(s.get_write_watch_into(W::empty(), heap, HEAP, &mut big), Ok(0), "round {round}: reset");
     }
     dirty_all(0);
     let (v, allocs) = allocations_in(|| s.get_write_watch(W::empty(), heap, HEAP, PAGES));

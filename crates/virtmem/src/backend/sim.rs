@@ -974,9 +974,10 @@ impl Backend for SimBackend {
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         let pages = page_numbers(&range);
+        // (One page at a time, lowest first, rather than collected and then removed: a
+        // `ResetWriteWatch` allocates nothing, as `GetWriteWatch` into a buffer does not.)
         self.each_part(&pages, true, |store| {
-            let doomed: Vec<usize> = store.dirty.range(pages.clone()).copied().collect();
-            for k in doomed {
+            while let Some(&k) = store.dirty.range(pages.clone()).next() {
                 store.dirty.remove(&k);
             }
         });

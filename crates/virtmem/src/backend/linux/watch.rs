@@ -161,8 +161,13 @@ impl Adopted {
     /// marker into every empty page-table entry: resetting a 64 GiB heap with a few
     /// megabytes committed cost 128 MiB of page tables and most of a second, and made
     /// every later scan of it walk them.)
+    ///
+    /// Allocates nothing: the pages the scan reports are not kept. (It still gives the
+    /// kernel a buffer for them: a `PM_SCAN_WP_MATCHING` scan without one write-protects
+    /// every page-table entry of the range, whatever the categories asked for, putting a
+    /// marker into each empty one.)
     pub fn clear(&self, pagemap: &Pagemap, range: &Range<usize>) -> Result<(), BackendError> {
-        pagemap.scan(range.clone(), &written(true), 0).map(|_| ()).map_err(|e| match e {
+        pagemap.scan_each(range.clone(), &written(true), 0, |_| {}).map_err(|e| match e {
             Errno::NOMEM => BackendError::OutOfMemory,
             e => BackendError::Os(e.raw_os_error()),
         })
