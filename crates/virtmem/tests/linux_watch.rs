@@ -52,6 +52,40 @@ fn reset_flag_cleans_exactly_what_was_reported() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
+/// Thousands of separate written runs, more than one `PAGEMAP_SCAN` answers at once (the
+/// backend's scans go on from where the kernel stopped): every written page is reported
+/// once, ascending; a capped `GetWriteWatch` with reset, cut inside a run, resets exactly
+/// the pages it reported and the next call reports the rest; `ResetWriteWatch` cleans
+/// them all.
+#[test]
+fn thousands_of_separate_runs_are_reported_and_reset_exactly() {
+    const SIZE: usize = 32 << 20;
+    let s = LinuxSpace::linux().unwrap();
+    let base = watched(&s, SIZE);
+    // 2000 runs of 1 to 3 pages, each followed by at least one clean page.
+    let written: Vec<usize> =
+        (0..2000).flat_map(|i: usize| (0..1 + i % 3).map(move |j| base + (4 * i + j) * PAGE)).collect();
+    let write_all = || written.iter().for_each(|&a| store(a + 8, 7));
+    write_all();
+    let mut buf = vec![0usize; SIZE / PAGE];
+    let n = s.get_write_watch_into(W::empty(), base, SIZE, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &written[..]);
+    // 1001 pages: the 501st run (1-based) is cut after its first page.
+    let cut = 1001;
+    assert!(written[cut] == written[cut - 1] + PAGE, "the cap falls inside a run");
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf[..cut]).unwrap();
+    assert_eq!(&buf[..n], &written[..cut]);
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &written[cut..]);
+    assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    write_all();
+    s.reset_write_watch(base, SIZE).unwrap();
+    assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    store(written[1234], 1);
+    assert_eq!(s.get_write_watch(W::empty(), base, SIZE, 10).unwrap(), [written[1234]]);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
 #[test]
 fn reset_write_watch_and_protection_changes() {
     let s = LinuxSpace::linux().unwrap();
