@@ -239,5 +239,6 @@ fn watch(c: &mut Criterion) {
     group(c, "watch_get_reset_used", Call::GetReset, true, false);
 }
 
-criterion_group! { name = benches; config = common::criterion(); targets = watch }
+// (No plots: 30 benchmarks, and drawing them took longer than measuring them.)
+criterion_group! { name = benches; config = common::criterion().without_plots(); targets = watch }
 criterion_main!(benches);

@@ -54,8 +54,9 @@
 //! (64 by default), beside the bare `PAGEMAP_SCAN` doing the same work on a mapping set
 //! up as the backend sets one up (`benches/common/raw_watch.rs`), as the `watch`
 //! benchmark does; `used`: every page of the heap written once before. Prints thread CPU
-//! time per call (system calls included) for both; callgrind counts the library's calls:
-//! `--toggle-collect='*timed_watch*'`.
+//! time per call (system calls included) for both, in three rounds. (Valgrind does not
+//! know the `userfaultfd` system call, so callgrind cannot run this mode; `strace -c -e
+//! trace=ioctl` counts its scans. The library's calls are in `timed_watch`.)
 //!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
@@ -413,9 +414,9 @@ enum WatchCall {
     Clear,
 }
 
-/// `watch`: the library's calls (`--toggle-collect='*timed_watch*'`), `calls` of them,
-/// the `pages` of the heap at `base` written before each call but the first, without
-/// the clock; returns the thread CPU time they took and the pages the last call reported.
+/// `watch`: the library's calls, `calls` of them, the `pages` of the heap at `base`
+/// written before each call but the first, without the clock; returns the thread CPU
+/// time they took and the pages the last call reported.
 #[inline(never)]
 fn timed_watch(
     s: &LinuxSpace,

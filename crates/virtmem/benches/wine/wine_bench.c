@@ -5,6 +5,7 @@
 #include <windows.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static double freq_ns;
 
@@ -31,6 +32,72 @@ static double median(double *v, int n) {
 static void fail(const char *what) {
     printf("FAILED %s: %lu\n", what, GetLastError());
     exit(1);
+}
+
+/* The `watch` benchmark's generator (benches/common: xorshift64*), so that the same
+ * pages are written. */
+static unsigned long long rng;
+
+static size_t below(size_t n) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (size_t)((rng * 0x2545F4914F6CDD1DULL) >> 11) % n;
+}
+
+#define HEAP ((SIZE_T)256 << 20)
+#define HEAP_PAGES (HEAP / 4096)
+
+/* GetWriteWatch / ResetWriteWatch over a whole 256 MiB MEM_WRITE_WATCH heap, committed,
+ * with k pages written since the last reset (the `watch` benchmark's groups, its pages:
+ * k distinct pages drawn with seed 0x3a7cb00f + k). Each figure is the median of RUNS
+ * runs of the mean of CALLS calls; in the forms that reset, the k pages are written
+ * again before each call, outside the clock. */
+static void watch(void) {
+    enum { CALLS = 50 };
+    static PVOID addrs[HEAP_PAGES];
+    static unsigned char chosen[HEAP_PAGES];
+    static size_t pages[4096];
+    static const size_t ks[] = {0, 64, 4096};
+    double t[RUNS];
+    char *heap = VirtualAlloc(NULL, HEAP, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_NOACCESS);
+    if (!heap || !VirtualAlloc(heap, HEAP, MEM_COMMIT, PAGE_READWRITE)) fail("write-watched heap");
+    for (int ki = 0; ki < 3; ki++) {
+        size_t k = ks[ki], n = 0;
+        memset(chosen, 0, sizeof chosen);
+        rng = 0x3a7cb00fULL + k;
+        while (n < k) {
+            size_t p = below(HEAP_PAGES);
+            if (!chosen[p]) chosen[p] = 1, n++;
+        }
+        n = 0;
+        for (size_t p = 0; p < HEAP_PAGES; p++)
+            if (chosen[p]) pages[n++] = p;
+        for (int form = 0; form < 3; form++) {
+            for (int r = 0; r < RUNS; r++) {
+                double total = 0;
+                if (ResetWriteWatch(heap, HEAP)) fail("ResetWriteWatch");
+                for (size_t i = 0; i < k; i++) heap[pages[i] * 4096] = 1;
+                for (int c = 0; c < CALLS; c++) {
+                    ULONG_PTR count = HEAP_PAGES;
+                    ULONG gran;
+                    if (form > 0 && c > 0)
+                        for (size_t i = 0; i < k; i++) heap[pages[i] * 4096] = 1;
+                    double a = now_ns();
+                    UINT e = form == 2 ? ResetWriteWatch(heap, HEAP)
+                                       : GetWriteWatch(form == 1 ? WRITE_WATCH_FLAG_RESET : 0, heap, HEAP,
+                                                       addrs, &count, &gran);
+                    total += now_ns() - a;
+                    if (e) fail("GetWriteWatch/ResetWriteWatch");
+                    if (form < 2 && count != k) fail("GetWriteWatch count");
+                }
+                t[r] = total / CALLS;
+            }
+            static const char *names[] = {"watch_get", "watch_get_reset", "watch_reset"};
+            printf("%s_%u %.0f\n", names[form], (unsigned)k, median(t, RUNS));
+        }
+    }
+    VirtualFree(heap, 0, MEM_RELEASE);
 }
 
 int main(void) {
@@ -135,5 +202,8 @@ int main(void) {
         t[r] = (now_ns() - a) / N;
     }
     printf("query_many %.0f\n", median(t, RUNS));
+    for (int i = 0; i < q; i++) VirtualFree(qb[i], 0, MEM_RELEASE);
+
+    watch();
     return 0;
 }
