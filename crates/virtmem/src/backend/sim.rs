@@ -596,6 +596,25 @@ impl SimBackend {
             && self.watched.lock().range(..=addr).next_back().is_some_and(|(_, &end)| addr < end)
     }
 
+    /// Bit `i`: page `i` of the block at `base` lies in a write-tracked range. (One look
+    /// at the ranges, under their lock once, for the whole block; none while nothing is
+    /// tracked. Asked page by page, an access through the engine had spent ~270
+    /// instructions on its grant's 16 pages in a space tracking nothing.)
+    fn watched_pages(&self, base: usize) -> u16 {
+        if !self.watching.load(Ordering::Acquire) {
+            return 0;
+        }
+        let watched = self.watched.lock();
+        let mut bits = 0u16;
+        for i in 0..GRANT_PAGES {
+            let addr = base + i * PAGE;
+            if watched.range(..=addr).next_back().is_some_and(|(_, &end)| addr < end) {
+                bits |= 1 << i;
+            }
+        }
+        bits
+    }
+
     /// The grant covering `[address, address + len)` if one block holds all of it and
     /// grants `need` on each of its pages: (the block's part, its store locked, the bits
     /// of the block's write-tracked pages). (Always inlined into the two accesses that
@@ -925,12 +944,7 @@ impl Backend for SimBackend {
 
     fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
         let block = base / BLOCK;
-        let mut watched = 0u16;
-        for i in 0..GRANT_PAGES {
-            if self.is_watched(base + i * PAGE) {
-                watched |= 1 << i;
-            }
-        }
+        let watched = self.watched_pages(base);
         let slot = slot_of(block);
         let shard = self.part_or_new(slot % SHARDS);
         let mut store = shard.store.lock();
