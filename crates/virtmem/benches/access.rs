@@ -416,10 +416,9 @@ fn first_write(c: &mut Criterion, rng: &mut Rng) {
     let len = PAGES * PAGE;
     // SAFETY: a fresh private mapping at an address the kernel picks touches nothing that
     // exists.
-    let map = unsafe {
-        mm::mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE)
-    }
-    .expect("mmap");
+    let map =
+        unsafe { mm::mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE) }
+            .expect("mmap");
     // SAFETY: advice on our own mapping; it changes no contents.
     let _ = unsafe { mm::madvise(map, len, Advice::LinuxNoHugepage) };
     let base = map as usize;

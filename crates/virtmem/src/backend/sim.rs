@@ -621,7 +621,12 @@ impl SimBackend {
     /// ask: out of line, the call and the grant copied out for it had cost a granted
     /// 8-byte access ~25 instructions.)
     #[inline(always)]
-    fn granted(&self, address: usize, len: usize, need: Grant) -> Option<(&Shard, parking_lot::MutexGuard<'_, Store>, u16)> {
+    fn granted(
+        &self,
+        address: usize,
+        len: usize,
+        need: Grant,
+    ) -> Option<(&Shard, parking_lot::MutexGuard<'_, Store>, u16)> {
         let last = address.checked_add(len.checked_sub(1)?)?;
         let block = address / BLOCK;
         if last / BLOCK != block {
