@@ -204,6 +204,19 @@ fn show_error_at(line: Option<&str>, name: &str, e: &script::ScriptError) {
 /// Most characters of a script line echoed under an error.
 const SHOWN: usize = 120;
 
+/// The longest script `run` reads, in bytes: a script is read whole before it runs, so
+/// an endless input (`run /dev/zero`, a pipe that never closes) stops here with an error
+/// instead of taking all memory. (Traces, which can be gigabytes, are streamed by
+/// `replay`.)
+const MAX_SCRIPT: u64 = 64 << 20;
+
+/// All of `input` if it holds at most [`MAX_SCRIPT`] bytes, `None` if it holds more.
+fn read_capped(input: impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut input.take(MAX_SCRIPT + 1), &mut b)?;
+    Ok((b.len() as u64 <= MAX_SCRIPT).then_some(b))
+}
+
 /// A script read and parsed, ready to run.
 struct Script {
     /// Its text (without a byte-order mark), for the lines errors show.
@@ -217,20 +230,24 @@ struct Script {
 /// Read and parse the script at `path` (`-`: standard input); on failure the error has
 /// been reported and the status is returned.
 fn load_script(path: &Path) -> Result<Script, ExitCode> {
-    let (bytes, name) = if path == Path::new("-") {
-        let mut b = Vec::new();
-        if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut b) {
+    let (read, name) = if path == Path::new("-") {
+        (read_capped(std::io::stdin().lock()), "<stdin>".to_string())
+    } else {
+        (std::fs::File::open(path).and_then(read_capped), path.display().to_string())
+    };
+    let bytes = match read {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            errln!("error: {name}: a script may be at most {} MiB; this one is longer", MAX_SCRIPT >> 20);
+            return Err(ExitCode::from(2));
+        }
+        Err(e) if path == Path::new("-") => {
             errln!("error: cannot read standard input: {e}");
             return Err(ExitCode::from(2));
         }
-        (b, "<stdin>".to_string())
-    } else {
-        match std::fs::read(path) {
-            Ok(b) => (b, path.display().to_string()),
-            Err(e) => {
-                errln!("error: cannot read {}: {e}", path.display());
-                return Err(ExitCode::from(2));
-            }
+        Err(e) => {
+            errln!("error: cannot read {}: {e}", path.display());
+            return Err(ExitCode::from(2));
         }
     };
     let text = match String::from_utf8(bytes) {
@@ -411,6 +428,29 @@ fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The longest line the prompt takes, in bytes.
+const MAX_LINE: u64 = 1 << 20;
+
+/// Read past the end of the current line (or of the input), keeping nothing.
+fn skip_line(r: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buf.len();
+                r.consume(all);
+            }
+        }
+    }
+}
+
 fn prompt(session: &mut script::Session) {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
@@ -426,11 +466,20 @@ fn prompt(session: &mut script::Session) {
             let _ = out::Stdout.flush();
         }
         let mut buf = Vec::new();
-        match lines.read_until(b'\n', &mut buf) {
+        match std::io::Read::take(&mut lines, MAX_LINE + 1).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         n += 1;
+        if buf.len() as u64 > MAX_LINE {
+            // Not a statement anyone typed: skip it without keeping it (an endless line,
+            // `virtmem run < /dev/zero`, would otherwise take all memory).
+            errln!("error: <input>:{n}: a line may be at most {} KiB; this one is skipped", MAX_LINE >> 10);
+            if skip_line(&mut lines).is_err() {
+                break;
+            }
+            continue;
+        }
         let text = String::from_utf8_lossy(&buf);
         let text = text.trim_end_matches(['\n', '\r']);
         let text = if n == 1 { text.strip_prefix('\u{FEFF}').unwrap_or(text) } else { text };

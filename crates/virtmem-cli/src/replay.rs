@@ -268,26 +268,17 @@ impl Source<'_> {
         Ok(out)
     }
 
-    /// All of the trace, showing bytes read on a bar for large files (Wine logs are
-    /// replayed from memory).
-    fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        match self {
-            Source::Text(t) => Ok(t.to_vec()),
+    /// The whole trace from its start, for a single reading (a Wine log's), with the bytes
+    /// read shown on `pb` for a file.
+    fn once<'p>(&'p mut self, pb: &'p ProgressBar) -> io::Result<Box<dyn Read + 'p>> {
+        Ok(match self {
+            Source::Text(t) => Box::new(*t),
             Source::File(f) => {
-                let total = f.metadata().map(|m| m.len()).unwrap_or(0);
-                let pb = Cleared(bytes_progress(total, "reading"));
-                let mut bytes = Vec::with_capacity(usize::try_from(total).unwrap_or(0).min(1 << 30));
                 f.seek(SeekFrom::Start(0))?;
-                Tracked::new(&*f, &pb.0).read_to_end(&mut bytes)?;
-                Ok(bytes)
+                Box::new(Tracked::new(&*f, pb))
             }
-            Source::Stdin { prefix, .. } => {
-                // `-` is standard input, whose size is not known in advance: no bar.
-                let mut bytes = std::mem::take(prefix);
-                io::stdin().lock().read_to_end(&mut bytes)?;
-                Ok(bytes)
-            }
-        }
+            Source::Stdin { prefix, .. } => Box::new(io::Cursor::new(std::mem::take(prefix)).chain(io::stdin().lock())),
+        })
     }
 
     /// The whole trace from its start, for the first reading.
@@ -369,14 +360,14 @@ pub fn main(path: &Path, format: Format, svg: Option<&Path>, strict: bool, max_d
     };
     let mut report = Report::new(max_diffs);
     let result = match format {
-        // A Wine log is read whole, then replayed.
+        // A Wine log is read once, each event replayed as it is parsed.
         Format::Wine => {
-            let bytes = match source.read_all() {
-                Ok(b) => b,
-                Err(e) => return cannot_read(e),
+            let pb = Cleared(bytes_progress(source.len(), "replaying"));
+            let replayed = match source.once(&pb.0) {
+                Ok(input) => replay_wine_from(io::BufReader::with_capacity(1 << 16, input), &mut report),
+                Err(e) => Err(Stop::Io(e)),
             };
-            let text = String::from_utf8_lossy(&bytes);
-            replay_wine(text.strip_prefix('\u{FEFF}').unwrap_or(&text), &mut report).map_err(Stop::Bad)
+            replayed
         }
         _ => replay_source(&mut source, &mut report),
     };
@@ -1304,44 +1295,50 @@ fn access_of(protect: u32) -> (Access, bool) {
     }
 }
 
-pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
-    let parsing = bytes_progress(text.len() as u64, "parsing");
-    let (events, skipped) = wine::parse_with_progress(text, &mut |n| parsing.set_position(n as u64));
-    parsing.finish_and_clear();
-    if events.is_empty() {
-        return Err(
-            "no NtAllocateVirtualMemory / NtFreeVirtualMemory / NtProtectVirtualMemory lines or view dumps found \
-                    (record with WINEDEBUG=+virtual)"
-                .into(),
-        );
+/// A Wine log replayed event by event, as [`wine::Parser`] completes them.
+struct WineReplay<'r> {
+    space: Arc<ViewSpace>,
+    report: &'r mut Report,
+    /// Events seen.
+    events: usize,
+    synthesized: usize,
+    mapped: usize,
+    unmapped: usize,
+}
+
+impl<'r> WineReplay<'r> {
+    fn new(report: &'r mut Report) -> Self {
+        report.sessions = 1;
+        let space = Arc::new(ViewSpace::with_backend(Views::new()));
+        WineReplay { space, report, events: 0, synthesized: 0, mapped: 0, unmapped: 0 }
     }
-    report.sessions = 1;
-    let space = Arc::new(ViewSpace::with_backend(Views::new()));
-    let mut synthesized = 0;
-    let mut mapped = 0;
-    let mut unmapped = 0;
-    let pb = progress(events.len());
-    let start = Instant::now();
-    for (i, ev) in events.iter().enumerate() {
-        if i % 4096 == 0 {
-            pb.set_position(i as u64);
-        }
+
+    /// Replay one event, its time counted in the report's (as the virtmem format's
+    /// replay counts its records' replay, not the reading and parsing of the trace).
+    fn event(&mut self, ev: &wine::Event) {
+        let start = Instant::now();
+        self.replay(ev);
+        self.report.elapsed += start.elapsed();
+    }
+
+    fn replay(&mut self, ev: &wine::Event) {
+        self.events += 1;
         match ev {
             wine::Event::View(v) => {
                 if v.kind == "valloc" {
-                    synthesized += synthesize(&space, v) as usize;
+                    self.synthesized += synthesize(&self.space, v) as usize;
                 } else {
-                    add_view(&space, v);
-                    mapped += 1;
+                    add_view(&self.space, v);
+                    self.mapped += 1;
                 }
             }
             wine::Event::Call { line, call, views } => {
                 if matches!(call, wine::Call::MapView) {
                     for v in views {
-                        add_view(&space, v);
-                        mapped += 1;
+                        add_view(&self.space, v);
+                        self.mapped += 1;
                     }
-                    continue;
+                    return;
                 }
                 // The call's own view: the first valloc dump holding its address (any
                 // for a NULL-address allocation). Other dumps are Wine's own doing.
@@ -1356,10 +1353,10 @@ pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn Vir
                 for (i, v) in views.iter().enumerate() {
                     if Some(i) != own {
                         if v.kind == "valloc" {
-                            synthesized += synthesize(&space, v) as usize;
+                            self.synthesized += synthesize(&self.space, v) as usize;
                         } else {
-                            add_view(&space, v);
-                            mapped += 1;
+                            add_view(&self.space, v);
+                            self.mapped += 1;
                         }
                     }
                 }
@@ -1367,12 +1364,12 @@ pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn Vir
                     // The view goes; its address space is free again (an unmap of an
                     // address holding no view, such as an allocation, changes nothing:
                     // Wine refuses that too).
-                    if space.backend().remove(address).is_some() {
-                        unmapped += 1;
+                    if self.space.backend().remove(address).is_some() {
+                        self.unmapped += 1;
                     }
-                    continue;
+                    return;
                 }
-                report.ops += 1;
+                self.report.ops += 1;
                 win32::SetLastError(0);
                 let (name, args, expect_ok, ok) = match *call {
                     wine::Call::Alloc { address, size, alloc_type, protect } => {
@@ -1381,7 +1378,7 @@ pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn Vir
                             Some(v) if address == 0 && reserving => (v.start, alloc_type | 0x2000),
                             _ => (address, alloc_type),
                         };
-                        let r = win32::VirtualAlloc(&*space, addr, size, ty, protect);
+                        let r = win32::VirtualAlloc(&*self.space, addr, size, ty, protect);
                         let args = format!(
                             "{}, {size:#x}, {}, {}",
                             if address == 0 { "NULL".to_string() } else { format!("{address:#x}") },
@@ -1393,30 +1390,34 @@ pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn Vir
                     wine::Call::Protect { address, size, protect } => {
                         // Protections inside image and file views act on the view, which
                         // the replay only places.
-                        if space.backend().foreign(address, address.saturating_add(1)).is_some() {
-                            report.ops -= 1;
-                            continue;
+                        if self.space.backend().foreign(address, address.saturating_add(1)).is_some() {
+                            self.report.ops -= 1;
+                            return;
                         }
                         let mut old = 0;
-                        let r = win32::VirtualProtect(&*space, address, size, protect, Some(&mut old));
+                        let r = win32::VirtualProtect(&*self.space, address, size, protect, Some(&mut old));
                         let args = format!("{address:#x}, {size:#x}, {}", FlagKind::Protect.format(protect));
                         ("NtProtectVirtualMemory", args, Some(dumped.is_some()), r != 0)
                     }
                     wine::Call::Free { address, size, free_type } => {
-                        let r = win32::VirtualFree(&*space, address, size, free_type);
+                        let r = win32::VirtualFree(&*self.space, address, size, free_type);
                         let args = format!("{address:#x}, {size:#x}, {}", FlagKind::Free.format(free_type));
                         ("NtFreeVirtualMemory", args, None, r != 0)
                     }
                     wine::Call::GetWriteWatch { flags, base, size } => {
-                        let r =
-                            space.get_write_watch(virtmem::WriteWatchFlags::from_bits_retain(flags), base, size, 4096);
+                        let r = self.space.get_write_watch(
+                            virtmem::WriteWatchFlags::from_bits_retain(flags),
+                            base,
+                            size,
+                            4096,
+                        );
                         ("NtGetWriteWatch", format!("{flags:#x}, {base:#x}, {size:#x}"), None, r.is_ok())
                     }
                     wine::Call::Query { address } => {
-                        let r = space.query(address);
+                        let r = self.space.query(address);
                         ("NtQueryVirtualMemory", format!("{address:#x}"), None, r.is_ok())
                     }
-                    wine::Call::MapView | wine::Call::Unmap { .. } => continue,
+                    wine::Call::MapView | wine::Call::Unmap { .. } => return,
                 };
                 let err = win32::GetLastError();
                 if let Some(want) = expect_ok {
@@ -1424,25 +1425,79 @@ pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn Vir
                         let now = if ok { "succeeded".to_string() } else { format!("failed with {}", error_text(err)) };
                         let then =
                             if want { "succeeded (its view was dumped)" } else { "failed (no view dump followed)" };
-                        report.diff(format!("line {line}: {name}({args}): Wine {then}, replay {now}"));
+                        self.report.diff(format!("line {line}: {name}({args}): Wine {then}, replay {now}"));
                     }
                 }
                 if let Some(v) = dumped {
-                    if let Some(d) = compare_view(&space, v) {
-                        report.diff(format!("line {}: after {name}({args}): {d}", v.line));
+                    if let Some(d) = compare_view(&self.space, v) {
+                        self.report.diff(format!("line {}: after {name}({args}): {d}", v.line));
                     }
                 }
-                report.sample(&*space);
+                self.report.sample(&*self.space);
             }
         }
     }
-    report.elapsed = start.elapsed();
-    pb.finish_and_clear();
-    report.notes.push(format!(
-        "{mapped} image/file view(s) placed as mapped regions ({unmapped} unmapped again), {synthesized} allocation(s) Wine made itself (thread stacks...) placed from its view dumps, {skipped} other `virtual` line(s) skipped"
-    ));
-    report.notes.push("Wine logs no results: a call counts as successful when a dump of its view follows; frees, queries and write-watch calls are replayed without a recorded result".into());
-    Ok(space)
+
+    /// The log ended (`skipped`: its `virtual` lines skipped): the replayed space, or an
+    /// error when it held nothing to replay.
+    fn finish(self, skipped: usize) -> Result<Arc<dyn VirtualSpace>, String> {
+        if self.events == 0 {
+            return Err(
+                "no NtAllocateVirtualMemory / NtFreeVirtualMemory / NtProtectVirtualMemory lines or view dumps found \
+                    (record with WINEDEBUG=+virtual)"
+                    .into(),
+            );
+        }
+        let (mapped, unmapped, synthesized) = (self.mapped, self.unmapped, self.synthesized);
+        self.report.notes.push(format!(
+            "{mapped} image/file view(s) placed as mapped regions ({unmapped} unmapped again), {synthesized} allocation(s) Wine made itself (thread stacks...) placed from its view dumps, {skipped} other `virtual` line(s) skipped"
+        ));
+        self.report.notes.push("Wine logs no results: a call counts as successful when a dump of its view follows; frees, queries and write-watch calls are replayed without a recorded result".into());
+        Ok(self.space)
+    }
+}
+
+/// Replay a Wine log held in memory (`text`, without a byte-order mark).
+#[cfg(test)]
+pub(crate) fn replay_wine(text: &str, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, String> {
+    let mut parser = wine::Parser::default();
+    let mut replay = WineReplay::new(report);
+    for (i, raw) in text.lines().enumerate() {
+        parser.line(i + 1, raw, &mut |e| replay.event(&e));
+    }
+    let skipped = parser.finish(&mut |e| replay.event(&e));
+    replay.finish(skipped)
+}
+
+/// Replay a Wine log read from `input` one line at a time (each decoded as
+/// `String::from_utf8_lossy` decodes the whole log; a leading byte-order mark dropped),
+/// replaying each event as soon as the parser completes it: memory stays bounded
+/// whatever the log's size. An I/O error stops the replay.
+fn replay_wine_from(input: impl BufRead, report: &mut Report) -> Result<Arc<dyn VirtualSpace>, Stop> {
+    let mut input = input;
+    let mut parser = wine::Parser::default();
+    let mut replay = WineReplay::new(report);
+    let mut raw = Vec::new();
+    let mut line = 0;
+    loop {
+        raw.clear();
+        if input.read_until(b'\n', &mut raw).map_err(Stop::Io)? == 0 {
+            break;
+        }
+        line += 1;
+        let text = String::from_utf8_lossy(&raw);
+        let mut text: &str = &text;
+        if line == 1 {
+            text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+        }
+        // As `str::lines`: `\n` or `\r\n` ends a line.
+        if let Some(t) = text.strip_suffix('\n') {
+            text = t.strip_suffix('\r').unwrap_or(t);
+        }
+        parser.line(line, text, &mut |e| replay.event(&e));
+    }
+    let skipped = parser.finish(&mut |e| replay.event(&e));
+    replay.finish(skipped).map_err(Stop::Bad)
 }
 
 /// Place an image or file view as foreign regions, one per dumped run.
@@ -1750,6 +1805,54 @@ mod tests {
         assert_eq!(pb.position(), text.len() as u64);
         // It moved along the way, not only at the end.
         assert!(positions.len() > 10, "{positions:?}");
+    }
+
+    /// What a Wine log's replay reports and leaves, to compare two replays.
+    fn wine_outcome(r: Result<Arc<dyn VirtualSpace>, String>, report: &Report) -> String {
+        let regions = r.map(|space| space.regions());
+        format!("{regions:?} {} {} {:?} {:?}", report.ops, report.diff_count, report.diffs, report.notes)
+    }
+
+    /// The Wine log streamed a line at a time (through a 7-byte buffer, so that lines
+    /// arrive in pieces) replays as the whole text did: the same calls, differences,
+    /// notes and final space, with Unix or Windows line ends, a byte-order mark, a last
+    /// line without its line end, and bytes that are not UTF-8.
+    #[test]
+    fn a_wine_log_streamed_replays_as_the_whole_text() {
+        let crlf = WINE_LOG.replace('\n', "\r\n");
+        let bom = format!("\u{FEFF}{WINE_LOG}");
+        let cut = WINE_LOG.trim_end_matches('\n').to_string();
+        let mut broken = WINE_LOG.as_bytes().to_vec();
+        broken.splice(200..200, [0xff, 0xc3]);
+        let variants: [(&str, Vec<u8>); 5] = [
+            ("as is", WINE_LOG.as_bytes().to_vec()),
+            ("CRLF", crlf.into_bytes()),
+            ("BOM", bom.into_bytes()),
+            ("no last line end", cut.into_bytes()),
+            ("not UTF-8", broken),
+        ];
+        for (what, bytes) in variants {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
+            let mut whole = Report::new(50);
+            let a = wine_outcome(replay_wine(text, &mut whole), &whole);
+            let mut streamed = Report::new(50);
+            let r = replay_wine_from(io::BufReader::with_capacity(7, &bytes[..]), &mut streamed).map_err(|e| match e {
+                Stop::Bad(m) => m,
+                Stop::Io(e) => e.to_string(),
+            });
+            let b = wine_outcome(r, &streamed);
+            assert_eq!(b, a, "{what}");
+            assert!(whole.ops > 100, "{what}: the log's calls were replayed ({})", whole.ops);
+        }
+        // A log with nothing to replay is the same error either way.
+        let mut report = Report::new(5);
+        let e = replay_wine_from(io::BufReader::new(&b"0024:trace:virtual:nothing here\n"[..]), &mut report);
+        assert!(
+            matches!(e, Err(Stop::Bad(ref m)) if m.starts_with("no NtAllocateVirtualMemory")),
+            "{:?}",
+            e.err().map(|_| ())
+        );
     }
 
     #[test]

@@ -68,11 +68,17 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
+            if i - start > MAX_WORD {
+                return Err(serr(line, col, format!("a name may be at most {MAX_WORD} characters")));
+            }
             out.push(Token { tok: Tok::Ident(chars[start..i].iter().collect()), col });
         } else if c.is_ascii_digit() {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
+            }
+            if i - start > MAX_WORD {
+                return Err(serr(line, col, format!("a number may be at most {MAX_WORD} characters")));
             }
             let word: String = chars[start..i].iter().collect();
             out.push(Token { tok: Tok::Num(number(&word).map_err(|m| serr(line, col, m))?), col });
@@ -127,6 +133,10 @@ fn lex(text: &str, line: usize) -> Result<Vec<Token>, ScriptError> {
     }
     Ok(out)
 }
+
+/// The longest name or number a script may hold, in characters: messages quote them,
+/// and a name of megabytes would make a message of megabytes.
+const MAX_WORD: usize = 256;
 
 /// A number: decimal or `0x` hex, `_` separators, an optional binary-unit suffix
 /// (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB`).

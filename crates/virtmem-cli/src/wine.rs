@@ -191,29 +191,33 @@ fn strip_prefix_fields(raw: &str) -> Option<&str> {
     prefix.split(':').all(field_ok).then(|| &raw[at + "trace:virtual:".len()..])
 }
 
-/// Parse a log into events. Unrecognised lines are skipped; the count of skipped
-/// `virtual` lines is returned too. `progress` is called now and then with how many bytes
-/// of `text` are parsed (lastly with `text.len()`).
-pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<Event>, usize) {
-    let mut events = Vec::new();
-    let mut skipped = 0;
-    let mut current: Option<View> = None;
-    // Whether dumps still belong to the last call (allocations, protections and view
-    // mappings dump their view; other calls never do).
-    let mut open = false;
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if i % 16384 == 0 {
-            // `raw` is a slice of `text`: its offset is how far parsing got.
-            progress(raw.as_ptr() as usize - text.as_ptr() as usize);
-        }
-        let Some(body) = strip_prefix_fields(raw) else { continue };
+/// Builds a log's events one line at a time, keeping only what is still open: the view
+/// being dumped and the last call (whose dumps may still follow), so that a log of any
+/// size is replayed in bounded memory. [`parse_with_progress`] gives the same events
+/// from a whole text.
+#[derive(Debug, Default)]
+pub struct Parser {
+    /// The view whose dump is being read.
+    current: Option<View>,
+    /// Whether dumps still belong to the last call (allocations, protections and view
+    /// mappings dump their view; other calls never do).
+    open: bool,
+    /// The last call, held back while dumps may still follow it.
+    held: Option<Event>,
+    /// `virtual` lines skipped so far.
+    skipped: usize,
+}
+
+impl Parser {
+    /// Read line number `line` (`raw`, without its line break), passing every event it
+    /// completes to `out`, in the log's order. Unrecognised lines are skipped.
+    pub fn line(&mut self, line: usize, raw: &str, out: &mut dyn FnMut(Event)) {
+        let Some(body) = strip_prefix_fields(raw) else { return };
         let (func, args) = body.split_once(' ').unwrap_or((body, ""));
         let words: Vec<&str> = args.split_whitespace().collect();
         if func == "dump_view" {
             if words.first() == Some(&"View:") {
-                let v = current.take();
-                flush(&mut events, v, open);
+                self.flush(out);
                 let start = words.get(1).and_then(|w| hexnum(w));
                 let end = words.get(3).and_then(|w| hexnum(w));
                 let kind = args.rsplit_once('(').map(|(_, k)| k.trim_end_matches(')').trim().to_string());
@@ -221,21 +225,22 @@ pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<
                 // one-past-the-end and is skipped.
                 match (start, end.and_then(|e| e.checked_add(1)), kind) {
                     (Some(s), Some(e), Some(k)) if e > s => {
-                        current = Some(View { line, start: s as usize, end: e as usize, kind: k, runs: Vec::new() })
+                        self.current =
+                            Some(View { line, start: s as usize, end: e as usize, kind: k, runs: Vec::new() })
                     }
-                    _ => skipped += 1,
+                    _ => self.skipped += 1,
                 }
-            } else if let (Some(v), [s, "-", e, flags, ..]) = (current.as_mut(), words.as_slice()) {
+            } else if let (Some(v), [s, "-", e, flags, ..]) = (self.current.as_mut(), words.as_slice()) {
                 match (hexnum(s), hexnum(e).and_then(|e| e.checked_add(1)), parse_flags(flags)) {
                     (Some(s), Some(e), Some((committed, protect))) if e > s => {
                         v.runs.push(Run { start: s as usize, end: e as usize, committed, protect })
                     }
-                    _ => skipped += 1,
+                    _ => self.skipped += 1,
                 }
             } else {
-                skipped += 1;
+                self.skipped += 1;
             }
-            continue;
+            return;
         }
         let call = match func {
             "NtAllocateVirtualMemory" => match words.as_slice() {
@@ -294,37 +299,67 @@ pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<
         };
         match call {
             Some(call) => {
-                let v = current.take();
-                flush(&mut events, v, open);
-                open = matches!(call, Call::Alloc { .. } | Call::Protect { .. } | Call::MapView);
-                events.push(Event::Call { line, call, views: Vec::new() });
+                self.flush(out);
+                self.open = matches!(call, Call::Alloc { .. } | Call::Protect { .. } | Call::MapView);
+                if let Some(done) = self.held.replace(Event::Call { line, call, views: Vec::new() }) {
+                    out(done);
+                }
             }
             None if func.starts_with("Nt") => {
                 // Some other system call (or one on another process): dumps after it are
                 // not ours.
-                let v = current.take();
-                flush(&mut events, v, open);
-                open = false;
-                skipped += 1;
+                self.flush(out);
+                self.open = false;
+                self.skipped += 1;
             }
             None => {}
         }
     }
-    let v = current.take();
-    flush(&mut events, v, open);
-    progress(text.len());
-    (events, skipped)
+
+    /// The end of the log: pass the events still open to `out`; returns how many
+    /// `virtual` lines were skipped.
+    pub fn finish(mut self, out: &mut dyn FnMut(Event)) -> usize {
+        self.flush(out);
+        if let Some(done) = self.held.take() {
+            out(done);
+        }
+        self.skipped
+    }
+
+    /// The dump being read is complete: it joins the last call's when that call's
+    /// dumps are still open, or is an event of its own (after the held call).
+    fn flush(&mut self, out: &mut dyn FnMut(Event)) {
+        let Some(v) = self.current.take() else { return };
+        if self.open {
+            if let Some(Event::Call { views, .. }) = self.held.as_mut() {
+                views.push(v);
+                return;
+            }
+        }
+        if let Some(done) = self.held.take() {
+            out(done);
+        }
+        out(Event::View(v));
+    }
 }
 
-fn flush(events: &mut Vec<Event>, v: Option<View>, open: bool) {
-    let Some(v) = v else { return };
-    if open {
-        if let Some(Event::Call { views, .. }) = events.last_mut() {
-            views.push(v);
-            return;
+/// Parse a log into events. Unrecognised lines are skipped; the count of skipped
+/// `virtual` lines is returned too. `progress` is called now and then with how many bytes
+/// of `text` are parsed (lastly with `text.len()`).
+#[cfg(test)]
+pub fn parse_with_progress(text: &str, progress: &mut dyn FnMut(usize)) -> (Vec<Event>, usize) {
+    let mut events = Vec::new();
+    let mut parser = Parser::default();
+    for (i, raw) in text.lines().enumerate() {
+        if i % 16384 == 0 {
+            // `raw` is a slice of `text`: its offset is how far parsing got.
+            progress(raw.as_ptr() as usize - text.as_ptr() as usize);
         }
+        parser.line(i + 1, raw, &mut |e| events.push(e));
     }
-    events.push(Event::View(v));
+    let skipped = parser.finish(&mut |e| events.push(e));
+    progress(text.len());
+    (events, skipped)
 }
 
 #[cfg(test)]

@@ -314,3 +314,51 @@ fn an_output_file_that_is_the_script_itself_is_refused() {
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(std::fs::read_to_string(&svg).expect("svg").contains("<svg "), "an SVG drawing");
 }
+
+/// A script is read whole before it runs: an endless one (`run /dev/zero`) took memory
+/// until the machine ran out. At most 64 MiB is read; more is bad input (exit 2), at
+/// once and in bounded memory.
+#[cfg(unix)]
+#[test]
+fn an_endless_script_is_refused_not_read_into_all_memory() {
+    let o = run(virtmem().args(["run", "/dev/zero"]));
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("a script may be at most 64 MiB"), "{}", o.stderr);
+    // The same from standard input.
+    let endless = std::fs::File::open("/dev/zero").expect("/dev/zero");
+    let bin = assert_cmd::cargo::cargo_bin("virtmem");
+    let o = out_of(std::process::Command::new(bin).args(["run", "-"]).stdin(endless).output().expect("run"));
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("<stdin>: a script may be at most 64 MiB"), "{}", o.stderr);
+}
+
+/// The prompt (input from a pipe, no script named) read a line of any length into memory:
+/// `virtmem run < /dev/zero` grew by ~250 MB a second. A line over 1 MiB is now skipped
+/// with an error, kept nowhere, and the lines after it run.
+#[test]
+fn the_prompt_skips_a_line_too_long_and_goes_on() {
+    let mut input = vec![b'x'; 3 << 20];
+    input.extend_from_slice(b"\nalloc 0, 64K, reserve, rw\nexpect ok\n");
+    let o = run(virtmem().arg("run").write_stdin(input));
+    assert!(o.stderr.contains("<input>:1: a line may be at most 1024 KiB; this one is skipped"), "{}", o.stderr);
+    assert!(o.stderr.len() < 1000, "the skipped line is not echoed: {} bytes of stderr", o.stderr.len());
+    assert!(o.stdout.contains("VirtualAlloc(NULL, 0x10000, MEM_RESERVE, PAGE_READWRITE) = 0x"), "{}", o.stdout);
+    assert!(!o.stdout.contains("!!"), "the expect after it held: {}", o.stdout);
+}
+
+/// An error quoting a name quoted all of it: a 3 MB word made a 3 MB message. Names and
+/// numbers are at most 256 characters; a longer one is an error at its column.
+#[test]
+fn a_name_or_number_too_long_is_an_error_of_bounded_size() {
+    for (word, what) in [("x".repeat(3000), "a name"), ("1".repeat(3000), "a number")] {
+        let p = script("long-word.vms", format!("alloc 0, 64K, reserve, rw\nq = {word}\n").as_bytes());
+        let o = run(virtmem().arg("run").arg(&p));
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(o.stderr.contains(&format!("long-word.vms:2:5: {what} may be at most 256 characters")), "{}", o.stderr);
+        assert!(o.stderr.len() < 1000, "{} bytes of stderr", o.stderr.len());
+    }
+    // 256 characters are still a name.
+    let p = script("long-ok.vms", format!("{} = alloc 0, 64K, reserve, rw\nexpect ok\n", "v".repeat(256)).as_bytes());
+    let o = run(virtmem().arg("run").arg(&p));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+}

@@ -40,6 +40,8 @@
 //! commit of each one's second page, an 8-byte write to it and its decommit (a new page
 //! stored, then discarded). With 64 reservations or fewer every block keeps its grant, so
 //! `sim-write` measures the granted write; with 1000 most writes go through the engine.
+//! `sim-read` and `sim-exec` are `sim-write` with an 8-byte read (`SimSpace::read`) or
+//! instruction fetch (`SimSpace::execute`, the pages committed execute-read-write) instead.
 //!
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
@@ -143,46 +145,75 @@ fn sim_query(calls: usize) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `sim-write` / `sim-cycle`: the measured calls (`--toggle-collect='*timed_sim_hot*'`).
+/// What `sim_hot` does to each reservation.
+#[derive(Clone, Copy, PartialEq)]
+enum Hot {
+    /// `sim-write`: an 8-byte write.
+    Write,
+    /// `sim-read`: an 8-byte read.
+    Read,
+    /// `sim-exec`: an 8-byte instruction fetch.
+    Exec,
+    /// `sim-cycle`: commit + write + decommit of a second page.
+    Cycle,
+}
+
+/// `sim-write` / `sim-read` / `sim-exec` / `sim-cycle`: the measured calls
+/// (`--toggle-collect='*timed_sim_hot*'`).
 #[inline(never)]
-fn timed_sim_hot(cycle: bool, s: &virtmem::SimSpace, bases: &[usize], rounds: usize) -> virtmem::Result<()> {
+fn timed_sim_hot(hot: Hot, s: &virtmem::SimSpace, bases: &[usize], rounds: usize) -> virtmem::Result<u64> {
+    let mut sum = 0u64;
+    let mut buf = [0u8; 8];
     for r in 0..rounds {
         for &b in bases {
-            if cycle {
-                s.alloc(b + PAGE, PAGE, T::COMMIT, P::READWRITE)?;
-                s.write(b + PAGE + 8, &r.to_le_bytes())?;
-                s.free(b + PAGE, PAGE, FreeType::DECOMMIT)?;
-            } else {
-                s.write(b + 8, &r.to_le_bytes())?;
+            match hot {
+                Hot::Cycle => {
+                    s.alloc(b + PAGE, PAGE, T::COMMIT, P::READWRITE)?;
+                    s.write(b + PAGE + 8, &r.to_le_bytes())?;
+                    s.free(b + PAGE, PAGE, FreeType::DECOMMIT)?;
+                }
+                Hot::Write => s.write(b + 8, &r.to_le_bytes())?,
+                Hot::Read => {
+                    s.read(b + 8, &mut buf)?;
+                    sum = sum.wrapping_add(u64::from_le_bytes(buf));
+                }
+                Hot::Exec => {
+                    s.execute(b + 8, &mut buf)?;
+                    sum = sum.wrapping_add(u64::from_le_bytes(buf));
+                }
             }
         }
     }
-    Ok(())
+    Ok(sum)
 }
 
-/// `sim-write [rounds]` / `sim-cycle [rounds]` on 1000 reservations of 64 KiB (a 64 KiB
-/// hole after each), the first page committed and written; prints thread CPU time per call.
-fn sim_hot(cycle: bool, rounds: usize, live: usize) -> Result<(), Box<dyn std::error::Error>> {
+/// `sim-write [rounds]` (and `sim-read`, `sim-exec`, `sim-cycle`) on 1000 reservations of
+/// 64 KiB (a 64 KiB hole after each), the first page committed (execute-read-write for
+/// `sim-exec`, else read-write) and written; prints thread CPU time per call.
+fn sim_hot(hot: Hot, rounds: usize, live: usize) -> Result<(), Box<dyn std::error::Error>> {
     let s = virtmem::SimSpace::simulated();
     let span = s.alloc(0, 2 * live * GRANULE, T::RESERVE, P::NOACCESS)?;
     s.free(span, 0, FreeType::RELEASE)?;
+    let prot = if hot == Hot::Exec { P::EXECUTE_READWRITE } else { P::READWRITE };
     let mut bases = Vec::with_capacity(live);
     for i in 0..live {
         let b = s.alloc(span + 2 * i * GRANULE, GRANULE, T::RESERVE, P::READWRITE)?;
-        s.alloc(b, PAGE, T::COMMIT, P::READWRITE)?;
+        s.alloc(b, PAGE, T::COMMIT, prot)?;
         s.write(b, &[1])?;
         bases.push(b);
     }
     // One round outside the clock: grants handed out, spare pages made.
-    timed_sim_hot(cycle, &s, &bases, 1)?;
+    timed_sim_hot(hot, &s, &bases, 1)?;
     let t = cpu_ns();
-    timed_sim_hot(cycle, &s, &bases, rounds)?;
+    black_box(timed_sim_hot(hot, &s, &bases, rounds)?);
     let per = (cpu_ns() - t) / (rounds * live) as f64;
-    println!(
-        "{}: {per:.1} ns per {} (thread CPU time)",
-        if cycle { "sim-cycle" } else { "sim-write" },
-        if cycle { "commit + write + decommit" } else { "write" }
-    );
+    let (name, what) = match hot {
+        Hot::Write => ("sim-write", "write"),
+        Hot::Read => ("sim-read", "read"),
+        Hot::Exec => ("sim-exec", "instruction fetch"),
+        Hot::Cycle => ("sim-cycle", "commit + write + decommit"),
+    };
+    println!("{name}: {per:.1} ns per {what} (thread CPU time)");
     Ok(())
 }
 
@@ -541,9 +572,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if op == "reset" {
         return reset(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1024));
     }
-    if op == "sim-write" || op == "sim-cycle" {
+    let hot = match op.as_str() {
+        "sim-write" => Some(Hot::Write),
+        "sim-read" => Some(Hot::Read),
+        "sim-exec" => Some(Hot::Exec),
+        "sim-cycle" => Some(Hot::Cycle),
+        _ => None,
+    };
+    if let Some(hot) = hot {
         let rounds = flags.first().and_then(|c| c.parse().ok()).unwrap_or(1000);
-        return sim_hot(op == "sim-cycle", rounds, flags.get(1).and_then(|c| c.parse().ok()).unwrap_or(LIVE));
+        return sim_hot(hot, rounds, flags.get(1).and_then(|c| c.parse().ok()).unwrap_or(LIVE));
     }
     if op == "sim-snapshot" {
         let written = !flags.iter().any(|f| f == "unwritten");

@@ -156,6 +156,7 @@ pub struct ReadmeDoctests;
 /// ```compile_fail,E0639
 /// let _ = virtmem::SpaceStats {
 ///     reserved: 0, committed: 0, reservations: 0, runs: 0, largest_free: 0, free_gaps: 0, refused_undos: 0,
+///     waiting_calls: 0,
 /// };
 /// ```
 ///

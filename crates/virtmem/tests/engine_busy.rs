@@ -77,11 +77,14 @@ fn release_waits_for(what: &'static str, call: fn(&AddressSpace<Gate>, usize)) {
     }
     let s = space.clone();
     let second = std::thread::spawn(move || s.free(base, 0, FreeType::RELEASE).unwrap());
-    std::thread::sleep(Duration::from_millis(50));
+    // The release waits for the call under way on its reservation.
+    forward::until_waiting(&space, 1);
+    assert!(!second.is_finished());
     space.backend().go.store(true, Ordering::SeqCst);
     first.join().unwrap();
     second.join().unwrap();
     assert_eq!(*space.backend().log.lock().unwrap(), [what, "end", "release"]);
+    assert_eq!(space.stats().waiting_calls, 0, "the wait ended");
 }
 
 #[test]
@@ -132,7 +135,9 @@ fn reserve_during_reserve(fail_first: bool) -> (virtmem::Result<usize>, virtmem:
     let s = space.clone();
     let second =
         std::thread::spawn(move || s.alloc(at + 0x10000, 0x10000, AllocationType::RESERVE, Protection::READWRITE));
-    std::thread::sleep(Duration::from_millis(50));
+    // It waits for the first one's outcome.
+    forward::until_waiting(&space, 1);
+    assert!(!second.is_finished());
     space.backend().go.store(true, Ordering::SeqCst);
     (first.join().unwrap(), second.join().unwrap())
 }

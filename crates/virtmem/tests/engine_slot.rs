@@ -346,7 +346,9 @@ fn release_and_reserve_wait<B: Backend>(case: Case<B>) {
             make(space, at, X);
         });
         shuffle(space, at);
-        std::thread::sleep(Duration::from_millis(50));
+        // The release waits for the call under way (and nothing else waits).
+        common::forward::until_waiting(space, 1);
+        assert_eq!(space.stats().waiting_calls, 1);
         assert!(!again.is_finished(), "the reservation was released while a call on it was under way");
         drop(go);
         call.join().unwrap();

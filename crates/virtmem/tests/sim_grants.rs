@@ -104,6 +104,50 @@ fn granted_writes_are_watched() {
     assert_eq!(watch(false), Vec::<usize>::new());
 }
 
+/// Granted accesses within one page and across two pages of a block, on pages stored
+/// and never stored: each reads what was written (zeros where nothing was), and each
+/// granted write is seen by write watch on every page it touched.
+#[test]
+fn granted_accesses_within_and_across_pages_read_what_was_written() {
+    let (s, a) = granted(SimConfig::default(), T::WRITE_WATCH);
+    let watch = || s.get_write_watch(WriteWatchFlags::RESET, a, 2 * G, 64).unwrap();
+    assert_eq!(watch(), [a]);
+    let read = |at: usize| {
+        let mut b = [0xEE; 8];
+        s.read(at, &mut b).unwrap();
+        b
+    };
+    // Within one page: never stored (zeros), then stored by a write, then written again.
+    assert_eq!(read(a + 3 * P + 8), [0; 8]);
+    s.write(a + 3 * P + 8, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+    assert_eq!(read(a + 3 * P + 8), [1, 2, 3, 4, 5, 6, 7, 8]);
+    s.write(a + 3 * P + 12, &[9; 4]).unwrap();
+    assert_eq!(read(a + 3 * P + 8), [1, 2, 3, 4, 9, 9, 9, 9]);
+    assert_eq!(read(a + 3 * P), [0; 8]);
+    // Across two pages never stored: each page gets its half.
+    s.write(a + 6 * P - 4, &[5, 5, 5, 5, 6, 6, 6, 6]).unwrap();
+    assert_eq!(read(a + 6 * P - 4), [5, 5, 5, 5, 6, 6, 6, 6]);
+    assert_eq!(read(a + 6 * P - 8), [0, 0, 0, 0, 5, 5, 5, 5]);
+    assert_eq!(read(a + 6 * P), [6, 6, 6, 6, 0, 0, 0, 0]);
+    // Across a stored page (the first, 7s at 100..108) and one never stored.
+    s.write(a + P - 2, &[0xAB; 2]).unwrap();
+    let mut b = [0xEE; 8];
+    s.read(a + P - 4, &mut b).unwrap();
+    assert_eq!(b, [0, 0, 0xAB, 0xAB, 0, 0, 0, 0]);
+    assert_eq!(read(a + 100), [7; 8]);
+    assert_eq!(watch(), [a, a + 3 * P, a + 5 * P, a + 6 * P]);
+    // Instruction fetches from the same pages, once executable, read the same bytes.
+    s.protect(a, G, Pr::EXECUTE_READWRITE).unwrap();
+    let mut b = [0xEE; 8];
+    s.execute(a + 6 * P - 4, &mut b).unwrap();
+    assert_eq!(b, [5, 5, 5, 5, 6, 6, 6, 6]);
+    s.execute(a + 3 * P + 8, &mut b).unwrap();
+    assert_eq!(b, [1, 2, 3, 4, 9, 9, 9, 9]);
+    s.execute(a + 3 * P + 8, &mut b).unwrap();
+    assert_eq!(b, [1, 2, 3, 4, 9, 9, 9, 9]);
+    assert_eq!(watch(), Vec::<usize>::new(), "fetches write nothing");
+}
+
 /// A change spanning more blocks than the backend has grant slots (16 MiB, 256 blocks)
 /// takes back the grants of every block it touches, whichever slots they sit in, and
 /// leaves the grants of blocks outside it.

@@ -32,9 +32,11 @@ fn snapshots_are_made_among_calls_on_other_threads() {
     let s =
         Arc::new(SimSpace::simulated_with(SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() }));
     let stop = Arc::new(AtomicBool::new(false));
+    // Workers that have finished a round: the snapshots start once all six are running.
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = (0..6)
         .map(|t| {
-            let (s, stop) = (Arc::clone(&s), Arc::clone(&stop));
+            let (s, stop, running) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&running));
             let a = s.alloc(0, 16 * GRANULE, T::RESERVE | T::COMMIT | T::WRITE_WATCH, P::READWRITE).unwrap();
             std::thread::spawn(move || {
                 let mut n = 0u64;
@@ -46,12 +48,17 @@ fn snapshots_are_made_among_calls_on_other_threads() {
                         _ => drop(s.alloc(a, 16 * GRANULE, T::RESET, P::READWRITE).unwrap()),
                     }
                     n += 1;
+                    if n == 1 {
+                        running.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 n
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(20));
+    while running.load(Ordering::SeqCst) < 6 {
+        std::thread::yield_now();
+    }
     for _ in 0..20 {
         let copy = s.snapshot();
         assert_eq!(copy.stats().reservations, 6);
@@ -139,11 +146,15 @@ fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
             copy
         })
     };
-    // The snapshot is waiting for A's reset when B's is asked for (given time to start:
-    // a second, so that a loaded machine does not make the snapshot start after B's).
-    std::thread::sleep(Duration::from_millis(1000));
+    // The snapshot is waiting for A's reset when B's is asked for.
+    forward::until_waiting(&s, 1);
     let on_b = reset(b);
-    std::thread::sleep(Duration::from_millis(100));
+    // B's reset waits for the snapshot (or, wrongly, reaches the backend and holds the
+    // snapshot up until B's gate opens).
+    let started = Instant::now();
+    while s.stats().waiting_calls < 2 && !s.backend().entered(b, Duration::from_millis(1)) {
+        assert!(started.elapsed() < Duration::from_secs(60), "B's reset neither waited nor started");
+    }
     s.backend().open(a);
     on_a.join().unwrap();
     let started = Instant::now();

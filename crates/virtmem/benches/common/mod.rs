@@ -337,7 +337,7 @@ pub fn populate_irregular(m: &dyn Mem, n: usize, commit_first: bool) -> Vec<usiz
 }
 
 #[cfg(target_os = "linux")]
-#[allow(unused_imports)] // (not every benchmark uses it)
+#[allow(unused_imports)] // (not every benchmark compares with the bare system calls)
 pub use raw::Raw;
 
 /// The Linux backend's kernel declarations (the `PROCMAP_QUERY` request number, which

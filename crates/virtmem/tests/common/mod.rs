@@ -331,7 +331,7 @@ pub mod linux_util;
 
 #[macro_use]
 #[path = "../forward/mod.rs"]
-mod forward;
+pub mod forward;
 
 /// Linux helpers: windows of address space that are free, and a backend confined to one.
 #[cfg(all(target_os = "linux", not(miri)))]

@@ -149,3 +149,17 @@ macro_rules! forward {
         }
     };
 }
+
+/// Wait until at least `n` calls on `space` wait for another call to end
+/// ([`SpaceStats::waiting_calls`](virtmem::SpaceStats::waiting_calls)): how a test knows
+/// that a call it started really waits, where a sleep would only guess (and a test
+/// whose call had not started yet would pass without checking anything). Panics after a
+/// minute.
+#[allow(dead_code)]
+pub fn until_waiting<B: virtmem::backend::Backend>(space: &virtmem::AddressSpace<B>, n: usize) {
+    let start = std::time::Instant::now();
+    while space.stats().waiting_calls < n {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "fewer than {n} calls ever waited");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
