@@ -1324,7 +1324,6 @@ impl<B: Backend> AddressSpace<B> {
             return Err((Error::InvalidAddress, None));
         }
         let eff = rules::effective_protect(protect, res.alloc_protect);
-        let to = rules::access_of(eff);
         let (first, st, run) = res.pages.find(range.start);
         if first.end >= range.end {
             // The usual case: the range lies in one run. At most one backend call, and
@@ -1336,6 +1335,7 @@ impl<B: Backend> AddressSpace<B> {
             self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
             return self.protect_in_run(book, at, range, run, old, eff).map_err(|e| (e, None));
         }
+        let to = rules::access_of(eff);
         let (old, steps): (Protection, Steps) = {
             let mut old = None;
             let mut reserved = false;
