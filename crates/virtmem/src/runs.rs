@@ -1752,6 +1752,7 @@ impl Block {
     }
 
     /// The number of keys at most `addr` (a bisection, as [`Leaf::rank`]).
+    #[inline(always)]
     fn rank(&self, addr: usize) -> usize {
         self.keys.partition_point(|&k| k <= addr).min(self.len)
     }
@@ -1785,6 +1786,7 @@ struct Directory {
 
 impl Directory {
     /// The place of the greatest key at most `addr`.
+    #[inline(always)]
     fn floor(&self, addr: usize) -> Option<Pos> {
         let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
         // The block's first key is at most `addr`: the rank is at least 1.
