@@ -2027,6 +2027,14 @@ impl Reservations {
         }
     }
 
+    /// The reservation a [`Slot`] that [`Reservations::locate`] has just returned names
+    /// (the index unchanged since, under the same lock): [`Reservations::at`] without
+    /// checking that the index still holds its base there.
+    #[inline(always)]
+    pub fn found(&self, s: Slot) -> &Reservation {
+        self.leaves[s.leaf as usize].rec(s.index as usize)
+    }
+
     /// [`Reservations::at`], to change.
     #[inline(always)]
     pub fn at_mut(&mut self, s: Slot) -> Option<&mut Reservation> {
