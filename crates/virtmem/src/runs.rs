@@ -115,7 +115,17 @@ impl<V: Copy + Eq> RunMap<V> {
     pub fn find(&self, addr: usize) -> (Range<usize>, V, RunAt) {
         match &self.store {
             Store::Few(few) => {
-                let i = few.partition_point(|&(k, _)| k <= addr);
+                // (A reservation mostly has a few runs: counted one by one then, with
+                // no bisection's set-up, ~15 fewer instructions.)
+                let i = if few.len() <= 4 {
+                    let mut i = 1;
+                    while i < few.len() && few[i].0 <= addr {
+                        i += 1;
+                    }
+                    i
+                } else {
+                    few.partition_point(|&(k, _)| k <= addr)
+                };
                 debug_assert!(i > 0, "address inside the run map");
                 let (start, v) = few[i.max(1) - 1];
                 let end = few.get(i).map_or(self.end, |&(k, _)| k);
