@@ -2269,7 +2269,7 @@ impl Reservations {
 
     /// [`Reservations::locate`], running `during` while the leaf's lines are on their
     /// way (see [`Reservations::floor_pos_during`]).
-    #[inline]
+    #[inline(always)]
     pub fn locate_during(&self, addr: usize, during: impl FnOnce()) -> Result<Slot, Option<usize>> {
         let Some((p, l, i)) = self.floor_pos_during(addr, during) else {
             return Err(self.dir.first().map(|q| self.dir.key(q)));
