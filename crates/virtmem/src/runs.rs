@@ -115,7 +115,17 @@ impl<V: Copy + Eq> RunMap<V> {
     pub fn find(&self, addr: usize) -> (Range<usize>, V, RunAt) {
         match &self.store {
             Store::Few(few) => {
-                let i = few.partition_point(|&(k, _)| k <= addr);
+                // (A reservation mostly has a few runs: counted one by one then, with
+                // no bisection's set-up, ~15 fewer instructions.)
+                let i = if few.len() <= 4 {
+                    let mut i = 1;
+                    while i < few.len() && few[i].0 <= addr {
+                        i += 1;
+                    }
+                    i
+                } else {
+                    few.partition_point(|&(k, _)| k <= addr)
+                };
                 debug_assert!(i > 0, "address inside the run map");
                 let (start, v) = few[i.max(1) - 1];
                 let end = few.get(i).map_or(self.end, |&(k, _)| k);
@@ -1752,6 +1762,7 @@ impl Block {
     }
 
     /// The number of keys at most `addr` (a bisection, as [`Leaf::rank`]).
+    #[inline(always)]
     fn rank(&self, addr: usize) -> usize {
         self.keys.partition_point(|&k| k <= addr).min(self.len)
     }
@@ -1785,6 +1796,7 @@ struct Directory {
 
 impl Directory {
     /// The place of the greatest key at most `addr`.
+    #[inline(always)]
     fn floor(&self, addr: usize) -> Option<Pos> {
         let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
         // The block's first key is at most `addr`: the rank is at least 1.
@@ -2025,6 +2037,14 @@ impl Reservations {
         }
     }
 
+    /// The reservation a [`Slot`] that [`Reservations::locate`] has just returned names
+    /// (the index unchanged since, under the same lock): [`Reservations::at`] without
+    /// checking that the index still holds its base there.
+    #[inline(always)]
+    pub fn found(&self, s: Slot) -> &Reservation {
+        self.leaves[s.leaf as usize].rec(s.index as usize)
+    }
+
     /// [`Reservations::at`], to change.
     #[inline(always)]
     pub fn at_mut(&mut self, s: Slot) -> Option<&mut Reservation> {
@@ -2249,7 +2269,7 @@ impl Reservations {
 
     /// [`Reservations::locate`], running `during` while the leaf's lines are on their
     /// way (see [`Reservations::floor_pos_during`]).
-    #[inline]
+    #[inline(always)]
     pub fn locate_during(&self, addr: usize, during: impl FnOnce()) -> Result<Slot, Option<usize>> {
         let Some((p, l, i)) = self.floor_pos_during(addr, during) else {
             return Err(self.dir.first().map(|q| self.dir.key(q)));

@@ -735,6 +735,14 @@ impl<B: Backend> AddressSpace<B> {
     /// leaf's request only after them: a release at 333 334 reservations took
     /// ~0.8–0.9 times as long with the order changed, thirteenth session.)
     fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
+        self.settle_inline(addr, warm)
+    }
+
+    /// [`AddressSpace::settle_warm`], inlined into its caller (`VirtualProtect`'s, whose
+    /// whole user-space part is a few hundred instructions: the call's frame and its
+    /// answer passed through memory were ~30 of them).
+    #[inline(always)]
+    fn settle_inline(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
         let mut book = self.book.lock();
         loop {
             if book.snapshots != 0 {
@@ -1317,14 +1325,13 @@ impl<B: Backend> AddressSpace<B> {
     ) -> std::result::Result<Protection, (Error, Option<Protection>)> {
         let (range, protect) =
             rules::protect_request(address, size, protect, self.limits.end_address).map_err(|e| (e, None))?;
-        let (book, at) = self.settle(range.start);
+        let (book, at) = self.settle_inline(range.start, |_| {});
         let at = at.ok_or((Error::InvalidAddress, None))?;
-        let res = book.reservations.at(at).expect("reservation");
+        let res = book.reservations.found(at);
         if range.end > res.end {
             return Err((Error::InvalidAddress, None));
         }
         let eff = rules::effective_protect(protect, res.alloc_protect);
-        let to = rules::access_of(eff);
         let (first, st, run) = res.pages.find(range.start);
         if first.end >= range.end {
             // The usual case: the range lies in one run. At most one backend call, and
@@ -1336,6 +1343,7 @@ impl<B: Backend> AddressSpace<B> {
             self.whole_large_pages(res, &range).map_err(|e| (e, None))?;
             return self.protect_in_run(book, at, range, run, old, eff).map_err(|e| (e, None));
         }
+        let to = rules::access_of(eff);
         let (old, steps): (Protection, Steps) = {
             let mut old = None;
             let mut reserved = false;

@@ -228,6 +228,53 @@ fn kinds(layer: Layer, options: LinuxOptions) {
         },
     );
     assert!(injected > 0, "one-run release: nothing to inject?");
+    // A protect whose range is one entry of the backend's record with two entries on
+    // each side in the same chunk of it (pages of alternating protections): the backend
+    // reads and changes them by slot. Its right neighbour touches it but keeps its
+    // protection (the `mprotect` must not take it along, nor the undo give it the
+    // range's old one); then the same with a decommitted page on the right, which
+    // with the default options is guard-marked under the range's protection and taken
+    // along.
+    for hole in [false, true] {
+        let alternating = move |s: &Space| {
+            let b = s.alloc(0, SIZE, T::RESERVE, P::READWRITE).unwrap();
+            let prots = [P::READWRITE, P::EXECUTE_READ, P::READWRITE, P::EXECUTE_READ, P::READWRITE, P::EXECUTE_READ];
+            for (i, p) in prots.into_iter().enumerate() {
+                let a = b + i * 4 * KB;
+                s.alloc(a, 4 * KB, T::COMMIT, P::READWRITE).unwrap();
+                s.write(a + 123, &[(a >> 12) as u8 | 1]).unwrap();
+                s.protect(a, 4 * KB, p).unwrap();
+            }
+            if hole {
+                s.protect(b + 12 * KB, 4 * KB, P::READWRITE).unwrap();
+                s.free(b + 12 * KB, 4 * KB, FreeType::DECOMMIT).unwrap();
+            }
+            b
+        };
+        let injected = every_failure(
+            &s,
+            layer,
+            &alternating,
+            &|s, b| s.protect(b + 8 * KB, 4 * KB, P::READONLY).is_ok().then_some(b),
+            &|s, b, out| {
+                if out.is_some() {
+                    let q = |a: usize| s.query(a).unwrap();
+                    assert_eq!((q(b + 8 * KB).protect, q(b + 8 * KB).region_size), (P::READONLY, 4 * KB));
+                    if hole {
+                        assert_eq!(q(b + 12 * KB).state, MemState::Reserve);
+                    } else {
+                        assert_eq!(q(b + 12 * KB).protect, P::EXECUTE_READ);
+                    }
+                    let mut byte = [0u8];
+                    s.read(b + 8 * KB + 123, &mut byte).unwrap();
+                    assert_eq!(byte, [((b + 8 * KB) >> 12) as u8 | 1]);
+                    assert_eq!(s.write(b + 8 * KB, &[1]).unwrap_err().exception_code(), Some(0xC000_0005));
+                }
+                release(s, b);
+            },
+        );
+        assert!(injected > 0, "protect inside a chunk (hole {hole}): nothing to inject?");
+    }
     // New reservations, at a chosen address (free, or pooled) and anywhere.
     for ty in [T::RESERVE, T::RESERVE | T::COMMIT, T::RESERVE | T::COMMIT | T::WRITE_WATCH] {
         let spot = |s: &Space| {

@@ -19,6 +19,14 @@ pub struct Pos {
     slot: usize,
 }
 
+impl Pos {
+    /// Its place in its chunk (what indexes [`SortedMap::chunk_mut`]'s slices).
+    #[inline]
+    pub fn slot(self) -> usize {
+        self.slot
+    }
+}
+
 #[derive(Debug)]
 struct Chunk<V> {
     keys: Vec<usize>,
@@ -139,6 +147,18 @@ impl<V: Copy> SortedMap<V> {
     #[inline]
     pub fn value(&self, p: Pos) -> V {
         self.chunks[p.chunk].values[p.slot]
+    }
+
+    /// The keys and values of the chunk holding `p` (the values to change in place,
+    /// which moves no entry and changes no key), for a caller that reads `p`'s
+    /// neighbours inside its chunk by their slots rather than through a position each
+    /// (one bounds check for all of them). `p.slot` indexes both slices, which have the
+    /// same length.
+    #[inline]
+    pub fn chunk_mut(&mut self, p: Pos) -> (&[usize], &mut [V]) {
+        let c = &mut self.chunks[p.chunk];
+        let n = c.keys.len();
+        (&c.keys, &mut c.values[..n])
     }
 
     /// Replace the entry at `p`. Keys may be out of order for a while (a caller

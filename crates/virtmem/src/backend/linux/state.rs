@@ -203,6 +203,56 @@ impl<V: Copy + Eq> IntervalMap<V> {
         widen: impl Fn(V) -> Option<V>,
     ) -> Option<Range<usize>> {
         let p = self.map.floor(range.start)?;
+        {
+            // Usually every entry looked at (two on each side) is in the chunk of the
+            // entry itself: read and changed there by slot, one bounds check for all.
+            let s = p.slot();
+            let (keys, vals) = self.map.chunk_mut(p);
+            if s >= 2 && s + 2 < keys.len() {
+                let (e, w) = vals[s];
+                if keys[s] != range.start || e != range.end || w != old || old == new {
+                    return None;
+                }
+                let mut span = range.clone();
+                let mut left = None;
+                if vals[s - 1].0 == range.start {
+                    let (qs, v) = (keys[s - 1], vals[s - 1].1);
+                    if v == new {
+                        return None;
+                    }
+                    if let Some(nv) = widen(v).filter(|_| qs >= within.start) {
+                        if nv == new || (nv != v && vals[s - 2] == (qs, nv)) {
+                            return None;
+                        }
+                        left = Some(nv);
+                        span.start = qs;
+                    }
+                }
+                let mut right = None;
+                if keys[s + 1] == range.end {
+                    let (qe, v) = vals[s + 1];
+                    if v == new {
+                        return None;
+                    }
+                    if let Some(nv) = widen(v).filter(|_| qe <= within.end) {
+                        if nv == new || (nv != v && keys[s + 2] == qe && vals[s + 2].1 == nv) {
+                            return None;
+                        }
+                        right = Some(nv);
+                        span.end = qe;
+                    }
+                }
+                vals[s] = (range.end, new);
+                if let Some(nv) = left {
+                    vals[s - 1] = (range.start, nv);
+                }
+                if let Some(nv) = right {
+                    vals[s + 1] = (span.end, nv);
+                }
+                return Some(span);
+            }
+        }
+        // An entry near either end of its chunk: its neighbours by position.
         let (e, w) = self.map.value(p);
         if self.map.key(p) != range.start || e != range.end || w != old || old == new {
             return None;
@@ -681,6 +731,44 @@ mod tests {
         assert!(!m.any(12..28));
         m.set(12..28, Some(1));
         assert_eq!(m.len(), 1);
+    }
+
+    /// `replace_entry_widening` on an entry with two entries on each side in its chunk
+    /// (the way that reads them by slot): a touching entry is taken along unless its new
+    /// value would merge it with the entry beyond it, on either side; then nothing
+    /// changes. (Under test a chunk holds at most 8 entries: these 5 are one chunk.)
+    #[test]
+    fn replacing_an_entry_inside_its_chunk_takes_neighbours_along_unless_they_would_merge() {
+        let widen = |n: u8| (n == 0).then_some(2);
+        let build = |vals: [u8; 5]| {
+            let mut m = IntervalMap::new();
+            for (i, v) in vals.into_iter().enumerate() {
+                m.set(i..i + 1, Some(v));
+            }
+            assert_eq!(m.len(), 5);
+            m
+        };
+        let entries = |m: &IntervalMap<u8>| m.iter().collect::<Vec<_>>();
+        // Taken along on the left, then on the right.
+        let mut m = build([3, 0, 5, 7, 8]);
+        assert_eq!(m.replace_entry_widening(&(2..3), 5, 6, &(0..10), widen), Some(1..3));
+        assert_eq!(entries(&m), vec![(0..1, 3), (1..2, 2), (2..3, 6), (3..4, 7), (4..5, 8)]);
+        let mut m = build([3, 7, 5, 0, 8]);
+        assert_eq!(m.replace_entry_widening(&(2..3), 5, 6, &(0..10), widen), Some(2..4));
+        assert_eq!(entries(&m), vec![(0..1, 3), (1..2, 7), (2..3, 6), (3..4, 2), (4..5, 8)]);
+        // Taken along, it would merge with the entry beyond it: refused, nothing changed.
+        for vals in [[2, 0, 5, 7, 8], [3, 7, 5, 0, 2]] {
+            let mut m = build(vals);
+            assert_eq!(m.replace_entry_widening(&(2..3), 5, 6, &(0..10), widen), None);
+            assert_eq!(entries(&m), build(vals).iter().collect::<Vec<_>>());
+        }
+        // Outside `within`, a touching entry keeps its value; one holding the new value
+        // would merge: refused.
+        let mut m = build([2, 0, 5, 7, 8]);
+        assert_eq!(m.replace_entry_widening(&(2..3), 5, 6, &(2..10), widen), Some(2..3));
+        assert_eq!(entries(&m), vec![(0..1, 2), (1..2, 0), (2..3, 6), (3..4, 7), (4..5, 8)]);
+        let mut m = build([3, 7, 5, 6, 8]);
+        assert_eq!(m.replace_entry_widening(&(2..3), 5, 6, &(0..10), widen), None);
     }
 
     /// Clearing exactly one entry (as a release forgets its extent) removes it and
