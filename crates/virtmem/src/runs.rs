@@ -2042,6 +2042,7 @@ impl Reservations {
     /// checking that the index still holds its base there.
     #[inline(always)]
     pub fn found(&self, s: Slot) -> &Reservation {
+        debug_assert_eq!(self.checked(s), Some((s.leaf, s.index as usize)), "a slot used after the index changed");
         self.leaves[s.leaf as usize].rec(s.index as usize)
     }
 
