@@ -1093,24 +1093,27 @@ impl<B: Backend> AddressSpace<B> {
         let res = book.reservations.at(at).expect("reservation");
         let whole = res.base..res.end;
         let opts = res.opts;
-        let locked = res.locked_runs(whole.clone());
         let mut accessible = AccessRuns::new();
-        res.pages.for_each_run(whole.clone(), |r, st| {
-            if let PageState::Committed(p) = st {
-                let from = rules::access_of(p);
-                if from != Access::None {
-                    accessible.push((r, from));
+        // (A backend that takes every access away by itself is told of no runs: no walk.)
+        if !self.backend.release_drops_access() {
+            res.pages.for_each_run(whole.clone(), |r, st| {
+                if let PageState::Committed(p) = st {
+                    let from = rules::access_of(p);
+                    if from != Access::None {
+                        accessible.push((r, from));
+                    }
                 }
-            }
-        });
+            });
+        }
         // One backend operation: it may drop accessible pages in the same stroke as
         // it gives the range up, rather than make them inaccessible first.
-        let release = Step::Release(whole, opts, accessible);
+        let release = Step::Release(whole.clone(), opts, accessible);
         // (Usually nothing is locked: then the plan is that one step, not a vector.)
         let with_unlocks: Steps;
-        let steps = if locked.is_empty() {
+        let steps = if res.locked.is_none() {
             std::slice::from_ref(&release)
         } else {
+            let locked = res.locked_runs(whole);
             with_unlocks = locked.into_iter().map(Step::Unlock).chain([release.clone()]).collect();
             &with_unlocks
         };

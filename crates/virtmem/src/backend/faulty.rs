@@ -125,6 +125,9 @@ impl<B: Backend> Backend for Faulty<B> {
         self.step()?;
         self.inner.release_committed(range, opts, accessible)
     }
+    fn release_drops_access(&self) -> bool {
+        self.inner.release_drops_access()
+    }
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
         self.step()?;
         self.inner.set_access(range, from, to)

@@ -263,6 +263,15 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Whether [`Backend::release_committed`] takes every access away from its whole
+    /// range by itself, whatever runs it is told are accessible: then the engine tells
+    /// it of none (an empty list) and does not look for them, a walk over the
+    /// reservation's page runs on every release. Default `false` (the engine lists
+    /// them, as the default `release_committed` needs).
+    fn release_drops_access(&self) -> bool {
+        false
+    }
+
     /// Change the access of `range` from `from` (what it has now) to `to`, keeping contents.
     fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError>;
 

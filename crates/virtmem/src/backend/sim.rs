@@ -839,6 +839,11 @@ impl Backend for SimBackend {
         self.release(range, opts)
     }
 
+    fn release_drops_access(&self) -> bool {
+        // `release_committed` revokes every grant of the whole range, whatever it is told.
+        true
+    }
+
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         for (r, _) in runs {
             self.revoke(r);

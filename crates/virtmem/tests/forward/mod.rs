@@ -51,6 +51,9 @@ macro_rules! forward {
             self.$i.release_committed(range, opts, accessible)
         }
     };
+    (@ $i:ident release_drops_access) => {
+        fn release_drops_access(&self) -> bool { self.$i.release_drops_access() }
+    };
     (@ $i:ident set_access) => {
         fn set_access(
             &self,
