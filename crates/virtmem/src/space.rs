@@ -1122,10 +1122,14 @@ impl<B: Backend> AddressSpace<B> {
             at,
             steps,
             |book| {
-                let res = book.reservations.remove_at(at).expect("reservation");
-                book.committed -= res.committed;
-                book.reserved -= res.end - res.base;
-                book.give_back(res.claim());
+                // (Read in place, then dropped there: not moved out.)
+                let (committed, reserved, claim) = book
+                    .reservations
+                    .remove_at(at, |res| (res.committed, res.end - res.base, res.claim()))
+                    .expect("reservation");
+                book.committed -= committed;
+                book.reserved -= reserved;
+                book.give_back(claim);
             },
             |_| {},
             |_, _| {}, // (no access steps)
