@@ -1107,7 +1107,13 @@ impl FreeSpace {
     /// memory once, not once per step.
     #[inline]
     fn touch(&self, c: u32) {
-        self.nodes[c as usize].gaps.iter().step_by(4).for_each(|g| prefetch((g as *const (usize, usize)).cast()));
+        // (A walk of pointers: `iter().step_by(4)` cost a release ~11 more instructions.)
+        let lines = self.nodes[c as usize].gaps.as_ptr_range();
+        let mut g = lines.start;
+        while g < lines.end {
+            prefetch(g.cast());
+            g = g.wrapping_add(4);
+        }
     }
 
     /// Start loading the gaps a [`FreeSpace::give`] of a range starting at `addr`
