@@ -1105,35 +1105,44 @@ impl<B: Backend> AddressSpace<B> {
                 }
             });
         }
+        let unlocked = res.locked.is_none();
+        let record = |book: &mut Book| {
+            // (Read in place, then dropped there: not moved out.)
+            let (committed, reserved, claim) = book
+                .reservations
+                .remove_at(at, |res| (res.committed, res.end - res.base, res.claim()))
+                .expect("reservation");
+            book.committed -= committed;
+            book.reserved -= reserved;
+            book.give_back(claim);
+        };
         // One backend operation: it may drop accessible pages in the same stroke as
         // it gives the range up, rather than make them inaccessible first.
+        if unlocked && self.backend.inline_effects() {
+            // The usual case on a backend whose effects never wait (the simulated one):
+            // what `finish` does with this one step under the lock (a failed step has
+            // nothing before it to undo), without planning it; the backend's call can
+            // then be inlined here alone.
+            let mut book = book;
+            return match self.backend.release_committed(whole, opts, &accessible) {
+                Ok(()) => {
+                    record(&mut book);
+                    Ok(())
+                }
+                Err(e) => Err(backend_error(e)),
+            };
+        }
         let release = Step::Release(whole.clone(), opts, accessible);
         // (Usually nothing is locked: then the plan is that one step, not a vector.)
         let with_unlocks: Steps;
-        let steps = if res.locked.is_none() {
+        let steps = if unlocked {
             std::slice::from_ref(&release)
         } else {
             let locked = res.locked_runs(whole);
             with_unlocks = locked.into_iter().map(Step::Unlock).chain([release.clone()]).collect();
             &with_unlocks
         };
-        self.finish(
-            book,
-            at,
-            steps,
-            |book| {
-                // (Read in place, then dropped there: not moved out.)
-                let (committed, reserved, claim) = book
-                    .reservations
-                    .remove_at(at, |res| (res.committed, res.end - res.base, res.claim()))
-                    .expect("reservation");
-                book.committed -= committed;
-                book.reserved -= reserved;
-                book.give_back(claim);
-            },
-            |_| {},
-            |_, _| {}, // (no access steps)
-        )
+        self.finish(book, at, steps, record, |_| {}, |_, _| {} /* (no access steps) */)
     }
 
     fn decommit(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
@@ -1885,12 +1894,26 @@ impl<B: Backend> AddressSpace<B> {
     fn apply(&self, step: &Step) -> std::result::Result<(), BackendError> {
         match step {
             Step::Reserve(r, o) => self.backend.reserve(r.clone(), *o),
-            Step::Release(r, o, accessible) => self.backend.release_committed(r.clone(), *o, accessible),
+            Step::Release(r, o, accessible) => self.release_step(r.clone(), *o, accessible),
             Step::Access(r, from, to) => self.backend.set_access(r.clone(), *from, *to),
             Step::Lock(r) => self.backend.lock(r.clone()),
             Step::Unlock(r) => self.backend.unlock(r.clone()),
             Step::Decommit(runs) => self.backend.decommit(runs),
         }
+    }
+
+    /// A planned release on the backend, out of line: the simulated backend's
+    /// `release_committed` is inlined into the usual release, which calls it directly
+    /// (see [`AddressSpace::release`]), and would otherwise be inlined, unused, into
+    /// every operation that runs steps.
+    #[inline(never)]
+    fn release_step(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        accessible: &[(Range<usize>, Access)],
+    ) -> std::result::Result<(), BackendError> {
+        self.backend.release_committed(range, opts, accessible)
     }
 
     /// Undo a completed step; whether the backend did.

@@ -10,6 +10,7 @@
 mod forward;
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use virtmem::backend::{Access, Backend, BackendError, ReserveOptions};
@@ -18,16 +19,25 @@ use virtmem::{AccessKind, AddressSpace, AllocationType as T, Error, FreeType, Me
 const P: usize = 4096;
 const G: usize = 65536;
 
-/// The simulated backend, saying `drops` for `release_drops_access` and recording the
-/// accessible runs each `release_committed` is given.
+/// The simulated backend, saying `drops` for `release_drops_access` and `inline` for
+/// `inline_effects`, recording the accessible runs each `release_committed` is given,
+/// and failing it (nothing done) while `fail` is set.
 struct Told {
     inner: SimBackend,
     drops: bool,
+    inline: bool,
+    fail: AtomicBool,
     told: Mutex<Vec<Vec<(Range<usize>, Access)>>>,
 }
 
+impl Told {
+    fn new(drops: bool, inline: bool) -> Told {
+        Told { inner: SimBackend::default(), drops, inline, fail: AtomicBool::new(false), told: Mutex::default() }
+    }
+}
+
 impl Backend for Told {
-    forward!(inner: limits, reserve, release, set_access, inline_effects, discard, decommit);
+    forward!(inner: limits, reserve, release, set_access, discard, decommit);
     forward!(inner: reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty, keeps_grants, grant);
     forward!(inner: try_read, try_write);
     fn release_committed(
@@ -37,10 +47,16 @@ impl Backend for Told {
         accessible: &[(Range<usize>, Access)],
     ) -> Result<(), BackendError> {
         self.told.lock().unwrap().push(accessible.to_vec());
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(BackendError::OutOfMemory);
+        }
         self.inner.release_committed(range, opts, accessible)
     }
     fn release_drops_access(&self) -> bool {
         self.drops
+    }
+    fn inline_effects(&self) -> bool {
+        self.inline
     }
 }
 
@@ -48,7 +64,7 @@ impl Backend for Told {
 /// `PAGE_NOACCESS`, committed but inaccessible), write through a grant, release; the
 /// runs the backend was told of, and the state after.
 fn release_committed_pages(drops: bool) -> Vec<Vec<(Range<usize>, Access)>> {
-    let s = AddressSpace::with_backend(Told { inner: SimBackend::default(), drops, told: Mutex::default() });
+    let s = AddressSpace::with_backend(Told::new(drops, true));
     let a = s.alloc(0, 2 * G, T::RESERVE, Pr::NOACCESS).unwrap();
     s.alloc(a, 2 * P, T::COMMIT, Pr::READWRITE).unwrap();
     s.alloc(a + 4 * P, P, T::COMMIT, Pr::READONLY).unwrap();
@@ -94,4 +110,43 @@ fn the_accessible_runs_are_listed_unless_the_backend_drops_them_itself() {
 #[test]
 fn the_simulated_backend_drops_access_itself() {
     assert!(SimBackend::default().release_drops_access());
+}
+
+/// A release the backend refuses changes nothing (`ERROR_NOT_ENOUGH_MEMORY` for its
+/// out-of-memory answer), whether the engine carries it out under its lock (a backend
+/// with inline effects, nothing locked: one call, no plan of steps) or through its plan
+/// (without the lock; or with locked pages, unlocked first and locked again when the
+/// release fails); once the backend agrees, the same release frees the range.
+#[test]
+fn a_refused_release_changes_nothing_on_every_path() {
+    for (inline, lock) in [(true, false), (false, false), (true, true), (false, true)] {
+        let case = format!("inline effects {inline}, locked pages {lock}");
+        let s = AddressSpace::with_backend(Told::new(true, inline));
+        let a = s.alloc(0, 2 * G, T::RESERVE, Pr::NOACCESS).unwrap();
+        s.alloc(a, 3 * P, T::COMMIT, Pr::READWRITE).unwrap();
+        s.write(a + 8, &[7; 4]).unwrap();
+        if lock {
+            s.lock(a, P).unwrap();
+        }
+        let before = s.regions();
+        let (committed, reserved) = (s.committed_bytes(), s.reserved_bytes());
+        s.backend().fail.store(true, Ordering::SeqCst);
+        assert_eq!(s.free(a, 0, FreeType::RELEASE), Err(Error::NotEnoughMemory), "{case}");
+        assert_eq!(s.regions(), before, "{case}");
+        assert_eq!((s.committed_bytes(), s.reserved_bytes()), (committed, reserved), "{case}");
+        let mut b = [0u8; 4];
+        s.read(a + 8, &mut b).unwrap();
+        assert_eq!(b, [7; 4], "{case}");
+        // Still locked: an unlock of the locked page succeeds, of an unlocked one fails.
+        if lock {
+            assert_eq!(s.unlock(a + P, P), Err(Error::NotLocked), "{case}");
+            s.unlock(a, P).unwrap();
+            s.lock(a, P).unwrap();
+        }
+        s.backend().fail.store(false, Ordering::SeqCst);
+        s.free(a, 0, FreeType::RELEASE).unwrap();
+        assert_eq!(s.query(a).unwrap().state, MemState::Free, "{case}");
+        assert_eq!((s.committed_bytes(), s.reserved_bytes()), (0, 0), "{case}");
+        assert_eq!(s.backend().told.lock().unwrap().len(), 2, "{case}: one call each time");
+    }
 }
