@@ -19,6 +19,9 @@ use virtmem::{AccessKind, AddressSpace, AllocationType as T, Error, FreeType, Me
 const P: usize = 4096;
 const G: usize = 65536;
 
+/// Runs with their access, as a backend is told of them.
+type Runs = Vec<(Range<usize>, Access)>;
+
 /// The simulated backend, saying `drops` for `release_drops_access` and `inline` for
 /// `inline_effects`, recording the accessible runs each `release_committed` is given,
 /// and failing it (nothing done) while `fail` is set.
@@ -27,7 +30,7 @@ struct Told {
     drops: bool,
     inline: bool,
     fail: AtomicBool,
-    told: Mutex<Vec<Vec<(Range<usize>, Access)>>>,
+    told: Mutex<Vec<Runs>>,
 }
 
 impl Told {
@@ -63,7 +66,7 @@ impl Backend for Told {
 /// Reserve two granules, commit pages with several protections (one of them
 /// `PAGE_NOACCESS`, committed but inaccessible), write through a grant, release; the
 /// runs the backend was told of, and the state after.
-fn release_committed_pages(drops: bool) -> Vec<Vec<(Range<usize>, Access)>> {
+fn release_committed_pages(drops: bool) -> Vec<Runs> {
     let s = AddressSpace::with_backend(Told::new(drops, true));
     let a = s.alloc(0, 2 * G, T::RESERVE, Pr::NOACCESS).unwrap();
     s.alloc(a, 2 * P, T::COMMIT, Pr::READWRITE).unwrap();
