@@ -243,8 +243,9 @@ pub fn named_mapping(name: &str) -> Option<Range<usize>> {
 /// makes 12 and costs 0.94-1.02x. Not more: the kernel copies the runs through a buffer of
 /// its own of up to 512 of them, allocated per call, and above 8 KiB (341) that allocation
 /// leaves the slab allocator for the page allocator, which costs every scan, even one
-/// that finds nothing, about 0.4 us (a bare scan of an untouched 256 MiB heap: 2.1 us
-/// with a buffer for every page, 1.7-1.8 us through the backend).
+/// that finds nothing, about 0.4 us (a bare scan with reset of an untouched 256 MiB heap:
+/// 2.1 us with a buffer for every page, 1.8 us through the backend; without reset 1.4 and
+/// 1.0 us: the `watch` benchmark's one run, BENCHMARKS.md).
 const SCAN_RUNS: usize = 341;
 
 /// `/proc/self/pagemap`: which pages are populated and which were written.
