@@ -116,7 +116,8 @@ impl<V: Copy + Eq> RunMap<V> {
         match &self.store {
             Store::Few(few) => {
                 // (A reservation mostly has a few runs: counted one by one then, with
-                // no bisection's set-up, ~15 fewer instructions.)
+                // no bisection's set-up: 8 instructions fewer a `VirtualProtect` on Linux,
+                // callgrind, `linux_profile protect`, 787.0 -> 779.0.)
                 let i = if few.len() <= 4 {
                     let mut i = 1;
                     while i < few.len() && few[i].0 <= addr {
