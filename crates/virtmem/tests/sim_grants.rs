@@ -317,3 +317,243 @@ fn a_resetting_get_write_watch_is_one_step_for_other_threads() {
         );
     }
 }
+
+/// Blocks of `n` 64 KiB reservations, each committed read-write, placed `stride` blocks
+/// apart (a hole between them when `stride` > 1), in a fresh space.
+fn many_blocks(n: usize, stride: usize) -> (SimSpace, Vec<usize>) {
+    let s = SimSpace::simulated();
+    let span = s.alloc(0, n * stride * G, T::RESERVE, Pr::NOACCESS).unwrap();
+    s.free(span, 0, FreeType::RELEASE).unwrap();
+    let bases: Vec<usize> = (0..n).map(|i| span + i * stride * G).collect();
+    for &b in &bases {
+        assert_eq!(s.alloc(b, G, T::RESERVE | T::COMMIT, Pr::READWRITE), Ok(b));
+    }
+    (s, bases)
+}
+
+/// How many times [`write_and_read_all`] goes over its blocks.
+const PASSES: usize = 8;
+
+/// Every block of `bases` accessed [`PASSES`] times in a scrambled order (a write of `v` at
+/// each block's offset 8, then a read of it): the first passes go through the engine and
+/// grant the blocks (a space's grant slots grow as its grants evict each other), the
+/// last ones (on a space that keeps enough grants) through them.
+fn write_and_read_all(s: &SimSpace, bases: &[usize], v: u8) {
+    let n = bases.len();
+    for pass in 0..PASSES {
+        for i in 0..n {
+            let b = bases[(i * 7919 + pass) % n];
+            s.write(b + 8, &[v; 8]).unwrap();
+            let mut got = [0; 8];
+            s.read(b + 8, &mut got).unwrap();
+            assert_eq!(got, [v; 8], "{b:#x}");
+        }
+    }
+}
+
+/// A working set of thousands of 64 KiB blocks (2000 contiguous ones, 125 MiB, and 1000
+/// reservations with a hole after each) keeps a grant for every block once accessed, so
+/// that random accesses over it do not keep going through the engine (a space kept
+/// grants for 128 blocks at most before).
+#[test]
+fn a_working_set_of_thousands_of_blocks_stays_granted() {
+    for (n, stride) in [(2000, 1), (1000, 2)] {
+        let (s, bases) = many_blocks(n, stride);
+        write_and_read_all(&s, &bases, 1);
+        write_and_read_all(&s, &bases, 2);
+        assert_eq!(s.backend().granted_blocks(), n, "{n} blocks {stride} apart");
+    }
+}
+
+/// With thousands of blocks granted, every change takes back the grants of exactly the
+/// blocks it touches, one block at a time or many at once (protect, decommit, release,
+/// a discarding reset): a granted access never sees a stale grant. The space's answers
+/// are compared with a space that keeps no grant, and `granted_blocks` shows that the
+/// grants were there to take back.
+#[test]
+fn changes_among_thousands_of_granted_blocks_take_back_exactly_their_grants() {
+    const N: usize = 2000;
+    let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
+    let s = SimSpace::simulated_with(config);
+    let a = s.alloc(0, N * G, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    let bases: Vec<usize> = (0..N).map(|i| a + i * G).collect();
+    write_and_read_all(&s, &bases, 1);
+    assert_eq!(s.backend().granted_blocks(), N);
+    // One block in three made read-only, one in three decommitted (its first page), one
+    // call each: each takes back its block's grant alone.
+    for (i, &b) in bases.iter().enumerate() {
+        match i % 3 {
+            0 => s.protect(b, G, Pr::READONLY).map(|_| ()).unwrap(),
+            1 => s.free(b, P, FreeType::DECOMMIT).unwrap(),
+            _ => {}
+        }
+    }
+    assert_eq!(s.backend().granted_blocks(), N / 3, "the untouched blocks keep theirs");
+    for (i, &b) in bases.iter().enumerate() {
+        let mut got = [0; 8];
+        match i % 3 {
+            0 => {
+                assert_eq!(s.write(b + 8, &[2]), Err(av(b + 8, AccessKind::Write)));
+                s.read(b + 8, &mut got).unwrap();
+                assert_eq!(got, [1; 8], "{b:#x}");
+            }
+            1 => {
+                assert_eq!(s.read(b + 8, &mut got), Err(av(b + 8, AccessKind::Read)));
+                s.write(b + P, &[3]).unwrap();
+            }
+            _ => {
+                s.read(b + 8, &mut got).unwrap();
+                assert_eq!(got, [1; 8], "{b:#x}");
+            }
+        }
+    }
+    // One protect over all of them (2000 blocks, more than the space has slots in any
+    // one part; the decommitted pages committed again first): every grant goes,
+    // including those just made again.
+    s.alloc(a, N * G, T::COMMIT, Pr::READWRITE).unwrap();
+    write_and_read_all(&s, &bases[2..3], 4);
+    assert!(s.backend().granted_blocks() > 0);
+    s.protect(a, N * G, Pr::NOACCESS).unwrap();
+    assert_eq!(s.backend().granted_blocks(), 0);
+    for &b in &bases {
+        assert_eq!(s.read(b + P, &mut [0]), Err(av(b + P, AccessKind::Read)));
+    }
+    // Granted again, then a discarding reset of the middle half: the data it dropped
+    // read zero through whatever grant is left.
+    s.protect(a, N * G, Pr::READWRITE).unwrap();
+    write_and_read_all(&s, &bases, 5);
+    s.alloc(a + N / 4 * G, N / 2 * G, T::RESET, Pr::NOACCESS).unwrap();
+    for (i, &b) in bases.iter().enumerate() {
+        let mut got = [9; 8];
+        s.read(b + 8, &mut got).unwrap();
+        let want = if (N / 4..3 * N / 4).contains(&i) { [0; 8] } else { [5; 8] };
+        assert_eq!(got, want, "block {i}");
+    }
+    // A decommit of the upper half, then the release of the whole reservation.
+    write_and_read_all(&s, &bases, 6);
+    s.free(a + N / 2 * G, N / 2 * G, FreeType::DECOMMIT).unwrap();
+    assert_eq!(s.backend().granted_blocks(), N / 2);
+    for (i, &b) in bases.iter().enumerate() {
+        let r = s.write(b + 8, &[7]);
+        if i < N / 2 {
+            assert_eq!(r, Ok(()), "block {i}");
+        } else {
+            assert_eq!(r, Err(av(b + 8, AccessKind::Write)), "block {i}");
+        }
+    }
+    s.free(a, 0, FreeType::RELEASE).unwrap();
+    assert_eq!(s.backend().granted_blocks(), 0);
+    for &b in &bases {
+        assert_eq!(s.read(b + 8, &mut [0]), Err(av(b + 8, AccessKind::Read)));
+    }
+    assert_eq!(s.backend().stored_pages(), 0);
+}
+
+/// A snapshot and a restore forget every grant of the space (the copy's pages are shared
+/// copy-on-write, and the restored contents replace the old): accesses over thousands of
+/// blocks read the right side's data afterwards, and writes land on one side only.
+#[test]
+fn a_snapshot_and_a_restore_forget_thousands_of_grants() {
+    let (s, bases) = many_blocks(1500, 1);
+    write_and_read_all(&s, &bases, 1);
+    assert_eq!(s.backend().granted_blocks(), bases.len());
+    let copy = s.snapshot();
+    assert_eq!(s.backend().granted_blocks(), 0);
+    write_and_read_all(&s, &bases, 2);
+    assert_eq!(s.backend().granted_blocks(), bases.len());
+    for &b in &bases {
+        let mut got = [0; 8];
+        copy.read(b + 8, &mut got).unwrap();
+        assert_eq!(got, [1; 8], "the snapshot keeps its data: {b:#x}");
+    }
+    s.restore_from(&copy).unwrap();
+    assert_eq!(s.backend().granted_blocks(), 0);
+    for &b in &bases {
+        let mut got = [0; 8];
+        s.read(b + 8, &mut got).unwrap();
+        assert_eq!(got, [1; 8], "restored: {b:#x}");
+    }
+}
+
+/// Random calls over more blocks than a space ever kept grants for before (600 blocks in
+/// 150 reservations), accesses at random among them mixed with changes of one or many
+/// blocks: a space with grants answers exactly as one without.
+#[test]
+fn random_changes_among_hundreds_of_granted_blocks_answer_as_without_grants() {
+    let rounds = if cfg!(miri) { 200 } else { 20_000 };
+    let with = SimSpace::simulated();
+    let without = AddressSpace::with_backend(NoGrants { inner: SimBackend::default() });
+    const RES: usize = 150;
+    const BLOCKS: usize = 4;
+    let mut bases = Vec::new();
+    for _ in 0..RES {
+        let b = with.alloc(0, BLOCKS * G, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+        assert_eq!(without.alloc(b, BLOCKS * G, T::RESERVE | T::COMMIT, Pr::READWRITE), Ok(b));
+        bases.push(b);
+    }
+    let mut rng = rng::Rng(0x5eed_6a27);
+    let prots = [Pr::READWRITE, Pr::READONLY, Pr::NOACCESS, Pr::EXECUTE_READ, Pr::READWRITE | Pr::GUARD];
+    for round in 0..rounds {
+        let r = bases[rng.below(RES)];
+        let at = r + rng.below(BLOCKS * G / 8) * 8;
+        let what = rng.below(100);
+        macro_rules! both {
+            ($f:expr) => {{
+                let f = $f;
+                let (x, y) = (f(&with as &dyn AnySpace), f(&without as &dyn AnySpace));
+                assert_eq!(x, y, "round {round}, call {what} at {at:#x}");
+            }};
+        }
+        match what {
+            0..=44 => {
+                both!(|s: &dyn AnySpace| s.w(at, round as u64));
+            }
+            45..=89 => {
+                both!(|s: &dyn AnySpace| s.r(at));
+            }
+            90..=94 => {
+                let len = (1 + rng.below(BLOCKS * G / P - (at - r) / P)) * P;
+                let p = prots[rng.below(prots.len())];
+                both!(|s: &dyn AnySpace| s.prot(at & !(P - 1), len, p));
+            }
+            95..=97 => {
+                let len = (1 + rng.below(BLOCKS * G / P - (at - r) / P)) * P;
+                both!(|s: &dyn AnySpace| s.decommit_then_commit(at & !(P - 1), len));
+            }
+            _ => {
+                // A whole reservation released and reserved again at the same place.
+                both!(|s: &dyn AnySpace| s.renew(r, BLOCKS * G));
+            }
+        }
+    }
+}
+
+/// The calls the random test makes, on a space of either backend.
+trait AnySpace {
+    fn w(&self, at: usize, v: u64) -> Result<(), Error>;
+    fn r(&self, at: usize) -> Result<u64, Error>;
+    fn prot(&self, at: usize, len: usize, p: Pr) -> Result<Pr, Error>;
+    fn decommit_then_commit(&self, at: usize, len: usize) -> Result<(), Error>;
+    fn renew(&self, base: usize, len: usize) -> Result<(), Error>;
+}
+
+impl<B: Backend> AnySpace for AddressSpace<B> {
+    fn w(&self, at: usize, v: u64) -> Result<(), Error> {
+        self.write(at, &v.to_le_bytes())
+    }
+    fn r(&self, at: usize) -> Result<u64, Error> {
+        let mut b = [0; 8];
+        self.read(at, &mut b).map(|()| u64::from_le_bytes(b))
+    }
+    fn prot(&self, at: usize, len: usize, p: Pr) -> Result<Pr, Error> {
+        self.protect(at, len, p)
+    }
+    fn decommit_then_commit(&self, at: usize, len: usize) -> Result<(), Error> {
+        self.free(at, len, FreeType::DECOMMIT)?;
+        self.alloc(at, len, T::COMMIT, Pr::READWRITE).map(|_| ())
+    }
+    fn renew(&self, base: usize, len: usize) -> Result<(), Error> {
+        self.free(base, 0, FreeType::RELEASE)?;
+        self.alloc(base, len, T::RESERVE | T::COMMIT, Pr::READWRITE).map(|_| ())
+    }
+}

@@ -218,25 +218,39 @@ const BLOCK: usize = GRANT_PAGES * PAGE;
 /// lines; a page's block decides its part (`shard_of`).
 const SHARDS: usize = 32;
 
-/// Grant slots (see [`Shard::tags`]), a whole number of them per part.
-const SLOTS: usize = 4 * SHARDS;
+/// Grant slots each part starts with, kept inline in the part (128 in all).
+const PART_SLOTS: usize = 4;
 
-/// The grant slot of block number `block` (its address / 64 KiB); its part is the
-/// slot modulo [`SHARDS`]. A multiplicative hash, so that neighbouring blocks and
-/// blocks a power of two apart are spread over the parts rather than sharing one.
-fn slot_of(block: usize) -> usize {
-    ((block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+/// The most grant slots a part grows to (see [`Store::grant`]): 8192 in all, 512 MiB of
+/// blocks, 256 KiB of slots for a space whose accesses need them all.
+const MAX_PART_SLOTS: usize = 256;
+
+/// The part holding the pages (and the grant) of block number `block` (its address /
+/// 64 KiB). The blocks of each aligned run of [`SHARDS`] blocks go one to each part (the
+/// low bits of the block number, permuted by a multiplicative hash of the run's number),
+/// so that neighbouring blocks, and blocks a power of two apart, are spread over the
+/// parts rather than sharing one; and a part's blocks in a stretch of `SHARDS * n` blocks
+/// are in `n` different runs, which is what lets [`run_of`] index its slots without
+/// two of them meeting.
+#[inline(always)]
+fn shard_of(block: usize) -> usize {
+    let run = (block / SHARDS) as u64;
+    (block ^ (run.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARDS.trailing_zeros())) as usize) % SHARDS
 }
 
-/// The part holding the pages of block number `block`.
-fn shard_of(block: usize) -> usize {
-    slot_of(block) % SHARDS
+/// The run of `SHARDS` blocks that block number `block` lies in: the slot of its part it
+/// is granted in is this modulo the part's slot count. (Two blocks of a part share a
+/// slot only if their runs are a multiple of the slot count apart: a working set
+/// within `SHARDS * slots` contiguous blocks never evicts itself.)
+#[inline(always)]
+fn run_of(block: usize) -> usize {
+    block / SHARDS
 }
 
 /// A block's grant, as remembered in a slot.
 #[derive(Clone, Copy)]
 struct Granted {
-    /// The block number.
+    /// The block number; [`Granted::NONE`] for an empty slot.
     block: usize,
     /// What each page allows.
     pages: [Grant; GRANT_PAGES],
@@ -244,8 +258,16 @@ struct Granted {
     watched: u16,
 }
 
-/// One part of the backend's state: the pages of the blocks that hash to it.
-#[derive(Default)]
+impl Granted {
+    /// The block number of an empty slot (no block has it: it is past every address).
+    const NONE: usize = usize::MAX;
+
+    /// An empty slot.
+    const EMPTY: Granted = Granted { block: Granted::NONE, pages: [Grant::empty(); GRANT_PAGES], watched: 0 };
+}
+
+/// One part of the backend's state: the pages of the blocks that hash to it, and their
+/// grants.
 struct Store {
     /// Page number → contents; absent pages read as zero.
     pages: BTreeMap<usize, Page>,
@@ -253,8 +275,30 @@ struct Store {
     dirty: BTreeSet<usize>,
     /// Page numbers whose data a `Discard` reset dropped (until undo or discard).
     lost: BTreeSet<usize>,
-    /// The grants of this part's slots (slot `s` is entry `s / SHARDS`).
-    grants: [Option<Granted>; SLOTS / SHARDS],
+    /// The part's grant slots while it has [`PART_SLOTS`] of them (block `b` in entry
+    /// `run_of(b) % PART_SLOTS`).
+    grants: [Granted; PART_SLOTS],
+    /// The part's grant slots once it has more (a power of two, at most
+    /// [`MAX_PART_SLOTS`]; block `b` in entry `run_of(b) % len`), in place of `grants`.
+    more: Option<Box<[Granted]>>,
+    /// How many slots hold a grant.
+    live: usize,
+    /// How many grants evicted another block's since the slots last grew.
+    evictions: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            pages: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            lost: BTreeSet::new(),
+            grants: [Granted::EMPTY; PART_SLOTS],
+            more: None,
+            live: 0,
+            evictions: 0,
+        }
+    }
 }
 
 impl Store {
@@ -283,6 +327,102 @@ impl Store {
     /// Whether the part holds nothing: no page, no mark.
     fn is_empty(&self) -> bool {
         self.pages.is_empty() && self.dirty.is_empty() && self.lost.is_empty()
+    }
+
+    /// The part's grant slots.
+    #[inline(always)]
+    fn slots(&self) -> &[Granted] {
+        match &self.more {
+            Some(more) => more,
+            None => &self.grants,
+        }
+    }
+
+    /// The part's grant slots, to change.
+    fn slots_mut(&mut self) -> &mut [Granted] {
+        match &mut self.more {
+            Some(more) => more,
+            None => &mut self.grants,
+        }
+    }
+
+    /// The grant of block number `block` (of this part), if it holds one.
+    #[inline(always)]
+    fn grant_of(&self, block: usize) -> Option<&Granted> {
+        let slots = self.slots();
+        let g = &slots[run_of(block) & (slots.len() - 1)];
+        (g.block == block).then_some(g)
+    }
+
+    /// Remember `g`, a grant of a block of this part, in its slot, in place of whatever
+    /// the slot held. A part whose grants have evicted each other half as many times as
+    /// it has slots (since it last grew) doubles them first, up to [`MAX_PART_SLOTS`]: a
+    /// working set of more blocks than the part has slots keeps them all granted once the
+    /// slots have grown, while a part whose blocks fit never grows.
+    fn grant(&mut self, g: Granted) {
+        let len = self.slots().len();
+        let old = self.slots()[run_of(g.block) & (len - 1)].block;
+        if old != Granted::NONE && old != g.block {
+            self.evictions += 1;
+            if 2 * self.evictions >= len && len < MAX_PART_SLOTS {
+                self.grow();
+            }
+        }
+        let slots = self.slots_mut();
+        let i = run_of(g.block) & (slots.len() - 1);
+        let was_empty = slots[i].block == Granted::NONE;
+        slots[i] = g;
+        self.live += usize::from(was_empty);
+    }
+
+    /// Double the grant slots, keeping every grant (each moves to the slot of its run
+    /// modulo the new count: grants in different slots before are in different slots
+    /// after). (Cold: a part grows at most six times.)
+    #[cold]
+    fn grow(&mut self) {
+        let len = self.slots().len() * 2;
+        let mut more = vec![Granted::EMPTY; len].into_boxed_slice();
+        for g in self.slots().iter().filter(|g| g.block != Granted::NONE) {
+            more[run_of(g.block) & (len - 1)] = *g;
+        }
+        self.more = Some(more);
+        self.evictions = 0;
+    }
+
+    /// Forget the grants of every block in `blocks` (those of other parts are never
+    /// here), looking at no more slots than `blocks` has runs, nor than the part has
+    /// slots. Returns how many were forgotten.
+    fn revoke(&mut self, blocks: &Range<usize>) -> usize {
+        if self.live == 0 || blocks.is_empty() {
+            return 0;
+        }
+        let runs = run_of(blocks.start)..run_of(blocks.end - 1) + 1;
+        let slots = self.slots_mut();
+        let len = slots.len();
+        let mut gone = 0;
+        let mut forget = |g: &mut Granted| {
+            if blocks.contains(&g.block) {
+                *g = Granted::EMPTY;
+                gone += 1;
+            }
+        };
+        if runs.len() >= len {
+            slots.iter_mut().for_each(&mut forget);
+        } else {
+            for run in runs {
+                forget(&mut slots[run & (len - 1)]);
+            }
+        }
+        self.live -= gone;
+        gone
+    }
+
+    /// Forget every grant of the part (its slots stay as many).
+    fn forget_grants(&mut self) {
+        if self.live != 0 {
+            self.slots_mut().fill(Granted::EMPTY);
+            self.live = 0;
+        }
     }
 
     /// Copy `data` into page number `k` at offset `off`, marking it dirty if `watched`.
@@ -350,20 +490,17 @@ struct Shard {
     /// clear is skipped by discards without taking its lock. Set under the lock before
     /// anything is added; cleared under the lock when the part is found empty.
     used: AtomicBool,
-    /// The block number granted in each of this part's slots (slot `s` is entry
-    /// `s / SHARDS` of part `s % SHARDS`; `usize::MAX`: none). Written under the part's
-    /// lock; read without it to skip parts that hold no grant of a range being changed.
-    tags: [AtomicUsize; SLOTS / SHARDS],
+    /// How many of the part's slots hold a grant (`Store::live`). Written under the
+    /// part's lock; read without it to skip parts that hold no grant when a range is
+    /// changed. (Grants are made and taken back by the engine under its own lock, so a
+    /// change never runs beside a grant of the same space.)
+    live: AtomicUsize,
 }
 
 impl Shard {
     /// An empty part with no grant.
     fn new() -> Shard {
-        Shard {
-            store: Mutex::new(Store::default()),
-            used: AtomicBool::new(false),
-            tags: std::array::from_fn(|_| AtomicUsize::new(usize::MAX)),
-        }
+        Shard { store: Mutex::new(Store::default()), used: AtomicBool::new(false), live: AtomicUsize::new(0) }
     }
 }
 
@@ -420,6 +557,13 @@ impl SimBackend {
         (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().pages.len()).sum()
     }
 
+    /// How many 64 KiB blocks hold a grant at the moment: blocks whose checked accesses
+    /// the backend carries out without the engine (see [`Backend::grant`]). A moment's
+    /// figure, for tests and for sizing a working set.
+    pub fn granted_blocks(&self) -> usize {
+        (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().live).sum()
+    }
+
     /// Part `i`, if it was ever needed.
     #[inline(always)]
     fn part(&self, i: usize) -> Option<&Shard> {
@@ -440,12 +584,6 @@ impl SimBackend {
     #[cold]
     fn new_part(&self, i: usize) -> &Shard {
         self.shards[i].get_or_init(|| Box::new(Shard::new()))
-    }
-
-    /// The block number granted in slot `slot` (`usize::MAX`: none).
-    #[inline(always)]
-    fn tag(&self, slot: usize) -> usize {
-        self.part(slot % SHARDS).map_or(usize::MAX, |s| s.tags[slot / SHARDS].load(Ordering::Acquire))
     }
 
     /// How many of the [stored pages](Self::stored_pages) are shared with another
@@ -536,55 +674,45 @@ impl SimBackend {
     fn revoke(&self, range: &Range<usize>) {
         let first = range.start / BLOCK;
         if (range.end - 1) / BLOCK == first {
-            // Most changes lie in one block: one slot to look at.
-            let slot = slot_of(first);
-            if self.tag(slot) == first {
-                self.drop_grant(slot, first);
+            // Most changes lie in one block: one part to look at, skipped without its
+            // lock unless it holds a grant.
+            if let Some(shard) = self.part(shard_of(first)).filter(|s| s.live.load(Ordering::Acquire) != 0) {
+                Self::revoke_in(shard, &(first..first + 1));
             }
             return;
         }
         self.revoke_blocks(first..range.end.div_ceil(BLOCK));
     }
 
-    /// Forget every grant of `blocks`.
+    /// Forget every grant of `blocks`: in each part holding a grant among the parts of
+    /// `blocks`, a look at no more slots than `blocks` has runs of [`SHARDS`] blocks, nor
+    /// than the part has slots (a change of 1 TiB looks at the slots in use, at most
+    /// 8192, not at its 2^24 blocks).
     fn revoke_blocks(&self, blocks: Range<usize>) {
-        if blocks.len() > SLOTS {
-            for slot in 0..SLOTS {
-                let block = self.tag(slot);
-                if blocks.contains(&block) {
-                    self.drop_grant(slot, block);
-                }
-            }
-        } else {
-            for block in blocks {
-                let slot = slot_of(block);
-                if self.tag(slot) == block {
-                    self.drop_grant(slot, block);
-                }
+        let mask = Self::parts_of(&(blocks.start * GRANT_PAGES..blocks.end * GRANT_PAGES));
+        let mut left = mask;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if let Some(shard) = self.part(i).filter(|s| s.live.load(Ordering::Acquire) != 0) {
+                Self::revoke_in(shard, &blocks);
             }
         }
     }
 
-    /// Forget the grant of `block` in `slot`, if it is still there.
+    /// Forget the grants of `blocks` that part `shard` holds.
     #[cold]
-    fn drop_grant(&self, slot: usize, block: usize) {
-        // (The slot's tag named the block, so its part exists.)
-        let Some(shard) = self.part(slot % SHARDS) else { return };
+    fn revoke_in(shard: &Shard, blocks: &Range<usize>) {
         let mut store = shard.store.lock();
-        let g = &mut store.grants[slot / SHARDS];
-        if g.is_some_and(|g| g.block == block) {
-            *g = None;
-            shard.tags[slot / SHARDS].store(usize::MAX, Ordering::Release);
+        if store.revoke(blocks) != 0 {
+            shard.live.store(store.live, Ordering::Release);
         }
     }
 
     /// Forget every grant of the part `shard`, whose store `store` is (locked).
     fn forget_grants(shard: &Shard, store: &mut Store) {
-        for (j, g) in store.grants.iter_mut().enumerate() {
-            if g.take().is_some() {
-                shard.tags[j].store(usize::MAX, Ordering::Release);
-            }
-        }
+        store.forget_grants();
+        shard.live.store(0, Ordering::Release);
     }
 
     /// The end of a reservation: its write tracking and its contents go.
@@ -643,10 +771,9 @@ impl SimBackend {
         if last / BLOCK != block {
             return None;
         }
-        let slot = slot_of(block);
-        let shard = self.part(slot % SHARDS)?;
+        let shard = self.part(shard_of(block))?;
         let store = shard.store.lock();
-        let g = store.grants[slot / SHARDS].as_ref().filter(|g| g.block == block)?;
+        let g = store.grant_of(block)?;
         let pages = (address % BLOCK) / PAGE..=(last % BLOCK) / PAGE;
         let watched = g.watched;
         g.pages[pages].iter().all(|p| p.contains(need)).then_some((shard, store, watched))
@@ -972,11 +1099,10 @@ impl Backend for SimBackend {
     fn grant(&self, base: usize, pages: &[Grant; GRANT_PAGES]) {
         let block = base / BLOCK;
         let watched = self.watched_pages(base);
-        let slot = slot_of(block);
-        let shard = self.part_or_new(slot % SHARDS);
+        let shard = self.part_or_new(shard_of(block));
         let mut store = shard.store.lock();
-        store.grants[slot / SHARDS] = Some(Granted { block, pages: *pages, watched });
-        shard.tags[slot / SHARDS].store(block, Ordering::Release);
+        store.grant(Granted { block, pages: *pages, watched });
+        shard.live.store(store.live, Ordering::Release);
     }
 
     fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
