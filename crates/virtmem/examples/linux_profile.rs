@@ -43,6 +43,11 @@
 //! `sim-read` and `sim-exec` are `sim-write` with an 8-byte read (`SimSpace::read`) or
 //! instruction fetch (`SimSpace::execute`, the pages committed execute-read-write) instead.
 //!
+//! `sim-random [rounds] [blocks]` times 8-byte reads at 4096 random addresses over
+//! `blocks` (256) 64 KiB blocks of one reservation, every page written once
+//! (callgrind: `--toggle-collect='*timed_sim_random*'`): granted reads while the space
+//! keeps grants for that many blocks, else mostly through the engine.
+//!
 //! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
 //! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
 //!
@@ -214,6 +219,49 @@ fn sim_hot(hot: Hot, rounds: usize, live: usize) -> Result<(), Box<dyn std::erro
         Hot::Cycle => ("sim-cycle", "commit + write + decommit"),
     };
     println!("{name}: {per:.1} ns per {what} (thread CPU time)");
+    Ok(())
+}
+
+/// `sim-random`: 8-byte reads at `addrs`, summed (counted by
+/// `--toggle-collect='*timed_sim_random*'`).
+#[inline(never)]
+fn timed_sim_random(s: &virtmem::SimSpace, addrs: &[usize], rounds: usize) -> virtmem::Result<u64> {
+    let mut sum = 0u64;
+    let mut buf = [0u8; 8];
+    for _ in 0..rounds {
+        for &a in addrs {
+            s.read(a, &mut buf)?;
+            sum = sum.wrapping_add(u64::from_le_bytes(buf));
+        }
+    }
+    Ok(sum)
+}
+
+/// `sim-random [rounds] [blocks]`: 8-byte reads at 4096 addresses picked at random (a
+/// fixed xorshift sequence) on the 16 pages of `blocks` (default 256) 64 KiB blocks of one
+/// reservation, committed read-write and written once; the addresses read `rounds` times
+/// after one round outside the clock. Prints thread CPU time per read.
+fn sim_random(rounds: usize, blocks: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let s = virtmem::SimSpace::simulated();
+    let base = s.alloc(0, blocks * GRANULE, T::RESERVE | T::COMMIT, P::READWRITE)?;
+    for p in 0..blocks * GRANULE / PAGE {
+        s.write(base + p * PAGE, &[1])?;
+    }
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let addrs: Vec<usize> = (0..4096)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) as usize;
+            base + (r >> 8) % (blocks * GRANULE / 8) * 8
+        })
+        .collect();
+    timed_sim_random(&s, &addrs, 1)?;
+    let t = cpu_ns();
+    black_box(timed_sim_random(&s, &addrs, rounds)?);
+    let per = (cpu_ns() - t) / (rounds * addrs.len()) as f64;
+    println!("sim-random: {per:.1} ns per read over {blocks} blocks (thread CPU time)");
     Ok(())
 }
 
@@ -567,6 +615,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return sim_access(
             flags.first().and_then(|c| c.parse().ok()).unwrap_or(1_000_000),
             flags.iter().any(|f| f == "few"),
+        );
+    }
+    if op == "sim-random" {
+        return sim_random(
+            flags.first().and_then(|c| c.parse().ok()).unwrap_or(100),
+            flags.get(1).and_then(|c| c.parse().ok()).unwrap_or(256),
         );
     }
     if op == "reset" {
