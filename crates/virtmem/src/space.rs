@@ -26,6 +26,16 @@ use crate::flags::{
 use crate::rules::{self, AllocRequest, FreeRequest, GRANULE, MIN_ADDRESS, PAGE};
 use crate::runs::{Book, PageState, Reservation, RunAt, RunMap, Slot};
 
+/// What [`AddressSpace::check_access`] found.
+enum Checked {
+    /// The access is allowed; where the reservation holding its first byte was found, if
+    /// one does (an access starting in foreign memory has none).
+    Allowed(Option<Slot>),
+    /// A reservation the access meets has an operation under way: wait, then check
+    /// again.
+    Busy,
+}
+
 /// The steps of one call: most calls plan one or two, kept inline.
 type Steps = SmallVec<[Step; 4]>;
 
@@ -1686,7 +1696,9 @@ impl<B: Backend> AddressSpace<B> {
 
     /// Check that `len` bytes at `address` may be accessed as `kind`, in address order.
     /// An armed guard page is reported, and disarmed when `disarm` is set. Returns
-    /// `Ok(None)` when allowed, `Ok(Some(base))` when a busy reservation must be waited for.
+    /// [`Checked::Allowed`] (with where the reservation holding `address` was found, for
+    /// the grant that follows) or [`Checked::Busy`] when a busy reservation must be
+    /// waited for.
     fn check_access(
         &self,
         book: &mut Book,
@@ -1694,7 +1706,7 @@ impl<B: Backend> AddressSpace<B> {
         len: usize,
         kind: AccessKind,
         disarm: bool,
-    ) -> Result<Option<usize>> {
+    ) -> Result<Checked> {
         // Nothing lies at or above the top of the user range (`end_address`): the walk
         // stops there, and an access reaching it (or wrapping past the last address)
         // faults at its first byte there once everything below has passed.
@@ -1703,6 +1715,7 @@ impl<B: Backend> AddressSpace<B> {
         let end = address.saturating_add(len);
         let stop = end.min(top);
         let mut a = address;
+        let mut first = None;
         while a < stop {
             let at = match book.reservations.locate(a) {
                 Ok(at) => at,
@@ -1718,7 +1731,10 @@ impl<B: Backend> AddressSpace<B> {
                 }
             };
             if book.busy.contains(&at.base()) {
-                return Ok(Some(at.base()));
+                return Ok(Checked::Busy);
+            }
+            if a == address {
+                first = Some(at);
             }
             let res = book.reservations.at(at).expect("reservation");
             let page = rules::round_down(a, PAGE);
@@ -1741,7 +1757,7 @@ impl<B: Backend> AddressSpace<B> {
         if len > 0 && (wraps || end > top) {
             return Err(Error::AccessViolation { address: address.max(top), access: kind });
         }
-        Ok(None)
+        Ok(Checked::Allowed(first))
     }
 
     fn access(
@@ -1752,30 +1768,35 @@ impl<B: Backend> AddressSpace<B> {
         op: impl FnOnce(&B) -> std::result::Result<(), BackendError>,
     ) -> Result<()> {
         let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind, true)?.is_some() {
-            self.wait_idle(&mut book);
-        }
+        let first = loop {
+            match self.check_access(&mut book, address, len, kind, true)? {
+                Checked::Allowed(first) => break first,
+                Checked::Busy => self.wait_idle(&mut book),
+            }
+        };
         op(&self.backend).map_err(|e| match e {
             BackendError::Fault(a) => Error::AccessViolation { address: a, access: kind },
             other => backend_error(other),
         })?;
-        if self.backend.keeps_grants() {
-            self.grant_block(&book, address, len);
+        if let (true, Some(at)) = (self.backend.keeps_grants(), first) {
+            self.grant_block(&book, at, address, len);
         }
         Ok(())
     }
 
     /// Hand the backend what the rules allow on each page of the 64 KiB block of an
     /// access just made (`len` bytes at `address`, inside one block), so that the
-    /// block's next accesses need not come here: see [`Backend::grant`]. Nothing is
-    /// granted for an access spanning blocks, outside any reservation, or in a
-    /// reservation with an operation under way.
-    fn grant_block(&self, book: &Book, address: usize, len: usize) {
+    /// block's next accesses need not come here: see [`Backend::grant`]. `at` is where
+    /// the access's check found the reservation holding `address` (reached again without
+    /// a second search: that search had cost an access through the engine ~170
+    /// instructions). Nothing is granted for an access spanning blocks, outside any
+    /// reservation, or in a reservation with an operation under way.
+    fn grant_block(&self, book: &Book, at: Slot, address: usize, len: usize) {
         let base = rules::round_down(address, GRANT_PAGES * PAGE);
         if len == 0 || (address + (len - 1)) / (GRANT_PAGES * PAGE) != address / (GRANT_PAGES * PAGE) {
             return;
         }
-        let Ok(res) = book.reservations.find(address) else { return };
+        let Some(res) = book.reservations.at(at) else { return };
         if book.busy.contains(&res.base) {
             return;
         }
@@ -1821,7 +1842,7 @@ impl<B: Backend> AddressSpace<B> {
     /// reservations.
     fn check_waiting(&self, address: usize, len: usize, kind: AccessKind, disarm: bool) -> Result<()> {
         let mut book = self.book.lock();
-        while self.check_access(&mut book, address, len, kind, disarm)?.is_some() {
+        while let Checked::Busy = self.check_access(&mut book, address, len, kind, disarm)? {
             self.wait_idle(&mut book);
         }
         Ok(())
