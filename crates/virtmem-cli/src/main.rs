@@ -17,7 +17,7 @@ mod svg;
 mod views;
 mod wine;
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -428,29 +428,6 @@ fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The longest line the prompt takes, in bytes.
-const MAX_LINE: u64 = 1 << 20;
-
-/// Read past the end of the current line (or of the input), keeping nothing.
-fn skip_line(r: &mut impl BufRead) -> std::io::Result<()> {
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(());
-        }
-        match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                r.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let all = buf.len();
-                r.consume(all);
-            }
-        }
-    }
-}
-
 fn prompt(session: &mut script::Session) {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
@@ -466,18 +443,18 @@ fn prompt(session: &mut script::Session) {
             let _ = out::Stdout.flush();
         }
         let mut buf = Vec::new();
-        match std::io::Read::take(&mut lines, MAX_LINE + 1).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        let too_long = match virtmem::trace::read_line_capped(&mut lines, &mut buf) {
+            Ok(None) | Err(_) => break,
+            Ok(Some((_, too_long))) => too_long,
+        };
         n += 1;
-        if buf.len() as u64 > MAX_LINE {
-            // Not a statement anyone typed: skip it without keeping it (an endless line,
+        if too_long {
+            // Not a statement anyone typed: skipped without being kept (an endless line,
             // `virtmem run < /dev/zero`, would otherwise take all memory).
-            errln!("error: <input>:{n}: a line may be at most {} KiB; this one is skipped", MAX_LINE >> 10);
-            if skip_line(&mut lines).is_err() {
-                break;
-            }
+            errln!(
+                "error: <input>:{n}: a line may be at most {} KiB; this one is skipped",
+                virtmem::trace::MAX_LINE >> 10
+            );
             continue;
         }
         let text = String::from_utf8_lossy(&buf);

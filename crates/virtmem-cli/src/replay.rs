@@ -536,11 +536,17 @@ impl<R: BufRead> Lines<R> {
 
     fn next(&mut self) -> Option<Result<(usize, Line), trace::ReadError>> {
         loop {
-            self.raw.clear();
             self.line_no += 1;
-            match self.input.read_until(b'\n', &mut self.raw) {
-                Ok(0) => return None,
-                Ok(n) => self.bytes += n as u64,
+            match trace::read_line_capped(&mut self.input, &mut self.raw) {
+                Ok(None) => return None,
+                Ok(Some((n, too_long))) => {
+                    self.bytes += n as u64;
+                    if too_long {
+                        let message = format!("a line longer than {} KiB", trace::MAX_LINE >> 10);
+                        let error = trace::ParseError { column: 1, message };
+                        return Some(Err(trace::ReadError::Parse { line: self.line_no, error }));
+                    }
+                }
                 Err(error) => return Some(Err(trace::ReadError::Io { line: self.line_no, error })),
             }
             let decoded = String::from_utf8_lossy(&self.raw);
@@ -1479,12 +1485,12 @@ fn replay_wine_from(input: impl BufRead, report: &mut Report) -> Result<Arc<dyn 
     let mut replay = WineReplay::new(report);
     let mut raw = Vec::new();
     let mut line = 0;
-    loop {
-        raw.clear();
-        if input.read_until(b'\n', &mut raw).map_err(Stop::Io)? == 0 {
-            break;
-        }
+    // (A line longer than `trace::MAX_LINE` is not Wine's: skipped, kept nowhere.)
+    while let Some((_, too_long)) = trace::read_line_capped(&mut input, &mut raw).map_err(Stop::Io)? {
         line += 1;
+        if too_long {
+            continue;
+        }
         let text = String::from_utf8_lossy(&raw);
         let mut text: &str = &text;
         if line == 1 {

@@ -892,20 +892,62 @@ pub enum ReadError {
     },
 }
 
+/// The longest line [`read`] (and `virtmem replay`) takes, in bytes, its line break
+/// included. A record is a few hundred bytes at most; a longer line is reported as
+/// malformed and skipped without being held, so that an endless line (a device such as
+/// `/dev/zero`, a writer gone wrong) cannot take all memory.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Read the next line of `input` into `buf` (cleared first) as
+/// [`BufRead::read_until`] with `b'\n'` does, keeping at most [`MAX_LINE`] bytes:
+/// `Ok(None)` at the end of the input, else how many bytes were consumed (its line
+/// break included) and whether the line was longer than [`MAX_LINE`] — then `buf` is
+/// left empty and the whole line is consumed, a buffer at a time.
+pub fn read_line_capped<R: BufRead + ?Sized>(input: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<(usize, bool)>> {
+    buf.clear();
+    let n = io::Read::take(&mut *input, MAX_LINE as u64).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if n < MAX_LINE || buf.last() == Some(&b'\n') {
+        return Ok(Some((n, false)));
+    }
+    buf.clear();
+    let mut consumed = n;
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(Some((consumed, true)));
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                input.consume(i + 1);
+                return Ok(Some((consumed + i + 1, true)));
+            }
+            None => {
+                let all = chunk.len();
+                input.consume(all);
+                consumed += all;
+            }
+        }
+    }
+}
+
 /// Reads a trace line by line, yielding `(line number, Line)`; see [`read`].
 #[derive(Debug)]
 pub struct Reader<R> {
     input: R,
     line_no: usize,
     seen_header: bool,
-    buf: String,
+    buf: Vec<u8>,
 }
 
 /// Read a trace: an iterator of `(1-based line number, line)` over its headers and
 /// records, skipping blank and comment lines. A malformed line yields an error and
-/// reading may go on with the next line.
+/// reading may go on with the next line; so does a line longer than [`MAX_LINE`]
+/// (skipped, not held in memory).
 pub fn read<R: BufRead>(input: R) -> Reader<R> {
-    Reader { input, line_no: 0, seen_header: false, buf: String::new() }
+    Reader { input, line_no: 0, seen_header: false, buf: Vec::new() }
 }
 
 impl<R: BufRead> Iterator for Reader<R> {
@@ -913,14 +955,23 @@ impl<R: BufRead> Iterator for Reader<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            self.buf.clear();
             self.line_no += 1;
-            match self.input.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
+            match read_line_capped(&mut self.input, &mut self.buf) {
+                Ok(None) => return None,
+                Ok(Some((_, false))) => {}
+                Ok(Some((_, true))) => {
+                    let error = ParseError { column: 1, message: format!("a line longer than {} KiB", MAX_LINE >> 10) };
+                    return Some(Err(ReadError::Parse { line: self.line_no, error }));
+                }
                 Err(error) => return Some(Err(ReadError::Io { line: self.line_no, error })),
             }
-            let text = self.buf.strip_suffix('\n').unwrap_or(&self.buf);
+            // (As `read_line` did: a line that is not UTF-8 is an I/O error of kind
+            // `InvalidData`.)
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                let error = io::Error::new(io::ErrorKind::InvalidData, "stream did not contain valid UTF-8");
+                return Some(Err(ReadError::Io { line: self.line_no, error }));
+            };
+            let text = text.strip_suffix('\n').unwrap_or(text);
             match parse_line(text) {
                 Ok(None) => continue,
                 Ok(Some(l)) => {
@@ -1070,6 +1121,53 @@ mod tests {
 
     fn one(s: &str) -> Line {
         parse_line(s).expect("parses").expect("not blank")
+    }
+
+    /// A line longer than `MAX_LINE` is an error of its own line, skipped without being
+    /// kept (the reader's buffer never holds more than `MAX_LINE` bytes), and the lines
+    /// after it are read as before; a line of exactly `MAX_LINE` bytes, its line break
+    /// included, is an ordinary line. (`read_line` held a line of any length: an endless
+    /// one took all memory.)
+    #[test]
+    fn a_line_too_long_is_an_error_skipped_without_being_held() {
+        let rec = "VirtualFree 0x10000 0x0 0x8000 -> 0x1 err=0\n";
+        let mut text = format!("{MAGIC} {VERSION}\n").into_bytes();
+        text.extend(std::iter::repeat(b'x').take(3 * MAX_LINE + 5));
+        text.push(b'\n');
+        text.extend_from_slice(rec.as_bytes());
+        // A comment line of exactly MAX_LINE bytes with its line break.
+        text.push(b'#');
+        text.extend(std::iter::repeat(b'y').take(MAX_LINE - 2));
+        text.push(b'\n');
+        text.extend_from_slice(rec.as_bytes());
+        let mut reader = read(io::BufReader::with_capacity(4096, &text[..]));
+        assert!(matches!(reader.next(), Some(Ok((1, Line::Header(_))))));
+        match reader.next() {
+            Some(Err(ReadError::Parse { line: 2, error })) => {
+                assert_eq!(error.message, "a line longer than 1024 KiB");
+                assert_eq!(error.column, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // (The buffer grows by doubling while it takes in the first MAX_LINE bytes.)
+        assert!(reader.buf.capacity() <= 2 * MAX_LINE, "{} bytes held", reader.buf.capacity());
+        assert!(matches!(reader.next(), Some(Ok((3, Line::Record(_))))));
+        assert!(matches!(reader.next(), Some(Ok((5, Line::Record(_))))));
+        assert!(reader.next().is_none());
+        // What the helper says: the bytes consumed, the line break included.
+        let mut input = io::BufReader::with_capacity(4096, &text[..]);
+        let mut buf = Vec::new();
+        let header = read_line_capped(&mut input, &mut buf).expect("read");
+        assert_eq!(header, Some((format!("{MAGIC} {VERSION}\n").len(), false)));
+        assert_eq!(read_line_capped(&mut input, &mut buf).expect("read"), Some((3 * MAX_LINE + 6, true)));
+        assert!(buf.is_empty());
+        assert_eq!(read_line_capped(&mut input, &mut buf).expect("read"), Some((rec.len(), false)));
+        assert_eq!(buf, rec.as_bytes());
+        assert_eq!(read_line_capped(&mut input, &mut buf).expect("read"), Some((MAX_LINE, false)));
+        // The last line, without a line break at the end of the input, too long.
+        let endless = vec![b'z'; MAX_LINE + 1];
+        assert_eq!(read_line_capped(&mut &endless[..], &mut buf).expect("read"), Some((MAX_LINE + 1, true)));
+        assert_eq!(read_line_capped(&mut &b""[..], &mut buf).expect("read"), None);
     }
 
     /// `VirtmemCreateProcessEx` is a record with no process argument: the configuration's
