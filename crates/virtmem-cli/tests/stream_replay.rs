@@ -69,10 +69,18 @@ fn a_long_trace_replays_in_memory_bounded_by_its_live_state() {
         assert!(!out.stdout.contains("note:"), "{}", out.stdout);
     };
 
-    let from_file = run(virtmem().args(["replay", "--strict"]).arg(&path));
+    replays_within(&path, bound, &summary);
+}
+
+/// Replay the trace or log at `path` with `--strict`, from the file and then from a pipe:
+/// each run as `summary` wants it, and the children's peak resident set under `bound`
+/// bytes.
+fn replays_within(path: &Path, bound: u64, summary: &dyn Fn(&Out)) {
+    let size = std::fs::metadata(path).expect("size").len();
+    let from_file = run(virtmem().args(["replay", "--strict"]).arg(path));
     summary(&from_file);
     let after_file = children_peak_rss();
-    assert!(after_file < bound, "replaying a {size}-byte trace file peaked at {after_file} bytes resident");
+    assert!(after_file < bound, "replaying a {size}-byte file peaked at {after_file} bytes resident");
 
     // Standard input is a pipe, fed from the file a buffer at a time: a child started
     // while this process held the whole trace would count that memory in its peak (the
@@ -86,15 +94,15 @@ fn a_long_trace_replays_in_memory_bounded_by_its_live_state() {
         .spawn()
         .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
-    let mut trace = std::fs::File::open(&path).expect("trace");
-    let feeder = std::thread::spawn(move || std::io::copy(&mut trace, &mut stdin).map(drop));
+    let mut input = std::fs::File::open(path).expect("trace");
+    let feeder = std::thread::spawn(move || std::io::copy(&mut input, &mut stdin).map(drop));
     let from_stdin = out_of(child.wait_with_output().expect("runs"));
-    feeder.join().expect("feeder").expect("fed the whole trace");
+    feeder.join().expect("feeder").expect("fed the whole file");
     summary(&from_stdin);
     // The peak over both children: the file's run stayed under the bound above.
     let after_stdin = children_peak_rss();
-    assert!(after_stdin < bound, "replaying a {size}-byte trace from stdin peaked at {after_stdin} bytes resident");
-    let _ = std::fs::remove_file(&path);
+    assert!(after_stdin < bound, "replaying a {size}-byte file from stdin peaked at {after_stdin} bytes resident");
+    let _ = std::fs::remove_file(path);
 }
 
 /// Write a Wine `+virtual` log of `iterations` lifecycles to `path`, as Wine logs them:
@@ -141,26 +149,5 @@ fn a_long_wine_log_replays_in_bounded_memory() {
         assert!(out.stdout.contains(&format!("replayed {calls} calls (Wine +virtual log")), "{}", out.stdout);
         assert!(out.stdout.contains("calls whose result differs from the recorded one: 0\n"), "{}", out.stdout);
     };
-    let from_file = run(virtmem().args(["replay", "--strict"]).arg(&path));
-    summary(&from_file);
-    let after_file = children_peak_rss();
-    assert!(after_file < bound, "replaying a {size}-byte Wine log peaked at {after_file} bytes resident");
-
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("virtmem"))
-        .args(["replay", "--strict", "-"])
-        .current_dir(root())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut log = std::fs::File::open(&path).expect("log");
-    let feeder = std::thread::spawn(move || std::io::copy(&mut log, &mut stdin).map(drop));
-    let from_stdin = out_of(child.wait_with_output().expect("runs"));
-    feeder.join().expect("feeder").expect("fed the whole log");
-    summary(&from_stdin);
-    let after_stdin = children_peak_rss();
-    assert!(after_stdin < bound, "replaying a {size}-byte Wine log from stdin peaked at {after_stdin} bytes resident");
-    let _ = std::fs::remove_file(&path);
+    replays_within(&path, bound, &summary);
 }
