@@ -86,6 +86,131 @@ fn thousands_of_separate_runs_are_reported_and_reset_exactly() {
     s.free(base, 0, FreeType::RELEASE).unwrap();
 }
 
+/// More separate written runs than the backend's scans answer in two system calls (6000:
+/// its stack buffer's 341, then its kept buffer's 4096, then another): every written page
+/// is reported once, ascending, with reset or without; capped `GetWriteWatch` calls with
+/// reset, one cut inside a run in the first fill of the kept buffer and one inside a run
+/// in its second, reset exactly the pages they reported, and the next call reports the
+/// rest; `ResetWriteWatch` cleans them all.
+#[test]
+fn more_runs_than_two_scans_answer_are_reported_and_reset_exactly() {
+    const RUNS: usize = 6000;
+    const SIZE: usize = RUNS * 4 * PAGE;
+    let s = LinuxSpace::linux().unwrap();
+    let base = watched(&s, SIZE);
+    // Runs of 1 to 3 pages, each followed by at least one clean page.
+    let written: Vec<usize> =
+        (0..RUNS).flat_map(|i: usize| (0..1 + i % 3).map(move |j| base + (4 * i + j) * PAGE)).collect();
+    let write_all = || written.iter().for_each(|&a| store(a + 8, 7));
+    write_all();
+    let mut buf = vec![0usize; written.len() + 1];
+    let n = s.get_write_watch_into(W::empty(), base, SIZE, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &written[..]);
+    // 2000 pages: runs 0..1000 hold 1999, the cut falls after the first of run 1000's
+    // two (a run the kept buffer's first fill holds).
+    let first = 2000;
+    assert!(written[first] == written[first - 1] + PAGE, "the cap falls inside a run");
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf[..first]).unwrap();
+    assert_eq!(&buf[..n], &written[..first]);
+    // The next 9000 pages end after the first of run 5500's two (runs 0..5500 hold
+    // 10 999): the scan's first 341 runs start at run 1000, its kept buffer's first fill
+    // ends at run 5436, so the cut falls in its second fill.
+    let second = first + 9000;
+    assert!(written[second] == written[second - 1] + PAGE, "the cap falls inside a run");
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf[..second - first]).unwrap();
+    assert_eq!(&buf[..n], &written[first..second]);
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &written[second..]);
+    assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    // Uncapped, with reset: all of them, then none.
+    write_all();
+    let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &written[..]);
+    assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    write_all();
+    s.reset_write_watch(base, SIZE).unwrap();
+    assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    store(written[4321], 1);
+    assert_eq!(s.get_write_watch(W::empty(), base, SIZE, 10).unwrap(), [written[4321]]);
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+/// A big dirty set costs few `PAGEMAP_SCAN` calls: 4000 separate written pages (more than
+/// the 341 runs one scan into the backend's stack buffer answers) are found in at most two
+/// by `GetWriteWatch`, with reset or without, and by `ResetWriteWatch`; a scan that fills
+/// the stack buffer goes on with the larger buffer the backend keeps. (Twelve calls each
+/// before it had one.)
+#[test]
+fn a_big_dirty_set_takes_at_most_two_scans() {
+    const RUNS: usize = 4000;
+    const SIZE: usize = RUNS * 2 * PAGE;
+    let s = LinuxSpace::linux().unwrap();
+    let base = watched(&s, SIZE);
+    let written: Vec<usize> = (0..RUNS).map(|i| base + 2 * i * PAGE).collect();
+    let write_all = || written.iter().for_each(|&a| store(a, 1));
+    let mut buf = vec![0usize; RUNS];
+    let scans = || s.backend().stats().page_scans;
+    for round in 0..2 {
+        write_all();
+        let before = scans();
+        let n = s.get_write_watch_into(W::empty(), base, SIZE, &mut buf).unwrap();
+        let took = scans() - before;
+        assert!(buf[..n] == written[..], "round {round}: get");
+        assert!(took <= 2, "round {round}: get took {took} scans");
+        let before = scans();
+        let n = s.get_write_watch_into(W::RESET, base, SIZE, &mut buf).unwrap();
+        let took = scans() - before;
+        assert!(buf[..n] == written[..], "round {round}: get with reset");
+        assert!(took <= 2, "round {round}: get with reset took {took} scans");
+        write_all();
+        let before = scans();
+        s.reset_write_watch(base, SIZE).unwrap();
+        let took = scans() - before;
+        assert!(took <= 2, "round {round}: ResetWriteWatch took {took} scans");
+        assert_eq!(s.get_write_watch_into(W::empty(), base, SIZE, &mut buf), Ok(0));
+    }
+    s.free(base, 0, FreeType::RELEASE).unwrap();
+}
+
+/// Two threads scanning big dirty sets of one space at once (one buffer kept by the
+/// backend, which only one scan can use at a time) both get exact answers: each resets
+/// and re-reads its own heap, and both read a third heap that stays dirty.
+#[test]
+fn two_threads_scanning_big_dirty_sets_at_once_get_exact_answers() {
+    const RUNS: usize = 3000;
+    const SIZE: usize = RUNS * 2 * PAGE;
+    let s = Arc::new(LinuxSpace::linux().unwrap());
+    let shared = watched(&s, SIZE);
+    let shared_pages: Vec<usize> = (0..RUNS).map(|i| shared + (2 * i + i % 2) * PAGE).collect();
+    shared_pages.iter().for_each(|&a| store(a, 1));
+    let start = Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let (s, start, shared_pages) = (s.clone(), start.clone(), shared_pages.clone());
+            std::thread::spawn(move || {
+                let own = watched(&s, SIZE);
+                let pages: Vec<usize> = (0..RUNS).map(|i| own + (2 * i + (i + t) % 2) * PAGE).collect();
+                let mut buf = vec![0usize; RUNS + 1];
+                start.wait();
+                for round in 0..30 {
+                    pages.iter().for_each(|&a| store(a, 1));
+                    let n = s.get_write_watch_into(W::RESET, own, SIZE, &mut buf).unwrap();
+                    assert!(buf[..n] == pages[..], "thread {t}, round {round}: own heap");
+                    let n = s.get_write_watch_into(W::empty(), own, SIZE, &mut buf).unwrap();
+                    assert_eq!(n, 0, "thread {t}, round {round}: own heap reset");
+                    let n = s.get_write_watch_into(W::empty(), shared, SIZE, &mut buf).unwrap();
+                    assert!(buf[..n] == shared_pages[..], "thread {t}, round {round}: shared heap");
+                }
+                s.free(own, 0, FreeType::RELEASE).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    s.free(shared, 0, FreeType::RELEASE).unwrap();
+}
+
 #[test]
 fn reset_write_watch_and_protection_changes() {
     let s = LinuxSpace::linux().unwrap();

@@ -559,6 +559,9 @@ pub struct LinuxStats {
     /// kernel lacks it): how `VirtualQuery` and placement learn of memory that is not
     /// this backend's.
     pub map_queries: u64,
+    /// `PAGEMAP_SCAN` system calls made so far (write watch's scans and resets, and
+    /// the scans for populated pages), a call restarted after a signal counted once.
+    pub page_scans: u64,
     /// Live reservations.
     pub reservations: usize,
     /// Ranges in the pool, and their bytes.
@@ -629,6 +632,7 @@ impl LinuxBackend {
         LinuxStats {
             syscalls: self.syscall_count(),
             map_queries: self.map_queries.load(Ordering::Relaxed),
+            page_scans: self.pagemap.scan_count(),
             reservations: st.live.len(),
             pooled_ranges: st.pool.len(),
             pooled_bytes: st.pool_bytes,

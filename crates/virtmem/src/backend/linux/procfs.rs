@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
 use linux_raw_sys::general::{page_region, pm_scan_arg, procmap_query_flags};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use rustix::io::Errno;
 
 use super::sys;
@@ -235,22 +235,37 @@ pub fn named_mapping(name: &str) -> Option<Range<usize>> {
     })
 }
 
-/// How many runs one `PAGEMAP_SCAN` of [`Pagemap::scan_each`] can answer: 341 (8 184
-/// bytes on the stack). A scan that finds more stops, and another system call goes on
-/// from there, so fewer runs cost more calls: with 128, a `GetWriteWatch` of 4096
-/// scattered pages made 30 calls and cost 1.02-1.22x the one call of a bare scan with a
-/// buffer for every page (the `watch` benchmark, `linux_profile watch 4096`), with 341 it
-/// makes 12 and costs 0.94-1.02x. Not more: the kernel copies the runs through a buffer of
-/// its own of up to 512 of them, allocated per call, and above 8 KiB (341) that allocation
-/// leaves the slab allocator for the page allocator, which costs every scan, even one
-/// that finds nothing, about 0.4 us (a bare scan with reset of an untouched 256 MiB heap:
-/// 2.1 us with a buffer for every page, 1.8 us through the backend; without reset 1.4 and
-/// 1.0 us: the `watch` benchmark's one run, BENCHMARKS.md).
+/// How many runs the first `PAGEMAP_SCAN` of a [`Pagemap::scan_each`] can answer: 341
+/// (8 184 bytes on the stack). Not more: the kernel copies the runs through a buffer of
+/// its own of up to 512 of them, allocated per call, and above 8 KiB (341) that
+/// allocation leaves the slab allocator for the page allocator, which costs every scan,
+/// even one that finds nothing, about 0.4 us (a bare scan with reset of an untouched
+/// 256 MiB heap: 2.1 us with a buffer for every page, 1.8 us through the backend; without
+/// reset 1.4 and 1.0 us: the `watch` benchmark's one run, BENCHMARKS.md). A scan that
+/// fills it goes on into the larger buffer of [`BIG_SCAN_RUNS`]: with only this one, a
+/// `GetWriteWatch` of 4096 scattered pages made 12 calls and cost 1.04-1.10x the one call
+/// of a bare scan with a buffer for every page (the `watch` benchmark on the idle
+/// machine); with 128 runs and no second buffer it made 30.
 const SCAN_RUNS: usize = 341;
+
+/// How many runs each later `PAGEMAP_SCAN` of a [`Pagemap::scan_each`] whose first one
+/// filled the stack's [`SCAN_RUNS`] can answer: 4096 (96 KiB, allocated by the first such
+/// scan and kept by the [`Pagemap`]), so that 4096 scattered pages take 2 calls instead
+/// of 12. The kernel's own copy buffer is 512 runs (12 KiB) whatever the size asked, so
+/// each of these calls pays the page allocator's ~0.4 us once, against ~1.7 us for each
+/// call of 341 runs it saves (`linux_profile watch 4096`, BENCHMARKS.md).
+const BIG_SCAN_RUNS: usize = 4096;
 
 /// `/proc/self/pagemap`: which pages are populated and which were written.
 pub struct Pagemap {
     file: ProcFile,
+    /// `PAGEMAP_SCAN` calls made so far.
+    scans: AtomicU64,
+    /// The buffer of [`BIG_SCAN_RUNS`] runs for scans that fill their stack buffer: empty
+    /// until the first needs it. One scan uses it at a time; a scan that finds it in use
+    /// (another thread's, or a forked child's copy of a lock held at the fork) goes on
+    /// with its stack buffer instead of waiting.
+    big: Mutex<Vec<page_region>>,
 }
 
 /// One `PAGEMAP_SCAN` query: `PM_SCAN_*` flags and `PAGE_IS_*` category masks (the
@@ -265,7 +280,16 @@ pub struct Scan {
 
 impl Pagemap {
     pub fn open() -> std::io::Result<Pagemap> {
-        Ok(Pagemap { file: ProcFile::open("/proc/self/pagemap")? })
+        Ok(Pagemap {
+            file: ProcFile::open("/proc/self/pagemap")?,
+            scans: AtomicU64::new(0),
+            big: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// How many `PAGEMAP_SCAN` calls [`Pagemap::scan_each`] has made.
+    pub fn scan_count(&self) -> u64 {
+        self.scans.load(Ordering::Relaxed)
     }
 
     /// Run a `PAGEMAP_SCAN` over `range`: the matching pages as runs, at most
@@ -280,8 +304,11 @@ impl Pagemap {
     }
 
     /// [`Pagemap::scan`] handing each matching run to `found` as the kernel reports it
-    /// (ascending; two runs may touch), without allocating: the kernel writes into a
-    /// buffer on the stack, a scan that fills it goes on from where the kernel stopped.
+    /// (ascending; two runs may touch). The kernel writes into a buffer on the stack of
+    /// [`SCAN_RUNS`]; a scan that fills it goes on from where the kernel stopped, into the
+    /// kept buffer of [`BIG_SCAN_RUNS`] if no other scan is using it (allocated by the
+    /// first scan that needs it; if that allocation fails, the stack buffer again).
+    /// Allocates nothing once that buffer exists.
     pub fn scan_each(
         &self,
         range: Range<usize>,
@@ -291,9 +318,23 @@ impl Pagemap {
     ) -> Result<(), Errno> {
         let file = self.file.get();
         let mut pages = 0usize;
-        let mut regions = [page_region { start: 0, end: 0, categories: 0 }; SCAN_RUNS];
+        let mut small = [page_region { start: 0, end: 0, categories: 0 }; SCAN_RUNS];
+        // The kept buffer, once a scan filled the stack's and got it.
+        let mut big: Option<MutexGuard<'_, Vec<page_region>>> = None;
+        let mut filled = false;
         let mut start = range.start;
         while start < range.end && (max_pages == 0 || pages < max_pages) {
+            if filled && big.is_none() {
+                if let Some(mut b) = self.big.try_lock() {
+                    if !b.is_empty() || grow(&mut b) {
+                        big = Some(b);
+                    }
+                }
+            }
+            let regions: &mut [page_region] = match big.as_deref_mut() {
+                Some(b) => b,
+                None => &mut small,
+            };
             let mut arg = pm_scan_arg {
                 size: std::mem::size_of::<pm_scan_arg>() as u64,
                 flags: q.flags.into(),
@@ -308,21 +349,36 @@ impl Pagemap {
                 category_anyof_mask: q.anyof.into(),
                 return_mask: q.ret.into(),
             };
+            self.scans.fetch_add(1, Ordering::Relaxed);
             let n = loop {
                 // SAFETY: `arg` is a properly sized pm_scan_arg whose `vec` points to
-                // `vec_len` writable page_region entries (the array above) that outlive
-                // the call.
+                // `vec_len` writable page_region entries (`regions`: the stack array
+                // above or the kept buffer, whose lock this scan holds) that outlive the
+                // call.
                 match unsafe { sys::ioctl(file.as_fd(), sys::PAGEMAP_SCAN, &mut arg) } {
                     Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
                     r => break r?,
                 }
             } as usize;
+            filled = n >= regions.len();
+            let mut last = start;
             for r in &regions[..n.min(regions.len())] {
                 let r = r.start as usize..r.end as usize;
                 pages += r.len() / PAGE;
+                last = r.end;
                 found(r);
             }
-            let walked = arg.walk_end as usize;
+            if !filled {
+                // Not stopped by a full buffer: the walk reached the end, or `max_pages`
+                // (and the loop ends). Not told by `walk_end`: in a call whose buffer is
+                // larger than the kernel's copy buffer (512 runs), the kernel sets it each
+                // time its copy fills and not when the walk then ends, so a call that
+                // finished can report where an earlier part of it stopped (seen on 6.x).
+                break;
+            }
+            // Where the kernel stopped: `walk_end`, or past the last run reported if that
+            // is stale as above (the walk then ended after it with nothing more found).
+            let walked = (arg.walk_end as usize).max(last);
             if walked <= start {
                 break;
             }
@@ -373,6 +429,16 @@ impl Pagemap {
         }
         out
     }
+}
+
+/// Make the empty kept buffer [`BIG_SCAN_RUNS`] runs long; false if the memory is not
+/// to be had (the scan then goes on with its stack buffer).
+fn grow(buf: &mut Vec<page_region>) -> bool {
+    if buf.try_reserve_exact(BIG_SCAN_RUNS).is_err() {
+        return false;
+    }
+    buf.resize(BIG_SCAN_RUNS, page_region { start: 0, end: 0, categories: 0 });
+    true
 }
 
 #[cfg(test)]
