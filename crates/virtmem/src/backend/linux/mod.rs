@@ -1450,7 +1450,14 @@ impl Backend for LinuxBackend {
             // could be neither reported nor reset. Refused rather than inexact.
             return Err(BackendError::Unsupported("write watch on huge pages"));
         }
-        let watch = if opts.write_watch { Some(self.watch()?) } else { None };
+        let watch = if opts.write_watch {
+            let w = self.watch()?;
+            // The buffer for scans of big dirty sets, so that no `GetWriteWatch` allocates.
+            self.pagemap.keep_buffer();
+            Some(w)
+        } else {
+            None
+        };
         let ext = Self::extent(&range);
         let poolable = !opts.write_watch && !opts.large_pages;
         let mut extent =

@@ -249,8 +249,8 @@ pub fn named_mapping(name: &str) -> Option<Range<usize>> {
 const SCAN_RUNS: usize = 341;
 
 /// How many runs each later `PAGEMAP_SCAN` of a [`Pagemap::scan_each`] whose first one
-/// filled the stack's [`SCAN_RUNS`] can answer: 4096 (96 KiB, allocated by the first such
-/// scan and kept by the [`Pagemap`]), so that 4096 scattered pages take 2 calls instead
+/// filled the stack's [`SCAN_RUNS`] can answer: 4096 (96 KiB, allocated at the first
+/// write-watched reservation and kept by the [`Pagemap`]), so that 4096 scattered pages take 2 calls instead
 /// of 12. The kernel's own copy buffer is 512 runs (12 KiB) whatever the size asked, so
 /// each of these calls pays the page allocator's ~0.4 us once, against ~1.7 us for each
 /// call of 341 runs it saves (`linux_profile watch 4096`, BENCHMARKS.md).
@@ -303,12 +303,25 @@ impl Pagemap {
         Ok(out)
     }
 
+    /// Allocate the kept buffer of [`BIG_SCAN_RUNS`] runs now, unless it exists (or a
+    /// scan is using it, or the memory is not to be had: the first scan to need it then
+    /// tries again), so that no later scan allocates: called when write watch is first
+    /// asked for.
+    pub fn keep_buffer(&self) {
+        if let Some(mut b) = self.big.try_lock() {
+            if b.is_empty() {
+                grow(&mut b);
+            }
+        }
+    }
+
     /// [`Pagemap::scan`] handing each matching run to `found` as the kernel reports it
     /// (ascending; two runs may touch). The kernel writes into a buffer on the stack of
     /// [`SCAN_RUNS`]; a scan that fills it goes on from where the kernel stopped, into the
-    /// kept buffer of [`BIG_SCAN_RUNS`] if no other scan is using it (allocated by the
-    /// first scan that needs it; if that allocation fails, the stack buffer again).
-    /// Allocates nothing once that buffer exists.
+    /// kept buffer of [`BIG_SCAN_RUNS`] if no other scan is using it (allocated by
+    /// [`Pagemap::keep_buffer`] or else by the first scan that needs it; if that
+    /// allocation fails, the stack buffer again). Allocates nothing once that buffer
+    /// exists.
     pub fn scan_each(
         &self,
         range: Range<usize>,
