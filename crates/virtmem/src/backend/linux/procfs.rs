@@ -250,10 +250,14 @@ const SCAN_RUNS: usize = 341;
 
 /// How many runs each later `PAGEMAP_SCAN` of a [`Pagemap::scan_each`] whose first one
 /// filled the stack's [`SCAN_RUNS`] can answer: 4096 (96 KiB, allocated at the first
-/// write-watched reservation and kept by the [`Pagemap`]), so that 4096 scattered pages take 2 calls instead
-/// of 12. The kernel's own copy buffer is 512 runs (12 KiB) whatever the size asked, so
-/// each of these calls pays the page allocator's ~0.4 us once, against ~1.7 us for each
-/// call of 341 runs it saves (`linux_profile watch 4096`, BENCHMARKS.md).
+/// write-watched reservation and kept by the [`Pagemap`]), so that 4096 scattered pages
+/// take 2 calls instead of 12 (1.01-1.07x the bare scan, one short run of the `watch`
+/// benchmark on a shared machine). The kernel's own copy buffer is 512 runs (12 KiB) whatever the size asked, so
+/// each of these calls pays the page allocator's ~0.4 us once, against ~0.7 us for each
+/// call of 341 runs it saves (4096 pages: 10 calls fewer, 7 us of 198 without reset;
+/// `linux_profile watch 4096`, BENCHMARKS.md). A scan whose first call filled the stack
+/// buffer with nearly all there was pays that 0.4 us for its second call and saves
+/// nothing.
 const BIG_SCAN_RUNS: usize = 4096;
 
 /// `/proc/self/pagemap`: which pages are populated and which were written.
@@ -262,7 +266,7 @@ pub struct Pagemap {
     /// `PAGEMAP_SCAN` calls made so far.
     scans: AtomicU64,
     /// The buffer of [`BIG_SCAN_RUNS`] runs for scans that fill their stack buffer: empty
-    /// until the first needs it. One scan uses it at a time; a scan that finds it in use
+    /// until [`Pagemap::keep_buffer`] or the first scan that needs it. One scan uses it at a time; a scan that finds it in use
     /// (another thread's, or a forked child's copy of a lock held at the fork) goes on
     /// with its stack buffer instead of waiting.
     big: Mutex<Vec<page_region>>,
