@@ -69,6 +69,23 @@
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
 //! the bookkeeping adds to a call, without the difference in layout that the `ops`
 //! benchmark's separate `raw` mappings have.
+//!
+//! `protect-lines [batches] [sweep | kernel=<lines>]` makes `ops_protect/linux`'s timed
+//! calls for callgrind's cache simulation (`--cache-sim=yes
+//! --toggle-collect='*timed_protect_batch*' --toggle-collect='*linux_profile::sweep*'`):
+//! `batches` (16) batches of 256 read-only protects of one page, each on a distinct
+//! reservation picked at random (fixed seed), each batch undone (read-write) outside the
+//! count. Deterministic: runs with `N` and `2N` batches differ by `N` batches' worth of
+//! steady-state calls. Before every call, outside the count (`sweep` is toggled off):
+//! with `sweep`, a 1 MiB buffer of the program's own is read whole, which evicts every
+//! line of simulated caches up to that size (`--D1=4096,2,64 --LL=65536,4,64`), so each
+//! call starts cold and its last-level misses are the distinct data lines it touches in
+//! user space; with `kernel=<lines>`, that many lines at pseudo-random places of a 4 MiB
+//! buffer are read, a stand-in for the kernel's share of the caches (with the machine's
+//! cache sizes, e.g. `--D1=32768,8,64 --LL=524288,8,64`: its L1 and L2). Misses per
+//! instruction (`--dump-instr=yes`) name the structure each line belongs to. Run it with
+//! the flags that lay the reservations out as the benchmark does: `bench-layout
+//! after-groups untouched`.
 
 use std::hint::black_box;
 use virtmem::{AllocationType as T, FreeType, LinuxSpace, Protection as P, WriteWatchFlags};
@@ -342,6 +359,86 @@ fn protect_vs_raw(s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<(f64, f64)
     }
     let raw = (cpu_ns() - t) / (2 * order.len()) as f64;
     Ok((ours, raw))
+}
+
+/// Distinct reservations picked for each batch of [`timed_protect_batch`]: `batch` of the
+/// `n` indices a time, by a partial Fisher-Yates shuffle with a fixed xorshift seed.
+fn protect_picks(n: usize, batch: usize, batches: usize) -> Vec<Vec<usize>> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut order: Vec<usize> = (0..n).collect();
+    (0..batches)
+        .map(|_| {
+            for i in 0..batch {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                order.swap(i, i + (x % (n - i) as u64) as usize);
+            }
+            order[..batch].to_vec()
+        })
+        .collect()
+}
+
+/// What [`timed_protect_batch`] does to the caches before each call, outside the count.
+enum Evict {
+    /// Read every line of the buffer: evicts what simulated caches of its size held.
+    All(Vec<u8>),
+    /// Read this many lines at pseudo-random places of the buffer: a stand-in for the
+    /// kernel's part of a call (its mapping structures and page tables, of which each
+    /// call meets its own), which a system call leaves in the caches instead of ours.
+    Lines(Vec<u8>, usize),
+}
+
+/// Evict as `how` says (outside the count; `x` is the xorshift state of `Lines`).
+#[inline(never)]
+fn sweep(how: &Evict, x: &mut u64) -> u8 {
+    match how {
+        Evict::All(buf) => buf.iter().step_by(64).fold(0u8, |a, &b| a ^ black_box(b)),
+        Evict::Lines(buf, n) => (0..*n).fold(0u8, |a, _| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            a ^ black_box(buf[(*x as usize % (buf.len() / 64)) * 64])
+        }),
+    }
+}
+
+/// `protect-lines`' counted calls: one page of each picked reservation made read-only,
+/// as `ops_protect/linux` times them; with `sweep`, the caches evicted before each.
+#[inline(never)]
+fn timed_protect_batch(s: &LinuxSpace, picked: &[usize], evict: Option<&Evict>, x: &mut u64) -> virtmem::Result<u8> {
+    let mut acc = 0u8;
+    for &b in picked {
+        if let Some(how) = evict {
+            acc ^= sweep(how, x);
+        }
+        s.protect(b, PAGE, P::READONLY)?;
+    }
+    Ok(acc)
+}
+
+/// `protect-lines [batches] [sweep | kernel=<lines>]`: see the module docs.
+fn protect_lines(s: &LinuxSpace, bases: &[usize], flags: &[String]) -> virtmem::Result<()> {
+    let batches = flags.iter().find_map(|f| f.parse().ok()).unwrap_or(16);
+    let kernel = flags.iter().find_map(|f| f.strip_prefix("kernel=")).and_then(|n| n.parse().ok());
+    let evict = match kernel {
+        Some(n) => Some(Evict::Lines(vec![1u8; 4 << 20], n)),
+        None => flags.iter().any(|f| f == "sweep").then(|| Evict::All(vec![1u8; 1 << 20])),
+    };
+    let picks = protect_picks(bases.len(), 256.min(bases.len()), batches);
+    let (mut acc, mut x) = (0u8, 0x2545_F491_4F6C_DD1Du64);
+    for batch in &picks {
+        // The bases picked before the count, as the benchmark does: reading them from
+        // the table of every base would add a miss of the harness's own to every call.
+        let picked: Vec<usize> = batch.iter().map(|&i| bases[i]).collect();
+        acc ^= timed_protect_batch(s, &picked, evict.as_ref(), &mut x)?;
+        for &b in &picked {
+            s.protect(b, PAGE, P::READWRITE)?;
+        }
+    }
+    black_box(acc);
+    println!("protect-lines: {} calls", batches * 256.min(bases.len()));
+    Ok(())
 }
 
 /// `reset [MiB]`: the thread CPU time of a `MEM_RESET` of that much written data on the
@@ -684,6 +781,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("round {round}: protect {ours:.0} ns, bare mprotect {raw:.0} ns, ratio {:.2}", ours / raw);
         }
         return Ok(());
+    }
+    if op == "protect-lines" {
+        return Ok(protect_lines(&s, &bases, &flags)?);
     }
     if flags.iter().any(|f| f == "recommit") {
         // As the `ops` benchmark's commits after its first batch: of a page decommitted.
