@@ -25,7 +25,12 @@
 //! profile then ends with 30 % fewer reservations, and larger free gaps, than it began
 //! with); with `VIRTMEM_PROFILE_IRREGULAR=1`,
 //! the reservations are placed as [`common::populate_irregular`] places them (holes of
-//! random size, made in random order) instead of evenly and in address order.
+//! random size, made in random order) instead of evenly and in address order. With
+//! `VIRTMEM_PROFILE_BATCHED=1`, `VIRTMEM_PROFILE_ROUNDS=<n>` makes n batches (400 by
+//! default) and `VIRTMEM_PROFILE_COLD=<bytes>` runs each call alone and then reads a
+//! buffer that large outside `profile_run` (and outside no clock: the time printed
+//! includes it), so that under `--cache-sim=yes` with a smaller simulated last-level
+//! cache each call's data misses are the cache lines it touches.
 
 mod common;
 
@@ -294,11 +299,24 @@ fn profile(op: &str) {
         let hot = if hot_set { &bases[n / 2..n / 2 + 1024.min(n / 2)] } else { &bases[..] };
         let mut rng = Rng::new(3);
         let mut spent = std::time::Duration::ZERO;
-        let rounds = 400;
+        // `VIRTMEM_PROFILE_COLD=<bytes>`: after each call, outside `profile_run`, read one
+        // byte of every line of a buffer that large, so that under a simulated cache no
+        // larger (`--LL`) the next call finds none of its lines cached: its data misses
+        // then count the lines it touches.
+        let cold: usize = std::env::var("VIRTMEM_PROFILE_COLD").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let flush = vec![0u8; cold];
+        let rounds = std::env::var("VIRTMEM_PROFILE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
         for _ in 0..rounds {
             let pick = picked(hot, &rng.distinct(256.min(hot.len()), hot.len()));
             let t = common::thread_cpu();
-            profile_run(op, &sim, &pick);
+            if cold == 0 {
+                profile_run(op, &sim, &pick);
+            } else {
+                for one in pick.chunks(1) {
+                    profile_run(op, &sim, one);
+                    evict(black_box(&flush));
+                }
+            }
             spent += common::thread_cpu() - t;
             profile_undo(op, &sim, &pick);
         }
@@ -312,6 +330,12 @@ fn profile(op: &str) {
         calls = pick.len();
     }
     println!("{op}: {:.1} ns/op (CPU time)", t.as_nanos() as f64 / calls as f64);
+}
+
+/// Read one byte of each 64-byte line of `buf` (see `VIRTMEM_PROFILE_COLD`).
+#[inline(never)]
+fn evict(buf: &[u8]) {
+    black_box(buf.iter().step_by(64).fold(0u8, |a, &b| a ^ b));
 }
 
 /// Undo what [`profile_run`] did (as `bench_ops` does between batches).
