@@ -65,6 +65,12 @@
 //! know the `userfaultfd` system call, so callgrind cannot run this mode; `strace -c -e
 //! trace=ioctl` counts its scans. The library's calls are in `timed_watch`.)
 //!
+//! `sim-watch [k] [get|reset|clear] [calls]` makes the same calls (200 by default) on
+//! the simulated backend, the same `k` pages (64 by default) written with
+//! `SimSpace::write` before each call, for callgrind
+//! (`--toggle-collect='*timed_sim_watch*'` counts the calls alone, not the writes);
+//! compare `calls` and `2 * calls` for the count of one call.
+//!
 //! `protect-vs-raw` instead times (thread CPU time) protect pairs through the space
 //! beside bare `mprotect` pairs on the same pages, so on the same kernel mappings: what
 //! the bookkeeping adds to a call, without the difference in layout that the `ops`
@@ -629,29 +635,85 @@ fn rewrite(base: usize, pages: &[usize]) {
     }
 }
 
-/// `watch [k] [get|reset|clear] [used] [calls]`: see the module docs.
-fn watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+/// `sim-watch`: one call on the simulated heap at `base` (counted by
+/// `--toggle-collect='*timed_sim_watch*'`); the pages it reported.
+#[inline(never)]
+fn timed_sim_watch(
+    s: &virtmem::SimSpace,
+    base: usize,
+    size: usize,
+    call: WatchCall,
+    buf: &mut [usize],
+) -> virtmem::Result<usize> {
+    match call {
+        WatchCall::Get => s.get_write_watch_into(WriteWatchFlags::empty(), base, size, buf),
+        WatchCall::GetReset => s.get_write_watch_into(WriteWatchFlags::RESET, base, size, buf),
+        WatchCall::Clear => s.reset_write_watch(base, size).map(|()| 0),
+    }
+}
+
+/// `sim-watch [k] [get|reset|clear] [calls]`: see the module docs.
+fn sim_watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     const HEAP: usize = 256 << 20;
     let k: usize = flags.first().and_then(|c| c.parse().ok()).unwrap_or(64);
-    let call = if flags.iter().any(|f| f == "get") {
+    let call = watch_call(flags);
+    let calls: usize = flags.iter().filter_map(|c| c.parse().ok()).nth(1).unwrap_or(200);
+    let pages = scattered_pages(k, HEAP / PAGE);
+    let s = virtmem::SimSpace::simulated();
+    let base = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, P::NOACCESS)?;
+    s.alloc(base, HEAP, T::COMMIT, P::READWRITE)?;
+    let mut buf = vec![0usize; HEAP / PAGE];
+    let write = |s: &virtmem::SimSpace| pages.iter().try_for_each(|&i| s.write(base + i * PAGE, &[1]));
+    // As the benchmark's `prepare`: written, reset, written again.
+    write(&s)?;
+    s.reset_write_watch(base, HEAP)?;
+    let mut took = 0.0;
+    for i in 0..calls {
+        if i == 0 || call != WatchCall::Get {
+            write(&s)?;
+        }
+        let t = cpu_ns();
+        let n = black_box(timed_sim_watch(&s, base, HEAP, call, &mut buf)?);
+        took += cpu_ns() - t;
+        assert!(call == WatchCall::Clear || n == pages.len(), "the pages written are reported");
+    }
+    println!("sim-watch: k = {k}: {:.0} ns per call (thread CPU time, one clock read each)", took / calls as f64);
+    Ok(())
+}
+
+/// `watch` and `sim-watch`: the call its flags name (`get`, `clear`, else get with reset).
+fn watch_call(flags: &[String]) -> WatchCall {
+    if flags.iter().any(|f| f == "get") {
         WatchCall::Get
     } else if flags.iter().any(|f| f == "clear") {
         WatchCall::Clear
     } else {
         WatchCall::GetReset
-    };
-    let used = flags.iter().any(|f| f == "used");
-    let calls: usize = flags.iter().filter_map(|c| c.parse().ok()).nth(1).unwrap_or(200);
-    // The `k` pages: scattered, fixed (xorshift, distinct, ascending).
+    }
+}
+
+/// `k` distinct page numbers below `pages`, ascending, scattered by a fixed xorshift.
+fn scattered_pages(k: usize, pages: usize) -> Vec<usize> {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let mut chosen = std::collections::BTreeSet::new();
-    while chosen.len() < k.min(HEAP / PAGE) {
+    while chosen.len() < k.min(pages) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        chosen.insert((x % (HEAP / PAGE) as u64) as usize);
+        chosen.insert((x % pages as u64) as usize);
     }
-    let pages: Vec<usize> = chosen.into_iter().collect();
+    chosen.into_iter().collect()
+}
+
+/// `watch [k] [get|reset|clear] [used] [calls]`: see the module docs.
+fn watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    const HEAP: usize = 256 << 20;
+    let k: usize = flags.first().and_then(|c| c.parse().ok()).unwrap_or(64);
+    let call = watch_call(flags);
+    let used = flags.iter().any(|f| f == "used");
+    let calls: usize = flags.iter().filter_map(|c| c.parse().ok()).nth(1).unwrap_or(200);
+    // The `k` pages: scattered, fixed (xorshift, distinct, ascending).
+    let pages = scattered_pages(k, HEAP / PAGE);
     let s = LinuxSpace::linux()?;
     let base = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, P::NOACCESS)?;
     s.alloc(base, HEAP, T::COMMIT, P::READWRITE)?;
@@ -704,6 +766,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if op == "watch" {
         return watch(&flags);
+    }
+    if op == "sim-watch" {
+        return sim_watch(&flags);
     }
     if op == "sim-query" {
         return sim_query(flags.first().and_then(|c| c.parse().ok()).unwrap_or(4_000_000));

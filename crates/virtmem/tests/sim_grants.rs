@@ -11,7 +11,7 @@ mod rng;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use virtmem::backend::Backend;
+use virtmem::backend::{Backend, BackendError, Snapshot};
 use virtmem::{
     AccessKind, AddressSpace, AllocationType as T, Error, FreeType, Protection as Pr, ResetPolicy, SimBackend,
     SimConfig, SimSpace, WriteWatchFlags,
@@ -28,6 +28,16 @@ struct NoGrants {
 impl Backend for NoGrants {
     forward!(inner: limits, reserve, release, release_committed, set_access, inline_effects, discard, decommit);
     forward!(inner: reset, reset_undo, lock, unlock, read, write, dirty_pages, clear_dirty);
+}
+
+/// Snapshots of a space without grants, as of one with them (of its simulated backend).
+impl Snapshot for NoGrants {
+    fn snapshot(&self) -> Self {
+        NoGrants { inner: self.inner.snapshot() }
+    }
+    fn restore(&self, from: Self) -> Result<Self, BackendError> {
+        self.inner.restore(from.inner).map(|inner| NoGrants { inner })
+    }
 }
 
 fn av(address: usize, access: AccessKind) -> Error {
@@ -102,6 +112,68 @@ fn granted_writes_are_watched() {
     assert_eq!(watch(false), [a + 5 * P]);
     s.reset_write_watch(a, 2 * G).unwrap();
     assert_eq!(watch(false), Vec::<usize>::new());
+}
+
+/// Every page written after a reset of write watch is reported by the next
+/// `GetWriteWatch`, on a heap of more 64 KiB blocks than the backend has parts, whether
+/// the write is carried out through a grant (a reset leaves the grants as they were: a
+/// granted write marks its page itself) or by the engine (a backend that keeps no
+/// grants), after a resetting `GetWriteWatch` (with room for every dirty page, or
+/// capped) and after a `ResetWriteWatch`; and a snapshot's marks stay its own through
+/// the original's resets, and come back with a restore.
+#[test]
+fn writes_after_a_reset_are_reported_through_grants_and_through_the_engine() {
+    const BLOCKS: usize = 100;
+    fn rounds<B: Snapshot>(s: &AddressSpace<B>, granted: impl Fn(&B) -> usize) {
+        let size = BLOCKS * G;
+        let a = s.alloc(0, size, T::RESERVE | T::COMMIT | T::WRITE_WATCH, Pr::READWRITE).unwrap();
+        let pages: Vec<usize> = (0..BLOCKS).map(|i| a + i * G + (i % 16) * P).collect();
+        let write = |pages: &[usize], v: u8| pages.iter().for_each(|&p| s.write(p + 8, &[v]).unwrap());
+        let get = |flags, max| s.get_write_watch(flags, a, size, max).unwrap();
+        for round in 0..3u8 {
+            write(&pages, round);
+            let before = granted(s.backend());
+            assert_eq!(get(WriteWatchFlags::RESET, 4096), pages, "round {round}");
+            assert_eq!(granted(s.backend()), before, "round {round}: the reset kept every grant");
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), Vec::<usize>::new(), "round {round}");
+            // Written again after the reset: each reported again.
+            let odd: Vec<usize> = pages.iter().copied().skip(1).step_by(2).collect();
+            write(&odd, round);
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), odd, "round {round}");
+            // A capped reset, then the pages it reset written again with the others.
+            assert_eq!(get(WriteWatchFlags::RESET, 10), odd[..10], "round {round}");
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), odd[10..], "round {round}");
+            write(&odd[..10], round);
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), odd, "round {round}");
+            // ResetWriteWatch, then every page written once more.
+            s.reset_write_watch(a, size).unwrap();
+            assert_eq!(granted(s.backend()), before, "round {round}: ResetWriteWatch kept every grant");
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), Vec::<usize>::new(), "round {round}");
+            write(&pages, round);
+            assert_eq!(get(WriteWatchFlags::empty(), 4096), pages, "round {round}");
+            s.reset_write_watch(a, size).unwrap();
+        }
+        // A snapshot of a heap with every page dirty keeps its marks through the
+        // original's resets and writes; restored, they are the original's again.
+        write(&pages, 9);
+        let copy = s.snapshot();
+        assert_eq!(get(WriteWatchFlags::RESET, 4096), pages);
+        write(&pages[..3], 10);
+        assert_eq!(copy.get_write_watch(WriteWatchFlags::empty(), a, size, 4096).unwrap(), pages);
+        s.restore_from(&copy).unwrap();
+        assert_eq!(get(WriteWatchFlags::empty(), 4096), pages, "the restored marks");
+        write(&pages[5..6], 11);
+        s.reset_write_watch(a, size).unwrap();
+        write(&pages[7..8], 12);
+        assert_eq!(get(WriteWatchFlags::RESET, 4096), pages[7..8]);
+        assert_eq!(copy.get_write_watch(WriteWatchFlags::empty(), a, size, 4096).unwrap(), pages);
+    }
+    let with = SimSpace::simulated();
+    rounds(&with, |b| b.granted_blocks());
+    assert!(with.backend().granted_blocks() > 0, "writes went through grants");
+    let without = AddressSpace::with_backend(NoGrants { inner: SimBackend::default() });
+    rounds(&without, |b| b.inner.granted_blocks());
+    assert_eq!(without.backend().inner.granted_blocks(), 0, "every write went through the engine");
 }
 
 /// Granted accesses within one page and across two pages of a block, on pages stored

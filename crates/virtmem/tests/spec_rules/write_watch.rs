@@ -147,6 +147,74 @@ backend_tests! {
         assert_eq!(dirty(fx, 0, a, 8 * P, 8), vec![a + 4 * P]);
     }
 
+    /// "With WRITE_WATCH_FLAG_RESET, only the pages it reported are reset (a capped count
+    /// leaves the rest dirty)" and ResetWriteWatch "clears the range", also for a range in
+    /// the middle of a large reservation whose written pages are spread over many 64 KiB
+    /// blocks, with written pages below and above the range in the same reservation and
+    /// in the next write-watched one: what lies outside the range stays dirty, a capped
+    /// count resets exactly the pages it reported, and a page written after any of these
+    /// resets is reported again.
+    fn resets_of_a_range_of_a_spread_out_dirty_set(fx: &Fx) {
+        const BLOCKS: usize = 80;
+        const RESET: u32 = win32::WRITE_WATCH_FLAG_RESET;
+        let ww = MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH;
+        let a = fx.alloc(fx.w, BLOCKS * G, ww, PAGE_READWRITE).unwrap();
+        let b = fx.alloc(fx.w + BLOCKS * G, BLOCKS * G, ww, PAGE_READWRITE).unwrap();
+        assert_eq!(b, a + BLOCKS * G);
+        // Pages 3 and 11 of every block of a, page 5 of every block of b.
+        let in_a: Vec<usize> = (0..BLOCKS).flat_map(|i| [a + i * G + 3 * P, a + i * G + 11 * P]).collect();
+        let in_b: Vec<usize> = (0..BLOCKS).map(|i| b + i * G + 5 * P).collect();
+        let write = |pages: &[usize]| pages.iter().for_each(|&p| fx.write(p + 1, &[1]));
+        // From page 5 of block 20 to page 4 of block 60, unaligned at both ends.
+        let (lo, hi) = (a + 20 * G + 5 * P + 9, a + 60 * G + 4 * P - 7);
+        let inside: Vec<usize> = in_a.iter().copied().filter(|&p| p + P > lo && p < hi).collect();
+        let outside: Vec<usize> = in_a.iter().copied().filter(|p| !inside.contains(p)).collect();
+        assert_eq!((inside.len(), outside.len()), (80, 80));
+        write(&in_a);
+        write(&in_b);
+        // A capped count: the 7 lowest pages of the range, and only they, reset.
+        assert_eq!(dirty(fx, RESET, lo, hi - lo, 7), inside[..7]);
+        let mut left = [&outside[..], &inside[7..]].concat();
+        left.sort_unstable();
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), left);
+        // The rest of the range, with room to spare: the pages outside it stay dirty.
+        assert_eq!(dirty(fx, RESET, lo, hi - lo, 1000), inside[7..]);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), outside);
+        assert_eq!(dirty(fx, 0, b, BLOCKS * G, 1000), in_b);
+        // Written again: the range's pages are reported again, and ResetWriteWatch of the
+        // range clears them alone.
+        write(&inside);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), in_a);
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, lo, hi - lo), 0);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), outside);
+        write(&[inside[0], inside[41], inside[79]]);
+        assert_eq!(dirty(fx, 0, lo, hi - lo, 1000), [inside[0], inside[41], inside[79]]);
+        // The whole of a (b still dirty above it), capped, then with room to spare.
+        let now: Vec<usize> = in_a.iter().copied().filter(|p| outside.contains(p) || [inside[0], inside[41], inside[79]].contains(p)).collect();
+        assert_eq!(dirty(fx, RESET, a, BLOCKS * G, 50), now[..50]);
+        assert_eq!(dirty(fx, RESET, a, BLOCKS * G, 1000), now[50..]);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), Vec::<usize>::new());
+        assert_eq!(dirty(fx, 0, b, BLOCKS * G, 1000), in_b);
+        // b clean, a written: a resetting call that reports every dirty page there is,
+        // then writes after it, reported again.
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, b, BLOCKS * G), 0);
+        assert_eq!(dirty(fx, 0, b, BLOCKS * G, 1000), Vec::<usize>::new());
+        write(&in_a);
+        assert_eq!(dirty(fx, RESET, a, BLOCKS * G, 1000), in_a);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), Vec::<usize>::new());
+        write(&in_a[..3]);
+        write(&in_b[70..]);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), in_a[..3]);
+        assert_eq!(dirty(fx, 0, b, BLOCKS * G, 1000), in_b[70..]);
+        // And the same once every page of a is dirty and ResetWriteWatch takes them all.
+        write(&in_a);
+        assert_eq!(win32::ResetWriteWatch(&*fx.space, a, BLOCKS * G), 0);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), Vec::<usize>::new());
+        write(&[in_a[5]]);
+        assert_eq!(dirty(fx, 0, a, BLOCKS * G, 1000), [in_a[5]]);
+        assert_eq!(dirty(fx, 0, b, BLOCKS * G, 1000), in_b[70..]);
+    }
+
     /// ResetWriteWatch: size 0 or memory without write watch → 87 (nonzero result).
     fn reset_write_watch_errors(fx: &Fx) {
         let s = &*fx.space;
