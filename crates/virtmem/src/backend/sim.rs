@@ -930,15 +930,34 @@ fn take_dirty(
         }
     }
     if reset {
-        for (store, &count) in held.iter_mut().zip(&taken) {
-            for _ in 0..count {
-                if let Some(&k) = store.dirty.range(pages.clone()).next() {
-                    store.dirty.remove(&k);
-                }
-            }
+        for (store, &count) in held.iter_mut().zip(&taken).filter(|(_, &count)| count != 0) {
+            clean(&mut store.dirty, &pages, count);
         }
     }
     n
+}
+
+/// Make the lowest `max` dirty page numbers of `pages` in `dirty` clean (all of them
+/// with `usize::MAX`). Allocates nothing. The usual cases search for no page: a set
+/// whose every page goes is emptied in one sweep over its nodes, and a page that is the
+/// lowest of the set is taken off its front; only a page with dirty pages below the
+/// range in the same set is searched for. (Searched for one by one, each page cost ~490
+/// instructions, and a resetting `GetWriteWatch` of 4096 pages twice a plain one.)
+fn clean(dirty: &mut BTreeSet<usize>, pages: &Range<usize>, max: usize) {
+    let within = |k: Option<&usize>| k.is_some_and(|k| pages.contains(k));
+    if max >= dirty.len() && within(dirty.first()) && within(dirty.last()) {
+        dirty.clear();
+        return;
+    }
+    for _ in 0..max {
+        if within(dirty.first()) {
+            dirty.pop_first();
+        } else if let Some(&k) = dirty.range(pages.clone()).next() {
+            dirty.remove(&k);
+        } else {
+            break;
+        }
+    }
 }
 
 /// Split `[address, address + len)` into its pieces within pages: (page number,
@@ -1175,13 +1194,9 @@ impl Backend for SimBackend {
 
     fn clear_dirty(&self, range: Range<usize>) -> Result<(), BackendError> {
         let pages = page_numbers(&range);
-        // (One page at a time, lowest first, rather than collected and then removed: a
-        // `ResetWriteWatch` allocates nothing, as `GetWriteWatch` into a buffer does not.)
-        self.each_part(&pages, true, |store| {
-            while let Some(&k) = store.dirty.range(pages.clone()).next() {
-                store.dirty.remove(&k);
-            }
-        });
+        // (Removed in place, not collected first: a `ResetWriteWatch` allocates nothing,
+        // as `GetWriteWatch` into a buffer does not.)
+        self.each_part(&pages, true, |store| clean(&mut store.dirty, &pages, usize::MAX));
         Ok(())
     }
 }
