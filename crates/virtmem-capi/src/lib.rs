@@ -70,3 +70,5 @@ mod edge_tests;
 mod process_config_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
