@@ -389,34 +389,52 @@ fn get_write_watch(
     // that nothing below is sized by a range the engine would refuse; then at most as
     // many entries as the range has pages, whatever `*lpdwCount` says.
     let max = wanted.min(space.write_watch_pages(base as usize, size)?);
-    let entry = size_of::<PVOID>();
-    let array = max.checked_mul(entry).ok_or(Fail(ERROR_NOACCESS))?;
-    if flags & WRITE_WATCH_FLAG_RESET != 0 {
+    let flags = WriteWatchFlags::from_bits_retain(flags);
+    if flags.contains(WriteWatchFlags::RESET) {
         // A reset cannot be taken back: make sure every result can be stored first.
-        uaccess::probe_writable(addresses as usize, array)?;
         uaccess::probe_writable(count as usize, size_of::<ULONG_PTR>())?;
         uaccess::probe_writable(granularity as usize, size_of::<DWORD>())?;
-    } else {
-        // The array's first and last entries (a full probe would cost as much as the scan).
-        uaccess::probe_writable(addresses as usize, entry)?;
-        let last = (addresses as usize).checked_add(array - entry).ok_or(Fail(ERROR_NOACCESS))?;
-        uaccess::probe_writable(last, entry)?;
     }
-    let pages = space.get_write_watch(WriteWatchFlags::from_bits_retain(flags), base as usize, size, max)?;
-    if !pages.is_empty() {
+    // The addresses reported, kept for the trace (only with tracing on).
+    let mut traced = None;
+    let n = if addresses as usize % align_of::<PVOID>() == 0 {
+        // Straight into the caller's array, once every page of it is known writable (the
+        // scan stores as it goes, and a reset cannot be taken back): nothing is copied or
+        // allocated.
+        uaccess::with_array(addresses as usize, max, |slots| -> Outcome<usize> {
+            let n = space.get_write_watch_into(flags, base as usize, size, slots)?;
+            if trace::on() {
+                traced = Some(slots[..n].to_vec());
+            }
+            Ok(n)
+        })??
+    } else {
+        // An array C code does not make: the addresses are gathered in a vector of ours and
+        // stored as bytes, once every page of the caller's array is known writable (as an
+        // aligned one's is).
+        let array = max.checked_mul(size_of::<PVOID>()).ok_or(Fail(ERROR_NOACCESS))?;
+        uaccess::probe_pages_writable(addresses as usize, array)?;
+        let pages = space.get_write_watch(flags, base as usize, size, max)?;
         let bytes: Vec<u8> = pages.iter().flat_map(|p| p.to_ne_bytes()).collect();
         uaccess::write_bytes(addresses as usize, &bytes)?;
-    }
-    uaccess::store(count, pages.len())?;
+        let n = pages.len();
+        traced = trace::on().then_some(pages);
+        n
+    };
+    uaccess::store(count, n)?;
     uaccess::store(granularity, PAGE as DWORD)?;
-    *out = Out::WriteWatch { addresses: pages, granularity: PAGE as DWORD };
+    if let Some(addresses) = traced {
+        *out = Out::WriteWatch { addresses, granularity: PAGE as DWORD };
+    }
     Ok(0)
 }
 
 /// `GetWriteWatch`: the pages of a `MEM_WRITE_WATCH` reservation of the current process
 /// written since the last reset, in ascending order, at most `*lpdwCount` of them
 /// (`WRITE_WATCH_FLAG_RESET` also resets the ones reported). Returns 0, or `0xFFFFFFFF`
-/// with the last error set. Where the kernel lacks userfaultfd's asynchronous write
+/// with the last error set. The addresses are stored straight into `lpAddresses`, which
+/// must be writable for `*lpdwCount` entries (or one per page of the range, if fewer):
+/// otherwise `ERROR_NOACCESS` (998), and nothing is stored or reset. Where the kernel lacks userfaultfd's asynchronous write
 /// protection or the `PAGEMAP_SCAN` ioctl (Linux before 6.7), or with `MEM_LARGE_PAGES`,
 /// `MEM_WRITE_WATCH` allocations fail with `ERROR_NOT_SUPPORTED` (50).
 #[no_mangle]

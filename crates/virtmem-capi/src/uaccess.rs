@@ -179,6 +179,11 @@ pub(crate) fn write_bytes(dst: usize, data: &[u8]) -> Result<(), Fail> {
 /// check before an access with side effects whose result must land there. NULL (with
 /// `len` > 0), a range that wraps or an unwritable page -> `ERROR_NOACCESS`. Without the
 /// kernel's checked copies (a seccomp sandbox) only NULL and wrapping are caught.
+///
+/// The kernel copies the bytes onto themselves, [`PROBE_BATCH`] pages a system call
+/// (`process_vm_writev` with one one-byte piece per page, our memory as both source and
+/// destination): it reads each from its page and writes it back, and stops at the first
+/// page it cannot read or write.
 pub(crate) fn probe_pages_writable(dst: usize, len: usize) -> Result<(), Fail> {
     if len == 0 {
         return Ok(());
@@ -190,17 +195,93 @@ pub(crate) fn probe_pages_writable(dst: usize, len: usize) -> Result<(), Fail> {
         return Ok(());
     }
     let page = page_size();
-    let last = dst + len - 1;
+    let last = (dst + len - 1) / page;
+    // The byte probed on each page: `dst` on the first, the page's first byte after it.
     let mut at = dst;
+    while at / page <= last {
+        let mut pieces = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; PROBE_BATCH];
+        let mut n = 0;
+        while n < PROBE_BATCH && at / page <= last {
+            pieces[n] = libc::iovec { iov_base: at as *mut libc::c_void, iov_len: 1 };
+            n += 1;
+            at = (at / page + 1) * page;
+        }
+        copy_onto_themselves(&pieces[..n])?;
+    }
+    Ok(())
+}
+
+/// Pages [`probe_pages_writable`] probes with one system call (a kilobyte of pieces on
+/// the stack for each side).
+const PROBE_BATCH: usize = 64;
+
+/// Have the kernel copy each of `pieces` (of our memory) onto itself: `ERROR_NOACCESS`
+/// unless it read and wrote back every byte of them.
+fn copy_onto_themselves(pieces: &[libc::iovec]) -> Result<(), Fail> {
+    let want: usize = pieces.iter().map(|p| p.iov_len).sum();
     loop {
-        let mut b = [0u8];
-        vm_copy(b.as_mut_ptr() as usize, at, 1, false).map_err(|_| NOACCESS)?;
-        vm_copy(b.as_ptr() as usize, at, 1, true).map_err(|_| NOACCESS)?;
-        if at / page == last / page {
+        // SAFETY: `pieces` is a live array of `pieces.len()` iovecs, read by the kernel
+        // only. The memory they name is only accessed by the kernel, which checks every
+        // page (an unreadable or unwritable one ends the copy there, with a short count or
+        // EFAULT), and each byte is written back with the value just read from it, so
+        // nothing changes. (getpid names this process, also in a forked child.)
+        let r = unsafe {
+            let pid = libc::getpid();
+            let count = pieces.len() as libc::c_ulong;
+            libc::process_vm_writev(pid, pieces.as_ptr(), count, pieces.as_ptr(), count, 0)
+        };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return if r >= 0 && r as usize == want { Ok(()) } else { Err(NOACCESS) };
+    }
+}
+
+/// [`probe_pages_writable`] for a range of many pages, most often all writable: the kernel
+/// first fills in the page tables of the whole range writable, as a write to each page
+/// would, with one system call that reads and writes no byte (`MADV_POPULATE_WRITE`,
+/// Linux 5.14), at a cost of a page-table walk a page; only where it refuses (a page that
+/// cannot be written, or is not mapped; an older kernel) are the pages probed by copies,
+/// which decide.
+fn probe_array_writable(dst: usize, len: usize) -> Result<(), Fail> {
+    if len == 0 || dst == 0 || on_live_stack(dst, len) || mode() == Mode::Direct {
+        return probe_pages_writable(dst, len);
+    }
+    let page = page_size();
+    let start = dst / page * page;
+    let end = dst.checked_add(len).and_then(|end| end.checked_next_multiple_of(page));
+    if let Some(end) = end {
+        // SAFETY: MADV_POPULATE_WRITE changes no byte and unmaps nothing: it faults in,
+        // writable, the pages of the range as a write would (a copy-on-write page gets its
+        // copy, with the same contents), and fails where a write would fault.
+        if unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE) } == 0 {
             return Ok(());
         }
-        at = (at / page + 1) * page;
     }
+    probe_pages_writable(dst, len)
+}
+
+/// Run `f` on the caller's array of `len` pointer-sized entries at `dst`, seen as a slice,
+/// once every page of it is known to be writable ([`probe_pages_writable`]): what `f`
+/// stores into the slice lands straight in the caller's memory, and what it does not
+/// store stays as it was. NULL, an address that is not pointer-aligned, an array that
+/// wraps or a page of it that cannot be written -> `ERROR_NOACCESS`, and `f` is not run.
+/// Allocates nothing.
+pub(crate) fn with_array<R>(dst: usize, len: usize, f: impl FnOnce(&mut [usize]) -> R) -> Result<R, Fail> {
+    let bytes = len.checked_mul(std::mem::size_of::<usize>()).ok_or(NOACCESS)?;
+    if dst == 0 || dst % std::mem::align_of::<usize>() != 0 {
+        return Err(NOACCESS);
+    }
+    probe_array_writable(dst, bytes)?;
+    // SAFETY: `dst` is non-NULL and aligned for `usize`, its `len` entries do not wrap,
+    // and every page of them can be written: just probed, or on the live stack (see
+    // `read_bytes`), or, without the kernel's checks, promised by the caller, as for every
+    // other copy in that mode. The array is the caller's object, handed to this call for
+    // it to write (the C contract of the export that takes it): no object of ours, so
+    // nothing else in this library refers to it, and the caller keeps it mapped, writable
+    // and untouched until the call returns. Any bits are a valid `usize`.
+    let slots = unsafe { std::slice::from_raw_parts_mut(dst as *mut usize, len) };
+    Ok(f(slots))
 }
 
 /// The page size of this machine (the unit in which the kernel checks a copy).
@@ -268,22 +349,23 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// A plain value that can be copied to and from caller memory as its bytes.
 pub(crate) trait Pod: Copy {
+    /// The value's bytes, as a fixed-size array (copying one allocates nothing).
+    type Bytes: AsRef<[u8]> + AsMut<[u8]> + Default;
     /// The value's bytes.
-    fn to_ne(self) -> Vec<u8>;
-    /// The value from its bytes (exactly `size_of::<Self>()` of them).
-    fn from_ne(bytes: &[u8]) -> Self;
+    fn to_ne(self) -> Self::Bytes;
+    /// The value from its bytes.
+    fn from_ne(bytes: Self::Bytes) -> Self;
 }
 
 macro_rules! pod_int {
     ($($t:ty),*) => {$(
         impl Pod for $t {
-            fn to_ne(self) -> Vec<u8> {
-                self.to_ne_bytes().to_vec()
+            type Bytes = [u8; std::mem::size_of::<$t>()];
+            fn to_ne(self) -> Self::Bytes {
+                self.to_ne_bytes()
             }
-            fn from_ne(bytes: &[u8]) -> Self {
-                let mut a = [0u8; std::mem::size_of::<$t>()];
-                a.copy_from_slice(bytes);
-                <$t>::from_ne_bytes(a)
+            fn from_ne(bytes: Self::Bytes) -> Self {
+                <$t>::from_ne_bytes(bytes)
             }
         }
     )*};
@@ -292,14 +374,14 @@ pod_int!(u32, usize);
 
 /// Store `value` at caller pointer `dst` (NULL or unwritable -> `ERROR_NOACCESS`).
 pub(crate) fn store<T: Pod>(dst: *mut T, value: T) -> Result<(), Fail> {
-    write_bytes(dst as usize, &value.to_ne())
+    write_bytes(dst as usize, value.to_ne().as_ref())
 }
 
 /// Load a value from caller pointer `src` (NULL or unreadable -> `ERROR_NOACCESS`).
 pub(crate) fn load<T: Pod>(src: *const T) -> Result<T, Fail> {
-    let mut buf = vec![0u8; std::mem::size_of::<T>()];
-    read_bytes(src as usize, &mut buf)?;
-    Ok(T::from_ne(&buf))
+    let mut buf = T::Bytes::default();
+    read_bytes(src as usize, buf.as_mut())?;
+    Ok(T::from_ne(buf))
 }
 
 #[cfg(test)]
@@ -405,6 +487,56 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// `probe_pages_writable` looks at every page of the range, in the first batch of
+    /// pages and past it (a read-only or unmapped page anywhere fails, one next to the range
+    /// does not), and changes no byte.
+    #[test]
+    fn every_page_is_probed_across_batches_and_nothing_changes() {
+        let page = page_size();
+        let pages = PROBE_BATCH + 6;
+        // SAFETY: a fresh private anonymous mapping of this test's, only used through `p`
+        // (by the probes and the checks below) and unmapped at the end.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let p = p as usize;
+        let bytes = |at: usize, len: usize| {
+            let mut v = vec![0u8; len];
+            read_bytes(at, &mut v).unwrap();
+            v
+        };
+        let pattern: Vec<u8> = (0..pages * page).map(|i| (i % 251) as u8).collect();
+        write_bytes(p, &pattern).unwrap();
+        let protect = |i: usize, prot: i32| {
+            // SAFETY: page `i` of the mapping above.
+            assert_eq!(unsafe { libc::mprotect((p + i * page) as *mut libc::c_void, page, prot) }, 0);
+        };
+        let (from, len) = (p + 5, pages * page - 10);
+        assert_eq!(probe_pages_writable(from, len), Ok(()));
+        for bad in [0, 1, PROBE_BATCH - 1, PROBE_BATCH, pages - 1] {
+            protect(bad, libc::PROT_READ);
+            assert_eq!(probe_pages_writable(from, len), Err(NOACCESS), "page {bad} read-only");
+            protect(bad, libc::PROT_READ | libc::PROT_WRITE);
+        }
+        protect(pages - 1, libc::PROT_READ);
+        assert_eq!(probe_pages_writable(p, (pages - 1) * page), Ok(()), "the read-only page after the range");
+        protect(pages - 1, libc::PROT_READ | libc::PROT_WRITE);
+        assert_eq!(bytes(p, pages * page), pattern, "no byte changed");
+        // SAFETY: one page of the mapping above, which nothing refers to.
+        assert_eq!(unsafe { libc::munmap((p + (PROBE_BATCH + 2) * page) as *mut libc::c_void, page) }, 0);
+        assert_eq!(probe_pages_writable(from, len), Err(NOACCESS), "an unmapped page");
+        // SAFETY: the rest of the mapping above (munmap skips the hole).
+        assert_eq!(unsafe { libc::munmap(p as *mut libc::c_void, pages * page) }, 0);
     }
 
     #[test]

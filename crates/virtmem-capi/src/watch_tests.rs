@@ -69,8 +69,7 @@ const P: usize = 4096;
 /// going in: (result, `*count` coming out, allocations made by the call).
 unsafe fn get(flags: DWORD, base: usize, size: usize, array: *mut PVOID, room: usize) -> (UINT, usize, usize) {
     let (mut count, mut granularity): (ULONG_PTR, DWORD) = (room, 0);
-    let (r, allocs) =
-        allocations_in(|| GetWriteWatch(flags, base as PVOID, size, array, &mut count, &mut granularity));
+    let (r, allocs) = allocations_in(|| GetWriteWatch(flags, base as PVOID, size, array, &mut count, &mut granularity));
     assert!(r != 0 || granularity == P as DWORD, "*granularity");
     (r, count, allocs)
 }
@@ -164,7 +163,8 @@ fn an_array_that_cannot_hold_the_count_is_998_and_changes_nothing() {
         let mut room = [null_mut(); 8];
         let ro_count = (buf + P) as PULONG_PTR;
         let mut granularity: DWORD = 7;
-        let r = GetWriteWatch(WRITE_WATCH_FLAG_RESET, heap as PVOID, 16 * P, room.as_mut_ptr(), ro_count, &mut granularity);
+        let r =
+            GetWriteWatch(WRITE_WATCH_FLAG_RESET, heap as PVOID, 16 * P, room.as_mut_ptr(), ro_count, &mut granularity);
         assert_eq!((r, GetLastError()), (u32::MAX, ERROR_NOACCESS));
         assert_eq!(room, [null_mut(); 8], "nothing written into the array");
         // Nothing was reset: the three pages are still reported, into the writable part.
@@ -197,7 +197,10 @@ fn a_misaligned_array_is_filled_as_an_aligned_one() {
                 usize::from_ne_bytes(bytes[at..at + size_of::<PVOID>()].try_into().unwrap())
             };
             assert_eq!([entry(0), entry(1), entry(2)], [heap + P, heap + 3 * P, heap + 5 * P], "flags {flags}");
-            assert!(bytes[0] == 0xCD && bytes[1 + 3 * size_of::<PVOID>()..].iter().all(|&b| b == 0xCD), "flags {flags}");
+            assert!(
+                bytes[0] == 0xCD && bytes[1 + 3 * size_of::<PVOID>()..].iter().all(|&b| b == 0xCD),
+                "flags {flags}"
+            );
         }
         assert_eq!(get(0, heap, 8 * P, array, 8).1, 0, "the reset flag reset the pages it reported");
         assert_eq!(VirtualFree(heap as LPVOID, 0, MEM_RELEASE), TRUE);
