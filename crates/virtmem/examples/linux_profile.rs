@@ -65,9 +65,9 @@
 //! know the `userfaultfd` system call, so callgrind cannot run this mode; `strace -c -e
 //! trace=ioctl` counts its scans. The library's calls are in `timed_watch`.)
 //!
-//! `sim-watch [k] [get|reset|clear] [calls]` makes the same calls (200 by default) on
+//! `sim-watch [k] [get|reset|clear] [used] [calls]` makes the same calls (200 by default) on
 //! the simulated backend, the same `k` pages (64 by default) written with
-//! `SimSpace::write` before each call, for callgrind
+//! `SimSpace::write` before each call (`used`: every page of the heap written once before), for callgrind
 //! (`--toggle-collect='*timed_sim_watch*'` counts the calls alone, not the writes);
 //! compare `calls` and `2 * calls` for the count of one call.
 //!
@@ -652,7 +652,7 @@ fn timed_sim_watch(
     }
 }
 
-/// `sim-watch [k] [get|reset|clear] [calls]`: see the module docs.
+/// `sim-watch [k] [get|reset|clear] [used] [calls]`: see the module docs.
 fn sim_watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     const HEAP: usize = 256 << 20;
     let k: usize = flags.first().and_then(|c| c.parse().ok()).unwrap_or(64);
@@ -665,6 +665,9 @@ fn sim_watch(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let mut buf = vec![0usize; HEAP / PAGE];
     let write = |s: &virtmem::SimSpace| pages.iter().try_for_each(|&i| s.write(base + i * PAGE, &[1]));
     // As the benchmark's `prepare`: written, reset, written again.
+    if flags.iter().any(|f| f == "used") {
+        (0..HEAP / PAGE).try_for_each(|i| s.write(base + i * PAGE, &[1]))?;
+    }
     write(&s)?;
     s.reset_write_watch(base, HEAP)?;
     let mut took = 0.0;
