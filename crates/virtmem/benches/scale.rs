@@ -31,6 +31,14 @@
 //! buffer that large outside `profile_run` (and outside no clock: the time printed
 //! includes it), so that under `--cache-sim=yes` with a smaller simulated last-level
 //! cache each call's data misses are the cache lines it touches.
+//!
+//! `VIRTMEM_PROFILE=query1e5` instead makes exactly `query1e5/sim`'s calls (5×10^4
+//! reservations laid out by [`common::populate`] without commits, the addresses of
+//! [`common::query_addrs`] from the same seed, cycled through from the second on) in
+//! `profile_query1e5`, `VIRTMEM_PROFILE_CALLS` of them (default: one pass over the
+//! 2×10^5 addresses). Deterministic: runs with `N` and `2N` calls differ by `N`
+//! steady-state calls, for `valgrind --tool=callgrind --cache-sim=yes
+//! --toggle-collect='*profile_query1e5*'` and `scripts/callgrind-lines.py`.
 
 mod common;
 
@@ -279,7 +287,35 @@ fn profile_run(op: &str, m: &dyn Mem, pick: &[(usize, usize)]) {
     }
 }
 
+/// `query1e5/sim`'s timed loop: `calls` queries at `addrs`, from the second address on,
+/// cycling (as the benchmark's closure steps its index before each call).
+#[inline(never)]
+fn profile_query1e5(m: &dyn Mem, addrs: &[usize], calls: usize) {
+    let mut i = 0;
+    for _ in 0..calls {
+        i = (i + 1) % addrs.len();
+        black_box(m.query(addrs[i]));
+    }
+}
+
+/// `VIRTMEM_PROFILE=query1e5`: the space and addresses of `query_1e5`'s `sim` run, and
+/// `VIRTMEM_PROFILE_CALLS` of its calls (one pass over the addresses by default).
+fn profile_query_1e5() {
+    const N: usize = 50_000;
+    let sim = virtmem::SimSpace::simulated();
+    let bases = populate(&sim, N, false);
+    let addrs = common::query_addrs(&bases, &mut Rng::new(7));
+    let calls = std::env::var("VIRTMEM_PROFILE_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(addrs.len());
+    let start = common::thread_cpu();
+    profile_query1e5(&sim, &addrs, calls);
+    let t = common::thread_cpu() - start;
+    println!("query1e5: {:.1} ns/op (CPU time)", t.as_nanos() as f64 / calls.max(1) as f64);
+}
+
 fn profile(op: &str) {
+    if op == "query1e5" {
+        return profile_query_1e5();
+    }
     let n: usize = std::env::var("VIRTMEM_PROFILE_LIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(MILLION);
     let sim = virtmem::SimSpace::simulated();
     let bases = if std::env::var_os("VIRTMEM_PROFILE_IRREGULAR").is_some() {
