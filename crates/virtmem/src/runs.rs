@@ -2365,7 +2365,11 @@ impl Reservations {
     }
 
     /// The reservation containing `addr`, or else the base of the next one (as
-    /// [`Reservations::lookup`], handing out the record itself).
+    /// [`Reservations::lookup`], handing out the record itself). Inlined into its one
+    /// caller, `VirtualQuery`: the answer then goes to it in registers, without a call's
+    /// saved registers or a result written to memory and read back (callgrind,
+    /// `VIRTMEM_PROFILE=query1e5`, see BENCHMARKS.md).
+    #[inline(always)]
     pub fn find(&self, addr: usize) -> Result<&Reservation, Option<usize>> {
         let Some((p, l, i)) = self.floor_pos(addr) else {
             return Err(self.dir.first().map(|q| self.dir.key(q)));
