@@ -2897,6 +2897,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lookup_past_every_key_of_a_directory_block_stops_at_its_last_leaf() {
+        // Blocks of 4 leaves under test, the last one not full: a lookup at an address
+        // past every base (up to the top of the address range) must land on the last
+        // leaf in use, never on a block's unused places.
+        let mut r = Reservations::default();
+        let mut n = 0;
+        while n < 100 || r.dir.blocks.last().is_some_and(|b| b.len() == DIR) {
+            n += 1;
+            r.insert(n << 16, rec(n << 16));
+        }
+        assert!(r.dir.blocks.len() > 2, "{} blocks", r.dir.blocks.len());
+        for addr in [(n << 16) + 15, (n << 16) + 16, usize::MAX - 1, usize::MAX] {
+            let want = if addr < (n << 16) + 16 { Lookup::Inside(n << 16) } else { Lookup::Outside(None) };
+            assert_eq!(r.lookup(addr), want, "{addr:#x}");
+        }
+        // And past the last base of every block but the last: the next block's first.
+        for (b, blk) in r.dir.blocks.iter().enumerate().take(r.dir.blocks.len() - 1) {
+            let leaf = &r.leaves[blk.ids[blk.len() - 1] as usize];
+            assert_eq!(
+                r.lookup(leaf.bases[leaf.len - 1] + 16),
+                Lookup::Outside(Some(r.dir.firsts[b + 1])),
+                "block {b}"
+            );
+        }
+    }
+
+    #[test]
     fn reservations_clone_across_leaf_blocks() {
         // Leaves of 8 in blocks of a few leaves under test: 200 reservations take many
         // blocks. A clone holds the same records in leaves of its own.
