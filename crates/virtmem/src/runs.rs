@@ -2376,7 +2376,14 @@ impl Reservations {
         };
         let leaf = &self.leaves[l as usize];
         let res = leaf.rec(i);
-        if addr < res.end {
+        // The end of the page map is the reservation's (the map spans the reservation
+        // exactly). In the layout rustc gives the record (96 bytes) it lies 48 bytes
+        // from the map's discriminant, which `rec` reads, where `end` lies 64 bytes from
+        // it: for a record that starts a cache line (every other one), an address past
+        // the reservation is then told from that one line (callgrind,
+        // `VIRTMEM_PROFILE=query1e5`: 0.3 fewer lines read a query).
+        debug_assert_eq!(res.pages.end, res.end, "page map and reservation end apart");
+        if addr < res.pages.end {
             return Ok(res);
         }
         match leaf.bases.get(i + 1).filter(|&&b| b != usize::MAX) {
