@@ -37,6 +37,17 @@
 //! measurement 1 s per function (set for the whole run, so that criterion's own
 //! `--warm-up-time` and `--measurement-time` still override them): ~40 functions, under a
 //! minute and a half with the defaults.
+//!
+//! `VIRTMEM_PROFILE=<op>/<case>` (`op` one of `read8`, `write8`, `exec8`; `case` one of
+//! `same`, `4096pages`, `1e4res`) instead runs that function's accesses without
+//! criterion, for callgrind and cachegrind: the same layouts and the same addresses as
+//! the criterion run, one round of the `ADDRS` addresses outside the count, then
+//! `VIRTMEM_PROFILE_ROUNDS` rounds (default 4) in `profile_sim`, then as many in
+//! `profile_naive` (`--toggle-collect='*profile_sim*'` or `'*profile_naive*'`). The
+//! difference between a run of 2R rounds and one of R, divided by R × `ADDRS`, is the
+//! cost of one access with setup and warm-up left out. Prints thread CPU time per
+//! access for each. `VIRTMEM_PROFILE_ONLY=sim` (or `naive`) runs that contender alone, for
+//! `valgrind --tool=cachegrind`, which counts the whole program.
 
 mod common;
 
@@ -46,7 +57,7 @@ use std::time::Duration;
 
 use common::{batched, Rng, ThreadCpu, GRANULE, PAGE};
 use criterion::measurement::Measurement;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId};
+use criterion::{criterion_group, BenchmarkGroup, BenchmarkId};
 use virtmem::{AllocationType as T, FreeType, Protection as P, SimSpace};
 
 type Criterion = criterion::Criterion<ThreadCpu>;
@@ -483,5 +494,79 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
+/// One of [`profile`]'s timed loops: `rounds` passes of `op` over `addrs`, the bytes
+/// read or written summed so that nothing is optimised away.
+#[inline(always)]
+fn profile_loop<M: Memory>(m: &mut M, addrs: &[usize], rounds: usize, op: fn(&mut M, usize, &mut [u8; 8])) -> u64 {
+    let mut sum = 0u64;
+    for r in 0..rounds {
+        for (i, &a) in addrs.iter().enumerate() {
+            let mut buf = ((r * ADDRS + i) as u64).to_le_bytes();
+            op(m, a, &mut buf);
+            sum = sum.wrapping_add(u64::from_le_bytes(buf));
+        }
+    }
+    sum
+}
+
+/// The simulated contender's timed loop (`--toggle-collect='*profile_sim*'`).
+#[inline(never)]
+fn profile_sim(m: &mut Sim, addrs: &[usize], rounds: usize, op: fn(&mut Sim, usize, &mut [u8; 8])) -> u64 {
+    profile_loop(m, addrs, rounds, op)
+}
+
+/// The naive table's timed loop (`--toggle-collect='*profile_naive*'`).
+#[inline(never)]
+fn profile_naive(m: &mut Naive, addrs: &[usize], rounds: usize, op: fn(&mut Naive, usize, &mut [u8; 8])) -> u64 {
+    profile_loop(m, addrs, rounds, op)
+}
+
+/// `VIRTMEM_PROFILE=<op>/<case>`: see the module docs.
+fn profile(which: &str) {
+    let (op, case) = which.split_once('/').unwrap_or_else(|| panic!("VIRTMEM_PROFILE=<op>/<case>, not {which}"));
+    let rounds: usize = std::env::var("VIRTMEM_PROFILE_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    // The addresses the criterion run uses: the same generator, drawn in the same order.
+    let mut rng = Rng::new(0xacce55);
+    let prot = if op == "exec8" { P::EXECUTE_READWRITE } else { P::READWRITE };
+    let mut cases = Case::all(prot);
+    let addrs: Vec<Vec<usize>> = cases.iter().map(|c| c.addrs(&mut rng, 8, 8, false)).collect();
+    let i = cases.iter().position(|c| c.name == case).unwrap_or_else(|| panic!("unknown case {case}"));
+    let (c, a) = (&mut cases[i], &addrs[i]);
+    // `VIRTMEM_PROFILE_ONLY=sim` or `naive`: that contender alone (for cachegrind, which
+    // counts the whole program).
+    let only = std::env::var("VIRTMEM_PROFILE_ONLY").ok();
+    let (sim, naive) = (only.as_deref() != Some("naive"), only.as_deref() != Some("sim"));
+    let per = |d: Duration| d.as_nanos() as f64 / (rounds * ADDRS) as f64;
+    macro_rules! run {
+        ($f:ident) => {{
+            if sim {
+                profile_sim(&mut c.sim, a, 1, $f);
+                let t = common::thread_cpu();
+                black_box(profile_sim(&mut c.sim, a, rounds, $f));
+                println!("{which}: sim {:.1} ns per access (thread CPU time)", per(common::thread_cpu() - t));
+            }
+            if naive {
+                profile_naive(&mut c.naive, a, 1, $f);
+                let t = common::thread_cpu();
+                black_box(profile_naive(&mut c.naive, a, rounds, $f));
+                println!("{which}: naive {:.1} ns per access (thread CPU time)", per(common::thread_cpu() - t));
+            }
+        }};
+    }
+    match op {
+        "read8" => run!(read8),
+        "write8" => run!(write8),
+        "exec8" => run!(exec8),
+        other => panic!("unknown operation {other}"),
+    }
+}
+
 criterion_group! { name = benches; config = config(); targets = access }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(which) = std::env::var("VIRTMEM_PROFILE") {
+        return profile(&which);
+    }
+    benches();
+    config().final_summary();
+}
