@@ -220,6 +220,83 @@ fn granted_accesses_within_and_across_pages_read_what_was_written() {
     assert_eq!(watch(), Vec::<usize>::new(), "fetches write nothing");
 }
 
+/// A write through the engine (here one across two blocks, which no grant covers) that
+/// stores the first page of blocks already granted is read back through their grants:
+/// a grant made while its block held no page learns of the pages stored afterwards.
+#[test]
+fn pages_a_write_across_granted_blocks_stores_are_read_through_their_grants() {
+    let s = SimSpace::simulated();
+    let a = s.alloc(0, 4 * G, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    let read = |at: usize| {
+        let mut b = [0xEE; 8];
+        s.read(at, &mut b).unwrap();
+        b
+    };
+    // One read in each block: each granted, none holding a page.
+    for i in 0..4 {
+        assert_eq!(read(a + i * G + 8), [0; 8]);
+    }
+    assert_eq!(s.backend().granted_blocks(), 4);
+    assert_eq!(s.backend().stored_pages(), 0);
+    for i in 1..4 {
+        s.write(a + i * G - 4, &[i as u8, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    }
+    assert_eq!(s.backend().stored_pages(), 6);
+    assert_eq!(s.backend().granted_blocks(), 4, "the blocks keep their grants");
+    for i in 1..4 {
+        assert_eq!(read(a + i * G - 8), [0, 0, 0, 0, i as u8, 1, 2, 3], "block {}", i - 1);
+        assert_eq!(read(a + i * G), [4, 5, 6, 7, 0, 0, 0, 0], "block {i}");
+    }
+    // And a granted write to such a page lands on the page the engine stored.
+    s.write(a + G + 4, &[9; 4]).unwrap();
+    assert_eq!(read(a + G), [4, 5, 6, 7, 9, 9, 9, 9]);
+    assert_eq!(s.backend().stored_pages(), 6);
+}
+
+/// Data a discarding `MEM_RESET` dropped reads as zeros through the grants its blocks
+/// keep (a reset changes no protection, so it takes back no grant), also once pages of
+/// other blocks have been stored since: 96 blocks reset (more than three in every one of
+/// the backend's 32 parts), then a page written in each of 96 blocks never written
+/// before (where the storage the reset gave up is used again), then every reset page
+/// read through its grant.
+#[test]
+fn data_a_reset_dropped_stays_dropped_when_other_blocks_are_written() {
+    const N: usize = 96;
+    let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
+    let s = SimSpace::simulated_with(config);
+    let a = s.alloc(0, N * G, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    let b = s.alloc(0, N * G, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
+    let read = |at: usize| {
+        let mut v = [0xEE; 8];
+        s.read(at, &mut v).unwrap();
+        v
+    };
+    for i in 0..N {
+        s.write(a + i * G + 5 * P + 8, &[1 + i as u8; 8]).unwrap();
+        assert_eq!(read(a + i * G + 5 * P + 8), [1 + i as u8; 8]);
+    }
+    assert_eq!(s.backend().granted_blocks(), N);
+    s.alloc(a, N * G, T::RESET, Pr::NOACCESS).unwrap();
+    assert_eq!(s.backend().stored_pages(), 0);
+    assert_eq!(s.backend().granted_blocks(), N, "a reset takes back no grant");
+    for i in 0..N {
+        s.write(b + i * G + 5 * P + 8, &[0x80 + i as u8; 8]).unwrap();
+    }
+    for i in 0..N {
+        assert_eq!(read(a + i * G + 5 * P + 8), [0; 8], "reset block {i}");
+        assert_eq!(read(b + i * G + 5 * P + 8), [0x80 + i as u8; 8], "written block {i}");
+    }
+    // Written again through the grants: each block's page holds its own data.
+    for i in 0..N {
+        s.write(a + i * G + 5 * P + 8, &[2 + i as u8; 8]).unwrap();
+    }
+    for i in 0..N {
+        assert_eq!(read(a + i * G + 5 * P + 8), [2 + i as u8; 8], "rewritten block {i}");
+        assert_eq!(read(b + i * G + 5 * P + 8), [0x80 + i as u8; 8], "written block {i}");
+    }
+    assert_eq!(s.backend().stored_pages(), 2 * N);
+}
+
 /// A change spanning more blocks than the backend has grant slots (16 MiB, 256 blocks)
 /// takes back the grants of every block it touches, whichever slots they sit in, and
 /// leaves the grants of blocks outside it.
