@@ -256,6 +256,11 @@ struct Granted {
     pages: [Grant; GRANT_PAGES],
     /// Bit `i`: page `i` lies in a write-tracked range.
     watched: u16,
+    /// Where the part keeps the block's pages: the block's record in [`Pages`], or
+    /// [`NO_RECORD`] while the block holds no page. Kept up to date under the part's lock
+    /// whenever the block's record is made or given up (see [`Store::hint`]), so that a
+    /// granted access reaches its page without searching the part's index.
+    record: u32,
 }
 
 impl Granted {
@@ -263,14 +268,108 @@ impl Granted {
     const NONE: usize = usize::MAX;
 
     /// An empty slot.
-    const EMPTY: Granted = Granted { block: Granted::NONE, pages: [Grant::empty(); GRANT_PAGES], watched: 0 };
+    const EMPTY: Granted =
+        Granted { block: Granted::NONE, pages: [Grant::empty(); GRANT_PAGES], watched: 0, record: NO_RECORD };
+}
+
+/// The record of a block that holds no page (see [`Granted::record`]).
+const NO_RECORD: u32 = u32::MAX;
+
+/// The pages of one 64 KiB block: page `i` of the block in entry `i`, `None` while it
+/// was never written (it reads as zero).
+type BlockPages = [Option<Page>; GRANT_PAGES];
+
+/// A part's stored pages: an ordered index of the blocks holding any, each pointing to
+/// the block's record, the block's pages, in a slab. A record stays where it is for as
+/// long as its block holds a page, so that a grant can keep its place
+/// ([`Granted::record`]): a granted access then reaches its page in one step instead of
+/// a search of the index (a search of the `BTreeMap` of all the part's pages was most of
+/// the cost of a random granted access: ~100 instructions and ~4 of its ~7 first-level
+/// cache misses, `VIRTMEM_PROFILE=read8/4096pages` of the `access` benchmark).
+#[derive(Clone, Default)]
+struct Pages {
+    /// Block number → its record's place in `records`.
+    index: BTreeMap<usize, u32>,
+    /// The records; those of no block (listed in `free`) hold no page.
+    records: Vec<BlockPages>,
+    /// Places in `records` that no block uses, to be used again first.
+    free: Vec<u32>,
+    /// How many pages are stored.
+    len: usize,
+}
+
+impl Pages {
+    /// The record of block number `block`, [`NO_RECORD`] if it holds no page.
+    fn record_of(&self, block: usize) -> u32 {
+        self.index.get(&block).copied().unwrap_or(NO_RECORD)
+    }
+
+    /// Page number `k`, found in `record`, its block's record (or [`NO_RECORD`]).
+    #[inline(always)]
+    fn at(&self, record: u32, k: usize) -> Option<&Page> {
+        self.records.get(record as usize)?[k % GRANT_PAGES].as_ref()
+    }
+
+    /// A new, empty record for block number `block` (which has none): its place.
+    fn new_record(&mut self, block: usize) -> u32 {
+        let record = match self.free.pop() {
+            Some(record) => record,
+            None => {
+                // (Grown by doubling from one record, not from the four a `Vec` starts
+                // with: a space with one written page keeps one record of 128 bytes.)
+                if self.records.len() == self.records.capacity() {
+                    self.records.reserve_exact(self.records.len().max(1));
+                }
+                self.records.push(Default::default());
+                // (Fewer records than blocks in a part: 2^31 blocks in all at most.)
+                (self.records.len() - 1) as u32
+            }
+        };
+        self.index.insert(block, record);
+        record
+    }
+
+    /// Take the stored pages among page numbers `pages` out, handing each to `each`
+    /// (its number and contents). Returns the blocks left with no page, whose records
+    /// were given up.
+    fn take(&mut self, pages: Range<usize>, mut each: impl FnMut(usize, Page)) -> SmallVec<[usize; 4]> {
+        let mut emptied = SmallVec::new();
+        if pages.is_empty() {
+            return emptied;
+        }
+        let blocks = pages.start / GRANT_PAGES..pages.end.div_ceil(GRANT_PAGES);
+        for (&block, &record) in self.index.range(blocks) {
+            let Some(held) = self.records.get_mut(record as usize) else { continue };
+            let first = block * GRANT_PAGES;
+            for k in pages.start.max(first)..pages.end.min(first + GRANT_PAGES) {
+                if let Some(page) = held[k - first].take() {
+                    self.len -= 1;
+                    each(k, page);
+                }
+            }
+            if held.iter().all(Option::is_none) {
+                emptied.push(block);
+            }
+        }
+        for block in &emptied {
+            if let Some(record) = self.index.remove(block) {
+                self.free.push(record);
+            }
+        }
+        emptied
+    }
+
+    /// Every stored page.
+    fn values(&self) -> impl Iterator<Item = &Page> {
+        self.records.iter().flatten().flatten()
+    }
 }
 
 /// One part of the backend's state: the pages of the blocks that hash to it, and their
 /// grants.
 struct Store {
-    /// Page number → contents; absent pages read as zero.
-    pages: BTreeMap<usize, Page>,
+    /// The stored pages; absent pages read as zero.
+    pages: Pages,
     /// Dirty page numbers inside write-tracked ranges.
     dirty: BTreeSet<usize>,
     /// Page numbers whose data a `Discard` reset dropped (until undo or discard).
@@ -290,7 +389,7 @@ struct Store {
 impl Default for Store {
     fn default() -> Self {
         Store {
-            pages: BTreeMap::new(),
+            pages: Pages::default(),
             dirty: BTreeSet::new(),
             lost: BTreeSet::new(),
             grants: [Granted::EMPTY; PART_SLOTS],
@@ -306,13 +405,9 @@ impl Store {
     /// discarded ranges hold none of them: each map is checked with one search, or
     /// none when it is empty, before anything is collected.)
     fn discard(&mut self, pages: Range<usize>) {
-        if self.pages.range(pages.clone()).next().is_some() {
-            let doomed: SmallVec<[usize; SPARES_MAX]> = self.pages.range(pages.clone()).map(|(&k, _)| k).collect();
-            for k in doomed {
-                if let Some(page) = self.pages.remove(&k) {
-                    recycle(page);
-                }
-            }
+        if self.pages.len != 0 {
+            let emptied = self.pages.take(pages.clone(), |_, page| recycle(page));
+            self.unhint(&emptied);
         }
         for set in [&mut self.dirty, &mut self.lost] {
             if set.range(pages.clone()).next().is_some() {
@@ -326,7 +421,7 @@ impl Store {
 
     /// Whether the part holds nothing: no page, no mark.
     fn is_empty(&self) -> bool {
-        self.pages.is_empty() && self.dirty.is_empty() && self.lost.is_empty()
+        self.pages.len == 0 && self.dirty.is_empty() && self.lost.is_empty()
     }
 
     /// The part's grant slots.
@@ -351,6 +446,42 @@ impl Store {
     fn grant_of(&self, block: usize) -> Option<&Granted> {
         let slots = self.slots();
         slots.get(run_of(block) & (slots.len() - 1)).filter(|g| g.block == block)
+    }
+
+    /// The grant of block number `block` (of this part), to change, if it holds one.
+    fn grant_of_mut(&mut self, block: usize) -> Option<&mut Granted> {
+        let slots = self.slots_mut();
+        let i = run_of(block) & (slots.len() - 1);
+        slots.get_mut(i).filter(|g| g.block == block)
+    }
+
+    /// Block number `block` has a new record, `record`: its grant, if any, is told.
+    /// (With [`Store::unhint`], what keeps every grant's [`Granted::record`] true: a
+    /// record is made only by [`Store::new_record`] and given up only through
+    /// [`Pages::take`], whose callers call `unhint`, or with the whole store, whose
+    /// grants go with it.)
+    fn hint(&mut self, block: usize, record: u32) {
+        if let Some(g) = self.grant_of_mut(block) {
+            g.record = record;
+        }
+    }
+
+    /// The blocks `emptied` hold no page any more: their grants, if any, are told.
+    fn unhint(&mut self, emptied: &[usize]) {
+        if self.live != 0 {
+            for &block in emptied {
+                self.hint(block, NO_RECORD);
+            }
+        }
+    }
+
+    /// A record for block number `block`, which has none, made and told to its grant.
+    #[cold]
+    #[inline(never)]
+    fn new_record(&mut self, block: usize) -> u32 {
+        let record = self.pages.new_record(block);
+        self.hint(block, record);
+        record
     }
 
     /// Remember `g`, a grant of a block of this part, in its slot, in place of whatever
@@ -436,17 +567,29 @@ impl Store {
     /// line, a granted write ran ~25 instructions more.)
     #[inline(always)]
     fn put(&mut self, k: usize, off: usize, data: &[u8], watched: bool) {
+        let record = self.pages.record_of(k / GRANT_PAGES);
+        self.put_at(record, k, off, data, watched);
+    }
+
+    /// [`Store::put`] with the record of the page's block known (a grant's): no search.
+    #[inline(always)]
+    fn put_at(&mut self, record: u32, k: usize, off: usize, data: &[u8], watched: bool) {
         if watched {
             self.dirty.insert(k);
         }
         // (A write does not clear a loss: the rest of the page is still gone, and the
         // next MEM_RESET_UNDO must say so.)
-        // (A page already stored, the usual case, is found by a plain search: the entry
-        // API's, ready to insert, ran 15 instructions more a granted 8-byte write, 244.2
-        // against 229.3: callgrind, `linux_profile sim-write 1000 64`.)
-        let page = match self.pages.get_mut(&k) {
+        let record = match record {
+            NO_RECORD => self.new_record(k / GRANT_PAGES),
+            record => record,
+        };
+        let slot = &mut self.pages.records[record as usize][k % GRANT_PAGES];
+        let page = match slot {
             Some(page) => page,
-            None => self.pages.entry(k).or_insert_with(zeroed_page),
+            None => {
+                self.pages.len += 1;
+                slot.insert(zeroed_page())
+            }
         };
         let to = off..off + data.len();
         match Arc::get_mut(page) {
@@ -462,7 +605,13 @@ impl Store {
 
     /// Copy page number `k` from offset `off` into `buf`.
     fn get(&self, k: usize, off: usize, buf: &mut [u8]) {
-        match self.pages.get(&k) {
+        self.get_at(self.pages.record_of(k / GRANT_PAGES), k, off, buf);
+    }
+
+    /// [`Store::get`] with the record of the page's block known (a grant's): no search.
+    #[inline(always)]
+    fn get_at(&self, record: u32, k: usize, off: usize, buf: &mut [u8]) {
+        match self.pages.at(record, k) {
             Some(p) => buf.copy_from_slice(&p[off..off + buf.len()]),
             None => buf.fill(0),
         }
@@ -559,7 +708,7 @@ impl SimBackend {
     /// How many pages hold data (the memory the simulation really uses is this many
     /// pages of 4 KiB plus bookkeeping).
     pub fn stored_pages(&self) -> usize {
-        (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().pages.len()).sum()
+        (0..SHARDS).filter_map(|i| self.part(i)).map(|s| s.store.lock().pages.len).sum()
     }
 
     /// How many 64 KiB blocks hold a grant at the moment: blocks whose checked accesses
@@ -785,7 +934,7 @@ impl SimBackend {
         address: usize,
         len: usize,
         need: Grant,
-    ) -> Option<(&Shard, parking_lot::MutexGuard<'_, Store>, u16)> {
+    ) -> Option<(&Shard, parking_lot::MutexGuard<'_, Store>, u16, u32)> {
         let last = address.checked_add(len.checked_sub(1)?)?;
         let block = address / BLOCK;
         if last / BLOCK != block {
@@ -795,8 +944,8 @@ impl SimBackend {
         let store = shard.store.lock();
         let g = store.grant_of(block)?;
         let pages = (address % BLOCK) / PAGE..=(last % BLOCK) / PAGE;
-        let watched = g.watched;
-        g.pages[pages].iter().all(|p| p.contains(need)).then_some((shard, store, watched))
+        let (watched, record) = (g.watched, g.record);
+        g.pages[pages].iter().all(|p| p.contains(need)).then_some((shard, store, watched, record))
     }
 }
 
@@ -864,7 +1013,10 @@ impl super::Snapshot for SimBackend {
             let (to, src) = (self.part_or_new(i), from.part_or_new(i));
             let mut theirs = src.store.lock();
             let mut store = to.store.lock();
+            // (Both sides' grants: a grant's record would name a place in the pages
+            // that go to the other side.)
             Self::forget_grants(to, &mut store);
+            Self::forget_grants(src, &mut theirs);
             std::mem::swap(&mut store.pages, &mut theirs.pages);
             std::mem::swap(&mut store.dirty, &mut theirs.dirty);
             std::mem::swap(&mut store.lost, &mut theirs.lost);
@@ -1059,15 +1211,14 @@ impl Backend for SimBackend {
         }
         let pages = page_numbers(&range);
         self.each_part(&pages, false, |store| {
-            let doomed: Vec<usize> = store.pages.range(pages.clone()).map(|(&k, _)| k).collect();
-            for k in doomed {
+            let lost = &mut store.lost;
+            let emptied = store.pages.take(pages.clone(), |k, p| {
                 // A page that held only zeros loses nothing.
-                if let Some(p) = store.pages.remove(&k) {
-                    if p.iter().any(|&b| b != 0) {
-                        store.lost.insert(k);
-                    }
+                if p.iter().any(|&b| b != 0) {
+                    lost.insert(k);
                 }
-            }
+            });
+            store.unhint(&emptied);
         });
         Ok(())
     }
@@ -1145,34 +1296,36 @@ impl Backend for SimBackend {
         let watched = self.watched_pages(base);
         let shard = self.part_or_new(shard_of(block));
         let mut store = shard.store.lock();
-        store.grant(Granted { block, pages: *pages, watched });
+        let record = store.pages.record_of(block);
+        store.grant(Granted { block, pages: *pages, watched, record });
         shard.live.store(store.live, Ordering::Release);
     }
 
     fn try_read(&self, address: usize, buf: &mut [u8], need: Grant) -> bool {
-        let Some((_, store, _)) = self.granted(address, buf.len(), need) else { return false };
+        let Some((_, store, _, record)) = self.granted(address, buf.len(), need) else { return false };
         // (An access inside one page, the usual one, without the walk over pieces.)
         if address % PAGE + buf.len() <= PAGE {
-            store.get(address / PAGE, address % PAGE, buf);
+            store.get_at(record, address / PAGE, address % PAGE, buf);
             return true;
         }
         for (k, off, at, n) in pieces(address, buf.len()) {
-            store.get(k, off, &mut buf[at..at + n]);
+            store.get_at(record, k, off, &mut buf[at..at + n]);
         }
         true
     }
 
     fn try_write(&self, address: usize, data: &[u8]) -> bool {
-        let Some((shard, mut store, watched)) = self.granted(address, data.len(), Grant::WRITE) else {
+        let Some((shard, mut store, watched, record)) = self.granted(address, data.len(), Grant::WRITE) else {
             return false;
         };
         shard.used.store(true, Ordering::Relaxed);
         let is_watched = |k: usize| watched & (1 << (k % GRANT_PAGES)) != 0;
         if address % PAGE + data.len() <= PAGE {
             let k = address / PAGE;
-            store.put(k, address % PAGE, data, is_watched(k));
+            store.put_at(record, k, address % PAGE, data, is_watched(k));
             return true;
         }
+        // (The first piece may make the block's record: the later ones find it.)
         for (k, off, at, n) in pieces(address, data.len()) {
             store.put(k, off, &data[at..at + n], is_watched(k));
         }
@@ -1381,6 +1534,121 @@ mod tests {
         assert_eq!(b.granted_blocks(), 100);
         b.release(0x1_0000..0x1_0000 + (1 << 40), ReserveOptions::default()).unwrap();
         assert_eq!(b.granted_blocks(), 0);
+    }
+
+    /// Every grant's record is its block's (or [`NO_RECORD`] for a block holding no page),
+    /// and every part's records and page count agree with its index.
+    fn check_records(b: &SimBackend) {
+        for i in 0..SHARDS {
+            let Some(shard) = b.part(i) else { continue };
+            let store = shard.store.lock();
+            for g in store.slots().iter().filter(|g| g.block != Granted::NONE) {
+                assert_eq!(g.record, store.pages.record_of(g.block), "grant of block {:#x}", g.block);
+            }
+            let pages = &store.pages;
+            assert_eq!(pages.values().count(), pages.len, "part {i}");
+            assert_eq!(pages.index.len() + pages.free.len(), pages.records.len(), "part {i}");
+            for &f in &pages.free {
+                assert!(pages.records[f as usize].iter().all(Option::is_none), "free record {f} of part {i}");
+            }
+            for &r in pages.index.values() {
+                assert!(pages.records[r as usize].iter().any(Option::is_some), "empty record {r} of part {i}");
+            }
+        }
+    }
+
+    /// Random writes, grants, discards, discarding resets, changes of access, snapshots
+    /// and restores on 200 blocks (six or so in each part, so that records are given up
+    /// and used again all the time): every granted read reads what a plain model of the
+    /// pages holds, as every read through the part's index does, and every grant's record
+    /// stays its block's.
+    #[test]
+    fn granted_reads_find_the_pages_their_blocks_hold_now() {
+        use crate::backend::Snapshot;
+        let config = SimConfig { reset_policy: ResetPolicy::Discard, ..SimConfig::default() };
+        let b = SimBackend::new(config);
+        let mut model: std::collections::HashMap<usize, Box<[u8; PAGE]>> = Default::default();
+        let first = BASE / BLOCK;
+        const BLOCKS: usize = 200;
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let rounds = if cfg!(miri) { 1500 } else { 40_000 };
+        let mut granted_reads = 0;
+        for round in 0..rounds {
+            let block = first + next(BLOCKS);
+            let at = block * BLOCK + next(BLOCK / 8) * 8;
+            let range = |next: &mut dyn FnMut(usize) -> usize| {
+                let start = first * BLOCK + next(BLOCKS * GRANT_PAGES) * PAGE;
+                start..start + (1 + next(3 * GRANT_PAGES)) * PAGE
+            };
+            match next(1000) {
+                0..=299 => {
+                    // An 8-byte write, inside a page or across two (then maybe two blocks).
+                    let at = if next(8) == 0 { (at | (PAGE - 1)) - 3 } else { at };
+                    let v = (round as u64).to_le_bytes();
+                    if !b.try_write(at, &v) {
+                        b.write(at, &v).unwrap();
+                    }
+                    for (k, off, from, n) in pieces(at, 8) {
+                        model.entry(k).or_insert_with(|| Box::new([0; PAGE]))[off..off + n]
+                            .copy_from_slice(&v[from..from + n]);
+                    }
+                }
+                300..=699 => {
+                    let mut want = [0u8; 8];
+                    if let Some(page) = model.get(&(at / PAGE)) {
+                        want.copy_from_slice(&page[at % PAGE..at % PAGE + 8]);
+                    }
+                    // (A block not granted is granted for the next read, as the engine
+                    // grants it after a read.)
+                    let mut got = [0xEE; 8];
+                    if b.try_read(at, &mut got, Grant::READ) {
+                        granted_reads += 1;
+                        assert_eq!(got, want, "granted read at {at:#x}, round {round}");
+                    } else {
+                        grant_rw(&b, block);
+                    }
+                    let mut got = [0xEE; 8];
+                    b.read(at, &mut got).unwrap();
+                    assert_eq!(got, want, "read at {at:#x}, round {round}");
+                }
+                700..=849 => grant_rw(&b, block),
+                850..=899 => {
+                    let r = range(&mut next);
+                    b.discard(r.clone());
+                    model.retain(|&k, _| !(r.start / PAGE..r.end / PAGE).contains(&k));
+                }
+                900..=949 => {
+                    let r = range(&mut next);
+                    b.reset(r.clone()).unwrap();
+                    model.retain(|&k, _| !(r.start / PAGE..r.end / PAGE).contains(&k));
+                }
+                950..=997 => b.set_access(range(&mut next), Access::ReadWrite, Access::Read).unwrap(),
+                998 => {
+                    // A snapshot, written over, then restored: the model's pages again.
+                    let copy = b.snapshot();
+                    check_records(&copy);
+                    b.write(at, &[0xA5; 8]).unwrap();
+                    grant_rw(&b, block);
+                    b.restore(copy).unwrap();
+                }
+                _ => {
+                    // A snapshot that is then written to through its own grants.
+                    let copy = b.snapshot();
+                    grant_rw(&copy, block);
+                    assert!(copy.try_write(at, &[0x5A; 8]));
+                    check_records(&copy);
+                }
+            }
+            check_records(&b);
+        }
+        assert_eq!(b.stored_pages(), model.len());
+        assert!(granted_reads > rounds / 5, "{granted_reads} granted reads");
     }
 
     /// The parts a change visits are exactly the used ones among those of its blocks,
