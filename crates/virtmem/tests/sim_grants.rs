@@ -500,13 +500,14 @@ fn write_and_read_all(s: &SimSpace, bases: &[usize], v: u8) {
     }
 }
 
-/// A working set of thousands of 64 KiB blocks (2000 contiguous ones, 125 MiB, and 1000
-/// reservations with a hole after each) keeps a grant for every block once accessed, so
-/// that random accesses over it do not keep going through the engine (a space kept
-/// grants for 128 blocks at most before).
+/// A working set of thousands of 64 KiB blocks (2000 contiguous ones, 125 MiB, 1000
+/// reservations with a hole after each, and 10 000 reservations of one block side by
+/// side, as the `access` benchmark's `1e4res`) keeps a grant for every block once
+/// accessed, so that random accesses over it do not keep going through the engine (a
+/// space kept grants for 128 blocks at most at first, then for 8192).
 #[test]
 fn a_working_set_of_thousands_of_blocks_stays_granted() {
-    for (n, stride) in [(2000, 1), (1000, 2)] {
+    for (n, stride) in [(2000, 1), (1000, 2), (10_000, 1)] {
         let (s, bases) = many_blocks(n, stride);
         write_and_read_all(&s, &bases, 1);
         write_and_read_all(&s, &bases, 2);
