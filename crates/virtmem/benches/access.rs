@@ -30,8 +30,8 @@
 //! The simulated space checks an access inside a 64 KiB block it granted against the
 //! grant, under a lock of one of its 32 parts; any other access goes through the engine
 //! (the space's lock, the rules, then a grant of the block). The backend keeps 128 grant
-//! slots at first, growing up to 8192 as grants evict each other: `same` and `4096pages`
-//! (256 blocks) are granted once warmed up, `1e4res` (10^4 blocks) mostly.
+//! slots at first, growing up to 16 384 as grants evict each other: all three cases
+//! (one block, 256 blocks and 10^4 blocks) are granted once warmed up.
 //!
 //! Thread CPU time, as `ops` and `scale` (`common::ThreadCpu`). Warm-up 0.2 s and
 //! measurement 1 s per function (set for the whole run, so that criterion's own
