@@ -212,7 +212,7 @@ pub(crate) fn probe_pages_writable(dst: usize, len: usize) -> Result<(), Fail> {
 }
 
 /// Pages [`probe_pages_writable`] probes with one system call (a kilobyte of pieces on
-/// the stack for each side).
+/// the stack, which serve as both sides).
 const PROBE_BATCH: usize = 64;
 
 /// Have the kernel copy each of `pieces` (of our memory) onto itself: `ERROR_NOACCESS`

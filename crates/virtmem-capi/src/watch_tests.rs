@@ -29,7 +29,7 @@ unsafe fn get(flags: DWORD, base: usize, size: usize, array: *mut PVOID, room: u
 
 /// A heap of this process written with plain stores between scans (every third page,
 /// in separate runs): after a first scan, no `GetWriteWatch` allocates, with reset or
-/// without, into an array on the heap (copied through the kernel's checked path) or on
+/// without, into an array on the heap (its pages checked through the kernel first) or on
 /// the stack, capped or with room for every page, and neither does a `ResetWriteWatch`.
 /// Each call reports exactly the pages written. (The counter itself is checked.)
 #[test]

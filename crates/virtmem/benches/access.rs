@@ -41,7 +41,9 @@
 //! `VIRTMEM_PROFILE=<op>/<case>` (`op` one of `read8`, `write8`, `exec8`; `case` one of
 //! `same`, `4096pages`, `1e4res`) instead runs that function's accesses without
 //! criterion, for callgrind and cachegrind: the same layouts and the same addresses as
-//! the criterion run, one round of the `ADDRS` addresses outside the count, then
+//! the criterion run, one round of the `ADDRS` addresses outside the clock (but inside
+//! `profile_sim` or `profile_naive`, so in callgrind's count: the difference of two runs
+//! takes it out), then
 //! `VIRTMEM_PROFILE_ROUNDS` rounds (default 4) in `profile_sim`, then as many in
 //! `profile_naive` (`--toggle-collect='*profile_sim*'` or `'*profile_naive*'`). The
 //! difference between a run of 2R rounds and one of R, divided by R × `ADDRS`, is the

@@ -255,7 +255,7 @@ fn pages_a_write_across_granted_blocks_stores_are_read_through_their_grants() {
 
 /// Data a discarding `MEM_RESET` dropped reads as zeros through the grants its blocks
 /// keep (a reset changes no protection, so it takes back no grant), also once pages of
-/// other blocks have been stored since: 96 blocks reset (more than three in every one of
+/// other blocks have been stored since: 96 blocks reset (about three in every one of
 /// the backend's 32 parts), then a page written in each of 96 blocks never written
 /// before (where the storage the reset gave up is used again), then every reset page
 /// read through its grant.
