@@ -1800,8 +1800,8 @@ type Pos = (usize, usize);
 ///
 /// Laid out for a lookup, which reads the keys it bisects and one number: the length
 /// comes last, past the numbers, and no lookup reads it (before, it came first and every
-/// lookup read its line, which held only the first seven keys: cachegrind, ~1 line less
-/// a release and ~0.04 fewer misses past 512 KiB a decommit at 333 334 reservations). 768
+/// lookup read its line, which held only the first seven keys: cachegrind, ~1 miss past
+/// 512 KiB less a release and ~0.07 a decommit at 333 334 reservations). 768
 /// bytes, 8 less than before. (Aligning the block to a cache line, so that the keys are
 /// eight whole lines, changed no count measured: not done, an aligned allocation costs
 /// more.)
