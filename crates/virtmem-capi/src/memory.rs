@@ -432,7 +432,8 @@ fn get_write_watch(
 /// `GetWriteWatch`: the pages of a `MEM_WRITE_WATCH` reservation of the current process
 /// written since the last reset, in ascending order, at most `*lpdwCount` of them
 /// (`WRITE_WATCH_FLAG_RESET` also resets the ones reported). Returns 0, or `0xFFFFFFFF`
-/// with the last error set. The addresses are stored straight into `lpAddresses`, which
+/// with the last error set. The addresses are stored straight into `lpAddresses` (when it
+/// is pointer-aligned, as C arrays are; a misaligned one is filled through a copy), which
 /// must be writable for `*lpdwCount` entries (or one per page of the range, if fewer):
 /// otherwise `ERROR_NOACCESS` (998), and nothing is stored or reset. Where the kernel lacks userfaultfd's asynchronous write
 /// protection or the `PAGEMAP_SCAN` ioctl (Linux before 6.7), or with `MEM_LARGE_PAGES`,

@@ -39,7 +39,9 @@
 //! 8-byte write to the written page of each of 1000 (or that many) reservations, or a
 //! commit of each one's second page, an 8-byte write to it and its decommit (a new page
 //! stored, then discarded). With 64 reservations or fewer every block keeps its grant, so
-//! `sim-write` measures the granted write; with 1000 most writes go through the engine.
+//! `sim-write` measures the granted write; so it does with 1000 too, once the space's
+//! grant slots have grown to hold them (up to 16 384 blocks; `sim-write 10 20000` goes
+//! through the engine for most writes).
 //! `sim-read` and `sim-exec` are `sim-write` with an 8-byte read (`SimSpace::read`) or
 //! instruction fetch (`SimSpace::execute`, the pages committed execute-read-write) instead.
 //!
@@ -48,8 +50,10 @@
 //! (callgrind: `--toggle-collect='*timed_sim_random*'`): granted reads while the space
 //! keeps grants for that many blocks, else mostly through the engine.
 //!
-//! `sim-query [calls]` times `VirtualQuery` on the simulated backend as the
-//! `query1e5/sim` benchmark makes it (callgrind: `--toggle-collect='*timed_sim_query*'`).
+//! `sim-query [calls]` times `VirtualQuery` on the simulated backend in a layout like the
+//! `query1e5/sim` benchmark's (callgrind: `--toggle-collect='*timed_sim_query*'`); its
+//! addresses, generator and protections differ: `VIRTMEM_PROFILE=query1e5` on the `scale`
+//! bench binary makes exactly the benchmark's calls.
 //!
 //! `sim-access [calls] [few]` times a checked 8-byte write and read on a simulated space, mostly
 //! inside granted blocks, with a protect pair, decommit and commit every 64 accesses
