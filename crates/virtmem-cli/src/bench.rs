@@ -421,8 +421,12 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
 
     let mut rows: Vec<(String, Ns, Ns, Ns)> = Vec::new();
 
+    // Each closure is bound before it is borrowed: `Some(&|| ...)` extends the temporary's
+    // life only from Rust 1.89 on (the MSRV is older).
     #[cfg(target_os = "linux")]
-    let raw_life: Option<&dyn Fn() -> [f64; 1]> = Some(&|| [raw::lifecycle(n_life)]);
+    let raw_life = || [raw::lifecycle(n_life)];
+    #[cfg(target_os = "linux")]
+    let raw_life: Option<&dyn Fn() -> [f64; 1]> = Some(&raw_life);
     #[cfg(not(target_os = "linux"))]
     let raw_life: Option<&dyn Fn() -> [f64; 1]> = None;
     let lin_life = linux.as_ref().map(|l| move || [lifecycle(l, n_life)]);
@@ -433,7 +437,9 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
     rows.push((format!("lifecycle: reserve+commit+decommit+release 64 KiB (x{n_life})"), raw, lin, s));
 
     #[cfg(target_os = "linux")]
-    let raw_churn: Option<&dyn Fn() -> [f64; 1]> = Some(&|| [raw::churn(n_churn)]);
+    let raw_churn = || [raw::churn(n_churn)];
+    #[cfg(target_os = "linux")]
+    let raw_churn: Option<&dyn Fn() -> [f64; 1]> = Some(&raw_churn);
     #[cfg(not(target_os = "linux"))]
     let raw_churn: Option<&dyn Fn() -> [f64; 1]> = None;
     let lin_churn = linux.as_ref().map(|l| move || [churn(l, n_churn)]);
