@@ -13,7 +13,7 @@
 # release whose own `rust-version` is at most ours) and checks everything on that. Needs
 # network (rustup, the crates.io index) and a default cargo of 1.84 or later.
 #
-# `--check-only` skips the unit-test build: .ci/run passes it, which keeps a cold run (the
+# `--check-only` skips the unit-test build, which keeps a cold run (the
 # toolchain, the index and every dependency downloaded and checked again) near two minutes
 # on a 2-core machine (2 min 12 s measured, under load), where the whole script took
 # 3 min 54 s; a warm run, 3 s. The check covers the unit
