@@ -372,6 +372,7 @@ const GAPS: usize = 6;
 const FAN: usize = 16;
 #[cfg(test)]
 const FAN: usize = 4;
+const _: () = assert!(FAN.is_power_of_two());
 
 /// A leaf of the free space's B+-tree: up to [`GAPS`] consecutive gaps, inline.
 ///
@@ -606,16 +607,34 @@ impl FreeSpace {
         n.kids[..n.len as usize].iter().position(|&k| k == child).expect("a node is its parent's child")
     }
 
+    /// Where the child of inner node `p` whose keys hold `key` is among its children
+    /// (the child whose key is the greatest at most `key`, or the first): a bisection
+    /// of the keys a descent just read, where [`FreeSpace::slot`]'s scan for a number
+    /// cost a release ~40 instructions a level. A fixed number of halvings ([`FAN`] is
+    /// a power of two; keys past the last child are `usize::MAX`, greater than any
+    /// address looked up but that one), each a compare and a conditional add.
+    #[inline]
+    fn slot_by_key(&self, p: u32, key: usize) -> usize {
+        let n = &self.nodes[p as usize];
+        let mut base = 0;
+        let mut half = FAN / 2;
+        while half > 0 {
+            if n.keys[(base + half) % FAN] <= key {
+                base += half;
+            }
+            half /= 2;
+        }
+        base.min(n.len as usize - 1)
+    }
+
     /// The leaf whose key is the greatest at most `addr`, or the first leaf (the tree
     /// is not empty).
     #[inline]
     fn descend(&self, addr: usize) -> u32 {
         let mut t = self.root;
         for _ in 0..self.height {
-            let n = &self.nodes[t as usize];
             // Keys past the last child are usize::MAX: the whole array bisects.
-            let i = n.keys[1..].partition_point(|&k| k <= addr).min(n.len as usize - 1);
-            t = n.kids[i];
+            t = self.nodes[t as usize].kids[self.slot_by_key(t, addr)];
         }
         t
     }
@@ -638,52 +657,53 @@ impl FreeSpace {
 
     /// After the longest gap under node `t` (at `level`) grew to `m` (or stayed), with
     /// nothing else changed: raise the maxima above it, stopping at the first that is
-    /// already as long (no other child is read).
-    fn raise(&mut self, mut t: u32, level: u32, m: usize) {
+    /// already as long (no other child is read). Its key is right in its parent.
+    fn raise(&mut self, t: u32, level: u32, m: usize) {
+        // Every node on the way up holds `t`'s key in the child on the path.
+        let key = self.key_of(t, level);
         let mut p = self.parent_of(t, level);
         while p != NIL {
-            let s = self.slot(p, t);
+            let s = self.slot_by_key(p, key);
             let n = &mut self.nodes[p as usize];
             if n.maxs[s] >= m {
                 return;
             }
             n.maxs[s] = m;
-            t = p;
             p = n.parent;
         }
     }
 
     /// After the longest gap under node `t` (at `level`) became `m`: fix the maxima
     /// above it, stopping at the first that stays the same (those above depend on
-    /// nothing else that changed).
-    fn refresh(&mut self, mut t: u32, level: u32, mut m: usize) {
+    /// nothing else that changed). Its key is right in its parent.
+    fn refresh(&mut self, t: u32, level: u32, mut m: usize) {
+        let key = self.key_of(t, level);
         let mut p = self.parent_of(t, level);
         while p != NIL {
-            let s = self.slot(p, t);
+            let s = self.slot_by_key(p, key);
             let n = &mut self.nodes[p as usize];
             if n.maxs[s] == m {
                 return;
             }
             n.maxs[s] = m;
             m = n.max();
-            t = p;
             p = n.parent;
         }
     }
 
-    /// After the key of node `t` (at `level`) changed: set it in its parent, and in the
-    /// parent's parent while it is a first child.
-    fn fix_key(&mut self, mut t: u32, level: u32) {
+    /// After the key of node `t` (at `level`) changed from `old`: set it in its parent,
+    /// and in the parent's parent while it is a first child (each found by a bisection
+    /// for `old`, still there).
+    fn fix_key(&mut self, t: u32, level: u32, old: usize) {
         let key = self.key_of(t, level);
         let mut p = self.parent_of(t, level);
         while p != NIL {
-            let s = self.slot(p, t);
+            let s = self.slot_by_key(p, old);
             let n = &mut self.nodes[p as usize];
             n.keys[s] = key;
             if s != 0 {
                 return;
             }
-            t = p;
             p = n.parent;
         }
     }
@@ -709,8 +729,11 @@ impl FreeSpace {
             return;
         }
         if self.nodes[p as usize].len as usize == FAN {
-            let q = self.split_node(p, level + 1);
-            if !self.nodes[p as usize].kids[..FAN / 2].contains(&c) {
+            // (A split at the last child keeps the others: see `split_leaf`.)
+            let last = self.nodes[p as usize].kids[FAN - 1] == c;
+            let q = self.split_node(p, level + 1, if last { FAN - 1 } else { FAN / 2 });
+            let kept = self.nodes[p as usize].len as usize;
+            if !self.nodes[p as usize].kids[..kept].contains(&c) {
                 p = q;
             }
         }
@@ -729,11 +752,10 @@ impl FreeSpace {
         self.set_parent(n, level, p);
     }
 
-    /// Move the upper half of full inner node `p` (at `level`) to a new node linked
-    /// after it; returns the new node.
-    fn split_node(&mut self, p: u32, level: u32) -> u32 {
+    /// Move the children of full inner node `p` (at `level`) from the `mid`-th on to a
+    /// new node linked after it; returns the new node.
+    fn split_node(&mut self, p: u32, level: u32, mid: usize) -> u32 {
         let q = self.alloc_node();
-        let mid = FAN / 2;
         let mut upper = GapNode::EMPTY;
         let node = &mut self.nodes[p as usize];
         upper.keys[..FAN - mid].copy_from_slice(&node.keys[mid..]);
@@ -751,12 +773,15 @@ impl FreeSpace {
         q
     }
 
-    /// Split full leaf `c` in two halves, the upper one a new leaf linked after it, so
-    /// that a gap can be inserted as its `i`-th: returns the leaf and the index where
-    /// it now goes.
+    /// Split full leaf `c` in two, the upper part a new leaf linked after it, so that a
+    /// gap can be inserted as its `i`-th: returns the leaf and the index where it now
+    /// goes. Halves, but for a gap that goes after the last: then only the last moves,
+    /// so that gaps made in address order (a space filled bottom-up) leave full leaves
+    /// behind them (and full inner nodes: [`FreeSpace::adopt`] splits so too), not half
+    /// full ones: half as many leaves, and fewer levels to descend.
     fn split_leaf(&mut self, c: u32, i: usize) -> (u32, usize) {
         let n = self.alloc_leaf();
-        let mid = GAPS / 2;
+        let mid = if i == GAPS { GAPS - 1 } else { GAPS / 2 };
         let mut upper = GapLeaf::EMPTY;
         let leaf = &mut self.leaves[c as usize];
         upper.starts[..GAPS - mid].copy_from_slice(&leaf.starts[mid..]);
@@ -779,7 +804,7 @@ impl FreeSpace {
     /// joins a neighbour if thin.
     fn remove_slot(&mut self, p: u32, s: usize, level: u32) {
         let node = &mut self.nodes[p as usize];
-        let len = node.len as usize;
+        let (len, old) = (node.len as usize, node.keys[0]);
         node.keys.copy_within(s + 1..len, s);
         node.kids.copy_within(s + 1..len, s);
         node.maxs.copy_within(s + 1..len, s);
@@ -797,7 +822,7 @@ impl FreeSpace {
             return;
         }
         if s == 0 {
-            self.fix_key(p, level);
+            self.fix_key(p, level, old);
         }
         let m = self.nodes[p as usize].max();
         self.refresh(p, level, m);
@@ -887,13 +912,12 @@ impl FreeSpace {
                 return Some(h);
             }
         }
-        if self.root == NIL {
+        // (Before every gap, as a placement from the bottom asks first: no descent.)
+        if self.root == NIL || addr < self.key_of(self.root, self.height) {
             return None;
         }
         let c = self.descend(addr);
-        if self.leaves[c as usize].starts[0] > addr {
-            return None;
-        }
+        debug_assert!(self.leaves[c as usize].starts[0] <= addr);
         found(c);
         self.hint.set(c);
         Some(c)
@@ -996,7 +1020,8 @@ impl FreeSpace {
         leaf.ends.copy_within(i..len, i + 1);
         (leaf.starts[i], leaf.ends[i]) = gap;
         leaf.len += 1;
-        self.settle(c, i == 0, 0, gap.1 - gap.0);
+        let old = (i == 0).then(|| leaf.starts[1]);
+        self.settle(c, old, 0, gap.1 - gap.0);
     }
 
     /// Cut gap `i` of leaf `c`, `(s, e)`, into `(s, rs)` and `(re, e)`
@@ -1014,7 +1039,7 @@ impl FreeSpace {
         (leaf.starts[j], leaf.ends[j]) = (re, e);
         leaf.len += 1;
         // Both pieces are shorter than the gap that went.
-        self.settle(c, false, e - s, 0);
+        self.settle(c, None, e - s, 0);
     }
 
     /// Remove the `i`-th gap of leaf `c`.
@@ -1037,7 +1062,7 @@ impl FreeSpace {
         leaf.starts.copy_within(i + 1..len, i);
         leaf.ends.copy_within(i + 1..len, i);
         leaf.len -= 1;
-        self.settle(c, i == 0, e - s, 0);
+        self.settle(c, (i == 0).then_some(s), e - s, 0);
     }
 
     /// Give the `i`-th gap of leaf `c` the bounds `to`, which keep its place in the
@@ -1046,18 +1071,18 @@ impl FreeSpace {
         let leaf = &mut self.leaves[c as usize];
         let (s, e) = (leaf.starts[i], leaf.ends[i]);
         (leaf.starts[i], leaf.ends[i]) = to;
-        self.settle(c, i == 0 && s != to.0, e - s, to.1 - to.0);
+        self.settle(c, (i == 0 && s != to.0).then_some(s), e - s, to.1 - to.0);
     }
 
     /// After the gaps of leaf `c` (still not empty) changed — a gap `lost` long went
     /// (or changed) and one `gained` long came (or is what it changed to); 0 for none,
-    /// and any other gap that came is shorter than `lost`; `first` when its first gap's
-    /// start changed — fix its key, update its longest gap (a rescan only when the last
-    /// gap of that length went), fix the maxima above it, and join it with a neighbour
-    /// if thin.
-    fn settle(&mut self, c: u32, first: bool, lost: usize, gained: usize) {
-        if first {
-            self.fix_key(c, 0);
+    /// and any other gap that came is shorter than `lost`; `old` its key before, when
+    /// its first gap's start changed — fix its key, update its longest gap (a rescan
+    /// only when the last gap of that length went), fix the maxima above it, and join it
+    /// with a neighbour if thin.
+    fn settle(&mut self, c: u32, old: Option<usize>, lost: usize, gained: usize) {
+        if let Some(old) = old {
+            self.fix_key(c, 0, old);
         }
         let leaf = &mut self.leaves[c as usize];
         let own = leaf.own;
