@@ -6,9 +6,9 @@
 //!   live in a sorted inline vector (no allocation for one or two runs); beyond that in
 //!   a B-tree.
 //! - [`FreeSpace`]: the free, allocatable gaps of an address space (64 KiB aligned), in
-//!   sorted chunks under a treap augmented with the largest gap of each subtree, so that
-//!   first-fit (lowest or highest address) placement is `O(log n)` however many small
-//!   gaps lie before it.
+//!   a B+-tree whose leaves hold the gaps inline and whose inner nodes hold each child's
+//!   largest gap, so that first-fit (lowest or highest address) placement is `O(log n)`
+//!   however many small gaps lie before it.
 //! - [`Reservations`]: the reservations of a space by base address, in a three-level
 //!   B+-tree whose leaves hold the records inline (a lookup at 10^6 reservations touches
 //!   two cache lines outside the caches: a leaf's bases and the record).
@@ -645,11 +645,7 @@ impl FreeSpace {
         for _ in 0..level {
             let n = &self.nodes[t as usize];
             let maxs = &n.maxs[..n.len as usize];
-            let k = if highest {
-                maxs.iter().rposition(|&m| m >= need)
-            } else {
-                maxs.iter().position(|&m| m >= need)
-            };
+            let k = if highest { maxs.iter().rposition(|&m| m >= need) } else { maxs.iter().position(|&m| m >= need) };
             t = n.kids[k.expect("a child holds the maximum")];
         }
         t
@@ -1496,7 +1492,8 @@ impl FreeSpace {
                 if n == 0 || n > GAPS {
                     return Err(format!("leaf {t} holds {n} gaps"));
                 }
-                if (l.own, l.own_n) != { let (a, b, _) = longest(&l.starts[..n], &l.ends[..n]); (a, b) } {
+                let (own, own_n, _) = longest(&l.starts[..n], &l.ends[..n]);
+                if (l.own, l.own_n) != (own, own_n) {
                     return Err(format!("leaf {t}: longest gap {} x{} wrong", l.own, l.own_n));
                 }
                 let mut lens: Vec<usize> = (0..n).map(|k| l.ends[k] - l.starts[k]).collect();
@@ -1558,7 +1555,6 @@ impl FreeSpace {
         Ok(())
     }
 }
-
 
 /// The state of a page of a reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -3409,8 +3405,8 @@ mod tests {
         use proptest::prelude::*;
 
         const UNITS: usize = 80;
-        /// Granules of the free-space tests with many chunks (fewer under Miri, which
-        /// is a thousand times slower; still several chunks and groups of them).
+        /// Granules of the free-space tests with many leaves (fewer under Miri, which
+        /// is a thousand times slower; still several leaves and levels of them).
         const MANY: usize = if cfg!(miri) { 48 } else { 1200 };
         /// Most operations of those tests (fewer under Miri).
         const MANY_OPS: usize = if cfg!(miri) { 24 } else { 400 };
@@ -3441,13 +3437,13 @@ mod tests {
         }
 
         /// Gives between two gaps (a release between two holes, the usual case): joined
-        /// in their chunk (`FreeSpace::merged`) when both gaps lie in it, by the general
-        /// path when the gap after starts the next chunk; against the model after each,
-        /// in an order that makes longest gaps, empties chunks and joins them.
+        /// in their leaf (`FreeSpace::merged`) when both gaps lie in it, by the general
+        /// path when the gap after starts the next leaf; against the model after each,
+        /// in an order that makes longest gaps, empties leaves and joins them.
         #[test]
         fn freespace_gives_between_two_gaps_match_model() {
             const N: usize = 60;
-            // Every other granule taken: 29 gaps of one granule, over several chunks.
+            // Every other granule taken: 29 gaps of one granule, over several leaves.
             let taken: Vec<usize> = (2..N - 1).step_by(2).collect();
             let mut ops: Vec<(bool, usize, usize, u8)> = taken.iter().map(|&u| (true, u, 1, 0)).collect();
             // Given back in a scrambled order (a stride prime to the count), warmed first
@@ -3479,7 +3475,7 @@ mod tests {
                     let e = (s..e).find(|&u| free[u]).unwrap_or(e);
                     if e > s {
                         // As a release does, half the time: load the gaps first (and
-                        // leave the hint on their chunk).
+                        // leave the hint on their leaf).
                         if mode & 1 == 1 {
                             f.warm(s * g);
                         }
@@ -3778,8 +3774,8 @@ mod tests {
             fn freespace_with_many_chunks_matches_model(
                 ops in prop::collection::vec((any::<bool>(), 0..MANY, 1..4usize, 0..3u8), 1..MANY_OPS)
             ) {
-                // Enough small gaps for dozens of chunks, groups and group summaries, so
-                // that placement must skip some and groups split and merge.
+                // Enough small gaps for dozens of leaves and several levels of inner
+                // nodes, so that placement must skip some and nodes split and join.
                 freespace_run(MANY, &ops)?;
             }
 
@@ -3787,8 +3783,8 @@ mod tests {
             fn freespace_fragmented_then_healed_matches_model(
                 spots in prop::collection::vec((0..MANY, 1..4usize), 1..MANY_OPS)
             ) {
-                // Takes cut the space into many chunks and groups; giving the same
-                // stretches back merges gaps, empties chunks and thins groups until
+                // Takes cut the space into many leaves and nodes; giving the same
+                // stretches back merges gaps, empties leaves and thins nodes until
                 // they merge and go.
                 let takes = spots.iter().map(|&(at, len)| (true, at, len, 0u8));
                 let gives = spots.iter().rev().map(|&(at, len)| (false, at, len, 1u8));
