@@ -88,6 +88,20 @@ impl<V: Copy> Iterator for Runs<'_, V> {
     }
 }
 
+/// Remove the `n` runs of `few` from place `at` on (all there). (Runs are `Copy`: the
+/// last runs are cut off by a length change, others by a shift of the tail; a
+/// `SmallVec::remove` was a call of ~39 instructions, most of a decommit's edit of its
+/// reservation's runs.)
+#[inline(always)]
+fn remove_runs<V: Copy>(few: &mut SmallVec<[(usize, V); 2]>, at: usize, n: usize) {
+    let len = few.len();
+    debug_assert!(at + n <= len);
+    if at + n < len {
+        few.copy_within(at + n..len, at);
+    }
+    few.truncate(len - n);
+}
+
 /// The runs of a [`Store::Few`] from the one holding `addr` on.
 fn from_run_of<V>(few: &[(usize, V)], addr: usize) -> &[(usize, V)] {
     let i = few.partition_point(|&(k, _)| k <= addr).max(1) - 1;
@@ -211,6 +225,64 @@ impl<V: Copy + Eq> RunMap<V> {
         self.set(range, v)
     }
 
+    /// [`RunMap::set`] for a caller that found the run holding `range.start` with
+    /// [`RunMap::find`] (`at`) and whose `range` usually lies in that run: a decommit or
+    /// commit of pages of one run. Inlined without a search when `range` lies in the run
+    /// at `at` and the change is made in place: the range is the whole run (which takes
+    /// `v`, or is taken over by a neighbour that has it), or it starts the run and the
+    /// run before has `v`, or it ends the run and the run after has `v` (the boundary
+    /// between the two moves), or the run already has `v`. Any other change goes to
+    /// `set`. `at` is only a hint: whether `range` lies in the run there is checked, so
+    /// a wrong or stale one costs the general way and does no harm.
+    #[inline]
+    pub fn set_at(&mut self, at: RunAt, range: Range<usize>, v: V) {
+        let (s, e) = (range.start, range.end);
+        if let Store::Few(few) = &mut self.store {
+            let lo = at.0;
+            let runs = few.as_mut_slice();
+            if let Some(&(k, cur)) = runs.get(lo) {
+                let next = runs.get(lo + 1).copied();
+                let next_start = next.map_or(self.end, |(k, _)| k);
+                // (Run starts ascend: `[s, e)` lies in the run at `lo` exactly when
+                // this holds, whatever `lo` is.)
+                if k <= s && s < e && e <= next_start {
+                    if cur == v {
+                        return;
+                    }
+                    let next_v = next.is_some_and(|(_, n)| n == v);
+                    if k == s {
+                        let before_v = lo > 0 && runs[lo - 1].1 == v;
+                        if e == next_start {
+                            match (before_v, next_v) {
+                                (false, false) => runs[lo].1 = v,
+                                // The run before takes it over.
+                                (true, false) => remove_runs(few, lo, 1),
+                                // The run after does: it starts at `s` now.
+                                (false, true) => {
+                                    runs[lo].1 = v;
+                                    remove_runs(few, lo + 1, 1);
+                                }
+                                // All three are one run.
+                                (true, true) => remove_runs(few, lo, 2),
+                            }
+                            return;
+                        }
+                        if before_v {
+                            // The run before grows to `e`.
+                            runs[lo].0 = e;
+                            return;
+                        }
+                    } else if e == next_start && next_v {
+                        // The run after grows down to `s`.
+                        runs[lo + 1].0 = s;
+                        return;
+                    }
+                }
+            }
+        }
+        self.set(range, v)
+    }
+
     /// Give every address of `range` the value `v`, coalescing with neighbours.
     pub fn set(&mut self, range: Range<usize>, v: V) {
         let (s, e) = (range.start, range.end);
@@ -237,16 +309,12 @@ impl<V: Copy + Eq> RunMap<V> {
                         if next_start == e {
                             match (before_v, next.is_some_and(|(_, n)| n == v)) {
                                 (false, false) => runs[lo].1 = v,
-                                (true, false) => {
-                                    few.remove(lo);
-                                }
+                                (true, false) => remove_runs(few, lo, 1),
                                 (false, true) => {
-                                    runs[lo + 1].0 = s;
-                                    few.remove(lo);
+                                    runs[lo].1 = v;
+                                    remove_runs(few, lo + 1, 1);
                                 }
-                                (true, true) => {
-                                    few.drain(lo..lo + 2);
-                                }
+                                (true, true) => remove_runs(few, lo, 2),
                             }
                             return;
                         }
@@ -3094,15 +3162,22 @@ mod tests {
                 for v in 0..3u8 {
                     let mut want = model.to_vec();
                     want[s..e].fill(v);
-                    // `set`, then `set_run` with the place of the run holding the
-                    // range's start, and with that of the first run (a wrong hint).
-                    for way in 0..3 {
+                    // `set`, then `set_run` and `set_at` with the place of the run
+                    // holding the range's start, and with that of the first run (a wrong
+                    // hint), and `set_at` with that of the last run and with a place
+                    // past every run (wrong too).
+                    for way in 0..7 {
                         let mut got = m.clone();
-                        let hint = |m: &RunMap<u8>| m.find(base + if way == 1 { s.min(n - 1) } else { 0 }).2;
-                        if way == 0 {
-                            got.set(base + s..base + e, v);
-                        } else {
-                            got.set_run(hint(m), base + s..base + e, v);
+                        let hint = |m: &RunMap<u8>| match way {
+                            1 | 3 => m.find(base + s.min(n - 1)).2,
+                            5 => m.find(base + n - 1).2,
+                            6 => RunAt(m.len()),
+                            _ => m.find(base).2,
+                        };
+                        match way {
+                            0 => got.set(base + s..base + e, v),
+                            1 | 2 => got.set_run(hint(m), base + s..base + e, v),
+                            _ => got.set_at(hint(m), base + s..base + e, v),
                         }
                         check_units(&got, &want, base);
                     }
@@ -3556,12 +3631,17 @@ mod tests {
                 let mut model = vec![0u8; UNITS];
                 for (a, b, v) in ops {
                     let (s, e) = (a.min(b), a.max(b) + 1);
-                    // (`set_run` must do what `set` does, whatever the range.)
-                    if b % 3 == 0 {
+                    // (`set_run` and `set_at` must do what `set` does, whatever the
+                    // range.)
+                    if b % 3 != 1 {
                         // (With the place of the run holding the range's start, or of
                         // another run: a wrong hint must do no harm.)
                         let (_, _, at) = m.find(base + if a % 2 == 0 { s } else { (s + UNITS / 2) % UNITS });
-                        m.set_run(at, base + s..base + e, v);
+                        if b % 3 == 0 {
+                            m.set_run(at, base + s..base + e, v);
+                        } else {
+                            m.set_at(at, base + s..base + e, v);
+                        }
                     } else {
                         m.set(base + s..base + e, v);
                     }
@@ -3605,7 +3685,11 @@ mod tests {
                         m.set(u..u + 1, v);
                     } else {
                         let (_, _, at) = m.find(u);
-                        m.set_run(at, u..u + 1, v);
+                        if u % 4 == 1 {
+                            m.set_run(at, u..u + 1, v);
+                        } else {
+                            m.set_at(at, u..u + 1, v);
+                        }
                     }
                     model[u] = v;
                 }
