@@ -2497,6 +2497,13 @@ impl Reservations {
         self.leaves[s.leaf as usize].rec(s.index as usize)
     }
 
+    /// [`Reservations::found`], to change.
+    #[inline(always)]
+    pub fn found_mut(&mut self, s: Slot) -> &mut Reservation {
+        debug_assert_eq!(self.checked(s), Some((s.leaf, s.index as usize)), "a slot used after the index changed");
+        self.leaves[s.leaf as usize].rec_mut(s.index as usize)
+    }
+
     /// [`Reservations::at`], to change.
     #[inline(always)]
     pub fn at_mut(&mut self, s: Slot) -> Option<&mut Reservation> {

@@ -1092,9 +1092,7 @@ impl<B: Backend> AddressSpace<B> {
             FreeRequest::Decommit { range } => {
                 let (book, found) = self.settle(range.start);
                 let at = found.ok_or(Error::InvalidAddress)?;
-                if range.end > book.reservations.at(at).expect("reservation").end {
-                    return Err(Error::InvalidParameter);
-                }
+                // (`decommit` checks that the range ends inside the reservation.)
                 self.decommit(book, at, range)
             }
         }
@@ -1159,9 +1157,36 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(book, at, steps, record, |_| {}, |_, _| {} /* (no access steps) */)
     }
 
-    fn decommit(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
-        let res = book.reservations.at(at).expect("reservation");
+    /// Decommit `range` of the reservation `at` (just found by `settle` under the lock
+    /// `book`, the reservation holding `range.start`): `ERROR_INVALID_PARAMETER` if the
+    /// range runs past its end or would split a large page.
+    fn decommit(&self, mut book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
+        // (Found under this lock, which is still held: read without a check.)
+        let res = book.reservations.found(at);
+        if range.end > res.end {
+            return Err(Error::InvalidParameter);
+        }
         self.whole_large_pages(res, &range)?;
+        let (first, st, run) = res.pages.find(range.start);
+        if first.end >= range.end && res.locked.is_none() && self.backend.inline_effects() {
+            // The usual case on a backend whose effects never wait (the simulated one):
+            // the range lies in one run and nothing is locked, so the plan would be at
+            // most one step, carried out under the lock, whose failure has nothing
+            // before it to undo. What `finish` does with it, without planning it: no
+            // list of runs and step built and moved, no second search of the record.
+            let PageState::Committed(p) = st else {
+                // Nothing committed: nothing to tell the backend, nothing to record.
+                return Ok(());
+            };
+            self.backend.decommit(&[(range.clone(), rules::access_of(p))]).map_err(backend_error)?;
+            let freed = range.len();
+            let book = &mut *book;
+            book.committed -= freed;
+            let res = book.reservations.found_mut(at);
+            res.committed -= freed;
+            res.pages.set_at(run, range, PageState::Reserved);
+            return Ok(());
+        }
         let mut committed = AccessRuns::new();
         let mut freed = 0;
         let mut note = |r: Range<usize>, st: PageState| {
@@ -1170,8 +1195,7 @@ impl<B: Backend> AddressSpace<B> {
                 committed.push((r, rules::access_of(p)));
             }
         };
-        // The usual case first: the range lies in one run (no walk over runs).
-        let (first, st) = res.pages.get(range.start);
+        // The range in one run: no walk over runs.
         if first.end >= range.end {
             note(range.clone(), st);
         } else {
