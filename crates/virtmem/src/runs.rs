@@ -233,8 +233,10 @@ impl<V: Copy + Eq> RunMap<V> {
     /// run before has `v`, or it ends the run and the run after has `v` (the boundary
     /// between the two moves), or the run already has `v`. Any other change goes to
     /// `set`. `at` is only a hint: whether `range` lies in the run there is checked, so
-    /// a wrong or stale one costs the general way and does no harm.
-    #[inline]
+    /// a wrong or stale one costs the general way and does no harm. (Always inlined:
+    /// its callers' `v` is often a constant, and as a call of its own it cost a
+    /// decommit ~70 instructions, most of them the call's.)
+    #[inline(always)]
     pub fn set_at(&mut self, at: RunAt, range: Range<usize>, v: V) {
         let (s, e) = (range.start, range.end);
         if let Store::Few(few) = &mut self.store {

@@ -919,7 +919,8 @@ impl<B: Backend> AddressSpace<B> {
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, at) = self.settle(range.start);
         let at = at.ok_or(Error::InvalidAddress)?;
-        let res = book.reservations.at(at).expect("reservation");
+        // (Found under this lock, which is still held: read without a check.)
+        let res = book.reservations.found(at);
         if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
@@ -929,6 +930,35 @@ impl<B: Backend> AddressSpace<B> {
         self.whole_large_pages(res, &range)?;
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
+        let (first, st, run) = res.pages.find(range.start);
+        if first.end >= range.end && self.backend.inline_effects() {
+            // The usual case on a backend whose effects never wait (the simulated one):
+            // the range lies in one run, so the plan would be at most one step, carried
+            // out under the lock, whose failure has nothing before it to undo. What
+            // `finish` does with it, without planning it: the charge checked, the step
+            // (if the access changes) made, then the book changed, the record reached
+            // without a second search and its run edited where `find` found it.
+            let (from, newly) = match st {
+                PageState::Reserved => (Access::None, range.len()),
+                PageState::Committed(p) => (rules::access_of(p), 0),
+            };
+            if let Some(limit) = book.commit_limit {
+                // Recommitting committed pages charges nothing, so it never hits the limit.
+                if newly > 0 && book.committed + newly > limit {
+                    return Err(Error::CommitmentLimit);
+                }
+            }
+            if from != to {
+                self.backend.set_access(range.clone(), from, to).map_err(backend_error)?;
+            }
+            let book = &mut *book;
+            book.committed += newly;
+            let res = book.reservations.found_mut(at);
+            res.committed += newly;
+            let start = range.start;
+            res.pages.set_at(run, range, PageState::Committed(eff));
+            return Ok(start);
+        }
         let mut newly = 0;
         let mut plan = |r: Range<usize>, st: PageState| {
             let from = match st {
@@ -940,9 +970,7 @@ impl<B: Backend> AddressSpace<B> {
             };
             (from != to).then(|| Step::Access(r, from, to))
         };
-        // The usual case first: the range lies in one run, so the plan is at most one
-        // step, not a vector.
-        let (first, st) = res.pages.get(range.start);
+        // The range lies in one run: the plan is at most one step, not a vector.
         let one: Option<Step>;
         let many: Steps;
         let steps: &[Step] = if first.end >= range.end {
@@ -968,7 +996,7 @@ impl<B: Backend> AddressSpace<B> {
             steps,
             |book| {
                 let res = book.reservations.at_mut(at).expect("reservation");
-                res.pages.set(range, PageState::Committed(eff));
+                res.pages.set_at(run, range, PageState::Committed(eff));
                 res.committed += newly;
                 start
             },

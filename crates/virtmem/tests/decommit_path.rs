@@ -331,3 +331,25 @@ fn a_refused_decommit_or_commit_changes_nothing_on_either_way() {
         }
     }
 }
+
+/// The commit limit (`AddressSpace::set_commit_limit`) is checked before anything is
+/// done, on either way: a commit of reserved pages that would pass it fails with
+/// `ERROR_COMMITMENT_LIMIT` and changes nothing (nothing told to the backend); a
+/// recommit of committed pages charges nothing and passes it; one that fits succeeds.
+#[test]
+fn the_commit_limit_is_checked_on_either_way() {
+    for inline in [true, false] {
+        let r = rig(inline);
+        let committed = r.s.committed_bytes();
+        r.s.set_commit_limit(Some(committed + P));
+        let before = state(&r.s, Some((r.w, G)));
+        assert_eq!(r.s.alloc(r.a + P, 2 * P, T::COMMIT, Pr::READWRITE), Err(Error::CommitmentLimit), "inline {inline}");
+        assert_eq!(state(&r.s, Some((r.w, G))), before, "inline {inline}");
+        assert!(r.s.backend().told.lock().unwrap().is_empty(), "inline {inline}");
+        r.s.alloc(r.a + 4 * P, 4 * P, T::COMMIT, Pr::READONLY).unwrap();
+        assert_eq!(r.s.committed_bytes(), committed, "inline {inline}: a recommit charges nothing");
+        r.s.alloc(r.a + P, P, T::COMMIT, Pr::READWRITE).unwrap();
+        assert_eq!(r.s.committed_bytes(), committed + P, "inline {inline}");
+        assert_eq!(r.s.query(r.a).unwrap().region_size, 2 * P, "inline {inline}: one run of two pages");
+    }
+}
