@@ -919,8 +919,10 @@ impl<B: Backend> AddressSpace<B> {
     fn commit(&self, range: Range<usize>, protect: Protection) -> Result<usize> {
         let (mut book, at) = self.settle(range.start);
         let at = at.ok_or(Error::InvalidAddress)?;
-        // (Found under this lock, which is still held: read without a check.)
-        let res = book.reservations.found(at);
+        // (Found under this lock, which is still held: read without a check, once, for
+        // the checks and the usual case's change; the book's totals are other fields.)
+        let b = &mut *book;
+        let res = b.reservations.found_mut(at);
         if range.end > res.end {
             return Err(Error::InvalidAddress);
         }
@@ -942,18 +944,16 @@ impl<B: Backend> AddressSpace<B> {
                 PageState::Reserved => (Access::None, range.len()),
                 PageState::Committed(p) => (rules::access_of(p), 0),
             };
-            if let Some(limit) = book.commit_limit {
+            if let Some(limit) = b.commit_limit {
                 // Recommitting committed pages charges nothing, so it never hits the limit.
-                if newly > 0 && book.committed + newly > limit {
+                if newly > 0 && b.committed + newly > limit {
                     return Err(Error::CommitmentLimit);
                 }
             }
             if from != to {
                 self.backend.set_access(range.clone(), from, to).map_err(backend_error)?;
             }
-            let book = &mut *book;
-            book.committed += newly;
-            let res = book.reservations.found_mut(at);
+            b.committed += newly;
             res.committed += newly;
             let start = range.start;
             res.pages.set_at(run, range, PageState::Committed(eff));
@@ -1189,8 +1189,10 @@ impl<B: Backend> AddressSpace<B> {
     /// `book`, the reservation holding `range.start`): `ERROR_INVALID_PARAMETER` if the
     /// range runs past its end or would split a large page.
     fn decommit(&self, mut book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
-        // (Found under this lock, which is still held: read without a check.)
-        let res = book.reservations.found(at);
+        // (Found under this lock, which is still held: read without a check, once, for
+        // the checks and the change; the book's totals are other fields of it.)
+        let b = &mut *book;
+        let res = b.reservations.found_mut(at);
         if range.end > res.end {
             return Err(Error::InvalidParameter);
         }
@@ -1208,9 +1210,7 @@ impl<B: Backend> AddressSpace<B> {
             };
             self.backend.decommit(&[(range.clone(), rules::access_of(p))]).map_err(backend_error)?;
             let freed = range.len();
-            let book = &mut *book;
-            book.committed -= freed;
-            let res = book.reservations.found_mut(at);
+            b.committed -= freed;
             res.committed -= freed;
             res.pages.set_at(run, range, PageState::Reserved);
             return Ok(());
