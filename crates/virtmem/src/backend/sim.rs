@@ -841,6 +841,30 @@ impl SimBackend {
         self.revoke_blocks(first..range.end.div_ceil(BLOCK));
     }
 
+    /// Forget every grant of a block that `range` (non-empty, page-aligned) touches, then
+    /// drop its contents and marks: [`SimBackend::revoke`] and then
+    /// [`Backend::discard`], with the part of a range inside one block (most decommits)
+    /// found once for both, and passed by without its lock unless it holds a grant or
+    /// may hold something. (Each looking for it had cost a decommit ~20 instructions.)
+    #[inline(always)]
+    fn revoke_and_discard(&self, range: &Range<usize>) {
+        let first = range.start / BLOCK;
+        if (range.end - 1) / BLOCK != first {
+            self.revoke_blocks(first..range.end.div_ceil(BLOCK));
+            self.discard(range.clone());
+            return;
+        }
+        // (A part never made holds no grant and nothing stored or marked.)
+        let Some(shard) = self.part(shard_of(first)) else { return };
+        if shard.live.load(Ordering::Acquire) != 0 {
+            Self::revoke_one(shard, first);
+        }
+        if shard.used.load(Ordering::Relaxed) {
+            let pages = page_numbers(range);
+            self.each_used_part(&pages, true, |store| store.discard(pages.clone()));
+        }
+    }
+
     /// Forget every grant of `blocks`: in each part holding a grant among the parts of
     /// `blocks`, a look at no more slots than `blocks` has runs of [`SHARDS`] blocks, nor
     /// than the part has slots (a change of 1 TiB looks at the slots in use, at most
@@ -1188,8 +1212,7 @@ impl Backend for SimBackend {
 
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         for (r, _) in runs {
-            self.revoke(r);
-            self.discard(r.clone());
+            self.revoke_and_discard(r);
         }
         Ok(())
     }
