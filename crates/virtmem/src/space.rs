@@ -1118,7 +1118,9 @@ impl<B: Backend> AddressSpace<B> {
                 }
             }
             FreeRequest::Decommit { range } => {
-                let (book, found) = self.settle(range.start);
+                // (Inlined: the call and its answer passed through memory were ~35
+                // instructions of a decommit's ~620, callgrind.)
+                let (book, found) = self.settle_inline(range.start, |_| {});
                 let at = found.ok_or(Error::InvalidAddress)?;
                 // (`decommit` checks that the range ends inside the reservation.)
                 self.decommit(book, at, range)
