@@ -1190,6 +1190,7 @@ impl<B: Backend> AddressSpace<B> {
     /// Decommit `range` of the reservation `at` (just found by `settle` under the lock
     /// `book`, the reservation holding `range.start`): `ERROR_INVALID_PARAMETER` if the
     /// range runs past its end or would split a large page.
+    #[inline(always)]
     fn decommit(&self, mut book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
         // (Found under this lock, which is still held: read without a check, once, for
         // the checks and the change; the book's totals are other fields of it.)
@@ -1217,6 +1218,17 @@ impl<B: Backend> AddressSpace<B> {
             res.pages.set_at(run, range, PageState::Reserved);
             return Ok(());
         }
+        self.decommit_planned(book, at, range)
+    }
+
+    /// [`AddressSpace::decommit`] past its usual case (a range of several runs, locked
+    /// pages, a backend whose effects wait), its checks made: the plan of steps, carried
+    /// out by `finish`. (Out of line: its frame and saved registers had been the usual
+    /// case's too.)
+    #[inline(never)]
+    fn decommit_planned(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {
+        let res = book.reservations.found(at);
+        let (first, st) = res.pages.get(range.start);
         let mut committed = AccessRuns::new();
         let mut freed = 0;
         let mut note = |r: Range<usize>, st: PageState| {
