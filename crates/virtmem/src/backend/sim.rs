@@ -1210,6 +1210,7 @@ impl Backend for SimBackend {
         true
     }
 
+    #[inline(always)]
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         for (r, _) in runs {
             self.revoke_and_discard(r);
