@@ -1781,8 +1781,23 @@ impl Leaf {
 
     /// Bring the marks up to date after the bases changed.
     fn remark(&mut self) {
+        self.remark_from(0);
+    }
+
+    /// Bring the marks up to date after the bases from the `i`-th on changed (those
+    /// before it did not): only the marks of the lines from `i`'s on are read again, so
+    /// that a removal or an insertion does not read the lines of bases before its own,
+    /// which its lookup did not read either (a release at 10^6 regions touched ~0.75
+    /// such lines).
+    #[inline]
+    fn remark_from(&mut self, i: usize) {
+        // Mark `k` is `bases[LINE * (k + 1)]`: it changed only if that index is `i` or
+        // after. (A test of each mark, which the compiler unrolls, costs fewer
+        // instructions than a loop from the first to change.)
         for (k, m) in self.marks.iter_mut().enumerate() {
-            *m = self.bases[LINE * (k + 1)];
+            if LINE * (k + 1) >= i {
+                *m = self.bases[LINE * (k + 1)];
+            }
         }
     }
 
@@ -1808,7 +1823,7 @@ impl Leaf {
         // (Shifts with `copy_within`, a memmove: `rotate_*` by one place is a slower loop.)
         self.bases.copy_within(i..n, i + 1);
         self.bases[i] = base;
-        self.remark();
+        self.remark_from(i);
         // The first free place moves to position `i`.
         let free = self.slots[n];
         self.slots.copy_within(i..n, i + 1);
@@ -1828,7 +1843,7 @@ impl Leaf {
         *slot = None;
         self.bases.copy_within(i + 1..n, i);
         self.bases[n - 1] = usize::MAX;
-        self.remark();
+        self.remark_from(i);
         // Its place becomes the first free one.
         let freed = self.slots[i];
         self.slots.copy_within(i + 1..n, i);
