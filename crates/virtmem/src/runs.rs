@@ -684,10 +684,13 @@ impl FreeSpace {
     /// (the child whose key is the greatest at most `key`, or the first): a bisection
     /// of the keys a descent just read, where [`FreeSpace::slot`]'s scan for a number
     /// cost a release ~40 instructions a level. A fixed number of halvings ([`FAN`] is
-    /// a power of two; keys past the last child are `usize::MAX`, greater than any
-    /// address looked up but that one), each a compare and a conditional add.
+    /// a power of two; keys past the last child are `usize::MAX`, greater than `key`,
+    /// which must be less: so the answer is a child without a look at the node's length,
+    /// whose line holds nothing else a descent reads), each a compare and a conditional
+    /// add.
     #[inline]
     fn slot_by_key(&self, p: u32, key: usize) -> usize {
+        debug_assert!(key < usize::MAX);
         let n = &self.nodes[p as usize];
         let mut base = 0;
         let mut half = FAN / 2;
@@ -697,13 +700,17 @@ impl FreeSpace {
             }
             half /= 2;
         }
-        base.min(n.len as usize - 1)
+        debug_assert!(base < n.len as usize);
+        base
     }
 
     /// The leaf whose key is the greatest at most `addr`, or the first leaf (the tree
     /// is not empty).
     #[inline]
     fn descend(&self, addr: usize) -> u32 {
+        // No gap starts at `usize::MAX` (gaps are granules), so every key at most `addr`
+        // is at most this too, and it is less than the keys past a node's last child.
+        let addr = addr.min(usize::MAX - 1);
         let mut t = self.root;
         for _ in 0..self.height {
             // Keys past the last child are usize::MAX: the whole array bisects.
@@ -3447,6 +3454,42 @@ mod tests {
         f.take(&(0x50000..0x60000));
         assert_eq!(f.count(), 2);
         assert_eq!(f.largest(), 0xA0000);
+    }
+
+    /// Lookups at and just below `usize::MAX` in a tree of several levels find the last
+    /// gap (or none past it), as every other lookup finds its floor.
+    #[test]
+    fn free_space_lookups_at_the_top_of_the_address_range() {
+        // A descent bisects each node's keys without its length: the keys past its last
+        // child are usize::MAX, which an address of usize::MAX would not sort before.
+        const G: usize = 0x10000;
+        let top = usize::MAX & !(G - 1);
+        let mut f = FreeSpace::new(G..top);
+        // Gaps of one granule from the bottom (several levels), and one just below the
+        // top that spans the rest.
+        for u in (2..200).step_by(2) {
+            f.take(&(u * G..(u + 1) * G));
+        }
+        f.take(&(200 * G..top - 4 * G));
+        f.check().unwrap();
+        assert!(f.height >= 2, "height {}", f.height);
+        let last = (top - 4 * G, top);
+        for addr in [usize::MAX, usize::MAX - 1, top, top - 1] {
+            // The gap holding `addr` (none past the top), the last gap before it, and a
+            // release's warm-up and give around it.
+            f.warm(addr);
+            assert_eq!(f.next_gap(addr), (addr < top).then_some(last), "at {addr:#x}");
+            assert_eq!(f.floor(addr), Some(last), "at {addr:#x}");
+        }
+        f.take(&(top - 2 * G..top));
+        f.warm(usize::MAX);
+        assert_eq!(f.floor(usize::MAX), Some((top - 4 * G, top - 2 * G)));
+        f.give(top - 2 * G..top);
+        f.check().unwrap();
+        assert_eq!(f.floor(usize::MAX), Some(last));
+        assert!(f.contains(&(top - G..top)));
+        // The gaps of the odd granules 1 to 199, and the last.
+        assert_eq!(f.count(), 101);
     }
 
     /// The tree grows several levels as gaps multiply, leaves and inner nodes split at
