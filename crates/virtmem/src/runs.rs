@@ -536,6 +536,12 @@ pub(crate) struct FreeSpace {
     /// The leaf of the last placement or lookup: the claim that follows a placement
     /// takes from it, and [`FreeSpace::locate`] checks it before a descent.
     hint: Cell<u32>,
+    /// A leaf the last descent reached and its parent's parent ([`NIL`] when none),
+    /// read on that descent; `(NIL, NIL)` once any parent link changed since. A give
+    /// to that leaf (a release's, after its `warm`) raises the maxima of its parent and
+    /// then of this node without a read of the parent's link, on a line of the parent
+    /// that nothing else a release reads shares.
+    grand: Cell<(u32, u32)>,
 }
 
 impl Default for FreeSpace {
@@ -549,6 +555,7 @@ impl Default for FreeSpace {
             height: 0,
             count: 0,
             hint: Cell::new(NIL),
+            grand: Cell::new((NIL, NIL)),
         }
     }
 }
@@ -620,18 +627,21 @@ impl FreeSpace {
     }
 
     fn free_leaf(&mut self, c: u32) {
+        self.grand.set((NIL, NIL));
         // (A length of 0 also fails the hint's check.)
         self.leaves[c as usize].len = 0;
         self.vacant_leaves.push(c);
     }
 
     fn free_node(&mut self, t: u32) {
+        self.grand.set((NIL, NIL));
         self.nodes[t as usize].len = 0;
         self.vacant_nodes.push(t);
     }
 
     /// No gap left: drop every node.
     fn clear(&mut self) {
+        self.grand.set((NIL, NIL));
         self.leaves.clear();
         self.nodes.clear();
         self.vacant_leaves.clear();
@@ -667,6 +677,9 @@ impl FreeSpace {
     }
 
     fn set_parent(&mut self, t: u32, level: u32, p: u32) {
+        // (Every change of a parent link passes here: a remembered grandparent may no
+        // longer be one.)
+        self.grand.set((NIL, NIL));
         if level == 0 {
             self.leaves[t as usize].parent = p;
         } else {
@@ -708,15 +721,23 @@ impl FreeSpace {
     /// is not empty).
     #[inline]
     fn descend(&self, addr: usize) -> u32 {
+        self.descend_path(addr).0
+    }
+
+    /// [`FreeSpace::descend`], and the leaf's parent's parent ([`NIL`] when the leaf
+    /// is less than two levels down).
+    #[inline]
+    fn descend_path(&self, addr: usize) -> (u32, u32) {
         // No gap starts at `usize::MAX` (gaps are granules), so every key at most `addr`
         // is at most this too, and it is less than the keys past a node's last child.
         let addr = addr.min(usize::MAX - 1);
-        let mut t = self.root;
+        let (mut t, mut up, mut grand) = (self.root, NIL, NIL);
         for _ in 0..self.height {
+            (grand, up) = (up, t);
             // Keys past the last child are usize::MAX: the whole array bisects.
             t = self.nodes[t as usize].kids[self.slot_by_key(t, addr)];
         }
-        t
+        (t, grand)
     }
 
     /// The first leaf of node `t` at `level` whose longest gap is at least `need`
@@ -734,10 +755,15 @@ impl FreeSpace {
     /// After the longest gap under node `t` (at `level`) grew to `m` (or stayed), with
     /// nothing else changed: raise the maxima above it, stopping at the first that is
     /// already as long (no other child is read). Its key is right in its parent.
+    #[inline(always)]
     fn raise(&mut self, t: u32, level: u32, m: usize) {
         // Every node on the way up holds `t`'s key in the child on the path.
         let key = self.key_of(t, level);
         let mut p = self.parent_of(t, level);
+        // The parent's parent, when the last descent reached `t` (a leaf) and no link
+        // changed since.
+        let (reached, grand) = self.grand.get();
+        let mut known = (level == 0 && reached == t).then_some(grand);
         while p != NIL {
             let s = self.slot_by_key(p, key);
             let n = &mut self.nodes[p as usize];
@@ -745,7 +771,13 @@ impl FreeSpace {
                 return;
             }
             n.maxs[s] = m;
-            p = n.parent;
+            p = match known.take() {
+                Some(g) => {
+                    debug_assert_eq!(g, n.parent, "a remembered grandparent is the parent's parent");
+                    g
+                }
+                None => n.parent,
+            };
         }
     }
 
@@ -992,10 +1024,11 @@ impl FreeSpace {
         if self.root == NIL || addr < self.key_of(self.root, self.height) {
             return None;
         }
-        let c = self.descend(addr);
+        let (c, grand) = self.descend_path(addr);
         debug_assert!(self.leaves[c as usize].starts[0] <= addr);
         found(c);
         self.hint.set(c);
+        self.grand.set((c, grand));
         Some(c)
     }
 
@@ -1552,6 +1585,16 @@ impl FreeSpace {
     /// across leaves; every node either in the tree once or vacant and empty.
     #[cfg(test)]
     fn check(&self) -> Result<(), String> {
+        // The grandparent remembered by the last descent is still the leaf's.
+        let (reached, grand) = self.grand.get();
+        if reached != NIL {
+            let leaf = self.leaves.get(reached as usize).filter(|l| l.len > 0);
+            let p = leaf.map(|l| l.parent).ok_or("a remembered grandparent's leaf is gone")?;
+            let g = if p == NIL { NIL } else { self.nodes[p as usize].parent };
+            if g != grand {
+                return Err(format!("leaf {reached}: remembered grandparent {grand}, now {g}"));
+            }
+        }
         if self.root == NIL {
             return if self.count == 0 && self.leaves.is_empty() && self.nodes.is_empty() {
                 Ok(())
@@ -3454,6 +3497,36 @@ mod tests {
         f.take(&(0x50000..0x60000));
         assert_eq!(f.count(), 2);
         assert_eq!(f.largest(), 0xA0000);
+    }
+
+    /// Gives in a row to the same leaf (found through the hint, no descent), each making
+    /// the longest gap yet and so raising the maxima up to the root, while the leaves
+    /// and nodes behind them join and move to other parents: the grandparent remembered
+    /// by the last descent must not be used once a link changed. Checked after every
+    /// step, in both orders.
+    #[test]
+    fn free_space_raises_after_joins_move_the_parents() {
+        const G: usize = 0x10000;
+        let units = 400;
+        for ascending in [true, false] {
+            let mut f = FreeSpace::new(G..units * G);
+            for u in (2..units).step_by(2) {
+                f.take(&(u * G..(u + 1) * G));
+            }
+            assert!(f.height >= 3, "height {}", f.height);
+            let mut taken: Vec<usize> = (2..units).step_by(2).collect();
+            if !ascending {
+                taken.reverse();
+            }
+            for (k, &u) in taken.iter().enumerate() {
+                f.warm(u * G);
+                f.give(u * G..(u + 1) * G);
+                f.check().unwrap_or_else(|e| panic!("give {k} (granule {u}): {e}"));
+                let longest = if ascending { 2 * k + 3 } else { units - u + 1 };
+                assert_eq!(f.largest(), longest * G, "give {k}");
+            }
+            assert_eq!(f.gaps(), [(G, units * G)]);
+        }
     }
 
     /// Lookups at and just below `usize::MAX` in a tree of several levels find the last
