@@ -746,9 +746,10 @@ impl<B: Backend> AddressSpace<B> {
     /// waits for the reservation's leaf (after its lines were requested, before any is
     /// read): `warm` starts loading what the call will need later, and whatever it must
     /// read to know where that is arrives while the leaf does. (Run before the lookup,
-    /// `warm`'s own reads of the free space's directory and chunk came first and the
-    /// leaf's request only after them: a release at 333 334 reservations took
-    /// ~0.8–0.9 times as long with the order changed, thirteenth session.)
+    /// `warm`'s own reads of the free space (then a directory and a chunk, now a
+    /// descent of its B+-tree) came first and the leaf's request only after them: a
+    /// release at 333 334 reservations took ~0.8–0.9 times as long with the order
+    /// changed, thirteenth session.)
     fn settle_warm(&self, addr: usize, warm: impl Fn(&Book)) -> (MutexGuard<'_, Book>, Option<Slot>) {
         self.settle_inline(addr, warm)
     }
