@@ -175,7 +175,7 @@ fn cases() -> Vec<Case> {
         dc('a', 6, 4),   // across two runs of different protections
         dc('a', 0, 20),  // across every run
         dc('a', 1, 3),   // reserved pages only: nothing to tell the backend
-        dc('a', 25, 30), // reserved pages only, to the reservation's end
+        dc('a', 25, 30), // reserved pages only (25 to 55 of its 64)
         dc('a', 10, 1),  // a guard page
         dc('a', 12, 1),  // a committed PAGE_NOACCESS page
         dc('a', 60, 5),  // past the reservation's end: ERROR_INVALID_PARAMETER
@@ -194,7 +194,7 @@ fn cases() -> Vec<Case> {
         cm('a', 1, 3, ro),                           // a whole reserved run, another protection
         cm('a', 4, 4, rw),                           // recommit with the same protection: nothing to tell
         cm('a', 4, 4, ro),                           // recommit with another protection
-        cm('a', 8, 2, rw),                           // recommit READONLY pages read-write, between two such runs
+        cm('a', 8, 2, rw),                           // recommit READONLY pages read-write, after a read-write run
         cm('a', 5, 1, ro),                           // inside a committed run, another protection
         cm('a', 0, 20, rw),                          // across every run
         cm('a', 10, 1, rw),                          // a guard page
