@@ -451,8 +451,9 @@ const _: () = assert!(FAN.is_power_of_two());
 ///
 /// Starts and ends lie in separate arrays, so that a bisection reads only the starts'
 /// lines and a merge reads one line of ends; each array shares its last line with the
-/// fields read beside it (the length with the starts, the longest-gap bookkeeping with
-/// the ends): 256 bytes, four whole lines (`repr(align(64))`).
+/// fields read beside it (the longest gap, the length and the parent link with the
+/// starts; the rest of the longest-gap bookkeeping, `bound` and `own_n`, with the
+/// ends): 256 bytes, four whole lines (`repr(align(64))`).
 #[derive(Debug, Clone)]
 #[repr(C, align(64))]
 struct GapLeaf {
@@ -491,7 +492,8 @@ impl GapLeaf {
 struct GapNode {
     /// Each child's key, ascending; `usize::MAX` past `len`.
     keys: [usize; FAN],
-    /// The children: leaves one level above them, else inner nodes.
+    /// The children: leaves when this node is the level just above them, else inner
+    /// nodes.
     kids: [u32; FAN],
     /// Each child's longest gap.
     maxs: [usize; FAN],
