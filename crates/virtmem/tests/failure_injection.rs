@@ -6,19 +6,31 @@
 //! write-watch state, and on Linux the kernel's mappings of the window (what the CPU
 //! allows: every accessible mapping).
 //!
-//! Runs on the simulated backend and on the Linux backend.
+//! Runs on the simulated backend in both of `Faulty`'s modes, and on the Linux backend.
+//! In the general mode (`Faulty::new`) the engine plans every call as steps made outside
+//! its lock, the way it takes over the Linux backend; in the inline mode
+//! (`Faulty::inline`) it takes the way it takes over the simulated backend alone, whose
+//! effects never wait (`Backend::inline_effects`): effects made under its lock, and the
+//! usual-case shortcuts of commit, decommit, protect and release (a range inside one run,
+//! nothing locked: one backend call, no plan). [`usual_cases`] lists calls that take
+//! each shortcut; `the_inline_mode_takes_the_simulated_backends_way` shows that they do.
 
+#[macro_use]
 mod common;
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use common::*;
 use virtmem::backend::faulty::Faulty;
-use virtmem::backend::Backend;
-use virtmem::{AddressSpace, Error, MemState, MemoryBasicInformation, WriteWatchFlags};
+use virtmem::backend::{Access, Backend, BackendError, ReserveOptions};
+use virtmem::{AddressSpace, Error, MemState, MemoryBasicInformation, SimBackend, VirtualSpace, WriteWatchFlags};
 
 /// Where the write-watched reservation of the set-up lives, from the window base.
 const WW: usize = 2 * G;
+/// Where the plain reservation of the set-up (nothing locked, not write-watched) lives,
+/// from the window base.
+const PL: usize = 3 * G;
 
 /// Mappings as (start, end, "rwxp").
 type Maps = Vec<(usize, usize, String)>;
@@ -44,7 +56,7 @@ struct State {
 
 /// A space over `Faulty<B>` with a window, and a way to read memory around the rules.
 struct Rig<B: Backend> {
-    space: AddressSpace<Faulty<B>>,
+    space: Arc<AddressSpace<Faulty<B>>>,
     w: usize,
     /// Read bytes whatever the page's protection (guard pages stay armed).
     raw: fn(&Faulty<B>, usize, &mut [u8]) -> bool,
@@ -115,7 +127,9 @@ impl<B: Backend> Rig<B> {
     /// - `w`: 32 pages, reserved; pages 0-3 read-write with data (0-1 locked), 4-7
     ///   read-only with data, 8-9 read-write guard pages with data, 10-11 no access,
     ///   12-13 execute-read, the rest reserved;
-    /// - `w + WW`: 16 pages, committed, write-watched, pages 0, 3 and 5 written.
+    /// - `w + WW`: 16 pages, committed, write-watched, pages 0, 3 and 5 written;
+    /// - `w + PL`: 16 pages, reserved, nothing locked; pages 0-7 read-write with data,
+    ///   8-11 read-only with data, the rest reserved.
     fn setup(&mut self) {
         let s = &self.space;
         let t = |x: u32| virtmem::AllocationType::from_bits_retain(x);
@@ -137,6 +151,13 @@ impl<B: Backend> Rig<B> {
             s.write(ww + i * P + 1, &[0xEE; 10]).unwrap();
         }
         self.watched = vec![(ww, 16 * P)];
+        let pl = w + PL;
+        s.alloc(pl, 16 * P, t(MEM_RESERVE), p(PAGE_READWRITE)).unwrap();
+        s.alloc(pl, 12 * P, t(MEM_COMMIT), p(PAGE_READWRITE)).unwrap();
+        for i in 0..12 {
+            s.write(pl + i * P + 5, &[0x40 + i as u8; 50]).unwrap();
+        }
+        s.protect(pl + 8 * P, 4 * P, p(PAGE_READONLY)).unwrap();
     }
 
     fn teardown(&mut self) {
@@ -173,11 +194,37 @@ impl<B: Backend> Rig<B> {
 type CallFn<B> = fn(&AddressSpace<Faulty<B>>, usize) -> Result<(), Error>;
 type Call<B> = (&'static str, CallFn<B>);
 
-fn calls<B: Backend>() -> Vec<Call<B>> {
+/// Calls the engine carries out by a usual-case shortcut over a backend whose effects
+/// never wait (`Backend::inline_effects`): a reserve with the lock held across the
+/// backend call, and a commit, decommit, protect or release of a range inside one run
+/// (for a decommit or release, of a reservation with nothing locked) by one backend call
+/// without a plan of steps. Each is one side effect.
+fn usual_cases<B: Backend>() -> Vec<Call<B>> {
     use virtmem::{AllocationType as T, FreeType as F, Protection as Pr};
     vec![
         ("reserve at an address", |s, w| s.alloc(w + 4 * G, 8 * P, T::RESERVE, Pr::READWRITE).map(drop)),
         ("reserve anywhere", |s, _| s.alloc(0, 8 * P, T::RESERVE, Pr::READWRITE).map(drop)),
+        ("commit reserved pages", |s, w| s.alloc(w + 14 * P, 4 * P, T::COMMIT, Pr::READWRITE).map(drop)),
+        ("commit reserved pages, nothing locked", |s, w| {
+            s.alloc(w + PL + 12 * P, 2 * P, T::COMMIT, Pr::READWRITE).map(drop)
+        }),
+        ("commit committed pages with another protection", |s, w| {
+            s.alloc(w + PL + P, 2 * P, T::COMMIT, Pr::EXECUTE_READ).map(drop)
+        }),
+        ("decommit inside one run, nothing locked", |s, w| s.free(w + PL + 2 * P, 4 * P, F::DECOMMIT)),
+        ("decommit write-watched pages", |s, w| s.free(w + WW + 2 * P, 4 * P, F::DECOMMIT)),
+        ("protect inside one run", |s, w| s.protect(w + PL + 9 * P, 2 * P, Pr::READWRITE).map(drop)),
+        ("protect to guard", |s, w| s.protect(w, 4 * P, Pr::READWRITE | Pr::GUARD).map(drop)),
+        ("release an unlocked reservation", |s, w| s.free(w + PL, 0, F::RELEASE)),
+        ("release a write-watched reservation", |s, w| s.free(w + WW, 0, F::RELEASE)),
+    ]
+}
+
+/// Every kind of call: [`usual_cases`], and calls that take the general way on every
+/// backend (several runs, locked pages, several steps).
+fn calls<B: Backend>() -> Vec<Call<B>> {
+    use virtmem::{AllocationType as T, FreeType as F, Protection as Pr};
+    let mut calls: Vec<Call<B>> = vec![
         ("reserve and commit", |s, w| s.alloc(w + 4 * G, 8 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).map(drop)),
         ("reserve and commit anywhere, top down", |s, _| {
             s.alloc(0, 8 * P, T::COMMIT | T::TOP_DOWN, Pr::EXECUTE_READWRITE).map(drop)
@@ -189,15 +236,11 @@ fn calls<B: Backend>() -> Vec<Call<B>> {
             s.alloc(w + 4 * G, 8 * P, T::RESERVE | T::COMMIT, Pr::NOACCESS).map(drop)
         }),
         ("commit over every kind of page", |s, w| s.alloc(w, 20 * P, T::COMMIT, Pr::EXECUTE_READ).map(drop)),
-        ("commit reserved pages", |s, w| s.alloc(w + 14 * P, 4 * P, T::COMMIT, Pr::READWRITE).map(drop)),
         ("decommit a range (locked pages included)", |s, w| s.free(w, 16 * P, F::DECOMMIT)),
         ("decommit everything", |s, w| s.free(w, 0, F::DECOMMIT)),
-        ("decommit write-watched pages", |s, w| s.free(w + WW + 2 * P, 4 * P, F::DECOMMIT)),
         ("release (locked pages included)", |s, w| s.free(w, 0, F::RELEASE)),
-        ("release a write-watched reservation", |s, w| s.free(w + WW, 0, F::RELEASE)),
         ("protect every kind of committed page", |s, w| s.protect(w, 14 * P, Pr::READONLY).map(drop)),
         ("protect guard pages", |s, w| s.protect(w + 6 * P, 4 * P, Pr::EXECUTE_READWRITE).map(drop)),
-        ("protect to guard", |s, w| s.protect(w, 4 * P, Pr::READWRITE | Pr::GUARD).map(drop)),
         ("lock", |s, w| s.lock(w + 2 * P, 6 * P)),
         ("lock locked and unlocked pages", |s, w| s.lock(w, 4 * P)),
         ("unlock", |s, w| s.unlock(w, 2 * P)),
@@ -207,7 +250,9 @@ fn calls<B: Backend>() -> Vec<Call<B>> {
         ("reset write watch", |s, w| s.reset_write_watch(w + WW, 16 * P)),
         ("write", |s, w| s.write(w + 2 * P - 3, &[0x77; 9])),
         ("write to write-watched pages", |s, w| s.write(w + WW + 7 * P - 3, &[0x77; 9])),
-    ]
+    ];
+    calls.extend(usual_cases::<B>());
+    calls
 }
 
 fn run_all<B: Backend>(mut rig: Rig<B>) {
@@ -232,17 +277,116 @@ fn run_all<B: Backend>(mut rig: Rig<B>) {
     rig.teardown();
 }
 
-#[test]
-fn simulated_backend() {
-    let rig = Rig {
-        space: AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default())),
+/// A rig over the simulated backend wrapped in `faulty`.
+fn sim_rig(faulty: Faulty<SimBackend>) -> Rig<SimBackend> {
+    Rig {
+        space: Arc::new(AddressSpace::with_backend(faulty)),
         w: SIM_WINDOW,
         raw: |f, a, buf| f.inner().read(a, buf).is_ok(),
         maps: |_| Vec::new(),
         cpu: |_| None,
         watched: Vec::new(),
-    };
+    }
+}
+
+/// The general way (steps planned, made outside the lock) over simulated memory.
+#[test]
+fn simulated_backend() {
+    let rig = sim_rig(Faulty::new(SimBackend::default()));
+    assert!(!rig.space.backend().inline_effects(), "the general mode");
     run_all(rig);
+}
+
+/// The simulated backend's own way: effects under the lock, and the usual-case shortcuts.
+#[test]
+fn simulated_backend_inline_mode() {
+    let rig = sim_rig(Faulty::inline(SimBackend::default()));
+    assert!(rig.space.backend().inline_effects(), "the simulated backend's effects never wait");
+    run_all(rig);
+}
+
+/// The simulated backend, noting for each side effect whether the engine held its lock
+/// while asking for it: a `try_query` of the space it serves, made from inside the call,
+/// finds the lock taken (`None`) exactly then.
+#[derive(Debug)]
+struct Probe {
+    inner: SimBackend,
+    /// The space this backend serves (set once the space is made).
+    space: OnceLock<Weak<dyn VirtualSpace>>,
+    /// For each side effect since last cleared, whether the lock was held.
+    held: Mutex<Vec<bool>>,
+}
+
+impl Probe {
+    fn note(&self) {
+        let space = self.space.get().and_then(Weak::upgrade).expect("the space is alive");
+        self.held.lock().unwrap().push(space.try_query(SIM_WINDOW).is_none());
+    }
+}
+
+impl Backend for Probe {
+    forward!(inner: limits, inline_effects, release_drops_access, discard, reset, reset_undo);
+    forward!(inner: lock, unlock, read, write, dirty_pages, clear_dirty);
+    fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.note();
+        self.inner.reserve(range, opts)
+    }
+    fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
+        self.note();
+        self.inner.release(range, opts)
+    }
+    fn release_committed(
+        &self,
+        range: Range<usize>,
+        opts: ReserveOptions,
+        accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        self.note();
+        self.inner.release_committed(range, opts, accessible)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.note();
+        self.inner.set_access(range, from, to)
+    }
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        self.note();
+        self.inner.decommit(runs)
+    }
+}
+
+/// `Faulty`'s inline mode reaches the engine's usual-case shortcuts: over the simulated
+/// backend each call of [`usual_cases`] makes its one side effect with the engine's lock
+/// held, as over the simulated backend alone. In the general mode the same calls make it
+/// without the lock (the reservation marked busy, or the claim pending), as over a
+/// backend whose effects may wait.
+#[test]
+fn the_inline_mode_takes_the_simulated_backends_way() {
+    for inline in [false, true] {
+        let probe = Probe { inner: SimBackend::default(), space: OnceLock::new(), held: Mutex::default() };
+        let faulty = if inline { Faulty::inline(probe) } else { Faulty::new(probe) };
+        let space = Arc::new(AddressSpace::with_backend(faulty));
+        let dynamic: Arc<dyn VirtualSpace> = space.clone();
+        space.backend().inner().space.set(Arc::downgrade(&dynamic)).unwrap();
+        let mut rig = Rig {
+            space,
+            w: SIM_WINDOW,
+            raw: |f, a, buf| f.inner().inner.read(a, buf).is_ok(),
+            maps: |_| Vec::new(),
+            cpu: |_| None,
+            watched: Vec::new(),
+        };
+        for (name, call) in usual_cases::<Probe>() {
+            rig.setup();
+            let f = rig.space.backend();
+            f.arm(0);
+            f.inner().held.lock().unwrap().clear();
+            assert_eq!(call(&rig.space, rig.w), Ok(()), "{name}");
+            assert_eq!(f.seen(), 1, "{name}: one side effect");
+            let held = f.inner().held.lock().unwrap().clone();
+            assert_eq!(held, [inline], "{name}: the side effect made with the lock held? (inline mode: {inline})");
+            rig.teardown();
+        }
+    }
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
@@ -251,7 +395,7 @@ fn linux_backend() {
     let w = linux::window(WINDOW);
     let backend = linux::Confined::new(virtmem::LinuxBackend::new().unwrap(), w..w + WINDOW, false);
     let rig = Rig {
-        space: AddressSpace::with_backend(Faulty::new(backend)),
+        space: Arc::new(AddressSpace::with_backend(Faulty::new(backend))),
         w,
         // Around the protections, as a debugger reads (the kernel's forced access).
         raw: |_, a, buf| {
@@ -282,10 +426,19 @@ fn linux_backend() {
 /// the step whose undo was refused stays done and the space says so (its pages answer
 /// with the call's new state, committed bytes included), every other step is undone, and
 /// the refusal is counted in the space's stats. Without a refusal the count stays 0.
+///
+/// In both of `Faulty`'s modes: every call here has several steps, so takes the general
+/// way in both, its steps made outside the lock in one and under it in the other. (A
+/// usual-case shortcut makes one step, which has nothing before it to undo.)
 #[test]
 fn a_refused_undo_is_recorded_and_counted() {
+    a_refused_undo(Faulty::new(SimBackend::default()));
+    a_refused_undo(Faulty::inline(SimBackend::default()));
+}
+
+fn a_refused_undo(faulty: Faulty<SimBackend>) {
     use virtmem::{AllocationType as T, FreeType, MemState, Protection as Pr};
-    let space = AddressSpace::with_backend(Faulty::new(virtmem::SimBackend::default()));
+    let space = AddressSpace::with_backend(faulty);
     let f = space.backend();
     let state = |a: usize| space.query(a).map(|i| (i.state, i.protect)).unwrap();
     let base = space.alloc(0, 4 * P, T::RESERVE, Pr::READWRITE).unwrap();
@@ -348,4 +501,63 @@ fn a_refused_undo_is_recorded_and_counted() {
     space.free(base, 0, FreeType::RELEASE).unwrap();
     assert_eq!((space.stats().committed, space.stats().reserved), (0, 0));
     assert_eq!(space.stats().refused_undos, 4, "counted since the space was made");
+}
+
+/// The simulated backend, saying `inline` for `inline_effects`, with a foreign mapping at
+/// `FOREIGN` that it names through `foreign` but says it cannot name without waiting
+/// through `try_foreign` (as the Linux backend does while another thread holds its state).
+#[derive(Debug)]
+struct Waiting {
+    inner: SimBackend,
+    inline: bool,
+}
+
+/// Where [`Waiting`]'s foreign mapping lives (one granule).
+const FOREIGN: usize = SIM_WINDOW + WINDOW;
+
+impl Backend for Waiting {
+    forward!(inner: limits, reserve, release, set_access, discard, reset, reset_undo, lock, unlock, read, write);
+    forward!(inner: dirty_pages, clear_dirty, keeps_grants, grant, try_read, try_write);
+    fn inline_effects(&self) -> bool {
+        self.inline
+    }
+    fn foreign(&self, address: usize, limit: usize) -> Option<virtmem::backend::ForeignRegion> {
+        (address < FOREIGN + G && FOREIGN < limit).then_some(virtmem::backend::ForeignRegion {
+            start: FOREIGN,
+            end: FOREIGN + G,
+            access: Access::Read,
+            copy_on_write: false,
+            allocation_base: FOREIGN,
+            kind: virtmem::backend::ForeignKind::Mapped,
+        })
+    }
+    fn try_foreign(&self, _: usize, _: usize) -> Option<Option<virtmem::backend::ForeignRegion>> {
+        None
+    }
+}
+
+/// What is not a side effect passes through `Faulty` as the inner backend answers it, and
+/// is not counted: a `try_foreign` that cannot answer without waiting stays unanswered
+/// (so a space's `try_query` of that memory is `None` at once, not an answer that
+/// waited). Two choices differ, by design (see `Faulty`'s docs): grants are never kept,
+/// so that every write is a side effect that can be failed; `inline_effects` is the inner
+/// backend's in the inline mode only.
+#[test]
+fn faulty_passes_on_what_is_not_a_side_effect() {
+    for inline in [false, true] {
+        let waiting = |inline| Waiting { inner: SimBackend::default(), inline };
+        let general = Faulty::new(waiting(inline));
+        let inline_mode = Faulty::inline(waiting(inline));
+        assert!(!general.inline_effects(), "the general mode says effects may wait");
+        assert_eq!(inline_mode.inline_effects(), inline, "the inline mode says what the inner backend says");
+        for f in [general, inline_mode] {
+            assert!(f.inner().keeps_grants() && !f.keeps_grants(), "no grants");
+            assert_eq!(f.foreign(FOREIGN, FOREIGN + P).map(|r| r.start), Some(FOREIGN));
+            assert_eq!(f.try_foreign(FOREIGN, FOREIGN + P), None, "passed on: the inner backend would wait");
+            let space = AddressSpace::with_backend(f);
+            assert_eq!(space.try_query(FOREIGN), None, "a query that would wait is not answered");
+            assert_eq!(space.query(FOREIGN).map(|m| m.state), Ok(MemState::Commit), "a foreign mapping");
+            assert_eq!(space.backend().seen(), 0, "nothing here is a side effect");
+        }
+    }
 }

@@ -6,6 +6,21 @@
 //! `n`, a failed call leaves the space exactly as it was. [`Faulty::arm_two`] also fails
 //! a later side effect, to make the engine's undo of a step fail (as a kernel may refuse
 //! to restore a protection at its mapping-count limit).
+//!
+//! Every method that is not a side effect is passed on, but for two choices. Grants
+//! ([`Backend::keeps_grants`]) are never kept: a granted write cannot be failed, and every
+//! write must stay a side effect this wrapper sees. And [`Backend::inline_effects`] depends
+//! on the mode the wrapper was made in, because the engine takes two ways through a call:
+//!
+//! - the general mode ([`Faulty::new`]) says the effects may wait, whatever the inner
+//!   backend says: the engine plans every call as steps, makes them outside its lock and
+//!   undoes the completed ones when one fails. That is its way over the Linux backend,
+//!   and over the simulated backend it is tested without real memory.
+//! - the inline mode ([`Faulty::inline`]) says what the inner backend says: over the
+//!   simulated backend, whose effects never wait, the engine makes them under its lock
+//!   and takes its usual-case shortcuts (a commit, decommit, protect or release of a
+//!   range inside one run, nothing locked: one backend call, no plan), which the general
+//!   mode never reaches. That is its way over the simulated backend alone.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +30,8 @@ use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions
 /// A backend that fails its `n`-th side effect once armed. See the module docs.
 pub struct Faulty<B> {
     inner: B,
+    /// Whether `inline_effects` is `inner`'s (see [`Faulty::inline`]); `false` otherwise.
+    inline: bool,
     /// Side effects seen since the last [`Faulty::arm`].
     seen: AtomicUsize,
     /// The 1-based side effect to fail; 0 when disarmed.
@@ -29,6 +46,7 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Faulty<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Faulty")
             .field("inner", &self.inner)
+            .field("inline", &self.inline)
             .field("seen", &self.seen.load(Ordering::Relaxed))
             .field("fail_at", &self.fail_at.load(Ordering::Relaxed))
             .field("fail_also", &self.fail_also.load(Ordering::Relaxed))
@@ -38,10 +56,27 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Faulty<B> {
 }
 
 impl<B: Backend> Faulty<B> {
-    /// Wrap `inner`, disarmed.
+    /// Wrap `inner`, disarmed, in the general mode: its effects are said to be ones that
+    /// may wait ([`Backend::inline_effects`] is `false`, whatever `inner` says), so the
+    /// engine plans every call as steps and makes them outside its lock (see the module
+    /// docs).
     pub fn new(inner: B) -> Faulty<B> {
+        Faulty::with_mode(inner, false)
+    }
+
+    /// Wrap `inner`, disarmed, in the inline mode: [`Backend::inline_effects`] is what
+    /// `inner` says, so over a backend whose effects never wait (the simulated one) the
+    /// engine takes the way it takes over that backend alone: effects under its lock and
+    /// its usual-case shortcuts (see the module docs). Over a backend whose effects may
+    /// wait this is [`Faulty::new`].
+    pub fn inline(inner: B) -> Faulty<B> {
+        Faulty::with_mode(inner, true)
+    }
+
+    fn with_mode(inner: B, inline: bool) -> Faulty<B> {
         Faulty {
             inner,
+            inline,
             seen: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(0),
             fired: AtomicUsize::new(0),
@@ -108,6 +143,16 @@ impl<B: Backend> Backend for Faulty<B> {
     fn cheap_range(&self, size: usize, align: usize, opts: ReserveOptions) -> Option<usize> {
         self.inner.cheap_range(size, align, opts)
     }
+    fn inline_effects(&self) -> bool {
+        // The inner backend's answer in the inline mode only (see the module docs): in
+        // the general mode the engine's plans and its undo of completed steps are tested
+        // even over a backend whose effects never wait.
+        self.inline && self.inner.inline_effects()
+    }
+    // `keeps_grants`, `grant`, `try_read` and `try_write` are not passed on (the
+    // defaults: no grants). A granted write is made by `try_write`, which cannot fail, so
+    // writes (and the marks of write tracking) would leave this wrapper's reach: every
+    // write goes through `write`, a side effect that can be failed, instead.
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         self.step()?;
         self.inner.reserve(range, opts)
@@ -180,6 +225,11 @@ impl<B: Backend> Backend for Faulty<B> {
     }
     fn foreign(&self, address: usize, limit: usize) -> Option<ForeignRegion> {
         self.inner.foreign(address, limit)
+    }
+    fn try_foreign(&self, address: usize, limit: usize) -> Option<Option<ForeignRegion>> {
+        // (Not a side effect. Passed on, not left to the default, which calls `foreign`
+        // and so would wait where the inner backend answers at once that it cannot.)
+        self.inner.try_foreign(address, limit)
     }
     fn instructions_need_sync(&self) -> bool {
         self.inner.instructions_need_sync()
