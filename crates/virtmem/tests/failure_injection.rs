@@ -13,7 +13,9 @@
 //! effects never wait (`Backend::inline_effects`): effects made under its lock, and the
 //! usual-case shortcuts of commit, decommit, protect and release (a range inside one run,
 //! nothing locked: one backend call, no plan). [`usual_cases`] lists calls that take
-//! each shortcut; `the_inline_mode_takes_the_simulated_backends_way` shows that they do.
+//! those shortcuts; `the_inline_mode_takes_the_simulated_backends_way` shows that in the
+//! inline mode each makes its one side effect under the engine's lock, and in the general
+//! mode outside it.
 
 #[macro_use]
 mod common;

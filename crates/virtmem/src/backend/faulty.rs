@@ -7,15 +7,16 @@
 //! a later side effect, to make the engine's undo of a step fail (as a kernel may refuse
 //! to restore a protection at its mapping-count limit).
 //!
-//! Every method that is not a side effect is passed on, but for two choices. Grants
-//! ([`Backend::keeps_grants`]) are never kept: a granted write cannot be failed, and every
-//! write must stay a side effect this wrapper sees. And [`Backend::inline_effects`] depends
-//! on the mode the wrapper was made in, because the engine takes two ways through a call:
+//! Every method is passed on to the inner backend (a fallible side effect once counted),
+//! but for two choices. Grants ([`Backend::keeps_grants`]) are never kept: a granted write
+//! cannot be failed, and every write must stay a side effect this wrapper sees. And
+//! [`Backend::inline_effects`] depends on the mode the wrapper was made in, because the
+//! engine takes two ways through a call:
 //!
 //! - the general mode ([`Faulty::new`]) says the effects may wait, whatever the inner
 //!   backend says: the engine plans every call as steps, makes them outside its lock and
-//!   undoes the completed ones when one fails. That is its way over the Linux backend,
-//!   and over the simulated backend it is tested without real memory.
+//!   undoes the completed ones when one fails. That is its way over the Linux backend;
+//!   over the simulated backend this mode tests it without touching real memory.
 //! - the inline mode ([`Faulty::inline`]) says what the inner backend says: over the
 //!   simulated backend, whose effects never wait, the engine makes them under its lock
 //!   and takes its usual-case shortcuts (a commit, decommit, protect or release of a
