@@ -111,13 +111,37 @@ pub(crate) struct FreeSpace {
     /// The leaf of the last placement or lookup: the claim that follows a placement
     /// takes from it, and [`FreeSpace::locate`] checks it before a descent.
     hint: Cell<u32>,
-    /// A leaf the last descent reached and its parent's parent ([`NIL`] when none),
-    /// read on that descent; `(NIL, NIL)` once any parent link changed since. A give
-    /// to that leaf (a release's, after its `warm`) raises the maxima of its parent and
-    /// then of this node without a read of the parent's link, on a line of the parent
-    /// that nothing else a release reads shares.
-    grand: Cell<(u32, u32)>,
+    /// What the last descent of a [`FreeSpace::warm`] or a [`FreeSpace::give`] read on
+    /// its way to a leaf ([`Trail::NONE`] once any parent link changed or any node was
+    /// freed since; other lookups' descents leave it). A give to that leaf (a
+    /// release's, after its `warm`) raises the maxima above it without a bisection of
+    /// each node's keys, and past its parent without a read of the parent's link, on a
+    /// line of the parent that nothing else a release reads shares.
+    trail: Cell<Trail>,
 }
+
+/// The path of a descent to a leaf, as [`FreeSpace`] remembers it.
+#[derive(Debug, Clone, Copy)]
+struct Trail {
+    /// The leaf reached ([`NIL`] when none).
+    leaf: u32,
+    /// Its parent's parent ([`NIL`] when the leaf is less than two levels down).
+    grand: u32,
+    /// The path's slot in each of the lowest [`TRAIL_LEVELS`] inner nodes above the
+    /// leaf, [`SLOT_BITS`] bits each, the parent's in the lowest bits.
+    slots: u64,
+}
+
+impl Trail {
+    /// No path remembered.
+    const NONE: Trail = Trail { leaf: NIL, grand: NIL, slots: 0 };
+}
+
+/// Bits of a slot in [`Trail::slots`].
+const SLOT_BITS: u32 = 4;
+const _: () = assert!(FAN <= 1 << SLOT_BITS);
+/// Levels of inner nodes whose slots a [`Trail`] holds (those higher are bisected).
+const TRAIL_LEVELS: u32 = u64::BITS / SLOT_BITS;
 
 impl Default for FreeSpace {
     fn default() -> Self {
@@ -130,7 +154,7 @@ impl Default for FreeSpace {
             height: 0,
             count: 0,
             hint: Cell::new(NIL),
-            grand: Cell::new((NIL, NIL)),
+            trail: Cell::new(Trail::NONE),
         }
     }
 }
@@ -202,21 +226,21 @@ impl FreeSpace {
     }
 
     fn free_leaf(&mut self, c: u32) {
-        self.grand.set((NIL, NIL));
+        self.trail.set(Trail::NONE);
         // (A length of 0 also fails the hint's check.)
         self.leaves[c as usize].len = 0;
         self.vacant_leaves.push(c);
     }
 
     fn free_node(&mut self, t: u32) {
-        self.grand.set((NIL, NIL));
+        self.trail.set(Trail::NONE);
         self.nodes[t as usize].len = 0;
         self.vacant_nodes.push(t);
     }
 
     /// No gap left: drop every node.
     fn clear(&mut self) {
-        self.grand.set((NIL, NIL));
+        self.trail.set(Trail::NONE);
         self.leaves.clear();
         self.nodes.clear();
         self.vacant_leaves.clear();
@@ -252,9 +276,9 @@ impl FreeSpace {
     }
 
     fn set_parent(&mut self, t: u32, level: u32, p: u32) {
-        // (Every change of a parent link passes here: a remembered grandparent may no
-        // longer be one.)
-        self.grand.set((NIL, NIL));
+        // (Every change of a parent link passes here, and every change of a node's
+        // children but those that free a node: a remembered path may no longer be one.)
+        self.trail.set(Trail::NONE);
         if level == 0 {
             self.leaves[t as usize].parent = p;
         } else {
@@ -296,23 +320,32 @@ impl FreeSpace {
     /// is not empty).
     #[inline]
     fn descend(&self, addr: usize) -> u32 {
-        self.descend_path(addr).0
+        // (As `descend_path`, without the path: a lookup that is not a release's pays
+        // nothing for it.)
+        let addr = addr.min(usize::MAX - 1);
+        let mut t = self.root;
+        for _ in 0..self.height {
+            t = self.nodes[t as usize].kids[self.slot_by_key(t, addr)];
+        }
+        t
     }
 
-    /// [`FreeSpace::descend`], and the leaf's parent's parent ([`NIL`] when the leaf
-    /// is less than two levels down).
+    /// [`FreeSpace::descend`], and the path to the leaf.
     #[inline]
-    fn descend_path(&self, addr: usize) -> (u32, u32) {
+    fn descend_path(&self, addr: usize) -> Trail {
         // No gap starts at `usize::MAX` (gaps are granules), so every key at most `addr`
         // is at most this too, and it is less than the keys past a node's last child.
         let addr = addr.min(usize::MAX - 1);
-        let (mut t, mut up, mut grand) = (self.root, NIL, NIL);
+        let (mut t, mut up, mut grand, mut slots) = (self.root, NIL, NIL, 0u64);
         for _ in 0..self.height {
             (grand, up) = (up, t);
             // Keys past the last child are usize::MAX: the whole array bisects.
-            t = self.nodes[t as usize].kids[self.slot_by_key(t, addr)];
+            let s = self.slot_by_key(t, addr);
+            // (The levels above the lowest `TRAIL_LEVELS` shift out.)
+            slots = slots << SLOT_BITS | s as u64;
+            t = self.nodes[t as usize].kids[s];
         }
-        (t, grand)
+        Trail { leaf: t, grand, slots }
     }
 
     /// The first leaf of node `t` at `level` whose longest gap is at least `need`
@@ -332,13 +365,41 @@ impl FreeSpace {
     /// already as long (no other child is read). Its key is right in its parent.
     #[inline(always)]
     fn raise(&mut self, t: u32, level: u32, m: usize) {
+        let trail = self.trail.get();
+        if level == 0 && trail.leaf == t && self.height <= TRAIL_LEVELS {
+            // The last descent reached `t` and no link changed since: the path's slots
+            // are known (no bisection), and so is the parent's parent (no read of the
+            // parent's link).
+            let mut slots = trail.slots;
+            let mut slot = || {
+                let s = (slots & ((1 << SLOT_BITS) - 1)) as usize;
+                slots >>= SLOT_BITS;
+                s
+            };
+            let p = self.leaves[t as usize].parent;
+            if p == NIL {
+                return;
+            }
+            let (s, n) = (slot(), &mut self.nodes[p as usize]);
+            if n.maxs[s] >= m {
+                return;
+            }
+            n.maxs[s] = m;
+            debug_assert_eq!(trail.grand, n.parent, "a remembered grandparent is the parent's parent");
+            let mut p = trail.grand;
+            while p != NIL {
+                let (s, n) = (slot(), &mut self.nodes[p as usize]);
+                if n.maxs[s] >= m {
+                    return;
+                }
+                n.maxs[s] = m;
+                p = n.parent;
+            }
+            return;
+        }
         // Every node on the way up holds `t`'s key in the child on the path.
         let key = self.key_of(t, level);
         let mut p = self.parent_of(t, level);
-        // The parent's parent, when the last descent reached `t` (a leaf) and no link
-        // changed since.
-        let (reached, grand) = self.grand.get();
-        let mut known = (level == 0 && reached == t).then_some(grand);
         while p != NIL {
             let s = self.slot_by_key(p, key);
             let n = &mut self.nodes[p as usize];
@@ -346,13 +407,7 @@ impl FreeSpace {
                 return;
             }
             n.maxs[s] = m;
-            p = match known.take() {
-                Some(g) => {
-                    debug_assert_eq!(g, n.parent, "a remembered grandparent is the parent's parent");
-                    g
-                }
-                None => n.parent,
-            };
+            p = n.parent;
         }
     }
 
@@ -579,13 +634,14 @@ impl FreeSpace {
     /// The leaf holding the gap with the greatest start at most `addr` (`None` when
     /// every gap starts after it).
     fn locate(&self, addr: usize) -> Option<u32> {
-        self.locate_then(addr, |_| {})
+        self.locate_then::<false>(addr, |_| {})
     }
 
     /// [`FreeSpace::locate`], running `found` on a leaf found by a descent (not on the
-    /// hint's, which the last lookup just used).
+    /// hint's, which the last lookup just used); with `REMEMBER`, the descent's path is
+    /// remembered (a release's `warm` and `give`: the give raises the maxima on it).
     #[inline]
-    fn locate_then(&self, addr: usize, found: impl FnOnce(u32)) -> Option<u32> {
+    fn locate_then<const REMEMBER: bool>(&self, addr: usize, found: impl FnOnce(u32)) -> Option<u32> {
         // Leaves hold consecutive gaps, so a live leaf whose gaps start on both sides of
         // `addr` (or at it) is the one: no other leaf's key lies in between.
         let h = self.hint.get();
@@ -599,11 +655,16 @@ impl FreeSpace {
         if self.root == NIL || addr < self.key_of(self.root, self.height) {
             return None;
         }
-        let (c, grand) = self.descend_path(addr);
+        let c = if REMEMBER {
+            let trail = self.descend_path(addr);
+            self.trail.set(trail);
+            trail.leaf
+        } else {
+            self.descend(addr)
+        };
         debug_assert!(self.leaves[c as usize].starts[0] <= addr);
         found(c);
         self.hint.set(c);
-        self.grand.set((c, grand));
         Some(c)
     }
 
@@ -982,7 +1043,7 @@ impl FreeSpace {
         // Usually both neighbours are in the leaf before `s`: edit it in place.
         // (A leaf found through the hint was used just now, by the last lookup or by a
         // `warm`: its lines are loaded already.)
-        if let Some(c) = self.locate_then(s, |c| self.touch(c)) {
+        if let Some(c) = self.locate_then::<true>(s, |c| self.touch(c)) {
             // The leaf's first gap starts before `s` (which is not free), so i >= 1.
             let i = self.bisect(c, s, false);
             let leaf = &self.leaves[c as usize];
@@ -1051,7 +1112,7 @@ impl FreeSpace {
     /// reservations its two waits for memory (the reservation's, then the gaps')
     /// become one.
     pub fn warm(&self, addr: usize) {
-        self.locate_then(addr, |c| self.touch(c));
+        self.locate_then::<true>(addr, |c| self.touch(c));
     }
 
     /// A base for `size` bytes aligned to `align`: the lowest that fits, or with
@@ -1175,14 +1236,28 @@ impl FreeSpace {
     /// across leaves; every node either in the tree once or vacant and empty.
     #[cfg(test)]
     fn check(&self) -> Result<(), String> {
-        // The grandparent remembered by the last descent is still the leaf's.
-        let (reached, grand) = self.grand.get();
+        // The path remembered by the last descent is still the leaf's: its parent's
+        // parent, and its slot in each node above it (as many as are remembered).
+        let Trail { leaf: reached, grand, slots } = self.trail.get();
         if reached != NIL {
             let leaf = self.leaves.get(reached as usize).filter(|l| l.len > 0);
-            let p = leaf.map(|l| l.parent).ok_or("a remembered grandparent's leaf is gone")?;
+            let p = leaf.map(|l| l.parent).ok_or("a remembered path's leaf is gone")?;
             let g = if p == NIL { NIL } else { self.nodes[p as usize].parent };
             if g != grand {
                 return Err(format!("leaf {reached}: remembered grandparent {grand}, now {g}"));
+            }
+            let (mut t, mut p) = (reached, p);
+            for level in 1..=TRAIL_LEVELS.min(self.height) {
+                if p == NIL {
+                    return Err(format!("leaf {reached}: no node {level} levels up"));
+                }
+                let remembered = (slots >> (SLOT_BITS * (level - 1))) as usize & ((1 << SLOT_BITS) - 1);
+                let n = &self.nodes[p as usize];
+                let now = n.kids[..n.len as usize].iter().position(|&k| k == t);
+                if now != Some(remembered) {
+                    return Err(format!("leaf {reached}: remembered slot {remembered} {level} levels up, now {now:?}"));
+                }
+                (t, p) = (p, n.parent);
             }
         }
         if self.root == NIL {
@@ -1401,6 +1476,75 @@ mod tests {
         assert!(across >= 50 && grown_down >= 50, "{across} joins across leaves, {grown_down} grown down");
         assert_eq!(f.gaps(), stretches(&free));
         assert_eq!(f.height, 0);
+    }
+
+    /// A release's warm-up remembers the path to its leaf; a placement then takes from
+    /// an earlier leaf under the same parent, found by a search of the maxima (no
+    /// descent: the path stays remembered) and full, so that it splits and the
+    /// parent's children after it move one place: the remembered path must be
+    /// forgotten (`FreeSpace::check` compares each remembered slot with the tree), and
+    /// a give to the warmed leaf then raises the right maxima.
+    #[test]
+    fn free_space_forgets_the_path_when_a_leaf_before_it_splits() {
+        const G: usize = 0x10000;
+        let units = 800;
+        let mut f = FreeSpace::new(G..units * G);
+        // Gaps of seven granules, made top-down (leaves and nodes split in halves, so
+        // that inner nodes have room).
+        for u in (8..units - 8).step_by(8).rev() {
+            f.take(&(u * G..(u + 1) * G));
+        }
+        f.check().unwrap();
+        // A leaf `y` and its next sibling `x` under a parent with room.
+        let mut found = None;
+        let mut c = f.leftmost();
+        while let Some(l) = c {
+            let p = f.leaves[l as usize].parent;
+            let n = &f.nodes[p as usize];
+            let s = f.slot(p, l);
+            if (n.len as usize) < FAN && s + 1 < n.len as usize && f.leaves[l as usize].len >= 2 {
+                found = Some((l, n.kids[s + 1], p));
+                break;
+            }
+            c = f.next_leaf(l);
+        }
+        let (y, x, p) = found.expect("a leaf with a next sibling under a parent with room");
+        // `y`'s first two gaps joined (the one gap of 15 granules), then its last gap cut
+        // while longer than two granules, and then its first near its top, until `y`
+        // is full.
+        let (a, b) = (f.gap(y, 0), f.gap(y, 1));
+        f.give(a.1..b.0);
+        while (f.leaves[y as usize].len as usize) < GAPS {
+            let len = f.leaves[y as usize].len as usize;
+            let (s, e) = f.gap(y, len - 1);
+            if e - s > 2 * G {
+                f.take(&(s + G..s + 2 * G));
+            } else {
+                let (s, e) = f.gap(y, 0);
+                assert!(e - s >= 13 * G, "y's first gap is long enough to cut");
+                f.take(&(e - 2 * G..e - G));
+            }
+        }
+        f.check().unwrap();
+        let x_first = f.gap(x, 0);
+        let slot_x = f.slot(p, x);
+        // The release's warm-up: the path to `x` remembered.
+        f.warm(x_first.0);
+        assert_eq!(f.trail.get().leaf, x);
+        // Nine granules at a 2-granule alignment fit only in `y`'s first gap, and cut it.
+        let base = f.find(9 * G, 2 * G, false).expect("a fit");
+        assert_eq!(base, a.0 + G);
+        f.take(&(base..base + 9 * G));
+        assert_eq!(f.nodes[p as usize].kids[slot_x + 1], x, "y split, x moved one place");
+        f.check().unwrap();
+        // A give that makes `x` hold the longest gap yet raises the maxima above it.
+        let (xs, xe) = f.gap(x, 0);
+        let (ns, ne) = f.gap(x, 1);
+        f.warm(xs);
+        f.give(xe..ns);
+        f.check().unwrap();
+        assert_eq!(f.gap(x, 0), (xs, ne));
+        assert_eq!(f.largest(), f.gaps().iter().map(|&(s, e)| e - s).max().unwrap_or(0));
     }
 
     /// Lookups at and just below `usize::MAX` in a tree of several levels find the last
