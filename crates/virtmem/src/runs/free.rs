@@ -1118,8 +1118,8 @@ impl FreeSpace {
     /// (callgrind, release at 10^6 regions, random and on that working set); the
     /// descent leaves the hint and the path on the leaf, for the give.
     pub fn warm(&self, addr: usize) {
-        // (Before every gap: no leaf to load.)
-        if self.root == NIL || addr < self.key_of(self.root, self.height) {
+        // (Before every gap, the first leaf: loaded for nothing, but a true path.)
+        if self.root == NIL {
             return;
         }
         let trail = self.descend_path(addr);
@@ -1558,6 +1558,35 @@ mod tests {
         f.check().unwrap();
         assert_eq!(f.gap(x, 0), (xs, ne));
         assert_eq!(f.largest(), f.gaps().iter().map(|&(s, e)| e - s).max().unwrap_or(0));
+    }
+
+    /// A release's warm-up at an address before every gap (its range then joins the
+    /// first gap from below, or stands alone) leaves a true path (the first leaf's), and
+    /// the give that follows finds its neighbours by lookups.
+    #[test]
+    fn free_space_warms_before_every_gap() {
+        const G: usize = 0x10000;
+        let mut f = FreeSpace::new(4 * G..400 * G);
+        for u in (6..400).step_by(2) {
+            f.take(&(u * G..(u + 1) * G));
+        }
+        f.take(&(4 * G..5 * G));
+        assert!(f.height >= 2, "height {}", f.height);
+        let first = f.gap(f.leftmost().unwrap(), 0);
+        assert_eq!(first, (5 * G, 6 * G));
+        f.warm(0);
+        f.check().unwrap();
+        assert_eq!(f.trail.get().leaf, f.leftmost().unwrap());
+        // Joins the first gap from below.
+        f.warm(4 * G);
+        f.give(4 * G..5 * G);
+        f.check().unwrap();
+        assert_eq!(f.gaps()[0], (4 * G, 6 * G));
+        // Alone, before it.
+        f.warm(G);
+        f.give(G..2 * G);
+        f.check().unwrap();
+        assert_eq!(f.gaps()[..2], [(G, 2 * G), (4 * G, 6 * G)]);
     }
 
     /// Lookups at and just below `usize::MAX` in a tree of several levels find the last
