@@ -707,3 +707,28 @@ impl<B: Backend> AnySpace for AddressSpace<B> {
         self.alloc(base, len, T::RESERVE | T::COMMIT, Pr::READWRITE).map(|_| ())
     }
 }
+
+/// A release of a reservation inside one 64 KiB block (the simulated backend's usual
+/// case, which finds the block's part once) takes back the block's grant and drops its
+/// stored pages, with and without write watching: the released pages refuse every
+/// access, and the same addresses reserved and committed again read zero.
+#[test]
+fn a_release_inside_one_block_takes_back_its_grant_and_its_pages() {
+    for ty in [T::empty(), T::WRITE_WATCH] {
+        let s = SimSpace::simulated_with(SimConfig::default());
+        let a = s.alloc(0, G, T::RESERVE | T::COMMIT | ty, Pr::READWRITE).unwrap();
+        s.write(a + P + 8, &[5; 8]).unwrap();
+        let mut b = [0; 8];
+        s.read(a + P + 8, &mut b).unwrap();
+        assert_eq!(b, [5; 8], "{ty:?}");
+        assert!(s.backend().stored_pages() > 0, "{ty:?}");
+        s.free(a, 0, FreeType::RELEASE).unwrap();
+        assert_eq!(s.backend().stored_pages(), 0, "{ty:?}");
+        assert_eq!(s.read(a + P + 8, &mut [0]), Err(av(a + P + 8, AccessKind::Read)), "{ty:?}");
+        assert_eq!(s.write(a + P + 8, &[1]), Err(av(a + P + 8, AccessKind::Write)), "{ty:?}");
+        assert_eq!(s.alloc(a, G, T::RESERVE | T::COMMIT | ty, Pr::READWRITE), Ok(a), "{ty:?}");
+        let mut b = [9; 8];
+        s.read(a + P + 8, &mut b).unwrap();
+        assert_eq!(b, [0; 8], "{ty:?}: a page committed again reads zero");
+    }
+}
