@@ -88,6 +88,13 @@ fn from_run_of<V>(few: &[(usize, V)], addr: usize) -> &[(usize, V)] {
 }
 
 impl<V: Copy + Eq> RunMap<V> {
+    /// Whether it holds nothing on the heap (its runs in their inline room): dropping
+    /// it would free nothing.
+    #[inline(always)]
+    pub(crate) fn owns_nothing(&self) -> bool {
+        matches!(&self.store, Store::Few(v) if !v.spilled())
+    }
+
     /// One run covering `range` with value `v`.
     pub fn new(range: Range<usize>, v: V) -> Self {
         let mut few = SmallVec::new();
