@@ -710,25 +710,42 @@ impl<B: Backend> AnySpace for AddressSpace<B> {
 
 /// A release of a reservation inside one 64 KiB block (the simulated backend's usual
 /// case, which finds the block's part once) takes back the block's grant and drops its
-/// stored pages, with and without write watching: the released pages refuse every
-/// access, and the same addresses reserved and committed again read zero.
+/// stored pages, with and without write watching, and with the grant already taken
+/// back by a change of protection (the data stays stored): the released pages refuse
+/// every access, and the same addresses reserved and committed again read zero.
 #[test]
 fn a_release_inside_one_block_takes_back_its_grant_and_its_pages() {
-    for ty in [T::empty(), T::WRITE_WATCH] {
+    for (ty, reprotect) in [(T::empty(), false), (T::WRITE_WATCH, false), (T::empty(), true), (T::WRITE_WATCH, true)] {
         let s = SimSpace::simulated_with(SimConfig::default());
         let a = s.alloc(0, G, T::RESERVE | T::COMMIT | ty, Pr::READWRITE).unwrap();
         s.write(a + P + 8, &[5; 8]).unwrap();
         let mut b = [0; 8];
         s.read(a + P + 8, &mut b).unwrap();
-        assert_eq!(b, [5; 8], "{ty:?}");
-        assert!(s.backend().stored_pages() > 0, "{ty:?}");
+        assert_eq!(b, [5; 8], "{ty:?}, protection changed: {reprotect}");
+        if reprotect {
+            // (Not read again: a read would grant the block anew.)
+            s.protect(a, G, Pr::READONLY).unwrap();
+        }
+        assert!(s.backend().stored_pages() > 0, "{ty:?}, protection changed: {reprotect}");
         s.free(a, 0, FreeType::RELEASE).unwrap();
-        assert_eq!(s.backend().stored_pages(), 0, "{ty:?}");
-        assert_eq!(s.read(a + P + 8, &mut [0]), Err(av(a + P + 8, AccessKind::Read)), "{ty:?}");
-        assert_eq!(s.write(a + P + 8, &[1]), Err(av(a + P + 8, AccessKind::Write)), "{ty:?}");
-        assert_eq!(s.alloc(a, G, T::RESERVE | T::COMMIT | ty, Pr::READWRITE), Ok(a), "{ty:?}");
+        assert_eq!(s.backend().stored_pages(), 0, "{ty:?}, protection changed: {reprotect}");
+        assert_eq!(
+            s.read(a + P + 8, &mut [0]),
+            Err(av(a + P + 8, AccessKind::Read)),
+            "{ty:?}, protection changed: {reprotect}"
+        );
+        assert_eq!(
+            s.write(a + P + 8, &[1]),
+            Err(av(a + P + 8, AccessKind::Write)),
+            "{ty:?}, protection changed: {reprotect}"
+        );
+        assert_eq!(
+            s.alloc(a, G, T::RESERVE | T::COMMIT | ty, Pr::READWRITE),
+            Ok(a),
+            "{ty:?}, protection changed: {reprotect}"
+        );
         let mut b = [9; 8];
         s.read(a + P + 8, &mut b).unwrap();
-        assert_eq!(b, [0; 8], "{ty:?}: a page committed again reads zero");
+        assert_eq!(b, [0; 8], "{ty:?}, protection changed: {reprotect}: a page committed again reads zero");
     }
 }

@@ -865,6 +865,27 @@ impl SimBackend {
         }
     }
 
+    /// [`Backend::release`] (of [`SimBackend`]) past its usual case.
+    #[inline(never)]
+    fn release_any(&self, range: Range<usize>, opts: ReserveOptions) {
+        if opts.write_watch {
+            self.revoke(&range);
+            self.unwatch_and_discard(range, opts);
+        } else {
+            // Nothing to unwatch: the revocation and the discard, in that order, with
+            // the part of a range inside one block found once for both (each finding it
+            // had cost a release ~10 instructions). Passing by a part that was not made
+            // when it is looked at, without looking again before the discard, holds for
+            // concurrent writers: a part not made holds no grant, so no thread holds a
+            // grant into this range to write through, and every other way in to its
+            // pages goes through the engine's lock, held by this release; nothing can be
+            // stored for the range between the look and the discard. (The same holds
+            // for the usual case above, which also passes by a part holding nothing:
+            // only a change under the engine's lock stores into it or grants from it.)
+            self.revoke_and_discard(&range);
+        }
+    }
+
     /// Forget every grant of `blocks`: in each part holding a grant among the parts of
     /// `blocks`, a look at no more slots than `blocks` has runs of [`SHARDS`] blocks, nor
     /// than the part has slots (a change of 1 TiB looks at the slots in use, at most
@@ -1183,26 +1204,25 @@ impl Backend for SimBackend {
         Ok(())
     }
 
-    // (Inlined, with `discard`'s usual case, into `release_committed`: the calls and
+    // (Its usual case inlined into `release_committed`, the rest a call: the calls and
     // their saved registers were half of a release's work here. `release_committed`
     // itself stays a call: inlined into the engine it saved a release ~34 more
     // instructions but cost every commit 5, through the code around it.)
     #[inline(always)]
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        if opts.write_watch {
-            self.revoke(&range);
-            self.unwatch_and_discard(range, opts);
-        } else {
-            // Nothing to unwatch: the revocation and the discard, in that order, with
-            // the part of a range inside one block found once for both (each finding it
-            // had cost a release ~10 instructions). Passing by a part that was not made
-            // when it is looked at, without looking again before the discard, holds for
-            // concurrent writers: a part not made holds no grant, so no thread holds a
-            // grant into this range to write through, and every other way in to its
-            // pages goes through the engine's lock, held by this release; nothing can be
-            // stored for the range between the look and the discard.
-            self.revoke_and_discard(&range);
+        // The usual case: a range inside one block, not watched, whose part holds no
+        // grant and nothing stored or marked (or was never made): nothing to do, found
+        // without the registers the rest needs saved (~15 instructions a release). The
+        // same loads, in the same order, as `revoke_and_discard` makes first; when one
+        // finds something, `release_any` looks again from the start.
+        let first = range.start / BLOCK;
+        if !opts.write_watch && (range.end - 1) / BLOCK == first {
+            let shard = self.part(shard_of(first));
+            if shard.map_or(true, |s| s.live.load(Ordering::Acquire) == 0 && !s.used.load(Ordering::Relaxed)) {
+                return Ok(());
+            }
         }
+        self.release_any(range, opts);
         Ok(())
     }
 
