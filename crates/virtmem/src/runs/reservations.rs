@@ -231,7 +231,7 @@ impl Leaf {
         if rec.owns_nothing() {
             // The usual record: overwritten without its drop, which would free nothing
             // (the drop's call and tests had cost a release ~20 instructions).
-            std::mem::forget(std::mem::replace(slot, None));
+            std::mem::forget(slot.take());
         } else {
             *slot = None;
         }
