@@ -3,53 +3,11 @@
 //! locked pages (`VirtualLock`). A global allocator counts the bytes this thread holds;
 //! a reservation made and released again leaves the count where it was.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use virtmem::{AllocationType as T, FreeType, Protection as Pr, SimSpace};
 
-struct Counting;
+mod heap_bytes;
 
-thread_local! {
-    /// Bytes this thread allocated and has not freed (may wrap below zero).
-    static HELD: Cell<isize> = const { Cell::new(0) };
-}
-
-fn add(n: isize) {
-    let _ = HELD.try_with(|h| h.set(h.get().wrapping_add(n)));
-}
-
-// SAFETY: every call is passed on to the system allocator unchanged; counting touches
-// only a const-initialised thread-local `Cell`, which allocates nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        add(layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        add(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(-(layout.size() as isize));
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn held() -> isize {
-    HELD.with(|h| h.get())
-}
+use heap_bytes::held;
 
 const P: usize = 4096;
 
