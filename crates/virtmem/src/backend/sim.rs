@@ -843,9 +843,15 @@ impl SimBackend {
 
     /// Forget every grant of a block that `range` (non-empty, page-aligned) touches, then
     /// drop its contents and marks: [`SimBackend::revoke`] and then
-    /// [`Backend::discard`], with the part of a range inside one block (most decommits)
-    /// found once for both, and passed by without its lock unless it holds a grant or
-    /// may hold something. (Each looking for it had cost a decommit ~20 instructions.)
+    /// [`Backend::discard`], with the part of a range inside one block (most decommits
+    /// and releases) found once for both, and passed by without its lock unless it holds
+    /// a grant or may hold something. (Each looking for it had cost a decommit ~20
+    /// instructions, a release ~10.)
+    ///
+    /// Passing by a part that holds no grant and nothing stored (or was never made),
+    /// without its lock, holds for concurrent writers: with no grant from it no thread can
+    /// write into `range` except through the engine, whose lock the caller (a decommit, a
+    /// release) holds, so nothing can be stored there between the look and the return.
     #[inline(always)]
     fn revoke_and_discard(&self, range: &Range<usize>) {
         let first = range.start / BLOCK;
@@ -865,25 +871,12 @@ impl SimBackend {
         }
     }
 
-    /// [`Backend::release`] (of [`SimBackend`]) past its usual case.
+    /// [`Backend::release`] (of [`SimBackend`]) of a write-watched range: every grant
+    /// taken back, then its contents and its marks dropped.
     #[inline(never)]
-    fn release_any(&self, range: Range<usize>, opts: ReserveOptions) {
-        if opts.write_watch {
-            self.revoke(&range);
-            self.unwatch_and_discard(range, opts);
-        } else {
-            // Nothing to unwatch: the revocation and the discard, in that order, with
-            // the part of a range inside one block found once for both (each finding it
-            // had cost a release ~10 instructions). Passing by a part that was not made
-            // when it is looked at, without looking again before the discard, holds for
-            // concurrent writers: a part not made holds no grant, so no thread holds a
-            // grant into this range to write through, and every other way in to its
-            // pages goes through the engine's lock, held by this release; nothing can be
-            // stored for the range between the look and the discard. (The same holds
-            // for the usual case above, which also passes by a part holding nothing:
-            // only a change under the engine's lock stores into it or grants from it.)
-            self.revoke_and_discard(&range);
-        }
+    fn release_watched(&self, range: Range<usize>, opts: ReserveOptions) {
+        self.revoke(&range);
+        self.unwatch_and_discard(range, opts);
     }
 
     /// Forget every grant of `blocks`: in each part holding a grant among the parts of
@@ -1204,25 +1197,18 @@ impl Backend for SimBackend {
         Ok(())
     }
 
-    // (Its usual case inlined into `release_committed`, the rest a call: the calls and
-    // their saved registers were half of a release's work here. `release_committed`
-    // itself stays a call: inlined into the engine it saved a release ~34 more
-    // instructions but cost every commit 5, through the code around it.)
+    // (Inlined into `release_committed`, with `revoke_and_discard`: the calls and their
+    // saved registers were half of a release's work here.
+    // `release_committed` itself stays a call: inlined into the engine it saved a release
+    // ~34 more instructions but cost every commit 5, through the code around it.)
     #[inline(always)]
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
-        // The usual case: a range inside one block, not watched, whose part holds no
-        // grant and nothing stored or marked (or was never made): nothing to do, found
-        // without the registers the rest needs saved (~15 instructions a release). The
-        // same loads, in the same order, as `revoke_and_discard` makes first; when one
-        // finds something, `release_any` looks again from the start.
-        let first = range.start / BLOCK;
-        if !opts.write_watch && (range.end - 1) / BLOCK == first {
-            let shard = self.part(shard_of(first));
-            if shard.map_or(true, |s| s.live.load(Ordering::Acquire) == 0 && !s.used.load(Ordering::Relaxed)) {
-                return Ok(());
-            }
+        if opts.write_watch {
+            self.release_watched(range, opts);
+        } else {
+            // Nothing to unwatch: the revocation and the discard in one.
+            self.revoke_and_discard(&range);
         }
-        self.release_any(range, opts);
         Ok(())
     }
 
