@@ -50,8 +50,10 @@ fn spaces() -> Vec<(&'static str, Box<dyn VirtualSpace>)> {
     ];
     #[cfg(all(target_os = "linux", not(miri)))]
     {
-        out.push(("linux", Box::new(virtmem::LinuxSpace::linux().unwrap())));
-        out.push(("linux, trait defaults", Box::new(Plain { inner: virtmem::LinuxSpace::linux().unwrap() })));
+        // Each in a window of its own: the tests run in parallel in one process, and
+        // some expect an address next to their reservation to be free.
+        out.push(("linux", Box::new(common::linux::space(common::WINDOW))));
+        out.push(("linux, trait defaults", Box::new(Plain { inner: common::linux::space(common::WINDOW) })));
     }
     out
 }
@@ -179,7 +181,7 @@ fn reset_undo_tells_whether_the_data_survived() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn reset_on_real_memory_gives_pages_to_the_kernel() {
-    let s = virtmem::LinuxSpace::linux().unwrap();
+    let s = common::linux::space(common::WINDOW);
     let a = s.alloc(0, 4 * P, T::RESERVE | T::COMMIT, Pr::READWRITE).unwrap();
     // SAFETY: committed read-write pages of a reservation this test owns.
     unsafe { std::ptr::write_volatile((a + 8) as *mut u64, 0x5EED) };
@@ -309,7 +311,7 @@ fn write_watch_into_refuses_what_get_write_watch_refuses() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn write_watch_into_sees_stores_through_pointers() {
-    let s = virtmem::LinuxSpace::linux().unwrap();
+    let s = common::linux::space(2 << 30);
     let heap = s.alloc(0, 1 << 30, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
     s.alloc(heap, 1024 * P, T::COMMIT, Pr::READWRITE).unwrap();
     let pages: Vec<usize> = (0..1024).filter(|i| i % 7 == 3).collect();
@@ -479,10 +481,10 @@ fn a_reservation_of_any_type_on_any_space_and_thread() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn a_reservation_on_real_memory_gives_its_memory_back() {
-    let s = virtmem::LinuxSpace::linux().unwrap();
-    // Top-down: the other tests of this binary reserve bottom-up (and write), and may
-    // take the range as soon as it is free.
-    let r = Reservation::with_type(&s, 0, 1 << 30, T::RESERVE | T::TOP_DOWN, Pr::NOACCESS).unwrap();
+    // In a window of its own: the other tests of this binary reserve (and write) in
+    // parallel, and could take the range as soon as it is free.
+    let s = common::linux::space(2 << 30);
+    let r = Reservation::with_type(&s, 0, 1 << 30, T::RESERVE, Pr::NOACCESS).unwrap();
     let range = r.range();
     r.commit(range.start, 2 * P, Pr::READWRITE).unwrap();
     // SAFETY: committed read-write pages of the reservation, owned by this test.
@@ -501,9 +503,9 @@ fn a_reservation_on_real_memory_gives_its_memory_back() {
             0
         }
     };
-    assert_eq!((s.backend().stats().reservations, resident(range.start)), (1, 2));
+    assert_eq!((s.backend().inner().stats().reservations, resident(range.start)), (1, 2));
     drop(r);
-    assert_eq!((s.backend().stats().reservations, resident(range.start)), (0, 0));
+    assert_eq!((s.backend().inner().stats().reservations, resident(range.start)), (0, 0));
     assert_eq!(s.query(range.start).unwrap().state, MemState::Free);
     assert_eq!((s.reserved_bytes(), s.committed_bytes()), (0, 0));
 }
@@ -580,7 +582,9 @@ fn a_reserve_inside_an_address_window_on_a_simulated_space() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn a_reserve_inside_an_address_window_on_real_memory() {
-    jit_window(&virtmem::LinuxSpace::linux().unwrap(), "linux");
+    // In a window of its own (the ±2 GiB around the target, and room outside it): the
+    // other tests of this binary reserve in parallel.
+    jit_window(&common::linux::space(4 << 30), "linux");
 }
 
 /// A window with one hole big enough (the rest of it full) gets the hole; the gaps at

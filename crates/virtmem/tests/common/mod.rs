@@ -368,6 +368,16 @@ pub mod linux {
         base + off
     }
 
+    /// A fresh Linux space over this process's real memory that places reservations only
+    /// in a window of its own of `size` bytes (see [`window`]), so that tests running in
+    /// parallel in one process never take each other's addresses, nor the addresses a
+    /// test expects to find free.
+    pub fn space(size: usize) -> virtmem::AddressSpace<Confined<virtmem::LinuxBackend>> {
+        let w = window(size);
+        let backend = virtmem::LinuxBackend::new().expect("the Linux backend needs /proc");
+        virtmem::AddressSpace::with_backend(Confined::new(backend, w..w + size, false))
+    }
+
     /// A backend confined to `window`: the engine may place reservations only there
     /// (everything else is blocked), and sees no foreign memory outside it. With
     /// `limits`, the window is also the whole address space (lowest and highest address).
