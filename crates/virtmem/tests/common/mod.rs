@@ -341,31 +341,47 @@ pub mod linux {
     use std::sync::OnceLock;
 
     use virtmem::backend::{Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
-    use virtmem::{AllocationType, FreeType, LinuxSpace, Protection};
+    use virtmem::{AllocationType, FreeType, LinuxOptions, LinuxSpace, Protection};
 
     /// The arena windows are cut from.
-    const ARENA: usize = 64 << 30;
+    const ARENA: usize = 1 << 40;
 
-    /// A window of `size` bytes (2 MiB aligned) that nothing maps: cut from a 64 GiB
-    /// arena that was reserved and released once per process. The arena lies where the
-    /// engine places reservations (low addresses), far below where the kernel puts
-    /// mappings nobody asked an address for, and each window is handed out once, so
-    /// tests never assume that an address picked out of thin air is free.
+    /// A window of `size` bytes (2 MiB aligned) that nothing maps: cut from a 1 TiB
+    /// arena that was reserved and released once per process, each window handed out
+    /// once, so tests never assume that an address picked out of thin air is free.
+    ///
+    /// The arena lies where nothing else of the process goes by itself (see [`arena`]),
+    /// so that the tests of a binary that also make unconfined spaces (placing
+    /// reservations bottom-up, from the lowest free address) or map memory without an
+    /// address (the kernel places it top-down, under the stack) never take a window's
+    /// addresses meanwhile.
     pub fn window(size: usize) -> usize {
         static BASE: OnceLock<usize> = OnceLock::new();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = *BASE.get_or_init(|| {
-            let probe = LinuxSpace::linux().expect("the Linux backend needs /proc");
-            let a = probe
-                .alloc(0, ARENA + (2 << 20), AllocationType::RESERVE, Protection::NOACCESS)
-                .expect("reserve the window arena");
-            probe.free(a, 0, FreeType::RELEASE).expect("release the window arena");
-            (a + (2 << 20) - 1) & !((2 << 20) - 1)
-        });
+        let base = *BASE.get_or_init(arena);
         let size = (size + (2 << 20) - 1) & !((2 << 20) - 1);
         let off = NEXT.fetch_add(size, Ordering::SeqCst);
         assert!(off + size <= ARENA, "the window arena is exhausted");
         base + off
+    }
+
+    /// Where the arena lies: the first free [`ARENA`]-aligned range from an eighth of
+    /// the user address space up (15 TiB of 128 TiB on x86-64), far above the low
+    /// addresses where reservations at no address go (bottom-up: they would need to
+    /// fill terabytes first) and far below the program's image, the libraries, the
+    /// kernel's placements without an address and top-down reservations.
+    fn arena() -> usize {
+        let probe = LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: false })
+            .expect("the Linux backend needs /proc");
+        let top = probe.system_info().maximum_application_address + 1;
+        let first = ((top / 8) & !(ARENA - 1)).max(ARENA);
+        let at = (0..8)
+            .map(|k| first + k * ARENA)
+            .take_while(|&a| a + ARENA <= top / 2)
+            .find(|&a| probe.alloc(a, ARENA, AllocationType::RESERVE, Protection::NOACCESS) == Ok(a))
+            .expect("a free range for the window arena in the middle of the address space");
+        probe.free(at, 0, FreeType::RELEASE).expect("release the window arena");
+        at
     }
 
     /// A fresh Linux space over this process's real memory that places reservations only
