@@ -2,6 +2,7 @@
 //! each Win32 call.
 #![cfg(target_os = "linux")]
 
+mod common;
 mod linux_util;
 
 use linux_util::*;
@@ -490,6 +491,9 @@ fn checked_copies_never_crash() {
 
 #[test]
 fn current_process_is_shared() {
+    // The process space places reservations as every space does: its turn too, so that
+    // it never takes a range a test holding the lock alone has just released.
+    let _turn = MAPS.read_recursive();
     let a = virtmem::current_process();
     let b = virtmem::current_process();
     assert!(std::ptr::eq(a, b));
@@ -1006,7 +1010,10 @@ fn kernel_mappings_grow_at_most_two_per_call_and_not_on_guarded_decommit() {
 /// per committed run (no `mprotect`, no `munmap`); without a pool, one `munmap` does it.
 #[test]
 fn releasing_committed_memory_costs_one_system_call() {
-    for s in [space(), plain()] {
+    // Without a pool the release unmaps the range, which then must query free: alone
+    // (another test's space would take it at once), one space after the other.
+    for make in [space as fn() -> Held, plain_alone] {
+        let s = make();
         let base = s.alloc(0, MB, T::RESERVE | T::COMMIT, P::READWRITE).unwrap();
         for a in (base..base + MB).step_by(4096) {
             store(a, 1);
@@ -1071,24 +1078,23 @@ fn a_release_with_many_committed_runs_is_one_munmap() {
 
 /// A foreign mapping, `len` bytes at an address aligned to 64 KiB.
 fn foreign_mapping(len: usize) -> usize {
-    // SAFETY: a fresh anonymous mapping of our own, placed by the kernel.
+    // In a window of its own, where nothing else maps: a mapping the kernel placed could
+    // be replaced, as soon as it is unmapped, by another thread's (the kernel puts a new
+    // mapping without an address at the highest free place, where the unmapped one was).
+    let at = common::linux::window(len);
+    // SAFETY: a fresh anonymous mapping of our own, where nothing is mapped (NOREPLACE).
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len + 64 * KB, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            at as *mut libc::c_void,
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
     };
-    assert_ne!(p, libc::MAP_FAILED);
-    let start = p as usize;
-    let aligned = (start + 64 * KB - 1) & !(64 * KB - 1);
-    // SAFETY: the parts before and after the aligned piece are ours and unused.
-    unsafe {
-        if aligned > start {
-            libc::munmap(p, aligned - start);
-        }
-        let tail = start + len + 64 * KB - (aligned + len);
-        if tail > 0 {
-            libc::munmap((aligned + len) as *mut libc::c_void, tail);
-        }
-    }
-    aligned
+    assert_eq!(p as usize, at, "the test's foreign mapping");
+    at
 }
 
 /// What `VirtualQuery` reports as free can be reserved there, even where the space once
@@ -1277,10 +1283,22 @@ fn a_range_taken_from_a_full_pool_goes_back_to_it() {
 #[test]
 fn a_large_foreign_mapping_is_skipped_in_one_collision() {
     let s = plain_alone();
-    // Where a reservation at no particular address goes now, freed again (unmapped).
-    let x = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
-    s.free(x, 0, FreeType::RELEASE).unwrap();
+    // Where a reservation at no particular address goes now, freed again (unmapped),
+    // with room for the foreign mapping after it. (Alone, yet not alone in the process:
+    // memory the other tests left mapped, such as the process space's pool, which lives
+    // as long as the process, may lie a little above the lowest free address. Such a
+    // spot is filled with a reservation of the space's own, up to what is in the way, so
+    // that placement looks past it.)
     let len = 256 << 20;
+    let mut fillers = Vec::new();
+    let x = loop {
+        let x = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
+        s.free(x, 0, FreeType::RELEASE).unwrap();
+        let Some(&(start, _, _)) = mappings(x..x + len).first() else { break x };
+        let upto = (start & !(64 * KB - 1)).max(x + 64 * KB);
+        fillers.push(s.alloc(x, upto - x, T::RESERVE, P::NOACCESS).unwrap());
+        assert!(fillers.len() < 1000, "no room for the foreign mapping");
+    };
     // SAFETY: a fresh mapping of our own at an address nothing maps (NOREPLACE).
     let p = unsafe {
         libc::mmap(
@@ -1299,6 +1317,9 @@ fn a_large_foreign_mapping_is_skipped_in_one_collision() {
     s.free(b, 0, FreeType::RELEASE).unwrap();
     // SAFETY: the mapping made above, unused.
     unsafe { libc::munmap(p, len) };
+    for f in fillers {
+        s.free(f, 0, FreeType::RELEASE).unwrap();
+    }
 }
 
 /// A space placing a reservation where thousands of small mappings that are not its own
