@@ -40,6 +40,17 @@ const GB: usize = 1 << 30;
 /// The GC heap's reservation: what a server GC reserves up front.
 const HEAP: usize = 64 * GB;
 
+/// A space of this process's real memory placing its reservations only in a window of
+/// its own: `size` bytes, and 64 MiB more for the test's other reservations. The tests
+/// of this binary run in parallel in one process: a space placing reservations anywhere
+/// (bottom-up, from the lowest free address) would take the range another test just
+/// released and still expects free (the GC heap after its shutdown, the process space's
+/// allocators after theirs).
+#[cfg(all(target_os = "linux", not(miri)))]
+fn real_space(size: usize) -> virtmem::AddressSpace<common::linux::Confined<virtmem::LinuxBackend>> {
+    common::linux::space(size + 64 * MB)
+}
+
 /// Write a word through a real pointer (what a mutator does).
 #[cfg(all(target_os = "linux", not(miri)))]
 fn poke(addr: usize, v: u64) {
@@ -114,10 +125,9 @@ fn check_answer(address: usize, m: &MemoryBasicInformation, top: usize) {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn gc_heap_on_real_memory() {
-    use virtmem::LinuxSpace;
     const SEG: usize = 4 * MB;
-    let s = LinuxSpace::linux().unwrap();
-    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    let s = real_space(HEAP);
+    assert!(s.backend().inner().write_watch_supported(), "this kernel (6.7+) has write watch");
 
     // Reserve the whole heap, write-watched: free of charge.
     let heap = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
@@ -223,8 +233,8 @@ fn gc_heap_on_real_memory() {
     assert!(q.region_size >= HEAP, "the whole heap is free again: {q:x?}");
     let st = s.stats();
     assert_eq!((st.reserved, st.committed, st.reservations), (0, 0, 0));
-    // (The range may be another test's by now: ask the backend what it still maps.)
-    let b = s.backend().stats();
+    // (Nor anything the backend still maps.)
+    let b = s.backend().inner().stats();
     assert_eq!((b.reservations, b.pooled_bytes, b.kernel_runs), (0, 0, 0), "a write-watched heap is unmapped: {b:?}");
 }
 
@@ -298,9 +308,8 @@ fn page_table_bytes() -> usize {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn resetting_the_cards_of_a_mostly_reserved_heap_costs_no_page_tables() {
-    use virtmem::LinuxSpace;
-    let s = LinuxSpace::linux().unwrap();
-    assert!(s.backend().write_watch_supported(), "this kernel (6.7+) has write watch");
+    let s = real_space(HEAP);
+    assert!(s.backend().inner().write_watch_supported(), "this kernel (6.7+) has write watch");
     let heap = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
     s.alloc(heap, 8 * MB, T::COMMIT, Pr::READWRITE).unwrap();
     for i in 0..16 {
@@ -326,9 +335,8 @@ fn resetting_the_cards_of_a_mostly_reserved_heap_costs_no_page_tables() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn reset_free_space_taken_by_the_kernel_is_reported_lost() {
-    use virtmem::LinuxSpace;
     const SEG: usize = MB;
-    let s = LinuxSpace::linux().unwrap();
+    let s = real_space(256 * MB);
     let heap = s.alloc(0, 256 * MB, T::RESERVE, Pr::NOACCESS).unwrap();
     s.alloc(heap, SEG, T::COMMIT, Pr::READWRITE).unwrap();
     for i in 0..SEG / P {
@@ -388,8 +396,7 @@ fn call(addr: usize) -> u32 {
 #[test]
 fn jit_code_heap_with_w_xor_x() {
     use common::linux_util::{child_signal, store};
-    use virtmem::LinuxSpace;
-    let s = LinuxSpace::linux().unwrap();
+    let s = real_space(16 * MB);
     let heap = s.alloc(0, 16 * MB, T::RESERVE, Pr::NOACCESS).unwrap();
     // [guard: reserved][code: 2 pages][guard: reserved]
     let code = heap + P;
@@ -616,9 +623,8 @@ fn thread_stack_grows_through_its_guard_page_on_the_simulated_backend() {
 #[test]
 fn thread_stack_guard_page_on_real_memory() {
     use common::linux_util::{child_signal, load, store};
-    use virtmem::LinuxSpace;
     const STACK: usize = MB;
-    let s = LinuxSpace::linux().unwrap();
+    let s = real_space(STACK);
     let base = s.alloc(0, STACK, T::RESERVE, Pr::READWRITE).unwrap();
     let top = base + STACK;
     s.alloc(top - 2 * P, 2 * P, T::COMMIT, Pr::READWRITE).unwrap();
@@ -793,7 +799,9 @@ fn allocators_and_a_walker_on_a_simulated_space() {
 /// The same on the process's own space (`virtmem::current_process()`, what a runtime
 /// uses), the walker going over the whole process: the program's own mappings, other
 /// threads' stacks and heaps come and go meanwhile, and must be answered just as
-/// consistently. (No other test of this binary uses the process space.)
+/// consistently. (No other test of this binary uses the process space, nor places
+/// reservations where it does: the others' spaces are confined to windows of their own,
+/// see [`real_space`], so a reservation of the allocators is free once released.)
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn allocators_and_a_walker_on_the_process_space() {
@@ -877,7 +885,7 @@ fn cards_under_concurrent_stores_on_a_simulated_space() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn cards_under_concurrent_stores_through_pointers() {
-    let s = virtmem::LinuxSpace::linux().unwrap();
+    let s = real_space(HEAP);
     let heap = s.alloc(0, HEAP, T::RESERVE | T::WRITE_WATCH, Pr::NOACCESS).unwrap();
     s.alloc(heap, 256 * P, T::COMMIT, Pr::READWRITE).unwrap();
     let store = |a: usize, v: u64| {
@@ -976,5 +984,5 @@ fn gc_at_its_commit_limit_on_a_simulated_space() {
 #[cfg(all(target_os = "linux", not(miri)))]
 #[test]
 fn gc_at_its_commit_limit_on_real_memory() {
-    gc_at_its_commit_limit(&virtmem::LinuxSpace::linux().unwrap(), &kernel_view);
+    gc_at_its_commit_limit(&real_space(HEAP), &kernel_view);
 }
