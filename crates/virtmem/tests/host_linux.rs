@@ -4,6 +4,7 @@
 use virtmem::host::{CriticalLevel, HostError, MallocType};
 use virtmem::{AllocationType, FreeType, MemState, Protection};
 
+mod common;
 mod host_util;
 use host_util::linux_host as host;
 
@@ -40,18 +41,23 @@ fn memory_of_other_allocators_is_refused_and_left_untouched() {
     let on_heap = boxed.as_ptr() as usize;
     let on_stack = &m as *const _ as usize;
     let code = committed_memory_is_real_and_charged as *const () as usize;
-    // SAFETY: a fresh anonymous mapping that only this test uses.
+    // In a window of this test's own: a mapping the kernel placed could be replaced, as
+    // soon as it is unmapped below, by another thread's (the kernel puts a new mapping
+    // without an address at the highest free place, where the unmapped one just was).
+    let at = common::linux::window(4 * P);
+    // SAFETY: a fresh anonymous mapping that only this test uses, where nothing is mapped
+    // (MAP_FIXED_NOREPLACE never replaces a mapping).
     let mapped = unsafe {
         libc::mmap(
-            std::ptr::null_mut(),
+            at as *mut libc::c_void,
             4 * P,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         )
     };
-    assert_ne!(mapped, libc::MAP_FAILED);
+    assert_eq!(mapped as usize, at);
     let mapped = mapped as usize;
     // SAFETY: the mapping is 4 pages of read-write memory.
     unsafe { *(mapped as *mut u8) = 0x22 };

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use virtmem::host::{CriticalLevel, HostMalloc, HostMemoryManager, HostResult, MallocType, MemoryAvailable, SLAB_SIZE};
 use virtmem::{AllocationType, FreeType, Protection, SimSpace, VirtualSpace};
 
+mod common;
 mod host_util;
 use host_util::{eventually, forward_space};
 
@@ -368,17 +369,22 @@ fn query_of_free_memory_on_linux_does_not_block_while_a_thread_is_suspended() {
 #[test]
 fn views_of_real_mappings_are_charged_refused_and_refunded() {
     let (_space, m) = host_util::linux_host(64 * P);
-    // SAFETY: a fresh anonymous mapping that only this test uses.
+    // In a window of this test's own: a mapping the kernel placed could be replaced, as
+    // soon as it is unmapped at the end, by another thread's (the kernel puts a new mapping
+    // without an address at the highest free place, where the unmapped one just was).
+    let at = common::linux::window(16 * P);
+    // SAFETY: a fresh anonymous mapping that only this test uses, where nothing is mapped
+    // (MAP_FIXED_NOREPLACE never replaces a mapping).
     let view = unsafe {
         let p = libc::mmap(
-            std::ptr::null_mut(),
+            at as *mut libc::c_void,
             16 * P,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
             -1,
             0,
         );
-        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(p as usize, at);
         p as usize
     };
     m.acquired_virtual_address_space(view, 16 * P).unwrap();
