@@ -1,11 +1,10 @@
 //! The Linux backend on this process's real memory: what the kernel really does for
 //! each Win32 call.
-#![cfg(target_os = "linux")]
+#![cfg(all(target_os = "linux", not(miri)))]
 
 mod common;
-mod linux_util;
 
-use linux_util::*;
+use common::linux_util::*;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use virtmem::{
     AllocationType as T, Error, FreeType, LinuxOptions, LinuxSpace, MemState, MemType, Protection as P, VirtualSpace,
