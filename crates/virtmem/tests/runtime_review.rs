@@ -21,7 +21,7 @@ mod jit;
 mod rng;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use common::{snapshot, G, P};
@@ -684,7 +684,13 @@ const COMMITS: [Pr; 4] = [Pr::READWRITE, Pr::READONLY, Pr::EXECUTE_READ, Pr::REA
 /// One allocator thread: reserve at no particular address (the space picks, so threads
 /// race for the same places), commit, write, protect, decommit, reset, release; never
 /// more than two reservations alive. Every call on its own reservations must succeed.
-fn allocator(s: &dyn VirtualSpace, t: usize, stop: &AtomicBool, bases: &Mutex<BTreeSet<usize>>) -> usize {
+fn allocator(
+    s: &dyn VirtualSpace,
+    t: usize,
+    stop: &AtomicBool,
+    bases: &Mutex<BTreeSet<usize>>,
+    done: &AtomicUsize,
+) -> usize {
     let (tag, size) = TAGS[t];
     let pages = size.div_ceil(P);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1));
@@ -692,6 +698,7 @@ fn allocator(s: &dyn VirtualSpace, t: usize, stop: &AtomicBool, bases: &Mutex<BT
     let mut rounds = 0;
     while !stop.load(Ordering::Relaxed) || !alive.is_empty() {
         rounds += 1;
+        done.fetch_add(1, Ordering::Relaxed);
         if alive.len() < 2 && !stop.load(Ordering::Relaxed) {
             let ty = if rng.below(2) == 0 { T::RESERVE } else { T::RESERVE | T::WRITE_WATCH };
             let b = s.alloc(0, size, ty, tag).unwrap_or_else(|e| panic!("thread {t}: reserve: {e}"));
@@ -730,8 +737,8 @@ fn allocator(s: &dyn VirtualSpace, t: usize, stop: &AtomicBool, bases: &Mutex<BT
 /// Walk `[from, to)` with `VirtualQuery` until `stop`; check every answer (see
 /// [`check_answer`]), and, for an answer in a reservation of one of the allocators (its
 /// AllocationProtect a tag), that the region stays inside that reservation and has a
-/// protection the allocators use. Returns the number of walks.
-fn walker(s: &dyn VirtualSpace, from: usize, to: usize, stop: &AtomicBool) -> usize {
+/// protection the allocators use. Returns the number of walks (also counted in `done`).
+fn walker(s: &dyn VirtualSpace, from: usize, to: usize, stop: &AtomicBool, done: &AtomicUsize) -> usize {
     let mut walks = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut a = from;
@@ -755,27 +762,38 @@ fn walker(s: &dyn VirtualSpace, from: usize, to: usize, stop: &AtomicBool) -> us
             a = m.base_address + m.region_size;
         }
         walks += 1;
+        done.fetch_add(1, Ordering::Relaxed);
     }
     walks
 }
 
-/// Three allocators and a walker on one space for `ms` milliseconds; afterwards the
+/// Three allocators and a walker on one space for `ms` milliseconds, and longer until the
+/// walker has walked the space 3 times and the allocators made 1000 rounds (on a loaded
+/// machine the scheduler may give the walker a single walk in `ms`); afterwards the
 /// space's totals are back where they were and every reservation made is free again.
 fn allocators_and_walker(s: &dyn VirtualSpace, walk: std::ops::Range<usize>, ms: u64) {
     let before = (s.reserved_bytes(), s.committed_bytes());
     let stop = AtomicBool::new(false);
     let bases = Mutex::new(BTreeSet::new());
+    let (turned, walked) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let (rounds, walks) = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..TAGS.len())
             .map(|t| {
                 scope.spawn({
-                    let (stop, bases) = (&stop, &bases);
-                    move || allocator(s, t, stop, bases)
+                    let (stop, bases, turned) = (&stop, &bases, &turned);
+                    move || allocator(s, t, stop, bases, turned)
                 })
             })
             .collect();
-        let w = scope.spawn(|| walker(s, walk.start, walk.end, &stop));
+        let w = scope.spawn(|| walker(s, walk.start, walk.end, &stop, &walked));
         std::thread::sleep(std::time::Duration::from_millis(ms));
+        // (A minute more at most: a walker that makes no progress fails below.)
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while (walked.load(Ordering::Relaxed) < 3 || turned.load(Ordering::Relaxed) < 1000)
+            && std::time::Instant::now() < give_up
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         stop.store(true, Ordering::Relaxed);
         let rounds: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         (rounds, w.join().unwrap())
