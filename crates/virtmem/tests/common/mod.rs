@@ -368,8 +368,10 @@ pub mod linux {
     /// Where the arena lies: the first free [`ARENA`]-aligned range from an eighth of
     /// the user address space up (15 TiB of 128 TiB on x86-64), far above the low
     /// addresses where reservations at no address go (bottom-up: they would need to
-    /// fill terabytes first) and far below the program's image, the libraries, the
-    /// kernel's placements without an address and top-down reservations.
+    /// fill terabytes first), far below the libraries, the kernel's placements without
+    /// an address and top-down reservations (all near the top), and away from the
+    /// program's image and its break (low, or near 85 TiB for a PIE on x86-64). A user
+    /// address space under 4 TiB has no room for it: the tests that need windows panic.
     fn arena() -> usize {
         let probe = LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, guard_regions: false })
             .expect("the Linux backend needs /proc");
