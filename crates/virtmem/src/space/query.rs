@@ -15,7 +15,12 @@ use super::AddressSpace;
 impl<B: Backend> AddressSpace<B> {
     // ----- VirtualQuery ---------------------------------------------------------------
 
-    /// `VirtualQuery`: what lives at `address`. Never blocks on other calls' system calls.
+    /// `VirtualQuery`: what lives at `address`. Does not wait for other calls' system
+    /// calls, with one exception on real memory: where another thread's reserve is
+    /// mapping the free range the answer lies in, between its `mmap` and the record of
+    /// it (one system call), so that the new mapping is never reported as someone else's
+    /// (nor a mapping of the program's that makes that reserve fail as free).
+    /// [`AddressSpace::try_query`] never waits.
     pub fn query(&self, address: usize) -> Result<MemoryBasicInformation> {
         if address >= self.limits.end_address {
             return Err(Error::InvalidParameter);
@@ -30,8 +35,9 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     /// [`AddressSpace::query`] if the bookkeeping is free right now; `None`, at once, if
-    /// another thread holds it (for callers that must never wait for another thread,
-    /// which might be suspended while it holds it).
+    /// another thread holds it, or (on real memory) is between the `mmap` of a reserve
+    /// and its record where the answer lies (for callers that must never wait for
+    /// another thread, which might be suspended there).
     pub fn try_query(&self, address: usize) -> Option<Result<MemoryBasicInformation>> {
         if address >= self.limits.end_address {
             return Some(Err(Error::InvalidParameter));

@@ -774,7 +774,17 @@ impl LinuxBackend {
     }
 
     /// [`LinuxBackend::foreign_piece`]; unless `wait`, the backend's state lock is only
-    /// tried, and `None` is the answer when another thread holds it.
+    /// tried, and `None` is the answer when another thread holds it, or when the answer
+    /// depends on another thread's reserve that is mapping (or unmapping) part of the
+    /// range right now.
+    ///
+    /// Such a part ([`State::in_flux`]) is told apart from someone else's mapping only
+    /// once that reserve has recorded what its system call did: a mapping found there
+    /// meanwhile may be the reservation being made (which a query must not call someone
+    /// else's: to the engine it is free until the reserve is recorded, and then whole)
+    /// or a mapping of the program's that makes the reserve fail (which a query must
+    /// never call free). So the answer waits for that one system call and its record,
+    /// and is then looked for again.
     fn foreign_piece_then(
         &self,
         addr: usize,
@@ -782,31 +792,45 @@ impl LinuxBackend {
         mapping: Option<&Range<usize>>,
         wait: bool,
     ) -> Option<Option<procfs::Vma>> {
+        loop {
+            match self.foreign_piece_look(addr, limit, mapping, wait) {
+                Look::Found(found) => return Some(found),
+                Look::Busy => return None,
+                // (The other reserve needs nothing this thread holds, and is between a
+                // system call and its record: not for long.)
+                Look::InFlux if wait => std::thread::yield_now(),
+                Look::InFlux => return None,
+            }
+        }
+    }
+
+    /// One look of [`LinuxBackend::foreign_piece_then`].
+    fn foreign_piece_look(&self, addr: usize, limit: usize, mapping: Option<&Range<usize>>, wait: bool) -> Look {
         let lock = || if wait { Some(self.state.lock()) } else { self.state.try_lock() };
         // What this backend has mapped (live or pooled) holds nothing foreign: skip
         // it without asking the kernel, so a query in a pooled hole (or a check of
         // room that is all ours) makes no system call.
         let mut a = addr;
         {
-            let state = lock()?;
+            let Some(state) = lock() else { return Look::Busy };
             while let Some(o) = state.owned_at(a, mapping) {
                 a = o.end;
                 if a >= limit {
-                    return Some(None);
+                    return Look::Found(None);
                 }
             }
         }
         while a < limit {
             self.map_queries.fetch_add(1, Ordering::Relaxed);
-            let Some(vma) = self.maps.at_or_after(a) else { return Some(None) };
+            let Some(vma) = self.maps.at_or_after(a) else { return Look::Found(None) };
             if vma.start >= limit {
-                return Some(None);
+                return Look::Found(None);
             }
             // The kernel merges adjacent compatible mappings, so a VMA may hold some of
             // ours: walk the pieces of it that are not ours, in order, without
             // collecting them (a query must not allocate: a host may call it while other
             // threads are suspended).
-            let state = lock()?;
+            let Some(state) = lock() else { return Look::Busy };
             let mut cursor = vma.start;
             while cursor < vma.end {
                 if let Some(o) = state.owned_at(cursor, mapping) {
@@ -815,14 +839,18 @@ impl LinuxBackend {
                 }
                 let end = state.next_owned_after(cursor, mapping).map_or(vma.end, |s| s.min(vma.end));
                 if end > a && cursor < limit {
-                    return Some(Some(procfs::Vma { start: cursor, end, ..vma }));
+                    let piece = cursor.max(a)..end.min(limit);
+                    if state.in_flux(&piece, mapping) {
+                        return Look::InFlux;
+                    }
+                    return Look::Found(Some(procfs::Vma { start: cursor, end, ..vma }));
                 }
                 cursor = end;
             }
             drop(state);
             a = vma.end;
         }
-        Some(None)
+        Look::Found(None)
     }
 
     /// Map `ext` (part of the reservation extent `whole`) inaccessible without
@@ -1939,6 +1967,18 @@ impl Backend for LinuxBackend {
     }
 }
 
+/// What one look for a mapping that is not the backend's found
+/// (see [`LinuxBackend::foreign_piece_then`]).
+enum Look {
+    /// The answer: the first piece that is not the backend's, if any.
+    Found(Option<procfs::Vma>),
+    /// The state lock was held by another thread (only when not waiting for it).
+    Busy,
+    /// The first piece found lies where another thread's reserve is mapping or
+    /// unmapping part of its extent right now ([`State::in_flux`]).
+    InFlux,
+}
+
 /// A kernel mapping that is not the backend's, as the engine sees one.
 fn region_of(v: procfs::Vma) -> ForeignRegion {
     ForeignRegion {
@@ -2020,7 +2060,8 @@ pub unsafe fn checked_copy(address: usize, local: *mut u8, len: usize, write: bo
 
 #[cfg(test)]
 mod tests {
-    use super::{Witness, PAGE};
+    use super::{Backend, Extent, LinuxBackend, Witness, PAGE};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn a_witness_keeps_the_first_nonzero_word_of_each_quarter_with_data() {
@@ -2045,5 +2086,74 @@ mod tests {
         assert!(!w.survived(&[5, 0, 7]), "a zero where data was: counted lost");
         assert!(!w.survived(&[1, 2, 3]), "every word rewritten: counted lost");
         assert!(!Witness::UNKNOWN.survived(&[]), "a page whose words could not be read: counted lost");
+    }
+
+    /// A mapping found where another thread's reserve is between its `mmap` and the
+    /// record of it (a live extent's part still marked unmapped) is neither called
+    /// someone else's while that lasts nor free: `try_foreign` says it cannot answer
+    /// now, and `foreign` answers once the reserve has recorded what happened — nothing
+    /// foreign when the mapping was the reserve's, the mapping when it was the
+    /// program's (the reserve failed and forgot its extent).
+    #[cfg(not(miri))]
+    #[test]
+    fn a_mapping_where_a_reserve_is_under_way_is_told_apart_once_the_reserve_has_recorded_it() {
+        const LEN: usize = 32 * PAGE;
+        for mapping_was_the_reserves in [true, false] {
+            let backend = LinuxBackend::new().expect("/proc");
+            // The mapping that sits in the reserve's extent: made here, where the kernel
+            // likes, as the reserve's own `mmap` (or the program's) would have made it.
+            // SAFETY: a fresh anonymous mapping anywhere; nothing is replaced.
+            let p = unsafe {
+                rustix::mm::mmap_anonymous(
+                    std::ptr::null_mut(),
+                    LEN,
+                    rustix::mm::ProtFlags::empty(),
+                    rustix::mm::MapFlags::PRIVATE,
+                )
+            }
+            .expect("mmap") as usize;
+            let ext = p..p + LEN;
+            {
+                // A reserve of `ext` under way: recorded before its `mmap`, not yet after.
+                let mut st = backend.state.lock();
+                st.live.insert(p, Extent { end: ext.end, write_watch: false, large: false, from_pool: false });
+                st.set_unmapped(&ext, std::slice::from_ref(&ext));
+            }
+            assert_eq!(backend.try_foreign(p, ext.end), None, "answered while the reserve was under way");
+            assert_eq!(backend.try_foreign(p + LEN / 2, ext.end), None, "answered inside it");
+            let recorded = AtomicBool::new(false);
+            let found = std::thread::scope(|t| {
+                let asker = t.spawn(|| {
+                    let found = backend.foreign(p, ext.end);
+                    (found, recorded.load(Ordering::SeqCst))
+                });
+                // (Long enough for the asker to be asking, usually; if it asks later, it
+                // finds the record made and the check below still holds.)
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let mut st = backend.state.lock();
+                recorded.store(true, Ordering::SeqCst);
+                if mapping_was_the_reserves {
+                    st.mapped(&ext);
+                } else {
+                    st.live.remove(p);
+                    st.set_unmapped(&ext, &[]);
+                }
+                drop(st);
+                asker.join().expect("asker")
+            });
+            assert!(found.1, "foreign answered before the reserve recorded what it did: {:?}", found.0);
+            if mapping_was_the_reserves {
+                assert_eq!(found.0, None, "the reserve's own mapping called someone else's");
+                assert_eq!(backend.try_foreign(p, ext.end), Some(None));
+                backend.state.lock().live.remove(p);
+            } else {
+                let f = found.0.expect("the program's mapping called free");
+                // (The kernel may have merged it with a like mapping next to it.)
+                assert!(f.start <= p && ext.end <= f.end, "{f:?} is not the mapping at {p:#x}");
+                assert_eq!(backend.try_foreign(p, ext.end).map(|f| f.map(|f| f.start)), Some(Some(f.start)));
+            }
+            // SAFETY: the mapping made above, no longer recorded by the backend.
+            unsafe { rustix::mm::munmap(p as *mut std::ffi::c_void, LEN) }.expect("munmap");
+        }
     }
 }

@@ -648,6 +648,16 @@ impl State {
         self.unmapped.extend(pieces.iter().cloned());
     }
 
+    /// Whether `range` meets a part of a live extent that is [`State::unmapped`], other
+    /// than one inside `except`: a part that a reserve under way is about to map (or has
+    /// just mapped), or that a failed one is about to unmap. What the kernel has there
+    /// changes with that call's next system call, and is told apart from someone else's
+    /// mapping only once the call has recorded what it did. No allocation: a query asks.
+    pub fn in_flux(&self, range: &Range<usize>, except: Option<&Range<usize>>) -> bool {
+        let inside = |h: &Range<usize>| except.is_some_and(|e| e.start <= h.start && h.end <= e.end);
+        self.unmapped.iter().any(|h| h.start < range.end && range.start < h.end && !inside(h))
+    }
+
     /// Record that `piece` (a part of a live extent) is mapped now.
     pub fn mapped(&mut self, piece: &Range<usize>) {
         self.unmapped.retain(|h| h != piece);
