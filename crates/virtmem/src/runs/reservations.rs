@@ -667,7 +667,7 @@ impl Directory {
     /// The place of the greatest key at most `addr`.
     #[inline(always)]
     fn floor(&self, addr: usize) -> Option<Pos> {
-        let b = self.firsts.partition_point(|&k| k <= addr).checked_sub(1)?;
+        let b = super::bisect(&self.firsts, |k| k <= addr).checked_sub(1)?;
         // The block's first key is at most `addr`: the rank is at least 1.
         Some((b, self.blocks[b].rank(addr) - 1))
     }
