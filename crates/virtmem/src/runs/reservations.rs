@@ -1035,6 +1035,15 @@ impl Reservations {
         Some(self.remove_from(s.base, l, i, read))
     }
 
+    /// [`Reservations::remove_at`] for a [`Slot`] that [`Reservations::locate`] has just
+    /// returned (the index unchanged since, under the same lock): without checking that
+    /// the leaf still holds its base there (as [`Reservations::found`]).
+    #[inline]
+    pub fn remove_found<T>(&mut self, s: Slot, read: impl FnOnce(&Reservation) -> T) -> T {
+        debug_assert_eq!(self.checked(s), Some((s.leaf, s.index as usize)), "a slot used after the index changed");
+        self.remove_from(s.base, s.leaf, s.index as usize, read)
+    }
+
     /// Remove the reservation at `base`, the `i`-th of leaf `l` (the directory is only
     /// searched when the leaf's key or membership changes): what `read` makes of it.
     #[inline(always)]

@@ -8,7 +8,7 @@ use crate::backend::{Access, Backend};
 use crate::error::{Error, Result};
 use crate::flags::FreeType;
 use crate::rules::{self, FreeRequest};
-use crate::runs::{Book, PageState, Slot};
+use crate::runs::{Book, PageState, Reservation, Slot};
 
 use super::plan::{AccessRuns, Step, Steps};
 use super::{backend_error, AddressSpace};
@@ -46,7 +46,8 @@ impl<B: Backend> AddressSpace<B> {
         let Some(at) = found.filter(|at| at.base() == base) else {
             return Err(Error::InvalidAddress);
         };
-        let res = book.reservations.at(at).expect("reservation");
+        // (Just found under this lock: read without a check.)
+        let res = book.reservations.found(at);
         let whole = res.base..res.end;
         let opts = res.opts;
         let mut accessible = AccessRuns::new();
@@ -62,12 +63,16 @@ impl<B: Backend> AddressSpace<B> {
             });
         }
         let unlocked = res.locked.is_none();
-        let record = |book: &mut Book| {
+        // `unchanged`: the index is as the lookup left it (the lock was held since), so
+        // the slot needs no check.
+        let record = |book: &mut Book, unchanged: bool| {
             // (Read in place, then dropped there: not moved out.)
-            let (committed, reserved, claim) = book
-                .reservations
-                .remove_at(at, |res| (res.committed, res.end - res.base, res.claim()))
-                .expect("reservation");
+            let read = |res: &Reservation| (res.committed, res.end - res.base, res.claim());
+            let (committed, reserved, claim) = if unchanged {
+                book.reservations.remove_found(at, read)
+            } else {
+                book.reservations.remove_at(at, read).expect("reservation")
+            };
             book.committed -= committed;
             book.reserved -= reserved;
             book.give_back(claim);
@@ -81,7 +86,7 @@ impl<B: Backend> AddressSpace<B> {
             let mut book = book;
             return match self.backend.release_committed(whole, opts, &accessible) {
                 Ok(()) => {
-                    record(&mut book);
+                    record(&mut book, true);
                     Ok(())
                 }
                 Err(e) => Err(backend_error(e)),
@@ -97,7 +102,7 @@ impl<B: Backend> AddressSpace<B> {
             with_unlocks = locked.into_iter().map(Step::Unlock).chain([release.clone()]).collect();
             &with_unlocks
         };
-        self.finish(book, at, steps, record, |_| {}, |_, _| {} /* (no access steps) */)
+        self.finish(book, at, steps, |book| record(book, false), |_| {}, |_, _| {} /* (no access steps) */)
     }
 
     /// Decommit `range` of the reservation `at` (just found by `settle` under the lock
