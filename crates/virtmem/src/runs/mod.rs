@@ -49,10 +49,14 @@ fn bisect(v: &[usize], before: impl Fn(usize) -> bool) -> usize {
     }
     // The greatest power of two at most `n`.
     let p = 1 << (usize::BITS - 1 - n.leading_zeros());
-    // The answer lies in `lo..=lo + p - 1`: past `n - p` when `v[n - p]` comes before
-    // (then in `n - p + 1..=n`), else at most `n - p`, which is less than `p`.
-    let lo = if before(v[n - p]) { n - p + 1 } else { 0 };
-    let w = &v[lo..lo + p - 1];
+    // `n - p`, without a check that `p` is at most `n` (it is `n`'s highest bit).
+    let m = n ^ p;
+    // The answer lies in `lo..=lo + p - 1`: past `m` when `v[m]` comes before (then in
+    // `m + 1..=n`), else at most `m`, which is less than `p`.
+    // SAFETY: `m < n` (`p >= 1`).
+    let lo = if before(unsafe { *v.get_unchecked(m) }) { m + 1 } else { 0 };
+    // SAFETY: `lo + p - 1 <= n`: either `m + 1 + p - 1 = n`, or `p - 1 < n`.
+    let w = unsafe { v.get_unchecked(lo..lo + p - 1) };
     /// [`bisect`]'s window `w`, `N` long, by a search the compiler unrolls.
     #[inline(always)]
     fn fixed<const N: usize>(w: &[usize], before: impl Fn(usize) -> bool) -> usize {
