@@ -674,12 +674,24 @@ impl FreeSpace {
     }
 
     /// The leaf after leaf `c`: up to the first node where `c`'s path is not the last
-    /// child, then down the first children of the next one.
+    /// child, then down the first children of the next one. When the last descent
+    /// reached `c` (a give's), the path's slots are its [`Trail`]'s, not a scan of each
+    /// node's children for the one below.
     fn next_leaf(&self, c: u32) -> Option<u32> {
         let (mut t, mut level) = (c, 0);
         let mut p = self.leaves[c as usize].parent;
+        let trail = self.trail.get();
+        let mut slots = (trail.leaf == c && self.height <= TRAIL_LEVELS).then_some(trail.slots);
         while p != NIL {
-            let s = self.slot(p, t);
+            let s = match slots.as_mut() {
+                Some(rest) => {
+                    let s = (*rest & ((1 << SLOT_BITS) - 1)) as usize;
+                    *rest >>= SLOT_BITS;
+                    debug_assert_eq!(s, self.slot(p, t), "a remembered slot is the path's");
+                    s
+                }
+                None => self.slot(p, t),
+            };
             let n = &self.nodes[p as usize];
             if s + 1 < n.len as usize {
                 let mut t = n.kids[s + 1];
