@@ -89,9 +89,11 @@ fn bisect(v: &[usize], before: impl Fn(usize) -> bool) -> usize {
 #[inline(always)]
 fn prefetch_lines<T>(v: &T) {
     let start = (v as *const T).cast::<u8>();
-    // Lines of 64 bytes; one more than the size needs, for a value that does not start a
-    // line (the extra address may lie past the value: a prefetch never faults).
-    for k in 0..std::mem::size_of::<T>().div_ceil(64) + 1 {
+    // Lines of 64 bytes; one more than the size needs for a value that may not start a
+    // line (the extra address may lie past the value: a prefetch never faults), none for
+    // a type aligned to lines (a free-space leaf: its fifth line was the next leaf's).
+    let extra = usize::from(std::mem::align_of::<T>() % 64 != 0);
+    for k in 0..std::mem::size_of::<T>().div_ceil(64) + extra {
         prefetch(start.wrapping_add(64 * k));
     }
 }
