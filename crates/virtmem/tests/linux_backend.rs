@@ -1083,7 +1083,14 @@ fn foreign_mapping(len: usize) -> usize {
     // be replaced, as soon as it is unmapped, by another thread's (the kernel puts a new
     // mapping without an address at the highest free place, where the unmapped one was).
     let at = common::linux::window(len);
-    // SAFETY: a fresh anonymous mapping of our own, where nothing is mapped (NOREPLACE).
+    map_foreign_at(at, len);
+    at
+}
+
+/// Map `len` bytes read-only at `at`, where nothing is mapped: memory of the program's
+/// own that the backend did not make.
+fn map_foreign_at(at: usize, len: usize) {
+    // SAFETY: a fresh anonymous mapping of our own; NOREPLACE refuses to replace anything.
     let p = unsafe {
         libc::mmap(
             at as *mut libc::c_void,
@@ -1095,7 +1102,6 @@ fn foreign_mapping(len: usize) -> usize {
         )
     };
     assert_eq!(p as usize, at, "the test's foreign mapping");
-    at
 }
 
 /// What `VirtualQuery` reports as free can be reserved there, even where the space once
@@ -1300,24 +1306,13 @@ fn a_large_foreign_mapping_is_skipped_in_one_collision() {
         fillers.push(s.alloc(x, upto - x, T::RESERVE, P::NOACCESS).unwrap());
         assert!(fillers.len() < 1000, "no room for the foreign mapping");
     };
-    // SAFETY: a fresh mapping of our own at an address nothing maps (NOREPLACE).
-    let p = unsafe {
-        libc::mmap(
-            x as *mut libc::c_void,
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as usize, x, "the test's foreign mapping");
+    map_foreign_at(x, len);
     let b = s.alloc(0, 64 * KB, T::RESERVE, P::NOACCESS).unwrap();
     assert!(!(x..x + len).contains(&b), "{b:#x} inside the foreign mapping");
     assert_eq!(s.query(x + len / 2).unwrap().state, MemState::Commit, "the foreign mapping shows");
     s.free(b, 0, FreeType::RELEASE).unwrap();
     // SAFETY: the mapping made above, unused.
-    unsafe { libc::munmap(p, len) };
+    unsafe { libc::munmap(x as *mut libc::c_void, len) };
     for f in fillers {
         s.free(f, 0, FreeType::RELEASE).unwrap();
     }
