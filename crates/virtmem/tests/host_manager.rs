@@ -191,7 +191,9 @@ fn a_process_critical_request_that_can_never_fit_fails_at_once() {
             ]
         });
         eventually("the requests to end", || calls.is_finished());
-        assert!(t.elapsed() < Duration::from_secs(10), "{:?} for requests that can never fit", t.elapsed());
+        // (Under the 30 s wait, which one call waiting it out would exceed, with room
+        // for a loaded machine.)
+        assert!(t.elapsed() < Duration::from_secs(25), "{:?} for requests that can never fit", t.elapsed());
         assert_eq!(calls.join().unwrap(), [Err(HostError::OutOfMemory); 3]);
         assert_eq!((used(&m), m.stats().budget.waiting), (0, 0));
         // At the very limit (18 pages) a request does fit once the rest is freed: it waits.
@@ -863,7 +865,8 @@ fn a_delivery_overtaken_by_a_newer_crossing_calls_no_further_callback() {
             if level == MemoryAvailable::Low && !entered.swap(true, Ordering::SeqCst) {
                 // Hold A's delivery here until B's crossing has come and gone.
                 let t = Instant::now();
-                while !b_done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(10) {
+                // (The bound only lets a failing run end.)
+                while !b_done.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(120) {
                     thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -894,7 +897,9 @@ fn a_delivery_overtaken_by_a_newer_crossing_calls_no_further_callback() {
 }
 
 /// Something a notification callback can wait at (test-only), opened by the test; it
-/// opens by itself after 5 s so that a failing test does not hang.
+/// opens by itself after 120 s so that a failing test does not hang. (Far above the
+/// tests' own waits for a delivery, 30 s, so that a loaded machine's slow delivery is
+/// never mistaken for one the gate let through.)
 #[derive(Default)]
 struct Gate {
     open: Mutex<bool>,
@@ -904,7 +909,7 @@ struct Gate {
 impl Gate {
     fn wait(&self) {
         let open = self.open.lock().unwrap();
-        let _open = self.cv.wait_timeout_while(open, Duration::from_secs(5), |open| !*open).unwrap();
+        let _open = self.cv.wait_timeout_while(open, Duration::from_secs(120), |open| !*open).unwrap();
     }
 
     fn open(&self) {
@@ -965,8 +970,8 @@ fn each_crossing_is_delivered_on_its_own_thread_while_others_are_delivering() {
             }
             thread::current().id()
         }));
-        // (3 s: room for a loaded machine, under the gate's own 5 s.)
-        if !log_reaches(&log, k + 1, Duration::from_secs(3)) {
+        // (30 s: room for a loaded machine, under the gate's own 120 s.)
+        if !log_reaches(&log, k + 1, Duration::from_secs(30)) {
             delivered_at_once = false;
             break;
         }
@@ -1017,7 +1022,7 @@ fn a_crossing_made_while_another_thread_is_in_its_callback_is_delivered_by_its_o
         // 90 %: Low
     });
     let a_id = a.thread().id();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok((Low, a_id)), "A delivers Low");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok((Low, a_id)), "A delivers Low");
     let b = thread::spawn({
         let m = m.clone();
         move || {
@@ -1026,8 +1031,8 @@ fn a_crossing_made_while_another_thread_is_in_its_callback_is_delivered_by_its_o
         }
     });
     let b_id = b.thread().id();
-    // (3 s: room for a loaded machine, under the gate's own 5 s.)
-    let got = rx.recv_timeout(Duration::from_secs(3));
+    // (30 s: room for a loaded machine, under the gate's own 120 s.)
+    let got = rx.recv_timeout(Duration::from_secs(30));
     let a_still_inside = !a.is_finished();
     gate.open();
     assert_eq!(got, Ok((Neutral, b_id)), "B must deliver its own crossing while A is in its callback");
