@@ -415,7 +415,9 @@ fn a_heap_whose_blocks_are_all_freed_gives_the_budget_back() {
 #[test]
 fn a_process_critical_waiter_gets_the_memory_of_a_heap_freed_meanwhile() {
     let budget = 1 << 20;
-    let m = started(Arc::new(SimSpace::simulated()), budget, Duration::from_secs(15));
+    // (A wait far longer than freeing the blocks takes however loaded the machine: only a
+    // waiter that is never woken runs it out.)
+    let m = started(Arc::new(SimSpace::simulated()), budget, Duration::from_secs(120));
     let heap = m.create_malloc(MallocType::THREADSAFE).unwrap();
     // Fill the budget with small blocks of every class.
     let mut blocks: Vec<usize> = fill_every_class_from_four_threads(&heap).into_iter().flatten().collect();

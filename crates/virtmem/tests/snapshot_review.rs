@@ -136,7 +136,7 @@ fn a_snapshot_waits_only_for_the_calls_under_way_when_asked() {
         std::thread::spawn(move || s.alloc(at, PAGE, T::RESET, P::READWRITE).unwrap())
     };
     let on_a = reset(a);
-    assert!(s.backend().entered(a, Duration::from_secs(10)), "the reset on A is under way");
+    assert!(s.backend().entered(a, Duration::from_secs(60)), "the reset on A is under way");
     let done = Arc::new(AtomicBool::new(false));
     let snap = {
         let (s, done) = (Arc::clone(&s), Arc::clone(&done));
