@@ -29,7 +29,9 @@ impl Rng {
     }
 }
 
-/// Watches the space and the books from another thread while `work` runs.
+/// Watches the space and the books from another thread while `work` runs. `work`
+/// starts once the watcher is running (has taken its first sample): otherwise, on a busy
+/// or single-core machine, `work` could be over before the watcher ever ran.
 fn watched(space: &Arc<SimSpace>, m: &HostMemoryManager, limit: usize, work: impl FnOnce()) -> usize {
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(AtomicUsize::new(0));
@@ -46,6 +48,10 @@ fn watched(space: &Arc<SimSpace>, m: &HostMemoryManager, limit: usize, work: imp
             }
         })
     };
+    while samples.load(Ordering::SeqCst) == 0 {
+        assert!(!watcher.is_finished(), "the watcher ended before its first sample");
+        thread::yield_now();
+    }
     work();
     stop.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
