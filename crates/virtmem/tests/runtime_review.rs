@@ -863,8 +863,12 @@ fn cards_under_concurrent_stores(
                 })
             })
             .collect();
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(400);
-        while std::time::Instant::now() < until {
+        // 400 ms of scans, and at least 11 of them however little of the processor this
+        // thread gets on a loaded machine (a minute at most: a scan that never ends fails
+        // below).
+        let start = std::time::Instant::now();
+        let (least, give_up) = (std::time::Duration::from_millis(400), std::time::Duration::from_secs(60));
+        while (start.elapsed() < least || scans <= 10) && start.elapsed() < give_up {
             for a in s.get_write_watch(W::RESET, heap, pages * P, usize::MAX).unwrap() {
                 let i = (a - heap) / P;
                 seen[i] = load(heap + i * P);
