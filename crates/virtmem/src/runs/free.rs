@@ -135,6 +135,21 @@ struct Trail {
 impl Trail {
     /// No path remembered.
     const NONE: Trail = Trail { leaf: NIL, grand: NIL, slots: 0 };
+
+    /// The path's slots if this trail reached `leaf` and holds every level of a tree of
+    /// `height`: read from the parent up with [`next_slot`].
+    #[inline(always)]
+    fn path_to(self, leaf: u32, height: u32) -> Option<u64> {
+        (self.leaf == leaf && height <= TRAIL_LEVELS).then_some(self.slots)
+    }
+}
+
+/// The next slot (one level up) of the path `slots` from [`Trail::path_to`].
+#[inline(always)]
+fn next_slot(slots: &mut u64) -> usize {
+    let s = (*slots & ((1 << SLOT_BITS) - 1)) as usize;
+    *slots >>= SLOT_BITS;
+    s
 }
 
 /// Bits of a slot in [`Trail::slots`].
@@ -366,16 +381,11 @@ impl FreeSpace {
     #[inline(always)]
     fn raise(&mut self, t: u32, level: u32, m: usize) {
         let trail = self.trail.get();
-        if level == 0 && trail.leaf == t && self.height <= TRAIL_LEVELS {
+        if let (0, Some(mut slots)) = (level, trail.path_to(t, self.height)) {
             // The last descent reached `t` and no link changed since: the path's slots
             // are known (no bisection), and so is the parent's parent (no read of the
             // parent's link).
-            let mut slots = trail.slots;
-            let mut slot = || {
-                let s = (slots & ((1 << SLOT_BITS) - 1)) as usize;
-                slots >>= SLOT_BITS;
-                s
-            };
+            let mut slot = || next_slot(&mut slots);
             let p = self.leaves[t as usize].parent;
             if p == NIL {
                 return;
@@ -680,13 +690,11 @@ impl FreeSpace {
     fn next_leaf(&self, c: u32) -> Option<u32> {
         let (mut t, mut level) = (c, 0);
         let mut p = self.leaves[c as usize].parent;
-        let trail = self.trail.get();
-        let mut slots = (trail.leaf == c && self.height <= TRAIL_LEVELS).then_some(trail.slots);
+        let mut slots = self.trail.get().path_to(c, self.height);
         while p != NIL {
             let s = match slots.as_mut() {
                 Some(rest) => {
-                    let s = (*rest & ((1 << SLOT_BITS) - 1)) as usize;
-                    *rest >>= SLOT_BITS;
+                    let s = next_slot(rest);
                     debug_assert_eq!(s, self.slot(p, t), "a remembered slot is the path's");
                     s
                 }
@@ -1271,12 +1279,12 @@ impl FreeSpace {
             if g != grand {
                 return Err(format!("leaf {reached}: remembered grandparent {grand}, now {g}"));
             }
-            let (mut t, mut p) = (reached, p);
+            let (mut t, mut p, mut rest) = (reached, p, slots);
             for level in 1..=TRAIL_LEVELS.min(self.height) {
                 if p == NIL {
                     return Err(format!("leaf {reached}: no node {level} levels up"));
                 }
-                let remembered = (slots >> (SLOT_BITS * (level - 1))) as usize & ((1 << SLOT_BITS) - 1);
+                let remembered = next_slot(&mut rest);
                 let n = &self.nodes[p as usize];
                 let now = n.kids[..n.len as usize].iter().position(|&k| k == t);
                 if now != Some(remembered) {
