@@ -813,10 +813,27 @@ impl LinuxBackend {
         let mut a = addr;
         {
             let Some(state) = lock() else { return Look::Busy };
-            while let Some(o) = state.owned_at(a, mapping) {
-                a = o.end;
-                if a >= limit {
-                    return Look::Found(None);
+            #[cfg(test)]
+            state.check_owned();
+            if mapping.is_none() && state.unmapped.is_empty() {
+                // Nothing excepted and every live extent wholly mapped: the live extents
+                // and pooled ranges next to one another are one owned range, found with
+                // one lookup (a query in a gap between reservations carved out of one
+                // pooled span, which `owned_at` would step through as two or more
+                // lookups, among as many entries as there are reservations). (A range
+                // is merged with its neighbours, so this loop turns at most once.)
+                while let Some(o) = state.owned_span(a) {
+                    a = o.end;
+                    if a >= limit {
+                        return Look::Found(None);
+                    }
+                }
+            } else {
+                while let Some(o) = state.owned_at(a, mapping) {
+                    a = o.end;
+                    if a >= limit {
+                        return Look::Found(None);
+                    }
                 }
             }
         }
@@ -924,9 +941,7 @@ impl LinuxBackend {
     /// Hand the live extent `ext`, now inaccessible and empty, to the pool, with the
     /// state lock `st` held; then let the lock go and forget the extent's witnesses.
     fn hand_to_pool(&self, mut st: parking_lot::MutexGuard<'_, State>, ext: &Range<usize>) {
-        st.live.remove(ext.start);
-        st.pool.set(ext.clone(), Some(()));
-        st.pool_bytes += ext.len();
+        st.live_to_pool(ext);
         drop(st);
         self.forget_witnesses(ext);
     }
@@ -1373,7 +1388,7 @@ impl LinuxBackend {
         // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
         unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
         let mut st = self.state.lock();
-        st.live.remove(ext.start);
+        st.forget_live(&ext);
         st.kernel.clear(ext.clone());
         drop(st);
         self.forget_witnesses(&ext);
@@ -1509,11 +1524,10 @@ impl Backend for LinuxBackend {
                 }
             }
             for r in &pooled {
-                st.pool.clear(r.clone());
-                st.pool_bytes -= r.len();
+                st.take_pooled(r);
             }
             extent.from_pool = poolable && holes.is_empty();
-            st.live.insert(ext.start, extent);
+            st.add_live(&ext, extent, !holes.is_empty());
             // (Until they are mapped, the holes hold nothing of ours: whatever a query
             // finds there meanwhile is someone else's.)
             st.set_unmapped(&ext, &holes);
@@ -1536,14 +1550,13 @@ impl Backend for LinuxBackend {
                 }
             }
             let mut st = self.state.lock();
-            st.live.remove(ext.start);
+            st.forget_live(&ext);
             st.set_unmapped(&ext, &[]);
             for r in mapped {
                 st.kernel.clear(r.clone());
             }
             for r in pooled.iter().chain(&kept) {
-                st.pool.set(r.clone(), Some(()));
-                st.pool_bytes += r.len();
+                st.add_pooled(r);
             }
         };
         if !poolable && !pooled.is_empty() {
@@ -1590,7 +1603,7 @@ impl Backend for LinuxBackend {
                 // SAFETY: `ext` was mapped just above for this reservation.
                 let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
                 let mut st = self.state.lock();
-                st.live.remove(ext.start);
+                st.forget_live(&ext);
                 st.set_unmapped(&ext, &[]);
                 return Err(e);
             }
@@ -2060,8 +2073,87 @@ pub unsafe fn checked_copy(address: usize, local: *mut u8, len: usize, write: bo
 
 #[cfg(test)]
 mod tests {
-    use super::{Backend, Extent, LinuxBackend, Witness, PAGE};
+    use super::{Backend, Extent, LinuxBackend, LinuxOptions, Witness, GRANULE, PAGE};
+    use crate::{AllocationType, FreeType, MemState, Protection};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The owned ranges (the live extents and pooled ranges merged) follow every way a
+    /// range becomes or stops being the backend's: a span released into the pool and
+    /// reservations carved out of it are one owned range, whose free gaps a query
+    /// answers free from it; a reserve that maps, a failed one that gives back what it
+    /// took, and a release that unmaps change it. A range unmapped and then mapped by
+    /// the program is reported as the program's, never free. (Each `foreign` lookup
+    /// also checks, under test, that the owned ranges are the union they stand for.)
+    #[cfg(not(miri))]
+    #[test]
+    fn the_owned_ranges_follow_reserves_and_releases_and_never_hide_a_mapping_of_the_programs() {
+        let (reserve, release) = (AllocationType::RESERVE, FreeType::RELEASE);
+        let owned = |s: &crate::LinuxSpace| s.backend().state.lock().owned_ranges();
+        let check = |s: &crate::LinuxSpace| s.backend().state.lock().check_owned();
+        let space = crate::LinuxSpace::linux().expect("linux space");
+        let span = space.alloc(0, 8 * GRANULE, reserve, Protection::NOACCESS).expect("span");
+        space.free(span, 0, release).expect("release the span");
+        for i in [0, 2, 4, 6] {
+            space.alloc(span + i * GRANULE, GRANULE, reserve, Protection::NOACCESS).expect("carve");
+        }
+        check(&space);
+        assert_eq!(owned(&space), vec![span..span + 8 * GRANULE], "reservations carved out of one pooled span");
+        for i in [1, 3, 5] {
+            let q = space.query(span + i * GRANULE + PAGE).expect("query");
+            assert_eq!((q.state, q.region_size), (MemState::Free, GRANULE - PAGE), "pooled gap {i}");
+        }
+        // (Past the span's last granule the free region goes on to whatever is next.)
+        let q = space.query(span + 7 * GRANULE + PAGE).expect("query");
+        assert!(q.state == MemState::Free && q.region_size >= GRANULE - PAGE, "{q:?}");
+        // A reserve that fails (the `mmap` of its part past the span refused by
+        // injection) gives back the pooled granule it took, and owns nothing it had not.
+        space.backend().inject_failure(1);
+        let across = space.alloc(span + 7 * GRANULE, 2 * GRANULE, reserve, Protection::NOACCESS);
+        assert!(across.is_err(), "the injected failure");
+        check(&space);
+        assert_eq!(owned(&space), vec![span..span + 8 * GRANULE]);
+        // One that maps (the pool is too small for it) owns its extent.
+        let big = 16 * GRANULE;
+        let fresh = space.alloc(0, big, reserve, Protection::NOACCESS).expect("fresh");
+        check(&space);
+        assert!(owned(&space).iter().any(|r| r.start <= fresh && fresh + big <= r.end), "{:x?}", owned(&space));
+        for i in [0, 2, 4, 6] {
+            space.free(span + i * GRANULE, 0, release).expect("release into the pool");
+        }
+        space.free(fresh, 0, release).expect("release");
+        check(&space);
+        // Without a pool, a release unmaps: the range is no longer the backend's, and
+        // a mapping the program makes there is reported as the program's.
+        let unpooled = crate::LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, ..LinuxOptions::default() })
+            .expect("linux space");
+        // (Another test's thread may map there first: then try again elsewhere.)
+        let seen = (0..16).any(|_| {
+            let gone = unpooled.alloc(0, GRANULE, reserve, Protection::NOACCESS).expect("reserve");
+            unpooled.free(gone, 0, release).expect("release, unmapped");
+            check(&unpooled);
+            assert_eq!(owned(&unpooled), Vec::new());
+            // SAFETY: `gone` was unmapped just above; NOREPLACE refuses to replace anything
+            // mapped there since.
+            let program = unsafe {
+                rustix::mm::mmap_anonymous(
+                    gone as *mut std::ffi::c_void,
+                    GRANULE,
+                    rustix::mm::ProtFlags::READ,
+                    rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
+                )
+            };
+            let Ok(p) = program else { return false };
+            let placed = p as usize == gone;
+            if placed {
+                let q = unpooled.query(gone).expect("query");
+                assert_eq!(q.state, MemState::Commit, "the program's mapping where a release unmapped: {q:?}");
+            }
+            // SAFETY: the mapping made just above.
+            unsafe { rustix::mm::munmap(p, GRANULE) }.expect("munmap");
+            placed
+        });
+        assert!(seen, "never mapped where a release had unmapped");
+    }
 
     #[test]
     fn a_witness_keeps_the_first_nonzero_word_of_each_quarter_with_data() {
@@ -2116,7 +2208,7 @@ mod tests {
             {
                 // A reserve of `ext` under way: recorded before its `mmap`, not yet after.
                 let mut st = backend.state.lock();
-                st.live.insert(p, Extent { end: ext.end, write_watch: false, large: false, from_pool: false });
+                st.add_live(&ext, Extent { end: ext.end, write_watch: false, large: false, from_pool: false }, true);
                 st.set_unmapped(&ext, std::slice::from_ref(&ext));
             }
             assert_eq!(backend.try_foreign(p, ext.end), None, "answered while the reserve was under way");
@@ -2135,7 +2227,7 @@ mod tests {
                 if mapping_was_the_reserves {
                     st.mapped(&ext);
                 } else {
-                    st.live.remove(p);
+                    st.forget_live(&ext);
                     st.set_unmapped(&ext, &[]);
                 }
                 drop(st);
@@ -2145,7 +2237,7 @@ mod tests {
             if mapping_was_the_reserves {
                 assert_eq!(found.0, None, "the reserve's own mapping called someone else's");
                 assert_eq!(backend.try_foreign(p, ext.end), Some(None));
-                backend.state.lock().live.remove(p);
+                backend.state.lock().forget_live(&ext);
             } else {
                 let f = found.0.expect("the program's mapping called free");
                 // (The kernel may have merged it with a like mapping next to it.)

@@ -576,6 +576,11 @@ impl Extent {
 }
 
 /// Everything the backend remembers; see the module docs.
+///
+/// Live extents and pooled ranges never overlap, and [`State::owned`] is always their
+/// union: they change only through the methods below that keep it so
+/// ([`State::add_live`], [`State::forget_live`], [`State::live_to_pool`],
+/// [`State::take_pooled`], [`State::add_pooled`]).
 #[derive(Debug, Default)]
 pub struct State {
     /// Live reservations by the start of their mapped extent.
@@ -584,6 +589,14 @@ pub struct State {
     pub pool: IntervalMap<()>,
     /// Bytes in the pool.
     pub pool_bytes: usize,
+    /// The union of the live extents and the pooled ranges, adjacent ones merged: where
+    /// this backend has mapped (but for [`State::unmapped`] parts), as few ranges as the
+    /// mappings are apart. A reservation carved out of a pooled range, or released back
+    /// into it, changes nothing here; only a range mapped or unmapped does. So a query in
+    /// a free gap between reservations made in one pooled span finds the whole gap ours
+    /// with one lookup in a map of a few entries ([`State::owned_span`]), where the live
+    /// extents and the pooled ranges are each as many as the reservations.
+    owned: IntervalMap<()>,
     /// Per-page kernel state (entries only where it differs from fresh).
     pub kernel: IntervalMap<Kernel>,
     /// Parts of live extents that this backend has not mapped (yet, or any more): a
@@ -614,6 +627,84 @@ impl State {
         }
         let end = self.unmapped.iter().filter(|h| h.start > addr).map(|h| h.start).fold(r.end, usize::min);
         Some(r.start..end)
+    }
+
+    /// The range of [`State::owned`] holding `addr`: the live extents and pooled ranges
+    /// next to one another around it, as one range. What [`State::owned_at`] finds by
+    /// stepping from one to the next, in one lookup, when no part of a live extent is
+    /// [`State::unmapped`] and no range is excepted.
+    #[inline]
+    pub fn owned_span(&self, addr: usize) -> Option<Range<usize>> {
+        self.owned.at(addr).map(|(r, ())| r)
+    }
+
+    /// Record the live extent `ext` (made with `x`). `fresh`: some of it was not in the
+    /// pool (it is to be mapped now); else it was all taken from the pool with
+    /// [`State::take_pooled`], and the owned ranges stay as they were.
+    pub fn add_live(&mut self, ext: &Range<usize>, x: Extent, fresh: bool) {
+        self.live.insert(ext.start, x);
+        if fresh {
+            self.owned.set(ext.clone(), Some(()));
+        }
+    }
+
+    /// Forget the live extent `ext`, which is unmapped (or about to be): no longer ours.
+    /// (Its pieces that go back to the pool go with [`State::add_pooled`] afterwards.)
+    pub fn forget_live(&mut self, ext: &Range<usize>) {
+        self.live.remove(ext.start);
+        self.owned.clear(ext.clone());
+    }
+
+    /// Move the live extent `ext` to the pool, whole: still mapped, still ours.
+    pub fn live_to_pool(&mut self, ext: &Range<usize>) {
+        self.live.remove(ext.start);
+        self.pool.set(ext.clone(), Some(()));
+        self.pool_bytes += ext.len();
+    }
+
+    /// Take the pooled range `r` out of the pool, for a live extent recorded next with
+    /// [`State::add_live`] (so it stays ours).
+    pub fn take_pooled(&mut self, r: &Range<usize>) {
+        self.pool.clear(r.clone());
+        self.pool_bytes -= r.len();
+    }
+
+    /// Put `r` (mapped by this backend, neither live nor pooled) in the pool.
+    pub fn add_pooled(&mut self, r: &Range<usize>) {
+        self.pool.set(r.clone(), Some(()));
+        self.pool_bytes += r.len();
+        self.owned.set(r.clone(), Some(()));
+    }
+
+    /// The owned ranges, in order (tests).
+    #[cfg(test)]
+    pub fn owned_ranges(&self) -> Vec<Range<usize>> {
+        self.owned.iter().map(|(r, ())| r).collect()
+    }
+
+    /// Check that [`State::owned`] is the union of the live extents and the pooled
+    /// ranges, and that none of those overlap (tests).
+    #[cfg(test)]
+    pub fn check_owned(&self) {
+        let mut all: Vec<Range<usize>> =
+            self.live.iter().map(|(s, x)| s..x.end).chain(self.pool.iter().map(|(r, ())| r)).collect();
+        all.sort_by_key(|r| r.start);
+        let mut union: Vec<Range<usize>> = Vec::new();
+        for r in all {
+            match union.last_mut() {
+                Some(last) => {
+                    assert!(last.end <= r.start, "live extents and pooled ranges overlap: {last:?}, {r:?}");
+                    if last.end == r.start {
+                        last.end = r.end;
+                    } else {
+                        union.push(r);
+                    }
+                }
+                None => union.push(r),
+            }
+        }
+        let owned: Vec<Range<usize>> = self.owned.iter().map(|(r, ())| r).collect();
+        assert_eq!(owned, union, "the owned ranges are not the union of the live and the pooled");
     }
 
     /// The lowest start above `addr` of a mapped range of this backend (live or pooled)
