@@ -20,7 +20,9 @@
 //! mapped, so that [`Backend::foreign`] never reports its own memory (even where the
 //! kernel has merged one of its mappings with a neighbour's); the pool of released
 //! ranges; and which pages are guard-marked rather than `PROT_NONE`. Its lock is
-//! never held across a system call.
+//! never held across a system call. Its live and pooled ranges are also kept merged
+//! where they touch, so that a query in a free gap between reservations carved out of
+//! one pooled span finds the gap ours with one lookup among a few ranges.
 //!
 //! # Kernel mappings
 //!
