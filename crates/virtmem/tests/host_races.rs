@@ -5,11 +5,13 @@
 //! rule it checks.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use virtmem::host::{CriticalLevel, HostMalloc, HostMemoryManager, HostResult, MallocType, MemoryAvailable, SLAB_SIZE};
+use virtmem::host::{
+    CriticalLevel, HostMalloc, HostMemoryManager, HostResult, MallocType, MemoryAvailable, Thresholds, SLAB_SIZE,
+};
 use virtmem::{AllocationType, FreeType, Protection, SimSpace, VirtualSpace};
 
 mod common;
@@ -35,17 +37,17 @@ fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'st
 // ----- a simulated space that can hold a commit --------------------------------------------
 
 /// A simulated space that can (a) hold the next commit (an `alloc` with `MEM_COMMIT`) in
-/// the "system call" until told to go, and (b) make commits of exactly one slab wait until
-/// two threads are inside one at once.
+/// the "system call" until told to go, and (b) count the commits of exactly one slab,
+/// for a thread to wait until a number of them have reached the space.
 #[derive(Debug)]
 struct Gate {
     inner: SimSpace,
     hold_commit: AtomicBool,
     entered: AtomicBool,
     go: AtomicBool,
-    meet: AtomicBool,
-    met: Mutex<usize>,
-    met_cv: Condvar,
+    count_slabs: AtomicBool,
+    slabs: Mutex<usize>,
+    slabs_cv: Condvar,
 }
 
 impl Gate {
@@ -55,9 +57,9 @@ impl Gate {
             hold_commit: AtomicBool::new(false),
             entered: AtomicBool::new(false),
             go: AtomicBool::new(false),
-            meet: AtomicBool::new(false),
-            met: Mutex::new(0),
-            met_cv: Condvar::new(),
+            count_slabs: AtomicBool::new(false),
+            slabs: Mutex::new(0),
+            slabs_cv: Condvar::new(),
         }
     }
 
@@ -73,15 +75,18 @@ impl Gate {
                 thread::sleep(Duration::from_millis(1));
             }
         }
-        if size == SLAB_SIZE && self.meet.load(Ordering::SeqCst) {
-            let mut n = self.met.lock().unwrap();
-            *n += 1;
-            self.met_cv.notify_all();
-            let t = Instant::now();
-            while *n < 2 && t.elapsed() < Duration::from_secs(3) {
-                n = self.met_cv.wait_timeout(n, Duration::from_millis(10)).unwrap().0;
-            }
+        if size == SLAB_SIZE && self.count_slabs.load(Ordering::SeqCst) {
+            *self.slabs.lock().unwrap() += 1;
+            self.slabs_cv.notify_all();
         }
+    }
+
+    /// Wait until `n` slab commits have been counted; how many there were. (The 60 s bound
+    /// is a hang guard: it only ends a run where they never come.)
+    fn wait_for_slab_commits(&self, n: usize) -> usize {
+        let (count, _) =
+            self.slabs_cv.wait_timeout_while(self.slabs.lock().unwrap(), Duration::from_secs(60), |c| *c < n).unwrap();
+        *count
     }
 }
 
@@ -205,55 +210,97 @@ fn a_callback_that_allocates_from_a_heap_does_not_deadlock_a_heaps_first_allocat
 /// everything kept is given back ... whenever the manager refuses a request or makes one
 /// wait"; the brief: "a waiter must be woken when memory is freed".
 ///
-/// Budget 4 slabs (64 KiB), no reserves. The runtime holds 2 slabs' worth; a
-/// process-critical VirtualAlloc of the whole budget waits (the heaps are flushed, and
-/// from then on keep nothing). Two threads of a one-shard heap (`MALLOC_TYPE` 0) then
-/// allocate a 16-byte block each at the same time: both find no slab for the class, both
-/// commit one, and the second to finish installs its fresh, empty slab as the class's
-/// spare — kept (and charged) although a request is waiting (`alloc_small` does not ask
-/// `may_keep`). Every block is freed and the runtime releases its memory: the budget
-/// should be all free, but the spare slab stays charged, so the waiter times out.
+/// Budget 64 slabs (1 MiB: the heap may keep 1/64 of it, one slab, for reuse), no
+/// reserves. The runtime holds 57 slabs (89 %); a process-critical VirtualAlloc of the
+/// whole budget waits (the heaps are flushed, and from then on keep nothing). Two threads
+/// of a one-shard heap (`MALLOC_TYPE` 0) then allocate a 16-byte block each, and both find
+/// no slab for the class: thread A commits one, and is stopped after its commit, before it
+/// installs the slab (its commit takes the load to 90 %, the Low threshold, and the
+/// notification callback it delivers holds it), until thread B, which found no slab
+/// either, has committed a slab of its own (the commit reached the space). Both slabs are
+/// fresh and empty; whichever thread installs its slab second finds the class's current
+/// slab taken, and must give its slab back rather than keep it as the class's spare
+/// (charged, although a request waits: `alloc_small` once did not ask `may_keep` there)
+/// or in the heap's pool. Expected: the heap holds one slab and keeps none for reuse, and
+/// once every block and the runtime's memory are freed it holds nothing and the waiter
+/// gets the whole budget. (The two commits are never in the space at the same moment: the
+/// manager commits pages of a reservation under that reservation's lock, and both slabs
+/// come from the heap's first segment. An earlier version of this test waited up to 3 s
+/// in the space for the two to meet there; they never did, and the race happened only
+/// when B reached the heap during that wait.)
 #[test]
 fn a_slab_committed_while_a_request_waits_is_not_kept_as_a_spare() {
     let space = Arc::new(Gate::new());
-    let m = HostMemoryManager::builder(space.clone(), 4 * SLAB_SIZE)
+    let (in_callback_tx, in_callback) = mpsc::channel();
+    let in_callback_tx = Mutex::new(Some(in_callback_tx));
+    let gate = space.clone();
+    let budget = 64 * SLAB_SIZE;
+    let m = HostMemoryManager::builder(space.clone(), budget)
         .soft_reserve(0)
         .emergency_reserve(0)
-        .process_critical_timeout(Duration::from_secs(20))
+        .thresholds(Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 })
+        // (A hang guard: the waiter is admitted as soon as the memory is back; a failing
+        // run cancels it first.)
+        .process_critical_timeout(Duration::from_secs(60))
+        .on_memory_notification(move |level| {
+            // Only the first crossing to Low (thread A's slab commit) stops its thread.
+            if level != MemoryAvailable::Low {
+                return;
+            }
+            let Some(tx) = in_callback_tx.lock().unwrap().take() else { return };
+            tx.send(()).unwrap();
+            gate.wait_for_slab_commits(2);
+        })
         .build_started()
         .unwrap();
     let heap = m.create_malloc(MallocType::empty()).unwrap();
-    let hog = m.virtual_alloc(0, 2 * SLAB_SIZE, RC, RW, TASK).unwrap();
+    // 89 %: Neutral (a crossing, but not to Low).
+    let hog = m.virtual_alloc(0, 57 * SLAB_SIZE, RC, RW, TASK).unwrap();
     let m2 = m.clone();
-    let waiter = thread::spawn(move || m2.virtual_alloc(0, 4 * SLAB_SIZE, RC, RW, PROCESS));
+    let waiter = thread::spawn(move || m2.virtual_alloc(0, budget, RC, RW, PROCESS));
     eventually("the request to wait", || m.stats().budget.waiting == 1);
-    space.meet.store(true, Ordering::SeqCst);
-    let start = Arc::new(Barrier::new(2));
-    let blocks: Vec<usize> = (0..2)
-        .map(|_| {
-            let (heap, start) = (heap.clone(), start.clone());
-            thread::spawn(move || {
-                start.wait();
-                heap.alloc(16, TASK).unwrap()
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .collect();
-    space.meet.store(false, Ordering::SeqCst);
-    assert_eq!(*space.met.lock().unwrap(), 2, "both threads committed a slab at once");
+    space.count_slabs.store(true, Ordering::SeqCst);
+    let alloc = |heap: &HostMalloc| {
+        let heap = heap.clone();
+        thread::spawn(move || heap.alloc(16, TASK))
+    };
+    let a = alloc(&heap);
+    // (A hang guard: the callback runs as soon as A's commit ends.)
+    in_callback
+        .recv_timeout(Duration::from_secs(60))
+        .expect("thread A's slab commit crossed to Low and its callback runs");
+    let b = alloc(&heap);
+    let blocks = [a.join().unwrap().unwrap(), b.join().unwrap().unwrap()];
+    space.count_slabs.store(false, Ordering::SeqCst);
+    assert_eq!(
+        *space.slabs.lock().unwrap(),
+        2,
+        "both threads committed a slab for the class, the second before the first installed its own"
+    );
+    // One slab serves both blocks; the other was given back at once.
+    let during = heap.stats();
     for b in blocks {
         heap.free(b).unwrap();
     }
     m.virtual_free(hog, 0, FreeType::RELEASE).unwrap();
     // Every block is freed, the runtime holds nothing: only memory the heap keeps for
     // reuse can still be charged.
-    let kept = heap.stats().cached;
+    let after = heap.stats();
+    if after.committed != 0 {
+        // The waiter would wait in vain: end its wait.
+        m.cancel_waits();
+    }
     let got = waiter.join().unwrap();
     assert!(
-        kept == 0 && got.is_ok(),
-        "with every block freed the heap kept {kept} bytes for reuse while a request waited, and the waiter got {got:?}"
+        during.committed == SLAB_SIZE && during.cached == 0,
+        "while a request waited, the heap held {} bytes for two blocks of 16 bytes, {} of them kept for reuse",
+        during.committed,
+        during.cached
+    );
+    assert!(
+        after.committed == 0 && got.is_ok(),
+        "with every block freed the heap kept {} bytes while a request waited, and the waiter got {got:?}",
+        after.committed
     );
 }
 
