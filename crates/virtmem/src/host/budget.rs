@@ -456,28 +456,63 @@ mod tests {
     /// A process-critical request that, with what the same request holds already, could
     /// never fit fails at once: no refund can return what the waiter itself holds. (It
     /// had waited out its whole timeout when only the new bytes were weighed: a commit
-    /// whose page count grew between its rounds.)
+    /// whose page count grew between its rounds.) Without what it holds, the same request
+    /// could fit after a refund: it waits, and the refund admits it.
+    ///
+    /// Neither half measures time: each request runs on a thread of its own, with ten
+    /// minutes allowed for a wait, and the test watches the budget's count of waiters
+    /// until the answer comes. The first must answer `E_OUTOFMEMORY` (a wait ends only in
+    /// `Ok`, `HOST_E_TIMEOUT` or `HOST_E_ABANDONED`) with no waiter ever counted; the
+    /// second must be counted as waiting, without an answer, until the refund lets it in.
+    /// (The 60 s bounds are hang guards: they end a run where an answer never comes.)
     #[test]
     fn a_wait_that_what_the_waiter_holds_makes_hopeless_fails_at_once() {
+        use std::sync::mpsc;
         let thresholds = Thresholds { low_percent: 90, high_percent: 50, hysteresis: 5 };
         let policy = Policy {
             budget: 100,
             soft_reserve: 0,
             emergency_reserve: 0,
-            process_wait: Duration::from_secs(5),
+            process_wait: Duration::from_secs(600),
             thresholds,
         };
-        let b = Budget::new(policy, "t".into(), None, Vec::new());
+        let b = Arc::new(Budget::new(policy, "t".into(), None, Vec::new()));
         let process = CriticalLevel::Process;
         assert_eq!(b.charge(0, Kind::Virtual, 60, process, true, 0), Ok(()));
+        let charge_on_a_thread = |held: usize| {
+            let (b, (tx, rx)) = (b.clone(), mpsc::channel());
+            // (Not joined: a thread left waiting by a failing run ends with the process.)
+            std::thread::spawn(move || tx.send(b.charge(0, Kind::Virtual, 50, process, true, held)));
+            rx
+        };
+        let hang_guard =
+            |t: Instant| assert!(t.elapsed() < Duration::from_secs(60), "no answer and no waiter in 60 s (hang guard)");
+        // 60 held + 50 can never fit in 100: it is refused without waiting.
+        let hopeless = charge_on_a_thread(60);
         let t = Instant::now();
-        assert_eq!(b.charge(0, Kind::Virtual, 50, process, true, 60), Err(HostError::OutOfMemory));
-        assert!(t.elapsed() < Duration::from_secs(2), "waited {:?}", t.elapsed());
-        // Without what it holds it could fit after a refund: it waits (and times out here).
-        let p2 = Policy { process_wait: Duration::from_millis(50), ..policy };
-        let b2 = Budget::new(p2, "t".into(), None, Vec::new());
-        assert_eq!(b2.charge(0, Kind::Virtual, 60, process, true, 0), Ok(()));
-        assert_eq!(b2.charge(0, Kind::Virtual, 50, process, true, 0), Err(HostError::Timeout));
+        let answer = loop {
+            if let Ok(answer) = hopeless.try_recv() {
+                break answer;
+            }
+            assert_eq!(b.stats().waiting, 0, "a request that can never fit waits");
+            hang_guard(t);
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(answer, Err(HostError::OutOfMemory));
+        // Without what it holds it could fit after a refund: it waits for one.
+        let hopeful = charge_on_a_thread(0);
+        let t = Instant::now();
+        while b.stats().waiting == 0 {
+            if let Ok(answer) = hopeful.try_recv() {
+                panic!("a request that a refund would admit answered {answer:?} without waiting");
+            }
+            hang_guard(t);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(hopeful.try_recv(), Err(mpsc::TryRecvError::Empty), "counted as waiting, still waiting");
+        b.refund(0, Kind::Virtual, 60);
+        assert_eq!(hopeful.recv_timeout(Duration::from_secs(60)), Ok(Ok(())), "the refund admits the waiter");
+        assert_eq!(b.stats().used, 50);
     }
 
     #[test]
