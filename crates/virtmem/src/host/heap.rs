@@ -1234,7 +1234,12 @@ mod tests {
                 let answer = heap.heap.with_large(1, |_| heap.owns_raw(block));
                 let _ = done_tx.send(answer);
             });
-            let answer = done_rx.recv_timeout(Duration::from_secs(10));
+            // Shard 0's map stays held until the answer is in (or the bound is reached): an
+            // `owns_raw` that waits for it never answers, one that does not answers as soon
+            // as its thread runs. The 60 s bound is a hang guard, not a measure of speed: it
+            // only ends a run where the answer never comes (a loaded machine may leave the
+            // thread unscheduled for seconds).
+            let answer = done_rx.recv_timeout(Duration::from_secs(60));
             release_tx.send(()).expect("holder waits");
             assert_eq!(answer, Ok(false), "owns_raw inside a map operation locked another shard's map");
         });
