@@ -4,6 +4,13 @@
 //! half, so `threads_<provider>/2` over `threads_<provider>/1` is the inverse of the
 //! throughput gained (below 1: two threads get more done than one).
 //!
+//! `threads_<provider>/1_sibling` is one thread's lifecycles while a second thread of
+//! the process spins in user space and touches no memory: the second thread keeps the
+//! process's address space loaded on the other CPU, so every page the lifecycle's
+//! decommit drops makes the kernel interrupt that CPU to flush its TLB (a shootdown),
+//! as it does when two threads both run lifecycles. Its ratio to `/1` is what that
+//! interrupt costs a lifecycle, with no other sharing between the threads.
+//!
 //! Providers: `raw` (the bare system calls), `linux` (one shared `LinuxSpace`; pages
 //! touched by CPU stores, as with `raw`) and `sim` (one shared simulated space, whose
 //! pages can only be touched through its checked `write`).
@@ -12,6 +19,7 @@ mod common;
 
 use common::{Mem, GRANULE, PAGE};
 use criterion::{criterion_group, criterion_main, Criterion};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -32,6 +40,28 @@ fn lifecycle(m: &dyn Mem) -> usize {
     m.decommit(base, GRANULE);
     m.release(base, MIB);
     seen
+}
+
+/// Time `iters` lifecycles on one thread while another thread of the process spins.
+fn run_beside_spinner(m: &dyn Mem, iters: u64) -> Duration {
+    let done = AtomicBool::new(false);
+    let start = Barrier::new(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            start.wait();
+            while !done.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        start.wait();
+        let t = Instant::now();
+        for _ in 0..iters {
+            std::hint::black_box(lifecycle(m));
+        }
+        let took = t.elapsed();
+        done.store(true, Ordering::Relaxed);
+        took
+    })
 }
 
 /// Time `iters` lifecycles split over `threads` threads started together.
@@ -69,6 +99,7 @@ fn bench(c: &mut Criterion, name: &str, m: &dyn Mem) {
     for threads in [1, 2] {
         g.bench_function(format!("{threads}"), |b| b.iter_custom(|iters| run(m, threads, iters)));
     }
+    g.bench_function("1_sibling", |b| b.iter_custom(|iters| run_beside_spinner(m, iters)));
 }
 
 fn threads(c: &mut Criterion) {
