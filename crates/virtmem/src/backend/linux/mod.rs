@@ -101,13 +101,10 @@ use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use smallvec::SmallVec;
 
 use procfs::{Maps, Pagemap};
-use state::{Extent, Kernel, State};
+use state::{Extent, Kernel, Ranges, State};
 
 /// The kernel state of the pieces of a range (see [`LinuxBackend::kernel_runs`]).
 type KernelRuns = SmallVec<[(Range<usize>, Kernel); 4]>;
-
-/// A few ranges, inline.
-type Ranges = SmallVec<[Range<usize>; 2]>;
 
 use super::{Access, Backend, BackendError, ForeignRegion, Limits, ReserveOptions};
 use crate::rules::{self, round_down, round_up, GRANULE, PAGE};
@@ -635,9 +632,9 @@ impl LinuxBackend {
             syscalls: self.syscall_count(),
             map_queries: self.map_queries.load(Ordering::Relaxed),
             page_scans: self.pagemap.scan_count(),
-            reservations: st.live.len(),
-            pooled_ranges: st.pool.len(),
-            pooled_bytes: st.pool_bytes,
+            reservations: st.live().len(),
+            pooled_ranges: st.pool().len(),
+            pooled_bytes: st.pool_bytes(),
             kernel_runs: st.kernel.len(),
             guarded_runs: st.kernel.iter().filter(|(_, k)| k.guarded).count(),
         }
@@ -758,7 +755,7 @@ impl LinuxBackend {
     fn adopted(&self, w: &watch::Watch) -> Result<watch::Adopted, BackendError> {
         w.adopt(|| {
             let st = self.state.lock();
-            st.live.iter().filter(|(_, x)| x.write_watch).map(|(start, x)| start..x.end).collect()
+            st.live().iter().filter(|(_, x)| x.write_watch).map(|(start, x)| start..x.end).collect()
         })
     }
 
@@ -1176,10 +1173,10 @@ impl LinuxBackend {
     /// may even join two into one) or was itself taken whole from the pool (it puts
     /// back what it took).
     fn pool_has_room(&self, st: &State, ext: &Range<usize>) -> bool {
-        st.pool_bytes + ext.len() <= self.pool_cap
-            && (st.pool.len() < POOL_MAX_RANGES || {
-                let (left, right) = st.pool.neighbours(ext.clone());
-                left.is_some() || right.is_some() || st.live.get(ext.start).is_some_and(|x| x.from_pool)
+        st.pool_bytes() + ext.len() <= self.pool_cap
+            && (st.pool().len() < POOL_MAX_RANGES || {
+                let (left, right) = st.pool().neighbours(ext.clone());
+                left.is_some() || right.is_some() || st.live().get(ext.start).is_some_and(|x| x.from_pool)
             })
     }
 
@@ -1189,7 +1186,7 @@ impl LinuxBackend {
     /// dropping.
     fn poolable(&self, ext: &Range<usize>, accessible: usize) -> Option<bool> {
         let st = self.state.lock();
-        let x = st.live.get(ext.start)?;
+        let x = st.live().get(ext.start)?;
         Some(
             x.poolable()
                 && self.pool_has_room(&st, ext)
@@ -1227,7 +1224,7 @@ impl LinuxBackend {
         }
         {
             let st = self.state.lock();
-            let x = st.live.get(ext.start)?;
+            let x = st.live().get(ext.start)?;
             if x.write_watch || x.large || !self.pool_has_room(&st, ext) {
                 return None;
             }
@@ -1271,7 +1268,7 @@ impl LinuxBackend {
     fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
         let (touched, poolable) = {
             let st = self.state.lock();
-            let Some(extent) = st.live.get(ext.start) else {
+            let Some(extent) = st.live().get(ext.start) else {
                 return Err(BackendError::Os(libc::EINVAL));
             };
             // (Room, and few enough runs to drop: see `POOL_MAX_RUNS`.)
@@ -1322,7 +1319,7 @@ impl LinuxBackend {
     fn unmap_or_pool(&self, ext: Range<usize>, accessible: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         match self.unmap_extent(ext.clone()) {
             Err(BackendError::OutOfMemory) => {
-                let x = self.state.lock().live.get(ext.start);
+                let x = self.state.lock().live().get(ext.start);
                 match x {
                     Some(x) if x.poolable() => {
                         self.decommit(accessible)?;
@@ -1423,7 +1420,7 @@ impl Drop for LinuxBackend {
     /// is never pulled from under it.
     fn drop(&mut self) {
         let st = self.state.get_mut();
-        for (r, _) in st.pool.iter() {
+        for (r, _) in st.pool().iter() {
             // SAFETY: pooled ranges are mapped by us and used by nobody.
             let _ = unsafe { rustix::mm::munmap(ptr(r.start), r.len()) };
         }
@@ -1475,10 +1472,10 @@ impl Backend for LinuxBackend {
             return None;
         }
         let st = self.state.lock();
-        if st.pool_bytes < size {
+        if st.pool_bytes() < size {
             return None;
         }
-        let found = st.pool.iter().take(POOL_SCAN).find_map(|(r, _)| {
+        let found = st.pool().iter().take(POOL_SCAN).find_map(|(r, _)| {
             let start = round_up(r.start, align)?;
             (start.checked_add(size)? <= r.end).then_some(start)
         });
@@ -1504,37 +1501,13 @@ impl Backend for LinuxBackend {
             None
         };
         let ext = Self::extent(&range);
-        let poolable = !opts.write_watch && !opts.large_pages;
-        let mut extent =
-            Extent { end: ext.end, write_watch: opts.write_watch, large: opts.large_pages, from_pool: false };
+        let extent = Extent { end: ext.end, write_watch: opts.write_watch, large: opts.large_pages, from_pool: false };
+        let poolable = extent.poolable();
         // Claim the pooled pieces and record the reservation before mapping, so that
-        // a concurrent `foreign` never sees it as someone else's.
-        let (mut pooled, mut holes) = {
-            let mut st = self.state.lock();
-            // (Inline vectors: a reservation is usually one pooled piece or one hole.)
-            let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
-            if st.pool_bytes == 0 {
-                // Nothing pooled: one hole, without looking at the pool's pieces.
-                holes.push(ext.clone());
-            } else {
-                for (r, v) in st.pool.runs(ext.clone()) {
-                    if v.is_some() {
-                        pooled.push(r)
-                    } else {
-                        holes.push(r)
-                    }
-                }
-            }
-            for r in &pooled {
-                st.take_pooled(r);
-            }
-            extent.from_pool = poolable && holes.is_empty();
-            st.add_live(&ext, extent, !holes.is_empty());
-            // (Until they are mapped, the holes hold nothing of ours: whatever a query
-            // finds there meanwhile is someone else's.)
-            st.set_unmapped(&ext, &holes);
-            (pooled, holes)
-        };
+        // a concurrent `foreign` never sees it as someone else's (and its holes, until
+        // mapped, as ours).
+        let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
+        self.state.lock().add_live(&ext, extent, &mut pooled, &mut holes);
         // Undo a reserve that failed: the pooled pieces it took go back to the pool, as
         // they were; the holes it had mapped so far are unmapped, so that the failed call
         // leaves nothing mapped and the pool within its size. (A hole the kernel refuses
@@ -1552,14 +1525,11 @@ impl Backend for LinuxBackend {
                 }
             }
             let mut st = self.state.lock();
-            st.forget_live(&ext);
-            st.set_unmapped(&ext, &[]);
             for r in mapped {
                 st.kernel.clear(r.clone());
             }
-            for r in pooled.iter().chain(&kept) {
-                st.add_pooled(r);
-            }
+            kept.extend(pooled.iter().cloned());
+            st.undo_reserve(&ext, &kept);
         };
         if !poolable && !pooled.is_empty() {
             // Write tracking and huge pages need a mapping of their own: unmap the
@@ -1599,14 +1569,16 @@ impl Backend for LinuxBackend {
             // says how the kernel may back its pages.
             let _ = unsafe { rustix::mm::madvise(ptr(ext.start), ext.len(), rustix::mm::Advice::LinuxNoHugepage) };
             if let Err(e) = self.gate().map_err(errno_error).and_then(|()| self.adopted(w)?.register(&ext)) {
-                self.count();
                 // (Not ours from the moment it is unmapped: see `State::unmapped`.)
                 self.state.lock().set_unmapped(&ext, std::slice::from_ref(&ext));
-                // SAFETY: `ext` was mapped just above for this reservation.
-                let _ = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) };
-                let mut st = self.state.lock();
-                st.forget_live(&ext);
-                st.set_unmapped(&ext, &[]);
+                // SAFETY: `ext` was mapped just above for this reservation, which no one
+                // else knows yet: nothing else lives there.
+                let unmapped = self.gate().and_then(|()| unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) });
+                // (Refused, it stays mapped, inaccessible and empty, and not registered:
+                // pooled, as `give_back` pools a hole it cannot unmap, rather than left
+                // mapped and forgotten.)
+                let kept = if unmapped.is_err() { std::slice::from_ref(&ext) } else { &[] };
+                self.state.lock().undo_reserve(&ext, kept);
                 return Err(e);
             }
         }
@@ -2075,9 +2047,53 @@ pub unsafe fn checked_copy(address: usize, local: *mut u8, len: usize, write: bo
 
 #[cfg(test)]
 mod tests {
-    use super::{Backend, Extent, LinuxBackend, LinuxOptions, Witness, GRANULE, PAGE};
+    use super::{Backend, Extent, LinuxBackend, LinuxOptions, Ranges, Witness, GRANULE, PAGE};
     use crate::{AllocationType, FreeType, MemState, Protection};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The arena the windows of [`window`] are cut from.
+    const ARENA: usize = 1 << 40;
+
+    /// A window of `size` bytes (rounded up to 2 MiB) that nothing maps, for a test
+    /// that places reservations at given addresses (or within it): cut from a 1 TiB
+    /// arena found free once per process, each window handed out once. The lib tests
+    /// run in threads of one process, and their spaces that are not confined place
+    /// reservations bottom-up from the lowest free address, while the kernel places
+    /// mappings made without an address top-down under the stack: the arena lies from
+    /// an eighth of the user address space up (16 TiB on x86-64), where neither goes
+    /// before filling terabytes. (What `tests/common` does for the integration tests.)
+    fn window(size: usize) -> usize {
+        static BASE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let base = *BASE.get_or_init(|| {
+            let first = ((super::USER_TOP / 8) & !(ARENA - 1)).max(ARENA);
+            (0..8)
+                .map(|k| first + k * ARENA)
+                .find(|&a| {
+                    // SAFETY: NOREPLACE refuses to replace a mapping (without it, the address
+                    // is a hint); the mapping made is undone at once.
+                    let p = unsafe {
+                        rustix::mm::mmap_anonymous(
+                            a as *mut std::ffi::c_void,
+                            ARENA,
+                            rustix::mm::ProtFlags::empty(),
+                            rustix::mm::MapFlags::PRIVATE
+                                | rustix::mm::MapFlags::NORESERVE
+                                | rustix::mm::MapFlags::FIXED_NOREPLACE,
+                        )
+                    };
+                    let Ok(p) = p else { return false };
+                    // SAFETY: the mapping made just above.
+                    unsafe { rustix::mm::munmap(p, ARENA) }.expect("munmap the arena probe");
+                    p as usize == a
+                })
+                .expect("a free terabyte for the window arena")
+        });
+        let size = size.next_multiple_of(2 << 20);
+        let off = NEXT.fetch_add(size, Ordering::SeqCst);
+        assert!(off + size <= ARENA, "the window arena is exhausted");
+        base + off
+    }
 
     /// The owned ranges (the live extents and pooled ranges merged) follow every way a
     /// range becomes or stops being the backend's: a span released into the pool and
@@ -2086,14 +2102,18 @@ mod tests {
     /// took, and a release that unmaps change it. A range unmapped and then mapped by
     /// the program is reported as the program's, never free. (Each `foreign` lookup
     /// also checks, under test, that the owned ranges are the union they stand for.)
+    /// Every reservation is made at an address of a window of the test's own (see
+    /// [`window`]), so that no other test's memory can be where one is expected to fit.
     #[cfg(not(miri))]
     #[test]
     fn the_owned_ranges_follow_reserves_and_releases_and_never_hide_a_mapping_of_the_programs() {
         let (reserve, release) = (AllocationType::RESERVE, FreeType::RELEASE);
         let owned = |s: &crate::LinuxSpace| s.backend().state.lock().owned_ranges();
         let check = |s: &crate::LinuxSpace| s.backend().state.lock().check_owned();
+        let w = window(64 * GRANULE);
         let space = crate::LinuxSpace::linux().expect("linux space");
-        let span = space.alloc(0, 8 * GRANULE, reserve, Protection::NOACCESS).expect("span");
+        let span = space.alloc(w, 8 * GRANULE, reserve, Protection::NOACCESS).expect("span");
+        assert_eq!(span, w);
         space.free(span, 0, release).expect("release the span");
         for i in [0, 2, 4, 6] {
             space.alloc(span + i * GRANULE, GRANULE, reserve, Protection::NOACCESS).expect("carve");
@@ -2108,17 +2128,19 @@ mod tests {
         let q = space.query(span + 7 * GRANULE + PAGE).expect("query");
         assert!(q.state == MemState::Free && q.region_size >= GRANULE - PAGE, "{q:?}");
         // A reserve that fails (the `mmap` of its part past the span refused by
-        // injection) gives back the pooled granule it took, and owns nothing it had not.
+        // injection: nothing else is there) gives back the pooled granule it took, and
+        // owns nothing it had not.
         space.backend().inject_failure(1);
         let across = space.alloc(span + 7 * GRANULE, 2 * GRANULE, reserve, Protection::NOACCESS);
-        assert!(across.is_err(), "the injected failure");
+        assert_eq!(across, Err(crate::Error::NotEnoughMemory), "the injected failure");
+        assert!(!space.backend().failure_pending(), "the failure was the one injected");
         check(&space);
         assert_eq!(owned(&space), vec![span..span + 8 * GRANULE]);
-        // One that maps (the pool is too small for it) owns its extent.
+        // One that maps (past the pooled span) owns its extent.
         let big = 16 * GRANULE;
-        let fresh = space.alloc(0, big, reserve, Protection::NOACCESS).expect("fresh");
+        let fresh = space.alloc(w + 16 * GRANULE, big, reserve, Protection::NOACCESS).expect("fresh");
         check(&space);
-        assert!(owned(&space).iter().any(|r| r.start <= fresh && fresh + big <= r.end), "{:x?}", owned(&space));
+        assert_eq!(owned(&space), vec![span..span + 8 * GRANULE, fresh..fresh + big]);
         for i in [0, 2, 4, 6] {
             space.free(span + i * GRANULE, 0, release).expect("release into the pool");
         }
@@ -2128,33 +2150,232 @@ mod tests {
         // a mapping the program makes there is reported as the program's.
         let unpooled = crate::LinuxSpace::linux_with(LinuxOptions { pool_bytes: 0, ..LinuxOptions::default() })
             .expect("linux space");
-        // (Another test's thread may map there first: then try again elsewhere.)
-        let seen = (0..16).any(|_| {
-            let gone = unpooled.alloc(0, GRANULE, reserve, Protection::NOACCESS).expect("reserve");
-            unpooled.free(gone, 0, release).expect("release, unmapped");
-            check(&unpooled);
-            assert_eq!(owned(&unpooled), Vec::new());
-            // SAFETY: `gone` was unmapped just above; NOREPLACE refuses to replace anything
-            // mapped there since.
-            let program = unsafe {
-                rustix::mm::mmap_anonymous(
-                    gone as *mut std::ffi::c_void,
-                    GRANULE,
-                    rustix::mm::ProtFlags::READ,
-                    rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
-                )
-            };
-            let Ok(p) = program else { return false };
-            let placed = p as usize == gone;
-            if placed {
-                let q = unpooled.query(gone).expect("query");
-                assert_eq!(q.state, MemState::Commit, "the program's mapping where a release unmapped: {q:?}");
+        let gone = unpooled.alloc(w + 40 * GRANULE, GRANULE, reserve, Protection::NOACCESS).expect("reserve");
+        unpooled.free(gone, 0, release).expect("release, unmapped");
+        check(&unpooled);
+        assert_eq!(owned(&unpooled), Vec::new());
+        // SAFETY: `gone` was unmapped just above, in this test's window; NOREPLACE
+        // refuses to replace anything mapped there since.
+        let program = unsafe {
+            rustix::mm::mmap_anonymous(
+                gone as *mut std::ffi::c_void,
+                GRANULE,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
+            )
+        }
+        .expect("the program's mapping where the release unmapped");
+        assert_eq!(program as usize, gone);
+        let q = unpooled.query(gone).expect("query");
+        assert_eq!(q.state, MemState::Commit, "the program's mapping where a release unmapped: {q:?}");
+        // SAFETY: the mapping made just above.
+        unsafe { rustix::mm::munmap(program, GRANULE) }.expect("munmap");
+        // (The pooled span goes with the space; nothing of the window stays mapped.)
+        drop(space);
+        assert_eq!(kernel_mappings(w..w + 64 * GRANULE), Vec::new());
+    }
+
+    /// The kernel's mappings in `range`, clipped to it, adjacent ones merged.
+    fn kernel_mappings(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+        let maps = super::procfs::Maps::open().expect("/proc/self/maps");
+        let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut a = range.start;
+        while let Some(v) = maps.at_or_after(a).filter(|v| v.start < range.end) {
+            let r = v.start.max(range.start)..v.end.min(range.end);
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(r),
             }
-            // SAFETY: the mapping made just above.
-            unsafe { rustix::mm::munmap(p, GRANULE) }.expect("munmap");
-            placed
-        });
-        assert!(seen, "never mapped where a release had unmapped");
+            a = v.end;
+        }
+        out
+    }
+
+    /// One step of [`random_steps_keep_the_owned_ranges_the_union_and_free_gaps_free`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Reserve (and commit, with `commit`) `pages` at granule `at` of the window,
+        /// write-watched with `watch`.
+        ReserveAt { at: usize, pages: usize, commit: bool, watch: bool },
+        /// Reserve `pages` anywhere in the window (`alloc_within`).
+        ReserveIn { pages: usize, commit: bool, watch: bool },
+        /// Release the `pick`-th reservation (modulo their number).
+        Release { pick: usize },
+        /// Commit read-write (or decommit, with `decommit`) `pages` from page `off` of
+        /// the `pick`-th reservation (clipped to it).
+        Commit { pick: usize, off: usize, pages: usize, decommit: bool },
+        /// The `n`-th fallible system call of the next step fails.
+        Inject { n: u64 },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..WINDOW_GRANULES, 1..3 * PAGES_PER_GRANULE, any::<bool>(), proptest::bool::weighted(0.15))
+                .prop_map(|(at, pages, commit, watch)| Step::ReserveAt { at, pages, commit, watch }),
+            3 => (1..3 * PAGES_PER_GRANULE, any::<bool>(), proptest::bool::weighted(0.15))
+                .prop_map(|(pages, commit, watch)| Step::ReserveIn { pages, commit, watch }),
+            4 => any::<usize>().prop_map(|pick| Step::Release { pick }),
+            3 => (any::<usize>(), 0..3 * PAGES_PER_GRANULE, 1..PAGES_PER_GRANULE, any::<bool>())
+                .prop_map(|(pick, off, pages, decommit)| Step::Commit { pick, off, pages, decommit }),
+            2 => (1..5u64).prop_map(|n| Step::Inject { n }),
+        ]
+    }
+
+    /// Granules in the window of one case.
+    const WINDOW_GRANULES: usize = 32;
+    /// Pages in a granule.
+    const PAGES_PER_GRANULE: usize = GRANULE / PAGE;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 0 } else { 200 }))]
+
+        /// Random reserves (at given addresses, and anywhere in a window), releases,
+        /// commits and decommits, some with a system call failed by injection, in a space
+        /// whose every reservation lies in a window of its own (with a pool of the default
+        /// size, of 4 granules, or none). After each step: the owned ranges are the union
+        /// of the live extents and the pooled ranges; the kernel maps in the window
+        /// exactly those (nothing of ours unrecorded, nothing recorded unmapped); every
+        /// reservation is where the model has it; and every free gap of the window is
+        /// answered free by a query, and by the backend as holding nothing foreign.
+        #[cfg(not(miri))]
+        #[test]
+        fn random_steps_keep_the_owned_ranges_the_union_and_free_gaps_free(
+            pool in 0..3usize,
+            steps in proptest::collection::vec(step(), 1..40),
+        ) {
+            use std::collections::BTreeMap;
+            let pool_bytes = [LinuxOptions::default().pool_bytes, 4 * GRANULE, 0][pool];
+            let space = crate::LinuxSpace::linux_with(LinuxOptions { pool_bytes, ..LinuxOptions::default() })
+                .expect("linux space");
+            let backend = space.backend();
+            let win = window(WINDOW_GRANULES * GRANULE);
+            let wend = win + WINDOW_GRANULES * GRANULE;
+            // The reservations: base -> size, each taking whole granules.
+            let mut model: BTreeMap<usize, usize> = BTreeMap::new();
+            let extent = |base: usize, size: usize| base..(base + size).next_multiple_of(GRANULE);
+            let meets = |model: &BTreeMap<usize, usize>, r: &std::ops::Range<usize>| {
+                model.iter().any(|(&b, &s)| {
+                    let e = extent(b, s);
+                    e.start < r.end && r.start < e.end
+                })
+            };
+            let pick = |model: &BTreeMap<usize, usize>, i: usize| {
+                (!model.is_empty()).then(|| model.iter().nth(i % model.len()).map(|(&b, &s)| (b, s))).flatten()
+            };
+            let ty = |commit: bool, watch: bool| {
+                let mut t = AllocationType::RESERVE;
+                if commit {
+                    t |= AllocationType::COMMIT;
+                }
+                if watch {
+                    t |= AllocationType::WRITE_WATCH;
+                }
+                t
+            };
+            let prot = |commit: bool| if commit { Protection::READWRITE } else { Protection::NOACCESS };
+            let mut armed = false;
+            for step in steps {
+                match step {
+                    Step::Inject { n } => {
+                        backend.inject_failure(n);
+                        armed = true;
+                        continue;
+                    }
+                    Step::ReserveAt { at, pages, commit, watch } => {
+                        // (Clipped to the window: past it is other tests' business.)
+                        let base = win + at * GRANULE;
+                        let size = (pages * PAGE).min(wend - base);
+                        let got = space.alloc(base, size, ty(commit, watch), prot(commit));
+                        let fits = !meets(&model, &extent(base, size));
+                        if let Ok(b) = got {
+                            proptest::prop_assert!(fits, "reserved over a reservation");
+                            proptest::prop_assert_eq!(b, base);
+                            model.insert(b, size);
+                        } else if fits {
+                            proptest::prop_assert!(armed || (watch && !backend.write_watch_supported()),
+                                "a reserve at a free address failed: {:?}", got);
+                        }
+                    }
+                    Step::ReserveIn { pages, commit, watch } => {
+                        let size = pages * PAGE;
+                        let req = crate::AddressRequirements {
+                            lowest_starting_address: win,
+                            highest_ending_address: wend - 1,
+                            alignment: 0,
+                        };
+                        if let Ok(b) = space.alloc_within(size, ty(commit, watch), prot(commit), req) {
+                            proptest::prop_assert!(win <= b && extent(b, size).end <= wend, "{:#x} outside the window", b);
+                            proptest::prop_assert!(!meets(&model, &extent(b, size)), "{:#x} over a reservation", b);
+                            model.insert(b, size);
+                        }
+                    }
+                    Step::Release { pick: i } => {
+                        if let Some((b, _)) = pick(&model, i) {
+                            let got = space.free(b, 0, FreeType::RELEASE);
+                            if got.is_ok() {
+                                model.remove(&b);
+                            } else {
+                                proptest::prop_assert!(armed, "a release failed: {:?}", got);
+                            }
+                        }
+                    }
+                    Step::Commit { pick: i, off, pages, decommit } => {
+                        if let Some((b, s)) = pick(&model, i) {
+                            let start = b + (off * PAGE) % s;
+                            let len = (pages * PAGE).min(b + s - start);
+                            let got = if decommit {
+                                space.free(start, len, FreeType::DECOMMIT)
+                            } else {
+                                space.alloc(start, len, AllocationType::COMMIT, Protection::READWRITE).map(|_| ())
+                            };
+                            proptest::prop_assert!(got.is_ok() || armed, "{:?}", got);
+                        }
+                    }
+                }
+                backend.inject_failure(0);
+                armed = false;
+                // The owned ranges are the union (and live and pooled never overlap).
+                let owned = {
+                    let st = backend.state.lock();
+                    st.check_owned();
+                    proptest::prop_assert!(st.unmapped.is_empty(), "no reserve is under way: {:x?}", st.unmapped);
+                    st.owned_ranges()
+                };
+                // The kernel maps in the window exactly what the backend owns.
+                proptest::prop_assert_eq!(kernel_mappings(win..wend), owned.clone());
+                proptest::prop_assert!(owned.iter().all(|r| win <= r.start && r.end <= wend), "{:x?}", owned);
+                // Each reservation is where the model has it.
+                for (&b, &s) in &model {
+                    let q = space.query(b).expect("query");
+                    proptest::prop_assert!(q.state != MemState::Free && q.allocation_base == b, "{:#x}+{:#x}: {:?}", b, s, q);
+                }
+                // Each free gap is free, to its end, and holds nothing foreign.
+                let mut at = win;
+                let bounds = model.iter().map(|(&b, &s)| extent(b, s)).chain([wend..wend]);
+                for e in bounds {
+                    if at < e.start {
+                        for probe in [at, (at + e.start) / 2 / PAGE * PAGE, e.start - PAGE] {
+                            let q = space.query(probe).expect("query");
+                            proptest::prop_assert_eq!(q.state, MemState::Free, "{:#x} in the gap {:#x}..{:#x}", probe, at, e.start);
+                            let end = q.base_address + q.region_size;
+                            proptest::prop_assert!(end == e.start || (e.start == wend && end >= wend),
+                                "the free region at {:#x} ends at {:#x}, not {:#x}", probe, end, e.start);
+                        }
+                        proptest::prop_assert_eq!(backend.foreign(at, e.start), None);
+                    }
+                    at = at.max(e.end);
+                }
+                proptest::prop_assert_eq!(backend.foreign(win, wend), None, "nothing in the window is foreign");
+            }
+            backend.inject_failure(0);
+            for (&b, _) in &model {
+                space.free(b, 0, FreeType::RELEASE).expect("release at the end");
+            }
+            backend.state.lock().check_owned();
+            drop(space);
+            proptest::prop_assert_eq!(kernel_mappings(win..wend), Vec::new(), "the window left mapped");
+        }
     }
 
     #[test]
@@ -2210,8 +2431,11 @@ mod tests {
             {
                 // A reserve of `ext` under way: recorded before its `mmap`, not yet after.
                 let mut st = backend.state.lock();
-                st.add_live(&ext, Extent { end: ext.end, write_watch: false, large: false, from_pool: false }, true);
-                st.set_unmapped(&ext, std::slice::from_ref(&ext));
+                // (Nothing pooled: the whole extent is a hole, recorded as not mapped yet.)
+                let (mut pooled, mut holes) = (Ranges::new(), Ranges::new());
+                let x = Extent { end: ext.end, write_watch: false, large: false, from_pool: false };
+                st.add_live(&ext, x, &mut pooled, &mut holes);
+                assert_eq!((pooled.as_slice(), holes.as_slice()), (&[][..], std::slice::from_ref(&ext)));
             }
             assert_eq!(backend.try_foreign(p, ext.end), None, "answered while the reserve was under way");
             assert_eq!(backend.try_foreign(p + LEN / 2, ext.end), None, "answered inside it");

@@ -87,6 +87,11 @@ impl<V: Copy + Eq> IntervalMap<V> {
         self.runs(range).iter().any(|(_, v)| v.is_some())
     }
 
+    /// Whether any entry meets `range` (no allocation).
+    pub fn any_in(&self, range: &Range<usize>) -> bool {
+        self.entries_in(range.clone()).next().is_some()
+    }
+
     /// Give every page of `range` the value `v` (`None` removes).
     pub fn set(&mut self, range: Range<usize>, v: Option<V>) {
         self.update_unless(range, |_| v, |_, _| false);
@@ -575,20 +580,25 @@ impl Extent {
     }
 }
 
+/// A few ranges, inline (a reserve usually claims one pooled piece or one hole).
+pub type Ranges = SmallVec<[Range<usize>; 2]>;
+
 /// Everything the backend remembers; see the module docs.
 ///
 /// Live extents and pooled ranges never overlap, and [`State::owned`] is always their
-/// union: they change only through the methods below that keep it so
-/// ([`State::add_live`], [`State::forget_live`], [`State::live_to_pool`],
-/// [`State::take_pooled`], [`State::add_pooled`]).
+/// union. The three are private to this file: the rest of the backend reads them
+/// ([`State::live`], [`State::pool`], [`State::pool_bytes`], [`State::owned_span`]) and
+/// changes them only through the methods that keep it so, each a whole step of the
+/// backend's lifecycle ([`State::add_live`], [`State::forget_live`],
+/// [`State::live_to_pool`], [`State::undo_reserve`]).
 #[derive(Debug, Default)]
 pub struct State {
     /// Live reservations by the start of their mapped extent.
-    pub live: SortedMap<Extent>,
+    live: SortedMap<Extent>,
     /// Released ranges still mapped (inaccessible, empty), ready for reuse.
-    pub pool: IntervalMap<()>,
+    pool: IntervalMap<()>,
     /// Bytes in the pool.
-    pub pool_bytes: usize,
+    pool_bytes: usize,
     /// The union of the live extents and the pooled ranges, adjacent ones merged: where
     /// this backend has mapped (but for [`State::unmapped`] parts), as few ranges as the
     /// mappings are apart. A reservation carved out of a pooled range, or released back
@@ -638,42 +648,103 @@ impl State {
         self.owned.at(addr).map(|(r, ())| r)
     }
 
-    /// Record the live extent `ext` (made with `x`). `fresh`: some of it was not in the
-    /// pool (it is to be mapped now); else it was all taken from the pool with
-    /// [`State::take_pooled`], and the owned ranges stay as they were.
-    pub fn add_live(&mut self, ext: &Range<usize>, x: Extent, fresh: bool) {
+    /// The live reservations by the start of their extent (read only).
+    pub fn live(&self) -> &SortedMap<Extent> {
+        &self.live
+    }
+
+    /// The pooled ranges (read only).
+    pub fn pool(&self) -> &IntervalMap<()> {
+        &self.pool
+    }
+
+    /// Bytes in the pool.
+    pub fn pool_bytes(&self) -> usize {
+        self.pool_bytes
+    }
+
+    /// Record the live extent `ext`, made with `x`, before it is mapped: the pooled
+    /// pieces inside it leave the pool for it (pushed to `pooled`: mapped already, still
+    /// ours) and the rest (pushed to `holes`) is to be mapped by the caller, recorded as
+    /// [`State::unmapped`] until [`State::mapped`] says it is. `x.from_pool` is set here:
+    /// whether the extent was all pooled (and poolable). The owned ranges change only
+    /// when there are holes (the pooled pieces were owned already). `ext` must meet no
+    /// live extent (the engine never reserves over a reservation; checked under tests
+    /// and debug builds).
+    pub fn add_live(&mut self, ext: &Range<usize>, mut x: Extent, pooled: &mut Ranges, holes: &mut Ranges) {
+        #[cfg(any(test, debug_assertions))]
+        {
+            let clash = self.extent_of(ext.start).is_some()
+                || self.live.ceil(ext.start).is_some_and(|p| self.live.key(p) < ext.end);
+            assert!(!clash, "a reserve of {ext:x?} over a live extent");
+        }
+        debug_assert_eq!(x.end, ext.end);
+        if self.pool_bytes == 0 {
+            // Nothing pooled: one hole, without looking at the pool's pieces.
+            holes.push(ext.clone());
+        } else {
+            for (r, v) in self.pool.runs(ext.clone()) {
+                if v.is_some() {
+                    pooled.push(r)
+                } else {
+                    holes.push(r)
+                }
+            }
+        }
+        for r in pooled.iter() {
+            self.pool.clear(r.clone());
+            self.pool_bytes -= r.len();
+        }
+        x.end = ext.end;
+        x.from_pool = x.poolable() && holes.is_empty();
         self.live.insert(ext.start, x);
-        if fresh {
+        if !holes.is_empty() {
             self.owned.set(ext.clone(), Some(()));
+        }
+        // (Until they are mapped, the holes hold nothing of ours: whatever a query finds
+        // there meanwhile is someone else's.)
+        self.set_unmapped(ext, holes);
+    }
+
+    /// Forget the live extent starting at `ext.start`, which is unmapped (or about to
+    /// be): no longer ours. Nothing when no live extent starts there.
+    pub fn forget_live(&mut self, ext: &Range<usize>) {
+        if let Some(x) = self.live.remove(ext.start) {
+            self.owned.clear(ext.start..x.end);
         }
     }
 
-    /// Forget the live extent `ext`, which is unmapped (or about to be): no longer ours.
-    /// (Its pieces that go back to the pool go with [`State::add_pooled`] afterwards.)
-    pub fn forget_live(&mut self, ext: &Range<usize>) {
-        self.live.remove(ext.start);
-        self.owned.clear(ext.clone());
-    }
-
-    /// Move the live extent `ext` to the pool, whole: still mapped, still ours.
+    /// Move the live extent starting at `ext.start` to the pool, whole: still mapped,
+    /// still ours, so the owned ranges stay as they are. Nothing when no live extent
+    /// starts there.
     pub fn live_to_pool(&mut self, ext: &Range<usize>) {
-        self.live.remove(ext.start);
-        self.pool.set(ext.clone(), Some(()));
-        self.pool_bytes += ext.len();
+        if let Some(x) = self.live.remove(ext.start) {
+            let r = ext.start..x.end;
+            self.pool_bytes += r.len();
+            self.pool.set(r, Some(()));
+        }
     }
 
-    /// Take the pooled range `r` out of the pool, for a live extent recorded next with
-    /// [`State::add_live`] (so it stays ours).
-    pub fn take_pooled(&mut self, r: &Range<usize>) {
-        self.pool.clear(r.clone());
-        self.pool_bytes -= r.len();
-    }
-
-    /// Put `r` (mapped by this backend, neither live nor pooled) in the pool.
-    pub fn add_pooled(&mut self, r: &Range<usize>) {
-        self.pool.set(r.clone(), Some(()));
-        self.pool_bytes += r.len();
-        self.owned.set(r.clone(), Some(()));
+    /// Undo the reserve of the live extent `ext` (see [`State::add_live`]): forget it,
+    /// with its record of [`State::unmapped`] parts, and pool the parts of it in
+    /// `still_mapped` (the pooled pieces it took, the holes the kernel refused to unmap):
+    /// those stay ours, the rest of it does not. Nothing when no live extent starts at
+    /// `ext.start` (then nothing of it can be told to be neither live nor pooled). A
+    /// piece is clipped to the extent: inside it, it is neither live nor pooled once the
+    /// extent is forgotten, so the pool never meets a live extent.
+    pub fn undo_reserve(&mut self, ext: &Range<usize>, still_mapped: &[Range<usize>]) {
+        let Some(x) = self.live.remove(ext.start) else { return };
+        let ext = ext.start..x.end;
+        self.owned.clear(ext.clone());
+        self.set_unmapped(&ext, &[]);
+        for r in still_mapped {
+            let r = r.start.max(ext.start)..r.end.min(ext.end);
+            if r.start < r.end && !self.pool.any_in(&r) {
+                self.pool_bytes += r.len();
+                self.pool.set(r.clone(), Some(()));
+                self.owned.set(r, Some(()));
+            }
+        }
     }
 
     /// The owned ranges, in order (tests).
