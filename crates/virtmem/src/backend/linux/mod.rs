@@ -2352,7 +2352,7 @@ mod tests {
                 }
                 // Each free gap is free, to its end, and holds nothing foreign.
                 let mut at = win;
-                let bounds = model.iter().map(|(&b, &s)| extent(b, s)).chain([wend..wend]);
+                let bounds = model.iter().map(|(&b, &s)| extent(b, s)).chain(std::iter::once(wend..wend));
                 for e in bounds {
                     if at < e.start {
                         for probe in [at, (at + e.start) / 2 / PAGE * PAGE, e.start - PAGE] {
@@ -2369,7 +2369,7 @@ mod tests {
                 proptest::prop_assert_eq!(backend.foreign(win, wend), None, "nothing in the window is foreign");
             }
             backend.inject_failure(0);
-            for (&b, _) in &model {
+            for &b in model.keys() {
                 space.free(b, 0, FreeType::RELEASE).expect("release at the end");
             }
             backend.state.lock().check_owned();
