@@ -2052,6 +2052,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// The arena the windows of [`window`] are cut from.
+    #[cfg(not(miri))]
     const ARENA: usize = 1 << 40;
 
     /// A window of `size` bytes (rounded up to 2 MiB) that nothing maps, for a test
@@ -2062,7 +2063,8 @@ mod tests {
     /// mappings made without an address top-down under the stack: the arena lies from
     /// an eighth of the user address space up (16 TiB on x86-64), where neither goes
     /// before filling terabytes. (What `tests/common` does for the integration tests.)
-    fn window(size: usize) -> usize {
+    #[cfg(not(miri))]
+    pub(super) fn window(size: usize) -> usize {
         static BASE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let base = *BASE.get_or_init(|| {
@@ -2415,18 +2417,23 @@ mod tests {
         const LEN: usize = 32 * PAGE;
         for mapping_was_the_reserves in [true, false] {
             let backend = LinuxBackend::new().expect("/proc");
-            // The mapping that sits in the reserve's extent: made here, where the kernel
-            // likes, as the reserve's own `mmap` (or the program's) would have made it.
-            // SAFETY: a fresh anonymous mapping anywhere; nothing is replaced.
+            // The mapping that sits in the reserve's extent: made here, as the reserve's
+            // own `mmap` (or the program's) would have made it, in the middle of a window
+            // of this test's own, so that no other test's mapping merges with it (and
+            // changes its bounds between two looks).
+            let at = window(4 * LEN) + LEN;
+            // SAFETY: a fresh anonymous mapping in a free window; NOREPLACE refuses to
+            // replace anything.
             let p = unsafe {
                 rustix::mm::mmap_anonymous(
-                    std::ptr::null_mut(),
+                    at as *mut std::ffi::c_void,
                     LEN,
                     rustix::mm::ProtFlags::empty(),
-                    rustix::mm::MapFlags::PRIVATE,
+                    rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
                 )
             }
             .expect("mmap") as usize;
+            assert_eq!(p, at);
             let ext = p..p + LEN;
             {
                 // A reserve of `ext` under way: recorded before its `mmap`, not yet after.
@@ -2466,8 +2473,7 @@ mod tests {
                 backend.state.lock().forget_live(&ext);
             } else {
                 let f = found.0.expect("the program's mapping called free");
-                // (The kernel may have merged it with a like mapping next to it.)
-                assert!(f.start <= p && ext.end <= f.end, "{f:?} is not the mapping at {p:#x}");
+                assert_eq!((f.start, f.end), (p, ext.end), "{f:?} is not the mapping at {p:#x}");
                 assert_eq!(backend.try_foreign(p, ext.end).map(|f| f.map(|f| f.start)), Some(Some(f.start)));
             }
             // SAFETY: the mapping made above, no longer recorded by the backend.

@@ -498,15 +498,32 @@ garbage line
         assert!(v.end > 0x7fff_0000_0000);
     }
 
+    #[cfg(not(miri))]
     #[test]
     fn the_ioctl_and_the_text_agree_on_this_process() {
         let maps = Maps::open().unwrap();
-        // A mapping of our own that nobody else changes meanwhile.
-        let v = vec![7u8; 1 << 20];
-        let addr = v.as_ptr() as usize;
-        // Other threads may map memory next to it between the two looks: retry.
+        // A mapping of our own that nobody else changes meanwhile: in a window of this
+        // test's own, where no other test's thread maps or unmaps next to it (a heap
+        // allocation could share its mapping with other threads' allocations).
+        // (In its middle: a mapping of the next window down may end right at its start,
+        // and the kernel would merge a like one with it.)
+        const LEN: usize = 1 << 20;
+        let addr = super::super::tests::window(2 * LEN) + LEN / 2;
+        // SAFETY: the window is free, and NOREPLACE refuses to replace anything.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                addr as *mut std::ffi::c_void,
+                LEN,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
+            )
+        }
+        .expect("mmap in the window");
+        assert_eq!(p as usize, addr);
+        // (The text is read in pieces: a mapping made or removed elsewhere meanwhile can
+        // tear a read, so read again until a read agrees.)
         let (mut by_ioctl, mut by_text) = (None, None);
-        for _ in 0..5 {
+        for _ in 0..100 {
             by_ioctl = maps.at_or_after(addr);
             by_text = maps.parse().unwrap().into_iter().find(|m| m.end > addr);
             if by_ioctl == by_text {
@@ -515,6 +532,8 @@ garbage line
         }
         assert_eq!(by_ioctl, by_text);
         let by_ioctl = by_ioctl.unwrap();
-        assert!(by_ioctl.start <= addr && addr < by_ioctl.end);
+        assert_eq!((by_ioctl.start, by_ioctl.end, by_ioctl.access), (addr, addr + LEN, Access::ReadWrite));
+        // SAFETY: the mapping made above.
+        unsafe { rustix::mm::munmap(p, LEN) }.expect("munmap");
     }
 }
