@@ -2177,6 +2177,54 @@ mod tests {
         assert_eq!(kernel_mappings(w..w + 64 * GRANULE), Vec::new());
     }
 
+    /// A reserve that fails at any of its system calls, and then at the next one (its
+    /// undo's `munmap`, where the failed call was the write-tracking registration of a
+    /// write-watched reserve), leaves the backend owning exactly what the kernel maps:
+    /// an extent the kernel refused to unmap is pooled, not left mapped and forgotten.
+    /// For plain and write-watched reserves, over a pooled piece and a hole.
+    #[cfg(not(miri))]
+    #[test]
+    fn a_reserve_failing_at_any_system_call_and_at_its_undo_owns_what_the_kernel_maps() {
+        use super::ReserveOptions;
+        let backend = LinuxBackend::new().expect("/proc");
+        if !backend.write_watch_supported() {
+            return;
+        }
+        let w = window(64 * GRANULE);
+        let check = |what: &str| {
+            let st = backend.state.lock();
+            st.check_owned();
+            assert!(st.unmapped.is_empty(), "{what}: {:x?}", st.unmapped);
+            assert_eq!(kernel_mappings(w..w + 64 * GRANULE), st.owned_ranges(), "{what}");
+        };
+        let mut at = w;
+        let mut refused_undo = 0;
+        for write_watch in [false, true] {
+            let opts = ReserveOptions { write_watch, ..ReserveOptions::default() };
+            for n in 1..8 {
+                // A granule pooled, then a reserve of it and the granule after it.
+                let pooled = at..at + GRANULE;
+                backend.reserve(pooled.clone(), ReserveOptions::default()).expect("reserve");
+                backend.release(pooled.clone(), ReserveOptions::default()).expect("release");
+                let r = at..at + 2 * GRANULE;
+                backend.inject_failures(n, n + 1);
+                let got = backend.reserve(r.clone(), opts);
+                let left_armed = backend.failure_pending();
+                backend.inject_failure(0);
+                check(&format!("write_watch {write_watch}, failure at call {n}: {got:?}"));
+                if got.is_ok() {
+                    backend.release(r.clone(), opts).expect("release");
+                } else if !left_armed && backend.state.lock().pool().at(r.end - PAGE).is_some() {
+                    // (Both failures were made, and the mapped part stayed ours, pooled.)
+                    refused_undo += 1;
+                }
+                check("after");
+                at += 4 * GRANULE;
+            }
+        }
+        assert!(refused_undo >= 1, "an undo's munmap was refused only {refused_undo} times");
+    }
+
     /// The kernel's mappings in `range`, clipped to it, adjacent ones merged.
     fn kernel_mappings(range: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
         let maps = super::procfs::Maps::open().expect("/proc/self/maps");
