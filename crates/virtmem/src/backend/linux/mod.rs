@@ -814,25 +814,10 @@ impl LinuxBackend {
             let Some(state) = lock() else { return Look::Busy };
             #[cfg(test)]
             state.check_owned();
-            if mapping.is_none() && state.unmapped.is_empty() {
-                // Nothing excepted and every live extent wholly mapped: the live extents
-                // and pooled ranges next to one another are one owned range, found with
-                // one lookup (a query in a gap between reservations carved out of one
-                // pooled span, which `owned_at` would step through as two or more
-                // lookups, among as many entries as there are reservations). (A range
-                // is merged with its neighbours, so this loop turns at most once.)
-                while let Some(o) = state.owned_span(a) {
-                    a = o.end;
-                    if a >= limit {
-                        return Look::Found(None);
-                    }
-                }
-            } else {
-                while let Some(o) = state.owned_at(a, mapping) {
-                    a = o.end;
-                    if a >= limit {
-                        return Look::Found(None);
-                    }
+            while let Some(o) = state.owned_at(a, mapping) {
+                a = o.end;
+                if a >= limit {
+                    return Look::Found(None);
                 }
             }
         }
