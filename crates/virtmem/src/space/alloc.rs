@@ -367,55 +367,45 @@ impl<B: Backend> AddressSpace<B> {
         let eff = rules::effective_protect(protect, res.alloc_protect);
         let to = rules::access_of(eff);
         let (first, st, run) = res.pages.find(range.start);
-        if first.end >= range.end && self.backend.inline_effects() {
-            // The usual case on a backend whose effects never wait (the simulated one):
-            // the range lies in one run, so the plan would be at most one step, carried
-            // out under the lock, whose failure has nothing before it to undo. What
-            // `finish` does with it, without planning it: the charge checked, the step
-            // (if the access changes) made, then the book changed, the record reached
-            // without a second search and its run edited where `find` found it.
-            let (from, newly) = match st {
-                PageState::Reserved => (Access::None, range.len()),
-                PageState::Committed(p) => (rules::access_of(p), 0),
-            };
+        // What committing the run `r` in state `st` charges, and the access it has.
+        let charge_of = |r: &Range<usize>, st: PageState| match st {
+            PageState::Reserved => (r.len(), Access::None),
+            PageState::Committed(p) => (0, rules::access_of(p)),
+        };
+        if first.end >= range.end {
+            // The usual case: the range lies in one run, so the plan would be at most
+            // one step, whose failure has nothing before it to undo. What `finish` does
+            // with it, without planning it ([`AddressSpace::in_run`]): the charge
+            // checked, the step (if the access changes) made, then the book changed,
+            // the record reached without a second search and its run edited where
+            // `find` found it.
+            let (newly, from) = charge_of(&range, st);
             if let Some(limit) = b.commit_limit {
                 // Recommitting committed pages charges nothing, so it never hits the limit.
                 if newly > 0 && b.committed + newly > limit {
                     return Err(Error::CommitmentLimit);
                 }
             }
-            if from != to {
-                self.backend.set_access(range.clone(), from, to).map_err(backend_error)?;
-            }
-            b.committed += newly;
-            res.committed += newly;
-            let start = range.start;
-            res.pages.set_at(run, range, PageState::Committed(eff));
-            return Ok(start);
+            let r = range.clone();
+            let effect = (from != to).then_some(|| self.backend.set_access(r, from, to));
+            return self.in_run(book, at, effect, newly, |committed, res| {
+                *committed += newly;
+                res.committed += newly;
+                let start = range.start;
+                res.pages.set_at(run, range, PageState::Committed(eff));
+                start
+            });
         }
+        // Several runs: a plan of an access change for each whose access differs.
         let mut newly = 0;
-        let mut plan = |r: Range<usize>, st: PageState| {
-            let from = match st {
-                PageState::Reserved => {
-                    newly += r.len();
-                    Access::None
-                }
-                PageState::Committed(p) => rules::access_of(p),
-            };
-            (from != to).then(|| Step::Access(r, from, to))
-        };
-        // The range lies in one run: the plan is at most one step, not a vector.
-        let one: Option<Step>;
-        let many: Steps;
-        let steps: &[Step] = if first.end >= range.end {
-            one = plan(range.clone(), st);
-            one.as_slice()
-        } else {
-            let mut steps = Steps::new();
-            res.pages.for_each_run(range.clone(), |r, st| steps.extend(plan(r, st)));
-            many = steps;
-            &many
-        };
+        let mut steps = Steps::new();
+        res.pages.for_each_run(range.clone(), |r, st| {
+            let (charge, from) = charge_of(&r, st);
+            newly += charge;
+            if from != to {
+                steps.push(Step::Access(r, from, to));
+            }
+        });
         if let Some(limit) = book.commit_limit {
             // Recommitting committed pages charges nothing, so it never hits the limit.
             if newly > 0 && book.committed + newly > limit {
@@ -427,10 +417,10 @@ impl<B: Backend> AddressSpace<B> {
         self.finish(
             book,
             at,
-            steps,
+            &steps,
             |book| {
                 let res = book.reservations.at_mut(at).expect("reservation");
-                res.pages.set_at(run, range, PageState::Committed(eff));
+                res.pages.set(range, PageState::Committed(eff));
                 res.committed += newly;
                 start
             },

@@ -119,28 +119,29 @@ impl<B: Backend> AddressSpace<B> {
         }
         self.whole_large_pages(res, &range)?;
         let (first, st, run) = res.pages.find(range.start);
-        if first.end >= range.end && res.locked.is_none() && self.backend.inline_effects() {
-            // The usual case on a backend whose effects never wait (the simulated one):
-            // the range lies in one run and nothing is locked, so the plan would be at
-            // most one step, carried out under the lock, whose failure has nothing
-            // before it to undo. What `finish` does with it, without planning it: no
-            // list of runs and step built and moved, no second search of the record.
+        if first.end >= range.end && res.locked.is_none() {
+            // The usual case: the range lies in one run and nothing is locked, so the
+            // plan would be at most one step, whose failure has nothing before it to
+            // undo. What `finish` does with it, without planning it
+            // ([`AddressSpace::in_run`]): no list of runs and step built and moved, no
+            // second search of the record.
             let PageState::Committed(p) = st else {
                 // Nothing committed: nothing to tell the backend, nothing to record.
                 return Ok(());
             };
-            self.backend.decommit(&[(range.clone(), rules::access_of(p))]).map_err(backend_error)?;
+            let runs = [(range.clone(), rules::access_of(p))];
             let freed = range.len();
-            b.committed -= freed;
-            res.committed -= freed;
-            res.pages.set_at(run, range, PageState::Reserved);
-            return Ok(());
+            return self.in_run(book, at, Some(|| self.backend.decommit(&runs)), 0, |committed, res| {
+                *committed -= freed;
+                res.committed -= freed;
+                res.pages.set_at(run, range, PageState::Reserved);
+            });
         }
         self.decommit_planned(book, at, range)
     }
 
-    /// [`AddressSpace::decommit`] past its usual case (a range of several runs, locked
-    /// pages, a backend whose effects wait), its checks made: the plan of steps, carried
+    /// [`AddressSpace::decommit`] past its usual case (a range of several runs, or
+    /// locked pages), its checks made: the plan of steps, carried
     /// out by `finish`. (Out of line: its frame and saved registers had been the usual
     /// case's too.)
     #[inline(never)]

@@ -436,6 +436,60 @@ impl<B: Backend> AddressSpace<B> {
         (book, out)
     }
 
+    /// The rest of a commit, decommit or protect of a range inside one page run of the
+    /// reservation `at` (just found under the lock `book`, still held): what
+    /// [`AddressSpace::finish`] does for a plan of at most one step, without the plan, its
+    /// undo log or a second search. `effect` (`None`: nothing for the backend to do) is
+    /// the one backend call, made under the lock when the backend's effects are cheap,
+    /// else outside it with the reservation marked busy; `charge` is the commit charge
+    /// the call takes should it succeed, counted in the book's total while the backend
+    /// works outside the lock (so that no other call commits past the commit limit
+    /// meanwhile) and given back afterwards. Once the backend call has succeeded,
+    /// `record` changes the book's committed total and the reservation's record; should
+    /// it fail (the backend having put back its own partial work), nothing changes.
+    #[inline(always)]
+    fn in_run<'a, T>(
+        &'a self,
+        mut book: MutexGuard<'a, Book>,
+        at: Slot,
+        effect: Option<impl FnOnce() -> std::result::Result<(), BackendError>>,
+        charge: usize,
+        record: impl FnOnce(&mut usize, &mut Reservation) -> T,
+    ) -> Result<T> {
+        // Nothing for the backend to do, or cheap effects: all under the lock.
+        let held = effect.is_none() || self.backend.inline_effects();
+        let result = match effect {
+            None => Ok(()),
+            Some(call) if held => call(),
+            Some(call) => {
+                book.committed += charge;
+                let result;
+                (book, result) = self.outside(book, at.base(), call);
+                book.committed -= charge;
+                result
+            }
+        };
+        let out = match result {
+            Ok(()) => {
+                let b = &mut *book;
+                // (Under the lock held since the lookup, the index is unchanged; after
+                // a call outside it, other reservations may have moved the record.)
+                let res = if held {
+                    b.reservations.found_mut(at)
+                } else {
+                    b.reservations.at_mut(at).expect("reservation")
+                };
+                Ok(record(&mut b.committed, res))
+            }
+            Err(e) => Err(backend_error(e)),
+        };
+        if !held {
+            drop(book);
+            self.idle.notify_all();
+        }
+        out
+    }
+
     /// [`AddressSpace::outside`] for a call that has nothing left to record: run `f`
     /// with the reservation at `base` marked busy, then clear the mark, let the lock go
     /// and wake the calls that waited for the reservation.

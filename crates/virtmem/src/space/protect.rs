@@ -11,7 +11,7 @@ use crate::rules;
 use crate::runs::{Book, PageState, RunAt, Slot};
 
 use super::plan::{Step, Steps};
-use super::{backend_error, AddressSpace};
+use super::AddressSpace;
 
 impl<B: Backend> AddressSpace<B> {
     // ----- VirtualProtect -------------------------------------------------------------
@@ -88,14 +88,13 @@ impl<B: Backend> AddressSpace<B> {
 
     /// The rest of a `VirtualProtect` of `range`, which lies in the committed run
     /// (protection `old`) that [`RunMap::find`] found at `run` in the reservation `at`:
-    /// what [`AddressSpace::finish`] does for a plan of one access change, without the
-    /// plan. The backend changes the access (outside the lock, the reservation busy,
-    /// unless its effects are cheap), then the run takes `eff` in place; should the
-    /// backend fail (having put back what it did), nothing changes.
+    /// at most one backend call, the access change ([`AddressSpace::in_run`]), then the
+    /// run takes `eff` in place; should the backend fail (having put back what it did),
+    /// nothing changes.
     #[inline(always)]
     fn protect_in_run<'a>(
         &'a self,
-        mut book: MutexGuard<'a, Book>,
+        book: MutexGuard<'a, Book>,
         at: Slot,
         range: Range<usize>,
         run: RunAt,
@@ -103,29 +102,11 @@ impl<B: Backend> AddressSpace<B> {
         eff: Protection,
     ) -> Result<Protection> {
         let (from, to) = (rules::access_of(old), rules::access_of(eff));
-        // Nothing for the backend to do, or cheap effects: all under the lock.
-        let held = from == to || self.backend.inline_effects();
-        let result = if from == to {
-            Ok(())
-        } else if held {
-            self.backend.set_access(range.clone(), from, to)
-        } else {
-            let result;
-            (book, result) = self.outside(book, at.base(), || self.backend.set_access(range.clone(), from, to));
-            result
-        };
-        let out = match result {
-            Ok(()) => {
-                let res = book.reservations.at_mut(at).expect("reservation");
-                res.pages.set_run(run, range, PageState::Committed(eff));
-                Ok(old)
-            }
-            Err(e) => Err(backend_error(e)),
-        };
-        if !held {
-            drop(book);
-            self.idle.notify_all();
-        }
-        out
+        let r = range.clone();
+        let effect = (from != to).then_some(|| self.backend.set_access(r, from, to));
+        self.in_run(book, at, effect, 0, |_, res| {
+            res.pages.set_run(run, range, PageState::Committed(eff));
+            old
+        })
     }
 }
