@@ -386,15 +386,27 @@ impl<B: Backend> AddressSpace<B> {
                     return Err(Error::CommitmentLimit);
                 }
             }
-            let r = range.clone();
-            let effect = (from != to).then_some(|| self.backend.set_access(r, from, to));
-            return self.in_run(book, at, effect, newly, |committed, res| {
-                *committed += newly;
-                res.committed += newly;
-                let start = range.start;
-                res.pages.set_at(run, range, PageState::Committed(eff));
-                start
-            });
+            let start = range.start;
+            if from != to && !self.backend.inline_effects() {
+                let (mut book, result) =
+                    self.in_run_outside(book, at, newly, || self.backend.set_access(range.clone(), from, to));
+                if result.is_ok() {
+                    book.committed += newly;
+                    let res = book.reservations.at_mut(at).expect("reservation");
+                    res.committed += newly;
+                    res.pages.set_at(run, range, PageState::Committed(eff));
+                }
+                self.done(book);
+                return result.map(|()| start);
+            }
+            // Nothing for the backend to do, or cheap effects: all under the lock.
+            if from != to {
+                self.backend.set_access(range.clone(), from, to).map_err(backend_error)?;
+            }
+            b.committed += newly;
+            res.committed += newly;
+            res.pages.set_at(run, range, PageState::Committed(eff));
+            return Ok(start);
         }
         // Several runs: a plan of an access change for each whose access differs.
         let mut newly = 0;

@@ -122,20 +122,32 @@ impl<B: Backend> AddressSpace<B> {
         if first.end >= range.end && res.locked.is_none() {
             // The usual case: the range lies in one run and nothing is locked, so the
             // plan would be at most one step, whose failure has nothing before it to
-            // undo. What `finish` does with it, without planning it
-            // ([`AddressSpace::in_run`]): no list of runs and step built and moved, no
-            // second search of the record.
+            // undo. What `finish` does with it, without planning it: no list of runs
+            // and step built and moved, no second search of the record.
             let PageState::Committed(p) = st else {
                 // Nothing committed: nothing to tell the backend, nothing to record.
                 return Ok(());
             };
             let runs = [(range.clone(), rules::access_of(p))];
+            if !self.backend.inline_effects() {
+                let (mut book, result) = self.in_run_outside(book, at, 0, || self.backend.decommit(&runs));
+                if result.is_ok() {
+                    let freed = range.len();
+                    book.committed -= freed;
+                    let res = book.reservations.at_mut(at).expect("reservation");
+                    res.committed -= freed;
+                    res.pages.set_at(run, range, PageState::Reserved);
+                }
+                self.done(book);
+                return result;
+            }
+            // A backend whose effects never wait (the simulated one): all under the lock.
+            self.backend.decommit(&runs).map_err(backend_error)?;
             let freed = range.len();
-            return self.in_run(book, at, Some(|| self.backend.decommit(&runs)), 0, |committed, res| {
-                *committed -= freed;
-                res.committed -= freed;
-                res.pages.set_at(run, range, PageState::Reserved);
-            });
+            b.committed -= freed;
+            res.committed -= freed;
+            res.pages.set_at(run, range, PageState::Reserved);
+            return Ok(());
         }
         self.decommit_planned(book, at, range)
     }

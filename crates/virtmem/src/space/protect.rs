@@ -11,7 +11,7 @@ use crate::rules;
 use crate::runs::{Book, PageState, RunAt, Slot};
 
 use super::plan::{Step, Steps};
-use super::AddressSpace;
+use super::{backend_error, AddressSpace};
 
 impl<B: Backend> AddressSpace<B> {
     // ----- VirtualProtect -------------------------------------------------------------
@@ -88,13 +88,15 @@ impl<B: Backend> AddressSpace<B> {
 
     /// The rest of a `VirtualProtect` of `range`, which lies in the committed run
     /// (protection `old`) that [`RunMap::find`] found at `run` in the reservation `at`:
-    /// at most one backend call, the access change ([`AddressSpace::in_run`]), then the
-    /// run takes `eff` in place; should the backend fail (having put back what it did),
+    /// what [`AddressSpace::finish`] does for a plan of one access change, without the
+    /// plan. The backend changes the access (outside the lock, the reservation busy,
+    /// unless its effects are cheap: [`AddressSpace::in_run_outside`]), then the run
+    /// takes `eff` in place; should the backend fail (having put back what it did),
     /// nothing changes.
     #[inline(always)]
     fn protect_in_run<'a>(
         &'a self,
-        book: MutexGuard<'a, Book>,
+        mut book: MutexGuard<'a, Book>,
         at: Slot,
         range: Range<usize>,
         run: RunAt,
@@ -102,11 +104,21 @@ impl<B: Backend> AddressSpace<B> {
         eff: Protection,
     ) -> Result<Protection> {
         let (from, to) = (rules::access_of(old), rules::access_of(eff));
-        let r = range.clone();
-        let effect = (from != to).then_some(|| self.backend.set_access(r, from, to));
-        self.in_run(book, at, effect, 0, |_, res| {
-            res.pages.set_run(run, range, PageState::Committed(eff));
-            old
-        })
+        if from != to && !self.backend.inline_effects() {
+            let (mut book, result) = self.in_run_outside(book, at, 0, || self.backend.set_access(range.clone(), from, to));
+            if result.is_ok() {
+                let res = book.reservations.at_mut(at).expect("reservation");
+                res.pages.set_run(run, range, PageState::Committed(eff));
+            }
+            self.done(book);
+            return result.map(|()| old);
+        }
+        // Nothing for the backend to do, or cheap effects: all under the lock.
+        if from != to {
+            self.backend.set_access(range.clone(), from, to).map_err(backend_error)?;
+        }
+        let res = book.reservations.at_mut(at).expect("reservation");
+        res.pages.set_run(run, range, PageState::Committed(eff));
+        Ok(old)
     }
 }
