@@ -6,7 +6,8 @@
 //! - afterwards the totals equal the sums of a walk, and the reservations alive are
 //!   exactly those made and not released (none lost, none invented).
 //!
-//! Runs on the simulated backend and on the Linux backend.
+//! Runs on the simulated backend (as it is, and as a backend whose effects wait) and on
+//! the Linux backend.
 
 mod common;
 
@@ -15,8 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use common::*;
+use virtmem::backend::faulty::Faulty;
+use virtmem::backend::Backend;
 use virtmem::{
-    AllocationType as T, Error, FreeType, MemState, Protection as Pr, SimConfig, SimSpace, VirtualSpace,
+    AllocationType as T, Error, FreeType, MemState, Protection as Pr, SimBackend, SimConfig, SimSpace, VirtualSpace,
     WriteWatchFlags,
 };
 
@@ -227,6 +230,19 @@ fn simulated_space_under_many_threads() {
     let w = SIM_WINDOW;
     let config = SimConfig { min_address: w, end_address: w + WINDOW, ..SimConfig::default() };
     hammer(Arc::new(SimSpace::simulated_with(config)), w);
+}
+
+/// The simulated backend as a backend whose effects wait (`Faulty`'s general mode,
+/// disarmed): every side effect is made outside the space's lock, the reservation marked
+/// busy, as over the Linux backend; a commit, decommit or protect inside one run by one
+/// backend call without a plan, with the commit's charge held meanwhile.
+#[test]
+fn simulated_space_with_effects_outside_the_lock_under_many_threads() {
+    let w = SIM_WINDOW;
+    let config = SimConfig { min_address: w, end_address: w + WINDOW, ..SimConfig::default() };
+    let backend = Faulty::new(SimBackend::new(config));
+    assert!(!backend.inline_effects());
+    hammer(Arc::new(virtmem::AddressSpace::with_backend(backend)), w);
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]

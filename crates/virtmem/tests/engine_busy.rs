@@ -1,7 +1,8 @@
-//! The engine holds a reservation busy while the backend resets it, undoes a reset or
-//! clears its write watch, so a concurrent release waits instead of freeing (and
-//! letting another call reuse) the range under the backend's feet; and a reserve at a
-//! given address waits for a reserve of the same range still being made.
+//! The engine holds a reservation busy while the backend resets it, undoes a reset,
+//! clears its write watch, or (on a backend whose effects wait) commits or decommits
+//! pages of it, so a concurrent release waits instead of freeing (and letting another
+//! call reuse) the range under the backend's feet; and a reserve at a given address
+//! waits for a reserve of the same range still being made.
 
 #[macro_use]
 mod forward;
@@ -11,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use virtmem::backend::{Backend, BackendError, ReserveOptions};
-use virtmem::{AddressSpace, AllocationType, FreeType, Protection, SimBackend, WriteWatchFlags};
+use virtmem::backend::{Access, Backend, BackendError, ReserveOptions};
+use virtmem::{AddressSpace, AllocationType, Error, FreeType, MemState, Protection, SimBackend, WriteWatchFlags};
 
 #[derive(Default)]
 struct Gate {
@@ -24,6 +25,10 @@ struct Gate {
     hold_reserve: AtomicBool,
     /// Fail the reserve that was held.
     fail_held_reserve: AtomicBool,
+    /// Hold the next access change or decommit (then clear this).
+    hold_change: AtomicBool,
+    /// Fail the access change or decommit that was held.
+    fail_held_change: AtomicBool,
 }
 
 impl Gate {
@@ -35,10 +40,22 @@ impl Gate {
         }
         self.log.lock().unwrap().push("end");
     }
+
+    /// Hold an access change or decommit if asked to (`hold_change`), and fail it then if
+    /// asked to (`fail_held_change`).
+    fn held_change(&self, what: &'static str) -> Result<(), BackendError> {
+        if self.hold_change.swap(false, Ordering::SeqCst) {
+            self.hold(what);
+            if self.fail_held_change.load(Ordering::SeqCst) {
+                return Err(BackendError::OutOfMemory);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Backend for Gate {
-    forward!(inner: limits, set_access, discard, lock, unlock, read, write, dirty_pages);
+    forward!(inner: limits, discard, lock, unlock, read, write, dirty_pages);
     fn reserve(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         if self.hold_reserve.swap(false, Ordering::SeqCst) {
             self.hold("reserve");
@@ -51,6 +68,14 @@ impl Backend for Gate {
     fn release(&self, range: Range<usize>, opts: ReserveOptions) -> Result<(), BackendError> {
         self.log.lock().unwrap().push("release");
         self.inner.release(range, opts)
+    }
+    fn set_access(&self, range: Range<usize>, from: Access, to: Access) -> Result<(), BackendError> {
+        self.held_change("access")?;
+        self.inner.set_access(range, from, to)
+    }
+    fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        self.held_change("decommit")?;
+        self.inner.decommit(runs)
     }
     fn reset(&self, range: Range<usize>) -> Result<(), BackendError> {
         self.hold("reset");
@@ -104,6 +129,87 @@ fn release_waits_for_reset_undo() {
 #[test]
 fn release_waits_for_reset_write_watch() {
     release_waits_for("clear", |s, b| s.reset_write_watch(b, 0x1000).unwrap());
+}
+
+/// A commit (`decommit` false) of reserved pages or a decommit of committed ones, inside
+/// one run, on a backend whose effects wait: its one backend call is made outside the
+/// space's lock, the reservation busy. Held there, a query answers at once with the pages
+/// as they were, the committed total already holds a commit's charge (so that no other
+/// call commits past the commit limit meanwhile), and a release of the reservation waits
+/// for the call to end. Failed there (`fail`), it changes nothing: pages and totals are as
+/// before, and a release still works afterwards.
+fn change_while_held(decommit: bool, fail: bool) {
+    let space = Arc::new(AddressSpace::with_backend(Gate::default()));
+    let base = space.alloc(0, 0x10000, AllocationType::RESERVE, Protection::READWRITE).unwrap();
+    space.alloc(base, 0x4000, AllocationType::COMMIT, Protection::READWRITE).unwrap();
+    let gate = space.backend();
+    gate.fail_held_change.store(fail, Ordering::SeqCst);
+    gate.hold_change.store(true, Ordering::SeqCst);
+    // The page the call changes, and its state before.
+    let (page, was) = if decommit { (base, MemState::Commit) } else { (base + 0x4000, MemState::Reserve) };
+    let s = space.clone();
+    let first = std::thread::spawn(move || {
+        if decommit {
+            s.free(base, 0x4000, FreeType::DECOMMIT)
+        } else {
+            s.alloc(base + 0x4000, 0x4000, AllocationType::COMMIT, Protection::READWRITE).map(drop)
+        }
+    });
+    while !gate.entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The lock is free while the backend works: a query answers, with the old state.
+    let m = space.try_query(page).expect("the space's lock is free during the backend call").unwrap();
+    assert_eq!((m.state, m.region_size), (was, if decommit { 0x4000 } else { 0xC000 }));
+    let charged = if decommit { 0x4000 } else { 0x8000 };
+    assert_eq!(space.committed_bytes(), charged, "the committed total while the call is under way");
+    let second = (!fail).then(|| {
+        let s = space.clone();
+        let second = std::thread::spawn(move || s.free(base, 0, FreeType::RELEASE).unwrap());
+        // The release waits for the call under way on its reservation.
+        forward::until_waiting(&space, 1);
+        assert!(!second.is_finished());
+        second
+    });
+    gate.go.store(true, Ordering::SeqCst);
+    let what = if decommit { "decommit" } else { "access" };
+    if let Some(second) = second {
+        assert_eq!(first.join().unwrap(), Ok(()));
+        second.join().unwrap();
+        assert_eq!(*gate.log.lock().unwrap(), [what, "end", "release"]);
+        assert_eq!(space.query(base).unwrap().state, MemState::Free);
+        assert_eq!((space.committed_bytes(), space.reserved_bytes()), (0, 0));
+    } else {
+        assert_eq!(first.join().unwrap(), Err(Error::NotEnoughMemory));
+        assert_eq!(*gate.log.lock().unwrap(), [what, "end"]);
+        let m = space.query(page).unwrap();
+        assert_eq!((m.state, m.region_size), (was, if decommit { 0x4000 } else { 0xC000 }));
+        assert_eq!(space.query(base).unwrap().state, MemState::Commit);
+        assert_eq!(space.committed_bytes(), 0x4000, "a failed call leaves the committed total");
+        space.free(base, 0, FreeType::RELEASE).unwrap();
+        assert_eq!((space.committed_bytes(), space.reserved_bytes()), (0, 0));
+    }
+    assert_eq!(space.stats().waiting_calls, 0, "the wait ended");
+}
+
+#[test]
+fn release_waits_for_commit() {
+    change_while_held(false, false);
+}
+
+#[test]
+fn release_waits_for_decommit() {
+    change_while_held(true, false);
+}
+
+#[test]
+fn failed_commit_outside_the_lock_changes_nothing() {
+    change_while_held(false, true);
+}
+
+#[test]
+fn failed_decommit_outside_the_lock_changes_nothing() {
+    change_while_held(true, true);
 }
 
 #[test]

@@ -7,13 +7,15 @@
 //! allows: every accessible mapping).
 //!
 //! Runs on the simulated backend in both of `Faulty`'s modes, and on the Linux backend.
-//! In the general mode (`Faulty::new`) the engine plans every call as steps made outside
-//! its lock, the way it takes over the Linux backend; in the inline mode
-//! (`Faulty::inline`) it takes the way it takes over the simulated backend alone, whose
-//! effects never wait (`Backend::inline_effects`): effects made under its lock, and the
-//! usual-case shortcuts of commit, decommit, protect and release (a range inside one run,
-//! nothing locked: one backend call, no plan). [`usual_cases`] lists calls that take
-//! those shortcuts; `the_inline_mode_takes_the_simulated_backends_way` shows that in the
+//! In the general mode (`Faulty::new`) the engine makes every side effect outside its
+//! lock, the way it takes over the Linux backend: a commit, decommit or protect of a
+//! range inside one run (nothing locked, for a decommit) as one backend call without a
+//! plan, every other call as planned steps. In the inline mode (`Faulty::inline`) it
+//! takes the way it takes over the simulated backend alone, whose effects never wait
+//! (`Backend::inline_effects`): effects made under its lock, and the usual-case
+//! shortcuts of commit, decommit, protect and release (a range inside one run, nothing
+//! locked: one backend call, no plan). [`usual_cases`] lists calls that take those
+//! shortcuts; `the_inline_mode_takes_the_simulated_backends_way` shows that in the
 //! inline mode each makes its one side effect under the engine's lock, and in the general
 //! mode outside it.
 
@@ -200,7 +202,8 @@ type Call<B> = (&'static str, CallFn<B>);
 /// never wait (`Backend::inline_effects`): a reserve with the lock held across the
 /// backend call, and a commit, decommit, protect or release of a range inside one run
 /// (for a decommit or release, of a reservation with nothing locked) by one backend call
-/// without a plan of steps. Each is one side effect.
+/// without a plan of steps (the commit, decommit and protect ones over a backend whose
+/// effects wait too, outside the lock). Each is one side effect.
 fn usual_cases<B: Backend>() -> Vec<Call<B>> {
     use virtmem::{AllocationType as T, FreeType as F, Protection as Pr};
     vec![
@@ -291,7 +294,9 @@ fn sim_rig(faulty: Faulty<SimBackend>) -> Rig<SimBackend> {
     }
 }
 
-/// The general way (steps planned, made outside the lock) over simulated memory.
+/// The way over a backend whose effects wait (side effects made outside the lock; steps
+/// planned for all but a commit, decommit or protect inside one run) over simulated
+/// memory.
 #[test]
 fn simulated_backend() {
     let rig = sim_rig(Faulty::new(SimBackend::default()));

@@ -14,14 +14,16 @@
 //! engine takes two ways through a call:
 //!
 //! - the general mode ([`Faulty::new`]) says the effects may wait, whatever the inner
-//!   backend says: the engine plans every call as steps, makes them outside its lock and
-//!   undoes the completed ones when one fails. That is its way over the Linux backend;
+//!   backend says: the engine makes them outside its lock (the reservation marked busy),
+//!   a commit, decommit or protect of a range inside one run (for a decommit, nothing
+//!   locked) as one backend call without a plan, every other call as planned steps whose
+//!   completed ones it undoes when one fails. That is its way over the Linux backend;
 //!   over the simulated backend this mode tests it without touching real memory.
 //! - the inline mode ([`Faulty::inline`]) says what the inner backend says: over the
 //!   simulated backend, whose effects never wait, the engine makes them under its lock
 //!   and takes its usual-case shortcuts (a commit, decommit, protect or release of a
-//!   range inside one run, nothing locked: one backend call, no plan), which the general
-//!   mode never reaches. That is its way over the simulated backend alone.
+//!   range inside one run, nothing locked: one backend call, no plan; the release's the
+//!   general mode never reaches). That is its way over the simulated backend alone.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,7 +61,7 @@ impl<B: std::fmt::Debug> std::fmt::Debug for Faulty<B> {
 impl<B: Backend> Faulty<B> {
     /// Wrap `inner`, disarmed, in the general mode: its effects are said to be ones that
     /// may wait ([`Backend::inline_effects`] is `false`, whatever `inner` says), so the
-    /// engine plans every call as steps and makes them outside its lock (see the module
+    /// engine makes them outside its lock, most calls as planned steps (see the module
     /// docs).
     pub fn new(inner: B) -> Faulty<B> {
         Faulty::with_mode(inner, false)

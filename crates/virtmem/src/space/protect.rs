@@ -105,7 +105,8 @@ impl<B: Backend> AddressSpace<B> {
     ) -> Result<Protection> {
         let (from, to) = (rules::access_of(old), rules::access_of(eff));
         if from != to && !self.backend.inline_effects() {
-            let (mut book, result) = self.in_run_outside(book, at, 0, || self.backend.set_access(range.clone(), from, to));
+            let (mut book, result) =
+                self.in_run_outside(book, at, 0, || self.backend.set_access(range.clone(), from, to));
             if result.is_ok() {
                 let res = book.reservations.at_mut(at).expect("reservation");
                 res.pages.set_run(run, range, PageState::Committed(eff));
