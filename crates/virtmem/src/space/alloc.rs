@@ -375,10 +375,10 @@ impl<B: Backend> AddressSpace<B> {
         if first.end >= range.end {
             // The usual case: the range lies in one run, so the plan would be at most
             // one step, whose failure has nothing before it to undo. What `finish` does
-            // with it, without planning it ([`AddressSpace::in_run`]): the charge
-            // checked, the step (if the access changes) made, then the book changed,
-            // the record reached without a second search and its run edited where
-            // `find` found it.
+            // with it, without planning it: the charge checked, the step (if the access
+            // changes) made (outside the lock on a backend whose effects wait,
+            // `in_run_outside`), then the book changed, the run edited where `find`
+            // found it.
             let (newly, from) = charge_of(&range, st);
             if let Some(limit) = b.commit_limit {
                 // Recommitting committed pages charges nothing, so it never hits the limit.

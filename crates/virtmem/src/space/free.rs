@@ -123,7 +123,8 @@ impl<B: Backend> AddressSpace<B> {
             // The usual case: the range lies in one run and nothing is locked, so the
             // plan would be at most one step, whose failure has nothing before it to
             // undo. What `finish` does with it, without planning it: no list of runs
-            // and step built and moved, no second search of the record.
+            // and step built and moved, no second search of the run (its backend call
+            // outside the lock on a backend whose effects wait, `in_run_outside`).
             let PageState::Committed(p) = st else {
                 // Nothing committed: nothing to tell the backend, nothing to record.
                 return Ok(());
@@ -153,8 +154,7 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     /// [`AddressSpace::decommit`] past its usual case (a range of several runs, or
-    /// locked pages), its checks made: the plan of steps, carried
-    /// out by `finish`. (Out of line: its frame and saved registers had been the usual
+    /// locked pages), its checks made: the plan of steps, carried out by `finish`. (Out of line: its frame and saved registers had been the usual
     /// case's too.)
     #[inline(never)]
     fn decommit_planned(&self, book: MutexGuard<'_, Book>, at: Slot, range: Range<usize>) -> Result<()> {

@@ -2,9 +2,10 @@
 //! backend carry out the side effects.
 //!
 //! Every call validates completely (rules), then, under the space's lock, checks the
-//! bookkeeping and plans a list of backend steps. The reservation it acts on is marked
-//! busy and the lock is dropped while the backend runs the steps, so calls on different
-//! reservations never wait for each other's system calls. If a step fails, the steps
+//! bookkeeping and plans a list of backend steps (a commit, decommit or protect of pages
+//! of one run makes its one backend call without a plan). The reservation it acts on is
+//! marked busy and the lock is dropped while the backend runs the steps, so calls on
+//! different reservations never wait for each other's system calls. If a step fails, the steps
 //! already done are undone in reverse and the bookkeeping is not touched: a failed call
 //! changes nothing. Irrevocable work (dropping contents) only runs once every fallible
 //! step has succeeded.
@@ -447,8 +448,8 @@ impl<B: Backend> AddressSpace<B> {
     /// change (its run found again without a search, by the handle `find` gave), on
     /// failure (the backend having put back its own partial work) nothing; then it lets
     /// the book go with [`AddressSpace::done`]. (The record is the caller's own code,
-    /// not a closure passed here: a closure was left out of line in `VirtualProtect`,
-    /// ~50 instructions more a call on Linux, callgrind.)
+    /// not a closure passed here: the compiler left such a closure out of line in
+    /// `VirtualProtect`, ~35 instructions more a call on Linux, callgrind.)
     #[inline(always)]
     fn in_run_outside<'a>(
         &'a self,
