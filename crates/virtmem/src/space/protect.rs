@@ -87,12 +87,12 @@ impl<B: Backend> AddressSpace<B> {
     }
 
     /// The rest of a `VirtualProtect` of `range`, which lies in the committed run
-    /// (protection `old`) that [`RunMap::find`] found at `run` in the reservation `at`:
-    /// what [`AddressSpace::finish`] does for a plan of one access change, without the
-    /// plan. The backend changes the access (outside the lock, the reservation busy,
-    /// unless its effects are cheap: [`AddressSpace::in_run_outside`]), then the run
-    /// takes `eff` in place; should the backend fail (having put back what it did),
-    /// nothing changes.
+    /// (protection `old`) that [`RunMap::find`](crate::runs::RunMap::find) found at `run`
+    /// in the reservation `at`: what [`AddressSpace::finish`] does for a plan of one
+    /// access change, without the plan. The backend changes the access (outside the
+    /// lock, the reservation busy, unless its effects are cheap:
+    /// [`AddressSpace::in_run_outside`]), then the run takes `eff` in place; should the
+    /// backend fail (having put back what it did), nothing changes.
     #[inline(always)]
     fn protect_in_run<'a>(
         &'a self,
