@@ -25,6 +25,15 @@
 //! the state in which `ops_protect/linux` runs in the full benchmark. (Then the bare
 //! `mprotect` of one page that `protect-vs-raw` compares with splits a kernel mapping.)
 //!
+//! `churn [N] [write] [no-guard] [positions=P]` is the `virtmem bench` churn workload on
+//! one 4 GiB reservation: `N` (10 000) iterations, each at offset `(i * 7919 % P) * 64 KiB`
+//! (`P` = 65 536 by default, so 10 000 distinct pieces): commit 64 KiB read-write, with
+//! `write` write one byte at its start, and decommit the 64 KiB. `no-guard` turns guard
+//! markers off (`LinuxOptions::guard_regions`). All of it is in `timed_churn` (counted by
+//! `--toggle-collect='*linux_profile::timed*'`); the count of one iteration is the
+//! difference between runs with `N` and `2N`, divided by `N`. Prints thread CPU time per
+//! iteration (system calls included).
+//!
 //! `reset [MiB]` times a `MEM_RESET` of that much written data, its undo, and a bare
 //! `MADV_FREE` of as much (1024 MiB by default), and prints the heap the reset keeps.
 //!
@@ -140,6 +149,48 @@ fn timed(op: &str, s: &LinuxSpace, bases: &[usize]) -> virtmem::Result<()> {
         }),
         other => panic!("unknown operation {other}"),
     }
+}
+
+/// `churn`: `n` commit / (write) / decommit iterations of 64 KiB pieces scattered over the
+/// 4 GiB reservation at `base`, at `positions` distinct offsets (see the module docs).
+#[inline(never)]
+fn timed_churn(s: &LinuxSpace, base: usize, n: usize, positions: usize, write: bool) -> virtmem::Result<()> {
+    for i in 0..n {
+        let at = base + (i * 7919 % positions) * GRANULE;
+        s.alloc(at, GRANULE, T::COMMIT, P::READWRITE)?;
+        if write {
+            // SAFETY: the piece was just committed read-write in a reservation of this
+            // program's that nothing else uses.
+            unsafe { std::ptr::write_volatile(at as *mut u8, 1) };
+        }
+        s.free(at, GRANULE, FreeType::DECOMMIT)?;
+    }
+    Ok(())
+}
+
+/// `churn [N] [write] [no-guard] [positions=P]`: see the module docs.
+fn churn(flags: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    const SPAN: usize = 4 << 30;
+    let n: usize = flags.iter().find_map(|f| f.parse().ok()).unwrap_or(10_000);
+    let positions: usize = flags
+        .iter()
+        .find_map(|f| f.strip_prefix("positions=").and_then(|p| p.parse().ok()))
+        .unwrap_or(SPAN / GRANULE)
+        .clamp(1, SPAN / GRANULE);
+    let write = flags.iter().any(|f| f == "write");
+    let guard_regions = !flags.iter().any(|f| f == "no-guard");
+    let s = LinuxSpace::linux_with(virtmem::LinuxOptions { guard_regions, ..Default::default() })?;
+    let base = s.alloc(0, SPAN, T::RESERVE, P::READWRITE)?;
+    let t = cpu_ns();
+    timed_churn(&s, base, n, positions, write)?;
+    eprintln!(
+        "churn{}{}: {:.0} ns per iteration (thread CPU time)",
+        if write { " write" } else { "" },
+        if guard_regions { "" } else { " no-guard" },
+        (cpu_ns() - t) / n as f64
+    );
+    s.free(base, 0, FreeType::RELEASE)?;
+    Ok(())
 }
 
 /// `sim-query`: `VirtualQuery` on the simulated backend as the `query1e5/sim` benchmark
@@ -770,6 +821,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // (Valgrind cannot map 1 TiB: a size in GiB as a second argument, e.g. 16.)
         let gib = flags.get(1).and_then(|c| c.parse::<usize>().ok()).map_or(TIB, |g| g << 30);
         return tib(flags.first().and_then(|c| c.parse().ok()).unwrap_or(1000), gib);
+    }
+    if op == "churn" {
+        return churn(&flags);
     }
     if op == "watch" {
         return watch(&flags);
