@@ -300,6 +300,105 @@ fn kinds(layer: Layer, options: LinuxOptions) {
     }
 }
 
+/// A decommit of a run that is a whole kernel mapping between inaccessible ones, which
+/// the backend drops first (`MADV_DONTNEED`, which cannot fail) and then makes
+/// `PROT_NONE`, where guard markers exist: for guard regions off, a 64 KiB run; for
+/// the default options, a run too long for markers (16 MiB is the most they take). A
+/// failure at each system call: the `mprotect` failing ends in guard markers on the
+/// emptied run (the decommit done: the pages fault, and read zero once recommitted);
+/// the `mprotect` and then the markers failing fails the call with nothing changed
+/// but the run's data, which is gone (the one data loss the backend allows, see
+/// `LinuxBackend::decommit`). Without guard markers, the run takes the revoking order,
+/// and a failure changes nothing.
+fn drop_first(options: LinuxOptions, run: usize) {
+    let s: Space = AddressSpace::with_backend(Faulty::new(LinuxBackend::with_options(options).unwrap()));
+    let inner = || s.backend().inner();
+    let marks = !inner().missing_features().contains(&"guard");
+    let size = 3 * run;
+    let setup = || {
+        let b = s.alloc(0, size, T::RESERVE, P::READWRITE).unwrap();
+        s.alloc(b + run, run, T::COMMIT, P::READWRITE).unwrap();
+        for a in (b + run..b + 2 * run).step_by(4096) {
+            s.write(a + 123, &[(a >> 12) as u8 | 1]).unwrap();
+        }
+        b
+    };
+    let piece = |b: usize| b + run..b + 2 * run;
+    let decommit = |b: usize| s.free(b + run, run, FreeType::DECOMMIT);
+    // Undisturbed: one drop, one mprotect, in that order where markers exist.
+    let b = setup();
+    let before = inner().syscall_count();
+    decommit(b).unwrap();
+    assert_eq!(inner().syscall_count() - before, 2, "a drop and an mprotect");
+    assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "---p".to_string())]);
+    assert!(guarded(piece(b)).iter().all(|g| !g));
+    release(&s, b);
+    for n in 1..=6u64 {
+        let b = setup();
+        let before = snapshot(&s, b..b + size);
+        inner().inject_failure(n);
+        let out = decommit(b);
+        let fired = !inner().failure_pending();
+        inner().inject_failure(0);
+        match (marks, n) {
+            // The first call, the drop, cannot fail: nothing is injected into it.
+            (true, 1) => {
+                assert!(!fired && out.is_ok(), "the drop failed? {out:?}");
+                assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "---p".to_string())]);
+            }
+            // The mprotect after it fails: guard markers on the (empty) run instead.
+            (true, 2) => {
+                assert!(fired, "the second call is the mprotect");
+                assert_eq!(out, Ok(()), "the markers did the decommit");
+                assert_eq!(s.query(b + run).unwrap().state, MemState::Reserve);
+                assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "rw-p".to_string())]);
+                assert!(guarded(piece(b)).iter().all(|&g| g), "the run is guard-marked");
+                let mut byte = [0u8];
+                assert!(inner().read(b + run + 123, &mut byte).is_err(), "a marked page faults");
+                assert_eq!(s.stats().committed, before.stats.1 - run);
+                s.alloc(b + run, run, T::COMMIT, P::READWRITE).unwrap();
+                for a in piece(b).step_by(4096) {
+                    s.read(a + 123, &mut byte).unwrap();
+                    assert_eq!(byte, [0], "a recommitted page reads zero");
+                }
+                s.write(b + run + 7, &[5]).unwrap();
+                assert!(guarded(piece(b)).iter().all(|g| !g));
+            }
+            // Without markers, the first call is the mprotect, and its failure changes
+            // nothing.
+            (false, 1) => {
+                assert!(fired && out.is_err());
+                assert_eq!(snapshot(&s, b..b + size), before, "failure #1 changed something");
+            }
+            _ => assert!(!fired && out.is_ok(), "call #{n}: {out:?}"),
+        }
+        release(&s, b);
+    }
+    if marks {
+        // The mprotect fails, then the markers (the 4th call: the 3rd puts the
+        // protection back): the call fails; all is as before but the run's data.
+        let b = setup();
+        let before = snapshot(&s, b..b + size);
+        inner().inject_failures(2, 4);
+        let out = decommit(b);
+        assert!(!inner().failure_pending(), "both failures fired");
+        assert!(out.is_err(), "two failures in a row fail the call");
+        let after = snapshot(&s, b..b + size);
+        assert_eq!((&after.walk, &after.maps, after.stats), (&before.walk, &before.maps, before.stats));
+        assert!(guarded(piece(b)).iter().all(|g| !g), "the markers are removed");
+        for (i, (a, d)) in (b..b + size).step_by(4096).zip(&after.data).enumerate() {
+            let want = if piece(b).contains(&a) { Some(0) } else { before.data[i] };
+            assert_eq!(*d, want, "page at {a:#x}");
+        }
+        // Still committed read-write: written and read back.
+        s.write(b + run + 9, &[3]).unwrap();
+        let mut byte = [0u8];
+        s.read(b + run + 9, &mut byte).unwrap();
+        assert_eq!(byte, [3]);
+        release(&s, b);
+    }
+}
+
 const PLAIN: LinuxOptions = LinuxOptions { pool_bytes: 0, guard_regions: false };
 
 /// One test, so that no other test's space maps memory into the ranges this one
@@ -310,4 +409,6 @@ fn every_failure_changes_nothing() {
         kinds(layer, LinuxOptions::default());
         kinds(layer, PLAIN);
     }
+    drop_first(PLAIN, 64 * KB);
+    drop_first(LinuxOptions::default(), 17 << 20);
 }

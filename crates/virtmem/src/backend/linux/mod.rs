@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | reserve | `mmap(PROT_NONE, MAP_NORESERVE \| MAP_FIXED_NOREPLACE)`, or nothing when the range is in the pool (a reservation at no particular address takes a pooled range that fits, see [`Backend::cheap_range`]); a write-watched one also `madvise(MADV_NOHUGEPAGE)` | claims address space without charging commit; `NOREPLACE` makes a collision with someone else's mapping an error (`EEXIST`) instead of silently replacing it |
 //! | commit, protect | `mprotect`, and `MADV_GUARD_REMOVE` where a decommit left guard markers | `mprotect` is the only way to change what the CPU allows while keeping contents |
-//! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED` | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
+//! | decommit | `MADV_GUARD_INSTALL` (small read-write runs), else `mprotect(PROT_NONE)` + `MADV_DONTNEED`, or `MADV_DONTNEED` first for a run that is a whole mapping between inaccessible ones (see [`Backend::decommit`]) | both drop the pages at once (RSS falls, a recommit reads zeros) and make them fault; guard markers live in the page tables, so they take only the mmap *read* lock and split no kernel mapping |
 //! | release | nothing (the range goes to the pool) or `munmap` | reusing a range that is still ours saves an `mmap`/`munmap` pair, each of which takes the mmap write lock and flushes other CPUs' TLBs |
 //! | reset | `madvise(MADV_FREE)`; nothing in a write-watched reservation | lets the kernel reclaim pages lazily, the exact meaning of `MEM_RESET` (a reclaimed page would lose its written state) |
 //! | lock | `mlock2(MLOCK_ONFAULT)` + `MADV_POPULATE_READ` / `munlock` | a plain `mlock` would populate writable pages with write faults, which write watch would take for writes |
@@ -168,7 +168,10 @@ pub struct LinuxOptions {
     /// a program that does so at free addresses should set 0.
     pub pool_bytes: usize,
     /// Decommit small read-write runs with guard markers (`MADV_GUARD_INSTALL`) where
-    /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`.
+    /// the kernel has them (6.13+), instead of `mprotect` + `MADV_DONTNEED`. Off, the
+    /// backend still puts markers on a run whose pages a decommit dropped before its
+    /// `mprotect(PROT_NONE)`, should that `mprotect` fail (see `LinuxBackend`'s
+    /// decommit): the one way left to finish the decommit.
     pub guard_regions: bool,
 }
 
@@ -403,6 +406,18 @@ enum Pooling {
     IfRoom,
     /// To the pool (its accessible pages were already dropped).
     Always,
+}
+
+/// How [`Backend::decommit`] takes one run's access away and drops its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Guard markers (`MADV_GUARD_INSTALL`): both in one call.
+    Guard,
+    /// `MADV_DONTNEED`, then `mprotect(PROT_NONE)`, markers should that fail.
+    DropFirst,
+    /// `mprotect(PROT_NONE)` (revocable), then `MADV_DONTNEED`; or only the drop, for a
+    /// run that is inaccessible already.
+    Revoke,
 }
 
 /// The kernel state of a page with no entry: inaccessible, unguarded, empty.
@@ -1624,13 +1639,35 @@ impl Backend for LinuxBackend {
     /// Small accessible runs of ordinary reservations get guard markers
     /// (`MADV_GUARD_INSTALL`): one system call under the mmap read lock that drops the
     /// pages and makes them fault, with no mapping split. Other accessible runs are
-    /// made `PROT_NONE` first (revocable), and everything is dropped last.
+    /// made `PROT_NONE` and dropped (`MADV_DONTNEED`), in one of two orders:
+    ///
+    /// - Drop first, then `PROT_NONE` (`Way::DropFirst`): cheaper, since `mprotect`
+    ///   then finds no present page to change and the kernel flushes the TLB once,
+    ///   where revoking access over present pages and then zapping them walks and
+    ///   flushes twice. The drop cannot be undone, so this order is used only where a
+    ///   failure of the `mprotect` after it can still end in a done decommit: the run is
+    ///   a whole kernel mapping with no accessible neighbour in the record (so the
+    ///   `mprotect` merges it back and needs no split; in practice it cannot fail), it
+    ///   is the only run of the call that needs a system call that can fail (no earlier
+    ///   run's change is left to undo should it fail), and the kernel has guard markers,
+    ///   which the extent may take (not write-watched, not of huge pages). Should the
+    ///   `mprotect` fail all the same, the run's protection is put back and it gets
+    ///   guard markers instead: its pages are already empty, and the markers make them
+    ///   fault, so the decommit is done (recorded as guarded, as on the guard path). Only
+    ///   if the markers fail too (two failures in a row, for want of memory) does the
+    ///   call fail, with the run's pages still accessible but emptied: the data the
+    ///   caller was discarding is gone (the one exception to "a failed call changes
+    ///   nothing", as for a release parked at the mapping-count limit).
+    /// - `PROT_NONE` first, then the drop (`Way::Revoke`): everywhere else. The
+    ///   `mprotect`s are revocable, so a failure puts every run back as it was, contents
+    ///   included; the drops, last, cannot fail.
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
         let Some(first) = runs.first() else { return Ok(()) };
         let guards_ok = self.uses_guard_regions();
         let (plan, kernel) = {
             let st = self.state.lock();
-            let guards_ok = guards_ok && st.extent_of(first.0.start).is_some_and(|(_, x)| !x.write_watch && !x.large);
+            let markable = st.extent_of(first.0.start).is_some_and(|(_, x)| !x.write_watch && !x.large);
+            let guards_ok = guards_ok && markable;
             // Markers keep a run's mapping as it is, which saves the split a
             // `PROT_NONE` would make inside accessible memory; but a run with no
             // accessible neighbour would instead merge back into the inaccessible
@@ -1639,13 +1676,20 @@ impl Backend for LinuxBackend {
             // scattered commit/decommit cannot creep towards the kernel's cap on
             // mappings (`vm.max_map_count`).
             let crowded = st.kernel.len() > CROWDED_RUNS;
-            let plan: SmallVec<[bool; 2]> = runs
+            // (Drop first only in a call where one run alone needs a fallible call.)
+            let lone = runs.iter().filter(|(_, from)| *from != Access::None).count() == 1;
+            let plan: SmallVec<[Way; 2]> = runs
                 .iter()
                 .map(|(r, from)| {
-                    guards_ok
-                        && *from != Access::None
-                        && r.len() <= GUARD_MAX
-                        && !(crowded && st.between_inaccessible(r))
+                    if *from == Access::None {
+                        Way::Revoke
+                    } else if guards_ok && r.len() <= GUARD_MAX && !(crowded && st.between_inaccessible(r)) {
+                        Way::Guard
+                    } else if lone && markable && features().guard && st.between_inaccessible(r) {
+                        Way::DropFirst
+                    } else {
+                        Way::Revoke
+                    }
                 })
                 .collect();
             // The kernel state of the runs that will not be guarded (a guarded run's
@@ -1653,15 +1697,14 @@ impl Backend for LinuxBackend {
             let kernel: SmallVec<[KernelRuns; 2]> = runs
                 .iter()
                 .zip(&plan)
-                .map(|((r, _), &g)| if g { KernelRuns::new() } else { Self::kernel_runs(&st, r) })
+                .map(|((r, _), &w)| if w == Way::Guard { KernelRuns::new() } else { Self::kernel_runs(&st, r) })
                 .collect();
             (plan, kernel)
         };
-        let by_guard = |i: usize| plan[i];
-        // 1. Revocable: PROT_NONE for the runs that will not be guarded.
+        // 1. Revocable: PROT_NONE for the runs that take the revoking order.
         let mut protected: KernelRuns = KernelRuns::new();
-        for (i, ((r, from), k)) in runs.iter().zip(&kernel).enumerate() {
-            if *from == Access::None || by_guard(i) {
+        for (((r, from), k), &way) in runs.iter().zip(&kernel).zip(&plan) {
+            if *from == Access::None || way != Way::Revoke {
                 continue;
             }
             if let Err(e) = self.protect(r, Access::None) {
@@ -1671,32 +1714,59 @@ impl Backend for LinuxBackend {
             }
             protected.extend(k.iter().cloned());
         }
-        // 2. Guard markers (irrevocable: they drop the pages). Should one fail (only
-        // an allocation failure for page tables can do that), its markers are
-        // removed and the run takes the PROT_NONE path instead.
+        // 2. Irrevocable: guard markers, and the drops of the runs dropped first (each
+        // alone in its call, so the last fallible step of it). Should a marker fail
+        // (only an allocation failure for page tables can do that), its markers are
+        // removed and the run takes the PROT_NONE path instead. Should the `mprotect`
+        // after a drop fail, the run gets markers instead (see above).
         let mut fallback: SmallVec<[Range<usize>; 2]> = SmallVec::new();
-        for (i, (r, _)) in runs.iter().enumerate() {
-            if !by_guard(i) {
-                continue;
-            }
-            if self.guard(r, true).is_err() {
-                self.count();
-                // SAFETY: removing markers from our own run only makes its (empty)
-                // pages accessible again, as they were.
-                let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
-                if let Err(e) = self.protect(r, Access::None) {
-                    self.restore(&protected);
-                    return Err(errno_error(e));
+        let mut st_updates: SmallVec<[(Range<usize>, Option<Kernel>); 4]> = SmallVec::new();
+        for (((r, from), k), &way) in runs.iter().zip(&kernel).zip(&plan) {
+            match way {
+                Way::Guard => {
+                    if self.guard(r, true).is_err() {
+                        self.count();
+                        // SAFETY: removing markers from our own run only makes its (empty)
+                        // pages accessible again, as they were.
+                        let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
+                        if let Err(e) = self.protect(r, Access::None) {
+                            self.restore(&protected);
+                            return Err(errno_error(e));
+                        }
+                        fallback.push(r.clone());
+                    }
                 }
-                fallback.push(r.clone());
+                Way::DropFirst => {
+                    self.drop_pages(r);
+                    if self.protect(r, Access::None).is_ok() {
+                        st_updates.extend(k.iter().map(|(piece, k)| {
+                            (piece.clone(), entry(Kernel { prot: Access::None, guarded: k.guarded, touched: false }))
+                        }));
+                        continue;
+                    }
+                    // A failed mprotect may have changed part of the run: all of it back
+                    // to `from`, then markers on the (empty) pages.
+                    self.restore(k);
+                    if let Err(e) = self.guard(r, true) {
+                        self.count();
+                        // SAFETY: as above: the run's pages, empty, stay accessible.
+                        let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
+                        self.restore(&protected);
+                        return Err(errno_error(e));
+                    }
+                    st_updates.push((r.clone(), Some(Kernel { prot: *from, guarded: true, touched: false })));
+                }
+                Way::Revoke => {}
             }
         }
-        // 3. Drop what is not guarded.
-        let mut st_updates: SmallVec<[(Range<usize>, Option<Kernel>); 4]> = SmallVec::new();
-        for (i, ((r, from), k)) in runs.iter().zip(&kernel).enumerate() {
-            let guarded = by_guard(i) && !fallback.contains(r);
+        // 3. Drop what is not guarded nor dropped already.
+        for (((r, from), k), &way) in runs.iter().zip(&kernel).zip(&plan) {
+            if way == Way::DropFirst {
+                continue;
+            }
+            let guarded = way == Way::Guard && !fallback.contains(r);
             let fell_back;
-            let k = if by_guard(i) && !guarded {
+            let k = if way == Way::Guard && !guarded {
                 // Its state was not read above: read it now (nothing else changes it).
                 fell_back = Self::kernel_runs(&self.state.lock(), r);
                 &fell_back
