@@ -390,13 +390,92 @@ fn drop_first(options: LinuxOptions, run: usize) {
             let want = if piece(b).contains(&a) { Some(0) } else { before.data[i] };
             assert_eq!(*d, want, "page at {a:#x}");
         }
-        // Still committed read-write: written and read back.
+        // Still committed read-write: written and read back; then it decommits.
         s.write(b + run + 9, &[3]).unwrap();
         let mut byte = [0u8];
         s.read(b + run + 9, &mut byte).unwrap();
         assert_eq!(byte, [3]);
+        decommit(b).unwrap();
+        assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "---p".to_string())]);
         release(&s, b);
     }
+}
+
+/// A decommit of one small read-write run with the default options: guard markers, in
+/// one system call. Their failure: markers off again, `mprotect(PROT_NONE)`, the drop
+/// (the call done); the markers and then that `mprotect` failing: nothing changed. After
+/// each, the backend's record agrees with the kernel: the run decommits, recommits
+/// (reading zero) and takes writes as it should.
+fn guard_one() {
+    let s: Space =
+        AddressSpace::with_backend(Faulty::new(LinuxBackend::with_options(LinuxOptions::default()).unwrap()));
+    let inner = || s.backend().inner();
+    if !inner().uses_guard_regions() {
+        return;
+    }
+    let run = 64 * KB;
+    let size = 3 * run;
+    let setup = || {
+        let b = s.alloc(0, size, T::RESERVE, P::READWRITE).unwrap();
+        s.alloc(b + run, run, T::COMMIT, P::READWRITE).unwrap();
+        for a in (b + run..b + 2 * run).step_by(4096) {
+            s.write(a + 123, &[(a >> 12) as u8 | 1]).unwrap();
+        }
+        b
+    };
+    let piece = |b: usize| b + run..b + 2 * run;
+    let decommit = |b: usize| s.free(b + run, run, FreeType::DECOMMIT);
+    // Decommitted again if need be, then recommitted: reads zero, takes a write.
+    let recommit = |b: usize| {
+        s.alloc(b + run, run, T::COMMIT, P::READWRITE).unwrap();
+        let mut byte = [1u8];
+        for a in piece(b).step_by(4096) {
+            s.read(a + 123, &mut byte).unwrap();
+            assert_eq!(byte, [0], "a recommitted page reads zero");
+        }
+        s.write(b + run + 7, &[5]).unwrap();
+        assert!(guarded(piece(b)).iter().all(|g| !g));
+        assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "rw-p".to_string())]);
+    };
+    let b = setup();
+    let before = inner().syscall_count();
+    decommit(b).unwrap();
+    assert_eq!(inner().syscall_count() - before, 1, "one call: the markers");
+    assert!(guarded(piece(b)).iter().all(|&g| g));
+    recommit(b);
+    release(&s, b);
+    for n in 1..=5u64 {
+        let b = setup();
+        inner().inject_failure(n);
+        let out = decommit(b);
+        let fired = !inner().failure_pending();
+        inner().inject_failure(0);
+        if n == 1 {
+            // The markers failed: PROT_NONE and the drop instead.
+            assert!(fired);
+            assert_eq!(out, Ok(()));
+            assert_eq!(s.query(b + run).unwrap().state, MemState::Reserve);
+            assert_eq!(mappings(piece(b)), vec![(b + run, b + 2 * run, "---p".to_string())]);
+            assert!(guarded(piece(b)).iter().all(|g| !g));
+        } else {
+            assert!(!fired && out.is_ok(), "call #{n}: {out:?}");
+        }
+        recommit(b);
+        release(&s, b);
+    }
+    // The markers fail, then the mprotect (the 3rd call: the 2nd takes the markers
+    // off): nothing changed, and the run decommits afterwards.
+    let b = setup();
+    let before = snapshot(&s, b..b + size);
+    inner().inject_failures(1, 3);
+    let out = decommit(b);
+    assert!(!inner().failure_pending(), "both failures fired");
+    assert!(out.is_err());
+    assert_eq!(snapshot(&s, b..b + size), before, "a failed decommit changed something");
+    decommit(b).unwrap();
+    assert!(guarded(piece(b)).iter().all(|&g| g));
+    recommit(b);
+    release(&s, b);
 }
 
 const PLAIN: LinuxOptions = LinuxOptions { pool_bytes: 0, guard_regions: false };
@@ -411,4 +490,5 @@ fn every_failure_changes_nothing() {
     }
     drop_first(PLAIN, 64 * KB);
     drop_first(LinuxOptions::default(), 17 << 20);
+    guard_one();
 }

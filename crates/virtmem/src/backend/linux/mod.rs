@@ -1139,6 +1139,78 @@ impl LinuxBackend {
         unsafe { rustix::mm::mprotect(ptr(range.start), range.len(), prot_of(to)) }
     }
 
+    /// The usual decommit, of one accessible run that is one entry of the record, by
+    /// guard markers or dropped first (see [`Backend::decommit`], which this does in
+    /// fewer steps: one hold of the state lock and one search of the record when all
+    /// goes well). The record is changed first, in the search that looks at the run's
+    /// neighbours, and put back should the calls fail (the engine runs nothing else on
+    /// this reservation meanwhile). `None` when the run is not of that shape, would take
+    /// the revoking order, or its new entry would merge with a neighbour: nothing has
+    /// changed and the general way takes over.
+    fn decommit_one(&self, r: &Range<usize>, from: Access) -> Option<Result<(), BackendError>> {
+        if from == Access::None {
+            return None;
+        }
+        let marked = Kernel { prot: from, guarded: true, touched: false };
+        let way = {
+            let mut st = self.state.lock();
+            let (_, x) = st.extent_of(r.start)?;
+            if x.write_watch || x.large || !features().guard {
+                return None;
+            }
+            let (guards, crowded) = (self.options.guard_regions, st.kernel.len() > CROWDED_RUNS);
+            let mut way = Way::Revoke;
+            st.kernel.rewrite_entry(r, granting(from), |left, right| {
+                let between =
+                    !left.is_some_and(|k| k.prot != Access::None) && !right.is_some_and(|k| k.prot != Access::None);
+                if guards && r.len() <= GUARD_MAX && !(crowded && between) {
+                    way = Way::Guard;
+                    Some(Some(marked))
+                } else if between {
+                    way = Way::DropFirst;
+                    Some(None)
+                } else {
+                    None
+                }
+            })?;
+            way
+        };
+        let put_back = |k: Kernel| self.state.lock().kernel.set(r.clone(), Some(k));
+        if way == Way::Guard {
+            if self.guard(r, true).is_ok() {
+                self.forget_witnesses(r);
+                return Some(Ok(()));
+            }
+            // As in the general way: markers off again, then PROT_NONE and the drop.
+            self.count();
+            // SAFETY: removing markers from our own run only makes its (empty) pages
+            // accessible again, as they were.
+            let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
+            if let Err(e) = self.protect(r, Access::None) {
+                put_back(granting(from));
+                return Some(Err(errno_error(e)));
+            }
+            self.drop_pages(r);
+            self.state.lock().kernel.clear(r.clone());
+            return Some(Ok(()));
+        }
+        self.drop_pages(r);
+        if self.protect(r, Access::None).is_ok() {
+            return Some(Ok(()));
+        }
+        // As in the general way: the protection back, then markers on the empty pages.
+        self.restore(&[(r.clone(), granting(from))]);
+        if let Err(e) = self.guard(r, true) {
+            self.count();
+            // SAFETY: as above: the run's pages, empty, stay accessible.
+            let _ = unsafe { sys::madvise_raw(r.start, r.len(), sys::MADV_GUARD_REMOVE) };
+            put_back(granting(from));
+            return Some(Err(errno_error(e)));
+        }
+        put_back(marked);
+        Some(Ok(()))
+    }
+
     /// Put each run back to the kernel protection it had (after a failed change).
     fn restore(&self, runs: &[(Range<usize>, Kernel)]) {
         for (r, k) in runs {
@@ -1662,6 +1734,11 @@ impl Backend for LinuxBackend {
     ///   `mprotect`s are revocable, so a failure puts every run back as it was, contents
     ///   included; the drops, last, cannot fail.
     fn decommit(&self, runs: &[(Range<usize>, Access)]) -> Result<(), BackendError> {
+        if let [(r, from)] = runs {
+            if let Some(done) = self.decommit_one(r, *from) {
+                return done;
+            }
+        }
         let Some(first) = runs.first() else { return Ok(()) };
         let guards_ok = self.uses_guard_regions();
         let (plan, kernel) = {
@@ -2105,6 +2182,54 @@ mod tests {
     use super::{Backend, Extent, LinuxBackend, LinuxOptions, Ranges, Witness, GRANULE, PAGE};
     use crate::{AllocationType, FreeType, MemState, Protection};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// After each failure of a one-run decommit (guard markers, then the `mprotect` of
+    /// their fallback; or the `mprotect` after a drop, then the markers of its fallback)
+    /// the backend's record of the run is what the kernel has: as before the call where
+    /// the call failed, guard-marked or fresh where it did its job another way.
+    #[cfg(not(miri))]
+    #[test]
+    fn a_one_run_decommit_records_what_its_failures_leave() {
+        use super::{granting, Access, Kernel, ReserveOptions};
+        if !super::features().guard {
+            return;
+        }
+        let rw = Access::ReadWrite;
+        let marked = Kernel { prot: rw, guarded: true, touched: false };
+        for (guard_regions, (n, m), want) in [
+            (true, (1, 3), Some(granting(rw))),
+            (true, (1, 0), None),
+            (false, (2, 4), Some(granting(rw))),
+            (false, (2, 0), Some(marked)),
+            (true, (0, 0), Some(marked)),
+            (false, (0, 0), None),
+        ] {
+            let b = LinuxBackend::with_options(LinuxOptions { guard_regions, pool_bytes: 0 }).unwrap();
+            let base = window(3 * GRANULE);
+            let all = base..base + 3 * GRANULE;
+            b.reserve(all.clone(), ReserveOptions::default()).unwrap();
+            let r = base + GRANULE..base + 2 * GRANULE;
+            b.set_access(r.clone(), Access::None, rw).unwrap();
+            b.write(r.start, &[1]).unwrap();
+            b.inject_failures(n, m);
+            let out = b.decommit(&[(r.clone(), rw)]);
+            assert!(!b.failure_pending(), "{n}, {m}: not fired");
+            assert_eq!(out.is_err(), m != 0, "{n}, {m}: {out:?}");
+            let record = b.state.lock().kernel.runs(all.clone()).to_vec();
+            let fresh = |r: std::ops::Range<usize>| (r, None);
+            assert_eq!(
+                record,
+                match want {
+                    Some(k) => vec![fresh(base..r.start), (r.clone(), Some(k)), fresh(r.end..all.end)],
+                    None => vec![fresh(all.clone())],
+                },
+                "{n}, {m}"
+            );
+            let accessible: &[(std::ops::Range<usize>, Access)] =
+                if want == Some(granting(rw)) { &[(r.clone(), rw)] } else { &[] };
+            b.release_committed(all, ReserveOptions::default(), accessible).unwrap();
+        }
+    }
 
     /// The arena the windows of [`window`] are cut from.
     #[cfg(not(miri))]

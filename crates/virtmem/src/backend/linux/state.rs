@@ -341,6 +341,55 @@ impl<V: Copy + Eq> IntervalMap<V> {
         Some(w)
     }
 
+    /// The usual shape of a decommit of one run: `range` is exactly one entry, with the
+    /// value `old`, and `new(left, right)`, given the values of the entries touching it
+    /// (`None` where none does), says what it becomes: `None` to leave the map as it is,
+    /// `Some(None)` to remove the entry, `Some(Some(v))` to give it `v` (merged with the
+    /// touching entries that have `v`). One search, the change made in place. Returns
+    /// what was done; `None` (nothing changed) when `range` is not such an entry or
+    /// `new` declines.
+    pub fn rewrite_entry(
+        &mut self,
+        range: &Range<usize>,
+        old: V,
+        new: impl FnOnce(Option<V>, Option<V>) -> Option<Option<V>>,
+    ) -> Option<Option<V>> {
+        let p = self.map.floor(range.start)?;
+        let (e, w) = self.map.value(p);
+        if self.map.key(p) != range.start || e != range.end || w != old {
+            return None;
+        }
+        let left = self.map.prev(p).filter(|&q| self.map.value(q).0 == range.start);
+        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end);
+        let v = new(left.map(|q| self.map.value(q).1), right.map(|q| self.map.value(q).1))?;
+        let Some(v) = v else {
+            self.map.remove_at(p);
+            return Some(None);
+        };
+        let left = left.filter(|&q| self.map.value(q).1 == v);
+        let right = right.filter(|&q| self.map.value(q).1 == v);
+        match (left, right) {
+            (None, None) => self.map.overwrite(p, range.start, (range.end, v)),
+            (Some(l), None) => {
+                self.map.overwrite(l, self.map.key(l), (range.end, v));
+                self.map.remove_at(p);
+            }
+            (None, Some(r)) => {
+                let end = self.map.value(r).0;
+                self.map.overwrite(p, range.start, (end, v));
+                self.map.remove_at(r);
+            }
+            (Some(l), Some(r)) => {
+                let end = self.map.value(r).0;
+                self.map.overwrite(l, self.map.key(l), (end, v));
+                // The entry after `p` is `r`, wherever the removal moved it.
+                let r = self.map.remove_at(p).expect("right entry");
+                self.map.remove_at(r);
+            }
+        }
+        Some(Some(v))
+    }
+
     /// `set(range, Some(v))` when `range` holds no entry (returns whether it held none;
     /// if it held one, nothing is changed): one search, then the entry ending at its
     /// start and the one starting at its end grow over it if they have `v`, else one
@@ -892,6 +941,65 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_entry_changes_exactly_one_entry_in_place_or_nothing() {
+        let mut m = IntervalMap::new();
+        m.set(10..20, Some(1));
+        m.set(20..30, Some(2));
+        m.set(40..50, Some(3));
+        // Not exactly one entry, or not the old value: nothing, `new` not asked.
+        for (r, old) in [(10..25, 1), (12..20, 1), (20..30, 1), (31..39, 2)] {
+            assert_eq!(m.rewrite_entry(&r, old, |_, _| panic!("asked")), None);
+        }
+        // The touching entries' values; declined: nothing changes.
+        assert_eq!(
+            m.rewrite_entry(&(20..30), 2, |l, r| {
+                assert_eq!((l, r), (Some(1), None));
+                None
+            }),
+            None
+        );
+        assert_eq!(m.runs(10..30).to_vec(), vec![(10..20, Some(1)), (20..30, Some(2))]);
+        assert_eq!(m.rewrite_entry(&(20..30), 2, |_, _| Some(Some(4))), Some(Some(4)));
+        assert_eq!(
+            m.rewrite_entry(&(10..20), 1, |l, r| {
+                assert_eq!((l, r), (None, Some(4)));
+                Some(None)
+            }),
+            Some(None)
+        );
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(20..30, 4), (40..50, 3)]);
+        // Merged with the touching entries that take the same value: on the left, the
+        // right, both.
+        m.set(30..40, Some(5));
+        assert_eq!(m.rewrite_entry(&(30..40), 5, |_, _| Some(Some(4))), Some(Some(4)));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(20..40, 4), (40..50, 3)]);
+        m.set(50..60, Some(6));
+        assert_eq!(m.rewrite_entry(&(40..50), 3, |_, _| Some(Some(6))), Some(Some(6)));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(20..40, 4), (40..60, 6)]);
+        m.set(60..70, Some(4));
+        m.set(40..60, Some(7));
+        assert_eq!(
+            m.rewrite_entry(&(40..60), 7, |l, r| {
+                assert_eq!((l, r), (Some(4), Some(4)));
+                Some(Some(4))
+            }),
+            Some(Some(4))
+        );
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(20..70, 4)]);
+        m.check_structure();
+        // Many entries, so that the neighbours sit in other chunks of the map.
+        let mut big = IntervalMap::new();
+        for i in 0..2000 {
+            big.set(i * 10..i * 10 + 10, Some(i % 2));
+        }
+        for i in (1..1999).step_by(2) {
+            assert_eq!(big.rewrite_entry(&(i * 10..i * 10 + 10), 1, |_, _| Some(Some(0))), Some(Some(0)));
+            big.check_structure();
+        }
+        assert_eq!(big.iter().collect::<Vec<_>>(), vec![(0..19990, 0), (19990..20000, 1)]);
+    }
 
     #[test]
     fn interval_map_sets_splits_and_merges() {
