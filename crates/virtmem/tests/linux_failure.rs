@@ -476,6 +476,28 @@ fn guard_one() {
     assert!(guarded(piece(b)).iter().all(|&g| g));
     recommit(b);
     release(&s, b);
+    // A recommit of part of the marked pieces side by side (one entry of the record):
+    // its one call (the markers off) failing changes nothing; then it works, and only
+    // that part reads and writes.
+    let b = setup();
+    s.alloc(b + 2 * run, run, T::COMMIT, P::READWRITE).unwrap();
+    s.free(b + run, 2 * run, FreeType::DECOMMIT).unwrap();
+    let part = b + run + 16 * KB..b + run + 32 * KB;
+    let before = snapshot(&s, b..b + size);
+    inner().inject_failure(1);
+    assert!(s.alloc(part.start, part.len(), T::COMMIT, P::READWRITE).is_err());
+    assert!(!inner().failure_pending());
+    assert_eq!(snapshot(&s, b..b + size), before, "a failed recommit changed something");
+    s.alloc(part.start, part.len(), T::COMMIT, P::READWRITE).unwrap();
+    s.write(part.start + 5, &[9]).unwrap();
+    let marks = guarded(b + run..b + 3 * run);
+    for (i, g) in marks.into_iter().enumerate() {
+        let a = b + run + i * 4096;
+        assert_eq!(g, !part.contains(&a), "page at {a:#x}");
+    }
+    assert!(inner().read(part.start - 4096, &mut [0u8]).is_err());
+    assert!(inner().read(part.end, &mut [0u8]).is_err());
+    release(&s, b);
 }
 
 const PLAIN: LinuxOptions = LinuxOptions { pool_bytes: 0, guard_regions: false };

@@ -1049,15 +1049,15 @@ impl LinuxBackend {
             // accessible, or decommitted the merging way): they are fresh, and their
             // new state is known. It is recorded first, in one search, and taken back
             // should the call fail, as above.
-            // Or they are exactly one run a decommit guard-marked under the protection
-            // they now take: then only the markers go, and the record is changed first
-            // the same way.
+            // Or they lie in one run a decommit guard-marked under the protection they
+            // now take (marked pieces side by side are one entry): then only the markers
+            // go, and the record is changed first the same way.
             let (filled, unguarded) = {
                 let mut st = self.state.lock();
                 if st.kernel.fill_gap(&range, granting(to)) {
                     (true, None)
                 } else {
-                    (false, st.kernel.retag_entry(&range, granting(to), |k| k.guarded && k.prot == to))
+                    (false, st.kernel.retag_within(&range, granting(to), |k| k.guarded && k.prot == to))
                 }
             };
             if filled {

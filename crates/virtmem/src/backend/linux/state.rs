@@ -305,17 +305,56 @@ impl<V: Copy + Eq> IntervalMap<V> {
         Some(span)
     }
 
-    /// `set(range, Some(new))` when `range` is exactly one entry and `take` accepts its
-    /// value: one search, the entry rewritten in place, merged with the entries touching
-    /// it that have `new`. Returns the value it had; `None` (nothing changed) otherwise.
-    pub fn retag_entry(&mut self, range: &Range<usize>, new: V, take: impl FnOnce(V) -> bool) -> Option<V> {
+    /// `set(range, Some(new))` when `range` lies inside one entry and `take` accepts its
+    /// value: one search, the entry rewritten in place (split around `range` where it
+    /// reaches beyond it), `range` merged with the entries touching it that have `new`.
+    /// Returns the value it had; `None` (nothing changed) otherwise. (A recommit of a
+    /// piece that a decommit guard-marked, where marked pieces side by side have merged
+    /// into one entry.)
+    pub fn retag_within(&mut self, range: &Range<usize>, new: V, take: impl FnOnce(V) -> bool) -> Option<V> {
         let p = self.map.floor(range.start)?;
-        let (e, w) = self.map.value(p);
-        if self.map.key(p) != range.start || e != range.end || !take(w) {
+        let (s, (e, w)) = (self.map.key(p), self.map.value(p));
+        if e < range.end || range.start >= range.end || !take(w) {
             return None;
         }
         if w == new {
             return Some(w);
+        }
+        match (s < range.start, e > range.end) {
+            (false, false) => {}
+            (true, true) => {
+                self.map.overwrite(p, s, (range.start, w));
+                self.map.insert(range.start, (range.end, new));
+                self.map.insert(range.end, (e, w));
+                return Some(w);
+            }
+            (false, true) => {
+                // The entry keeps its part after `range`, under a new key (still above the
+                // entry before it); `range` joins the entry ending at its start, if that
+                // has `new`, else is an entry of its own.
+                match self.map.prev(p).filter(|&q| self.map.value(q) == (range.start, new)) {
+                    Some(l) => {
+                        self.map.overwrite(l, self.map.key(l), (range.end, new));
+                        self.map.overwrite(p, range.end, (e, w));
+                    }
+                    None => {
+                        self.map.overwrite(p, range.start, (range.end, new));
+                        self.map.insert(range.end, (e, w));
+                    }
+                }
+                return Some(w);
+            }
+            (true, false) => {
+                self.map.overwrite(p, s, (range.start, w));
+                match self.map.next(p).filter(|&q| self.map.key(q) == range.end && self.map.value(q).1 == new) {
+                    Some(r) => {
+                        let re = self.map.value(r).0;
+                        self.map.overwrite(r, range.start, (re, new));
+                    }
+                    None => self.map.insert(range.start, (range.end, new)),
+                }
+                return Some(w);
+            }
         }
         let left = self.map.prev(p).filter(|&q| self.map.value(q) == (range.start, new));
         let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end && self.map.value(q).1 == new);
@@ -1130,26 +1169,37 @@ mod tests {
         assert_eq!(m.len(), 1);
     }
 
-    /// `retag_entry` in each shape: no merge, merging left, right, both; refusals.
+    /// `retag_within` in each shape: a whole entry (no merge, merging left, right,
+    /// both), part of one (splitting it, merging with a neighbour); refusals.
     #[test]
     fn interval_map_retags_one_entry() {
         let mut m = IntervalMap::new();
         for (r, v) in [(10..12, 1), (12..14, 2), (14..16, 1), (16..18, 3), (20..22, 2)] {
             m.set(r, Some(v));
         }
-        assert_eq!(m.retag_entry(&(12..14), 1, |_| false), None); // refused
-        assert_eq!(m.retag_entry(&(12..13), 1, |_| true), None); // not a whole entry
-        assert_eq!(m.retag_entry(&(19..20), 1, |_| true), None); // no entry
-        assert_eq!(m.retag_entry(&(12..14), 1, |o| o == 2), Some(2)); // merges both sides
+        assert_eq!(m.retag_within(&(12..14), 1, |_| false), None); // refused
+        assert_eq!(m.retag_within(&(12..15), 1, |_| true), None); // not within one entry
+        assert_eq!(m.retag_within(&(19..20), 1, |_| true), None); // no entry
+        assert_eq!(m.retag_within(&(12..14), 1, |o| o == 2), Some(2)); // merges both sides
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..16, 1), (16..18, 3), (20..22, 2)]);
-        assert_eq!(m.retag_entry(&(16..18), 1, |_| true), Some(3)); // merges left
+        assert_eq!(m.retag_within(&(16..18), 1, |_| true), Some(3)); // merges left
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (20..22, 2)]);
         m.set(18..20, Some(4));
-        assert_eq!(m.retag_entry(&(18..20), 2, |_| true), Some(4)); // merges right
+        assert_eq!(m.retag_within(&(18..20), 2, |_| true), Some(4)); // merges right
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (18..22, 2)]);
-        assert_eq!(m.retag_entry(&(18..22), 5, |_| true), Some(2)); // no merge
-        assert_eq!(m.retag_entry(&(18..22), 5, |_| true), Some(5)); // already so
+        assert_eq!(m.retag_within(&(18..22), 5, |_| true), Some(2)); // no merge
+        assert_eq!(m.retag_within(&(18..22), 5, |_| true), Some(5)); // already so
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..18, 1), (18..22, 5)]);
+        assert_eq!(m.retag_within(&(12..14), 6, |_| true), Some(1)); // splits in three
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(10..12, 1), (12..14, 6), (14..18, 1), (18..22, 5)]);
+        assert_eq!(m.retag_within(&(14..15), 6, |_| true), Some(1)); // its start, merging left
+        assert_eq!(m.retag_within(&(11..12), 6, |_| true), Some(1)); // its end, merging right
+        assert_eq!(m.retag_within(&(17..18), 7, |_| true), Some(1)); // its end, no merge
+        assert_eq!(m.retag_within(&(18..19), 8, |_| true), Some(5)); // its start, no merge
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![(10..11, 1), (11..15, 6), (15..17, 1), (17..18, 7), (18..19, 8), (19..22, 5)]
+        );
         m.check_structure();
     }
 
@@ -1256,14 +1306,11 @@ mod tests {
                         model[start..end].fill(Some(x));
                     }
                 } else if let (Some(x), 2) = (v, len % 3) {
-                    // Retagging one entry: the change `set` would make, or nothing.
+                    // Retagging within one entry: the change `set` would make, or nothing.
                     let o = model[start];
-                    let exact = o.is_some()
-                        && model[start..end].iter().all(|&y| y == o)
-                        && (start == 0 || model[start - 1] != o)
-                        && model.get(end).copied().flatten() != o;
-                    let want = o.filter(|&o| exact && o != 0);
-                    proptest::prop_assert_eq!(m.retag_entry(&(start..end), x, |o| o != 0), want);
+                    let within = o.is_some() && model[start..end].iter().all(|&y| y == o);
+                    let want = o.filter(|&o| within && o != 0);
+                    proptest::prop_assert_eq!(m.retag_within(&(start..end), x, |o| o != 0), want);
                     if want.is_some() {
                         model[start..end].fill(Some(x));
                     }
