@@ -106,13 +106,17 @@ fn lifecycle(s: &dyn VirtualSpace, n: usize) -> f64 {
     })
 }
 
-/// In one 4 GiB reservation, commit then decommit a 64 KiB block at a scattered offset.
-fn churn(s: &dyn VirtualSpace, n: usize) -> f64 {
+/// In one 4 GiB reservation, commit then decommit a 64 KiB block at a scattered offset;
+/// with `write`, one byte written at the block's start between the two (`write(p)`).
+fn churn(s: &dyn VirtualSpace, n: usize, write: Option<&dyn Fn(usize)>) -> f64 {
     let base = check(s.alloc(0, 4 << 30, AllocationType::RESERVE, Protection::NOACCESS), "reserve 4 GiB");
     let ns = time(n, || {
         for i in 0..n {
             let p = base + (i * 7919 % 65536) * KB64;
             check(s.alloc(p, KB64, AllocationType::COMMIT, Protection::READWRITE), "commit");
+            if let Some(w) = write {
+                w(p);
+            }
             check(s.free(p, KB64, FreeType::DECOMMIT), "decommit");
         }
     });
@@ -146,6 +150,14 @@ fn live(s: &dyn VirtualSpace, n: usize, q: usize) -> (f64, f64, f64) {
         }
     });
     (a, qn, f)
+}
+
+/// A one-byte CPU store at `p`: the write of the churn workload on real memory.
+#[cfg(target_os = "linux")]
+fn store(p: usize) {
+    // SAFETY: callers pass the start of a 64 KiB block of real memory (a Linux space's or
+    // a bare mapping's) they have just committed read-write and nothing else uses.
+    unsafe { std::ptr::write_volatile(p as *mut u8, 1) }
 }
 
 #[cfg(target_os = "linux")]
@@ -196,14 +208,18 @@ mod raw {
         })
     }
 
-    /// The churn workload on bare system calls: ns per commit+decommit.
-    pub fn churn(n: usize) -> f64 {
+    /// The churn workload on bare system calls: ns per commit+decommit (with `write`, a
+    /// one-byte store to each block between the two).
+    pub fn churn(n: usize, write: bool) -> f64 {
         let base = reserve(4 << 30);
         let ns = time(n, || {
             for i in 0..n {
                 // SAFETY: the offset stays inside the 4 GiB mapping.
                 let p = unsafe { base.cast::<u8>().add((i * 7919 % 65536) * KB64) }.cast::<c_void>();
                 commit(p, KB64);
+                if write {
+                    super::store(p as usize);
+                }
                 decommit(p, KB64);
             }
         });
@@ -437,17 +453,42 @@ pub fn main(scale: f64, runs: usize, linux: LinuxSetup) -> ExitCode {
     rows.push((format!("lifecycle: reserve+commit+decommit+release 64 KiB (x{n_life})"), raw, lin, s));
 
     #[cfg(target_os = "linux")]
-    let raw_churn = || [raw::churn(n_churn)];
+    let raw_churn = || [raw::churn(n_churn, false)];
     #[cfg(target_os = "linux")]
     let raw_churn: Option<&dyn Fn() -> [f64; 1]> = Some(&raw_churn);
     #[cfg(not(target_os = "linux"))]
     let raw_churn: Option<&dyn Fn() -> [f64; 1]> = None;
-    let lin_churn = linux.as_ref().map(|l| move || [churn(l, n_churn)]);
+    let lin_churn = linux.as_ref().map(|l| move || [churn(l, n_churn, None)]);
     let [[raw], [lin], [s]] = contenders(
         runs,
-        [raw_churn, lin_churn.as_ref().map(|f| f as &dyn Fn() -> [f64; 1]), Some(&|| [churn(&sim, n_churn)])],
+        [raw_churn, lin_churn.as_ref().map(|f| f as &dyn Fn() -> [f64; 1]), Some(&|| [churn(&sim, n_churn, None)])],
     );
     rows.push((format!("churn: commit+decommit 64 KiB in a 4 GiB reservation (x{n_churn})"), raw, lin, s));
+
+    // The same with a one-byte write to each block: then the decommit has a page to drop.
+    // On real memory a CPU store (a Linux space's `write` is a system call); on the
+    // simulated backend its `write`.
+    #[cfg(target_os = "linux")]
+    let raw_churn_w = || [raw::churn(n_churn, true)];
+    #[cfg(target_os = "linux")]
+    let raw_churn_w: Option<&dyn Fn() -> [f64; 1]> = Some(&raw_churn_w);
+    #[cfg(not(target_os = "linux"))]
+    let raw_churn_w: Option<&dyn Fn() -> [f64; 1]> = None;
+    #[cfg(target_os = "linux")]
+    let lin_store: &dyn Fn(usize) = &store;
+    #[cfg(not(target_os = "linux"))]
+    let lin_store: &dyn Fn(usize) = &|_| {};
+    let lin_churn_w = linux.as_ref().map(|l| move || [churn(l, n_churn, Some(lin_store))]);
+    let sim_write = |p: usize| check(sim.write(p, &[1]), "write");
+    let [[raw], [lin], [s]] = contenders(
+        runs,
+        [
+            raw_churn_w,
+            lin_churn_w.as_ref().map(|f| f as &dyn Fn() -> [f64; 1]),
+            Some(&|| [churn(&sim, n_churn, Some(&sim_write))]),
+        ],
+    );
+    rows.push((format!("churn, each piece written: commit+write+decommit 64 KiB (x{n_churn})"), raw, lin, s));
 
     let triple = |(a, q, f): (f64, f64, f64)| [a, q, f];
     #[cfg(target_os = "linux")]

@@ -554,7 +554,14 @@ fn os_flag_uses_this_process_real_memory() {
 fn bench_prints_every_workload_with_ratios() {
     let o = run(virtmem().args(["bench", "--scale", "0.001"]));
     assert_eq!(o.code, 0, "{}", o.stderr);
-    for w in ["lifecycle", "churn", "live allocations: reserve+commit", "query among", "release each"] {
+    for w in [
+        "lifecycle",
+        "churn:",
+        "churn, each piece written",
+        "live allocations: reserve+commit",
+        "query among",
+        "release each",
+    ] {
         let row = o.stdout.lines().find(|l| l.contains(w)).unwrap_or_else(|| panic!("no `{w}` row: {}", o.stdout));
         assert!(row.contains(" ns"), "{row}");
     }
