@@ -1729,7 +1729,10 @@ impl Backend for LinuxBackend {
     ///   if the markers fail too (two failures in a row, for want of memory) does the
     ///   call fail, with the run's pages still accessible but emptied: the data the
     ///   caller was discarding is gone (the one exception to "a failed call changes
-    ///   nothing", as for a release parked at the mapping-count limit).
+    ///   nothing", as for a release parked at the mapping-count limit). A store that
+    ///   another thread of the program makes to the run between the two calls (writing
+    ///   to memory it is decommitting, a race in the program) is not dropped: the page
+    ///   would hold it when recommitted, where in the revoking order it faults.
     /// - `PROT_NONE` first, then the drop (`Way::Revoke`): everywhere else. The
     ///   `mprotect`s are revocable, so a failure puts every run back as it was, contents
     ///   included; the drops, last, cannot fail.
