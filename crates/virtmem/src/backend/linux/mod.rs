@@ -1453,11 +1453,24 @@ impl LinuxBackend {
 
     /// `munmap` the live extent `ext`, which drops everything (accessible pages, guard
     /// markers, locks, write tracking), and forget it.
+    ///
+    /// The extent stops counting as this backend's before the `munmap`
+    /// ([`State::unmapping`]): its last granule's pages past the reservation's end lie in
+    /// a free gap of the engine's, which a query may ask about while this runs, and from
+    /// the `munmap` on someone else may map there. A query that meets the extent
+    /// meanwhile waits for this call's record (as for a reserve under way, see
+    /// [`State::in_flux`]) instead of calling that mapping free.
     fn unmap_extent(&self, ext: Range<usize>) -> Result<(), BackendError> {
         self.gate().map_err(errno_error)?;
+        self.state.lock().unmapping(&ext);
         // SAFETY: the engine releases only reservations this backend mapped, and
         // `ext` is exactly what `reserve` mapped. munmap also ends write tracking.
-        unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) }.map_err(errno_error)?;
+        if let Err(e) = unsafe { rustix::mm::munmap(ptr(ext.start), ext.len()) } {
+            self.state.lock().set_unmapped(&ext, &[]);
+            return Err(errno_error(e));
+        }
+        #[cfg(test)]
+        tests::after_unmap(self, &ext);
         let mut st = self.state.lock();
         st.forget_live(&ext);
         st.kernel.clear(ext.clone());
@@ -2185,6 +2198,69 @@ mod tests {
     use super::{Backend, Extent, LinuxBackend, LinuxOptions, Ranges, Witness, GRANULE, PAGE};
     use crate::{AllocationType, FreeType, MemState, Protection};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// What runs inside `unmap_extent` between its `munmap` and its record, for the
+    /// extent it is set for (tests run in parallel: no other test's unmap runs it).
+    type AfterUnmap = (std::ops::Range<usize>, Box<dyn FnOnce(&LinuxBackend) + Send>);
+    static AFTER_UNMAP: parking_lot::Mutex<Option<AfterUnmap>> = parking_lot::Mutex::new(None);
+
+    /// Called by `unmap_extent` between its `munmap` and its record.
+    pub(super) fn after_unmap(b: &LinuxBackend, ext: &std::ops::Range<usize>) {
+        let hook = {
+            let mut h = AFTER_UNMAP.lock();
+            if h.as_ref().is_some_and(|(r, _)| r == ext) {
+                h.take()
+            } else {
+                None
+            }
+        };
+        if let Some((_, f)) = hook {
+            f(b);
+        }
+    }
+
+    /// A release that unmaps its extent: a mapping the program makes in the extent's
+    /// last granule, past the reservation's end (a free gap of the engine's), between
+    /// the `munmap` and the backend's record of it, is never reported free, neither
+    /// then (the answer waits, or a call that must not wait gets none) nor after.
+    #[cfg(not(miri))]
+    #[test]
+    fn a_mapping_made_while_a_release_unmaps_is_never_free() {
+        use super::ReserveOptions;
+        let b = LinuxBackend::with_options(LinuxOptions { pool_bytes: 0, guard_regions: true }).unwrap();
+        let base = window(GRANULE);
+        let ext = base..base + GRANULE;
+        b.reserve(base..base + PAGE, ReserveOptions::default()).unwrap();
+        let tail = base + PAGE..base + GRANULE;
+        let program = base + 12 * PAGE;
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(None));
+        let seen_in_hook = seen.clone();
+        let hook_tail = tail.clone();
+        *AFTER_UNMAP.lock() = Some((
+            ext.clone(),
+            Box::new(move |b: &LinuxBackend| {
+                // SAFETY: NOREPLACE maps only where nothing is mapped (the extent was
+                // just unmapped); the page is unmapped by the test below.
+                let p = unsafe {
+                    rustix::mm::mmap_anonymous(
+                        program as *mut std::ffi::c_void,
+                        PAGE,
+                        rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                        rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED_NOREPLACE,
+                    )
+                };
+                assert_eq!(p.map(|p| p as usize), Ok(program), "the program's page");
+                *seen_in_hook.lock() = Some(b.try_foreign(hook_tail.start, hook_tail.end));
+            }),
+        ));
+        b.release(base..base + PAGE, ReserveOptions::default()).unwrap();
+        let during = seen.lock().take().expect("the release unmapped its extent");
+        assert!(!matches!(during, Some(None)), "the program's page was called free while the release unmapped");
+        let after = b.foreign(tail.start, tail.end).map(|f| f.start);
+        assert_eq!(after, Some(program), "the program's page after the release");
+        // SAFETY: the page the hook mapped.
+        unsafe { rustix::mm::munmap(program as *mut std::ffi::c_void, PAGE) }.unwrap();
+    }
 
     /// After each failure of a one-run decommit (guard markers, then the `mprotect` of
     /// their fallback; or the `mprotect` after a drop, then the markers of its fallback)

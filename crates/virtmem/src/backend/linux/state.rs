@@ -806,7 +806,16 @@ impl State {
     pub fn forget_live(&mut self, ext: &Range<usize>) {
         if let Some(x) = self.live.remove(ext.start) {
             self.owned.clear(ext.start..x.end);
+            self.set_unmapped(&(ext.start..x.end), &[]);
         }
+    }
+
+    /// The live extent `ext` is about to be unmapped whole: none of it counts as ours
+    /// from now on ([`State::unmapped`]) until [`State::forget_live`] forgets it (or
+    /// [`State::set_unmapped`] with no pieces takes the mark back, should the kernel
+    /// refuse): whatever a query finds there meanwhile waits for that record.
+    pub fn unmapping(&mut self, ext: &Range<usize>) {
+        self.set_unmapped(ext, std::slice::from_ref(ext));
     }
 
     /// Move the live extent starting at `ext.start` to the pool, whole: still mapped,
