@@ -408,6 +408,22 @@ enum Pooling {
     Always,
 }
 
+/// What the first step of a release ([`LinuxBackend::release_start`]) decided.
+#[derive(Debug)]
+enum Start {
+    /// Nothing needed dropping: the extent is in the pool already.
+    Pooled,
+    /// The extent goes with `munmap` (not poolable, no room, or too many runs to drop).
+    Unmap,
+    /// To the pool once the pages of these inaccessible runs are dropped.
+    Drop(Ranges),
+    /// Its one accessible run (with that access) is recorded guard-marked: the markers
+    /// to install, then to the pool ([`LinuxBackend::pool_by_guard`]).
+    Guard(Range<usize>, Access),
+    /// Its accessible runs to decommit the general way, then to the pool.
+    Decommit,
+}
+
 /// How [`Backend::decommit`] takes one run's access away and drops its pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -1240,30 +1256,16 @@ impl LinuxBackend {
         st.kernel.runs(range.clone()).into_iter().map(|(r, k)| (r, k.unwrap_or(FRESH))).collect()
     }
 
-    /// Whether the pool may take `ext`: within its bytes, and within its count of ranges
-    /// unless `ext` touches a pooled range (then it merges into it and adds no range; it
-    /// may even join two into one) or was itself taken whole from the pool (it puts
-    /// back what it took).
-    fn pool_has_room(&self, st: &State, ext: &Range<usize>) -> bool {
+    /// Whether the pool may take the live extent `ext` (`from_pool`: it was taken whole
+    /// from the pool): within its bytes, and within its count of ranges unless it was
+    /// taken whole from the pool (it puts back what it took) or touches a pooled range
+    /// (then it merges into it and adds no range; it may even join two into one).
+    fn pool_has_room(&self, st: &State, ext: &Range<usize>, from_pool: bool) -> bool {
         st.pool_bytes() + ext.len() <= self.pool_cap
-            && (st.pool().len() < POOL_MAX_RANGES || {
+            && (st.pool().len() < POOL_MAX_RANGES || from_pool || {
                 let (left, right) = st.pool().neighbours(ext.clone());
-                left.is_some() || right.is_some() || st.live().get(ext.start).is_some_and(|x| x.from_pool)
+                left.is_some() || right.is_some()
             })
-    }
-
-    /// Whether a released `ext` whose `accessible` runs are to be dropped would go to
-    /// the pool (`None`: it is not a live extent): there is room, and with the runs the
-    /// record says may hold data though inaccessible, at most [`POOL_MAX_RUNS`] need
-    /// dropping.
-    fn poolable(&self, ext: &Range<usize>, accessible: usize) -> Option<bool> {
-        let st = self.state.lock();
-        let x = st.live().get(ext.start)?;
-        Some(
-            x.poolable()
-                && self.pool_has_room(&st, ext)
-                && accessible + Self::touched_inaccessible(&st, ext) <= POOL_MAX_RUNS,
-        )
     }
 
     /// How many entries of the record in `ext` are inaccessible pages that may hold data
@@ -1276,94 +1278,121 @@ impl LinuxBackend {
             .count()
     }
 
-    /// The usual release of a reservation with one accessible run and nothing else that
-    /// may hold data, in one system call and two short holds of the state lock: guard
-    /// markers on the run (`MADV_GUARD_INSTALL` drops its pages and makes it fault in
-    /// one stroke, without splitting the mapping), then the whole extent to the pool.
-    /// What the general way ([`Backend::decommit`] then [`LinuxBackend::release_extent`])
-    /// would do, without its searches and collections. `None` when it does not apply
-    /// (no guard regions, not poolable, the run too long, other data to drop) or the
-    /// markers could not be installed (then removed again): nothing has changed and
-    /// the general way takes over.
-    fn release_by_guard(
+    /// The first step of the release of the live extent `ext`, whose accessible runs are
+    /// `accessible`: one hold of the state lock decides the way (see [`Start`]) and goes
+    /// as far along it as it can without a system call. The extent is looked up once
+    /// and its position carried to the pool when nothing needs dropping; with one
+    /// accessible run that guard markers can take, one walk over the record checks that
+    /// nothing else may hold data and records the run marked (put back by
+    /// [`LinuxBackend::pool_by_guard`] should the markers fail: the engine runs nothing
+    /// else on this reservation meanwhile). `pooling`: whether the pool's room counts.
+    fn release_start(
         &self,
         ext: &Range<usize>,
-        run: &Range<usize>,
-        from: Access,
-    ) -> Option<Result<(), BackendError>> {
-        if !self.uses_guard_regions() || from == Access::None || run.len() > GUARD_MAX {
-            return None;
-        }
-        {
-            let st = self.state.lock();
-            let x = st.live().get(ext.start)?;
-            if x.write_watch || x.large || !self.pool_has_room(&st, ext) {
-                return None;
-            }
-            // (As in `decommit`: when mappings are many, a run that would merge back
-            // into inaccessible neighbours is not left a marked mapping of its own.)
-            if st.kernel.len() > CROWDED_RUNS && st.between_inaccessible(run) {
-                return None;
-            }
-            // The run is as the engine says (accessible, so never marked: covered by
-            // entries granting `from`), and no other page of the extent may hold data
-            // that would need dropping (pages without an entry never do).
-            let mut covered = 0;
-            let plain = st.kernel.entries_in(ext.clone()).all(|(piece, k)| {
-                if piece.start < run.end && run.start < piece.end {
-                    covered += piece.len();
-                    run.start <= piece.start && piece.end <= run.end && k.prot == from && !k.guarded
-                } else {
-                    !k.touched
-                }
-            });
-            if !plain || covered != run.len() {
-                return None;
-            }
-        }
-        if self.guard(run, true).is_err() {
-            self.count();
-            // SAFETY: removing markers from our own run only makes its (empty) pages
-            // accessible again, as they were.
-            let _ = unsafe { sys::madvise_raw(run.start, run.len(), sys::MADV_GUARD_REMOVE) };
-            return None;
-        }
+        accessible: &[(Range<usize>, Access)],
+        pooling: Pooling,
+    ) -> Result<Start, BackendError> {
         let mut st = self.state.lock();
-        // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
-        st.kernel.set(run.clone(), Some(Kernel { prot: from, guarded: true, touched: false }));
-        self.hand_to_pool(st, ext);
-        Some(Ok(()))
+        let Some((p, x)) = st.live_entry(ext.start) else {
+            return Err(BackendError::Os(libc::EINVAL));
+        };
+        let if_room = pooling == Pooling::IfRoom;
+        if !x.poolable() || (if_room && !self.pool_has_room(&st, ext, x.from_pool)) {
+            // munmap drops everything: the kernel state is not needed.
+            return Ok(Start::Unmap);
+        }
+        match accessible {
+            [] => {
+                // Nothing accessible: the runs to drop are those that may hold data (at
+                // most `POOL_MAX_RUNS` when the room counts).
+                let mut touched = Ranges::new();
+                for (r, k) in st.kernel.entries_in(ext.clone()) {
+                    debug_assert!(k.access() == Access::None, "pooling accessible pages");
+                    if k.touched {
+                        if if_room && touched.len() == POOL_MAX_RUNS {
+                            return Ok(Start::Unmap);
+                        }
+                        touched.push(r);
+                    }
+                }
+                if !touched.is_empty() {
+                    return Ok(Start::Drop(touched));
+                }
+                // Nothing to drop: to the pool now, no system call.
+                st.live_to_pool_at(p);
+                drop(st);
+                self.forget_witnesses(ext);
+                return Ok(Start::Pooled);
+            }
+            [(run, from)] if self.uses_guard_regions() && *from != Access::None && run.len() <= GUARD_MAX => {
+                // (As in `decommit`: when mappings are many, a run that would merge back
+                // into inaccessible neighbours is not left a marked mapping of its own.)
+                let crowded = st.kernel.len() > CROWDED_RUNS && st.between_inaccessible(run);
+                // The run is as the engine says (accessible, so one entry granting
+                // `from`), and no other page of the extent may hold data that would need
+                // dropping (pages without an entry never do).
+                let marked = Kernel { prot: *from, guarded: true, touched: false };
+                if !crowded && st.kernel.rewrite_sole_entry(ext, run, granting(*from), marked, |k| !k.touched) {
+                    return Ok(Start::Guard(run.clone(), *from));
+                }
+            }
+            _ => {}
+        }
+        // (Room, and few enough runs to drop: see `POOL_MAX_RUNS`.)
+        if if_room && accessible.len() + Self::touched_inaccessible(&st, ext) > POOL_MAX_RUNS {
+            return Ok(Start::Unmap);
+        }
+        Ok(Start::Decommit)
     }
 
-    /// Release the live extent `ext`: to the pool after dropping pages that may hold
-    /// data, or with `munmap`, which drops everything, accessible pages included.
-    fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
-        let (touched, poolable) = {
+    /// The usual release of a reservation with one accessible run and nothing else that
+    /// may hold data, its record changed by [`LinuxBackend::release_start`]: guard markers
+    /// on the run (`MADV_GUARD_INSTALL` drops its pages and makes it fault in one stroke,
+    /// without splitting the mapping), then the whole extent to the pool; one system call
+    /// and a second short hold of the state lock. Should the markers fail, they come off
+    /// again, the record is put back and the general way takes over ([`Backend::decommit`]
+    /// of `accessible`, then the pool).
+    fn pool_by_guard(
+        &self,
+        ext: Range<usize>,
+        run: &Range<usize>,
+        from: Access,
+        accessible: &[(Range<usize>, Access)],
+    ) -> Result<(), BackendError> {
+        if self.guard(run, true).is_ok() {
+            // (Nothing else changed the extent meanwhile: the engine runs nothing else on it.)
             let st = self.state.lock();
-            let Some(extent) = st.live().get(ext.start) else {
-                return Err(BackendError::Os(libc::EINVAL));
-            };
-            // (Room, and few enough runs to drop: see `POOL_MAX_RUNS`.)
-            let room = || self.pool_has_room(&st, &ext) && Self::touched_inaccessible(&st, &ext) <= POOL_MAX_RUNS;
-            let poolable = extent.poolable()
-                && match pooling {
-                    Pooling::IfRoom => room(),
-                    Pooling::Always => true,
-                };
-            if !poolable {
-                // munmap drops everything: the kernel state is not needed.
-                (SmallVec::new(), false)
-            } else {
-                let runs = Self::kernel_runs(&st, &ext);
-                debug_assert!(runs.iter().all(|(_, k)| k.access() == Access::None), "pooling accessible pages");
-                let touched: SmallVec<[Range<usize>; 2]> =
-                    runs.into_iter().filter(|(_, k)| k.touched).map(|(r, _)| r).collect();
-                (touched, true)
-            }
-        };
-        if !poolable {
-            return self.unmap_or_pool(ext, &[]);
+            self.hand_to_pool(st, &ext);
+            return Ok(());
         }
+        self.count();
+        // SAFETY: removing markers from our own run only makes its (empty) pages
+        // accessible again, as they were.
+        let _ = unsafe { sys::madvise_raw(run.start, run.len(), sys::MADV_GUARD_REMOVE) };
+        // (The run was exactly one entry granting `from`.)
+        self.state.lock().kernel.set(run.clone(), Some(granting(from)));
+        self.decommit(accessible)?;
+        // Pooled even if another release filled the pool meanwhile: nothing may fail now.
+        self.release_extent(ext, Pooling::Always)
+    }
+
+    /// Release the live extent `ext`, none of whose pages is accessible: to the pool
+    /// after dropping pages that may hold data, or with `munmap`.
+    fn release_extent(&self, ext: Range<usize>, pooling: Pooling) -> Result<(), BackendError> {
+        match self.release_start(&ext, &[], pooling)? {
+            Start::Pooled => Ok(()),
+            Start::Drop(touched) => {
+                self.drop_and_pool(&ext, touched);
+                Ok(())
+            }
+            // (Unmap: the other ways need accessible runs.)
+            _ => self.unmap_or_pool(ext, &[]),
+        }
+    }
+
+    /// Drop the pages of the inaccessible runs `touched` of the live extent `ext`, then
+    /// hand it to the pool.
+    fn drop_and_pool(&self, ext: &Range<usize>, touched: Ranges) {
         for r in &touched {
             self.drop_pages(r);
         }
@@ -1371,8 +1400,7 @@ impl LinuxBackend {
         // (The state of the extent did not change meanwhile: the engine runs
         // nothing else on it.)
         Self::mark_emptied(&mut st, touched);
-        self.hand_to_pool(st, &ext);
-        Ok(())
+        self.hand_to_pool(st, ext);
     }
 
     /// `munmap` the live extent `ext` (whose accessible runs are `accessible`); if the
@@ -1684,26 +1712,24 @@ impl Backend for LinuxBackend {
     fn release_committed(
         &self,
         range: Range<usize>,
-        opts: ReserveOptions,
+        _opts: ReserveOptions,
         accessible: &[(Range<usize>, Access)],
     ) -> Result<(), BackendError> {
-        if accessible.is_empty() {
-            return self.release(range, opts);
-        }
         let ext = Self::extent(&range);
-        if let [(run, from)] = accessible {
-            if let Some(done) = self.release_by_guard(&ext, run, *from) {
-                return done;
+        match self.release_start(&ext, accessible, Pooling::IfRoom)? {
+            Start::Pooled => Ok(()),
+            Start::Unmap => self.unmap_or_pool(ext, accessible),
+            Start::Drop(touched) => {
+                self.drop_and_pool(&ext, touched);
+                Ok(())
+            }
+            Start::Guard(run, from) => self.pool_by_guard(ext, &run, from, accessible),
+            Start::Decommit => {
+                self.decommit(accessible)?;
+                // Pooled even if another release filled the pool meanwhile: nothing may fail now.
+                self.release_extent(ext, Pooling::Always)
             }
         }
-        match self.poolable(&ext, accessible.len()) {
-            None => return Err(BackendError::Os(libc::EINVAL)),
-            Some(false) => return self.unmap_or_pool(ext, accessible),
-            Some(true) => {}
-        }
-        self.decommit(accessible)?;
-        // Pooled even if another release filled the pool meanwhile: nothing may fail now.
-        self.release_extent(ext, Pooling::Always)
     }
 
     /// `mprotect` changes what the CPU allows and keeps the contents; pages a decommit
@@ -2307,6 +2333,72 @@ mod tests {
             let accessible: &[(std::ops::Range<usize>, Access)] =
                 if want == Some(granting(rw)) { &[(r.clone(), rw)] } else { &[] };
             b.release_committed(all, ReserveOptions::default(), accessible).unwrap();
+        }
+    }
+
+    /// A pooled release of one accessible run whose guard markers fail (the first way,
+    /// which records the run marked before the call) puts the record back and takes the
+    /// general way: the run's pages are dropped all the same, so the range, reserved
+    /// again from the pool and committed, reads zero and the record says what the
+    /// kernel has (inaccessible, empty) once it is pooled again.
+    #[cfg(not(miri))]
+    #[test]
+    fn a_pooled_release_whose_markers_fail_drops_the_run_the_general_way() {
+        use super::{granting, Access, ReserveOptions};
+        if !super::features().guard {
+            return;
+        }
+        let rw = Access::ReadWrite;
+        // The markers fail (the first system call), then nothing else or one of the
+        // general way's later calls (whose own fallbacks may still get the release done:
+        // then it must have dropped the run; else it must have changed nothing). Without
+        // the record put back, the general way took the run for marked already and
+        // pooled it with its data (m = 3).
+        for m in [0, 2, 3, 4, 5, 6] {
+            let b =
+                LinuxBackend::with_options(LinuxOptions { guard_regions: true, ..LinuxOptions::default() }).unwrap();
+            let base = window(GRANULE);
+            let all = base..base + GRANULE;
+            let run = base..base + PAGE;
+            b.reserve(all.clone(), ReserveOptions::default()).unwrap();
+            b.set_access(run.clone(), Access::None, rw).unwrap();
+            b.write(run.start, &[7]).unwrap();
+            b.inject_failures(1, m);
+            let out = b.release_committed(all.clone(), ReserveOptions::default(), &[(run.clone(), rw)]);
+            // (A later failure past the general way's calls never fires: disarmed.)
+            assert!(m != 0 || !b.failure_pending(), "the markers were not tried");
+            b.inject_failure(0);
+            let mut byte = [1u8];
+            if out.is_err() {
+                // Nothing changed: live, the run read-write with its data, so recorded.
+                let st = b.state.lock();
+                assert!(st.live().get(base).is_some(), "{m}: not live after a failed release");
+                assert_eq!(
+                    st.kernel.runs(all.clone()).to_vec(),
+                    vec![(run.clone(), Some(granting(rw))), (run.end..all.end, None)],
+                    "{m}: {out:?}"
+                );
+                drop(st);
+                b.read(run.start, &mut byte).unwrap();
+                assert_eq!(byte, [7], "{m}: a failed release lost the run's data");
+                b.release_committed(all, ReserveOptions::default(), &[(run, rw)]).unwrap();
+                continue;
+            }
+            {
+                let st = b.state.lock();
+                assert!(st.live().get(base).is_none(), "{m}: still live");
+                assert!(st.pool().at(base).is_some(), "{m}: not pooled");
+                assert!(
+                    st.kernel.entries_in(all.clone()).all(|(_, k)| k.access() == Access::None && !k.touched),
+                    "{m}: the record has data or access in the pooled range: {:?}",
+                    st.kernel.runs(all.clone())
+                );
+            }
+            b.reserve(all.clone(), ReserveOptions::default()).unwrap();
+            b.set_access(run.clone(), Access::None, rw).unwrap();
+            b.read(run.start, &mut byte).unwrap();
+            assert_eq!(byte, [0], "{m}: the released run kept its data");
+            b.release_committed(all, ReserveOptions::default(), &[(run, rw)]).unwrap();
         }
     }
 

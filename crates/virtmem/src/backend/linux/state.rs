@@ -405,6 +405,60 @@ impl<V: Copy + Eq> IntervalMap<V> {
             self.map.remove_at(p);
             return Some(None);
         };
+        self.put_at(p, range, v, left, right);
+        Some(Some(v))
+    }
+
+    /// The usual release's check and change of the record in one search: of the entries
+    /// meeting `within`, exactly one meets `range`, and it is `range` exactly with the
+    /// value `old`; every other one has a value `rest` accepts. Then that entry takes the
+    /// value `new` (merged in place with the touching entries that have it) and the
+    /// answer is `true`; else nothing changes and the answer is `false`.
+    pub fn rewrite_sole_entry(
+        &mut self,
+        within: &Range<usize>,
+        range: &Range<usize>,
+        old: V,
+        new: V,
+        rest: impl Fn(V) -> bool,
+    ) -> bool {
+        let mut found = None;
+        let mut before = None;
+        let mut at = self.first_ending_after(within.start);
+        while let Some(p) = at {
+            let s = self.map.key(p);
+            if s >= within.end {
+                break;
+            }
+            let (e, v) = self.map.value(p);
+            if s < range.end && range.start < e {
+                if found.is_some() || s != range.start || e != range.end || v != old {
+                    return false;
+                }
+                found = Some((p, before));
+            } else if !rest(v) {
+                return false;
+            }
+            before = Some(p);
+            at = self.map.next(p);
+        }
+        let Some((p, before)) = found else { return false };
+        // The entry touching it on the left: the one before it in the walk, or (when it
+        // is the first entry meeting `within`) the one before it in the map.
+        let left = match before {
+            Some(q) => Some(q),
+            None => self.map.prev(p),
+        }
+        .filter(|&q| self.map.value(q).0 == range.start);
+        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end);
+        self.put_at(p, range, new, left, right);
+        true
+    }
+
+    /// Give the entry at `p`, which is `range`, the value `v`, merged with `left` (the
+    /// entry ending at its start) and `right` (the one starting at its end) where they
+    /// have `v`; in place.
+    fn put_at(&mut self, p: Pos, range: &Range<usize>, v: V, left: Option<Pos>, right: Option<Pos>) {
         let left = left.filter(|&q| self.map.value(q).1 == v);
         let right = right.filter(|&q| self.map.value(q).1 == v);
         match (left, right) {
@@ -426,7 +480,6 @@ impl<V: Copy + Eq> IntervalMap<V> {
                 self.map.remove_at(r);
             }
         }
-        Some(Some(v))
     }
 
     /// `set(range, Some(v))` when `range` holds no entry (returns whether it held none;
@@ -822,9 +875,31 @@ impl State {
     /// still ours, so the owned ranges stay as they are. Nothing when no live extent
     /// starts there.
     pub fn live_to_pool(&mut self, ext: &Range<usize>) {
-        if let Some(x) = self.live.remove(ext.start) {
-            let r = ext.start..x.end;
-            self.pool_bytes += r.len();
+        if let Some(p) = self.live.floor(ext.start).filter(|&p| self.live.key(p) == ext.start) {
+            self.live_to_pool_at(p);
+        }
+    }
+
+    /// The live extent starting at `start` and its position among the live extents, for
+    /// [`State::live_to_pool_at`] in the same hold of the state's lock (a position holds
+    /// only until the live extents change).
+    pub fn live_entry(&self, start: usize) -> Option<(Pos, Extent)> {
+        let p = self.live.floor(start).filter(|&p| self.live.key(p) == start)?;
+        Some((p, self.live.value(p)))
+    }
+
+    /// [`State::live_to_pool`] of the live extent at `p` (from [`State::live_entry`], the
+    /// live extents unchanged since): no second search among them. A pooled range never
+    /// meets another (live extents and pooled ranges never overlap), so it fills a gap of
+    /// the pool, merged with the pooled ranges touching it.
+    pub fn live_to_pool_at(&mut self, p: Pos) {
+        let (start, x) = (self.live.key(p), self.live.value(p));
+        self.live.remove_at(p);
+        let r = start..x.end;
+        self.pool_bytes += r.len();
+        let filled = self.pool.fill_gap(&r, ());
+        debug_assert!(filled, "a live extent {r:x?} met the pool");
+        if !filled {
             self.pool.set(r, Some(()));
         }
     }
@@ -1044,6 +1119,50 @@ mod tests {
         }
         for i in (1..1999).step_by(2) {
             assert_eq!(big.rewrite_entry(&(i * 10..i * 10 + 10), 1, |_, _| Some(Some(0))), Some(Some(0)));
+            big.check_structure();
+        }
+        assert_eq!(big.iter().collect::<Vec<_>>(), vec![(0..19990, 0), (19990..20000, 1)]);
+    }
+
+    #[test]
+    fn rewrite_sole_entry_checks_the_whole_range_and_changes_one_entry_or_nothing() {
+        let mut m = IntervalMap::new();
+        m.set(0..10, Some(9));
+        m.set(10..20, Some(1));
+        m.set(20..30, Some(2));
+        m.set(40..50, Some(3));
+        let rest_even = |v: u8| v % 2 == 0;
+        // Refused, nothing changed: the run is not exactly one entry, has another value,
+        // is met by a second entry, is no entry at all, or another entry of `within` is
+        // refused by `rest`.
+        for (within, r, old) in
+            [(10..40, 10..25, 1), (10..40, 12..20, 1), (10..40, 10..20, 2), (10..40, 31..39, 1), (10..50, 10..20, 1)]
+        {
+            assert!(!m.rewrite_sole_entry(&within, &r, old, 4, rest_even), "{within:?} {r:?}");
+        }
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(0..10, 9), (10..20, 1), (20..30, 2), (40..50, 3)]);
+        // `rest` sees only the entries meeting `within`: 0..10 (9, odd) lies outside it.
+        assert!(m.rewrite_sole_entry(&(10..40), &(10..20), 1, 4, rest_even));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(0..10, 9), (10..20, 4), (20..30, 2), (40..50, 3)]);
+        // Merged with the touching entries that take its new value: the one before it in
+        // the walk, the one after it, and one before `within` (found outside the walk).
+        assert!(m.rewrite_sole_entry(&(20..40), &(20..30), 2, 4, rest_even));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(0..10, 9), (10..30, 4), (40..50, 3)]);
+        m.set(30..40, Some(5));
+        m.set(50..60, Some(4));
+        assert!(m.rewrite_sole_entry(&(40..64), &(40..50), 3, 4, rest_even));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(0..10, 9), (10..30, 4), (30..40, 5), (40..60, 4)]);
+        assert!(m.rewrite_sole_entry(&(32..40), &(30..40), 5, 4, rest_even));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(0..10, 9), (10..60, 4)]);
+        m.check_structure();
+        // Many entries, so that the neighbours sit in other chunks of the map.
+        let mut big = IntervalMap::new();
+        for i in 0..2000 {
+            big.set(i * 10..i * 10 + 10, Some((i % 2) as u8));
+        }
+        for i in (1..1999).step_by(2) {
+            let r = i * 10..i * 10 + 10;
+            assert!(big.rewrite_sole_entry(&(r.start - 5..r.end + 5), &r, 1, 0, |v| v == 0));
             big.check_structure();
         }
         assert_eq!(big.iter().collect::<Vec<_>>(), vec![(0..19990, 0), (19990..20000, 1)]);
