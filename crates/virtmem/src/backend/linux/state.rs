@@ -356,27 +356,9 @@ impl<V: Copy + Eq> IntervalMap<V> {
                 return Some(w);
             }
         }
-        let left = self.map.prev(p).filter(|&q| self.map.value(q) == (range.start, new));
-        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end && self.map.value(q).1 == new);
-        match (left, right) {
-            (None, None) => self.map.overwrite(p, range.start, (range.end, new)),
-            (Some(l), None) => {
-                self.map.overwrite(l, self.map.key(l), (range.end, new));
-                self.map.remove_at(p);
-            }
-            (None, Some(r)) => {
-                let end = self.map.value(r).0;
-                self.map.overwrite(p, range.start, (end, new));
-                self.map.remove_at(r);
-            }
-            (Some(l), Some(r)) => {
-                let end = self.map.value(r).0;
-                self.map.overwrite(l, self.map.key(l), (end, new));
-                // The entry after `p` is `r`, wherever the removal moved it.
-                let r = self.map.remove_at(p).expect("right entry");
-                self.map.remove_at(r);
-            }
-        }
+        let left = self.map.prev(p).filter(|&q| self.map.value(q).0 == range.start);
+        let right = self.map.next(p).filter(|&q| self.map.key(q) == range.end);
+        self.put_at(p, range, new, left, right);
         Some(w)
     }
 
